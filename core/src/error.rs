@@ -1,0 +1,84 @@
+//! The one error type of hush-core.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the phone core, worded for the person reading it.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The profile database exists but is not a readable Hushphone profile. It is left
+    /// untouched so that nothing the user had is destroyed by a repair attempt.
+    #[error(
+        "profile file {path} is damaged or not a Hushphone profile ({reason}); it was left untouched"
+    )]
+    CorruptProfile {
+        /// The file that failed the checks.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The profile was written by a newer Hushphone with a schema we do not know.
+    #[error(
+        "profile file {path} has schema version {found}, newer than this Hushphone understands ({supported}); it was left untouched"
+    )]
+    ProfileTooNew {
+        /// The profile database.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version we know.
+        supported: i64,
+    },
+    /// The master password did not open the vault. Nothing was changed.
+    #[error("wrong master password; nothing was changed")]
+    WrongMasterPassword,
+    /// The operation needs the vault open, and it is still locked.
+    #[error("the profile is locked: enter the master password first")]
+    Locked,
+    /// A master password is required for this operation but none is set.
+    #[error("no master password is set")]
+    NoMasterPassword,
+    /// A master password is already set; use "change" instead.
+    #[error("a master password is already set; change it instead")]
+    MasterPasswordAlreadySet,
+    /// The master password was rejected before use.
+    #[error("master password rejected: {0}")]
+    WeakMasterPassword(&'static str),
+    /// A sealed secret failed authentication: the stored data was altered or damaged.
+    #[error("stored secret {0:?} failed its integrity check (damaged or tampered with)")]
+    TamperedSecret(String),
+    /// A user-supplied value is not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// An account with this identity already exists.
+    #[error("an account {0} already exists")]
+    DuplicateAccount(String),
+    /// No account matches the given identifier.
+    #[error("no account matches {0:?}")]
+    NoSuchAccount(String),
+    /// Filesystem trouble, with the path it concerned.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The database failed in a way not covered above.
+    #[error("profile database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The core has stopped and no longer takes commands.
+    #[error("the phone core has stopped")]
+    Stopped,
+}
+
+impl CoreError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Result alias for hush-core.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

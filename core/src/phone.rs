@@ -1,0 +1,267 @@
+//! The running phone: a tokio runtime with one core task that owns the profile, applies
+//! commands in order, publishes events and keeps the snapshot current. The window, the
+//! CLI and the tests all hold a [`Phone`] and drive it the same way.
+
+use crate::command::{Command, Reply};
+use crate::error::{CoreError, Result};
+use crate::event::Event;
+use crate::profile::{Profile, VaultMode};
+use crate::snapshot::{AccountStatus, AccountView, Snapshot};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+/// Called whenever the snapshot changes, e.g. egui's `request_repaint`.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+struct Request {
+    command: Command,
+    reply: Option<oneshot::Sender<Result<Reply>>>,
+}
+
+/// Handle to the running core. Dropping it stops the core and its runtime.
+pub struct Phone {
+    requests: mpsc::UnboundedSender<Request>,
+    events: broadcast::Sender<Event>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    waker: Arc<Mutex<Option<Waker>>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// State owned by the core task.
+struct Core {
+    profile: Arc<Mutex<Profile>>,
+    events: broadcast::Sender<Event>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    waker: Arc<Mutex<Option<Waker>>>,
+    revision: u64,
+}
+
+const EVENT_BUFFER: usize = 1024;
+
+impl Phone {
+    /// Starts the core on its own runtime around an opened profile.
+    pub fn start(profile: Profile) -> Result<Phone> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("hush-core")
+            .enable_all()
+            .build()
+            .map_err(|e| CoreError::io("tokio runtime", e))?;
+        let (requests, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let mut core = Core {
+            profile: Arc::new(Mutex::new(profile)),
+            events: events.clone(),
+            snapshot: watch::channel(Arc::new(Snapshot::default())).0,
+            waker: waker.clone(),
+            revision: 0,
+        };
+        core.publish();
+        let snapshot = core.snapshot.subscribe();
+        runtime.spawn(core.run(rx));
+        Ok(Phone {
+            requests,
+            events,
+            snapshot,
+            waker,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Registers the function that wakes the UI when the snapshot changes.
+    pub fn set_waker(&self, waker: Waker) {
+        if let Ok(mut w) = self.waker.lock() {
+            *w = Some(waker);
+        }
+    }
+
+    /// Sends a command without waiting; a failure arrives as [`Event::CommandFailed`].
+    pub fn send(&self, command: Command) {
+        let _ = self.requests.send(Request {
+            command,
+            reply: None,
+        });
+    }
+
+    /// Runs a command and waits for its outcome.
+    pub async fn execute(&self, command: Command) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request {
+                command,
+                reply: Some(tx),
+            })
+            .map_err(|_| CoreError::Stopped)?;
+        rx.await.map_err(|_| CoreError::Stopped)?
+    }
+
+    /// [`Phone::execute`] for callers outside any async runtime (the CLI).
+    pub fn execute_blocking(&self, command: Command) -> Result<Reply> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request {
+                command,
+                reply: Some(tx),
+            })
+            .map_err(|_| CoreError::Stopped)?;
+        rx.blocking_recv().map_err(|_| CoreError::Stopped)?
+    }
+
+    /// The current picture of the phone.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that is notified on every snapshot change.
+    pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// Subscribes to events from now on.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+impl Core {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(req) = rx.recv().await {
+            let name = req.command.name();
+            let result = self.apply(req.command).await;
+            if let Err(e) = &result {
+                tracing::warn!(command = name, error = %e, "command failed");
+                let _ = self.events.send(Event::CommandFailed {
+                    command: name,
+                    error: e.to_string(),
+                });
+            }
+            self.publish();
+            if let Some(reply) = req.reply {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Runs profile work off the async threads: key derivation takes ~0.3 s.
+    async fn with_profile<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Profile) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let profile = self.profile.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut p = profile.lock().map_err(|_| CoreError::Stopped)?;
+            f(&mut p)
+        })
+        .await
+        .map_err(|_| CoreError::Stopped)?
+    }
+
+    async fn apply(&mut self, command: Command) -> Result<Reply> {
+        let (reply, event) = match command {
+            Command::Unlock { password } => {
+                self.with_profile(move |p| p.unlock(&password)).await?;
+                (Reply::Done, Event::Unlocked)
+            }
+            Command::AddAccount(new) => {
+                let config = self.with_profile(move |p| p.add_account(new)).await?;
+                (Reply::Account(config.clone()), Event::AccountAdded(config))
+            }
+            Command::RemoveAccount(id) => {
+                self.with_profile(move |p| p.remove_account(id)).await?;
+                (Reply::Done, Event::AccountRemoved(id))
+            }
+            Command::SetMasterPassword { new } => {
+                self.with_profile(move |p| p.set_master_password(&new))
+                    .await?;
+                (
+                    Reply::Done,
+                    Event::MasterPasswordChanged { protected: true },
+                )
+            }
+            Command::ChangeMasterPassword { old, new } => {
+                self.with_profile(move |p| p.change_master_password(&old, &new))
+                    .await?;
+                (
+                    Reply::Done,
+                    Event::MasterPasswordChanged { protected: true },
+                )
+            }
+            Command::RemoveMasterPassword { current } => {
+                self.with_profile(move |p| p.remove_master_password(&current))
+                    .await?;
+                (
+                    Reply::Done,
+                    Event::MasterPasswordChanged { protected: false },
+                )
+            }
+            Command::SetHistoryDefault(on) => {
+                self.with_profile(move |p| p.set_history_default(on))
+                    .await?;
+                (Reply::Done, Event::HistorySettingsChanged)
+            }
+            Command::SetHistoryFor {
+                account,
+                peer,
+                choice,
+            } => {
+                self.with_profile(move |p| p.set_history_for(account, &peer, choice))
+                    .await?;
+                (Reply::Done, Event::HistorySettingsChanged)
+            }
+            Command::EraseHistory => {
+                self.with_profile(|p| p.erase_history()).await?;
+                (Reply::Done, Event::HistoryErased)
+            }
+        };
+        let _ = self.events.send(event);
+        Ok(reply)
+    }
+
+    /// Rebuilds the snapshot from the profile and wakes the UI.
+    fn publish(&mut self) {
+        let Ok(profile) = self.profile.lock() else {
+            return;
+        };
+        let accounts = match profile.accounts() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list accounts");
+                Vec::new()
+            }
+        };
+        self.revision += 1;
+        let snap = Snapshot {
+            revision: self.revision,
+            profile_dir: profile.dir().to_path_buf(),
+            locked: profile.is_locked(),
+            master_password_set: profile.vault_mode().ok() == Some(VaultMode::MasterPassword),
+            history_default: profile.history_default().unwrap_or(false),
+            accounts: accounts
+                .into_iter()
+                .map(|config| AccountView {
+                    config,
+                    status: AccountStatus::Offline,
+                })
+                .collect(),
+            contacts: Vec::new(),
+            calls: Vec::new(),
+            chats: Vec::new(),
+        };
+        drop(profile);
+        self.snapshot.send_replace(Arc::new(snap));
+        if let Ok(w) = self.waker.lock()
+            && let Some(w) = w.as_ref()
+        {
+            w();
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The security-state model shared by the UI, the CLI and the tests. One vocabulary, so
+//! that every surface tells the user the same thing about the same call or chat.
+
+use serde::{Deserialize, Serialize};
+
+/// How private a call is right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallSecurity {
+    /// Media flows unencrypted. Only reachable when the policy allows it, and the user
+    /// has been told.
+    Cleartext,
+    /// ZRTP is negotiating. Under a mandatory policy no media is sent in this state.
+    Negotiating,
+    /// SRTP keyed by ZRTP. `verified` is the user's own SAS comparison, remembered per peer.
+    Secure {
+        /// The short authentication string both sides read aloud.
+        sas: String,
+        /// The user confirmed the SAS with this peer (now or on an earlier call).
+        verified: bool,
+    },
+    /// The peer's retained secret did not match our cache: a man in the middle, or the
+    /// peer reinstalled. Media is encrypted, but the user must compare the SAS again.
+    CacheMismatch {
+        /// The SAS to compare.
+        sas: String,
+    },
+    /// Security could not be established; the reason is shown to the user.
+    Failed(String),
+}
+
+impl CallSecurity {
+    /// Rank used to refuse silent downgrades: a re-INVITE may never move a call to a
+    /// lower rank without the user being told.
+    pub fn rank(&self) -> u8 {
+        match self {
+            CallSecurity::Failed(_) => 0,
+            CallSecurity::Cleartext => 1,
+            CallSecurity::Negotiating => 2,
+            CallSecurity::CacheMismatch { .. } => 3,
+            CallSecurity::Secure {
+                verified: false, ..
+            } => 4,
+            CallSecurity::Secure { verified: true, .. } => 5,
+        }
+    }
+
+    /// True when media is encrypted end to end.
+    pub fn is_encrypted(&self) -> bool {
+        matches!(
+            self,
+            CallSecurity::Secure { .. } | CallSecurity::CacheMismatch { .. }
+        )
+    }
+
+    /// A short label for people and scripts.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CallSecurity::Cleartext => "not encrypted",
+            CallSecurity::Negotiating => "negotiating",
+            CallSecurity::Secure {
+                verified: false, ..
+            } => "secure, SAS not verified",
+            CallSecurity::Secure { verified: true, .. } => "secure, verified",
+            CallSecurity::CacheMismatch { .. } => "key mismatch: compare the SAS",
+            CallSecurity::Failed(_) => "failed",
+        }
+    }
+}
+
+/// How private a chat is right now (OTR's four states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatSecurity {
+    /// Plain XMPP: the server can read it.
+    NotPrivate,
+    /// OTR session up, buddy not authenticated.
+    PrivateUnverified,
+    /// OTR session up, buddy authenticated by fingerprint or SMP.
+    PrivateVerified,
+    /// The peer ended the private session; sending is blocked until the user acts.
+    Finished,
+}
+
+impl ChatSecurity {
+    /// A short label for people and scripts.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ChatSecurity::NotPrivate => "not private",
+            ChatSecurity::PrivateUnverified => "private, unverified",
+            ChatSecurity::PrivateVerified => "private, verified",
+            ChatSecurity::Finished => "private conversation ended",
+        }
+    }
+
+    /// Sending is allowed only when the session is not in the Finished state.
+    pub fn may_send(&self) -> bool {
+        !matches!(self, ChatSecurity::Finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_order_the_states() {
+        let states = [
+            CallSecurity::Failed("x".into()),
+            CallSecurity::Cleartext,
+            CallSecurity::Negotiating,
+            CallSecurity::CacheMismatch { sas: "abcd".into() },
+            CallSecurity::Secure {
+                sas: "abcd".into(),
+                verified: false,
+            },
+            CallSecurity::Secure {
+                sas: "abcd".into(),
+                verified: true,
+            },
+        ];
+        for w in states.windows(2) {
+            assert!(w[0].rank() < w[1].rank(), "{:?} < {:?}", w[0], w[1]);
+        }
+        assert!(!CallSecurity::Cleartext.is_encrypted());
+        assert!(CallSecurity::CacheMismatch { sas: "x".into() }.is_encrypted());
+        assert!(!ChatSecurity::Finished.may_send());
+        assert!(ChatSecurity::NotPrivate.may_send());
+    }
+}

@@ -1,0 +1,144 @@
+//! What the window and the CLI show: an immutable picture of the phone, replaced as a
+//! whole whenever something changes.
+
+use crate::model::{AccountConfig, AccountId};
+use crate::security::{CallSecurity, ChatSecurity};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Connection state of one account, in words a user understands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AccountStatus {
+    /// Not connected and not trying.
+    Offline,
+    /// Connecting, logging in or registering.
+    Connecting,
+    /// Registered (SIP) or logged in (XMPP).
+    Online,
+    /// Stopped because of an error the user must fix (wrong password, untrusted cert...).
+    Error(String),
+}
+
+/// One account with its live status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountView {
+    /// What is configured.
+    pub config: AccountConfig,
+    /// What is happening.
+    pub status: AccountStatus,
+}
+
+/// A contact's reachability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Presence {
+    /// Online and available.
+    Available,
+    /// Online, away.
+    Away,
+    /// Online, do not disturb.
+    DoNotDisturb,
+    /// Not online (or unknown).
+    Offline,
+}
+
+/// Where a roster subscription stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Subscription {
+    /// We asked; the contact has not answered yet.
+    WaitingForAuthorization,
+    /// The contact asked us; the user has not decided yet.
+    RequestReceived,
+    /// Presence is shared.
+    Authorized,
+    /// No presence subscription.
+    None,
+}
+
+/// A contact in an account's roster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContactView {
+    /// The account whose roster holds it.
+    pub account: AccountId,
+    /// Its address (bare JID or SIP address).
+    pub address: String,
+    /// The name the user gave it.
+    pub alias: Option<String>,
+    /// Roster group.
+    pub group: Option<String>,
+    /// Reachability.
+    pub presence: Presence,
+    /// Subscription state.
+    pub subscription: Subscription,
+}
+
+/// Identifier of a call for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct CallId(pub u64);
+
+/// Where a call is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CallState {
+    /// We sent the INVITE.
+    Calling,
+    /// The peer's phone is ringing.
+    Ringing,
+    /// Someone is calling us.
+    Incoming,
+    /// Talking.
+    Connected,
+    /// On hold (by either side).
+    OnHold,
+    /// Over, with the reason.
+    Ended(String),
+}
+
+/// A call as shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallView {
+    /// Its identifier.
+    pub id: CallId,
+    /// The account it uses (`None` for direct-IP and echo-test calls).
+    pub account: Option<AccountId>,
+    /// The other party.
+    pub peer: String,
+    /// Call progress.
+    pub state: CallState,
+    /// How private it is.
+    pub security: CallSecurity,
+}
+
+/// A chat as shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatView {
+    /// The account it runs on.
+    pub account: AccountId,
+    /// The other party or room.
+    pub peer: String,
+    /// How private it is.
+    pub security: ChatSecurity,
+    /// The peer's OTR fingerprint differs from the one we knew.
+    pub fingerprint_changed: bool,
+}
+
+/// The whole phone at one instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// Increases with every change, so views can skip identical frames.
+    pub revision: u64,
+    /// Where the profile lives.
+    pub profile_dir: PathBuf,
+    /// The master password has not been given yet.
+    pub locked: bool,
+    /// A master password protects the vault.
+    pub master_password_set: bool,
+    /// History is kept by default.
+    pub history_default: bool,
+    /// Configured accounts with their status.
+    pub accounts: Vec<AccountView>,
+    /// Contacts of all accounts.
+    pub contacts: Vec<ContactView>,
+    /// Calls in progress (and just ended).
+    pub calls: Vec<CallView>,
+    /// Open chats.
+    pub chats: Vec<ChatView>,
+}
