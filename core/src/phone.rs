@@ -138,7 +138,7 @@ impl Core {
             let name = req.command.name();
             let result = self.apply(req.command).await;
             if let Err(e) = &result {
-                tracing::warn!(command = name, error = %e, "command failed");
+                tracing::debug!(command = name, error = %e, "command failed");
                 let _ = self.events.send(Event::CommandFailed {
                     command: name,
                     error: e.to_string(),
