@@ -1,1 +1,45 @@
-//! placeholder
+//! Real servers for tests: Prosody (XMPP) and Kamailio (SIP) started as child processes
+//! on free loopback ports from the configs in `configs/`, polled until ready with a
+//! bound, and stopped and reaped on drop. Nothing here is a mock.
+
+mod kamailio;
+mod process;
+mod prosody;
+
+pub use kamailio::Kamailio;
+pub use process::free_port;
+pub use prosody::Prosody;
+
+/// Why a server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// Spawning, writing configs or generating certificates failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What we were doing.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The server did not become ready in time; its log tail is included.
+    #[error("{server} not ready after {secs} s; log tail:\n{log}")]
+    NotReady {
+        /// Which server.
+        server: &'static str,
+        /// How long we waited.
+        secs: u64,
+        /// The end of its output.
+        log: String,
+    },
+    /// A helper tool failed (e.g. openssl).
+    #[error("{0}")]
+    Tool(String),
+}
+
+/// Result alias for the harness.
+pub type Result<T> = std::result::Result<T, HarnessError>;
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let what = what.into();
+    move |source| HarnessError::Io { what, source }
+}

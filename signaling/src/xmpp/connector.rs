@@ -1,0 +1,144 @@
+//! A tokio-xmpp `ServerConnector` that always upgrades with STARTTLS (never continues in
+//! cleartext), verifies with [`Trust`], and can go through a SOCKS5 proxy.
+
+use super::socks5;
+use super::tls::{Trust, client_config};
+use futures::{SinkExt, StreamExt};
+use sasl::common::ChannelBinding;
+use std::borrow::Cow;
+use tokio::io::BufStream;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_xmpp::connect::{DnsConfig, ServerConnector};
+use tokio_xmpp::error::{Error, ProtocolError};
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::parsers::starttls;
+use tokio_xmpp::xmlstream::{
+    FallibleStreamElement, PendingFeaturesRecv, ReadError, StreamHeader, Timeouts,
+    XmppStreamElement, initiate_stream,
+};
+
+/// Where to open the TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// SRV lookup of the JID's domain (`_xmpp-client._tcp`), falling back to port 5222.
+    Srv,
+    /// A fixed host and port.
+    Direct {
+        /// Host name or IP address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+}
+
+/// Connects to an XMPP server the Hushphone way.
+#[derive(Debug, Clone)]
+pub struct HushConnector {
+    /// Where to connect.
+    pub route: Route,
+    /// Which certificates to accept.
+    pub trust: Trust,
+    /// Optional SOCKS5 proxy `host:port`; the host name is resolved by the proxy.
+    pub socks5: Option<String>,
+}
+
+impl HushConnector {
+    /// Direct connection to `host:port` with the given trust.
+    pub fn direct(host: impl Into<String>, port: u16, trust: Trust) -> Self {
+        HushConnector {
+            route: Route::Direct {
+                host: host.into(),
+                port,
+            },
+            trust,
+            socks5: None,
+        }
+    }
+
+    async fn tcp(&self, domain: &str) -> Result<TcpStream, Error> {
+        match (&self.route, &self.socks5) {
+            (Route::Direct { host, port }, Some(proxy)) => {
+                Ok(socks5::connect(proxy, host, *port).await.map_err(to_io)?)
+            }
+            // Through a proxy we do not do SRV lookups locally: that would leak the domain.
+            (Route::Srv, Some(proxy)) => {
+                Ok(socks5::connect(proxy, domain, 5222).await.map_err(to_io)?)
+            }
+            (Route::Direct { host, port }, None) => {
+                Ok(TcpStream::connect((host.as_str(), *port)).await?)
+            }
+            (Route::Srv, None) => DnsConfig::srv_default_client(domain).resolve().await,
+        }
+    }
+}
+
+fn to_io(e: crate::SignalingError) -> Error {
+    Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        e.to_string(),
+    ))
+}
+
+impl ServerConnector for HushConnector {
+    type Stream = BufStream<TlsStream<TcpStream>>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), Error> {
+        let domain = jid.domain().as_str();
+        let header = || StreamHeader {
+            to: Some(Cow::Owned(domain.to_owned())),
+            from: None,
+            id: None,
+        };
+        let tcp = BufStream::new(self.tcp(domain).await?);
+        let plain = initiate_stream(tcp, ns, header(), timeouts).await?;
+        let (features, mut plain) = plain.recv_features::<FallibleStreamElement>().await?;
+        if !features.can_starttls() {
+            return Err(Error::Protocol(ProtocolError::NoTls));
+        }
+        plain
+            .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+                starttls::Request,
+            )))
+            .await?;
+        loop {
+            match plain
+                .next()
+                .await
+                .map(|v| v.map(|v| v.into_read_error()).flatten())
+            {
+                Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
+                Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
+                Some(Err(ReadError::HardError(e))) => return Err(e.into()),
+                Some(Err(ReadError::ParseError(e))) => {
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e).into());
+                }
+                None | Some(Err(ReadError::StreamFooterReceived)) => {
+                    return Err(Error::Disconnected);
+                }
+            }
+        }
+        let tcp = plain.into_inner().into_inner();
+        let config = client_config(&self.trust).map_err(to_io)?;
+        let name = ServerName::try_from(domain.to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let tls = TlsConnector::from(config).connect(name, tcp).await?;
+        let (_, conn) = tls.get_ref();
+        let binding = match conn.protocol_version() {
+            Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) => conn
+                .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+                .map(ChannelBinding::TlsExporter)
+                .unwrap_or(ChannelBinding::None),
+            _ => ChannelBinding::None,
+        };
+        let secure = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
+        Ok((secure, binding))
+    }
+}

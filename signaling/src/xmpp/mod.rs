@@ -1,0 +1,15 @@
+//! XMPP over tokio-xmpp: a TLS-only connector with pinning and SOCKS5, in-band
+//! registration (XEP-0077) and a credential check that stops on a wrong password
+//! instead of retrying forever.
+
+mod classify;
+mod connector;
+mod register;
+mod socks5;
+mod tls;
+
+pub use connector::{HushConnector, Route};
+pub use register::{change_password, register_account, verify_login};
+pub use tls::{Trust, cert_fingerprint_from_pem, parse_fingerprint};
+
+pub use tokio_xmpp::jid::BareJid;

@@ -1,0 +1,204 @@
+//! In-band registration and password change (XEP-0077), and a credential check run before
+//! a session starts so that a wrong password becomes an error instead of a retry loop.
+
+use super::classify::classify;
+use super::connector::HushConnector;
+use crate::SignalingError;
+use futures::{SinkExt, StreamExt};
+use sasl::common::Credentials;
+use std::time::Duration;
+use tokio_xmpp::connect::ServerConnector;
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::ibr::LegacyQuery;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
+use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, Timeouts, XmppStreamElement};
+use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+
+const REGISTER_ID: &str = "hush-register";
+/// Upper bound for any single registration or login attempt.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        read_timeout: Duration::from_secs(10),
+        response_timeout: Duration::from_secs(5),
+    }
+}
+
+fn node(jid: &BareJid) -> Result<String, SignalingError> {
+    jid.node()
+        .map(|n| n.as_str().to_owned())
+        .ok_or_else(|| SignalingError::InvalidInput(format!("{jid} has no user part")))
+}
+
+fn map_stanza_error(e: &StanzaError) -> SignalingError {
+    let text = e.texts.values().next().cloned();
+    match e.defined_condition {
+        DefinedCondition::Conflict => SignalingError::UsernameTaken,
+        DefinedCondition::NotAllowed
+        | DefinedCondition::Forbidden
+        | DefinedCondition::ServiceUnavailable => SignalingError::RegistrationNotAllowed,
+        DefinedCondition::NotAuthorized => SignalingError::AuthFailed,
+        ref other => SignalingError::Refused(text.unwrap_or_else(|| format!("{other:?}"))),
+    }
+}
+
+async fn within<T>(
+    fut: impl std::future::Future<Output = Result<T, SignalingError>>,
+) -> Result<T, SignalingError> {
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .map_err(|_| SignalingError::Timeout)?
+}
+
+/// Creates `jid` with `password` on its server (before any login).
+pub async fn register_account(
+    connector: &HushConnector,
+    jid: &BareJid,
+    password: &str,
+) -> Result<(), SignalingError> {
+    within(async {
+        let username = node(jid)?;
+        let target: Jid = jid.clone().into();
+        let (pending, _) = connector
+            .connect(&target, ns::JABBER_CLIENT, timeouts())
+            .await
+            .map_err(classify)?;
+        let (_features, mut stream) = pending
+            .recv_features::<FallibleStreamElement>()
+            .await
+            .map_err(|e| classify(e.into()))?;
+        let query = LegacyQuery {
+            username: Some(username),
+            password: Some(password.to_owned()),
+            ..Default::default()
+        };
+        let domain: Jid = BareJid::from_parts(None, &jid.domain()).into();
+        let iq = Iq::from_set(REGISTER_ID, query).with_to(domain);
+        stream
+            .send(&XmppStreamElement::Stanza(Stanza::Iq(iq)))
+            .await
+            .map_err(|e| classify(e.into()))?;
+        loop {
+            match stream
+                .next()
+                .await
+                .map(|v| v.map(|v| v.into_read_error()).flatten())
+            {
+                Some(Ok(XmppStreamElement::Stanza(Stanza::Iq(iq)))) if iq.id() == REGISTER_ID => {
+                    let _ = stream.shutdown().await;
+                    return match iq {
+                        Iq::Result { .. } => Ok(()),
+                        Iq::Error { error, .. } => Err(map_stanza_error(&error)),
+                        _ => Err(SignalingError::Protocol(
+                            "unexpected answer to registration".into(),
+                        )),
+                    };
+                }
+                Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
+                Some(Err(ReadError::HardError(e))) => return Err(classify(e.into())),
+                Some(Err(ReadError::ParseError(e))) => {
+                    return Err(SignalingError::Protocol(e.to_string()));
+                }
+                None | Some(Err(ReadError::StreamFooterReceived)) => {
+                    return Err(SignalingError::Protocol(
+                        "the server closed the connection during registration".into(),
+                    ));
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Logs in once (TLS + SASL, no session) to check the credentials. A wrong password is
+/// [`SignalingError::AuthFailed`]; a distrusted certificate is
+/// [`SignalingError::UntrustedCertificate`].
+pub async fn verify_login(
+    connector: &HushConnector,
+    jid: &BareJid,
+    password: &str,
+) -> Result<(), SignalingError> {
+    within(async {
+        let username = node(jid)?;
+        let target: Jid = jid.clone().into();
+        let (pending, binding) = connector
+            .connect(&target, ns::JABBER_CLIENT, timeouts())
+            .await
+            .map_err(classify)?;
+        let (features, stream) = pending
+            .recv_features::<FallibleStreamElement>()
+            .await
+            .map_err(|e| classify(e.into()))?;
+        let creds = Credentials::default()
+            .with_username(username)
+            .with_password(password.to_owned())
+            .with_channel_binding(binding);
+        tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Waits for the client to come online, bounded.
+pub(crate) async fn online(client: &mut Client) -> Result<(), SignalingError> {
+    within(async {
+        while let Some(event) = client.next().await {
+            match event {
+                Event::Online { .. } => return Ok(()),
+                Event::Disconnected(e) => return Err(classify(e)),
+                Event::Stanza(_) => {}
+            }
+        }
+        Err(SignalingError::Protocol(
+            "the connection ended before login".into(),
+        ))
+    })
+    .await
+}
+
+/// Changes the account password on the server (XEP-0077 §3.3).
+pub async fn change_password(
+    connector: &HushConnector,
+    jid: &BareJid,
+    old_password: &str,
+    new_password: &str,
+) -> Result<(), SignalingError> {
+    verify_login(connector, jid, old_password).await?;
+    let username = node(jid)?;
+    let mut client = Client::new_with_connector(
+        jid.clone(),
+        old_password.to_owned(),
+        connector.clone(),
+        timeouts(),
+    );
+    let outcome = async {
+        online(&mut client).await?;
+        let query = LegacyQuery {
+            username: Some(username),
+            password: Some(new_password.to_owned()),
+            ..Default::default()
+        };
+        let domain: Jid = BareJid::from_parts(None, &jid.domain()).into();
+        let token = client
+            .send_iq(Some(domain), IqRequest::Set(query.into()))
+            .await;
+        match within(async {
+            token
+                .await
+                .map_err(|e| SignalingError::Protocol(e.to_string()))
+        })
+        .await?
+        {
+            IqResponse::Result(_) => Ok(()),
+            IqResponse::Error(e) => Err(map_stanza_error(&e)),
+        }
+    }
+    .await;
+    let _ = client.send_end().await;
+    outcome
+}

@@ -1,0 +1,170 @@
+//! Child-process plumbing shared by the servers: logs to files, readiness polling with a
+//! deadline, SIGTERM then SIGKILL on drop, always reaped.
+
+use crate::{HarnessError, Result, io};
+use std::fs::File;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that is free for both TCP and UDP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = tcp.local_addr() else { continue };
+        if UdpSocket::bind(("127.0.0.1", addr.port())).is_ok() {
+            return addr.port();
+        }
+    }
+}
+
+/// A running server process whose output goes to a log file.
+pub(crate) struct ServerProcess {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    pub(crate) fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<ServerProcess> {
+        let out = File::create(log).map_err(io(format!("create {}", log.display())))?;
+        let err = out.try_clone().map_err(io("clone log handle"))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(io(format!("start {name} (is it installed?)")))?;
+        Ok(ServerProcess {
+            name,
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The last lines of the server's output, for failure messages.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Polls `ready` every 25 ms until it returns true, the process dies, or `limit` passes.
+    pub(crate) fn wait_ready(
+        &mut self,
+        limit: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if ready() {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                return Err(HarnessError::NotReady {
+                    server: self.name,
+                    secs: limit.as_secs(),
+                    log: self.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Process id, e.g. to kill the server hard in a reconnect test.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; always reaps.
+    pub(crate) fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// SIGKILL without grace (simulates a crash); reaps.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs a helper tool to completion and turns a failure into a readable error.
+pub(crate) fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(format!("run {what}")))?;
+    if !out.status.success() {
+        return Err(HarnessError::Tool(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// A self-signed certificate for `names` (first is the CN), written as key + cert PEM.
+pub(crate) fn self_signed_cert(key: &Path, cert: &Path, names: &[&str]) -> Result<()> {
+    let san: Vec<String> = names
+        .iter()
+        .map(|n| {
+            if n.parse::<std::net::IpAddr>().is_ok() {
+                format!("IP:{n}")
+            } else {
+                format!("DNS:{n}")
+            }
+        })
+        .collect();
+    run_tool(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "3650",
+            ])
+            .arg("-subj")
+            .arg(format!("/CN={}", names[0]))
+            .arg("-addext")
+            .arg(format!("subjectAltName={}", san.join(",")))
+            .arg("-keyout")
+            .arg(key)
+            .arg("-out")
+            .arg(cert),
+        "openssl req",
+    )
+}
