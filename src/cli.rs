@@ -36,7 +36,11 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Open the window (the default).
-    Gui,
+    Gui {
+        /// Render the window, save it as PNG to FILE and exit.
+        #[arg(long, value_name = "FILE")]
+        screenshot: Option<PathBuf>,
+    },
     /// Add, list or remove accounts.
     #[command(subcommand)]
     Account(AccountCmd),
@@ -308,7 +312,7 @@ pub(crate) fn main() -> ExitCode {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUSHPHONE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,winit=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -321,8 +325,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let phone = Arc::new(Phone::start(profile)?);
     let out = Out { json: cli.json };
     let mut secrets = Secrets::new(cli.stdin);
-    match cli.command.unwrap_or(Cmd::Gui) {
-        Cmd::Gui => hush_ui::run(phone)?,
+    match cli.command.unwrap_or(Cmd::Gui { screenshot: None }) {
+        Cmd::Gui { screenshot } => hush_ui::run(phone, hush_ui::Options { screenshot })?,
         Cmd::Account(cmd) => account(&phone, cmd, &mut secrets, &out)?,
         Cmd::Profile(cmd) => profile_cmd(&phone, cmd, &mut secrets, &out)?,
         Cmd::History(cmd) => history(&phone, cmd, &mut secrets, &out)?,

@@ -108,8 +108,17 @@ impl HushApp {
     }
 }
 
-impl eframe::App for HushApp {
+/// The eframe application: the app plus run-time options.
+pub(crate) struct Window {
+    pub(crate) app: HushApp,
+    pub(crate) screenshot: Option<crate::screenshot::ScreenshotJob>,
+}
+
+impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
-        HushApp::ui(self, ui);
+        self.app.ui(ui);
+        if let Some(job) = &mut self.screenshot {
+            job.tick(ui.ctx());
+        }
     }
 }

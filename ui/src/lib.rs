@@ -3,10 +3,12 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod app;
+mod screenshot;
 
 pub use app::HushApp;
 
 use hush_core::Phone;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why the window could not be shown.
@@ -15,26 +17,49 @@ pub enum UiError {
     /// No display, no GL, or the window system refused.
     #[error("cannot open the window: {0}")]
     Window(String),
+    /// `--screenshot` could not write its file.
+    #[error("screenshot failed: {0}")]
+    Screenshot(String),
+}
+
+/// How to run the window.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Save the first settled frame as PNG here and close.
+    pub screenshot: Option<PathBuf>,
 }
 
 /// Opens the main window and runs until it is closed.
-pub fn run(phone: Arc<Phone>) -> Result<(), UiError> {
-    let options = eframe::NativeOptions {
+pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
+    let native = eframe::NativeOptions {
         renderer: eframe::Renderer::Glow,
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("Hushphone")
+            .with_app_id("hushphone")
             .with_inner_size([1024.0, 700.0])
             .with_min_inner_size([640.0, 420.0]),
         ..Default::default()
     };
+    let outcome: screenshot::Outcome = Arc::default();
+    let job = options
+        .screenshot
+        .map(|p| screenshot::ScreenshotJob::new(p, outcome.clone()));
     eframe::run_native(
         "Hushphone",
-        options,
+        native,
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             phone.set_waker(Arc::new(move || ctx.request_repaint()));
-            Ok(Box::new(HushApp::new(phone)))
+            Ok(Box::new(app::Window {
+                app: HushApp::new(phone),
+                screenshot: job,
+            }))
         }),
     )
-    .map_err(|e| UiError::Window(e.to_string()))
+    .map_err(|e| UiError::Window(e.to_string()))?;
+    let result = outcome.lock().ok().and_then(|mut o| o.take());
+    match result {
+        Some(Err(e)) => Err(UiError::Screenshot(e)),
+        _ => Ok(()),
+    }
 }

@@ -2,8 +2,9 @@
 //! cleartext), verifies with [`Trust`], and can go through a SOCKS5 proxy.
 
 use super::socks5;
+use super::stream::next_element;
 use super::tls::{Trust, client_config};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use sasl::common::ChannelBinding;
 use std::borrow::Cow;
 use tokio::io::BufStream;
@@ -16,8 +17,8 @@ use tokio_xmpp::error::{Error, ProtocolError};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::starttls;
 use tokio_xmpp::xmlstream::{
-    FallibleStreamElement, PendingFeaturesRecv, ReadError, StreamHeader, Timeouts,
-    XmppStreamElement, initiate_stream,
+    FallibleStreamElement, PendingFeaturesRecv, StreamHeader, Timeouts, XmppStreamElement,
+    initiate_stream,
 };
 
 /// Where to open the TCP connection.
@@ -108,23 +109,10 @@ impl ServerConnector for HushConnector {
                 starttls::Request,
             )))
             .await?;
-        loop {
-            match plain
-                .next()
-                .await
-                .map(|v| v.map(|v| v.into_read_error()).flatten())
-            {
-                Some(Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_)))) => break,
-                Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
-                Some(Err(ReadError::HardError(e))) => return Err(e.into()),
-                Some(Err(ReadError::ParseError(e))) => {
-                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e).into());
-                }
-                None | Some(Err(ReadError::StreamFooterReceived)) => {
-                    return Err(Error::Disconnected);
-                }
-            }
-        }
+        while !matches!(
+            next_element(&mut plain).await?,
+            XmppStreamElement::Starttls(starttls::Nonza::Proceed(_))
+        ) {}
         let tcp = plain.into_inner().into_inner();
         let config = client_config(&self.trust).map_err(to_io)?;
         let name = ServerName::try_from(domain.to_owned())

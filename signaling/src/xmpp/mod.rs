@@ -6,6 +6,7 @@ mod classify;
 mod connector;
 mod register;
 mod socks5;
+mod stream;
 mod tls;
 
 pub use connector::{HushConnector, Route};

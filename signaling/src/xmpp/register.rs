@@ -3,6 +3,7 @@
 
 use super::classify::classify;
 use super::connector::HushConnector;
+use super::stream::next_element;
 use crate::SignalingError;
 use futures::{SinkExt, StreamExt};
 use sasl::common::Credentials;
@@ -13,7 +14,7 @@ use tokio_xmpp::parsers::ibr::LegacyQuery;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
-use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, Timeouts, XmppStreamElement};
+use tokio_xmpp::xmlstream::{FallibleStreamElement, Timeouts, XmppStreamElement};
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
 
 const REGISTER_ID: &str = "hush-register";
@@ -75,38 +76,25 @@ pub async fn register_account(
             password: Some(password.to_owned()),
             ..Default::default()
         };
-        let domain: Jid = BareJid::from_parts(None, &jid.domain()).into();
+        let domain: Jid = BareJid::from_parts(None, jid.domain()).into();
         let iq = Iq::from_set(REGISTER_ID, query).with_to(domain);
         stream
             .send(&XmppStreamElement::Stanza(Stanza::Iq(iq)))
             .await
             .map_err(|e| classify(e.into()))?;
         loop {
-            match stream
-                .next()
-                .await
-                .map(|v| v.map(|v| v.into_read_error()).flatten())
+            if let XmppStreamElement::Stanza(Stanza::Iq(iq)) =
+                next_element(&mut stream).await.map_err(classify)?
+                && iq.id() == REGISTER_ID
             {
-                Some(Ok(XmppStreamElement::Stanza(Stanza::Iq(iq)))) if iq.id() == REGISTER_ID => {
-                    let _ = stream.shutdown().await;
-                    return match iq {
-                        Iq::Result { .. } => Ok(()),
-                        Iq::Error { error, .. } => Err(map_stanza_error(&error)),
-                        _ => Err(SignalingError::Protocol(
-                            "unexpected answer to registration".into(),
-                        )),
-                    };
-                }
-                Some(Ok(_)) | Some(Err(ReadError::SoftTimeout)) => {}
-                Some(Err(ReadError::HardError(e))) => return Err(classify(e.into())),
-                Some(Err(ReadError::ParseError(e))) => {
-                    return Err(SignalingError::Protocol(e.to_string()));
-                }
-                None | Some(Err(ReadError::StreamFooterReceived)) => {
-                    return Err(SignalingError::Protocol(
-                        "the server closed the connection during registration".into(),
-                    ));
-                }
+                let _ = stream.shutdown().await;
+                return match iq {
+                    Iq::Result { .. } => Ok(()),
+                    Iq::Error { error, .. } => Err(map_stanza_error(&error)),
+                    _ => Err(SignalingError::Protocol(
+                        "unexpected answer to registration".into(),
+                    )),
+                };
             }
         }
     })
@@ -183,7 +171,7 @@ pub async fn change_password(
             password: Some(new_password.to_owned()),
             ..Default::default()
         };
-        let domain: Jid = BareJid::from_parts(None, &jid.domain()).into();
+        let domain: Jid = BareJid::from_parts(None, jid.domain()).into();
         let token = client
             .send_iq(Some(domain), IqRequest::Set(query.into()))
             .await;

@@ -1,0 +1,49 @@
+# Shared by scripts/run and scripts/test: Debian packages and the Rust toolchain,
+# installed only when missing (idempotent), with sudo only when not root.
+
+# Needed to build and run Hushphone.
+RUN_PACKAGES="build-essential pkg-config cmake libclang-dev curl ca-certificates
+  libasound2-dev libopus-dev libsqlite3-dev libbzrtp-dev libotr5-dev libvpx-dev
+  libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxi6 libxrandr2
+  xvfb xauth openssl"
+# Real servers and peers the tests talk to.
+TEST_PACKAGES="prosody kamailio kamailio-tls-modules linphone-cli baresip-core sip-tester"
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_packages() {
+  missing=""
+  for p in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing="$missing $p"
+    fi
+  done
+  [ -z "$missing" ] && return 0
+  echo "Installing Debian packages:$missing"
+  # Keep the packages' system services (prosody, kamailio) from starting: the tests run
+  # their own instances on free loopback ports.
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # shellcheck disable=SC2086
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+  [ -n "$created_policy" ] && as_root rm -f /usr/sbin/policy-rc.d
+  return 0
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "Installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
