@@ -360,3 +360,29 @@ fn killed_writer_leaves_old_or_new_state() {
     eprintln!("old state {old_seen} times, new state {new_seen} times");
     assert!(full > Duration::ZERO);
 }
+
+#[test]
+fn profile_directory_comes_from_the_environment_when_no_flag_is_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let from_env = dir.path().join("from-env");
+    let o = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .args(["--json", "profile", "info"])
+        .env("HUSHPHONE_PROFILE", &from_env)
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(info["dir"], from_env.display().to_string());
+    assert!(from_env.join("profile.db").is_file());
+    // The flag wins over the environment.
+    let from_flag = dir.path().join("from-flag");
+    let o = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .arg("--profile")
+        .arg(&from_flag)
+        .args(["--json", "profile", "info"])
+        .env("HUSHPHONE_PROFILE", &from_env)
+        .output()
+        .expect("run");
+    let info: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(info["dir"], from_flag.display().to_string());
+}
