@@ -1,3 +1,9 @@
 //! hush-media: RTP/SRTP sessions, the ZRTP wrapper around libbzrtp, codecs, the jitter
-//! buffer and audio devices. The call issue fills it; nothing here touches sockets.
+//! buffer and audio devices. Protocol cores here are sans-IO: they take packets and a
+//! time, and hand back packets, events and the next timeout.
 #![warn(missing_docs, unreachable_pub)]
+
+mod error;
+pub mod zrtp;
+
+pub use error::MediaError;

@@ -1,0 +1,33 @@
+//! The one error type of hush-media.
+
+/// What went wrong in the media layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// A packet from the network was malformed and has been dropped.
+    #[error("dropped malformed {kind} packet: {reason}")]
+    Malformed {
+        /// Which kind of packet.
+        kind: &'static str,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The ZRTP engine refused an operation.
+    #[error("ZRTP engine error {code:#06x} in {what}")]
+    Zrtp {
+        /// What we were doing.
+        what: &'static str,
+        /// libbzrtp's code.
+        code: u32,
+    },
+    /// The ZID cache could not be opened or set up.
+    #[error("ZRTP cache {path}: {reason}")]
+    Cache {
+        /// The cache database.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A configuration value is not acceptable.
+    #[error("{0}")]
+    InvalidInput(String),
+}

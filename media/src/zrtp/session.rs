@@ -1,0 +1,674 @@
+//! A sans-IO ZRTP endpoint around one libbzrtp context: packets and time go in, packets,
+//! events and the next timeout come out. libbzrtp calls back synchronously while we call
+//! into it; the callbacks only queue, and the queues are drained after the call returns,
+//! so the library is never re-entered.
+
+use super::algorithms::{AuthTag, Cipher, Hash, KeyAgreement, Negotiated, SasType, SrtpProfile};
+use super::packet;
+use crate::MediaError;
+use bzrtp_sys as ffi;
+use std::collections::VecDeque;
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::path::PathBuf;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// How often libbzrtp's retransmission timers must be serviced while negotiating.
+const TICK: Duration = Duration::from_millis(10);
+/// At most this many packets wait in the outbox; a flood from the peer cannot grow it.
+const MAX_OUTBOX: usize = 64;
+
+/// Where retained secrets and "SAS verified" flags are kept between calls.
+#[derive(Debug, Clone)]
+pub struct ZidCache {
+    /// SQLite database (shared with the profile); libbzrtp creates its tables.
+    pub path: PathBuf,
+    /// Our own identity (e.g. our SIP address).
+    pub self_uri: String,
+    /// The peer's identity.
+    pub peer_uri: String,
+}
+
+/// What to offer in our Hello.
+#[derive(Debug, Clone)]
+pub struct ZrtpConfig {
+    /// Key agreements in preference order (empty: libbzrtp's defaults).
+    pub key_agreements: Vec<KeyAgreement>,
+    /// SAS renderings in preference order.
+    pub sas_types: Vec<SasType>,
+    /// Ciphers in preference order.
+    pub ciphers: Vec<Cipher>,
+    /// Authentication tags in preference order.
+    pub auth_tags: Vec<AuthTag>,
+    /// Hashes in preference order.
+    pub hashes: Vec<Hash>,
+    /// Persistent cache; `None` gives a random ZID and no continuity.
+    pub cache: Option<ZidCache>,
+    /// Give up if not secure this long after start.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ZrtpConfig {
+    fn default() -> Self {
+        ZrtpConfig {
+            key_agreements: vec![
+                KeyAgreement::X255,
+                KeyAgreement::X448,
+                KeyAgreement::Dh3k,
+                KeyAgreement::Dh2k,
+            ],
+            sas_types: vec![SasType::B32, SasType::B256],
+            ciphers: vec![Cipher::Aes1, Cipher::Aes3],
+            auth_tags: vec![AuthTag::Hs80, AuthTag::Hs32],
+            hashes: vec![Hash::S256, Hash::S384],
+            cache: None,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// SRTP master keys for both directions. Wiped on drop.
+pub struct SrtpKeys {
+    /// Protection profile for both directions.
+    pub profile: SrtpProfile,
+    /// Key we encrypt with.
+    pub local_key: Zeroizing<Vec<u8>>,
+    /// Salt we encrypt with.
+    pub local_salt: Zeroizing<Vec<u8>>,
+    /// Key the peer encrypts with.
+    pub remote_key: Zeroizing<Vec<u8>>,
+    /// Salt the peer encrypts with.
+    pub remote_salt: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpKeys")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a handshake did not end in the secure state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZrtpFailure {
+    /// Nothing ZRTP ever came back: the peer does not do ZRTP.
+    PeerDoesNotSupportZrtp,
+    /// The peer's Hello does not match the `a=zrtp-hash` from its SDP.
+    HelloHashMismatch,
+    /// Packets were exchanged but the handshake did not finish in time.
+    Timeout,
+    /// libbzrtp put the channel into its error state.
+    ProtocolError(String),
+}
+
+impl std::fmt::Display for ZrtpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ZrtpFailure::PeerDoesNotSupportZrtp => f.write_str("peer does not support ZRTP"),
+            ZrtpFailure::HelloHashMismatch => f.write_str(
+                "the peer's ZRTP Hello does not match its signalled hash (possible tampering)",
+            ),
+            ZrtpFailure::Timeout => f.write_str("ZRTP key agreement did not complete in time"),
+            ZrtpFailure::ProtocolError(e) => write!(f, "ZRTP failed: {e}"),
+        }
+    }
+}
+
+/// The outcome of a finished handshake.
+#[derive(Debug)]
+pub struct Secured {
+    /// The SAS to compare aloud.
+    pub sas: String,
+    /// The user verified this peer's SAS before (from the cache).
+    pub verified: bool,
+    /// Our cache held a secret for this peer that did not match: warn the user.
+    pub cache_mismatch: bool,
+    /// The agreed algorithms.
+    pub algorithms: Negotiated,
+    /// SRTP keys for both directions.
+    pub keys: SrtpKeys,
+}
+
+/// Something the caller must act on.
+#[derive(Debug)]
+pub enum ZrtpEvent {
+    /// The channel is secure: start SRTP with these keys and show the SAS.
+    Secure(Box<Secured>),
+    /// The handshake failed; under a mandatory policy the call must end.
+    Failed(ZrtpFailure),
+}
+
+/// Where the channel stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ZrtpState {
+    /// Created; `start` not called yet.
+    Idle,
+    /// Handshake running.
+    Negotiating,
+    /// Keys agreed.
+    Secure,
+    /// Gave up.
+    Failed(ZrtpFailure),
+}
+
+/// A master key and its salt, as libbzrtp hands them over.
+type KeySalt = (Zeroizing<Vec<u8>>, Zeroizing<Vec<u8>>);
+
+#[derive(Default)]
+struct Callbacks {
+    outbox: VecDeque<Vec<u8>>,
+    local: Option<KeySalt>,
+    remote: Option<KeySalt>,
+    finished: Option<Finished>,
+    dropped_outbound: u64,
+}
+
+struct Finished {
+    sas: String,
+    verified: bool,
+    cache_mismatch: bool,
+    algorithms: Option<Negotiated>,
+    profile: Option<SrtpProfile>,
+}
+
+/// One ZRTP channel (the audio stream of a call).
+pub struct ZrtpSession {
+    ctx: NonNull<ffi::bzrtpContext_t>,
+    ssrc: u32,
+    callbacks: Box<Callbacks>,
+    epoch: Instant,
+    deadline: Option<Instant>,
+    next_tick: Option<Instant>,
+    state: ZrtpState,
+    received_from_peer: bool,
+    events: VecDeque<ZrtpEvent>,
+    /// Must outlive `ctx`: libbzrtp holds the raw handle.
+    _cache: Option<rusqlite::Connection>,
+    handshake_timeout: Duration,
+}
+
+// SAFETY: the context is only touched through `&mut self`, libbzrtp keeps no global
+// mutable state across contexts, and the cache connection is this session's own.
+unsafe impl Send for ZrtpSession {}
+
+unsafe extern "C" fn on_send(client: *mut c_void, packet: *const u8, len: u16) -> i32 {
+    // SAFETY: `client` is the Box<Callbacks> registered with this context; libbzrtp calls
+    // back only while we are inside one of its functions, on our thread.
+    let cb = unsafe { &mut *(client as *mut Callbacks) };
+    if packet.is_null() {
+        return -1;
+    }
+    if cb.outbox.len() >= MAX_OUTBOX {
+        cb.dropped_outbound += 1;
+        return 0;
+    }
+    // SAFETY: libbzrtp passes a buffer of `len` bytes valid for this call.
+    let bytes = unsafe { std::slice::from_raw_parts(packet, usize::from(len)) };
+    cb.outbox.push_back(bytes.to_vec());
+    0
+}
+
+fn copy_key(ptr: *const u8, len: u8) -> Option<Zeroizing<Vec<u8>>> {
+    if ptr.is_null() || len == 0 {
+        return None;
+    }
+    // SAFETY: libbzrtp guarantees `len` readable bytes at `ptr` during the callback.
+    Some(Zeroizing::new(
+        unsafe { std::slice::from_raw_parts(ptr, usize::from(len)) }.to_vec(),
+    ))
+}
+
+unsafe extern "C" fn on_secrets(
+    client: *mut c_void,
+    secrets: *const ffi::bzrtpSrtpSecrets_t,
+    part: u8,
+) -> i32 {
+    if secrets.is_null() {
+        return -1;
+    }
+    // SAFETY: see `on_send`; `secrets` is valid for the duration of the callback.
+    let (cb, s) = unsafe { (&mut *(client as *mut Callbacks), &*secrets) };
+    if u32::from(part) & ffi::ZRTP_SRTP_SECRETS_FOR_SENDER != 0
+        && let (Some(k), Some(salt)) = (
+            copy_key(s.selfSrtpKey, s.selfSrtpKeyLength),
+            copy_key(s.selfSrtpSalt, s.selfSrtpSaltLength),
+        )
+    {
+        cb.local = Some((k, salt));
+    }
+    if u32::from(part) & ffi::ZRTP_SRTP_SECRETS_FOR_RECEIVER != 0
+        && let (Some(k), Some(salt)) = (
+            copy_key(s.peerSrtpKey, s.peerSrtpKeyLength),
+            copy_key(s.peerSrtpSalt, s.peerSrtpSaltLength),
+        )
+    {
+        cb.remote = Some((k, salt));
+    }
+    0
+}
+
+unsafe extern "C" fn on_start_srtp(
+    client: *mut c_void,
+    secrets: *const ffi::bzrtpSrtpSecrets_t,
+    verified: i32,
+) -> i32 {
+    if secrets.is_null() {
+        return -1;
+    }
+    // SAFETY: see `on_secrets`.
+    let (cb, s) = unsafe { (&mut *(client as *mut Callbacks), &*secrets) };
+    let sas = if s.sas.is_null() {
+        String::new()
+    } else {
+        // SAFETY: libbzrtp gives a NUL-terminated SAS string.
+        unsafe { CStr::from_ptr(s.sas as *const c_char) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let algorithms = match (
+        KeyAgreement::from_code(s.keyAgreementAlgo),
+        Cipher::from_code(s.cipherAlgo),
+        AuthTag::from_code(s.authTagAlgo),
+        Hash::from_code(s.hashAlgo),
+        SasType::from_code(s.sasAlgo),
+    ) {
+        (Some(key_agreement), Some(cipher), Some(auth_tag), Some(hash), Some(sas)) => {
+            Some(Negotiated {
+                key_agreement,
+                cipher,
+                auth_tag,
+                hash,
+                sas,
+            })
+        }
+        _ => None,
+    };
+    cb.finished = Some(Finished {
+        sas,
+        verified: verified != 0,
+        cache_mismatch: s.cacheMismatch != 0,
+        profile: algorithms.map(|a| SrtpProfile::from_negotiated(a.cipher, a.auth_tag)),
+        algorithms,
+    });
+    0
+}
+
+fn check_rc(rc: i32, what: &'static str) -> Result<(), MediaError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(MediaError::Zrtp {
+            what,
+            code: rc as u32,
+        })
+    }
+}
+
+impl ZrtpSession {
+    /// Creates a channel for our media stream `ssrc`. Nothing is sent until [`start`].
+    ///
+    /// [`start`]: ZrtpSession::start
+    pub fn new(config: &ZrtpConfig, ssrc: u32, now: Instant) -> Result<ZrtpSession, MediaError> {
+        // SAFETY: plain constructor; NULL means out of memory.
+        let ctx =
+            NonNull::new(unsafe { ffi::bzrtp_createBzrtpContext() }).ok_or(MediaError::Zrtp {
+                what: "create context",
+                code: 0,
+            })?;
+        let mut session = ZrtpSession {
+            ctx,
+            ssrc,
+            callbacks: Box::default(),
+            epoch: now,
+            deadline: None,
+            next_tick: None,
+            state: ZrtpState::Idle,
+            received_from_peer: false,
+            events: VecDeque::new(),
+            _cache: None,
+            handshake_timeout: config.handshake_timeout,
+        };
+        session.configure(config)?;
+        Ok(session)
+    }
+
+    fn configure(&mut self, config: &ZrtpConfig) -> Result<(), MediaError> {
+        let ctx = self.ctx.as_ptr();
+        if let Some(cache) = &config.cache {
+            let conn = open_cache(cache)?;
+            let (self_uri, peer_uri) = (cstring(&cache.self_uri)?, cstring(&cache.peer_uri)?);
+            // SAFETY: the handle stays valid as long as `conn`, which we keep in
+            // `self._cache` and drop only after destroying the context.
+            let rc = unsafe {
+                ffi::bzrtp_setZIDCache(
+                    ctx,
+                    conn.handle().cast(),
+                    self_uri.as_ptr(),
+                    peer_uri.as_ptr(),
+                )
+            };
+            if rc != 0
+                && rc as u32 != ffi::BZRTP_CACHE_SETUP
+                && rc as u32 != ffi::BZRTP_CACHE_UPDATE
+            {
+                return Err(MediaError::Cache {
+                    path: cache.path.display().to_string(),
+                    reason: format!("libbzrtp error {rc:#06x}"),
+                });
+            }
+            self._cache = Some(conn);
+        }
+        let callbacks = ffi::bzrtpCallbacks_t {
+            bzrtp_sendData: Some(on_send),
+            bzrtp_srtpSecretsAvailable: Some(on_secrets),
+            bzrtp_startSrtpSession: Some(on_start_srtp),
+            ..Default::default()
+        };
+        // SAFETY: libbzrtp copies the callback table.
+        check_rc(
+            unsafe { ffi::bzrtp_setCallbacks(ctx, &callbacks) },
+            "set callbacks",
+        )?;
+        set_types(
+            ctx,
+            ffi::ZRTP_KEYAGREEMENT_TYPE,
+            config.key_agreements.iter().map(|a| a.code()),
+        );
+        set_types(
+            ctx,
+            ffi::ZRTP_SAS_TYPE,
+            config.sas_types.iter().map(|a| a.code()),
+        );
+        set_types(
+            ctx,
+            ffi::ZRTP_CIPHERBLOCK_TYPE,
+            config.ciphers.iter().map(|a| a.code()),
+        );
+        set_types(
+            ctx,
+            ffi::ZRTP_AUTHTAG_TYPE,
+            config.auth_tags.iter().map(|a| a.code()),
+        );
+        set_types(
+            ctx,
+            ffi::ZRTP_HASH_TYPE,
+            config.hashes.iter().map(|a| a.code()),
+        );
+        // SAFETY: context created above; ssrc identifies its first channel.
+        check_rc(
+            unsafe { ffi::bzrtp_initBzrtpContext(ctx, self.ssrc) },
+            "init context",
+        )?;
+        let client: *mut Callbacks = &mut *self.callbacks;
+        // SAFETY: the Box has a stable address and lives as long as the context.
+        check_rc(
+            unsafe { ffi::bzrtp_setClientData(ctx, self.ssrc, client.cast()) },
+            "set client data",
+        )?;
+        Ok(())
+    }
+
+    /// Our Hello hash for the SDP attribute `a=zrtp-hash` ("1.10 <64 hex>").
+    pub fn hello_hash(&self) -> Result<String, MediaError> {
+        let mut buf = [0u8; 128];
+        // SAFETY: buffer and its length are passed together.
+        check_rc(
+            unsafe {
+                ffi::bzrtp_getSelfHelloHash(
+                    self.ctx.as_ptr(),
+                    self.ssrc,
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            },
+            "get hello hash",
+        )?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    }
+
+    /// Tells the engine the peer's `a=zrtp-hash`; its Hello must then match.
+    pub fn set_peer_hello_hash(&mut self, hash: &str) -> Result<(), MediaError> {
+        let hash = hash.trim();
+        if hash.len() > 128
+            || !hash
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b' ' || b == b'.')
+        {
+            return Err(MediaError::InvalidInput("malformed a=zrtp-hash".into()));
+        }
+        let mut bytes = hash.as_bytes().to_vec();
+        bytes.push(0);
+        // SAFETY: NUL-terminated buffer with its length (excluding the NUL).
+        let rc = unsafe {
+            ffi::bzrtp_setPeerHelloHash(
+                self.ctx.as_ptr(),
+                self.ssrc,
+                bytes.as_mut_ptr(),
+                bytes.len() - 1,
+            )
+        };
+        if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
+            self.fail(ZrtpFailure::HelloHashMismatch);
+            return Ok(());
+        }
+        check_rc(rc, "set peer hello hash")
+    }
+
+    /// Starts the handshake: our Hello goes out.
+    pub fn start(&mut self, now: Instant) -> Result<(), MediaError> {
+        if self.state != ZrtpState::Idle {
+            return Ok(());
+        }
+        self.state = ZrtpState::Negotiating;
+        self.deadline = Some(now + self.handshake_timeout);
+        self.next_tick = Some(now + TICK);
+        // SAFETY: initialised context.
+        check_rc(
+            unsafe { ffi::bzrtp_startChannelEngine(self.ctx.as_ptr(), self.ssrc) },
+            "start channel",
+        )?;
+        self.after_call();
+        Ok(())
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        // libbzrtp wants a monotonic millisecond clock; offset so 0 is never passed.
+        now.saturating_duration_since(self.epoch).as_millis() as u64 + 1
+    }
+
+    /// Feeds one received ZRTP datagram. Malformed packets are refused before libbzrtp
+    /// sees them.
+    pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), MediaError> {
+        packet::check(packet)?;
+        if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Idle) {
+            return Ok(());
+        }
+        self.received_from_peer = true;
+        let mut copy = packet.to_vec();
+        let len = u16::try_from(copy.len()).map_err(|_| MediaError::Malformed {
+            kind: "ZRTP",
+            reason: "too long",
+        })?;
+        // SAFETY: a private copy; libbzrtp may scribble on it.
+        let rc = unsafe {
+            ffi::bzrtp_processMessage(self.ctx.as_ptr(), self.ssrc, copy.as_mut_ptr(), len)
+        };
+        if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
+            self.fail(ZrtpFailure::HelloHashMismatch);
+        } else if rc != 0 {
+            tracing::debug!(
+                code = format_args!("{rc:#06x}"),
+                "libbzrtp refused a packet"
+            );
+        }
+        self.after_call();
+        self.handle_timeout(now);
+        Ok(())
+    }
+
+    /// Services retransmission timers and the handshake deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state != ZrtpState::Negotiating {
+            return;
+        }
+        if self.next_tick.is_some_and(|t| now >= t) {
+            // SAFETY: initialised context.
+            unsafe { ffi::bzrtp_iterate(self.ctx.as_ptr(), self.ssrc, self.millis(now)) };
+            self.next_tick = Some(now + TICK);
+            self.after_call();
+        }
+        if self.state == ZrtpState::Negotiating && self.deadline.is_some_and(|d| now >= d) {
+            let why = if self.received_from_peer {
+                ZrtpFailure::Timeout
+            } else {
+                ZrtpFailure::PeerDoesNotSupportZrtp
+            };
+            self.fail(why);
+        }
+    }
+
+    fn fail(&mut self, why: ZrtpFailure) {
+        if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Secure) {
+            return;
+        }
+        tracing::info!(reason = %why, "ZRTP failed");
+        self.state = ZrtpState::Failed(why.clone());
+        self.callbacks.outbox.clear();
+        self.next_tick = None;
+        self.events.push_back(ZrtpEvent::Failed(why));
+    }
+
+    /// Turns what the callbacks queued into state and events.
+    fn after_call(&mut self) {
+        if self.state != ZrtpState::Negotiating {
+            return;
+        }
+        // SAFETY: initialised context.
+        let status = unsafe { ffi::bzrtp_getChannelStatus(self.ctx.as_ptr(), self.ssrc) } as u32;
+        if status == ffi::BZRTP_CHANNEL_ERROR {
+            self.fail(ZrtpFailure::ProtocolError(
+                "libbzrtp reported a channel error".into(),
+            ));
+            return;
+        }
+        if status != ffi::BZRTP_CHANNEL_SECURE {
+            return;
+        }
+        let cb = &mut self.callbacks;
+        let (Some(finished), Some(local), Some(remote)) =
+            (cb.finished.take(), cb.local.take(), cb.remote.take())
+        else {
+            return;
+        };
+        let (Some(algorithms), Some(profile)) = (finished.algorithms, finished.profile) else {
+            self.fail(ZrtpFailure::ProtocolError(
+                "negotiated an algorithm we cannot use for SRTP".into(),
+            ));
+            return;
+        };
+        if local.0.len() != profile.key_len() || remote.0.len() != profile.key_len() {
+            self.fail(ZrtpFailure::ProtocolError(
+                "SRTP key length does not match the cipher".into(),
+            ));
+            return;
+        }
+        self.state = ZrtpState::Secure;
+        self.next_tick = None;
+        self.events.push_back(ZrtpEvent::Secure(Box::new(Secured {
+            sas: finished.sas,
+            verified: finished.verified,
+            cache_mismatch: finished.cache_mismatch,
+            algorithms,
+            keys: SrtpKeys {
+                profile,
+                local_key: local.0,
+                local_salt: local.1,
+                remote_key: remote.0,
+                remote_salt: remote.1,
+            },
+        })));
+    }
+
+    /// The next datagram to send to the peer, if any. Call until `None` after every input.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.callbacks.outbox.pop_front()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<ZrtpEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`] must be called next; `None` once secure or failed.
+    ///
+    /// [`handle_timeout`]: ZrtpSession::handle_timeout
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.next_tick, self.deadline) {
+            (Some(t), Some(d)) if self.state == ZrtpState::Negotiating => Some(t.min(d)),
+            _ => None,
+        }
+    }
+
+    /// Where the handshake stands.
+    pub fn state(&self) -> &ZrtpState {
+        &self.state
+    }
+
+    /// Records (or withdraws) the user's SAS verification in the cache.
+    pub fn set_sas_verified(&mut self, verified: bool) {
+        // SAFETY: initialised context; libbzrtp writes the flag to its cache.
+        unsafe {
+            if verified {
+                ffi::bzrtp_SASVerified(self.ctx.as_ptr());
+            } else {
+                ffi::bzrtp_resetSASVerified(self.ctx.as_ptr());
+            }
+        }
+    }
+}
+
+impl Drop for ZrtpSession {
+    fn drop(&mut self) {
+        // SAFETY: destroyed exactly once; the cache connection is dropped afterwards.
+        unsafe {
+            ffi::bzrtp_destroyBzrtpContext(self.ctx.as_ptr(), self.ssrc);
+        }
+    }
+}
+
+fn set_types(ctx: *mut ffi::bzrtpContext_t, kind: u32, codes: impl Iterator<Item = u8>) {
+    let mut list = [0u8; 7];
+    let mut n = 0u8;
+    for code in codes.take(7) {
+        list[usize::from(n)] = code;
+        n += 1;
+    }
+    if n > 0 {
+        // SAFETY: a 7-entry array and a count within it.
+        unsafe { ffi::bzrtp_setSupportedCryptoTypes(ctx, kind as u8, list.as_mut_ptr(), n) };
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, MediaError> {
+    CString::new(s).map_err(|_| MediaError::InvalidInput("identity contains a NUL byte".into()))
+}
+
+fn open_cache(cache: &ZidCache) -> Result<rusqlite::Connection, MediaError> {
+    let err = |e: rusqlite::Error| MediaError::Cache {
+        path: cache.path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        &cache.path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_FULL_MUTEX,
+    )
+    .map_err(err)?;
+    conn.query_row("PRAGMA busy_timeout = 5000", [], |_| Ok(()))
+        .map_err(err)?;
+    Ok(conn)
+}
