@@ -7,3 +7,7 @@ mod error;
 pub mod zrtp;
 
 pub use error::MediaError;
+pub mod codec;
+pub mod jitter;
+pub mod rtp;
+pub mod srtp;
