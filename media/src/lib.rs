@@ -7,7 +7,10 @@ mod error;
 pub mod zrtp;
 
 pub use error::MediaError;
+pub mod analysis;
 pub mod codec;
+pub mod dtmf;
 pub mod jitter;
 pub mod rtp;
 pub mod srtp;
+pub mod stream;

@@ -5,7 +5,7 @@ mod packet;
 mod rtcp;
 
 pub use packet::{RtpHeader, parse, write};
-pub use rtcp::{ReceptionStats, build_report, parse_report};
+pub use rtcp::{ReceptionStats, ReportBlock, SenderInfo, build_report, parse_report};
 
 /// What arrived on the media port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -612,6 +612,11 @@ impl ZrtpSession {
         }
     }
 
+    /// True once a well-formed ZRTP packet arrived from the peer.
+    pub fn peer_seen(&self) -> bool {
+        self.received_from_peer
+    }
+
     /// Where the handshake stands.
     pub fn state(&self) -> &ZrtpState {
         &self.state

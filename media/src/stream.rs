@@ -1,0 +1,564 @@
+//! One audio stream of a call, sans-IO: datagrams and time in; datagrams, events and
+//! the next timeout out; 20 ms frames of samples in and out. It owns the ZRTP handshake,
+//! SRTP, RTP/RTCP, the jitter buffer and the codec, and enforces the encryption policy:
+//! under "mandatory" nothing is sent, and nothing received is played, until ZRTP is
+//! secure.
+
+use crate::MediaError;
+use crate::codec::{CodecKind, Decoder, Encoder, FRAME_MS};
+use crate::dtmf::{self, Press};
+use crate::jitter::{JitterBuffer, JitterStats, Playout};
+use crate::rtp::{self, Kind, ReceptionStats, RtpHeader, build_report, parse_report};
+use crate::srtp::SrtpSession;
+use crate::zrtp::{Negotiated, ZrtpConfig, ZrtpEvent, ZrtpSession};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How often an RTCP report goes out.
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// Datagrams waiting to be sent, at most.
+const MAX_OUTBOX: usize = 256;
+
+/// What the stream may do without ZRTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Never send or play media that is not protected by ZRTP-keyed SRTP.
+    Mandatory,
+    /// Fall back to cleartext if ZRTP fails or the peer does not do it, and say so.
+    BestEffort,
+}
+
+/// How the stream is set up; the call layer fills it from the SDP negotiation.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Our RTP source id (also our ZRTP channel id).
+    pub local_ssrc: u32,
+    /// The negotiated codec.
+    pub codec: CodecKind,
+    /// Its payload type in this session.
+    pub payload_type: u8,
+    /// Payload type of telephone-event, if negotiated.
+    pub telephone_event_pt: Option<u8>,
+    /// Encryption policy.
+    pub policy: Policy,
+    /// ZRTP settings; `None` when ZRTP is not used at all (only valid with best effort).
+    pub zrtp: Option<ZrtpConfig>,
+    /// The peer's `a=zrtp-hash`, to check its Hello against.
+    pub peer_hello_hash: Option<String>,
+}
+
+/// Where the stream's protection stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaSecurity {
+    /// ZRTP running; nothing is sent.
+    Negotiating,
+    /// SRTP keyed by ZRTP.
+    Secure,
+    /// Unencrypted (best effort only).
+    Cleartext,
+    /// No media will flow; the reason is in the Failed event.
+    Failed,
+}
+
+/// Something the call layer must know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// ZRTP finished: show the SAS.
+    Secure {
+        /// The short authentication string.
+        sas: String,
+        /// The peer's SAS was verified on an earlier call.
+        verified: bool,
+        /// Our cache disagrees with the peer: warn.
+        cache_mismatch: bool,
+        /// The agreed algorithms.
+        algorithms: Negotiated,
+    },
+    /// Media flows unencrypted (best effort), with the reason.
+    Cleartext(String),
+    /// No secure media is possible; under "mandatory" the call must end.
+    Failed(String),
+    /// The peer pressed a key.
+    Dtmf(char),
+}
+
+/// Counters for the statistics line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// RTP packets sent.
+    pub sent_packets: u64,
+    /// RTP payload bytes sent.
+    pub sent_octets: u64,
+    /// RTP packets accepted.
+    pub received_packets: u64,
+    /// Packets lost according to sequence numbers.
+    pub lost_packets: u64,
+    /// Interarrival jitter in milliseconds.
+    pub jitter_ms: u32,
+    /// Round-trip time from RTCP, if measured.
+    pub rtt_ms: Option<u32>,
+    /// Frames that had to be sent while not yet secure and were withheld.
+    pub withheld_frames: u64,
+    /// Datagrams refused (malformed, unauthenticated, replayed, or cleartext).
+    pub refused_datagrams: u64,
+    /// Jitter buffer counters.
+    pub jitter_buffer: JitterStats,
+}
+
+/// The audio stream of one call.
+pub struct AudioStream {
+    cfg: StreamConfig,
+    epoch: Instant,
+    zrtp: Option<ZrtpSession>,
+    srtp: Option<SrtpSession>,
+    security: MediaSecurity,
+    encoder: Encoder,
+    decoder: Decoder,
+    jitter: JitterBuffer,
+    reception: ReceptionStats,
+    remote_ssrc: Option<u32>,
+    seq: u16,
+    timestamp: u32,
+    first_packet: bool,
+    press: Option<Press>,
+    presses: VecDeque<u8>,
+    last_received_event: Option<u32>,
+    next_rtcp: Option<Instant>,
+    outbox: VecDeque<Vec<u8>>,
+    events: VecDeque<StreamEvent>,
+    stats: StreamStats,
+    scratch: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // Failure here would mean a broken OS RNG; predictable sequence numbers are then
+    // the least of our problems, so fall back rather than abort a call.
+    let _ = getrandom::fill(&mut b);
+    u32::from_le_bytes(b)
+}
+
+impl AudioStream {
+    /// Creates the stream; nothing happens until [`AudioStream::start`].
+    pub fn new(cfg: StreamConfig, now: Instant) -> Result<AudioStream, MediaError> {
+        if cfg.zrtp.is_none() && cfg.policy == Policy::Mandatory {
+            return Err(MediaError::InvalidInput(
+                "encryption is mandatory but ZRTP is not configured".into(),
+            ));
+        }
+        let zrtp = match &cfg.zrtp {
+            Some(z) => {
+                let mut s = ZrtpSession::new(z, cfg.local_ssrc, now)?;
+                if let Some(h) = &cfg.peer_hello_hash {
+                    s.set_peer_hello_hash(h)?;
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        Ok(AudioStream {
+            encoder: Encoder::new(cfg.codec)?,
+            decoder: Decoder::new(cfg.codec)?,
+            jitter: JitterBuffer::new(FRAME_MS),
+            reception: ReceptionStats::default(),
+            remote_ssrc: None,
+            seq: random_u32() as u16,
+            timestamp: random_u32(),
+            first_packet: true,
+            press: None,
+            presses: VecDeque::new(),
+            last_received_event: None,
+            next_rtcp: None,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: StreamStats::default(),
+            scratch: Vec::with_capacity(1500),
+            payload: Vec::with_capacity(1500),
+            security: MediaSecurity::Negotiating,
+            zrtp,
+            srtp: None,
+            epoch: now,
+            cfg,
+        })
+    }
+
+    /// Our `a=zrtp-hash` for the SDP, if ZRTP is used.
+    pub fn hello_hash(&self) -> Option<String> {
+        self.zrtp.as_ref().and_then(|z| z.hello_hash().ok())
+    }
+
+    /// Starts ZRTP (or, without ZRTP under best effort, goes straight to cleartext).
+    pub fn start(&mut self, now: Instant) -> Result<(), MediaError> {
+        match &mut self.zrtp {
+            Some(z) => {
+                z.start(now)?;
+                self.pump_zrtp(now);
+            }
+            None => self.fall_back_to_cleartext(now, "ZRTP is not in use for this call".into()),
+        }
+        Ok(())
+    }
+
+    /// Where protection stands.
+    pub fn security(&self) -> &MediaSecurity {
+        &self.security
+    }
+
+    fn pump_zrtp(&mut self, now: Instant) {
+        let Some(z) = &mut self.zrtp else { return };
+        while let Some(p) = z.poll_transmit() {
+            if self.outbox.len() < MAX_OUTBOX {
+                self.outbox.push_back(p);
+            }
+        }
+        let mut outcome = Vec::new();
+        while let Some(ev) = z.poll_event() {
+            outcome.push(ev);
+        }
+        for ev in outcome {
+            match ev {
+                ZrtpEvent::Secure(s) => match SrtpSession::new(&s.keys) {
+                    Ok(srtp) => {
+                        self.srtp = Some(srtp);
+                        self.security = MediaSecurity::Secure;
+                        self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
+                        self.events.push_back(StreamEvent::Secure {
+                            sas: s.sas.clone(),
+                            verified: s.verified,
+                            cache_mismatch: s.cache_mismatch,
+                            algorithms: s.algorithms,
+                        });
+                    }
+                    Err(e) => self.fail_or_fallback(now, format!("cannot start SRTP: {e}")),
+                },
+                ZrtpEvent::Failed(f) => self.fail_or_fallback(now, f.to_string()),
+            }
+        }
+    }
+
+    fn fail_or_fallback(&mut self, now: Instant, reason: String) {
+        match self.cfg.policy {
+            Policy::Mandatory => {
+                if self.security != MediaSecurity::Failed {
+                    self.security = MediaSecurity::Failed;
+                    self.outbox.clear();
+                    self.events.push_back(StreamEvent::Failed(reason));
+                }
+            }
+            Policy::BestEffort => self.fall_back_to_cleartext(now, reason),
+        }
+    }
+
+    fn fall_back_to_cleartext(&mut self, now: Instant, reason: String) {
+        if self.security == MediaSecurity::Negotiating {
+            self.security = MediaSecurity::Cleartext;
+            self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
+            self.events.push_back(StreamEvent::Cleartext(reason));
+        }
+    }
+
+    fn refuse(&mut self, e: &MediaError) {
+        self.stats.refused_datagrams += 1;
+        tracing::debug!(error = %e, "media datagram dropped");
+    }
+
+    /// Feeds one datagram received on the media port.
+    pub fn handle_datagram(&mut self, now: Instant, buf: &[u8]) {
+        match rtp::classify(buf) {
+            Kind::Zrtp => {
+                if let Some(z) = &mut self.zrtp {
+                    if let Err(e) = z.handle_packet(now, buf) {
+                        self.refuse(&e);
+                    }
+                    self.pump_zrtp(now);
+                }
+            }
+            Kind::Rtp => self.handle_rtp(now, buf),
+            Kind::Rtcp => self.handle_rtcp(now, buf),
+            Kind::Unknown => self.refuse(&MediaError::Malformed {
+                kind: "media",
+                reason: "neither RTP, RTCP nor ZRTP",
+            }),
+        }
+    }
+
+    fn handle_rtp(&mut self, now: Instant, buf: &[u8]) {
+        let plain = match self.security {
+            MediaSecurity::Secure => match self.srtp.as_mut().map(|s| s.unprotect_rtp(buf)) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return self.refuse(&e),
+                None => return,
+            },
+            MediaSecurity::Negotiating => {
+                // A peer that sends media but never spoke ZRTP does not do ZRTP. Under best
+                // effort we take its cleartext; under mandatory we drop it.
+                let peer_speaks_zrtp = self.zrtp.as_ref().is_some_and(|z| z.peer_seen());
+                if self.cfg.policy == Policy::BestEffort && !peer_speaks_zrtp {
+                    self.fall_back_to_cleartext(
+                        now,
+                        "the peer sends unencrypted media and does not answer ZRTP".into(),
+                    );
+                    bytes::Bytes::copy_from_slice(buf)
+                } else {
+                    return self.refuse(&MediaError::Malformed {
+                        kind: "RTP",
+                        reason: "media before the call is secure",
+                    });
+                }
+            }
+            MediaSecurity::Cleartext => bytes::Bytes::copy_from_slice(buf),
+            MediaSecurity::Failed => return,
+        };
+        let (h, range) = match rtp::parse(&plain) {
+            Ok(x) => x,
+            Err(e) => return self.refuse(&e),
+        };
+        let payload = &plain[range];
+        if self.remote_ssrc.is_none() {
+            self.remote_ssrc = Some(h.ssrc);
+        }
+        let clock = self.cfg.codec.clock_rate();
+        let arrival_ts = (now.saturating_duration_since(self.epoch).as_micros() as u64
+            * u64::from(clock)
+            / 1_000_000) as u32;
+        if Some(h.payload_type) == self.cfg.telephone_event_pt {
+            if let Some((code, _end)) = dtmf::parse(payload)
+                && self.last_received_event != Some(h.timestamp)
+            {
+                self.last_received_event = Some(h.timestamp);
+                if let Some(k) = dtmf::key_for(code) {
+                    self.events.push_back(StreamEvent::Dtmf(k));
+                }
+            }
+            return;
+        }
+        if h.payload_type != self.cfg.payload_type {
+            return; // comfort noise or a codec we did not negotiate
+        }
+        self.stats.received_packets += 1;
+        self.reception
+            .on_packet(h.sequence, h.timestamp, arrival_ts);
+        let media_ms = i64::from(h.timestamp) * 1000 / i64::from(clock);
+        let arrival_ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+        self.jitter.push(h.sequence, arrival_ms, media_ms, payload);
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, buf: &[u8]) {
+        let plain = match self.security {
+            MediaSecurity::Secure => match self.srtp.as_mut().map(|s| s.unprotect_rtcp(buf)) {
+                Some(Ok(p)) => p,
+                Some(Err(e)) => return self.refuse(&e),
+                None => return,
+            },
+            MediaSecurity::Cleartext => bytes::Bytes::copy_from_slice(buf),
+            _ => return,
+        };
+        match parse_report(&plain) {
+            Ok(report) => {
+                let now_q16 = self.q16(now);
+                if let Some(s) = report.sender {
+                    self.reception
+                        .on_sender_report((s.ntp >> 16) as u32, now_q16);
+                }
+                if let Some(b) = report.block
+                    && b.ssrc == self.cfg.local_ssrc
+                    && b.lsr != 0
+                {
+                    let rtt_q16 = now_q16.wrapping_sub(b.lsr).wrapping_sub(b.dlsr);
+                    if rtt_q16 < 10 * 65536 {
+                        self.stats.rtt_ms = Some((u64::from(rtt_q16) * 1000 / 65536) as u32);
+                    }
+                }
+            }
+            Err(e) => self.refuse(&e),
+        }
+    }
+
+    /// Our clock in 1/65536 s (the middle 32 bits of an NTP-style timestamp).
+    fn q16(&self, now: Instant) -> u32 {
+        let d = now.saturating_duration_since(self.epoch);
+        ((d.as_secs() << 16) + (u64::from(d.subsec_nanos()) << 16) / 1_000_000_000) as u32
+    }
+
+    /// Services ZRTP timers and RTCP.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(z) = &mut self.zrtp {
+            z.handle_timeout(now);
+            self.pump_zrtp(now);
+        }
+        if self.next_rtcp.is_some_and(|t| now >= t) {
+            self.next_rtcp = Some(now + RTCP_INTERVAL);
+            self.send_rtcp(now);
+        }
+    }
+
+    fn send_rtcp(&mut self, now: Instant) {
+        let now_q16 = self.q16(now);
+        let sender = (self.stats.sent_packets > 0).then(|| rtp::SenderInfo {
+            ntp: (u64::from(now_q16) << 16) | 1 << 63,
+            rtp_ts: self.timestamp,
+            packets: self.stats.sent_packets as u32,
+            octets: self.stats.sent_octets as u32,
+        });
+        let block = self
+            .remote_ssrc
+            .map(|ssrc| self.reception.report_block(ssrc, now_q16));
+        let mut report = Vec::with_capacity(64);
+        build_report(self.cfg.local_ssrc, sender, block, &mut report);
+        self.emit(report, true);
+    }
+
+    fn emit(&mut self, plain: Vec<u8>, rtcp: bool) {
+        let out = match self.security {
+            MediaSecurity::Secure => {
+                let Some(s) = self.srtp.as_mut() else { return };
+                let r = if rtcp {
+                    s.protect_rtcp(&plain)
+                } else {
+                    s.protect_rtp(&plain)
+                };
+                match r {
+                    Ok(b) => b.to_vec(),
+                    Err(e) => return tracing::warn!(error = %e, "could not protect outgoing media"),
+                }
+            }
+            MediaSecurity::Cleartext => plain,
+            MediaSecurity::Negotiating | MediaSecurity::Failed => return,
+        };
+        if self.outbox.len() < MAX_OUTBOX {
+            self.outbox.push_back(out);
+        }
+    }
+
+    /// Sends one 20 ms frame of microphone audio (or a DTMF packet in its place).
+    pub fn send_frame(&mut self, pcm: &[i16]) {
+        let samples = self.cfg.codec.frame_samples();
+        if !matches!(
+            self.security,
+            MediaSecurity::Secure | MediaSecurity::Cleartext
+        ) {
+            self.stats.withheld_frames += 1;
+            self.timestamp = self.timestamp.wrapping_add(samples as u32);
+            return;
+        }
+        if self.press.is_none()
+            && let Some(code) = self.presses.pop_front()
+        {
+            self.press = Some(Press {
+                code,
+                timestamp: self.timestamp,
+                sent: 0,
+            });
+        }
+        let mut header = RtpHeader {
+            payload_type: self.cfg.payload_type,
+            marker: self.first_packet,
+            sequence: self.seq,
+            timestamp: self.timestamp,
+            ssrc: self.cfg.local_ssrc,
+        };
+        let mut payload = std::mem::take(&mut self.payload);
+        let dtmf = match (&mut self.press, self.cfg.telephone_event_pt) {
+            (Some(p), Some(pt)) => match p.next(samples as u16) {
+                Some((marker, bytes)) => {
+                    header = RtpHeader {
+                        payload_type: pt,
+                        marker,
+                        timestamp: p.timestamp,
+                        ..header
+                    };
+                    payload.clear();
+                    payload.extend_from_slice(&bytes);
+                    true
+                }
+                None => {
+                    self.press = None;
+                    false
+                }
+            },
+            _ => false,
+        };
+        if !dtmf && let Err(e) = self.encoder.encode(pcm, &mut payload) {
+            tracing::warn!(error = %e, "encoder failed");
+            self.payload = payload;
+            return;
+        }
+        let mut packet = std::mem::take(&mut self.scratch);
+        rtp::write(&header, &payload, &mut packet);
+        self.first_packet = false;
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self.timestamp.wrapping_add(samples as u32);
+        self.stats.sent_packets += 1;
+        self.stats.sent_octets += payload.len() as u64;
+        let datagram = packet.clone();
+        self.scratch = packet;
+        self.payload = payload;
+        self.emit(datagram, false);
+    }
+
+    /// Queues a DTMF key press (RFC 4733); unknown keys are an error.
+    pub fn send_dtmf(&mut self, key: char) -> Result<(), MediaError> {
+        if self.cfg.telephone_event_pt.is_none() {
+            return Err(MediaError::InvalidInput(
+                "the peer did not accept telephone-events".into(),
+            ));
+        }
+        let code = dtmf::event_code(key)
+            .ok_or_else(|| MediaError::InvalidInput(format!("{key:?} is not a DTMF key")))?;
+        if self.presses.len() < 32 {
+            self.presses.push_back(code);
+        }
+        Ok(())
+    }
+
+    /// Produces one 20 ms frame for the speaker: decoded, concealed, or silence.
+    pub fn receive_frame(&mut self, out: &mut [i16]) {
+        let mut payload = std::mem::take(&mut self.payload);
+        let r = match self.jitter.pop(&mut payload) {
+            Playout::Frame => self.decoder.decode(Some(&payload), out),
+            Playout::Lost => self.decoder.decode(None, out),
+            Playout::Buffering => {
+                out.fill(0);
+                Ok(out.len())
+            }
+        };
+        if r.is_err() {
+            out.fill(0);
+        }
+        self.payload = payload;
+    }
+
+    /// The next datagram for the peer's media address.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`AudioStream::handle_timeout`] is due next (frames are clocked by the caller).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let z = self.zrtp.as_ref().and_then(|z| z.poll_timeout());
+        [z, self.next_rtcp].into_iter().flatten().min()
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            lost_packets: self.reception.lost(),
+            jitter_ms: self.reception.jitter() * 1000 / self.cfg.codec.clock_rate(),
+            jitter_buffer: self.jitter.stats(),
+            ..self.stats
+        }
+    }
+
+    /// Records the user's SAS verdict in the ZRTP cache.
+    pub fn set_sas_verified(&mut self, verified: bool) {
+        if let Some(z) = &mut self.zrtp {
+            z.set_sas_verified(verified);
+        }
+    }
+}
