@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 const FRAME: Duration = Duration::from_millis(20);
 
+/// An attacker on the path: sees (from side, datagram), may rewrite it or drop it (false).
+type Mitm = Box<dyn FnMut(usize, &mut Vec<u8>) -> bool>;
+
 fn config(ssrc: u32, codec: CodecKind, policy: Policy, zrtp: bool) -> StreamConfig {
     StreamConfig {
         local_ssrc: ssrc,
@@ -45,7 +48,7 @@ struct Call {
     sample: [u64; 2],
     frame_samples: [usize; 2],
     /// Optional attacker on the path: may rewrite or drop (return false).
-    mitm: Option<Box<dyn FnMut(usize, &mut Vec<u8>) -> bool>>,
+    mitm: Option<Mitm>,
 }
 
 impl Call {
