@@ -4,6 +4,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+pub mod sdp;
 pub mod xmpp;
 
 pub use error::SignalingError;
