@@ -5,6 +5,7 @@
 
 mod error;
 pub mod sdp;
+pub mod sip;
 pub mod xmpp;
 
 pub use error::SignalingError;

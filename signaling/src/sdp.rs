@@ -80,17 +80,46 @@ fn bad(why: impl Into<String>) -> SignalingError {
     SignalingError::Protocol(format!("SDP: {}", why.into()))
 }
 
-/// Writes our SDP: an offer (`chosen` = None, all `codecs`) or an answer (one codec).
-pub fn write(
-    session_id: u64,
-    version: u64,
-    addr: IpAddr,
-    port: u16,
-    codecs: &[CodecKind],
-    chosen: Option<&Negotiated>,
-    direction: Direction,
-    zrtp_hash: Option<&str>,
-) -> String {
+/// Our side of the session, as written into an offer or answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMedia {
+    /// `o=` session id (random per call).
+    pub session_id: u64,
+    /// `o=` version, increased with every new offer or answer in the call.
+    pub version: u64,
+    /// Our media address.
+    pub addr: IpAddr,
+    /// Our RTP port.
+    pub port: u16,
+    /// Media direction.
+    pub direction: Direction,
+    /// Our `a=zrtp-hash`.
+    pub zrtp_hash: Option<String>,
+}
+
+/// What the body carries: every codec we offer, or the one an answer settled on.
+#[derive(Debug, Clone, Copy)]
+pub enum Codecs<'a> {
+    /// An offer of these codecs, in preference order.
+    Offer(&'a [CodecKind]),
+    /// An answer with the negotiated codec.
+    Answer(&'a Negotiated),
+}
+
+/// Writes our SDP body.
+pub fn write(local: &LocalMedia, codecs: Codecs<'_>) -> String {
+    let LocalMedia {
+        session_id,
+        version,
+        addr,
+        port,
+        direction,
+        ref zrtp_hash,
+    } = *local;
+    let (codecs, chosen) = match codecs {
+        Codecs::Offer(c) => (c, None),
+        Codecs::Answer(n) => (&[][..], Some(n)),
+    };
     let ip = if addr.is_ipv4() { "IP4" } else { "IP6" };
     let mut formats: Vec<(u8, String, Option<String>)> = Vec::new();
     match chosen {
@@ -133,7 +162,7 @@ pub fn write(
     }
     s.push_str("a=ptime:20\r\n");
     s.push_str(&format!("a={}\r\n", direction.attr()));
-    if let Some(h) = zrtp_hash {
+    if let Some(h) = zrtp_hash.as_deref() {
         s.push_str(&format!("a=zrtp-hash:{h}\r\n"));
     }
     s
@@ -329,16 +358,15 @@ mod tests {
     fn our_offer_and_answer_round_trip() {
         let all = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        let offer = write(
-            1,
-            1,
-            ip,
-            4000,
-            &all,
-            None,
-            Direction::SendRecv,
-            Some("1.10 abcd"),
-        );
+        let local = |port, zrtp: Option<&str>| LocalMedia {
+            session_id: 1,
+            version: 1,
+            addr: ip,
+            port,
+            direction: Direction::SendRecv,
+            zrtp_hash: zrtp.map(str::to_owned),
+        };
+        let offer = write(&local(4000, Some("1.10 abcd")), Codecs::Offer(&all));
         let d = parse(offer.as_bytes()).expect("our offer parses");
         assert_eq!(
             d.codecs,
@@ -353,7 +381,7 @@ mod tests {
         // A G.711-only answerer picks PCMU and the 8 kHz telephone-event.
         let n = negotiate(&d, &[CodecKind::Pcmu]).expect("negotiate");
         assert_eq!(n.telephone_event, Some(101));
-        let answer = write(2, 1, ip, 5000, &[], Some(&n), Direction::SendRecv, None);
+        let answer = write(&local(5000, None), Codecs::Answer(&n));
         let a = parse(answer.as_bytes()).expect("answer parses");
         assert_eq!(accepted(&a, &all).expect("accepted"), n);
     }
@@ -361,16 +389,15 @@ mod tests {
     #[test]
     fn hold_and_refusal() {
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        let hold = write(
-            1,
-            2,
-            ip,
-            4000,
-            &[CodecKind::Pcmu],
-            None,
-            Direction::SendOnly,
-            None,
-        );
+        let local = LocalMedia {
+            session_id: 1,
+            version: 2,
+            addr: ip,
+            port: 4000,
+            direction: Direction::SendOnly,
+            zrtp_hash: None,
+        };
+        let hold = write(&local, Codecs::Offer(&[CodecKind::Pcmu]));
         assert_eq!(
             parse(hold.as_bytes()).expect("parse").direction,
             Direction::SendOnly

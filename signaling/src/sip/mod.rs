@@ -1,0 +1,14 @@
+//! SIP over rsipstack: one [`SipStack`] per local identity (an account, or the direct-IP
+//! phone), giving registration with refresh, outgoing and incoming calls, and
+//! re-INVITE handling, as events and small async methods. Media is not touched here:
+//! bodies are SDP strings for the call layer.
+
+mod event;
+mod registration;
+mod stack;
+mod uri;
+
+pub use event::{CallKey, EndReason, ReInvite, SipEvent};
+pub use registration::{RegistrationHandle, RegistrationState};
+pub use stack::{SipStack, StackOptions, Transport};
+pub use uri::{parse_target, to_uri};

@@ -1,0 +1,225 @@
+//! SIP signalling against real peers on loopback: two of our stacks calling each other
+//! directly, and through a real Kamailio registrar/proxy with digest authentication.
+
+use hush_harness::Kamailio;
+use hush_signaling::sip::{
+    CallKey, EndReason, RegistrationState, SipEvent, SipStack, StackOptions, Transport,
+    parse_target,
+};
+use rsipstack::dialog::authenticate::Credential;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const OFFER: &str = "v=0\r\no=hushphone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+const ANSWER: &str = "v=0\r\no=hushphone 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
+
+async fn stack(user: &str) -> (SipStack, UnboundedReceiver<SipEvent>) {
+    SipStack::start(StackOptions {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        transport: Transport::Udp,
+        user: user.into(),
+    })
+    .await
+    .expect("stack starts")
+}
+
+async fn next(rx: &mut UnboundedReceiver<SipEvent>) -> SipEvent {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("event within 10 s")
+        .expect("stack alive")
+}
+
+fn cred(user: &str, pw: &str) -> Credential {
+    Credential {
+        username: user.into(),
+        password: pw.into(),
+        realm: None,
+        auth_username: None,
+    }
+}
+
+async fn incoming(rx: &mut UnboundedReceiver<SipEvent>) -> (CallKey, String, Vec<u8>) {
+    loop {
+        if let SipEvent::IncomingCall {
+            call, from, offer, ..
+        } = next(rx).await
+        {
+            return (call, from, offer);
+        }
+    }
+}
+
+async fn ended(rx: &mut UnboundedReceiver<SipEvent>) -> EndReason {
+    loop {
+        if let SipEvent::Ended { reason, .. } = next(rx).await {
+            return reason;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_call_answer_hold_and_hangup() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let (bob, mut b_rx) = stack("bob").await;
+    let target = format!("bob@{}", bob.local_addr());
+    let from = parse_target(&format!("alice@{}", alice.local_addr())).expect("from");
+    let a_call = alice
+        .call(&target, from, None, OFFER.into())
+        .await
+        .expect("INVITE sent");
+
+    let (b_call, from, offer) = incoming(&mut b_rx).await;
+    assert!(from.contains("alice"), "{from}");
+    assert_eq!(offer, OFFER.as_bytes());
+    assert!(
+        matches!(next(&mut a_rx).await, SipEvent::Ringing { .. }),
+        "180 reaches the caller"
+    );
+    bob.answer(&b_call, ANSWER.into()).expect("200 OK");
+    match next(&mut a_rx).await {
+        SipEvent::Answered { call, sdp } => {
+            assert_eq!(call, a_call);
+            assert_eq!(sdp, ANSWER.as_bytes());
+        }
+        other => panic!("expected Answered, got {other:?}"),
+    }
+    let ev = next(&mut b_rx).await;
+    assert!(
+        matches!(ev, SipEvent::Established { .. }),
+        "ACK reaches the callee: {ev:?}"
+    );
+
+    // Alice puts Bob on hold: Bob must answer the re-INVITE himself.
+    let hold = OFFER.replace("a=sendrecv", "a=sendonly");
+    let alice_ref = &alice;
+    let (answer, _) = tokio::join!(alice_ref.reinvite(&a_call, hold.clone()), async {
+        match next(&mut b_rx).await {
+            SipEvent::ReInvite { reinvite, .. } => {
+                assert_eq!(reinvite.sdp, hold.as_bytes());
+                reinvite
+                    .accept(ANSWER.replace("a=sendrecv", "a=recvonly"))
+                    .await;
+            }
+            other => panic!("expected ReInvite, got {other:?}"),
+        }
+    });
+    assert!(String::from_utf8_lossy(&answer.expect("re-INVITE answered")).contains("a=recvonly"));
+
+    alice.hangup(&a_call).await.expect("BYE");
+    assert_eq!(ended(&mut b_rx).await, EndReason::RemoteHangup);
+    assert_eq!(ended(&mut a_rx).await, EndReason::LocalHangup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_decline_and_cancel() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let (bob, mut b_rx) = stack("bob").await;
+    let target = format!("bob@{}", bob.local_addr());
+    let from = || parse_target(&format!("alice@{}", alice.local_addr())).expect("from");
+
+    alice
+        .call(&target, from(), None, OFFER.into())
+        .await
+        .expect("INVITE");
+    let (call, _, _) = incoming(&mut b_rx).await;
+    bob.reject(&call, true).expect("486");
+    assert_eq!(ended(&mut a_rx).await, EndReason::Busy);
+
+    alice
+        .call(&target, from(), None, OFFER.into())
+        .await
+        .expect("INVITE");
+    let (call, _, _) = incoming(&mut b_rx).await;
+    bob.reject(&call, false).expect("603");
+    assert_eq!(ended(&mut a_rx).await, EndReason::Declined);
+
+    let a_call = alice
+        .call(&target, from(), None, OFFER.into())
+        .await
+        .expect("INVITE");
+    let _ = incoming(&mut b_rx).await;
+    loop {
+        if let SipEvent::Ringing { .. } = next(&mut a_rx).await {
+            break;
+        }
+    }
+    alice.hangup(&a_call).await.expect("CANCEL");
+    assert_eq!(ended(&mut b_rx).await, EndReason::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_at_kamailio_and_a_call_through_it() {
+    let k = Kamailio::start().expect("kamailio");
+    let registrar = parse_target(&format!("x@127.0.0.1:{}", k.port())).map(|mut u| {
+        u.auth = None;
+        u
+    });
+    let registrar = registrar.expect("registrar uri");
+
+    let (alice, mut a_rx) = stack("alice").await;
+    let (bob, mut b_rx) = stack("bob").await;
+
+    let (eve, _e_rx) = stack("bob").await;
+    let mut wrong = eve.register(registrar.clone(), cred("bob", "not-bobs-password"));
+    assert_eq!(
+        wrong.wait_settled(Duration::from_secs(10)).await,
+        RegistrationState::Refused("wrong username or password".into())
+    );
+
+    let mut a_reg = alice.register(registrar.clone(), cred("alice", "alicepw"));
+    let mut b_reg = bob.register(registrar.clone(), cred("bob", "bobpw"));
+    assert!(
+        matches!(
+            a_reg.wait_settled(Duration::from_secs(10)).await,
+            RegistrationState::Registered { .. }
+        ),
+        "{}",
+        k.log_tail()
+    );
+    assert!(matches!(
+        b_reg.wait_settled(Duration::from_secs(10)).await,
+        RegistrationState::Registered { .. }
+    ));
+
+    // Alice calls bob's address of record; Kamailio challenges (407) and routes to bob.
+    let from = parse_target(&format!("alice@127.0.0.1:{}", k.port())).expect("from");
+    let target = format!("bob@127.0.0.1:{}", k.port());
+    let a_call = alice
+        .call(&target, from, Some(cred("alice", "alicepw")), OFFER.into())
+        .await
+        .expect("INVITE");
+    let (b_call, from, _) = incoming(&mut b_rx).await;
+    assert!(from.contains("alice"), "{from}");
+    bob.answer(&b_call, ANSWER.into()).expect("answer");
+    loop {
+        match next(&mut a_rx).await {
+            SipEvent::Answered { sdp, .. } => {
+                assert_eq!(sdp, ANSWER.as_bytes());
+                break;
+            }
+            SipEvent::Ended { reason, .. } => panic!("call failed: {reason}\n{}", k.log_tail()),
+            _ => {}
+        }
+    }
+    bob.hangup(&b_call).await.expect("BYE from the callee");
+    assert_eq!(ended(&mut a_rx).await, EndReason::RemoteHangup);
+    assert_eq!(ended(&mut b_rx).await, EndReason::LocalHangup);
+    let _ = a_call;
+
+    assert_eq!(a_reg.unregister().await, RegistrationState::Unregistered);
+    // Alice is gone from the location table: a call to her now fails with 404.
+    let from = parse_target(&format!("bob@127.0.0.1:{}", k.port())).expect("from");
+    bob.call(
+        &format!("alice@127.0.0.1:{}", k.port()),
+        from,
+        Some(cred("bob", "bobpw")),
+        OFFER.into(),
+    )
+    .await
+    .expect("INVITE");
+    match ended(&mut b_rx).await {
+        EndReason::Failed(404, _) => {}
+        other => panic!("expected 404, got {other:?}"),
+    }
+}
