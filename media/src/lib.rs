@@ -8,6 +8,7 @@ pub mod zrtp;
 
 pub use error::MediaError;
 pub mod analysis;
+pub mod audio;
 pub mod codec;
 pub mod dtmf;
 pub mod jitter;

@@ -10,7 +10,7 @@ use crate::dtmf::{self, Press};
 use crate::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::rtp::{self, Kind, ReceptionStats, RtpHeader, build_report, parse_report};
 use crate::srtp::SrtpSession;
-use crate::zrtp::{Negotiated, ZrtpConfig, ZrtpEvent, ZrtpSession};
+use crate::zrtp::{Negotiated, ZrtpEvent, ZrtpSession};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -41,8 +41,6 @@ pub struct StreamConfig {
     pub telephone_event_pt: Option<u8>,
     /// Encryption policy.
     pub policy: Policy,
-    /// ZRTP settings; `None` when ZRTP is not used at all (only valid with best effort).
-    pub zrtp: Option<ZrtpConfig>,
     /// The peer's `a=zrtp-hash`, to check its Hello against.
     pub peer_hello_hash: Option<String>,
 }
@@ -140,23 +138,22 @@ fn random_u32() -> u32 {
 }
 
 impl AudioStream {
-    /// Creates the stream; nothing happens until [`AudioStream::start`].
-    pub fn new(cfg: StreamConfig, now: Instant) -> Result<AudioStream, MediaError> {
-        if cfg.zrtp.is_none() && cfg.policy == Policy::Mandatory {
+    /// Creates the stream around a ZRTP session made earlier (its Hello hash went into
+    /// our SDP); `None` only under best effort. Nothing happens until [`AudioStream::start`].
+    pub fn new(
+        cfg: StreamConfig,
+        zrtp: Option<ZrtpSession>,
+        now: Instant,
+    ) -> Result<AudioStream, MediaError> {
+        if zrtp.is_none() && cfg.policy == Policy::Mandatory {
             return Err(MediaError::InvalidInput(
                 "encryption is mandatory but ZRTP is not configured".into(),
             ));
         }
-        let zrtp = match &cfg.zrtp {
-            Some(z) => {
-                let mut s = ZrtpSession::new(z, cfg.local_ssrc, now)?;
-                if let Some(h) = &cfg.peer_hello_hash {
-                    s.set_peer_hello_hash(h)?;
-                }
-                Some(s)
-            }
-            None => None,
-        };
+        let mut zrtp = zrtp;
+        if let (Some(z), Some(h)) = (zrtp.as_mut(), cfg.peer_hello_hash.as_deref()) {
+            z.set_peer_hello_hash(h)?;
+        }
         Ok(AudioStream {
             encoder: Encoder::new(cfg.codec)?,
             decoder: Decoder::new(cfg.codec)?,

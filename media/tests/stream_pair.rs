@@ -6,7 +6,7 @@ use hush_media::analysis::{dominant_frequency, rms, tone, tone_purity};
 use hush_media::codec::CodecKind;
 use hush_media::rtp::{Kind, classify};
 use hush_media::stream::{AudioStream, MediaSecurity, Policy, StreamConfig, StreamEvent};
-use hush_media::zrtp::ZrtpConfig;
+use hush_media::zrtp::{ZrtpConfig, ZrtpSession};
 use std::time::{Duration, Instant};
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -14,19 +14,27 @@ const FRAME: Duration = Duration::from_millis(20);
 /// An attacker on the path: sees (from side, datagram), may rewrite it or drop it (false).
 type Mitm = Box<dyn FnMut(usize, &mut Vec<u8>) -> bool>;
 
-fn config(ssrc: u32, codec: CodecKind, policy: Policy, zrtp: bool) -> StreamConfig {
-    StreamConfig {
+fn config(ssrc: u32, codec: CodecKind, policy: Policy, zrtp: bool) -> (StreamConfig, bool) {
+    let cfg = StreamConfig {
         local_ssrc: ssrc,
         codec,
         payload_type: codec.static_payload_type().unwrap_or(111),
         telephone_event_pt: Some(101),
         policy,
-        zrtp: zrtp.then(|| ZrtpConfig {
+        peer_hello_hash: None,
+    };
+    (cfg, zrtp)
+}
+
+fn stream((cfg, zrtp): (StreamConfig, bool), now: Instant) -> AudioStream {
+    let z = zrtp.then(|| {
+        let c = ZrtpConfig {
             handshake_timeout: Duration::from_secs(4),
             ..ZrtpConfig::default()
-        }),
-        peer_hello_hash: None,
-    }
+        };
+        ZrtpSession::new(&c, cfg.local_ssrc, now).expect("zrtp")
+    });
+    AudioStream::new(cfg, z, now).expect("stream")
 }
 
 /// Per side: what it heard, its events, and datagrams it put on the wire by kind.
@@ -52,13 +60,10 @@ struct Call {
 }
 
 impl Call {
-    fn new(a: StreamConfig, b: StreamConfig) -> Call {
+    fn new(a: (StreamConfig, bool), b: (StreamConfig, bool)) -> Call {
         let now = Instant::now();
-        let frame_samples = [a.codec.frame_samples(), b.codec.frame_samples()];
-        let mut sides = [
-            AudioStream::new(a, now).expect("a"),
-            AudioStream::new(b, now).expect("b"),
-        ];
+        let frame_samples = [a.0.codec.frame_samples(), b.0.codec.frame_samples()];
+        let mut sides = [stream(a, now), stream(b, now)];
         for s in &mut sides {
             s.start(now).expect("start");
         }
