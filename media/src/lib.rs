@@ -10,6 +10,7 @@ pub use error::MediaError;
 pub mod analysis;
 pub mod audio;
 pub mod codec;
+pub mod driver;
 pub mod dtmf;
 pub mod jitter;
 pub mod rtp;

@@ -20,6 +20,8 @@ pub enum SourceSpec {
     Tone(f64),
     /// Play a WAV file (looped while the call lasts).
     Wav(PathBuf),
+    /// Send back what we hear (the echo-test peer).
+    Echo,
 }
 
 /// What to use as the speaker.
@@ -50,7 +52,7 @@ impl Source {
     /// Opens the source for audio at `rate` Hz.
     pub fn open(spec: &SourceSpec, rate: u32) -> Result<Source, MediaError> {
         Ok(match spec {
-            SourceSpec::Silence => Source::Silence,
+            SourceSpec::Silence | SourceSpec::Echo => Source::Silence,
             SourceSpec::Tone(f) => {
                 if !(20.0..=20_000.0).contains(f) {
                     return Err(MediaError::InvalidInput(format!(
