@@ -1,7 +1,28 @@
 //! What the window, the CLI and the tests ask the core to do.
 
-use crate::model::{AccountConfig, AccountId, NewAccount};
+use crate::model::{AccountConfig, AccountId, EncryptionPolicy, NewAccount};
 use crate::secret::Secret;
+use crate::snapshot::CallId;
+pub use hush_media::audio::{SinkSpec, SourceSpec};
+use std::net::SocketAddr;
+
+/// The microphone and speaker for one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioChoice {
+    /// Microphone.
+    pub source: SourceSpec,
+    /// Speaker.
+    pub sink: SinkSpec,
+}
+
+impl Default for AudioChoice {
+    fn default() -> Self {
+        AudioChoice {
+            source: SourceSpec::Silence,
+            sink: SinkSpec::Null,
+        }
+    }
+}
 
 /// A request to the core. Plain data: it can be sent from any thread.
 #[derive(Debug, Clone)]
@@ -45,6 +66,79 @@ pub enum Command {
     },
     /// Erase every history record.
     EraseHistory,
+    /// Bring a SIP account online (register). `password` overrides the saved one.
+    Connect {
+        /// The account.
+        account: AccountId,
+        /// Password when not remembered.
+        password: Option<Secret>,
+    },
+    /// Take an account offline (un-register).
+    Disconnect {
+        /// The account.
+        account: AccountId,
+    },
+    /// Accept direct calls on `addr` (port 0: any). With `auto_answer` every call is
+    /// answered at once with that audio.
+    Listen {
+        /// Local SIP address.
+        addr: SocketAddr,
+        /// Answer automatically with this audio.
+        auto_answer: Option<AudioChoice>,
+        /// Encryption policy for calls on this address.
+        policy: EncryptionPolicy,
+    },
+    /// Call someone: through an account, or directly (`sip:user@host:port`).
+    PlaceCall {
+        /// The account, or `None` for a direct call.
+        account: Option<AccountId>,
+        /// Who.
+        target: String,
+        /// Audio devices.
+        audio: AudioChoice,
+        /// Override the account's policy (direct calls default to mandatory).
+        policy: Option<EncryptionPolicy>,
+    },
+    /// Answer an incoming call.
+    Answer {
+        /// The call.
+        call: CallId,
+        /// Audio devices.
+        audio: AudioChoice,
+    },
+    /// Refuse an incoming call: busy (486) or decline (603).
+    Reject {
+        /// The call.
+        call: CallId,
+        /// Busy rather than decline.
+        busy: bool,
+    },
+    /// Hang up (or cancel) a call.
+    Hangup {
+        /// The call.
+        call: CallId,
+    },
+    /// Put a call on hold or resume it.
+    Hold {
+        /// The call.
+        call: CallId,
+        /// Hold (true) or resume (false).
+        on: bool,
+    },
+    /// Send DTMF keys.
+    SendDtmf {
+        /// The call.
+        call: CallId,
+        /// Keys: 0-9 * # A-D.
+        keys: String,
+    },
+    /// Record that the user compared the SAS with the peer (or withdraw it).
+    SetSasVerified {
+        /// The call.
+        call: CallId,
+        /// Verified or not.
+        verified: bool,
+    },
 }
 
 impl Command {
@@ -60,6 +154,16 @@ impl Command {
             Command::SetHistoryDefault(_) => "set history default",
             Command::SetHistoryFor { .. } => "set history for contact",
             Command::EraseHistory => "erase history",
+            Command::Connect { .. } => "connect",
+            Command::Disconnect { .. } => "disconnect",
+            Command::Listen { .. } => "listen",
+            Command::PlaceCall { .. } => "call",
+            Command::Answer { .. } => "answer",
+            Command::Reject { .. } => "reject",
+            Command::Hangup { .. } => "hang up",
+            Command::Hold { .. } => "hold",
+            Command::SendDtmf { .. } => "send DTMF",
+            Command::SetSasVerified { .. } => "set SAS verified",
         }
     }
 }
@@ -71,4 +175,8 @@ pub enum Reply {
     Done,
     /// The account that was added.
     Account(AccountConfig),
+    /// The call that was placed.
+    Call(CallId),
+    /// The address now listening for calls.
+    Listening(SocketAddr),
 }

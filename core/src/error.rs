@@ -66,6 +66,9 @@ pub enum CoreError {
     /// The database failed in a way not covered above.
     #[error("profile database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// A call could not be set up or continued; the text is for the user.
+    #[error("{0}")]
+    Call(String),
     /// The core has stopped and no longer takes commands.
     #[error("the phone core has stopped")]
     Stopped,

@@ -3,7 +3,7 @@
 
 use crate::model::{AccountConfig, AccountId};
 use crate::security::CallSecurity;
-use crate::snapshot::{AccountStatus, CallId};
+use crate::snapshot::{AccountStatus, CallId, CallState, CallStats};
 
 /// Something that happened inside the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,41 @@ pub enum Event {
         call: CallId,
         /// Its new state.
         security: CallSecurity,
+    },
+    /// Someone is calling.
+    CallIncoming {
+        /// The new call.
+        call: CallId,
+        /// Who.
+        from: String,
+    },
+    /// A call moved on (ringing, connected, on hold, ended).
+    CallState {
+        /// Which call.
+        call: CallId,
+        /// Its new state.
+        state: CallState,
+    },
+    /// ZRTP agreed on these algorithms.
+    CallAlgorithms {
+        /// Which call.
+        call: CallId,
+        /// E.g. "X255/AES1/S256/HS80/B32".
+        algorithms: String,
+    },
+    /// Periodic media statistics.
+    CallStats {
+        /// Which call.
+        call: CallId,
+        /// The figures.
+        stats: CallStats,
+    },
+    /// The peer pressed a key.
+    CallDtmf {
+        /// Which call.
+        call: CallId,
+        /// The key.
+        key: char,
     },
     /// A command failed; the text is meant for the user.
     CommandFailed {

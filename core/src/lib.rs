@@ -3,6 +3,7 @@
 //! through [`Event`]s and [`Snapshot`]s by the window, the CLI and the tests alike.
 #![warn(missing_docs, unreachable_pub)]
 
+mod call;
 pub mod error;
 pub mod model;
 pub mod profile;

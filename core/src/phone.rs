@@ -2,19 +2,28 @@
 //! commands in order, publishes events and keeps the snapshot current. The window, the
 //! CLI and the tests all hold a [`Phone`] and drive it the same way.
 
+use crate::call::{CallInput, CallLayer};
 use crate::command::{Command, Reply};
 use crate::error::{CoreError, Result};
 use crate::event::Event;
+use crate::model::AccountId;
 use crate::profile::{Profile, VaultMode};
 use crate::snapshot::{AccountStatus, AccountView, Snapshot};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 /// Called whenever the snapshot changes, e.g. egui's `request_repaint`.
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
+enum Op {
+    Command(Command),
+    /// Hang up calls and un-register before the runtime stops.
+    Shutdown,
+}
+
 struct Request {
-    command: Command,
+    op: Op,
     reply: Option<oneshot::Sender<Result<Reply>>>,
 }
 
@@ -29,6 +38,9 @@ pub struct Phone {
 
 /// State owned by the core task.
 struct Core {
+    calls: CallLayer,
+    statuses: HashMap<AccountId, AccountStatus>,
+    pending: Vec<Event>,
     profile: Arc<Mutex<Profile>>,
     events: broadcast::Sender<Event>,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -50,7 +62,14 @@ impl Phone {
         let (requests, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
+        let (call_tx, call_rx) = mpsc::unbounded_channel();
+        // bzrtp keeps its ZID cache in its own SQLite file next to the profile database:
+        // it versions its schema with PRAGMA user_version, which the profile uses too.
+        let cache = profile.dir().join(crate::profile::paths::ZRTP_CACHE_FILE);
         let mut core = Core {
+            calls: CallLayer::new(call_tx, cache),
+            statuses: HashMap::new(),
+            pending: Vec::new(),
             profile: Arc::new(Mutex::new(profile)),
             events: events.clone(),
             snapshot: watch::channel(Arc::new(Snapshot::default())).0,
@@ -59,7 +78,7 @@ impl Phone {
         };
         core.publish();
         let snapshot = core.snapshot.subscribe();
-        runtime.spawn(core.run(rx));
+        runtime.spawn(core.run(rx, call_rx));
         Ok(Phone {
             requests,
             events,
@@ -79,7 +98,7 @@ impl Phone {
     /// Sends a command without waiting; a failure arrives as [`Event::CommandFailed`].
     pub fn send(&self, command: Command) {
         let _ = self.requests.send(Request {
-            command,
+            op: Op::Command(command),
             reply: None,
         });
     }
@@ -89,7 +108,7 @@ impl Phone {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(Request {
-                command,
+                op: Op::Command(command),
                 reply: Some(tx),
             })
             .map_err(|_| CoreError::Stopped)?;
@@ -101,7 +120,7 @@ impl Phone {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(Request {
-                command,
+                op: Op::Command(command),
                 reply: Some(tx),
             })
             .map_err(|_| CoreError::Stopped)?;
@@ -126,6 +145,22 @@ impl Phone {
 
 impl Drop for Phone {
     fn drop(&mut self) {
+        // Hang up and un-register (bounded), then stop the runtime.
+        let (tx, rx) = oneshot::channel();
+        if tokio::runtime::Handle::try_current().is_err()
+            && self
+                .requests
+                .send(Request {
+                    op: Op::Shutdown,
+                    reply: Some(tx),
+                })
+                .is_ok()
+            && let Some(rt) = &self.runtime
+        {
+            let _ = rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(5), rx).await
+            });
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
         }
@@ -133,22 +168,57 @@ impl Drop for Phone {
 }
 
 impl Core {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
-        while let Some(req) = rx.recv().await {
-            let name = req.command.name();
-            let result = self.apply(req.command).await;
-            if let Err(e) = &result {
-                tracing::debug!(command = name, error = %e, "command failed");
-                let _ = self.events.send(Event::CommandFailed {
-                    command: name,
-                    error: e.to_string(),
-                });
-            }
-            self.publish();
-            if let Some(reply) = req.reply {
-                let _ = reply.send(result);
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Request>,
+        mut call_rx: mpsc::UnboundedReceiver<CallInput>,
+    ) {
+        loop {
+            tokio::select! {
+                req = rx.recv() => {
+                    let Some(req) = req else { break };
+                    let command = match req.op {
+                        Op::Command(c) => c,
+                        Op::Shutdown => {
+                            self.calls.shutdown().await;
+                            self.flush();
+                            if let Some(reply) = req.reply {
+                                let _ = reply.send(Ok(Reply::Done));
+                            }
+                            continue;
+                        }
+                    };
+                    let name = command.name();
+                    let result = self.apply(command).await;
+                    if let Err(e) = &result {
+                        tracing::debug!(command = name, error = %e, "command failed");
+                        self.pending.push(Event::CommandFailed { command: name, error: e.to_string() });
+                    }
+                    self.flush();
+                    if let Some(reply) = req.reply {
+                        let _ = reply.send(result);
+                    }
+                }
+                input = call_rx.recv() => {
+                    let Some(input) = input else { break };
+                    let mut events = Vec::new();
+                    self.calls.input(input, &mut events).await;
+                    self.pending.extend(events);
+                    self.flush();
+                }
             }
         }
+    }
+
+    /// Sends pending events, tracks account statuses, and republishes the snapshot.
+    fn flush(&mut self) {
+        for ev in std::mem::take(&mut self.pending) {
+            if let Event::AccountStatus { account, status } = &ev {
+                self.statuses.insert(*account, status.clone());
+            }
+            let _ = self.events.send(ev);
+        }
+        self.publish();
     }
 
     /// Runs profile work off the async threads: key derivation takes ~0.3 s.
@@ -221,8 +291,87 @@ impl Core {
                 self.with_profile(|p| p.erase_history()).await?;
                 (Reply::Done, Event::HistoryErased)
             }
+            other => return self.apply_call(other).await,
         };
-        let _ = self.events.send(event);
+        self.pending.push(event);
+        Ok(reply)
+    }
+
+    async fn apply_call(&mut self, command: Command) -> Result<Reply> {
+        let mut events = Vec::new();
+        let reply = match command {
+            Command::Connect { account, password } => {
+                let (config, saved) = self
+                    .with_profile(move |p| {
+                        let config = p
+                            .accounts()?
+                            .into_iter()
+                            .find(|a| a.id == account)
+                            .ok_or_else(|| CoreError::NoSuchAccount(account.to_string()))?;
+                        let saved = if config.remember_password {
+                            p.account_password(account)?
+                        } else {
+                            None
+                        };
+                        Ok((config, saved))
+                    })
+                    .await?;
+                let password = password.or(saved).ok_or_else(|| {
+                    CoreError::InvalidInput(format!("{} needs its password", config.address))
+                })?;
+                self.calls.connect(&config, password, &mut events).await?;
+                Reply::Done
+            }
+            Command::Disconnect { account } => {
+                self.calls.disconnect(account).await;
+                events.push(Event::AccountStatus {
+                    account,
+                    status: AccountStatus::Offline,
+                });
+                Reply::Done
+            }
+            Command::Listen {
+                addr,
+                auto_answer,
+                policy,
+            } => self.calls.listen(addr, auto_answer, policy).await?,
+            Command::PlaceCall {
+                account,
+                target,
+                audio,
+                policy,
+            } => {
+                self.calls
+                    .place(account, &target, audio, policy, &mut events)
+                    .await?
+            }
+            Command::Answer { call, audio } => {
+                self.calls.answer(call, audio, &mut events)?;
+                Reply::Done
+            }
+            Command::Reject { call, busy } => {
+                self.calls.reject(call, busy)?;
+                Reply::Done
+            }
+            Command::Hangup { call } => {
+                self.calls.hangup(call, &mut events).await?;
+                Reply::Done
+            }
+            Command::Hold { call, on } => {
+                self.calls.hold(call, on, &mut events).await?;
+                Reply::Done
+            }
+            Command::SendDtmf { call, keys } => {
+                self.calls.dtmf(call, &keys)?;
+                Reply::Done
+            }
+            Command::SetSasVerified { call, verified } => {
+                self.calls.set_verified(call, verified, &mut events)?;
+                Reply::Done
+            }
+            _ => return Err(CoreError::InvalidInput("unsupported command".into())),
+        };
+        self.pending.extend(events);
         Ok(reply)
     }
 
@@ -248,12 +397,16 @@ impl Core {
             accounts: accounts
                 .into_iter()
                 .map(|config| AccountView {
+                    status: self
+                        .statuses
+                        .get(&config.id)
+                        .cloned()
+                        .unwrap_or(AccountStatus::Offline),
                     config,
-                    status: AccountStatus::Offline,
                 })
                 .collect(),
             contacts: Vec::new(),
-            calls: Vec::new(),
+            calls: self.calls.views(),
             chats: Vec::new(),
         };
         drop(profile);

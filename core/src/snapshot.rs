@@ -72,7 +72,7 @@ pub struct ContactView {
 }
 
 /// Identifier of a call for its whole life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct CallId(pub u64);
 
 /// Where a call is in its life.
@@ -101,10 +101,44 @@ pub struct CallView {
     pub account: Option<AccountId>,
     /// The other party.
     pub peer: String,
+    /// Who called whom.
+    pub direction: CallDirection,
     /// Call progress.
     pub state: CallState,
     /// How private it is.
     pub security: CallSecurity,
+    /// The ZRTP algorithms once secure, e.g. "X255/AES1/S256/HS80/B32".
+    pub algorithms: Option<String>,
+    /// The negotiated audio codec.
+    pub codec: Option<String>,
+    /// Latest media statistics.
+    pub stats: Option<CallStats>,
+}
+
+/// Who placed the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CallDirection {
+    /// We called.
+    Outgoing,
+    /// They called.
+    Incoming,
+}
+
+/// Media statistics of a call (from RTP/RTCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct CallStats {
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP packets received.
+    pub packets_received: u64,
+    /// Packets lost on the way to us.
+    pub packets_lost: u64,
+    /// Interarrival jitter, milliseconds.
+    pub jitter_ms: u32,
+    /// Round-trip time from RTCP, milliseconds.
+    pub rtt_ms: Option<u32>,
+    /// Datagrams dropped as malformed, forged, replayed or unencrypted.
+    pub refused: u64,
 }
 
 /// A chat as shown to the user.

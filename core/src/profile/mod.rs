@@ -7,6 +7,7 @@ mod history;
 pub mod paths;
 mod vault;
 
+pub(crate) use crypto::fill_random;
 pub use history::{Direction, HistoryEntry, HistoryRecord};
 pub use vault::{MIN_MASTER_PASSWORD_LEN, VaultMode};
 

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub const PROFILE_ENV: &str = "HUSHPHONE_PROFILE";
 /// File name of the profile database inside the profile directory.
 pub const DB_FILE: &str = "profile.db";
+/// libbzrtp's ZID cache (retained secrets, "SAS verified" flags), owner-only.
+pub const ZRTP_CACHE_FILE: &str = "zrtp-cache.db";
 
 /// Picks the profile directory: explicit flag, then environment, then XDG default.
 pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf> {

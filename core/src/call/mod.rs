@@ -1,0 +1,962 @@
+//! Calls: the layer between SIP signalling (hush-signaling) and media (hush-media).
+//! It owns the lines, builds SDP offers and answers with the ZRTP hello hash, starts a
+//! media thread per call, and turns what both sides report into the call view and
+//! events. Under a mandatory policy a call whose media cannot become secure is hung up
+//! with the reason.
+
+mod line;
+
+use crate::command::{AudioChoice, Reply};
+use crate::error::{CoreError, Result};
+use crate::event::Event;
+use crate::model::{AccountConfig, AccountId, AccountSettings, EncryptionPolicy};
+use crate::secret::Secret;
+use crate::security::CallSecurity;
+use crate::snapshot::{AccountStatus, CallDirection, CallId, CallState, CallStats, CallView};
+use hush_media::codec::CodecKind;
+use hush_media::driver::{MediaCall, MediaCommand, MediaReport, PreparedMedia};
+use hush_media::stream::{Policy, StreamConfig, StreamEvent, StreamStats};
+use hush_media::zrtp::{ZidCache, ZrtpConfig, ZrtpSession};
+use hush_signaling::sdp::{self, AudioDescription, Codecs, Direction, LocalMedia, Negotiated};
+use hush_signaling::sip::{
+    CallKey, ReInvite, RegistrationState, SipEvent, SipStack, StackOptions, Transport, parse_target,
+};
+use line::{Line, LineId, identity, local_ip_towards};
+use rsipstack::dialog::authenticate::Credential;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Codecs we offer, best first.
+const OUR_CODECS: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
+
+/// Inputs to the core task from lines and media threads.
+pub(crate) enum CallInput {
+    Sip(LineId, SipEvent),
+    Media(CallId, MediaReport),
+    Registration(AccountId, RegistrationState),
+}
+
+enum Phase {
+    /// We sent an offer; media is bound, ZRTP session made. (The mutex only makes the
+    /// engine `Sync`, so the core task may hold the layer across awaits.)
+    Offered {
+        prepared: PreparedMedia,
+        zrtp: std::sync::Mutex<ZrtpSession>,
+    },
+    /// We received an offer and have not answered yet.
+    Ringing { offer: AudioDescription },
+    /// Media running.
+    Active { media: MediaCall },
+    /// Over.
+    Ended,
+}
+
+struct Call {
+    line: LineId,
+    key: CallKey,
+    view: CallView,
+    phase: Phase,
+    audio: AudioChoice,
+    policy: Policy,
+    ssrc: u32,
+    local: LocalMedia,
+    negotiated: Option<Negotiated>,
+    peer_identity: String,
+}
+
+/// What a new line needs.
+struct LineSpec {
+    bind: SocketAddr,
+    user: String,
+    /// Domain of the address of record (`None`: our own address).
+    aor_host: Option<String>,
+    account: Option<AccountId>,
+    credential: Option<Credential>,
+    policy: EncryptionPolicy,
+    media_ip: IpAddr,
+    auto_answer: Option<AudioChoice>,
+}
+
+impl LineSpec {
+    fn direct(
+        bind: SocketAddr,
+        user: &str,
+        policy: EncryptionPolicy,
+        media_ip: IpAddr,
+        auto_answer: Option<AudioChoice>,
+    ) -> LineSpec {
+        LineSpec {
+            bind,
+            user: user.to_owned(),
+            aor_host: None,
+            account: None,
+            credential: None,
+            policy,
+            media_ip,
+            auto_answer,
+        }
+    }
+}
+
+/// All lines and calls of the phone.
+pub(crate) struct CallLayer {
+    input: mpsc::UnboundedSender<CallInput>,
+    lines: BTreeMap<LineId, Line>,
+    calls: BTreeMap<CallId, Call>,
+    next_line: LineId,
+    next_call: u64,
+    cache: PathBuf,
+}
+
+fn policy_of(p: EncryptionPolicy) -> Policy {
+    match p {
+        EncryptionPolicy::Mandatory => Policy::Mandatory,
+        EncryptionPolicy::BestEffort => Policy::BestEffort,
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    crate::profile::fill_random(&mut b);
+    u64::from_le_bytes(b)
+}
+
+fn bad(what: impl Into<String>) -> CoreError {
+    CoreError::InvalidInput(what.into())
+}
+
+fn sig(e: hush_signaling::SignalingError) -> CoreError {
+    CoreError::Call(e.to_string())
+}
+
+fn med(e: hush_media::MediaError) -> CoreError {
+    CoreError::Call(e.to_string())
+}
+
+impl CallLayer {
+    pub(crate) fn new(input: mpsc::UnboundedSender<CallInput>, cache: PathBuf) -> CallLayer {
+        CallLayer {
+            input,
+            lines: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            next_line: 1,
+            next_call: 1,
+            cache,
+        }
+    }
+
+    /// Views of the calls for the snapshot.
+    pub(crate) fn views(&self) -> Vec<CallView> {
+        self.calls.values().map(|c| c.view.clone()).collect()
+    }
+
+    async fn add_line(&mut self, spec: LineSpec) -> Result<LineId> {
+        let LineSpec {
+            bind,
+            user,
+            aor_host,
+            account,
+            credential,
+            policy,
+            media_ip,
+            auto_answer,
+        } = spec;
+        let user = user.as_str();
+        let (stack, mut rx) = SipStack::start(StackOptions {
+            bind,
+            transport: Transport::Udp,
+            user: user.into(),
+        })
+        .await
+        .map_err(sig)?;
+        let host = aor_host.unwrap_or_else(|| stack.local_addr().to_string());
+        let aor = parse_target(&format!("{user}@{host}")).map_err(sig)?;
+        let id = self.next_line;
+        self.next_line += 1;
+        let input = self.input.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if input.send(CallInput::Sip(id, ev)).is_err() {
+                    break;
+                }
+            }
+        });
+        self.lines.insert(
+            id,
+            Line {
+                stack,
+                account,
+                aor,
+                credential,
+                registration: None,
+                policy,
+                media_ip,
+                auto_answer,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Starts listening for direct calls.
+    pub(crate) async fn listen(
+        &mut self,
+        addr: SocketAddr,
+        auto_answer: Option<AudioChoice>,
+        policy: EncryptionPolicy,
+    ) -> Result<Reply> {
+        let media_ip = if addr.ip().is_unspecified() {
+            local_ip_towards("192.0.2.1:9").unwrap_or(addr.ip())
+        } else {
+            addr.ip()
+        };
+        let user = if auto_answer
+            .as_ref()
+            .is_some_and(|a| a.source == hush_media::audio::SourceSpec::Echo)
+        {
+            "echo"
+        } else {
+            "hushphone"
+        };
+        let id = self
+            .add_line(LineSpec::direct(addr, user, policy, media_ip, auto_answer))
+            .await?;
+        let local = self
+            .lines
+            .get(&id)
+            .map(|l| l.stack.local_addr())
+            .ok_or(CoreError::Stopped)?;
+        Ok(Reply::Listening(local))
+    }
+
+    /// Brings a SIP account online.
+    pub(crate) async fn connect(
+        &mut self,
+        account: &AccountConfig,
+        password: Secret,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let AccountSettings::Sip(settings) = &account.settings else {
+            return Err(bad("only SIP accounts place calls; XMPP accounts chat"));
+        };
+        if self.lines.values().any(|l| l.account == Some(account.id)) {
+            return Ok(());
+        }
+        let (user, domain) = account
+            .address
+            .split_once('@')
+            .ok_or_else(|| bad("account address is not user@domain"))?;
+        let registrar_text = settings
+            .registrar
+            .clone()
+            .unwrap_or_else(|| format!("sip:{domain}"));
+        let mut registrar =
+            parse_target(&format!("x@{}", registrar_text.trim_start_matches("sip:")))
+                .map_err(sig)?;
+        registrar.auth = None;
+        let port = registrar
+            .host_with_port
+            .port
+            .as_ref()
+            .map(|p| p.value())
+            .unwrap_or(5060);
+        let host = registrar.host_with_port.host.to_string();
+        let media_ip = local_ip_towards(&format!("{host}:{port}")).ok_or_else(|| {
+            CoreError::Call(format!(
+                "cannot reach the registrar {host}:{port} (unknown host?)"
+            ))
+        })?;
+        let credential = Credential {
+            username: user.to_owned(),
+            password: password.expose().to_owned(),
+            realm: None,
+            auth_username: None,
+        };
+        let id = self
+            .add_line(LineSpec {
+                bind: SocketAddr::new(media_ip, 0),
+                user: user.to_owned(),
+                aor_host: Some(domain.to_owned()),
+                account: Some(account.id),
+                credential: Some(credential.clone()),
+                policy: settings.encryption,
+                media_ip,
+                auto_answer: None,
+            })
+            .await?;
+        let Some(line) = self.lines.get_mut(&id) else {
+            return Err(CoreError::Stopped);
+        };
+        let handle = line.stack.register(registrar, credential);
+        let mut state = handle.state();
+        let input = self.input.clone();
+        let acc = account.id;
+        tokio::spawn(async move {
+            loop {
+                let s = state.borrow_and_update().clone();
+                if input.send(CallInput::Registration(acc, s)).is_err() {
+                    break;
+                }
+                if state.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+        line.registration = Some(handle);
+        events.push(Event::AccountStatus {
+            account: account.id,
+            status: AccountStatus::Connecting,
+        });
+        Ok(())
+    }
+
+    /// Un-registers and closes an account's line.
+    pub(crate) async fn disconnect(&mut self, account: AccountId) {
+        let ids: Vec<LineId> = self
+            .lines
+            .iter()
+            .filter(|(_, l)| l.account == Some(account))
+            .map(|(i, _)| *i)
+            .collect();
+        for id in ids {
+            if let Some(mut line) = self.lines.remove(&id) {
+                if let Some(r) = line.registration.take() {
+                    r.unregister().await;
+                }
+                line.stack.shutdown();
+            }
+        }
+    }
+
+    /// Un-registers everything (on exit).
+    pub(crate) async fn shutdown(&mut self) {
+        let keys: Vec<CallId> = self.calls.keys().copied().collect();
+        for c in keys {
+            let _ = self.hangup(c, &mut Vec::new()).await;
+        }
+        let accounts: Vec<AccountId> = self.lines.values().filter_map(|l| l.account).collect();
+        for a in accounts {
+            self.disconnect(a).await;
+        }
+    }
+
+    fn zrtp_for(&self, line: &Line, peer: &str, ssrc: u32) -> Result<ZrtpSession> {
+        let config = ZrtpConfig {
+            cache: Some(ZidCache {
+                path: self.cache.clone(),
+                self_uri: identity(&line.aor),
+                peer_uri: peer.to_owned(),
+            }),
+            ..ZrtpConfig::default()
+        };
+        ZrtpSession::new(&config, ssrc, Instant::now()).map_err(med)
+    }
+
+    fn new_call_id(&mut self) -> CallId {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        id
+    }
+
+    /// Places a call.
+    pub(crate) async fn place(
+        &mut self,
+        account: Option<AccountId>,
+        target: &str,
+        audio: AudioChoice,
+        policy: Option<EncryptionPolicy>,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply> {
+        let line_id = match account {
+            Some(a) => self
+                .lines
+                .iter()
+                .find(|(_, l)| l.account == Some(a))
+                .map(|(i, _)| *i)
+                .ok_or_else(|| bad(format!("account {a} is not connected; connect it first")))?,
+            None => match self
+                .lines
+                .iter()
+                .find(|(_, l)| l.account.is_none() && l.auto_answer.is_none())
+            {
+                Some((i, _)) => *i,
+                None => {
+                    let uri = parse_target(target).map_err(sig)?;
+                    let port = uri
+                        .host_with_port
+                        .port
+                        .as_ref()
+                        .map(|p| p.value())
+                        .unwrap_or(5060);
+                    let ip = local_ip_towards(&format!("{}:{port}", uri.host_with_port.host))
+                        .ok_or_else(|| bad(format!("cannot reach {target}")))?;
+                    self.add_line(LineSpec::direct(
+                        SocketAddr::new(ip, 0),
+                        "hushphone",
+                        EncryptionPolicy::Mandatory,
+                        ip,
+                        None,
+                    ))
+                    .await?
+                }
+            },
+        };
+        let target_uri = parse_target(target).map_err(sig)?;
+        let peer_identity = identity(&target_uri);
+        let line = self.lines.get(&line_id).ok_or(CoreError::Stopped)?;
+        let policy = policy_of(policy.unwrap_or(line.policy));
+        let prepared = PreparedMedia::bind(line.media_ip).map_err(med)?;
+        let ssrc = random_u64() as u32;
+        let zrtp = self.zrtp_for(line, &peer_identity, ssrc)?;
+        let local = LocalMedia {
+            session_id: random_u64() >> 1,
+            version: 1,
+            addr: line.media_ip,
+            port: prepared.local_addr().port(),
+            direction: Direction::SendRecv,
+            zrtp_hash: Some(zrtp.hello_hash().map_err(med)?),
+        };
+        let offer = sdp::write(&local, Codecs::Offer(&OUR_CODECS));
+        let key = line
+            .stack
+            .call(target, line.aor.clone(), line.credential.clone(), offer)
+            .await
+            .map_err(sig)?;
+        let id = self.new_call_id();
+        let view = CallView {
+            id,
+            account,
+            peer: target_uri.to_string(),
+            direction: CallDirection::Outgoing,
+            state: CallState::Calling,
+            security: CallSecurity::Negotiating,
+            algorithms: None,
+            codec: None,
+            stats: None,
+        };
+        events.push(Event::CallState {
+            call: id,
+            state: CallState::Calling,
+        });
+        self.calls.insert(
+            id,
+            Call {
+                line: line_id,
+                key,
+                view,
+                phase: Phase::Offered {
+                    prepared,
+                    zrtp: std::sync::Mutex::new(zrtp),
+                },
+                audio,
+                policy,
+                ssrc,
+                local,
+                negotiated: None,
+                peer_identity,
+            },
+        );
+        Ok(Reply::Call(id))
+    }
+
+    fn find(&self, line: LineId, key: &CallKey) -> Option<CallId> {
+        self.calls
+            .iter()
+            .find(|(_, c)| c.line == line && &c.key == key)
+            .map(|(i, _)| *i)
+    }
+
+    fn set_state(&mut self, id: CallId, state: CallState, events: &mut Vec<Event>) {
+        if let Some(c) = self.calls.get_mut(&id)
+            && c.view.state != state
+        {
+            c.view.state = state.clone();
+            events.push(Event::CallState { call: id, state });
+        }
+    }
+
+    fn set_security(&mut self, id: CallId, security: CallSecurity, events: &mut Vec<Event>) {
+        if let Some(c) = self.calls.get_mut(&id)
+            && c.view.security != security
+        {
+            c.view.security = security.clone();
+            events.push(Event::CallSecurity { call: id, security });
+        }
+    }
+
+    fn start_media(
+        &mut self,
+        id: CallId,
+        remote: SocketAddr,
+        peer_hash: Option<String>,
+    ) -> Result<()> {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return Err(CoreError::Stopped);
+        };
+        let neg = call
+            .negotiated
+            .ok_or_else(|| CoreError::Call("no codec negotiated".into()))?;
+        let (prepared, zrtp) = match std::mem::replace(&mut call.phase, Phase::Ended) {
+            Phase::Offered { prepared, zrtp } => (
+                prepared,
+                zrtp.into_inner()
+                    .map_err(|_| CoreError::Call("ZRTP engine poisoned".into()))?,
+            ),
+            other => {
+                call.phase = other;
+                return Err(CoreError::Call("media already running".into()));
+            }
+        };
+        let cfg = StreamConfig {
+            local_ssrc: call.ssrc,
+            codec: neg.codec,
+            payload_type: neg.payload_type,
+            telephone_event_pt: neg.telephone_event,
+            policy: call.policy,
+            peer_hello_hash: peer_hash,
+        };
+        let input = self.input.clone();
+        let media = prepared
+            .start(
+                cfg,
+                Some(zrtp),
+                Some(remote),
+                call.audio.source.clone(),
+                call.audio.sink.clone(),
+                move |r| {
+                    let _ = input.send(CallInput::Media(id, r));
+                },
+            )
+            .map_err(med)?;
+        call.view.codec = Some(neg.codec.sdp_name().to_owned());
+        call.phase = Phase::Active { media };
+        Ok(())
+    }
+
+    /// Answers an incoming call.
+    pub(crate) fn answer(
+        &mut self,
+        id: CallId,
+        audio: AudioChoice,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let call = self
+            .calls
+            .get_mut(&id)
+            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let Phase::Ringing { offer } = &call.phase else {
+            return Err(bad("that call is not ringing"));
+        };
+        let offer = offer.clone();
+        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
+        let neg = sdp::negotiate(&offer, &OUR_CODECS).map_err(sig)?;
+        let prepared = PreparedMedia::bind(line.media_ip).map_err(med)?;
+        let zrtp = {
+            let config = ZrtpConfig {
+                cache: Some(ZidCache {
+                    path: self.cache.clone(),
+                    self_uri: identity(&line.aor),
+                    peer_uri: call.peer_identity.clone(),
+                }),
+                ..ZrtpConfig::default()
+            };
+            ZrtpSession::new(&config, call.ssrc, Instant::now()).map_err(med)?
+        };
+        call.local.port = prepared.local_addr().port();
+        call.local.addr = line.media_ip;
+        call.local.direction = offer.direction.reversed();
+        call.local.zrtp_hash = Some(zrtp.hello_hash().map_err(med)?);
+        let answer = sdp::write(&call.local, Codecs::Answer(&neg));
+        line.stack.answer(&call.key, answer).map_err(sig)?;
+        call.negotiated = Some(neg);
+        call.audio = audio;
+        call.phase = Phase::Offered {
+            prepared,
+            zrtp: std::sync::Mutex::new(zrtp),
+        };
+        let remote = SocketAddr::new(offer.addr, offer.port);
+        self.start_media(id, remote, offer.zrtp_hash.clone())?;
+        self.set_state(id, CallState::Connected, events);
+        Ok(())
+    }
+
+    /// Refuses an incoming call.
+    pub(crate) fn reject(&mut self, id: CallId, busy: bool) -> Result<()> {
+        let call = self
+            .calls
+            .get(&id)
+            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
+        line.stack.reject(&call.key, busy).map_err(sig)
+    }
+
+    /// Hangs up.
+    pub(crate) async fn hangup(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
+        let call = self
+            .calls
+            .get(&id)
+            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
+        if matches!(call.phase, Phase::Ringing { .. }) {
+            line.stack.reject(&call.key, false).map_err(sig)?;
+        } else if let Err(e) = line.stack.hangup(&call.key).await {
+            // The dialog is gone already: end it locally.
+            tracing::debug!(error = %e, "hangup");
+            self.end(id, "hung up".into(), events);
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, id: CallId, reason: String, events: &mut Vec<Event>) {
+        self.set_state(id, CallState::Ended(reason), events);
+        if let Some(mut c) = self.calls.remove(&id) {
+            if matches!(c.view.security, CallSecurity::Negotiating) {
+                c.view.security =
+                    CallSecurity::Failed("the call ended before it was secure".into());
+            }
+            if let Phase::Active { media } = std::mem::replace(&mut c.phase, Phase::Ended) {
+                media.stop();
+            }
+        }
+    }
+
+    fn media(&self, id: CallId) -> Result<&MediaCall> {
+        match self.calls.get(&id).map(|c| &c.phase) {
+            Some(Phase::Active { media }) => Ok(media),
+            Some(_) => Err(bad("the call has no media yet")),
+            None => Err(bad(format!("no call {}", id.0))),
+        }
+    }
+
+    /// Sends DTMF keys.
+    pub(crate) fn dtmf(&self, id: CallId, keys: &str) -> Result<()> {
+        if keys.is_empty()
+            || keys
+                .chars()
+                .any(|k| hush_media::dtmf::event_code(k).is_none())
+        {
+            return Err(bad(format!("{keys:?}: DTMF keys are 0-9 * # A-D")));
+        }
+        let media = self.media(id)?;
+        for k in keys.chars() {
+            media.command(MediaCommand::Dtmf(k));
+        }
+        Ok(())
+    }
+
+    /// Records the user's SAS comparison.
+    pub(crate) fn set_verified(
+        &mut self,
+        id: CallId,
+        verified: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let sas = match self.calls.get(&id).map(|c| &c.view.security) {
+            Some(CallSecurity::Secure { sas, .. } | CallSecurity::CacheMismatch { sas }) => {
+                sas.clone()
+            }
+            Some(_) => return Err(bad("the call is not secure yet: there is no SAS to verify")),
+            None => return Err(bad(format!("no call {}", id.0))),
+        };
+        self.media(id)?.command(MediaCommand::SasVerified(verified));
+        self.set_security(id, CallSecurity::Secure { sas, verified }, events);
+        Ok(())
+    }
+
+    /// Puts a call on hold (re-INVITE with sendonly) or resumes it.
+    pub(crate) async fn hold(
+        &mut self,
+        id: CallId,
+        on: bool,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let call = self
+            .calls
+            .get_mut(&id)
+            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let Phase::Active { .. } = &call.phase else {
+            return Err(bad("the call is not connected"));
+        };
+        let neg = call
+            .negotiated
+            .ok_or_else(|| CoreError::Call("no codec negotiated".into()))?;
+        call.local.version += 1;
+        call.local.direction = if on {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        let offer = sdp::write(&call.local, Codecs::Answer(&neg));
+        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
+        let answer = line.stack.reinvite(&call.key, offer).await.map_err(sig)?;
+        let desc = sdp::parse(&answer).map_err(sig)?;
+        if let Phase::Active { media } = &call.phase {
+            media.command(MediaCommand::Hold(on));
+            media.command(MediaCommand::SetRemote(SocketAddr::new(
+                desc.addr, desc.port,
+            )));
+        }
+        self.set_state(
+            id,
+            if on {
+                CallState::OnHold
+            } else {
+                CallState::Connected
+            },
+            events,
+        );
+        Ok(())
+    }
+
+    /// Handles an input from a line or a media thread.
+    pub(crate) async fn input(&mut self, input: CallInput, events: &mut Vec<Event>) {
+        match input {
+            CallInput::Sip(line, ev) => self.sip(line, ev, events).await,
+            CallInput::Media(id, report) => self.media_report(id, report, events).await,
+            CallInput::Registration(account, state) => {
+                if let RegistrationState::Retrying(why) = &state {
+                    tracing::info!(%account, reason = %why, "registration retrying");
+                }
+                let status = match state {
+                    RegistrationState::Registering | RegistrationState::Retrying(_) => {
+                        AccountStatus::Connecting
+                    }
+                    RegistrationState::Registered { .. } => AccountStatus::Online,
+                    RegistrationState::Refused(why) => AccountStatus::Error(why),
+                    RegistrationState::Unregistered => AccountStatus::Offline,
+                };
+                events.push(Event::AccountStatus { account, status });
+            }
+        }
+    }
+
+    async fn sip(&mut self, line_id: LineId, ev: SipEvent, events: &mut Vec<Event>) {
+        match ev {
+            SipEvent::IncomingCall {
+                call: key,
+                from,
+                offer,
+                ..
+            } => {
+                let Some(line) = self.lines.get(&line_id) else {
+                    return;
+                };
+                let offer = match sdp::parse(&offer)
+                    .and_then(|o| sdp::negotiate(&o, &OUR_CODECS).map(|_| o))
+                {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tracing::info!(error = %e, "refusing a call we cannot serve");
+                        let _ = line.stack.reject(&key, false);
+                        return;
+                    }
+                };
+                let peer_identity = parse_target(&from)
+                    .map(|u| identity(&u))
+                    .unwrap_or_else(|_| from.clone());
+                let policy = policy_of(line.policy);
+                let auto = line.auto_answer.clone();
+                let (account, media_ip) = (line.account, line.media_ip);
+                let id = self.new_call_id();
+                let view = CallView {
+                    id,
+                    account,
+                    peer: from.clone(),
+                    direction: CallDirection::Incoming,
+                    state: CallState::Incoming,
+                    security: CallSecurity::Negotiating,
+                    algorithms: None,
+                    codec: None,
+                    stats: None,
+                };
+                let local = LocalMedia {
+                    session_id: random_u64() >> 1,
+                    version: 1,
+                    addr: media_ip,
+                    port: 0,
+                    direction: Direction::SendRecv,
+                    zrtp_hash: None,
+                };
+                self.calls.insert(
+                    id,
+                    Call {
+                        line: line_id,
+                        key,
+                        view,
+                        phase: Phase::Ringing { offer },
+                        audio: AudioChoice::default(),
+                        policy,
+                        ssrc: random_u64() as u32,
+                        local,
+                        negotiated: None,
+                        peer_identity,
+                    },
+                );
+                events.push(Event::CallIncoming { call: id, from });
+                events.push(Event::CallState {
+                    call: id,
+                    state: CallState::Incoming,
+                });
+                if let Some(audio) = auto
+                    && let Err(e) = self.answer(id, audio, events)
+                {
+                    tracing::warn!(error = %e, "auto-answer failed");
+                }
+            }
+            SipEvent::Ringing { call } => {
+                if let Some(id) = self.find(line_id, &call) {
+                    self.set_state(id, CallState::Ringing, events);
+                }
+            }
+            SipEvent::Answered { call, sdp: body } => {
+                let Some(id) = self.find(line_id, &call) else {
+                    return;
+                };
+                let result =
+                    sdp::parse(&body).and_then(|a| sdp::accepted(&a, &OUR_CODECS).map(|n| (a, n)));
+                match result {
+                    Ok((answer, neg)) => {
+                        if let Some(c) = self.calls.get_mut(&id) {
+                            c.negotiated = Some(neg);
+                        }
+                        let remote = SocketAddr::new(answer.addr, answer.port);
+                        match self.start_media(id, remote, answer.zrtp_hash.clone()) {
+                            Ok(()) => self.set_state(id, CallState::Connected, events),
+                            Err(e) => self.fail_call(id, e.to_string(), events).await,
+                        }
+                    }
+                    Err(e) => self.fail_call(id, e.to_string(), events).await,
+                }
+            }
+            SipEvent::Established { call } => {
+                if let Some(id) = self.find(line_id, &call) {
+                    self.set_state(id, CallState::Connected, events);
+                }
+            }
+            SipEvent::ReInvite { call, reinvite } => match self.find(line_id, &call) {
+                Some(id) => self.reinvite(id, reinvite, events).await,
+                None => reinvite.refuse().await,
+            },
+            SipEvent::Ended { call, reason } => {
+                if let Some(id) = self.find(line_id, &call) {
+                    self.end(id, reason.to_string(), events);
+                }
+            }
+        }
+    }
+
+    /// Answers a re-INVITE. The media keeps its ZRTP-keyed SRTP whatever the new SDP
+    /// says: a re-INVITE can move or hold the stream, never weaken it. One that asks for
+    /// a codec we are not using or removes audio is refused (488).
+    async fn reinvite(&mut self, id: CallId, reinvite: ReInvite, events: &mut Vec<Event>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return reinvite.refuse().await;
+        };
+        let (Some(neg), Phase::Active { media }) = (call.negotiated, &call.phase) else {
+            return reinvite.refuse().await;
+        };
+        if reinvite.sdp.is_empty() {
+            call.local.version += 1;
+            let offer = sdp::write(&call.local, Codecs::Answer(&neg));
+            return reinvite.accept(offer).await;
+        }
+        let offer = match sdp::parse(&reinvite.sdp) {
+            Ok(o) if o.port != 0 && o.codecs.iter().any(|(_, c)| *c == neg.codec) => o,
+            Ok(_) => {
+                tracing::info!("refusing a re-INVITE that drops our audio or codec");
+                return reinvite.refuse().await;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "refusing a malformed re-INVITE");
+                return reinvite.refuse().await;
+            }
+        };
+        if let (Some(old), Some(new)) = (&call.view.algorithms, &offer.zrtp_hash) {
+            tracing::debug!(%old, %new, "re-INVITE carries a ZRTP hash; the running session is kept");
+        }
+        let held = matches!(offer.direction, Direction::SendOnly | Direction::Inactive);
+        media.command(MediaCommand::SetRemote(SocketAddr::new(
+            offer.addr, offer.port,
+        )));
+        media.command(MediaCommand::Hold(held));
+        call.local.version += 1;
+        call.local.direction = offer.direction.reversed();
+        let answer = sdp::write(&call.local, Codecs::Answer(&neg));
+        reinvite.accept(answer).await;
+        self.set_state(
+            id,
+            if held {
+                CallState::OnHold
+            } else {
+                CallState::Connected
+            },
+            events,
+        );
+    }
+
+    async fn fail_call(&mut self, id: CallId, reason: String, events: &mut Vec<Event>) {
+        tracing::info!(call = id.0, %reason, "ending call");
+        self.set_security(id, CallSecurity::Failed(reason.clone()), events);
+        let Some(call) = self.calls.get(&id) else {
+            return;
+        };
+        if let Some(line) = self.lines.get(&call.line) {
+            let _ = line.stack.hangup(&call.key).await;
+        }
+        self.end(id, reason, events);
+    }
+
+    async fn media_report(&mut self, id: CallId, report: MediaReport, events: &mut Vec<Event>) {
+        match report {
+            MediaReport::Event(StreamEvent::Secure {
+                sas,
+                verified,
+                cache_mismatch,
+                algorithms,
+            }) => {
+                let text = algorithms.to_string();
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.view.algorithms = Some(text.clone());
+                }
+                events.push(Event::CallAlgorithms {
+                    call: id,
+                    algorithms: text,
+                });
+                let security = if cache_mismatch {
+                    CallSecurity::CacheMismatch { sas }
+                } else {
+                    CallSecurity::Secure { sas, verified }
+                };
+                self.set_security(id, security, events);
+            }
+            MediaReport::Event(StreamEvent::Cleartext(why)) => {
+                tracing::info!(call = id.0, reason = %why, "call is not encrypted");
+                self.set_security(id, CallSecurity::Cleartext, events);
+            }
+            MediaReport::Event(StreamEvent::Failed(why)) => self.fail_call(id, why, events).await,
+            MediaReport::Event(StreamEvent::Dtmf(key)) => {
+                events.push(Event::CallDtmf { call: id, key })
+            }
+            MediaReport::Stats(s) | MediaReport::Ended(s) => {
+                let stats = to_stats(&s);
+                if let Some(c) = self.calls.get_mut(&id) {
+                    c.view.stats = Some(stats);
+                }
+                events.push(Event::CallStats { call: id, stats });
+            }
+        }
+    }
+}
+
+fn to_stats(s: &StreamStats) -> CallStats {
+    CallStats {
+        packets_sent: s.sent_packets,
+        packets_received: s.received_packets,
+        packets_lost: s.lost_packets,
+        jitter_ms: s.jitter_ms,
+        rtt_ms: s.rtt_ms,
+        refused: s.refused_datagrams,
+    }
+}

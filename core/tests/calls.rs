@@ -1,0 +1,340 @@
+//! Calls driven through the phone core, as the CLI and the window drive them: the
+//! built-in echo peer, and two phones registered at a real Kamailio.
+
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings};
+use hush_core::snapshot::{AccountStatus, CallId, CallState};
+use hush_core::{CallSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Secret};
+use hush_harness::Kamailio;
+use hush_media::analysis::{dominant_frequency, rms};
+use hush_media::audio::read_recording;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+fn phone(dir: &std::path::Path) -> Phone {
+    Phone::start(Profile::open(dir).expect("profile")).expect("phone")
+}
+
+/// Waits (bounded) for an event matching `f` and returns what it extracts.
+fn wait<T>(
+    rx: &mut broadcast::Receiver<Event>,
+    what: &str,
+    mut f: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            panic!("no {what} within 15 s");
+        }
+        match rx.blocking_recv_timeout(left) {
+            Some(ev) => {
+                if let Some(v) = f(&ev) {
+                    return v;
+                }
+            }
+            None => panic!("no {what} within 15 s"),
+        }
+    }
+}
+
+trait RecvTimeout {
+    fn blocking_recv_timeout(&mut self, d: Duration) -> Option<Event>;
+}
+
+impl RecvTimeout for broadcast::Receiver<Event> {
+    fn blocking_recv_timeout(&mut self, d: Duration) -> Option<Event> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            loop {
+                match tokio::time::timeout(d, self.recv()).await {
+                    Ok(Ok(ev)) => return Some(ev),
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                    _ => return None,
+                }
+            }
+        })
+    }
+}
+
+fn secure_sas(call: CallId) -> impl FnMut(&Event) -> Option<String> {
+    move |ev| match ev {
+        Event::CallSecurity {
+            call: c,
+            security: CallSecurity::Secure { sas, .. },
+        } if *c == call => Some(sas.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn echo_peer_call_is_secure_and_echoes_the_tone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(&dir.path().join("p"));
+    let mut events = phone.events();
+    let echo = AudioChoice {
+        source: SourceSpec::Echo,
+        sink: SinkSpec::Null,
+    };
+    let Reply::Listening(addr) = phone
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(echo),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected Listening")
+    };
+    let recording = dir.path().join("echo.wav");
+    let audio = AudioChoice {
+        source: SourceSpec::Tone(440.0),
+        sink: SinkSpec::Wav(recording.clone()),
+    };
+    let Reply::Call(call) = phone
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("echo@{addr}"),
+            audio,
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    let sas = wait(&mut events, "secure caller", secure_sas(call));
+    let snap = phone.snapshot();
+    let echo_call = snap
+        .calls
+        .iter()
+        .find(|c| c.id != call)
+        .expect("the echo side's call")
+        .id;
+    let echo_sas = match &snap
+        .calls
+        .iter()
+        .find(|c| c.id == echo_call)
+        .expect("echo call")
+        .security
+    {
+        CallSecurity::Secure { sas, .. } => sas.clone(),
+        _ => wait(&mut events, "secure echo side", secure_sas(echo_call)),
+    };
+    assert_eq!(sas, echo_sas, "both ends show the same SAS");
+    let algorithms = phone
+        .snapshot()
+        .calls
+        .iter()
+        .find(|c| c.id == call)
+        .and_then(|c| c.algorithms.clone());
+    assert!(
+        algorithms.is_some_and(|a| a.starts_with("X255/")),
+        "X25519 preferred"
+    );
+    wait(&mut events, "two seconds of echo", |ev| match ev {
+        Event::CallStats { call: c, stats } if *c == call && stats.packets_received >= 100 => {
+            Some(())
+        }
+        _ => None,
+    });
+    // ZRTP remembers "verified" only when both ends confirmed the SAS (RFC 6189 V flag).
+    phone
+        .execute_blocking(Command::SetSasVerified {
+            call,
+            verified: true,
+        })
+        .expect("verify");
+    phone
+        .execute_blocking(Command::SetSasVerified {
+            call: echo_call,
+            verified: true,
+        })
+        .expect("verify");
+    assert!(matches!(
+        phone
+            .snapshot()
+            .calls
+            .iter()
+            .find(|c| c.id == call)
+            .map(|c| c.security.clone()),
+        Some(CallSecurity::Secure { verified: true, .. })
+    ));
+    phone
+        .execute_blocking(Command::Hangup { call })
+        .expect("hangup");
+    wait(&mut events, "caller ended", |ev| match ev {
+        Event::CallState {
+            call: c,
+            state: CallState::Ended(_),
+        } if *c == call => Some(()),
+        _ => None,
+    });
+    let (samples, rate) = read_recording(&recording).expect("recording");
+    let tail = &samples[samples.len().saturating_sub(rate as usize)..];
+    assert_eq!(dominant_frequency(tail, rate), 440.0, "the tone comes back");
+    assert!(rms(tail) > 2000.0);
+    drop(phone);
+
+    // The verified flag was stored in the profile's ZID cache: the next call shows it.
+    let phone2 = self::phone(&dir.path().join("p"));
+    let mut events = phone2.events();
+    let Reply::Listening(addr) = phone2
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(AudioChoice {
+                source: SourceSpec::Echo,
+                sink: SinkSpec::Null,
+            }),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!()
+    };
+    let Reply::Call(call) = phone2
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("echo@{addr}"),
+            audio: AudioChoice::default(),
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!()
+    };
+    let verified = wait(&mut events, "secure again", |ev| match ev {
+        Event::CallSecurity {
+            call: c,
+            security: CallSecurity::Secure { verified, .. },
+        } if *c == call => Some(*verified),
+        _ => None,
+    });
+    assert!(verified, "SAS verification persisted across calls");
+}
+
+fn sip_account(
+    phone: &Phone,
+    user: &str,
+    password: &str,
+    kamailio: &Kamailio,
+) -> hush_core::AccountId {
+    let new = NewAccount {
+        address: format!("{user}@127.0.0.1"),
+        display_name: None,
+        password: Some(Secret::from(password)),
+        remember_password: true,
+        settings: AccountSettings::Sip(SipSettings {
+            registrar: Some(format!("sip:127.0.0.1:{}", kamailio.port())),
+            ..SipSettings::default()
+        }),
+    };
+    match phone
+        .execute_blocking(Command::AddAccount(new))
+        .expect("add")
+    {
+        Reply::Account(a) => a.id,
+        _ => panic!("expected account"),
+    }
+}
+
+#[test]
+fn two_phones_registered_at_kamailio_call_each_other_securely() {
+    let k = Kamailio::start().expect("kamailio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = phone(&dir.path().join("alice"));
+    let bob = phone(&dir.path().join("bob"));
+    let (mut a_ev, mut b_ev) = (alice.events(), bob.events());
+    let a_acc = sip_account(&alice, "alice", "alicepw", &k);
+    let b_acc = sip_account(&bob, "bob", "bobpw", &k);
+    alice
+        .execute_blocking(Command::Connect {
+            account: a_acc,
+            password: None,
+        })
+        .expect("connect alice");
+    bob.execute_blocking(Command::Connect {
+        account: b_acc,
+        password: None,
+    })
+    .expect("connect bob");
+    for (ev, acc) in [(&mut a_ev, a_acc), (&mut b_ev, b_acc)] {
+        wait(ev, "registered", |e| match e {
+            Event::AccountStatus {
+                account,
+                status: AccountStatus::Online,
+            } if *account == acc => Some(()),
+            Event::AccountStatus {
+                status: AccountStatus::Error(e),
+                ..
+            } => panic!("registration failed: {e}"),
+            _ => None,
+        });
+    }
+    let heard_by_bob = dir.path().join("bob.wav");
+    let Reply::Call(a_call) = alice
+        .execute_blocking(Command::PlaceCall {
+            account: Some(a_acc),
+            target: format!("bob@127.0.0.1:{}", k.port()),
+            audio: AudioChoice {
+                source: SourceSpec::Tone(440.0),
+                sink: SinkSpec::Null,
+            },
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!()
+    };
+    let b_call = wait(&mut b_ev, "incoming call", |e| match e {
+        Event::CallIncoming { call, from } => {
+            assert!(from.contains("alice"), "{from}");
+            Some(*call)
+        }
+        _ => None,
+    });
+    bob.execute_blocking(Command::Answer {
+        call: b_call,
+        audio: AudioChoice {
+            source: SourceSpec::Silence,
+            sink: SinkSpec::Wav(heard_by_bob.clone()),
+        },
+    })
+    .expect("answer");
+    let sas_a = wait(&mut a_ev, "alice secure", secure_sas(a_call));
+    let sas_b = wait(&mut b_ev, "bob secure", secure_sas(b_call));
+    assert_eq!(sas_a, sas_b);
+    wait(&mut b_ev, "audio at bob", |e| match e {
+        Event::CallStats { call, stats } if *call == b_call && stats.packets_received >= 100 => {
+            Some(())
+        }
+        _ => None,
+    });
+    bob.execute_blocking(Command::Hangup { call: b_call })
+        .expect("hangup");
+    wait(&mut a_ev, "alice sees the end", |e| match e {
+        Event::CallState {
+            call,
+            state: CallState::Ended(r),
+        } if *call == a_call => Some(r.clone()),
+        _ => None,
+    });
+    wait(&mut b_ev, "bob's call ended", |e| match e {
+        Event::CallState {
+            call,
+            state: CallState::Ended(_),
+        } if *call == b_call => Some(()),
+        _ => None,
+    });
+    let (samples, rate) = read_recording(&heard_by_bob).expect("recording");
+    let tail = &samples[samples.len().saturating_sub(rate as usize)..];
+    assert_eq!(
+        dominant_frequency(tail, rate),
+        440.0,
+        "bob hears alice's tone"
+    );
+    let level = rms(tail);
+    assert!((3000.0..9000.0).contains(&level), "level {level}");
+}
