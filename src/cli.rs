@@ -50,6 +50,24 @@ enum Cmd {
     /// Chat and call history (off unless you turn it on).
     #[command(subcommand)]
     History(HistoryCmd),
+    /// Place a call: `hushphone call bob@example.org --account alice@example.org`.
+    Call(crate::calls::CallArgs),
+    /// Wait for a call and answer it.
+    Answer(crate::calls::AnswerArgs),
+    /// Make a ZRTP-secured call to a built-in echo on this machine; no account needed.
+    EchoTest {
+        /// Seconds of audio once secure.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+    },
+    /// Mark a peer's SAS as verified (or not, with --reset) outside a call.
+    SasVerified {
+        /// The peer's SIP address.
+        peer: String,
+        /// Withdraw the verification.
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -161,7 +179,7 @@ struct HistoryTarget {
 
 /// Errors the CLI reports; the message is what the user sees.
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     Core(#[from] CoreError),
     #[error("{0}")]
@@ -176,7 +194,7 @@ enum CliError {
 }
 
 /// Where passwords come from: stdin lines (scripts) or a no-echo prompt (people).
-struct Secrets {
+pub(crate) struct Secrets {
     from_stdin: bool,
     lines: Option<std::io::Lines<std::io::StdinLock<'static>>>,
 }
@@ -189,7 +207,7 @@ impl Secrets {
         }
     }
 
-    fn ask(&mut self, what: &str) -> Result<Secret, CliError> {
+    pub(crate) fn ask(&mut self, what: &str) -> Result<Secret, CliError> {
         if self.from_stdin {
             let lines = self
                 .lines
@@ -232,7 +250,7 @@ impl Secrets {
         Ok(first)
     }
 
-    fn confirm(&mut self, question: &str, yes_flag: bool) -> Result<bool, CliError> {
+    pub(crate) fn confirm(&mut self, question: &str, yes_flag: bool) -> Result<bool, CliError> {
         if yes_flag {
             return Ok(true);
         }
@@ -254,12 +272,12 @@ impl Secrets {
 }
 
 /// Prints records as `key=value` lines or JSON lines.
-struct Out {
+pub(crate) struct Out {
     json: bool,
 }
 
 impl Out {
-    fn record(&self, kind: &str, fields: &[(&str, Value)]) {
+    pub(crate) fn record(&self, kind: &str, fields: &[(&str, Value)]) {
         if self.json {
             let mut map = serde_json::Map::new();
             map.insert("type".into(), kind.into());
@@ -330,11 +348,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Account(cmd) => account(&phone, cmd, &mut secrets, &out)?,
         Cmd::Profile(cmd) => profile_cmd(&phone, cmd, &mut secrets, &out)?,
         Cmd::History(cmd) => history(&phone, cmd, &mut secrets, &out)?,
+        Cmd::Call(args) => crate::calls::call(&phone, args, &mut secrets, &out)?,
+        Cmd::Answer(args) => crate::calls::answer(&phone, args, &mut secrets, &out)?,
+        Cmd::EchoTest { seconds } => crate::calls::echo_test(&phone, seconds, &out)?,
+        Cmd::SasVerified { peer, reset } => crate::calls::sas_verified(&phone, peer, reset, &out)?,
     }
     Ok(())
 }
 
-fn unlock_if_needed(phone: &Phone, secrets: &mut Secrets) -> Result<(), CliError> {
+pub(crate) fn unlock_if_needed(phone: &Phone, secrets: &mut Secrets) -> Result<(), CliError> {
     if phone.snapshot().locked {
         let password = secrets.ask("Master password")?;
         phone.execute_blocking(Command::Unlock { password })?;
@@ -427,7 +449,10 @@ fn account(
     Ok(())
 }
 
-fn find_account(accounts: &[AccountConfig], key: &str) -> Result<hush_core::AccountId, CliError> {
+pub(crate) fn find_account(
+    accounts: &[AccountConfig],
+    key: &str,
+) -> Result<hush_core::AccountId, CliError> {
     let bare = key
         .trim()
         .trim_start_matches("sip:")

@@ -1,5 +1,6 @@
 //! Hushphone: the window by default, and a scriptable command line.
 
+mod calls;
 mod cli;
 
 use std::process::ExitCode;

@@ -132,6 +132,13 @@ pub enum Command {
         /// Keys: 0-9 * # A-D.
         keys: String,
     },
+    /// Mark a peer's SAS as verified (or not) outside a call.
+    SetPeerVerified {
+        /// The peer's SIP address.
+        peer: String,
+        /// Verified or not.
+        verified: bool,
+    },
     /// Record that the user compared the SAS with the peer (or withdraw it).
     SetSasVerified {
         /// The call.
@@ -164,6 +171,7 @@ impl Command {
             Command::Hold { .. } => "hold",
             Command::SendDtmf { .. } => "send DTMF",
             Command::SetSasVerified { .. } => "set SAS verified",
+            Command::SetPeerVerified { .. } => "set peer verified",
         }
     }
 }

@@ -141,6 +141,31 @@ impl Phone {
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
+
+    /// Waits at most `limit` for the next event on `rx`, for callers outside the runtime
+    /// (the CLI, tests). Missed events after a lag are skipped, not fatal.
+    pub fn next_event(
+        &self,
+        rx: &mut broadcast::Receiver<Event>,
+        limit: std::time::Duration,
+    ) -> Option<Event> {
+        let rt = self.runtime.as_ref()?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        rt.block_on(async {
+            loop {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Ok(ev)) => return Some(ev),
+                    Ok(Err(broadcast::error::RecvError::Lagged(n))) => {
+                        tracing::debug!(missed = n, "event receiver lagged");
+                    }
+                    _ => return None,
+                }
+            }
+        })
+    }
 }
 
 impl Drop for Phone {
@@ -363,6 +388,10 @@ impl Core {
             }
             Command::SendDtmf { call, keys } => {
                 self.calls.dtmf(call, &keys)?;
+                Reply::Done
+            }
+            Command::SetPeerVerified { peer, verified } => {
+                self.calls.set_peer_verified(&peer, verified).await?;
                 Reply::Done
             }
             Command::SetSasVerified { call, verified } => {

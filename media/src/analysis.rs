@@ -70,6 +70,64 @@ pub fn tone_purity(samples: &[i16], rate: u32, freq: f64) -> f64 {
     (peak / total).min(1.0)
 }
 
+/// Whether sample `n` of a beep pattern (200 ms on, 800 ms off) is sounding.
+pub fn beep_on(n: u64, rate: u32) -> bool {
+    n % u64::from(rate) < u64::from(rate) / 5
+}
+
+/// Energy per 5 ms block.
+fn envelope(samples: &[i16], rate: u32) -> Vec<f64> {
+    let block = (rate / 200).max(1) as usize;
+    samples
+        .chunks(block)
+        .map(|c| c.iter().map(|&s| f64::from(s).abs()).sum::<f64>() / c.len() as f64)
+        .collect()
+}
+
+/// The delay of the beep pattern in `received` relative to the pattern that started at
+/// sample 0 (in milliseconds, 5 ms resolution), and how well it matches (correlation
+/// 0..1). `None` when the recording is silent.
+pub fn beep_delay(received: &[i16], rate: u32) -> Option<(u32, f64)> {
+    let env = envelope(received, rate);
+    let block = (rate / 200).max(1) as u64;
+    let pattern: Vec<f64> = (0..env.len())
+        .map(|i| {
+            if beep_on(i as u64 * block, rate) {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mean = env.iter().sum::<f64>() / env.len().max(1) as f64;
+    if mean == 0.0 {
+        return None;
+    }
+    let mut best = (0usize, f64::MIN);
+    // The pattern repeats every second: look for the delay within one period.
+    for lag in 0..200usize.min(env.len()) {
+        let n = env.len() - lag;
+        let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+        let pm = pattern[..n].iter().sum::<f64>() / n as f64;
+        let em = env[lag..].iter().sum::<f64>() / n as f64;
+        for i in 0..n {
+            let (x, y) = (pattern[i] - pm, env[lag + i] - em);
+            sxy += x * y;
+            sxx += x * x;
+            syy += y * y;
+        }
+        let c = if sxx > 0.0 && syy > 0.0 {
+            sxy / (sxx * syy).sqrt()
+        } else {
+            0.0
+        };
+        if c > best.1 {
+            best = (lag, c);
+        }
+    }
+    Some((best.0 as u32 * 5, best.1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +142,21 @@ mod tests {
         let silence = vec![0i16; 800];
         assert_eq!(rms(&silence), 0.0);
         assert_eq!(tone_purity(&silence, 8000, 440.0), 0.0);
+    }
+
+    #[test]
+    fn measures_beep_delay() {
+        let rate = 8000;
+        let delay = 1200; // 150 ms
+        let clean: Vec<i16> = tone(440.0, rate, 0, 4 * rate as usize, 8000.0)
+            .enumerate()
+            .map(|(i, s)| if beep_on(i as u64, rate) { s } else { 0 })
+            .collect();
+        let mut delayed = vec![0i16; delay];
+        delayed.extend_from_slice(&clean[..clean.len() - delay]);
+        let (ms, corr) = beep_delay(&delayed, rate).expect("not silent");
+        assert_eq!(ms, 150);
+        assert!(corr > 0.9, "{corr}");
+        assert!(beep_delay(&vec![0; 8000], rate).is_none());
     }
 }

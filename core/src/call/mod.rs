@@ -665,6 +665,25 @@ impl CallLayer {
         Ok(())
     }
 
+    /// Sets the "SAS verified" flag of a peer in the ZID cache, outside any call.
+    pub(crate) async fn set_peer_verified(&self, peer: &str, verified: bool) -> Result<()> {
+        let id = identity(&parse_target(peer).map_err(sig)?);
+        let cache = self.cache.clone();
+        let who = id.clone();
+        let changed = tokio::task::spawn_blocking(move || {
+            hush_media::zrtp::set_peer_verified(&cache, &who, verified)
+        })
+        .await
+        .map_err(|_| CoreError::Stopped)?
+        .map_err(med)?;
+        if changed == 0 {
+            return Err(bad(format!(
+                "no secure call with {id} yet: there is no SAS to verify"
+            )));
+        }
+        Ok(())
+    }
+
     /// Puts a call on hold (re-INVITE with sendonly) or resumes it.
     pub(crate) async fn hold(
         &mut self,

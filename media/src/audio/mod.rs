@@ -22,6 +22,8 @@ pub enum SourceSpec {
     Wav(PathBuf),
     /// Send back what we hear (the echo-test peer).
     Echo,
+    /// Beeps at this frequency: 200 ms on, 800 ms off (latency measurement).
+    Beeps(f64),
 }
 
 /// What to use as the speaker.
@@ -43,6 +45,8 @@ pub enum Source {
         freq: f64,
         /// Samples produced so far.
         position: u64,
+        /// Gate it into beeps.
+        beeps: bool,
     },
     /// A WAV player.
     Wav(Box<WavSource>),
@@ -53,7 +57,7 @@ impl Source {
     pub fn open(spec: &SourceSpec, rate: u32) -> Result<Source, MediaError> {
         Ok(match spec {
             SourceSpec::Silence | SourceSpec::Echo => Source::Silence,
-            SourceSpec::Tone(f) => {
+            SourceSpec::Tone(f) | SourceSpec::Beeps(f) => {
                 if !(20.0..=20_000.0).contains(f) {
                     return Err(MediaError::InvalidInput(format!(
                         "tone frequency {f} Hz is out of range"
@@ -62,6 +66,7 @@ impl Source {
                 Source::Tone {
                     freq: *f,
                     position: 0,
+                    beeps: matches!(spec, SourceSpec::Beeps(_)),
                 }
             }
             SourceSpec::Wav(path) => Source::Wav(Box::new(WavSource::open(path, rate)?)),
@@ -72,15 +77,22 @@ impl Source {
     pub fn read(&mut self, rate: u32, out: &mut [i16]) {
         match self {
             Source::Silence => out.fill(0),
-            Source::Tone { freq, position } => {
+            Source::Tone {
+                freq,
+                position,
+                beeps,
+            } => {
                 let n = out.len();
-                for (o, s) in out
+                let start = *position;
+                for (i, (o, s)) in out
                     .iter_mut()
-                    .zip(crate::analysis::tone(*freq, rate, *position, n, 8192.0))
+                    .zip(crate::analysis::tone(*freq, rate, start, n, 8192.0))
+                    .enumerate()
                 {
-                    *o = s;
+                    let on = !*beeps || crate::analysis::beep_on(start + i as u64, rate);
+                    *o = if on { s } else { 0 };
                 }
-                *position += out.len() as u64;
+                *position += n as u64;
             }
             Source::Wav(w) => w.read(out),
         }

@@ -1,0 +1,546 @@
+//! The call commands of the CLI: `call`, `answer`, `echo-test`, `sas-verified`. They
+//! drive the core like the window does and print each event as one line.
+
+use crate::cli::{CliError, Out, Secrets, find_account};
+use clap::Args;
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::model::EncryptionPolicy;
+use hush_core::snapshot::{AccountStatus, CallId, CallState};
+use hush_core::{AccountId, CallSecurity, Command, CoreError, Event, Phone, Reply};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// Where call audio comes from and goes to.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct AudioArgs {
+    /// Play this WAV file as the microphone (looped).
+    #[arg(long, value_name = "WAV", conflicts_with = "tone")]
+    play: Option<PathBuf>,
+    /// Send a sine tone at this frequency (Hz) as the microphone.
+    #[arg(long, value_name = "HZ")]
+    tone: Option<f64>,
+    /// Record what we hear to this WAV file.
+    #[arg(long, value_name = "WAV")]
+    record: Option<PathBuf>,
+}
+
+impl AudioArgs {
+    fn choice(&self) -> AudioChoice {
+        let source = match (&self.play, self.tone) {
+            (Some(p), _) => SourceSpec::Wav(p.clone()),
+            (None, Some(f)) => SourceSpec::Tone(f),
+            (None, None) => SourceSpec::Silence,
+        };
+        let sink = self
+            .record
+            .clone()
+            .map(SinkSpec::Wav)
+            .unwrap_or(SinkSpec::Null);
+        AudioChoice { source, sink }
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CallArgs {
+    /// Who: `user@host[:port]` directly, or an address at the account's server.
+    target: String,
+    /// Call through this account (id or address) instead of directly.
+    #[arg(long)]
+    account: Option<String>,
+    #[command(flatten)]
+    audio: AudioArgs,
+    /// Hang up this many seconds after the call connects.
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// Allow the call to continue unencrypted if the peer cannot do ZRTP.
+    #[arg(long)]
+    best_effort: bool,
+    /// Send these DTMF keys once the call is secure.
+    #[arg(long)]
+    dtmf: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct AnswerArgs {
+    /// Wait for calls to this account (id or address).
+    #[arg(long, conflicts_with = "listen")]
+    account: Option<String>,
+    /// Wait for direct calls on this address.
+    #[arg(long, default_value = "0.0.0.0:5060")]
+    listen: SocketAddr,
+    /// Answer without asking.
+    #[arg(long)]
+    auto: bool,
+    #[command(flatten)]
+    audio: AudioArgs,
+    /// Hang up this many seconds after answering.
+    #[arg(long, value_name = "S")]
+    duration: Option<f64>,
+    /// Handle this many calls, then exit.
+    #[arg(long, default_value_t = 1)]
+    count: u32,
+    /// Allow unencrypted calls from peers without ZRTP (direct calls only).
+    #[arg(long)]
+    best_effort: bool,
+}
+
+fn call_id(id: CallId) -> Value {
+    id.0.into()
+}
+
+/// Prints one event as a line; returns nothing, so all commands print the same way.
+fn print(out: &Out, ev: &Event) {
+    match ev {
+        Event::AccountStatus { account, status } => {
+            let (s, reason) = match status {
+                AccountStatus::Offline => ("offline", None),
+                AccountStatus::Connecting => ("registering", None),
+                AccountStatus::Online => ("registered", None),
+                AccountStatus::Error(e) => ("error", Some(e.clone())),
+            };
+            let mut f = vec![("account", Value::from(account.0)), ("status", s.into())];
+            if let Some(r) = reason {
+                f.push(("reason", r.into()));
+            }
+            out.record("registration", &f);
+        }
+        Event::CallIncoming { call, from } => {
+            out.record(
+                "incoming",
+                &[("call", call_id(*call)), ("from", from.clone().into())],
+            );
+        }
+        Event::CallState { call, state } => {
+            let (s, reason) = match state {
+                CallState::Calling => ("calling", None),
+                CallState::Ringing => ("ringing", None),
+                CallState::Incoming => ("incoming", None),
+                CallState::Connected => ("connected", None),
+                CallState::OnHold => ("on-hold", None),
+                CallState::Ended(r) => ("ended", Some(r.clone())),
+            };
+            let mut f = vec![("call", call_id(*call)), ("state", s.into())];
+            if let Some(r) = reason {
+                f.push(("reason", r.into()));
+            }
+            out.record("call", &f);
+        }
+        Event::CallAlgorithms { call, algorithms } => {
+            out.record(
+                "zrtp",
+                &[
+                    ("call", call_id(*call)),
+                    ("algorithms", algorithms.clone().into()),
+                ],
+            );
+        }
+        Event::CallSecurity { call, security } => {
+            let mut f = vec![("call", call_id(*call))];
+            match security {
+                CallSecurity::Cleartext => f.push(("state", "cleartext".into())),
+                CallSecurity::Negotiating => f.push(("state", "negotiating".into())),
+                CallSecurity::Secure { sas, verified } => {
+                    f.push(("state", "secure".into()));
+                    f.push(("sas", sas.clone().into()));
+                    f.push(("verified", (*verified).into()));
+                }
+                CallSecurity::CacheMismatch { sas } => {
+                    f.push(("state", "cache-mismatch".into()));
+                    f.push(("sas", sas.clone().into()));
+                }
+                CallSecurity::Failed(r) => {
+                    f.push(("state", "failed".into()));
+                    f.push(("reason", r.clone().into()));
+                }
+            }
+            out.record("security", &f);
+        }
+        Event::CallStats { call, stats } => {
+            let mut f = vec![
+                ("call", call_id(*call)),
+                ("sent", stats.packets_sent.into()),
+                ("received", stats.packets_received.into()),
+                ("lost", stats.packets_lost.into()),
+                ("jitter_ms", stats.jitter_ms.into()),
+                ("refused", stats.refused.into()),
+            ];
+            if let Some(rtt) = stats.rtt_ms {
+                f.push(("rtt_ms", rtt.into()));
+            }
+            out.record("stats", &f);
+        }
+        Event::CallDtmf { call, key } => out.record(
+            "dtmf",
+            &[("call", call_id(*call)), ("key", key.to_string().into())],
+        ),
+        Event::CommandFailed { command, error } => {
+            out.record(
+                "error",
+                &[
+                    ("command", (*command).into()),
+                    ("reason", error.clone().into()),
+                ],
+            );
+        }
+        _ => {}
+    }
+}
+
+fn call_of(ev: &Event) -> Option<CallId> {
+    match ev {
+        Event::CallIncoming { call, .. }
+        | Event::CallState { call, .. }
+        | Event::CallAlgorithms { call, .. }
+        | Event::CallSecurity { call, .. }
+        | Event::CallStats { call, .. }
+        | Event::CallDtmf { call, .. } => Some(*call),
+        _ => None,
+    }
+}
+
+/// Connects an account and waits (bounded) until it is registered.
+fn connect(
+    phone: &Phone,
+    rx: &mut broadcast::Receiver<Event>,
+    key: &str,
+    secrets: &mut Secrets,
+    out: &Out,
+) -> Result<AccountId, CliError> {
+    let snap = phone.snapshot();
+    let accounts: Vec<_> = snap.accounts.iter().map(|a| a.config.clone()).collect();
+    let id = find_account(&accounts, key)?;
+    let remembered = accounts
+        .iter()
+        .find(|a| a.id == id)
+        .is_some_and(|a| a.remember_password);
+    if remembered && snap.locked {
+        crate::cli::unlock_if_needed(phone, secrets)?;
+    }
+    let password = if remembered {
+        None
+    } else {
+        Some(secrets.ask("Account password")?)
+    };
+    phone.execute_blocking(Command::Connect {
+        account: id,
+        password,
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
+        print(out, &ev);
+        match ev {
+            Event::AccountStatus {
+                account,
+                status: AccountStatus::Online,
+            } if account == id => return Ok(id),
+            Event::AccountStatus {
+                account,
+                status: AccountStatus::Error(e),
+            } if account == id => {
+                return Err(CoreError::Call(format!("registration failed: {e}")).into());
+            }
+            _ => {}
+        }
+    }
+    Err(CoreError::Call("registration did not complete within 30 s".into()).into())
+}
+
+/// Follows one call until it ends, hanging up after `duration` once connected.
+/// Returns whether it connected and, under the mandatory policy, became secure.
+fn follow(
+    phone: &Phone,
+    rx: &mut broadcast::Receiver<Event>,
+    call: CallId,
+    duration: Option<f64>,
+    dtmf: Option<&str>,
+    out: &Out,
+) -> Result<bool, CliError> {
+    let mut connected_at: Option<Instant> = None;
+    let mut hung_up = false;
+    let mut ok = false;
+    let mut dtmf = dtmf.map(str::to_owned);
+    loop {
+        let wait = match (connected_at, duration) {
+            (Some(t), Some(d)) if !hung_up => {
+                Duration::from_secs_f64(d).saturating_sub(t.elapsed())
+            }
+            _ => Duration::from_secs(120),
+        };
+        let ev = phone.next_event(rx, wait.max(Duration::from_millis(10)));
+        if let Some(ev) = &ev {
+            if call_of(ev) == Some(call) || matches!(ev, Event::AccountStatus { .. }) {
+                print(out, ev);
+            }
+            match ev {
+                Event::CallState {
+                    call: c,
+                    state: CallState::Connected,
+                } if *c == call => {
+                    connected_at.get_or_insert_with(Instant::now);
+                }
+                Event::CallSecurity { call: c, security } if *c == call => {
+                    if matches!(
+                        security,
+                        CallSecurity::Secure { .. }
+                            | CallSecurity::CacheMismatch { .. }
+                            | CallSecurity::Cleartext
+                    ) {
+                        ok = true;
+                    }
+                    if security.is_encrypted()
+                        && let Some(keys) = dtmf.take()
+                    {
+                        phone.execute_blocking(Command::SendDtmf { call, keys })?;
+                    }
+                }
+                Event::CallState {
+                    call: c,
+                    state: CallState::Ended(_),
+                } if *c == call => {
+                    return Ok(ok && connected_at.is_some());
+                }
+                _ => {}
+            }
+        } else if connected_at.is_none() {
+            return Err(CoreError::Call("no progress for two minutes".into()).into());
+        }
+        if !hung_up
+            && let (Some(t), Some(d)) = (connected_at, duration)
+            && t.elapsed().as_secs_f64() >= d
+        {
+            hung_up = true;
+            if let Err(e) = phone.execute_blocking(Command::Hangup { call }) {
+                tracing::debug!(error = %e, "hangup");
+            }
+        }
+    }
+}
+
+pub(crate) fn call(
+    phone: &Phone,
+    args: CallArgs,
+    secrets: &mut Secrets,
+    out: &Out,
+) -> Result<(), CliError> {
+    let mut rx = phone.events();
+    let account = match &args.account {
+        Some(key) => Some(connect(phone, &mut rx, key, secrets, out)?),
+        None => None,
+    };
+    let policy = args.best_effort.then_some(EncryptionPolicy::BestEffort);
+    let Reply::Call(call) = phone.execute_blocking(Command::PlaceCall {
+        account,
+        target: args.target.clone(),
+        audio: args.audio.choice(),
+        policy,
+    })?
+    else {
+        return Err(CoreError::Call("no call was placed".into()).into());
+    };
+    if follow(
+        phone,
+        &mut rx,
+        call,
+        args.duration,
+        args.dtmf.as_deref(),
+        out,
+    )? {
+        Ok(())
+    } else {
+        Err(CoreError::Call("the call did not connect securely".into()).into())
+    }
+}
+
+pub(crate) fn answer(
+    phone: &Phone,
+    args: AnswerArgs,
+    secrets: &mut Secrets,
+    out: &Out,
+) -> Result<(), CliError> {
+    let mut rx = phone.events();
+    if let Some(key) = &args.account {
+        connect(phone, &mut rx, key, secrets, out)?;
+    } else {
+        let policy = if args.best_effort {
+            EncryptionPolicy::BestEffort
+        } else {
+            EncryptionPolicy::Mandatory
+        };
+        if let Reply::Listening(addr) = phone.execute_blocking(Command::Listen {
+            addr: args.listen,
+            auto_answer: None,
+            policy,
+        })? {
+            out.record("listening", &[("address", addr.to_string().into())]);
+        }
+    }
+    let mut handled = 0;
+    while handled < args.count {
+        let Some(ev) = phone.next_event(&mut rx, Duration::from_secs(3600)) else {
+            continue;
+        };
+        print(out, &ev);
+        let Event::CallIncoming { call, from } = ev else {
+            continue;
+        };
+        let take = args.auto
+            || secrets
+                .confirm(&format!("Answer the call from {from}?"), false)
+                .unwrap_or(false);
+        if !take {
+            phone.execute_blocking(Command::Reject { call, busy: false })?;
+            continue;
+        }
+        phone.execute_blocking(Command::Answer {
+            call,
+            audio: args.audio.choice(),
+        })?;
+        follow(phone, &mut rx, call, args.duration, None, out)?;
+        handled += 1;
+    }
+    Ok(())
+}
+
+pub(crate) fn sas_verified(
+    phone: &Phone,
+    peer: String,
+    reset: bool,
+    out: &Out,
+) -> Result<(), CliError> {
+    phone.execute_blocking(Command::SetPeerVerified {
+        peer: peer.clone(),
+        verified: !reset,
+    })?;
+    out.record(
+        "sas",
+        &[("peer", peer.into()), ("verified", (!reset).into())],
+    );
+    Ok(())
+}
+
+/// Calls the built-in echo peer over loopback and reports whether it all works.
+pub(crate) fn echo_test(phone: &Phone, seconds: f64, out: &Out) -> Result<(), CliError> {
+    let mut rx = phone.events();
+    let echo = AudioChoice {
+        source: SourceSpec::Echo,
+        sink: SinkSpec::Null,
+    };
+    let Reply::Listening(addr) = phone.execute_blocking(Command::Listen {
+        addr: "127.0.0.1:0"
+            .parse()
+            .map_err(|_| CliError::Usage("bad address".into()))?,
+        auto_answer: Some(echo),
+        policy: EncryptionPolicy::Mandatory,
+    })?
+    else {
+        return Err(CoreError::Call("the echo peer did not start".into()).into());
+    };
+    let dir = tempfile::tempdir().map_err(|source| CliError::Input {
+        what: "a temporary directory".into(),
+        source,
+    })?;
+    let recording = dir.path().join("echo.wav");
+    let audio = AudioChoice {
+        source: SourceSpec::Beeps(440.0),
+        sink: SinkSpec::Wav(recording.clone()),
+    };
+    let Reply::Call(call) = phone.execute_blocking(Command::PlaceCall {
+        account: None,
+        target: format!("echo@{addr}"),
+        audio,
+        policy: None,
+    })?
+    else {
+        return Err(CoreError::Call("no call was placed".into()).into());
+    };
+    let mut sas: [Option<String>; 2] = [None, None];
+    let mut algorithms = None;
+    let mut echo_call = None;
+    let start = Instant::now();
+    let mut secure_at = None;
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Some(t) = secure_at
+            && Instant::now().duration_since(t).as_secs_f64() >= seconds
+        {
+            break;
+        }
+        let Some(ev) = phone.next_event(&mut rx, Duration::from_millis(200)) else {
+            continue;
+        };
+        match &ev {
+            Event::CallIncoming { call: c, .. } => echo_call = Some(*c),
+            Event::CallAlgorithms {
+                call: c,
+                algorithms: a,
+            } if *c == call => algorithms = Some(a.clone()),
+            Event::CallSecurity {
+                call: c,
+                security: CallSecurity::Secure { sas: s, .. },
+            } => {
+                let side = usize::from(*c != call);
+                sas[side] = Some(s.clone());
+                if sas.iter().all(Option::is_some) {
+                    secure_at.get_or_insert_with(Instant::now);
+                }
+            }
+            Event::CallSecurity {
+                call: c,
+                security: CallSecurity::Failed(r),
+            } if *c == call => {
+                return Err(CoreError::Call(format!("echo test failed: {r}")).into());
+            }
+            _ => {}
+        }
+    }
+    let stats = phone
+        .snapshot()
+        .calls
+        .iter()
+        .find(|c| c.id == call)
+        .and_then(|c| c.stats);
+    phone.execute_blocking(Command::Hangup { call })?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Some(ev) =
+        phone.next_event(&mut rx, deadline.saturating_duration_since(Instant::now()))
+    {
+        if matches!(ev, Event::CallState { call: c, state: CallState::Ended(_) } if c == call) {
+            break;
+        }
+    }
+    let _ = echo_call;
+    let (samples, rate) = hush_media::audio::read_recording(&recording)
+        .map_err(|e| CoreError::Call(e.to_string()))?;
+    let measured = hush_media::analysis::beep_delay(&samples, rate);
+    let pitch = {
+        let voiced: Vec<i16> = samples
+            .iter()
+            .copied()
+            .filter(|s| s.unsigned_abs() > 200)
+            .collect();
+        hush_media::analysis::dominant_frequency(&voiced, rate)
+    };
+    let (latency, corr) = measured.unwrap_or((0, 0.0));
+    let echo_ok = measured.is_some() && corr > 0.6 && (pitch - 440.0).abs() <= 10.0;
+    let sas_match = sas[0].is_some() && sas[0] == sas[1];
+    let mut f = vec![
+        ("caller_sas", sas[0].clone().unwrap_or_default().into()),
+        ("echo_sas", sas[1].clone().unwrap_or_default().into()),
+        ("sas_match", sas_match.into()),
+        ("algorithms", algorithms.unwrap_or_default().into()),
+        ("latency_ms", latency.into()),
+        ("echo_ok", echo_ok.into()),
+    ];
+    if let Some(s) = stats {
+        f.push(("packets_received", s.packets_received.into()));
+        f.push(("packets_lost", s.packets_lost.into()));
+    }
+    out.record("echo-test", &f);
+    if sas_match && echo_ok {
+        Ok(())
+    } else {
+        Err(CoreError::Call("the echo test did not pass".into()).into())
+    }
+}
