@@ -2,13 +2,19 @@
 //! on free loopback ports from the configs in `configs/`, polled until ready with a
 //! bound, and stopped and reaped on drop. Nothing here is a mock.
 
+mod baresip;
 mod kamailio;
+mod linphonec;
 mod process;
 mod prosody;
+mod wav;
 
+pub use baresip::Baresip;
 pub use kamailio::Kamailio;
+pub use linphonec::{Linphonec, ZrtpSuites};
 pub use process::free_port;
 pub use prosody::Prosody;
+pub use wav::{read_wav_lenient, write_wav};
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]
