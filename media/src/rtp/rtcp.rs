@@ -195,6 +195,9 @@ pub fn parse_report(buf: &[u8]) -> Result<Report, MediaError> {
     if len > buf.len() {
         return Err(bad("length field exceeds the packet"));
     }
+    if len < 8 {
+        return Err(bad("length field shorter than the header"));
+    }
     let pkt = &buf[..len];
     let ssrc = be32(pkt, 4);
     let (sender, blocks_at) = match buf[1] {

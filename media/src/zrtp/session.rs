@@ -675,5 +675,13 @@ fn open_cache(cache: &ZidCache) -> Result<rusqlite::Connection, MediaError> {
     .map_err(err)?;
     conn.query_row("PRAGMA busy_timeout = 5000", [], |_| Ok(()))
         .map_err(err)?;
+    // Retained secrets: owner-only, whatever the process umask.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cache.path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+        MediaError::Cache {
+            path: cache.path.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     Ok(conn)
 }
