@@ -40,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
             s.receive_frame(&mut out);
             while let Some(p) = s.poll_transmit() {
                 if policy == Policy::Mandatory {
-                    assert_ne!(classify(&p), Kind::Rtp, "cleartext RTP under the mandatory policy");
+                    assert_ne!(
+                        classify(&p),
+                        Kind::Rtp,
+                        "cleartext RTP under the mandatory policy"
+                    );
                 }
             }
             while s.poll_event().is_some() {}

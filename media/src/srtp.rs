@@ -20,6 +20,7 @@ fn profile(p: SrtpProfile) -> ProtectionProfile {
         SrtpProfile::Aes128CmHmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
         SrtpProfile::Aes256CmHmacSha1_80 => ProtectionProfile::Aes256CmHmacSha1_80,
         SrtpProfile::Aes256CmHmacSha1_32 => ProtectionProfile::Aes256CmHmacSha1_32,
+        SrtpProfile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
     }
 }
 

@@ -138,6 +138,9 @@ pub enum SrtpProfile {
     Aes256CmHmacSha1_80,
     /// AES-256-CM with a 32-bit HMAC-SHA1 tag.
     Aes256CmHmacSha1_32,
+    /// AEAD AES-128-GCM (RFC 7714). ZRTP (libbzrtp) does not negotiate it; it is here
+    /// for SRTP keyed by other means and for the benchmark against libsrtp.
+    AeadAes128Gcm,
 }
 
 impl SrtpProfile {
@@ -150,10 +153,21 @@ impl SrtpProfile {
         }
     }
 
+    /// Master salt length in bytes.
+    pub fn salt_len(self) -> usize {
+        if self == SrtpProfile::AeadAes128Gcm {
+            12
+        } else {
+            14
+        }
+    }
+
     /// Master key length in bytes.
     pub fn key_len(self) -> usize {
         match self {
-            SrtpProfile::Aes128CmHmacSha1_80 | SrtpProfile::Aes128CmHmacSha1_32 => 16,
+            SrtpProfile::Aes128CmHmacSha1_80
+            | SrtpProfile::Aes128CmHmacSha1_32
+            | SrtpProfile::AeadAes128Gcm => 16,
             SrtpProfile::Aes256CmHmacSha1_80 | SrtpProfile::Aes256CmHmacSha1_32 => 32,
         }
     }
