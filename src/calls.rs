@@ -28,18 +28,28 @@ pub(crate) struct AudioArgs {
 }
 
 impl AudioArgs {
-    fn choice(&self) -> AudioChoice {
+    /// Files and tones as given; the sound card for whatever is not given, checked now so
+    /// a machine without one gets a clear message before any call is placed.
+    fn choice(&self) -> Result<AudioChoice, CliError> {
         let source = match (&self.play, self.tone) {
             (Some(p), _) => SourceSpec::Wav(p.clone()),
             (None, Some(f)) => SourceSpec::Tone(f),
-            (None, None) => SourceSpec::Silence,
+            (None, None) => {
+                hush_media::audio::Microphone::open(8000)
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                SourceSpec::Device
+            }
         };
-        let sink = self
-            .record
-            .clone()
-            .map(SinkSpec::Wav)
-            .unwrap_or(SinkSpec::Null);
-        AudioChoice { source, sink }
+        let sink = match &self.record {
+            Some(p) => SinkSpec::Wav(p.clone()),
+            None if self.play.is_some() || self.tone.is_some() => SinkSpec::Null,
+            None => {
+                hush_media::audio::Speaker::open(8000)
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                SinkSpec::Device
+            }
+        };
+        Ok(AudioChoice { source, sink })
     }
 }
 
@@ -334,7 +344,7 @@ pub(crate) fn call(
     let Reply::Call(call) = phone.execute_blocking(Command::PlaceCall {
         account,
         target: args.target.clone(),
-        audio: args.audio.choice(),
+        audio: args.audio.choice()?,
         policy,
     })?
     else {
@@ -396,7 +406,7 @@ pub(crate) fn answer(
         }
         phone.execute_blocking(Command::Answer {
             call,
-            audio: args.audio.choice(),
+            audio: args.audio.choice()?,
         })?;
         follow(phone, &mut rx, call, args.duration, None, out)?;
         handled += 1;

@@ -3,9 +3,11 @@
 //! works in 20 ms frames of mono 16-bit samples at the codec's rate; files at another
 //! rate are resampled.
 
+mod device;
 mod resample;
 mod wav;
 
+pub use device::{Microphone, Speaker};
 pub use wav::{WavRecorder, WavSource, read_recording};
 
 use crate::MediaError;
@@ -14,6 +16,8 @@ use std::path::PathBuf;
 /// What to use as the microphone.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
+    /// The system's default input device.
+    Device,
     /// Silence.
     Silence,
     /// A sine tone at this frequency (Hz), -12 dBFS.
@@ -29,6 +33,8 @@ pub enum SourceSpec {
 /// What to use as the speaker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkSpec {
+    /// The system's default output device.
+    Device,
     /// Discard.
     Null,
     /// Record to a WAV file (16-bit mono at the codec rate).
@@ -50,6 +56,8 @@ pub enum Source {
     },
     /// A WAV player.
     Wav(Box<WavSource>),
+    /// A sound card.
+    Device(Box<Microphone>),
 }
 
 impl Source {
@@ -70,6 +78,7 @@ impl Source {
                 }
             }
             SourceSpec::Wav(path) => Source::Wav(Box::new(WavSource::open(path, rate)?)),
+            SourceSpec::Device => Source::Device(Box::new(Microphone::open(rate)?)),
         })
     }
 
@@ -95,6 +104,7 @@ impl Source {
                 *position += n as u64;
             }
             Source::Wav(w) => w.read(out),
+            Source::Device(m) => m.read(out),
         }
     }
 }
@@ -105,6 +115,8 @@ pub enum Sink {
     Null,
     /// WAV recorder.
     Wav(Box<WavRecorder>),
+    /// A sound card.
+    Device(Box<Speaker>),
 }
 
 impl Sink {
@@ -113,20 +125,23 @@ impl Sink {
         Ok(match spec {
             SinkSpec::Null => Sink::Null,
             SinkSpec::Wav(path) => Sink::Wav(Box::new(WavRecorder::create(path, rate)?)),
+            SinkSpec::Device => Sink::Device(Box::new(Speaker::open(rate)?)),
         })
     }
 
     /// Takes one frame.
     pub fn write(&mut self, frame: &[i16]) {
-        if let Sink::Wav(w) = self {
-            w.write(frame);
+        match self {
+            Sink::Null => {}
+            Sink::Wav(w) => w.write(frame),
+            Sink::Device(s) => s.write(frame),
         }
     }
 
     /// Flushes files; called when the call ends.
     pub fn finish(self) -> Result<(), MediaError> {
         match self {
-            Sink::Null => Ok(()),
+            Sink::Null | Sink::Device(_) => Ok(()),
             Sink::Wav(w) => w.finish(),
         }
     }
