@@ -2,6 +2,8 @@
 //! registration (XEP-0077) and a credential check that stops on a wrong password
 //! instead of retrying forever.
 
+pub mod account;
+pub mod chat;
 mod classify;
 mod connector;
 mod register;

@@ -7,6 +7,7 @@ use super::stream::next_element;
 use crate::SignalingError;
 use futures::{SinkExt, StreamExt};
 use sasl::common::Credentials;
+use std::borrow::Cow;
 use std::time::Duration;
 use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::jid::{BareJid, Jid};
@@ -14,7 +15,8 @@ use tokio_xmpp::parsers::ibr::LegacyQuery;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
-use tokio_xmpp::xmlstream::{FallibleStreamElement, Timeouts, XmppStreamElement};
+use tokio_xmpp::parsers::stream_features::StreamFeatures;
+use tokio_xmpp::xmlstream::{FallibleStreamElement, StreamHeader, Timeouts, XmppStreamElement};
 use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
 
 const REGISTER_ID: &str = "hush-register";
@@ -109,6 +111,15 @@ pub async fn verify_login(
     jid: &BareJid,
     password: &str,
 ) -> Result<(), SignalingError> {
+    login_stream(connector, jid, password).await.map(|_| ())
+}
+
+/// An authenticated (not yet bound) stream, as the stanza stream needs it.
+pub(crate) async fn login_stream(
+    connector: &HushConnector,
+    jid: &BareJid,
+    password: &str,
+) -> Result<(StreamFeatures, tokio_xmpp::stanzastream::XmppStream), SignalingError> {
     within(async {
         let username = node(jid)?;
         let target: Jid = jid.clone().into();
@@ -124,10 +135,22 @@ pub async fn verify_login(
             .with_username(username)
             .with_password(password.to_owned())
             .with_channel_binding(binding);
-        tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
+        let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
             .await
             .map_err(classify)?;
-        Ok(())
+        let stream = stream
+            .send_header(StreamHeader {
+                to: Some(Cow::Owned(jid.domain().as_str().to_owned())),
+                from: None,
+                id: None,
+            })
+            .await
+            .map_err(|e| classify(e.into()))?;
+        let (features, stream) = stream
+            .recv_features::<FallibleStreamElement>()
+            .await
+            .map_err(|e| classify(e.into()))?;
+        Ok((features, stream.box_stream()))
     })
     .await
 }

@@ -1,0 +1,302 @@
+//! The driver of one XMPP account: a tokio task owning the stanza stream (with our own
+//! reconnector: short retry delays, and a stop on a wrong password or an untrusted
+//! certificate) and the [`ChatCore`]. Commands come in through an [`XmppHandle`];
+//! everything that happens goes out as [`XmppEvent`]s.
+
+use super::chat::{ChatCore, Outbound, Show, XmppEvent};
+use super::connector::HushConnector;
+use super::register::login_stream;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::stanzastream::{Connection, Event, StanzaStage, StanzaStream, StreamEvent};
+
+/// First retry delay after a lost connection; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const MAX_RETRY: Duration = Duration::from_secs(4);
+
+/// What the account can be asked to do.
+#[derive(Debug, Clone)]
+pub enum XmppCommand {
+    /// Send a chat message (queued while offline).
+    Send {
+        /// Recipient.
+        to: BareJid,
+        /// Text.
+        body: String,
+    },
+    /// Say something in a joined room.
+    SendRoom {
+        /// The room.
+        room: BareJid,
+        /// Text.
+        body: String,
+    },
+    /// Our availability.
+    SetShow(Show),
+    /// Add a contact (and ask to see their presence).
+    AddContact {
+        /// Who.
+        jid: BareJid,
+        /// Alias.
+        name: Option<String>,
+        /// Group.
+        group: Option<String>,
+    },
+    /// Rename a contact or move it to another group.
+    UpdateContact {
+        /// Who.
+        jid: BareJid,
+        /// Alias.
+        name: Option<String>,
+        /// Group.
+        group: Option<String>,
+    },
+    /// Remove a contact.
+    RemoveContact(BareJid),
+    /// Accept a subscription request.
+    Authorize(BareJid),
+    /// Refuse a subscription request (the requester is told).
+    Deny(BareJid),
+    /// Join or create a room.
+    JoinRoom {
+        /// `room@conference.server`.
+        room: BareJid,
+        /// Our nickname.
+        nick: String,
+        /// Room password.
+        password: Option<String>,
+    },
+    /// Leave a room.
+    LeaveRoom(BareJid),
+    /// Go offline and stop.
+    Stop,
+}
+
+/// Sends commands to a running account.
+#[derive(Clone)]
+pub struct XmppHandle {
+    tx: mpsc::UnboundedSender<XmppCommand>,
+}
+
+impl XmppHandle {
+    /// Sends a command; ignored once the account has stopped.
+    pub fn command(&self, c: XmppCommand) {
+        let _ = self.tx.send(c);
+    }
+}
+
+enum Internal {
+    Delivered(String),
+    Permanent(String),
+}
+
+/// Starts the account: logs in (reporting a wrong password or certificate at once),
+/// then keeps the session up until stopped.
+pub fn start(
+    connector: HushConnector,
+    jid: BareJid,
+    password: String,
+) -> (XmppHandle, mpsc::UnboundedReceiver<XmppEvent>) {
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(connector, jid, password, cmd_rx, ev_tx));
+    (XmppHandle { tx: cmd_tx }, ev_rx)
+}
+
+fn id_prefix() -> String {
+    let mut b = [0u8; 6];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn run(
+    connector: HushConnector,
+    jid: BareJid,
+    password: String,
+    mut commands: mpsc::UnboundedReceiver<XmppCommand>,
+    events: mpsc::UnboundedSender<XmppEvent>,
+) {
+    let mut core = ChatCore::new(jid.clone(), id_prefix());
+    let (internal_tx, mut internal) = mpsc::unbounded_channel::<Internal>();
+
+    // Our reconnector: like tokio-xmpp's, but a refused login ends the stream instead of
+    // retrying forever, and retries start fast so a restarted server is back at once.
+    //
+    // Prosody 0.12 answers a resumption attempt for a session it no longer knows (after a
+    // restart) with <failed/> lacking the 'h' attribute, which xmpp-parsers refuses; the
+    // stream then dies and tokio-xmpp tries to resume again, forever. So when the stream
+    // we handed out never came online, the next one is offered without stream
+    // management: a fresh session. Our own outbox resends anything unacknowledged.
+    let reached_online = Arc::new(AtomicBool::new(true));
+    let reconnect_tx = internal_tx.clone();
+    let (c, j, p, ro) = (
+        connector.clone(),
+        jid.clone(),
+        password.clone(),
+        reached_online.clone(),
+    );
+    let reconnector = Box::new(
+        move |_: Option<String>, slot: oneshot::Sender<Connection>| {
+            let (c, j, p, report, ro) = (
+                c.clone(),
+                j.clone(),
+                p.clone(),
+                reconnect_tx.clone(),
+                ro.clone(),
+            );
+            tokio::spawn(async move {
+                let mut delay = FIRST_RETRY;
+                loop {
+                    match login_stream(&c, &j, &p).await {
+                        Ok((mut features, stream)) => {
+                            if !ro.swap(false, Ordering::SeqCst) {
+                                features.stream_management = None;
+                            }
+                            let _ = slot.send(Connection {
+                                stream,
+                                features,
+                                identity: Jid::from(j.clone()),
+                            });
+                            return;
+                        }
+                        Err(e) if e.is_permanent() => {
+                            let _ = report.send(Internal::Permanent(e.to_string()));
+                            return; // dropping the slot ends the stream
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, ?delay, "XMPP reconnect failed");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(MAX_RETRY);
+                        }
+                    }
+                }
+            });
+        },
+    );
+    let stream = StanzaStream::new(reconnector, 64);
+    let (sender, mut receiver) = stream.split();
+    let mut acked = false;
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    XmppCommand::Stop => {
+                        core.set_show(Show::Offline);
+                        pump_out(&mut core, &sender, acked, &internal_tx).await;
+                        break;
+                    }
+                    other => apply(&mut core, other),
+                }
+            }
+            ev = receiver.next() => {
+                match ev {
+                    Some(Event::Stanza(s)) => core.handle(s),
+                    Some(Event::Stream(StreamEvent::Reset { features, .. })) => {
+                        reached_online.store(true, Ordering::SeqCst);
+                        acked = features.stream_management.is_some();
+                        core.online(false);
+                    }
+                    Some(Event::Stream(StreamEvent::Resumed)) => {
+                        reached_online.store(true, Ordering::SeqCst);
+                        core.online(true);
+                    }
+                    Some(Event::Stream(StreamEvent::Suspended)) => core.offline("connection lost; reconnecting".into(), false),
+                    None => {
+                        // The stream ended: a permanent error was reported, or it failed.
+                        let mut reason = "the connection ended".to_owned();
+                        while let Ok(msg) = internal.try_recv() {
+                            if let Internal::Permanent(r) = msg {
+                                reason = r;
+                            }
+                        }
+                        core.offline(reason, true);
+                        flush_events(&mut core, &events);
+                        return;
+                    }
+                }
+            }
+            msg = internal.recv() => match msg {
+                Some(Internal::Delivered(id)) => core.delivered(&id),
+                Some(Internal::Permanent(reason)) => {
+                    core.offline(reason, true);
+                    flush_events(&mut core, &events);
+                    return;
+                }
+                None => {}
+            },
+        }
+        pump_out(&mut core, &sender, acked, &internal_tx).await;
+        flush_events(&mut core, &events);
+    }
+    flush_events(&mut core, &events);
+    let stream = StanzaStream::reunite(sender, receiver);
+    let _ = tokio::time::timeout(Duration::from_secs(3), stream.close()).await;
+}
+
+fn apply(core: &mut ChatCore, cmd: XmppCommand) {
+    match cmd {
+        XmppCommand::Send { to, body } => {
+            core.send_message(to, body);
+        }
+        XmppCommand::SendRoom { room, body } => {
+            core.send_room(room, body);
+        }
+        XmppCommand::SetShow(s) => core.set_show(s),
+        XmppCommand::AddContact { jid, name, group } => core.add_contact(jid, name, group),
+        XmppCommand::UpdateContact { jid, name, group } => core.set_contact(jid, name, group),
+        XmppCommand::RemoveContact(jid) => core.remove_contact(jid),
+        XmppCommand::Authorize(jid) => core.authorize(jid),
+        XmppCommand::Deny(jid) => core.deny(jid),
+        XmppCommand::JoinRoom {
+            room,
+            nick,
+            password,
+        } => core.join_room(room, nick, password),
+        XmppCommand::LeaveRoom(room) => core.leave_room(room),
+        XmppCommand::Stop => {}
+    }
+}
+
+async fn pump_out(
+    core: &mut ChatCore,
+    sender: &tokio_xmpp::stanzastream::StanzaSender,
+    acked: bool,
+    internal: &mpsc::UnboundedSender<Internal>,
+) {
+    while let Some(Outbound { stanza, track }) = core.poll_outbound() {
+        let mut token = sender.send(Box::new(stanza)).await;
+        if let Some(id) = track {
+            let tx = internal.clone();
+            // With stream management the server's ack proves receipt; without it, having
+            // written the stanza is the best we know.
+            let stage = if acked {
+                StanzaStage::Acked
+            } else {
+                StanzaStage::Sent
+            };
+            tokio::spawn(async move {
+                if let Some(state) = token.wait_for(stage).await {
+                    let ok = matches!(
+                        state,
+                        tokio_xmpp::stanzastream::StanzaState::Acked { .. }
+                            | tokio_xmpp::stanzastream::StanzaState::Sent { .. }
+                    );
+                    if ok {
+                        let _ = tx.send(Internal::Delivered(id));
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn flush_events(core: &mut ChatCore, events: &mpsc::UnboundedSender<XmppEvent>) {
+    while let Some(e) = core.poll_event() {
+        let _ = events.send(e);
+    }
+}

@@ -1,0 +1,939 @@
+//! The chat logic of one XMPP account, sans-IO: stanzas and commands in, stanzas and
+//! events out. It keeps the roster, presence, pending subscription requests, joined
+//! rooms and an outbox that delivers every message exactly once across reconnects
+//! (resent with the same id until the server acknowledges it; receivers drop ids they
+//! have already seen). The driver only moves stanzas between this and the stream.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use tokio_xmpp::Stanza;
+use tokio_xmpp::jid::{BareJid, FullJid, Jid, ResourcePart};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::delay::Delay;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::muc::{Muc, MucUser};
+use tokio_xmpp::parsers::presence::{Presence, Show as XmppShow, Type as PresenceType};
+use tokio_xmpp::parsers::roster::{Ask, Group, Item, Roster, Subscription};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+/// Longest message body we send or show; longer incoming bodies are dropped.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Message ids remembered per peer for duplicate suppression.
+const SEEN_IDS: usize = 512;
+/// Contacts we keep; a server pushing more is ignored beyond this.
+const MAX_ROSTER: usize = 20_000;
+
+/// Availability, ours or a contact's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// Online.
+    Available,
+    /// Away.
+    Away,
+    /// Do not disturb.
+    DoNotDisturb,
+    /// Offline.
+    Offline,
+}
+
+/// A roster entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    /// The contact's bare JID.
+    pub jid: BareJid,
+    /// Alias chosen by the user.
+    pub name: Option<String>,
+    /// Group (the first, if the server stores several).
+    pub group: Option<String>,
+    /// We receive their presence.
+    pub we_see_them: bool,
+    /// They receive ours.
+    pub they_see_us: bool,
+    /// We asked to see their presence and they have not answered.
+    pub waiting: bool,
+}
+
+/// What the account reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum XmppEvent {
+    /// Logged in (again). `resumed`: the previous session continued without loss.
+    Online {
+        /// Stream management resumed the old session.
+        resumed: bool,
+    },
+    /// The connection dropped; the driver is reconnecting unless `permanent`.
+    Offline {
+        /// Why.
+        reason: String,
+        /// The user must fix something (password, certificate) first.
+        permanent: bool,
+    },
+    /// The whole roster (after login).
+    Roster(Vec<Contact>),
+    /// One roster entry was added or changed.
+    ContactUpdated(Contact),
+    /// One roster entry was removed.
+    ContactRemoved(BareJid),
+    /// A contact's availability changed.
+    Presence {
+        /// Who.
+        jid: BareJid,
+        /// Their best availability over all resources.
+        show: Show,
+    },
+    /// Someone asks to see our presence; answer with authorize, deny or ignore.
+    SubscriptionRequest {
+        /// Who asks.
+        from: BareJid,
+    },
+    /// A chat message arrived (each id once).
+    Message {
+        /// Sender.
+        from: BareJid,
+        /// Its id.
+        id: String,
+        /// The text.
+        body: String,
+        /// It was stored by the server while we were offline.
+        delayed: bool,
+    },
+    /// The server accepted one of our messages.
+    Delivered {
+        /// The message id.
+        id: String,
+    },
+    /// We are in a room.
+    RoomJoined {
+        /// The room.
+        room: BareJid,
+        /// Our nickname.
+        nick: String,
+    },
+    /// Who is in a room now.
+    RoomOccupants {
+        /// The room.
+        room: BareJid,
+        /// Nicknames.
+        occupants: Vec<String>,
+    },
+    /// A room message (each id once; our own echoes are not repeated).
+    RoomMessage {
+        /// The room.
+        room: BareJid,
+        /// Who said it.
+        nick: String,
+        /// Its id.
+        id: String,
+        /// The text.
+        body: String,
+        /// From the room's history.
+        delayed: bool,
+    },
+    /// We left a room.
+    RoomLeft {
+        /// The room.
+        room: BareJid,
+    },
+    /// The server refused something; the text is for the user.
+    Error {
+        /// What was refused and why.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Outgoing {
+    id: String,
+    to: BareJid,
+    body: String,
+    room: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Room {
+    nick: String,
+    password: Option<String>,
+    joined: bool,
+    occupants: BTreeSet<String>,
+}
+
+enum IqPurpose {
+    RosterGet,
+    RosterSet(BareJid),
+}
+
+/// A stanza for the driver to send; `track` is the message id whose delivery we need to
+/// know about.
+pub struct Outbound {
+    /// The stanza.
+    pub stanza: Stanza,
+    /// Report delivery of this message id back through [`ChatCore::delivered`].
+    pub track: Option<String>,
+}
+
+/// One account's chat state machine.
+pub struct ChatCore {
+    me: BareJid,
+    online: bool,
+    show: Show,
+    unsent: VecDeque<Outgoing>,
+    inflight: BTreeMap<String, Outgoing>,
+    seen: HashMap<BareJid, VecDeque<String>>,
+    own_room_ids: VecDeque<String>,
+    iqs: HashMap<String, IqPurpose>,
+    roster: BTreeMap<BareJid, Contact>,
+    resources: HashMap<BareJid, BTreeMap<String, Show>>,
+    requests: BTreeSet<BareJid>,
+    rooms: BTreeMap<BareJid, Room>,
+    next_id: u64,
+    id_prefix: String,
+    out: VecDeque<Outbound>,
+    events: VecDeque<XmppEvent>,
+}
+
+fn show_of(p: &Presence) -> Show {
+    match (p.type_.clone(), p.show.clone()) {
+        (PresenceType::Unavailable, _) => Show::Offline,
+        (_, Some(XmppShow::Away | XmppShow::Xa)) => Show::Away,
+        (_, Some(XmppShow::Dnd)) => Show::DoNotDisturb,
+        _ => Show::Available,
+    }
+}
+
+fn best(shows: &BTreeMap<String, Show>) -> Show {
+    let rank = |s: &Show| match s {
+        Show::Available => 3,
+        Show::DoNotDisturb => 2,
+        Show::Away => 1,
+        Show::Offline => 0,
+    };
+    shows
+        .values()
+        .copied()
+        .max_by_key(rank)
+        .unwrap_or(Show::Offline)
+}
+
+fn contact_of(item: &Item) -> Contact {
+    Contact {
+        jid: item.jid.clone(),
+        name: item.name.clone().filter(|n| !n.is_empty()),
+        group: item.groups.first().map(|g| g.0.clone()),
+        we_see_them: matches!(item.subscription, Subscription::To | Subscription::Both),
+        they_see_us: matches!(item.subscription, Subscription::From | Subscription::Both),
+        waiting: item.ask == Ask::Subscribe,
+    }
+}
+
+impl ChatCore {
+    /// A core for `me`; `id_prefix` must differ between sessions (random), so message
+    /// ids are unique across restarts.
+    pub fn new(me: BareJid, id_prefix: String) -> ChatCore {
+        ChatCore {
+            me,
+            online: false,
+            show: Show::Available,
+            unsent: VecDeque::new(),
+            inflight: BTreeMap::new(),
+            seen: HashMap::new(),
+            own_room_ids: VecDeque::new(),
+            iqs: HashMap::new(),
+            roster: BTreeMap::new(),
+            resources: HashMap::new(),
+            requests: BTreeSet::new(),
+            rooms: BTreeMap::new(),
+            next_id: 0,
+            id_prefix,
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    fn new_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("{}-{}", self.id_prefix, self.next_id)
+    }
+
+    fn send(&mut self, stanza: impl Into<Stanza>) {
+        self.out.push_back(Outbound {
+            stanza: stanza.into(),
+            track: None,
+        });
+    }
+
+    fn iq(&mut self, purpose: IqPurpose, iq: impl FnOnce(String) -> Iq) {
+        let id = self.new_id();
+        self.iqs.insert(id.clone(), purpose);
+        self.send(iq(id));
+    }
+
+    /// The next stanza to send.
+    pub fn poll_outbound(&mut self) -> Option<Outbound> {
+        self.out.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<XmppEvent> {
+        self.events.pop_front()
+    }
+
+    /// Pending incoming subscription requests (ignored ones stay here).
+    pub fn requests(&self) -> impl Iterator<Item = &BareJid> {
+        self.requests.iter()
+    }
+
+    /// Messages not yet acknowledged by the server.
+    pub fn pending(&self) -> usize {
+        self.unsent.len() + self.inflight.len()
+    }
+
+    /// The stream is up. After a reset (not a resumption) the server forgot us: fetch the
+    /// roster, announce presence, rejoin rooms and resend what it never acknowledged.
+    pub fn online(&mut self, resumed: bool) {
+        self.online = true;
+        self.events.push_back(XmppEvent::Online { resumed });
+        if !resumed {
+            self.iq(IqPurpose::RosterGet, |id| {
+                Iq::from_get(
+                    id,
+                    Roster {
+                        ver: None,
+                        items: vec![],
+                    },
+                )
+            });
+            self.announce();
+            let rooms: Vec<BareJid> = self.rooms.keys().cloned().collect();
+            for room in rooms {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.joined = false;
+                    r.occupants.clear();
+                }
+                self.join_presence(&room);
+            }
+            let resend: Vec<Outgoing> = std::mem::take(&mut self.inflight).into_values().collect();
+            for m in resend.into_iter().rev() {
+                self.unsent.push_front(m);
+            }
+        }
+        self.flush_unsent();
+    }
+
+    /// The stream is down (the driver reconnects).
+    pub fn offline(&mut self, reason: String, permanent: bool) {
+        self.online = false;
+        for (jid, _) in std::mem::take(&mut self.resources) {
+            self.events.push_back(XmppEvent::Presence {
+                jid,
+                show: Show::Offline,
+            });
+        }
+        self.events
+            .push_back(XmppEvent::Offline { reason, permanent });
+    }
+
+    /// The server acknowledged (or at least took) message `id`.
+    pub fn delivered(&mut self, id: &str) {
+        if self.inflight.remove(id).is_some() {
+            self.events
+                .push_back(XmppEvent::Delivered { id: id.to_owned() });
+        }
+    }
+
+    fn flush_unsent(&mut self) {
+        if !self.online {
+            return;
+        }
+        while let Some(m) = self.unsent.pop_front() {
+            let body = m.body.clone();
+            let mut msg = if m.room {
+                Message::groupchat(Some(Jid::from(m.to.clone())))
+            } else {
+                Message::chat(Some(Jid::from(m.to.clone())))
+            };
+            msg.id = Some(tokio_xmpp::parsers::message::Id(m.id.clone()));
+            msg.bodies.insert(Default::default(), body);
+            let id = m.id.clone();
+            self.inflight.insert(id.clone(), m);
+            self.out.push_back(Outbound {
+                stanza: msg.into(),
+                track: Some(id),
+            });
+        }
+    }
+
+    fn announce(&mut self) {
+        let p = match self.show {
+            Show::Offline => Presence::new(PresenceType::Unavailable),
+            Show::Available => Presence::new(PresenceType::None),
+            Show::Away => Presence::new(PresenceType::None).with_show(XmppShow::Away),
+            Show::DoNotDisturb => Presence::new(PresenceType::None).with_show(XmppShow::Dnd),
+        };
+        self.send(p);
+    }
+
+    fn check_body(&mut self, body: &str) -> bool {
+        if body.is_empty() || body.len() > MAX_BODY {
+            self.events.push_back(XmppEvent::Error {
+                reason: format!("a message must be 1 to {MAX_BODY} bytes"),
+            });
+            return false;
+        }
+        true
+    }
+
+    /// Queues a chat message; it is sent now if online, else on reconnect. Returns its id.
+    pub fn send_message(&mut self, to: BareJid, body: String) -> Option<String> {
+        if !self.check_body(&body) {
+            return None;
+        }
+        let id = self.new_id();
+        self.unsent.push_back(Outgoing {
+            id: id.clone(),
+            to,
+            body,
+            room: false,
+        });
+        self.flush_unsent();
+        Some(id)
+    }
+
+    /// Sends a message to a joined room. Returns its id.
+    pub fn send_room(&mut self, room: BareJid, body: String) -> Option<String> {
+        if !self.rooms.contains_key(&room) {
+            self.events.push_back(XmppEvent::Error {
+                reason: format!("not in room {room}"),
+            });
+            return None;
+        }
+        if !self.check_body(&body) {
+            return None;
+        }
+        let id = self.new_id();
+        self.own_room_ids.push_back(id.clone());
+        if self.own_room_ids.len() > SEEN_IDS {
+            self.own_room_ids.pop_front();
+        }
+        self.unsent.push_back(Outgoing {
+            id: id.clone(),
+            to: room,
+            body,
+            room: true,
+        });
+        self.flush_unsent();
+        Some(id)
+    }
+
+    /// Sets our availability.
+    pub fn set_show(&mut self, show: Show) {
+        self.show = show;
+        if self.online {
+            self.announce();
+        }
+    }
+
+    /// Adds (or renames / moves) a contact and asks to see their presence.
+    pub fn add_contact(&mut self, jid: BareJid, name: Option<String>, group: Option<String>) {
+        self.set_contact(jid.clone(), name, group);
+        self.send(Presence::new(PresenceType::Subscribe).with_to(Jid::from(jid)));
+    }
+
+    /// Renames a contact or moves it to another group.
+    pub fn set_contact(&mut self, jid: BareJid, name: Option<String>, group: Option<String>) {
+        let item = Item {
+            jid: jid.clone(),
+            name,
+            subscription: Subscription::None,
+            ask: Ask::None,
+            groups: group.into_iter().map(Group).collect(),
+            approved: None,
+        };
+        self.iq(IqPurpose::RosterSet(jid), |id| {
+            Iq::from_set(
+                id,
+                Roster {
+                    ver: None,
+                    items: vec![item],
+                },
+            )
+        });
+    }
+
+    /// Removes a contact (and both subscriptions).
+    pub fn remove_contact(&mut self, jid: BareJid) {
+        let item = Item {
+            jid: jid.clone(),
+            name: None,
+            subscription: Subscription::Remove,
+            ask: Ask::None,
+            groups: vec![],
+            approved: None,
+        };
+        self.iq(IqPurpose::RosterSet(jid), |id| {
+            Iq::from_set(
+                id,
+                Roster {
+                    ver: None,
+                    items: vec![item],
+                },
+            )
+        });
+    }
+
+    /// Lets `jid` see our presence, and asks to see theirs if we do not yet.
+    pub fn authorize(&mut self, jid: BareJid) {
+        self.requests.remove(&jid);
+        self.send(Presence::new(PresenceType::Subscribed).with_to(Jid::from(jid.clone())));
+        let sees = self
+            .roster
+            .get(&jid)
+            .is_some_and(|c| c.we_see_them || c.waiting);
+        if !sees {
+            self.send(Presence::new(PresenceType::Subscribe).with_to(Jid::from(jid)));
+        }
+    }
+
+    /// Refuses `jid`'s request; they are told.
+    pub fn deny(&mut self, jid: BareJid) {
+        self.requests.remove(&jid);
+        self.send(Presence::new(PresenceType::Unsubscribed).with_to(Jid::from(jid)));
+    }
+
+    /// Joins (or creates) a room.
+    pub fn join_room(&mut self, room: BareJid, nick: String, password: Option<String>) {
+        self.rooms.insert(
+            room.clone(),
+            Room {
+                nick,
+                password,
+                joined: false,
+                occupants: BTreeSet::new(),
+            },
+        );
+        self.join_presence(&room);
+    }
+
+    fn join_presence(&mut self, room: &BareJid) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let Ok(resource) = ResourcePart::new(&r.nick) else {
+            self.events.push_back(XmppEvent::Error {
+                reason: format!("{:?} is not a valid nickname", r.nick),
+            });
+            return;
+        };
+        let to = FullJid::from_parts(room.node(), room.domain(), &resource);
+        let muc = Muc {
+            password: r.password.clone(),
+            history: None,
+        };
+        let p = Presence::new(PresenceType::None)
+            .with_to(Jid::from(to))
+            .with_payload(muc);
+        self.send(p);
+    }
+
+    /// Leaves a room.
+    pub fn leave_room(&mut self, room: BareJid) {
+        if let Some(r) = self.rooms.remove(&room)
+            && let Ok(resource) = ResourcePart::new(&r.nick)
+        {
+            let to = FullJid::from_parts(room.node(), room.domain(), &resource);
+            self.send(Presence::new(PresenceType::Unavailable).with_to(Jid::from(to)));
+        }
+        self.events.push_back(XmppEvent::RoomLeft { room });
+    }
+
+    fn remember(&mut self, from: &BareJid, id: &str) -> bool {
+        let seen = self.seen.entry(from.clone()).or_default();
+        if seen.iter().any(|s| s == id) {
+            return false;
+        }
+        seen.push_back(id.to_owned());
+        if seen.len() > SEEN_IDS {
+            seen.pop_front();
+        }
+        true
+    }
+
+    /// Handles a stanza from the server.
+    pub fn handle(&mut self, stanza: Stanza) {
+        match stanza {
+            Stanza::Message(m) => self.message(m),
+            Stanza::Presence(p) => self.presence(p),
+            Stanza::Iq(iq) => self.iq_in(iq),
+        }
+    }
+
+    fn message(&mut self, m: Message) {
+        let Some(from) = m.from.clone() else { return };
+        let body = match m.get_best_body_cloned(vec![]) {
+            Some((_, b)) => b,
+            None => return, // chat states, receipts...: nothing to show
+        };
+        if body.len() > MAX_BODY {
+            tracing::info!(%from, len = body.len(), "dropping an oversized message");
+            return;
+        }
+        let delayed = m
+            .payloads
+            .iter()
+            .any(|p| Delay::try_from(p.clone()).is_ok());
+        let bare = from.to_bare();
+        match m.type_ {
+            MessageType::Groupchat => {
+                if !self.rooms.contains_key(&bare) {
+                    return;
+                }
+                let nick = from
+                    .resource()
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default();
+                let id =
+                    m.id.map(|i| i.0)
+                        .unwrap_or_else(|| format!("{nick}:{}", body.len()));
+                if self.own_room_ids.iter().any(|o| *o == id) || !self.remember(&bare, &id) {
+                    return;
+                }
+                self.events.push_back(XmppEvent::RoomMessage {
+                    room: bare,
+                    nick,
+                    id,
+                    body,
+                    delayed,
+                });
+            }
+            MessageType::Error => {
+                self.events.push_back(XmppEvent::Error {
+                    reason: format!("message to {bare} was refused"),
+                });
+            }
+            _ => {
+                let id = m.id.map(|i| i.0).unwrap_or_default();
+                if !id.is_empty() && !self.remember(&bare, &id) {
+                    return;
+                }
+                self.events.push_back(XmppEvent::Message {
+                    from: bare,
+                    id,
+                    body,
+                    delayed,
+                });
+            }
+        }
+    }
+
+    fn presence(&mut self, p: Presence) {
+        let Some(from) = p.from.clone() else { return };
+        let bare = from.to_bare();
+        if self.rooms.contains_key(&bare) {
+            return self.room_presence(bare, from, p);
+        }
+        match p.type_ {
+            // A repeated request is listed once; the user decides once.
+            PresenceType::Subscribe if self.requests.insert(bare.clone()) => {
+                self.events
+                    .push_back(XmppEvent::SubscriptionRequest { from: bare });
+            }
+            PresenceType::None | PresenceType::Unavailable => {
+                let resource = from
+                    .resource()
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default();
+                let shows = self.resources.entry(bare.clone()).or_default();
+                let before = best(shows);
+                match show_of(&p) {
+                    Show::Offline => {
+                        shows.remove(&resource);
+                    }
+                    s => {
+                        if shows.len() < 64 || shows.contains_key(&resource) {
+                            shows.insert(resource, s);
+                        }
+                    }
+                }
+                let after = best(shows);
+                if after != before {
+                    self.events.push_back(XmppEvent::Presence {
+                        jid: bare,
+                        show: after,
+                    });
+                }
+            }
+            _ => {} // subscribed/unsubscribed: the roster push tells the state
+        }
+    }
+
+    fn room_presence(&mut self, room: BareJid, from: Jid, p: Presence) {
+        let Some(nick) = from.resource().map(|r| r.as_str().to_owned()) else {
+            return;
+        };
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        if p.type_ == PresenceType::Error {
+            let reason = p
+                .payloads
+                .iter()
+                .find_map(|e| StanzaError::try_from(e.clone()).ok())
+                .map(|e| match e.defined_condition {
+                    DefinedCondition::NotAuthorized => "wrong room password".to_owned(),
+                    DefinedCondition::Conflict => "that nickname is taken".to_owned(),
+                    DefinedCondition::RegistrationRequired => "members only".to_owned(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_else(|| "refused".to_owned());
+            self.rooms.remove(&room);
+            self.events.push_back(XmppEvent::Error {
+                reason: format!("cannot join {room}: {reason}"),
+            });
+            return;
+        }
+        let is_self = p
+            .payloads
+            .iter()
+            .filter_map(|e| MucUser::try_from(e.clone()).ok())
+            .any(|u| {
+                u.status
+                    .iter()
+                    .any(|s| matches!(s, tokio_xmpp::parsers::muc::user::Status::SelfPresence))
+            })
+            || nick == r.nick;
+        if p.type_ == PresenceType::Unavailable {
+            r.occupants.remove(&nick);
+        } else if r.occupants.len() < 10_000 || r.occupants.contains(&nick) {
+            r.occupants.insert(nick.clone());
+        }
+        if is_self && !r.joined && p.type_ != PresenceType::Unavailable {
+            r.joined = true;
+            let nick = r.nick.clone();
+            self.events.push_back(XmppEvent::RoomJoined {
+                room: room.clone(),
+                nick,
+            });
+        }
+        let occupants: Vec<String> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.occupants.iter().cloned().collect())
+            .unwrap_or_default();
+        self.events
+            .push_back(XmppEvent::RoomOccupants { room, occupants });
+    }
+
+    fn iq_in(&mut self, iq: Iq) {
+        match iq {
+            Iq::Result { id, payload, .. } => match self.iqs.remove(&id) {
+                Some(IqPurpose::RosterGet) => {
+                    let roster = payload.and_then(|e| Roster::try_from(e).ok());
+                    let items = roster.map(|r| r.items).unwrap_or_default();
+                    self.roster.clear();
+                    for item in items.iter().take(MAX_ROSTER) {
+                        self.roster.insert(item.jid.clone(), contact_of(item));
+                    }
+                    self.events
+                        .push_back(XmppEvent::Roster(self.roster.values().cloned().collect()));
+                }
+                Some(IqPurpose::RosterSet(_)) | None => {}
+            },
+            Iq::Error { id, error, .. } => {
+                if let Some(IqPurpose::RosterSet(jid)) = self.iqs.remove(&id) {
+                    self.events.push_back(XmppEvent::Error {
+                        reason: format!(
+                            "the server refused the change to {jid}: {:?}",
+                            error.defined_condition
+                        ),
+                    });
+                }
+            }
+            Iq::Set {
+                from, id, payload, ..
+            } => {
+                // Roster pushes come from our own account (or the server, with no from).
+                let from_us = from.as_ref().is_none_or(|f| f.to_bare() == self.me);
+                match Roster::try_from(payload.clone()) {
+                    Ok(roster) if from_us => {
+                        for item in roster.items {
+                            if item.subscription == Subscription::Remove {
+                                self.roster.remove(&item.jid);
+                                self.events.push_back(XmppEvent::ContactRemoved(item.jid));
+                            } else if self.roster.len() < MAX_ROSTER
+                                || self.roster.contains_key(&item.jid)
+                            {
+                                let c = contact_of(&item);
+                                self.roster.insert(item.jid.clone(), c.clone());
+                                self.events.push_back(XmppEvent::ContactUpdated(c));
+                            }
+                        }
+                        self.send(Iq::empty_result(
+                            from.unwrap_or_else(|| Jid::from(self.me.clone())),
+                            id,
+                        ));
+                    }
+                    _ => self.refuse(from, id, payload),
+                }
+            }
+            Iq::Get {
+                from, id, payload, ..
+            } => self.refuse(from, id, payload),
+        }
+    }
+
+    /// Answers IQs we do not implement, as RFC 6120 §8.2.3 requires.
+    fn refuse(&mut self, from: Option<Jid>, id: String, payload: Element) {
+        tracing::debug!(ns = payload.ns(), name = payload.name(), "unsupported IQ");
+        let error = StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "en",
+            "not supported",
+        );
+        let mut reply = Iq::from_error(id, error);
+        if let Some(f) = from {
+            reply = reply.with_to(f);
+        }
+        self.send(reply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jid(s: &str) -> BareJid {
+        s.parse().expect("jid")
+    }
+
+    fn drain(c: &mut ChatCore) -> Vec<Outbound> {
+        std::iter::from_fn(|| c.poll_outbound()).collect()
+    }
+
+    fn events(c: &mut ChatCore) -> Vec<XmppEvent> {
+        std::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    #[test]
+    fn messages_typed_offline_go_out_once_after_reconnect() {
+        let mut c = ChatCore::new(jid("alice@localhost"), "s1".into());
+        let id = c
+            .send_message(jid("bob@localhost"), "hello".into())
+            .expect("queued");
+        assert!(drain(&mut c).is_empty(), "nothing goes out while offline");
+        c.online(false);
+        let out = drain(&mut c);
+        let msgs: Vec<&Outbound> = out.iter().filter(|o| o.track.is_some()).collect();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].track.as_deref(), Some(id.as_str()));
+        // Connection lost before the server acknowledged: resent with the same id.
+        c.offline("gone".into(), false);
+        c.online(false);
+        let again: Vec<Outbound> = drain(&mut c)
+            .into_iter()
+            .filter(|o| o.track.is_some())
+            .collect();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].track.as_deref(), Some(id.as_str()));
+        c.delivered(&id);
+        assert_eq!(c.pending(), 0);
+        // A resumed session does not resend.
+        c.offline("blip".into(), false);
+        c.online(true);
+        assert!(drain(&mut c).iter().all(|o| o.track.is_none()));
+    }
+
+    #[test]
+    fn duplicate_ids_are_shown_once() {
+        let mut c = ChatCore::new(jid("bob@localhost"), "s2".into());
+        let mut m = Message::chat(Some(Jid::from(jid("bob@localhost"))));
+        m.from = Some("alice@localhost/phone".parse().expect("jid"));
+        m.id = Some(tokio_xmpp::parsers::message::Id("x-1".into()));
+        m.bodies.insert(Default::default(), "hi".into());
+        c.handle(m.clone().into());
+        c.handle(m.into());
+        let got: Vec<XmppEvent> = events(&mut c)
+            .into_iter()
+            .filter(|e| matches!(e, XmppEvent::Message { .. }))
+            .collect();
+        assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn subscription_requests_wait_for_a_decision() {
+        let mut c = ChatCore::new(jid("bob@localhost"), "s3".into());
+        let mut p = Presence::new(PresenceType::Subscribe);
+        p.from = Some(Jid::from(jid("carol@localhost")));
+        c.handle(p.clone().into());
+        c.handle(p.into());
+        assert_eq!(
+            events(&mut c),
+            vec![XmppEvent::SubscriptionRequest {
+                from: jid("carol@localhost")
+            }]
+        );
+        assert_eq!(c.requests().count(), 1, "ignored requests stay listed");
+        c.deny(jid("carol@localhost"));
+        assert_eq!(c.requests().count(), 0);
+        let out = drain(&mut c);
+        assert!(
+            matches!(&out[0].stanza, Stanza::Presence(p) if p.type_ == PresenceType::Unsubscribed)
+        );
+    }
+
+    #[test]
+    fn unknown_iqs_get_an_error_and_foreign_roster_pushes_are_refused() {
+        let mut c = ChatCore::new(jid("bob@localhost"), "s4".into());
+        let payload: Element = "<query xmlns='jabber:iq:version'/>".parse().expect("xml");
+        c.handle(
+            Iq::Get {
+                from: Some(Jid::from(jid("eve@localhost"))),
+                to: None,
+                id: "v1".into(),
+                payload,
+            }
+            .into(),
+        );
+        let push: Element = "<query xmlns='jabber:iq:roster'><item jid='mallory@evil'/></query>"
+            .parse()
+            .expect("xml");
+        c.handle(
+            Iq::Set {
+                from: Some(Jid::from(jid("eve@localhost"))),
+                to: None,
+                id: "p1".into(),
+                payload: push,
+            }
+            .into(),
+        );
+        let out = drain(&mut c);
+        assert_eq!(out.len(), 2);
+        assert!(
+            out.iter()
+                .all(|o| matches!(&o.stanza, Stanza::Iq(Iq::Error { .. })))
+        );
+        assert!(
+            events(&mut c).is_empty(),
+            "no roster change from a stranger"
+        );
+    }
+
+    #[test]
+    fn oversized_and_empty_bodies() {
+        let mut c = ChatCore::new(jid("bob@localhost"), "s5".into());
+        assert!(c.send_message(jid("a@b"), String::new()).is_none());
+        assert!(
+            c.send_message(jid("a@b"), "x".repeat(MAX_BODY + 1))
+                .is_none()
+        );
+        let mut m = Message::chat(None);
+        m.from = Some(Jid::from(jid("a@b")));
+        m.bodies
+            .insert(Default::default(), "y".repeat(MAX_BODY + 1));
+        c.handle(m.into());
+        assert!(
+            !events(&mut c)
+                .iter()
+                .any(|e| matches!(e, XmppEvent::Message { .. }))
+        );
+    }
+}

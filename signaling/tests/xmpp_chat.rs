@@ -1,0 +1,452 @@
+//! XMPP chat through a real Prosody: roster, subscriptions (authorize, deny, ignore),
+//! messages, offline delivery, rooms, and a server restart with no loss and no
+//! duplicate.
+
+use hush_harness::Prosody;
+use hush_signaling::xmpp::account::{self, XmppCommand, XmppHandle};
+use hush_signaling::xmpp::chat::{Show, XmppEvent};
+use hush_signaling::xmpp::{
+    BareJid, HushConnector, Trust, cert_fingerprint_from_pem, register_account,
+};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+struct Account {
+    handle: XmppHandle,
+    events: UnboundedReceiver<XmppEvent>,
+    seen: Vec<XmppEvent>,
+}
+
+fn connector(server: &Prosody) -> HushConnector {
+    let pem = std::fs::read(server.cert_path()).expect("cert");
+    HushConnector::direct(
+        "127.0.0.1",
+        server.port(),
+        Trust::Pinned(cert_fingerprint_from_pem(&pem).expect("fp")),
+    )
+}
+
+fn jid(s: &str) -> BareJid {
+    s.parse().expect("jid")
+}
+
+async fn create(server: &Prosody, user: &str) {
+    register_account(
+        &connector(server),
+        &jid(&format!("{user}@localhost")),
+        &format!("{user}-pw-1"),
+    )
+    .await
+    .expect("register");
+}
+
+fn login(server: &Prosody, user: &str) -> Account {
+    let (handle, events) = account::start(
+        connector(server),
+        jid(&format!("{user}@localhost")),
+        format!("{user}-pw-1"),
+    );
+    Account {
+        handle,
+        events,
+        seen: Vec::new(),
+    }
+}
+
+impl Account {
+    /// Waits (bounded) for an event matching `f`, keeping everything seen.
+    async fn wait<T>(&mut self, what: &str, f: impl Fn(&XmppEvent) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.events.recv()).await {
+                Ok(Some(ev)) => {
+                    let hit = f(&ev);
+                    self.seen.push(ev);
+                    if let Some(v) = hit {
+                        return v;
+                    }
+                }
+                _ => panic!("no {what} within 15 s; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    async fn online(&mut self) {
+        self.wait("online", |e| {
+            matches!(e, XmppEvent::Online { .. }).then_some(())
+        })
+        .await;
+        self.wait("roster", |e| {
+            matches!(e, XmppEvent::Roster(_)).then_some(())
+        })
+        .await;
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                XmppEvent::Message { body, .. } => Some(body.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+async fn befriend(a: &mut Account, b: &mut Account, a_jid: &str, b_jid: &str) {
+    a.handle.command(XmppCommand::AddContact {
+        jid: jid(b_jid),
+        name: Some("Bob".into()),
+        group: Some("Friends".into()),
+    });
+    let waiting = a
+        .wait("waiting contact", |e| match e {
+            XmppEvent::ContactUpdated(c) if c.jid == jid(b_jid) && c.waiting => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(waiting.name.as_deref(), Some("Bob"));
+    assert_eq!(waiting.group.as_deref(), Some("Friends"));
+    b.wait("request", |e| {
+        matches!(e, XmppEvent::SubscriptionRequest { from } if *from == jid(a_jid)).then_some(())
+    })
+    .await;
+    b.handle.command(XmppCommand::Authorize(jid(a_jid)));
+    a.wait("authorized", |e| match e {
+        XmppEvent::ContactUpdated(c) if c.jid == jid(b_jid) && c.we_see_them => Some(()),
+        _ => None,
+    })
+    .await;
+    a.wait("bob online", |e| {
+        matches!(e, XmppEvent::Presence { jid: j, show: Show::Available } if *j == jid(b_jid))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roster_messages_offline_delivery_and_subscriptions() {
+    let server = Prosody::start().expect("prosody");
+    for u in ["alice", "bob", "carol", "dave"] {
+        create(&server, u).await;
+    }
+    let mut alice = login(&server, "alice");
+    let mut bob = login(&server, "bob");
+    alice.online().await;
+    bob.online().await;
+    befriend(&mut alice, &mut bob, "alice@localhost", "bob@localhost").await;
+
+    alice.handle.command(XmppCommand::Send {
+        to: jid("bob@localhost"),
+        body: "hi bob".into(),
+    });
+    alice
+        .wait("delivery", |e| {
+            matches!(e, XmppEvent::Delivered { .. }).then_some(())
+        })
+        .await;
+    bob.wait("message", |e| {
+        matches!(e, XmppEvent::Message { body, .. } if body == "hi bob").then_some(())
+    })
+    .await;
+    bob.handle.command(XmppCommand::Send {
+        to: jid("alice@localhost"),
+        body: "hi alice".into(),
+    });
+    alice
+        .wait("reply", |e| {
+            matches!(e, XmppEvent::Message { body, .. } if body == "hi alice").then_some(())
+        })
+        .await;
+
+    // Rename and move.
+    alice.handle.command(XmppCommand::UpdateContact {
+        jid: jid("bob@localhost"),
+        name: Some("Robert".into()),
+        group: Some("Work".into()),
+    });
+    alice
+        .wait("renamed", |e| match e {
+            XmppEvent::ContactUpdated(c)
+                if c.name.as_deref() == Some("Robert") && c.group.as_deref() == Some("Work") =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+
+    // Offline delivery: bob leaves, alice writes, bob comes back.
+    bob.handle.command(XmppCommand::Stop);
+    alice
+        .wait("bob offline", |e| {
+            matches!(
+                e,
+                XmppEvent::Presence {
+                    show: Show::Offline,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    alice.handle.command(XmppCommand::Send {
+        to: jid("bob@localhost"),
+        body: "while you were out".into(),
+    });
+    alice
+        .wait("stored", |e| {
+            matches!(e, XmppEvent::Delivered { .. }).then_some(())
+        })
+        .await;
+    let mut bob = login(&server, "bob");
+    let delayed = bob
+        .wait("offline message", |e| match e {
+            XmppEvent::Message { body, delayed, .. } if body == "while you were out" => {
+                Some(*delayed)
+            }
+            _ => None,
+        })
+        .await;
+    assert!(delayed, "marked as delivered later by the server");
+
+    // Deny: carol asks alice, alice denies; carol is told (her contact stays unauthorized).
+    let mut carol = login(&server, "carol");
+    carol.online().await;
+    carol.handle.command(XmppCommand::AddContact {
+        jid: jid("alice@localhost"),
+        name: None,
+        group: None,
+    });
+    alice
+        .wait("carol's request", |e| {
+            matches!(e, XmppEvent::SubscriptionRequest { from } if *from == jid("carol@localhost"))
+                .then_some(())
+        })
+        .await;
+    alice
+        .handle
+        .command(XmppCommand::Deny(jid("carol@localhost")));
+    carol
+        .wait("denied", |e| match e {
+            XmppEvent::ContactUpdated(c)
+                if c.jid == jid("alice@localhost") && !c.waiting && !c.we_see_them =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+
+    // Ignore: dave asks alice; alice does nothing; dave keeps waiting.
+    let mut dave = login(&server, "dave");
+    dave.online().await;
+    dave.handle.command(XmppCommand::AddContact {
+        jid: jid("alice@localhost"),
+        name: None,
+        group: None,
+    });
+    alice
+        .wait("dave's request", |e| {
+            matches!(e, XmppEvent::SubscriptionRequest { from } if *from == jid("dave@localhost"))
+                .then_some(())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // give a wrong answer time to arrive
+    while let Ok(ev) = dave.events.try_recv() {
+        dave.seen.push(ev);
+    }
+    let last = dave.seen.iter().rev().find_map(|e| match e {
+        XmppEvent::ContactUpdated(c) if c.jid == jid("alice@localhost") => Some(c.clone()),
+        _ => None,
+    });
+    assert!(
+        last.is_some_and(|c| c.waiting && !c.we_see_them),
+        "dave still waits: {:?}",
+        dave.seen
+    );
+
+    // Remove.
+    alice
+        .handle
+        .command(XmppCommand::RemoveContact(jid("bob@localhost")));
+    alice
+        .wait("removed", |e| {
+            matches!(e, XmppEvent::ContactRemoved(j) if *j == jid("bob@localhost")).then_some(())
+        })
+        .await;
+    assert_eq!(
+        bob.messages()
+            .iter()
+            .filter(|m| *m == "while you were out")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_with_two_members() {
+    let server = Prosody::start().expect("prosody");
+    create(&server, "alice").await;
+    create(&server, "bob").await;
+    let mut alice = login(&server, "alice");
+    let mut bob = login(&server, "bob");
+    alice.online().await;
+    bob.online().await;
+    let room = jid("secret@conference.localhost");
+    alice.handle.command(XmppCommand::JoinRoom {
+        room: room.clone(),
+        nick: "Alice".into(),
+        password: None,
+    });
+    alice
+        .wait("joined", |e| {
+            matches!(e, XmppEvent::RoomJoined { .. }).then_some(())
+        })
+        .await;
+    bob.handle.command(XmppCommand::JoinRoom {
+        room: room.clone(),
+        nick: "Bob".into(),
+        password: None,
+    });
+    bob.wait("joined", |e| {
+        matches!(e, XmppEvent::RoomJoined { .. }).then_some(())
+    })
+    .await;
+    alice
+        .wait("two occupants", |e| match e {
+            XmppEvent::RoomOccupants { occupants, .. } if occupants.len() == 2 => Some(()),
+            _ => None,
+        })
+        .await;
+    alice.handle.command(XmppCommand::SendRoom {
+        room: room.clone(),
+        body: "hello room".into(),
+    });
+    let nick = bob
+        .wait("room message", |e| match e {
+            XmppEvent::RoomMessage { body, nick, .. } if body == "hello room" => Some(nick.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(nick, "Alice");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(ev) = alice.events.try_recv() {
+        alice.seen.push(ev);
+    }
+    assert!(
+        !alice
+            .seen
+            .iter()
+            .any(|e| matches!(e, XmppEvent::RoomMessage { body, .. } if body == "hello room")),
+        "own echo not repeated"
+    );
+    bob.handle.command(XmppCommand::LeaveRoom(room.clone()));
+    alice
+        .wait("bob left", |e| match e {
+            XmppEvent::RoomOccupants { occupants, .. }
+                if occupants == &vec!["Alice".to_owned()] =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_loses_and_duplicates_nothing() {
+    let mut server = Prosody::start().expect("prosody");
+    create(&server, "alice").await;
+    create(&server, "bob").await;
+    let mut alice = login(&server, "alice");
+    let mut bob = login(&server, "bob");
+    alice.online().await;
+    bob.online().await;
+    befriend(&mut alice, &mut bob, "alice@localhost", "bob@localhost").await;
+
+    server.kill();
+    alice
+        .wait("offline", |e| {
+            matches!(
+                e,
+                XmppEvent::Offline {
+                    permanent: false,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    // Typed while the server is down.
+    for i in 0..3 {
+        alice.handle.command(XmppCommand::Send {
+            to: jid("bob@localhost"),
+            body: format!("queued {i}"),
+        });
+    }
+    server.restart().expect("prosody again");
+    let back = Instant::now();
+    alice
+        .wait("alice back", |e| {
+            matches!(e, XmppEvent::Online { .. }).then_some(())
+        })
+        .await;
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "back within 5 s, took {:?}",
+        back.elapsed()
+    );
+    for i in 0..3 {
+        let want = format!("queued {i}");
+        bob.wait("queued message", |e| {
+            matches!(e, XmppEvent::Message { body, .. } if *body == want).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok(ev) = bob.events.try_recv() {
+        bob.seen.push(ev);
+    }
+    for i in 0..3 {
+        let n = bob
+            .messages()
+            .iter()
+            .filter(|m| **m == format!("queued {i}"))
+            .count();
+        assert_eq!(n, 1, "message {i} seen {n} times");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_stops_the_account() {
+    let server = Prosody::start().expect("prosody");
+    create(&server, "alice").await;
+    let (_h, mut events) =
+        account::start(connector(&server), jid("alice@localhost"), "wrong".into());
+    let start = Instant::now();
+    let ev = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Some(
+                    e @ XmppEvent::Offline {
+                        permanent: true, ..
+                    },
+                ) => return e,
+                Some(_) => {}
+                None => panic!("ended without a reason"),
+            }
+        }
+    })
+    .await
+    .expect("an error within seconds");
+    assert_eq!(
+        ev,
+        XmppEvent::Offline {
+            reason: "wrong username or password".into(),
+            permanent: true
+        }
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
