@@ -44,19 +44,40 @@ pub struct HushConnector {
     pub trust: Trust,
     /// Optional SOCKS5 proxy `host:port`; the host name is resolved by the proxy.
     pub socks5: Option<String>,
+    /// Fingerprint of the certificate the server presented last (shared by clones).
+    pub(crate) presented: super::tls::Presented,
 }
 
 impl HushConnector {
+    /// A connector with everything chosen.
+    pub fn new(route: Route, trust: Trust, socks5: Option<String>) -> Self {
+        HushConnector {
+            route,
+            trust,
+            socks5,
+            presented: Default::default(),
+        }
+    }
+
+    /// The SHA-256 fingerprint of the certificate the server presented on the last
+    /// attempt, `AB:CD:...`, to show when it was not trusted.
+    pub fn presented_fingerprint(&self) -> Option<String> {
+        self.presented
+            .lock()
+            .ok()
+            .and_then(|p| p.map(|fp| super::tls::format_fingerprint(&fp)))
+    }
+
     /// Direct connection to `host:port` with the given trust.
     pub fn direct(host: impl Into<String>, port: u16, trust: Trust) -> Self {
-        HushConnector {
-            route: Route::Direct {
+        HushConnector::new(
+            Route::Direct {
                 host: host.into(),
                 port,
             },
             trust,
-            socks5: None,
-        }
+            None,
+        )
     }
 
     async fn tcp(&self, domain: &str) -> Result<TcpStream, Error> {
@@ -114,7 +135,7 @@ impl ServerConnector for HushConnector {
             XmppStreamElement::Starttls(starttls::Nonza::Proceed(_))
         ) {}
         let tcp = plain.into_inner().into_inner();
-        let config = client_config(&self.trust).map_err(to_io)?;
+        let config = client_config(&self.trust, self.presented.clone()).map_err(to_io)?;
         let name = ServerName::try_from(domain.to_owned())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let tls = TlsConnector::from(config).connect(name, tcp).await?;

@@ -13,6 +13,6 @@ mod tls;
 
 pub use connector::{HushConnector, Route};
 pub use register::{change_password, register_account, verify_login};
-pub use tls::{Trust, cert_fingerprint_from_pem, parse_fingerprint};
+pub use tls::{Trust, cert_fingerprint_from_pem, format_fingerprint, parse_fingerprint};
 
 pub use tokio_xmpp::jid::BareJid;

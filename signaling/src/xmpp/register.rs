@@ -48,6 +48,17 @@ fn map_stanza_error(e: &StanzaError) -> SignalingError {
     }
 }
 
+/// Adds the presented certificate's fingerprint to a refusal, so the user can compare
+/// it out of band and pin it.
+fn explain(e: SignalingError, connector: &HushConnector) -> SignalingError {
+    match (e, connector.presented_fingerprint()) {
+        (SignalingError::UntrustedCertificate(r), Some(fp)) => {
+            SignalingError::UntrustedCertificate(format!("{r}; the server presented SHA-256 {fp}"))
+        }
+        (other, _) => other,
+    }
+}
+
 async fn within<T>(
     fut: impl std::future::Future<Output = Result<T, SignalingError>>,
 ) -> Result<T, SignalingError> {
@@ -101,6 +112,7 @@ pub async fn register_account(
         }
     })
     .await
+    .map_err(|e| explain(e, connector))
 }
 
 /// Logs in once (TLS + SASL, no session) to check the credentials. A wrong password is
@@ -153,6 +165,7 @@ pub(crate) async fn login_stream(
         Ok((features, stream.box_stream()))
     })
     .await
+    .map_err(|e| explain(e, connector))
 }
 
 /// Waits for the client to come online, bounded.

@@ -27,27 +27,99 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Builds the rustls client configuration for `trust`.
-pub(crate) fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, SignalingError> {
+/// Where the fingerprint of the certificate a server presented is kept, so a refusal
+/// can show the user what to compare and pin.
+pub(crate) type Presented = Arc<std::sync::Mutex<Option<[u8; 32]>>>;
+
+pub(crate) fn client_config(
+    trust: &Trust,
+    presented: Presented,
+) -> Result<Arc<ClientConfig>, SignalingError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| SignalingError::Protocol(format!("TLS setup: {e}")))?;
-    let config = match trust {
+    let inner: Arc<dyn ServerCertVerifier> = match trust {
         Trust::SystemRoots => {
             let mut roots = RootCertStore::empty();
             let loaded = rustls_native_certs::load_native_certs();
             roots.add_parsable_certificates(loaded.certs);
-            builder.with_root_certificates(roots).with_no_client_auth()
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| SignalingError::Protocol(format!("TLS setup: {e}")))?
         }
-        Trust::Pinned(fp) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                fingerprint: *fp,
-                algorithms: provider.signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
+        Trust::Pinned(fp) => Arc::new(PinnedVerifier {
+            fingerprint: *fp,
+            algorithms: provider.signature_verification_algorithms,
+        }),
     };
-    Ok(Arc::new(config))
+    let verifier = Arc::new(Recording { inner, presented });
+    Ok(Arc::new(
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    ))
+}
+
+/// Notes the presented certificate's fingerprint, then lets the real verifier decide.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ServerCertVerifier>,
+    presented: Presented,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let d = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        let mut fp = [0u8; 32];
+        fp.copy_from_slice(d.as_ref());
+        if let Ok(mut p) = self.presented.lock() {
+            *p = Some(fp);
+        }
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `AB:CD:...` form of a fingerprint, as users compare and paste it.
+pub fn format_fingerprint(fp: &[u8; 32]) -> String {
+    fp.iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Accepts exactly the pinned certificate, and still checks the handshake signatures
