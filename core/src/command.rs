@@ -6,6 +6,17 @@ use crate::snapshot::CallId;
 pub use hush_media::audio::{SinkSpec, SourceSpec};
 use std::net::SocketAddr;
 
+/// How to answer someone who asks to see our presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestAnswer {
+    /// Let them (and ask to see theirs).
+    Authorize,
+    /// Refuse; they are told.
+    Deny,
+    /// Do nothing; they keep waiting and the request stays listed.
+    Ignore,
+}
+
 /// The microphone and speaker for one call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioChoice {
@@ -132,6 +143,98 @@ pub enum Command {
         /// Keys: 0-9 * # A-D.
         keys: String,
     },
+    /// Create an XMPP account on its server (XEP-0077) and add it to the profile.
+    RegisterXmpp(NewAccount),
+    /// Change an XMPP account's password on the server (and in the vault if saved).
+    ChangeXmppPassword {
+        /// The account.
+        account: AccountId,
+        /// The current password when it is not saved.
+        old: Option<Secret>,
+        /// The new password.
+        new: Secret,
+    },
+    /// Send a chat message (queued while offline).
+    SendChat {
+        /// The account.
+        account: AccountId,
+        /// The contact's address.
+        to: String,
+        /// The text.
+        body: String,
+    },
+    /// Set our availability.
+    SetPresence {
+        /// The account.
+        account: AccountId,
+        /// Available, away, do not disturb or offline.
+        presence: crate::snapshot::Presence,
+    },
+    /// Add a contact (asks to see their presence).
+    AddContact {
+        /// The account.
+        account: AccountId,
+        /// The contact's address.
+        address: String,
+        /// Alias.
+        alias: Option<String>,
+        /// Group (new groups are created by using them).
+        group: Option<String>,
+    },
+    /// Rename a contact or move it to another group.
+    UpdateContact {
+        /// The account.
+        account: AccountId,
+        /// The contact's address.
+        address: String,
+        /// Alias.
+        alias: Option<String>,
+        /// Group.
+        group: Option<String>,
+    },
+    /// Remove a contact.
+    RemoveContact {
+        /// The account.
+        account: AccountId,
+        /// The contact's address.
+        address: String,
+    },
+    /// Answer a subscription request.
+    AnswerRequest {
+        /// The account.
+        account: AccountId,
+        /// Who asked.
+        from: String,
+        /// What to do.
+        answer: RequestAnswer,
+    },
+    /// Join (or create) a room.
+    JoinRoom {
+        /// The account.
+        account: AccountId,
+        /// `room@conference.server`.
+        room: String,
+        /// Our nickname.
+        nick: String,
+        /// Room password.
+        password: Option<Secret>,
+    },
+    /// Leave a room.
+    LeaveRoom {
+        /// The account.
+        account: AccountId,
+        /// The room.
+        room: String,
+    },
+    /// Say something in a room.
+    SendRoom {
+        /// The account.
+        account: AccountId,
+        /// The room.
+        room: String,
+        /// The text.
+        body: String,
+    },
     /// Mark a peer's SAS as verified (or not) outside a call.
     SetPeerVerified {
         /// The peer's SIP address.
@@ -172,6 +275,17 @@ impl Command {
             Command::SendDtmf { .. } => "send DTMF",
             Command::SetSasVerified { .. } => "set SAS verified",
             Command::SetPeerVerified { .. } => "set peer verified",
+            Command::RegisterXmpp(_) => "create account",
+            Command::ChangeXmppPassword { .. } => "change password",
+            Command::SendChat { .. } => "send message",
+            Command::SetPresence { .. } => "set presence",
+            Command::AddContact { .. } => "add contact",
+            Command::UpdateContact { .. } => "update contact",
+            Command::RemoveContact { .. } => "remove contact",
+            Command::AnswerRequest { .. } => "answer request",
+            Command::JoinRoom { .. } => "join room",
+            Command::LeaveRoom { .. } => "leave room",
+            Command::SendRoom { .. } => "send to room",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::model::{AccountConfig, AccountId};
 use crate::security::CallSecurity;
-use crate::snapshot::{AccountStatus, CallId, CallState, CallStats};
+use crate::snapshot::{AccountStatus, CallId, CallState, CallStats, ChatLine, ContactView};
 
 /// Something that happened inside the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,77 @@ pub enum Event {
         call: CallId,
         /// The key.
         key: char,
+    },
+    /// A line was added to a conversation (ours or theirs).
+    ChatLine {
+        /// The account.
+        account: AccountId,
+        /// The peer.
+        peer: String,
+        /// The line.
+        line: ChatLine,
+    },
+    /// The server took one of our chat messages.
+    ChatDelivered {
+        /// The account.
+        account: AccountId,
+        /// The peer.
+        peer: String,
+        /// The message id.
+        id: String,
+    },
+    /// A roster entry or a contact's presence changed.
+    Contact {
+        /// The account.
+        account: AccountId,
+        /// The contact now.
+        contact: ContactView,
+    },
+    /// A roster entry was removed.
+    ContactRemoved {
+        /// The account.
+        account: AccountId,
+        /// Its address.
+        address: String,
+    },
+    /// Someone asks to see our presence.
+    SubscriptionRequest {
+        /// The account.
+        account: AccountId,
+        /// Who.
+        from: String,
+    },
+    /// We are in a room.
+    RoomJoined {
+        /// The account.
+        account: AccountId,
+        /// The room.
+        room: String,
+    },
+    /// Who is in a room changed.
+    RoomOccupants {
+        /// The account.
+        account: AccountId,
+        /// The room.
+        room: String,
+        /// Nicknames.
+        occupants: Vec<String>,
+    },
+    /// A line was added to a room.
+    RoomLine {
+        /// The account.
+        account: AccountId,
+        /// The room.
+        room: String,
+        /// The line.
+        line: ChatLine,
+    },
+    /// The chat server refused something.
+    ChatError {
+        /// The account.
+        account: AccountId,
+        /// Why, for the user.
+        reason: String,
     },
     /// A command failed; the text is meant for the user.
     CommandFailed {

@@ -4,6 +4,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod call;
+mod chat;
 pub mod error;
 pub mod model;
 pub mod profile;

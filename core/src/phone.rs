@@ -3,12 +3,18 @@
 //! CLI and the tests all hold a [`Phone`] and drive it the same way.
 
 use crate::call::{CallInput, CallLayer};
+use crate::chat::{ChatInput, ChatLayer};
 use crate::command::{Command, Reply};
 use crate::error::{CoreError, Result};
 use crate::event::Event;
 use crate::model::AccountId;
+use crate::model::AccountSettings;
+use crate::profile::{Direction, HistoryEntry, HistoryRecord};
 use crate::profile::{Profile, VaultMode};
+use crate::snapshot::Presence;
 use crate::snapshot::{AccountStatus, AccountView, Snapshot};
+use hush_signaling::xmpp::account::XmppCommand;
+use hush_signaling::xmpp::chat::Show;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -39,6 +45,7 @@ pub struct Phone {
 /// State owned by the core task.
 struct Core {
     calls: CallLayer,
+    chats: ChatLayer,
     statuses: HashMap<AccountId, AccountStatus>,
     pending: Vec<Event>,
     profile: Arc<Mutex<Profile>>,
@@ -63,11 +70,13 @@ impl Phone {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
         let (call_tx, call_rx) = mpsc::unbounded_channel();
+        let (chat_tx, chat_rx) = mpsc::unbounded_channel();
         // bzrtp keeps its ZID cache in its own SQLite file next to the profile database:
         // it versions its schema with PRAGMA user_version, which the profile uses too.
         let cache = profile.dir().join(crate::profile::paths::ZRTP_CACHE_FILE);
         let mut core = Core {
             calls: CallLayer::new(call_tx, cache),
+            chats: ChatLayer::new(chat_tx),
             statuses: HashMap::new(),
             pending: Vec::new(),
             profile: Arc::new(Mutex::new(profile)),
@@ -78,7 +87,7 @@ impl Phone {
         };
         core.publish();
         let snapshot = core.snapshot.subscribe();
-        runtime.spawn(core.run(rx, call_rx));
+        runtime.spawn(core.run(rx, call_rx, chat_rx));
         Ok(Phone {
             requests,
             events,
@@ -197,6 +206,7 @@ impl Core {
         mut self,
         mut rx: mpsc::UnboundedReceiver<Request>,
         mut call_rx: mpsc::UnboundedReceiver<CallInput>,
+        mut chat_rx: mpsc::UnboundedReceiver<ChatInput>,
     ) {
         loop {
             tokio::select! {
@@ -205,6 +215,7 @@ impl Core {
                     let command = match req.op {
                         Op::Command(c) => c,
                         Op::Shutdown => {
+                            self.chats.shutdown();
                             self.calls.shutdown().await;
                             self.flush();
                             if let Some(reply) = req.reply {
@@ -224,6 +235,16 @@ impl Core {
                         let _ = reply.send(result);
                     }
                 }
+                input = chat_rx.recv() => {
+                    let Some(input) = input else { break };
+                    let (mut events, mut log) = (Vec::new(), Vec::new());
+                    self.chats.input(input, &mut events, &mut log);
+                    self.pending.extend(events);
+                    if !log.is_empty() {
+                        self.log_lines(log).await;
+                    }
+                    self.flush();
+                }
                 input = call_rx.recv() => {
                     let Some(input) = input else { break };
                     let mut events = Vec::new();
@@ -235,15 +256,51 @@ impl Core {
         }
     }
 
+    /// Keeps chat lines in the history where the user turned it on for that contact.
+    async fn log_lines(&self, lines: Vec<crate::chat::Loggable>) {
+        let r = self
+            .with_profile(move |p| {
+                if p.is_locked() {
+                    return Ok(());
+                }
+                for (account, peer, line) in lines {
+                    let direction = if line.from_me {
+                        Direction::Outgoing
+                    } else {
+                        Direction::Incoming
+                    };
+                    let entry = HistoryEntry {
+                        account,
+                        peer,
+                        at_unix_ms: line.at_unix_ms,
+                        record: HistoryRecord::Message {
+                            direction,
+                            body: line.body,
+                        },
+                    };
+                    p.log(&entry)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not write history");
+        }
+    }
+
     /// Sends pending events, tracks account statuses, and republishes the snapshot.
     fn flush(&mut self) {
-        for ev in std::mem::take(&mut self.pending) {
-            if let Event::AccountStatus { account, status } = &ev {
+        let pending = std::mem::take(&mut self.pending);
+        for ev in &pending {
+            if let Event::AccountStatus { account, status } = ev {
                 self.statuses.insert(*account, status.clone());
             }
+        }
+        // The snapshot first: whoever reacts to an event sees it reflected already.
+        self.publish();
+        for ev in pending {
             let _ = self.events.send(ev);
         }
-        self.publish();
     }
 
     /// Runs profile work off the async threads: key derivation takes ~0.3 s.
@@ -344,11 +401,20 @@ impl Core {
                 let password = password.or(saved).ok_or_else(|| {
                     CoreError::InvalidInput(format!("{} needs its password", config.address))
                 })?;
-                self.calls.connect(&config, password, &mut events).await?;
+                match config.protocol() {
+                    crate::model::Protocol::Sip => {
+                        self.calls.connect(&config, password, &mut events).await?
+                    }
+                    crate::model::Protocol::Xmpp => {
+                        self.chats.connect(&config, password, &mut events)?
+                    }
+                }
                 Reply::Done
             }
             Command::Disconnect { account } => {
-                self.calls.disconnect(account).await;
+                if !self.chats.disconnect(account) {
+                    self.calls.disconnect(account).await;
+                }
                 events.push(Event::AccountStatus {
                     account,
                     status: AccountStatus::Offline,
@@ -390,6 +456,126 @@ impl Core {
                 self.calls.dtmf(call, &keys)?;
                 Reply::Done
             }
+            Command::RegisterXmpp(new) => {
+                let AccountSettings::Xmpp(settings) = &new.settings else {
+                    return Err(CoreError::InvalidInput(
+                        "in-band registration is for XMPP accounts".into(),
+                    ));
+                };
+                let address =
+                    crate::model::normalize_address(crate::model::Protocol::Xmpp, &new.address)?;
+                let connector = crate::chat::connector(&address, settings)?;
+                let password = new.password.clone().ok_or_else(|| {
+                    CoreError::InvalidInput("a new account needs a password".into())
+                })?;
+                let j: hush_signaling::xmpp::BareJid = address
+                    .parse()
+                    .map_err(|e| CoreError::InvalidInput(format!("{address}: {e}")))?;
+                hush_signaling::xmpp::register_account(&connector, &j, password.expose())
+                    .await
+                    .map_err(|e| CoreError::Call(e.to_string()))?;
+                let config = self.with_profile(move |p| p.add_account(new)).await?;
+                events.push(Event::AccountAdded(config.clone()));
+                Reply::Account(config)
+            }
+            Command::ChangeXmppPassword { account, old, new } => {
+                let (config, saved) = self
+                    .with_profile(move |p| {
+                        let config = p
+                            .accounts()?
+                            .into_iter()
+                            .find(|a| a.id == account)
+                            .ok_or_else(|| CoreError::NoSuchAccount(account.to_string()))?;
+                        let saved = if config.remember_password {
+                            p.account_password(account)?
+                        } else {
+                            None
+                        };
+                        Ok((config, saved))
+                    })
+                    .await?;
+                let AccountSettings::Xmpp(settings) = &config.settings else {
+                    return Err(CoreError::InvalidInput("not an XMPP account".into()));
+                };
+                let old = old.or(saved).ok_or_else(|| {
+                    CoreError::InvalidInput("the current password is needed".into())
+                })?;
+                let connector = crate::chat::connector(&config.address, settings)?;
+                let j: hush_signaling::xmpp::BareJid = config
+                    .address
+                    .parse()
+                    .map_err(|e| CoreError::InvalidInput(format!("{e}")))?;
+                hush_signaling::xmpp::change_password(&connector, &j, old.expose(), new.expose())
+                    .await
+                    .map_err(|e| CoreError::Call(e.to_string()))?;
+                if config.remember_password {
+                    self.with_profile(move |p| p.set_account_password(account, &new))
+                        .await?;
+                }
+                Reply::Done
+            }
+            Command::SendChat { account, to, body } => self.chats.send(account, &to, body)?,
+            Command::SetPresence { account, presence } => {
+                let show = match presence {
+                    Presence::Available => Show::Available,
+                    Presence::Away => Show::Away,
+                    Presence::DoNotDisturb => Show::DoNotDisturb,
+                    Presence::Offline => Show::Offline,
+                };
+                self.chats.command(account, XmppCommand::SetShow(show))?
+            }
+            Command::AddContact {
+                account,
+                address,
+                alias,
+                group,
+            } => self
+                .chats
+                .contact_command(account, &address, |jid| XmppCommand::AddContact {
+                    jid,
+                    name: alias,
+                    group,
+                })?,
+            Command::UpdateContact {
+                account,
+                address,
+                alias,
+                group,
+            } => {
+                self.chats
+                    .contact_command(account, &address, |jid| XmppCommand::UpdateContact {
+                        jid,
+                        name: alias,
+                        group,
+                    })?
+            }
+            Command::RemoveContact { account, address } => {
+                self.chats
+                    .contact_command(account, &address, XmppCommand::RemoveContact)?
+            }
+            Command::AnswerRequest {
+                account,
+                from,
+                answer,
+            } => self.chats.answer(account, &from, answer)?,
+            Command::JoinRoom {
+                account,
+                room,
+                nick,
+                password,
+            } => self.chats.join(account, &room, nick, password)?,
+            Command::LeaveRoom { account, room } => self.chats.leave(account, &room)?,
+            Command::SendRoom {
+                account,
+                room,
+                body,
+            } => {
+                let r: hush_signaling::xmpp::BareJid = room
+                    .parse()
+                    .map_err(|e| CoreError::InvalidInput(format!("{room}: {e}")))?;
+                self.chats
+                    .command(account, XmppCommand::SendRoom { room: r, body })?
+            }
             Command::SetPeerVerified { peer, verified } => {
                 self.calls.set_peer_verified(&peer, verified).await?;
                 Reply::Done
@@ -417,6 +603,7 @@ impl Core {
             }
         };
         self.revision += 1;
+        let (contacts, chats, rooms, requests) = self.chats.views();
         let snap = Snapshot {
             revision: self.revision,
             profile_dir: profile.dir().to_path_buf(),
@@ -434,9 +621,11 @@ impl Core {
                     config,
                 })
                 .collect(),
-            contacts: Vec::new(),
             calls: self.calls.views(),
-            chats: Vec::new(),
+            contacts,
+            chats,
+            rooms,
+            requests,
         };
         drop(profile);
         self.snapshot.send_replace(Arc::new(snap));

@@ -5,6 +5,7 @@ use crate::model::{AccountConfig, AccountId};
 use crate::security::{CallSecurity, ChatSecurity};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Connection state of one account, in words a user understands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -146,12 +147,61 @@ pub struct CallStats {
 pub struct ChatView {
     /// The account it runs on.
     pub account: AccountId,
-    /// The other party or room.
+    /// The other party.
     pub peer: String,
     /// How private it is.
     pub security: ChatSecurity,
     /// The peer's OTR fingerprint differs from the one we knew.
     pub fingerprint_changed: bool,
+    /// The conversation, oldest first (shared, so snapshots stay cheap).
+    pub lines: Arc<Vec<ChatLine>>,
+}
+
+/// One line of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatLine {
+    /// The message id.
+    pub id: String,
+    /// Who wrote it: our address, or the peer's (a nickname in rooms).
+    pub sender: String,
+    /// We wrote it.
+    pub from_me: bool,
+    /// The text.
+    pub body: String,
+    /// When we saw it, milliseconds since the Unix epoch.
+    pub at_unix_ms: i64,
+    /// The server has it (our own messages).
+    pub delivered: bool,
+    /// It was stored by the server while we were offline.
+    pub delayed: bool,
+}
+
+/// A room we are in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomView {
+    /// The account.
+    pub account: AccountId,
+    /// `room@conference.server`.
+    pub room: String,
+    /// Our nickname.
+    pub nick: String,
+    /// We are in (the server confirmed).
+    pub joined: bool,
+    /// Nicknames present.
+    pub occupants: Vec<String>,
+    /// The conversation.
+    pub lines: Arc<Vec<ChatLine>>,
+}
+
+/// Someone asking to see our presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestView {
+    /// The account asked.
+    pub account: AccountId,
+    /// Who asks.
+    pub from: String,
+    /// The user chose to ignore it (it stays listed; the requester keeps waiting).
+    pub ignored: bool,
 }
 
 /// The whole phone at one instant.
@@ -175,4 +225,8 @@ pub struct Snapshot {
     pub calls: Vec<CallView>,
     /// Open chats.
     pub chats: Vec<ChatView>,
+    /// Joined rooms.
+    pub rooms: Vec<RoomView>,
+    /// Pending subscription requests.
+    pub requests: Vec<RequestView>,
 }

@@ -278,6 +278,17 @@ impl Profile {
         Ok(())
     }
 
+    /// Replaces a remembered account password (after a change on the server).
+    pub fn set_account_password(&mut self, id: AccountId, password: &Secret) -> Result<()> {
+        let keys = self.keys()?;
+        vault::put_secret(
+            &self.conn,
+            &keys.data,
+            &password_secret_name(id),
+            password.expose().as_bytes(),
+        )
+    }
+
     /// The saved password of an account, if it was remembered.
     pub fn account_password(&self, id: AccountId) -> Result<Option<Secret>> {
         let Some(bytes) = self.secret(&password_secret_name(id))? else {

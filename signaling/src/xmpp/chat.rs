@@ -56,6 +56,17 @@ pub struct Contact {
 /// What the account reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum XmppEvent {
+    /// One of our messages was queued (shown at once; `Delivered` follows).
+    Queued {
+        /// Recipient (contact or room).
+        to: BareJid,
+        /// Its id.
+        id: String,
+        /// The text.
+        body: String,
+        /// Sent to a room.
+        room: bool,
+    },
     /// Logged in (again). `resumed`: the previous session continued without loss.
     Online {
         /// Stream management resumed the old session.
@@ -388,6 +399,12 @@ impl ChatCore {
             return None;
         }
         let id = self.new_id();
+        self.events.push_back(XmppEvent::Queued {
+            to: to.clone(),
+            id: id.clone(),
+            body: body.clone(),
+            room: false,
+        });
         self.unsent.push_back(Outgoing {
             id: id.clone(),
             to,
@@ -414,6 +431,12 @@ impl ChatCore {
         if self.own_room_ids.len() > SEEN_IDS {
             self.own_room_ids.pop_front();
         }
+        self.events.push_back(XmppEvent::Queued {
+            to: room.clone(),
+            id: id.clone(),
+            body: body.clone(),
+            room: true,
+        });
         self.unsent.push_back(Outgoing {
             id: id.clone(),
             to: room,

@@ -1,0 +1,596 @@
+//! Chat: one XMPP account driver per connected account, and the conversations, rooms,
+//! contacts and requests they produce, as the snapshot shows them. Messages are logged
+//! to the (sealed) history only where the user turned history on.
+
+use crate::command::{Reply, RequestAnswer};
+use crate::error::{CoreError, Result};
+use crate::event::Event;
+use crate::model::{AccountConfig, AccountId, AccountSettings, XmppSettings};
+use crate::secret::Secret;
+use crate::security::ChatSecurity;
+use crate::snapshot::{
+    AccountStatus, ChatLine, ChatView, ContactView, Presence, RequestView, RoomView, Subscription,
+};
+use hush_signaling::xmpp::account::{self, XmppCommand, XmppHandle};
+use hush_signaling::xmpp::chat::{Contact, Show, XmppEvent};
+use hush_signaling::xmpp::{BareJid, HushConnector, Route, Trust, parse_fingerprint};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Lines kept per conversation in memory (older ones live in the history, if kept).
+const MAX_LINES: usize = 10_000;
+
+/// Inputs to the core task from XMPP accounts.
+pub(crate) struct ChatInput(pub(crate) AccountId, pub(crate) XmppEvent);
+
+struct Conversation {
+    security: ChatSecurity,
+    lines: Arc<Vec<ChatLine>>,
+}
+
+struct RoomState {
+    nick: String,
+    joined: bool,
+    occupants: Vec<String>,
+    lines: Arc<Vec<ChatLine>>,
+}
+
+struct Account {
+    handle: XmppHandle,
+    jid: BareJid,
+    contacts: BTreeMap<String, ContactView>,
+}
+
+/// All chat accounts of the phone.
+pub(crate) struct ChatLayer {
+    input: mpsc::UnboundedSender<ChatInput>,
+    accounts: BTreeMap<AccountId, Account>,
+    chats: BTreeMap<(AccountId, String), Conversation>,
+    rooms: BTreeMap<(AccountId, String), RoomState>,
+    requests: BTreeMap<(AccountId, String), bool>,
+}
+
+/// A line to log in the history: (account, peer, line).
+pub(crate) type Loggable = (AccountId, String, ChatLine);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn jid(s: &str) -> Result<BareJid> {
+    s.trim()
+        .parse::<BareJid>()
+        .map_err(|e| CoreError::InvalidInput(format!("{s:?} is not a valid XMPP address: {e}")))
+}
+
+/// The connector an account's settings describe.
+pub(crate) fn connector(address: &str, settings: &XmppSettings) -> Result<HushConnector> {
+    let route = match &settings.server {
+        Some(hp) => {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h.to_owned(), p)))
+                .unwrap_or((hp.clone(), 5222));
+            Route::Direct { host, port }
+        }
+        None => {
+            if address.split_once('@').is_none() {
+                return Err(CoreError::InvalidInput(format!(
+                    "{address} is not user@domain"
+                )));
+            }
+            Route::Srv
+        }
+    };
+    let trust = match &settings.pinned_cert_sha256 {
+        Some(fp) => Trust::Pinned(
+            parse_fingerprint(fp).map_err(|e| CoreError::InvalidInput(e.to_string()))?,
+        ),
+        None => Trust::SystemRoots,
+    };
+    Ok(HushConnector::new(
+        route,
+        trust,
+        settings.socks5_proxy.clone(),
+    ))
+}
+
+fn presence_of(show: Show) -> Presence {
+    match show {
+        Show::Available => Presence::Available,
+        Show::Away => Presence::Away,
+        Show::DoNotDisturb => Presence::DoNotDisturb,
+        Show::Offline => Presence::Offline,
+    }
+}
+
+fn push_line(lines: &mut Arc<Vec<ChatLine>>, line: ChatLine) {
+    let v = Arc::make_mut(lines);
+    v.push(line);
+    if v.len() > MAX_LINES {
+        let extra = v.len() - MAX_LINES;
+        v.drain(..extra);
+    }
+}
+
+impl ChatLayer {
+    pub(crate) fn new(input: mpsc::UnboundedSender<ChatInput>) -> ChatLayer {
+        ChatLayer {
+            input,
+            accounts: BTreeMap::new(),
+            chats: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            requests: BTreeMap::new(),
+        }
+    }
+
+    /// Contacts, conversations, rooms and requests for the snapshot.
+    pub(crate) fn views(
+        &self,
+    ) -> (
+        Vec<ContactView>,
+        Vec<ChatView>,
+        Vec<RoomView>,
+        Vec<RequestView>,
+    ) {
+        let contacts = self
+            .accounts
+            .values()
+            .flat_map(|a| a.contacts.values().cloned())
+            .collect();
+        let chats = self
+            .chats
+            .iter()
+            .map(|((account, peer), c)| ChatView {
+                account: *account,
+                peer: peer.clone(),
+                security: c.security,
+                fingerprint_changed: false,
+                lines: c.lines.clone(),
+            })
+            .collect();
+        let rooms = self
+            .rooms
+            .iter()
+            .map(|((account, room), r)| RoomView {
+                account: *account,
+                room: room.clone(),
+                nick: r.nick.clone(),
+                joined: r.joined,
+                occupants: r.occupants.clone(),
+                lines: r.lines.clone(),
+            })
+            .collect();
+        let requests = self
+            .requests
+            .iter()
+            .map(|((account, from), ignored)| RequestView {
+                account: *account,
+                from: from.clone(),
+                ignored: *ignored,
+            })
+            .collect();
+        (contacts, chats, rooms, requests)
+    }
+
+    /// Logs in an XMPP account.
+    pub(crate) fn connect(
+        &mut self,
+        config: &AccountConfig,
+        password: Secret,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let AccountSettings::Xmpp(settings) = &config.settings else {
+            return Err(CoreError::InvalidInput("not an XMPP account".into()));
+        };
+        if self.accounts.contains_key(&config.id) {
+            return Ok(());
+        }
+        let me = jid(&config.address)?;
+        let (handle, mut rx) = account::start(
+            connector(&config.address, settings)?,
+            me.clone(),
+            password.expose().to_owned(),
+        );
+        let input = self.input.clone();
+        let id = config.id;
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if input.send(ChatInput(id, ev)).is_err() {
+                    break;
+                }
+            }
+        });
+        self.accounts.insert(
+            config.id,
+            Account {
+                handle,
+                jid: me,
+                contacts: BTreeMap::new(),
+            },
+        );
+        events.push(Event::AccountStatus {
+            account: config.id,
+            status: AccountStatus::Connecting,
+        });
+        Ok(())
+    }
+
+    /// Logs out.
+    pub(crate) fn disconnect(&mut self, account: AccountId) -> bool {
+        match self.accounts.remove(&account) {
+            Some(a) => {
+                a.handle.command(XmppCommand::Stop);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn account(&self, account: AccountId) -> Result<&Account> {
+        self.accounts.get(&account).ok_or_else(|| {
+            CoreError::InvalidInput(format!(
+                "account {account} is not connected; connect it first"
+            ))
+        })
+    }
+
+    /// Queues a message.
+    pub(crate) fn send(&mut self, account: AccountId, to: &str, body: String) -> Result<Reply> {
+        if body.trim().is_empty() {
+            return Err(CoreError::InvalidInput("the message is empty".into()));
+        }
+        let to = jid(to)?;
+        let a = self.account(account)?;
+        if let Some(c) = self.chats.get(&(account, to.to_string()))
+            && !c.security.may_send()
+        {
+            return Err(CoreError::InvalidInput(
+                "the private conversation was ended: restart or end it first".into(),
+            ));
+        }
+        a.handle.command(XmppCommand::Send { to, body });
+        Ok(Reply::Done)
+    }
+
+    /// Runs a roster, presence or room command.
+    pub(crate) fn command(&mut self, account: AccountId, cmd: XmppCommand) -> Result<Reply> {
+        self.account(account)?.handle.command(cmd);
+        Ok(Reply::Done)
+    }
+
+    pub(crate) fn contact_command(
+        &mut self,
+        account: AccountId,
+        address: &str,
+        make: impl FnOnce(BareJid) -> XmppCommand,
+    ) -> Result<Reply> {
+        let j = jid(address)?;
+        self.command(account, make(j))
+    }
+
+    /// Authorize, deny or ignore a subscription request.
+    pub(crate) fn answer(
+        &mut self,
+        account: AccountId,
+        from: &str,
+        answer: RequestAnswer,
+    ) -> Result<Reply> {
+        let who = jid(from)?;
+        let key = (account, who.to_string());
+        match answer {
+            RequestAnswer::Ignore => {
+                let entry = self
+                    .requests
+                    .get_mut(&key)
+                    .ok_or_else(|| CoreError::InvalidInput(format!("{from} has not asked")))?;
+                *entry = true;
+                return Ok(Reply::Done);
+            }
+            RequestAnswer::Authorize => self.command(account, XmppCommand::Authorize(who))?,
+            RequestAnswer::Deny => self.command(account, XmppCommand::Deny(who))?,
+        };
+        self.requests.remove(&key);
+        Ok(Reply::Done)
+    }
+
+    /// Joins a room.
+    pub(crate) fn join(
+        &mut self,
+        account: AccountId,
+        room: &str,
+        nick: String,
+        password: Option<Secret>,
+    ) -> Result<Reply> {
+        let r = jid(room)?;
+        if r.node().is_none() {
+            return Err(CoreError::InvalidInput(format!(
+                "{room} is not room@conference.server"
+            )));
+        }
+        if nick.trim().is_empty() || nick.len() > 64 {
+            return Err(CoreError::InvalidInput(
+                "a nickname is 1 to 64 characters".into(),
+            ));
+        }
+        self.command(
+            account,
+            XmppCommand::JoinRoom {
+                room: r.clone(),
+                nick: nick.clone(),
+                password: password.map(|p| p.expose().to_owned()),
+            },
+        )?;
+        self.rooms.insert(
+            (account, r.to_string()),
+            RoomState {
+                nick,
+                joined: false,
+                occupants: Vec::new(),
+                lines: Arc::default(),
+            },
+        );
+        Ok(Reply::Done)
+    }
+
+    /// Leaves a room.
+    pub(crate) fn leave(&mut self, account: AccountId, room: &str) -> Result<Reply> {
+        let r = jid(room)?;
+        self.rooms.remove(&(account, r.to_string()));
+        self.command(account, XmppCommand::LeaveRoom(r))
+    }
+
+    fn contact_view(account: AccountId, c: &Contact, presence: Presence) -> ContactView {
+        ContactView {
+            account,
+            address: c.jid.to_string(),
+            alias: c.name.clone(),
+            group: c.group.clone(),
+            presence,
+            subscription: if c.waiting {
+                Subscription::WaitingForAuthorization
+            } else if c.we_see_them {
+                Subscription::Authorized
+            } else {
+                Subscription::None
+            },
+        }
+    }
+
+    /// Turns an account's event into state, events and lines to log.
+    pub(crate) fn input(
+        &mut self,
+        ChatInput(account, ev): ChatInput,
+        events: &mut Vec<Event>,
+        log: &mut Vec<Loggable>,
+    ) {
+        let Some(acc) = self.accounts.get_mut(&account) else {
+            return;
+        };
+        match ev {
+            XmppEvent::Online { .. } => events.push(Event::AccountStatus {
+                account,
+                status: AccountStatus::Online,
+            }),
+            XmppEvent::Offline { reason, permanent } => {
+                let status = if permanent {
+                    AccountStatus::Error(reason)
+                } else {
+                    AccountStatus::Connecting
+                };
+                if permanent {
+                    self.accounts.remove(&account);
+                }
+                events.push(Event::AccountStatus { account, status });
+            }
+            XmppEvent::Roster(list) => {
+                let old = std::mem::take(&mut acc.contacts);
+                for c in &list {
+                    let presence = old
+                        .get(&c.jid.to_string())
+                        .map(|v| v.presence)
+                        .unwrap_or(Presence::Offline);
+                    let view = Self::contact_view(account, c, presence);
+                    acc.contacts.insert(view.address.clone(), view.clone());
+                    events.push(Event::Contact {
+                        account,
+                        contact: view,
+                    });
+                }
+            }
+            XmppEvent::ContactUpdated(c) => {
+                let presence = acc
+                    .contacts
+                    .get(&c.jid.to_string())
+                    .map(|v| v.presence)
+                    .unwrap_or(Presence::Offline);
+                let view = Self::contact_view(account, &c, presence);
+                acc.contacts.insert(view.address.clone(), view.clone());
+                events.push(Event::Contact {
+                    account,
+                    contact: view,
+                });
+            }
+            XmppEvent::ContactRemoved(j) => {
+                acc.contacts.remove(&j.to_string());
+                events.push(Event::ContactRemoved {
+                    account,
+                    address: j.to_string(),
+                });
+            }
+            XmppEvent::Presence { jid, show } => {
+                if let Some(v) = acc.contacts.get_mut(&jid.to_string()) {
+                    v.presence = presence_of(show);
+                    events.push(Event::Contact {
+                        account,
+                        contact: v.clone(),
+                    });
+                }
+            }
+            XmppEvent::SubscriptionRequest { from } => {
+                let key = (account, from.to_string());
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.requests.entry(key) {
+                    slot.insert(false);
+                    events.push(Event::SubscriptionRequest {
+                        account,
+                        from: from.to_string(),
+                    });
+                }
+            }
+            XmppEvent::Queued { to, id, body, room } => {
+                let line = ChatLine {
+                    id,
+                    sender: acc.jid.to_string(),
+                    from_me: true,
+                    body,
+                    at_unix_ms: now_ms(),
+                    delivered: false,
+                    delayed: false,
+                };
+                if room {
+                    if let Some(r) = self.rooms.get_mut(&(account, to.to_string())) {
+                        line_sender_nick(&mut r.lines, line.clone(), &r.nick);
+                        events.push(Event::RoomLine {
+                            account,
+                            room: to.to_string(),
+                            line,
+                        });
+                    }
+                } else {
+                    let peer = to.to_string();
+                    let conv = self
+                        .chats
+                        .entry((account, peer.clone()))
+                        .or_insert_with(|| Conversation {
+                            security: ChatSecurity::NotPrivate,
+                            lines: Arc::default(),
+                        });
+                    push_line(&mut conv.lines, line.clone());
+                    log.push((account, peer.clone(), line.clone()));
+                    events.push(Event::ChatLine {
+                        account,
+                        peer,
+                        line,
+                    });
+                }
+            }
+            XmppEvent::Delivered { id } => {
+                for ((a, peer), conv) in self.chats.iter_mut() {
+                    if *a != account {
+                        continue;
+                    }
+                    if let Some(pos) = conv.lines.iter().rposition(|l| l.from_me && l.id == id) {
+                        Arc::make_mut(&mut conv.lines)[pos].delivered = true;
+                        events.push(Event::ChatDelivered {
+                            account,
+                            peer: peer.clone(),
+                            id: id.clone(),
+                        });
+                        return;
+                    }
+                }
+                for r in self.rooms.values_mut() {
+                    if let Some(pos) = r.lines.iter().rposition(|l| l.from_me && l.id == id) {
+                        Arc::make_mut(&mut r.lines)[pos].delivered = true;
+                    }
+                }
+            }
+            XmppEvent::Message {
+                from,
+                id,
+                body,
+                delayed,
+            } => {
+                let peer = from.to_string();
+                let line = ChatLine {
+                    id,
+                    sender: peer.clone(),
+                    from_me: false,
+                    body,
+                    at_unix_ms: now_ms(),
+                    delivered: true,
+                    delayed,
+                };
+                let conv = self
+                    .chats
+                    .entry((account, peer.clone()))
+                    .or_insert_with(|| Conversation {
+                        security: ChatSecurity::NotPrivate,
+                        lines: Arc::default(),
+                    });
+                push_line(&mut conv.lines, line.clone());
+                log.push((account, peer.clone(), line.clone()));
+                events.push(Event::ChatLine {
+                    account,
+                    peer,
+                    line,
+                });
+            }
+            XmppEvent::RoomJoined { room, nick } => {
+                if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
+                    r.joined = true;
+                    r.nick = nick;
+                }
+                events.push(Event::RoomJoined {
+                    account,
+                    room: room.to_string(),
+                });
+            }
+            XmppEvent::RoomOccupants { room, occupants } => {
+                if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
+                    r.occupants = occupants.clone();
+                }
+                events.push(Event::RoomOccupants {
+                    account,
+                    room: room.to_string(),
+                    occupants,
+                });
+            }
+            XmppEvent::RoomMessage {
+                room,
+                nick,
+                id,
+                body,
+                delayed,
+            } => {
+                let line = ChatLine {
+                    id,
+                    sender: nick,
+                    from_me: false,
+                    body,
+                    at_unix_ms: now_ms(),
+                    delivered: true,
+                    delayed,
+                };
+                if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
+                    push_line(&mut r.lines, line.clone());
+                }
+                events.push(Event::RoomLine {
+                    account,
+                    room: room.to_string(),
+                    line,
+                });
+            }
+            XmppEvent::RoomLeft { room } => {
+                self.rooms.remove(&(account, room.to_string()));
+            }
+            XmppEvent::Error { reason } => events.push(Event::ChatError { account, reason }),
+        }
+    }
+
+    /// Stops every account.
+    pub(crate) fn shutdown(&mut self) {
+        for (_, a) in std::mem::take(&mut self.accounts) {
+            a.handle.command(XmppCommand::Stop);
+        }
+    }
+}
+
+fn line_sender_nick(lines: &mut Arc<Vec<ChatLine>>, mut line: ChatLine, nick: &str) {
+    line.sender = nick.to_owned();
+    push_line(lines, line);
+}
