@@ -212,7 +212,7 @@ fn call_of(ev: &Event) -> Option<CallId> {
 }
 
 /// Connects an account and waits (bounded) until it is registered.
-fn connect(
+pub(crate) fn connect(
     phone: &Phone,
     rx: &mut broadcast::Receiver<Event>,
     key: &str,

@@ -60,6 +60,9 @@ enum Cmd {
         #[arg(long, default_value_t = 4.0)]
         seconds: f64,
     },
+    /// Chat: accounts, roster, messages and rooms (XMPP).
+    #[command(subcommand)]
+    Xmpp(crate::chat_cli::XmppCmd),
     /// Mark a peer's SAS as verified (or not, with --reset) outside a call.
     SasVerified {
         /// The peer's SIP address.
@@ -237,7 +240,7 @@ impl Secrets {
     }
 
     /// Asks twice on a terminal so a typo does not lock the user out.
-    fn ask_new(&mut self, what: &str) -> Result<Secret, CliError> {
+    pub(crate) fn ask_new(&mut self, what: &str) -> Result<Secret, CliError> {
         let first = self.ask(what)?;
         if !self.from_stdin {
             let again = self.ask(&format!("{what} (again)"))?;
@@ -350,6 +353,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::History(cmd) => history(&phone, cmd, &mut secrets, &out)?,
         Cmd::Call(args) => crate::calls::call(&phone, args, &mut secrets, &out)?,
         Cmd::Answer(args) => crate::calls::answer(&phone, args, &mut secrets, &out)?,
+        Cmd::Xmpp(cmd) => crate::chat_cli::run(&phone, cmd, &mut secrets, &out)?,
         Cmd::EchoTest { seconds } => crate::calls::echo_test(&phone, seconds, &out)?,
         Cmd::SasVerified { peer, reset } => crate::calls::sas_verified(&phone, peer, reset, &out)?,
     }

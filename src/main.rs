@@ -1,6 +1,7 @@
 //! Hushphone: the window by default, and a scriptable command line.
 
 mod calls;
+mod chat_cli;
 mod cli;
 
 use std::process::ExitCode;

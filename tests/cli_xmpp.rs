@@ -1,0 +1,384 @@
+//! `hushphone xmpp ...` against a real Prosody, as a script would use it.
+
+use hush_harness::Prosody;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn hushphone(profile: &Path, args: &[&str], stdin: &str) -> (bool, Vec<Value>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .arg("--profile")
+        .arg(profile)
+        .args(["--json", "--stdin"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin");
+    let out = child.wait_with_output().expect("wait");
+    let records = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (
+        out.status.success(),
+        records,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fingerprint(server: &Prosody) -> String {
+    let pem = std::fs::read(server.cert_path()).expect("cert");
+    hush_signaling::xmpp::format_fingerprint(
+        &hush_signaling::xmpp::cert_fingerprint_from_pem(&pem).expect("fp"),
+    )
+}
+
+fn register(dir: &Path, server: &Prosody, user: &str) {
+    let (ok, records, err) = hushphone(
+        dir,
+        &[
+            "xmpp",
+            "register",
+            &format!("{user}@localhost"),
+            "--server",
+            &format!("127.0.0.1:{}", server.port()),
+            "--pin-cert",
+            &fingerprint(server),
+        ],
+        &format!("{user}-pass-1\n"),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(records[0]["created"], true);
+}
+
+fn has(records: &[Value], kind: &str, key: &str, value: &str) -> bool {
+    records.iter().any(|r| r["type"] == kind && r[key] == value)
+}
+
+#[test]
+fn accounts_roster_messages_and_requests() {
+    let server = Prosody::start().expect("prosody");
+    let root = tempfile::tempdir().expect("tempdir");
+    let p = |u: &str| root.path().join(u);
+    for u in ["alice", "bob", "carol", "dave"] {
+        register(&p(u), &server, u);
+    }
+
+    let (ok, r, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "add",
+            "--account",
+            "alice@localhost",
+            "bob@localhost",
+            "--alias",
+            "Bob",
+            "--group",
+            "Friends",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        has(&r, "contact", "subscription", "waiting-for-authorization"),
+        "{r:?}"
+    );
+    let (ok, r, err) = hushphone(
+        &p("bob"),
+        &[
+            "xmpp",
+            "authorize",
+            "--account",
+            "bob@localhost",
+            "alice@localhost",
+        ],
+        "",
+    );
+    assert!(ok, "{err}\n{r:?}");
+    assert!(has(&r, "request", "answer", "authorized"));
+
+    // Bob is offline now: the message waits on the server.
+    let (ok, r, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "send",
+            "--account",
+            "alice@localhost",
+            "bob@localhost",
+            "are you there?",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(r.iter().any(|x| x["type"] == "delivered"));
+    let (ok, r, err) = hushphone(
+        &p("bob"),
+        &[
+            "xmpp",
+            "listen",
+            "--account",
+            "bob@localhost",
+            "--count",
+            "1",
+            "--duration",
+            "15",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let msg = r
+        .iter()
+        .find(|x| x["type"] == "message")
+        .expect("message line");
+    assert_eq!(msg["body"], "are you there?");
+    assert_eq!(msg["peer"], "alice@localhost");
+    assert_eq!(msg["delayed"], true);
+
+    let (_, r, _) = hushphone(
+        &p("alice"),
+        &["xmpp", "roster", "--account", "alice@localhost"],
+        "",
+    );
+    let bob = r
+        .iter()
+        .find(|x| x["type"] == "contact" && x["address"] == "bob@localhost")
+        .expect("bob in roster");
+    assert_eq!(
+        (
+            bob["alias"].as_str(),
+            bob["group"].as_str(),
+            bob["subscription"].as_str()
+        ),
+        (Some("Bob"), Some("Friends"), Some("authorized"))
+    );
+
+    // Deny: carol is told.
+    hushphone(
+        &p("carol"),
+        &[
+            "xmpp",
+            "add",
+            "--account",
+            "carol@localhost",
+            "alice@localhost",
+        ],
+        "",
+    );
+    let (ok, _, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "deny",
+            "--account",
+            "alice@localhost",
+            "carol@localhost",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let (_, r, _) = hushphone(
+        &p("carol"),
+        &["xmpp", "roster", "--account", "carol@localhost"],
+        "",
+    );
+    assert!(
+        has(&r, "contact", "subscription", "none"),
+        "carol was refused: {r:?}"
+    );
+
+    // Ignore: dave keeps waiting, and alice still sees his request.
+    hushphone(
+        &p("dave"),
+        &[
+            "xmpp",
+            "add",
+            "--account",
+            "dave@localhost",
+            "alice@localhost",
+        ],
+        "",
+    );
+    let (ok, _, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "ignore",
+            "--account",
+            "alice@localhost",
+            "dave@localhost",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let (_, r, _) = hushphone(
+        &p("dave"),
+        &["xmpp", "roster", "--account", "dave@localhost"],
+        "",
+    );
+    assert!(
+        has(&r, "contact", "subscription", "waiting-for-authorization"),
+        "{r:?}"
+    );
+    let (_, r, _) = hushphone(
+        &p("alice"),
+        &["xmpp", "roster", "--account", "alice@localhost"],
+        "",
+    );
+    assert!(
+        has(&r, "request", "from", "dave@localhost"),
+        "the request stays listed: {r:?}"
+    );
+
+    // Password change: the saved password follows, the old one no longer works.
+    let (ok, _, err) = hushphone(
+        &p("alice"),
+        &["xmpp", "passwd", "--account", "alice@localhost"],
+        "alice-pass-2\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = hushphone(
+        &p("alice"),
+        &["xmpp", "roster", "--account", "alice@localhost"],
+        "",
+    );
+    assert!(ok, "logs in with the new saved password: {err}");
+    let stale = root.path().join("stale");
+    let (ok, _, _) = hushphone(
+        &stale,
+        &[
+            "account",
+            "add",
+            "xmpp",
+            "alice@localhost",
+            "--server",
+            &format!("127.0.0.1:{}", server.port()),
+            "--pin-cert",
+            &fingerprint(&server),
+        ],
+        "alice-pass-1\n",
+    );
+    assert!(ok);
+    let (ok, _, err) = hushphone(
+        &stale,
+        &["xmpp", "roster", "--account", "alice@localhost"],
+        "",
+    );
+    assert!(!ok);
+    assert!(err.contains("wrong username or password"), "{err}");
+}
+
+#[test]
+fn untrusted_server_is_refused_with_its_fingerprint() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = hushphone(
+        dir.path(),
+        &[
+            "xmpp",
+            "register",
+            "mallory@localhost",
+            "--server",
+            &format!("127.0.0.1:{}", server.port()),
+        ],
+        "pw-12345\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("not trusted") && err.contains(&fingerprint(&server)),
+        "{err}"
+    );
+}
+
+#[test]
+fn rooms_from_the_command_line() {
+    let server = Prosody::start().expect("prosody");
+    let root = tempfile::tempdir().expect("tempdir");
+    register(&root.path().join("alice"), &server, "alice");
+    register(&root.path().join("bob"), &server, "bob");
+    let mut bob = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .arg("--profile")
+        .arg(root.path().join("bob"))
+        .args([
+            "--json",
+            "xmpp",
+            "join",
+            "--account",
+            "bob@localhost",
+            "plans@conference.localhost",
+            "--nick",
+            "Bob",
+            "--duration",
+            "8",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bob joins");
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let stdout = bob.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("bob joined");
+        if v["type"] == "joined" {
+            break;
+        }
+    }
+    let (ok, r, err) = hushphone(
+        &root.path().join("alice"),
+        &[
+            "xmpp",
+            "join",
+            "--account",
+            "alice@localhost",
+            "plans@conference.localhost",
+            "--nick",
+            "Alice",
+            "--say",
+            "meet at noon",
+            "--duration",
+            "1",
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        r.iter()
+            .any(|x| x["type"] == "occupants"
+                && x["nicks"].as_str().is_some_and(|n| n.contains("Bob"))),
+        "{r:?}"
+    );
+    let heard = loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("room message at bob");
+        if v["type"] == "room-message" {
+            break v;
+        }
+    };
+    assert_eq!(
+        (heard["from"].as_str(), heard["body"].as_str()),
+        (Some("Alice"), Some("meet at noon"))
+    );
+    let _ = bob.wait();
+}
