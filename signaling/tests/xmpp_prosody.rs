@@ -113,3 +113,31 @@ async fn untrusted_certificate_is_refused() {
     );
     assert!(r.err().is_some_and(|e| e.is_permanent()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_through_a_socks5_proxy_with_remote_dns() {
+    let server = Prosody::start().expect("prosody starts");
+    let mut proxy = hush_harness::Socks5::start().expect("microsocks");
+    let pem = std::fs::read(server.cert_path()).expect("server cert");
+    let fp = cert_fingerprint_from_pem(&pem).expect("fingerprint");
+    // The host name goes to the proxy unresolved.
+    let via_proxy = HushConnector::new(
+        hush_signaling::xmpp::Route::Direct {
+            host: "localhost".into(),
+            port: server.port(),
+        },
+        Trust::Pinned(fp),
+        Some(proxy.address()),
+    );
+    register_account(&via_proxy, &jid("tor@localhost"), "tor-pass-1")
+        .await
+        .expect("register via proxy");
+    verify_login(&via_proxy, &jid("tor@localhost"), "tor-pass-1")
+        .await
+        .expect("login via proxy");
+    proxy.stop();
+    match verify_login(&via_proxy, &jid("tor@localhost"), "tor-pass-1").await {
+        Err(SignalingError::Unreachable(why)) => assert!(why.contains("SOCKS5"), "{why}"),
+        other => panic!("without the proxy there is no way through: {other:?}"),
+    }
+}

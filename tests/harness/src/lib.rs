@@ -7,6 +7,7 @@ mod kamailio;
 mod linphonec;
 mod process;
 mod prosody;
+mod socks;
 mod wav;
 
 pub use baresip::Baresip;
@@ -14,6 +15,7 @@ pub use kamailio::Kamailio;
 pub use linphonec::{Linphonec, ZrtpSuites};
 pub use process::free_port;
 pub use prosody::Prosody;
+pub use socks::Socks5;
 pub use wav::{read_wav_lenient, write_wav};
 
 /// Why a server could not be started.
