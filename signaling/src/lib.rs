@@ -4,6 +4,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+pub mod otr;
 pub mod sdp;
 pub mod sip;
 pub mod xmpp;

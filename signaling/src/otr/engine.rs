@@ -1,0 +1,1213 @@
+//! A safe wrapper around one libotr user state. Not thread-safe (libotr is not): one
+//! owner calls it; the core keeps it on a dedicated thread. Calls go in; messages to
+//! send and events come out of a queue filled by libotr's callbacks, drained after each
+//! call, so libotr is never re-entered.
+
+use super::memfile::MemFile;
+use otr_sys as ffi;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_ushort, c_void};
+use std::ptr::{self, NonNull};
+use zeroize::Zeroizing;
+
+/// libotr's protocol name for XMPP; Pidgin's files use it, so imported keys match.
+pub const PROTOCOL: &CStr = c"prpl-jabber";
+/// Largest incoming message body handed to libotr.
+const MAX_IN: usize = 64 * 1024;
+/// Most fragments in one OTR message we accept (each ≤ MAX_IN).
+const MAX_FRAGMENTS: u32 = 64;
+
+/// When to use OTR with a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OtrPolicy {
+    /// Only when the user starts it.
+    Manual,
+    /// Start when the other side shows it can (whitespace tag, query, error).
+    #[default]
+    Opportunistic,
+    /// Never send plaintext: hold messages until private, start OTR.
+    Require,
+}
+
+impl OtrPolicy {
+    fn bits(self) -> c_uint {
+        let v = ffi::OTRL_POLICY_ALLOW_V2 | ffi::OTRL_POLICY_ALLOW_V3;
+        match self {
+            OtrPolicy::Manual => v,
+            OtrPolicy::Opportunistic => {
+                v | ffi::OTRL_POLICY_SEND_WHITESPACE_TAG
+                    | ffi::OTRL_POLICY_WHITESPACE_START_AKE
+                    | ffi::OTRL_POLICY_ERROR_START_AKE
+            }
+            OtrPolicy::Require => {
+                v | ffi::OTRL_POLICY_REQUIRE_ENCRYPTION
+                    | ffi::OTRL_POLICY_WHITESPACE_START_AKE
+                    | ffi::OTRL_POLICY_ERROR_START_AKE
+            }
+        }
+    }
+}
+
+/// Where a conversation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtrState {
+    /// Plaintext.
+    NotPrivate,
+    /// Encrypted; the buddy's fingerprint is not verified.
+    PrivateUnverified,
+    /// Encrypted with a verified fingerprint.
+    PrivateVerified,
+    /// The buddy ended the private conversation.
+    Finished,
+}
+
+/// Socialist Millionaires' Protocol progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmpEvent {
+    /// The buddy asks a question; answer with [`OtrEngine::smp_respond`].
+    AskedQuestion(String),
+    /// The buddy wants to compare a shared secret.
+    AskedSecret,
+    /// Under way (percent).
+    Progress(u16),
+    /// The answers matched: the fingerprint is now verified.
+    Succeeded,
+    /// They did not match.
+    Failed,
+    /// Aborted by either side.
+    Aborted,
+    /// The buddy misbehaved or a protocol error happened.
+    Error,
+}
+
+/// Something the user should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtrEvent {
+    /// The conversation became (or stayed) private.
+    Secure {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+        /// The fingerprint in use is verified.
+        verified: bool,
+        /// The fingerprint in use.
+        fingerprint: String,
+        /// A refresh of an existing session.
+        refreshed: bool,
+    },
+    /// Back to plaintext (we ended it).
+    Insecure {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+    },
+    /// The buddy ended the private conversation: sending is blocked until the user acts.
+    Finished {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+    },
+    /// A fingerprint we had not seen for this buddy. `changed`: we knew another one.
+    NewFingerprint {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+        /// Its human form.
+        fingerprint: String,
+        /// The buddy had a different known fingerprint: warn.
+        changed: bool,
+    },
+    /// SMP progress.
+    Smp {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+        /// What happened.
+        event: SmpEvent,
+    },
+    /// A protocol notice for the user (unreadable message, setup error, ...).
+    Notice {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+        /// What happened, in words.
+        text: String,
+    },
+    /// The known-fingerprints list changed: save it.
+    FingerprintsChanged,
+}
+
+/// A message for the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Local account.
+    pub account: String,
+    /// Recipient.
+    pub to: String,
+    /// The body to send.
+    pub body: String,
+}
+
+/// A known fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownFingerprint {
+    /// Local account.
+    pub account: String,
+    /// Buddy.
+    pub peer: String,
+    /// Human form: 5 groups of 8 hex digits.
+    pub fingerprint: String,
+    /// The user verified it.
+    pub verified: bool,
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OtrError {
+    /// No key for the account yet.
+    #[error("no OTR key for {0}: generate one first")]
+    NoKey(String),
+    /// There is no private conversation to do this in.
+    #[error("no private conversation with {0}")]
+    NotPrivate(String),
+    /// libotr refused (gcrypt error code).
+    #[error("OTR library error {0}")]
+    Library(u32),
+    /// A key or fingerprint file could not be read.
+    #[error("unreadable OTR file: {0}")]
+    BadFile(String),
+    /// An argument contains a NUL byte or is too long.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The message was held: under "require encryption" it waits for the private session.
+    #[error("held until the conversation is private")]
+    Held,
+}
+
+#[derive(Default)]
+struct Callbacks {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<OtrEvent>,
+    policies: HashMap<(String, String), OtrPolicy>,
+    default_policy: HashMap<String, OtrPolicy>,
+    max_message_size: c_int,
+    /// Peers whose every outgoing body must be OTR-encoded right now.
+    guard: Option<(String, String)>,
+    dropped_plaintext: u64,
+}
+
+fn cstr_lossy(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: libotr passes NUL-terminated strings valid for the callback.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn human(fp: *const u8) -> String {
+    if fp.is_null() {
+        return String::new();
+    }
+    let mut buf = [0 as c_char; ffi::OTRL_PRIVKEY_FPRINT_HUMAN_LEN as usize];
+    // SAFETY: a 20-byte fingerprint and a buffer of the documented size.
+    unsafe { ffi::otrl_privkey_hash_to_human(buf.as_mut_ptr(), fp) };
+    cstr_lossy(buf.as_ptr())
+}
+
+/// # Safety
+/// `opdata` is the `Callbacks` registered by `OtrEngine`, valid during libotr calls.
+unsafe fn cb<'a>(opdata: *mut c_void) -> &'a mut Callbacks {
+    unsafe { &mut *(opdata as *mut Callbacks) }
+}
+
+unsafe fn ctx_names(context: *mut ffi::ConnContext) -> (String, String) {
+    if context.is_null() {
+        return (String::new(), String::new());
+    }
+    let c = unsafe { &*context };
+    (cstr_lossy(c.accountname), cstr_lossy(c.username))
+}
+
+unsafe extern "C" fn op_policy(
+    opdata: *mut c_void,
+    context: *mut ffi::ConnContext,
+) -> ffi::OtrlPolicy {
+    let cbs = unsafe { cb(opdata) };
+    let (account, peer) = unsafe { ctx_names(context) };
+    let p = cbs
+        .policies
+        .get(&(account.clone(), peer))
+        .or_else(|| cbs.default_policy.get(&account))
+        .copied()
+        .unwrap_or_default();
+    p.bits() as ffi::OtrlPolicy
+}
+
+unsafe extern "C" fn op_create_privkey(
+    opdata: *mut c_void,
+    accountname: *const c_char,
+    _protocol: *const c_char,
+) {
+    // Keys are generated deliberately (slow, with progress), never behind the user's back.
+    let cbs = unsafe { cb(opdata) };
+    cbs.events.push_back(OtrEvent::Notice {
+        account: cstr_lossy(accountname),
+        peer: String::new(),
+        text: "no OTR key yet: generate one to start private conversations".into(),
+    });
+}
+
+unsafe extern "C" fn op_is_logged_in(
+    _: *mut c_void,
+    _: *const c_char,
+    _: *const c_char,
+    _: *const c_char,
+) -> c_int {
+    // The server stores messages for offline buddies, so treat everyone as reachable:
+    // libotr then sends the "conversation ended" notice instead of dropping it.
+    1
+}
+
+unsafe extern "C" fn op_inject(
+    opdata: *mut c_void,
+    accountname: *const c_char,
+    _protocol: *const c_char,
+    recipient: *const c_char,
+    message: *const c_char,
+) {
+    let cbs = unsafe { cb(opdata) };
+    let t = Transmit {
+        account: cstr_lossy(accountname),
+        to: cstr_lossy(recipient),
+        body: cstr_lossy(message),
+    };
+    // Belt and braces: under "require", nothing without the OTR prefix leaves.
+    if let Some((a, p)) = &cbs.guard
+        && *a == t.account
+        && *p == t.to
+        && !t.body.starts_with("?OTR")
+    {
+        cbs.dropped_plaintext += 1;
+        tracing::error!("refused to send plaintext under the require-encryption policy");
+        return;
+    }
+    cbs.transmits.push_back(t);
+}
+
+unsafe extern "C" fn op_update_context_list(_: *mut c_void) {}
+
+unsafe extern "C" fn op_new_fingerprint(
+    opdata: *mut c_void,
+    _us: ffi::OtrlUserState,
+    accountname: *const c_char,
+    _protocol: *const c_char,
+    username: *const c_char,
+    fingerprint: *mut u8,
+) {
+    let cbs = unsafe { cb(opdata) };
+    let fp = human(fingerprint);
+    // "changed" is decided by the engine, which can look at the context's list.
+    cbs.events.push_back(OtrEvent::NewFingerprint {
+        account: cstr_lossy(accountname),
+        peer: cstr_lossy(username),
+        fingerprint: fp,
+        changed: false,
+    });
+}
+
+unsafe extern "C" fn op_write_fingerprints(opdata: *mut c_void) {
+    let cbs = unsafe { cb(opdata) };
+    cbs.events.push_back(OtrEvent::FingerprintsChanged);
+}
+
+unsafe fn secure_event(context: *mut ffi::ConnContext, refreshed: bool) -> OtrEvent {
+    let (account, peer) = unsafe { ctx_names(context) };
+    let (verified, fingerprint) = unsafe {
+        let fp = (*context).active_fingerprint;
+        if fp.is_null() {
+            (false, String::new())
+        } else {
+            (
+                ffi::otrl_context_is_fingerprint_trusted(fp) != 0,
+                human((*fp).fingerprint),
+            )
+        }
+    };
+    OtrEvent::Secure {
+        account,
+        peer,
+        verified,
+        fingerprint,
+        refreshed,
+    }
+}
+
+unsafe extern "C" fn op_gone_secure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+    let ev = unsafe { secure_event(context, false) };
+    unsafe { cb(opdata) }.events.push_back(ev);
+}
+
+unsafe extern "C" fn op_gone_insecure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+    let (account, peer) = unsafe { ctx_names(context) };
+    unsafe { cb(opdata) }
+        .events
+        .push_back(OtrEvent::Insecure { account, peer });
+}
+
+unsafe extern "C" fn op_still_secure(
+    opdata: *mut c_void,
+    context: *mut ffi::ConnContext,
+    _is_reply: c_int,
+) {
+    let ev = unsafe { secure_event(context, true) };
+    unsafe { cb(opdata) }.events.push_back(ev);
+}
+
+unsafe extern "C" fn op_max_message_size(
+    opdata: *mut c_void,
+    _context: *mut ffi::ConnContext,
+) -> c_int {
+    unsafe { cb(opdata) }.max_message_size
+}
+
+unsafe extern "C" fn op_smp(
+    opdata: *mut c_void,
+    smp_event: ffi::OtrlSMPEvent,
+    context: *mut ffi::ConnContext,
+    progress: c_ushort,
+    question: *mut c_char,
+) {
+    let (account, peer) = unsafe { ctx_names(context) };
+    let event = match smp_event {
+        ffi::OtrlSMPEvent_OTRL_SMPEVENT_ASK_FOR_ANSWER => {
+            SmpEvent::AskedQuestion(cstr_lossy(question))
+        }
+        ffi::OtrlSMPEvent_OTRL_SMPEVENT_ASK_FOR_SECRET => SmpEvent::AskedSecret,
+        ffi::OtrlSMPEvent_OTRL_SMPEVENT_IN_PROGRESS => SmpEvent::Progress(progress),
+        ffi::OtrlSMPEvent_OTRL_SMPEVENT_SUCCESS => SmpEvent::Succeeded,
+        ffi::OtrlSMPEvent_OTRL_SMPEVENT_FAILURE => SmpEvent::Failed,
+        ffi::OtrlSMPEvent_OTRL_SMPEVENT_ABORT => SmpEvent::Aborted,
+        ffi::OtrlSMPEvent_OTRL_SMPEVENT_CHEATED | ffi::OtrlSMPEvent_OTRL_SMPEVENT_ERROR => {
+            SmpEvent::Error
+        }
+        _ => return,
+    };
+    unsafe { cb(opdata) }.events.push_back(OtrEvent::Smp {
+        account,
+        peer,
+        event,
+    });
+}
+
+unsafe extern "C" fn op_msg_event(
+    opdata: *mut c_void,
+    msg_event: ffi::OtrlMessageEvent,
+    context: *mut ffi::ConnContext,
+    _message: *const c_char,
+    _err: ffi::gcry_error_t,
+) {
+    let (account, peer) = unsafe { ctx_names(context) };
+    let text = match msg_event {
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_ENCRYPTION_REQUIRED => {
+            "encryption is required: starting a private conversation"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_ENCRYPTION_ERROR => {
+            "could not encrypt the message; it was not sent"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_CONNECTION_ENDED => {
+            "the buddy ended the private conversation; the message was not sent"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_SETUP_ERROR => {
+            "the private conversation could not be set up"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_MSG_REFLECTED => {
+            "received our own OTR message back (ignored)"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_MSG_RESENT => "the last message was resent",
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_RCVDMSG_NOT_IN_PRIVATE => {
+            "received an encrypted message we cannot read (no private conversation)"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_RCVDMSG_UNREADABLE => {
+            "received an unreadable encrypted message"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_RCVDMSG_MALFORMED => {
+            "received a malformed OTR message (dropped)"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_RCVDMSG_GENERAL_ERR => {
+            "the buddy reported an OTR error"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_RCVDMSG_UNENCRYPTED => {
+            "received an unencrypted message during a private conversation"
+        }
+        ffi::OtrlMessageEvent_OTRL_MSGEVENT_RCVDMSG_UNRECOGNIZED => {
+            "received an unrecognized OTR message (dropped)"
+        }
+        _ => return,
+    };
+    unsafe { cb(opdata) }.events.push_back(OtrEvent::Notice {
+        account,
+        peer,
+        text: text.into(),
+    });
+}
+
+unsafe extern "C" fn op_create_instag(
+    _opdata: *mut c_void,
+    _accountname: *const c_char,
+    _protocol: *const c_char,
+) {
+    // Instance tags are made by the engine before any message is handled.
+}
+
+fn ops() -> ffi::OtrlMessageAppOps {
+    ffi::OtrlMessageAppOps {
+        policy: Some(op_policy),
+        create_privkey: Some(op_create_privkey),
+        is_logged_in: Some(op_is_logged_in),
+        inject_message: Some(op_inject),
+        update_context_list: Some(op_update_context_list),
+        new_fingerprint: Some(op_new_fingerprint),
+        write_fingerprints: Some(op_write_fingerprints),
+        gone_secure: Some(op_gone_secure),
+        gone_insecure: Some(op_gone_insecure),
+        still_secure: Some(op_still_secure),
+        max_message_size: Some(op_max_message_size),
+        handle_smp_event: Some(op_smp),
+        handle_msg_event: Some(op_msg_event),
+        create_instag: Some(op_create_instag),
+        ..Default::default()
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, OtrError> {
+    CString::new(s).map_err(|_| OtrError::InvalidInput("contains a NUL byte".into()))
+}
+
+fn check(err: ffi::gcry_error_t) -> Result<(), OtrError> {
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(OtrError::Library(err))
+    }
+}
+
+/// One libotr user state: the keys, fingerprints and conversations of this profile.
+pub struct OtrEngine {
+    us: NonNull<ffi::s_OtrlUserState>,
+    ops: Box<ffi::OtrlMessageAppOps>,
+    cb: Box<Callbacks>,
+    /// Private keys as Pidgin's file, kept to seal in the vault.
+    keys_file: Zeroizing<Vec<u8>>,
+    held: HashMap<(String, String), VecDeque<String>>,
+}
+
+// SAFETY: the user state is only used through `&mut self`; libotr keeps no global state
+// besides gcrypt, initialised once. Moving it to the thread that owns it is fine.
+unsafe impl Send for OtrEngine {}
+
+static INIT: std::sync::Once = std::sync::Once::new();
+
+impl Default for OtrEngine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OtrEngine {
+    /// An empty user state.
+    pub fn new() -> OtrEngine {
+        INIT.call_once(|| {
+            let _ = otr_sys::init();
+        });
+        // SAFETY: plain constructor.
+        let us = NonNull::new(unsafe { ffi::otrl_userstate_create() })
+            .expect("libotr could not allocate a user state");
+        OtrEngine {
+            us,
+            ops: Box::new(ops()),
+            cb: Box::new(Callbacks {
+                max_message_size: 0,
+                ..Default::default()
+            }),
+            keys_file: Zeroizing::new(Vec::new()),
+            held: HashMap::new(),
+        }
+    }
+
+    fn us(&self) -> ffi::OtrlUserState {
+        self.us.as_ptr()
+    }
+
+    fn opdata(&mut self) -> *mut c_void {
+        let p: *mut Callbacks = &mut *self.cb;
+        p.cast()
+    }
+
+    /// Splits OTR messages into fragments no longer than `bytes` (0: never).
+    pub fn set_max_message_size(&mut self, bytes: usize) {
+        self.cb.max_message_size = c_int::try_from(bytes).unwrap_or(c_int::MAX);
+    }
+
+    /// The policy for an account (contacts without their own).
+    pub fn set_default_policy(&mut self, account: &str, policy: OtrPolicy) {
+        self.cb.default_policy.insert(account.to_owned(), policy);
+    }
+
+    /// The policy for one contact.
+    pub fn set_policy(&mut self, account: &str, peer: &str, policy: OtrPolicy) {
+        self.cb
+            .policies
+            .insert((account.to_owned(), peer.to_owned()), policy);
+    }
+
+    fn policy(&self, account: &str, peer: &str) -> OtrPolicy {
+        self.cb
+            .policies
+            .get(&(account.to_owned(), peer.to_owned()))
+            .or_else(|| self.cb.default_policy.get(account))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Loads private keys from Pidgin's `otr.private_key` format.
+    pub fn load_private_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
+        let f = MemFile::with(file, c"r")
+            .ok_or_else(|| OtrError::BadFile("cannot stage the key file".into()))?;
+        // SAFETY: our user state and an open FILE*.
+        check(unsafe { ffi::otrl_privkey_read_FILEp(self.us(), f.ptr()) })
+            .map_err(|_| OtrError::BadFile("not a readable otr.private_key file".into()))?;
+        self.keys_file = Zeroizing::new(file.to_vec());
+        Ok(())
+    }
+
+    /// The private keys in Pidgin's format (to seal in the vault, or export).
+    pub fn private_keys(&self) -> &[u8] {
+        &self.keys_file
+    }
+
+    /// Generates a DSA key for `account` (takes a few seconds: call off the UI thread).
+    /// Returns the updated key file.
+    pub fn generate_key(&mut self, account: &str) -> Result<&[u8], OtrError> {
+        let acc = cstring(account)?;
+        let f = MemFile::empty()
+            .ok_or_else(|| OtrError::BadFile("cannot stage the key file".into()))?;
+        // SAFETY: our user state, an open FILE*, NUL-terminated strings.
+        check(unsafe {
+            ffi::otrl_privkey_generate_FILEp(self.us(), f.ptr(), acc.as_ptr(), PROTOCOL.as_ptr())
+        })?;
+        self.keys_file = f.contents();
+        Ok(&self.keys_file)
+    }
+
+    /// Our fingerprint for `account`, 5 groups of 8 hex digits.
+    pub fn fingerprint(&self, account: &str) -> Option<String> {
+        let acc = cstring(account).ok()?;
+        let mut buf = [0 as c_char; ffi::OTRL_PRIVKEY_FPRINT_HUMAN_LEN as usize];
+        // SAFETY: documented buffer size; returns NULL when there is no key.
+        let p = unsafe {
+            ffi::otrl_privkey_fingerprint(
+                self.us(),
+                buf.as_mut_ptr(),
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+            )
+        };
+        (!p.is_null()).then(|| cstr_lossy(buf.as_ptr()))
+    }
+
+    /// The account names our keys are stored under (Pidgin adds "/Resource" for XMPP).
+    pub fn key_accounts(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        // SAFETY: walking libotr's list of private keys, read-only.
+        unsafe {
+            let mut k = (*self.us()).privkey_root;
+            while !k.is_null() {
+                out.push(cstr_lossy((*k).accountname));
+                k = (*k).next;
+            }
+        }
+        out
+    }
+
+    /// Loads known fingerprints from Pidgin's `otr.fingerprints` format.
+    pub fn load_fingerprints(&mut self, file: &[u8]) -> Result<(), OtrError> {
+        let f = MemFile::with(file, c"r")
+            .ok_or_else(|| OtrError::BadFile("cannot stage the file".into()))?;
+        // SAFETY: our user state, an open FILE*, no app data hook.
+        check(unsafe {
+            ffi::otrl_privkey_read_fingerprints_FILEp(self.us(), f.ptr(), None, ptr::null_mut())
+        })
+        .map_err(|_| OtrError::BadFile("not a readable otr.fingerprints file".into()))
+    }
+
+    /// Known fingerprints in Pidgin's format.
+    pub fn fingerprints_file(&self) -> Result<Zeroizing<Vec<u8>>, OtrError> {
+        let f =
+            MemFile::empty().ok_or_else(|| OtrError::BadFile("cannot stage the file".into()))?;
+        // SAFETY: our user state and an open FILE*.
+        check(unsafe { ffi::otrl_privkey_write_fingerprints_FILEp(self.us(), f.ptr()) })?;
+        Ok(f.contents())
+    }
+
+    /// Every known fingerprint.
+    pub fn known_fingerprints(&self) -> Vec<KnownFingerprint> {
+        let mut out = Vec::new();
+        // SAFETY: read-only walk of libotr's context and fingerprint lists.
+        unsafe {
+            let mut c = (*self.us()).context_root;
+            while !c.is_null() {
+                if (*c).m_context == c {
+                    let mut f = (*c).fingerprint_root.next;
+                    while !f.is_null() {
+                        out.push(KnownFingerprint {
+                            account: cstr_lossy((*c).accountname),
+                            peer: cstr_lossy((*c).username),
+                            fingerprint: human((*f).fingerprint),
+                            verified: ffi::otrl_context_is_fingerprint_trusted(f) != 0,
+                        });
+                        f = (*f).next;
+                    }
+                }
+                c = (*c).next;
+            }
+        }
+        out
+    }
+
+    fn context(&self, account: &str, peer: &str, create: bool) -> Option<*mut ffi::ConnContext> {
+        let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
+        // SAFETY: our user state; libotr returns NULL when absent and create is 0.
+        let c = unsafe {
+            ffi::otrl_context_find(
+                self.us(),
+                user.as_ptr(),
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                ffi::OTRL_INSTAG_BEST,
+                c_int::from(create),
+                ptr::null_mut(),
+                None,
+                ptr::null_mut(),
+            )
+        };
+        (!c.is_null()).then_some(c)
+    }
+
+    fn find_fingerprint(
+        &self,
+        account: &str,
+        peer: &str,
+        fingerprint: &str,
+    ) -> Option<*mut ffi::Fingerprint> {
+        let want = normalize_fingerprint(fingerprint);
+        let c = self.context(account, peer, false)?;
+        // SAFETY: read-only walk of one context's fingerprint list.
+        unsafe {
+            let master = (*c).m_context;
+            let mut f = (*master).fingerprint_root.next;
+            while !f.is_null() {
+                if normalize_fingerprint(&human((*f).fingerprint)) == want {
+                    return Some(f);
+                }
+                f = (*f).next;
+            }
+        }
+        None
+    }
+
+    /// Marks a buddy's fingerprint verified (or not).
+    pub fn set_verified(
+        &mut self,
+        account: &str,
+        peer: &str,
+        fingerprint: &str,
+        verified: bool,
+    ) -> Result<(), OtrError> {
+        let f = self
+            .find_fingerprint(account, peer, fingerprint)
+            .ok_or_else(|| {
+                OtrError::InvalidInput(format!("no such fingerprint known for {peer}"))
+            })?;
+        let trust: &CStr = if verified { c"verified" } else { c"" };
+        // SAFETY: a fingerprint from our own list.
+        unsafe { ffi::otrl_context_set_trust(f, trust.as_ptr()) };
+        self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        Ok(())
+    }
+
+    /// Forgets a fingerprint (not the one in use in a private conversation).
+    pub fn forget(&mut self, account: &str, peer: &str, fingerprint: &str) -> Result<(), OtrError> {
+        let f = self
+            .find_fingerprint(account, peer, fingerprint)
+            .ok_or_else(|| {
+                OtrError::InvalidInput(format!("no such fingerprint known for {peer}"))
+            })?;
+        // SAFETY: checked above; libotr refuses nothing here, so we guard the active one.
+        unsafe {
+            let c = (*f).context;
+            if !c.is_null()
+                && (*c).active_fingerprint == f
+                && (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED
+            {
+                return Err(OtrError::InvalidInput(
+                    "that fingerprint is in use; end the private conversation first".into(),
+                ));
+            }
+            ffi::otrl_context_forget_fingerprint(f, 1);
+        }
+        self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        Ok(())
+    }
+
+    /// Where the conversation with `peer` stands.
+    pub fn state(&self, account: &str, peer: &str) -> OtrState {
+        let Some(c) = self.context(account, peer, false) else {
+            return OtrState::NotPrivate;
+        };
+        // SAFETY: a context from our user state.
+        unsafe {
+            match (*c).msgstate {
+                ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED => {
+                    let fp = (*c).active_fingerprint;
+                    if !fp.is_null() && ffi::otrl_context_is_fingerprint_trusted(fp) != 0 {
+                        OtrState::PrivateVerified
+                    } else {
+                        OtrState::PrivateUnverified
+                    }
+                }
+                ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED => OtrState::Finished,
+                _ => OtrState::NotPrivate,
+            }
+        }
+    }
+
+    /// The buddy's fingerprint in use, if private.
+    pub fn peer_fingerprint(&self, account: &str, peer: &str) -> Option<String> {
+        let c = self.context(account, peer, false)?;
+        // SAFETY: a context from our user state.
+        unsafe {
+            let fp = (*c).active_fingerprint;
+            (!fp.is_null() && !(*fp).fingerprint.is_null()).then(|| human((*fp).fingerprint))
+        }
+    }
+
+    fn ensure_instag(&mut self, account: &str) -> Result<(), OtrError> {
+        let acc = cstring(account)?;
+        // SAFETY: lookup in our user state.
+        let found = unsafe { ffi::otrl_instag_find(self.us(), acc.as_ptr(), PROTOCOL.as_ptr()) };
+        if found.is_null() {
+            let f = MemFile::empty()
+                .ok_or_else(|| OtrError::BadFile("cannot stage the file".into()))?;
+            // SAFETY: our user state and an open FILE*.
+            check(unsafe {
+                ffi::otrl_instag_generate_FILEp(self.us(), f.ptr(), acc.as_ptr(), PROTOCOL.as_ptr())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or refreshes) a private conversation: sends an OTR query.
+    pub fn start(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
+        if self.fingerprint(account).is_none() {
+            return Err(OtrError::NoKey(account.to_owned()));
+        }
+        self.ensure_instag(account)?;
+        // SAFETY: libotr allocates the query string; we copy and free it.
+        let query = unsafe {
+            let q = ffi::otrl_proto_default_query_msg(
+                c"".as_ptr(),
+                self.policy(account, peer).bits() as ffi::OtrlPolicy,
+            );
+            if q.is_null() {
+                return Err(OtrError::Library(0));
+            }
+            let s = cstr_lossy(q);
+            libc::free(q.cast());
+            s
+        };
+        self.cb.transmits.push_back(Transmit {
+            account: account.to_owned(),
+            to: peer.to_owned(),
+            body: query,
+        });
+        Ok(())
+    }
+
+    /// Ends the private conversation (the buddy is told).
+    pub fn end(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
+        let (acc, user) = (cstring(account)?, cstring(peer)?);
+        let opdata = self.opdata();
+        // SAFETY: our user state, ops table and opdata.
+        unsafe {
+            ffi::otrl_message_disconnect_all_instances(
+                self.us(),
+                &*self.ops,
+                opdata,
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                user.as_ptr(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Prepares `text` for the transport. Under "require encryption" a message for a
+    /// conversation that is not private is held (and OTR started), never sent plain.
+    pub fn send(&mut self, account: &str, peer: &str, text: &str) -> Result<(), OtrError> {
+        let key = (account.to_owned(), peer.to_owned());
+        let require = self.policy(account, peer) == OtrPolicy::Require;
+        let state = self.state(account, peer);
+        if state == OtrState::Finished {
+            return Err(OtrError::NotPrivate(peer.to_owned()));
+        }
+        if require
+            && !matches!(
+                state,
+                OtrState::PrivateUnverified | OtrState::PrivateVerified
+            )
+        {
+            let q = self.held.entry(key).or_default();
+            if q.len() < 256 {
+                q.push_back(text.to_owned());
+            }
+            if self.fingerprint(account).is_some() {
+                self.start(account, peer)?;
+            }
+            return Err(OtrError::Held);
+        }
+        self.encode(account, peer, text, require)
+    }
+
+    fn encode(
+        &mut self,
+        account: &str,
+        peer: &str,
+        text: &str,
+        require: bool,
+    ) -> Result<(), OtrError> {
+        self.ensure_instag(account)?;
+        let (acc, user, msg) = (cstring(account)?, cstring(peer)?, cstring(text)?);
+        let mut newmsg: *mut c_char = ptr::null_mut();
+        if require {
+            self.cb.guard = Some((account.to_owned(), peer.to_owned()));
+        }
+        let opdata = self.opdata();
+        // SAFETY: our user state/ops/opdata; libotr allocates newmsg, freed below.
+        let err = unsafe {
+            ffi::otrl_message_sending(
+                self.us(),
+                &*self.ops,
+                opdata,
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                user.as_ptr(),
+                ffi::OTRL_INSTAG_BEST,
+                msg.as_ptr(),
+                ptr::null_mut(),
+                &mut newmsg,
+                ffi::OtrlFragmentPolicy_OTRL_FRAGMENT_SEND_ALL,
+                ptr::null_mut(),
+                None,
+                ptr::null_mut(),
+            )
+        };
+        self.cb.guard = None;
+        let sent_by_lib = !newmsg.is_null();
+        if sent_by_lib {
+            // SAFETY: allocated by libotr for us.
+            unsafe { ffi::otrl_message_free(newmsg) };
+        }
+        if err != 0 {
+            return Err(OtrError::Library(err));
+        }
+        // Nothing injected and no replacement: libotr left the message as it was (not
+        // private, no OTR wanted): the transport sends it as typed.
+        if !sent_by_lib
+            && !require
+            && self.state(account, peer) == OtrState::NotPrivate
+            && !self.injected_last(account, peer)
+        {
+            self.cb.transmits.push_back(Transmit {
+                account: account.to_owned(),
+                to: peer.to_owned(),
+                body: text.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn injected_last(&self, account: &str, peer: &str) -> bool {
+        self.cb
+            .transmits
+            .back()
+            .is_some_and(|t| t.account == account && t.to == peer)
+    }
+
+    /// Handles a received body. Returns the text to show, or `None` for OTR protocol
+    /// traffic (or anything dropped).
+    pub fn receive(&mut self, account: &str, from: &str, body: &str) -> Option<String> {
+        if body.len() > MAX_IN || too_many_fragments(body) {
+            self.cb.events.push_back(OtrEvent::Notice {
+                account: account.to_owned(),
+                peer: from.to_owned(),
+                text: "dropped an oversized OTR message".into(),
+            });
+            return None;
+        }
+        if self.ensure_instag(account).is_err() {
+            return None;
+        }
+        let (acc, user, msg) = (
+            cstring(account).ok()?,
+            cstring(from).ok()?,
+            cstring(body).ok()?,
+        );
+        let mut newmsg: *mut c_char = ptr::null_mut();
+        let mut tlvs: *mut ffi::OtrlTLV = ptr::null_mut();
+        let opdata = self.opdata();
+        // SAFETY: our user state/ops/opdata; libotr allocates newmsg and tlvs, freed below.
+        let internal = unsafe {
+            ffi::otrl_message_receiving(
+                self.us(),
+                &*self.ops,
+                opdata,
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                user.as_ptr(),
+                msg.as_ptr(),
+                &mut newmsg,
+                &mut tlvs,
+                ptr::null_mut(),
+                None,
+                ptr::null_mut(),
+            )
+        };
+        let mut shown = None;
+        if !newmsg.is_null() {
+            shown = Some(cstr_lossy(newmsg));
+            // SAFETY: allocated by libotr.
+            unsafe { ffi::otrl_message_free(newmsg) };
+        }
+        if !tlvs.is_null() {
+            // SAFETY: allocated by libotr.
+            unsafe {
+                if !ffi::otrl_tlv_find(tlvs, ffi::OTRL_TLV_DISCONNECTED as u16).is_null() {
+                    self.cb.events.push_back(OtrEvent::Finished {
+                        account: account.to_owned(),
+                        peer: from.to_owned(),
+                    });
+                }
+                ffi::otrl_tlv_free(tlvs);
+            }
+        }
+        self.after_state_change(account, from);
+        if internal != 0 {
+            return None;
+        }
+        match shown {
+            Some(s) => Some(s),
+            None => Some(body.to_owned()),
+        }
+    }
+
+    /// Sends held messages once the conversation is private.
+    fn after_state_change(&mut self, account: &str, peer: &str) {
+        let key = (account.to_owned(), peer.to_owned());
+        if matches!(
+            self.state(account, peer),
+            OtrState::PrivateUnverified | OtrState::PrivateVerified
+        ) && let Some(q) = self.held.remove(&key)
+        {
+            for text in q {
+                if let Err(e) = self.encode(
+                    account,
+                    peer,
+                    &text,
+                    self.policy(account, peer) == OtrPolicy::Require,
+                ) {
+                    tracing::warn!(error = %e, "a held message could not be sent");
+                }
+            }
+        }
+    }
+
+    /// Messages held under "require encryption" for this buddy.
+    pub fn held(&self, account: &str, peer: &str) -> usize {
+        self.held
+            .get(&(account.to_owned(), peer.to_owned()))
+            .map_or(0, |q| q.len())
+    }
+
+    /// Drops held messages (the user gave up), returning them for a clear refusal.
+    pub fn drop_held(&mut self, account: &str, peer: &str) -> Vec<String> {
+        self.held
+            .remove(&(account.to_owned(), peer.to_owned()))
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
+    /// Starts SMP with a shared secret, or with a question whose answer is the secret.
+    pub fn smp_start(
+        &mut self,
+        account: &str,
+        peer: &str,
+        question: Option<&str>,
+        secret: &str,
+    ) -> Result<(), OtrError> {
+        let c = self.private_context(account, peer)?;
+        let opdata = self.opdata();
+        // SAFETY: a private context of our user state; secret bytes with length.
+        unsafe {
+            match question {
+                Some(q) => {
+                    let q = cstring(q)?;
+                    ffi::otrl_message_initiate_smp_q(
+                        self.us(),
+                        &*self.ops,
+                        opdata,
+                        c,
+                        q.as_ptr(),
+                        secret.as_ptr(),
+                        secret.len(),
+                    )
+                }
+                None => ffi::otrl_message_initiate_smp(
+                    self.us(),
+                    &*self.ops,
+                    opdata,
+                    c,
+                    secret.as_ptr(),
+                    secret.len(),
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the buddy's SMP question or shared-secret request.
+    pub fn smp_respond(&mut self, account: &str, peer: &str, secret: &str) -> Result<(), OtrError> {
+        let c = self.private_context(account, peer)?;
+        let opdata = self.opdata();
+        // SAFETY: as above.
+        unsafe {
+            ffi::otrl_message_respond_smp(
+                self.us(),
+                &*self.ops,
+                opdata,
+                c,
+                secret.as_ptr(),
+                secret.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Aborts a running SMP.
+    pub fn smp_abort(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
+        let c = self.private_context(account, peer)?;
+        let opdata = self.opdata();
+        // SAFETY: as above.
+        unsafe { ffi::otrl_message_abort_smp(self.us(), &*self.ops, opdata, c) };
+        Ok(())
+    }
+
+    fn private_context(
+        &self,
+        account: &str,
+        peer: &str,
+    ) -> Result<*mut ffi::ConnContext, OtrError> {
+        if !matches!(
+            self.state(account, peer),
+            OtrState::PrivateUnverified | OtrState::PrivateVerified
+        ) {
+            return Err(OtrError::NotPrivate(peer.to_owned()));
+        }
+        // The child context that is private (OTRL_INSTAG_BEST picks it).
+        self.context(account, peer, false)
+            .ok_or_else(|| OtrError::NotPrivate(peer.to_owned()))
+    }
+
+    /// The next message for the transport.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.cb.transmits.pop_front()
+    }
+
+    /// The next event. A new fingerprint for a buddy we knew another one for is
+    /// reported as `changed`.
+    pub fn poll_event(&mut self) -> Option<OtrEvent> {
+        let ev = self.cb.events.pop_front()?;
+        if let OtrEvent::NewFingerprint {
+            account,
+            peer,
+            fingerprint,
+            ..
+        } = &ev
+        {
+            let others = self
+                .known_fingerprints()
+                .into_iter()
+                .filter(|k| {
+                    k.account == *account
+                        && k.peer == *peer
+                        && normalize_fingerprint(&k.fingerprint)
+                            != normalize_fingerprint(fingerprint)
+                })
+                .count();
+            return Some(OtrEvent::NewFingerprint {
+                account: account.clone(),
+                peer: peer.clone(),
+                fingerprint: fingerprint.clone(),
+                changed: others > 0,
+            });
+        }
+        Some(ev)
+    }
+
+    /// Plaintext bodies our last-line guard refused to send (must stay 0).
+    pub fn refused_plaintext(&self) -> u64 {
+        self.cb.dropped_plaintext
+    }
+}
+
+impl Drop for OtrEngine {
+    fn drop(&mut self) {
+        // SAFETY: freed exactly once; no callbacks run after this.
+        unsafe { ffi::otrl_userstate_free(self.us()) };
+    }
+}
+
+/// Lower-case hex without spaces, for comparing fingerprints as users paste them.
+pub fn normalize_fingerprint(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// `?OTR|sender|receiver|k,n,data,` (v3) or `?OTR,k,n,data,` (v2) with n too large.
+fn too_many_fragments(body: &str) -> bool {
+    let Some(rest) = body.strip_prefix("?OTR") else {
+        return false;
+    };
+    let rest = match rest.strip_prefix('|') {
+        Some(r) => match r.splitn(3, '|').nth(2) {
+            Some(tail) => tail,
+            None => return false,
+        },
+        None => match rest.strip_prefix(',') {
+            Some(r) => r,
+            None => return false,
+        },
+    };
+    let mut parts = rest.splitn(3, ',');
+    let (Some(_k), Some(n)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    n.parse::<u32>().map_or(true, |n| n > MAX_FRAGMENTS)
+}

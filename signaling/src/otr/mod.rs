@@ -1,0 +1,11 @@
+//! OTR v3 (Off-the-Record messaging) through libotr 4.1: keys and fingerprints in
+//! Pidgin's file formats (staged through memory, never the disk), conversations with
+//! the four states, SMP, and the "require encryption" guarantee.
+
+mod engine;
+mod memfile;
+
+pub use engine::{
+    KnownFingerprint, OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, PROTOCOL, SmpEvent,
+    Transmit, normalize_fingerprint,
+};

@@ -1,0 +1,293 @@
+//! Two libotr engines wired back to back in memory: AKE from either side, messages,
+//! fragmentation, SMP with question and shared secret (right and wrong), fingerprint
+//! verification, the buddy ending the session, "require encryption", hostile input.
+
+use hush_signaling::otr::{OtrEngine, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit};
+
+const A: &str = "alice@localhost";
+const B: &str = "bob@localhost";
+
+struct Pair {
+    a: OtrEngine,
+    b: OtrEngine,
+    wire: Vec<Transmit>,
+    shown_a: Vec<String>,
+    shown_b: Vec<String>,
+    events_a: Vec<OtrEvent>,
+    events_b: Vec<OtrEvent>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let mut a = OtrEngine::new();
+        let mut b = OtrEngine::new();
+        a.generate_key(A).expect("alice key");
+        b.generate_key(B).expect("bob key");
+        Pair {
+            a,
+            b,
+            wire: Vec::new(),
+            shown_a: Vec::new(),
+            shown_b: Vec::new(),
+            events_a: Vec::new(),
+            events_b: Vec::new(),
+        }
+    }
+
+    /// Delivers everything in flight until both sides are quiet (bounded).
+    fn settle(&mut self) {
+        for _ in 0..200 {
+            let before = self.wire.len();
+            while let Some(t) = self.a.poll_transmit() {
+                self.wire.push(t.clone());
+                if let Some(s) = self.b.receive(B, A, &t.body) {
+                    self.shown_b.push(s);
+                }
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                self.wire.push(t.clone());
+                if let Some(s) = self.a.receive(A, B, &t.body) {
+                    self.shown_a.push(s);
+                }
+            }
+            while let Some(e) = self.a.poll_event() {
+                self.events_a.push(e);
+            }
+            while let Some(e) = self.b.poll_event() {
+                self.events_b.push(e);
+            }
+            if self.wire.len() == before {
+                return;
+            }
+        }
+        panic!("no quiescence");
+    }
+
+    fn private(&mut self) {
+        self.a.start(A, B).expect("start");
+        self.settle();
+        assert_eq!(self.a.state(A, B), OtrState::PrivateUnverified);
+        assert_eq!(self.b.state(B, A), OtrState::PrivateUnverified);
+    }
+}
+
+#[test]
+fn ake_from_either_side_and_messages_both_ways() {
+    let mut p = Pair::new();
+    let fa = p.a.fingerprint(A).expect("fingerprint");
+    assert_eq!(fa.split(' ').count(), 5);
+    p.private();
+    assert!(p.events_a.iter().any(|e| matches!(
+        e,
+        OtrEvent::Secure {
+            verified: false,
+            ..
+        }
+    )));
+    assert_eq!(
+        p.b.peer_fingerprint(B, A).as_deref(),
+        Some(fa.as_str()),
+        "bob sees alice's real fingerprint"
+    );
+    p.a.send(A, B, "the plan is on").expect("send");
+    p.settle();
+    assert_eq!(p.shown_b, vec!["the plan is on".to_owned()]);
+    assert!(
+        p.wire.iter().all(|t| !t.body.contains("the plan is on")),
+        "nothing readable on the wire"
+    );
+    p.b.send(B, A, "understood").expect("send");
+    p.settle();
+    assert_eq!(p.shown_a, vec!["understood".to_owned()]);
+
+    // Bob starts the next one.
+    let mut q = Pair::new();
+    q.b.start(B, A).expect("start");
+    q.settle();
+    assert_eq!(q.a.state(A, B), OtrState::PrivateUnverified);
+}
+
+#[test]
+fn long_messages_are_fragmented_and_reassembled() {
+    let mut p = Pair::new();
+    p.a.set_max_message_size(300);
+    p.b.set_max_message_size(300);
+    p.private();
+    let long = "x".repeat(5000);
+    p.wire.clear();
+    p.a.send(A, B, &long).expect("send");
+    p.settle();
+    assert_eq!(p.shown_b, vec![long]);
+    assert!(p.wire.len() > 10, "split into fragments: {}", p.wire.len());
+    assert!(p.wire.iter().all(|t| t.body.len() <= 300));
+}
+
+#[test]
+fn smp_with_question_and_with_shared_secret() {
+    let mut p = Pair::new();
+    p.private();
+    let fb = p.b.fingerprint(B).expect("fp");
+    // Question, right answer.
+    p.a.smp_start(A, B, Some("where did we meet?"), "the library")
+        .expect("smp");
+    p.settle();
+    assert!(p.events_b.iter().any(|e| matches!(e, OtrEvent::Smp { event: SmpEvent::AskedQuestion(q), .. } if q == "where did we meet?")));
+    p.b.smp_respond(B, A, "the library").expect("respond");
+    p.settle();
+    assert!(p.events_a.iter().any(|e| matches!(
+        e,
+        OtrEvent::Smp {
+            event: SmpEvent::Succeeded,
+            ..
+        }
+    )));
+    assert_eq!(p.a.state(A, B), OtrState::PrivateVerified);
+    assert!(
+        p.a.known_fingerprints()
+            .iter()
+            .any(|k| k.fingerprint == fb && k.verified)
+    );
+
+    // Shared secret from bob's side, wrong answer.
+    let mut q = Pair::new();
+    q.private();
+    q.b.smp_start(B, A, None, "blue").expect("smp");
+    q.settle();
+    assert!(q.events_a.iter().any(|e| matches!(
+        e,
+        OtrEvent::Smp {
+            event: SmpEvent::AskedSecret,
+            ..
+        }
+    )));
+    q.a.smp_respond(A, B, "green").expect("respond");
+    q.settle();
+    assert!(q.events_b.iter().any(|e| matches!(
+        e,
+        OtrEvent::Smp {
+            event: SmpEvent::Failed,
+            ..
+        }
+    )));
+    assert_eq!(q.b.state(B, A), OtrState::PrivateUnverified);
+}
+
+#[test]
+fn fingerprint_verification_and_ending() {
+    let mut p = Pair::new();
+    p.private();
+    let fa = p.a.fingerprint(A).expect("fp");
+    // Pasted with odd spacing and case.
+    let pasted = fa.to_uppercase().replace(' ', "");
+    p.b.set_verified(B, A, &pasted, true).expect("verify");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert!(p.b.set_verified(B, A, "0000", true).is_err());
+    let file = p.b.fingerprints_file().expect("fingerprints");
+    assert!(String::from_utf8_lossy(&file).contains("verified"));
+
+    p.a.end(A, B).expect("end");
+    p.settle();
+    assert_eq!(p.a.state(A, B), OtrState::NotPrivate);
+    assert_eq!(p.b.state(B, A), OtrState::Finished, "the buddy ended it");
+    assert!(
+        p.events_b
+            .iter()
+            .any(|e| matches!(e, OtrEvent::Finished { .. }))
+    );
+    assert!(
+        p.b.send(B, A, "still there?").is_err(),
+        "sending is blocked until bob acts"
+    );
+}
+
+#[test]
+fn require_encryption_never_sends_plaintext() {
+    let mut p = Pair::new();
+    p.a.set_default_policy(A, OtrPolicy::Require);
+    let r = p.a.send(A, B, "secret before the session");
+    assert!(r.is_err(), "held, not sent");
+    assert_eq!(p.a.held(A, B), 1);
+    p.settle(); // the query started the AKE; the held message goes out encrypted
+    assert_eq!(p.shown_b, vec!["secret before the session".to_owned()]);
+    assert!(
+        p.wire.iter().all(|t| t.body.starts_with("?OTR")),
+        "every body on the wire is OTR"
+    );
+    assert!(p.wire.iter().all(|t| !t.body.contains("secret before")));
+    assert_eq!(p.a.refused_plaintext(), 0);
+
+    // After bob ends it, alice's next message is held again, not sent.
+    p.b.end(B, A).expect("end");
+    p.settle();
+    assert_eq!(p.a.state(A, B), OtrState::Finished);
+    assert!(p.a.send(A, B, "after the end").is_err());
+    p.settle();
+    assert!(p.wire.iter().all(|t| !t.body.contains("after the end")));
+}
+
+#[test]
+fn keys_round_trip_through_pidgin_files() {
+    let mut a = OtrEngine::new();
+    let file = a.generate_key(A).expect("key").to_vec();
+    let fp = a.fingerprint(A).expect("fp");
+    let mut again = OtrEngine::new();
+    again.load_private_keys(&file).expect("load");
+    assert_eq!(again.fingerprint(A), Some(fp));
+    assert!(
+        again
+            .load_private_keys(b"(privkeys (account (name")
+            .is_err()
+    );
+    // Pidgin's otr.fingerprints: buddy, account, protocol, 40 hex digits, trust.
+    let line = format!(
+        "carol@localhost\t{A}\tprpl-jabber\t{}\tverified\n",
+        "ab".repeat(20)
+    );
+    again
+        .load_fingerprints(line.as_bytes())
+        .expect("fingerprints");
+    let known = again.known_fingerprints();
+    assert_eq!(known.len(), 1);
+    assert!(
+        known[0].verified && known[0].peer == "carol@localhost",
+        "{known:?}"
+    );
+    assert_eq!(
+        known[0].fingerprint.replace(' ', "").to_lowercase(),
+        "ab".repeat(20)
+    );
+    let written = again.fingerprints_file().expect("write");
+    assert_eq!(
+        String::from_utf8_lossy(&written),
+        line,
+        "written back identically"
+    );
+}
+
+#[test]
+fn garbage_is_dropped_with_a_notice() {
+    let mut a = OtrEngine::new();
+    a.generate_key(A).expect("key");
+    for body in [
+        "?OTR:",
+        "?OTR:AAMD",
+        "?OTR:!!!!notbase64!!!!.",
+        "?OTR|1|2|1,99999,xxxx,",
+        "?OTR,1,65535,abc,",
+        "?OTR Error: hello",
+        &format!("?OTR:{}.", "A".repeat(100_000)),
+    ] {
+        let shown = a.receive(A, B, body);
+        assert!(
+            shown.as_deref().is_none_or(|s| !s.starts_with("?OTR:")),
+            "{body:.20} -> {shown:?}"
+        );
+    }
+    let mut notices = 0;
+    while let Some(e) = a.poll_event() {
+        if matches!(e, OtrEvent::Notice { .. }) {
+            notices += 1;
+        }
+    }
+    assert!(notices >= 2, "dropped with notices ({notices})");
+}
