@@ -136,6 +136,25 @@ async fn roster_messages_offline_delivery_and_subscriptions() {
     alice.online().await;
     bob.online().await;
     befriend(&mut alice, &mut bob, "alice@localhost", "bob@localhost").await;
+    // And the other way: bob's authorization asked to see alice; alice authorizes.
+    alice
+        .wait("bob's request", |e| {
+            matches!(e, XmppEvent::SubscriptionRequest { from } if *from == jid("bob@localhost"))
+                .then_some(())
+        })
+        .await;
+    alice
+        .handle
+        .command(XmppCommand::Authorize(jid("bob@localhost")));
+    bob.wait("alice authorized", |e| match e {
+        XmppEvent::ContactUpdated(c)
+            if c.jid == jid("alice@localhost") && c.we_see_them && c.they_see_us =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
 
     alice.handle.command(XmppCommand::Send {
         to: jid("bob@localhost"),
