@@ -318,6 +318,7 @@ pub(crate) fn run(
                     server: args.server,
                     pinned_cert_sha256: pinned,
                     socks5_proxy: args.socks5,
+                    otr_policy: Default::default(),
                 }),
             };
             if let Reply::Account(a) = phone.execute_blocking(Command::RegisterXmpp(new))? {

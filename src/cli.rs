@@ -410,6 +410,7 @@ fn account(
                             .map(|p| normalize_fingerprint(&p))
                             .transpose()?,
                         socks5_proxy: args.socks5,
+                        otr_policy: Default::default(),
                     })
                 }
             };

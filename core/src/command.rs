@@ -163,6 +163,91 @@ pub enum Command {
         /// The text.
         body: String,
     },
+    /// Generate (or replace) the OTR key of a chat account.
+    OtrGenerateKey {
+        /// The account.
+        account: AccountId,
+    },
+    /// Start a private conversation, or refresh a running one.
+    OtrStart {
+        /// The account.
+        account: AccountId,
+        /// The buddy.
+        peer: String,
+    },
+    /// End the private conversation (the buddy is told).
+    OtrEnd {
+        /// The account.
+        account: AccountId,
+        /// The buddy.
+        peer: String,
+    },
+    /// Mark a buddy's fingerprint verified (compared over a trusted channel) or not.
+    OtrTrust {
+        /// The account.
+        account: AccountId,
+        /// The buddy.
+        peer: String,
+        /// The fingerprint as the buddy read it out (spaces and case do not matter).
+        fingerprint: String,
+        /// Verified or not.
+        verified: bool,
+    },
+    /// Forget a buddy's known fingerprint.
+    OtrForget {
+        /// The account.
+        account: AccountId,
+        /// The buddy.
+        peer: String,
+        /// The fingerprint.
+        fingerprint: String,
+    },
+    /// Authenticate the buddy by a question (its answer is the secret) or a shared secret.
+    OtrAuthenticate {
+        /// The account.
+        account: AccountId,
+        /// The buddy.
+        peer: String,
+        /// Shown to the buddy; `None` for a shared secret.
+        question: Option<String>,
+        /// The answer or the shared secret.
+        secret: Secret,
+    },
+    /// Answer the buddy's question or shared-secret request.
+    OtrRespond {
+        /// The account.
+        account: AccountId,
+        /// The buddy.
+        peer: String,
+        /// The answer.
+        secret: Secret,
+    },
+    /// Abort a running authentication.
+    OtrAbortAuthentication {
+        /// The account.
+        account: AccountId,
+        /// The buddy.
+        peer: String,
+    },
+    /// Set the OTR policy of an account, or of one buddy (`peer`), or clear a buddy's
+    /// own (`policy: None`).
+    OtrSetPolicy {
+        /// The account.
+        account: AccountId,
+        /// One buddy, or the account's default.
+        peer: Option<String>,
+        /// The policy; `None` clears a buddy's own.
+        policy: Option<crate::model::OtrPolicySetting>,
+    },
+    /// Import Pidgin's `otr.private_key` and `otr.fingerprints` files.
+    OtrImport {
+        /// The key file (text).
+        keys: Option<Secret>,
+        /// The fingerprints file (text).
+        fingerprints: Option<String>,
+    },
+    /// Export the keys and fingerprints in Pidgin's formats.
+    OtrExport,
     /// Set our availability.
     SetPresence {
         /// The account.
@@ -278,6 +363,17 @@ impl Command {
             Command::RegisterXmpp(_) => "create account",
             Command::ChangeXmppPassword { .. } => "change password",
             Command::SendChat { .. } => "send message",
+            Command::OtrGenerateKey { .. } => "generate OTR key",
+            Command::OtrStart { .. } => "start private conversation",
+            Command::OtrEnd { .. } => "end private conversation",
+            Command::OtrTrust { .. } => "verify fingerprint",
+            Command::OtrForget { .. } => "forget fingerprint",
+            Command::OtrAuthenticate { .. } => "authenticate buddy",
+            Command::OtrRespond { .. } => "answer authentication",
+            Command::OtrAbortAuthentication { .. } => "abort authentication",
+            Command::OtrSetPolicy { .. } => "set OTR policy",
+            Command::OtrImport { .. } => "import OTR files",
+            Command::OtrExport => "export OTR files",
             Command::SetPresence { .. } => "set presence",
             Command::AddContact { .. } => "add contact",
             Command::UpdateContact { .. } => "update contact",
@@ -301,4 +397,11 @@ pub enum Reply {
     Call(CallId),
     /// The address now listening for calls.
     Listening(SocketAddr),
+    /// OTR files in Pidgin's formats: `otr.private_key` and `otr.fingerprints`.
+    OtrFiles {
+        /// The private keys.
+        keys: Secret,
+        /// The known fingerprints.
+        fingerprints: String,
+    },
 }

@@ -69,6 +69,9 @@ pub enum CoreError {
     /// A call could not be set up or continued; the text is for the user.
     #[error("{0}")]
     Call(String),
+    /// OTR refused an operation; the text is for the user.
+    #[error("{0}")]
+    Otr(#[from] hush_signaling::otr::OtrError),
     /// The core has stopped and no longer takes commands.
     #[error("the phone core has stopped")]
     Stopped,

@@ -136,6 +136,45 @@ pub enum Event {
         /// The line.
         line: ChatLine,
     },
+    /// A conversation's privacy changed.
+    ChatSecurity {
+        /// The account.
+        account: AccountId,
+        /// The peer.
+        peer: String,
+        /// Now.
+        security: crate::security::ChatSecurity,
+        /// The peer's fingerprint in use, when private.
+        fingerprint: Option<String>,
+    },
+    /// A peer showed an OTR fingerprint we had not seen. `changed`: we knew another one
+    /// (warn: a new device, or someone in the middle).
+    OtrFingerprint {
+        /// The account.
+        account: AccountId,
+        /// The peer.
+        peer: String,
+        /// The new fingerprint.
+        fingerprint: String,
+        /// We knew a different one.
+        changed: bool,
+    },
+    /// Progress of an authentication (SMP) with a peer.
+    Smp {
+        /// The account.
+        account: AccountId,
+        /// The peer.
+        peer: String,
+        /// Where it stands.
+        progress: crate::snapshot::SmpView,
+    },
+    /// An OTR key is ready for an account.
+    OtrKey {
+        /// The account.
+        account: AccountId,
+        /// Our fingerprint.
+        fingerprint: String,
+    },
     /// The chat server refused something.
     ChatError {
         /// The account.

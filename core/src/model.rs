@@ -85,6 +85,21 @@ pub struct XmppSettings {
     pub pinned_cert_sha256: Option<String>,
     /// SOCKS5 proxy (`host:port`), e.g. Tor's 127.0.0.1:9050.
     pub socks5_proxy: Option<String>,
+    /// When to use OTR (contacts may override).
+    #[serde(default)]
+    pub otr_policy: OtrPolicySetting,
+}
+
+/// When to make a chat private with OTR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum OtrPolicySetting {
+    /// Only when the user starts it.
+    Manual,
+    /// When the other side shows it can.
+    #[default]
+    Opportunistic,
+    /// Always: nothing is ever sent in plaintext.
+    Require,
 }
 
 /// Protocol-specific settings.

@@ -230,6 +230,7 @@ impl Core {
                         tracing::debug!(command = name, error = %e, "command failed");
                         self.pending.push(Event::CommandFailed { command: name, error: e.to_string() });
                     }
+                    self.save_otr().await;
                     self.flush();
                     if let Some(reply) = req.reply {
                         let _ = reply.send(result);
@@ -238,11 +239,12 @@ impl Core {
                 input = chat_rx.recv() => {
                     let Some(input) = input else { break };
                     let (mut events, mut log) = (Vec::new(), Vec::new());
-                    self.chats.input(input, &mut events, &mut log);
+                    self.chats.input(input, &mut events, &mut log).await;
                     self.pending.extend(events);
                     if !log.is_empty() {
                         self.log_lines(log).await;
                     }
+                    self.save_otr().await;
                     self.flush();
                 }
                 input = call_rx.recv() => {
@@ -253,6 +255,64 @@ impl Core {
                     self.flush();
                 }
             }
+        }
+    }
+
+    /// Loads OTR keys, fingerprints and policies from the vault, once it is open.
+    async fn ensure_otr_loaded(&mut self) -> Result<()> {
+        if self.chats.otr_loaded() {
+            return Ok(());
+        }
+        let stored = self
+            .with_profile(|p| {
+                if p.is_locked() {
+                    return Err(CoreError::Locked);
+                }
+                let keys = match p.secret(crate::chat::KEYS_SECRET)? {
+                    Some(k) => Some(crate::secret::Secret::new(
+                        String::from_utf8(k.to_vec()).map_err(|_| {
+                            CoreError::TamperedSecret(crate::chat::KEYS_SECRET.into())
+                        })?,
+                    )),
+                    None => None,
+                };
+                Ok(crate::chat::Stored {
+                    keys,
+                    fingerprints: p
+                        .secret(crate::chat::FINGERPRINTS_SECRET)?
+                        .map(|f| f.to_vec()),
+                    policies: p.secret(crate::chat::POLICIES_SECRET)?.map(|f| f.to_vec()),
+                })
+            })
+            .await?;
+        self.chats.load_otr(stored).await
+    }
+
+    /// Seals changed OTR keys, fingerprints and policies in the vault.
+    async fn save_otr(&mut self) {
+        let Some(save) = self.chats.otr_to_save().await else {
+            return;
+        };
+        let r = self
+            .with_profile(move |p| {
+                if let Some(k) = &save.keys {
+                    p.put_secret(crate::chat::KEYS_SECRET, k.expose().as_bytes())?;
+                }
+                if let Some(f) = &save.fingerprints {
+                    p.put_secret(crate::chat::FINGERPRINTS_SECRET, f)?;
+                }
+                if let Some(pol) = &save.policies {
+                    p.put_secret(crate::chat::POLICIES_SECRET, pol)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not save OTR keys and fingerprints");
+            self.pending.push(Event::CommandFailed {
+                command: "save OTR keys",
+                error: e.to_string(),
+            });
         }
     }
 
@@ -406,7 +466,8 @@ impl Core {
                         self.calls.connect(&config, password, &mut events).await?
                     }
                     crate::model::Protocol::Xmpp => {
-                        self.chats.connect(&config, password, &mut events)?
+                        self.ensure_otr_loaded().await?;
+                        self.chats.connect(&config, password, &mut events).await?
                     }
                 }
                 Reply::Done
@@ -514,7 +575,62 @@ impl Core {
                 }
                 Reply::Done
             }
-            Command::SendChat { account, to, body } => self.chats.send(account, &to, body)?,
+            Command::SendChat { account, to, body } => {
+                let mut log = Vec::new();
+                let reply = self
+                    .chats
+                    .send(account, &to, body, &mut events, &mut log)
+                    .await?;
+                self.log_lines(log).await;
+                reply
+            }
+            Command::OtrSetPolicy {
+                account,
+                peer: None,
+                policy,
+            } => {
+                self.ensure_otr_loaded().await?;
+                let reply = self
+                    .chats
+                    .otr_command(
+                        Command::OtrSetPolicy {
+                            account,
+                            peer: None,
+                            policy,
+                        },
+                        &mut events,
+                    )
+                    .await?;
+                if let Some(policy) = policy {
+                    self.with_profile(move |p| {
+                        let mut config = p
+                            .accounts()?
+                            .into_iter()
+                            .find(|a| a.id == account)
+                            .ok_or_else(|| CoreError::NoSuchAccount(account.to_string()))?;
+                        if let AccountSettings::Xmpp(x) = &mut config.settings {
+                            x.otr_policy = policy;
+                        }
+                        p.update_account_settings(account, &config.settings)
+                    })
+                    .await?;
+                }
+                reply
+            }
+            c @ (Command::OtrGenerateKey { .. }
+            | Command::OtrStart { .. }
+            | Command::OtrEnd { .. }
+            | Command::OtrTrust { .. }
+            | Command::OtrForget { .. }
+            | Command::OtrAuthenticate { .. }
+            | Command::OtrRespond { .. }
+            | Command::OtrAbortAuthentication { .. }
+            | Command::OtrSetPolicy { .. }
+            | Command::OtrImport { .. }
+            | Command::OtrExport) => {
+                self.ensure_otr_loaded().await?;
+                self.chats.otr_command(c, &mut events).await?
+            }
             Command::SetPresence { account, presence } => {
                 let show = match presence {
                     Presence::Available => Show::Available,
@@ -603,7 +719,7 @@ impl Core {
             }
         };
         self.revision += 1;
-        let (contacts, chats, rooms, requests) = self.chats.views();
+        let chat_views = self.chats.views();
         let snap = Snapshot {
             revision: self.revision,
             profile_dir: profile.dir().to_path_buf(),
@@ -622,10 +738,12 @@ impl Core {
                 })
                 .collect(),
             calls: self.calls.views(),
-            contacts,
-            chats,
-            rooms,
-            requests,
+            contacts: chat_views.contacts,
+            chats: chat_views.chats,
+            rooms: chat_views.rooms,
+            requests: chat_views.requests,
+            otr_keys: chat_views.otr_keys,
+            known_fingerprints: chat_views.known_fingerprints,
         };
         drop(profile);
         self.snapshot.send_replace(Arc::new(snap));

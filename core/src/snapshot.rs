@@ -153,8 +153,55 @@ pub struct ChatView {
     pub security: ChatSecurity,
     /// The peer's OTR fingerprint differs from the one we knew.
     pub fingerprint_changed: bool,
+    /// The peer's OTR fingerprint in this private conversation.
+    pub peer_fingerprint: Option<String>,
+    /// A running authentication (SMP) with the peer.
+    pub smp: Option<SmpView>,
+    /// The OTR policy in force for this peer.
+    pub policy: crate::model::OtrPolicySetting,
+    /// Messages waiting for the private conversation (policy "require").
+    pub held: usize,
     /// The conversation, oldest first (shared, so snapshots stay cheap).
     pub lines: Arc<Vec<ChatLine>>,
+}
+
+/// Where an authentication of the buddy (OTR's SMP) stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SmpView {
+    /// The buddy asks this question; answer it to authenticate each other.
+    Asked(String),
+    /// The buddy wants to compare a shared secret.
+    SecretAsked,
+    /// Under way (percent).
+    InProgress(u16),
+    /// The answers matched: the buddy is now verified.
+    Succeeded,
+    /// The answers did not match: the buddy is not who you think, or mistyped.
+    Failed,
+    /// Aborted by either side, or a protocol error.
+    Aborted,
+}
+
+/// Our OTR key for an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OtrKeyView {
+    /// The account.
+    pub account: AccountId,
+    /// Our fingerprint, for the buddy to compare.
+    pub fingerprint: String,
+}
+
+/// A buddy's OTR fingerprint we have seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KnownFingerprintView {
+    /// The account it was seen on.
+    pub account: AccountId,
+    /// The buddy.
+    pub peer: String,
+    /// Five groups of eight hex digits.
+    pub fingerprint: String,
+    /// The user verified it (in person, by question or shared secret).
+    pub verified: bool,
 }
 
 /// One line of a conversation.
@@ -174,6 +221,12 @@ pub struct ChatLine {
     pub delivered: bool,
     /// It was stored by the server while we were offline.
     pub delayed: bool,
+    /// It travelled OTR-encrypted (or, held, will only travel encrypted).
+    pub encrypted: bool,
+    /// Waiting for the private conversation before it is sent.
+    pub held: bool,
+    /// A notice from Hushphone (security changes, errors), not a message.
+    pub notice: bool,
 }
 
 /// A room we are in.
@@ -229,4 +282,8 @@ pub struct Snapshot {
     pub rooms: Vec<RoomView>,
     /// Pending subscription requests.
     pub requests: Vec<RequestView>,
+    /// Our OTR keys, per connected chat account.
+    pub otr_keys: Vec<OtrKeyView>,
+    /// Buddies' OTR fingerprints we know.
+    pub known_fingerprints: Vec<KnownFingerprintView>,
 }

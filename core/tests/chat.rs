@@ -15,6 +15,7 @@ fn settings(server: &Prosody) -> XmppSettings {
         server: Some(format!("127.0.0.1:{}", server.port())),
         pinned_cert_sha256: Some(hush_signaling::xmpp::format_fingerprint(&fp)),
         socks5_proxy: None,
+        otr_policy: Default::default(),
     }
 }
 

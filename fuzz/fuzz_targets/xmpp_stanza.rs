@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let expects_answer = matches!(stanza, Stanza::Iq(Iq::Get { .. } | Iq::Set { .. }));
     let mut core = ChatCore::new("me@example.org".parse().expect("jid"), "fz".into());
     core.online(false);
-    let _ = core.send_message("peer@example.org".parse().expect("jid"), "hi".into());
+    let _ = core.send_message("peer@example.org".parse().expect("jid"), "hi".into(), None);
     core.join_room(
         "room@conference.example.org".parse().expect("jid"),
         "me".into(),

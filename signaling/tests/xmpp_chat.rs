@@ -159,6 +159,7 @@ async fn roster_messages_offline_delivery_and_subscriptions() {
     alice.handle.command(XmppCommand::Send {
         to: jid("bob@localhost"),
         body: "hi bob".into(),
+        id: None,
     });
     alice
         .wait("delivery", |e| {
@@ -172,6 +173,7 @@ async fn roster_messages_offline_delivery_and_subscriptions() {
     bob.handle.command(XmppCommand::Send {
         to: jid("alice@localhost"),
         body: "hi alice".into(),
+        id: None,
     });
     alice
         .wait("reply", |e| {
@@ -213,6 +215,7 @@ async fn roster_messages_offline_delivery_and_subscriptions() {
     alice.handle.command(XmppCommand::Send {
         to: jid("bob@localhost"),
         body: "while you were out".into(),
+        id: None,
     });
     alice
         .wait("stored", |e| {
@@ -403,6 +406,7 @@ async fn server_restart_loses_and_duplicates_nothing() {
         alice.handle.command(XmppCommand::Send {
             to: jid("bob@localhost"),
             body: format!("queued {i}"),
+            id: None,
         });
     }
     server.restart().expect("prosody again");

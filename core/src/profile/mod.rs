@@ -12,7 +12,7 @@ pub use history::{Direction, HistoryEntry, HistoryRecord};
 pub use vault::{MIN_MASTER_PASSWORD_LEN, VaultMode};
 
 use crate::error::{CoreError, Result};
-use crate::model::{AccountConfig, AccountId, NewAccount, normalize_address};
+use crate::model::{AccountConfig, AccountId, AccountSettings, NewAccount, normalize_address};
 use crate::secret::Secret;
 use crypto::Key;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -275,6 +275,31 @@ impl Profile {
             params![password_secret_name(id)],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces an account's settings (same protocol).
+    pub fn update_account_settings(
+        &mut self,
+        id: AccountId,
+        settings: &AccountSettings,
+    ) -> Result<()> {
+        let current = self
+            .accounts()?
+            .into_iter()
+            .find(|a| a.id == id)
+            .ok_or_else(|| CoreError::NoSuchAccount(id.to_string()))?;
+        if current.settings.protocol() != settings.protocol() {
+            return Err(CoreError::InvalidInput(
+                "an account cannot change protocol".into(),
+            ));
+        }
+        let json = serde_json::to_string(settings)
+            .map_err(|e| CoreError::InvalidInput(format!("account settings: {e}")))?;
+        self.conn.execute(
+            "UPDATE accounts SET settings = ?1 WHERE id = ?2",
+            params![json, id.0],
+        )?;
         Ok(())
     }
 

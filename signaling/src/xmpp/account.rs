@@ -27,6 +27,8 @@ pub enum XmppCommand {
         to: BareJid,
         /// Text.
         body: String,
+        /// Stanza id to use (the caller tracks delivery by it); `None` picks one.
+        id: Option<String>,
     },
     /// Say something in a joined room.
     SendRoom {
@@ -240,8 +242,8 @@ async fn run(
 
 fn apply(core: &mut ChatCore, cmd: XmppCommand) {
     match cmd {
-        XmppCommand::Send { to, body } => {
-            core.send_message(to, body);
+        XmppCommand::Send { to, body, id } => {
+            core.send_message(to, body, id);
         }
         XmppCommand::SendRoom { room, body } => {
             core.send_room(room, body);

@@ -393,12 +393,21 @@ impl ChatCore {
         true
     }
 
-    /// Queues a chat message; it is sent now if online, else on reconnect. Returns its id.
-    pub fn send_message(&mut self, to: BareJid, body: String) -> Option<String> {
+    /// Queues a chat message; it is sent now if online, else on reconnect. Returns its id
+    /// (`id` if given, else a fresh one).
+    pub fn send_message(
+        &mut self,
+        to: BareJid,
+        body: String,
+        id: Option<String>,
+    ) -> Option<String> {
         if !self.check_body(&body) {
             return None;
         }
-        let id = self.new_id();
+        let id = match id {
+            Some(id) if !id.is_empty() && id.len() <= 128 => id,
+            _ => self.new_id(),
+        };
         self.events.push_back(XmppEvent::Queued {
             to: to.clone(),
             id: id.clone(),
@@ -840,7 +849,7 @@ mod tests {
     fn messages_typed_offline_go_out_once_after_reconnect() {
         let mut c = ChatCore::new(jid("alice@localhost"), "s1".into());
         let id = c
-            .send_message(jid("bob@localhost"), "hello".into())
+            .send_message(jid("bob@localhost"), "hello".into(), None)
             .expect("queued");
         assert!(drain(&mut c).is_empty(), "nothing goes out while offline");
         c.online(false);
@@ -943,9 +952,9 @@ mod tests {
     #[test]
     fn oversized_and_empty_bodies() {
         let mut c = ChatCore::new(jid("bob@localhost"), "s5".into());
-        assert!(c.send_message(jid("a@b"), String::new()).is_none());
+        assert!(c.send_message(jid("a@b"), String::new(), None).is_none());
         assert!(
-            c.send_message(jid("a@b"), "x".repeat(MAX_BODY + 1))
+            c.send_message(jid("a@b"), "x".repeat(MAX_BODY + 1), None)
                 .is_none()
         );
         let mut m = Message::chat(None);

@@ -2,14 +2,20 @@
 //! contacts and requests they produce, as the snapshot shows them. Messages are logged
 //! to the (sealed) history only where the user turned history on.
 
+mod private;
+mod worker;
+
+pub(crate) use private::{FINGERPRINTS_SECRET, KEYS_SECRET, POLICIES_SECRET, Stored};
+
 use crate::command::{Reply, RequestAnswer};
 use crate::error::{CoreError, Result};
 use crate::event::Event;
-use crate::model::{AccountConfig, AccountId, AccountSettings, XmppSettings};
+use crate::model::{AccountConfig, AccountId, AccountSettings, OtrPolicySetting, XmppSettings};
 use crate::secret::Secret;
 use crate::security::ChatSecurity;
 use crate::snapshot::{
-    AccountStatus, ChatLine, ChatView, ContactView, Presence, RequestView, RoomView, Subscription,
+    AccountStatus, ChatLine, ChatView, ContactView, KnownFingerprintView, OtrKeyView, Presence,
+    RequestView, RoomView, SmpView, Subscription,
 };
 use hush_signaling::xmpp::account::{self, XmppCommand, XmppHandle};
 use hush_signaling::xmpp::chat::{Contact, Show, XmppEvent};
@@ -24,9 +30,26 @@ const MAX_LINES: usize = 10_000;
 /// Inputs to the core task from XMPP accounts.
 pub(crate) struct ChatInput(pub(crate) AccountId, pub(crate) XmppEvent);
 
-struct Conversation {
+pub(crate) struct Conversation {
     security: ChatSecurity,
+    peer_fingerprint: Option<String>,
+    fingerprint_changed: bool,
+    smp: Option<SmpView>,
+    held: usize,
     lines: Arc<Vec<ChatLine>>,
+}
+
+impl Conversation {
+    fn new() -> Conversation {
+        Conversation {
+            security: ChatSecurity::NotPrivate,
+            peer_fingerprint: None,
+            fingerprint_changed: false,
+            smp: None,
+            held: 0,
+            lines: Arc::default(),
+        }
+    }
 }
 
 struct RoomState {
@@ -40,6 +63,7 @@ struct Account {
     handle: XmppHandle,
     jid: BareJid,
     contacts: BTreeMap<String, ContactView>,
+    otr_policy: OtrPolicySetting,
 }
 
 /// All chat accounts of the phone.
@@ -49,6 +73,17 @@ pub(crate) struct ChatLayer {
     chats: BTreeMap<(AccountId, String), Conversation>,
     rooms: BTreeMap<(AccountId, String), RoomState>,
     requests: BTreeMap<(AccountId, String), bool>,
+    otr: private::Otr,
+}
+
+/// Snapshot parts the chat layer owns.
+pub(crate) struct ChatViews {
+    pub(crate) contacts: Vec<ContactView>,
+    pub(crate) chats: Vec<ChatView>,
+    pub(crate) rooms: Vec<RoomView>,
+    pub(crate) requests: Vec<RequestView>,
+    pub(crate) otr_keys: Vec<OtrKeyView>,
+    pub(crate) known_fingerprints: Vec<KnownFingerprintView>,
 }
 
 /// A line to log in the history: (account, peer, line).
@@ -125,18 +160,22 @@ impl ChatLayer {
             chats: BTreeMap::new(),
             rooms: BTreeMap::new(),
             requests: BTreeMap::new(),
+            otr: private::Otr::new(),
         }
     }
 
+    /// OTR data from the vault is loaded (needed before any chat account connects).
+    pub(crate) fn otr_loaded(&self) -> bool {
+        self.otr.is_loaded()
+    }
+
+    /// What must be written back to the vault now, if anything.
+    pub(crate) async fn otr_to_save(&mut self) -> Option<private::ToSave> {
+        self.otr.take_changes().await
+    }
+
     /// Contacts, conversations, rooms and requests for the snapshot.
-    pub(crate) fn views(
-        &self,
-    ) -> (
-        Vec<ContactView>,
-        Vec<ChatView>,
-        Vec<RoomView>,
-        Vec<RequestView>,
-    ) {
+    pub(crate) fn views(&self) -> ChatViews {
         let contacts = self
             .accounts
             .values()
@@ -149,7 +188,11 @@ impl ChatLayer {
                 account: *account,
                 peer: peer.clone(),
                 security: c.security,
-                fingerprint_changed: false,
+                fingerprint_changed: c.fingerprint_changed,
+                peer_fingerprint: c.peer_fingerprint.clone(),
+                smp: c.smp.clone(),
+                policy: self.policy_for(*account, peer),
+                held: c.held,
                 lines: c.lines.clone(),
             })
             .collect();
@@ -174,11 +217,18 @@ impl ChatLayer {
                 ignored: *ignored,
             })
             .collect();
-        (contacts, chats, rooms, requests)
+        ChatViews {
+            contacts,
+            chats,
+            rooms,
+            requests,
+            otr_keys: self.otr.key_views(),
+            known_fingerprints: self.otr.known(),
+        }
     }
 
-    /// Logs in an XMPP account.
-    pub(crate) fn connect(
+    /// Logs in an XMPP account (the vault's OTR data must be loaded).
+    pub(crate) async fn connect(
         &mut self,
         config: &AccountConfig,
         password: Secret,
@@ -189,6 +239,9 @@ impl ChatLayer {
         };
         if self.accounts.contains_key(&config.id) {
             return Ok(());
+        }
+        if !self.otr.is_loaded() {
+            return Err(CoreError::Locked);
         }
         let me = jid(&config.address)?;
         let (handle, mut rx) = account::start(
@@ -209,15 +262,17 @@ impl ChatLayer {
             config.id,
             Account {
                 handle,
-                jid: me,
+                jid: me.clone(),
                 contacts: BTreeMap::new(),
+                otr_policy: settings.otr_policy,
             },
         );
         events.push(Event::AccountStatus {
             account: config.id,
             status: AccountStatus::Connecting,
         });
-        Ok(())
+        self.otr_attach(config.id, &me.to_string(), settings.otr_policy, events)
+            .await
     }
 
     /// Logs out.
@@ -225,6 +280,7 @@ impl ChatLayer {
         match self.accounts.remove(&account) {
             Some(a) => {
                 a.handle.command(XmppCommand::Stop);
+                self.otr_detach(account);
                 true
             }
             None => false,
@@ -237,24 +293,6 @@ impl ChatLayer {
                 "account {account} is not connected; connect it first"
             ))
         })
-    }
-
-    /// Queues a message.
-    pub(crate) fn send(&mut self, account: AccountId, to: &str, body: String) -> Result<Reply> {
-        if body.trim().is_empty() {
-            return Err(CoreError::InvalidInput("the message is empty".into()));
-        }
-        let to = jid(to)?;
-        let a = self.account(account)?;
-        if let Some(c) = self.chats.get(&(account, to.to_string()))
-            && !c.security.may_send()
-        {
-            return Err(CoreError::InvalidInput(
-                "the private conversation was ended: restart or end it first".into(),
-            ));
-        }
-        a.handle.command(XmppCommand::Send { to, body });
-        Ok(Reply::Done)
     }
 
     /// Runs a roster, presence or room command.
@@ -362,12 +400,35 @@ impl ChatLayer {
     }
 
     /// Turns an account's event into state, events and lines to log.
-    pub(crate) fn input(
+    pub(crate) async fn input(
         &mut self,
         ChatInput(account, ev): ChatInput,
         events: &mut Vec<Event>,
         log: &mut Vec<Loggable>,
     ) {
+        if let XmppEvent::Message {
+            from,
+            id,
+            body,
+            delayed,
+        } = ev
+        {
+            if self.accounts.contains_key(&account) {
+                self.receive(
+                    account,
+                    private::Received {
+                        from: from.to_string(),
+                        id,
+                        body,
+                        delayed,
+                    },
+                    events,
+                    log,
+                )
+                .await;
+            }
+            return;
+        }
         let Some(acc) = self.accounts.get_mut(&account) else {
             return;
         };
@@ -384,6 +445,7 @@ impl ChatLayer {
                 };
                 if permanent {
                     self.accounts.remove(&account);
+                    self.otr_detach(account);
                 }
                 events.push(Event::AccountStatus { account, status });
             }
@@ -441,7 +503,12 @@ impl ChatLayer {
                     });
                 }
             }
-            XmppEvent::Queued { to, id, body, room } => {
+            XmppEvent::Queued {
+                to,
+                id,
+                body,
+                room: true,
+            } => {
                 let line = ChatLine {
                     id,
                     sender: acc.jid.to_string(),
@@ -450,48 +517,35 @@ impl ChatLayer {
                     at_unix_ms: now_ms(),
                     delivered: false,
                     delayed: false,
+                    encrypted: false,
+                    held: false,
+                    notice: false,
                 };
-                if room {
-                    if let Some(r) = self.rooms.get_mut(&(account, to.to_string())) {
-                        line_sender_nick(&mut r.lines, line.clone(), &r.nick);
-                        events.push(Event::RoomLine {
-                            account,
-                            room: to.to_string(),
-                            line,
-                        });
-                    }
-                } else {
-                    let peer = to.to_string();
-                    let conv = self
-                        .chats
-                        .entry((account, peer.clone()))
-                        .or_insert_with(|| Conversation {
-                            security: ChatSecurity::NotPrivate,
-                            lines: Arc::default(),
-                        });
-                    push_line(&mut conv.lines, line.clone());
-                    log.push((account, peer.clone(), line.clone()));
-                    events.push(Event::ChatLine {
+                if let Some(r) = self.rooms.get_mut(&(account, to.to_string())) {
+                    line_sender_nick(&mut r.lines, line.clone(), &r.nick);
+                    events.push(Event::RoomLine {
                         account,
-                        peer,
+                        room: to.to_string(),
                         line,
                     });
                 }
             }
+            // 1:1 lines are made when the user sends (OTR may turn one into several stanzas).
+            XmppEvent::Queued { .. } => {}
             XmppEvent::Delivered { id } => {
-                for ((a, peer), conv) in self.chats.iter_mut() {
-                    if *a != account {
-                        continue;
-                    }
-                    if let Some(pos) = conv.lines.iter().rposition(|l| l.from_me && l.id == id) {
+                if let Some((a, peer, line)) = self.otr.delivered(&id) {
+                    if let Some(conv) = self.chats.get_mut(&(a, peer.clone()))
+                        && let Some(pos) =
+                            conv.lines.iter().rposition(|l| l.from_me && l.id == line)
+                    {
                         Arc::make_mut(&mut conv.lines)[pos].delivered = true;
                         events.push(Event::ChatDelivered {
-                            account,
-                            peer: peer.clone(),
-                            id: id.clone(),
+                            account: a,
+                            peer,
+                            id: line,
                         });
-                        return;
                     }
+                    return;
                 }
                 for r in self.rooms.values_mut() {
                     if let Some(pos) = r.lines.iter().rposition(|l| l.from_me && l.id == id) {
@@ -499,37 +553,7 @@ impl ChatLayer {
                     }
                 }
             }
-            XmppEvent::Message {
-                from,
-                id,
-                body,
-                delayed,
-            } => {
-                let peer = from.to_string();
-                let line = ChatLine {
-                    id,
-                    sender: peer.clone(),
-                    from_me: false,
-                    body,
-                    at_unix_ms: now_ms(),
-                    delivered: true,
-                    delayed,
-                };
-                let conv = self
-                    .chats
-                    .entry((account, peer.clone()))
-                    .or_insert_with(|| Conversation {
-                        security: ChatSecurity::NotPrivate,
-                        lines: Arc::default(),
-                    });
-                push_line(&mut conv.lines, line.clone());
-                log.push((account, peer.clone(), line.clone()));
-                events.push(Event::ChatLine {
-                    account,
-                    peer,
-                    line,
-                });
-            }
+            XmppEvent::Message { .. } => {}
             XmppEvent::RoomJoined { room, nick } => {
                 if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
                     r.joined = true;
@@ -565,6 +589,9 @@ impl ChatLayer {
                     at_unix_ms: now_ms(),
                     delivered: true,
                     delayed,
+                    encrypted: false,
+                    held: false,
+                    notice: false,
                 };
                 if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
                     push_line(&mut r.lines, line.clone());

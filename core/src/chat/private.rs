@@ -1,0 +1,963 @@
+//! Private chat: every 1:1 message goes through OTR on its way out and in, so the
+//! policy decides — never the transport — whether a body may leave in plaintext. Keys,
+//! known fingerprints and per-buddy policies live sealed in the vault; the core saves
+//! them whenever OTR says they changed.
+
+use super::worker::{OtrWorker, PeerState, Produced};
+use super::{ChatLayer, Conversation, Loggable, jid, now_ms, push_line};
+use crate::command::Reply;
+use crate::error::{CoreError, Result};
+use crate::event::Event;
+use crate::model::{AccountId, OtrPolicySetting};
+use crate::secret::Secret;
+use crate::security::ChatSecurity;
+use crate::snapshot::{ChatLine, KnownFingerprintView, OtrKeyView, SmpView};
+use hush_signaling::otr::{
+    OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, normalize_fingerprint,
+};
+use hush_signaling::xmpp::account::XmppCommand;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// OTR messages longer than this are split into fragments (each one stanza).
+const FRAGMENT_BYTES: usize = 16 * 1024;
+/// Stanza ids remembered to mark lines delivered.
+const TRACKED_STANZAS: usize = 1024;
+/// Vault names of what OTR keeps.
+pub(crate) const KEYS_SECRET: &str = "otr/private_keys";
+pub(crate) const FINGERPRINTS_SECRET: &str = "otr/fingerprints";
+pub(crate) const POLICIES_SECRET: &str = "otr/policies";
+
+/// A 1:1 message as the transport delivered it.
+pub(crate) struct Received {
+    pub(crate) from: String,
+    pub(crate) id: String,
+    pub(crate) body: String,
+    pub(crate) delayed: bool,
+}
+
+/// What the vault holds for OTR, as loaded at start.
+#[derive(Default)]
+pub(crate) struct Stored {
+    pub(crate) keys: Option<Secret>,
+    pub(crate) fingerprints: Option<Vec<u8>>,
+    pub(crate) policies: Option<Vec<u8>>,
+}
+
+/// What the core must write back to the vault.
+#[derive(Default)]
+pub(crate) struct ToSave {
+    pub(crate) keys: Option<Secret>,
+    pub(crate) fingerprints: Option<Vec<u8>>,
+    pub(crate) policies: Option<Vec<u8>>,
+}
+
+/// The OTR side of the chat layer.
+pub(crate) struct Otr {
+    worker: OtrWorker,
+    loaded: bool,
+    /// libotr's account name per connected account (the bare address, or the name an
+    /// imported Pidgin key carries, e.g. "alice@example.org/Home").
+    names: BTreeMap<AccountId, String>,
+    keys: BTreeMap<AccountId, String>,
+    known: Vec<KnownFingerprintView>,
+    /// Per-buddy policies, keyed by (account address, buddy).
+    buddy_policies: BTreeMap<(String, String), OtrPolicySetting>,
+    stanzas: HashMap<String, (AccountId, String, String)>,
+    stanza_order: VecDeque<String>,
+    id_prefix: String,
+    next_id: u64,
+    dirty_files: bool,
+    dirty_policies: bool,
+}
+
+fn engine_policy(p: OtrPolicySetting) -> OtrPolicy {
+    match p {
+        OtrPolicySetting::Manual => OtrPolicy::Manual,
+        OtrPolicySetting::Opportunistic => OtrPolicy::Opportunistic,
+        OtrPolicySetting::Require => OtrPolicy::Require,
+    }
+}
+
+fn security_of(state: OtrState) -> ChatSecurity {
+    match state {
+        OtrState::NotPrivate => ChatSecurity::NotPrivate,
+        OtrState::PrivateUnverified => ChatSecurity::PrivateUnverified,
+        OtrState::PrivateVerified => ChatSecurity::PrivateVerified,
+        OtrState::Finished => ChatSecurity::Finished,
+    }
+}
+
+fn random_prefix() -> String {
+    let mut b = [0u8; 6];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A line Hushphone writes into a conversation.
+pub(crate) fn notice(text: String) -> ChatLine {
+    ChatLine {
+        id: String::new(),
+        sender: String::new(),
+        from_me: false,
+        body: text,
+        at_unix_ms: now_ms(),
+        delivered: true,
+        delayed: false,
+        encrypted: false,
+        held: false,
+        notice: true,
+    }
+}
+
+fn smp_view(e: &SmpEvent) -> SmpView {
+    match e {
+        SmpEvent::AskedQuestion(q) => SmpView::Asked(q.clone()),
+        SmpEvent::AskedSecret => SmpView::SecretAsked,
+        SmpEvent::Progress(p) => SmpView::InProgress(*p),
+        SmpEvent::Succeeded => SmpView::Succeeded,
+        SmpEvent::Failed => SmpView::Failed,
+        SmpEvent::Aborted | SmpEvent::Error => SmpView::Aborted,
+    }
+}
+
+impl Otr {
+    pub(crate) fn new() -> Otr {
+        Otr {
+            worker: OtrWorker::start(FRAGMENT_BYTES),
+            loaded: false,
+            names: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            known: Vec::new(),
+            buddy_policies: BTreeMap::new(),
+            stanzas: HashMap::new(),
+            stanza_order: VecDeque::new(),
+            id_prefix: random_prefix(),
+            next_id: 0,
+            dirty_files: false,
+            dirty_policies: false,
+        }
+    }
+
+    /// The vault's OTR data has been loaded (it needs the vault open).
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    pub(crate) fn key_views(&self) -> Vec<OtrKeyView> {
+        self.keys
+            .iter()
+            .map(|(account, fingerprint)| OtrKeyView {
+                account: *account,
+                fingerprint: fingerprint.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn known(&self) -> Vec<KnownFingerprintView> {
+        self.known.clone()
+    }
+
+    fn account_of(&self, name: &str) -> Option<AccountId> {
+        self.names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(id, _)| *id)
+    }
+
+    fn name(&self, account: AccountId) -> Result<String> {
+        self.names.get(&account).cloned().ok_or_else(|| {
+            CoreError::InvalidInput(format!(
+                "account {account} is not connected; connect it first"
+            ))
+        })
+    }
+
+    fn new_stanza_id(&mut self) -> String {
+        self.next_id += 1;
+        format!("h{}-{}", self.id_prefix, self.next_id)
+    }
+
+    fn track(&mut self, stanza: String, account: AccountId, peer: String, line: String) {
+        self.stanzas.insert(stanza.clone(), (account, peer, line));
+        self.stanza_order.push_back(stanza);
+        while self.stanza_order.len() > TRACKED_STANZAS {
+            if let Some(old) = self.stanza_order.pop_front() {
+                self.stanzas.remove(&old);
+            }
+        }
+    }
+
+    /// The line a delivered stanza carried, if we track it.
+    pub(crate) fn delivered(&mut self, stanza: &str) -> Option<(AccountId, String, String)> {
+        self.stanzas.remove(stanza)
+    }
+
+    /// What must be written to the vault now, if anything.
+    pub(crate) async fn take_changes(&mut self) -> Option<ToSave> {
+        if !self.dirty_files && !self.dirty_policies {
+            return None;
+        }
+        let mut out = ToSave::default();
+        if std::mem::take(&mut self.dirty_files) {
+            let (files, _) = self
+                .worker
+                .call(None, |e| {
+                    let keys = String::from_utf8_lossy(e.private_keys()).into_owned();
+                    (Secret::new(keys), e.fingerprints_file())
+                })
+                .await?;
+            out.keys = Some(files.0);
+            match files.1 {
+                Ok(f) => out.fingerprints = Some(f.to_vec()),
+                Err(e) => tracing::warn!(error = %e, "could not write OTR fingerprints"),
+            }
+        }
+        if std::mem::take(&mut self.dirty_policies) {
+            let list: Vec<(&String, &String, OtrPolicySetting)> = self
+                .buddy_policies
+                .iter()
+                .map(|((a, b), p)| (a, b, *p))
+                .collect();
+            out.policies = serde_json::to_vec(&list).ok();
+        }
+        Some(out)
+    }
+}
+
+impl ChatLayer {
+    /// Loads keys, fingerprints and policies from the vault (once).
+    pub(crate) async fn load_otr(&mut self, stored: Stored) -> Result<()> {
+        if self.otr.loaded {
+            return Ok(());
+        }
+        let Stored {
+            keys,
+            fingerprints,
+            policies,
+        } = stored;
+        let r = self
+            .otr
+            .worker
+            .call(None, move |e| -> std::result::Result<(), OtrError> {
+                if let Some(k) = &keys {
+                    e.load_private_keys(k.expose().as_bytes())?;
+                }
+                if let Some(f) = &fingerprints {
+                    e.load_fingerprints(f)?;
+                }
+                Ok(())
+            })
+            .await
+            .ok_or(CoreError::Stopped)?;
+        r.0.map_err(|e| CoreError::InvalidInput(format!("the OTR data in the vault: {e}")))?;
+        if let Some(p) = policies {
+            let list: Vec<(String, String, OtrPolicySetting)> = serde_json::from_slice(&p)
+                .map_err(|e| {
+                    CoreError::InvalidInput(format!("the OTR policies in the vault: {e}"))
+                })?;
+            self.otr.buddy_policies = list.into_iter().map(|(a, b, p)| ((a, b), p)).collect();
+        }
+        self.otr.loaded = true;
+        Ok(())
+    }
+
+    /// Sets up OTR for a newly connected account: its libotr name, policies, and a key
+    /// (generated now if it has none: it takes well under a second).
+    pub(crate) async fn otr_attach(
+        &mut self,
+        account: AccountId,
+        address: &str,
+        policy: OtrPolicySetting,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let bare = address.to_owned();
+        let buddies: Vec<(String, OtrPolicy)> = self
+            .otr
+            .buddy_policies
+            .iter()
+            .filter(|((a, _), _)| *a == bare)
+            .map(|((_, b), p)| (b.clone(), engine_policy(*p)))
+            .collect();
+        let ((name, fingerprint, generated), produced) = self
+            .otr
+            .worker
+            .call(None, move |e| {
+                let names = e.key_accounts();
+                let prefix = format!("{bare}/");
+                let name = names
+                    .iter()
+                    .find(|n| **n == bare)
+                    .or_else(|| names.iter().find(|n| n.starts_with(&prefix)))
+                    .cloned()
+                    .unwrap_or(bare);
+                e.set_default_policy(&name, engine_policy(policy));
+                for (b, p) in &buddies {
+                    e.set_policy(&name, b, *p);
+                }
+                let mut generated = false;
+                if e.fingerprint(&name).is_none() {
+                    match e.generate_key(&name) {
+                        Ok(_) => generated = true,
+                        Err(err) => tracing::warn!(error = %err, "OTR key generation failed"),
+                    }
+                }
+                let fp = e.fingerprint(&name);
+                (name, fp, generated)
+            })
+            .await
+            .ok_or(CoreError::Stopped)?;
+        self.otr.names.insert(account, name);
+        if let Some(fp) = fingerprint {
+            self.otr.keys.insert(account, fp.clone());
+            if generated {
+                self.otr.dirty_files = true;
+                events.push(Event::OtrKey {
+                    account,
+                    fingerprint: fp,
+                });
+            }
+        }
+        self.apply_otr(produced, events, &mut Vec::new(), None);
+        self.refresh_known().await;
+        Ok(())
+    }
+
+    pub(crate) fn otr_detach(&mut self, account: AccountId) {
+        self.otr.names.remove(&account);
+        self.otr.keys.remove(&account);
+    }
+
+    async fn refresh_known(&mut self) {
+        let Some((list, _)) = self.otr.worker.call(None, |e| e.known_fingerprints()).await else {
+            return;
+        };
+        self.otr.known = list
+            .into_iter()
+            .filter_map(|k| {
+                Some(KnownFingerprintView {
+                    account: self.otr.account_of(&k.account)?,
+                    peer: k.peer,
+                    fingerprint: k.fingerprint,
+                    verified: k.verified,
+                })
+            })
+            .collect();
+    }
+
+    /// The policy in force for a buddy.
+    pub(crate) fn policy_for(&self, account: AccountId, peer: &str) -> OtrPolicySetting {
+        let Some(a) = self.accounts.get(&account) else {
+            return OtrPolicySetting::default();
+        };
+        self.otr
+            .buddy_policies
+            .get(&(a.jid.to_string(), peer.to_owned()))
+            .copied()
+            .unwrap_or(a.otr_policy)
+    }
+
+    /// Sends a 1:1 message through OTR. The line appears at once; under "require" it is
+    /// held (and shown so) until the conversation is private.
+    pub(crate) async fn send(
+        &mut self,
+        account: AccountId,
+        to: &str,
+        body: String,
+        events: &mut Vec<Event>,
+        log: &mut Vec<Loggable>,
+    ) -> Result<Reply> {
+        if body.trim().is_empty() {
+            return Err(CoreError::InvalidInput("the message is empty".into()));
+        }
+        if body.len() > hush_signaling::xmpp::chat::MAX_BODY {
+            return Err(CoreError::InvalidInput(format!(
+                "a message is at most {} KiB",
+                hush_signaling::xmpp::chat::MAX_BODY / 1024
+            )));
+        }
+        let peer = jid(to)?.to_string();
+        self.account(account)?;
+        let name = self.otr.name(account)?;
+        let text = body.clone();
+        let (n, p) = (name.clone(), peer.clone());
+        let ((before, result), produced) = self
+            .otr
+            .worker
+            .call(Some((&name, &peer)), move |e| {
+                let before = e.state(&n, &p);
+                (before, e.send(&n, &p, &text))
+            })
+            .await
+            .ok_or(CoreError::Stopped)?;
+        let held = match result {
+            Ok(()) => false,
+            Err(OtrError::Held) => true,
+            Err(OtrError::NotPrivate(_)) => {
+                self.apply_otr(produced, events, log, None);
+                return Err(CoreError::InvalidInput(format!(
+                    "{peer} ended the private conversation: end it too, or restart it, before writing"
+                )));
+            }
+            Err(e) => {
+                self.apply_otr(produced, events, log, None);
+                return Err(e.into());
+            }
+        };
+        let line_id = self.otr.new_stanza_id();
+        let me = self.account(account)?.jid.to_string();
+        let line = ChatLine {
+            id: line_id.clone(),
+            sender: me,
+            from_me: true,
+            body,
+            at_unix_ms: now_ms(),
+            delivered: false,
+            delayed: false,
+            encrypted: held
+                || matches!(
+                    before,
+                    OtrState::PrivateUnverified | OtrState::PrivateVerified
+                ),
+            held,
+            notice: false,
+        };
+        let conv = self.conversation(account, &peer);
+        push_line(&mut conv.lines, line.clone());
+        log.push((account, peer.clone(), line.clone()));
+        events.push(Event::ChatLine {
+            account,
+            peer: peer.clone(),
+            line,
+        });
+        let carrier = (!held).then_some((account, peer, line_id));
+        self.apply_otr(produced, events, log, carrier);
+        Ok(Reply::Done)
+    }
+
+    /// Hands a received 1:1 body to OTR and shows what it yields.
+    pub(crate) async fn receive(
+        &mut self,
+        account: AccountId,
+        message: Received,
+        events: &mut Vec<Event>,
+        log: &mut Vec<Loggable>,
+    ) {
+        let Received {
+            from,
+            id,
+            body,
+            delayed,
+        } = message;
+        let Ok(name) = self.otr.name(account) else {
+            return;
+        };
+        let looks_otr = body.starts_with("?OTR");
+        let (n, f) = (name.clone(), from.clone());
+        let Some((shown, produced)) = self
+            .otr
+            .worker
+            .call(Some((&name, &from)), move |e| e.receive(&n, &f, &body))
+            .await
+        else {
+            return;
+        };
+        // Security changes first, so the line lands after "private conversation started".
+        self.apply_otr(produced, events, log, None);
+        let Some(text) = shown else {
+            return;
+        };
+        let line = ChatLine {
+            id,
+            sender: from.clone(),
+            from_me: false,
+            body: text,
+            at_unix_ms: now_ms(),
+            delivered: true,
+            delayed,
+            encrypted: looks_otr,
+            held: false,
+            notice: false,
+        };
+        let conv = self.conversation(account, &from);
+        push_line(&mut conv.lines, line.clone());
+        log.push((account, from.clone(), line.clone()));
+        events.push(Event::ChatLine {
+            account,
+            peer: from,
+            line,
+        });
+    }
+
+    pub(crate) fn conversation(&mut self, account: AccountId, peer: &str) -> &mut Conversation {
+        self.chats
+            .entry((account, peer.to_owned()))
+            .or_insert_with(Conversation::new)
+    }
+
+    fn say(&mut self, account: AccountId, peer: &str, text: String, events: &mut Vec<Event>) {
+        let line = notice(text);
+        let conv = self.conversation(account, peer);
+        push_line(&mut conv.lines, line.clone());
+        events.push(Event::ChatLine {
+            account,
+            peer: peer.to_owned(),
+            line,
+        });
+    }
+
+    /// Sends what OTR produced and turns its events into state, events and notices.
+    /// `carrier`: the user line the transmits carry (to mark it delivered).
+    fn apply_otr(
+        &mut self,
+        produced: Produced,
+        events: &mut Vec<Event>,
+        _log: &mut Vec<Loggable>,
+        carrier: Option<(AccountId, String, String)>,
+    ) {
+        let Produced {
+            transmits,
+            events: otr_events,
+            states,
+        } = produced;
+        for t in transmits {
+            let Some(account) = self.otr.account_of(&t.account) else {
+                continue;
+            };
+            let Ok(to) = jid(&t.to) else { continue };
+            let stanza = self.otr.new_stanza_id();
+            if let Some((a, p, l)) = &carrier
+                && *a == account
+                && *p == t.to
+            {
+                self.otr.track(stanza.clone(), *a, p.clone(), l.clone());
+            }
+            if let Some(acc) = self.accounts.get(&account) {
+                acc.handle.command(XmppCommand::Send {
+                    to,
+                    body: t.body,
+                    id: Some(stanza),
+                });
+            }
+        }
+        for e in otr_events {
+            self.otr_event(e, events);
+        }
+        for s in states {
+            self.apply_state(s, events);
+        }
+    }
+
+    fn apply_state(&mut self, s: PeerState, events: &mut Vec<Event>) {
+        let Some(account) = self.otr.account_of(&s.account) else {
+            return;
+        };
+        let security = security_of(s.state);
+        let exists = self.chats.contains_key(&(account, s.peer.clone()));
+        if !exists && security == ChatSecurity::NotPrivate && s.held == 0 {
+            return;
+        }
+        let conv = self.conversation(account, &s.peer);
+        let changed = conv.security != security || conv.peer_fingerprint != s.fingerprint;
+        conv.security = security;
+        conv.peer_fingerprint = s.fingerprint.clone();
+        let released = conv.held > 0 && s.held == 0;
+        conv.held = s.held;
+        if released && s.state != OtrState::NotPrivate {
+            let lines = Arc::make_mut(&mut conv.lines);
+            for l in lines.iter_mut().filter(|l| l.held) {
+                l.held = false;
+            }
+        }
+        if changed {
+            events.push(Event::ChatSecurity {
+                account,
+                peer: s.peer,
+                security,
+                fingerprint: s.fingerprint,
+            });
+        }
+    }
+
+    fn otr_event(&mut self, e: OtrEvent, events: &mut Vec<Event>) {
+        let account_of = |n: &str| self.otr.account_of(n);
+        match e {
+            OtrEvent::Secure {
+                account,
+                peer,
+                verified,
+                fingerprint,
+                refreshed,
+            } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                let text = match (refreshed, verified) {
+                    (true, _) => "Private conversation refreshed.".to_owned(),
+                    (false, true) => {
+                        format!("Private conversation with {peer} started (verified).")
+                    }
+                    (false, false) => format!(
+                        "Private conversation with {peer} started, but {peer} is not verified: \
+                         compare fingerprints ({fingerprint}) or ask a question only they can answer."
+                    ),
+                };
+                self.say(id, &peer, text, events);
+            }
+            OtrEvent::Insecure { account, peer } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                let text = if self.policy_for(id, &peer) == OtrPolicySetting::Require {
+                    "Private conversation ended. New messages wait until it is private again."
+                } else {
+                    "Private conversation ended. Messages are now sent unencrypted."
+                };
+                self.say(id, &peer, text.into(), events);
+            }
+            OtrEvent::Finished { account, peer } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                self.say(
+                    id,
+                    &peer,
+                    format!(
+                        "{peer} ended the private conversation. End it too, or restart it, \
+                         before writing: nothing is sent until you do."
+                    ),
+                    events,
+                );
+            }
+            OtrEvent::NewFingerprint {
+                account,
+                peer,
+                fingerprint,
+                changed,
+            } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                self.otr.dirty_files = true;
+                let conv = self.conversation(id, &peer);
+                conv.fingerprint_changed = changed;
+                let text = if changed {
+                    format!(
+                        "WARNING: {peer} now uses a different OTR key ({fingerprint}) than \
+                         before. It may be a new device, or someone listening in: verify it."
+                    )
+                } else {
+                    format!("{peer}'s OTR fingerprint: {fingerprint} (not verified yet).")
+                };
+                self.say(id, &peer, text, events);
+                events.push(Event::OtrFingerprint {
+                    account: id,
+                    peer,
+                    fingerprint,
+                    changed,
+                });
+            }
+            OtrEvent::Smp {
+                account,
+                peer,
+                event,
+            } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                let view = smp_view(&event);
+                let text = match &event {
+                    SmpEvent::AskedQuestion(q) => {
+                        Some(format!("{peer} asks to authenticate: \"{q}\" — answer it."))
+                    }
+                    SmpEvent::AskedSecret => Some(format!(
+                        "{peer} asks to authenticate with a shared secret — enter it."
+                    )),
+                    SmpEvent::Succeeded => {
+                        self.otr.dirty_files = true;
+                        Some(format!("Authentication succeeded: {peer} is verified."))
+                    }
+                    SmpEvent::Failed => Some(format!(
+                        "Authentication failed: the answers differ. {peer} is not verified."
+                    )),
+                    SmpEvent::Aborted => Some("Authentication aborted.".into()),
+                    SmpEvent::Error => Some("Authentication failed with a protocol error.".into()),
+                    SmpEvent::Progress(_) => None,
+                };
+                let conv = self.conversation(id, &peer);
+                conv.smp = Some(view.clone());
+                if let Some(t) = text {
+                    self.say(id, &peer, t, events);
+                }
+                events.push(Event::Smp {
+                    account: id,
+                    peer,
+                    progress: view,
+                });
+            }
+            OtrEvent::Notice {
+                account,
+                peer,
+                text,
+            } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                if peer.is_empty() {
+                    events.push(Event::ChatError {
+                        account: id,
+                        reason: text,
+                    });
+                } else {
+                    self.say(id, &peer, format!("OTR: {text}."), events);
+                }
+            }
+            OtrEvent::FingerprintsChanged => self.otr.dirty_files = true,
+        }
+    }
+
+    /// Runs an OTR command for a buddy.
+    pub(crate) async fn otr_command(
+        &mut self,
+        command: crate::command::Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Reply> {
+        use crate::command::Command as C;
+        let mut reply = Reply::Done;
+        match command {
+            C::OtrGenerateKey { account } => {
+                let name = self.otr.name(account)?;
+                let (fp, produced) = self
+                    .otr
+                    .worker
+                    .call(None, move |e| {
+                        e.generate_key(&name)?;
+                        Ok::<_, OtrError>(e.fingerprint(&name))
+                    })
+                    .await
+                    .ok_or(CoreError::Stopped)?;
+                let fp = fp?.ok_or(CoreError::Stopped)?;
+                self.otr.keys.insert(account, fp.clone());
+                self.otr.dirty_files = true;
+                self.apply_otr(produced, events, &mut Vec::new(), None);
+                events.push(Event::OtrKey {
+                    account,
+                    fingerprint: fp,
+                });
+            }
+            C::OtrStart { account, peer } => {
+                self.peer_op(account, &peer, events, |e, n, p| e.start(n, p))
+                    .await?;
+            }
+            C::OtrEnd { account, peer } => {
+                self.peer_op(account, &peer, events, |e, n, p| {
+                    e.end(n, p)?;
+                    e.drop_held(n, p);
+                    Ok(())
+                })
+                .await?;
+                let peer = jid(&peer)?.to_string();
+                let conv = self.conversation(account, &peer);
+                conv.smp = None;
+                let lines = Arc::make_mut(&mut conv.lines);
+                let mut dropped = 0;
+                for l in lines.iter_mut().filter(|l| l.held) {
+                    l.held = false;
+                    l.body = format!("(not sent) {}", l.body);
+                    dropped += 1;
+                }
+                if dropped > 0 {
+                    self.say(
+                        account,
+                        &peer,
+                        format!("{dropped} waiting message(s) were not sent."),
+                        events,
+                    );
+                }
+            }
+            C::OtrTrust {
+                account,
+                peer,
+                fingerprint,
+                verified,
+            } => {
+                let wanted = normalize_fingerprint(&fingerprint);
+                if wanted.len() != 40 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(CoreError::InvalidInput(
+                        "a fingerprint is 40 hex digits (spaces do not matter)".into(),
+                    ));
+                }
+                self.peer_op(account, &peer, events, move |e, n, p| {
+                    e.set_verified(n, p, &wanted, verified)
+                })
+                .await
+                .map_err(|e| match e {
+                    CoreError::Otr(OtrError::InvalidInput(_)) => CoreError::InvalidInput(format!(
+                        "{peer} never showed fingerprint {fingerprint}: do not trust it"
+                    )),
+                    e => e,
+                })?;
+            }
+            C::OtrForget {
+                account,
+                peer,
+                fingerprint,
+            } => {
+                let fp = normalize_fingerprint(&fingerprint);
+                self.peer_op(account, &peer, events, move |e, n, p| e.forget(n, p, &fp))
+                    .await?;
+            }
+            C::OtrAuthenticate {
+                account,
+                peer,
+                question,
+                secret,
+            } => {
+                if secret.is_empty() {
+                    return Err(CoreError::InvalidInput("the secret is empty".into()));
+                }
+                self.peer_op(account, &peer, events, move |e, n, p| {
+                    e.smp_start(n, p, question.as_deref(), secret.expose())
+                })
+                .await?;
+                let peer = jid(&peer)?.to_string();
+                self.conversation(account, &peer).smp = Some(SmpView::InProgress(0));
+            }
+            C::OtrRespond {
+                account,
+                peer,
+                secret,
+            } => {
+                if secret.is_empty() {
+                    return Err(CoreError::InvalidInput("the answer is empty".into()));
+                }
+                self.peer_op(account, &peer, events, move |e, n, p| {
+                    e.smp_respond(n, p, secret.expose())
+                })
+                .await?;
+            }
+            C::OtrAbortAuthentication { account, peer } => {
+                self.peer_op(account, &peer, events, |e, n, p| e.smp_abort(n, p))
+                    .await?;
+                let peer = jid(&peer)?.to_string();
+                self.conversation(account, &peer).smp = Some(SmpView::Aborted);
+            }
+            C::OtrSetPolicy {
+                account,
+                peer,
+                policy,
+            } => self.set_policy(account, peer, policy).await?,
+            C::OtrImport { keys, fingerprints } => {
+                let ((), produced) = self
+                    .otr
+                    .worker
+                    .call(None, move |e| -> std::result::Result<(), OtrError> {
+                        if let Some(k) = &keys {
+                            e.load_private_keys(k.expose().as_bytes())?;
+                        }
+                        if let Some(f) = &fingerprints {
+                            e.load_fingerprints(f.as_bytes())?;
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .map(|(r, p)| r.map(|()| ((), p)))
+                    .ok_or(CoreError::Stopped)??;
+                self.otr.dirty_files = true;
+                self.apply_otr(produced, events, &mut Vec::new(), None);
+                self.refresh_known().await;
+            }
+            C::OtrExport => {
+                let ((keys, fps), _) = self
+                    .otr
+                    .worker
+                    .call(None, |e| {
+                        (
+                            String::from_utf8_lossy(e.private_keys()).into_owned(),
+                            e.fingerprints_file(),
+                        )
+                    })
+                    .await
+                    .ok_or(CoreError::Stopped)?;
+                reply = Reply::OtrFiles {
+                    keys: Secret::new(keys),
+                    fingerprints: String::from_utf8_lossy(&fps?).into_owned(),
+                };
+            }
+            _ => return Err(CoreError::InvalidInput("not an OTR command".into())),
+        }
+        if self.otr.dirty_files {
+            self.refresh_known().await;
+        }
+        Ok(reply)
+    }
+
+    /// Runs `f(engine, account name, peer)` and applies what it produced.
+    async fn peer_op(
+        &mut self,
+        account: AccountId,
+        peer: &str,
+        events: &mut Vec<Event>,
+        f: impl FnOnce(
+            &mut hush_signaling::otr::OtrEngine,
+            &str,
+            &str,
+        ) -> std::result::Result<(), OtrError>
+        + Send
+        + 'static,
+    ) -> Result<()> {
+        let peer = jid(peer)?.to_string();
+        self.account(account)?;
+        let name = self.otr.name(account)?;
+        let (n, p) = (name.clone(), peer.clone());
+        let (r, produced) = self
+            .otr
+            .worker
+            .call(Some((&name, &peer)), move |e| f(e, &n, &p))
+            .await
+            .ok_or(CoreError::Stopped)?;
+        self.apply_otr(produced, events, &mut Vec::new(), None);
+        r?;
+        Ok(())
+    }
+
+    async fn set_policy(
+        &mut self,
+        account: AccountId,
+        peer: Option<String>,
+        policy: Option<OtrPolicySetting>,
+    ) -> Result<()> {
+        let address = self.account(account)?.jid.to_string();
+        let name = self.otr.name(account)?;
+        let fallback = self.account(account)?.otr_policy;
+        match peer {
+            Some(peer) => {
+                let peer = jid(&peer)?.to_string();
+                let key = (address, peer.clone());
+                match policy {
+                    Some(p) => self.otr.buddy_policies.insert(key, p),
+                    None => self.otr.buddy_policies.remove(&key),
+                };
+                self.otr.dirty_policies = true;
+                let effective = engine_policy(policy.unwrap_or(fallback));
+                self.otr
+                    .worker
+                    .call(None, move |e| e.set_policy(&name, &peer, effective))
+                    .await;
+            }
+            None => {
+                let p = policy.ok_or_else(|| {
+                    CoreError::InvalidInput("an account always has a policy".into())
+                })?;
+                if let Some(a) = self.accounts.get_mut(&account) {
+                    a.otr_policy = p;
+                }
+                self.otr
+                    .worker
+                    .call(None, move |e| e.set_default_policy(&name, engine_policy(p)))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}

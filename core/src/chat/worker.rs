@@ -1,0 +1,114 @@
+//! The OTR engine's own thread: libotr is not thread-safe, so one thread owns the user
+//! state and makes every call on it. Each request comes back with what it produced —
+//! messages for the transport, events, and where the touched conversations now stand —
+//! so the caller can tie them to what the user did.
+
+use hush_signaling::otr::{OtrEngine, OtrEvent, OtrState, Transmit};
+use std::sync::mpsc as std_mpsc;
+use tokio::sync::oneshot;
+
+/// Where one conversation stands after a call.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerState {
+    pub(crate) account: String,
+    pub(crate) peer: String,
+    pub(crate) state: OtrState,
+    pub(crate) fingerprint: Option<String>,
+    pub(crate) held: usize,
+}
+
+/// What a call produced besides its result.
+#[derive(Debug, Default)]
+pub(crate) struct Produced {
+    pub(crate) transmits: Vec<Transmit>,
+    pub(crate) events: Vec<OtrEvent>,
+    pub(crate) states: Vec<PeerState>,
+}
+
+type Job = Box<dyn FnOnce(&mut OtrEngine) + Send>;
+
+/// Handle to the OTR thread; the thread ends when the handle is dropped.
+pub(crate) struct OtrWorker {
+    jobs: std_mpsc::Sender<Job>,
+}
+
+fn event_peer(e: &OtrEvent) -> Option<(&str, &str)> {
+    match e {
+        OtrEvent::Secure { account, peer, .. }
+        | OtrEvent::Insecure { account, peer }
+        | OtrEvent::Finished { account, peer }
+        | OtrEvent::NewFingerprint { account, peer, .. }
+        | OtrEvent::Smp { account, peer, .. }
+        | OtrEvent::Notice { account, peer, .. } => {
+            (!peer.is_empty()).then_some((account.as_str(), peer.as_str()))
+        }
+        OtrEvent::FingerprintsChanged => None,
+    }
+}
+
+fn drain(engine: &mut OtrEngine, primary: Option<(String, String)>) -> Produced {
+    let mut p = Produced::default();
+    while let Some(t) = engine.poll_transmit() {
+        p.transmits.push(t);
+    }
+    while let Some(e) = engine.poll_event() {
+        p.events.push(e);
+    }
+    let mut peers: Vec<(String, String)> = primary.into_iter().collect();
+    for e in &p.events {
+        if let Some((a, b)) = event_peer(e)
+            && !peers.iter().any(|(x, y)| x == a && y == b)
+        {
+            peers.push((a.to_owned(), b.to_owned()));
+        }
+    }
+    p.states = peers
+        .into_iter()
+        .map(|(account, peer)| PeerState {
+            state: engine.state(&account, &peer),
+            fingerprint: engine.peer_fingerprint(&account, &peer),
+            held: engine.held(&account, &peer),
+            account,
+            peer,
+        })
+        .collect();
+    p
+}
+
+impl OtrWorker {
+    /// Starts the thread with an empty user state (fragments at `max_size` bytes).
+    pub(crate) fn start(max_size: usize) -> OtrWorker {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("hush-otr".into())
+            .spawn(move || {
+                let mut engine = OtrEngine::new();
+                engine.set_max_message_size(max_size);
+                while let Ok(job) = rx.recv() {
+                    job(&mut engine);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "the OTR thread did not start; private chat is unavailable");
+        }
+        OtrWorker { jobs: tx }
+    }
+
+    /// Runs `f` on the OTR thread and returns its result with what it produced; the
+    /// state of `primary` (account, peer) is always reported. `None` if the thread died.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        primary: Option<(&str, &str)>,
+        f: impl FnOnce(&mut OtrEngine) -> T + Send + 'static,
+    ) -> Option<(T, Produced)> {
+        let primary = primary.map(|(a, p)| (a.to_owned(), p.to_owned()));
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |engine| {
+            let out = f(engine);
+            let produced = drain(engine, primary);
+            let _ = tx.send((out, produced));
+        });
+        self.jobs.send(job).ok()?;
+        rx.await.ok()
+    }
+}
