@@ -853,7 +853,7 @@ impl ChatLayer {
                     .worker
                     .call(None, move |e| -> std::result::Result<(), OtrError> {
                         if let Some(k) = &keys {
-                            e.load_private_keys(k.expose().as_bytes())?;
+                            e.import_private_keys(k.expose().as_bytes())?;
                         }
                         if let Some(f) = &fingerprints {
                             e.load_fingerprints(f.as_bytes())?;
@@ -865,6 +865,29 @@ impl ChatLayer {
                     .ok_or(CoreError::Stopped)??;
                 self.otr.dirty_files = true;
                 self.apply_otr(produced, events, &mut Vec::new(), None);
+                let names: Vec<(AccountId, String)> = self
+                    .otr
+                    .names
+                    .iter()
+                    .map(|(a, n)| (*a, n.clone()))
+                    .collect();
+                if let Some((fps, _)) = self
+                    .otr
+                    .worker
+                    .call(None, move |e| {
+                        names
+                            .into_iter()
+                            .map(|(a, n)| (a, e.fingerprint(&n)))
+                            .collect::<Vec<_>>()
+                    })
+                    .await
+                {
+                    for (a, fp) in fps {
+                        if let Some(fp) = fp {
+                            self.otr.keys.insert(a, fp);
+                        }
+                    }
+                }
                 self.refresh_known().await;
             }
             C::OtrExport => {

@@ -575,8 +575,21 @@ impl OtrEngine {
             .unwrap_or_default()
     }
 
-    /// Loads private keys from Pidgin's `otr.private_key` format.
+    /// Loads private keys from Pidgin's `otr.private_key` format, replacing ours. A
+    /// file libotr cannot read changes nothing.
     pub fn load_private_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
+        // libotr forgets the keys it had before it parses: try a scratch state first.
+        OtrEngine::new().read_keys(file)?;
+        self.read_keys(file)
+    }
+
+    /// Adds the keys of a Pidgin `otr.private_key` file to ours (same account: replaced).
+    pub fn import_private_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
+        let merged = super::keyfile::merge(&self.keys_file, file)?;
+        self.load_private_keys(merged.as_bytes())
+    }
+
+    fn read_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
         let f = MemFile::with(file, c"r")
             .ok_or_else(|| OtrError::BadFile("cannot stage the key file".into()))?;
         // SAFETY: our user state and an open FILE*.
@@ -680,23 +693,43 @@ impl OtrEngine {
         out
     }
 
+    /// The conversation we are talking in: the buddy's instance we last heard from (a
+    /// buddy who restarted, or moved device, is the one answering now — even if an older
+    /// instance was verified), else libotr's "best" one.
     fn context(&self, account: &str, peer: &str, create: bool) -> Option<*mut ffi::ConnContext> {
         let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
-        // SAFETY: our user state; libotr returns NULL when absent and create is 0.
-        let c = unsafe {
-            ffi::otrl_context_find(
-                self.us(),
-                user.as_ptr(),
-                acc.as_ptr(),
-                PROTOCOL.as_ptr(),
-                ffi::OTRL_INSTAG_BEST,
-                c_int::from(create),
-                ptr::null_mut(),
-                None,
-                ptr::null_mut(),
-            )
+        let find = |instag| {
+            // SAFETY: our user state; libotr returns NULL when absent and create is 0.
+            unsafe {
+                ffi::otrl_context_find(
+                    self.us(),
+                    user.as_ptr(),
+                    acc.as_ptr(),
+                    PROTOCOL.as_ptr(),
+                    instag,
+                    c_int::from(create),
+                    ptr::null_mut(),
+                    None,
+                    ptr::null_mut(),
+                )
+            }
+        };
+        let recent = find(ffi::OTRL_INSTAG_RECENT_RECEIVED);
+        let c = if recent.is_null() {
+            find(ffi::OTRL_INSTAG_BEST)
+        } else {
+            recent
         };
         (!c.is_null()).then_some(c)
+    }
+
+    /// The instance tag to address: the one [`Self::context`] picked.
+    fn their_instance(&self, account: &str, peer: &str) -> ffi::otrl_instag_t {
+        self.context(account, peer, false)
+            // SAFETY: a context from our user state.
+            .map(|c| unsafe { (*c).their_instance })
+            .filter(|t| *t >= ffi::OTRL_MIN_VALID_INSTAG)
+            .unwrap_or(ffi::OTRL_INSTAG_BEST)
     }
 
     fn find_fingerprint(
@@ -894,6 +927,7 @@ impl OtrEngine {
         self.ensure_instag(account)?;
         let (acc, user, msg) = (cstring(account)?, cstring(peer)?, cstring(text)?);
         let mut newmsg: *mut c_char = ptr::null_mut();
+        let instance = self.their_instance(account, peer);
         if require {
             self.cb.guard = Some((account.to_owned(), peer.to_owned()));
         }
@@ -907,7 +941,7 @@ impl OtrEngine {
                 acc.as_ptr(),
                 PROTOCOL.as_ptr(),
                 user.as_ptr(),
-                ffi::OTRL_INSTAG_BEST,
+                instance,
                 msg.as_ptr(),
                 ptr::null_mut(),
                 &mut newmsg,

@@ -3,6 +3,7 @@
 //! the four states, SMP, and the "require encryption" guarantee.
 
 mod engine;
+mod keyfile;
 mod memfile;
 
 pub use engine::{

@@ -1,10 +1,11 @@
-//! Real servers for tests: Prosody (XMPP) and Kamailio (SIP) started as child processes
+//! Real servers and peers for tests: Prosody (XMPP) and Kamailio (SIP) started as child processes
 //! on free loopback ports from the configs in `configs/`, polled until ready with a
 //! bound, and stopped and reaped on drop. Nothing here is a mock.
 
 mod baresip;
 mod kamailio;
 mod linphonec;
+mod otr_peer;
 mod process;
 mod prosody;
 mod socks;
@@ -13,6 +14,7 @@ mod wav;
 pub use baresip::Baresip;
 pub use kamailio::Kamailio;
 pub use linphonec::{Linphonec, ZrtpSuites};
+pub use otr_peer::{OtrPeer, build_otr_peer, hex, unhex};
 pub use process::free_port;
 pub use prosody::Prosody;
 pub use socks::Socks5;

@@ -68,6 +68,27 @@ impl Prosody {
         "localhost"
     }
 
+    /// Everything the server stored (accounts, rosters, offline messages, archives): tests
+    /// grep it to prove what the server did — and did not — see.
+    pub fn stored_bytes(&self) -> Vec<u8> {
+        fn walk(dir: &Path, out: &mut Vec<u8>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if let Ok(b) = std::fs::read(&p) {
+                    out.extend_from_slice(&b);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir.path().join("data"), &mut out);
+        out
+    }
+
     /// The server's certificate (PEM), for pinning.
     pub fn cert_path(&self) -> PathBuf {
         self.dir.path().join("certs/localhost.crt")

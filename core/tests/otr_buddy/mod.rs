@@ -1,0 +1,204 @@
+//! The remote buddy for OTR tests: the C libotr peer from the harness, carried over a
+//! real Prosody by an XMPP account. Everything it receives is kept raw, so tests can
+//! assert on exactly what reached the other side.
+
+use hush_harness::{OtrPeer, Prosody, hex, unhex};
+use hush_signaling::xmpp::account::{self, XmppCommand, XmppHandle};
+use hush_signaling::xmpp::chat::XmppEvent;
+use hush_signaling::xmpp::{BareJid, HushConnector, Trust, cert_fingerprint_from_pem};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the buddy saw.
+#[derive(Default, Debug)]
+pub struct Seen {
+    /// Every message body as it arrived over XMPP.
+    pub raw: Vec<String>,
+    /// What libotr showed the buddy (decrypted or plain).
+    pub shown: Vec<String>,
+    /// The peer's event lines: secure, insecure, finished, smp ..., newfp ..., notice ...
+    pub events: Vec<String>,
+}
+
+struct Shared {
+    peer: Mutex<Option<OtrPeer>>,
+    seen: Mutex<Seen>,
+    changed: Condvar,
+}
+
+/// The C libotr buddy on XMPP.
+pub struct Buddy {
+    rt: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    handle: XmppHandle,
+    /// Its address.
+    pub jid: String,
+}
+
+fn connector(server: &Prosody) -> HushConnector {
+    let pem = std::fs::read(server.cert_path()).expect("cert");
+    HushConnector::direct(
+        "127.0.0.1",
+        server.port(),
+        Trust::Pinned(cert_fingerprint_from_pem(&pem).expect("fp")),
+    )
+}
+
+/// Sends what the peer printed and records the rest.
+fn absorb(shared: &Shared, handle: &XmppHandle, lines: Vec<String>) {
+    let mut seen = shared.seen.lock().expect("seen");
+    for l in lines {
+        let mut parts = l.splitn(3, ' ');
+        let (kind, a, b) = (parts.next(), parts.next(), parts.next());
+        match (kind, a, b) {
+            (Some("inject"), Some(to), Some(body)) => handle.command(XmppCommand::Send {
+                to: to.parse::<BareJid>().expect("jid"),
+                body: unhex(body),
+                id: None,
+            }),
+            (Some("show"), Some(_), Some(body)) => seen.shown.push(unhex(body)),
+            _ => seen.events.push(l),
+        }
+    }
+    shared.changed.notify_all();
+}
+
+impl Buddy {
+    /// Registers `user@localhost`, logs in, and starts a libotr peer with a fresh key.
+    pub fn start(server: &Prosody, user: &str) -> Buddy {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let me: BareJid = format!("{user}@localhost").parse().expect("jid");
+        let conn = connector(server);
+        let password = format!("{user}-buddy-pw");
+        rt.block_on(hush_signaling::xmpp::register_account(
+            &conn, &me, &password,
+        ))
+        .expect("register the buddy");
+        let (handle, mut events) = {
+            let _guard = rt.enter();
+            account::start(conn, me.clone(), password)
+        };
+        let shared = Arc::new(Shared {
+            peer: Mutex::new(Some(OtrPeer::start(&me.to_string()).expect("otr_peer"))),
+            seen: Mutex::new(Seen::default()),
+            changed: Condvar::new(),
+        });
+        let (online_tx, online_rx) = std::sync::mpsc::channel();
+        {
+            let shared = shared.clone();
+            let handle = handle.clone();
+            rt.spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        XmppEvent::Online { .. } => {
+                            let _ = online_tx.send(());
+                        }
+                        XmppEvent::Message { from, body, .. } => {
+                            shared.seen.lock().expect("seen").raw.push(body.clone());
+                            let out = {
+                                let mut p = shared.peer.lock().expect("peer");
+                                match p.as_mut() {
+                                    Some(p) => p
+                                        .run(&format!("recv {from} {}", hex(&body)))
+                                        .unwrap_or_default(),
+                                    None => Vec::new(),
+                                }
+                            };
+                            absorb(&shared, &handle, out);
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+        online_rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the buddy is online");
+        Buddy {
+            rt,
+            shared,
+            handle,
+            jid: me.to_string(),
+        }
+    }
+
+    /// Runs a peer command (its output is sent or recorded) and returns the other lines.
+    pub fn run(&self, command: &str) -> Vec<String> {
+        let out = {
+            let mut p = self.shared.peer.lock().expect("peer");
+            p.as_mut()
+                .expect("peer running")
+                .run(command)
+                .unwrap_or_else(|e| panic!("{command}: {e}"))
+        };
+        let direct: Vec<String> = out
+            .iter()
+            .filter(|l| !l.starts_with("inject "))
+            .cloned()
+            .collect();
+        absorb(&self.shared, &self.handle, out);
+        direct
+    }
+
+    /// Replaces the peer with a new one (a new key: a "reinstalled" buddy).
+    pub fn new_key(&self) {
+        let fresh = OtrPeer::start(&self.jid).expect("otr_peer");
+        *self.shared.peer.lock().expect("peer") = Some(fresh);
+    }
+
+    /// Our fingerprint.
+    pub fn fingerprint(&self) -> String {
+        let out = self.run("fp");
+        out.iter()
+            .find_map(|l| l.strip_prefix("fp ").map(str::to_owned))
+            .expect("fingerprint")
+    }
+
+    /// Sends a message to `to` through libotr.
+    pub fn say(&self, to: &str, text: &str) {
+        self.run(&format!("send {to} {}", hex(text)));
+    }
+
+    /// Waits (at most 15 s) until `f` holds for what the buddy saw.
+    pub fn wait<T>(&self, what: &str, f: impl Fn(&Seen) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut seen = self.shared.seen.lock().expect("seen");
+        loop {
+            if let Some(v) = f(&seen) {
+                return v;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("buddy: no {what} within 15 s; saw {seen:?}");
+            }
+            seen = self
+                .shared
+                .changed
+                .wait_timeout(seen, left)
+                .expect("seen")
+                .0;
+        }
+    }
+
+    /// A copy of what the buddy saw so far.
+    pub fn seen(&self) -> Seen {
+        let s = self.shared.seen.lock().expect("seen");
+        Seen {
+            raw: s.raw.clone(),
+            shown: s.shown.clone(),
+            events: s.events.clone(),
+        }
+    }
+}
+
+impl Drop for Buddy {
+    fn drop(&mut self) {
+        self.handle.command(XmppCommand::Stop);
+        self.shared.peer.lock().map(|mut p| p.take()).ok();
+        let _ = &self.rt;
+    }
+}

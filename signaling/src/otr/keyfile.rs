@@ -1,0 +1,234 @@
+//! Pidgin's `otr.private_key` file is one S-expression, `(privkeys (account ...) ...)`.
+//! libotr can only load a whole file (dropping the keys it had), so importing a file
+//! for one account must not lose the others: we merge at the text level, account by
+//! account, keeping each block byte for byte.
+
+use super::OtrError;
+
+/// One `(account ...)` block: its name, protocol and exact text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AccountBlock {
+    pub(crate) name: String,
+    pub(crate) protocol: String,
+    pub(crate) text: String,
+}
+
+/// Most nesting we follow; real files nest five deep.
+const MAX_DEPTH: usize = 32;
+
+#[derive(Debug)]
+enum Node {
+    Atom(String),
+    List {
+        start: usize,
+        end: usize,
+        items: Vec<Node>,
+    },
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+fn bad(what: &str) -> OtrError {
+    OtrError::BadFile(format!("not an otr.private_key file ({what})"))
+}
+
+impl Parser<'_> {
+    fn skip_space(&mut self) {
+        while self.pos < self.s.len() && self.s[self.pos].is_ascii_whitespace() {
+            self.pos += 1;
+        }
+    }
+
+    fn node(&mut self, depth: usize) -> Result<Node, OtrError> {
+        if depth > MAX_DEPTH {
+            return Err(bad("nested too deep"));
+        }
+        self.skip_space();
+        let start = self.pos;
+        match self.s.get(self.pos) {
+            None => Err(bad("ends early")),
+            Some(b'(') => {
+                self.pos += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.skip_space();
+                    match self.s.get(self.pos) {
+                        None => return Err(bad("unclosed parenthesis")),
+                        Some(b')') => {
+                            self.pos += 1;
+                            return Ok(Node::List {
+                                start,
+                                end: self.pos,
+                                items,
+                            });
+                        }
+                        Some(_) => items.push(self.node(depth + 1)?),
+                    }
+                }
+            }
+            Some(b')') => Err(bad("unbalanced parenthesis")),
+            Some(b'"') => {
+                self.pos += 1;
+                let mut out = Vec::new();
+                loop {
+                    match self.s.get(self.pos) {
+                        None => return Err(bad("unclosed string")),
+                        Some(b'"') => {
+                            self.pos += 1;
+                            return Ok(Node::Atom(String::from_utf8_lossy(&out).into_owned()));
+                        }
+                        Some(b'\\') => {
+                            let c = *self.s.get(self.pos + 1).ok_or_else(|| bad("bad escape"))?;
+                            out.push(c);
+                            self.pos += 2;
+                        }
+                        Some(c) => {
+                            out.push(*c);
+                            self.pos += 1;
+                        }
+                    }
+                }
+            }
+            Some(open @ (b'#' | b'|')) => {
+                let close = *open;
+                let rest = &self.s[self.pos + 1..];
+                let len = rest
+                    .iter()
+                    .position(|c| *c == close)
+                    .ok_or_else(|| bad("unclosed hex or base64"))?;
+                self.pos += len + 2;
+                Ok(Node::Atom(
+                    String::from_utf8_lossy(&self.s[start..self.pos]).into_owned(),
+                ))
+            }
+            Some(_) => {
+                while self.pos < self.s.len()
+                    && !self.s[self.pos].is_ascii_whitespace()
+                    && !matches!(self.s[self.pos], b'(' | b')' | b'"')
+                {
+                    self.pos += 1;
+                }
+                Ok(Node::Atom(
+                    String::from_utf8_lossy(&self.s[start..self.pos]).into_owned(),
+                ))
+            }
+        }
+    }
+}
+
+fn atom(n: &Node) -> Option<&str> {
+    match n {
+        Node::Atom(a) => Some(a),
+        Node::List { .. } => None,
+    }
+}
+
+fn field<'a>(items: &'a [Node], key: &str) -> Option<&'a str> {
+    items.iter().find_map(|n| match n {
+        Node::List { items, .. } if items.first().and_then(atom) == Some(key) => {
+            items.get(1).and_then(atom)
+        }
+        _ => None,
+    })
+}
+
+/// The account blocks of a key file (empty input: none).
+pub(crate) fn accounts(file: &[u8]) -> Result<Vec<AccountBlock>, OtrError> {
+    if file.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let mut p = Parser { s: file, pos: 0 };
+    let Node::List { items, .. } = p.node(0)? else {
+        return Err(bad("no list"));
+    };
+    if items.first().and_then(atom) != Some("privkeys") {
+        return Err(bad("no privkeys"));
+    }
+    let mut out = Vec::new();
+    for n in &items[1..] {
+        let Node::List { start, end, items } = n else {
+            return Err(bad("stray atom"));
+        };
+        if items.first().and_then(atom) != Some("account") {
+            return Err(bad("not an account"));
+        }
+        let name = field(items, "name").ok_or_else(|| bad("account without name"))?;
+        let protocol = field(items, "protocol").ok_or_else(|| bad("account without protocol"))?;
+        out.push(AccountBlock {
+            name: name.to_owned(),
+            protocol: protocol.to_owned(),
+            text: String::from_utf8_lossy(&file[*start..*end]).into_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// `current` with every account of `incoming` added, replacing same-named ones.
+pub(crate) fn merge(current: &[u8], incoming: &[u8]) -> Result<String, OtrError> {
+    let new = accounts(incoming)?;
+    let mut out = String::from("(privkeys\n");
+    for old in accounts(current)? {
+        if !new
+            .iter()
+            .any(|n| n.name == old.name && n.protocol == old.protocol)
+        {
+            out.push_str(&old.text);
+            out.push('\n');
+        }
+    }
+    for n in &new {
+        out.push_str(&n.text);
+        out.push('\n');
+    }
+    out.push_str(")\n");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "(privkeys\n (account\n  (name \"a@x/Home\")\n  (protocol prpl-jabber)\n  (private-key (dsa (p #00AB#) (q |qg==|)))))\n";
+    const B: &str =
+        "(privkeys (account (name \"b@x\") (protocol prpl-jabber) (private-key (dsa (p #01#)))))";
+
+    #[test]
+    fn reads_blocks_and_merges_without_losing_accounts() {
+        let a = accounts(A.as_bytes()).expect("parse");
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            (a[0].name.as_str(), a[0].protocol.as_str()),
+            ("a@x/Home", "prpl-jabber")
+        );
+        assert!(a[0].text.starts_with("(account") && a[0].text.ends_with(")))"));
+        let merged = merge(A.as_bytes(), B.as_bytes()).expect("merge");
+        let names: Vec<String> = accounts(merged.as_bytes())
+            .expect("reparse")
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(names, ["a@x/Home", "b@x"]);
+        // Replacing the same account keeps one copy, the new one.
+        let again = merge(merged.as_bytes(), B.as_bytes()).expect("merge");
+        assert_eq!(accounts(again.as_bytes()).expect("parse").len(), 2);
+    }
+
+    #[test]
+    fn hostile_files_are_errors() {
+        for bad in [
+            "(privkeys (account (name",
+            "((((((((((((((((((((((((((((((((((((((((((((",
+            "(privkeys (account (protocol x)))",
+            "(other)",
+            ")",
+            "(privkeys \"unterminated",
+            "(privkeys (account (name #00",
+        ] {
+            assert!(accounts(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(accounts(b"   ").expect("empty").is_empty());
+    }
+}
