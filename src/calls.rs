@@ -226,7 +226,11 @@ pub(crate) fn connect(
         .iter()
         .find(|a| a.id == id)
         .is_some_and(|a| a.remember_password);
-    if remembered && snap.locked {
+    let chat = accounts
+        .iter()
+        .any(|a| a.id == id && a.protocol() == hush_core::Protocol::Xmpp);
+    // Chat accounts need the vault open for their OTR keys even without a saved password.
+    if (remembered || chat) && snap.locked {
         crate::cli::unlock_if_needed(phone, secrets)?;
     }
     let password = if remembered {

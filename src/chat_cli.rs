@@ -6,8 +6,8 @@ use crate::cli::{CliError, Out, Secrets, find_account};
 use clap::{Args, Subcommand};
 use hush_core::command::RequestAnswer;
 use hush_core::model::{AccountSettings, XmppSettings};
-use hush_core::snapshot::{ChatLine, ContactView, Presence, Subscription};
-use hush_core::{AccountId, Command, CoreError, Event, NewAccount, Phone, Reply};
+use hush_core::snapshot::{ChatLine, ContactView, Presence, SmpView, Subscription};
+use hush_core::{AccountId, ChatSecurity, Command, CoreError, Event, NewAccount, Phone, Reply};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -86,6 +86,9 @@ pub(crate) enum XmppCmd {
         #[arg(long, value_enum, default_value = "available")]
         status: StatusArg,
     },
+    /// Private conversations (OTR): keys, fingerprints, policies, authentication.
+    #[command(subcommand)]
+    Otr(crate::otr_cli::OtrCmd),
     /// Join (or create) a room, print who is there and what is said.
     Join {
         #[command(flatten)]
@@ -111,7 +114,7 @@ pub(crate) enum XmppCmd {
 pub(crate) struct AccountArg {
     /// The account (id or address).
     #[arg(long)]
-    account: String,
+    pub(crate) account: String,
 }
 
 #[derive(Args, Debug)]
@@ -190,14 +193,47 @@ fn line(out: &Out, kind: &str, account: AccountId, place: (&str, &str), l: &Chat
             ("from", l.sender.clone().into()),
             ("id", l.id.clone().into()),
             ("delayed", l.delayed.into()),
+            ("encrypted", l.encrypted.into()),
             ("body", l.body.clone().into()),
         ],
     );
 }
 
+fn security_text(s: ChatSecurity) -> &'static str {
+    match s {
+        ChatSecurity::NotPrivate => "not-private",
+        ChatSecurity::PrivateUnverified => "private-unverified",
+        ChatSecurity::PrivateVerified => "private-verified",
+        ChatSecurity::Finished => "finished",
+    }
+}
+
+fn smp_text(s: &SmpView) -> (&'static str, String) {
+    match s {
+        SmpView::Asked(q) => ("asked", q.clone()),
+        SmpView::SecretAsked => ("secret-asked", String::new()),
+        SmpView::InProgress(p) => ("in-progress", p.to_string()),
+        SmpView::Succeeded => ("succeeded", String::new()),
+        SmpView::Failed => ("failed", String::new()),
+        SmpView::Aborted => ("aborted", String::new()),
+    }
+}
+
 /// Prints a chat event; returns true for an incoming message.
-fn print(out: &Out, ev: &Event) -> bool {
+pub(crate) fn print(out: &Out, ev: &Event) -> bool {
     match ev {
+        Event::ChatLine {
+            account,
+            peer,
+            line: l,
+        } if l.notice => out.record(
+            "notice",
+            &[
+                ("account", account.0.into()),
+                ("peer", peer.clone().into()),
+                ("text", l.body.clone().into()),
+            ],
+        ),
         Event::ChatLine {
             account,
             peer,
@@ -206,6 +242,75 @@ fn print(out: &Out, ev: &Event) -> bool {
             line(out, "message", *account, ("peer", peer), l);
             return true;
         }
+        Event::ChatLine {
+            account,
+            peer,
+            line: l,
+        } if l.held => out.record(
+            "held",
+            &[
+                ("account", account.0.into()),
+                ("peer", peer.clone().into()),
+                ("id", l.id.clone().into()),
+            ],
+        ),
+        Event::ChatSecurity {
+            account,
+            peer,
+            security,
+            fingerprint,
+        } => out.record(
+            "security",
+            &[
+                ("account", account.0.into()),
+                ("peer", peer.clone().into()),
+                ("state", security_text(*security).into()),
+                (
+                    "fingerprint",
+                    fingerprint.clone().unwrap_or_default().into(),
+                ),
+            ],
+        ),
+        Event::OtrFingerprint {
+            account,
+            peer,
+            fingerprint,
+            changed,
+        } => out.record(
+            "peer-fingerprint",
+            &[
+                ("account", account.0.into()),
+                ("peer", peer.clone().into()),
+                ("fingerprint", fingerprint.clone().into()),
+                ("changed", (*changed).into()),
+            ],
+        ),
+        Event::Smp {
+            account,
+            peer,
+            progress,
+        } => {
+            let (state, detail) = smp_text(progress);
+            out.record(
+                "smp",
+                &[
+                    ("account", account.0.into()),
+                    ("peer", peer.clone().into()),
+                    ("state", state.into()),
+                    ("detail", detail.into()),
+                ],
+            );
+        }
+        Event::OtrKey {
+            account,
+            fingerprint,
+        } => out.record(
+            "key-generated",
+            &[
+                ("account", account.0.into()),
+                ("fingerprint", fingerprint.clone().into()),
+            ],
+        ),
         Event::ChatDelivered { account, peer, id } => out.record(
             "delivered",
             &[
@@ -270,7 +375,7 @@ fn account_id(phone: &Phone, key: &str) -> Result<AccountId, CliError> {
 }
 
 /// Follows events for `dur`, printing them; stops early when `done` says so.
-fn follow(
+pub(crate) fn follow(
     phone: &Phone,
     rx: &mut broadcast::Receiver<Event>,
     out: &Out,
@@ -295,6 +400,7 @@ pub(crate) fn run(
 ) -> Result<(), CliError> {
     let mut rx = phone.events();
     match cmd {
+        XmppCmd::Otr(c) => crate::otr_cli::run(phone, c, secrets, out)?,
         XmppCmd::Register(args) => {
             let password = secrets.ask_new("Password for the new account")?;
             let remember = !args.no_remember;

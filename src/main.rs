@@ -3,6 +3,7 @@
 mod calls;
 mod chat_cli;
 mod cli;
+mod otr_cli;
 
 use std::process::ExitCode;
 

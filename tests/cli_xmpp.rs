@@ -382,3 +382,210 @@ fn rooms_from_the_command_line() {
     );
     let _ = bob.wait();
 }
+
+/// Runs hushphone in the background; its JSON lines arrive on the returned channel.
+fn spawn(
+    profile: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<Value>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .arg("--profile")
+        .arg(profile)
+        .args(["--json", "--stdin"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn otr_authentication_between_two_cli_processes() {
+    let server = Prosody::start().expect("prosody");
+    let root = tempfile::tempdir().expect("tempdir");
+    let p = |u: &str| root.path().join(u);
+    for u in ["alice", "bob"] {
+        register(&p(u), &server, u);
+    }
+    let (ok, r, err) = hushphone(
+        &p("alice"),
+        &["xmpp", "otr", "fingerprint", "--account", "alice@localhost"],
+        "",
+    );
+    assert!(ok, "{err}");
+    let ours = r
+        .iter()
+        .find(|x| x["type"] == "fingerprint")
+        .and_then(|x| x["fingerprint"].as_str())
+        .expect("our fingerprint")
+        .to_owned();
+    assert_eq!(ours.len(), 44, "{ours}");
+
+    // Bob waits for a question; alice asks it. The answer comes on stdin, never argv.
+    let (mut bob, bob_lines) = spawn(
+        &p("bob"),
+        &[
+            "xmpp",
+            "otr",
+            "smp-answer",
+            "--account",
+            "bob@localhost",
+            "alice@localhost",
+            "--timeout",
+            "30",
+        ],
+        "harbour\n",
+    );
+    let mut bob_seen = Vec::new();
+    loop {
+        let v = bob_lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("bob comes online");
+        let online = v["type"] == "registration" && v["status"] == "registered";
+        bob_seen.push(v);
+        if online {
+            break;
+        }
+    }
+    let (ok, r, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "otr",
+            "smp-question",
+            "--account",
+            "alice@localhost",
+            "bob@localhost",
+            "--question",
+            "Where did we meet?",
+        ],
+        "harbour\n",
+    );
+    assert!(ok, "{err}\n{r:?}");
+    assert!(has(&r, "security", "state", "private-unverified"), "{r:?}");
+    assert!(has(&r, "smp", "state", "succeeded"), "{r:?}");
+    assert!(has(&r, "security", "state", "private-verified"), "{r:?}");
+    let status = bob.wait().expect("bob exits");
+    bob_seen.extend(bob_lines.try_iter());
+    assert!(status.success(), "{bob_seen:?}");
+    assert!(
+        bob_seen.iter().any(|v| v["type"] == "smp"
+            && v["state"] == "asked"
+            && v["detail"] == "Where did we meet?"),
+        "{bob_seen:?}"
+    );
+    assert!(has(&bob_seen, "smp", "state", "succeeded"), "{bob_seen:?}");
+
+    // The verification was saved: a later run lists bob as verified.
+    let (ok, r, err) = hushphone(
+        &p("alice"),
+        &["xmpp", "otr", "fingerprint", "--account", "alice@localhost"],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert!(
+        r.iter()
+            .any(|x| x["type"] == "known" && x["peer"] == "bob@localhost" && x["verified"] == true),
+        "{r:?}"
+    );
+    // A fingerprint bob never showed is refused with a reason.
+    let (ok, _, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "otr",
+            "verify",
+            "--account",
+            "alice@localhost",
+            "bob@localhost",
+            "00000000 11111111 22222222 33333333 44444444",
+        ],
+        "",
+    );
+    assert!(!ok && err.contains("never showed"), "{err}");
+    let (ok, r, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "otr",
+            "policy",
+            "--account",
+            "alice@localhost",
+            "require",
+        ],
+        "",
+    );
+    assert!(ok && has(&r, "policy", "policy", "require"), "{err}");
+    let (ok, _, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "otr",
+            "policy",
+            "--account",
+            "alice@localhost",
+            "sometimes",
+        ],
+        "",
+    );
+    assert!(
+        !ok && err.contains("manual, opportunistic, require"),
+        "{err}"
+    );
+
+    // Export in Pidgin's formats, private files.
+    let (keys, fps) = (
+        root.path().join("otr.private_key"),
+        root.path().join("otr.fingerprints"),
+    );
+    let (ok, _, err) = hushphone(
+        &p("alice"),
+        &[
+            "xmpp",
+            "otr",
+            "export",
+            "--keys",
+            keys.to_str().expect("utf-8"),
+            "--fingerprints",
+            fps.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    use std::os::unix::fs::PermissionsExt;
+    for f in [&keys, &fps] {
+        let mode = std::fs::metadata(f).expect("exported").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    assert!(
+        std::fs::read_to_string(&keys)
+            .expect("keys")
+            .contains("alice@localhost")
+    );
+    assert!(
+        std::fs::read_to_string(&fps)
+            .expect("fps")
+            .contains("bob@localhost\talice@localhost\tprpl-jabber\t")
+    );
+}

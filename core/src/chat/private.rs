@@ -540,11 +540,13 @@ impl ChatLayer {
                 });
             }
         }
-        for e in otr_events {
-            self.otr_event(e, events);
-        }
+        // The new state first: whoever reacts to "authentication succeeded" or "private
+        // conversation started" already sees it.
         for s in states {
             self.apply_state(s, events);
+        }
+        for e in otr_events {
+            self.otr_event(e, events);
         }
     }
 
