@@ -230,8 +230,12 @@ impl Core {
                         tracing::debug!(command = name, error = %e, "command failed");
                         self.pending.push(Event::CommandFailed { command: name, error: e.to_string() });
                     }
-                    self.save_otr().await;
                     self.flush();
+                    // Saved before the reply: a CLI that exits on it has its keys on disk.
+                    self.save_otr().await;
+                    if !self.pending.is_empty() {
+                        self.flush();
+                    }
                     if let Some(reply) = req.reply {
                         let _ = reply.send(result);
                     }
@@ -244,8 +248,12 @@ impl Core {
                     if !log.is_empty() {
                         self.log_lines(log).await;
                     }
-                    self.save_otr().await;
+                    // Events first: writing the vault must not delay "private" on screen.
                     self.flush();
+                    self.save_otr().await;
+                    if !self.pending.is_empty() {
+                        self.flush();
+                    }
                 }
                 input = call_rx.recv() => {
                     let Some(input) = input else { break };

@@ -291,3 +291,47 @@ fn garbage_is_dropped_with_a_notice() {
     }
     assert!(notices >= 2, "dropped with notices ({notices})");
 }
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn endless_fragments_keep_memory_bounded_and_the_session_usable() {
+    let mut p = Pair::new();
+    p.private();
+    let chunk = "A".repeat(60_000);
+    let before = rss_kib();
+    // 2,000 fragments (~120 MB) of messages that never complete, in both wire formats.
+    for i in 0..2_000u32 {
+        let k = i % 63 + 1;
+        let body = if i % 2 == 0 {
+            format!("?OTR,{k},64,{chunk},")
+        } else {
+            format!("?OTR|00000100|00000100,{k:05},00064,{chunk},")
+        };
+        let shown = p.b.receive(B, A, &body);
+        assert!(
+            shown.is_none_or(|s| !s.starts_with("?OTR")),
+            "fragment shown"
+        );
+    }
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 32 * 1024, "memory grew by {grown} KiB");
+    // Still private and working afterwards.
+    p.a.send(A, B, "still here").expect("send");
+    p.settle();
+    assert!(
+        p.shown_b.iter().any(|m| m == "still here"),
+        "{:?}",
+        p.shown_b
+    );
+}

@@ -22,6 +22,8 @@ pub struct Seen {
 
 struct Shared {
     peer: Mutex<Option<OtrPeer>>,
+    /// Send every message shown back to its sender (benchmarks).
+    echo: std::sync::atomic::AtomicBool,
     seen: Mutex<Seen>,
     changed: Condvar,
 }
@@ -86,6 +88,7 @@ impl Buddy {
             peer: Mutex::new(Some(OtrPeer::start(&me.to_string()).expect("otr_peer"))),
             seen: Mutex::new(Seen::default()),
             changed: Condvar::new(),
+            echo: std::sync::atomic::AtomicBool::new(false),
         });
         let (online_tx, online_rx) = std::sync::mpsc::channel();
         {
@@ -101,12 +104,26 @@ impl Buddy {
                             shared.seen.lock().expect("seen").raw.push(body.clone());
                             let out = {
                                 let mut p = shared.peer.lock().expect("peer");
-                                match p.as_mut() {
-                                    Some(p) => p
-                                        .run(&format!("recv {from} {}", hex(&body)))
-                                        .unwrap_or_default(),
-                                    None => Vec::new(),
+                                let Some(p) = p.as_mut() else { continue };
+                                let mut out = p
+                                    .run(&format!("recv {from} {}", hex(&body)))
+                                    .unwrap_or_default();
+                                if shared.echo.load(std::sync::atomic::Ordering::Relaxed) {
+                                    let shown: Vec<String> = out
+                                        .iter()
+                                        .filter_map(|l| {
+                                            l.split(' ').nth(2).filter(|_| l.starts_with("show "))
+                                        })
+                                        .map(str::to_owned)
+                                        .collect();
+                                    for text in shown {
+                                        out.extend(
+                                            p.run(&format!("send {from} {text}"))
+                                                .unwrap_or_default(),
+                                        );
+                                    }
                                 }
+                                out
                             };
                             absorb(&shared, &handle, out);
                         }
@@ -142,6 +159,14 @@ impl Buddy {
             .collect();
         absorb(&self.shared, &self.handle, out);
         direct
+    }
+
+    /// Sends every message it is shown straight back (for round-trip measurements).
+    #[allow(dead_code)]
+    pub fn echo(&self, on: bool) {
+        self.shared
+            .echo
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Replaces the peer with a new one (a new key: a "reinstalled" buddy).

@@ -119,7 +119,13 @@ impl ServerConnector for HushConnector {
             from: None,
             id: None,
         };
-        let tcp = BufStream::new(self.tcp(domain).await?);
+        let tcp = self.tcp(domain).await?;
+        // Chat is small interactive writes: without this, Nagle holds each stanza back
+        // until the previous one is acknowledged (~40 ms per exchange on delayed ACKs).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not disable Nagle");
+        }
+        let tcp = BufStream::new(tcp);
         let plain = initiate_stream(tcp, ns, header(), timeouts).await?;
         let (features, mut plain) = plain.recv_features::<FallibleStreamElement>().await?;
         if !features.can_starttls() {
