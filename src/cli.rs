@@ -40,6 +40,13 @@ enum Cmd {
         /// Render the window, save it as PNG to FILE and exit.
         #[arg(long, value_name = "FILE")]
         screenshot: Option<PathBuf>,
+        /// Open on this page: home, accounts, contacts, calls, settings, or chat:ADDRESS.
+        #[arg(long)]
+        page: Option<String>,
+        /// Start the echo test at once, with a test tone instead of the microphone (the
+        /// screenshot waits until the call is secure).
+        #[arg(long)]
+        echo_test: bool,
     },
     /// Add, list or remove accounts.
     #[command(subcommand)]
@@ -346,8 +353,24 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let phone = Arc::new(Phone::start(profile)?);
     let out = Out { json: cli.json };
     let mut secrets = Secrets::new(cli.stdin);
-    match cli.command.unwrap_or(Cmd::Gui { screenshot: None }) {
-        Cmd::Gui { screenshot } => hush_ui::run(phone, hush_ui::Options { screenshot })?,
+    let gui = Cmd::Gui {
+        screenshot: None,
+        page: None,
+        echo_test: false,
+    };
+    match cli.command.unwrap_or(gui) {
+        Cmd::Gui {
+            screenshot,
+            page,
+            echo_test,
+        } => hush_ui::run(
+            phone,
+            hush_ui::Options {
+                screenshot,
+                page,
+                echo_test,
+            },
+        )?,
         Cmd::Account(cmd) => account(&phone, cmd, &mut secrets, &out)?,
         Cmd::Profile(cmd) => profile_cmd(&phone, cmd, &mut secrets, &out)?,
         Cmd::History(cmd) => history(&phone, cmd, &mut secrets, &out)?,

@@ -334,6 +334,18 @@ pub enum Command {
         /// Verified or not.
         verified: bool,
     },
+    /// Send silence instead of the microphone (the call stays up; nothing is renegotiated).
+    Mute {
+        /// The call.
+        call: CallId,
+        /// Muted or not.
+        on: bool,
+    },
+    /// The SAS the peer read out was not ours: end the call and say why.
+    SasMismatch {
+        /// The call.
+        call: CallId,
+    },
 }
 
 impl Command {
@@ -359,6 +371,8 @@ impl Command {
             Command::Hold { .. } => "hold",
             Command::SendDtmf { .. } => "send DTMF",
             Command::SetSasVerified { .. } => "set SAS verified",
+            Command::SasMismatch { .. } => "report SAS mismatch",
+            Command::Mute { .. } => "mute",
             Command::SetPeerVerified { .. } => "set peer verified",
             Command::RegisterXmpp(_) => "create account",
             Command::ChangeXmppPassword { .. } => "change password",

@@ -215,7 +215,7 @@ impl Core {
                     let command = match req.op {
                         Op::Command(c) => c,
                         Op::Shutdown => {
-                            self.chats.shutdown();
+                            self.chats.shutdown().await;
                             self.calls.shutdown().await;
                             self.flush();
                             if let Some(reply) = req.reply {
@@ -706,6 +706,14 @@ impl Core {
             }
             Command::SetSasVerified { call, verified } => {
                 self.calls.set_verified(call, verified, &mut events)?;
+                Reply::Done
+            }
+            Command::Mute { call, on } => {
+                self.calls.mute(call, on)?;
+                Reply::Done
+            }
+            Command::SasMismatch { call } => {
+                self.calls.sas_mismatch(call, &mut events).await?;
                 Reply::Done
             }
             _ => return Err(CoreError::InvalidInput("unsupported command".into())),

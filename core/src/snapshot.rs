@@ -114,6 +114,8 @@ pub struct CallView {
     pub codec: Option<String>,
     /// Latest media statistics.
     pub stats: Option<CallStats>,
+    /// Answered by a built-in peer (the echo test's far end), not by the user.
+    pub automatic: bool,
 }
 
 /// Who placed the call.

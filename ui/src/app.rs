@@ -1,18 +1,96 @@
-//! The top-level view: unlock the profile if needed, then the accounts overview.
+//! The top-level view: unlock the profile if needed, then a navigation column (pages,
+//! open chats and rooms, calls) and the selected page. The window keeps only view state;
+//! everything else comes from the core's snapshot, and every action is a command.
 
+use crate::accounts::AddForm;
+use crate::chat::AuthDialog;
+use crate::contacts::AddContact;
+use crate::settings::SettingsForm;
+use crate::widgets::{AMBER, GREEN, RED, chat_words};
 use eframe::egui;
-use hush_core::snapshot::AccountStatus;
-use hush_core::{Command, Event, Phone, Protocol, Secret};
+use hush_core::command::AudioChoice;
+use hush_core::snapshot::{CallId, CallState};
+use hush_core::{AccountId, CallSecurity, Command, Event, Phone, Protocol, Secret, Snapshot};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::broadcast;
+
+/// What the main area shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Page {
+    Home,
+    Accounts,
+    Contacts,
+    Chat(AccountId, String),
+    Room(AccountId, String),
+    Calls,
+    Settings,
+}
+
+/// The join-room form.
+#[derive(Default)]
+pub(crate) struct JoinForm {
+    open: bool,
+    account: Option<AccountId>,
+    room: String,
+    nick: String,
+    password: String,
+}
 
 /// The application state egui calls every frame.
 pub struct HushApp {
-    phone: Arc<Phone>,
+    pub(crate) phone: Arc<Phone>,
     events: broadcast::Receiver<Event>,
     master_password: String,
-    /// The last failure, shown until the next success.
-    notice: Option<String>,
+    /// The last failure, shown until dismissed or the next success.
+    pub(crate) notice: Option<String>,
+    pub(crate) page: Page,
+    /// Microphone and speaker for new calls.
+    pub(crate) audio: AudioChoice,
+    pub(crate) add_form: AddForm,
+    pub(crate) add_contact: AddContact,
+    pub(crate) contact_filter: String,
+    pub(crate) chat_input: String,
+    pub(crate) chat_menu: bool,
+    pub(crate) auth: AuthDialog,
+    pub(crate) dial: String,
+    pub(crate) keypad: Option<CallId>,
+    pub(crate) muted: HashSet<CallId>,
+    pub(crate) connected_since: HashMap<CallId, Instant>,
+    /// Calls as last seen, so an ended call can still be shown with its reason.
+    pub(crate) last_calls: HashMap<CallId, hush_core::snapshot::CallView>,
+    /// Recently ended calls (newest last), until dismissed.
+    pub(crate) ended: Vec<hush_core::snapshot::CallView>,
+    pub(crate) settings: SettingsForm,
+    join: JoinForm,
+}
+
+/// A text field with an accessible label (and the label shown before it).
+pub(crate) fn labeled_edit(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut String,
+    hint: &str,
+    password: bool,
+) -> egui::Response {
+    ui.horizontal(|ui| {
+        ui.label(format!("{label}:"));
+        let r = ui.add(
+            egui::TextEdit::singleline(value)
+                .password(password)
+                .hint_text(hint),
+        );
+        let role = if password {
+            egui::Role::PasswordInput
+        } else {
+            egui::Role::TextInput
+        };
+        let name = label.to_owned();
+        r.widget_info(move || egui::WidgetInfo::labeled(role, true, name.clone()));
+        r
+    })
+    .inner
 }
 
 impl HushApp {
@@ -24,7 +102,68 @@ impl HushApp {
             events,
             master_password: String::new(),
             notice: None,
+            page: Page::Home,
+            audio: AudioChoice {
+                source: hush_core::command::SourceSpec::Device,
+                sink: hush_core::command::SinkSpec::Device,
+            },
+            add_form: AddForm::default(),
+            add_contact: AddContact::default(),
+            contact_filter: String::new(),
+            chat_input: String::new(),
+            chat_menu: false,
+            auth: AuthDialog::default(),
+            dial: String::new(),
+            keypad: None,
+            muted: HashSet::new(),
+            connected_since: HashMap::new(),
+            last_calls: HashMap::new(),
+            ended: Vec::new(),
+            settings: SettingsForm::default(),
+            join: JoinForm::default(),
         }
+    }
+
+    /// Opens a page by name (home, accounts, contacts, calls, settings, chat:ADDRESS).
+    pub fn open_page(&mut self, name: &str) {
+        let snap = self.phone.snapshot();
+        self.page = match name {
+            "accounts" => Page::Accounts,
+            "contacts" => Page::Contacts,
+            "calls" => Page::Calls,
+            "settings" => Page::Settings,
+            other => match other.strip_prefix("chat:") {
+                Some(peer) => match snap
+                    .accounts
+                    .iter()
+                    .find(|a| a.config.protocol() == Protocol::Xmpp)
+                {
+                    Some(a) => Page::Chat(a.config.id, peer.to_owned()),
+                    None => Page::Home,
+                },
+                None => Page::Home,
+            },
+        };
+    }
+
+    /// Starts the built-in echo test (as the button does).
+    pub fn start_echo_test(&mut self) {
+        self.echo_test();
+    }
+
+    /// True once some call is encrypted (for screenshots of a secured call).
+    pub(crate) fn any_secure_call(&self) -> bool {
+        self.phone
+            .snapshot()
+            .calls
+            .iter()
+            .any(|c| c.security.is_encrypted())
+    }
+
+    /// Uses this audio for calls (tests and machines without a sound card use a tone).
+    pub fn with_audio(mut self, audio: AudioChoice) -> Self {
+        self.audio = audio;
+        self
     }
 
     fn drain_events(&mut self) {
@@ -34,6 +173,29 @@ impl HushApp {
                     self.notice = Some(format!("Could not {command}: {error}"))
                 }
                 Ok(Event::Unlocked) => self.notice = None,
+                Ok(Event::CallIncoming { .. }) => self.page = Page::Calls,
+                Ok(Event::CallState { call, state }) => match state {
+                    CallState::Connected => {
+                        self.connected_since
+                            .entry(call)
+                            .or_insert_with(Instant::now);
+                    }
+                    CallState::Ended(reason) => {
+                        self.connected_since.remove(&call);
+                        self.muted.remove(&call);
+                        if let Some(mut v) = self.last_calls.remove(&call)
+                            && !v.automatic
+                        {
+                            v.state = CallState::Ended(reason);
+                            self.ended.push(v);
+                            if self.ended.len() > 5 {
+                                self.ended.remove(0);
+                            }
+                        }
+                    }
+                    _ => {}
+                },
+                Ok(Event::ChatError { reason, .. }) => self.notice = Some(reason),
                 Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
             }
@@ -44,6 +206,9 @@ impl HushApp {
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         self.drain_events();
         let snap = self.phone.snapshot();
+        for c in &snap.calls {
+            self.last_calls.insert(c.id, c.clone());
+        }
         egui::Panel::top("top").show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.heading("Hushphone");
@@ -54,38 +219,207 @@ impl HushApp {
                     "No master password set"
                 };
                 ui.label(lock);
+                ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                    let dark = ui.visuals().dark_mode;
+                    if ui
+                        .button(if dark { "Light theme" } else { "Dark theme" })
+                        .clicked()
+                    {
+                        let theme = if dark {
+                            egui::Theme::Light
+                        } else {
+                            egui::Theme::Dark
+                        };
+                        ui.ctx().set_theme(theme);
+                    }
+                });
             });
+            if let Some(notice) = self.notice.clone() {
+                ui.horizontal(|ui| {
+                    ui.colored_label(ui.visuals().error_fg_color, notice);
+                    if ui.small_button("Dismiss").clicked() {
+                        self.notice = None;
+                    }
+                });
+            }
         });
-        egui::CentralPanel::default_margins().show(ui, |ui| {
-            if let Some(notice) = &self.notice {
-                ui.colored_label(ui.visuals().error_fg_color, notice);
+        if snap.locked {
+            egui::CentralPanel::default_margins().show(ui, |ui| self.unlock_view(ui));
+            return;
+        }
+        egui::Panel::left("nav")
+            .resizable(true)
+            .default_size(230.0)
+            .show(ui, |ui| self.nav(ui, &snap));
+        egui::CentralPanel::default_margins().show(ui, |ui| match self.page.clone() {
+            Page::Home => self.home_page(ui, &snap),
+            Page::Accounts => self.accounts_page(ui, &snap),
+            Page::Contacts => self.contacts_page(ui, &snap),
+            Page::Chat(a, p) => self.chat_page(ui, &snap, a, &p),
+            Page::Room(a, r) => self.room_page(ui, &snap, a, &r),
+            Page::Calls => self.calls_page(ui, &snap),
+            Page::Settings => self.settings_page(ui, &snap),
+        });
+    }
+
+    fn nav(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        for (page, label) in [
+            (Page::Home, "Start"),
+            (Page::Accounts, "Accounts"),
+            (Page::Contacts, "Contacts"),
+            (Page::Calls, "Calls"),
+            (Page::Settings, "Settings"),
+        ] {
+            let mut text = label.to_owned();
+            if page == Page::Calls {
+                let live = snap
+                    .calls
+                    .iter()
+                    .filter(|c| !c.automatic && !matches!(c.state, CallState::Ended(_)))
+                    .count();
+                if live > 0 {
+                    text = format!("Calls ({live})");
+                }
             }
-            if snap.locked {
-                self.unlock_view(ui);
-                return;
+            if page == Page::Contacts && !snap.requests.iter().all(|r| r.ignored) {
+                text = "Contacts (requests)".into();
             }
-            ui.heading("Accounts");
-            if snap.accounts.is_empty() {
-                ui.label("No accounts yet. Add one with `hushphone account add`.");
+            if ui.selectable_label(self.page == page, text).clicked() {
+                self.page = page;
             }
-            egui::Grid::new("accounts").striped(true).show(ui, |ui| {
-                for a in &snap.accounts {
-                    let proto = match a.config.protocol() {
-                        Protocol::Sip => "SIP",
-                        Protocol::Xmpp => "XMPP",
-                    };
-                    ui.label(proto);
-                    ui.label(&a.config.address);
-                    ui.label(match &a.status {
-                        AccountStatus::Offline => "offline".to_owned(),
-                        AccountStatus::Connecting => "connecting…".to_owned(),
-                        AccountStatus::Online => "online".to_owned(),
-                        AccountStatus::Error(e) => format!("error: {e}"),
-                    });
-                    ui.end_row();
+        }
+        ui.separator();
+        ui.strong("Chats");
+        for c in &snap.chats {
+            ui.horizontal(|ui| {
+                let (words, colour) = chat_words(c.security);
+                crate::widgets::dot(ui, colour, words);
+                let page = Page::Chat(c.account, c.peer.clone());
+                if ui.selectable_label(self.page == page, &c.peer).clicked() {
+                    self.page = page;
+                    self.chat_menu = false;
+                    self.auth = AuthDialog::default();
                 }
             });
+        }
+        for r in &snap.rooms {
+            let page = Page::Room(r.account, r.room.clone());
+            if ui
+                .selectable_label(self.page == page, format!("# {}", r.room))
+                .clicked()
+            {
+                self.page = page;
+            }
+        }
+        if ui.button("Join a room").clicked() {
+            self.join.open = !self.join.open;
+        }
+        if self.join.open {
+            self.join_form(ui, snap);
+        }
+        ui.separator();
+        for c in snap
+            .calls
+            .iter()
+            .filter(|c| !c.automatic && !matches!(c.state, CallState::Ended(_)))
+        {
+            let colour = match &c.security {
+                CallSecurity::Secure { verified: true, .. } => GREEN,
+                CallSecurity::Secure { .. } | CallSecurity::Negotiating => AMBER,
+                _ => RED,
+            };
+            if ui
+                .add(egui::Button::new(
+                    egui::RichText::new(format!("Call: {}", c.peer)).color(colour),
+                ))
+                .clicked()
+            {
+                self.page = Page::Calls;
+            }
+        }
+    }
+
+    fn join_form(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        let accounts: Vec<(AccountId, String)> = snap
+            .accounts
+            .iter()
+            .filter(|a| a.config.protocol() == Protocol::Xmpp)
+            .map(|a| (a.config.id, a.config.address.clone()))
+            .collect();
+        let j = &mut self.join;
+        if j.account.is_none() {
+            j.account = accounts.first().map(|a| a.0);
+        }
+        egui::ComboBox::from_label("Room account")
+            .selected_text(
+                accounts
+                    .iter()
+                    .find(|a| Some(a.0) == j.account)
+                    .map(|a| a.1.clone())
+                    .unwrap_or_default(),
+            )
+            .show_ui(ui, |ui| {
+                for (id, a) in &accounts {
+                    ui.selectable_value(&mut j.account, Some(*id), a);
+                }
+            });
+        labeled_edit(
+            ui,
+            "Room",
+            &mut j.room,
+            "room@conference.example.org",
+            false,
+        );
+        labeled_edit(ui, "Nickname", &mut j.nick, "", false);
+        labeled_edit(ui, "Room password", &mut j.password, "if it has one", true);
+        if ui.button("Join").clicked()
+            && let Some(account) = j.account
+        {
+            let room = j.room.trim().to_owned();
+            self.phone.send(Command::JoinRoom {
+                account,
+                room: room.clone(),
+                nick: j.nick.trim().to_owned(),
+                password: (!j.password.is_empty())
+                    .then(|| Secret::new(std::mem::take(&mut j.password))),
+            });
+            self.page = Page::Room(account, room);
+            *j = JoinForm::default();
+        }
+    }
+
+    fn home_page(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        ui.heading("Private calls and chats");
+        ui.label(
+            "Calls are encrypted end to end with ZRTP: compare the short code with your peer and you know no one is in the middle. Chats are made private with OTR.",
+        );
+        ui.add_space(8.0);
+        if ui
+            .add(egui::Button::new(
+                egui::RichText::new("Try a secure echo test").size(18.0),
+            ))
+            .on_hover_text("Calls a built-in echo on this computer: no account needed")
+            .clicked()
+        {
+            self.echo_test();
+        }
+        ui.add_space(8.0);
+        if snap.accounts.is_empty() {
+            ui.label("To call or chat with others, add an account:");
+        }
+        ui.horizontal(|ui| {
+            if ui.button("Add or create an account").clicked() {
+                self.page = Page::Accounts;
+            }
+            if !snap.master_password_set && ui.button("Set a master password").clicked() {
+                self.page = Page::Settings;
+            }
         });
+        if !snap.master_password_set {
+            ui.label(
+                "A master password encrypts your saved passwords and keys on disk. Optional, recommended.",
+            );
+        }
     }
 
     fn unlock_view(&mut self, ui: &mut egui::Ui) {
@@ -112,11 +446,22 @@ impl HushApp {
 pub(crate) struct Window {
     pub(crate) app: HushApp,
     pub(crate) screenshot: Option<crate::screenshot::ScreenshotJob>,
+    /// Hold the screenshot until a call is secure (at most 15 s).
+    pub(crate) wait_secure: bool,
+    pub(crate) started: Instant,
 }
 
 impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.app.ui(ui);
+        if self.wait_secure
+            && !self.app.any_secure_call()
+            && self.started.elapsed() < std::time::Duration::from_secs(15)
+        {
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_millis(100));
+            return;
+        }
         if let Some(job) = &mut self.screenshot {
             job.tick(ui.ctx());
         }

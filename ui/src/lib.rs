@@ -2,8 +2,15 @@
 //! [`Snapshot`](hush_core::Snapshot) and sends [`Command`](hush_core::Command)s.
 #![warn(missing_docs, unreachable_pub)]
 
+mod accounts;
 mod app;
+mod calls;
+mod chat;
+mod contacts;
+mod sas;
 mod screenshot;
+mod settings;
+mod widgets;
 
 pub use app::HushApp;
 
@@ -27,6 +34,10 @@ pub enum UiError {
 pub struct Options {
     /// Save the first settled frame as PNG here and close.
     pub screenshot: Option<PathBuf>,
+    /// The page to open on: home, accounts, contacts, calls, settings, chat:ADDRESS.
+    pub page: Option<String>,
+    /// Start the echo test with a test tone (a screenshot waits until it is secure).
+    pub echo_test: bool,
 }
 
 /// Opens the main window and runs until it is closed.
@@ -43,6 +54,7 @@ pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
     let outcome: screenshot::Outcome = Arc::default();
     let job = options
         .screenshot
+        .clone()
         .map(|p| screenshot::ScreenshotJob::new(p, outcome.clone()));
     eframe::run_native(
         "Hushphone",
@@ -50,9 +62,22 @@ pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
         Box::new(move |cc| {
             let ctx = cc.egui_ctx.clone();
             phone.set_waker(Arc::new(move || ctx.request_repaint()));
+            let mut app = HushApp::new(phone);
+            if let Some(p) = &options.page {
+                app.open_page(p);
+            }
+            if options.echo_test {
+                app = app.with_audio(hush_core::command::AudioChoice {
+                    source: hush_core::command::SourceSpec::Tone(440.0),
+                    sink: hush_core::command::SinkSpec::Null,
+                });
+                app.start_echo_test();
+            }
             Ok(Box::new(app::Window {
-                app: HushApp::new(phone),
+                app,
                 screenshot: job,
+                wait_secure: options.echo_test,
+                started: std::time::Instant::now(),
             }))
         }),
     )

@@ -77,6 +77,8 @@ fn unlock_shows_errors_then_accounts() {
     wait_for_revision(&phone, rev);
     harness.run();
     assert!(!phone.snapshot().locked);
+    harness.get_by_label("Accounts").click();
+    harness.run();
     harness.get_by_label("alice@127.0.0.1");
     assert!(
         harness

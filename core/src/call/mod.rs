@@ -65,6 +65,8 @@ struct Call {
     local: LocalMedia,
     negotiated: Option<Negotiated>,
     peer_identity: String,
+    /// Why the user ended it, when that is more than "hung up" (e.g. a SAS mismatch).
+    end_reason: Option<String>,
 }
 
 /// What a new line needs.
@@ -435,6 +437,7 @@ impl CallLayer {
             algorithms: None,
             codec: None,
             stats: None,
+            automatic: false,
         };
         events.push(Event::CallState {
             call: id,
@@ -456,6 +459,7 @@ impl CallLayer {
                 local,
                 negotiated: None,
                 peer_identity,
+                end_reason: None,
             },
         );
         Ok(Reply::Call(id))
@@ -610,6 +614,11 @@ impl CallLayer {
     }
 
     fn end(&mut self, id: CallId, reason: String, events: &mut Vec<Event>) {
+        let reason = self
+            .calls
+            .get_mut(&id)
+            .and_then(|c| c.end_reason.take())
+            .unwrap_or(reason);
         self.set_state(id, CallState::Ended(reason), events);
         if let Some(mut c) = self.calls.remove(&id) {
             if matches!(c.view.security, CallSecurity::Negotiating) {
@@ -663,6 +672,37 @@ impl CallLayer {
         self.media(id)?.command(MediaCommand::SasVerified(verified));
         self.set_security(id, CallSecurity::Secure { sas, verified }, events);
         Ok(())
+    }
+
+    /// Sends silence instead of the microphone, or the microphone again.
+    pub(crate) fn mute(&self, id: CallId, on: bool) -> Result<()> {
+        self.media(id)?.command(MediaCommand::Mute(on));
+        Ok(())
+    }
+
+    /// The user compared the SAS and it did not match: someone may be in the middle.
+    /// The call ends with that reason and the peer is no longer "verified".
+    pub(crate) async fn sas_mismatch(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
+        let call = self
+            .calls
+            .get_mut(&id)
+            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        if !call.view.security.is_encrypted() {
+            return Err(bad(
+                "the call is not secure yet: there is no SAS to compare",
+            ));
+        }
+        let reason = "SAS mismatch: the codes you compared differ; someone may be listening in";
+        call.end_reason = Some(reason.into());
+        call.view.security = CallSecurity::Failed(reason.into());
+        if let Ok(media) = self.media(id) {
+            media.command(MediaCommand::SasVerified(false));
+        }
+        events.push(Event::CallSecurity {
+            call: id,
+            security: CallSecurity::Failed(reason.into()),
+        });
+        self.hangup(id, events).await
     }
 
     /// Sets the "SAS verified" flag of a peer in the ZID cache, outside any call.
@@ -789,6 +829,7 @@ impl CallLayer {
                     algorithms: None,
                     codec: None,
                     stats: None,
+                    automatic: auto.is_some(),
                 };
                 let local = LocalMedia {
                     session_id: random_u64() >> 1,
@@ -811,6 +852,7 @@ impl CallLayer {
                         local,
                         negotiated: None,
                         peer_identity,
+                        end_reason: None,
                     },
                 );
                 events.push(Event::CallIncoming { call: id, from });

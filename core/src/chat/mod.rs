@@ -609,11 +609,20 @@ impl ChatLayer {
         }
     }
 
-    /// Stops every account.
-    pub(crate) fn shutdown(&mut self) {
-        for (_, a) in std::mem::take(&mut self.accounts) {
+    /// Stops every account and waits (bounded) until each has said goodbye.
+    pub(crate) async fn shutdown(&mut self) {
+        let accounts = std::mem::take(&mut self.accounts);
+        for a in accounts.values() {
             a.handle.command(XmppCommand::Stop);
         }
+        let all = futures_join(accounts.values().map(|a| a.handle.clone()).collect());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(4), all).await;
+    }
+}
+
+async fn futures_join(handles: Vec<XmppHandle>) {
+    for h in handles {
+        h.stopped().await;
     }
 }
 

@@ -82,12 +82,21 @@ pub enum XmppCommand {
 #[derive(Clone)]
 pub struct XmppHandle {
     tx: mpsc::UnboundedSender<XmppCommand>,
+    done: tokio::sync::watch::Receiver<bool>,
 }
 
 impl XmppHandle {
     /// Sends a command; ignored once the account has stopped.
     pub fn command(&self, c: XmppCommand) {
         let _ = self.tx.send(c);
+    }
+
+    /// Resolves once the account's task has ended (after [`XmppCommand::Stop`], it
+    /// says goodbye to the server first). Await it before stopping the runtime, or the
+    /// stream's own tasks may vanish under it.
+    pub async fn stopped(&self) {
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| *d).await;
     }
 }
 
@@ -105,8 +114,18 @@ pub fn start(
 ) -> (XmppHandle, mpsc::UnboundedReceiver<XmppEvent>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(connector, jid, password, cmd_rx, ev_tx));
-    (XmppHandle { tx: cmd_tx }, ev_rx)
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        run(connector, jid, password, cmd_rx, ev_tx).await;
+        let _ = done_tx.send(true);
+    });
+    (
+        XmppHandle {
+            tx: cmd_tx,
+            done: done_rx,
+        },
+        ev_rx,
+    )
 }
 
 fn id_prefix() -> String {

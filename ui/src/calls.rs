@@ -1,0 +1,259 @@
+//! Calls: dial, the built-in echo test, one card per call with the SAS indicator, the
+//! SAS comparison (pick the half you heard), mute/hold/keypad/hang up, and the
+//! incoming-call prompt with the security policy spelled out.
+
+use crate::app::{HushApp, labeled_edit};
+use crate::sas::{choices, halves};
+use crate::widgets::{AMBER, RED, sas_indicator};
+use eframe::egui;
+use hush_core::model::EncryptionPolicy;
+use hush_core::snapshot::{CallState, CallView};
+use hush_core::{AccountId, CallSecurity, Command, Protocol, Snapshot};
+
+fn state_words(s: &CallState) -> String {
+    match s {
+        CallState::Calling => "Calling…".into(),
+        CallState::Ringing => "Ringing…".into(),
+        CallState::Incoming => "Incoming call".into(),
+        CallState::Connected => "Connected".into(),
+        CallState::OnHold => "On hold".into(),
+        CallState::Ended(r) => format!("Ended: {r}"),
+    }
+}
+
+impl HushApp {
+    pub(crate) fn place_call(&mut self, account: Option<AccountId>, target: String) {
+        self.phone.send(Command::PlaceCall {
+            account,
+            target,
+            audio: self.audio.clone(),
+            policy: None,
+        });
+        self.page = crate::app::Page::Calls;
+    }
+
+    /// Starts the echo test: a built-in answering peer on loopback, then a call to it.
+    pub(crate) fn echo_test(&mut self) {
+        let phone = self.phone.clone();
+        let audio = self.audio.clone();
+        let listen = Command::Listen {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            auto_answer: Some(hush_core::command::AudioChoice {
+                source: hush_core::command::SourceSpec::Echo,
+                sink: hush_core::command::SinkSpec::Null,
+            }),
+            policy: EncryptionPolicy::Mandatory,
+        };
+        // The core answers on its own thread; the window never blocks on it.
+        std::thread::spawn(move || {
+            if let Ok(hush_core::Reply::Listening(addr)) = phone.execute_blocking(listen) {
+                phone.send(Command::PlaceCall {
+                    account: None,
+                    target: format!("echo@{addr}"),
+                    audio,
+                    policy: Some(EncryptionPolicy::Mandatory),
+                });
+            }
+        });
+        self.page = crate::app::Page::Calls;
+    }
+
+    pub(crate) fn calls_page(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        ui.heading("Calls");
+        let sip = snap
+            .accounts
+            .iter()
+            .find(|a| a.config.protocol() == Protocol::Sip)
+            .map(|a| a.config.id);
+        ui.horizontal(|ui| {
+            labeled_edit(
+                ui,
+                "Call address",
+                &mut self.dial,
+                "sip:friend@example.org",
+                false,
+            );
+            if ui.button("Call").clicked() && !self.dial.trim().is_empty() {
+                let t = self.dial.trim().to_owned();
+                let direct = t.trim_start_matches("sip:").contains(':');
+                self.place_call(if direct { None } else { sip }, t);
+            }
+            if ui.button("Try a secure echo test").clicked() {
+                self.echo_test();
+            }
+        });
+        ui.separator();
+        // The echo test's far end lives in this phone too; the user talks to it, not as it.
+        let calls: Vec<CallView> = snap
+            .calls
+            .iter()
+            .filter(|c| !c.automatic)
+            .cloned()
+            .collect();
+        if calls.is_empty() && self.ended.is_empty() {
+            ui.label("No calls.");
+        }
+        for c in calls.iter().rev() {
+            self.call_card(ui, c);
+            ui.add_space(6.0);
+        }
+        for c in self.ended.clone().iter().rev() {
+            self.call_card(ui, c);
+        }
+        if !self.ended.is_empty() && ui.button("Clear ended calls").clicked() {
+            self.ended.clear();
+        }
+    }
+
+    fn call_card(&mut self, ui: &mut egui::Ui, c: &CallView) {
+        let ended = matches!(c.state, CallState::Ended(_));
+        egui::Frame::group(ui.style()).show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.heading(&c.peer);
+                ui.label(state_words(&c.state));
+                if let Some(since) = self.connected_since.get(&c.id) {
+                    let s = since.elapsed().as_secs();
+                    ui.monospace(format!("{:02}:{:02}", s / 60, s % 60));
+                }
+            });
+            if c.state == CallState::Incoming {
+                let policy = match c.security {
+                    CallSecurity::Cleartext => {
+                        "This call may be unencrypted (the account allows it)."
+                    }
+                    _ => "This call will be encrypted: it is refused if the caller cannot encrypt.",
+                };
+                ui.label(policy);
+                ui.horizontal(|ui| {
+                    if ui.button("Answer").clicked() {
+                        self.phone.send(Command::Answer {
+                            call: c.id,
+                            audio: self.audio.clone(),
+                        });
+                    }
+                    if ui.button("Decline").clicked() {
+                        self.phone.send(Command::Reject {
+                            call: c.id,
+                            busy: false,
+                        });
+                    }
+                });
+                return;
+            }
+            sas_indicator(ui, &c.security);
+            if let Some(a) = &c.algorithms {
+                ui.weak(format!("Algorithms: {a}"));
+            }
+            if let Some(s) = &c.stats {
+                ui.weak(format!(
+                    "Packets sent {} · received {} · lost {} · jitter {} ms{}",
+                    s.packets_sent,
+                    s.packets_received,
+                    s.packets_lost,
+                    s.jitter_ms,
+                    s.rtt_ms
+                        .map(|r| format!(" · round trip {r} ms"))
+                        .unwrap_or_default()
+                ));
+            }
+            if ended {
+                return;
+            }
+            if let CallSecurity::Secure {
+                sas,
+                verified: false,
+            }
+            | CallSecurity::CacheMismatch { sas } = &c.security
+            {
+                self.sas_compare(ui, c, sas);
+            }
+            ui.horizontal(|ui| {
+                let on_hold = c.state == CallState::OnHold;
+                if ui.button(if on_hold { "Resume" } else { "Hold" }).clicked() {
+                    self.phone.send(Command::Hold {
+                        call: c.id,
+                        on: !on_hold,
+                    });
+                }
+                let muted = self.muted.contains(&c.id);
+                if ui.button(if muted { "Unmute" } else { "Mute" }).clicked() {
+                    if muted {
+                        self.muted.remove(&c.id);
+                    } else {
+                        self.muted.insert(c.id);
+                    }
+                    self.phone.send(Command::Mute {
+                        call: c.id,
+                        on: !muted,
+                    });
+                }
+                if ui.button("Keypad").clicked() {
+                    self.keypad = if self.keypad == Some(c.id) {
+                        None
+                    } else {
+                        Some(c.id)
+                    };
+                }
+                if ui.add(egui::Button::new("Hang up").fill(RED)).clicked() {
+                    self.phone.send(Command::Hangup { call: c.id });
+                }
+            });
+            if self.keypad == Some(c.id) {
+                egui::Grid::new(("keypad", c.id.0)).show(ui, |ui| {
+                    for row in ["123", "456", "789", "*0#"] {
+                        for k in row.chars() {
+                            if ui.button(format!("Key {k}")).clicked() {
+                                self.phone.send(Command::SendDtmf {
+                                    call: c.id,
+                                    keys: k.to_string(),
+                                });
+                            }
+                        }
+                        ui.end_row();
+                    }
+                });
+            }
+        });
+    }
+
+    /// The comparison: say our half, pick the half we heard among four.
+    fn sas_compare(&mut self, ui: &mut egui::Ui, c: &CallView, sas: &str) {
+        let (say, hear) = halves(sas, c.direction);
+        ui.group(|ui| {
+            ui.label(
+                egui::RichText::new(format!("Read this to your peer: {}", say.to_uppercase()))
+                    .strong()
+                    .size(18.0),
+            );
+            ui.label("Which code did your peer read to you?");
+            let seed = c.id.0.wrapping_mul(31).wrapping_add(
+                sas.bytes()
+                    .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b))),
+            );
+            ui.horizontal(|ui| {
+                for choice in choices(&hear, seed) {
+                    if ui
+                        .button(format!("They said {}", choice.to_uppercase()))
+                        .clicked()
+                    {
+                        if choice == hear {
+                            self.phone.send(Command::SetSasVerified {
+                                call: c.id,
+                                verified: true,
+                            });
+                        } else {
+                            self.phone.send(Command::SasMismatch { call: c.id });
+                        }
+                    }
+                }
+                if ui.button("None of these").clicked() {
+                    self.phone.send(Command::SasMismatch { call: c.id });
+                }
+            });
+            ui.colored_label(
+                AMBER,
+                "A wrong code means someone may be listening in: the call will be ended.",
+            );
+        });
+    }
+}

@@ -1,0 +1,274 @@
+//! Settings: audio, private-chat keys and fingerprints, call verification, history and
+//! the master password.
+
+use crate::app::{HushApp, labeled_edit};
+use crate::widgets::{GREEN, RED};
+use eframe::egui;
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::model::{AccountSettings, OtrPolicySetting};
+use hush_core::{Command, Protocol, Secret, Snapshot};
+
+/// Form state of the settings page.
+#[derive(Default)]
+pub(crate) struct SettingsForm {
+    pub(crate) confirm_erase: bool,
+    pub(crate) old_password: String,
+    pub(crate) new_password: String,
+    pub(crate) import_keys: String,
+    pub(crate) import_fingerprints: String,
+    pub(crate) zrtp_peer: String,
+}
+
+impl HushApp {
+    pub(crate) fn settings_page(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        egui::ScrollArea::vertical()
+            .id_salt("settings")
+            .show(ui, |ui| {
+                self.audio_settings(ui);
+                ui.separator();
+                self.otr_settings(ui, snap);
+                ui.separator();
+                self.call_settings(ui);
+                ui.separator();
+                self.history_settings(ui, snap);
+                ui.separator();
+                self.password_settings(ui, snap);
+            });
+    }
+
+    fn audio_settings(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Audio");
+        let mut choice = match self.audio.source {
+            SourceSpec::Device => 0,
+            SourceSpec::Tone(_) => 1,
+            _ => 2,
+        };
+        ui.horizontal(|ui| {
+            ui.radio_value(&mut choice, 0, "Microphone and speaker (system default)");
+            ui.radio_value(&mut choice, 1, "Test tone (440 Hz), no speaker");
+            ui.radio_value(&mut choice, 2, "Silence");
+        });
+        self.audio = match choice {
+            0 => AudioChoice {
+                source: SourceSpec::Device,
+                sink: SinkSpec::Device,
+            },
+            1 => AudioChoice {
+                source: SourceSpec::Tone(440.0),
+                sink: SinkSpec::Null,
+            },
+            _ => AudioChoice::default(),
+        };
+    }
+
+    fn otr_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        ui.heading("Private chat (OTR)");
+        for a in snap
+            .accounts
+            .iter()
+            .filter(|a| a.config.protocol() == Protocol::Xmpp)
+        {
+            let id = a.config.id;
+            ui.horizontal(|ui| {
+                ui.strong(&a.config.address);
+                match snap.otr_keys.iter().find(|k| k.account == id) {
+                    Some(k) => {
+                        ui.monospace(&k.fingerprint);
+                    }
+                    None => {
+                        ui.label("no key yet (made when the account connects)");
+                    }
+                }
+                if ui
+                    .button(format!("Generate a new key for {}", a.config.address))
+                    .on_hover_text(
+                        "Your buddies will see a new fingerprint and must verify you again",
+                    )
+                    .clicked()
+                {
+                    self.phone.send(Command::OtrGenerateKey { account: id });
+                }
+            });
+            if let AccountSettings::Xmpp(x) = &a.config.settings {
+                let mut p = x.otr_policy;
+                ui.horizontal(|ui| {
+                    ui.label("Policy:");
+                    ui.radio_value(&mut p, OtrPolicySetting::Manual, "only when I start it");
+                    ui.radio_value(
+                        &mut p,
+                        OtrPolicySetting::Opportunistic,
+                        "when the other side can",
+                    );
+                    ui.radio_value(
+                        &mut p,
+                        OtrPolicySetting::Require,
+                        "always (never send plaintext)",
+                    );
+                });
+                if p != x.otr_policy {
+                    self.phone.send(Command::OtrSetPolicy {
+                        account: id,
+                        peer: None,
+                        policy: Some(p),
+                    });
+                }
+            }
+        }
+        ui.label("Known fingerprints:");
+        egui::Grid::new("known").striped(true).show(ui, |ui| {
+            for k in &snap.known_fingerprints {
+                ui.label(&k.peer);
+                ui.monospace(&k.fingerprint);
+                if k.verified {
+                    ui.colored_label(GREEN, "verified");
+                } else {
+                    ui.label("not verified");
+                }
+                let label = if k.verified { "Unverify" } else { "Verify" };
+                if ui.button(format!("{label} {}", k.peer)).clicked() {
+                    self.phone.send(Command::OtrTrust {
+                        account: k.account,
+                        peer: k.peer.clone(),
+                        fingerprint: k.fingerprint.clone(),
+                        verified: !k.verified,
+                    });
+                }
+                if ui.button(format!("Forget {}", k.peer)).clicked() {
+                    self.phone.send(Command::OtrForget {
+                        account: k.account,
+                        peer: k.peer.clone(),
+                        fingerprint: k.fingerprint.clone(),
+                    });
+                }
+                ui.end_row();
+            }
+        });
+        ui.label("Import from Pidgin:");
+        let f = &mut self.settings;
+        labeled_edit(
+            ui,
+            "otr.private_key file",
+            &mut f.import_keys,
+            "~/.purple/otr.private_key",
+            false,
+        );
+        labeled_edit(
+            ui,
+            "otr.fingerprints file",
+            &mut f.import_fingerprints,
+            "~/.purple/otr.fingerprints",
+            false,
+        );
+        if ui.button("Import").clicked() {
+            let read = |p: &str| -> Result<Option<String>, String> {
+                if p.trim().is_empty() {
+                    return Ok(None);
+                }
+                std::fs::read_to_string(p.trim())
+                    .map(Some)
+                    .map_err(|e| format!("{}: {e}", p.trim()))
+            };
+            match (read(&f.import_keys), read(&f.import_fingerprints)) {
+                (Ok(k), Ok(fp)) if k.is_some() || fp.is_some() => {
+                    self.phone.send(Command::OtrImport {
+                        keys: k.map(Secret::new),
+                        fingerprints: fp,
+                    });
+                }
+                (Err(e), _) | (_, Err(e)) => self.notice = Some(e),
+                _ => self.notice = Some("Give the path of at least one file".into()),
+            }
+        }
+    }
+
+    fn call_settings(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Calls");
+        ui.label(
+            "A peer whose code you compared stays verified for later calls. To withdraw that:",
+        );
+        ui.horizontal(|ui| {
+            labeled_edit(
+                ui,
+                "Peer address",
+                &mut self.settings.zrtp_peer,
+                "sip:friend@example.org",
+                false,
+            );
+            if ui.button("Reset verification").clicked()
+                && !self.settings.zrtp_peer.trim().is_empty()
+            {
+                self.phone.send(Command::SetPeerVerified {
+                    peer: self.settings.zrtp_peer.trim().to_owned(),
+                    verified: false,
+                });
+            }
+        });
+    }
+
+    fn history_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        ui.heading("History");
+        let mut on = snap.history_default;
+        if ui
+            .checkbox(
+                &mut on,
+                "Keep chat and call history (sealed in your profile)",
+            )
+            .changed()
+        {
+            self.phone.send(Command::SetHistoryDefault(on));
+        }
+        if self.settings.confirm_erase {
+            ui.horizontal(|ui| {
+                ui.colored_label(RED, "Erase all history for good?");
+                if ui.button("Yes, erase everything").clicked() {
+                    self.phone.send(Command::EraseHistory);
+                    self.settings.confirm_erase = false;
+                }
+                if ui.button("Keep it").clicked() {
+                    self.settings.confirm_erase = false;
+                }
+            });
+        } else if ui.button("Erase all history").clicked() {
+            self.settings.confirm_erase = true;
+        }
+    }
+
+    fn password_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+        ui.heading("Master password");
+        ui.label("A master password encrypts your saved passwords and keys; without it, anyone who can read your files can use them.");
+        let f = &mut self.settings;
+        if snap.master_password_set {
+            labeled_edit(ui, "Current master password", &mut f.old_password, "", true);
+        }
+        labeled_edit(ui, "New master password", &mut f.new_password, "", true);
+        ui.horizontal(|ui| {
+            let label = if snap.master_password_set {
+                "Change master password"
+            } else {
+                "Set master password"
+            };
+            if ui.button(label).clicked() {
+                let new = Secret::new(std::mem::take(&mut f.new_password));
+                let cmd = if snap.master_password_set {
+                    Command::ChangeMasterPassword {
+                        old: Secret::new(std::mem::take(&mut f.old_password)),
+                        new,
+                    }
+                } else {
+                    Command::SetMasterPassword { new }
+                };
+                self.phone.send(cmd);
+            }
+            if snap.master_password_set
+                && ui
+                    .button("Remove master password")
+                    .on_hover_text("Your saved passwords and keys will then be protected only by file permissions")
+                    .clicked()
+            {
+                self.phone.send(Command::RemoveMasterPassword {
+                    current: Secret::new(std::mem::take(&mut f.old_password)),
+                });
+            }
+        });
+    }
+}

@@ -1,0 +1,366 @@
+//! The window against a real core: the echo test's SAS comparison (a right pick
+//! verifies, a wrong pick ends the call and says why), and private chat against a real
+//! Prosody (padlock states, the fingerprint field going red then green, an SMP failure
+//! shown), contacts and their requests, and the account form's errors.
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::model::{AccountSettings, XmppSettings};
+use hush_core::snapshot::{AccountStatus, CallState, SmpView};
+use hush_core::{
+    AccountId, CallSecurity, ChatSecurity, Command, Event, NewAccount, Phone, Profile, Reply,
+    Secret,
+};
+use hush_harness::Prosody;
+use hush_ui::HushApp;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn tone() -> AudioChoice {
+    AudioChoice {
+        source: SourceSpec::Tone(440.0),
+        sink: SinkSpec::Null,
+    }
+}
+
+/// Runs frames until `pred` holds, waiting on the core's snapshot between frames
+/// (bounded: 20 s in all).
+fn until(h: &mut Harness<'_>, phone: &Phone, what: &str, pred: impl Fn(&Harness<'_>) -> bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut rx = phone.watch();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        h.run_ok();
+        if pred(h) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {what} within 20 s");
+        rt.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+        });
+    }
+}
+
+fn has(h: &Harness<'_>, label: &str) -> bool {
+    h.query_all_by_label_contains(label).next().is_some()
+}
+
+fn echo_call(pick_right: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = Arc::new(Phone::start(Profile::open(dir.path()).expect("profile")).expect("phone"));
+    let mut app = HushApp::new(phone.clone()).with_audio(tone());
+    let mut h = Harness::new_ui(|ui| app.ui(ui));
+    h.run_ok();
+    h.get_by_label("Try a secure echo test").click();
+    until(&mut h, &phone, "a secure echo call", |h| {
+        has(h, "Security code")
+    });
+    let call = phone
+        .snapshot()
+        .calls
+        .iter()
+        .find(|c| !c.automatic)
+        .cloned()
+        .expect("our call");
+    let CallSecurity::Secure {
+        sas,
+        verified: false,
+    } = &call.security
+    else {
+        panic!("{:?}", call.security)
+    };
+    // We called: we read the first half and hear the second.
+    let hear = sas
+        .chars()
+        .skip(sas.chars().count() / 2)
+        .collect::<String>()
+        .to_uppercase();
+    assert!(has(
+        &h,
+        &format!("Read this to your peer: {}", sas[..2].to_uppercase())
+    ));
+    let pick = if pick_right {
+        format!("They said {hear}")
+    } else {
+        h.query_all_by_label_contains("They said ")
+            .map(|n| n.accesskit_node().label().unwrap_or_default().to_string())
+            .find(|l| *l != format!("They said {hear}"))
+            .expect("a wrong choice")
+    };
+    let mut rx = phone.events();
+    h.get_by_label(&pick).click();
+    if pick_right {
+        until(&mut h, &phone, "verified", |h| {
+            has(h, "Encrypted and verified")
+        });
+        assert!(matches!(
+            phone
+                .snapshot()
+                .calls
+                .iter()
+                .find(|c| c.id == call.id)
+                .map(|c| c.security.clone()),
+            Some(CallSecurity::Secure { verified: true, .. })
+        ));
+    } else {
+        until(&mut h, &phone, "the call ended", |h| {
+            has(h, "Ended: SAS mismatch")
+        });
+        let mut reason = None;
+        while let Some(e) = phone.next_event(&mut rx, Duration::from_millis(10)) {
+            if let Event::CallState {
+                call: c,
+                state: CallState::Ended(r),
+            } = e
+                && c == call.id
+            {
+                reason = Some(r);
+            }
+        }
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("SAS mismatch")),
+            "{reason:?}"
+        );
+    }
+}
+
+#[test]
+fn echo_test_right_sas_pick_verifies() {
+    echo_call(true);
+}
+
+#[test]
+fn echo_test_wrong_sas_pick_ends_the_call() {
+    echo_call(false);
+}
+
+fn xmpp(server: &Prosody) -> XmppSettings {
+    let pem = std::fs::read(server.cert_path()).expect("cert");
+    let fp = hush_signaling::xmpp::cert_fingerprint_from_pem(&pem).expect("fp");
+    XmppSettings {
+        server: Some(format!("127.0.0.1:{}", server.port())),
+        pinned_cert_sha256: Some(hush_signaling::xmpp::format_fingerprint(&fp)),
+        ..Default::default()
+    }
+}
+
+/// A phone with a new in-band registered account, online.
+fn online(dir: &std::path::Path, server: &Prosody, user: &str) -> (Arc<Phone>, AccountId) {
+    let phone = Arc::new(Phone::start(Profile::open(dir).expect("profile")).expect("phone"));
+    let mut rx = phone.events();
+    let Ok(Reply::Account(a)) = phone.execute_blocking(Command::RegisterXmpp(NewAccount {
+        address: format!("{user}@localhost"),
+        display_name: None,
+        password: Some(Secret::new(format!("{user}-ui-pw"))),
+        remember_password: true,
+        settings: AccountSettings::Xmpp(xmpp(server)),
+    })) else {
+        panic!("register {user}")
+    };
+    phone
+        .execute_blocking(Command::Connect {
+            account: a.id,
+            password: None,
+        })
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Some(e) =
+        phone.next_event(&mut rx, deadline.saturating_duration_since(Instant::now()))
+    {
+        if matches!(
+            e,
+            Event::AccountStatus {
+                status: AccountStatus::Online,
+                ..
+            }
+        ) {
+            return (phone, a.id);
+        }
+    }
+    panic!("{user} not online")
+}
+
+#[test]
+fn chat_padlock_fingerprint_check_and_smp_failure() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice, _) = online(&dir.path().join("a"), &server, "alice");
+    let (bob, bob_acc) = online(&dir.path().join("b"), &server, "bob");
+    let mut app = HushApp::new(alice.clone());
+    app.open_page("chat:bob@localhost");
+    let mut h = Harness::new_ui(|ui| app.ui(ui));
+    h.run_ok();
+    assert!(has(&h, "Padlock: Not private"));
+
+    h.get_by_label_contains("Padlock:").click();
+    h.run_ok();
+    h.get_by_label("Start private conversation").click();
+    until(&mut h, &alice, "private", |h| {
+        has(h, "Padlock: Private, but your buddy is not verified")
+    });
+    assert!(
+        has(&h, "Private conversation with bob@localhost started"),
+        "a system line"
+    );
+
+    // A wrong fingerprint stays red and cannot be accepted; the right one goes green.
+    h.get_by_label("Authenticate buddy").click();
+    h.run_ok();
+    let field = "Fingerprint they read to you";
+    h.get_by_label(field).click();
+    h.run_ok();
+    h.get_by_label(field)
+        .type_text("01234567 89ABCDEF 01234567 89ABCDEF 01234567");
+    h.run_ok();
+    assert!(has(&h, "Fingerprints do not match"));
+    h.get_by_label("Mark as verified").click();
+    h.run_ok();
+    assert!(
+        has(&h, "Padlock: Private, but"),
+        "a wrong fingerprint verifies nothing"
+    );
+
+    let theirs = bob
+        .snapshot()
+        .otr_keys
+        .iter()
+        .find(|k| k.account == bob_acc)
+        .map(|k| k.fingerprint.clone())
+        .expect("bob's key");
+    h.get_by_label("Authenticate buddy").click(); // reopens the dialog, empty
+    h.run_ok();
+    h.get_by_label(field).click();
+    h.run_ok();
+    h.get_by_label(field).type_text(&theirs.to_lowercase());
+    h.run_ok();
+    assert!(has(&h, "Fingerprints match"));
+    h.get_by_label("Mark as verified").click();
+    until(&mut h, &alice, "verified", |h| {
+        has(h, "Padlock: Private and verified")
+    });
+
+    // A question answered wrong: the failure is shown.
+    h.get_by_label("Ask a question").click();
+    h.run_ok();
+    for (label, text) in [("Question", "Where did we meet?"), ("Answer", "harbour")] {
+        h.get_by_label(label).click();
+        h.run_ok();
+        h.get_by_label(label).type_text(text);
+        h.run_ok();
+    }
+    h.get_by_label("Authenticate").click();
+    let mut brx = bob.events();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        h.run_ok();
+        match bob.next_event(&mut brx, Duration::from_millis(100)) {
+            Some(Event::Smp {
+                progress: SmpView::Asked(q),
+                ..
+            }) => {
+                assert_eq!(q, "Where did we meet?");
+                break;
+            }
+            _ => assert!(Instant::now() < deadline, "bob was never asked"),
+        }
+    }
+    bob.execute_blocking(Command::OtrRespond {
+        account: bob_acc,
+        peer: "alice@localhost".into(),
+        secret: Secret::from("harbor"),
+    })
+    .expect("respond");
+    until(&mut h, &alice, "failure shown", |h| {
+        has(h, "Authentication failed")
+    });
+
+    // Messages go out encrypted and come back decrypted.
+    h.get_by_label("Message").click();
+    h.run_ok();
+    h.get_by_label("Message").type_text("hello bob");
+    h.get_by_label("Send").click();
+    let mut brx = bob.events();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        h.run_ok();
+        if let Some(Event::ChatLine { line, .. }) =
+            bob.next_event(&mut brx, Duration::from_millis(100))
+            && line.body == "hello bob"
+        {
+            assert!(line.encrypted);
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never got it");
+    }
+    assert_eq!(
+        alice
+            .snapshot()
+            .chats
+            .iter()
+            .find(|c| c.peer == "bob@localhost")
+            .map(|c| c.security),
+        Some(ChatSecurity::PrivateUnverified)
+    );
+}
+
+#[test]
+fn contact_requests_and_forms() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice, _) = online(&dir.path().join("a"), &server, "alice");
+    let (bob, bob_acc) = online(&dir.path().join("b"), &server, "bob");
+    let mut app = HushApp::new(alice.clone());
+    app.open_page("contacts");
+    let mut h = Harness::new_ui(|ui| app.ui(ui));
+    h.run_ok();
+
+    // The add-contact form refuses a bad address, then sends the request.
+    h.get_by_label("Add contact").click();
+    h.run_ok();
+    h.get_by_label("Contact address").click();
+    h.run_ok();
+    h.get_by_label("Contact address")
+        .type_text("not-an-address");
+    h.get_by_label("Send request").click();
+    h.run_ok();
+    assert!(has(&h, "The address is user@domain"));
+
+    // Bob asks alice: the request shows with its three answers; authorize it.
+    bob.execute_blocking(Command::AddContact {
+        account: bob_acc,
+        address: "alice@localhost".into(),
+        alias: None,
+        group: None,
+    })
+    .expect("bob adds alice");
+    until(&mut h, &alice, "the request", |h| {
+        has(h, "Authorize bob@localhost")
+    });
+    assert!(has(&h, "Deny bob@localhost") && has(&h, "Ignore bob@localhost"));
+    h.get_by_label("Authorize bob@localhost").click();
+    until(&mut h, &alice, "the request answered", |h| {
+        !has(h, "Authorize bob@localhost")
+    });
+    assert!(alice.snapshot().requests.is_empty());
+
+    // The account form explains what is missing.
+    let mut app2 = HushApp::new(alice.clone());
+    app2.open_page("accounts");
+    let mut h2 = Harness::new_ui(|ui| app2.ui(ui));
+    h2.run_ok();
+    h2.get_by_label("Add a calling account (SIP)").click();
+    h2.run_ok();
+    h2.get_by_label("Address").click();
+    h2.run_ok();
+    h2.get_by_label("Address").type_text("carol@example.org");
+    h2.get_by_label("Save account").click();
+    h2.run_ok();
+    assert!(has(&h2, "Enter the password"));
+    let _ = h;
+}
