@@ -64,6 +64,8 @@ pub struct HushApp {
     pub(crate) ended: Vec<hush_core::snapshot::CallView>,
     pub(crate) settings: SettingsForm,
     join: JoinForm,
+    /// A fixed picture to draw instead of the phone's (frame-time benchmarks).
+    fixed: Option<Arc<Snapshot>>,
 }
 
 /// A text field with an accessible label (and the label shown before it).
@@ -121,12 +123,21 @@ impl HushApp {
             ended: Vec::new(),
             settings: SettingsForm::default(),
             join: JoinForm::default(),
+            fixed: None,
         }
+    }
+
+    /// Draws `snapshot` instead of the phone's, for measuring frame time with large
+    /// contact lists and conversations. Commands still go to `phone`.
+    #[doc(hidden)]
+    pub fn with_fixed_snapshot(mut self, snapshot: Snapshot) -> Self {
+        self.fixed = Some(Arc::new(snapshot));
+        self
     }
 
     /// Opens a page by name (home, accounts, contacts, calls, settings, chat:ADDRESS).
     pub fn open_page(&mut self, name: &str) {
-        let snap = self.phone.snapshot();
+        let snap = self.fixed.clone().unwrap_or_else(|| self.phone.snapshot());
         self.page = match name {
             "accounts" => Page::Accounts,
             "contacts" => Page::Contacts,
@@ -205,7 +216,7 @@ impl HushApp {
     /// Draws one frame; separate from `eframe::App` so UI tests can drive it directly.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         self.drain_events();
-        let snap = self.phone.snapshot();
+        let snap = self.fixed.clone().unwrap_or_else(|| self.phone.snapshot());
         for c in &snap.calls {
             self.last_calls.insert(c.id, c.clone());
         }

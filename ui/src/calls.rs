@@ -114,6 +114,11 @@ impl HushApp {
                 if let Some(since) = self.connected_since.get(&c.id) {
                     let s = since.elapsed().as_secs();
                     ui.monospace(format!("{:02}:{:02}", s / 60, s % 60));
+                    if !ended {
+                        // The timer is the only thing that changes without an event.
+                        ui.ctx()
+                            .request_repaint_after(std::time::Duration::from_secs(1));
+                    }
                 }
             });
             if c.state == CallState::Incoming {
