@@ -98,7 +98,8 @@ pub(crate) enum XmppCmd {
         /// Your nickname.
         #[arg(long)]
         nick: String,
-        /// The room has a password (asked for, or read with --stdin).
+        /// The room has a password, or a new room should get one (asked for, or read
+        /// with --stdin).
         #[arg(long)]
         password: bool,
         /// Say this once joined.

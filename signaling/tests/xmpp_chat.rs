@@ -473,3 +473,58 @@ async fn wrong_password_stops_the_account() {
     );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_created_with_a_password_requires_it() {
+    let server = Prosody::start().expect("prosody");
+    create(&server, "alice").await;
+    create(&server, "bob").await;
+    let mut alice = login(&server, "alice");
+    let mut bob = login(&server, "bob");
+    alice.online().await;
+    bob.online().await;
+    let room = jid("locked@conference.localhost");
+    alice.handle.command(XmppCommand::JoinRoom {
+        room: room.clone(),
+        nick: "Alice".into(),
+        password: Some("open sesame".into()),
+    });
+    alice
+        .wait("room protected", |e| {
+            matches!(e, XmppEvent::RoomProtected { .. }).then_some(())
+        })
+        .await;
+    for wrong in [None, Some("guess".to_owned())] {
+        bob.handle.command(XmppCommand::JoinRoom {
+            room: room.clone(),
+            nick: "Bob".into(),
+            password: wrong.clone(),
+        });
+        let reason = bob
+            .wait("refused", |e| match e {
+                XmppEvent::Error { reason } => Some(reason.clone()),
+                XmppEvent::RoomJoined { .. } => panic!("joined with {wrong:?}"),
+                _ => None,
+            })
+            .await;
+        assert_eq!(
+            reason,
+            "cannot join locked@conference.localhost: wrong room password"
+        );
+    }
+    bob.handle.command(XmppCommand::JoinRoom {
+        room: room.clone(),
+        nick: "Bob".into(),
+        password: Some("open sesame".into()),
+    });
+    bob.wait("joined", |e| {
+        matches!(e, XmppEvent::RoomJoined { .. }).then_some(())
+    })
+    .await;
+    alice
+        .wait("two occupants", |e| match e {
+            XmppEvent::RoomOccupants { occupants, .. } if occupants.len() == 2 => Some(()),
+            _ => None,
+        })
+        .await;
+}

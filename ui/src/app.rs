@@ -382,7 +382,13 @@ impl HushApp {
             false,
         );
         labeled_edit(ui, "Nickname", &mut j.nick, "", false);
-        labeled_edit(ui, "Room password", &mut j.password, "if it has one", true);
+        labeled_edit(
+            ui,
+            "Room password",
+            &mut j.password,
+            "optional; a new room gets it",
+            true,
+        );
         if ui.button("Join").clicked()
             && let Some(account) = j.account
         {

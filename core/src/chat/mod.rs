@@ -564,6 +564,28 @@ impl ChatLayer {
                     room: room.to_string(),
                 });
             }
+            XmppEvent::RoomProtected { room } => {
+                let line = ChatLine {
+                    id: format!("protected-{}", now_ms()),
+                    sender: String::new(),
+                    from_me: false,
+                    body: "You created this room; it now requires the password you gave.".into(),
+                    at_unix_ms: now_ms(),
+                    delivered: true,
+                    delayed: false,
+                    encrypted: false,
+                    held: false,
+                    notice: true,
+                };
+                if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
+                    push_line(&mut r.lines, line.clone());
+                }
+                events.push(Event::RoomLine {
+                    account,
+                    room: room.to_string(),
+                    line,
+                });
+            }
             XmppEvent::RoomOccupants { room, occupants } => {
                 if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
                     r.occupants = occupants.clone();

@@ -120,6 +120,11 @@ pub enum XmppEvent {
         /// Our nickname.
         nick: String,
     },
+    /// A room we created now requires the password we joined with.
+    RoomProtected {
+        /// The room.
+        room: BareJid,
+    },
     /// Who is in a room now.
     RoomOccupants {
         /// The room.
@@ -171,6 +176,7 @@ struct Room {
 enum IqPurpose {
     RosterGet,
     RosterSet(BareJid),
+    RoomConfig(BareJid),
 }
 
 /// A stanza for the driver to send; `track` is the message id whose delivery we need to
@@ -566,6 +572,30 @@ impl ChatCore {
         self.send(p);
     }
 
+    /// Configures a room we own to require `password` (XEP-0045 §10.1.3).
+    fn protect_room(&mut self, room: BareJid, password: &str) {
+        use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field, FieldType};
+        let form = DataForm::new(
+            DataFormType::Submit,
+            "http://jabber.org/protocol/muc#roomconfig",
+            vec![
+                Field::new("muc#roomconfig_passwordprotectedroom", FieldType::Boolean)
+                    .with_value("1"),
+                Field::new("muc#roomconfig_roomsecret", FieldType::TextPrivate)
+                    .with_value(password),
+            ],
+        );
+        let query = Element::builder("query", "http://jabber.org/protocol/muc#owner")
+            .append(Element::from(form))
+            .build();
+        self.iq(IqPurpose::RoomConfig(room.clone()), |id| Iq::Set {
+            from: None,
+            to: Some(Jid::from(room)),
+            id,
+            payload: query,
+        });
+    }
+
     /// Leaves a room.
     pub fn leave_room(&mut self, room: BareJid) {
         if let Some(r) = self.rooms.remove(&room)
@@ -740,6 +770,23 @@ impl ChatCore {
         if is_self && !r.joined && p.type_ != PresenceType::Unavailable {
             r.joined = true;
             let nick = r.nick.clone();
+            let created = p
+                .payloads
+                .iter()
+                .filter_map(|e| MucUser::try_from(e.clone()).ok())
+                .any(|u| {
+                    u.status.iter().any(|s| {
+                        matches!(
+                            s,
+                            tokio_xmpp::parsers::muc::user::Status::RoomHasBeenCreated
+                        )
+                    })
+                });
+            if created && let Some(password) = r.password.clone() {
+                // We made the room: protect it with the password we were given, as the
+                // user asked, before anyone else can walk in.
+                self.protect_room(room.clone(), &password);
+            }
             self.events.push_back(XmppEvent::RoomJoined {
                 room: room.clone(),
                 nick,
@@ -767,10 +814,13 @@ impl ChatCore {
                     self.events
                         .push_back(XmppEvent::Roster(self.roster.values().cloned().collect()));
                 }
+                Some(IqPurpose::RoomConfig(room)) => {
+                    self.events.push_back(XmppEvent::RoomProtected { room });
+                }
                 Some(IqPurpose::RosterSet(_)) | None => {}
             },
-            Iq::Error { id, error, .. } => {
-                if let Some(IqPurpose::RosterSet(jid)) = self.iqs.remove(&id) {
+            Iq::Error { id, error, .. } => match self.iqs.remove(&id) {
+                Some(IqPurpose::RosterSet(jid)) => {
                     self.events.push_back(XmppEvent::Error {
                         reason: format!(
                             "the server refused the change to {jid}: {:?}",
@@ -778,7 +828,18 @@ impl ChatCore {
                         ),
                     });
                 }
-            }
+                Some(IqPurpose::RoomConfig(room)) => {
+                    // The room exists without the password the user chose: say so
+                    // rather than let them believe it is protected.
+                    self.events.push_back(XmppEvent::Error {
+                        reason: format!(
+                            "{room} could not be protected with a password ({:?}); anyone may join it",
+                            error.defined_condition
+                        ),
+                    });
+                }
+                _ => {}
+            },
             Iq::Set {
                 from, id, payload, ..
             } => {
