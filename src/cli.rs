@@ -133,6 +133,10 @@ struct AddArgs {
     /// SIP: signalling transport.
     #[arg(long, value_enum, default_value = "udp")]
     transport: TransportArg,
+    /// SIP over TLS: also trust the certificates in this PEM file (a private CA, or a
+    /// self-hosted server's certificate). The system's roots are always trusted.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<String>,
     /// SIP: what a call does when ZRTP cannot be set up.
     #[arg(long, value_enum, default_value = "mandatory")]
     encryption: EncryptionArg,
@@ -409,6 +413,11 @@ fn account(
                     AccountSettings::Sip(SipSettings {
                         registrar: args.registrar,
                         outbound_proxy: args.proxy,
+                        tls_ca_file: args.tls_ca.map(|p| {
+                            std::fs::canonicalize(&p)
+                                .map(|c| c.display().to_string())
+                                .unwrap_or(p)
+                        }),
                         transport: match args.transport {
                             TransportArg::Udp => Transport::Udp,
                             TransportArg::Tcp => Transport::Tcp,
@@ -421,9 +430,9 @@ fn account(
                     })
                 }
                 ProtocolArg::Xmpp => {
-                    if args.registrar.is_some() || args.proxy.is_some() {
+                    if args.registrar.is_some() || args.proxy.is_some() || args.tls_ca.is_some() {
                         return Err(CliError::Usage(
-                            "--registrar and --proxy are SIP options".into(),
+                            "--registrar, --proxy and --tls-ca are SIP options".into(),
                         ));
                     }
                     AccountSettings::Xmpp(XmppSettings {

@@ -72,6 +72,10 @@ pub struct SipSettings {
     pub outbound_proxy: Option<String>,
     /// Signalling transport.
     pub transport: Transport,
+    /// For TLS: a PEM file of certificates to trust besides the system's (a private CA,
+    /// or a self-hosted server's own certificate).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
     /// Media encryption policy.
     pub encryption: EncryptionPolicy,
 }

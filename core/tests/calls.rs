@@ -2,7 +2,7 @@
 //! built-in echo peer, and two phones registered at a real Kamailio.
 
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
-use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings};
+use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings, Transport};
 use hush_core::snapshot::{AccountStatus, CallId, CallState};
 use hush_core::{CallSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Secret};
 use hush_harness::Kamailio;
@@ -220,14 +220,24 @@ fn sip_account(
     user: &str,
     password: &str,
     kamailio: &Kamailio,
+    transport: Transport,
 ) -> hush_core::AccountId {
+    let (port, tls_ca_file) = match transport {
+        Transport::Tls => (
+            kamailio.tls_port().expect("kamailio with TLS"),
+            Some(kamailio.dir().join("certs/sip.crt").display().to_string()),
+        ),
+        _ => (kamailio.port(), None),
+    };
     let new = NewAccount {
         address: format!("{user}@127.0.0.1"),
         display_name: None,
         password: Some(Secret::from(password)),
         remember_password: true,
         settings: AccountSettings::Sip(SipSettings {
-            registrar: Some(format!("sip:127.0.0.1:{}", kamailio.port())),
+            registrar: Some(format!("sip:127.0.0.1:{port}")),
+            transport,
+            tls_ca_file,
             ..SipSettings::default()
         }),
     };
@@ -243,12 +253,24 @@ fn sip_account(
 #[test]
 fn two_phones_registered_at_kamailio_call_each_other_securely() {
     let k = Kamailio::start().expect("kamailio");
+    call_through_kamailio(&k, Transport::Udp, Transport::Udp);
+}
+
+#[test]
+fn a_tcp_phone_calls_a_tls_phone_through_kamailio() {
+    let k = Kamailio::start_with_tls().expect("kamailio");
+    call_through_kamailio(&k, Transport::Tcp, Transport::Tls);
+}
+
+/// Alice calls bob through Kamailio, each registered over the given transport: the
+/// call becomes secure with the same SAS and bob hears alice's tone.
+fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
     let dir = tempfile::tempdir().expect("tempdir");
     let alice = phone(&dir.path().join("alice"));
     let bob = phone(&dir.path().join("bob"));
     let (mut a_ev, mut b_ev) = (alice.events(), bob.events());
-    let a_acc = sip_account(&alice, "alice", "alicepw", &k);
-    let b_acc = sip_account(&bob, "bob", "bobpw", &k);
+    let a_acc = sip_account(&alice, "alice", "alicepw", k, a);
+    let b_acc = sip_account(&bob, "bob", "bobpw", k, b);
     alice
         .execute_blocking(Command::Connect {
             account: a_acc,

@@ -18,6 +18,7 @@ async fn stack(user: &str) -> (SipStack, UnboundedReceiver<SipEvent>) {
         bind: "127.0.0.1:0".parse().expect("addr"),
         transport: Transport::Udp,
         user: user.into(),
+        tls_roots: None,
     })
     .await
     .expect("stack starts")
@@ -222,4 +223,159 @@ async fn registration_at_kamailio_and_a_call_through_it() {
         EndReason::Failed(404, _) => {}
         other => panic!("expected 404, got {other:?}"),
     }
+}
+
+async fn stream_stack(
+    user: &str,
+    transport: Transport,
+    tls_roots: Option<Vec<u8>>,
+) -> (SipStack, UnboundedReceiver<SipEvent>) {
+    SipStack::start(StackOptions {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        transport,
+        user: user.into(),
+        tls_roots,
+    })
+    .await
+    .expect("stack starts")
+}
+
+fn server(port: u16) -> rsipstack::sip::Uri {
+    let mut u = parse_target(&format!("x@127.0.0.1:{port}")).expect("uri");
+    u.auth = None;
+    u
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_tcp_and_tls_through_kamailio() {
+    let k = Kamailio::start_with_tls().expect("kamailio");
+    let tls_port = k.tls_port().expect("tls port");
+    let cert = k.dir().join("certs/sip.crt");
+
+    // A TLS server whose certificate nobody vouched for is refused, with the reason.
+    let (eve, _e_rx) = stream_stack(
+        "bob",
+        Transport::Tls,
+        Some(hush_signaling::sip::trusted_certificates(None).expect("system roots")),
+    )
+    .await;
+    let refused = eve.register(server(tls_port), cred("bob", "bobpw"));
+    let mut st = refused.state();
+    let why = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let RegistrationState::Retrying(why) = st.borrow_and_update().clone() {
+                return why;
+            }
+            st.changed().await.expect("registration alive");
+        }
+    })
+    .await
+    .expect("refused within 10 s");
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    drop(refused);
+
+    let roots = hush_signaling::sip::trusted_certificates(Some(&cert)).expect("roots");
+    let (alice, mut a_rx) = stream_stack("alice", Transport::Tcp, None).await;
+    let (bob, mut b_rx) = stream_stack("bob", Transport::Tls, Some(roots)).await;
+    alice.route_calls_via(&server(k.port()));
+    bob.route_calls_via(&server(tls_port));
+    let mut a_reg = alice.register(server(k.port()), cred("alice", "alicepw"));
+    let mut b_reg = bob.register(server(tls_port), cred("bob", "bobpw"));
+    for reg in [&mut a_reg, &mut b_reg] {
+        let s = reg.wait_settled(Duration::from_secs(10)).await;
+        assert!(
+            matches!(s, RegistrationState::Registered { .. }),
+            "{s:?}\n{}",
+            k.log_tail()
+        );
+    }
+
+    // Alice (TCP) calls bob (TLS) through Kamailio and the other way round.
+    let alice_side = Side {
+        stack: &alice,
+        rx: &mut a_rx,
+        user: "alice",
+        pw: "alicepw",
+    };
+    let bob_side = Side {
+        stack: &bob,
+        rx: &mut b_rx,
+        user: "bob",
+        pw: "bobpw",
+    };
+    let (alice_side, bob_side) = call_answer_hangup(alice_side, bob_side, &k).await;
+    call_answer_hangup(bob_side, alice_side, &k).await;
+    assert_eq!(a_reg.unregister().await, RegistrationState::Unregistered);
+    assert_eq!(b_reg.unregister().await, RegistrationState::Unregistered);
+}
+
+struct Side<'a> {
+    stack: &'a SipStack,
+    rx: &'a mut UnboundedReceiver<SipEvent>,
+    user: &'static str,
+    pw: &'static str,
+}
+
+/// `caller` calls `callee` through Kamailio; the callee answers, then hangs up.
+async fn call_answer_hangup<'a>(
+    caller: Side<'a>,
+    callee: Side<'a>,
+    k: &Kamailio,
+) -> (Side<'a>, Side<'a>) {
+    let from = parse_target(&format!("{}@127.0.0.1:{}", caller.user, k.port())).expect("from");
+    caller
+        .stack
+        .call(
+            &format!("{}@127.0.0.1:{}", callee.user, k.port()),
+            from,
+            Some(cred(caller.user, caller.pw)),
+            OFFER.into(),
+        )
+        .await
+        .expect("INVITE");
+    let (call, from, _) = tokio::time::timeout(Duration::from_secs(8), incoming(callee.rx))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} never rang for {}\n{}",
+                callee.user,
+                caller.user,
+                k.log_tail()
+            )
+        });
+    assert!(from.contains(caller.user), "{from}");
+    callee.stack.answer(&call, ANSWER.into()).expect("answer");
+    loop {
+        match next(caller.rx).await {
+            SipEvent::Answered { sdp, .. } => {
+                assert_eq!(sdp, ANSWER.as_bytes());
+                break;
+            }
+            SipEvent::Ended { reason, .. } => panic!(
+                "{} -> {} failed: {reason}\n{}",
+                caller.user,
+                callee.user,
+                k.log_tail()
+            ),
+            _ => {}
+        }
+    }
+    callee
+        .stack
+        .hangup(&call)
+        .await
+        .expect("BYE from the callee");
+    let hung_up = tokio::time::timeout(Duration::from_secs(8), ended(caller.rx))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{}'s BYE never reached {}\n{}",
+                callee.user,
+                caller.user,
+                k.log_tail()
+            )
+        });
+    assert_eq!(hung_up, EndReason::RemoteHangup);
+    assert_eq!(ended(callee.rx).await, EndReason::LocalHangup);
+    (caller, callee)
 }

@@ -203,6 +203,7 @@ fn build(f: &AddForm) -> Result<NewAccount, String> {
             registrar: None,
             outbound_proxy: opt(&f.proxy),
             transport: f.transport,
+            tls_ca_file: None,
             encryption: if f.best_effort {
                 EncryptionPolicy::BestEffort
             } else {

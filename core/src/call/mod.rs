@@ -80,6 +80,8 @@ struct LineSpec {
     policy: EncryptionPolicy,
     media_ip: IpAddr,
     auto_answer: Option<AudioChoice>,
+    transport: Transport,
+    tls_roots: Option<Vec<u8>>,
 }
 
 impl LineSpec {
@@ -99,6 +101,8 @@ impl LineSpec {
             policy,
             media_ip,
             auto_answer,
+            transport: Transport::Udp,
+            tls_roots: None,
         }
     }
 }
@@ -165,12 +169,15 @@ impl CallLayer {
             policy,
             media_ip,
             auto_answer,
+            transport,
+            tls_roots,
         } = spec;
         let user = user.as_str();
         let (stack, mut rx) = SipStack::start(StackOptions {
             bind,
-            transport: Transport::Udp,
+            transport,
             user: user.into(),
+            tls_roots,
         })
         .await
         .map_err(sig)?;
@@ -276,6 +283,27 @@ impl CallLayer {
             realm: None,
             auth_username: None,
         };
+        let transport = match settings.transport {
+            crate::model::Transport::Udp => Transport::Udp,
+            crate::model::Transport::Tcp => Transport::Tcp,
+            crate::model::Transport::Tls => Transport::Tls,
+        };
+        let tls_roots = match transport {
+            Transport::Tls => Some(
+                hush_signaling::sip::trusted_certificates(
+                    settings.tls_ca_file.as_deref().map(std::path::Path::new),
+                )
+                .map_err(sig)?,
+            ),
+            _ => None,
+        };
+        // Calls go through the outbound proxy if there is one, else the registrar.
+        let proxy = match &settings.outbound_proxy {
+            Some(p) => {
+                Some(parse_target(&format!("x@{}", p.trim_start_matches("sip:"))).map_err(sig)?)
+            }
+            None => None,
+        };
         let id = self
             .add_line(LineSpec {
                 bind: SocketAddr::new(media_ip, 0),
@@ -286,11 +314,15 @@ impl CallLayer {
                 policy: settings.encryption,
                 media_ip,
                 auto_answer: None,
+                transport,
+                tls_roots,
             })
             .await?;
         let Some(line) = self.lines.get_mut(&id) else {
             return Err(CoreError::Stopped);
         };
+        line.stack
+            .route_calls_via(proxy.as_ref().unwrap_or(&registrar));
         let handle = line.stack.register(registrar, credential);
         let mut state = handle.state();
         let input = self.input.clone();

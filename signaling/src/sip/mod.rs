@@ -6,9 +6,11 @@
 mod event;
 mod registration;
 mod stack;
+mod trust;
 mod uri;
 
 pub use event::{CallKey, EndReason, ReInvite, SipEvent};
 pub use registration::{RegistrationHandle, RegistrationState};
 pub use stack::{SipStack, StackOptions, Transport};
+pub use trust::trusted_certificates;
 pub use uri::{parse_target, to_uri};

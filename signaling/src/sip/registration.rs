@@ -2,11 +2,13 @@
 //! withdrawn (Expires: 0) when stopped. A refusal of the credentials stops the loop;
 //! network trouble is retried with backoff.
 
-use super::stack::SipStack;
+use super::stack::{SipStack, Transport};
 use crate::SignalingError;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::registration::Registration;
 use rsipstack::sip::Uri;
+use rsipstack::sip::typed::Contact;
+use rsipstack::transport::SipAddr;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -73,6 +75,42 @@ impl Drop for RegistrationHandle {
 
 const REQUESTED_EXPIRES: u32 = 600;
 
+/// Over TCP or TLS the registrar reaches us on the connection we opened: register
+/// that connection's address with `;transport=` so the server sends calls back over it
+/// (a new connection after a drop gets a new address, hence before every REGISTER).
+async fn stream_contact(
+    endpoint: &rsipstack::transaction::endpoint::EndpointInnerRef,
+    registrar: &Uri,
+    transport: rsipstack::sip::Transport,
+    user: &str,
+    reg: &mut Registration,
+) -> Result<(), String> {
+    let target = SipAddr::try_from(registrar).map_err(|e| e.to_string())?;
+    let (conn, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.transport_layer.lookup(&target, None),
+    )
+    .await
+    .map_err(|_| "connection timed out".to_owned())?
+    .map_err(|e| e.to_string())?;
+    let local = conn.get_addr().addr.clone();
+    reg.contact = Some(Contact {
+        display_name: None,
+        uri: Uri {
+            scheme: Some(rsipstack::sip::Scheme::Sip),
+            auth: Some(rsipstack::sip::Auth {
+                user: user.to_owned(),
+                password: None,
+            }),
+            host_with_port: local,
+            params: vec![rsipstack::sip::Param::Transport(transport)],
+            headers: vec![],
+        },
+        params: vec![],
+    });
+    Ok(())
+}
+
 impl SipStack {
     /// Starts registering `aor`'s contact at `registrar` and keeps it fresh.
     pub fn register(&self, registrar: Uri, credential: Credential) -> RegistrationHandle {
@@ -80,14 +118,46 @@ impl SipStack {
         let stop = CancellationToken::new();
         let endpoint = self.endpoint_inner();
         let token = stop.clone();
+        let registrar = self.with_transport(&registrar);
+        let stream = match self.transport() {
+            Transport::Udp => None,
+            Transport::Tcp => Some(rsipstack::sip::Transport::Tcp),
+            Transport::Tls => Some(rsipstack::sip::Transport::Tls),
+        };
+        let user = self.user().to_owned();
+        let contact_slot = {
+            let slot = self.stream_contact_slot();
+            move |uri: Uri| {
+                if let Ok(mut c) = slot.lock() {
+                    *c = Some(uri);
+                }
+            }
+        };
         let task = tokio::spawn(async move {
-            let mut reg = Registration::new(endpoint, Some(credential));
+            let mut reg = Registration::new(endpoint.clone(), Some(credential));
             let mut failures = 0u32;
             let mut registered = false;
             loop {
-                let outcome = tokio::select! {
-                    _ = token.cancelled() => break,
-                    r = reg.register(registrar.clone(), Some(REQUESTED_EXPIRES)) => r,
+                let outcome = match stream {
+                    None => Ok(()),
+                    Some(t) => tokio::select! {
+                        _ = token.cancelled() => break,
+                        r = stream_contact(&endpoint, &registrar, t, &user, &mut reg) => {
+                            if let Some(c) = &reg.contact {
+                                contact_slot(c.uri.clone());
+                            }
+                            r
+                        }
+                    },
+                };
+                let outcome = match outcome {
+                    Err(e) => Err(e),
+                    Ok(()) => tokio::select! {
+                        _ = token.cancelled() => break,
+                        r = reg.register(registrar.clone(), Some(REQUESTED_EXPIRES)) => {
+                            r.map_err(|e| e.to_string())
+                        }
+                    },
                 };
                 let wait = match outcome {
                     Ok(resp)

@@ -18,8 +18,9 @@ use rsipstack::sip::{Header, Method, StatusCode, Uri};
 use rsipstack::transaction::endpoint::EndpointOption;
 use rsipstack::transaction::key::TransactionRole;
 use rsipstack::transaction::{Endpoint, TransactionReceiver};
-use rsipstack::transport::TransportLayer;
+use rsipstack::transport::tls::TlsConfig;
 use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{SipAddr, TransportLayer};
 use rsipstack::{EndpointBuilder, transaction::endpoint::EndpointInnerRef};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,11 +28,27 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Signalling transport of a stack.
+/// Signalling transport towards a stack's server (registrar or outbound proxy). The
+/// stack always listens on UDP too, for direct calls; TCP and TLS connections are
+/// dialled to the server and kept, and the server reaches us back over them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// UDP.
     Udp,
+    /// TCP.
+    Tcp,
+    /// TLS; the server's certificate is checked against `StackOptions::tls_roots`.
+    Tls,
+}
+
+impl Transport {
+    fn sip(self) -> rsipstack::sip::Transport {
+        match self {
+            Transport::Udp => rsipstack::sip::Transport::Udp,
+            Transport::Tcp => rsipstack::sip::Transport::Tcp,
+            Transport::Tls => rsipstack::sip::Transport::Tls,
+        }
+    }
 }
 
 /// How to start a stack.
@@ -43,6 +60,9 @@ pub struct StackOptions {
     pub transport: Transport,
     /// User part of our Contact.
     pub user: String,
+    /// Trusted certificates (PEM: CAs, or a self-hosted server's own certificate) for
+    /// TLS. Nothing is trusted implicitly.
+    pub tls_roots: Option<Vec<u8>>,
 }
 
 struct Shared {
@@ -75,6 +95,13 @@ pub struct SipStack {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    transport: Transport,
+    user: String,
+    server: Mutex<Option<SipAddr>>,
+    /// Over TCP/TLS: our address on the connection to the server, with `;transport=`,
+    /// as registered; dialogs use it as their Contact so the peer's in-dialog requests
+    /// come back over that connection.
+    stream_contact: Arc<Mutex<Option<Uri>>>,
 }
 
 fn sip_err(what: &str, e: impl std::fmt::Display) -> SignalingError {
@@ -88,11 +115,21 @@ impl SipStack {
     ) -> Result<(SipStack, mpsc::UnboundedReceiver<SipEvent>), SignalingError> {
         let cancel = CancellationToken::new();
         let transport = TransportLayer::new(cancel.clone());
-        let Transport::Udp = opts.transport;
         let conn = UdpConnection::create_connection(opts.bind, None, Some(cancel.child_token()))
             .await
             .map_err(|e| sip_err(&format!("cannot bind SIP on {}", opts.bind), e))?;
         transport.add_transport(conn.into());
+        if opts.transport == Transport::Tls {
+            let Some(roots) = opts.tls_roots.clone() else {
+                return Err(SignalingError::InvalidInput(
+                    "SIP over TLS needs trusted certificates".into(),
+                ));
+            };
+            transport.set_tls_config(TlsConfig {
+                ca_certs: Some(roots),
+                ..TlsConfig::default()
+            });
+        }
         let option = EndpointOption {
             callid_suffix: Some("hushphone".into()),
             ..EndpointOption::default()
@@ -117,6 +154,7 @@ impl SipStack {
             .and_then(|a| a.addr.to_string().parse::<SocketAddr>().ok())
             .ok_or_else(|| SignalingError::Protocol("the SIP transport has no address".into()))?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let stream_contact = Arc::new(Mutex::new(None));
         let shared = Arc::new(Shared {
             calls: Mutex::default(),
             established: Mutex::default(),
@@ -134,6 +172,7 @@ impl SipStack {
             dialogs.clone(),
             state_sender.clone(),
             contact.clone(),
+            stream_contact.clone(),
             cancel.clone(),
         ));
         tokio::spawn(state_loop(state_receiver, dialogs.clone(), shared.clone()));
@@ -146,6 +185,10 @@ impl SipStack {
                 local_addr,
                 shared,
                 cancel,
+                transport: opts.transport,
+                user: opts.user,
+                server: Mutex::new(None),
+                stream_contact,
             },
             rx,
         ))
@@ -165,6 +208,52 @@ impl SipStack {
         self.endpoint.inner.clone()
     }
 
+    /// The signalling transport towards the server.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub(crate) fn stream_contact_slot(&self) -> Arc<Mutex<Option<Uri>>> {
+        self.stream_contact.clone()
+    }
+
+    fn dialog_contact(&self) -> Uri {
+        self.stream_contact
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_else(|| self.contact.clone())
+    }
+
+    /// `uri` with our transport stated (`;transport=tcp|tls`), as a request to the
+    /// server must carry it; UDP URIs are left alone.
+    pub fn with_transport(&self, uri: &Uri) -> Uri {
+        let mut uri = uri.clone();
+        if self.transport != Transport::Udp {
+            uri.params
+                .retain(|p| !matches!(p, rsipstack::sip::Param::Transport(_)));
+            uri.params
+                .push(rsipstack::sip::Param::Transport(self.transport.sip()));
+        }
+        uri
+    }
+
+    /// Sends every call through `server` (the registrar or outbound proxy), over our
+    /// transport, as Jitsi and Linphone do for an account.
+    pub fn route_calls_via(&self, server: &Uri) {
+        let addr = SipAddr {
+            r#type: Some(self.transport.sip()),
+            addr: server.host_with_port.clone(),
+        };
+        if let Ok(mut s) = self.server.lock() {
+            *s = Some(addr);
+        }
+    }
+
     /// Places a call to `target` with our SDP `offer`. Returns at once; progress arrives
     /// as events: Ringing, then Answered (with the SDP answer) or Ended.
     pub async fn call(
@@ -175,10 +264,12 @@ impl SipStack {
         offer: String,
     ) -> Result<CallKey, SignalingError> {
         let callee = parse_target(target)?;
+        let destination = self.server.lock().ok().and_then(|s| s.clone());
         let opt = InviteOption {
             callee,
+            destination,
             caller: from,
-            contact: self.contact.clone(),
+            contact: self.dialog_contact(),
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
             credential,
@@ -328,6 +419,7 @@ async fn incoming_loop(
     dialogs: Arc<DialogLayer>,
     state_sender: DialogStateSender,
     contact: Uri,
+    stream_contact: Arc<Mutex<Option<Uri>>>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -358,12 +450,17 @@ async fn incoming_loop(
             }
             continue;
         }
+        let our_contact = stream_contact
+            .lock()
+            .ok()
+            .and_then(|c| c.clone())
+            .unwrap_or_else(|| contact.clone());
         match tx.original.method {
             Method::Invite => match dialogs.get_or_create_server_invite(
                 &tx,
                 state_sender.clone(),
                 None,
-                Some(contact.clone()),
+                Some(our_contact),
             ) {
                 Ok(mut d) => {
                     tokio::spawn(async move {

@@ -161,6 +161,10 @@ pub(crate) fn self_signed_cert(key: &Path, cert: &Path, names: &[&str]) -> Resul
             .arg(format!("/CN={}", names[0]))
             .arg("-addext")
             .arg(format!("subjectAltName={}", san.join(",")))
+            // A server certificate, not a CA: TLS clients that are given it as their one
+            // trusted certificate (webpki) refuse a CA presented as a server.
+            .arg("-addext")
+            .arg("basicConstraints=critical,CA:FALSE")
             .arg("-keyout")
             .arg(key)
             .arg("-out")
