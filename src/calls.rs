@@ -108,6 +108,7 @@ fn print(out: &Out, ev: &Event) {
             let (s, reason) = match status {
                 AccountStatus::Offline => ("offline", None),
                 AccountStatus::Connecting => ("registering", None),
+                AccountStatus::Retrying(e) => ("retrying", Some(e.clone())),
                 AccountStatus::Online => ("registered", None),
                 AccountStatus::Error(e) => ("error", Some(e.clone())),
             };

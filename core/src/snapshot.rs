@@ -14,6 +14,9 @@ pub enum AccountStatus {
     Offline,
     /// Connecting, logging in or registering.
     Connecting,
+    /// The server could not be reached or answered with a temporary error; the phone
+    /// keeps trying by itself. Why, in words.
+    Retrying(String),
     /// Registered (SIP) or logged in (XMPP).
     Online,
     /// Stopped because of an error the user must fix (wrong password, untrusted cert...).

@@ -379,3 +379,65 @@ async fn call_answer_hangup<'a>(
     assert_eq!(ended(callee.rx).await, EndReason::LocalHangup);
     (caller, callee)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_digest_registration_and_call() {
+    // Kamailio challenges with algorithm=SHA-256 only: an MD5 answer would be refused.
+    let k = Kamailio::start_with_sha256_digest().expect("kamailio");
+    let (alice, mut a_rx) = stack("alice").await;
+    let (bob, mut b_rx) = stack("bob").await;
+    let (eve, _e_rx) = stack("bob").await;
+    let mut wrong = eve.register(server(k.port()), cred("bob", "not-bobs-password"));
+    assert_eq!(
+        wrong.wait_settled(Duration::from_secs(10)).await,
+        RegistrationState::Refused("wrong username or password".into())
+    );
+    let mut a_reg = alice.register(server(k.port()), cred("alice", "alicepw"));
+    let mut b_reg = bob.register(server(k.port()), cred("bob", "bobpw"));
+    for reg in [&mut a_reg, &mut b_reg] {
+        let s = reg.wait_settled(Duration::from_secs(10)).await;
+        assert!(
+            matches!(s, RegistrationState::Registered { .. }),
+            "{s:?}\n{}",
+            k.log_tail()
+        );
+    }
+    // The INVITE's 407 is answered with SHA-256 too.
+    let alice_side = Side {
+        stack: &alice,
+        rx: &mut a_rx,
+        user: "alice",
+        pw: "alicepw",
+    };
+    let bob_side = Side {
+        stack: &bob,
+        rx: &mut b_rx,
+        user: "bob",
+        pw: "bobpw",
+    };
+    call_answer_hangup(alice_side, bob_side, &k).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrar_that_never_answers_is_reported_within_seconds() {
+    // A UDP socket that reads nothing back: the REGISTER goes out and nothing answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let (alice, _rx) = stack("alice").await;
+    let reg = alice.register(server(port), cred("alice", "alicepw"));
+    let mut st = reg.state();
+    let start = std::time::Instant::now();
+    let why = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let RegistrationState::Retrying(why) = st.borrow_and_update().clone() {
+                return why;
+            }
+            st.changed().await.expect("registration alive");
+        }
+    })
+    .await
+    .expect("reported within 15 s");
+    assert_eq!(why, "cannot reach the registrar: no answer within 8 s");
+    assert!(start.elapsed() < Duration::from_secs(12));
+    assert_eq!(reg.unregister().await, RegistrationState::Unregistered);
+}

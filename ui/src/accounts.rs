@@ -29,6 +29,7 @@ pub(crate) fn status_words(s: &AccountStatus) -> (String, egui::Color32) {
     match s {
         AccountStatus::Offline => ("offline".into(), GREY),
         AccountStatus::Connecting => ("connecting…".into(), AMBER),
+        AccountStatus::Retrying(e) => (format!("retrying: {e}"), AMBER),
         AccountStatus::Online => ("online".into(), GREEN),
         AccountStatus::Error(e) => (format!("error: {e}"), RED),
     }
@@ -49,7 +50,10 @@ impl HushApp {
                 ui.label(proto);
                 ui.label(&a.config.address);
                 let (words, colour) = status_words(&a.status);
-                if matches!(a.status, AccountStatus::Connecting) {
+                if matches!(
+                    a.status,
+                    AccountStatus::Connecting | AccountStatus::Retrying(_)
+                ) {
                     ui.horizontal(|ui| {
                         ui.add(egui::Spinner::new());
                         ui.colored_label(colour, words);
@@ -59,7 +63,9 @@ impl HushApp {
                 }
                 let id = a.config.id;
                 match a.status {
-                    AccountStatus::Online | AccountStatus::Connecting => {
+                    AccountStatus::Online
+                    | AccountStatus::Connecting
+                    | AccountStatus::Retrying(_) => {
                         if ui.button(format!("Disconnect {}", a.config.address)).clicked() {
                             self.phone.send(Command::Disconnect { account: id });
                         }

@@ -323,7 +323,9 @@ impl CallLayer {
         };
         line.stack
             .route_calls_via(proxy.as_ref().unwrap_or(&registrar));
-        let handle = line.stack.register(registrar, credential);
+        let handle = line
+            .stack
+            .register_aor(registrar, line.aor.clone(), credential);
         let mut state = handle.state();
         let input = self.input.clone();
         let acc = account.id;
@@ -811,9 +813,8 @@ impl CallLayer {
                     tracing::info!(%account, reason = %why, "registration retrying");
                 }
                 let status = match state {
-                    RegistrationState::Registering | RegistrationState::Retrying(_) => {
-                        AccountStatus::Connecting
-                    }
+                    RegistrationState::Registering => AccountStatus::Connecting,
+                    RegistrationState::Retrying(why) => AccountStatus::Retrying(why),
                     RegistrationState::Registered { .. } => AccountStatus::Online,
                     RegistrationState::Refused(why) => AccountStatus::Error(why),
                     RegistrationState::Unregistered => AccountStatus::Offline,

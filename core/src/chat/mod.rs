@@ -441,7 +441,7 @@ impl ChatLayer {
                 let status = if permanent {
                     AccountStatus::Error(reason)
                 } else {
-                    AccountStatus::Connecting
+                    AccountStatus::Retrying(reason)
                 };
                 if permanent {
                     self.accounts.remove(&account);

@@ -13,6 +13,11 @@ impl CallKey {
     pub(crate) fn of(id: &DialogId) -> CallKey {
         CallKey(format!("{};{}", id.call_id, id.local_tag))
     }
+
+    /// The Call-ID part.
+    pub(crate) fn call_id(&self) -> &str {
+        self.0.rsplit_once(';').map(|(c, _)| c).unwrap_or(&self.0)
+    }
 }
 
 impl std::fmt::Display for CallKey {

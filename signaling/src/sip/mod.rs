@@ -3,6 +3,7 @@
 //! re-INVITE handling, as events and small async methods. Media is not touched here:
 //! bodies are SDP strings for the call layer.
 
+mod digest;
 mod event;
 mod registration;
 mod stack;

@@ -2,10 +2,12 @@
 //! withdrawn (Expires: 0) when stopped. A refusal of the credentials stops the loop;
 //! network trouble is retried with backoff.
 
+use super::digest;
 use super::stack::{SipStack, Transport};
 use crate::SignalingError;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::registration::Registration;
+use rsipstack::sip::Header;
 use rsipstack::sip::Uri;
 use rsipstack::sip::typed::Contact;
 use rsipstack::transport::SipAddr;
@@ -75,6 +77,10 @@ impl Drop for RegistrationHandle {
 
 const REQUESTED_EXPIRES: u32 = 600;
 
+/// How long a REGISTER may go unanswered before the user is told (and we retry). SIP's
+/// own transaction timeout is 32 s, too long to leave someone looking at "registering".
+const ANSWER_WITHIN: Duration = Duration::from_secs(8);
+
 /// Over TCP or TLS the registrar reaches us on the connection we opened: register
 /// that connection's address with `;transport=` so the server sends calls back over it
 /// (a new connection after a drop gets a new address, hence before every REGISTER).
@@ -111,9 +117,81 @@ async fn stream_contact(
     Ok(())
 }
 
+fn is_auth(h: &Header) -> bool {
+    matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_))
+}
+
+/// One REGISTER, answering the registrar's digest challenge (401 or 407) with the
+/// strongest algorithm offered; a second challenge after our answer, unless only the
+/// nonce went stale, is returned as the final word (wrong credentials).
+async fn answered_register(
+    reg: &mut Registration,
+    registrar: &Uri,
+    expires: u32,
+    cred: &Credential,
+) -> rsipstack::Result<rsipstack::sip::Response> {
+    reg.extra_headers.retain(|h| !is_auth(h));
+    let mut resp = reg.register(registrar.clone(), Some(expires)).await?;
+    let mut answered = 0;
+    while matches!(resp.status_code.code(), 401 | 407) && answered < 2 {
+        let proxy = resp.status_code.code() == 407;
+        let values: Vec<String> = resp
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_owned()),
+                Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_owned()),
+                _ => None,
+            })
+            .collect();
+        let Some(ch) = digest::best(values.iter().map(String::as_str)) else {
+            break;
+        };
+        if answered > 0 && !ch.stale {
+            break;
+        }
+        let value = digest::answer(
+            &ch,
+            &cred.username,
+            &cred.password,
+            "REGISTER",
+            &registrar.to_string(),
+            &digest::cnonce(),
+        );
+        reg.extra_headers.retain(|h| !is_auth(h));
+        reg.extra_headers.push(if proxy {
+            Header::ProxyAuthorization(value.into())
+        } else {
+            Header::Authorization(value.into())
+        });
+        answered += 1;
+        resp = reg.register(registrar.clone(), Some(expires)).await?;
+    }
+    reg.extra_headers.retain(|h| !is_auth(h));
+    Ok(resp)
+}
+
 impl SipStack {
-    /// Starts registering `aor`'s contact at `registrar` and keeps it fresh.
+    /// Starts registering `user@registrar-host` (the credential's user) at `registrar`
+    /// and keeps it fresh.
     pub fn register(&self, registrar: Uri, credential: Credential) -> RegistrationHandle {
+        let mut aor = registrar.clone();
+        aor.params.clear();
+        aor.auth = Some(rsipstack::sip::Auth {
+            user: credential.username.clone(),
+            password: None,
+        });
+        self.register_aor(registrar, aor, credential)
+    }
+
+    /// Starts registering our contact for the address of record `aor` at `registrar`
+    /// and keeps it fresh.
+    pub fn register_aor(
+        &self,
+        registrar: Uri,
+        aor: Uri,
+        credential: Credential,
+    ) -> RegistrationHandle {
         let (tx, rx) = watch::channel(RegistrationState::Registering);
         let stop = CancellationToken::new();
         let endpoint = self.endpoint_inner();
@@ -134,7 +212,14 @@ impl SipStack {
             }
         };
         let task = tokio::spawn(async move {
-            let mut reg = Registration::new(endpoint.clone(), Some(credential));
+            // Challenges are answered by `answered_register`, not by rsipstack; without
+            // a credential rsipstack leaves the user out of From and To, so we set them.
+            let mut reg = Registration::new(endpoint.clone(), None);
+            let tag = digest::cnonce();
+            reg.extra_headers = vec![
+                Header::From(format!("<{aor}>;tag={}", &tag[..10]).into()),
+                Header::To(format!("<{aor}>").into()),
+            ];
             let mut failures = 0u32;
             let mut registered = false;
             loop {
@@ -154,8 +239,15 @@ impl SipStack {
                     Err(e) => Err(e),
                     Ok(()) => tokio::select! {
                         _ = token.cancelled() => break,
-                        r = reg.register(registrar.clone(), Some(REQUESTED_EXPIRES)) => {
-                            r.map_err(|e| e.to_string())
+                        r = tokio::time::timeout(
+                            ANSWER_WITHIN,
+                            answered_register(&mut reg, &registrar, REQUESTED_EXPIRES, &credential),
+                        ) => match r {
+                            Ok(r) => r.map_err(|e| e.to_string()),
+                            Err(_) => Err(format!(
+                                "no answer within {} s",
+                                ANSWER_WITHIN.as_secs()
+                            )),
                         }
                     },
                 };
@@ -204,7 +296,7 @@ impl SipStack {
             if registered {
                 let _ = tokio::time::timeout(
                     Duration::from_secs(5),
-                    reg.register(registrar.clone(), Some(0)),
+                    answered_register(&mut reg, &registrar, 0, &credential),
                 )
                 .await;
             }

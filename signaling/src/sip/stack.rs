@@ -2,6 +2,7 @@
 //! layer, and three tasks (the endpoint, incoming requests, dialog states) that turn
 //! everything into [`SipEvent`]s.
 
+use super::digest;
 use super::event::{CallKey, EndReason, ReInvite, SipEvent};
 use super::uri::parse_target;
 use crate::SignalingError;
@@ -69,10 +70,25 @@ struct Shared {
     calls: Mutex<HashMap<CallKey, InviteDialog>>,
     established: Mutex<HashSet<CallKey>>,
     local_hangups: Mutex<HashSet<CallKey>>,
+    /// Outgoing INVITE dialogs that may be challenged: their 401/407 ending is not the
+    /// end of the call, the INVITE task answers the challenge with a new dialog.
+    challengeable: Mutex<HashSet<CallKey>>,
+    /// A retried INVITE's dialog → the key the call was first known by.
+    aliases: Mutex<HashMap<CallKey, CallKey>>,
     events: mpsc::UnboundedSender<SipEvent>,
 }
 
 impl Shared {
+    /// The call a dialog belongs to.
+    fn key_of(&self, id: &DialogId) -> CallKey {
+        let raw = CallKey::of(id);
+        self.aliases
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&raw).cloned())
+            .unwrap_or(raw)
+    }
+
     fn emit(&self, ev: SipEvent) {
         let _ = self.events.send(ev);
     }
@@ -159,6 +175,8 @@ impl SipStack {
             calls: Mutex::default(),
             established: Mutex::default(),
             local_hangups: Mutex::default(),
+            challengeable: Mutex::default(),
+            aliases: Mutex::default(),
             events: tx,
         });
         let inner = endpoint.inner.clone();
@@ -272,25 +290,83 @@ impl SipStack {
             contact: self.dialog_contact(),
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
-            credential,
+            // Challenges are answered here (`digest`), not by rsipstack.
+            credential: None,
             ..Default::default()
         };
         let (dialog, outcome) = self
             .dialogs
-            .do_invite_async(opt, self.state_sender.clone())
+            .do_invite_async(opt.clone(), self.state_sender.clone())
             .map_err(|e| sip_err("INVITE", e))?;
         let key = CallKey::of(&dialog.id());
         if let Ok(mut calls) = self.shared.calls.lock() {
-            calls.insert(key.clone(), dialog);
+            calls.insert(key.clone(), dialog.clone());
+        }
+        if credential.is_some()
+            && let Ok(mut c) = self.shared.challengeable.lock()
+        {
+            c.insert(key.clone());
         }
         let shared = self.shared.clone();
+        let dialogs = self.dialogs.clone();
+        let states = self.state_sender.clone();
         let k = key.clone();
         tokio::spawn(async move {
-            let result = match outcome.await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "INVITE task failed");
-                    return;
+            let mut outcome = outcome;
+            let mut opt = opt;
+            let mut answered = 0;
+            let result = loop {
+                let result = match outcome.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "INVITE task failed");
+                        return;
+                    }
+                };
+                let Ok((_, Some(resp))) = &result else {
+                    break result;
+                };
+                let code = resp.status_code.code();
+                let Some(cred) = credential.as_ref().filter(|_| matches!(code, 401 | 407)) else {
+                    break result;
+                };
+                let Some(retry) = challenge_answer(resp, cred, &opt, answered) else {
+                    break result;
+                };
+                answered += 1;
+                opt = retry;
+                if opt.call_id.is_none() {
+                    opt.call_id = Some(k.call_id().to_owned());
+                }
+                match dialogs.do_invite_async(opt.clone(), states.clone()) {
+                    Ok((d, o)) => {
+                        let raw = CallKey::of(&d.id());
+                        if let Ok(mut a) = shared.aliases.lock() {
+                            a.insert(raw.clone(), k.clone());
+                        }
+                        if let Ok(mut c) = shared.challengeable.lock() {
+                            c.insert(raw);
+                        }
+                        let still_wanted = shared
+                            .calls
+                            .lock()
+                            .map(|mut c| match c.get_mut(&k) {
+                                Some(slot) => {
+                                    *slot = d;
+                                    true
+                                }
+                                None => false,
+                            })
+                            .unwrap_or(false);
+                        if !still_wanted {
+                            return; // hung up meanwhile
+                        }
+                        outcome = o;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "authenticated INVITE");
+                        break result;
+                    }
                 }
             };
             match result {
@@ -562,7 +638,7 @@ async fn state_loop(
                     .is_none_or(|d| d.role() == TransactionRole::Client);
                 if client && (resp.status_code.code() == 180 || resp.status_code.code() == 183) {
                     shared.emit(SipEvent::Ringing {
-                        call: CallKey::of(&id),
+                        call: shared.key_of(&id),
                     });
                 }
             }
@@ -587,7 +663,7 @@ async fn state_loop(
                         handle,
                     };
                     shared.emit(SipEvent::ReInvite {
-                        call: CallKey::of(&id),
+                        call: shared.key_of(&id),
                         reinvite,
                     });
                 } else {
@@ -606,7 +682,23 @@ async fn state_loop(
                 let _ = handle.reply(StatusCode::NotImplemented).await;
             }
             DialogState::Terminated(id, reason) => {
-                let key = CallKey::of(&id);
+                let challengeable = shared
+                    .challengeable
+                    .lock()
+                    .map(|mut c| c.remove(&CallKey::of(&id)))
+                    .unwrap_or(false);
+                let challenged = matches!(
+                    &reason,
+                    TerminatedReason::ProxyAuthRequired
+                        | TerminatedReason::UacOther(StatusCode::Unauthorized)
+                        | TerminatedReason::UacOther(StatusCode::ProxyAuthenticationRequired)
+                );
+                if challengeable && challenged {
+                    // The INVITE task answers the challenge, or ends the call itself.
+                    dialogs.remove_dialog(&id);
+                    continue;
+                }
+                let key = shared.key_of(&id);
                 let server =
                     invite_dialog(&dialogs, &id).map(|d| d.role() == TransactionRole::Server);
                 dialogs.remove_dialog(&id);
@@ -632,4 +724,47 @@ async fn state_loop(
             DialogState::Trying(_) | DialogState::WaitAck(_, _) => {}
         }
     }
+}
+
+/// The INVITE to send again with our answer to `resp`'s challenge, or `None` when we
+/// cannot answer it or our answer was already refused (wrong password).
+fn challenge_answer(
+    resp: &rsipstack::sip::Response,
+    cred: &Credential,
+    sent: &InviteOption,
+    answered: u32,
+) -> Option<InviteOption> {
+    let proxy = resp.status_code.code() == 407;
+    let values: Vec<String> = resp
+        .headers
+        .iter()
+        .filter_map(|h| match h {
+            Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_owned()),
+            Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_owned()),
+            _ => None,
+        })
+        .collect();
+    let ch = digest::best(values.iter().map(String::as_str))?;
+    if answered >= 2 || (answered > 0 && !ch.stale) {
+        return None;
+    }
+    let value = digest::answer(
+        &ch,
+        &cred.username,
+        &cred.password,
+        "INVITE",
+        &sent.callee.to_string(),
+        &digest::cnonce(),
+    );
+    let header = if proxy {
+        Header::ProxyAuthorization(value.into())
+    } else {
+        Header::Authorization(value.into())
+    };
+    let mut retry = sent.clone();
+    let mut headers = retry.headers.take().unwrap_or_default();
+    headers.retain(|h| !matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)));
+    headers.push(header);
+    retry.headers = Some(headers);
+    Some(retry)
 }

@@ -22,15 +22,20 @@ pub struct Kamailio {
 impl Kamailio {
     /// Starts Kamailio with UDP and TCP on one free port.
     pub fn start() -> Result<Kamailio> {
-        Self::start_with(false)
+        Self::start_with(false, false)
     }
 
     /// Starts Kamailio with UDP/TCP and also TLS on a second port.
     pub fn start_with_tls() -> Result<Kamailio> {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
-    fn start_with(tls: bool) -> Result<Kamailio> {
+    /// Starts Kamailio challenging with SHA-256 digests (RFC 7616) instead of MD5.
+    pub fn start_with_sha256_digest() -> Result<Kamailio> {
+        Self::start_with(false, true)
+    }
+
+    fn start_with(tls: bool, sha256: bool) -> Result<Kamailio> {
         let dir = tempfile::Builder::new()
             .prefix("kamailio-")
             .tempdir()
@@ -44,6 +49,9 @@ impl Kamailio {
             .args(["-DD", "-E", "-Y"])
             .arg(d);
         cmd.args(["-A", &format!("SIP_PORT={port}")]);
+        if sha256 {
+            cmd.args(["-A", "DIGEST_SHA256"]);
+        }
         let mut tls_port = None;
         if tls {
             std::fs::write(d.join("tls.cfg"), TLS_CONFIG).map_err(io("write tls.cfg"))?;
