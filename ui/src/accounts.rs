@@ -7,6 +7,23 @@ use eframe::egui;
 use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings, Transport, XmppSettings};
 use hush_core::snapshot::AccountStatus;
 use hush_core::{Command, NewAccount, Protocol, Secret, Snapshot};
+use std::sync::{Arc, Mutex};
+
+/// Changing an XMPP account's password on its server.
+pub(crate) struct PasswordForm {
+    account: hush_core::AccountId,
+    address: String,
+    /// The password is not saved, so the server needs the current one.
+    needs_old: bool,
+    old: String,
+    new: String,
+    repeat: String,
+    error: Option<String>,
+    /// Set by the worker thread when the server has answered.
+    outcome: Arc<Mutex<Option<Result<(), String>>>>,
+    busy: bool,
+    changed: bool,
+}
 
 /// The add-account form.
 #[derive(Default)]
@@ -18,6 +35,10 @@ pub(crate) struct AddForm {
     pub(crate) password: String,
     pub(crate) server: String,
     pub(crate) proxy: String,
+    pub(crate) registrar: String,
+    pub(crate) tls_ca: String,
+    pub(crate) pin_cert: String,
+    pub(crate) socks5: String,
     pub(crate) transport: Transport,
     pub(crate) best_effort: bool,
     pub(crate) remember: bool,
@@ -85,6 +106,24 @@ impl HushApp {
                         }
                     }
                 }
+                if a.config.protocol() == Protocol::Xmpp
+                    && ui
+                        .button(format!("Change password of {}", a.config.address))
+                        .clicked()
+                {
+                    self.password_form = Some(PasswordForm {
+                        account: id,
+                        address: a.config.address.clone(),
+                        needs_old: !a.config.remember_password,
+                        old: String::new(),
+                        new: String::new(),
+                        repeat: String::new(),
+                        error: None,
+                        outcome: Arc::default(),
+                        busy: false,
+                        changed: false,
+                    });
+                }
                 if ui.button(format!("Remove {}", a.config.address)).clicked() {
                     self.phone.send(Command::RemoveAccount(id));
                 }
@@ -114,6 +153,91 @@ impl HushApp {
             ui.separator();
             self.add_form_view(ui, snap);
         }
+        if self.password_form.is_some() {
+            ui.separator();
+            self.password_form_view(ui);
+        }
+    }
+
+    fn password_form_view(&mut self, ui: &mut egui::Ui) {
+        let Some(f) = &mut self.password_form else {
+            return;
+        };
+        ui.heading(format!("Change the password of {}", f.address));
+        ui.label("The server changes it at once; other devices must then use the new one.");
+        if f.needs_old {
+            labeled_edit(ui, "Current password", &mut f.old, "", true);
+        }
+        labeled_edit(ui, "New password", &mut f.new, "", true);
+        labeled_edit(ui, "Repeat the new password", &mut f.repeat, "", true);
+        let done = f.outcome.lock().ok().and_then(|mut o| o.take());
+        if let Some(result) = done {
+            f.busy = false;
+            match result {
+                Ok(()) => {
+                    f.changed = true;
+                    f.new.clear();
+                    f.repeat.clear();
+                    f.old.clear();
+                }
+                Err(e) => f.error = Some(e),
+            }
+        }
+        if f.busy {
+            ui.horizontal(|ui| {
+                ui.add(egui::Spinner::new());
+                ui.label("Changing the password on the server…");
+            });
+        } else if f.changed {
+            ui.colored_label(crate::widgets::GREEN, "Password changed on the server.");
+        }
+        if let Some(e) = &f.error {
+            ui.colored_label(crate::widgets::RED, e);
+        }
+        let mut close = false;
+        ui.horizontal(|ui| {
+            let go = ui.add_enabled(!f.busy, egui::Button::new("Change password"));
+            if go.clicked() {
+                f.error = if f.new.is_empty() {
+                    Some("Enter the new password".into())
+                } else if f.new != f.repeat {
+                    Some("The two new passwords differ".into())
+                } else if f.needs_old && f.old.is_empty() {
+                    Some("Enter the current password".into())
+                } else {
+                    None
+                };
+                if f.error.is_none() {
+                    f.busy = true;
+                    f.changed = false;
+                    let cmd = Command::ChangeXmppPassword {
+                        account: f.account,
+                        old: f.needs_old.then(|| Secret::new(f.old.clone())),
+                        new: Secret::new(f.new.clone()),
+                    };
+                    let phone = self.phone.clone();
+                    let outcome = f.outcome.clone();
+                    let ctx = ui.ctx().clone();
+                    // The server round trip happens off the window's thread.
+                    std::thread::spawn(move || {
+                        let r = phone
+                            .execute_blocking(cmd)
+                            .map(|_| ())
+                            .map_err(|e| format!("The password was not changed: {e}"));
+                        if let Ok(mut o) = outcome.lock() {
+                            *o = Some(r);
+                        }
+                        ctx.request_repaint();
+                    });
+                }
+            }
+            if ui.button("Close").clicked() {
+                close = true;
+            }
+        });
+        if close {
+            self.password_form = None;
+        }
     }
 
     fn add_form_view(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
@@ -139,6 +263,13 @@ impl HushApp {
         if sip {
             labeled_edit(
                 ui,
+                "Registrar (optional)",
+                &mut f.registrar,
+                "sip:example.org (found from the address)",
+                false,
+            );
+            labeled_edit(
+                ui,
                 "Outbound proxy (optional)",
                 &mut f.proxy,
                 "sip:proxy.example.org",
@@ -150,6 +281,15 @@ impl HushApp {
                 ui.radio_value(&mut f.transport, Transport::Tcp, "TCP");
                 ui.radio_value(&mut f.transport, Transport::Tls, "TLS");
             });
+            if f.transport == Transport::Tls {
+                labeled_edit(
+                    ui,
+                    "Also trust (PEM file, optional)",
+                    &mut f.tls_ca,
+                    "a self-hosted server's certificate or your CA",
+                    false,
+                );
+            }
             ui.checkbox(
                 &mut f.best_effort,
                 "Allow unencrypted calls when the other side cannot encrypt (you will always be told)",
@@ -160,6 +300,20 @@ impl HushApp {
                 "Server (optional, host:port)",
                 &mut f.server,
                 "found from the address",
+                false,
+            );
+            labeled_edit(
+                ui,
+                "Trust certificate (SHA-256, optional)",
+                &mut f.pin_cert,
+                "AB:CD:… of a self-hosted server",
+                false,
+            );
+            labeled_edit(
+                ui,
+                "SOCKS5 proxy (optional)",
+                &mut f.socks5,
+                "127.0.0.1:9050 for Tor",
                 false,
             );
         }
@@ -206,10 +360,23 @@ fn build(f: &AddForm) -> Result<NewAccount, String> {
     let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
     let settings = match f.protocol {
         Some(Protocol::Sip) => AccountSettings::Sip(SipSettings {
-            registrar: None,
+            registrar: opt(&f.registrar),
             outbound_proxy: opt(&f.proxy),
             transport: f.transport,
-            tls_ca_file: None,
+            tls_ca_file: match opt(&f.tls_ca) {
+                Some(p) if f.transport == Transport::Tls => {
+                    let path = std::path::Path::new(&p);
+                    if !path.is_file() {
+                        return Err(format!("There is no file {p}"));
+                    }
+                    Some(
+                        std::fs::canonicalize(path)
+                            .map(|c| c.display().to_string())
+                            .unwrap_or(p),
+                    )
+                }
+                _ => None,
+            },
             encryption: if f.best_effort {
                 EncryptionPolicy::BestEffort
             } else {
@@ -218,6 +385,8 @@ fn build(f: &AddForm) -> Result<NewAccount, String> {
         }),
         _ => AccountSettings::Xmpp(XmppSettings {
             server: opt(&f.server),
+            pinned_cert_sha256: opt(&f.pin_cert).map(|p| fingerprint(&p)).transpose()?,
+            socks5_proxy: opt(&f.socks5).map(|p| host_port(&p)).transpose()?,
             ..Default::default()
         }),
     };
@@ -228,4 +397,33 @@ fn build(f: &AddForm) -> Result<NewAccount, String> {
         remember_password: f.remember,
         settings,
     })
+}
+
+/// A SHA-256 fingerprint as pasted (any case, with or without colons or spaces), in
+/// the `AB:CD:…` form the rest of the app shows.
+fn fingerprint(text: &str) -> Result<String, String> {
+    let hex: String = text
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("A certificate fingerprint is 64 hex digits (SHA-256)".into());
+    }
+    Ok(hex
+        .as_bytes()
+        .chunks(2)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+/// `host:port` with a port that is a number.
+fn host_port(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(text.to_owned())
+        }
+        _ => Err(format!("{text:?} is not host:port (Tor: 127.0.0.1:9050)")),
+    }
 }

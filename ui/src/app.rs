@@ -49,6 +49,7 @@ pub struct HushApp {
     /// Microphone and speaker for new calls.
     pub(crate) audio: AudioChoice,
     pub(crate) add_form: AddForm,
+    pub(crate) password_form: Option<crate::accounts::PasswordForm>,
     pub(crate) add_contact: AddContact,
     pub(crate) contact_filter: String,
     pub(crate) chat_input: String,
@@ -110,6 +111,7 @@ impl HushApp {
                 sink: hush_core::command::SinkSpec::Device,
             },
             add_form: AddForm::default(),
+            password_form: None,
             add_contact: AddContact::default(),
             contact_filter: String::new(),
             chat_input: String::new(),

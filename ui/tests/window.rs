@@ -364,3 +364,117 @@ fn contact_requests_and_forms() {
     assert!(has(&h2, "Enter the password"));
     let _ = h;
 }
+
+#[test]
+fn account_password_change_and_the_add_form_fields() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice, acc) = online(&dir.path().join("a"), &server, "alice");
+    let mut app = HushApp::new(alice.clone());
+    app.open_page("accounts");
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    h.get_by_label("Change password of alice@localhost").click();
+    h.run_ok();
+    let type_into = |h: &mut Harness<'_>, label: &str, text: &str| {
+        h.get_by_label(label).click();
+        h.run_ok();
+        h.get_by_label(label).type_text(text);
+        h.run_ok();
+    };
+    type_into(&mut h, "New password", "new-secret-1");
+    type_into(&mut h, "Repeat the new password", "new-secret-2");
+    h.get_by_label("Change password").click();
+    h.run_ok();
+    assert!(has(&h, "The two new passwords differ"));
+    h.get_by_label("Repeat the new password").click();
+    h.run_ok();
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+    h.get_by_label("Repeat the new password")
+        .type_text("new-secret-1");
+    h.run_ok();
+    h.get_by_label("Change password").click();
+    until(&mut h, &alice, "the server's answer", |h| {
+        has(h, "Password changed on the server") || has(h, "was not changed")
+    });
+    assert!(has(&h, "Password changed on the server"));
+
+    // The server now takes only the new password (and the profile saved it).
+    let check = |password: &str| -> AccountStatus {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = Phone::start(Profile::open(d.path()).expect("profile")).expect("phone");
+        let mut rx = p.events();
+        let Ok(Reply::Account(a)) = p.execute_blocking(Command::AddAccount(NewAccount {
+            address: "alice@localhost".into(),
+            display_name: None,
+            password: Some(Secret::new(password.to_owned())),
+            remember_password: true,
+            settings: AccountSettings::Xmpp(xmpp(&server)),
+        })) else {
+            panic!("add")
+        };
+        p.execute_blocking(Command::Connect {
+            account: a.id,
+            password: None,
+        })
+        .expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while let Some(e) =
+            p.next_event(&mut rx, deadline.saturating_duration_since(Instant::now()))
+        {
+            if let Event::AccountStatus { status, .. } = e
+                && matches!(status, AccountStatus::Online | AccountStatus::Error(_))
+            {
+                return status;
+            }
+        }
+        panic!("no answer for {password}")
+    };
+    assert_eq!(check("new-secret-1"), AccountStatus::Online);
+    assert!(matches!(check("alice-ui-pw"), AccountStatus::Error(_)));
+    let _ = acc;
+
+    // The add forms take a self-hosted server's fingerprint and a Tor proxy, and say
+    // what is wrong with them.
+    h.get_by_label("Add a chat account (XMPP)").click();
+    h.run_ok();
+    type_into(&mut h, "Address", "sam@example.org");
+    type_into(&mut h, "Password", "pw");
+    type_into(&mut h, "Trust certificate (SHA-256, optional)", "AB:CD");
+    h.get_by_label("Save account").click();
+    h.run_ok();
+    assert!(has(&h, "64 hex digits"));
+    h.get_by_label("Trust certificate (SHA-256, optional)")
+        .click();
+    h.run_ok();
+    h.key_press_modifiers(eframe::egui::Modifiers::COMMAND, eframe::egui::Key::A);
+    h.get_by_label("Trust certificate (SHA-256, optional)")
+        .type_text(&"ab".repeat(32));
+    h.run_ok();
+    type_into(&mut h, "SOCKS5 proxy (optional)", "127.0.0.1:9050");
+    h.get_by_label("Save account").click();
+    until(&mut h, &alice, "the new account", |_| {
+        alice
+            .snapshot()
+            .accounts
+            .iter()
+            .any(|a| a.config.address == "sam@example.org")
+    });
+    let sam = alice
+        .snapshot()
+        .accounts
+        .iter()
+        .find(|a| a.config.address == "sam@example.org")
+        .cloned()
+        .expect("sam");
+    let AccountSettings::Xmpp(x) = sam.config.settings else {
+        panic!("xmpp")
+    };
+    assert_eq!(x.socks5_proxy.as_deref(), Some("127.0.0.1:9050"));
+    assert_eq!(
+        x.pinned_cert_sha256.as_deref(),
+        Some(vec!["AB"; 32].join(":").as_str())
+    );
+}

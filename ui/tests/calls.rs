@@ -1,0 +1,154 @@
+//! The window's call journeys driven by a real second phone: an incoming call shows the
+//! security policy and can be answered (it becomes secure with a SAS) or declined (the
+//! caller is told), and the start page's echo test can be reached with the keyboard.
+
+use eframe::egui;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::model::EncryptionPolicy;
+use hush_core::snapshot::CallState;
+use hush_core::{CallSecurity, Command, Event, Phone, Profile, Reply};
+use hush_ui::HushApp;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn tone() -> AudioChoice {
+    AudioChoice {
+        source: SourceSpec::Tone(440.0),
+        sink: SinkSpec::Null,
+    }
+}
+
+fn phone(dir: &std::path::Path) -> Arc<Phone> {
+    Arc::new(Phone::start(Profile::open(dir).expect("profile")).expect("phone"))
+}
+
+/// Runs frames until `pred` holds, waiting on the core between frames (20 s at most).
+fn until(h: &mut Harness<'_>, phone: &Phone, what: &str, pred: impl Fn(&Harness<'_>) -> bool) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut rx = phone.watch();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        h.run_ok();
+        if pred(h) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {what} within 20 s");
+        rt.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+        });
+    }
+}
+
+fn has(h: &Harness<'_>, label: &str) -> bool {
+    h.query_all_by_label_contains(label).next().is_some()
+}
+
+/// Waits (bounded) for `caller`'s call to end and returns why.
+fn ended(events: &mut tokio::sync::broadcast::Receiver<Event>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match events.try_recv() {
+            Ok(Event::CallState {
+                state: CallState::Ended(why),
+                ..
+            }) => return why,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("events: {e}"),
+        }
+    }
+    panic!("the caller's call did not end within 20 s");
+}
+
+#[test]
+fn an_incoming_call_shows_its_policy_and_is_answered_or_declined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let caller = phone(&dir.path().join("caller"));
+    let callee = phone(&dir.path().join("callee"));
+    let Reply::Listening(addr) = callee
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: None,
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected an address")
+    };
+    let mut app = HushApp::new(callee.clone()).with_audio(tone());
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+
+    let mut caller_events = caller.events();
+    let place = || {
+        caller
+            .execute_blocking(Command::PlaceCall {
+                account: None,
+                target: format!("alice@{addr}"),
+                audio: tone(),
+                policy: None,
+            })
+            .expect("call")
+    };
+    place();
+    until(&mut h, &callee, "the incoming-call prompt", |h| {
+        has(h, "This call will be encrypted")
+    });
+    h.get_by_label("Answer").click();
+    until(&mut h, &callee, "a secure call with its code", |h| {
+        has(h, "Security code")
+    });
+    let call = callee.snapshot().calls.first().cloned().expect("the call");
+    assert!(
+        matches!(call.security, CallSecurity::Secure { .. }),
+        "{:?}",
+        call.security
+    );
+    h.get_by_label("Hang up").click();
+    h.run_ok();
+    assert_eq!(ended(&mut caller_events), "the other side hung up");
+
+    place();
+    until(&mut h, &callee, "the second prompt", |h| has(h, "Decline"));
+    h.get_by_label("Decline").click();
+    h.run_ok();
+    assert_eq!(ended(&mut caller_events), "declined");
+    until(&mut h, &callee, "the declined call shown as ended", |h| {
+        !has(h, "Decline")
+    });
+}
+
+#[test]
+fn the_echo_test_is_reachable_with_the_keyboard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut app = HushApp::new(phone.clone()).with_audio(tone());
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    // Tab moves through the widgets in order; stop on the echo-test button.
+    let mut steps = 0;
+    while !h.get_by_label("Try a secure echo test").is_focused() {
+        steps += 1;
+        assert!(steps < 40, "the echo test button is not reachable with Tab");
+        h.key_press(egui::Key::Tab);
+        h.run_ok();
+    }
+    h.key_press(egui::Key::Enter);
+    until(
+        &mut h,
+        &phone,
+        "an echo call started from the keyboard",
+        |h| has(h, "Security code"),
+    );
+}
