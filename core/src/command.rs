@@ -3,7 +3,7 @@
 use crate::model::{AccountConfig, AccountId, EncryptionPolicy, NewAccount};
 use crate::secret::Secret;
 use crate::snapshot::CallId;
-pub use hush_media::audio::{SinkSpec, SourceSpec};
+pub use hush_media::audio::{LevelMeter, SinkSpec, SourceSpec};
 use std::net::SocketAddr;
 
 /// How to answer someone who asks to see our presence.
@@ -129,6 +129,17 @@ pub enum Command {
         /// The call.
         call: CallId,
     },
+    /// Meter the microphone (and play a one-second 440 Hz tone to the speaker when
+    /// `tone`), for the settings page. Replies with the meter; runs until
+    /// [`Command::StopAudioCheck`] or a call needs the devices.
+    CheckAudio {
+        /// The devices to check.
+        audio: AudioChoice,
+        /// Also play the test tone.
+        tone: bool,
+    },
+    /// Stop the audio check.
+    StopAudioCheck,
     /// Put a call on hold or resume it.
     Hold {
         /// The call.
@@ -393,6 +404,8 @@ impl Command {
             Command::UpdateContact { .. } => "update contact",
             Command::RemoveContact { .. } => "remove contact",
             Command::AnswerRequest { .. } => "answer request",
+            Command::CheckAudio { .. } => "check audio",
+            Command::StopAudioCheck => "stop the audio check",
             Command::JoinRoom { .. } => "join room",
             Command::LeaveRoom { .. } => "leave room",
             Command::SendRoom { .. } => "send to room",
@@ -411,6 +424,8 @@ pub enum Reply {
     Call(CallId),
     /// The address now listening for calls.
     Listening(SocketAddr),
+    /// The microphone level of a running audio check.
+    AudioMeter(hush_media::audio::LevelMeter),
     /// OTR files in Pidgin's formats: `otr.private_key` and `otr.fingerprints`.
     OtrFiles {
         /// The private keys.

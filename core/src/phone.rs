@@ -53,6 +53,8 @@ struct Core {
     snapshot: watch::Sender<Arc<Snapshot>>,
     waker: Arc<Mutex<Option<Waker>>>,
     revision: u64,
+    /// The settings page's microphone meter and test tone, while it runs.
+    audio_check: Option<hush_media::audio::AudioCheck>,
 }
 
 const EVENT_BUFFER: usize = 1024;
@@ -84,6 +86,7 @@ impl Phone {
             snapshot: watch::channel(Arc::new(Snapshot::default())).0,
             waker: waker.clone(),
             revision: 0,
+            audio_check: None,
         };
         core.publish();
         let snapshot = core.snapshot.subscribe();
@@ -495,17 +498,45 @@ impl Core {
                 auto_answer,
                 policy,
             } => self.calls.listen(addr, auto_answer, policy).await?,
+            Command::CheckAudio { audio, tone } => {
+                // A second check replaces the first: one device user at a time.
+                self.audio_check = None;
+                let tone_for = if tone {
+                    std::time::Duration::from_secs(1)
+                } else {
+                    std::time::Duration::ZERO
+                };
+                let (source, sink) = (audio.source.clone(), audio.sink.clone());
+                let check = tokio::task::spawn_blocking(move || {
+                    hush_media::audio::AudioCheck::start(source, sink, tone_for)
+                })
+                .await
+                .map_err(|e| CoreError::Call(e.to_string()))?
+                .map_err(|e| CoreError::InvalidInput(e.to_string()))?;
+                let meter = check.meter();
+                self.audio_check = Some(check);
+                Reply::AudioMeter(meter)
+            }
+            Command::StopAudioCheck => {
+                if let Some(check) = self.audio_check.take() {
+                    let _ = tokio::task::spawn_blocking(move || drop(check)).await;
+                }
+                Reply::Done
+            }
             Command::PlaceCall {
                 account,
                 target,
                 audio,
                 policy,
             } => {
+                // The call needs the devices the check holds.
+                self.audio_check = None;
                 self.calls
                     .place(account, &target, audio, policy, &mut events)
                     .await?
             }
             Command::Answer { call, audio } => {
+                self.audio_check = None;
                 self.calls.answer(call, audio, &mut events)?;
                 Reply::Done
             }

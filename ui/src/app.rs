@@ -264,6 +264,9 @@ impl HushApp {
             .resizable(true)
             .default_size(230.0)
             .show(ui, |ui| self.nav(ui, &snap));
+        if self.page != Page::Settings {
+            self.stop_audio_check();
+        }
         egui::CentralPanel::default_margins().show(ui, |ui| match self.page.clone() {
             Page::Home => self.home_page(ui, &snap),
             Page::Accounts => self.accounts_page(ui, &snap),

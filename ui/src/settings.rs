@@ -17,6 +17,12 @@ pub(crate) struct SettingsForm {
     pub(crate) import_keys: String,
     pub(crate) import_fingerprints: String,
     pub(crate) zrtp_peer: String,
+    /// The running microphone check's meter.
+    pub(crate) meter: Option<hush_core::command::LevelMeter>,
+    pub(crate) check_error: Option<String>,
+    /// Where the worker thread puts the core's answer to a check request.
+    check_reply:
+        std::sync::Arc<std::sync::Mutex<Option<Result<hush_core::command::LevelMeter, String>>>>,
 }
 
 impl HushApp {
@@ -43,22 +49,97 @@ impl HushApp {
             SourceSpec::Tone(_) => 1,
             _ => 2,
         };
+        let before = choice;
         ui.horizontal(|ui| {
             ui.radio_value(&mut choice, 0, "Microphone and speaker (system default)");
             ui.radio_value(&mut choice, 1, "Test tone (440 Hz), no speaker");
             ui.radio_value(&mut choice, 2, "Silence");
         });
-        self.audio = match choice {
-            0 => AudioChoice {
-                source: SourceSpec::Device,
-                sink: SinkSpec::Device,
-            },
-            1 => AudioChoice {
-                source: SourceSpec::Tone(440.0),
-                sink: SinkSpec::Null,
-            },
-            _ => AudioChoice::default(),
+        if choice != before {
+            self.audio = match choice {
+                0 => AudioChoice {
+                    source: SourceSpec::Device,
+                    sink: SinkSpec::Device,
+                },
+                1 => AudioChoice {
+                    source: SourceSpec::Tone(440.0),
+                    sink: SinkSpec::Null,
+                },
+                _ => AudioChoice::default(),
+            };
+            self.stop_audio_check();
+        }
+        let answer = self
+            .settings
+            .check_reply
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take());
+        match answer {
+            Some(Ok(meter)) => {
+                self.settings.meter = Some(meter);
+                self.settings.check_error = None;
+            }
+            Some(Err(e)) => {
+                self.settings.meter = None;
+                self.settings.check_error = Some(e);
+            }
+            None => {}
+        }
+        ui.horizontal(|ui| {
+            if ui.button("Check the microphone").clicked() {
+                self.start_audio_check(ui.ctx(), false);
+            }
+            if ui.button("Play a test tone").clicked() {
+                self.start_audio_check(ui.ctx(), true);
+            }
+            if self.settings.meter.is_some() && ui.button("Stop the check").clicked() {
+                self.stop_audio_check();
+            }
+        });
+        if let Some(m) = &self.settings.meter {
+            let level = m.level();
+            let bar = egui::ProgressBar::new(level)
+                .desired_width(300.0)
+                .text(format!("Microphone level {:.0} %", level * 100.0));
+            ui.add(bar);
+            // The meter moves without core events: redraw ten times a second, only
+            // while it is shown.
+            ui.ctx()
+                .request_repaint_after(std::time::Duration::from_millis(100));
+        }
+        if let Some(e) = &self.settings.check_error {
+            ui.colored_label(crate::widgets::RED, e);
+        }
+    }
+
+    fn start_audio_check(&mut self, ctx: &egui::Context, tone: bool) {
+        let phone = self.phone.clone();
+        let reply = self.settings.check_reply.clone();
+        let cmd = Command::CheckAudio {
+            audio: self.audio.clone(),
+            tone,
         };
+        let ctx = ctx.clone();
+        // Opening a sound card can take a moment: not on the window's thread.
+        std::thread::spawn(move || {
+            let r = match phone.execute_blocking(cmd) {
+                Ok(hush_core::Reply::AudioMeter(m)) => Ok(m),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(format!("Audio check failed: {e}")),
+            };
+            if let Ok(mut slot) = reply.lock() {
+                *slot = Some(r);
+            }
+            ctx.request_repaint();
+        });
+    }
+
+    /// Stops the microphone check, if one runs (leaving the page, another choice).
+    pub(crate) fn stop_audio_check(&mut self) {
+        if self.settings.meter.take().is_some() {
+            self.phone.send(Command::StopAudioCheck);
+        }
     }
 
     fn otr_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {

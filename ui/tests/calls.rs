@@ -4,7 +4,7 @@
 
 use eframe::egui;
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::CallState;
@@ -151,4 +151,72 @@ fn the_echo_test_is_reachable_with_the_keyboard() {
         "an echo call started from the keyboard",
         |h| has(h, "Security code"),
     );
+}
+
+#[test]
+fn settings_meter_the_microphone_and_play_the_test_tone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(&dir.path().join("p"));
+    let heard = dir.path().join("speaker.wav");
+    // A tone stands in for the microphone and a file for the speaker (no sound card).
+    let mut app = HushApp::new(phone.clone()).with_audio(AudioChoice {
+        source: SourceSpec::Tone(1000.0),
+        sink: SinkSpec::Wav(heard.clone()),
+    });
+    app.open_page("settings");
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    h.get_by_label("Play a test tone").click();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        h.run_ok();
+        let loud = h
+            .query_all_by_label_contains("Microphone level")
+            .filter_map(|n| {
+                let label = n.accesskit_node().label()?.to_string();
+                label.split_whitespace().nth(2)?.parse::<u32>().ok()
+            })
+            .any(|pct| pct >= 50);
+        if loud {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no level shown within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    h.get_by_label("Stop the check").click();
+    h.run_ok();
+    // The stop is asynchronous: wait until the WAV is finished, then listen to it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (samples, rate) = loop {
+        match hush_media::audio::read_recording(&heard) {
+            Ok((s, r)) if s.len() >= r as usize => break (s, r),
+            _ => {
+                assert!(Instant::now() < deadline, "no recording within 10 s");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert_eq!(
+        hush_media::analysis::dominant_frequency(&samples[..rate as usize / 2], rate),
+        440.0,
+        "the test tone reached the speaker"
+    );
+
+    // The real sound card is missing here: the check says so instead of failing silently.
+    h.get_by_label("Microphone and speaker (system default)")
+        .click();
+    h.run_ok();
+    h.get_by_label("Check the microphone").click();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !has(&h, "Audio check failed") && !has(&h, "Microphone level") {
+        assert!(Instant::now() < deadline, "no outcome within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+        h.run_ok();
+    }
+    if has(&h, "Audio check failed") {
+        assert!(has(&h, "no usable audio"), "the error names the problem");
+    }
 }

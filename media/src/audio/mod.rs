@@ -3,10 +3,12 @@
 //! works in 20 ms frames of mono 16-bit samples at the codec's rate; files at another
 //! rate are resampled.
 
+mod check;
 mod device;
 mod resample;
 mod wav;
 
+pub use check::{AudioCheck, LevelMeter, frame_level};
 pub use device::{Microphone, Speaker};
 pub use wav::{WavRecorder, WavSource, read_recording};
 
