@@ -42,12 +42,18 @@ pub struct Options {
 
 /// Opens the main window and runs until it is closed.
 pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
+    // Screenshots show the smallest size the window is designed for.
+    let size = if options.screenshot.is_some() {
+        [1280.0, 800.0]
+    } else {
+        [1024.0, 700.0]
+    };
     let native = eframe::NativeOptions {
         renderer: eframe::Renderer::Glow,
         viewport: eframe::egui::ViewportBuilder::default()
             .with_title("Hushphone")
             .with_app_id("hushphone")
-            .with_inner_size([1024.0, 700.0])
+            .with_inner_size(size)
             .with_min_inner_size([640.0, 420.0]),
         ..Default::default()
     };
