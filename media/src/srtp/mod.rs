@@ -52,6 +52,9 @@ pub struct SrtpSession {
     remote_key: zeroize::Zeroizing<Vec<u8>>,
     remote_salt: zeroize::Zeroizing<Vec<u8>>,
     profile: ProtectionProfile,
+    /// Shortest SRTCP packet possible for the profile: header and SSRC, the E+index
+    /// word and the tag. webrtc-srtp underflows (and panics) on anything shorter.
+    srtcp_min: usize,
 }
 
 fn context(p: ProtectionProfile, key: &[u8], salt: &[u8]) -> Result<Context, MediaError> {
@@ -84,7 +87,13 @@ impl SrtpSession {
                 SrtpStream::new(GcmKeys::new(&keys.remote_key, &keys.remote_salt)?),
             ))),
         };
+        let srtcp_tag = if keys.profile == SrtpProfile::AeadAes128Gcm {
+            16
+        } else {
+            10 // SRTCP keeps the 80-bit tag even with the _32 profiles (RFC 3711 §5.2)
+        };
         Ok(SrtpSession {
+            srtcp_min: 8 + 4 + srtcp_tag,
             rtp,
             tx: context(p, &keys.local_key, &keys.local_salt)?,
             rx: context(p, &keys.remote_key, &keys.remote_salt)?,
@@ -157,7 +166,7 @@ impl SrtpSession {
 
     /// Authenticates and decrypts an incoming SRTCP packet.
     pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<Bytes, MediaError> {
-        if packet.len() < 8 {
+        if packet.len() < self.srtcp_min {
             return Err(MediaError::Malformed {
                 kind: "SRTCP",
                 reason: "too short",
@@ -346,6 +355,27 @@ mod tests {
         // A truncated tag or body never opens, and never panics.
         for cut in 0..sealed[10].len() {
             assert!(bob.unprotect_rtp(&sealed[10][..cut]).is_err());
+        }
+    }
+
+    /// Short SRTCP made webrtc-srtp subtract past zero; the smallest real packet (an
+    /// empty receiver report) still opens.
+    #[test]
+    fn short_srtcp_is_refused_and_the_smallest_real_one_opens() {
+        for p in [SrtpProfile::Aes128CmHmacSha1_32, SrtpProfile::AeadAes128Gcm] {
+            let mut alice = SrtpSession::new(&keys(1, 2, p)).expect("alice");
+            let mut bob = SrtpSession::new(&keys(2, 1, p)).expect("bob");
+            for len in 0..64 {
+                let mut junk = vec![0x8d; len];
+                if len > 1 {
+                    junk[0] = 0x80;
+                    junk[1] = 201;
+                }
+                assert!(bob.unprotect_rtcp(&junk).is_err(), "{p:?} {len}");
+            }
+            let empty_rr = [0x80, 201, 0, 1, 0, 0, 0, 9];
+            let sealed = alice.protect_rtcp(&empty_rr).expect("protect");
+            assert_eq!(&bob.unprotect_rtcp(&sealed).expect("opens")[..], &empty_rr);
         }
     }
 }
