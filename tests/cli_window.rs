@@ -37,5 +37,9 @@ fn window_renders_under_xvfb() {
     // IHDR: width and height, big-endian, at offsets 16 and 20.
     let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
     let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
-    assert_eq!((w, h), (1024, 700), "window has its default size");
+    assert_eq!(
+        (w, h),
+        (1280, 800),
+        "screenshots show the 1280x800 design size"
+    );
 }

@@ -20,6 +20,8 @@ pub(crate) struct SettingsForm {
     /// The running microphone check's meter.
     pub(crate) meter: Option<hush_core::command::LevelMeter>,
     pub(crate) check_error: Option<String>,
+    /// Accounts whose new OTR key is being generated, and the last failure.
+    generating: std::sync::Arc<std::sync::Mutex<(Vec<hush_core::AccountId>, Option<String>)>>,
     /// Where the worker thread puts the core's answer to a check request.
     check_reply:
         std::sync::Arc<std::sync::Mutex<Option<Result<hush_core::command::LevelMeter, String>>>>,
@@ -142,8 +144,36 @@ impl HushApp {
         }
     }
 
+    /// Key generation is slow: run it off the window's thread and show progress.
+    fn generate_key(&mut self, ctx: &egui::Context, account: hush_core::AccountId) {
+        let state = self.settings.generating.clone();
+        if let Ok(mut g) = state.lock() {
+            g.0.push(account);
+            g.1 = None;
+        }
+        let phone = self.phone.clone();
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            let r = phone.execute_blocking(Command::OtrGenerateKey { account });
+            if let Ok(mut g) = state.lock() {
+                g.0.retain(|a| *a != account);
+                g.1 = r.err().map(|e| format!("The key was not generated: {e}"));
+            }
+            ctx.request_repaint();
+        });
+    }
+
     fn otr_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
         ui.heading("Private chat (OTR)");
+        let failed = self
+            .settings
+            .generating
+            .lock()
+            .ok()
+            .and_then(|g| g.1.clone());
+        if let Some(e) = failed {
+            ui.colored_label(crate::widgets::RED, e);
+        }
         for a in snap
             .accounts
             .iter()
@@ -160,14 +190,23 @@ impl HushApp {
                         ui.label("no key yet (made when the account connects)");
                     }
                 }
-                if ui
+                let busy = self
+                    .settings
+                    .generating
+                    .lock()
+                    .map(|g| g.0.contains(&id))
+                    .unwrap_or(false);
+                if busy {
+                    ui.add(egui::Spinner::new());
+                    ui.label("Generating a new key (this can take a few seconds)…");
+                } else if ui
                     .button(format!("Generate a new key for {}", a.config.address))
                     .on_hover_text(
                         "Your buddies will see a new fingerprint and must verify you again",
                     )
                     .clicked()
                 {
-                    self.phone.send(Command::OtrGenerateKey { account: id });
+                    self.generate_key(ui.ctx(), id);
                 }
             });
             if let AccountSettings::Xmpp(x) = &a.config.settings {

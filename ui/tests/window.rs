@@ -478,3 +478,70 @@ fn account_password_change_and_the_add_form_fields() {
         Some(vec!["AB"; 32].join(":").as_str())
     );
 }
+
+#[test]
+fn join_a_room_see_occupants_and_talk() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice, _) = online(&dir.path().join("a"), &server, "alice");
+    let (bob, bob_acc) = online(&dir.path().join("b"), &server, "bob");
+    let mut app = HushApp::new(alice.clone());
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    h.get_by_label("Join a room").click();
+    h.run_ok();
+    for (label, text) in [("Room", "team@conference.localhost"), ("Nickname", "Alice")] {
+        h.get_by_label(label).click();
+        h.run_ok();
+        h.get_by_label(label).type_text(text);
+        h.run_ok();
+    }
+    h.get_by_label("Join").click();
+    until(&mut h, &alice, "the room page", |h| {
+        has(h, "In the room: Alice")
+    });
+    assert!(has(&h, "Rooms are not end-to-end encrypted"));
+
+    bob.execute_blocking(Command::JoinRoom {
+        account: bob_acc,
+        room: "team@conference.localhost".into(),
+        nick: "Bob".into(),
+        password: None,
+    })
+    .expect("bob joins");
+    until(&mut h, &alice, "bob among the occupants", |h| {
+        has(h, "In the room: Alice, Bob")
+    });
+    bob.execute_blocking(Command::SendRoom {
+        account: bob_acc,
+        room: "team@conference.localhost".into(),
+        body: "hello from bob".into(),
+    })
+    .expect("bob speaks");
+    until(&mut h, &alice, "bob's message", |h| {
+        has(h, "hello from bob")
+    });
+
+    // Alice answers from the window; bob's core receives it.
+    let mut bob_events = bob.events();
+    h.get_by_label("Room message").click();
+    h.run_ok();
+    h.get_by_label("Room message").type_text("hi bob");
+    h.run_ok();
+    h.get_by_label("Send").click();
+    h.run_ok();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match bob.next_event(&mut bob_events, left) {
+            Some(Event::RoomLine { line, .. }) if line.body == "hi bob" => {
+                assert_eq!(line.sender, "Alice");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("bob never got alice's room message"),
+        }
+    }
+}
