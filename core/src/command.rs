@@ -140,6 +140,8 @@ pub enum Command {
     },
     /// Stop the audio check.
     StopAudioCheck,
+    /// List the sound cards' input and output devices.
+    ListAudioDevices,
     /// Put a call on hold or resume it.
     Hold {
         /// The call.
@@ -406,6 +408,7 @@ impl Command {
             Command::AnswerRequest { .. } => "answer request",
             Command::CheckAudio { .. } => "check audio",
             Command::StopAudioCheck => "stop the audio check",
+            Command::ListAudioDevices => "list audio devices",
             Command::JoinRoom { .. } => "join room",
             Command::LeaveRoom { .. } => "leave room",
             Command::SendRoom { .. } => "send to room",
@@ -424,6 +427,13 @@ pub enum Reply {
     Call(CallId),
     /// The address now listening for calls.
     Listening(SocketAddr),
+    /// Input and output device names (empty without a sound card).
+    AudioDevices {
+        /// Microphones.
+        inputs: Vec<String>,
+        /// Speakers.
+        outputs: Vec<String>,
+    },
     /// The microphone level of a running audio check.
     AudioMeter(hush_media::audio::LevelMeter),
     /// OTR files in Pidgin's formats: `otr.private_key` and `otr.fingerprints`.

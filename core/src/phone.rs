@@ -517,6 +517,13 @@ impl Core {
                 self.audio_check = Some(check);
                 Reply::AudioMeter(meter)
             }
+            Command::ListAudioDevices => {
+                let (inputs, outputs) =
+                    tokio::task::spawn_blocking(hush_media::audio::device_names)
+                        .await
+                        .map_err(|e| CoreError::Call(e.to_string()))?;
+                Reply::AudioDevices { inputs, outputs }
+            }
             Command::StopAudioCheck => {
                 if let Some(check) = self.audio_check.take() {
                     let _ = tokio::task::spawn_blocking(move || drop(check)).await;

@@ -8,6 +8,9 @@ use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, OtrPolicySetting};
 use hush_core::{Command, Protocol, Secret, Snapshot};
 
+/// Input and output device names.
+type DeviceLists = (Vec<String>, Vec<String>);
+
 /// Form state of the settings page.
 #[derive(Default)]
 pub(crate) struct SettingsForm {
@@ -20,6 +23,9 @@ pub(crate) struct SettingsForm {
     /// The running microphone check's meter.
     pub(crate) meter: Option<hush_core::command::LevelMeter>,
     pub(crate) check_error: Option<String>,
+    /// The sound cards' input and output devices, once listed.
+    devices: std::sync::Arc<std::sync::Mutex<Option<DeviceLists>>>,
+    devices_asked: bool,
     /// Accounts whose new OTR key is being generated, and the last failure.
     generating: std::sync::Arc<std::sync::Mutex<(Vec<hush_core::AccountId>, Option<String>)>>,
     /// Where the worker thread puts the core's answer to a check request.
@@ -47,7 +53,7 @@ impl HushApp {
     fn audio_settings(&mut self, ui: &mut egui::Ui) {
         ui.heading("Audio");
         let mut choice = match self.audio.source {
-            SourceSpec::Device => 0,
+            SourceSpec::Device | SourceSpec::NamedDevice(_) => 0,
             SourceSpec::Tone(_) => 1,
             _ => 2,
         };
@@ -70,6 +76,9 @@ impl HushApp {
                 _ => AudioChoice::default(),
             };
             self.stop_audio_check();
+        }
+        if choice == 0 {
+            self.device_choice(ui);
         }
         let answer = self
             .settings
@@ -112,6 +121,69 @@ impl HushApp {
         }
         if let Some(e) = &self.settings.check_error {
             ui.colored_label(crate::widgets::RED, e);
+        }
+    }
+
+    /// Which microphone and speaker, among those the system lists.
+    fn device_choice(&mut self, ui: &mut egui::Ui) {
+        if !self.settings.devices_asked {
+            self.settings.devices_asked = true;
+            let (phone, slot, ctx) = (
+                self.phone.clone(),
+                self.settings.devices.clone(),
+                ui.ctx().clone(),
+            );
+            std::thread::spawn(move || {
+                if let Ok(hush_core::Reply::AudioDevices { inputs, outputs }) =
+                    phone.execute_blocking(Command::ListAudioDevices)
+                    && let Ok(mut s) = slot.lock()
+                {
+                    *s = Some((inputs, outputs));
+                }
+                ctx.request_repaint();
+            });
+        }
+        let listed = self.settings.devices.lock().ok().and_then(|d| d.clone());
+        let Some((inputs, outputs)) = listed else {
+            ui.horizontal(|ui| {
+                ui.add(egui::Spinner::new());
+                ui.label("Looking for sound cards…");
+            });
+            return;
+        };
+        if inputs.is_empty() && outputs.is_empty() {
+            ui.label("No sound card found. Calls can use the test tone or silence instead.");
+            return;
+        }
+        let mut source = self.audio.source.clone();
+        let shown = |s: &SourceSpec| match s {
+            SourceSpec::NamedDevice(n) => n.clone(),
+            _ => "System default".to_owned(),
+        };
+        egui::ComboBox::from_label("Microphone")
+            .selected_text(shown(&source))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut source, SourceSpec::Device, "System default");
+                for n in &inputs {
+                    ui.selectable_value(&mut source, SourceSpec::NamedDevice(n.clone()), n);
+                }
+            });
+        let mut sink = self.audio.sink.clone();
+        let shown = |s: &SinkSpec| match s {
+            SinkSpec::NamedDevice(n) => n.clone(),
+            _ => "System default".to_owned(),
+        };
+        egui::ComboBox::from_label("Speaker")
+            .selected_text(shown(&sink))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut sink, SinkSpec::Device, "System default");
+                for n in &outputs {
+                    ui.selectable_value(&mut sink, SinkSpec::NamedDevice(n.clone()), n);
+                }
+            });
+        if source != self.audio.source || sink != self.audio.sink {
+            self.audio = AudioChoice { source, sink };
+            self.stop_audio_check();
         }
     }
 

@@ -24,6 +24,50 @@ fn no_device(what: &str, detail: impl std::fmt::Display) -> MediaError {
     ))
 }
 
+/// Names of the input and output devices the system offers (empty without a sound
+/// card), for the user to choose from.
+pub fn device_names() -> (Vec<String>, Vec<String>) {
+    let host = cpal::default_host();
+    fn names<D: DeviceTrait>(devices: Option<impl Iterator<Item = D>>) -> Vec<String> {
+        let mut out: Vec<String> = devices
+            .map(|d| d.take(64).map(|dev| dev.to_string()).collect())
+            .unwrap_or_default();
+        out.sort();
+        out.dedup();
+        out
+    }
+    (
+        names(host.input_devices().ok()),
+        names(host.output_devices().ok()),
+    )
+}
+
+/// The named input (`output` false) or output device, or the default one.
+fn find_device(name: Option<&str>, output: bool) -> Result<cpal::Device, MediaError> {
+    let host = cpal::default_host();
+    let what = if output { "output" } else { "input" };
+    match name {
+        None => if output {
+            host.default_output_device()
+        } else {
+            host.default_input_device()
+        }
+        .ok_or_else(|| no_device(what, format!("no {what} device"))),
+        Some(n) => {
+            let devices = if output {
+                host.output_devices()
+            } else {
+                host.input_devices()
+            }
+            .map_err(|e| no_device(what, e))?;
+            devices
+                .into_iter()
+                .find(|d| d.to_string() == n)
+                .ok_or_else(|| no_device(what, format!("no {what} device named {n:?}")))
+        }
+    }
+}
+
 /// A microphone: the callback pushes, the media thread pops a frame at a time.
 pub struct Microphone {
     _stream: cpal::Stream,
@@ -33,10 +77,12 @@ pub struct Microphone {
 impl Microphone {
     /// Opens the default input device as mono at `rate` Hz.
     pub fn open(rate: u32) -> Result<Microphone, MediaError> {
-        let host = cpal::default_host();
-        let device = host
-            .default_input_device()
-            .ok_or_else(|| no_device("input", "no input device"))?;
+        Self::open_named(rate, None)
+    }
+
+    /// Opens the input device called `name` (or the default one) as mono at `rate` Hz.
+    pub fn open_named(rate: u32, name: Option<&str>) -> Result<Microphone, MediaError> {
+        let device = find_device(name, false)?;
         let (mut tx, rx) = HeapRb::<i16>::new(RING).split();
         let stream = device
             .build_input_stream(
@@ -72,10 +118,12 @@ pub struct Speaker {
 impl Speaker {
     /// Opens the default output device as mono at `rate` Hz.
     pub fn open(rate: u32) -> Result<Speaker, MediaError> {
-        let host = cpal::default_host();
-        let device = host
-            .default_output_device()
-            .ok_or_else(|| no_device("output", "no output device"))?;
+        Self::open_named(rate, None)
+    }
+
+    /// Opens the output device called `name` (or the default one) as mono at `rate` Hz.
+    pub fn open_named(rate: u32, name: Option<&str>) -> Result<Speaker, MediaError> {
+        let device = find_device(name, true)?;
         let (tx, mut rx) = HeapRb::<i16>::new(RING).split();
         let stream = device
             .build_output_stream(

@@ -9,7 +9,7 @@ mod resample;
 mod wav;
 
 pub use check::{AudioCheck, LevelMeter, frame_level};
-pub use device::{Microphone, Speaker};
+pub use device::{Microphone, Speaker, device_names};
 pub use wav::{WavRecorder, WavSource, read_recording};
 
 use crate::MediaError;
@@ -20,6 +20,8 @@ use std::path::PathBuf;
 pub enum SourceSpec {
     /// The system's default input device.
     Device,
+    /// The input device with this name (see [`device_names`]).
+    NamedDevice(String),
     /// Silence.
     Silence,
     /// A sine tone at this frequency (Hz), -12 dBFS.
@@ -37,6 +39,8 @@ pub enum SourceSpec {
 pub enum SinkSpec {
     /// The system's default output device.
     Device,
+    /// The output device with this name (see [`device_names`]).
+    NamedDevice(String),
     /// Discard.
     Null,
     /// Record to a WAV file (16-bit mono at the codec rate).
@@ -81,6 +85,9 @@ impl Source {
             }
             SourceSpec::Wav(path) => Source::Wav(Box::new(WavSource::open(path, rate)?)),
             SourceSpec::Device => Source::Device(Box::new(Microphone::open(rate)?)),
+            SourceSpec::NamedDevice(n) => {
+                Source::Device(Box::new(Microphone::open_named(rate, Some(n))?))
+            }
         })
     }
 
@@ -128,6 +135,7 @@ impl Sink {
             SinkSpec::Null => Sink::Null,
             SinkSpec::Wav(path) => Sink::Wav(Box::new(WavRecorder::create(path, rate)?)),
             SinkSpec::Device => Sink::Device(Box::new(Speaker::open(rate)?)),
+            SinkSpec::NamedDevice(n) => Sink::Device(Box::new(Speaker::open_named(rate, Some(n))?)),
         })
     }
 
