@@ -142,6 +142,8 @@ pub enum Command {
     StopAudioCheck,
     /// List the sound cards' input and output devices.
     ListAudioDevices,
+    /// List the call peers whose SAS was verified.
+    ListVerifiedPeers,
     /// Put a call on hold or resume it.
     Hold {
         /// The call.
@@ -409,6 +411,7 @@ impl Command {
             Command::CheckAudio { .. } => "check audio",
             Command::StopAudioCheck => "stop the audio check",
             Command::ListAudioDevices => "list audio devices",
+            Command::ListVerifiedPeers => "list verified peers",
             Command::JoinRoom { .. } => "join room",
             Command::LeaveRoom { .. } => "leave room",
             Command::SendRoom { .. } => "send to room",
@@ -427,6 +430,8 @@ pub enum Reply {
     Call(CallId),
     /// The address now listening for calls.
     Listening(SocketAddr),
+    /// Call peers (`user@host`) marked verified.
+    VerifiedPeers(Vec<String>),
     /// Input and output device names (empty without a sound card).
     AudioDevices {
         /// Microphones.

@@ -517,6 +517,7 @@ impl Core {
                 self.audio_check = Some(check);
                 Reply::AudioMeter(meter)
             }
+            Command::ListVerifiedPeers => Reply::VerifiedPeers(self.calls.verified_peers().await?),
             Command::ListAudioDevices => {
                 let (inputs, outputs) =
                     tokio::task::spawn_blocking(hush_media::audio::device_names)

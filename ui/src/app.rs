@@ -265,7 +265,7 @@ impl HushApp {
             .default_size(230.0)
             .show(ui, |ui| self.nav(ui, &snap));
         if self.page != Page::Settings {
-            self.stop_audio_check();
+            self.leave_settings();
         }
         egui::CentralPanel::default_margins().show(ui, |ui| match self.page.clone() {
             Page::Home => self.home_page(ui, &snap),

@@ -19,10 +19,12 @@ pub(crate) struct SettingsForm {
     pub(crate) new_password: String,
     pub(crate) import_keys: String,
     pub(crate) import_fingerprints: String,
-    pub(crate) zrtp_peer: String,
     /// The running microphone check's meter.
     pub(crate) meter: Option<hush_core::command::LevelMeter>,
     pub(crate) check_error: Option<String>,
+    /// Call peers marked verified, once read from the ZRTP cache.
+    verified: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    verified_asked: bool,
     /// The sound cards' input and output devices, once listed.
     devices: std::sync::Arc<std::sync::Mutex<Option<DeviceLists>>>,
     devices_asked: bool,
@@ -376,25 +378,80 @@ impl HushApp {
     fn call_settings(&mut self, ui: &mut egui::Ui) {
         ui.heading("Calls");
         ui.label(
-            "A peer whose code you compared stays verified for later calls. To withdraw that:",
+            "A peer whose code you compared stays verified for later calls, until you withdraw it here.",
         );
-        ui.horizontal(|ui| {
-            labeled_edit(
-                ui,
-                "Peer address",
-                &mut self.settings.zrtp_peer,
-                "sip:friend@example.org",
-                false,
-            );
-            if ui.button("Reset verification").clicked()
-                && !self.settings.zrtp_peer.trim().is_empty()
-            {
-                self.phone.send(Command::SetPeerVerified {
-                    peer: self.settings.zrtp_peer.trim().to_owned(),
-                    verified: false,
+        let listed = self.settings.verified.lock().ok().and_then(|v| v.clone());
+        let Some(peers) = listed else {
+            if !self.settings.verified_asked {
+                self.settings.verified_asked = true;
+                let (phone, slot, ctx) = (
+                    self.phone.clone(),
+                    self.settings.verified.clone(),
+                    ui.ctx().clone(),
+                );
+                std::thread::spawn(move || {
+                    let list = match phone.execute_blocking(Command::ListVerifiedPeers) {
+                        Ok(hush_core::Reply::VerifiedPeers(p)) => p,
+                        _ => Vec::new(),
+                    };
+                    if let Ok(mut s) = slot.lock() {
+                        *s = Some(list);
+                    }
+                    ctx.request_repaint();
                 });
             }
+            ui.horizontal(|ui| {
+                ui.add(egui::Spinner::new());
+                ui.label("Reading verified peers…");
+            });
+            return;
+        };
+        if peers.is_empty() {
+            ui.label("No verified peers yet.");
+        }
+        let mut reset = None;
+        egui::Grid::new("verified-peers").show(ui, |ui| {
+            for p in &peers {
+                ui.colored_label(crate::widgets::GREEN, format!("verified: {p}"));
+                if ui.button(format!("Reset verification of {p}")).clicked() {
+                    reset = Some(p.clone());
+                }
+                ui.end_row();
+            }
         });
+        if let Some(peer) = reset {
+            let (phone, slot, ctx) = (
+                self.phone.clone(),
+                self.settings.verified.clone(),
+                ui.ctx().clone(),
+            );
+            self.settings.verified_asked = true;
+            std::thread::spawn(move || {
+                let _ = phone.execute_blocking(Command::SetPeerVerified {
+                    peer,
+                    verified: false,
+                });
+                let list = match phone.execute_blocking(Command::ListVerifiedPeers) {
+                    Ok(hush_core::Reply::VerifiedPeers(p)) => p,
+                    _ => Vec::new(),
+                };
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(list);
+                }
+                ctx.request_repaint();
+            });
+        }
+    }
+
+    /// Forgets lists read for the settings page, so the next visit reads them afresh.
+    pub(crate) fn leave_settings(&mut self) {
+        self.stop_audio_check();
+        if self.settings.verified_asked {
+            self.settings.verified_asked = false;
+            if let Ok(mut v) = self.settings.verified.lock() {
+                *v = None;
+            }
+        }
     }
 
     fn history_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {

@@ -106,6 +106,18 @@ fn echo_call(pick_right: bool) {
                 .map(|c| c.security.clone()),
             Some(CallSecurity::Secure { verified: true, .. })
         ));
+        // Settings list the verified peer and can withdraw it.
+        h.get_by_label("Hang up").click();
+        h.run_ok();
+        h.get_by_label("Settings").click();
+        until(&mut h, &phone, "the verified peer listed", |h| {
+            has(h, "verified: echo@127.0.0.1")
+        });
+        h.get_by_label("Reset verification of echo@127.0.0.1")
+            .click();
+        until(&mut h, &phone, "the verification withdrawn", |h| {
+            has(h, "No verified peers yet")
+        });
     } else {
         until(&mut h, &phone, "the call ended", |h| {
             has(h, "Ended: SAS mismatch")

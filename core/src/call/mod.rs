@@ -758,6 +758,15 @@ impl CallLayer {
         Ok(())
     }
 
+    /// Peers whose SAS the user has verified.
+    pub(crate) async fn verified_peers(&self) -> Result<Vec<String>> {
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || hush_media::zrtp::verified_peers(&cache))
+            .await
+            .map_err(|_| CoreError::Stopped)?
+            .map_err(med)
+    }
+
     /// Puts a call on hold (re-INVITE with sendonly) or resumes it.
     pub(crate) async fn hold(
         &mut self,

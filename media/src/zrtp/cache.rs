@@ -54,3 +54,23 @@ pub fn peer_verified(cache: &Path, peer_uri: &str) -> Result<Option<bool>, Media
     }
     Ok(Some(flags.iter().any(|f| f.as_deref() == Some(&[1]))))
 }
+
+/// The peers marked "SAS verified", for the user to review and withdraw. A cache with
+/// thousands of peers is cut at 1,000 entries.
+pub fn verified_peers(cache: &Path) -> Result<Vec<String>, MediaError> {
+    if !cache.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = Connection::open_with_flags(cache, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| err(cache, e))?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT DISTINCT peeruri FROM ziduri JOIN zrtp USING (zuid) \
+             WHERE pvs = x'01' ORDER BY peeruri LIMIT 1000",
+        )
+        .map_err(|e| err(cache, e))?;
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .map_err(|e| err(cache, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(cache, e))
+}
