@@ -308,7 +308,11 @@ impl HushApp {
                 }
             }
         }
-        ui.label("Known fingerprints:");
+        if snap.known_fingerprints.is_empty() {
+            ui.label("Known fingerprints: none yet (they appear after a private chat).");
+        } else {
+            ui.label("Known fingerprints:");
+        }
         egui::Grid::new("known").striped(true).show(ui, |ui| {
             for k in &snap.known_fingerprints {
                 ui.label(&k.peer);
