@@ -556,4 +556,39 @@ fn join_a_room_see_occupants_and_talk() {
             None => panic!("bob never got alice's room message"),
         }
     }
+
+    // Bob makes a room with a password; alice's wrong password is refused in words.
+    bob.execute_blocking(Command::JoinRoom {
+        account: bob_acc,
+        room: "locked@conference.localhost".into(),
+        nick: "Bob".into(),
+        password: Some(Secret::new("open sesame".into())),
+    })
+    .expect("bob creates the room");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !bob.snapshot().rooms.iter().any(|r| {
+        r.room == "locked@conference.localhost"
+            && r.lines
+                .iter()
+                .any(|l| l.body.contains("requires the password"))
+    }) {
+        assert!(Instant::now() < deadline, "the room was not protected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    h.get_by_label("Join a room").click();
+    h.run_ok();
+    for (label, text) in [
+        ("Room", "locked@conference.localhost"),
+        ("Nickname", "Alice"),
+        ("Room password", "guess"),
+    ] {
+        h.get_by_label(label).click();
+        h.run_ok();
+        h.get_by_label(label).type_text(text);
+        h.run_ok();
+    }
+    h.get_by_label("Join").click();
+    until(&mut h, &alice, "the refusal", |h| {
+        has(h, "wrong room password")
+    });
 }
