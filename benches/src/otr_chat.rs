@@ -75,7 +75,7 @@ fn hushphone(server: &Prosody, dir: &std::path::Path) -> (Duration, Duration) {
     let buddy = Buddy::start(server, "bob");
     let peer = buddy.jid.clone();
     let mut akes = Vec::new();
-    for _ in 0..AKES {
+    for i in 0..AKES {
         let start = Instant::now();
         phone
             .execute_blocking(Command::OtrStart {
@@ -108,6 +108,17 @@ fn hushphone(server: &Prosody, dir: &std::path::Path) -> (Duration, Duration) {
                 }
             )
         });
+        // As in the C pair: the buddy sees the end, then ends its side too, so every
+        // AKE starts from plaintext on both sides.
+        buddy.wait("finished", |s| {
+            (s.events
+                .iter()
+                .filter(|e| e.starts_with("finished"))
+                .count()
+                > i)
+                .then_some(())
+        });
+        buddy.run("end alice@localhost");
     }
     phone
         .execute_blocking(Command::OtrStart {
