@@ -474,7 +474,14 @@ impl Core {
                 })?;
                 match config.protocol() {
                     crate::model::Protocol::Sip => {
-                        self.calls.connect(&config, password, &mut events).await?
+                        if let Err(e) = self.calls.connect(&config, password, &mut events).await {
+                            // The account shows why it is not online, not only the command.
+                            self.pending.push(Event::AccountStatus {
+                                account,
+                                status: AccountStatus::Error(e.to_string()),
+                            });
+                            return Err(e);
+                        }
                     }
                     crate::model::Protocol::Xmpp => {
                         self.ensure_otr_loaded().await?;

@@ -360,3 +360,47 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
     let level = rms(tail);
     assert!((3000.0..9000.0).contains(&level), "level {level}");
 }
+
+#[test]
+fn a_registrar_whose_name_does_not_resolve_is_an_account_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = phone(dir.path());
+    let mut events = p.events();
+    let Reply::Account(a) = p
+        .execute_blocking(Command::AddAccount(NewAccount {
+            address: "alice@no-such-host.invalid".into(),
+            display_name: None,
+            password: Some(Secret::from("pw")),
+            remember_password: true,
+            settings: AccountSettings::Sip(SipSettings::default()),
+        }))
+        .expect("add")
+    else {
+        panic!("expected account")
+    };
+    let start = Instant::now();
+    let err = p
+        .execute_blocking(Command::Connect {
+            account: a.id,
+            password: None,
+        })
+        .expect_err("a name that does not resolve");
+    assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
+    // Bounded even with a dead name service: 5 s for the lookup, then the error.
+    assert!(start.elapsed() < Duration::from_secs(8));
+    let status = wait(&mut events, "the account's error", |e| match e {
+        Event::AccountStatus {
+            account,
+            status: AccountStatus::Error(why),
+        } if *account == a.id => Some(why.clone()),
+        _ => None,
+    });
+    assert!(
+        status.contains("cannot find the server no-such-host.invalid"),
+        "{status}"
+    );
+    assert!(matches!(
+        p.snapshot().accounts[0].status,
+        AccountStatus::Error(_)
+    ));
+}

@@ -25,6 +25,30 @@ pub(crate) struct Line {
 }
 
 /// The local address used to reach `remote` (no packet is sent).
+/// Resolves a server's name (bounded: a dead resolver must not leave the account
+/// "connecting" forever) and returns our address towards it, or why not in words.
+pub(crate) async fn route_to_server(host: &str, port: u16) -> Result<IpAddr, String> {
+    let lookup = tokio::net::lookup_host((host, port));
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await {
+            Ok(Ok(a)) => a.collect(),
+            Ok(Err(_)) => {
+                return Err(format!(
+                    "cannot find the server {host} (is the name right?)"
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "cannot find the server {host}: no answer from the name service within 5 s"
+                ));
+            }
+        };
+    addrs
+        .iter()
+        .find_map(|a| local_ip_towards(&a.to_string()))
+        .ok_or_else(|| format!("no route to the server {host}:{port}"))
+}
+
 pub(crate) fn local_ip_towards(remote: &str) -> Option<IpAddr> {
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
     sock.connect(remote).ok()?;

@@ -272,11 +272,9 @@ impl CallLayer {
             .map(|p| p.value())
             .unwrap_or(5060);
         let host = registrar.host_with_port.host.to_string();
-        let media_ip = local_ip_towards(&format!("{host}:{port}")).ok_or_else(|| {
-            CoreError::Call(format!(
-                "cannot reach the registrar {host}:{port} (unknown host?)"
-            ))
-        })?;
+        let media_ip = line::route_to_server(&host, port)
+            .await
+            .map_err(CoreError::Call)?;
         let credential = Credential {
             username: user.to_owned(),
             password: password.expose().to_owned(),

@@ -8,15 +8,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that is free for both TCP and UDP on 127.0.0.1 right now.
+/// A port that is free for both TCP and UDP on 127.0.0.1 right now, and never handed
+/// out before in this process: tests run in parallel threads, and a server restarted
+/// on its old port (or one that has not bound yet) must not find another test's
+/// server there.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let Ok(tcp) = TcpListener::bind("127.0.0.1:0") else {
             continue;
         };
         let Ok(addr) = tcp.local_addr() else { continue };
-        if UdpSocket::bind(("127.0.0.1", addr.port())).is_ok() {
-            return addr.port();
+        let port = addr.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
         }
     }
 }
