@@ -25,6 +25,12 @@ pub(crate) struct AudioArgs {
     /// Record what we hear to this WAV file.
     #[arg(long, value_name = "WAV")]
     record: Option<PathBuf>,
+    /// Use this microphone instead of the system default (names: `hushphone audio-devices`).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["play", "tone"])]
+    input_device: Option<String>,
+    /// Use this speaker instead of the system default.
+    #[arg(long, value_name = "NAME", conflicts_with = "record")]
+    output_device: Option<String>,
 }
 
 impl AudioArgs {
@@ -35,18 +41,28 @@ impl AudioArgs {
             (Some(p), _) => SourceSpec::Wav(p.clone()),
             (None, Some(f)) => SourceSpec::Tone(f),
             (None, None) => {
-                hush_media::audio::Microphone::open(8000)
+                hush_media::audio::Microphone::open_named(8000, self.input_device.as_deref())
                     .map_err(|e| CliError::Usage(e.to_string()))?;
-                SourceSpec::Device
+                match &self.input_device {
+                    Some(n) => SourceSpec::NamedDevice(n.clone()),
+                    None => SourceSpec::Device,
+                }
             }
         };
         let sink = match &self.record {
             Some(p) => SinkSpec::Wav(p.clone()),
-            None if self.play.is_some() || self.tone.is_some() => SinkSpec::Null,
+            None if (self.play.is_some() || self.tone.is_some())
+                && self.output_device.is_none() =>
+            {
+                SinkSpec::Null
+            }
             None => {
-                hush_media::audio::Speaker::open(8000)
+                hush_media::audio::Speaker::open_named(8000, self.output_device.as_deref())
                     .map_err(|e| CliError::Usage(e.to_string()))?;
-                SinkSpec::Device
+                match &self.output_device {
+                    Some(n) => SinkSpec::NamedDevice(n.clone()),
+                    None => SinkSpec::Device,
+                }
             }
         };
         Ok(AudioChoice { source, sink })
@@ -433,6 +449,30 @@ pub(crate) fn sas_verified(
         "sas",
         &[("peer", peer.into()), ("verified", (!reset).into())],
     );
+    Ok(())
+}
+
+/// Lists the sound card's devices, one line each, for `--input-device`/`--output-device`.
+pub(crate) fn audio_devices(phone: &Phone, out: &Out) -> Result<(), CliError> {
+    let Reply::AudioDevices { inputs, outputs } =
+        phone.execute_blocking(Command::ListAudioDevices)?
+    else {
+        return Err(CliError::Usage("unexpected answer from the phone".into()));
+    };
+    if inputs.is_empty() && outputs.is_empty() {
+        out.record(
+            "audio",
+            &[
+                ("devices", 0.into()),
+                ("note", "no sound card found".into()),
+            ],
+        );
+    }
+    for (kind, names) in [("input", inputs), ("output", outputs)] {
+        for n in names {
+            out.record("audio-device", &[("kind", kind.into()), ("name", n.into())]);
+        }
+    }
     Ok(())
 }
 

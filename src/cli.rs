@@ -70,6 +70,8 @@ enum Cmd {
     /// Chat: accounts, roster, messages and rooms (XMPP).
     #[command(subcommand)]
     Xmpp(crate::chat_cli::XmppCmd),
+    /// List the sound card's microphones and speakers (for --input-device/--output-device).
+    AudioDevices,
     /// Mark a peer's SAS as verified (or not, with --reset) outside a call.
     SasVerified {
         /// The peer's SIP address.
@@ -383,6 +385,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Xmpp(cmd) => crate::chat_cli::run(&phone, cmd, &mut secrets, &out)?,
         Cmd::EchoTest { seconds } => crate::calls::echo_test(&phone, seconds, &out)?,
         Cmd::SasVerified { peer, reset } => crate::calls::sas_verified(&phone, peer, reset, &out)?,
+        Cmd::AudioDevices => crate::calls::audio_devices(&phone, &out)?,
     }
     Ok(())
 }

@@ -166,4 +166,25 @@ mod tests {
             Err(e) => assert!(e.to_string().contains("--record"), "{e}"),
         }
     }
+
+    /// Every listed device opens by its name, or says clearly why not; an unknown
+    /// name is refused by name.
+    #[test]
+    fn listed_devices_open_by_name_and_unknown_names_are_refused() {
+        let (inputs, outputs) = device_names();
+        for n in &inputs {
+            if let Err(e) = Microphone::open_named(8000, Some(n)) {
+                assert!(e.to_string().contains("no usable audio input"), "{e}");
+            }
+        }
+        for n in &outputs {
+            if let Err(e) = Speaker::open_named(8000, Some(n)) {
+                assert!(e.to_string().contains("no usable audio output"), "{e}");
+            }
+        }
+        let e = Microphone::open_named(8000, Some("no such microphone"))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("\"no such microphone\""), "{e}");
+    }
 }
