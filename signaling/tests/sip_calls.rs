@@ -3,8 +3,8 @@
 
 use hush_harness::Kamailio;
 use hush_signaling::sip::{
-    CallKey, EndReason, RegistrationState, SipEvent, SipStack, StackOptions, Transport,
-    parse_target,
+    CallKey, EndReason, RegistrationHandle, RegistrationState, SipEvent, SipStack, StackOptions,
+    Transport, parse_target,
 };
 use rsipstack::dialog::authenticate::Credential;
 use std::time::Duration;
@@ -260,17 +260,7 @@ async fn calls_over_tcp_and_tls_through_kamailio() {
     )
     .await;
     let refused = eve.register(server(tls_port), cred("bob", "bobpw"));
-    let mut st = refused.state();
-    let why = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let RegistrationState::Retrying(why) = st.borrow_and_update().clone() {
-                return why;
-            }
-            st.changed().await.expect("registration alive");
-        }
-    })
-    .await
-    .expect("refused within 10 s");
+    let why = retrying(&refused, Duration::from_secs(10)).await;
     assert!(why.to_lowercase().contains("certificate"), "{why}");
     drop(refused);
 
@@ -281,28 +271,10 @@ async fn calls_over_tcp_and_tls_through_kamailio() {
     bob.route_calls_via(&server(tls_port));
     let mut a_reg = alice.register(server(k.port()), cred("alice", "alicepw"));
     let mut b_reg = bob.register(server(tls_port), cred("bob", "bobpw"));
-    for reg in [&mut a_reg, &mut b_reg] {
-        let s = reg.wait_settled(Duration::from_secs(10)).await;
-        assert!(
-            matches!(s, RegistrationState::Registered { .. }),
-            "{s:?}\n{}",
-            k.log_tail()
-        );
-    }
+    registered([&mut a_reg, &mut b_reg], &k).await;
 
     // Alice (TCP) calls bob (TLS) through Kamailio and the other way round.
-    let alice_side = Side {
-        stack: &alice,
-        rx: &mut a_rx,
-        user: "alice",
-        pw: "alicepw",
-    };
-    let bob_side = Side {
-        stack: &bob,
-        rx: &mut b_rx,
-        user: "bob",
-        pw: "bobpw",
-    };
+    let (alice_side, bob_side) = alice_and_bob(&alice, &mut a_rx, &bob, &mut b_rx);
     let (alice_side, bob_side) = call_answer_hangup(alice_side, bob_side, &k).await;
     call_answer_hangup(bob_side, alice_side, &k).await;
     assert_eq!(a_reg.unregister().await, RegistrationState::Unregistered);
@@ -394,27 +366,9 @@ async fn sha256_digest_registration_and_call() {
     );
     let mut a_reg = alice.register(server(k.port()), cred("alice", "alicepw"));
     let mut b_reg = bob.register(server(k.port()), cred("bob", "bobpw"));
-    for reg in [&mut a_reg, &mut b_reg] {
-        let s = reg.wait_settled(Duration::from_secs(10)).await;
-        assert!(
-            matches!(s, RegistrationState::Registered { .. }),
-            "{s:?}\n{}",
-            k.log_tail()
-        );
-    }
+    registered([&mut a_reg, &mut b_reg], &k).await;
     // The INVITE's 407 is answered with SHA-256 too.
-    let alice_side = Side {
-        stack: &alice,
-        rx: &mut a_rx,
-        user: "alice",
-        pw: "alicepw",
-    };
-    let bob_side = Side {
-        stack: &bob,
-        rx: &mut b_rx,
-        user: "bob",
-        pw: "bobpw",
-    };
+    let (alice_side, bob_side) = alice_and_bob(&alice, &mut a_rx, &bob, &mut b_rx);
     call_answer_hangup(alice_side, bob_side, &k).await;
 }
 
@@ -425,9 +379,29 @@ async fn a_registrar_that_never_answers_is_reported_within_seconds() {
     let port = silent.local_addr().expect("addr").port();
     let (alice, _rx) = stack("alice").await;
     let reg = alice.register(server(port), cred("alice", "alicepw"));
-    let mut st = reg.state();
     let start = std::time::Instant::now();
-    let why = tokio::time::timeout(Duration::from_secs(15), async {
+    let why = retrying(&reg, Duration::from_secs(15)).await;
+    assert_eq!(why, "cannot reach the registrar: no answer within 8 s");
+    assert!(start.elapsed() < Duration::from_secs(12));
+    assert_eq!(reg.unregister().await, RegistrationState::Unregistered);
+}
+
+/// Waits until both registrations are accepted (10 s each at most).
+async fn registered(regs: [&mut RegistrationHandle; 2], k: &Kamailio) {
+    for reg in regs {
+        let s = reg.wait_settled(Duration::from_secs(10)).await;
+        assert!(
+            matches!(s, RegistrationState::Registered { .. }),
+            "{s:?}\n{}",
+            k.log_tail()
+        );
+    }
+}
+
+/// Why a registration is retrying, once it says so (within `limit`).
+async fn retrying(reg: &RegistrationHandle, limit: Duration) -> String {
+    let mut st = reg.state();
+    tokio::time::timeout(limit, async {
         loop {
             if let RegistrationState::Retrying(why) = st.borrow_and_update().clone() {
                 return why;
@@ -436,8 +410,28 @@ async fn a_registrar_that_never_answers_is_reported_within_seconds() {
         }
     })
     .await
-    .expect("reported within 15 s");
-    assert_eq!(why, "cannot reach the registrar: no answer within 8 s");
-    assert!(start.elapsed() < Duration::from_secs(12));
-    assert_eq!(reg.unregister().await, RegistrationState::Unregistered);
+    .expect("a retry with its reason in time")
+}
+
+/// The two test users with their Kamailio passwords.
+fn alice_and_bob<'a>(
+    alice: &'a SipStack,
+    a_rx: &'a mut UnboundedReceiver<SipEvent>,
+    bob: &'a SipStack,
+    b_rx: &'a mut UnboundedReceiver<SipEvent>,
+) -> (Side<'a>, Side<'a>) {
+    (
+        Side {
+            stack: alice,
+            rx: a_rx,
+            user: "alice",
+            pw: "alicepw",
+        },
+        Side {
+            stack: bob,
+            rx: b_rx,
+            user: "bob",
+            pw: "bobpw",
+        },
+    )
 }

@@ -565,18 +565,9 @@ impl ChatLayer {
                 });
             }
             XmppEvent::RoomProtected { room } => {
-                let line = ChatLine {
-                    id: format!("protected-{}", now_ms()),
-                    sender: String::new(),
-                    from_me: false,
-                    body: "You created this room; it now requires the password you gave.".into(),
-                    at_unix_ms: now_ms(),
-                    delivered: true,
-                    delayed: false,
-                    encrypted: false,
-                    held: false,
-                    notice: true,
-                };
+                let line = private::notice(
+                    "You created this room; it now requires the password you gave.".into(),
+                );
                 if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
                     push_line(&mut r.lines, line.clone());
                 }

@@ -5,6 +5,8 @@
 //! (as Linphone's Flexisip does) would otherwise lock us out.
 
 use md5::Md5;
+use rsipstack::dialog::authenticate::Credential;
+use rsipstack::sip::{Header, Response};
 use sha2::{Digest, Sha256};
 
 /// Longest challenge we look at; real ones are a few hundred bytes.
@@ -179,6 +181,48 @@ pub(crate) fn cnonce() -> String {
             .unwrap_or_default();
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Whether `h` carries our answer to a challenge.
+pub(crate) fn is_authorization(h: &Header) -> bool {
+    matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_))
+}
+
+/// The header answering a 401 (Authorization) or 407 (Proxy-Authorization) `resp` for
+/// the request `method uri`, with the strongest challenge offered. `None` if nothing
+/// can be answered, or if this is the answer to our `answered`-th try and the server
+/// did not merely find its nonce stale (the credentials are wrong).
+pub(crate) fn authorization(
+    resp: &Response,
+    cred: &Credential,
+    method: &str,
+    uri: &str,
+    answered: u32,
+) -> Option<Header> {
+    let proxy = match resp.status_code.code() {
+        401 => false,
+        407 => true,
+        _ => return None,
+    };
+    let values: Vec<&str> = resp
+        .headers
+        .iter()
+        .filter_map(|h| match h {
+            Header::WwwAuthenticate(v) if !proxy => Some(v.value()),
+            Header::ProxyAuthenticate(v) if proxy => Some(v.value()),
+            _ => None,
+        })
+        .collect();
+    let ch = best(values)?;
+    if answered >= 2 || (answered > 0 && !ch.stale) {
+        return None;
+    }
+    let value = answer(&ch, &cred.username, &cred.password, method, uri, &cnonce());
+    Some(if proxy {
+        Header::ProxyAuthorization(value.into())
+    } else {
+        Header::Authorization(value.into())
+    })
 }
 
 #[cfg(test)]

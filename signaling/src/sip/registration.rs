@@ -84,12 +84,14 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(8);
 /// Over TCP or TLS the registrar reaches us on the connection we opened: register
 /// that connection's address with `;transport=` so the server sends calls back over it
 /// (a new connection after a drop gets a new address, hence before every REGISTER).
+/// The same Contact goes into `dialogs`, for the stack's calls.
 async fn stream_contact(
     endpoint: &rsipstack::transaction::endpoint::EndpointInnerRef,
     registrar: &Uri,
     transport: rsipstack::sip::Transport,
     user: &str,
     reg: &mut Registration,
+    dialogs: &std::sync::Mutex<Option<Uri>>,
 ) -> Result<(), String> {
     let target = SipAddr::try_from(registrar).map_err(|e| e.to_string())?;
     let (conn, _) = tokio::time::timeout(
@@ -99,26 +101,25 @@ async fn stream_contact(
     .await
     .map_err(|_| "connection timed out".to_owned())?
     .map_err(|e| e.to_string())?;
-    let local = conn.get_addr().addr.clone();
+    let uri = Uri {
+        scheme: Some(rsipstack::sip::Scheme::Sip),
+        auth: Some(rsipstack::sip::Auth {
+            user: user.to_owned(),
+            password: None,
+        }),
+        host_with_port: conn.get_addr().addr.clone(),
+        params: vec![rsipstack::sip::Param::Transport(transport)],
+        headers: vec![],
+    };
+    if let Ok(mut d) = dialogs.lock() {
+        *d = Some(uri.clone());
+    }
     reg.contact = Some(Contact {
         display_name: None,
-        uri: Uri {
-            scheme: Some(rsipstack::sip::Scheme::Sip),
-            auth: Some(rsipstack::sip::Auth {
-                user: user.to_owned(),
-                password: None,
-            }),
-            host_with_port: local,
-            params: vec![rsipstack::sip::Param::Transport(transport)],
-            headers: vec![],
-        },
+        uri,
         params: vec![],
     });
     Ok(())
-}
-
-fn is_auth(h: &Header) -> bool {
-    matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_))
 }
 
 /// One REGISTER, answering the registrar's digest challenge (401 or 407) with the
@@ -130,44 +131,17 @@ async fn answered_register(
     expires: u32,
     cred: &Credential,
 ) -> rsipstack::Result<rsipstack::sip::Response> {
-    reg.extra_headers.retain(|h| !is_auth(h));
+    reg.extra_headers.retain(|h| !digest::is_authorization(h));
     let mut resp = reg.register(registrar.clone(), Some(expires)).await?;
     let mut answered = 0;
-    while matches!(resp.status_code.code(), 401 | 407) && answered < 2 {
-        let proxy = resp.status_code.code() == 407;
-        let values: Vec<String> = resp
-            .headers
-            .iter()
-            .filter_map(|h| match h {
-                Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_owned()),
-                Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_owned()),
-                _ => None,
-            })
-            .collect();
-        let Some(ch) = digest::best(values.iter().map(String::as_str)) else {
-            break;
-        };
-        if answered > 0 && !ch.stale {
-            break;
-        }
-        let value = digest::answer(
-            &ch,
-            &cred.username,
-            &cred.password,
-            "REGISTER",
-            &registrar.to_string(),
-            &digest::cnonce(),
-        );
-        reg.extra_headers.retain(|h| !is_auth(h));
-        reg.extra_headers.push(if proxy {
-            Header::ProxyAuthorization(value.into())
-        } else {
-            Header::Authorization(value.into())
-        });
+    let uri = registrar.to_string();
+    while let Some(auth) = digest::authorization(&resp, cred, "REGISTER", &uri, answered) {
+        reg.extra_headers.retain(|h| !digest::is_authorization(h));
+        reg.extra_headers.push(auth);
         answered += 1;
         resp = reg.register(registrar.clone(), Some(expires)).await?;
     }
-    reg.extra_headers.retain(|h| !is_auth(h));
+    reg.extra_headers.retain(|h| !digest::is_authorization(h));
     Ok(resp)
 }
 
@@ -203,14 +177,7 @@ impl SipStack {
             Transport::Tls => Some(rsipstack::sip::Transport::Tls),
         };
         let user = self.user().to_owned();
-        let contact_slot = {
-            let slot = self.stream_contact_slot();
-            move |uri: Uri| {
-                if let Ok(mut c) = slot.lock() {
-                    *c = Some(uri);
-                }
-            }
-        };
+        let dialogs = self.stream_contact_slot();
         let task = tokio::spawn(async move {
             // Challenges are answered by `answered_register`, not by rsipstack; without
             // a credential rsipstack leaves the user out of From and To, so we set them.
@@ -227,12 +194,7 @@ impl SipStack {
                     None => Ok(()),
                     Some(t) => tokio::select! {
                         _ = token.cancelled() => break,
-                        r = stream_contact(&endpoint, &registrar, t, &user, &mut reg) => {
-                            if let Some(c) = &reg.contact {
-                                contact_slot(c.uri.clone());
-                            }
-                            r
-                        }
+                        r = stream_contact(&endpoint, &registrar, t, &user, &mut reg, &dialogs) => r,
                     },
                 };
                 let outcome = match outcome {

@@ -734,37 +734,11 @@ fn challenge_answer(
     sent: &InviteOption,
     answered: u32,
 ) -> Option<InviteOption> {
-    let proxy = resp.status_code.code() == 407;
-    let values: Vec<String> = resp
-        .headers
-        .iter()
-        .filter_map(|h| match h {
-            Header::WwwAuthenticate(v) if !proxy => Some(v.value().to_owned()),
-            Header::ProxyAuthenticate(v) if proxy => Some(v.value().to_owned()),
-            _ => None,
-        })
-        .collect();
-    let ch = digest::best(values.iter().map(String::as_str))?;
-    if answered >= 2 || (answered > 0 && !ch.stale) {
-        return None;
-    }
-    let value = digest::answer(
-        &ch,
-        &cred.username,
-        &cred.password,
-        "INVITE",
-        &sent.callee.to_string(),
-        &digest::cnonce(),
-    );
-    let header = if proxy {
-        Header::ProxyAuthorization(value.into())
-    } else {
-        Header::Authorization(value.into())
-    };
+    let auth = digest::authorization(resp, cred, "INVITE", &sent.callee.to_string(), answered)?;
     let mut retry = sent.clone();
     let mut headers = retry.headers.take().unwrap_or_default();
-    headers.retain(|h| !matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_)));
-    headers.push(header);
+    headers.retain(|h| !digest::is_authorization(h));
+    headers.push(auth);
     retry.headers = Some(headers);
     Some(retry)
 }
