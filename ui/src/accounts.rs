@@ -3,11 +3,11 @@
 //! the server).
 
 use crate::app::{HushApp, labeled_edit};
+use crate::background::{self, Slot};
 use eframe::egui;
 use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings, Transport, XmppSettings};
 use hush_core::snapshot::AccountStatus;
 use hush_core::{Command, NewAccount, Protocol, Secret, Snapshot};
-use std::sync::{Arc, Mutex};
 
 /// Changing an XMPP account's password on its server.
 pub(crate) struct PasswordForm {
@@ -20,7 +20,7 @@ pub(crate) struct PasswordForm {
     repeat: String,
     error: Option<String>,
     /// Set by the worker thread when the server has answered.
-    outcome: Arc<Mutex<Option<Result<(), String>>>>,
+    outcome: Slot<Result<(), String>>,
     busy: bool,
     changed: bool,
 }
@@ -119,7 +119,7 @@ impl HushApp {
                         new: String::new(),
                         repeat: String::new(),
                         error: None,
-                        outcome: Arc::default(),
+                        outcome: Slot::default(),
                         busy: false,
                         changed: false,
                     });
@@ -170,7 +170,7 @@ impl HushApp {
         }
         labeled_edit(ui, "New password", &mut f.new, "", true);
         labeled_edit(ui, "Repeat the new password", &mut f.repeat, "", true);
-        let done = f.outcome.lock().ok().and_then(|mut o| o.take());
+        let done = background::take(&f.outcome);
         if let Some(result) = done {
             f.busy = false;
             match result {
@@ -216,18 +216,11 @@ impl HushApp {
                         new: Secret::new(f.new.clone()),
                     };
                     let phone = self.phone.clone();
-                    let outcome = f.outcome.clone();
-                    let ctx = ui.ctx().clone();
-                    // The server round trip happens off the window's thread.
-                    std::thread::spawn(move || {
-                        let r = phone
+                    background::run(ui.ctx(), &f.outcome, move || {
+                        phone
                             .execute_blocking(cmd)
                             .map(|_| ())
-                            .map_err(|e| format!("The password was not changed: {e}"));
-                        if let Ok(mut o) = outcome.lock() {
-                            *o = Some(r);
-                        }
-                        ctx.request_repaint();
+                            .map_err(|e| format!("The password was not changed: {e}"))
                     });
                 }
             }

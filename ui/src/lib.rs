@@ -4,6 +4,7 @@
 
 mod accounts;
 mod app;
+mod background;
 mod calls;
 mod chat;
 mod contacts;

@@ -2,6 +2,7 @@
 //! the master password.
 
 use crate::app::{HushApp, labeled_edit};
+use crate::background::{self, Slot};
 use crate::widgets::{GREEN, RED};
 use eframe::egui;
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
@@ -23,16 +24,15 @@ pub(crate) struct SettingsForm {
     pub(crate) meter: Option<hush_core::command::LevelMeter>,
     pub(crate) check_error: Option<String>,
     /// Call peers marked verified, once read from the ZRTP cache.
-    verified: std::sync::Arc<std::sync::Mutex<Option<Vec<String>>>>,
+    verified: Slot<Vec<String>>,
     verified_asked: bool,
     /// The sound cards' input and output devices, once listed.
-    devices: std::sync::Arc<std::sync::Mutex<Option<DeviceLists>>>,
+    devices: Slot<DeviceLists>,
     devices_asked: bool,
     /// Accounts whose new OTR key is being generated, and the last failure.
     generating: std::sync::Arc<std::sync::Mutex<(Vec<hush_core::AccountId>, Option<String>)>>,
     /// Where the worker thread puts the core's answer to a check request.
-    check_reply:
-        std::sync::Arc<std::sync::Mutex<Option<Result<hush_core::command::LevelMeter, String>>>>,
+    check_reply: Slot<Result<hush_core::command::LevelMeter, String>>,
 }
 
 impl HushApp {
@@ -82,12 +82,7 @@ impl HushApp {
         if choice == 0 {
             self.device_choice(ui);
         }
-        let answer = self
-            .settings
-            .check_reply
-            .lock()
-            .ok()
-            .and_then(|mut r| r.take());
+        let answer = background::take(&self.settings.check_reply);
         match answer {
             Some(Ok(meter)) => {
                 self.settings.meter = Some(meter);
@@ -130,22 +125,15 @@ impl HushApp {
     fn device_choice(&mut self, ui: &mut egui::Ui) {
         if !self.settings.devices_asked {
             self.settings.devices_asked = true;
-            let (phone, slot, ctx) = (
-                self.phone.clone(),
-                self.settings.devices.clone(),
-                ui.ctx().clone(),
-            );
-            std::thread::spawn(move || {
-                if let Ok(hush_core::Reply::AudioDevices { inputs, outputs }) =
-                    phone.execute_blocking(Command::ListAudioDevices)
-                    && let Ok(mut s) = slot.lock()
-                {
-                    *s = Some((inputs, outputs));
+            let phone = self.phone.clone();
+            background::run(ui.ctx(), &self.settings.devices, move || {
+                match phone.execute_blocking(Command::ListAudioDevices) {
+                    Ok(hush_core::Reply::AudioDevices { inputs, outputs }) => (inputs, outputs),
+                    _ => DeviceLists::default(),
                 }
-                ctx.request_repaint();
             });
         }
-        let listed = self.settings.devices.lock().ok().and_then(|d| d.clone());
+        let listed = background::peek(&self.settings.devices);
         let Some((inputs, outputs)) = listed else {
             ui.horizontal(|ui| {
                 ui.add(egui::Spinner::new());
@@ -191,23 +179,16 @@ impl HushApp {
 
     fn start_audio_check(&mut self, ctx: &egui::Context, tone: bool) {
         let phone = self.phone.clone();
-        let reply = self.settings.check_reply.clone();
         let cmd = Command::CheckAudio {
             audio: self.audio.clone(),
             tone,
         };
-        let ctx = ctx.clone();
-        // Opening a sound card can take a moment: not on the window's thread.
-        std::thread::spawn(move || {
-            let r = match phone.execute_blocking(cmd) {
+        background::run(ctx, &self.settings.check_reply, move || {
+            match phone.execute_blocking(cmd) {
                 Ok(hush_core::Reply::AudioMeter(m)) => Ok(m),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(e) => Err(format!("Audio check failed: {e}")),
-            };
-            if let Ok(mut slot) = reply.lock() {
-                *slot = Some(r);
             }
-            ctx.request_repaint();
         });
     }
 
@@ -384,25 +365,10 @@ impl HushApp {
         ui.label(
             "A peer whose code you compared stays verified for later calls, until you withdraw it here.",
         );
-        let listed = self.settings.verified.lock().ok().and_then(|v| v.clone());
-        let Some(peers) = listed else {
+        let Some(peers) = background::peek(&self.settings.verified) else {
             if !self.settings.verified_asked {
                 self.settings.verified_asked = true;
-                let (phone, slot, ctx) = (
-                    self.phone.clone(),
-                    self.settings.verified.clone(),
-                    ui.ctx().clone(),
-                );
-                std::thread::spawn(move || {
-                    let list = match phone.execute_blocking(Command::ListVerifiedPeers) {
-                        Ok(hush_core::Reply::VerifiedPeers(p)) => p,
-                        _ => Vec::new(),
-                    };
-                    if let Ok(mut s) = slot.lock() {
-                        *s = Some(list);
-                    }
-                    ctx.request_repaint();
-                });
+                self.read_verified(ui.ctx(), None);
             }
             ui.horizontal(|ui| {
                 ui.add(egui::Spinner::new());
@@ -424,27 +390,25 @@ impl HushApp {
             }
         });
         if let Some(peer) = reset {
-            let (phone, slot, ctx) = (
-                self.phone.clone(),
-                self.settings.verified.clone(),
-                ui.ctx().clone(),
-            );
-            self.settings.verified_asked = true;
-            std::thread::spawn(move || {
+            self.read_verified(ui.ctx(), Some(peer));
+        }
+    }
+
+    /// Reads the verified call peers from the core, first withdrawing `reset`'s.
+    fn read_verified(&self, ctx: &egui::Context, reset: Option<String>) {
+        let phone = self.phone.clone();
+        background::run(ctx, &self.settings.verified, move || {
+            if let Some(peer) = reset {
                 let _ = phone.execute_blocking(Command::SetPeerVerified {
                     peer,
                     verified: false,
                 });
-                let list = match phone.execute_blocking(Command::ListVerifiedPeers) {
-                    Ok(hush_core::Reply::VerifiedPeers(p)) => p,
-                    _ => Vec::new(),
-                };
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(list);
-                }
-                ctx.request_repaint();
-            });
-        }
+            }
+            match phone.execute_blocking(Command::ListVerifiedPeers) {
+                Ok(hush_core::Reply::VerifiedPeers(p)) => p,
+                _ => Vec::new(),
+            }
+        });
     }
 
     /// Forgets lists read for the settings page, so the next visit reads them afresh.

@@ -10,42 +10,14 @@ use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::CallState;
 use hush_core::{CallSecurity, Command, Event, Phone, Profile, Reply};
 use hush_ui::HushApp;
+
+mod common;
+use common::{has, tone, until};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn tone() -> AudioChoice {
-    AudioChoice {
-        source: SourceSpec::Tone(440.0),
-        sink: SinkSpec::Null,
-    }
-}
-
 fn phone(dir: &std::path::Path) -> Arc<Phone> {
     Arc::new(Phone::start(Profile::open(dir).expect("profile")).expect("phone"))
-}
-
-/// Runs frames until `pred` holds, waiting on the core between frames (20 s at most).
-fn until(h: &mut Harness<'_>, phone: &Phone, what: &str, pred: impl Fn(&Harness<'_>) -> bool) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let mut rx = phone.watch();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        h.run_ok();
-        if pred(h) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {what} within 20 s");
-        rt.block_on(async {
-            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
-        });
-    }
-}
-
-fn has(h: &Harness<'_>, label: &str) -> bool {
-    h.query_all_by_label_contains(label).next().is_some()
 }
 
 /// Waits (bounded) for `caller`'s call to end and returns why.

@@ -5,7 +5,6 @@
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, XmppSettings};
 use hush_core::snapshot::{AccountStatus, CallState, SmpView};
 use hush_core::{
@@ -14,40 +13,11 @@ use hush_core::{
 };
 use hush_harness::Prosody;
 use hush_ui::HushApp;
+
+mod common;
+use common::{has, tone, until};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn tone() -> AudioChoice {
-    AudioChoice {
-        source: SourceSpec::Tone(440.0),
-        sink: SinkSpec::Null,
-    }
-}
-
-/// Runs frames until `pred` holds, waiting on the core's snapshot between frames
-/// (bounded: 20 s in all).
-fn until(h: &mut Harness<'_>, phone: &Phone, what: &str, pred: impl Fn(&Harness<'_>) -> bool) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let mut rx = phone.watch();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        h.run_ok();
-        if pred(h) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no {what} within 20 s");
-        rt.block_on(async {
-            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
-        });
-    }
-}
-
-fn has(h: &Harness<'_>, label: &str) -> bool {
-    h.query_all_by_label_contains(label).next().is_some()
-}
 
 fn echo_call(pick_right: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
