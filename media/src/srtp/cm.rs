@@ -1,8 +1,8 @@
 //! The AES counter-mode profiles with HMAC-SHA1 (RFC 3711), the ones ZRTP negotiates:
-//! AES-CM (AES-NI when the CPU has it) and HMAC-SHA1 (SHA-NI when it has it), keyed
-//! once and cloned per packet.
+//! AES-CM (AES-NI when the CPU has it) and HMAC-SHA1 (SHA-NI when it has it), both
+//! keyed once per session; each packet starts from a copy of the keyed state.
 
-use super::kdf::{LABEL_AUTH, LABEL_ENCRYPTION, LABEL_SALT, derive, keystream_xor};
+use super::kdf::{AesKey, LABEL_AUTH, LABEL_ENCRYPTION, LABEL_SALT, derive};
 use super::stream::Transform;
 use crate::MediaError;
 use hmac::{Hmac, Mac};
@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 
 /// SRTP session keys for one direction.
 pub(crate) struct CmKeys {
-    enc: Zeroizing<Vec<u8>>,
+    /// The session encryption key, expanded once.
+    enc: AesKey,
     salt: Zeroizing<[u8; 14]>,
     auth: Hmac<Sha1>,
     tag_len: usize,
@@ -29,7 +30,12 @@ impl CmKeys {
                 "AES-CM SRTP needs a 14-byte master salt".into(),
             ));
         }
-        let enc = derive(master_key, master_salt, LABEL_ENCRYPTION, master_key.len())?;
+        let enc = AesKey::new(&derive(
+            master_key,
+            master_salt,
+            LABEL_ENCRYPTION,
+            master_key.len(),
+        )?)?;
         let auth = derive(master_key, master_salt, LABEL_AUTH, 20)?;
         let salt_v = derive(master_key, master_salt, LABEL_SALT, 14)?;
         let mut salt = Zeroizing::new([0u8; 14]);
@@ -77,7 +83,8 @@ impl Transform for CmKeys {
         roc: u32,
         seq: u16,
     ) -> Result<(), MediaError> {
-        keystream_xor(&self.enc, &self.iv(ssrc, roc, seq), &mut packet[header..])?;
+        self.enc
+            .keystream_xor(&self.iv(ssrc, roc, seq), &mut packet[header..]);
         let tag = self.tag(packet, roc);
         packet.extend_from_slice(&tag[..self.tag_len]);
         Ok(())
@@ -104,7 +111,8 @@ impl Transform for CmKeys {
             });
         }
         let mut out = body.to_vec();
-        keystream_xor(&self.enc, &self.iv(ssrc, roc, seq), &mut out[header..])?;
+        self.enc
+            .keystream_xor(&self.iv(ssrc, roc, seq), &mut out[header..]);
         Ok(out)
     }
 }

@@ -3,30 +3,47 @@
 //! 12-byte salt).
 
 use crate::MediaError;
-use aes::cipher::{KeyIvInit, StreamCipher};
+use aes::cipher::{InnerIvInit, KeyInit, StreamCipher};
 use zeroize::Zeroizing;
 
-type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
-type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
+type Aes128Ctr = ctr::Ctr128BE<aes::Aes128Enc>;
+type Aes256Ctr = ctr::Ctr128BE<aes::Aes256Enc>;
 
 /// SRTP encryption key, authentication key and salt labels.
 pub(crate) const LABEL_ENCRYPTION: u8 = 0x00;
 pub(crate) const LABEL_AUTH: u8 = 0x01;
 pub(crate) const LABEL_SALT: u8 = 0x02;
 
-/// XORs AES counter-mode keystream (key, initial counter block `iv`) into `data`.
-pub(crate) fn keystream_xor(key: &[u8], iv: &[u8; 16], data: &mut [u8]) -> Result<(), MediaError> {
-    let bad = |_| MediaError::InvalidInput("SRTP key length".into());
-    match key.len() {
-        16 => Aes128Ctr::new_from_slices(key, iv)
-            .map_err(bad)?
-            .apply_keystream(data),
-        32 => Aes256Ctr::new_from_slices(key, iv)
-            .map_err(bad)?
-            .apply_keystream(data),
-        _ => return Err(MediaError::InvalidInput("SRTP key length".into())),
+/// An AES key with its (encryption) round keys expanded once, for counter-mode
+/// keystream; wiped when dropped.
+pub(crate) enum AesKey {
+    A128(Box<aes::Aes128Enc>),
+    A256(Box<aes::Aes256Enc>),
+}
+
+impl AesKey {
+    pub(crate) fn new(key: &[u8]) -> Result<AesKey, MediaError> {
+        let bad = |_| MediaError::InvalidInput("SRTP key length".into());
+        Ok(match key.len() {
+            16 => AesKey::A128(Box::new(aes::Aes128Enc::new_from_slice(key).map_err(bad)?)),
+            32 => AesKey::A256(Box::new(aes::Aes256Enc::new_from_slice(key).map_err(bad)?)),
+            _ => return Err(MediaError::InvalidInput("SRTP key length".into())),
+        })
     }
-    Ok(())
+
+    /// XORs the keystream starting at counter block `iv` into `data`.
+    pub(crate) fn keystream_xor(&self, iv: &[u8; 16], data: &mut [u8]) {
+        match self {
+            AesKey::A128(k) => {
+                Aes128Ctr::from_core(ctr::CtrCore::inner_iv_init((**k).clone(), iv.into()))
+                    .apply_keystream(data)
+            }
+            AesKey::A256(k) => {
+                Aes256Ctr::from_core(ctr::CtrCore::inner_iv_init((**k).clone(), iv.into()))
+                    .apply_keystream(data)
+            }
+        }
+    }
 }
 
 /// `len` bytes of session key material for `label`.
@@ -45,6 +62,6 @@ pub(crate) fn derive(
     iv[..master_salt.len()].copy_from_slice(master_salt);
     iv[7] ^= label;
     let mut out = Zeroizing::new(vec![0u8; len]);
-    keystream_xor(master_key, &iv, &mut out)?;
+    AesKey::new(master_key)?.keystream_xor(&iv, &mut out);
     Ok(out)
 }
