@@ -454,21 +454,7 @@ impl Core {
         let mut events = Vec::new();
         let reply = match command {
             Command::Connect { account, password } => {
-                let (config, saved) = self
-                    .with_profile(move |p| {
-                        let config = p
-                            .accounts()?
-                            .into_iter()
-                            .find(|a| a.id == account)
-                            .ok_or_else(|| CoreError::NoSuchAccount(account.to_string()))?;
-                        let saved = if config.remember_password {
-                            p.account_password(account)?
-                        } else {
-                            None
-                        };
-                        Ok((config, saved))
-                    })
-                    .await?;
+                let (config, saved) = self.account_and_saved_password(account).await?;
                 let password = password.or(saved).ok_or_else(|| {
                     CoreError::InvalidInput(format!("{} needs its password", config.address))
                 })?;
@@ -594,21 +580,7 @@ impl Core {
                 Reply::Account(config)
             }
             Command::ChangeXmppPassword { account, old, new } => {
-                let (config, saved) = self
-                    .with_profile(move |p| {
-                        let config = p
-                            .accounts()?
-                            .into_iter()
-                            .find(|a| a.id == account)
-                            .ok_or_else(|| CoreError::NoSuchAccount(account.to_string()))?;
-                        let saved = if config.remember_password {
-                            p.account_password(account)?
-                        } else {
-                            None
-                        };
-                        Ok((config, saved))
-                    })
-                    .await?;
+                let (config, saved) = self.account_and_saved_password(account).await?;
                 let AccountSettings::Xmpp(settings) = &config.settings else {
                     return Err(CoreError::InvalidInput("not an XMPP account".into()));
                 };
@@ -766,6 +738,27 @@ impl Core {
         };
         self.pending.extend(events);
         Ok(reply)
+    }
+
+    /// An account's configuration and its saved password, if the user chose to keep it.
+    async fn account_and_saved_password(
+        &self,
+        account: AccountId,
+    ) -> Result<(crate::model::AccountConfig, Option<crate::Secret>)> {
+        self.with_profile(move |p| {
+            let config = p
+                .accounts()?
+                .into_iter()
+                .find(|a| a.id == account)
+                .ok_or_else(|| CoreError::NoSuchAccount(account.to_string()))?;
+            let saved = if config.remember_password {
+                p.account_password(account)?
+            } else {
+                None
+            };
+            Ok((config, saved))
+        })
+        .await
     }
 
     /// Rebuilds the snapshot from the profile and wakes the UI.

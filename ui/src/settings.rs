@@ -146,31 +146,21 @@ impl HushApp {
             return;
         }
         let mut source = self.audio.source.clone();
-        let shown = |s: &SourceSpec| match s {
-            SourceSpec::NamedDevice(n) => n.clone(),
-            _ => "System default".to_owned(),
+        let named = match &source {
+            SourceSpec::NamedDevice(n) => Some(n.as_str()),
+            _ => None,
         };
-        egui::ComboBox::from_label("Microphone")
-            .selected_text(shown(&source))
-            .show_ui(ui, |ui| {
-                ui.selectable_value(&mut source, SourceSpec::Device, "System default");
-                for n in &inputs {
-                    ui.selectable_value(&mut source, SourceSpec::NamedDevice(n.clone()), n);
-                }
-            });
+        if let Some(choice) = device_combo(ui, "Microphone", named, &inputs) {
+            source = choice.map_or(SourceSpec::Device, SourceSpec::NamedDevice);
+        }
         let mut sink = self.audio.sink.clone();
-        let shown = |s: &SinkSpec| match s {
-            SinkSpec::NamedDevice(n) => n.clone(),
-            _ => "System default".to_owned(),
+        let named = match &sink {
+            SinkSpec::NamedDevice(n) => Some(n.as_str()),
+            _ => None,
         };
-        egui::ComboBox::from_label("Speaker")
-            .selected_text(shown(&sink))
-            .show_ui(ui, |ui| {
-                ui.selectable_value(&mut sink, SinkSpec::Device, "System default");
-                for n in &outputs {
-                    ui.selectable_value(&mut sink, SinkSpec::NamedDevice(n.clone()), n);
-                }
-            });
+        if let Some(choice) = device_combo(ui, "Speaker", named, &outputs) {
+            sink = choice.map_or(SinkSpec::Device, SinkSpec::NamedDevice);
+        }
         if source != self.audio.source || sink != self.audio.sink {
             self.audio = AudioChoice { source, sink };
             self.stop_audio_check();
@@ -488,4 +478,31 @@ impl HushApp {
             }
         });
     }
+}
+
+/// A device list with "System default" first. Returns the new choice when the user
+/// picks one: `None` for the default, or a device's name.
+fn device_combo(
+    ui: &mut egui::Ui,
+    label: &str,
+    current: Option<&str>,
+    names: &[String],
+) -> Option<Option<String>> {
+    let mut picked = None;
+    egui::ComboBox::from_label(label)
+        .selected_text(current.unwrap_or("System default"))
+        .show_ui(ui, |ui| {
+            if ui
+                .selectable_label(current.is_none(), "System default")
+                .clicked()
+            {
+                picked = Some(None);
+            }
+            for n in names {
+                if ui.selectable_label(current == Some(n), n).clicked() {
+                    picked = Some(Some(n.clone()));
+                }
+            }
+        });
+    picked
 }
