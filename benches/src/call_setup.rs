@@ -4,6 +4,8 @@
 //!
 //! `cargo run --release --manifest-path benches/Cargo.toml --bin call_setup`
 
+mod common;
+use common::{median, wait};
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::CallState;
@@ -12,25 +14,6 @@ use hush_harness::{Linphonec, ZrtpSuites};
 use std::time::{Duration, Instant};
 
 const CALLS: usize = 20;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn wait(
-    phone: &Phone,
-    rx: &mut tokio::sync::broadcast::Receiver<Event>,
-    f: impl Fn(&Event) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
-        if f(&ev) {
-            return;
-        }
-    }
-    panic!("timed out");
-}
 
 fn hushphone_to(phone: &Phone, target: &str, hangup_remote: Option<&mut Linphonec>) -> Duration {
     let mut rx = phone.events();

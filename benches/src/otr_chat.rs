@@ -8,6 +8,8 @@
 #[path = "../../core/tests/otr_buddy/mod.rs"]
 mod otr_buddy;
 
+mod common;
+use common::{median, wait};
 use hush_core::model::{AccountSettings, OtrPolicySetting, XmppSettings};
 use hush_core::snapshot::AccountStatus;
 use hush_core::{ChatSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Secret};
@@ -17,25 +19,6 @@ use std::time::{Duration, Instant};
 
 const AKES: usize = 10;
 const ROUND_TRIPS: usize = 1_000;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn wait(
-    phone: &Phone,
-    rx: &mut tokio::sync::broadcast::Receiver<Event>,
-    f: impl Fn(&Event) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
-        if f(&ev) {
-            return;
-        }
-    }
-    panic!("timed out");
-}
 
 fn hushphone(server: &Prosody, dir: &std::path::Path) -> (Duration, Duration) {
     let pem = std::fs::read(server.cert_path()).expect("cert");
@@ -83,15 +66,7 @@ fn hushphone(server: &Prosody, dir: &std::path::Path) -> (Duration, Duration) {
                 peer: peer.clone(),
             })
             .expect("start");
-        wait(&phone, &mut rx, |e| {
-            matches!(
-                e,
-                Event::ChatSecurity {
-                    security: ChatSecurity::PrivateUnverified,
-                    ..
-                }
-            )
-        });
+        security_is(&phone, &mut rx, ChatSecurity::PrivateUnverified);
         akes.push(start.elapsed());
         phone
             .execute_blocking(Command::OtrEnd {
@@ -99,26 +74,10 @@ fn hushphone(server: &Prosody, dir: &std::path::Path) -> (Duration, Duration) {
                 peer: peer.clone(),
             })
             .expect("end");
-        wait(&phone, &mut rx, |e| {
-            matches!(
-                e,
-                Event::ChatSecurity {
-                    security: ChatSecurity::NotPrivate,
-                    ..
-                }
-            )
-        });
+        security_is(&phone, &mut rx, ChatSecurity::NotPrivate);
         // As in the C pair: the buddy sees the end, then ends its side too, so every
         // AKE starts from plaintext on both sides.
-        buddy.wait("finished", |s| {
-            (s.events
-                .iter()
-                .filter(|e| e.starts_with("finished"))
-                .count()
-                > i)
-                .then_some(())
-        });
-        buddy.run("end alice@localhost");
+        ends_too(&buddy, "alice@localhost", i);
     }
     phone
         .execute_blocking(Command::OtrStart {
@@ -126,15 +85,7 @@ fn hushphone(server: &Prosody, dir: &std::path::Path) -> (Duration, Duration) {
             peer: peer.clone(),
         })
         .expect("start");
-    wait(&phone, &mut rx, |e| {
-        matches!(
-            e,
-            Event::ChatSecurity {
-                security: ChatSecurity::PrivateUnverified,
-                ..
-            }
-        )
-    });
+    security_is(&phone, &mut rx, ChatSecurity::PrivateUnverified);
     buddy.echo(true);
     let start = Instant::now();
     for i in 0..ROUND_TRIPS {
@@ -167,15 +118,7 @@ fn c_pair(server: &Prosody) -> (Duration, Duration) {
         });
         akes.push(start.elapsed());
         a.run(&format!("end {}", b.jid));
-        b.wait("finished", |s| {
-            (s.events
-                .iter()
-                .filter(|e| e.starts_with("finished"))
-                .count()
-                > i)
-                .then_some(())
-        });
-        b.run(&format!("end {}", a.jid));
+        ends_too(&b, &a.jid, i);
     }
     a.run(&format!("query {}", b.jid));
     a.wait("secure", |s| {
@@ -223,4 +166,31 @@ fn tempfile_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("hush-otr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
+}
+
+/// Waits for the conversation's security to become `security`.
+fn security_is(
+    phone: &Phone,
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    security: ChatSecurity,
+) {
+    wait(
+        phone,
+        rx,
+        |e| matches!(e, Event::ChatSecurity { security: s, .. } if *s == security),
+    );
+}
+
+/// The buddy sees the other side end (its `i`+1-th "finished"), then ends its side
+/// too, so the next AKE starts from plaintext on both sides.
+fn ends_too(buddy: &Buddy, other: &str, i: usize) {
+    buddy.wait("finished", |s| {
+        (s.events
+            .iter()
+            .filter(|e| e.starts_with("finished"))
+            .count()
+            > i)
+            .then_some(())
+    });
+    buddy.run(&format!("end {other}"));
 }
