@@ -142,6 +142,20 @@ fn med(e: hush_media::MediaError) -> CoreError {
     CoreError::Call(e.to_string())
 }
 
+/// The call `id`, or the error the user sees for a call that is gone. Free functions
+/// over the map, so the rest of the layer stays borrowable beside the call.
+fn find(calls: &BTreeMap<CallId, Call>, id: CallId) -> Result<&Call> {
+    calls
+        .get(&id)
+        .ok_or_else(|| bad(format!("no call {}", id.0)))
+}
+
+fn find_mut(calls: &mut BTreeMap<CallId, Call>, id: CallId) -> Result<&mut Call> {
+    calls
+        .get_mut(&id)
+        .ok_or_else(|| bad(format!("no call {}", id.0)))
+}
+
 impl CallLayer {
     pub(crate) fn new(input: mpsc::UnboundedSender<CallInput>, cache: PathBuf) -> CallLayer {
         CallLayer {
@@ -578,10 +592,7 @@ impl CallLayer {
         audio: AudioChoice,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let call = self
-            .calls
-            .get_mut(&id)
-            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let call = find_mut(&mut self.calls, id)?;
         let Phase::Ringing { offer } = &call.phase else {
             return Err(bad("that call is not ringing"));
         };
@@ -620,20 +631,14 @@ impl CallLayer {
 
     /// Refuses an incoming call.
     pub(crate) fn reject(&mut self, id: CallId, busy: bool) -> Result<()> {
-        let call = self
-            .calls
-            .get(&id)
-            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let call = find(&self.calls, id)?;
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
         line.stack.reject(&call.key, busy).map_err(sig)
     }
 
     /// Hangs up.
     pub(crate) async fn hangup(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
-        let call = self
-            .calls
-            .get(&id)
-            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let call = find(&self.calls, id)?;
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
         if matches!(call.phase, Phase::Ringing { .. }) {
             line.stack.reject(&call.key, false).map_err(sig)?;
@@ -664,10 +669,9 @@ impl CallLayer {
     }
 
     fn media(&self, id: CallId) -> Result<&MediaCall> {
-        match self.calls.get(&id).map(|c| &c.phase) {
-            Some(Phase::Active { media }) => Ok(media),
-            Some(_) => Err(bad("the call has no media yet")),
-            None => Err(bad(format!("no call {}", id.0))),
+        match &find(&self.calls, id)?.phase {
+            Phase::Active { media } => Ok(media),
+            _ => Err(bad("the call has no media yet")),
         }
     }
 
@@ -694,12 +698,9 @@ impl CallLayer {
         verified: bool,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let sas = match self.calls.get(&id).map(|c| &c.view.security) {
-            Some(CallSecurity::Secure { sas, .. } | CallSecurity::CacheMismatch { sas }) => {
-                sas.clone()
-            }
-            Some(_) => return Err(bad("the call is not secure yet: there is no SAS to verify")),
-            None => return Err(bad(format!("no call {}", id.0))),
+        let sas = match &find(&self.calls, id)?.view.security {
+            CallSecurity::Secure { sas, .. } | CallSecurity::CacheMismatch { sas } => sas.clone(),
+            _ => return Err(bad("the call is not secure yet: there is no SAS to verify")),
         };
         self.media(id)?.command(MediaCommand::SasVerified(verified));
         self.set_security(id, CallSecurity::Secure { sas, verified }, events);
@@ -715,10 +716,7 @@ impl CallLayer {
     /// The user compared the SAS and it did not match: someone may be in the middle.
     /// The call ends with that reason and the peer is no longer "verified".
     pub(crate) async fn sas_mismatch(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
-        let call = self
-            .calls
-            .get_mut(&id)
-            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let call = find_mut(&mut self.calls, id)?;
         if !call.view.security.is_encrypted() {
             return Err(bad(
                 "the call is not secure yet: there is no SAS to compare",
@@ -772,10 +770,7 @@ impl CallLayer {
         on: bool,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let call = self
-            .calls
-            .get_mut(&id)
-            .ok_or_else(|| bad(format!("no call {}", id.0)))?;
+        let call = find_mut(&mut self.calls, id)?;
         let Phase::Active { .. } = &call.phase else {
             return Err(bad("the call is not connected"));
         };
