@@ -614,17 +614,26 @@ impl ZrtpSession {
     }
 
     /// True when the peer's address has a verified key and this call's key is not one.
+    /// Without the peer's ZID (never seen in practice) any verified key of the address
+    /// counts, so the doubt goes to the warning.
     fn key_unverified_but_peer_was(&self) -> bool {
-        let (Some(cache), Some(zid)) = (&self.cache, &self.peer_zid) else {
+        let Some(cache) = &self.cache else {
             return false;
         };
-        match cache.store.key_status(&cache.peer_uri, zid) {
-            Ok(s) => !s.this_key_verified && s.other_key_verified,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the ZID cache");
-                false
-            }
-        }
+        let status = match &self.peer_zid {
+            Some(zid) => cache
+                .store
+                .key_status(&cache.peer_uri, zid)
+                .map(|s| !s.this_key_verified && s.other_key_verified),
+            None => cache
+                .store
+                .keys_of(&cache.peer_uri)
+                .map(|keys| keys.iter().any(|k| k.verified)),
+        };
+        status.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the ZID cache");
+            false
+        })
     }
 
     /// The next datagram to send to the peer, if any. Call until `None` after every input.
