@@ -61,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             while s.poll_event().is_some() {}
+            let _ = s.stats();
         }
     }
 });

@@ -696,7 +696,9 @@ impl AudioStream {
     pub fn stats(&self) -> StreamStats {
         StreamStats {
             lost_packets: self.reception.lost(),
-            jitter_ms: self.reception.jitter() * 1000 / self.cfg.codec.clock_rate(),
+            jitter_ms: (u64::from(self.reception.jitter()) * 1000
+                / u64::from(self.cfg.codec.clock_rate().max(1)))
+            .min(u64::from(u32::MAX)) as u32,
             jitter_buffer: self.jitter.stats(),
             ..self.stats
         }

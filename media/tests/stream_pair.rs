@@ -729,3 +729,42 @@ fn a_peer_heard_only_from_an_unproven_address_is_named_as_such() {
         "never followed"
     );
 }
+
+/// A best-effort stream without ZRTP (cleartext at once) that takes media from side 0.
+fn cleartext_stream(now: Instant) -> AudioStream {
+    let Side { cfg, .. } = config(1, CodecKind::Pcmu, Policy::BestEffort, false);
+    let mut s = AudioStream::new(cfg, None, now).expect("stream");
+    s.start(now).expect("start");
+    assert_eq!(*s.security(), MediaSecurity::Cleartext);
+    s
+}
+
+#[test]
+fn a_timestamp_wrap_is_not_jitter_in_the_statistics() {
+    let now = Instant::now();
+    let mut s = cleartext_stream(now);
+    let peer = addr(ADDRS[0]);
+    let first = u32::MAX - 50 * 160 + 1;
+    for i in 0u16..100 {
+        let at = now + FRAME * u32::from(i);
+        let ts = first.wrapping_add(u32::from(i) * 160);
+        s.handle_datagram(at, peer, &rtp_packet(i, ts, 1));
+    }
+    let st = s.stats();
+    assert_eq!(st.received_packets, 100);
+    assert!(st.jitter_ms <= 1, "perfectly timed packets: {st:?}");
+}
+
+#[test]
+fn huge_jitter_does_not_panic_the_statistics() {
+    let now = Instant::now();
+    let mut s = cleartext_stream(now);
+    let peer = addr(ADDRS[0]);
+    for i in 0u16..200 {
+        let ts = if i % 2 == 0 { 0 } else { 0x8000_0000 };
+        s.handle_datagram(now + FRAME * u32::from(i), peer, &rtp_packet(i, ts, 1));
+    }
+    let st = s.stats();
+    // About 2^31 timestamp units at 8 kHz.
+    assert!(st.jitter_ms > 100_000_000, "{st:?}");
+}
