@@ -2,7 +2,7 @@
 //! side recorded on the other, and echoed back (the echo-test peer); a stranger spraying
 //! both media ports; a peer whose SDP names an address it does not send from.
 
-use hush_media::analysis::{dominant_frequency, rms};
+use hush_media::analysis::{dominant_frequency, rms, tone};
 use hush_media::audio::{SinkSpec, SourceSpec, read_recording};
 use hush_media::codec::CodecKind;
 use hush_media::driver::{MediaCall, MediaReport, PreparedMedia};
@@ -321,5 +321,36 @@ fn a_peer_whose_sdp_names_another_address_is_reached_after_its_signalled_hello()
     assert!(
         at_private.iter().all(|k| *k == Kind::Zrtp),
         "{at_private:?}"
+    );
+}
+
+#[test]
+fn a_wav_file_shorter_than_one_frame_is_refused_before_the_media_thread_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("click.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).expect("create");
+    for s in tone(440.0, 48000, 0, 3, 8000.0) {
+        w.write_sample(s).expect("sample");
+    }
+    w.finalize().expect("finalize");
+    let peer = loopback();
+    let cfg = config(1, peer.local_addr(), None);
+    let result = loopback().start(
+        cfg,
+        Some(zrtp(1)),
+        SourceSpec::Wav(path),
+        SinkSpec::Null,
+        |_| {},
+    );
+    let err = result.err().expect("refused");
+    assert!(
+        err.to_string().contains("shorter than one 20 ms frame"),
+        "{err}"
     );
 }
