@@ -323,7 +323,7 @@ impl AudioStream {
     /// `from` sent something only the peer can send: take media from it, and send ours there.
     fn proven(&mut self, from: SocketAddr) {
         if self.peer.prove(from) {
-            tracing::info!(%from, "the peer's media comes from another address than it signalled; following it");
+            tracing::info!(%from, "the peer's authenticated media comes from a new address; ours follows it");
         }
     }
 
@@ -380,8 +380,10 @@ impl AudioStream {
     }
 
     fn handle_rtp(&mut self, now: Instant, from: SocketAddr, trusted: bool, buf: &[u8]) {
+        // An authentic SRTP packet proves its source, wherever it comes from, and our
+        // media follows the source the peer's media last came from.
+        let authenticated = self.security == MediaSecurity::Secure;
         let plain = match self.security {
-            // An authentic SRTP packet proves its source, wherever it comes from.
             MediaSecurity::Secure => match self.srtp.as_mut().map(|s| s.unprotect_rtp(buf)) {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => return self.refuse(&e),
@@ -405,7 +407,7 @@ impl AudioStream {
             MediaSecurity::Cleartext => bytes::Bytes::copy_from_slice(buf),
             MediaSecurity::Failed => return,
         };
-        if !trusted {
+        if authenticated && from != self.peer.destination() {
             self.proven(from);
         }
         let (h, range) = match rtp::parse(&plain) {

@@ -617,6 +617,13 @@ fn a_peer_that_moves_is_followed_only_after_an_authentic_srtp_packet() {
     assert_eq!(
         dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
         440.0
+    ); // A's media comes from its signalled address again: B's follows it back.
+    call.addrs[0] = old;
+    call.run(Duration::from_secs(2));
+    assert_eq!(call.sides[1].remote(), old);
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+        880.0
     );
 }
 

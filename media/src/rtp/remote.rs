@@ -45,12 +45,11 @@ impl PeerAddress {
         self.proven.unwrap_or(self.negotiated)
     }
 
-    /// Records that `from` sent something authentic; true if our destination changed.
+    /// Records that `from` sent something authentic: our media goes there from now on
+    /// (back to the negotiated address if that is `from`). True if that is a change.
     pub fn prove(&mut self, from: SocketAddr) -> bool {
         let before = self.destination();
-        if !same(from, self.negotiated) {
-            self.proven = Some(from);
-        }
+        self.proven = (!same(from, self.negotiated)).then_some(from);
         !same(before, self.destination())
     }
 
@@ -121,6 +120,11 @@ mod tests {
         assert_eq!(p.destination(), addr("198.51.100.7:5000"));
         assert!(p.trusts(addr("198.51.100.7:5000")) && p.trusts(addr("192.0.2.1:4000")));
         assert!(!p.prove(addr("198.51.100.7:5000")));
+        // Authentic media from the negotiated address again: back there.
+        assert!(p.prove(addr("192.0.2.1:4000")));
+        assert_eq!(p.destination(), addr("192.0.2.1:4000"));
+        assert!(!p.trusts(addr("198.51.100.7:5000")));
+        assert!(p.prove(addr("198.51.100.7:5000")));
         // A re-INVITE naming the same address keeps the proven source ...
         p.renegotiate(addr("192.0.2.1:4000"));
         assert_eq!(p.destination(), addr("198.51.100.7:5000"));
