@@ -1,7 +1,9 @@
 //! The media thread of a call: the thin driver around [`AudioStream`]. It owns the UDP
 //! socket, the 20 ms frame clock and the audio devices; everything it learns goes out
 //! through a callback, and commands come in through a channel. One thread per call,
-//! off the async runtime.
+//! off the async runtime. Which source to take media from and where to send it is the
+//! stream's decision: datagrams go in with their source, and come out with their
+//! destination.
 
 use crate::MediaError;
 use crate::audio::{Sink, SinkSpec, Source, SourceSpec};
@@ -20,7 +22,7 @@ const STATS_EVERY: Duration = Duration::from_secs(1);
 /// Orders for a running media thread.
 #[derive(Debug, Clone)]
 pub enum MediaCommand {
-    /// Where to send media (after an answer or a re-INVITE).
+    /// The peer's media address from a new SDP (re-INVITE): see [`AudioStream::set_remote`].
     SetRemote(SocketAddr),
     /// Send a DTMF key.
     Dtmf(char),
@@ -68,13 +70,12 @@ impl PreparedMedia {
         self.local
     }
 
-    /// Starts the media thread. `remote` may be unknown yet (we answer before the peer
-    /// sends); then the first datagram's source is used (symmetric RTP).
+    /// Starts the media thread, sending to and taking media from `cfg.remote` (see
+    /// [`crate::rtp::PeerAddress`] for a peer behind NAT).
     pub fn start(
         self,
         cfg: StreamConfig,
         zrtp: Option<ZrtpSession>,
-        remote: Option<SocketAddr>,
         source: SourceSpec,
         sink: SinkSpec,
         report: impl Fn(MediaReport) + Send + 'static,
@@ -95,7 +96,6 @@ impl PreparedMedia {
                 let mut m = Loop {
                     stream,
                     socket,
-                    remote,
                     source,
                     sink: Some(sink),
                     echo,
@@ -149,7 +149,6 @@ impl Drop for MediaCall {
 struct Loop {
     stream: AudioStream,
     socket: UdpSocket,
-    remote: Option<SocketAddr>,
     source: Source,
     sink: Option<Sink>,
     echo: bool,
@@ -221,10 +220,7 @@ impl Loop {
             }
             match self.socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    if self.remote.is_none() {
-                        self.remote = Some(from);
-                    }
-                    self.stream.handle_datagram(Instant::now(), &buf[..n]);
+                    self.stream.handle_datagram(Instant::now(), from, &buf[..n]);
                     self.flush(report);
                 }
                 Err(e)
@@ -248,7 +244,7 @@ impl Loop {
 
     fn apply(&mut self, c: MediaCommand) {
         match c {
-            MediaCommand::SetRemote(a) => self.remote = Some(a),
+            MediaCommand::SetRemote(a) => self.stream.set_remote(a),
             MediaCommand::Dtmf(k) => {
                 if let Err(e) = self.stream.send_dtmf(k) {
                     tracing::info!(error = %e, "DTMF not sent");
@@ -262,10 +258,8 @@ impl Loop {
     }
 
     fn flush(&mut self, report: &dyn Fn(MediaReport)) {
-        while let Some(d) = self.stream.poll_transmit() {
-            if let Some(to) = self.remote
-                && let Err(e) = self.socket.send_to(&d, to)
-            {
+        while let Some(t) = self.stream.poll_transmit() {
+            if let Err(e) = self.socket.send_to(&t.data, t.to) {
                 tracing::debug!(error = %e, "media send");
             }
         }

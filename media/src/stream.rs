@@ -1,23 +1,42 @@
-//! One audio stream of a call, sans-IO: datagrams and time in; datagrams, events and
-//! the next timeout out; 20 ms frames of samples in and out. It owns the ZRTP handshake,
-//! SRTP, RTP/RTCP, the jitter buffer and the codec, and enforces the encryption policy:
-//! under "mandatory" nothing is sent, and nothing received is played, until ZRTP is
-//! secure.
+//! One audio stream of a call, sans-IO: datagrams (with their source) and time in;
+//! datagrams (with their destination), events and the next timeout out; 20 ms frames of
+//! samples in and out. It owns the ZRTP handshake, SRTP, RTP/RTCP, the jitter buffer and
+//! the codec, and enforces the encryption policy: under "mandatory" nothing is sent, and
+//! nothing received is played, until ZRTP is secure.
+//!
+//! Media is taken only from the peer's negotiated address, or from a source that proved
+//! it is the peer ([`PeerAddress`]); anything else is dropped and counted before it
+//! reaches ZRTP, SRTP or the policy, so a stranger's datagram can neither end nor
+//! downgrade the call.
 
 use crate::MediaError;
 use crate::codec::{CodecKind, Decoder, Encoder, FRAME_MS};
 use crate::dtmf::{self, Press};
 use crate::jitter::{JitterBuffer, JitterStats, Playout};
-use crate::rtp::{self, Kind, ReceptionStats, RtpHeader, build_report, parse_report};
+use crate::rtp::{
+    self, HelloHash, Kind, PeerAddress, ReceptionStats, RtpHeader, build_report, parse_report,
+};
 use crate::srtp::SrtpSession;
-use crate::zrtp::{Negotiated, ZrtpEvent, ZrtpSession};
+use crate::zrtp::{Negotiated, ZrtpEvent, ZrtpFailure, ZrtpSession};
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// How often an RTCP report goes out.
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Datagrams waiting to be sent, at most.
 const MAX_OUTBOX: usize = 256;
+/// A peer that sent no ZRTP at all this long after we started does not do ZRTP: a ZRTP
+/// endpoint sends its Hello at once and retransmits it for about this long (RFC 6189 §6).
+/// Shorter than the handshake timeout, which is for a peer that answers but stalls.
+pub const PEER_SILENT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Under best effort, a peer whose media has flowed from its negotiated address this
+/// long, with not one ZRTP packet meanwhile, does not do ZRTP either; the call goes to
+/// cleartext now rather than after [`PEER_SILENT_TIMEOUT`]. A ZRTP peer's Hellos (sent
+/// at once, repeated every 200 ms) would have arrived in that time.
+pub const CLEARTEXT_MEDIA_TIMEOUT: Duration = Duration::from_secs(1);
+/// ... and at least this many of its packets must have come (not one stray packet).
+const CLEARTEXT_MEDIA_PACKETS: u32 = 25;
 
 /// What the stream may do without ZRTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +62,18 @@ pub struct StreamConfig {
     pub policy: Policy,
     /// The peer's `a=zrtp-hash`, to check its Hello against.
     pub peer_hello_hash: Option<String>,
+    /// The peer's media address from its SDP: the one source trusted without proof, and
+    /// where our media goes until the peer proves another (see [`PeerAddress`]).
+    pub remote: SocketAddr,
+}
+
+/// A datagram for the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it: the negotiated address, or the source the peer proved since.
+    pub to: SocketAddr,
+    /// The UDP payload.
+    pub data: Vec<u8>,
 }
 
 /// Where the stream's protection stands.
@@ -99,7 +130,8 @@ pub struct StreamStats {
     pub rtt_ms: Option<u32>,
     /// Frames that had to be sent while not yet secure and were withheld.
     pub withheld_frames: u64,
-    /// Datagrams refused (malformed, unauthenticated, replayed, or cleartext).
+    /// Datagrams refused (malformed, unauthenticated, replayed, cleartext, or from an
+    /// address that is not the peer's).
     pub refused_datagrams: u64,
     /// Jitter buffer counters.
     pub jitter_buffer: JitterStats,
@@ -112,6 +144,16 @@ pub struct AudioStream {
     zrtp: Option<ZrtpSession>,
     srtp: Option<SrtpSession>,
     security: MediaSecurity,
+    peer: PeerAddress,
+    peer_hello: Option<HelloHash>,
+    /// When to give up on a peer that never sent any ZRTP.
+    zrtp_silence_deadline: Option<Instant>,
+    /// Well-formed ZRTP came from addresses that could not prove they are the peer
+    /// (to explain a silence timeout truthfully).
+    zrtp_from_strangers: bool,
+    /// Best effort: when the peer's cleartext media began while no ZRTP came, and how
+    /// many packets of it arrived.
+    cleartext_media: Option<(Instant, u32)>,
     encoder: Encoder,
     decoder: Decoder,
     jitter: JitterBuffer,
@@ -156,7 +198,18 @@ impl AudioStream {
         if let (Some(z), Some(h)) = (zrtp.as_mut(), cfg.peer_hello_hash.as_deref()) {
             z.set_peer_hello_hash(h)?;
         }
+        let peer_hello = cfg.peer_hello_hash.as_deref().and_then(HelloHash::parse);
+        if cfg.peer_hello_hash.is_some() && peer_hello.is_none() {
+            tracing::info!(
+                "the peer's a=zrtp-hash is not a SHA-256 hash; it cannot vouch for a new address"
+            );
+        }
         Ok(AudioStream {
+            peer: PeerAddress::new(cfg.remote),
+            peer_hello,
+            zrtp_silence_deadline: None,
+            zrtp_from_strangers: false,
+            cleartext_media: None,
             encoder: Encoder::new(cfg.codec)?,
             decoder: Decoder::new(cfg.codec)?,
             jitter: JitterBuffer::new(FRAME_MS),
@@ -192,6 +245,8 @@ impl AudioStream {
         match &mut self.zrtp {
             Some(z) => {
                 z.start(now)?;
+                self.zrtp_silence_deadline
+                    .get_or_insert(now + PEER_SILENT_TIMEOUT);
                 self.pump_zrtp(now);
             }
             None => self.fall_back_to_cleartext(now, "ZRTP is not in use for this call".into()),
@@ -263,19 +318,25 @@ impl AudioStream {
         tracing::debug!(error = %e, "media datagram dropped");
     }
 
-    /// Feeds one datagram received on the media port.
-    pub fn handle_datagram(&mut self, now: Instant, buf: &[u8]) {
+    fn refuse_stranger(&mut self, from: SocketAddr, kind: &'static str) {
+        self.stats.refused_datagrams += 1;
+        tracing::debug!(%from, kind, "media from an address that is not the peer's dropped");
+    }
+
+    /// `from` sent something only the peer can send: take media from it, and send ours there.
+    fn proven(&mut self, from: SocketAddr) {
+        if self.peer.prove(from) {
+            tracing::info!(%from, "the peer's authenticated media comes from a new address; ours follows it");
+        }
+    }
+
+    /// Feeds one datagram that arrived on the media port from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
+        let trusted = self.peer.trusts(from);
         match rtp::classify(buf) {
-            Kind::Zrtp => {
-                if let Some(z) = &mut self.zrtp {
-                    if let Err(e) = z.handle_packet(now, buf) {
-                        self.refuse(&e);
-                    }
-                    self.pump_zrtp(now);
-                }
-            }
-            Kind::Rtp => self.handle_rtp(now, buf),
-            Kind::Rtcp => self.handle_rtcp(now, buf),
+            Kind::Zrtp => self.handle_zrtp(now, from, trusted, buf),
+            Kind::Rtp => self.handle_rtp(now, from, trusted, buf),
+            Kind::Rtcp => self.handle_rtcp(now, from, trusted, buf),
             Kind::Unknown => self.refuse(&MediaError::Malformed {
                 kind: "media",
                 reason: "neither RTP, RTCP nor ZRTP",
@@ -283,18 +344,57 @@ impl AudioStream {
         }
     }
 
-    fn handle_rtp(&mut self, now: Instant, buf: &[u8]) {
+    fn handle_zrtp(&mut self, now: Instant, from: SocketAddr, trusted: bool, buf: &[u8]) {
+        if !trusted {
+            // Only the Hello the peer signalled in its SDP vouches for a new address, and
+            // only while keys are still being agreed. A Hello from another call, or any
+            // other ZRTP message, is dropped here, never shown to libbzrtp.
+            let vouched = self.zrtp.is_some()
+                && self.srtp.is_none()
+                && self.security != MediaSecurity::Failed
+                && self.peer_hello.is_some_and(|h| h.matches(buf));
+            if !vouched {
+                self.zrtp_from_strangers |= crate::zrtp::check_packet(buf).is_ok();
+                return self.refuse_stranger(from, "ZRTP");
+            }
+            self.proven(from);
+        }
+        if let Some(z) = &mut self.zrtp {
+            if let Err(e) = z.handle_packet(now, buf) {
+                self.refuse(&e);
+            }
+            self.pump_zrtp(now);
+        }
+    }
+
+    /// Under best effort, while keys are being agreed: counts one cleartext packet from
+    /// the peer, and says whether its media has now flowed long enough without any ZRTP
+    /// to conclude that it does not do ZRTP. One packet never does.
+    fn peer_media_without_zrtp(&mut self, now: Instant) -> bool {
+        if self.cfg.policy != Policy::BestEffort
+            || self.zrtp.as_ref().is_some_and(|z| z.peer_seen())
+        {
+            return false;
+        }
+        let (since, packets) = self.cleartext_media.get_or_insert((now, 0));
+        *packets += 1;
+        *packets >= CLEARTEXT_MEDIA_PACKETS
+            && now.saturating_duration_since(*since) >= CLEARTEXT_MEDIA_TIMEOUT
+    }
+
+    fn handle_rtp(&mut self, now: Instant, from: SocketAddr, trusted: bool, buf: &[u8]) {
+        // An authentic SRTP packet proves its source, wherever it comes from, and our
+        // media follows the source the peer's media last came from.
+        let authenticated = self.security == MediaSecurity::Secure;
         let plain = match self.security {
             MediaSecurity::Secure => match self.srtp.as_mut().map(|s| s.unprotect_rtp(buf)) {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => return self.refuse(&e),
                 None => return,
             },
+            _ if !trusted => return self.refuse_stranger(from, "RTP"),
             MediaSecurity::Negotiating => {
-                // A peer that sends media but never spoke ZRTP does not do ZRTP. Under best
-                // effort we take its cleartext; under mandatory we drop it.
-                let peer_speaks_zrtp = self.zrtp.as_ref().is_some_and(|z| z.peer_seen());
-                if self.cfg.policy == Policy::BestEffort && !peer_speaks_zrtp {
+                if self.peer_media_without_zrtp(now) {
                     self.fall_back_to_cleartext(
                         now,
                         "the peer sends unencrypted media and does not answer ZRTP".into(),
@@ -310,6 +410,9 @@ impl AudioStream {
             MediaSecurity::Cleartext => bytes::Bytes::copy_from_slice(buf),
             MediaSecurity::Failed => return,
         };
+        if authenticated && from != self.peer.destination() {
+            self.proven(from);
+        }
         let (h, range) = match rtp::parse(&plain) {
             Ok(x) => x,
             Err(e) => return self.refuse(&e),
@@ -344,16 +447,20 @@ impl AudioStream {
         self.jitter.push(h.sequence, arrival_ms, media_ms, payload);
     }
 
-    fn handle_rtcp(&mut self, now: Instant, buf: &[u8]) {
+    fn handle_rtcp(&mut self, now: Instant, from: SocketAddr, trusted: bool, buf: &[u8]) {
         let plain = match self.security {
             MediaSecurity::Secure => match self.srtp.as_mut().map(|s| s.unprotect_rtcp(buf)) {
                 Some(Ok(p)) => p,
                 Some(Err(e)) => return self.refuse(&e),
                 None => return,
             },
+            _ if !trusted => return self.refuse_stranger(from, "RTCP"),
             MediaSecurity::Cleartext => bytes::Bytes::copy_from_slice(buf),
             _ => return,
         };
+        if !trusted {
+            self.proven(from);
+        }
         match parse_report(&plain) {
             Ok(report) => {
                 let now_q16 = self.q16(now);
@@ -387,9 +494,37 @@ impl AudioStream {
             z.handle_timeout(now);
             self.pump_zrtp(now);
         }
+        self.check_peer_silence(now);
         if self.next_rtcp.is_some_and(|t| now >= t) {
             self.next_rtcp = Some(now + RTCP_INTERVAL);
             self.send_rtcp(now);
+        }
+    }
+
+    /// Gives up on ZRTP if the peer never sent a single ZRTP packet: under best effort
+    /// the call goes on in cleartext, under mandatory it fails. Our Hellos stop.
+    fn check_peer_silence(&mut self, now: Instant) {
+        let Some(deadline) = self.zrtp_silence_deadline else {
+            return;
+        };
+        match &self.zrtp {
+            Some(z) if !z.peer_seen() => {
+                if now < deadline {
+                    return;
+                }
+                self.zrtp = None;
+                self.zrtp_silence_deadline = None;
+                let reason = if self.zrtp_from_strangers {
+                    "no ZRTP came from the address the peer signalled; ZRTP from other \
+                     addresses could not prove it was the peer's and was ignored"
+                        .to_string()
+                } else {
+                    ZrtpFailure::PeerDoesNotSupportZrtp.to_string()
+                };
+                tracing::info!(%reason, "no ZRTP from the peer");
+                self.fail_or_fallback(now, reason);
+            }
+            _ => self.zrtp_silence_deadline = None,
         }
     }
 
@@ -529,9 +664,23 @@ impl AudioStream {
         self.payload = payload;
     }
 
-    /// The next datagram for the peer's media address.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.outbox.pop_front()
+    /// The next datagram for the peer. Call until `None` after every input.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let data = self.outbox.pop_front()?;
+        Some(Transmit {
+            to: self.peer.destination(),
+            data,
+        })
+    }
+
+    /// A new SDP from the peer (re-INVITE) names `remote` as its media address.
+    pub fn set_remote(&mut self, remote: SocketAddr) {
+        self.peer.renegotiate(remote);
+    }
+
+    /// Where our media goes now.
+    pub fn remote(&self) -> SocketAddr {
+        self.peer.destination()
     }
 
     /// The next event.
@@ -542,14 +691,19 @@ impl AudioStream {
     /// When [`AudioStream::handle_timeout`] is due next (frames are clocked by the caller).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let z = self.zrtp.as_ref().and_then(|z| z.poll_timeout());
-        [z, self.next_rtcp].into_iter().flatten().min()
+        [z, self.zrtp_silence_deadline, self.next_rtcp]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Current counters.
     pub fn stats(&self) -> StreamStats {
         StreamStats {
             lost_packets: self.reception.lost(),
-            jitter_ms: self.reception.jitter() * 1000 / self.cfg.codec.clock_rate(),
+            jitter_ms: (u64::from(self.reception.jitter()) * 1000
+                / u64::from(self.cfg.codec.clock_rate().max(1)))
+            .min(u64::from(u32::MAX)) as u32,
             jitter_buffer: self.jitter.stats(),
             ..self.stats
         }

@@ -1,12 +1,18 @@
 //! Two audio streams (real libbzrtp, SRTP, codecs, jitter buffers) talking over a
 //! simulated network with simulated time: the tone sent by one side is heard by the
 //! other at the right pitch and level, only after ZRTP is secure under "mandatory".
+//! Each side has an address; a datagram reaches whoever is at its destination, and
+//! strangers can inject datagrams from addresses of their own.
 
 use hush_media::analysis::{dominant_frequency, rms, tone, tone_purity};
 use hush_media::codec::CodecKind;
-use hush_media::rtp::{Kind, classify};
-use hush_media::stream::{AudioStream, MediaSecurity, Policy, StreamConfig, StreamEvent};
+use hush_media::rtp::{Kind, RtpHeader, classify, write};
+use hush_media::stream::{
+    AudioStream, CLEARTEXT_MEDIA_TIMEOUT, MediaSecurity, PEER_SILENT_TIMEOUT, Policy, StreamConfig,
+    StreamEvent,
+};
 use hush_media::zrtp::{ZrtpConfig, ZrtpSession};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -14,27 +20,45 @@ const FRAME: Duration = Duration::from_millis(20);
 /// An attacker on the path: sees (from side, datagram), may rewrite it or drop it (false).
 type Mitm = Box<dyn FnMut(usize, &mut Vec<u8>) -> bool>;
 
-fn config(ssrc: u32, codec: CodecKind, policy: Policy, zrtp: bool) -> (StreamConfig, bool) {
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+/// Where side 0 and side 1 really are.
+const ADDRS: [&str; 2] = ["192.0.2.10:4000", "192.0.2.20:6000"];
+/// A stranger on the network.
+const STRANGER: &str = "203.0.113.66:5555";
+
+/// A side's setup: its stream config and whether it runs ZRTP (with which handshake
+/// timeout).
+struct Side {
+    cfg: StreamConfig,
+    zrtp: Option<Duration>,
+}
+
+/// Side `i` (0 or 1) with the other side's real address as the negotiated one.
+fn config(i: usize, codec: CodecKind, policy: Policy, zrtp: bool) -> Side {
     let cfg = StreamConfig {
-        local_ssrc: ssrc,
+        local_ssrc: i as u32 + 1,
         codec,
         payload_type: codec.static_payload_type().unwrap_or(111),
         telephone_event_pt: Some(101),
         policy,
         peer_hello_hash: None,
+        remote: addr(ADDRS[1 - i]),
     };
-    (cfg, zrtp)
+    Side {
+        cfg,
+        zrtp: zrtp.then_some(Duration::from_secs(4)),
+    }
 }
 
-fn stream((cfg, zrtp): (StreamConfig, bool), now: Instant) -> AudioStream {
-    let z = zrtp.then(|| {
-        let c = ZrtpConfig {
-            handshake_timeout: Duration::from_secs(4),
-            ..ZrtpConfig::default()
-        };
-        ZrtpSession::new(&c, cfg.local_ssrc, now).expect("zrtp")
-    });
-    AudioStream::new(cfg, z, now).expect("stream")
+fn zrtp_session(ssrc: u32, handshake_timeout: Duration, now: Instant) -> ZrtpSession {
+    let c = ZrtpConfig {
+        handshake_timeout,
+        ..ZrtpConfig::default()
+    };
+    ZrtpSession::new(&c, ssrc, now).expect("zrtp")
 }
 
 /// Per side: what it heard, its events, and datagrams it put on the wire by kind.
@@ -44,13 +68,17 @@ struct Log {
     events: Vec<StreamEvent>,
     rtp_sent_before_secure: usize,
     rtp_sent: usize,
+    zrtp_sent: usize,
 }
 
 struct Call {
     sides: [AudioStream; 2],
+    /// Where each side really sends from and receives at.
+    addrs: [SocketAddr; 2],
     logs: [Log; 2],
     now: Instant,
-    wire: Vec<(Instant, usize, Vec<u8>)>,
+    /// In flight: (arrival, from, to, datagram).
+    wire: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     latency: Duration,
     tones: [Option<f64>; 2],
     sample: [u64; 2],
@@ -60,15 +88,36 @@ struct Call {
 }
 
 impl Call {
-    fn new(a: (StreamConfig, bool), b: (StreamConfig, bool)) -> Call {
+    /// Two sides that tell each other their real Hello hashes in the "SDP".
+    fn new(a: Side, b: Side) -> Call {
+        let mut call = Call::unstarted(a, b, true);
+        call.start(0);
+        call.start(1);
+        call
+    }
+
+    /// Two sides, not started; `signal_hashes` puts each one's Hello hash into the
+    /// other's config, as the SDP exchange does.
+    fn unstarted(mut a: Side, mut b: Side, signal_hashes: bool) -> Call {
         let now = Instant::now();
-        let frame_samples = [a.0.codec.frame_samples(), b.0.codec.frame_samples()];
-        let mut sides = [stream(a, now), stream(b, now)];
-        for s in &mut sides {
-            s.start(now).expect("start");
+        let za = a.zrtp.map(|t| zrtp_session(a.cfg.local_ssrc, t, now));
+        let zb = b.zrtp.map(|t| zrtp_session(b.cfg.local_ssrc, t, now));
+        if signal_hashes {
+            if let Some(z) = &za {
+                b.cfg.peer_hello_hash = Some(z.hello_hash().expect("hash a"));
+            }
+            if let Some(z) = &zb {
+                a.cfg.peer_hello_hash = Some(z.hello_hash().expect("hash b"));
+            }
         }
+        let frame_samples = [a.cfg.codec.frame_samples(), b.cfg.codec.frame_samples()];
+        let sides = [
+            AudioStream::new(a.cfg, za, now).expect("stream a"),
+            AudioStream::new(b.cfg, zb, now).expect("stream b"),
+        ];
         Call {
             sides,
+            addrs: [addr(ADDRS[0]), addr(ADDRS[1])],
             logs: [Log::default(), Log::default()],
             now,
             wire: Vec::new(),
@@ -80,9 +129,22 @@ impl Call {
         }
     }
 
+    fn start(&mut self, i: usize) {
+        self.sides[i].start(self.now).expect("start");
+    }
+
+    /// A datagram from `from` arriving at side `to` now.
+    fn inject(&mut self, to: usize, from: SocketAddr, d: &[u8]) {
+        self.sides[to].handle_datagram(self.now, from, d);
+    }
+
     fn flush(&mut self) {
         for i in 0..2 {
-            while let Some(mut d) = self.sides[i].poll_transmit() {
+            while let Some(t) = self.sides[i].poll_transmit() {
+                let (dest, mut d) = (t.to, t.data);
+                if classify(&d) == Kind::Zrtp {
+                    self.logs[i].zrtp_sent += 1;
+                }
                 if classify(&d) == Kind::Rtp {
                     self.logs[i].rtp_sent += 1;
                     if *self.sides[i].security() != MediaSecurity::Secure {
@@ -94,7 +156,8 @@ impl Call {
                 {
                     continue;
                 }
-                self.wire.push((self.now + self.latency, 1 - i, d));
+                self.wire
+                    .push((self.now + self.latency, self.addrs[i], dest, d));
             }
             while let Some(e) = self.sides[i].poll_event() {
                 self.logs[i].events.push(e);
@@ -108,7 +171,7 @@ impl Call {
         let mut next_frame = self.now + FRAME;
         while self.now < end {
             self.flush();
-            let next_packet = self.wire.iter().map(|(t, _, _)| *t).min();
+            let next_packet = self.wire.iter().map(|(t, _, _, _)| *t).min();
             let next_timer = self.sides.iter().filter_map(|s| s.poll_timeout()).min();
             let next = [Some(next_frame), next_packet, next_timer]
                 .into_iter()
@@ -117,10 +180,13 @@ impl Call {
                 .unwrap_or(end);
             self.now = next.min(end).max(self.now);
             let (due, later): (Vec<_>, Vec<_>) =
-                self.wire.drain(..).partition(|(t, _, _)| *t <= self.now);
+                self.wire.drain(..).partition(|(t, _, _, _)| *t <= self.now);
             self.wire = later;
-            for (_, to, d) in due {
-                self.sides[to].handle_datagram(self.now, &d);
+            for (_, from, to, d) in due {
+                // Nobody at that address (e.g. a private address behind NAT): lost.
+                if let Some(j) = self.addrs.iter().position(|a| *a == to) {
+                    self.sides[j].handle_datagram(self.now, from, &d);
+                }
             }
             for s in &mut self.sides {
                 s.handle_timeout(self.now);
@@ -166,8 +232,8 @@ fn tail(log: &Log, rate: usize, secs: usize) -> &[i16] {
 fn tone_crosses_a_secure_call_both_ways_with_each_codec() {
     for codec in [CodecKind::Pcmu, CodecKind::Pcma, CodecKind::Opus] {
         let mut call = Call::new(
+            config(0, codec, Policy::Mandatory, true),
             config(1, codec, Policy::Mandatory, true),
-            config(2, codec, Policy::Mandatory, true),
         );
         call.run(Duration::from_secs(3));
         let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
@@ -216,8 +282,8 @@ fn tone_crosses_a_secure_call_both_ways_with_each_codec() {
 #[test]
 fn rtcp_measures_round_trip_time() {
     let mut call = Call::new(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
         config(1, CodecKind::Pcmu, Policy::Mandatory, true),
-        config(2, CodecKind::Pcmu, Policy::Mandatory, true),
     );
     call.latency = Duration::from_millis(40);
     call.run(Duration::from_secs(12));
@@ -231,8 +297,8 @@ fn rtcp_measures_round_trip_time() {
 #[test]
 fn dtmf_is_delivered_as_telephone_events() {
     let mut call = Call::new(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
         config(1, CodecKind::Pcmu, Policy::Mandatory, true),
-        config(2, CodecKind::Pcmu, Policy::Mandatory, true),
     );
     call.run(Duration::from_secs(1));
     for k in ['1', '#', '9'] {
@@ -257,8 +323,8 @@ fn dtmf_is_delivered_as_telephone_events() {
 #[test]
 fn mandatory_policy_against_a_peer_without_zrtp_sends_nothing_and_fails() {
     let mut call = Call::new(
-        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
-        config(2, CodecKind::Pcmu, Policy::BestEffort, false),
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, false),
     );
     call.run(Duration::from_secs(6));
     assert_eq!(call.logs[0].rtp_sent, 0, "no RTP may leave under mandatory");
@@ -279,10 +345,15 @@ fn mandatory_policy_against_a_peer_without_zrtp_sends_nothing_and_fails() {
 #[test]
 fn best_effort_falls_back_to_cleartext_and_says_so() {
     let mut call = Call::new(
-        config(1, CodecKind::Pcmu, Policy::BestEffort, true),
-        config(2, CodecKind::Pcmu, Policy::BestEffort, false),
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, false),
     );
-    call.run(Duration::from_secs(3));
+    // The peer's cleartext arrives from the first frames on; one packet is no proof
+    // that it does not do ZRTP, a second of them without any ZRTP is.
+    call.run(CLEARTEXT_MEDIA_TIMEOUT / 2);
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+    assert!(call.logs[0].events.is_empty(), "{:?}", call.logs[0].events);
+    call.run(Duration::from_secs(3) - CLEARTEXT_MEDIA_TIMEOUT / 2);
     assert!(
         matches!(call.logs[0].events.first(), Some(StreamEvent::Cleartext(_))),
         "{:?}",
@@ -302,8 +373,8 @@ fn best_effort_falls_back_to_cleartext_and_says_so() {
 #[test]
 fn attacker_on_the_path_cannot_inject_or_replay_media() {
     let mut call = Call::new(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
         config(1, CodecKind::Pcmu, Policy::Mandatory, true),
-        config(2, CodecKind::Pcmu, Policy::Mandatory, true),
     );
     call.run(Duration::from_secs(1));
     assert!(secure_sas(&call.logs[1]).is_some());
@@ -321,15 +392,16 @@ fn attacker_on_the_path_cannot_inject_or_replay_media() {
     assert!(recorded.len() > 50);
     let before = call.sides[1].stats().refused_datagrams;
     for d in &recorded {
-        call.sides[1].handle_datagram(call.now, d); // replay
+        let from = call.addrs[0];
+        call.inject(1, from, d); // replay
         let mut forged = d.clone();
         let last = forged.len() - 1;
         forged[last] ^= 0xff;
         forged[2] ^= 0x40; // fresh sequence number, so only authentication can catch it
-        call.sides[1].handle_datagram(call.now, &forged);
+        call.inject(1, from, &forged);
     }
-    call.sides[1].handle_datagram(call.now, &[0x80, 0, 0, 0]);
-    call.sides[1].handle_datagram(call.now, &[0u8; 2000]);
+    call.inject(1, call.addrs[0], &[0x80, 0, 0, 0]);
+    call.inject(1, call.addrs[0], &[0u8; 2000]);
     let refused = call.sides[1].stats().refused_datagrams - before;
     assert!(
         refused >= 2 * recorded.len() as u64,
@@ -342,4 +414,364 @@ fn attacker_on_the_path_cannot_inject_or_replay_media() {
         440.0,
         "audio unaffected"
     );
+}
+
+/// Genuine ZRTP packets of another call, as an eavesdropper recorded them: (Hello, Commit).
+fn foreign_zrtp() -> (Vec<u8>, Vec<u8>) {
+    let mut other = Call::new(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+    );
+    let seen: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Default::default();
+    let tap = seen.clone();
+    other.mitm = Some(Box::new(move |_, d| {
+        if classify(d) == Kind::Zrtp {
+            tap.borrow_mut().push(d.clone());
+        }
+        true
+    }));
+    other.run(Duration::from_secs(1));
+    assert!(
+        secure_sas(&other.logs[0]).is_some(),
+        "the other call went secure"
+    );
+    let seen = seen.borrow();
+    let of_type = |t: &[u8; 8]| {
+        seen.iter()
+            .find(|d| d.len() > 24 && &d[16..24] == t)
+            .cloned()
+            .expect("recorded")
+    };
+    (of_type(b"Hello   "), of_type(b"Commit  "))
+}
+
+/// A plain RTP packet (PCMU, 20 ms) with these numbers.
+fn rtp_packet(seq: u16, timestamp: u32, ssrc: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let h = RtpHeader {
+        payload_type: 0,
+        marker: false,
+        sequence: seq,
+        timestamp,
+        ssrc,
+    };
+    write(&h, &[0xff; 160], &mut out);
+    out
+}
+
+fn failures(log: &Log) -> Vec<&StreamEvent> {
+    log.events
+        .iter()
+        .filter(|e| matches!(e, StreamEvent::Failed(_) | StreamEvent::Cleartext(_)))
+        .collect()
+}
+
+#[test]
+fn strangers_spraying_captured_zrtp_and_junk_neither_end_nor_weaken_a_call() {
+    let (hello, commit) = foreign_zrtp();
+    let mut call = Call::new(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+    );
+    let stranger = addr(STRANGER);
+    let junk = [
+        hello,
+        commit,
+        rtp_packet(1, 160, 0x0bad_cafe),
+        vec![0x80, 201, 0, 1, 0x0b, 0xad, 0xca, 0xfe],
+    ];
+    let mut per_side = 0u64;
+    // From the very start, every frame, at both sides: 3 s.
+    for _ in 0..150 {
+        for side in 0..2 {
+            for d in &junk {
+                call.inject(side, stranger, d);
+            }
+        }
+        per_side += junk.len() as u64;
+        call.run(FRAME);
+    }
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    for i in 0..2 {
+        assert!(
+            failures(&call.logs[i]).is_empty(),
+            "{:?}",
+            call.logs[i].events
+        );
+        assert_eq!(*call.sides[i].security(), MediaSecurity::Secure);
+        assert_eq!(
+            call.sides[i].remote(),
+            call.addrs[1 - i],
+            "media stays with the peer"
+        );
+        let refused = call.sides[i].stats().refused_datagrams;
+        assert!(refused >= per_side, "side {i}: {refused} < {per_side}");
+    }
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+        440.0
+    );
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+        880.0
+    );
+}
+
+#[test]
+fn a_peer_behind_nat_is_followed_once_its_signalled_hello_arrives() {
+    let (foreign_hello, _) = foreign_zrtp();
+    let mut b = config(1, CodecKind::Pcmu, Policy::Mandatory, true);
+    // A's SDP names its private address; its packets come from its NAT's public one.
+    let private = addr("10.0.0.5:4000");
+    b.cfg.remote = private;
+    let mut call = Call::unstarted(config(0, CodecKind::Pcmu, Policy::Mandatory, true), b, true);
+    call.start(1);
+    call.run(Duration::from_millis(100));
+    assert_eq!(call.sides[1].remote(), private);
+    // From the NAT address, a Hello that is not the one A signalled, and cleartext:
+    // dropped, neither fatal nor followed.
+    let nat = call.addrs[0];
+    call.inject(1, nat, &foreign_hello);
+    call.inject(1, nat, &rtp_packet(1, 160, 1));
+    assert_eq!(call.sides[1].stats().refused_datagrams, 2);
+    assert_eq!(*call.sides[1].security(), MediaSecurity::Negotiating);
+    assert_eq!(call.sides[1].remote(), private);
+    call.start(0);
+    call.run(Duration::from_secs(3));
+    assert!(
+        failures(&call.logs[1]).is_empty(),
+        "{:?}",
+        call.logs[1].events
+    );
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    assert_eq!(
+        call.sides[1].remote(),
+        nat,
+        "B's media follows A's proven source"
+    );
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+        440.0
+    );
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+        880.0
+    );
+}
+
+#[test]
+fn a_peer_that_moves_is_followed_only_after_an_authentic_srtp_packet() {
+    // No a=zrtp-hash signalled: only SRTP can vouch for a new address.
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        false,
+    );
+    call.start(0);
+    call.start(1);
+    let recorded: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Default::default();
+    let tap = recorded.clone();
+    call.mitm = Some(Box::new(move |from, d| {
+        if from == 0 && classify(d) == Kind::Rtp {
+            tap.borrow_mut().push(d.clone());
+        }
+        true
+    }));
+    call.run(Duration::from_secs(1));
+    assert!(secure_sas(&call.logs[1]).is_some());
+    call.mitm = None;
+    let old = call.addrs[0];
+    // A's NAT mapping changes: A now sends from `moved`; what goes to `old` is lost.
+    let moved = addr("198.51.100.4:7000");
+    call.addrs[0] = moved;
+    let before = call.sides[1].stats().refused_datagrams;
+    // A packet B has received already (the last few are still in flight).
+    let srtp = {
+        let r = recorded.borrow();
+        r[r.len() - 10].clone()
+    };
+    let mut forged = srtp.clone();
+    forged[2] ^= 0x40;
+    call.inject(1, moved, &srtp); // a replay, even of a genuine packet
+    call.inject(1, moved, &forged);
+    call.inject(1, moved, &rtp_packet(7, 7, 1));
+    call.inject(1, moved, &[0x80, 201, 0, 1, 0, 0, 0, 1]);
+    assert_eq!(call.sides[1].stats().refused_datagrams - before, 4);
+    assert_eq!(
+        call.sides[1].remote(),
+        old,
+        "nothing authentic came from there yet"
+    );
+    call.run(Duration::from_secs(2));
+    assert_eq!(
+        call.sides[1].remote(),
+        moved,
+        "followed after A's next SRTP packet"
+    );
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+        880.0
+    );
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+        440.0
+    ); // A's media comes from its signalled address again: B's follows it back.
+    call.addrs[0] = old;
+    call.run(Duration::from_secs(2));
+    assert_eq!(call.sides[1].remote(), old);
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+        880.0
+    );
+}
+
+#[test]
+fn a_mismatching_hello_from_the_negotiated_address_ends_the_call_as_tampering() {
+    let (foreign_hello, _) = foreign_zrtp();
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        true,
+    );
+    call.start(1);
+    let peer = call.addrs[0];
+    call.inject(1, peer, &foreign_hello);
+    call.start(0);
+    call.run(Duration::from_secs(1));
+    let tampering = hush_media::zrtp::ZrtpFailure::HelloHashMismatch.to_string();
+    assert_eq!(
+        call.logs[1].events,
+        vec![StreamEvent::Failed(tampering)],
+        "the signalled hash and the Hello from the peer's address disagree"
+    );
+    assert_eq!(*call.sides[1].security(), MediaSecurity::Failed);
+}
+
+#[test]
+fn best_effort_is_not_downgraded_by_one_rtp_packet() {
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, true),
+        true,
+    );
+    call.start(1);
+    // Before the peer's first ZRTP packet, one cleartext packet "from" it.
+    let peer = call.addrs[0];
+    call.inject(1, peer, &rtp_packet(1, 160, 1));
+    call.run(Duration::from_millis(200));
+    assert_eq!(*call.sides[1].security(), MediaSecurity::Negotiating);
+    call.start(0);
+    call.run(Duration::from_secs(2));
+    assert!(
+        failures(&call.logs[1]).is_empty(),
+        "{:?}",
+        call.logs[1].events
+    );
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+}
+
+#[test]
+fn a_silent_peer_is_given_up_after_the_silence_timeout_not_the_handshake_timeout() {
+    for (policy, expected) in [
+        (
+            Policy::BestEffort,
+            StreamEvent::Cleartext("peer does not support ZRTP".into()),
+        ),
+        (
+            Policy::Mandatory,
+            StreamEvent::Failed("peer does not support ZRTP".into()),
+        ),
+    ] {
+        let mut b = config(1, CodecKind::Pcmu, policy, true);
+        b.zrtp = Some(Duration::from_secs(30));
+        let mut call = Call::unstarted(
+            config(0, CodecKind::Pcmu, Policy::BestEffort, false),
+            b,
+            true,
+        );
+        call.start(1); // the peer never starts: nothing comes from it
+        call.run(PEER_SILENT_TIMEOUT - Duration::from_millis(50));
+        assert_eq!(*call.sides[1].security(), MediaSecurity::Negotiating);
+        assert!(call.logs[1].events.is_empty(), "{:?}", call.logs[1].events);
+        call.run(Duration::from_millis(100));
+        assert_eq!(call.logs[1].events, vec![expected.clone()], "{policy:?}");
+        let hellos = call.logs[1].zrtp_sent;
+        assert!(hellos > 5, "{policy:?}: Hellos were sent ({hellos})");
+        call.run(Duration::from_secs(1));
+        assert_eq!(
+            call.logs[1].zrtp_sent, hellos,
+            "{policy:?}: and then no more"
+        );
+    }
+}
+
+#[test]
+fn a_peer_heard_only_from_an_unproven_address_is_named_as_such() {
+    // A's SDP names an address it does not send from, and carries no a=zrtp-hash: its
+    // Hellos cannot prove the address it sends from.
+    let mut b = config(1, CodecKind::Pcmu, Policy::Mandatory, true);
+    b.cfg.remote = addr("10.0.0.5:4000");
+    b.zrtp = Some(ZrtpConfig::default().handshake_timeout);
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        b,
+        false,
+    );
+    call.start(0);
+    call.start(1);
+    call.run(PEER_SILENT_TIMEOUT + Duration::from_millis(100));
+    match call.logs[1].events.as_slice() {
+        [StreamEvent::Failed(reason)] => {
+            assert!(reason.contains("address the peer signalled"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(call.sides[1].stats().refused_datagrams > 0);
+    assert_eq!(
+        call.sides[1].remote(),
+        addr("10.0.0.5:4000"),
+        "never followed"
+    );
+}
+
+/// A best-effort stream without ZRTP (cleartext at once) that takes media from side 0.
+fn cleartext_stream(now: Instant) -> AudioStream {
+    let Side { cfg, .. } = config(1, CodecKind::Pcmu, Policy::BestEffort, false);
+    let mut s = AudioStream::new(cfg, None, now).expect("stream");
+    s.start(now).expect("start");
+    assert_eq!(*s.security(), MediaSecurity::Cleartext);
+    s
+}
+
+#[test]
+fn a_timestamp_wrap_is_not_jitter_in_the_statistics() {
+    let now = Instant::now();
+    let mut s = cleartext_stream(now);
+    let peer = addr(ADDRS[0]);
+    let first = u32::MAX - 50 * 160 + 1;
+    for i in 0u16..100 {
+        let at = now + FRAME * u32::from(i);
+        let ts = first.wrapping_add(u32::from(i) * 160);
+        s.handle_datagram(at, peer, &rtp_packet(i, ts, 1));
+    }
+    let st = s.stats();
+    assert_eq!(st.received_packets, 100);
+    assert!(st.jitter_ms <= 1, "perfectly timed packets: {st:?}");
+}
+
+#[test]
+fn huge_jitter_does_not_panic_the_statistics() {
+    let now = Instant::now();
+    let mut s = cleartext_stream(now);
+    let peer = addr(ADDRS[0]);
+    for i in 0u16..200 {
+        let ts = if i % 2 == 0 { 0 } else { 0x8000_0000 };
+        s.handle_datagram(now + FRAME * u32::from(i), peer, &rtp_packet(i, ts, 1));
+    }
+    let st = s.stats();
+    // About 2^31 timestamp units at 8 kHz.
+    assert!(st.jitter_ms > 100_000_000, "{st:?}");
 }

@@ -595,13 +595,13 @@ impl CallLayer {
             telephone_event_pt: neg.telephone_event,
             policy: call.policy,
             peer_hello_hash: peer_hash,
+            remote,
         };
         let input = self.input.clone();
         let media = prepared
             .start(
                 cfg,
                 Some(zrtp),
-                Some(remote),
                 call.audio.source.clone(),
                 call.audio.sink.clone(),
                 move |r| {

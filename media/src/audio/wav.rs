@@ -52,16 +52,24 @@ impl WavSource {
             .chunks(channels)
             .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16)
             .collect();
+        let samples = resample::linear(&mono, spec.sample_rate, rate);
+        if samples.len() < (rate / 50) as usize {
+            return Err(err(path, "shorter than one 20 ms frame"));
+        }
         Ok(WavSource {
-            samples: resample::linear(&mono, spec.sample_rate, rate),
+            samples,
             position: 0,
         })
     }
 
     /// Fills one frame, looping.
     pub fn read(&mut self, out: &mut [i16]) {
+        if self.samples.is_empty() {
+            out.fill(0);
+            return;
+        }
         for o in out.iter_mut() {
-            *o = self.samples[self.position];
+            *o = self.samples.get(self.position).copied().unwrap_or(0);
             self.position = (self.position + 1) % self.samples.len();
         }
     }
@@ -157,6 +165,42 @@ mod tests {
         let (samples, rate) = read_recording(&out).expect("read");
         assert_eq!((samples.len(), rate), (16000, 8000));
         assert_eq!(dominant_frequency(&samples, 8000), 440.0);
+    }
+
+    #[test]
+    fn a_file_shorter_than_one_frame_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        // 1 sample at 48 kHz is nothing at 8 kHz; 900 samples are 150 < 160 samples.
+        for n in [1, 5, 900] {
+            let p = dir.path().join(format!("short{n}.wav"));
+            let mut w = hound::WavWriter::create(&p, spec).expect("create");
+            for _ in 0..n {
+                w.write_sample(1000i16).expect("sample");
+            }
+            w.finalize().expect("finalize");
+            let e = WavSource::open(&p, 8000).err().expect("refused");
+            assert!(
+                e.to_string().contains("shorter than one 20 ms frame"),
+                "{e}"
+            );
+        }
+        // One frame exactly is enough, and plays on a loop.
+        let p = dir.path().join("frame.wav");
+        let mut w = hound::WavWriter::create(&p, spec).expect("create");
+        for _ in 0..960 {
+            w.write_sample(1000i16).expect("sample");
+        }
+        w.finalize().expect("finalize");
+        let mut src = WavSource::open(&p, 8000).expect("one frame");
+        let mut frame = [0i16; 400];
+        src.read(&mut frame);
+        assert!(frame.iter().all(|&s| s == 1000));
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub struct ReceptionStats {
     received_prior: u64,
     /// Interarrival jitter in timestamp units (scaled by 16 as in RFC 3550 A.8).
     jitter_q4: u64,
-    last_transit: Option<i64>,
+    /// Arrival minus RTP timestamp of the previous packet, modulo 2^32.
+    last_transit: Option<u32>,
     /// Middle 32 bits of the last SR's NTP time, and when it arrived (our clock, 1/65536 s).
     last_sr: Option<(u32, u32)>,
 }
@@ -38,9 +39,11 @@ impl ReceptionStats {
             }
         }
         self.received += 1;
-        let transit = i64::from(arrival_ts) - i64::from(rtp_ts);
+        // RFC 3550 A.8: both clocks wrap, so the transit time and its change are taken
+        // modulo 2^32 and the change read as signed; a timestamp wrap is then no jump.
+        let transit = arrival_ts.wrapping_sub(rtp_ts);
         if let Some(last) = self.last_transit {
-            let d = (transit - last).unsigned_abs();
+            let d = u64::from((transit.wrapping_sub(last) as i32).unsigned_abs());
             // J += (|D| - J) / 16, kept scaled by 16.
             self.jitter_q4 = self.jitter_q4 + d - (self.jitter_q4 + 8) / 16;
         }
@@ -269,6 +272,38 @@ mod tests {
         // A packet 80 units late raises jitter by 80/16.
         s.on_packet(65530u16.wrapping_add(10), 1600, 1600 + 1000 + 80);
         assert_eq!(s.jitter(), 5);
+    }
+
+    #[test]
+    fn a_timestamp_wrap_is_not_jitter() {
+        let mut s = ReceptionStats::default();
+        // Perfectly timed packets whose RTP timestamp wraps past 2^32 halfway.
+        let start = u32::MAX - 5 * 160 + 1;
+        for i in 0u32..10 {
+            s.on_packet(i as u16, start.wrapping_add(i * 160), 1000 + i * 160);
+        }
+        assert_eq!(s.jitter(), 0);
+        // The arrival clock wrapping is no jump either.
+        let mut s = ReceptionStats::default();
+        for i in 0u32..10 {
+            s.on_packet(i as u16, i * 160, (u32::MAX - 400).wrapping_add(i * 160));
+        }
+        assert_eq!(s.jitter(), 0);
+    }
+
+    #[test]
+    fn hostile_timestamps_keep_jitter_bounded() {
+        let mut s = ReceptionStats::default();
+        for i in 0u32..1000 {
+            let ts = if i % 2 == 0 { 0 } else { 0x8000_0000 };
+            s.on_packet(i as u16, ts, i);
+        }
+        // |D| is at most 2^31 per packet, so J stays below it.
+        assert!(
+            s.jitter() <= 0x8000_0000 && s.jitter() > 0x7000_0000,
+            "{}",
+            s.jitter()
+        );
     }
 
     #[test]

@@ -22,8 +22,11 @@ impl Baresip {
             .map_err(io("tempdir"))?;
         let port = free_port();
         let rtp = free_port();
+        // On the loopback interface, so that its SDP names the address its media really
+        // comes from (otherwise it advertises the host's first interface).
         let config = format!(
-            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\naudio_player\t\taubridge,nil\n\
+            "poll_method\t\tepoll\nsip_listen\t\t127.0.0.1:{port}\nnet_interface\t\t127.0.0.1\n\
+             audio_player\t\taubridge,nil\n\
              audio_source\t\taubridge,nil\naudio_alert\t\taubridge,nil\nrtp_ports\t\t{rtp}-{}\n\
              module_path\t\t/usr/lib/baresip/modules\nmodule\t\t\tg711.so\nmodule\t\t\taubridge.so\n\
              module_tmp\t\taccount.so\nmodule_app\t\tmenu.so\n",

@@ -1,0 +1,177 @@
+//! Which address the peer's media may come from, and where ours goes. The address the
+//! peer signalled in its SDP is trusted; any other source is ignored until it proves it
+//! is the peer: an SRTP/SRTCP packet that passes its tag, or a ZRTP Hello matching the
+//! `a=zrtp-hash` the peer signalled. Our media then follows that source (symmetric RTP,
+//! for peers behind NAT). ICE will replace this with checked candidate pairs.
+
+use crate::zrtp;
+use std::net::SocketAddr;
+
+/// Bytes of the ZRTP packet header before the message (RFC 6189 §5).
+const ZRTP_HEADER: usize = 12;
+/// Bytes of the CRC trailer after it.
+const ZRTP_CRC: usize = 4;
+/// Where the message type sits in a ZRTP packet (after preamble and length).
+const ZRTP_TYPE: std::ops::Range<usize> = ZRTP_HEADER + 4..ZRTP_HEADER + 12;
+
+/// The peer's media address: the negotiated one, and one it proved since, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddress {
+    negotiated: SocketAddr,
+    proven: Option<SocketAddr>,
+}
+
+/// Equal addresses, also when one side is written as an IPv4-mapped IPv6 address.
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+impl PeerAddress {
+    /// Starts from the address in the peer's SDP.
+    pub fn new(negotiated: SocketAddr) -> PeerAddress {
+        PeerAddress {
+            negotiated,
+            proven: None,
+        }
+    }
+
+    /// True if media from `from` may be taken without proof.
+    pub fn trusts(&self, from: SocketAddr) -> bool {
+        same(from, self.negotiated) || self.proven.is_some_and(|p| same(from, p))
+    }
+
+    /// Where our media goes: the last proven source, else the negotiated address.
+    pub fn destination(&self) -> SocketAddr {
+        self.proven.unwrap_or(self.negotiated)
+    }
+
+    /// Records that `from` sent something authentic: our media goes there from now on
+    /// (back to the negotiated address if that is `from`). True if that is a change.
+    pub fn prove(&mut self, from: SocketAddr) -> bool {
+        let before = self.destination();
+        self.proven = (!same(from, self.negotiated)).then_some(from);
+        !same(before, self.destination())
+    }
+
+    /// A new SDP (re-INVITE) named `addr`. The same address keeps what was proven; a
+    /// new one starts over from it.
+    pub fn renegotiate(&mut self, addr: SocketAddr) {
+        if !same(addr, self.negotiated) {
+            *self = PeerAddress::new(addr);
+        }
+    }
+}
+
+/// The peer's `a=zrtp-hash` (RFC 6189 §8.1): the SHA-256 of the Hello message it sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HelloHash([u8; 32]);
+
+impl std::fmt::Debug for HelloHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HelloHash(")?;
+        for b in &self.0[..4] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…)")
+    }
+}
+
+impl HelloHash {
+    /// Reads the attribute value ("1.10 <64 hex digits>"); `None` if it is not one.
+    pub fn parse(attr: &str) -> Option<HelloHash> {
+        let hex = attr.split_whitespace().last()?.as_bytes();
+        if hex.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+        }
+        Some(HelloHash(out))
+    }
+
+    /// True if `packet` is a well-framed ZRTP Hello whose message hashes to this value.
+    pub fn matches(&self, packet: &[u8]) -> bool {
+        if zrtp::check_packet(packet).is_err() || packet[ZRTP_TYPE] != *b"Hello   " {
+            return false;
+        }
+        let message = &packet[ZRTP_HEADER..packet.len() - ZRTP_CRC];
+        ring::digest::digest(&ring::digest::SHA256, message).as_ref() == self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn only_the_negotiated_or_a_proven_source_is_trusted() {
+        let mut p = PeerAddress::new(addr("192.0.2.1:4000"));
+        assert!(p.trusts(addr("192.0.2.1:4000")));
+        assert!(p.trusts(addr("[::ffff:192.0.2.1]:4000")), "v4-mapped form");
+        assert!(!p.trusts(addr("192.0.2.1:4002")));
+        assert!(!p.trusts(addr("198.51.100.7:4000")));
+        assert!(p.prove(addr("198.51.100.7:5000")), "destination moved");
+        assert_eq!(p.destination(), addr("198.51.100.7:5000"));
+        assert!(p.trusts(addr("198.51.100.7:5000")) && p.trusts(addr("192.0.2.1:4000")));
+        assert!(!p.prove(addr("198.51.100.7:5000")));
+        // Authentic media from the negotiated address again: back there.
+        assert!(p.prove(addr("192.0.2.1:4000")));
+        assert_eq!(p.destination(), addr("192.0.2.1:4000"));
+        assert!(!p.trusts(addr("198.51.100.7:5000")));
+        assert!(p.prove(addr("198.51.100.7:5000")));
+        // A re-INVITE naming the same address keeps the proven source ...
+        p.renegotiate(addr("192.0.2.1:4000"));
+        assert_eq!(p.destination(), addr("198.51.100.7:5000"));
+        // ... a new one starts over.
+        p.renegotiate(addr("192.0.2.9:4000"));
+        assert_eq!(p.destination(), addr("192.0.2.9:4000"));
+        assert!(!p.trusts(addr("198.51.100.7:5000")));
+    }
+
+    /// A framed ZRTP message of type `ty` carrying `body`.
+    fn message(ty: &[u8; 8], body: &[u8; 4]) -> Vec<u8> {
+        let mut p = vec![
+            0x10, 0, 0, 1, b'Z', b'R', b'T', b'P', 1, 2, 3, 4, 0x50, 0x5a, 0, 4,
+        ];
+        p.extend_from_slice(ty);
+        p.extend_from_slice(body);
+        let crc = zrtp::crc32c(&p);
+        p.extend_from_slice(&crc.to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn hello_hash_is_the_sha256_of_the_hello_message() {
+        let p = message(b"Hello   ", b"1.10");
+        let digest = ring::digest::digest(&ring::digest::SHA256, &p[12..p.len() - 4]);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let hash = HelloHash::parse(&format!("1.10 {hex}")).expect("parse");
+        assert!(hash.matches(&p));
+        assert!(
+            !hash.matches(&message(b"Hello   ", b"1.11")),
+            "another Hello"
+        );
+        let mut damaged = p.clone();
+        damaged[ZRTP_HEADER + 12] ^= 1;
+        assert!(!hash.matches(&damaged), "bad CRC");
+        assert!(!hash.matches(&p[..20]), "truncated");
+        let ack = message(b"HelloACK", b"1.10");
+        let mut ack_hash = [0u8; 32];
+        ack_hash.copy_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, &ack[12..ack.len() - 4]).as_ref(),
+        );
+        assert!(
+            !HelloHash(ack_hash).matches(&ack),
+            "only a Hello proves a source"
+        );
+        assert!(HelloHash::parse("1.10 abcd").is_none());
+        assert!(HelloHash::parse(&format!("1.10 {}", "zz".repeat(32))).is_none());
+        assert!(HelloHash::parse("").is_none());
+    }
+}
