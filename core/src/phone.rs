@@ -71,7 +71,7 @@ impl Phone {
         let (requests, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
-        let (call_tx, call_rx) = mpsc::unbounded_channel();
+        let (call_tx, call_rx) = mpsc::channel(crate::call::CALL_INPUTS);
         let (chat_tx, chat_rx) = mpsc::unbounded_channel();
         // bzrtp keeps its ZID cache in its own SQLite file next to the profile database:
         // it versions its schema with PRAGMA user_version, which the profile uses too.
@@ -208,7 +208,7 @@ impl Core {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Request>,
-        mut call_rx: mpsc::UnboundedReceiver<CallInput>,
+        mut call_rx: mpsc::Receiver<CallInput>,
         mut chat_rx: mpsc::UnboundedReceiver<ChatInput>,
     ) {
         loop {
