@@ -1138,3 +1138,53 @@ fn to_stats(s: &StreamStats) -> CallStats {
         refused: s.refused_datagrams,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_full_queue_drops_media_statistics_but_never_a_state_change() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let report = media_reporter(tx, CallId(7));
+        // The media thread must never block, whatever the queue holds.
+        let thread = std::thread::spawn(move || {
+            report(MediaReport::Stats(StreamStats::default()));
+            report(MediaReport::Event(StreamEvent::Dtmf('5')));
+            report(MediaReport::Stats(StreamStats::default()));
+            report(MediaReport::Event(StreamEvent::Failed(
+                "peer vanished".into(),
+            )));
+            report(MediaReport::Ended(StreamStats::default()));
+        });
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join")
+            .expect("the media thread returned without waiting for room");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let Ok(Some(CallInput::Media(id, r))) =
+                tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+            else {
+                panic!("a report was lost: got {got:?}");
+            };
+            assert_eq!(id, CallId(7));
+            got.push(match r {
+                MediaReport::Stats(_) => "stats",
+                MediaReport::Event(StreamEvent::Dtmf(_)) => "dtmf",
+                MediaReport::Event(StreamEvent::Failed(_)) => "failed",
+                MediaReport::Ended(_) => "ended",
+                _ => "other",
+            });
+        }
+        // The first statistics filled the queue; the DTMF and the second statistics
+        // were dropped (never sent, so nothing can arrive later); the failure and the
+        // end waited for room.
+        assert!(rx.try_recv().is_err(), "dropped reports arrived after all");
+        assert_eq!(got[0], "stats");
+        let mut rest = got[1..].to_vec();
+        rest.sort_unstable();
+        assert_eq!(rest, ["ended", "failed"], "{got:?}");
+    }
+}
