@@ -5,6 +5,9 @@
 
 mod digest;
 mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod realm;
 mod registration;
 mod stack;
