@@ -178,6 +178,11 @@ fn print(out: &Out, ev: &Event) {
                     f.push(("state", "cache-mismatch".into()));
                     f.push(("sas", sas.clone().into()));
                 }
+                CallSecurity::NewKey { sas } => {
+                    f.push(("state", "new-key".into()));
+                    f.push(("sas", sas.clone().into()));
+                    f.push(("warning", security.label().into()));
+                }
                 CallSecurity::Failed(r) => {
                     f.push(("state", "failed".into()));
                     f.push(("reason", r.clone().into()));
@@ -313,12 +318,7 @@ fn follow(
                     connected_at.get_or_insert_with(Instant::now);
                 }
                 Event::CallSecurity { call: c, security } if *c == call => {
-                    if matches!(
-                        security,
-                        CallSecurity::Secure { .. }
-                            | CallSecurity::CacheMismatch { .. }
-                            | CallSecurity::Cleartext
-                    ) {
+                    if security.is_encrypted() || *security == CallSecurity::Cleartext {
                         ok = true;
                     }
                     if security.is_encrypted()
@@ -356,6 +356,8 @@ pub(crate) fn call(
     secrets: &mut Secrets,
     out: &Out,
 ) -> Result<(), CliError> {
+    // ZRTP's retained secrets and verified keys are in the vault.
+    crate::cli::unlock_if_needed(phone, secrets)?;
     let mut rx = phone.events();
     let account = match &args.account {
         Some(key) => Some(connect(phone, &mut rx, key, secrets, out)?),
@@ -391,6 +393,7 @@ pub(crate) fn answer(
     secrets: &mut Secrets,
     out: &Out,
 ) -> Result<(), CliError> {
+    crate::cli::unlock_if_needed(phone, secrets)?;
     let mut rx = phone.events();
     if let Some(key) = &args.account {
         connect(phone, &mut rx, key, secrets, out)?;
@@ -435,20 +438,97 @@ pub(crate) fn answer(
     Ok(())
 }
 
+#[derive(Args, Debug)]
+pub(crate) struct SasArgs {
+    /// The peer's SIP address.
+    peer: String,
+    /// The key to mark (24 hex digits, as listed); default: the one last seen.
+    #[arg(long)]
+    key: Option<String>,
+    /// Withdraw the verification (of --key, or of every verified key of the address).
+    #[arg(long)]
+    reset: bool,
+    /// Do not ask before marking the key last seen as verified.
+    #[arg(long)]
+    yes: bool,
+}
+
+/// Verification outside a call names one key: by default the one of the last secure call
+/// with that address, listed first so the user sees what they confirm.
 pub(crate) fn sas_verified(
     phone: &Phone,
-    peer: String,
-    reset: bool,
+    args: SasArgs,
+    secrets: &mut Secrets,
     out: &Out,
 ) -> Result<(), CliError> {
-    phone.execute_blocking(Command::SetPeerVerified {
-        peer: peer.clone(),
-        verified: !reset,
-    })?;
-    out.record(
-        "sas",
-        &[("peer", peer.into()), ("verified", (!reset).into())],
-    );
+    crate::cli::unlock_if_needed(phone, secrets)?;
+    let Reply::PeerKeys(keys) = phone.execute_blocking(Command::PeerKeys {
+        peer: args.peer.clone(),
+    })?
+    else {
+        return Err(CliError::Usage("unexpected answer from the phone".into()));
+    };
+    for k in &keys {
+        out.record(
+            "peer-key",
+            &[
+                ("peer", k.peer.clone().into()),
+                ("key", k.key.clone().into()),
+                ("verified", k.verified.into()),
+                ("last_seen", k.last_seen.into()),
+            ],
+        );
+    }
+    if keys.is_empty() {
+        return Err(CliError::Usage(format!(
+            "no secure call with {} yet: there is no code to verify",
+            args.peer
+        )));
+    }
+    let wanted = args.key.as_deref().map(|k| {
+        k.split_whitespace()
+            .collect::<String>()
+            .to_ascii_lowercase()
+    });
+    let chosen: Vec<&hush_core::security::PeerKey> = match &wanted {
+        Some(w) => keys.iter().filter(|k| &k.key == w).collect(),
+        None if args.reset => keys.iter().filter(|k| k.verified).collect(),
+        None => keys.iter().filter(|k| k.last_seen).collect(),
+    };
+    let Some(first) = chosen.first() else {
+        return Err(CliError::Usage(match &wanted {
+            Some(w) => format!("{} never presented the key {w} on a secure call", args.peer),
+            None => format!("nothing to withdraw: no key of {} is verified", args.peer),
+        }));
+    };
+    if !args.reset
+        && wanted.is_none()
+        && !secrets.confirm(
+            &format!(
+                "Mark {}'s key {} (from your last secure call with them) as verified? \
+                 Only if you compared the code aloud on that call.",
+                first.peer, first.key
+            ),
+            args.yes,
+        )?
+    {
+        return Err(CliError::Usage("nothing was changed".into()));
+    }
+    for k in chosen {
+        phone.execute_blocking(Command::SetPeerVerified {
+            peer: args.peer.clone(),
+            key: k.key.clone(),
+            verified: !args.reset,
+        })?;
+        out.record(
+            "sas",
+            &[
+                ("peer", k.peer.clone().into()),
+                ("key", k.key.clone().into()),
+                ("verified", (!args.reset).into()),
+            ],
+        );
+    }
     Ok(())
 }
 
@@ -477,7 +557,13 @@ pub(crate) fn audio_devices(phone: &Phone, out: &Out) -> Result<(), CliError> {
 }
 
 /// Calls the built-in echo peer over loopback and reports whether it all works.
-pub(crate) fn echo_test(phone: &Phone, seconds: f64, out: &Out) -> Result<(), CliError> {
+pub(crate) fn echo_test(
+    phone: &Phone,
+    seconds: f64,
+    secrets: &mut Secrets,
+    out: &Out,
+) -> Result<(), CliError> {
+    crate::cli::unlock_if_needed(phone, secrets)?;
     let mut rx = phone.events();
     let echo = AudioChoice {
         source: SourceSpec::Echo,
@@ -531,12 +617,9 @@ pub(crate) fn echo_test(phone: &Phone, seconds: f64, out: &Out) -> Result<(), Cl
                 call: c,
                 algorithms: a,
             } if *c == call => algorithms = Some(a.clone()),
-            Event::CallSecurity {
-                call: c,
-                security: CallSecurity::Secure { sas: s, .. },
-            } => {
+            Event::CallSecurity { call: c, security } if security.sas().is_some() => {
                 let side = usize::from(*c != call);
-                sas[side] = Some(s.clone());
+                sas[side] = security.sas().map(str::to_owned);
                 if sas.iter().all(Option::is_some) {
                     secure_at.get_or_insert_with(Instant::now);
                 }

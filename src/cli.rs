@@ -72,14 +72,9 @@ enum Cmd {
     Xmpp(crate::chat_cli::XmppCmd),
     /// List the sound card's microphones and speakers (for --input-device/--output-device).
     AudioDevices,
-    /// Mark a peer's SAS as verified (or not, with --reset) outside a call.
-    SasVerified {
-        /// The peer's SIP address.
-        peer: String,
-        /// Withdraw the verification.
-        #[arg(long)]
-        reset: bool,
-    },
+    /// Mark the key a peer last called with as verified, outside a call (you compared
+    /// the code aloud on that call). Shows the key and asks first; --reset withdraws.
+    SasVerified(crate::calls::SasArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -383,8 +378,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Call(args) => crate::calls::call(&phone, args, &mut secrets, &out)?,
         Cmd::Answer(args) => crate::calls::answer(&phone, args, &mut secrets, &out)?,
         Cmd::Xmpp(cmd) => crate::chat_cli::run(&phone, cmd, &mut secrets, &out)?,
-        Cmd::EchoTest { seconds } => crate::calls::echo_test(&phone, seconds, &out)?,
-        Cmd::SasVerified { peer, reset } => crate::calls::sas_verified(&phone, peer, reset, &out)?,
+        Cmd::EchoTest { seconds } => crate::calls::echo_test(&phone, seconds, &mut secrets, &out)?,
+        Cmd::SasVerified(args) => crate::calls::sas_verified(&phone, args, &mut secrets, &out)?,
         Cmd::AudioDevices => crate::calls::audio_devices(&phone, &out)?,
     }
     Ok(())

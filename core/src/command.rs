@@ -142,8 +142,14 @@ pub enum Command {
     StopAudioCheck,
     /// List the sound cards' input and output devices.
     ListAudioDevices,
-    /// List the call peers whose SAS was verified.
+    /// List the keys of call peers whose SAS was verified (one entry per key).
     ListVerifiedPeers,
+    /// List the keys a call peer's address has presented, the last seen first, so the
+    /// user sees which one a verification outside a call would be about.
+    PeerKeys {
+        /// The peer's SIP address.
+        peer: String,
+    },
     /// Put a call on hold or resume it.
     Hold {
         /// The call.
@@ -335,10 +341,13 @@ pub enum Command {
         /// The text.
         body: String,
     },
-    /// Mark a peer's SAS as verified (or not) outside a call.
+    /// Mark one key of a peer as verified (or not) outside a call: the key the user was
+    /// shown ([`Command::PeerKeys`]), never every key that ever used the address.
     SetPeerVerified {
         /// The peer's SIP address.
         peer: String,
+        /// The key id (24 hex digits) from [`Command::PeerKeys`].
+        key: String,
         /// Verified or not.
         verified: bool,
     },
@@ -412,6 +421,7 @@ impl Command {
             Command::StopAudioCheck => "stop the audio check",
             Command::ListAudioDevices => "list audio devices",
             Command::ListVerifiedPeers => "list verified peers",
+            Command::PeerKeys { .. } => "list a peer's keys",
             Command::JoinRoom { .. } => "join room",
             Command::LeaveRoom { .. } => "leave room",
             Command::SendRoom { .. } => "send to room",
@@ -430,8 +440,10 @@ pub enum Reply {
     Call(CallId),
     /// The address now listening for calls.
     Listening(SocketAddr),
-    /// Call peers (`user@host`) marked verified.
-    VerifiedPeers(Vec<String>),
+    /// Verified keys of call peers, by address.
+    VerifiedPeers(Vec<crate::security::PeerKey>),
+    /// The keys one address presented, the last seen first.
+    PeerKeys(Vec<crate::security::PeerKey>),
     /// Input and output device names (empty without a sound card).
     AudioDevices {
         /// Microphones.

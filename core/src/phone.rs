@@ -2,7 +2,7 @@
 //! commands in order, publishes events and keeps the snapshot current. The window, the
 //! CLI and the tests all hold a [`Phone`] and drive it the same way.
 
-use crate::call::{CallInput, CallLayer};
+use crate::call::{CallInput, CallLayer, ZidState};
 use crate::chat::{ChatInput, ChatLayer};
 use crate::command::{Command, Reply};
 use crate::error::{CoreError, Result};
@@ -55,13 +55,15 @@ struct Core {
     revision: u64,
     /// The settings page's microphone meter and test tone, while it runs.
     audio_check: Option<hush_media::audio::AudioCheck>,
+    /// Pinged (from media threads too) whenever the ZID cache changes, to seal it.
+    zid_changed: Arc<tokio::sync::Notify>,
 }
 
 const EVENT_BUFFER: usize = 1024;
 
 impl Phone {
     /// Starts the core on its own runtime around an opened profile.
-    pub fn start(profile: Profile) -> Result<Phone> {
+    pub fn start(mut profile: Profile) -> Result<Phone> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("hush-core")
@@ -73,11 +75,12 @@ impl Phone {
         let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
         let (call_tx, call_rx) = mpsc::channel(crate::call::CALL_INPUTS);
         let (chat_tx, chat_rx) = mpsc::unbounded_channel();
-        // bzrtp keeps its ZID cache in its own SQLite file next to the profile database:
-        // it versions its schema with PRAGMA user_version, which the profile uses too.
-        let cache = profile.dir().join(crate::profile::paths::ZRTP_CACHE_FILE);
+        // libbzrtp's ZID cache lives in memory, sealed in the vault; with a master
+        // password it opens at unlock.
+        let zid_changed = Arc::new(tokio::sync::Notify::new());
+        let zid = ZidState::open(&mut profile, &zid_changed);
         let mut core = Core {
-            calls: CallLayer::new(call_tx, cache),
+            calls: CallLayer::new(call_tx, zid),
             chats: ChatLayer::new(chat_tx),
             statuses: HashMap::new(),
             pending: Vec::new(),
@@ -87,6 +90,7 @@ impl Phone {
             waker: waker.clone(),
             revision: 0,
             audio_check: None,
+            zid_changed,
         };
         core.publish();
         let snapshot = core.snapshot.subscribe();
@@ -211,6 +215,7 @@ impl Core {
         mut call_rx: mpsc::Receiver<CallInput>,
         mut chat_rx: mpsc::UnboundedReceiver<ChatInput>,
     ) {
+        let zid_changed = self.zid_changed.clone();
         loop {
             tokio::select! {
                 req = rx.recv() => {
@@ -220,6 +225,7 @@ impl Core {
                         Op::Shutdown => {
                             self.chats.shutdown().await;
                             self.calls.shutdown().await;
+                            self.save_zid_cache().await;
                             self.flush();
                             if let Some(reply) = req.reply {
                                 let _ = reply.send(Ok(Reply::Done));
@@ -265,6 +271,49 @@ impl Core {
                     self.pending.extend(events);
                     self.flush();
                 }
+                () = zid_changed.notified() => {
+                    self.save_zid_cache().await;
+                    if !self.pending.is_empty() {
+                        self.flush();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the ZID cache once the vault is open (it stays closed while locked).
+    async fn open_zid_cache(&mut self) {
+        if !self.calls.zid_locked() {
+            return;
+        }
+        let changed = self.zid_changed.clone();
+        if let Ok(zid) = self
+            .with_profile(move |p| Ok(ZidState::open(p, &changed)))
+            .await
+        {
+            self.calls.set_zid(zid);
+        }
+    }
+
+    /// Seals the ZID cache in the vault if it changed since the last time.
+    async fn save_zid_cache(&mut self) {
+        let Some((store, generation)) = self.calls.zid_unsaved() else {
+            return;
+        };
+        let r = self
+            .with_profile(move |p| {
+                let image = store.image().map_err(|e| CoreError::Call(e.to_string()))?;
+                p.save_zrtp_cache(&image)
+            })
+            .await;
+        match r {
+            Ok(()) => self.calls.zid_saved(generation),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not seal the ZRTP key cache");
+                self.pending.push(Event::CommandFailed {
+                    command: "save ZRTP keys",
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -392,6 +441,7 @@ impl Core {
         let (reply, event) = match command {
             Command::Unlock { password } => {
                 self.with_profile(move |p| p.unlock(&password)).await?;
+                self.open_zid_cache().await;
                 (Reply::Done, Event::Unlocked)
             }
             Command::AddAccount(new) => {
@@ -511,6 +561,7 @@ impl Core {
                 Reply::AudioMeter(meter)
             }
             Command::ListVerifiedPeers => Reply::VerifiedPeers(self.calls.verified_peers().await?),
+            Command::PeerKeys { peer } => Reply::PeerKeys(self.calls.peer_keys(&peer).await?),
             Command::ListAudioDevices => {
                 let (inputs, outputs) =
                     tokio::task::spawn_blocking(hush_media::audio::device_names)
@@ -718,8 +769,12 @@ impl Core {
                 self.chats
                     .command(account, XmppCommand::SendRoom { room: r, body })?
             }
-            Command::SetPeerVerified { peer, verified } => {
-                self.calls.set_peer_verified(&peer, verified).await?;
+            Command::SetPeerVerified {
+                peer,
+                key,
+                verified,
+            } => {
+                self.calls.set_peer_verified(&peer, &key, verified).await?;
                 Reply::Done
             }
             Command::SetSasVerified { call, verified } => {

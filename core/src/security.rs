@@ -24,6 +24,13 @@ pub enum CallSecurity {
         /// The SAS to compare.
         sas: String,
     },
+    /// The user verified this address before, and now it presents a key (ZID) we never
+    /// verified: someone in the middle with a fresh key, or the peer on a new device.
+    /// Media is encrypted; comparing the SAS again and confirming clears it.
+    NewKey {
+        /// The SAS to compare.
+        sas: String,
+    },
     /// Security could not be established; the reason is shown to the user.
     Failed(String),
 }
@@ -37,10 +44,11 @@ impl CallSecurity {
             CallSecurity::Cleartext => 1,
             CallSecurity::Negotiating => 2,
             CallSecurity::CacheMismatch { .. } => 3,
+            CallSecurity::NewKey { .. } => 4,
             CallSecurity::Secure {
                 verified: false, ..
-            } => 4,
-            CallSecurity::Secure { verified: true, .. } => 5,
+            } => 5,
+            CallSecurity::Secure { verified: true, .. } => 6,
         }
     }
 
@@ -48,8 +56,20 @@ impl CallSecurity {
     pub fn is_encrypted(&self) -> bool {
         matches!(
             self,
-            CallSecurity::Secure { .. } | CallSecurity::CacheMismatch { .. }
+            CallSecurity::Secure { .. }
+                | CallSecurity::CacheMismatch { .. }
+                | CallSecurity::NewKey { .. }
         )
+    }
+
+    /// The code to compare aloud, when there is one.
+    pub fn sas(&self) -> Option<&str> {
+        match self {
+            CallSecurity::Secure { sas, .. }
+            | CallSecurity::CacheMismatch { sas }
+            | CallSecurity::NewKey { sas } => Some(sas),
+            _ => None,
+        }
     }
 
     /// A short label for people and scripts.
@@ -62,9 +82,24 @@ impl CallSecurity {
             } => "secure, SAS not verified",
             CallSecurity::Secure { verified: true, .. } => "secure, verified",
             CallSecurity::CacheMismatch { .. } => "key mismatch: compare the SAS",
+            CallSecurity::NewKey { .. } => "new key for a verified contact: compare the code aloud",
             CallSecurity::Failed(_) => "failed",
         }
     }
+}
+
+/// One key (ZRTP identity, ZID) a call peer's address has presented, as the user reviews
+/// it before verifying outside a call or withdrawing a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerKey {
+    /// The address (`user@host`).
+    pub peer: String,
+    /// The key id: 24 hex digits.
+    pub key: String,
+    /// The user compared the SAS on a call with this key and confirmed it.
+    pub verified: bool,
+    /// The key of the last secure call with this address.
+    pub last_seen: bool,
 }
 
 /// How private a chat is right now (OTR's four states).
@@ -108,6 +143,7 @@ mod tests {
             CallSecurity::Cleartext,
             CallSecurity::Negotiating,
             CallSecurity::CacheMismatch { sas: "abcd".into() },
+            CallSecurity::NewKey { sas: "abcd".into() },
             CallSecurity::Secure {
                 sas: "abcd".into(),
                 verified: false,
@@ -122,6 +158,13 @@ mod tests {
         }
         assert!(!CallSecurity::Cleartext.is_encrypted());
         assert!(CallSecurity::CacheMismatch { sas: "x".into() }.is_encrypted());
+        let new_key = CallSecurity::NewKey { sas: "x".into() };
+        assert!(new_key.is_encrypted() && new_key.sas() == Some("x"));
+        assert!(
+            new_key
+                .label()
+                .starts_with("new key for a verified contact")
+        );
         assert!(!ChatSecurity::Finished.may_send());
         assert!(ChatSecurity::NotPrivate.may_send());
     }

@@ -19,14 +19,9 @@ pub enum MediaError {
         /// libbzrtp's code.
         code: u32,
     },
-    /// The ZID cache could not be opened or set up.
-    #[error("ZRTP cache {path}: {reason}")]
-    Cache {
-        /// The cache database.
-        path: String,
-        /// Why.
-        reason: String,
-    },
+    /// The ZID cache (retained secrets, "verified" flags) could not be read or changed.
+    #[error("ZRTP key cache: {0}")]
+    Cache(String),
     /// A configuration value is not acceptable.
     #[error("{0}")]
     InvalidInput(String),

@@ -69,6 +69,8 @@ pub enum StreamEvent {
         verified: bool,
         /// Our cache disagrees with the peer: warn.
         cache_mismatch: bool,
+        /// A verified peer presents a key we never verified: warn.
+        new_key: bool,
         /// The agreed algorithms.
         algorithms: Negotiated,
     },
@@ -224,6 +226,7 @@ impl AudioStream {
                             sas: s.sas.clone(),
                             verified: s.verified,
                             cache_mismatch: s.cache_mismatch,
+                            new_key: s.new_key,
                             algorithms: s.algorithms,
                         });
                     }

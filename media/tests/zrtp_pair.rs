@@ -3,8 +3,8 @@
 //! sockets, no sleeps.
 
 use hush_media::zrtp::{
-    AuthTag, Cipher, KeyAgreement, SasType, ZidCache, ZrtpConfig, ZrtpEvent, ZrtpFailure,
-    ZrtpSession, ZrtpState, crc32c,
+    AuthTag, Cipher, KeyAgreement, SasType, Zid, ZidCache, ZidStore, ZrtpConfig, ZrtpEvent,
+    ZrtpFailure, ZrtpSession, ZrtpState, crc32c,
 };
 use std::time::{Duration, Instant};
 
@@ -359,60 +359,361 @@ fn garbage_is_refused_before_the_engine() {
     assert_eq!(*s.state(), ZrtpState::Negotiating);
 }
 
-fn cached(dir: &std::path::Path, me: &str, peer: &str) -> ZrtpConfig {
-    ZrtpConfig {
-        cache: Some(ZidCache {
-            path: dir.join(format!("{me}.db")),
-            self_uri: format!("sip:{me}@x"),
-            peer_uri: format!("sip:{peer}@x"),
-        }),
-        ..ZrtpConfig::default()
+/// A device: its own ZID cache, under its own address.
+struct Device {
+    store: ZidStore,
+    uri: &'static str,
+}
+
+impl Device {
+    fn new(uri: &'static str) -> Device {
+        Device {
+            store: ZidStore::open(None).expect("store"),
+            uri,
+        }
+    }
+
+    /// The same device after a restart: its cache comes back from the sealed image.
+    fn restarted(&self) -> Device {
+        let image = self.store.image().expect("image");
+        Device {
+            store: ZidStore::open(Some(&image)).expect("reopen"),
+            uri: self.uri,
+        }
+    }
+
+    /// This device's config for a call with `peer`, who claims the address `peer_uri`.
+    fn calling(&self, peer_uri: &str) -> ZrtpConfig {
+        ZrtpConfig {
+            cache: Some(ZidCache {
+                store: self.store.clone(),
+                self_uri: self.uri.into(),
+                peer_uri: peer_uri.into(),
+            }),
+            ..ZrtpConfig::default()
+        }
     }
 }
 
-fn call(dir: &std::path::Path, seed: u64, verify: Option<bool>) -> (bool, bool, bool) {
-    let (ca, cb) = (cached(dir, "alice", "bob"), cached(dir, "bob", "alice"));
+const ALICE: &str = "alice@x";
+const BOB: &str = "bob@x";
+
+/// What one side of a finished call saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    verified: bool,
+    new_key: bool,
+    mismatch: bool,
+}
+
+/// A call between `a` (who believes it talks to `a_peer`) and `b` (who believes it talks
+/// to `b_peer`); each side confirms the SAS afterwards if told to.
+fn call_as(
+    a: &Device,
+    a_peer: &str,
+    b: &Device,
+    b_peer: &str,
+    seed: u64,
+    confirm: [Option<bool>; 2],
+) -> ([Seen; 2], String, [Option<Zid>; 2]) {
+    let (ca, cb) = (a.calling(a_peer), b.calling(b_peer));
     let mut pair = Pair::new([&ca, &cb], Net::new(10, 0.0, seed));
     pair.start();
     pair.drive(10_000);
-    let (a, b) = pair.assert_secure_and_matching();
-    let out = (a.verified, b.verified, a.cache_mismatch || b.cache_mismatch);
-    if let Some(v) = verify {
-        for s in &mut pair.sides {
-            s.set_sas_verified(v);
+    let (x, y) = pair.assert_secure_and_matching();
+    let seen = |s: &hush_media::zrtp::Secured| Seen {
+        verified: s.verified,
+        new_key: s.new_key,
+        mismatch: s.cache_mismatch,
+    };
+    let out = ([seen(x), seen(y)], x.sas.clone(), [x.peer_zid, y.peer_zid]);
+    for (side, c) in confirm.into_iter().enumerate() {
+        if let Some(v) = c {
+            pair.sides[side].set_sas_verified(v);
         }
     }
     out
 }
 
+/// Alice calls Bob; each confirms the SAS afterwards if told to.
+fn call(alice: &Device, bob: &Device, seed: u64, confirm: [Option<bool>; 2]) -> [Seen; 2] {
+    call_as(alice, BOB, bob, ALICE, seed, confirm).0
+}
+
+const PLAIN: Seen = Seen {
+    verified: false,
+    new_key: false,
+    mismatch: false,
+};
+const VERIFIED: Seen = Seen {
+    verified: true,
+    new_key: false,
+    mismatch: false,
+};
+const NEW_KEY: Seen = Seen {
+    verified: false,
+    new_key: true,
+    mismatch: false,
+};
+
 #[test]
 fn zid_cache_gives_continuity_and_remembers_verification() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
     assert_eq!(
-        call(dir.path(), 20, Some(true)),
-        (false, false, false),
+        call(&alice, &bob, 20, [Some(true); 2]),
+        [PLAIN; 2],
         "first call: nothing known"
     );
     assert_eq!(
-        call(dir.path(), 21, None),
-        (true, true, false),
+        call(&alice, &bob, 21, [None; 2]),
+        [VERIFIED; 2],
         "verified flag persisted"
     );
-    assert_eq!(call(dir.path(), 22, Some(false)), (true, true, false));
+    assert_eq!(call(&alice, &bob, 22, [Some(false); 2]), [VERIFIED; 2]);
     assert_eq!(
-        call(dir.path(), 23, None),
-        (false, false, false),
+        call(&alice, &bob, 23, [None; 2]),
+        [PLAIN; 2],
         "verification withdrawn"
     );
 
     // Bob loses his retained secrets but keeps his ZID: Alice's cache no longer matches.
-    let conn = rusqlite::Connection::open(dir.path().join("bob.db")).expect("open bob's cache");
-    conn.execute("DELETE FROM zrtp", [])
-        .expect("forget secrets");
-    drop(conn);
-    let (_, _, mismatch) = call(dir.path(), 24, None);
+    let image = bob.store.image().expect("image");
+    let mut db = rusqlite::Connection::open_in_memory().expect("db");
+    db.deserialize_read_exact(rusqlite::MAIN_DB, &image[..], image.len(), false)
+        .expect("load bob's cache");
+    db.execute("DELETE FROM zrtp", []).expect("forget secrets");
+    let forgetful = Device {
+        store: ZidStore::open(Some(&db.serialize(rusqlite::MAIN_DB).expect("image")[..]))
+            .expect("store"),
+        uri: BOB,
+    };
+    let [a, b] = call(&alice, &forgetful, 24, [None; 2]);
     assert!(
-        mismatch,
+        a.mismatch || b.mismatch,
         "a lost shared secret is reported as a cache mismatch"
+    );
+}
+
+#[test]
+fn the_sealed_image_carries_continuity_and_verification_across_a_restart() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    call(&alice, &bob, 30, [Some(true); 2]);
+    let before = alice.store.generation();
+    assert!(
+        before > 0,
+        "the handshake and the verification were changes"
+    );
+    let (alice, bob) = (alice.restarted(), bob.restarted());
+    assert_eq!(alice.store.generation(), 0);
+    assert_eq!(
+        call(&alice, &bob, 31, [None; 2]),
+        [VERIFIED; 2],
+        "same retained secret (no mismatch) and still verified"
+    );
+    assert!(
+        alice.store.generation() > 0,
+        "rs1 rotated: a change to seal"
+    );
+}
+
+#[test]
+fn the_peer_zid_is_the_one_the_peer_presents_and_the_cache_records() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    let (_, _, [bob_zid, alice_zid]) = call_as(&alice, BOB, &bob, ALICE, 40, [None; 2]);
+    let (bob_zid, alice_zid) = (bob_zid.expect("bob's zid"), alice_zid.expect("alice's zid"));
+    assert_ne!(bob_zid, alice_zid);
+    let keys = alice.store.keys_of(BOB).expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].zid, bob_zid);
+    assert!(keys[0].last_seen && !keys[0].verified);
+    assert_eq!(bob.store.keys_of(ALICE).expect("keys")[0].zid, alice_zid);
+    // The same devices keep their ZIDs on the next call.
+    let (_, _, [again, _]) = call_as(&alice, BOB, &bob, ALICE, 41, [None; 2]);
+    assert_eq!(again, Some(bob_zid));
+}
+
+/// Mallory sits in the middle of a later call: two ZRTP sessions back to back, each with
+/// a fresh ZID, so neither Alice's nor Bob's cache has a secret to mismatch.
+#[test]
+fn a_relay_with_fresh_zids_after_a_verified_call_is_a_new_key_until_verified_again() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    call(&alice, &bob, 50, [Some(true); 2]);
+    assert_eq!(call(&alice, &bob, 51, [None; 2]), [VERIFIED; 2]);
+
+    let (mallory_as_bob, mallory_as_alice) = (Device::new(BOB), Device::new(ALICE));
+    let (to_alice, sas_alice, [fake_bob, _]) =
+        call_as(&alice, BOB, &mallory_as_bob, ALICE, 52, [None; 2]);
+    let (to_bob, sas_bob, _) = call_as(&mallory_as_alice, BOB, &bob, ALICE, 53, [None; 2]);
+    assert_eq!(
+        to_alice[0], NEW_KEY,
+        "Alice is warned: Bob's address, a new key"
+    );
+    assert_eq!(to_bob[1], NEW_KEY, "so is Bob");
+    assert_ne!(
+        sas_alice, sas_bob,
+        "comparing the codes aloud exposes the relay"
+    );
+    let fake_bob = fake_bob.expect("zid");
+    let keys = alice.store.keys_of(BOB).expect("keys");
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].last_seen && keys[0].zid == fake_bob && !keys[0].verified);
+    assert!(keys[1].verified, "Bob's real key stays verified");
+
+    // Had it been Bob on a new device, Alice compares, confirms, and the warning is gone
+    // for that key (the device confirms too, as a real peer would).
+    let (again, _, _) = call_as(&alice, BOB, &mallory_as_bob, ALICE, 54, [Some(true); 2]);
+    assert_eq!(again[0], NEW_KEY);
+    assert_eq!(
+        call_as(&alice, BOB, &mallory_as_bob, ALICE, 55, [None; 2]).0[0],
+        VERIFIED
+    );
+    assert_eq!(
+        call(&alice, &bob, 56, [None; 2]),
+        [VERIFIED; 2],
+        "the first key is still verified"
+    );
+}
+
+#[test]
+fn verifying_the_real_peer_does_not_verify_an_earlier_impostor() {
+    let (alice, bob, mallory) = (Device::new(ALICE), Device::new(BOB), Device::new(BOB));
+    // Mallory called first, as bob (anyone can write a From header), and confirmed
+    // everything a peer can confirm. Alice did not verify.
+    let (first, _, [mallory_zid, _]) =
+        call_as(&alice, BOB, &mallory, ALICE, 60, [None, Some(true)]);
+    assert_eq!(first[0], PLAIN);
+    // Then the real Bob. Alice verifies later, outside the call, the key last seen for
+    // bob's address (shown to her first); Bob confirmed during the call.
+    let (_, _, [bob_zid, _]) = call_as(&alice, BOB, &bob, ALICE, 61, [None, Some(true)]);
+    let keys = alice.store.keys_of(BOB).expect("keys");
+    let last = keys.iter().find(|k| k.last_seen).expect("a last seen key");
+    assert_eq!(Some(last.zid), bob_zid);
+    assert_eq!(
+        alice
+            .store
+            .set_verified(BOB, &last.zid, true)
+            .expect("verify"),
+        1,
+        "exactly Bob's entry"
+    );
+    let mallory_zid = mallory_zid.expect("zid");
+    let status = alice.store.key_status(BOB, &mallory_zid).expect("status");
+    assert!(!status.this_key_verified && status.other_key_verified);
+
+    // Mallory calls again: not verified, and flagged as a new key for bob's address.
+    let (again, _, _) = call_as(&alice, BOB, &mallory, ALICE, 62, [None; 2]);
+    assert_eq!(again[0], NEW_KEY);
+    assert_eq!(call(&alice, &bob, 63, [None; 2])[0], VERIFIED);
+    // Withdrawing names one key too.
+    assert_eq!(
+        alice.store.set_verified(BOB, &mallory_zid, false).ok(),
+        Some(1)
+    );
+    assert!(
+        alice
+            .store
+            .keys_of(BOB)
+            .expect("keys")
+            .iter()
+            .any(|k| k.verified),
+        "Bob's key is untouched"
+    );
+}
+
+/// A relay that copies the victims' ZIDs has no retained secret for them: both ends see
+/// a cache mismatch, as before.
+#[test]
+fn a_relay_with_copied_zids_is_a_cache_mismatch_on_both_ends() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    let (_, _, [bob_zid, alice_zid]) = call_as(&alice, BOB, &bob, ALICE, 70, [Some(true); 2]);
+    let impostor = |zid: Zid, uri: &'static str| {
+        let db = rusqlite::Connection::open_in_memory().expect("db");
+        db.execute_batch(
+            "CREATE TABLE ziduri (zuid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
+             zid BLOB NOT NULL DEFAULT '000000000000', selfuri TEXT NOT NULL DEFAULT 'unset', \
+             peeruri TEXT NOT NULL DEFAULT 'unset', active INTEGER DEFAULT 0);",
+        )
+        .expect("schema");
+        db.execute(
+            "INSERT INTO ziduri (zid, selfuri, peeruri) VALUES (?1, ?2, 'self')",
+            rusqlite::params![&zid.0[..], uri],
+        )
+        .expect("copied zid");
+        let mut db = db;
+        let image = db.serialize(rusqlite::MAIN_DB).expect("image").to_vec();
+        Device {
+            store: ZidStore::open(Some(&image)).expect("store"),
+            uri,
+        }
+    };
+    let mallory_as_bob = impostor(bob_zid.expect("zid"), BOB);
+    let mallory_as_alice = impostor(alice_zid.expect("zid"), ALICE);
+    let (to_alice, _, [presented, _]) = call_as(&alice, BOB, &mallory_as_bob, ALICE, 71, [None; 2]);
+    assert_eq!(presented, bob_zid, "the relay presents Bob's ZID");
+    let (to_bob, _, _) = call_as(&mallory_as_alice, BOB, &bob, ALICE, 72, [None; 2]);
+    assert!(to_alice[0].mismatch && !to_alice[0].verified && !to_alice[0].new_key);
+    assert!(to_bob[1].mismatch && !to_bob[1].verified && !to_bob[1].new_key);
+}
+
+#[test]
+fn a_peer_named_self_is_refused() {
+    let device = Device::new(ALICE);
+    assert!(ZrtpSession::new(&device.calling("self"), 1, Instant::now()).is_err());
+}
+
+/// Several calls at once share one cache (one connection, one lock): each finds its own
+/// peer's entry, and every change is announced, whichever thread made it.
+#[test]
+fn concurrent_calls_share_one_store() {
+    let alice = Device::new(ALICE);
+    let told = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = told.clone();
+    alice.store.on_change(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    const PEERS: [&str; 4] = ["p0@x", "p1@x", "p2@x", "p3@x"];
+    let threads: Vec<_> = PEERS
+        .iter()
+        .enumerate()
+        .map(|(i, peer)| {
+            let me = Device {
+                store: alice.store.clone(),
+                uri: ALICE,
+            };
+            std::thread::spawn(move || {
+                let them = Device::new(peer);
+                for round in 0..3 {
+                    let confirm = if round == 0 { Some(true) } else { None };
+                    let seen = call_as(
+                        &me,
+                        peer,
+                        &them,
+                        ALICE,
+                        80 + i as u64 * 10 + round,
+                        [confirm, confirm],
+                    )
+                    .0;
+                    let expect = if round == 0 { PLAIN } else { VERIFIED };
+                    assert_eq!(seen, [expect; 2], "peer {peer}, round {round}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a call thread panicked");
+    }
+    for peer in PEERS {
+        let keys = alice.store.keys_of(peer).expect("keys");
+        assert_eq!(keys.len(), 1, "{peer}: one key, no duplicate entries");
+        assert!(keys[0].verified);
+    }
+    let n = told.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        n > 0 && n == alice.store.generation(),
+        "{n} changes announced"
+    );
+    assert_eq!(
+        alice.store.verified_keys().expect("list").len(),
+        PEERS.len()
     );
 }

@@ -6,7 +6,7 @@ use crate::accounts::AddForm;
 use crate::chat::AuthDialog;
 use crate::contacts::AddContact;
 use crate::settings::SettingsForm;
-use crate::widgets::{AMBER, GREEN, RED, chat_words};
+use crate::widgets::{AMBER, GREEN, RED, VIOLET, chat_words};
 use eframe::egui;
 use hush_core::command::AudioChoice;
 use hush_core::snapshot::{CallId, CallState};
@@ -342,6 +342,7 @@ impl HushApp {
             let colour = match &c.security {
                 CallSecurity::Secure { verified: true, .. } => GREEN,
                 CallSecurity::Secure { .. } | CallSecurity::Negotiating => AMBER,
+                CallSecurity::NewKey { .. } => VIOLET,
                 _ => RED,
             };
             if ui

@@ -168,7 +168,8 @@ impl HushApp {
                 sas,
                 verified: false,
             }
-            | CallSecurity::CacheMismatch { sas } = &c.security
+            | CallSecurity::CacheMismatch { sas }
+            | CallSecurity::NewKey { sas } = &c.security
             {
                 self.sas_compare(ui, c, sas);
             }

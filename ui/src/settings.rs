@@ -7,6 +7,7 @@ use crate::widgets::{GREEN, RED};
 use eframe::egui;
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, OtrPolicySetting};
+use hush_core::security::PeerKey;
 use hush_core::{Command, Protocol, Secret, Snapshot};
 
 /// Input and output device names.
@@ -23,8 +24,8 @@ pub(crate) struct SettingsForm {
     /// The running microphone check's meter.
     pub(crate) meter: Option<hush_core::command::LevelMeter>,
     pub(crate) check_error: Option<String>,
-    /// Call peers marked verified, once read from the ZRTP cache.
-    verified: Slot<Vec<String>>,
+    /// Verified keys of call peers, once read from the ZRTP cache.
+    verified: Slot<Vec<PeerKey>>,
     verified_asked: bool,
     /// The sound cards' input and output devices, once listed.
     devices: Slot<DeviceLists>,
@@ -353,7 +354,9 @@ impl HushApp {
     fn call_settings(&mut self, ui: &mut egui::Ui) {
         ui.heading("Calls");
         ui.label(
-            "A peer whose code you compared stays verified for later calls, until you withdraw it here.",
+            "A peer whose code you compared stays verified for later calls with the same key (the \
+             device they called from), until you withdraw it here. A new key for a verified peer \
+             is shown in violet until you compare the code again.",
         );
         let Some(peers) = background::peek(&self.settings.verified) else {
             if !self.settings.verified_asked {
@@ -372,8 +375,15 @@ impl HushApp {
         let mut reset = None;
         egui::Grid::new("verified-peers").show(ui, |ui| {
             for p in &peers {
-                ui.colored_label(crate::widgets::GREEN, format!("verified: {p}"));
-                if ui.button(format!("Reset verification of {p}")).clicked() {
+                ui.colored_label(crate::widgets::GREEN, format!("verified: {}", p.peer));
+                ui.monospace(format!("key {}", grouped(&p.key)));
+                // Short on screen; the accessible name says which key it withdraws.
+                let name = format!("Reset verification of {} (key {})", p.peer, grouped(&p.key));
+                let b = ui.button("Reset").on_hover_text(&name);
+                b.widget_info(move || {
+                    egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone())
+                });
+                if b.clicked() {
                     reset = Some(p.clone());
                 }
                 ui.end_row();
@@ -384,13 +394,14 @@ impl HushApp {
         }
     }
 
-    /// Reads the verified call peers from the core, first withdrawing `reset`'s.
-    fn read_verified(&self, ctx: &egui::Context, reset: Option<String>) {
+    /// Reads the verified call peer keys from the core, first withdrawing `reset`.
+    fn read_verified(&self, ctx: &egui::Context, reset: Option<PeerKey>) {
         let phone = self.phone.clone();
         background::run(ctx, &self.settings.verified, move || {
-            if let Some(peer) = reset {
+            if let Some(k) = reset {
                 let _ = phone.execute_blocking(Command::SetPeerVerified {
-                    peer,
+                    peer: k.peer,
+                    key: k.key,
                     verified: false,
                 });
             }
@@ -505,4 +516,13 @@ fn device_combo(
             }
         });
     picked
+}
+
+/// A key id in groups of eight hex digits, easier to read out and compare.
+fn grouped(key: &str) -> String {
+    key.as_bytes()
+        .chunks(8)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

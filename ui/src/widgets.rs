@@ -9,6 +9,9 @@ pub(crate) const GREEN: Color32 = Color32::from_rgb(0x2e, 0x9d, 0x4f);
 pub(crate) const AMBER: Color32 = Color32::from_rgb(0xd9, 0x8e, 0x04);
 pub(crate) const RED: Color32 = Color32::from_rgb(0xd0, 0x3a, 0x2f);
 pub(crate) const GREY: Color32 = Color32::from_rgb(0x8a, 0x8f, 0x98);
+/// A verified contact presents a key we never verified: neither the green of trust nor
+/// the orange of an ordinary first call.
+pub(crate) const VIOLET: Color32 = Color32::from_rgb(0x9b, 0x3d, 0xc8);
 
 /// Words and colour for a chat's state.
 pub(crate) fn chat_words(s: ChatSecurity) -> (&'static str, Color32) {
@@ -142,6 +145,12 @@ pub(crate) fn call_words(s: &CallSecurity) -> (String, Color32) {
             "Warning: the keys do not match earlier calls. Compare the code now".into(),
             RED,
         ),
+        CallSecurity::NewKey { .. } => (
+            "New key for a verified contact: compare the code aloud. \
+             Someone may be in the middle, or your contact has a new device"
+                .into(),
+            VIOLET,
+        ),
         CallSecurity::Failed(reason) => (format!("Not secure: {reason}"), RED),
     }
 }
@@ -155,8 +164,13 @@ pub(crate) fn sas_indicator(ui: &mut egui::Ui, s: &CallSecurity) {
         .inner_margin(10.0)
         .show(ui, |ui| {
             ui.horizontal(|ui| {
+                if let CallSecurity::NewKey { .. } = s {
+                    new_key_icon(ui, colour);
+                }
                 match s {
-                    CallSecurity::Secure { sas, .. } | CallSecurity::CacheMismatch { sas } => {
+                    CallSecurity::Secure { sas, .. }
+                    | CallSecurity::CacheMismatch { sas }
+                    | CallSecurity::NewKey { sas } => {
                         let big = ui.label(
                             egui::RichText::new(sas.to_uppercase())
                                 .monospace()
@@ -182,4 +196,33 @@ pub(crate) fn sas_indicator(ui: &mut egui::Ui, s: &CallSecurity) {
                 });
             });
         });
+}
+
+/// A key with a question mark: "a key we have not seen for this contact".
+fn new_key_icon(ui: &mut egui::Ui, colour: Color32) {
+    let size = 34.0;
+    let (rect, response) = ui.allocate_exact_size(Vec2::splat(size), egui::Sense::hover());
+    response
+        .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "Warning: a new key"));
+    let p = ui.painter_at(rect.expand(2.0));
+    let w = size;
+    let stroke = Stroke::new(w * 0.09, colour);
+    // The bow, the shaft and two teeth.
+    let bow = rect.min + Vec2::new(w * 0.28, w * 0.62);
+    p.circle_stroke(bow, w * 0.17, stroke);
+    let tip = rect.min + Vec2::new(w * 0.95, w * 0.62);
+    p.line_segment([bow + Vec2::new(w * 0.17, 0.0), tip], stroke);
+    for x in [0.72, 0.88] {
+        let at = rect.min + Vec2::new(w * x, w * 0.62);
+        p.line_segment([at, at + Vec2::new(0.0, w * 0.15)], stroke);
+    }
+    // A question mark above the shaft.
+    p.text(
+        rect.min + Vec2::new(w * 0.66, w * 0.22),
+        egui::Align2::CENTER_CENTER,
+        "?",
+        egui::FontId::proportional(w * 0.7),
+        colour,
+    );
+    response.on_hover_text("A key you have not verified for this contact");
 }

@@ -1,6 +1,7 @@
 //! The window's call journeys driven by a real second phone: an incoming call shows the
 //! security policy and can be answered (it becomes secure with a SAS) or declined (the
-//! caller is told), and the start page's echo test can be reached with the keyboard.
+//! caller is told), the start page's echo test can be reached with the keyboard, and a
+//! verified address that comes back with another key gets its own warning.
 
 use eframe::egui;
 use egui_kittest::Harness;
@@ -198,4 +199,91 @@ fn settings_meter_the_microphone_and_play_the_test_tone() {
     if has(&h, "Audio check failed") {
         assert!(has(&h, "no usable audio"), "the error names the problem");
     }
+}
+
+/// Starts a built-in echo peer on `phone` (it answers as `echo`).
+fn echo_peer(phone: &Phone) -> std::net::SocketAddr {
+    let Reply::Listening(addr) = phone
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(AudioChoice {
+                source: SourceSpec::Echo,
+                sink: SinkSpec::Null,
+            }),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected an address")
+    };
+    addr
+}
+
+/// Opens the window on `phone`'s calls page, dials `target`, waits for `expect` on the
+/// call card, picks the half of the code we heard, and hangs up once verified.
+fn dial_and_confirm(phone: &Arc<Phone>, target: &str, expect: &[&str]) {
+    let mut app = HushApp::new(phone.clone()).with_audio(tone());
+    app.open_page("calls");
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    h.get_by_label("Call address").click();
+    h.run_ok();
+    h.get_by_label("Call address").type_text(target);
+    h.run_ok();
+    h.get_by_label("Call").click();
+    until(&mut h, phone, expect[0], |h| has(h, expect[0]));
+    for e in expect {
+        assert!(has(&h, e), "{e}");
+    }
+    let call = phone
+        .snapshot()
+        .calls
+        .iter()
+        .filter(|c| !c.automatic)
+        .max_by_key(|c| c.id.0)
+        .cloned()
+        .expect("our call");
+    let sas = call.security.sas().expect("a code").to_owned();
+    let hear = sas
+        .chars()
+        .skip(sas.chars().count() / 2)
+        .collect::<String>()
+        .to_uppercase();
+    h.get_by_label(&format!("They said {hear}")).click();
+    until(&mut h, phone, "verified", |h| {
+        has(h, "Encrypted and verified")
+    });
+    assert!(
+        !has(&h, "Warning: a new key"),
+        "comparing the code cleared the warning"
+    );
+    h.get_by_label("Hang up").click();
+    until(&mut h, phone, "the call ended", |h| has(h, "Ended:"));
+}
+
+/// After the user verified an address, another key for it is its own state in the
+/// window (violet, a key icon, its own words), and comparing the code clears it.
+#[test]
+fn a_verified_contact_on_a_new_key_gets_its_own_warning_until_compared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = phone(&dir.path().join("alice"));
+    let bob = phone(&dir.path().join("bob"));
+    let mallory = phone(&dir.path().join("mallory"));
+    let (at_bob, at_mallory) = (echo_peer(&bob), echo_peer(&mallory));
+    dial_and_confirm(
+        &alice,
+        &format!("echo@{at_bob}"),
+        &["Compare the code with your peer"],
+    );
+    dial_and_confirm(
+        &alice,
+        &format!("echo@{at_mallory}"),
+        &[
+            "New key for a verified contact: compare the code aloud",
+            "Warning: a new key",
+            "Read this to your peer",
+        ],
+    );
 }

@@ -83,8 +83,13 @@ fn echo_call(pick_right: bool) {
         until(&mut h, &phone, "the verified peer listed", |h| {
             has(h, "verified: echo@127.0.0.1")
         });
-        h.get_by_label("Reset verification of echo@127.0.0.1")
-            .click();
+        // One entry per verified key: the echo peer's, named by its key id.
+        let keys: Vec<String> = h
+            .query_all_by_label_contains("Reset verification of echo@127.0.0.1 (key ")
+            .map(|n| n.accesskit_node().label().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        h.get_by_label(&keys[0]).click();
         until(&mut h, &phone, "the verification withdrawn", |h| {
             has(h, "No verified peers yet")
         });

@@ -7,6 +7,7 @@
 //! hung up (BYE) with the reason.
 
 mod line;
+mod zid;
 
 use crate::command::{AudioChoice, Reply};
 use crate::error::{CoreError, Result};
@@ -18,7 +19,7 @@ use crate::snapshot::{AccountStatus, CallDirection, CallId, CallState, CallStats
 use hush_media::codec::CodecKind;
 use hush_media::driver::{MediaCall, MediaCommand, MediaReport, PreparedMedia};
 use hush_media::stream::{Policy, StreamConfig, StreamEvent, StreamStats};
-use hush_media::zrtp::{ZidCache, ZrtpConfig, ZrtpSession};
+use hush_media::zrtp::{Zid, ZidCache, ZidStore, ZrtpConfig, ZrtpSession};
 use hush_signaling::sdp::{self, AudioDescription, Codecs, Direction, LocalMedia, Negotiated};
 use hush_signaling::sip::{
     CallKey, ReInvite, RegistrationState, Rejection, SipEvent, SipStack, StackOptions, Transport,
@@ -28,10 +29,10 @@ use line::{Line, LineId, identity, local_ip_towards};
 use rsipstack::dialog::authenticate::Credential;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+pub(crate) use zid::ZidState;
 
 /// Codecs we offer, best first.
 const OUR_CODECS: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
@@ -123,7 +124,7 @@ pub(crate) struct CallLayer {
     calls: BTreeMap<CallId, Call>,
     next_line: LineId,
     next_call: u64,
-    cache: PathBuf,
+    zid: ZidState,
 }
 
 fn policy_of(p: EncryptionPolicy) -> Policy {
@@ -198,15 +199,35 @@ fn find_mut(calls: &mut BTreeMap<CallId, Call>, id: CallId) -> Result<&mut Call>
 }
 
 impl CallLayer {
-    pub(crate) fn new(input: mpsc::Sender<CallInput>, cache: PathBuf) -> CallLayer {
+    pub(crate) fn new(input: mpsc::Sender<CallInput>, zid: ZidState) -> CallLayer {
         CallLayer {
             input,
             lines: BTreeMap::new(),
             calls: BTreeMap::new(),
             next_line: 1,
             next_call: 1,
-            cache,
+            zid,
         }
+    }
+
+    /// True until the ZID cache has been opened (the vault was locked at start).
+    pub(crate) fn zid_locked(&self) -> bool {
+        matches!(self.zid, ZidState::Locked)
+    }
+
+    /// Takes the ZID cache opened once the vault is unlocked.
+    pub(crate) fn set_zid(&mut self, zid: ZidState) {
+        self.zid = zid;
+    }
+
+    /// The ZID cache and its generation, if it changed since it was last sealed.
+    pub(crate) fn zid_unsaved(&self) -> Option<(ZidStore, u64)> {
+        self.zid.unsaved()
+    }
+
+    /// Everything up to `generation` is sealed in the vault.
+    pub(crate) fn zid_saved(&mut self, generation: u64) {
+        self.zid.saved(generation);
     }
 
     /// Views of the calls for the snapshot.
@@ -419,11 +440,17 @@ impl CallLayer {
         }
     }
 
-    /// Un-registers everything (on exit).
+    /// Un-registers everything (on exit). Media threads are stopped here, so whatever
+    /// libbzrtp last wrote to the ZID cache is there for the final seal.
     pub(crate) async fn shutdown(&mut self) {
         let keys: Vec<CallId> = self.calls.keys().copied().collect();
         for c in keys {
             let _ = self.hangup(c, &mut Vec::new()).await;
+            if let Some(call) = self.calls.get_mut(&c)
+                && let Phase::Active { media } = std::mem::replace(&mut call.phase, Phase::Ended)
+            {
+                media.stop();
+            }
         }
         let accounts: Vec<AccountId> = self.lines.values().filter_map(|l| l.account).collect();
         for a in accounts {
@@ -431,10 +458,12 @@ impl CallLayer {
         }
     }
 
-    fn zrtp_for(&self, line: &Line, peer: &str, ssrc: u32) -> Result<ZrtpSession> {
+    /// A ZRTP session keyed through the shared ZID cache, for a call on `line` with the
+    /// peer identity `peer`.
+    fn zrtp_for(zid: &ZidState, line: &Line, peer: &str, ssrc: u32) -> Result<ZrtpSession> {
         let config = ZrtpConfig {
             cache: Some(ZidCache {
-                path: self.cache.clone(),
+                store: zid.store()?.clone(),
                 self_uri: identity(&line.aor),
                 peer_uri: peer.to_owned(),
             }),
@@ -498,7 +527,7 @@ impl CallLayer {
         let policy = policy_of(policy.unwrap_or(line.policy));
         let prepared = PreparedMedia::bind(line.media_ip).map_err(med)?;
         let ssrc = random_u64() as u32;
-        let zrtp = self.zrtp_for(line, &peer_identity, ssrc)?;
+        let zrtp = Self::zrtp_for(&self.zid, line, &peer_identity, ssrc)?;
         let local = LocalMedia {
             session_id: random_u64() >> 1,
             version: 1,
@@ -640,19 +669,9 @@ impl CallLayer {
         let offer = offer.clone();
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
         let neg = sdp::negotiate(&offer, &OUR_CODECS).map_err(sig)?;
+        let zrtp = Self::zrtp_for(&self.zid, line, &call.peer_identity, call.ssrc)?;
         let prepared = PreparedMedia::bind(line.media_ip).map_err(med)?;
         let port = prepared.local_addr().port();
-        let zrtp = {
-            let config = ZrtpConfig {
-                cache: Some(ZidCache {
-                    path: self.cache.clone(),
-                    self_uri: identity(&line.aor),
-                    peer_uri: call.peer_identity.clone(),
-                }),
-                ..ZrtpConfig::default()
-            };
-            ZrtpSession::new(&config, call.ssrc, Instant::now()).map_err(med)?
-        };
         let hello = zrtp.hello_hash().map_err(med)?;
         let cfg = StreamConfig {
             local_ssrc: call.ssrc,
@@ -762,19 +781,27 @@ impl CallLayer {
         Ok(())
     }
 
-    /// Records the user's SAS comparison.
+    /// Records the user's SAS comparison, for the peer key (ZID) of this call only:
+    /// libbzrtp flags the cache entry of the ZID it agreed keys with.
     pub(crate) fn set_verified(
         &mut self,
         id: CallId,
         verified: bool,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let sas = match &find(&self.calls, id)?.view.security {
-            CallSecurity::Secure { sas, .. } | CallSecurity::CacheMismatch { sas } => sas.clone(),
-            _ => return Err(bad("the call is not secure yet: there is no SAS to verify")),
+        let current = find(&self.calls, id)?.view.security.clone();
+        let Some(sas) = current.sas().map(str::to_owned) else {
+            return Err(bad("the call is not secure yet: there is no SAS to verify"));
         };
         self.media(id)?.command(MediaCommand::SasVerified(verified));
-        self.set_security(id, CallSecurity::Secure { sas, verified }, events);
+        // Withdrawing never turns a warning into the ordinary "unverified".
+        let security = match current {
+            CallSecurity::CacheMismatch { .. } | CallSecurity::NewKey { .. } if !verified => {
+                current
+            }
+            _ => CallSecurity::Secure { sas, verified },
+        };
+        self.set_security(id, security, events);
         Ok(())
     }
 
@@ -806,32 +833,49 @@ impl CallLayer {
         self.hangup(id, events).await
     }
 
-    /// Sets the "SAS verified" flag of a peer in the ZID cache, outside any call.
-    pub(crate) async fn set_peer_verified(&self, peer: &str, verified: bool) -> Result<()> {
+    /// Sets the "SAS verified" flag of one key of a peer outside any call: the key the
+    /// user was shown, not every key that ever called from that address.
+    pub(crate) async fn set_peer_verified(
+        &self,
+        peer: &str,
+        key: &str,
+        verified: bool,
+    ) -> Result<()> {
         let id = identity(&parse_target(peer).map_err(sig)?);
-        let cache = self.cache.clone();
+        let zid = Zid::parse(key).map_err(|e| bad(e.to_string()))?;
+        let store = self.zid.store()?.clone();
         let who = id.clone();
-        let changed = tokio::task::spawn_blocking(move || {
-            hush_media::zrtp::set_peer_verified(&cache, &who, verified)
-        })
-        .await
-        .map_err(|_| CoreError::Stopped)?
-        .map_err(med)?;
+        let changed = tokio::task::spawn_blocking(move || store.set_verified(&who, &zid, verified))
+            .await
+            .map_err(|_| CoreError::Stopped)?
+            .map_err(med)?;
         if changed == 0 {
             return Err(bad(format!(
-                "no secure call with {id} yet: there is no SAS to verify"
+                "{id} has not presented the key {zid} on a secure call: there is no SAS to verify"
             )));
         }
         Ok(())
     }
 
-    /// Peers whose SAS the user has verified.
-    pub(crate) async fn verified_peers(&self) -> Result<Vec<String>> {
-        let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || hush_media::zrtp::verified_peers(&cache))
+    /// The keys `peer`'s address has presented, the last seen first.
+    pub(crate) async fn peer_keys(&self, peer: &str) -> Result<Vec<crate::security::PeerKey>> {
+        let id = identity(&parse_target(peer).map_err(sig)?);
+        let store = self.zid.store()?.clone();
+        let keys = tokio::task::spawn_blocking(move || store.keys_of(&id))
             .await
             .map_err(|_| CoreError::Stopped)?
-            .map_err(med)
+            .map_err(med)?;
+        Ok(keys.into_iter().map(zid::peer_key).collect())
+    }
+
+    /// The peer keys whose SAS the user has verified.
+    pub(crate) async fn verified_peers(&self) -> Result<Vec<crate::security::PeerKey>> {
+        let store = self.zid.store()?.clone();
+        let keys = tokio::task::spawn_blocking(move || store.verified_keys())
+            .await
+            .map_err(|_| CoreError::Stopped)?
+            .map_err(med)?;
+        Ok(keys.into_iter().map(zid::peer_key).collect())
     }
 
     /// Puts a call on hold (re-INVITE with sendonly) or resumes it.
@@ -1092,6 +1136,7 @@ impl CallLayer {
                 sas,
                 verified,
                 cache_mismatch,
+                new_key,
                 algorithms,
             }) => {
                 let text = algorithms.to_string();
@@ -1104,6 +1149,9 @@ impl CallLayer {
                 });
                 let security = if cache_mismatch {
                     CallSecurity::CacheMismatch { sas }
+                } else if new_key {
+                    tracing::info!(call = id.0, "a verified peer presents a new ZRTP key");
+                    CallSecurity::NewKey { sas }
                 } else {
                     CallSecurity::Secure { sas, verified }
                 };

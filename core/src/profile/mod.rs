@@ -6,6 +6,7 @@ mod db;
 mod history;
 pub mod paths;
 mod vault;
+mod zrtp_cache;
 
 pub(crate) use crypto::fill_random;
 pub use history::{Direction, HistoryEntry, HistoryRecord};

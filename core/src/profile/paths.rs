@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 pub const PROFILE_ENV: &str = "HUSHPHONE_PROFILE";
 /// File name of the profile database inside the profile directory.
 pub const DB_FILE: &str = "profile.db";
-/// libbzrtp's ZID cache (retained secrets, "SAS verified" flags), owner-only.
+/// Where earlier versions kept libbzrtp's ZID cache in the clear; it now lives sealed in
+/// the vault, and a file found here is moved in and erased.
 pub const ZRTP_CACHE_FILE: &str = "zrtp-cache.db";
 
 /// Picks the profile directory: explicit flag, then environment, then XDG default.

@@ -58,6 +58,18 @@ pub fn check(buf: &[u8]) -> Result<(), MediaError> {
     Ok(())
 }
 
+/// Where the sender's ZID sits in a Hello (RFC 6189 §5.2): after the message header
+/// (preamble, length, type: 12 bytes), the version (4), the client id (16) and H3 (32).
+const HELLO_ZID_AT: usize = HEADER_LEN + 12 + 4 + 16 + 32;
+
+/// The sender's ZID if `buf` (already [`check`]ed) is a Hello message.
+pub(crate) fn hello_zid(buf: &[u8]) -> Option<[u8; 12]> {
+    if buf.get(HEADER_LEN + 4..HEADER_LEN + 12)? != b"Hello   " {
+        return None;
+    }
+    buf.get(HELLO_ZID_AT..HELLO_ZID_AT + 12)?.try_into().ok()
+}
+
 /// CRC-32C (Castagnoli), as RFC 6189 §5 requires for ZRTP packets.
 pub fn crc32c(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {

@@ -5,11 +5,11 @@
 
 use super::algorithms::{AuthTag, Cipher, Hash, KeyAgreement, Negotiated, SasType, SrtpProfile};
 use super::packet;
+use super::store::{Zid, ZidStore};
 use crate::MediaError;
 use bzrtp_sys as ffi;
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString, c_char, c_void};
-use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -19,14 +19,15 @@ const TICK: Duration = Duration::from_millis(10);
 /// At most this many packets wait in the outbox; a flood from the peer cannot grow it.
 const MAX_OUTBOX: usize = 64;
 
-/// Where retained secrets and "SAS verified" flags are kept between calls.
+/// Where retained secrets and "SAS verified" flags are kept between calls, and under
+/// which two identities this call reads and writes them.
 #[derive(Debug, Clone)]
 pub struct ZidCache {
-    /// SQLite database (shared with the profile); libbzrtp creates its tables.
-    pub path: PathBuf,
+    /// The cache shared by all calls.
+    pub store: ZidStore,
     /// Our own identity (e.g. our SIP address).
     pub self_uri: String,
-    /// The peer's identity.
+    /// The peer's identity (`user@host`).
     pub peer_uri: String,
 }
 
@@ -125,6 +126,11 @@ pub struct Secured {
     pub verified: bool,
     /// Our cache held a secret for this peer that did not match: warn the user.
     pub cache_mismatch: bool,
+    /// The peer's address has a verified key in our cache, and this key is another one
+    /// we never verified: the user must compare the SAS again.
+    pub new_key: bool,
+    /// The peer's ZID, from the Hello libbzrtp accepted (bound into the SAS).
+    pub peer_zid: Option<Zid>,
     /// The agreed algorithms.
     pub algorithms: Negotiated,
     /// SRTP keys for both directions.
@@ -184,13 +190,16 @@ pub struct ZrtpSession {
     state: ZrtpState,
     received_from_peer: bool,
     events: VecDeque<ZrtpEvent>,
-    /// Must outlive `ctx`: libbzrtp holds the raw handle.
-    _cache: Option<rusqlite::Connection>,
+    /// Must outlive `ctx`: libbzrtp holds the store's connection and lock. Set before
+    /// libbzrtp sees them, and dropped after the context (see `Drop`).
+    cache: Option<ZidCache>,
+    /// The ZID of the Hello libbzrtp accepted.
+    peer_zid: Option<Zid>,
     handshake_timeout: Duration,
 }
 
-// SAFETY: the context is only touched through `&mut self`, libbzrtp keeps no global
-// mutable state across contexts, and the cache connection is this session's own.
+// SAFETY: the context is only touched through `&mut self` and libbzrtp keeps no global
+// mutable state across contexts; the shared cache is used under its own lock.
 unsafe impl Send for ZrtpSession {}
 
 unsafe extern "C" fn on_send(client: *mut c_void, packet: *const u8, len: u16) -> i32 {
@@ -327,7 +336,8 @@ impl ZrtpSession {
             state: ZrtpState::Idle,
             received_from_peer: false,
             events: VecDeque::new(),
-            _cache: None,
+            cache: None,
+            peer_zid: None,
             handshake_timeout: config.handshake_timeout,
         };
         session.configure(config)?;
@@ -337,28 +347,30 @@ impl ZrtpSession {
     fn configure(&mut self, config: &ZrtpConfig) -> Result<(), MediaError> {
         let ctx = self.ctx.as_ptr();
         if let Some(cache) = &config.cache {
-            let conn = open_cache(cache)?;
+            // libbzrtp keeps its own self ZID rows under the peer URI "self".
+            if cache.peer_uri == "self" {
+                return Err(MediaError::InvalidInput(
+                    "a peer cannot be called \"self\"".into(),
+                ));
+            }
             let (self_uri, peer_uri) = (cstring(&cache.self_uri)?, cstring(&cache.peer_uri)?);
-            // SAFETY: the handle stays valid as long as `conn`, which we keep in
-            // `self._cache` and drop only after destroying the context.
+            // Kept before libbzrtp sees the handles, so that on every path, this
+            // function's errors included, they outlive the context (dropped after it).
+            self.cache = Some(cache.clone());
+            let (db, lock) = cache.store.engine_handles()?;
+            // SAFETY: `db` and `lock` belong to the store now held in `self.cache`, which
+            // is dropped only after `Drop` destroys the context; libbzrtp copies the URIs.
             let rc = unsafe {
-                ffi::bzrtp_setZIDCache(
-                    ctx,
-                    conn.handle().cast(),
-                    self_uri.as_ptr(),
-                    peer_uri.as_ptr(),
-                )
+                ffi::bzrtp_setZIDCache_lock(ctx, db, self_uri.as_ptr(), peer_uri.as_ptr(), lock)
             };
             if rc != 0
                 && rc as u32 != ffi::BZRTP_CACHE_SETUP
                 && rc as u32 != ffi::BZRTP_CACHE_UPDATE
             {
-                return Err(MediaError::Cache {
-                    path: cache.path.display().to_string(),
-                    reason: format!("libbzrtp error {rc:#06x}"),
-                });
+                return Err(MediaError::Cache(format!(
+                    "libbzrtp could not use the cache (error {rc:#06x})"
+                )));
             }
-            self._cache = Some(conn);
         }
         let callbacks = ffi::bzrtpCallbacks_t {
             bzrtp_sendData: Some(on_send),
@@ -496,6 +508,11 @@ impl ZrtpSession {
         let rc = unsafe {
             ffi::bzrtp_processMessage(self.ctx.as_ptr(), self.ssrc, copy.as_mut_ptr(), len)
         };
+        if rc == 0 && self.peer_zid.is_none() {
+            // libbzrtp takes the peer's ZID from the first Hello it accepts, and refuses
+            // any later Hello that differs from it.
+            self.peer_zid = packet::hello_zid(packet).map(Zid);
+        }
         if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
             self.fail(ZrtpFailure::HelloHashMismatch);
         } else if rc != 0 {
@@ -577,10 +594,14 @@ impl ZrtpSession {
         }
         self.state = ZrtpState::Secure;
         self.next_tick = None;
+        let new_key =
+            !finished.verified && !finished.cache_mismatch && self.key_unverified_but_peer_was();
         self.events.push_back(ZrtpEvent::Secure(Box::new(Secured {
             sas: finished.sas,
             verified: finished.verified,
             cache_mismatch: finished.cache_mismatch,
+            new_key,
+            peer_zid: self.peer_zid,
             algorithms,
             keys: SrtpKeys {
                 profile,
@@ -590,6 +611,29 @@ impl ZrtpSession {
                 remote_salt: remote.1,
             },
         })));
+    }
+
+    /// True when the peer's address has a verified key and this call's key is not one.
+    /// Without the peer's ZID (never seen in practice) any verified key of the address
+    /// counts, so the doubt goes to the warning.
+    fn key_unverified_but_peer_was(&self) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        let status = match &self.peer_zid {
+            Some(zid) => cache
+                .store
+                .key_status(&cache.peer_uri, zid)
+                .map(|s| !s.this_key_verified && s.other_key_verified),
+            None => cache
+                .store
+                .keys_of(&cache.peer_uri)
+                .map(|keys| keys.iter().any(|k| k.verified)),
+        };
+        status.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the ZID cache");
+            false
+        })
     }
 
     /// The next datagram to send to the peer, if any. Call until `None` after every input.
@@ -622,9 +666,11 @@ impl ZrtpSession {
         &self.state
     }
 
-    /// Records (or withdraws) the user's SAS verification in the cache.
+    /// Records (or withdraws) the user's SAS verification in the cache, for the peer ZID
+    /// of this call only. After a cache mismatch, confirming also stores the new secret.
     pub fn set_sas_verified(&mut self, verified: bool) {
-        // SAFETY: initialised context; libbzrtp writes the flag to its cache.
+        // SAFETY: initialised context; libbzrtp writes the flag to its cache under the
+        // store's lock.
         unsafe {
             if verified {
                 ffi::bzrtp_SASVerified(self.ctx.as_ptr());
@@ -637,7 +683,8 @@ impl ZrtpSession {
 
 impl Drop for ZrtpSession {
     fn drop(&mut self) {
-        // SAFETY: destroyed exactly once; the cache connection is dropped afterwards.
+        // SAFETY: destroyed exactly once; `self.cache` (the store libbzrtp points into)
+        // is a field, so it is dropped after this.
         unsafe {
             ffi::bzrtp_destroyBzrtpContext(self.ctx.as_ptr(), self.ssrc);
         }
@@ -659,29 +706,4 @@ fn set_types(ctx: *mut ffi::bzrtpContext_t, kind: u32, codes: impl Iterator<Item
 
 fn cstring(s: &str) -> Result<CString, MediaError> {
     CString::new(s).map_err(|_| MediaError::InvalidInput("identity contains a NUL byte".into()))
-}
-
-fn open_cache(cache: &ZidCache) -> Result<rusqlite::Connection, MediaError> {
-    let err = |e: rusqlite::Error| MediaError::Cache {
-        path: cache.path.display().to_string(),
-        reason: e.to_string(),
-    };
-    let conn = rusqlite::Connection::open_with_flags(
-        &cache.path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
-            | rusqlite::OpenFlags::SQLITE_OPEN_FULL_MUTEX,
-    )
-    .map_err(err)?;
-    conn.query_row("PRAGMA busy_timeout = 5000", [], |_| Ok(()))
-        .map_err(err)?;
-    // Retained secrets: owner-only, whatever the process umask.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cache.path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-        MediaError::Cache {
-            path: cache.path.display().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
-    Ok(conn)
 }

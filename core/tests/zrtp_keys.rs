@@ -1,0 +1,454 @@
+//! ZRTP keys through the phone core, with real phones on loopback: "verified" belongs to
+//! the key (ZID) the SAS was compared on, a verified address that presents another key
+//! is flagged until the user compares again, and the ZID cache lives sealed in the vault
+//! (nothing retained in the clear on disk, continuity and "verified" across a restart).
+
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::model::EncryptionPolicy;
+use hush_core::security::PeerKey;
+use hush_core::snapshot::{CallId, CallState};
+use hush_core::{CallSecurity, Command, CoreError, Event, Phone, Profile, Reply, Secret};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+const MASTER: &str = "correct horse battery";
+/// What every echo listener is called: the address whose keys the tests follow.
+const ECHO: &str = "echo@127.0.0.1";
+
+fn phone(dir: &Path) -> Phone {
+    Phone::start(Profile::open(dir).expect("profile")).expect("phone")
+}
+
+/// Waits (bounded) for an event matching `f` and returns what it extracts.
+fn wait<T>(
+    phone: &Phone,
+    rx: &mut broadcast::Receiver<Event>,
+    what: &str,
+    mut f: impl FnMut(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match phone.next_event(rx, left) {
+            Some(ev) => {
+                if let Some(v) = f(&ev) {
+                    return v;
+                }
+            }
+            None => panic!("no {what} within 15 s"),
+        }
+    }
+}
+
+/// Starts a built-in echo peer (answers by itself, as `echo`) on this phone.
+fn echo_peer(phone: &Phone) -> SocketAddr {
+    let Reply::Listening(addr) = phone
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(AudioChoice {
+                source: SourceSpec::Echo,
+                sink: SinkSpec::Null,
+            }),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected Listening")
+    };
+    addr
+}
+
+/// A finished handshake: our call, and its security once ZRTP settled.
+struct Secured {
+    call: CallId,
+    security: CallSecurity,
+}
+
+/// Calls `echo@addr` and waits until ZRTP is done (whatever the outcome).
+fn call(phone: &Phone, addr: SocketAddr) -> Secured {
+    let mut rx = phone.events();
+    let Reply::Call(call) = phone
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("echo@{addr}"),
+            audio: AudioChoice {
+                source: SourceSpec::Tone(440.0),
+                sink: SinkSpec::Null,
+            },
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    let security = wait(phone, &mut rx, "the call's security", |ev| match ev {
+        Event::CallSecurity { call: c, security } if *c == call && security.sas().is_some() => {
+            Some(security.clone())
+        }
+        Event::CallSecurity {
+            call: c,
+            security: CallSecurity::Failed(why),
+        } if *c == call => panic!("call failed: {why}"),
+        _ => None,
+    });
+    Secured { call, security }
+}
+
+/// The call on `phone` that its echo peer answered.
+fn answered(phone: &Phone) -> CallId {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut watch = phone.watch();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    loop {
+        // The newest: the echo side of an earlier call may not have seen its BYE yet.
+        if let Some(c) = phone
+            .snapshot()
+            .calls
+            .iter()
+            .filter(|c| c.automatic && c.security.sas().is_some())
+            .max_by_key(|c| c.id.0)
+        {
+            return c.id;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the echo side did not go secure within 15 s"
+        );
+        rt.block_on(async {
+            let _ = tokio::time::timeout(left, watch.changed()).await;
+        });
+    }
+}
+
+fn verify(phone: &Phone, call: CallId) {
+    phone
+        .execute_blocking(Command::SetSasVerified {
+            call,
+            verified: true,
+        })
+        .expect("verify");
+}
+
+fn hang_up(phone: &Phone, call: CallId) {
+    let mut rx = phone.events();
+    phone
+        .execute_blocking(Command::Hangup { call })
+        .expect("hang up");
+    wait(phone, &mut rx, "the end of the call", |ev| match ev {
+        Event::CallState {
+            call: c,
+            state: CallState::Ended(_),
+        } if *c == call => Some(()),
+        _ => None,
+    });
+}
+
+/// One call with the echo peer on `peer` (a phone of its own), each side confirming the
+/// SAS when told to. Returns what the caller saw.
+fn call_with(caller: &Phone, peer: &Phone, at: SocketAddr, confirm: [bool; 2]) -> CallSecurity {
+    let s = call(caller, at);
+    if confirm[0] {
+        verify(caller, s.call);
+    }
+    if confirm[1] {
+        verify(peer, answered(peer));
+    }
+    hang_up(caller, s.call);
+    s.security
+}
+
+fn keys(phone: &Phone, peer: &str) -> Vec<PeerKey> {
+    match phone
+        .execute_blocking(Command::PeerKeys { peer: peer.into() })
+        .expect("keys")
+    {
+        Reply::PeerKeys(k) => k,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn is_verified(s: &CallSecurity) -> bool {
+    matches!(s, CallSecurity::Secure { verified: true, .. })
+}
+
+#[test]
+fn a_verified_contact_with_a_new_key_is_flagged_until_compared_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = phone(&dir.path().join("alice"));
+    let bob = phone(&dir.path().join("bob"));
+    let mallory = phone(&dir.path().join("mallory"));
+    let (at_bob, at_mallory) = (echo_peer(&bob), echo_peer(&mallory));
+
+    call_with(&alice, &bob, at_bob, [true, true]);
+    assert!(is_verified(&call_with(&alice, &bob, at_bob, [false; 2])));
+
+    // The same address, another device and key: not green, and not the plain orange.
+    let mut rx = alice.events();
+    let s = call(&alice, at_mallory);
+    let CallSecurity::NewKey { sas } = &s.security else {
+        panic!("expected the new-key state, got {:?}", s.security)
+    };
+    assert_eq!(
+        s.security.label(),
+        "new key for a verified contact: compare the code aloud"
+    );
+    let view = alice
+        .snapshot()
+        .calls
+        .iter()
+        .find(|c| c.id == s.call)
+        .map(|c| c.security.clone());
+    assert_eq!(view, Some(s.security.clone()), "the snapshot says so too");
+    wait(&alice, &mut rx, "the announcement", |ev| match ev {
+        Event::CallSecurity {
+            call,
+            security: CallSecurity::NewKey { .. },
+        } if *call == s.call => Some(()),
+        _ => None,
+    });
+    let listed = keys(&alice, ECHO);
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].last_seen && !listed[0].verified, "{listed:?}");
+    assert!(listed[1].verified, "the first key stays verified");
+
+    // "Not verified" keeps the warning; it never turns into the ordinary orange.
+    alice
+        .execute_blocking(Command::SetSasVerified {
+            call: s.call,
+            verified: false,
+        })
+        .expect("unverify");
+    let still = alice
+        .snapshot()
+        .calls
+        .iter()
+        .find(|c| c.id == s.call)
+        .map(|c| c.security.clone());
+    assert_eq!(still, Some(s.security.clone()));
+
+    // The user compares the code aloud and confirms: verified, for this key.
+    verify(&alice, s.call);
+    let now = alice
+        .snapshot()
+        .calls
+        .iter()
+        .find(|c| c.id == s.call)
+        .map(|c| c.security.clone());
+    assert_eq!(
+        now,
+        Some(CallSecurity::Secure {
+            sas: sas.clone(),
+            verified: true
+        })
+    );
+    verify(&mallory, answered(&mallory));
+    hang_up(&alice, s.call);
+    assert!(keys(&alice, ECHO).iter().all(|k| k.verified));
+    assert!(is_verified(&call_with(
+        &alice, &mallory, at_mallory, [false; 2]
+    )));
+}
+
+#[test]
+fn verifying_outside_a_call_marks_only_the_key_last_seen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = phone(&dir.path().join("alice"));
+    let bob = phone(&dir.path().join("bob"));
+    let mallory = phone(&dir.path().join("mallory"));
+    let (at_bob, at_mallory) = (echo_peer(&bob), echo_peer(&mallory));
+
+    // Mallory reaches Alice first under the same address and confirms whatever she can.
+    let first = call_with(&alice, &mallory, at_mallory, [false, true]);
+    assert!(matches!(
+        first,
+        CallSecurity::Secure {
+            verified: false,
+            ..
+        }
+    ));
+    let mallory_key = keys(&alice, ECHO).remove(0).key;
+    // Then the real Bob; he confirms on his side, Alice later, outside the call.
+    call_with(&alice, &bob, at_bob, [false, true]);
+    let listed = keys(&alice, ECHO);
+    let last = listed.iter().find(|k| k.last_seen).expect("last seen");
+    assert_ne!(last.key, mallory_key, "the last seen key is Bob's");
+    alice
+        .execute_blocking(Command::SetPeerVerified {
+            peer: ECHO.into(),
+            key: last.key.clone(),
+            verified: true,
+        })
+        .expect("verify Bob's key");
+    let verified: Vec<String> = match alice.execute_blocking(Command::ListVerifiedPeers) {
+        Ok(Reply::VerifiedPeers(v)) => v.into_iter().map(|k| k.key).collect(),
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(verified, vec![last.key.clone()]);
+
+    // Mallory's key did not come along: her next call is flagged, Bob's is green.
+    let again = call_with(&alice, &mallory, at_mallory, [false; 2]);
+    assert!(matches!(again, CallSecurity::NewKey { .. }), "{again:?}");
+    assert!(is_verified(&call_with(&alice, &bob, at_bob, [false; 2])));
+
+    let err = alice
+        .execute_blocking(Command::SetPeerVerified {
+            peer: ECHO.into(),
+            key: "00".repeat(12),
+            verified: true,
+        })
+        .expect_err("a key never seen");
+    assert!(
+        err.to_string().contains("has not presented the key"),
+        "{err}"
+    );
+    assert!(
+        alice
+            .execute_blocking(Command::SetPeerVerified {
+                peer: ECHO.into(),
+                key: "not a key".into(),
+                verified: true,
+            })
+            .is_err()
+    );
+}
+
+/// The retained secrets as the ZRTP engine keeps them, read back through the vault.
+fn retained_secrets(dir: &Path) -> Vec<Vec<u8>> {
+    let mut profile = Profile::open(dir).expect("profile");
+    profile.unlock(&Secret::from(MASTER)).expect("unlock");
+    let image = profile.zrtp_cache().expect("cache").expect("an image");
+    let mut db = rusqlite::Connection::open_in_memory().expect("db");
+    db.deserialize_read_exact(rusqlite::MAIN_DB, &image[..], image.len(), false)
+        .expect("load");
+    let mut stmt = db
+        .prepare("SELECT rs1 FROM zrtp WHERE rs1 IS NOT NULL UNION SELECT rs2 FROM zrtp WHERE rs2 IS NOT NULL")
+        .expect("query");
+    stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("secrets")
+}
+
+fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn with_a_master_password_no_file_holds_a_retained_secret_and_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = dir.path().join("p");
+    {
+        let mut profile = Profile::open(&dir).expect("profile");
+        profile
+            .set_master_password(&Secret::from(MASTER))
+            .expect("master password");
+    }
+    // A plaintext cache written by an earlier version: moved into the vault and erased.
+    let old = hush_media::zrtp::ZidStore::open(None).expect("store");
+    std::fs::write(dir.join("zrtp-cache.db"), &*old.image().expect("image")).expect("old cache");
+
+    let p = phone(&dir);
+    let err = p
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: None,
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .and_then(|_| {
+            p.execute_blocking(Command::PlaceCall {
+                account: None,
+                target: "echo@127.0.0.1:9".into(),
+                audio: AudioChoice::default(),
+                policy: None,
+            })
+        })
+        .expect_err("no ZRTP keys while locked");
+    assert!(matches!(err, CoreError::Locked), "{err}");
+    p.execute_blocking(Command::Unlock {
+        password: Secret::from(MASTER),
+    })
+    .expect("unlock");
+    assert!(
+        !dir.join("zrtp-cache.db").exists(),
+        "the plaintext cache is gone"
+    );
+
+    // The echo peer lives in the same phone: two calls share the one cache.
+    let at = echo_peer(&p);
+    let first = call(&p, at);
+    assert!(matches!(
+        first.security,
+        CallSecurity::Secure {
+            verified: false,
+            ..
+        }
+    ));
+    verify(&p, first.call);
+    verify(&p, answered(&p));
+    hang_up(&p, first.call);
+
+    // Sealed after each change, not only at exit: the vault has the verification while
+    // the phone still runs (a crash now would lose nothing). Sealing raises no event, so
+    // the vault itself is polled, within a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut profile = Profile::open(&dir).expect("profile");
+        profile.unlock(&Secret::from(MASTER)).expect("unlock");
+        let image = profile.zrtp_cache().expect("cache").expect("image");
+        let store = hush_media::zrtp::ZidStore::open(Some(&image)).expect("store");
+        if store.verified_keys().expect("keys").len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the vault never got the verification"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(p);
+
+    let secrets = retained_secrets(&dir);
+    // Both sides of the echo call derive the same rs1: one secret, held twice.
+    assert!(
+        !secrets.is_empty() && secrets.iter().all(|s| s.len() == 32),
+        "the engine retained its secrets: {}",
+        secrets.len()
+    );
+    let mut files = Vec::new();
+    files_under(&dir, &mut files);
+    assert!(!files.is_empty());
+    for f in &files {
+        let bytes = std::fs::read(f).expect("read");
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == &s[..]),
+                "{} holds a retained secret in the clear",
+                f.display()
+            );
+        }
+    }
+
+    // Restart: same retained secrets (no mismatch) and still verified.
+    let p = phone(&dir);
+    p.execute_blocking(Command::Unlock {
+        password: Secret::from(MASTER),
+    })
+    .expect("unlock");
+    let at = echo_peer(&p);
+    let again = call(&p, at);
+    assert!(is_verified(&again.security), "{:?}", again.security);
+    hang_up(&p, again.call);
+}

@@ -1,0 +1,454 @@
+//! The ZID cache, held in memory. libbzrtp keeps retained secrets and the "SAS verified"
+//! flag in SQLite (its schema: `ziduri` binds our URI, the peer's URI and the peer's ZID
+//! to a `zuid`; `zrtp` holds `rs1`, `rs2` and the flag `pvs` per `zuid`). Here that
+//! database lives in memory only: the caller seals [`ZidStore::image`] in its vault after
+//! each change ([`ZidStore::on_change`]) and hands it back to [`ZidStore::open`], so the
+//! secrets reach the disk only under the caller's key.
+//!
+//! One store serves every call at once. libbzrtp and our own queries take the same lock
+//! (`bctbx_mutex_t`, a pthread mutex here) around each cache operation.
+
+use crate::MediaError;
+use rusqlite::{Connection, MAIN_DB, OpenFlags, params};
+use std::cell::UnsafeCell;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use zeroize::{Zeroize, Zeroizing};
+
+/// The largest image accepted: a cache of thousands of peers is well under a MiB.
+pub const MAX_IMAGE_LEN: usize = 16 << 20;
+/// At most this many keys are listed per question, whatever the cache holds.
+const MAX_LISTED: usize = 1000;
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// A ZRTP identity (RFC 6189 §4.9): 96 random bits a device uses for all its calls. The
+/// key continuity and the "verified" flag belong to it, not to the address it calls from.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Zid(pub [u8; 12]);
+
+impl Zid {
+    /// Reads the 24 hex digits we print (spaces ignored).
+    pub fn parse(text: &str) -> Result<Zid, MediaError> {
+        let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        let bad = || MediaError::InvalidInput(format!("{text:?} is not a key id (24 hex digits)"));
+        if digits.len() != 24 {
+            return Err(bad());
+        }
+        let mut zid = [0u8; 12];
+        for (i, pair) in digits.chunks(2).enumerate() {
+            let hex = std::str::from_utf8(pair).map_err(|_| bad())?;
+            zid[i] = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
+        }
+        Ok(Zid(zid))
+    }
+
+    fn from_blob(blob: &[u8]) -> Option<Zid> {
+        blob.try_into().ok().map(Zid)
+    }
+}
+
+impl std::fmt::Display for Zid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Zid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Zid({self})")
+    }
+}
+
+/// One key (ZID) the cache knows for a peer address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedKey {
+    /// The peer's address as the cache records it (`user@host`).
+    pub peer_uri: String,
+    /// The peer's ZID.
+    pub zid: Zid,
+    /// The user compared the SAS on a call with this key and confirmed it.
+    pub verified: bool,
+    /// The key of the last secure call with this address.
+    pub last_seen: bool,
+}
+
+/// What the cache says about the key a peer presents on a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// This very key was verified (from any of our own addresses).
+    pub this_key_verified: bool,
+    /// Another key of the same address was verified.
+    pub other_key_verified: bool,
+}
+
+/// The mutex libbzrtp takes around each cache operation (`bctbx_mutex_t` is a
+/// `pthread_mutex_t` on Linux). Boxed so its address never changes.
+struct EngineLock(Box<UnsafeCell<libc::pthread_mutex_t>>);
+
+impl EngineLock {
+    fn new() -> EngineLock {
+        EngineLock(Box::new(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER)))
+    }
+
+    fn ptr(&self) -> *mut c_void {
+        self.0.get().cast()
+    }
+
+    fn hold(&self) -> EngineGuard<'_> {
+        // SAFETY: the mutex was initialised in `new`, lives in its own box until `drop`,
+        // and every lock is paired with the unlock in `EngineGuard::drop`.
+        unsafe { libc::pthread_mutex_lock(self.0.get()) };
+        EngineGuard(self)
+    }
+}
+
+impl Drop for EngineLock {
+    fn drop(&mut self) {
+        // SAFETY: no guard and no libbzrtp context can exist any more: both borrow or
+        // share the store that owns this lock, and it is being dropped.
+        unsafe { libc::pthread_mutex_destroy(self.0.get()) };
+    }
+}
+
+struct EngineGuard<'a>(&'a EngineLock);
+
+impl Drop for EngineGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: locked by this thread in `EngineLock::hold`.
+        unsafe { libc::pthread_mutex_unlock(self.0.0.get()) };
+    }
+}
+
+/// Counts committed changes and tells the owner, from whichever thread committed.
+#[derive(Default)]
+struct Changes {
+    generation: AtomicU64,
+    notify: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+/// SQLite's commit hook (`sqlite3_commit_hook`): runs inside every commit, libbzrtp's
+/// included, with the connection busy. It only counts and signals.
+unsafe extern "C" fn on_commit(arg: *mut c_void) -> c_int {
+    // SAFETY: `arg` is the boxed `Changes` of the `Inner` that owns the connection; the
+    // hook is removed in `Inner::drop` before either goes away.
+    let changes = unsafe { &*(arg as *const Changes) };
+    changes.generation.fetch_add(1, Ordering::SeqCst);
+    if let Some(notify) = changes.notify.get() {
+        notify();
+    }
+    0
+}
+
+struct Inner {
+    /// Declared before `lock`: the connection closes before the mutex is destroyed.
+    conn: Mutex<Connection>,
+    lock: EngineLock,
+    /// Boxed: the commit hook holds its address.
+    changes: Box<Changes>,
+}
+
+// SAFETY: the connection is opened in SQLite's serialized mode and all our use of it is
+// behind `conn`'s mutex; the pthread mutex is made for use from any thread.
+unsafe impl Send for Inner {}
+// SAFETY: as above; shared access goes through the two mutexes only.
+unsafe impl Sync for Inner {}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Overwrite the secrets in the in-memory pages (secure_delete is on) before the
+        // buffer goes back to the allocator. Nobody is told: this is not a change to keep.
+        let conn = match self.conn.get_mut() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // SAFETY: a valid open connection; a null callback removes the hook.
+        unsafe { rusqlite::ffi::sqlite3_commit_hook(conn.handle(), None, std::ptr::null_mut()) };
+        let _engine = self.lock.hold();
+        let _ = conn.execute_batch("DELETE FROM zrtp; DELETE FROM lime; DELETE FROM ziduri;");
+    }
+}
+
+/// libbzrtp's ZID cache in memory, shared by all calls. Cheap to clone.
+#[derive(Clone)]
+pub struct ZidStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ZidStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZidStore")
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> MediaError {
+    MediaError::Cache(e.to_string())
+}
+
+impl ZidStore {
+    /// Opens the cache from an image made by [`ZidStore::image`], or empty. libbzrtp
+    /// creates or upgrades its tables now, so queries work before the first call.
+    pub fn open(image: Option<&[u8]>) -> Result<ZidStore, MediaError> {
+        let mut conn = Connection::open_in_memory_with_flags(
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_FULL_MUTEX,
+        )
+        .map_err(db_err)?;
+        if let Some(image) = image {
+            if image.len() > MAX_IMAGE_LEN {
+                return Err(MediaError::Cache(format!(
+                    "the stored cache is {} bytes, more than the {MAX_IMAGE_LEN} accepted",
+                    image.len()
+                )));
+            }
+            if !image.starts_with(SQLITE_MAGIC) {
+                return Err(MediaError::Cache(
+                    "the stored cache is not an SQLite database".into(),
+                ));
+            }
+            conn.deserialize_read_exact(MAIN_DB, image, image.len(), false)
+                .map_err(db_err)?;
+            let check: String = conn
+                .query_row("PRAGMA quick_check", [], |r| r.get(0))
+                .map_err(db_err)?;
+            if check != "ok" {
+                return Err(MediaError::Cache(format!(
+                    "the stored cache is damaged: {check}"
+                )));
+            }
+        }
+        conn.execute_batch("PRAGMA secure_delete = ON;")
+            .map_err(db_err)?;
+        let inner = Inner {
+            conn: Mutex::new(conn),
+            lock: EngineLock::new(),
+            changes: Box::default(),
+        };
+        let store = ZidStore {
+            inner: Arc::new(inner),
+        };
+        let (db, lock) = store.engine_handles()?;
+        // SAFETY: `db` is the open connection owned by `store`, `lock` its initialised
+        // mutex; libbzrtp uses both only during this call.
+        let rc = unsafe { bzrtp_sys::bzrtp_initCache_lock(db, lock) };
+        if rc != 0
+            && rc as u32 != bzrtp_sys::BZRTP_CACHE_SETUP
+            && rc as u32 != bzrtp_sys::BZRTP_CACHE_UPDATE
+        {
+            return Err(MediaError::Cache(format!(
+                "libbzrtp could not set up its tables (error {rc:#06x})"
+            )));
+        }
+        // Counted from here: creating the tables of an empty cache is nothing to save.
+        let changes: *const Changes = &*store.inner.changes;
+        store.with(|c| {
+            // SAFETY: a valid open connection; `changes` outlives the registration (see
+            // `on_commit`).
+            unsafe {
+                rusqlite::ffi::sqlite3_commit_hook(
+                    c.handle(),
+                    Some(on_commit),
+                    changes.cast_mut().cast(),
+                )
+            };
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// The connection and the engine lock, for `bzrtp_setZIDCache_lock`. Valid while
+    /// this store (or a clone) lives.
+    pub(crate) fn engine_handles(&self) -> Result<(*mut c_void, *mut c_void), MediaError> {
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .map_err(|_| MediaError::Cache("the cache lock is poisoned".into()))?;
+        // SAFETY: reading the handle does not use it; it stays valid while `inner` lives.
+        let db = unsafe { conn.handle() };
+        Ok((db.cast(), self.inner.lock.ptr()))
+    }
+
+    /// Runs `f` on the connection holding both locks, so libbzrtp is never midway.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, MediaError> {
+        let mut conn = self
+            .inner
+            .conn
+            .lock()
+            .map_err(|_| MediaError::Cache("the cache lock is poisoned".into()))?;
+        let _engine = self.inner.lock.hold();
+        f(&mut conn).map_err(db_err)
+    }
+
+    /// Calls `notify` after every committed change (a call reaching secure, a
+    /// verification), from the thread that made it; it must only signal, not block.
+    /// Set once; later calls are ignored.
+    pub fn on_change(&self, notify: impl Fn() + Send + Sync + 'static) {
+        let _ = self.inner.changes.notify.set(Box::new(notify));
+    }
+
+    /// How many changes were committed since [`ZidStore::open`].
+    pub fn generation(&self) -> u64 {
+        self.inner.changes.generation.load(Ordering::SeqCst)
+    }
+
+    /// The whole database as bytes, to seal. It holds the retained secrets: wiped on drop.
+    pub fn image(&self) -> Result<Zeroizing<Vec<u8>>, MediaError> {
+        self.with(|c| {
+            let data = c.serialize(MAIN_DB)?;
+            Ok(match data {
+                rusqlite::serialize::Data::Shared(shared) => Zeroizing::new(shared.to_vec()),
+                rusqlite::serialize::Data::Owned(mut owned) => {
+                    let copy = Zeroizing::new(owned.to_vec());
+                    owned.zeroize();
+                    copy
+                }
+            })
+        })
+    }
+
+    /// What the cache says about `zid` presented by `peer_uri`.
+    pub fn key_status(&self, peer_uri: &str, zid: &Zid) -> Result<KeyStatus, MediaError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT \
+                   EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+                           WHERE zu.peeruri = ?1 AND zu.zid = ?2 AND z.pvs = x'01'), \
+                   EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+                           WHERE zu.peeruri = ?1 AND zu.zid <> ?2 AND z.pvs = x'01')",
+                params![peer_uri, &zid.0[..]],
+                |r| {
+                    Ok(KeyStatus {
+                        this_key_verified: r.get(0)?,
+                        other_key_verified: r.get(1)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// The keys seen from `peer_uri`, the last seen first.
+    pub fn keys_of(&self, peer_uri: &str) -> Result<Vec<CachedKey>, MediaError> {
+        let mut keys = self.list(
+            "SELECT zu.peeruri, zu.zid, MAX(COALESCE(z.pvs = x'01', 0)), \
+                    MAX(COALESCE(zu.active, 0)), MAX(zu.zuid) \
+             FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid WHERE zu.peeruri = ?1 \
+             GROUP BY zu.zid ORDER BY 4 DESC, 5 DESC LIMIT ?2",
+            params![peer_uri, MAX_LISTED as i64],
+        )?;
+        // Several of our addresses may have met this peer; the newest exchange wins.
+        for (i, k) in keys.iter_mut().enumerate() {
+            k.last_seen = i == 0;
+        }
+        Ok(keys)
+    }
+
+    /// Every verified key, by address.
+    pub fn verified_keys(&self) -> Result<Vec<CachedKey>, MediaError> {
+        self.list(
+            "SELECT zu.peeruri, zu.zid, 1, MAX(COALESCE(zu.active, 0)), MAX(zu.zuid) \
+             FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+             WHERE z.pvs = x'01' AND zu.peeruri <> 'self' \
+             GROUP BY zu.peeruri, zu.zid ORDER BY 1, 5 DESC LIMIT ?1",
+            params![MAX_LISTED as i64],
+        )
+    }
+
+    fn list(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<CachedKey>, MediaError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt.query_map(p, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, bool>(2)?,
+                    r.get::<_, i64>(3)? != 0,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (peer_uri, zid, verified, last_seen) = row?;
+                // A row libbzrtp did not write (wrong ZID length) is skipped, not trusted.
+                if let Some(zid) = Zid::from_blob(&zid) {
+                    out.push(CachedKey {
+                        peer_uri,
+                        zid,
+                        verified,
+                        last_seen,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Sets or clears "SAS verified" for `zid` as a key of `peer_uri` (under each of our
+    /// addresses that met it), and for nothing else. Returns how many entries changed;
+    /// 0 means no secure call with that key.
+    pub fn set_verified(
+        &self,
+        peer_uri: &str,
+        zid: &Zid,
+        verified: bool,
+    ) -> Result<usize, MediaError> {
+        let flag: &[u8] = if verified { &[1] } else { &[0] };
+        self.with(|c| {
+            c.execute(
+                "UPDATE zrtp SET pvs = ?1 WHERE zuid IN \
+                 (SELECT zuid FROM ziduri WHERE peeruri = ?2 AND zid = ?3)",
+                params![flag, peer_uri, &zid.0[..]],
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zids_print_and_parse_as_hex() {
+        let z = Zid([0, 1, 2, 3, 0xa, 0xb, 0xc, 0xd, 0xfe, 0xff, 0x10, 0x20]);
+        assert_eq!(z.to_string(), "000102030a0b0c0dfeff1020");
+        assert_eq!(Zid::parse("00010203 0a0b0c0d FEFF1020").ok(), Some(z));
+        for bad in [
+            "",
+            "0001",
+            "zz0102030a0b0c0dfeff1020",
+            "000102030a0b0c0dfeff102000",
+        ] {
+            assert!(Zid::parse(bad).is_err(), "{bad}");
+        }
+        // Multi-byte characters must not be split into "hex pairs".
+        assert!(Zid::parse("ééééééééééé0").is_err());
+    }
+
+    #[test]
+    fn an_empty_store_round_trips_through_its_image() {
+        let store = ZidStore::open(None).expect("open");
+        assert_eq!(store.generation(), 0, "creating the tables is not a change");
+        let image = store.image().expect("image");
+        assert!(image.starts_with(SQLITE_MAGIC));
+        let again = ZidStore::open(Some(&image)).expect("reopen");
+        assert!(again.verified_keys().expect("list").is_empty());
+    }
+
+    #[test]
+    fn foreign_or_damaged_images_are_refused() {
+        assert!(ZidStore::open(Some(b"not a database at all")).is_err());
+        let mut image = ZidStore::open(None).expect("open").image().expect("image");
+        let n = image.len();
+        image[n / 2..].fill(0xa5);
+        assert!(ZidStore::open(Some(&image)).is_err());
+        assert!(ZidStore::open(Some(&vec![0u8; MAX_IMAGE_LEN + 1])).is_err());
+    }
+}
