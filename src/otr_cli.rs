@@ -130,17 +130,37 @@ fn read_file(path: &PathBuf) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
+/// Writes `data` to `path` readable by the owner only — also when `path` already
+/// exists with looser permissions, or is a link: the data goes into a new 0600 file in
+/// the same directory, which then replaces `path` (rename, so never half-written).
 fn write_private(path: &PathBuf, data: &[u8]) -> Result<(), CliError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    f.write_all(data)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+    let shown = |e: std::io::Error| CliError::Usage(format!("{}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| CliError::Usage(format!("{}: not a file name", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(shown)
 }
 
 fn timeout(what: &str) -> CliError {

@@ -386,3 +386,44 @@ fn profile_directory_comes_from_the_environment_when_no_flag_is_given() {
     let info: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
     assert_eq!(info["dir"], from_flag.display().to_string());
 }
+
+#[test]
+fn otr_export_makes_existing_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("profile");
+    let (keys, fps) = (
+        dir.path().join("otr.private_key"),
+        dir.path().join("otr.fingerprints"),
+    );
+    // Left readable by everyone by an earlier tool.
+    for f in [&keys, &fps] {
+        std::fs::write(f, "OLD CONTENT\n").expect("write");
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let o = hushphone(
+        &p,
+        &[
+            "xmpp",
+            "otr",
+            "export",
+            "--keys",
+            keys.to_str().expect("utf-8"),
+            "--fingerprints",
+            fps.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [&keys, &fps] {
+        let mode = std::fs::metadata(f).expect("exported").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+        let text = std::fs::read_to_string(f).expect("read");
+        assert!(!text.contains("OLD CONTENT"), "{}: {text}", f.display());
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names.len(), 3, "no temporary file left behind: {names:?}");
+}

@@ -46,6 +46,20 @@ pub enum CoreError {
     /// A sealed secret failed authentication: the stored data was altered or damaged.
     #[error("stored secret {0:?} failed its integrity check (damaged or tampered with)")]
     TamperedSecret(String),
+    /// The change was made, but the bytes it replaced are still in the profile's files:
+    /// another connection kept SQLite from rewriting them. Doing it again once no
+    /// other program has the profile open wipes them.
+    #[error(
+        "{done}, but the old data is still in {path} ({reason}); close any other program that has the profile open and do it again"
+    )]
+    NotWiped {
+        /// What did happen, e.g. "the master password was changed".
+        done: &'static str,
+        /// The profile database.
+        path: PathBuf,
+        /// Why SQLite could not rewrite it.
+        reason: String,
+    },
     /// A user-supplied value is not acceptable.
     #[error("{0}")]
     InvalidInput(String),

@@ -73,7 +73,7 @@ impl Phone {
         let (requests, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let waker: Arc<Mutex<Option<Waker>>> = Arc::default();
-        let (call_tx, call_rx) = mpsc::unbounded_channel();
+        let (call_tx, call_rx) = mpsc::channel(crate::call::CALL_INPUTS);
         let (chat_tx, chat_rx) = mpsc::unbounded_channel();
         // libbzrtp's ZID cache lives in memory, sealed in the vault; with a master
         // password it opens at unlock.
@@ -212,7 +212,7 @@ impl Core {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Request>,
-        mut call_rx: mpsc::UnboundedReceiver<CallInput>,
+        mut call_rx: mpsc::Receiver<CallInput>,
         mut chat_rx: mpsc::UnboundedReceiver<ChatInput>,
     ) {
         let zid_changed = self.zid_changed.clone();

@@ -1,11 +1,12 @@
 //! Calls driven through the phone core, as the CLI and the window drive them: the
-//! built-in echo peer, and two phones registered at a real Kamailio.
+//! built-in echo peer, two phones registered at a real Kamailio, and a hand-written SIP
+//! peer that sends what a hostile one would.
 
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings, Transport};
 use hush_core::snapshot::{AccountStatus, CallId, CallState};
 use hush_core::{CallSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Secret};
-use hush_harness::Kamailio;
+use hush_harness::{Kamailio, SipPeer, sip_header, sip_status};
 use hush_media::analysis::{dominant_frequency, rms};
 use hush_media::audio::read_recording;
 use std::time::{Duration, Instant};
@@ -403,4 +404,170 @@ fn a_registrar_whose_name_does_not_resolve_is_an_account_error() {
         p.snapshot().accounts[0].status,
         AccountStatus::Error(_)
     ));
+}
+
+fn listen(phone: &Phone, auto_answer: Option<AudioChoice>) -> std::net::SocketAddr {
+    match phone
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer,
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    {
+        Reply::Listening(addr) => addr,
+        other => panic!("expected Listening, got {other:?}"),
+    }
+}
+
+/// An offer as linphonec writes it, with `hash` as its `a=zrtp-hash`.
+fn offer_with_zrtp_hash(hash: &str) -> String {
+    format!(
+        "v=0\r\no=peer 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 7080 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=zrtp-hash:{hash}\r\na=sendrecv\r\n"
+    )
+}
+
+#[test]
+fn an_offer_with_a_malformed_zrtp_hash_is_refused_before_answering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    // An auto-answering line: nothing stands between the offer and a 200 OK.
+    let addr = listen(
+        &phone,
+        Some(AudioChoice {
+            source: SourceSpec::Echo,
+            sink: SinkSpec::Null,
+        }),
+    );
+    let mut caller = SipPeer::bind("mallory").expect("peer");
+    let bad = format!("1.10 {}", "zz".repeat(32));
+    let inv = caller
+        .invite(
+            addr,
+            &format!("sip:echo@{addr}"),
+            &offer_with_zrtp_hash(&bad),
+        )
+        .expect("INVITE");
+    let answers = caller.responses(&inv, Duration::from_secs(10));
+    let codes: Vec<u16> = answers.iter().filter_map(|m| sip_status(m)).collect();
+    assert_eq!(codes.last(), Some(&488), "{answers:#?}");
+    assert!(!codes.contains(&200), "answered: {answers:#?}");
+    assert!(phone.snapshot().calls.is_empty(), "no call is left behind");
+}
+
+#[test]
+fn a_failed_answer_sends_no_200_and_the_call_can_still_be_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = phone(&dir.path().join("alice"));
+    let bob = phone(&dir.path().join("bob"));
+    let (mut a_ev, mut b_ev) = (alice.events(), bob.events());
+    let addr = listen(&bob, None);
+    let Reply::Call(a_call) = alice
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("bob@{addr}"),
+            audio: AudioChoice::default(),
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    let b_call = wait(&mut b_ev, "incoming call", |e| match e {
+        Event::CallIncoming { call, .. } => Some(*call),
+        _ => None,
+    });
+    // Recording into a folder that does not exist: the media cannot start.
+    let nowhere = dir.path().join("no-such-folder").join("call.wav");
+    let err = bob
+        .execute_blocking(Command::Answer {
+            call: b_call,
+            audio: AudioChoice {
+                source: SourceSpec::Silence,
+                sink: SinkSpec::Wav(nowhere.clone()),
+            },
+        })
+        .expect_err("the recording cannot be created");
+    assert!(err.to_string().contains("no-such-folder"), "{err}");
+    // Nothing was answered: the call still rings and can be picked up properly.
+    bob.execute_blocking(Command::Answer {
+        call: b_call,
+        audio: AudioChoice::default(),
+    })
+    .expect("answer");
+    let sas_a = wait(&mut a_ev, "alice secure", secure_sas(a_call));
+    let sas_b = wait(&mut b_ev, "bob secure", secure_sas(b_call));
+    assert_eq!(sas_a, sas_b);
+    alice
+        .execute_blocking(Command::Hangup { call: a_call })
+        .expect("hangup");
+    wait(&mut b_ev, "bob's call ended", |e| match e {
+        Event::CallState {
+            call,
+            state: CallState::Ended(_),
+        } if *call == b_call => Some(()),
+        _ => None,
+    });
+}
+
+#[test]
+fn a_callee_asking_for_a_foreign_realm_gets_no_password_and_the_user_is_told() {
+    let k = Kamailio::start().expect("kamailio");
+    // "bob" is a rogue callee collecting password hashes for its own realm.
+    let mut mallory = SipPeer::bind("bob").expect("peer");
+    mallory.register(&k, "bobpw").expect("bob registered");
+    let rogue = mallory.challenge_invites("evil.example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice = phone(dir.path());
+    let mut events = alice.events();
+    let acc = sip_account(&alice, "alice", "alicepw", &k, Transport::Udp);
+    alice
+        .execute_blocking(Command::Connect {
+            account: acc,
+            password: None,
+        })
+        .expect("connect");
+    wait(&mut events, "registered", |e| match e {
+        Event::AccountStatus {
+            status: AccountStatus::Online,
+            ..
+        } => Some(()),
+        Event::AccountStatus {
+            status: AccountStatus::Error(e),
+            ..
+        } => panic!("registration failed: {e}"),
+        _ => None,
+    });
+    let Reply::Call(call) = alice
+        .execute_blocking(Command::PlaceCall {
+            account: Some(acc),
+            target: format!("bob@127.0.0.1:{}", k.port()),
+            audio: AudioChoice::default(),
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    let why = wait(&mut events, "the call's end", |e| match e {
+        Event::CallState {
+            call: c,
+            state: CallState::Ended(why),
+        } if *c == call => Some(why.clone()),
+        _ => None,
+    });
+    assert!(
+        why.contains("asked for your password for realm \"evil.example\"")
+            && why.ends_with("it was not sent"),
+        "{why}"
+    );
+    let seen = rogue.finish();
+    assert!(seen.iter().any(|m| m.starts_with("INVITE ")), "{seen:#?}");
+    for m in &seen {
+        assert!(
+            sip_header(m, "Authorization").is_none()
+                && sip_header(m, "Proxy-Authorization").is_none(),
+            "credentials reached the rogue:\n{m}"
+        );
+    }
 }

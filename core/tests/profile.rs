@@ -2,7 +2,7 @@
 
 use hush_core::model::{AccountSettings, SipSettings, XmppSettings};
 use hush_core::profile::{Direction, HistoryEntry, HistoryRecord, VaultMode};
-use hush_core::{AccountId, CoreError, NewAccount, Profile, Secret};
+use hush_core::{AccountId, Command, CoreError, NewAccount, Phone, Profile, Secret};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -461,4 +461,187 @@ fn history_survives_master_password_change() {
             .len(),
         1
     );
+}
+
+/// The vault's stored key (the data key itself while no master password is set) and
+/// every sealed blob, read through a connection of our own that is closed on return.
+fn vault_at_rest(db: &Path) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let key: Vec<u8> = conn
+        .query_row("SELECT wrapped_key FROM vault", [], |r| r.get(0))
+        .expect("vault");
+    let mut blobs = sealed_blobs(&conn);
+    let mut stmt = conn.prepare("SELECT sealed FROM history").expect("prepare");
+    let history: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    blobs.extend(history);
+    (key, blobs)
+}
+
+/// Asserts that nothing of an earlier vault is left in any file of the profile.
+fn assert_gone(pdir: &Path, (key, blobs): &(Vec<u8>, Vec<Vec<u8>>), when: &str) {
+    let bytes = all_bytes(pdir);
+    assert!(
+        !contains(&bytes, key),
+        "{when}: the old vault key is still in the files"
+    );
+    for b in blobs {
+        assert!(
+            !contains(&bytes, &b[b.len() - 32..]),
+            "{when}: an old sealed blob is still in the files"
+        );
+    }
+}
+
+#[test]
+fn a_new_master_password_leaves_no_old_key_in_the_files_while_the_phone_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pdir = dir.path().join("p");
+    let db = pdir.join("profile.db");
+    let mut p = Profile::open(&pdir).expect("open");
+    p.add_account(sip_account("alice@example.org", "sip-secret-1", true))
+        .expect("add");
+    p.put_secret("otr/key", b"PRIVATE KEY BYTES").expect("put");
+    p.set_history_default(true).expect("on");
+    p.log(&message(AccountId(1), "carol@localhost", "hello"))
+        .expect("log");
+    let unprotected = vault_at_rest(&db);
+    assert_eq!(unprotected.0.len(), 32, "the unsealed data key");
+    assert!(
+        contains(&all_bytes(&pdir), &unprotected.0),
+        "the check can fail"
+    );
+    // The window holds the profile open for as long as it runs.
+    let phone = Phone::start(p).expect("phone");
+    phone
+        .execute_blocking(Command::SetMasterPassword {
+            new: Secret::from("first master pw"),
+        })
+        .expect("set");
+    assert_gone(&pdir, &unprotected, "after setting a master password");
+    let first = vault_at_rest(&db);
+    phone
+        .execute_blocking(Command::ChangeMasterPassword {
+            old: Secret::from("first master pw"),
+            new: Secret::from("second master pw"),
+        })
+        .expect("change");
+    assert_gone(&pdir, &first, "after changing the master password");
+    drop(phone);
+    let mut p = Profile::open(&pdir).expect("reopen");
+    p.unlock(&Secret::from("second master pw")).expect("unlock");
+    assert_eq!(
+        p.secret("otr/key")
+            .expect("read")
+            .as_deref()
+            .map(|v| v.to_vec()),
+        Some(b"PRIVATE KEY BYTES".to_vec())
+    );
+}
+
+#[test]
+fn erasing_history_says_so_when_another_reader_keeps_the_old_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("profile.db");
+    let mut p = Profile::open(dir.path()).expect("open");
+    p.set_history_default(true).expect("on");
+    p.log(&message(AccountId(1), "carol@localhost", "MEET-AT-NINE"))
+        .expect("log");
+    let (_, blobs) = vault_at_rest(&db);
+    let record = blobs.last().expect("the history record").clone();
+    // Another program reading the profile keeps SQLite from emptying the WAL.
+    let reader = rusqlite::Connection::open(&db).expect("open");
+    reader.execute_batch("BEGIN").expect("begin");
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM history", [], |r| r.get(0))
+        .expect("read");
+    let err = p
+        .erase_history()
+        .expect_err("the old bytes could not be wiped");
+    assert!(matches!(err, CoreError::NotWiped { .. }), "{err}");
+    let words = err.to_string();
+    assert!(
+        words.starts_with("the history was deleted, but the old data is still in")
+            && words.contains(&db.display().to_string()),
+        "{words}"
+    );
+    assert_eq!(p.history_len().expect("len"), 0);
+    reader.execute_batch("COMMIT").expect("commit");
+    drop(reader);
+    p.erase_history().expect("erased once nobody else reads");
+    let bytes = all_bytes(dir.path());
+    assert!(!contains(&bytes, &record[record.len() - 32..]));
+}
+
+fn history_rows(db: &Path) -> Vec<(i64, Vec<u8>)> {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let mut stmt = conn
+        .prepare("SELECT id, peer_tag FROM history ORDER BY id")
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+fn edit(db: &Path, sql: &str, params: impl rusqlite::Params) {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.execute(sql, params).expect("edit");
+}
+
+#[test]
+fn a_history_record_moved_to_another_conversation_is_refused_not_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("profile.db");
+    let acc = AccountId(1);
+    let mut p = Profile::open(dir.path()).expect("open");
+    p.set_history_default(true).expect("on");
+    p.log(&message(acc, "carol@localhost", "for carol only"))
+        .expect("log");
+    p.log(&message(acc, "dave@localhost", "for dave"))
+        .expect("log");
+    drop(p);
+    let rows = history_rows(&db);
+    let [(carol_id, carol_tag), (dave_id, dave_tag)] = &rows[..] else {
+        panic!("two records: {rows:?}")
+    };
+
+    // Carol's record filed under dave's conversation.
+    edit(
+        &db,
+        "UPDATE history SET peer_tag = ?1 WHERE id = ?2",
+        rusqlite::params![dave_tag, carol_id],
+    );
+    let p = Profile::open(dir.path()).expect("open");
+    match p.history_with(acc, "dave@localhost") {
+        Err(CoreError::TamperedSecret(what)) => {
+            assert_eq!(what, format!("history record {carol_id}"))
+        }
+        other => panic!("a moved record must be refused, got {other:?}"),
+    }
+    drop(p);
+
+    // Put back, it opens again; a copy under another row id is refused too.
+    edit(
+        &db,
+        "UPDATE history SET peer_tag = ?1 WHERE id = ?2",
+        rusqlite::params![carol_tag, carol_id],
+    );
+    edit(
+        &db,
+        "INSERT INTO history (peer_tag, sealed, format) SELECT peer_tag, sealed, format FROM history WHERE id = ?1",
+        rusqlite::params![dave_id],
+    );
+    let p = Profile::open(dir.path()).expect("open");
+    assert_eq!(
+        p.history_with(acc, "carol@localhost").expect("read"),
+        vec![message(acc, "carol@localhost", "for carol only")]
+    );
+    assert!(matches!(
+        p.history_with(acc, "dave@localhost"),
+        Err(CoreError::TamperedSecret(_))
+    ));
 }

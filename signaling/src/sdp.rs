@@ -1,7 +1,9 @@
 //! SDP offer/answer (RFC 3264) for one audio stream: codecs (Opus, PCMU, PCMA),
 //! telephone-event, direction (hold), and the ZRTP hello hash (`a=zrtp-hash`, RFC 6189
 //! §8). Parsing goes through webrtc-rs `sdp` after a size check; what we send is
-//! written here, one line at a time, so it is exactly what peers expect.
+//! written here, one line at a time, so it is exactly what peers expect. A body with a
+//! malformed `a=zrtp-hash` is refused as a whole: the call would otherwise be answered
+//! and then fail to key its media.
 
 use crate::SignalingError;
 use hush_media::codec::CodecKind;
@@ -61,8 +63,22 @@ pub struct AudioDescription {
     pub telephone_events: Vec<(u8, u32)>,
     /// Media direction.
     pub direction: Direction,
-    /// `a=zrtp-hash` value, if present.
+    /// `a=zrtp-hash` value, if present: always a version and 64 hex digits.
     pub zrtp_hash: Option<String>,
+}
+
+/// Whether `h` is an RFC 6189 §8 `zrtp-hash` value: `1*DIGIT "." 1*DIGIT SP 64HEXDIG`.
+pub fn is_zrtp_hash(h: &str) -> bool {
+    let mut parts = h.split(' ');
+    let (Some(version), Some(hash), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
+    version
+        .split_once('.')
+        .is_some_and(|(major, minor)| digits(major) && digits(minor))
+        && hash.len() == 64
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// What offer/answer settled on.
@@ -274,8 +290,14 @@ pub fn parse(body: &[u8]) -> Result<AudioDescription, SignalingError> {
                 .find(|a| a.key == "zrtp-hash")
                 .and_then(|a| a.value.as_deref())
         })
-        .map(|h| h.trim().to_owned())
-        .filter(|h| h.len() <= 128);
+        .map(|h| h.trim().to_owned());
+    if let Some(h) = &zrtp_hash
+        && !is_zrtp_hash(h)
+    {
+        return Err(bad(
+            "a=zrtp-hash is malformed (expected a version and 64 hex digits)",
+        ));
+    }
     Ok(AudioDescription {
         addr,
         port,
@@ -364,7 +386,8 @@ mod tests {
             direction: Direction::SendRecv,
             zrtp_hash: zrtp.map(str::to_owned),
         };
-        let offer = write(&local(4000, Some("1.10 abcd")), Codecs::Offer(&all));
+        let hash = format!("1.10 {}", "0123456789abcdef".repeat(4));
+        let offer = write(&local(4000, Some(&hash)), Codecs::Offer(&all));
         let d = parse(offer.as_bytes()).expect("our offer parses");
         assert_eq!(
             d.codecs,
@@ -375,7 +398,7 @@ mod tests {
             ]
         );
         assert_eq!(d.telephone_events, vec![(100, 48000), (101, 8000)]);
-        assert_eq!(d.zrtp_hash.as_deref(), Some("1.10 abcd"));
+        assert_eq!(d.zrtp_hash.as_deref(), Some(hash.as_str()));
         // A G.711-only answerer picks PCMU and the 8 kHz telephone-event.
         let n = negotiate(&d, &[CodecKind::Pcmu]).expect("negotiate");
         assert_eq!(n.telephone_event, Some(101));
@@ -432,5 +455,33 @@ mod tests {
             assert!(parse(body).is_err(), "{:?}", String::from_utf8_lossy(body));
         }
         assert!(parse(&vec![b'a'; MAX_SDP + 1]).is_err());
+    }
+
+    #[test]
+    fn a_malformed_zrtp_hash_refuses_the_body() {
+        let good = parse(LINPHONE_OFFER.as_bytes())
+            .expect("parse")
+            .zrtp_hash
+            .expect("linphonec sends a hash");
+        assert!(is_zrtp_hash(&good), "{good}");
+        let hex = "0123456789abcdef".repeat(4);
+        for bad in [
+            format!("1.10 {}", "zz".repeat(32)),
+            format!("1.10 {}", &hex[..63]),
+            format!("1.10 {hex}0"),
+            hex.clone(),
+            format!("x.10 {hex}"),
+            format!("1.10  {hex}"),
+            format!("1.10 {hex} extra"),
+            format!("11111.1 {hex}"),
+        ] {
+            assert!(!is_zrtp_hash(&bad), "{bad}");
+            let body = LINPHONE_OFFER.replace(&good, &bad);
+            let err = parse(body.as_bytes()).expect_err(&bad);
+            assert!(
+                err.to_string().contains("a=zrtp-hash is malformed"),
+                "{err}"
+            );
+        }
     }
 }

@@ -1,19 +1,20 @@
 //! SIP signalling against real peers on loopback: two of our stacks calling each other
-//! directly, and through a real Kamailio registrar/proxy with digest authentication.
+//! directly, through a real Kamailio registrar/proxy with digest authentication, and
+//! against a hand-written peer that floods us or asks for our password.
 
-use hush_harness::Kamailio;
+use hush_harness::{Kamailio, SipPeer, sip_header, sip_status};
 use hush_signaling::sip::{
-    CallKey, EndReason, RegistrationHandle, RegistrationState, SipEvent, SipStack, StackOptions,
-    Transport, parse_target,
+    CallKey, EndReason, MAX_INCOMING_CALLS, RegistrationHandle, RegistrationState, Rejection,
+    SIP_EVENT_QUEUE, SipEvent, SipStack, StackOptions, Transport, parse_target,
 };
 use rsipstack::dialog::authenticate::Credential;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const OFFER: &str = "v=0\r\no=hushphone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
 const ANSWER: &str = "v=0\r\no=hushphone 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n";
 
-async fn stack(user: &str) -> (SipStack, UnboundedReceiver<SipEvent>) {
+async fn stack(user: &str) -> (SipStack, Receiver<SipEvent>) {
     SipStack::start(StackOptions {
         bind: "127.0.0.1:0".parse().expect("addr"),
         transport: Transport::Udp,
@@ -24,7 +25,7 @@ async fn stack(user: &str) -> (SipStack, UnboundedReceiver<SipEvent>) {
     .expect("stack starts")
 }
 
-async fn next(rx: &mut UnboundedReceiver<SipEvent>) -> SipEvent {
+async fn next(rx: &mut Receiver<SipEvent>) -> SipEvent {
     tokio::time::timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("event within 10 s")
@@ -40,7 +41,7 @@ fn cred(user: &str, pw: &str) -> Credential {
     }
 }
 
-async fn incoming(rx: &mut UnboundedReceiver<SipEvent>) -> (CallKey, String, Vec<u8>) {
+async fn incoming(rx: &mut Receiver<SipEvent>) -> (CallKey, String, Vec<u8>) {
     loop {
         if let SipEvent::IncomingCall {
             call, from, offer, ..
@@ -51,7 +52,7 @@ async fn incoming(rx: &mut UnboundedReceiver<SipEvent>) -> (CallKey, String, Vec
     }
 }
 
-async fn ended(rx: &mut UnboundedReceiver<SipEvent>) -> EndReason {
+async fn ended(rx: &mut Receiver<SipEvent>) -> EndReason {
     loop {
         if let SipEvent::Ended { reason, .. } = next(rx).await {
             return reason;
@@ -124,7 +125,7 @@ async fn busy_decline_and_cancel() {
         .await
         .expect("INVITE");
     let (call, _, _) = incoming(&mut b_rx).await;
-    bob.reject(&call, true).expect("486");
+    bob.reject(&call, Rejection::Busy).expect("486");
     assert_eq!(ended(&mut a_rx).await, EndReason::Busy);
 
     alice
@@ -132,7 +133,7 @@ async fn busy_decline_and_cancel() {
         .await
         .expect("INVITE");
     let (call, _, _) = incoming(&mut b_rx).await;
-    bob.reject(&call, false).expect("603");
+    bob.reject(&call, Rejection::Declined).expect("603");
     assert_eq!(ended(&mut a_rx).await, EndReason::Declined);
 
     let a_call = alice
@@ -229,7 +230,7 @@ async fn stream_stack(
     user: &str,
     transport: Transport,
     tls_roots: Option<Vec<u8>>,
-) -> (SipStack, UnboundedReceiver<SipEvent>) {
+) -> (SipStack, Receiver<SipEvent>) {
     SipStack::start(StackOptions {
         bind: "127.0.0.1:0".parse().expect("addr"),
         transport,
@@ -283,7 +284,7 @@ async fn calls_over_tcp_and_tls_through_kamailio() {
 
 struct Side<'a> {
     stack: &'a SipStack,
-    rx: &'a mut UnboundedReceiver<SipEvent>,
+    rx: &'a mut Receiver<SipEvent>,
     user: &'static str,
     pw: &'static str,
 }
@@ -416,9 +417,9 @@ async fn retrying(reg: &RegistrationHandle, limit: Duration) -> String {
 /// The two test users with their Kamailio passwords.
 fn alice_and_bob<'a>(
     alice: &'a SipStack,
-    a_rx: &'a mut UnboundedReceiver<SipEvent>,
+    a_rx: &'a mut Receiver<SipEvent>,
     bob: &'a SipStack,
-    b_rx: &'a mut UnboundedReceiver<SipEvent>,
+    b_rx: &'a mut Receiver<SipEvent>,
 ) -> (Side<'a>, Side<'a>) {
     (
         Side {
@@ -434,4 +435,184 @@ fn alice_and_bob<'a>(
             pw: "bobpw",
         },
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_asking_for_a_foreign_realm_never_gets_the_password() {
+    let k = Kamailio::start().expect("kamailio");
+    // "bob" at Kamailio is a rogue callee: it answers every INVITE with a 401 for its
+    // own realm, to collect a password hash it could attack offline.
+    let mut mallory = SipPeer::bind("bob").expect("peer");
+    mallory.register(&k, "bobpw").expect("bob registered");
+    let mallory_addr = mallory.addr();
+    let rogue = mallory.challenge_invites("evil.example");
+
+    let (alice, mut a_rx) = stack("alice").await;
+    let mut a_reg = alice.register(server(k.port()), cred("alice", "alicepw"));
+    let s = a_reg.wait_settled(Duration::from_secs(10)).await;
+    assert!(
+        matches!(s, RegistrationState::Registered { .. }),
+        "{s:?}\n{}",
+        k.log_tail()
+    );
+    // From without Kamailio's port: Kamailio relays without challenging itself, so the
+    // rogue's challenge is the first and only one the call sees.
+    let from = parse_target("alice@127.0.0.1").expect("from");
+    alice
+        .call(
+            &format!("bob@127.0.0.1:{}", k.port()),
+            from.clone(),
+            Some(cred("alice", "alicepw")),
+            OFFER.into(),
+        )
+        .await
+        .expect("INVITE");
+    match ended(&mut a_rx).await {
+        EndReason::CredentialsWithheld(words) => {
+            assert!(words.contains("\"evil.example\""), "{words}");
+            assert!(words.contains("\"127.0.0.1\""), "names our realm: {words}");
+            assert!(words.ends_with("it was not sent"), "{words}");
+        }
+        other => panic!("expected the password withheld, got {other:?}"),
+    }
+    // A direct call has no account: it never answers a challenge at all.
+    alice
+        .call(&format!("bob@{mallory_addr}"), from, None, OFFER.into())
+        .await
+        .expect("INVITE");
+    match ended(&mut a_rx).await {
+        EndReason::CredentialsWithheld(words) => {
+            assert!(words.contains("direct call never sends one"), "{words}")
+        }
+        other => panic!("expected the password withheld, got {other:?}"),
+    }
+    let seen = rogue.finish();
+    assert_eq!(
+        seen.iter().filter(|m| m.starts_with("INVITE ")).count(),
+        2,
+        "both calls reached the rogue once, and were not retried\n{seen:#?}"
+    );
+    for m in &seen {
+        assert!(
+            sip_header(m, "Authorization").is_none()
+                && sip_header(m, "Proxy-Authorization").is_none(),
+            "credentials reached the rogue:\n{m}"
+        );
+    }
+    assert_eq!(a_reg.unregister().await, RegistrationState::Unregistered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incoming_calls_beyond_the_limit_get_busy() {
+    let (bob, mut b_rx) = stack("bob").await;
+    let mut caller = SipPeer::bind("caller").expect("peer");
+    let uri = format!("sip:bob@{}", bob.local_addr());
+    let mut ringing = Vec::new();
+    for _ in 0..MAX_INCOMING_CALLS {
+        ringing.push(
+            caller
+                .invite(bob.local_addr(), &uri, OFFER)
+                .expect("INVITE"),
+        );
+        incoming(&mut b_rx).await;
+    }
+    let one_too_many = caller
+        .invite(bob.local_addr(), &uri, OFFER)
+        .expect("INVITE");
+    let answers = caller.responses(&one_too_many, Duration::from_secs(5));
+    assert_eq!(
+        answers.last().and_then(|m| sip_status(m)),
+        Some(486),
+        "{answers:#?}"
+    );
+    // A call that ends frees its place.
+    caller.cancel(&ringing[0]).expect("CANCEL");
+    assert_eq!(ended(&mut b_rx).await, EndReason::Cancelled);
+    caller
+        .invite(bob.local_addr(), &uri, OFFER)
+        .expect("INVITE");
+    incoming(&mut b_rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_call_layer_sheds_new_calls_and_loses_no_end() {
+    // Nobody reads bob's events while a caller rings and cancels over and over.
+    let (bob, mut b_rx) = stack("bob").await;
+    let mut caller = SipPeer::bind("caller").expect("peer");
+    let uri = format!("sip:bob@{}", bob.local_addr());
+    let mut shed = false;
+    for _ in 0..4 * SIP_EVENT_QUEUE {
+        let inv = caller
+            .invite(bob.local_addr(), &uri, OFFER)
+            .expect("INVITE");
+        let first = caller.responses_until(&inv, Duration::from_secs(5), |c| c == 180);
+        let codes: Vec<u16> = first.iter().filter_map(|m| sip_status(m)).collect();
+        if codes.contains(&503) {
+            shed = true;
+            break;
+        }
+        assert_eq!(codes.last(), Some(&180), "{first:#?}");
+        caller.cancel(&inv).expect("CANCEL");
+        let rest = caller.responses(&inv, Duration::from_secs(5));
+        let last = rest.last().and_then(|m| sip_status(m));
+        if last == Some(503) {
+            shed = true;
+            break;
+        }
+        assert_eq!(last, Some(487), "{rest:#?}");
+    }
+    assert!(shed, "a full event queue must refuse new calls with 503");
+    // Every call the call layer was told about is also reported ended.
+    let mut open = std::collections::HashSet::new();
+    let mut told = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), b_rx.recv()).await {
+            Ok(Some(SipEvent::IncomingCall { call, .. })) => {
+                told += 1;
+                open.insert(call);
+            }
+            Ok(Some(SipEvent::Ended { call, .. })) => {
+                assert!(open.remove(&call), "an end for a call never announced");
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(
+        told > 0 && told <= SIP_EVENT_QUEUE,
+        "{told} calls announced"
+    );
+    assert!(open.is_empty(), "ends lost for {open:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_and_tls_stacks_open_no_udp_port() {
+    for transport in [Transport::Tcp, Transport::Tls] {
+        let bind: std::net::SocketAddr = ([127, 0, 0, 1], hush_harness::free_port()).into();
+        let (stack, _rx) = SipStack::start(StackOptions {
+            bind,
+            transport,
+            user: "alice".into(),
+            tls_roots: Some(hush_signaling::sip::trusted_certificates(None).expect("system roots")),
+        })
+        .await
+        .expect("stack starts");
+        assert!(
+            std::net::UdpSocket::bind(bind).is_ok(),
+            "a {transport:?} account holds UDP {bind}"
+        );
+        drop(stack);
+    }
+    // The check can fail: a UDP stack does hold its port.
+    let bind: std::net::SocketAddr = ([127, 0, 0, 1], hush_harness::free_port()).into();
+    let (udp, _rx) = SipStack::start(StackOptions {
+        bind,
+        transport: Transport::Udp,
+        user: "alice".into(),
+        tls_roots: None,
+    })
+    .await
+    .expect("stack starts");
+    assert!(std::net::UdpSocket::bind(bind).is_err());
+    drop(udp);
 }

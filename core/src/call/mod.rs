@@ -2,7 +2,9 @@
 //! It owns the lines, builds SDP offers and answers with the ZRTP hello hash, starts a
 //! media thread per call, and turns what both sides report into the call view and
 //! events. Under a mandatory policy a call whose media cannot become secure is hung up
-//! with the reason.
+//! with the reason. An incoming call is answered only once its media runs, so no call
+//! is ever connected without media; an outgoing call whose answer cannot start media is
+//! hung up (BYE) with the reason.
 
 mod line;
 mod zid;
@@ -20,7 +22,8 @@ use hush_media::stream::{Policy, StreamConfig, StreamEvent, StreamStats};
 use hush_media::zrtp::{Zid, ZidCache, ZidStore, ZrtpConfig, ZrtpSession};
 use hush_signaling::sdp::{self, AudioDescription, Codecs, Direction, LocalMedia, Negotiated};
 use hush_signaling::sip::{
-    CallKey, ReInvite, RegistrationState, SipEvent, SipStack, StackOptions, Transport, parse_target,
+    CallKey, ReInvite, RegistrationState, Rejection, SipEvent, SipStack, StackOptions, Transport,
+    parse_target,
 };
 use line::{Line, LineId, identity, local_ip_towards};
 use rsipstack::dialog::authenticate::Credential;
@@ -28,10 +31,16 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 pub(crate) use zid::ZidState;
 
 /// Codecs we offer, best first.
 const OUR_CODECS: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
+
+/// Inputs waiting for the core task. Lines and registrations wait for room (the SIP
+/// stack behind them then sheds what it may); media threads never wait: their
+/// statistics and DTMF are dropped when it is full, their state changes wait in a task.
+pub(crate) const CALL_INPUTS: usize = 256;
 
 /// Inputs to the core task from lines and media threads.
 pub(crate) enum CallInput {
@@ -110,7 +119,7 @@ impl LineSpec {
 
 /// All lines and calls of the phone.
 pub(crate) struct CallLayer {
-    input: mpsc::UnboundedSender<CallInput>,
+    input: mpsc::Sender<CallInput>,
     lines: BTreeMap<LineId, Line>,
     calls: BTreeMap<CallId, Call>,
     next_line: LineId,
@@ -143,6 +152,38 @@ fn med(e: hush_media::MediaError) -> CoreError {
     CoreError::Call(e.to_string())
 }
 
+/// What a media thread calls with its reports: hands them to the core task without
+/// ever blocking the thread. When the queue is full, statistics and DTMF (which a peer
+/// can send at will) are dropped; a state change (secure, failed, ended) waits for room
+/// in a task, so it is never lost.
+fn media_reporter(
+    input: mpsc::Sender<CallInput>,
+    id: CallId,
+) -> impl Fn(MediaReport) + Send + 'static {
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    move |report| {
+        let droppable = matches!(
+            report,
+            MediaReport::Stats(_) | MediaReport::Event(StreamEvent::Dtmf(_))
+        );
+        match input.try_send(CallInput::Media(id, report)) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(_)) if droppable => {
+                tracing::debug!(call = id.0, "call layer behind: media report dropped");
+            }
+            Err(TrySendError::Full(report)) => match &runtime {
+                Some(rt) => {
+                    let input = input.clone();
+                    rt.spawn(async move {
+                        let _ = input.send(report).await;
+                    });
+                }
+                None => tracing::warn!(call = id.0, "media report lost: no runtime to wait in"),
+            },
+        }
+    }
+}
+
 /// The call `id`, or the error the user sees for a call that is gone. Free functions
 /// over the map, so the rest of the layer stays borrowable beside the call.
 fn find(calls: &BTreeMap<CallId, Call>, id: CallId) -> Result<&Call> {
@@ -158,7 +199,7 @@ fn find_mut(calls: &mut BTreeMap<CallId, Call>, id: CallId) -> Result<&mut Call>
 }
 
 impl CallLayer {
-    pub(crate) fn new(input: mpsc::UnboundedSender<CallInput>, zid: ZidState) -> CallLayer {
+    pub(crate) fn new(input: mpsc::Sender<CallInput>, zid: ZidState) -> CallLayer {
         CallLayer {
             input,
             lines: BTreeMap::new(),
@@ -223,7 +264,7 @@ impl CallLayer {
         let input = self.input.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
-                if input.send(CallInput::Sip(id, ev)).is_err() {
+                if input.send(CallInput::Sip(id, ev)).await.is_err() {
                     break;
                 }
             }
@@ -365,7 +406,7 @@ impl CallLayer {
         tokio::spawn(async move {
             loop {
                 let s = state.borrow_and_update().clone();
-                if input.send(CallInput::Registration(acc, s)).is_err() {
+                if input.send(CallInput::Registration(acc, s)).await.is_err() {
                     break;
                 }
                 if state.changed().await.is_err() {
@@ -597,16 +638,13 @@ impl CallLayer {
             peer_hello_hash: peer_hash,
             remote,
         };
-        let input = self.input.clone();
         let media = prepared
             .start(
                 cfg,
                 Some(zrtp),
                 call.audio.source.clone(),
                 call.audio.sink.clone(),
-                move |r| {
-                    let _ = input.send(CallInput::Media(id, r));
-                },
+                media_reporter(self.input.clone(), id),
             )
             .map_err(med)?;
         call.view.codec = Some(neg.codec.sdp_name().to_owned());
@@ -614,7 +652,10 @@ impl CallLayer {
         Ok(())
     }
 
-    /// Answers an incoming call.
+    /// Answers an incoming call. Everything that can fail on our side (media port, ZRTP
+    /// engine, audio devices, the media thread) is running before the 200 OK goes out,
+    /// so an answered call always has media; if something fails first, the call keeps
+    /// ringing and the error says why.
     pub(crate) fn answer(
         &mut self,
         id: CallId,
@@ -630,20 +671,43 @@ impl CallLayer {
         let neg = sdp::negotiate(&offer, &OUR_CODECS).map_err(sig)?;
         let zrtp = Self::zrtp_for(&self.zid, line, &call.peer_identity, call.ssrc)?;
         let prepared = PreparedMedia::bind(line.media_ip).map_err(med)?;
-        call.local.port = prepared.local_addr().port();
+        let port = prepared.local_addr().port();
+        let hello = zrtp.hello_hash().map_err(med)?;
+        let cfg = StreamConfig {
+            local_ssrc: call.ssrc,
+            codec: neg.codec,
+            payload_type: neg.payload_type,
+            telephone_event_pt: neg.telephone_event,
+            policy: call.policy,
+            peer_hello_hash: offer.zrtp_hash.clone(),
+        };
+        let media = prepared
+            .start(
+                cfg,
+                Some(zrtp),
+                Some(SocketAddr::new(offer.addr, offer.port)),
+                audio.source.clone(),
+                audio.sink.clone(),
+                media_reporter(self.input.clone(), id),
+            )
+            .map_err(med)?;
+        call.local.port = port;
         call.local.addr = line.media_ip;
         call.local.direction = offer.direction.reversed();
-        call.local.zrtp_hash = Some(zrtp.hello_hash().map_err(med)?);
+        call.local.zrtp_hash = Some(hello);
         let answer = sdp::write(&call.local, Codecs::Answer(&neg));
-        line.stack.answer(&call.key, answer).map_err(sig)?;
+        if let Err(e) = line.stack.answer(&call.key, answer) {
+            media.stop();
+            // Not answered after all: refuse it, so the caller is not left ringing.
+            let _ = line.stack.reject(&call.key, Rejection::Failed);
+            let reason = format!("could not answer: {e}");
+            self.end(id, reason.clone(), events);
+            return Err(CoreError::Call(reason));
+        }
         call.negotiated = Some(neg);
         call.audio = audio;
-        call.phase = Phase::Offered {
-            prepared,
-            zrtp: std::sync::Mutex::new(zrtp),
-        };
-        let remote = SocketAddr::new(offer.addr, offer.port);
-        self.start_media(id, remote, offer.zrtp_hash.clone())?;
+        call.view.codec = Some(neg.codec.sdp_name().to_owned());
+        call.phase = Phase::Active { media };
         self.set_state(id, CallState::Connected, events);
         Ok(())
     }
@@ -652,7 +716,12 @@ impl CallLayer {
     pub(crate) fn reject(&mut self, id: CallId, busy: bool) -> Result<()> {
         let call = find(&self.calls, id)?;
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
-        line.stack.reject(&call.key, busy).map_err(sig)
+        let why = if busy {
+            Rejection::Busy
+        } else {
+            Rejection::Declined
+        };
+        line.stack.reject(&call.key, why).map_err(sig)
     }
 
     /// Hangs up.
@@ -660,7 +729,9 @@ impl CallLayer {
         let call = find(&self.calls, id)?;
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
         if matches!(call.phase, Phase::Ringing { .. }) {
-            line.stack.reject(&call.key, false).map_err(sig)?;
+            line.stack
+                .reject(&call.key, Rejection::Declined)
+                .map_err(sig)?;
         } else if let Err(e) = line.stack.hangup(&call.key).await {
             // The dialog is gone already: end it locally.
             tracing::debug!(error = %e, "hangup");
@@ -886,8 +957,8 @@ impl CallLayer {
                 {
                     Ok(o) => o,
                     Err(e) => {
-                        tracing::info!(error = %e, "refusing a call we cannot serve");
-                        let _ = line.stack.reject(&key, false);
+                        tracing::info!(error = %e, "refusing a call we cannot serve (488)");
+                        let _ = line.stack.reject(&key, Rejection::NotAcceptable);
                         return;
                     }
                 };
@@ -942,7 +1013,14 @@ impl CallLayer {
                 if let Some(audio) = auto
                     && let Err(e) = self.answer(id, audio, events)
                 {
+                    // Nobody is there to try again: refuse the call rather than let it ring.
                     tracing::warn!(error = %e, "auto-answer failed");
+                    if let Some(c) = self.calls.get(&id)
+                        && let Some(line) = self.lines.get(&c.line)
+                    {
+                        let _ = line.stack.reject(&c.key, Rejection::Failed);
+                    }
+                    self.end(id, format!("could not answer: {e}"), events);
                 }
             }
             SipEvent::Ringing { call } => {
@@ -952,6 +1030,10 @@ impl CallLayer {
             }
             SipEvent::Answered { call, sdp: body } => {
                 let Some(id) = self.find(line_id, &call) else {
+                    // Answered after we gave up on it: hang up rather than leave it up.
+                    if let Some(line) = self.lines.get(&line_id) {
+                        let _ = line.stack.hangup(&call).await;
+                    }
                     return;
                 };
                 let result =
@@ -1102,5 +1184,55 @@ fn to_stats(s: &StreamStats) -> CallStats {
         jitter_ms: s.jitter_ms,
         rtt_ms: s.rtt_ms,
         refused: s.refused_datagrams,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_full_queue_drops_media_statistics_but_never_a_state_change() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let report = media_reporter(tx, CallId(7));
+        // The media thread must never block, whatever the queue holds.
+        let thread = std::thread::spawn(move || {
+            report(MediaReport::Stats(StreamStats::default()));
+            report(MediaReport::Event(StreamEvent::Dtmf('5')));
+            report(MediaReport::Stats(StreamStats::default()));
+            report(MediaReport::Event(StreamEvent::Failed(
+                "peer vanished".into(),
+            )));
+            report(MediaReport::Ended(StreamStats::default()));
+        });
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("join")
+            .expect("the media thread returned without waiting for room");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let Ok(Some(CallInput::Media(id, r))) =
+                tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+            else {
+                panic!("a report was lost: got {got:?}");
+            };
+            assert_eq!(id, CallId(7));
+            got.push(match r {
+                MediaReport::Stats(_) => "stats",
+                MediaReport::Event(StreamEvent::Dtmf(_)) => "dtmf",
+                MediaReport::Event(StreamEvent::Failed(_)) => "failed",
+                MediaReport::Ended(_) => "ended",
+                _ => "other",
+            });
+        }
+        // The first statistics filled the queue; the DTMF and the second statistics
+        // were dropped (never sent, so nothing can arrive later); the failure and the
+        // end waited for room.
+        assert!(rx.try_recv().is_err(), "dropped reports arrived after all");
+        assert_eq!(got[0], "stats");
+        let mut rest = got[1..].to_vec();
+        rest.sort_unstable();
+        assert_eq!(rest, ["ended", "failed"], "{got:?}");
     }
 }

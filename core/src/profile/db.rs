@@ -39,6 +39,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE history_prefs (peer_tag BLOB PRIMARY KEY, enabled INTEGER NOT NULL);
     CREATE TABLE history (id INTEGER PRIMARY KEY, peer_tag BLOB NOT NULL, sealed BLOB NOT NULL);
     CREATE INDEX history_by_peer ON history (peer_tag, id);",
+    // 2: history records sealed bound to their row (format 2); rows written before
+    // stay format 1 until the vault is next opened (sealing needs the keys).
+    "ALTER TABLE history ADD COLUMN format INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// The schema version this build writes.
@@ -182,6 +185,32 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         tx.execute_batch(&format!("PRAGMA user_version = {next}"))?;
         tx.commit()?;
         tracing::info!(version = next, "profile schema migrated");
+    }
+    Ok(())
+}
+
+/// Rewrites the database files so nothing deleted or replaced survives in them: VACUUM
+/// rebuilds the database without free pages, and a TRUNCATE checkpoint copies the WAL
+/// into the main file and empties it. The checkpoint's answer is checked: when another
+/// connection keeps it from finishing (busy, or frames left behind), the old bytes may
+/// still be on disk and the caller is told so, naming `done`.
+pub(crate) fn wipe_replaced(conn: &Connection, done: &'static str) -> Result<()> {
+    conn.execute_batch("VACUUM;")?;
+    let (busy, log, checkpointed): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 || log != checkpointed {
+        tracing::warn!(busy, log, checkpointed, "profile checkpoint did not finish");
+        return Err(CoreError::NotWiped {
+            done,
+            path: conn.path().map(PathBuf::from).unwrap_or_default(),
+            reason: if busy != 0 {
+                "another connection is reading it".into()
+            } else {
+                format!("{} of {log} log pages copied", checkpointed.max(0))
+            },
+        });
     }
     Ok(())
 }

@@ -75,11 +75,14 @@ impl Profile {
         self.keys.is_none()
     }
 
+    /// Opens the vault's keys; the first time after an upgrade, also re-seals history
+    /// written in the older format (see `history`).
     fn load_keys(&self, password: Option<&Secret>) -> Result<Keys> {
         let data = vault::unlock(&self.conn, password)?;
         let index = vault::get_secret(&self.conn, &data, vault::INDEX_KEY_NAME)?
             .and_then(|k| Key::from_slice(&k))
             .ok_or_else(|| CoreError::TamperedSecret(vault::INDEX_KEY_NAME.into()))?;
+        history::upgrade(&self.conn, &data, &index)?;
         Ok(Keys { data, index })
     }
 
@@ -126,6 +129,10 @@ impl Profile {
         self.rekey(None)
     }
 
+    /// Re-seals everything under a fresh data key, then rewrites the files at once so
+    /// the old key and the blobs it sealed are gone from disk — also while this profile
+    /// stays open (a running window keeps its connection, so without it the old pages
+    /// would sit in the WAL or the main file until some later checkpoint).
     fn rekey(&mut self, new_password: Option<&Secret>) -> Result<()> {
         let old = &self.keys()?.data;
         let tx = self.conn.unchecked_transaction()?;
@@ -134,7 +141,11 @@ impl Profile {
         let index = self.keys.take().map(|k| k.index).ok_or(CoreError::Locked)?;
         self.keys = Some(Keys { data: new, index });
         tracing::info!(protected = new_password.is_some(), "vault re-keyed");
-        Ok(())
+        let done = match new_password {
+            Some(_) => "the master password was changed",
+            None => "the master password was removed",
+        };
+        db::wipe_replaced(&self.conn, done)
     }
 
     /// Seals and stores a named secret (e.g. an OTR private key).

@@ -177,20 +177,8 @@ pub(crate) fn rekey(
             .ok_or_else(|| CoreError::TamperedSecret(name.clone()))?;
         put_secret(tx, &new, &name, &plain)?;
     }
-    // History records: same, bound to the history context.
-    let records: Vec<(i64, Vec<u8>)> = {
-        let mut stmt = tx.prepare("SELECT id, sealed FROM history")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    for (id, sealed) in records {
-        let plain = crypto::open(old, super::history::AAD, &sealed)
-            .ok_or_else(|| CoreError::TamperedSecret(format!("history record {id}")))?;
-        tx.execute(
-            "UPDATE history SET sealed = ?1 WHERE id = ?2",
-            params![crypto::seal(&new, super::history::AAD, &plain), id],
-        )?;
-    }
+    // History records: same, each bound to its row.
+    super::history::reseal_all(tx, old, &new)?;
     match new_password {
         None => {
             tx.execute(

@@ -123,7 +123,8 @@ pub(crate) fn parse_challenge(value: &str) -> Option<Challenge> {
 }
 
 /// The strongest challenge we can answer among several.
-pub(crate) fn best<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Challenge> {
+#[cfg(test)]
+fn best<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Challenge> {
     values
         .into_iter()
         .take(16)
@@ -188,23 +189,15 @@ pub(crate) fn is_authorization(h: &Header) -> bool {
     matches!(h, Header::Authorization(_) | Header::ProxyAuthorization(_))
 }
 
-/// The header answering a 401 (Authorization) or 407 (Proxy-Authorization) `resp` for
-/// the request `method uri`, with the strongest challenge offered. `None` if nothing
-/// can be answered, or if this is the answer to our `answered`-th try and the server
-/// did not merely find its nonce stale (the credentials are wrong).
-pub(crate) fn authorization(
-    resp: &Response,
-    cred: &Credential,
-    method: &str,
-    uri: &str,
-    answered: u32,
-) -> Option<Header> {
+/// The digest challenges of a 401 or 407 (the first 16 headers), and whether they are
+/// a proxy's (407); `None` for any other response.
+fn challenges(resp: &Response) -> Option<(bool, Vec<Challenge>)> {
     let proxy = match resp.status_code.code() {
         401 => false,
         407 => true,
         _ => return None,
     };
-    let values: Vec<&str> = resp
+    let parsed = resp
         .headers
         .iter()
         .filter_map(|h| match h {
@@ -212,17 +205,73 @@ pub(crate) fn authorization(
             Header::ProxyAuthenticate(v) if proxy => Some(v.value()),
             _ => None,
         })
+        .take(16)
+        .filter_map(parse_challenge)
         .collect();
-    let ch = best(values)?;
+    Some((proxy, parsed))
+}
+
+/// The realm a 401/407 asks a password for (its first digest challenge), if any.
+pub(crate) fn realm_asked(resp: &Response) -> Option<String> {
+    challenges(resp).and_then(|(_, c)| c.into_iter().next().map(|c| c.realm))
+}
+
+/// What to do about a 401/407.
+#[derive(Debug)]
+pub(crate) enum Challenged {
+    /// Send the request again with this header, which answers `realm`.
+    Answer {
+        /// Authorization (401) or Proxy-Authorization (407).
+        header: Header,
+        /// The realm answered.
+        realm: String,
+    },
+    /// Nothing we can answer: no digest challenge, or our answer was already refused
+    /// (wrong credentials).
+    Unanswerable,
+    /// Every challenge asked for a realm that is not the account's: the password was not
+    /// used. Carries the realm asked for.
+    Withheld(String),
+}
+
+/// How to answer a 401 (Authorization) or 407 (Proxy-Authorization) `resp` for the
+/// request `method uri`: the strongest challenge among those whose realm `permitted`
+/// allows. Unanswerable if this is the answer to our `answered`-th try and the server
+/// did not merely find its nonce stale (the credentials are wrong).
+pub(crate) fn authorization(
+    resp: &Response,
+    cred: &Credential,
+    method: &str,
+    uri: &str,
+    answered: u32,
+    permitted: impl Fn(&str) -> bool,
+) -> Challenged {
+    let Some((proxy, challenges)) = challenges(resp) else {
+        return Challenged::Unanswerable;
+    };
+    let Some(ch) = challenges
+        .iter()
+        .filter(|c| permitted(&c.realm))
+        .max_by_key(|c| c.algorithm)
+    else {
+        return match challenges.into_iter().next() {
+            Some(foreign) => Challenged::Withheld(foreign.realm),
+            None => Challenged::Unanswerable,
+        };
+    };
     if answered >= 2 || (answered > 0 && !ch.stale) {
-        return None;
+        return Challenged::Unanswerable;
     }
-    let value = answer(&ch, &cred.username, &cred.password, method, uri, &cnonce());
-    Some(if proxy {
+    let value = answer(ch, &cred.username, &cred.password, method, uri, &cnonce());
+    let header = if proxy {
         Header::ProxyAuthorization(value.into())
     } else {
         Header::Authorization(value.into())
-    })
+    };
+    Challenged::Answer {
+        header,
+        realm: ch.realm.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -302,5 +351,84 @@ mod tests {
         let no_alg = parse_challenge("Digest realm=\"r\",nonce=\"n\",stale=TRUE").expect("parse");
         assert_eq!(no_alg.algorithm, Algorithm::Md5);
         assert!(no_alg.stale && !no_alg.qop_auth);
+    }
+
+    fn response(status: &str, headers: &[&str]) -> Response {
+        let mut raw = format!(
+            "SIP/2.0 {status}\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\nFrom: <sip:alice@example.org>;tag=a\r\nTo: <sip:bob@example.org>;tag=b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+        );
+        for h in headers {
+            raw.push_str(h);
+            raw.push_str("\r\n");
+        }
+        raw.push_str("Content-Length: 0\r\n\r\n");
+        match rsipstack::sip::SipMessage::try_from(raw.as_bytes()) {
+            Ok(rsipstack::sip::SipMessage::Response(r)) => r,
+            other => panic!("not a response: {other:?}"),
+        }
+    }
+
+    fn cred() -> Credential {
+        Credential {
+            username: "alice".into(),
+            password: "secret".into(),
+            realm: None,
+            auth_username: None,
+        }
+    }
+
+    #[test]
+    fn a_foreign_realm_never_gets_an_answer() {
+        let ours = |r: &str| r == "example.org";
+        let foreign = response(
+            "401 Unauthorized",
+            &["WWW-Authenticate: Digest realm=\"evil.example\", nonce=\"n\", algorithm=SHA-256"],
+        );
+        match authorization(&foreign, &cred(), "INVITE", "sip:bob@example.org", 0, ours) {
+            Challenged::Withheld(realm) => assert_eq!(realm, "evil.example"),
+            other => panic!("answered a foreign realm: {other:?}"),
+        }
+        // A forking proxy may aggregate several challenges: only ours is answered, even
+        // when the foreign one offers the stronger algorithm.
+        let both = response(
+            "407 Proxy Authentication Required",
+            &[
+                "Proxy-Authenticate: Digest realm=\"evil.example\", nonce=\"n1\", algorithm=SHA-256",
+                "Proxy-Authenticate: Digest realm=\"example.org\", nonce=\"n2\", algorithm=MD5",
+            ],
+        );
+        match authorization(&both, &cred(), "INVITE", "sip:bob@example.org", 0, ours) {
+            Challenged::Answer { header, realm } => {
+                assert_eq!(realm, "example.org");
+                assert!(matches!(header, Header::ProxyAuthorization(_)));
+                let v = header.to_string();
+                assert!(
+                    v.contains("realm=\"example.org\"") && !v.contains("evil"),
+                    "{v}"
+                );
+            }
+            other => panic!("expected an answer for our realm: {other:?}"),
+        }
+        // Our own realm is answered once, and again only when the nonce went stale.
+        assert!(matches!(
+            authorization(&both, &cred(), "INVITE", "sip:b@x", 1, ours),
+            Challenged::Unanswerable
+        ));
+        let stale = response(
+            "401 Unauthorized",
+            &["WWW-Authenticate: Digest realm=\"example.org\", nonce=\"n3\", stale=true"],
+        );
+        assert!(matches!(
+            authorization(&stale, &cred(), "REGISTER", "sip:x", 1, ours),
+            Challenged::Answer {
+                header: Header::Authorization(_),
+                ..
+            }
+        ));
+        let none = response("401 Unauthorized", &["WWW-Authenticate: Basic realm=\"x\""]);
+        assert!(matches!(
+            authorization(&none, &cred(), "INVITE", "sip:b@x", 0, |_| true),
+            Challenged::Unanswerable
+        ));
     }
 }

@@ -43,6 +43,9 @@ pub enum EndReason {
     Failed(u16, String),
     /// No answer within the transaction timeout.
     Timeout,
+    /// Someone asked for the password for a realm that is not the account's (or on a
+    /// direct call, which never sends one); it was not sent. The words say who and which.
+    CredentialsWithheld(String),
 }
 
 impl std::fmt::Display for EndReason {
@@ -55,6 +58,7 @@ impl std::fmt::Display for EndReason {
             EndReason::Declined => f.write_str("declined"),
             EndReason::Failed(code, text) => write!(f, "failed: {code} {text}"),
             EndReason::Timeout => f.write_str("no answer"),
+            EndReason::CredentialsWithheld(words) => f.write_str(words),
         }
     }
 }
@@ -67,6 +71,30 @@ impl EndReason {
             487 => EndReason::Cancelled,
             408 => EndReason::Timeout,
             c => EndReason::Failed(c, code.to_string()),
+        }
+    }
+}
+
+/// How we refuse an incoming call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// 486 Busy Here: the user is busy, or too many calls are ringing at once.
+    Busy,
+    /// 603 Decline: the user refused.
+    Declined,
+    /// 488 Not Acceptable Here: the offer is malformed or asks for what we cannot do.
+    NotAcceptable,
+    /// 500 Server Internal Error: we could not set the call up on our side.
+    Failed,
+}
+
+impl Rejection {
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Rejection::Busy => StatusCode::BusyHere,
+            Rejection::Declined => StatusCode::Decline,
+            Rejection::NotAcceptable => StatusCode::NotAcceptableHere,
+            Rejection::Failed => StatusCode::ServerInternalError,
         }
     }
 }
@@ -108,9 +136,25 @@ impl ReInvite {
             tracing::warn!(error = %e, "could not refuse re-INVITE");
         }
     }
+
+    /// Asks the peer to try again later (500, RFC 3261 §14.2) when we are too busy to
+    /// look at it; the call stays as it was.
+    pub(crate) async fn postpone(self) {
+        let headers = vec![rsipstack::sip::Header::RetryAfter("1".into())];
+        if let Err(e) = self
+            .handle
+            .respond(StatusCode::ServerInternalError, Some(headers), None)
+            .await
+        {
+            tracing::warn!(error = %e, "could not postpone re-INVITE");
+        }
+    }
 }
 
-/// Something that happened in the SIP stack.
+/// Something that happened in the SIP stack. The channel carrying these is bounded:
+/// when it is full, a new incoming call is refused (503) and a re-INVITE postponed
+/// (500), progress reports are dropped, and only answers and ends of calls wait for
+/// room — they are never lost (see [`SipEvent::must_arrive`]).
 #[derive(Debug)]
 pub enum SipEvent {
     /// Someone is calling us; we already answered 180 Ringing.
@@ -155,4 +199,13 @@ pub enum SipEvent {
         /// Why.
         reason: EndReason,
     },
+}
+
+impl SipEvent {
+    /// Whether losing this event would leave a call in a state nobody can see: an
+    /// answered call without media, or a call that ended but still shows. These wait
+    /// for room in a full channel; everything else may be dropped.
+    pub fn must_arrive(&self) -> bool {
+        matches!(self, SipEvent::Answered { .. } | SipEvent::Ended { .. })
+    }
 }

@@ -5,13 +5,17 @@
 
 mod digest;
 mod event;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
+mod realm;
 mod registration;
 mod stack;
 mod trust;
 mod uri;
 
-pub use event::{CallKey, EndReason, ReInvite, SipEvent};
+pub use event::{CallKey, EndReason, ReInvite, Rejection, SipEvent};
 pub use registration::{RegistrationHandle, RegistrationState};
-pub use stack::{SipStack, StackOptions, Transport};
+pub use stack::{MAX_INCOMING_CALLS, SIP_EVENT_QUEUE, SipStack, StackOptions, Transport};
 pub use trust::trusted_certificates;
 pub use uri::{parse_target, to_uri};

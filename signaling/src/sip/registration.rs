@@ -1,8 +1,10 @@
 //! Registration at a registrar with digest authentication, refreshed before expiry,
 //! withdrawn (Expires: 0) when stopped. A refusal of the credentials stops the loop;
-//! network trouble is retried with backoff.
+//! network trouble is retried with backoff. The realm the registrar accepted our answer
+//! for becomes the account's realm: the only one calls answer challenges for.
 
-use super::digest;
+use super::digest::{self, Challenged};
+use super::realm::{AccountRealms, withheld_words};
 use super::stack::{SipStack, Transport};
 use crate::SignalingError;
 use rsipstack::dialog::authenticate::Credential;
@@ -122,27 +124,49 @@ async fn stream_contact(
     Ok(())
 }
 
+/// How a REGISTER ended.
+enum Registered {
+    /// The registrar's final word, and the realm we answered a challenge for, if any.
+    Response(rsipstack::sip::Response, Option<String>),
+    /// The registrar asked for a realm that is not the account's: nothing was sent.
+    Withheld(String),
+}
+
 /// One REGISTER, answering the registrar's digest challenge (401 or 407) with the
-/// strongest algorithm offered; a second challenge after our answer, unless only the
-/// nonce went stale, is returned as the final word (wrong credentials).
+/// strongest algorithm offered, for the account's realm only (`realms`); a second
+/// challenge after our answer, unless only the nonce went stale, is returned as the
+/// final word (wrong credentials).
 async fn answered_register(
     reg: &mut Registration,
     registrar: &Uri,
     expires: u32,
     cred: &Credential,
-) -> rsipstack::Result<rsipstack::sip::Response> {
+    realms: &AccountRealms,
+) -> rsipstack::Result<Registered> {
     reg.extra_headers.retain(|h| !digest::is_authorization(h));
     let mut resp = reg.register(registrar.clone(), Some(expires)).await?;
     let mut answered = 0;
+    let mut realm = None;
     let uri = registrar.to_string();
-    while let Some(auth) = digest::authorization(&resp, cred, "REGISTER", &uri, answered) {
-        reg.extra_headers.retain(|h| !digest::is_authorization(h));
-        reg.extra_headers.push(auth);
-        answered += 1;
-        resp = reg.register(registrar.clone(), Some(expires)).await?;
+    let permitted = |r: &str| realms.permits_registrar(r, cred.realm.as_deref());
+    loop {
+        match digest::authorization(&resp, cred, "REGISTER", &uri, answered, permitted) {
+            Challenged::Answer { header, realm: r } => {
+                reg.extra_headers.retain(|h| !digest::is_authorization(h));
+                reg.extra_headers.push(header);
+                realm = Some(r);
+                answered += 1;
+                resp = reg.register(registrar.clone(), Some(expires)).await?;
+            }
+            Challenged::Unanswerable => break,
+            Challenged::Withheld(r) => {
+                reg.extra_headers.retain(|h| !digest::is_authorization(h));
+                return Ok(Registered::Withheld(r));
+            }
+        }
     }
     reg.extra_headers.retain(|h| !digest::is_authorization(h));
-    Ok(resp)
+    Ok(Registered::Response(resp, realm))
 }
 
 impl SipStack {
@@ -178,6 +202,7 @@ impl SipStack {
         };
         let user = self.user().to_owned();
         let dialogs = self.stream_contact_slot();
+        let realms = self.realms();
         let task = tokio::spawn(async move {
             // Challenges are answered by `answered_register`, not by rsipstack; without
             // a credential rsipstack leaves the user out of From and To, so we set them.
@@ -203,7 +228,7 @@ impl SipStack {
                         _ = token.cancelled() => break,
                         r = tokio::time::timeout(
                             ANSWER_WITHIN,
-                            answered_register(&mut reg, &registrar, REQUESTED_EXPIRES, &credential),
+                            answered_register(&mut reg, &registrar, REQUESTED_EXPIRES, &credential, &realms),
                         ) => match r {
                             Ok(r) => r.map_err(|e| e.to_string()),
                             Err(_) => Err(format!(
@@ -214,17 +239,34 @@ impl SipStack {
                     },
                 };
                 let wait = match outcome {
-                    Ok(resp)
+                    Ok(Registered::Withheld(realm)) => {
+                        tracing::warn!(realm = %super::realm::shown(&realm), "not sending the password to a foreign realm");
+                        let why = withheld_words(
+                            "the registrar",
+                            &realm,
+                            &realms.known(credential.realm.as_deref()),
+                        );
+                        let _ = tx.send(RegistrationState::Refused(why));
+                        registered = false;
+                        token.cancelled().await;
+                        break;
+                    }
+                    Ok(Registered::Response(resp, realm))
                         if resp.status_code.kind()
                             == rsipstack::sip::StatusCodeKind::Successful =>
                     {
+                        if let Some(realm) = realm {
+                            realms.learn(&realm);
+                        }
                         failures = 0;
                         registered = true;
                         let expires = reg.expires().max(30);
                         let _ = tx.send(RegistrationState::Registered { expires });
                         rsipstack::dialog::registration::refresh_interval(expires)
                     }
-                    Ok(resp) if matches!(resp.status_code.code(), 401 | 403 | 404 | 407) => {
+                    Ok(Registered::Response(resp, _))
+                        if matches!(resp.status_code.code(), 401 | 403 | 404 | 407) =>
+                    {
                         let why = match resp.status_code.code() {
                             404 => "unknown user at this registrar".to_owned(),
                             _ => SignalingError::AuthFailed.to_string(),
@@ -234,7 +276,7 @@ impl SipStack {
                         token.cancelled().await;
                         break;
                     }
-                    Ok(resp) => {
+                    Ok(Registered::Response(resp, _)) => {
                         failures += 1;
                         let _ = tx.send(RegistrationState::Retrying(format!(
                             "registrar answered {}",
@@ -258,7 +300,7 @@ impl SipStack {
             if registered {
                 let _ = tokio::time::timeout(
                     Duration::from_secs(5),
-                    answered_register(&mut reg, &registrar, 0, &credential),
+                    answered_register(&mut reg, &registrar, 0, &credential, &realms),
                 )
                 .await;
             }

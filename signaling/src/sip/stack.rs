@@ -1,9 +1,12 @@
 //! The SIP user agent: an rsipstack endpoint bound to one local transport, a dialog
 //! layer, and three tasks (the endpoint, incoming requests, dialog states) that turn
-//! everything into [`SipEvent`]s.
+//! everything into [`SipEvent`]s. Everything a peer can make it hold is bounded: at most
+//! [`MAX_INCOMING_CALLS`] incoming calls at once (486 beyond), and a bounded event
+//! channel (see [`SipEvent`] for what happens when it is full).
 
-use super::digest;
-use super::event::{CallKey, EndReason, ReInvite, SipEvent};
+use super::digest::{self, Challenged};
+use super::event::{CallKey, EndReason, ReInvite, Rejection, SipEvent};
+use super::realm::{AccountRealms, withheld_words};
 use super::uri::parse_target;
 use crate::SignalingError;
 use rsipstack::dialog::DialogId;
@@ -27,11 +30,18 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-/// Signalling transport towards a stack's server (registrar or outbound proxy). The
-/// stack always listens on UDP too, for direct calls; TCP and TLS connections are
-/// dialled to the server and kept, and the server reaches us back over them.
+/// Incoming calls a stack holds at once (ringing or connected); more get 486 Busy Here.
+pub const MAX_INCOMING_CALLS: usize = 8;
+/// Events waiting for the call layer before the stack starts shedding (see [`SipEvent`]).
+pub const SIP_EVENT_QUEUE: usize = 64;
+
+/// Signalling transport towards a stack's server (registrar or outbound proxy). A UDP
+/// stack listens on its UDP port (also for direct calls). A TCP or TLS stack opens no
+/// port at all: it dials the server, keeps that connection, and the server reaches us
+/// back over it — so choosing TLS never leaves a cleartext UDP port open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// UDP.
@@ -55,7 +65,8 @@ impl Transport {
 /// How to start a stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
-    /// Local address to bind (port 0: any free port).
+    /// Local address to bind for UDP (port 0: any free port). TCP and TLS stacks bind
+    /// nothing; their address is the server connection's.
     pub bind: SocketAddr,
     /// Transport.
     pub transport: Transport,
@@ -70,12 +81,14 @@ struct Shared {
     calls: Mutex<HashMap<CallKey, InviteDialog>>,
     established: Mutex<HashSet<CallKey>>,
     local_hangups: Mutex<HashSet<CallKey>>,
-    /// Outgoing INVITE dialogs that may be challenged: their 401/407 ending is not the
-    /// end of the call, the INVITE task answers the challenge with a new dialog.
+    /// Outgoing INVITE dialogs: their 401/407 ending is not reported here; the INVITE
+    /// task answers the challenge with a new dialog, or ends the call with the reason.
     challengeable: Mutex<HashSet<CallKey>>,
     /// A retried INVITE's dialog → the key the call was first known by.
     aliases: Mutex<HashMap<CallKey, CallKey>>,
-    events: mpsc::UnboundedSender<SipEvent>,
+    /// Incoming INVITE dialogs alive (dialog ids), at most [`MAX_INCOMING_CALLS`].
+    incoming: Mutex<HashSet<String>>,
+    events: mpsc::Sender<SipEvent>,
 }
 
 impl Shared {
@@ -89,8 +102,52 @@ impl Shared {
             .unwrap_or(raw)
     }
 
+    /// Hands `ev` to the call layer. When the queue is full, an event that must arrive
+    /// waits for room in a task of its own (so no SIP task stalls); the others are shed.
     fn emit(&self, ev: SipEvent) {
-        let _ = self.events.send(ev);
+        match self.events.try_send(ev) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(ev)) if ev.must_arrive() => {
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let _ = events.send(ev).await;
+                });
+            }
+            Err(TrySendError::Full(ev)) => self.shed(ev),
+        }
+    }
+
+    /// What a full queue does to an event that may be lost: a new call is refused (503
+    /// Service Unavailable), a re-INVITE postponed (500 with Retry-After), progress
+    /// reports are dropped.
+    fn shed(&self, ev: SipEvent) {
+        match ev {
+            SipEvent::IncomingCall { call, .. } => {
+                tracing::warn!(%call, "call layer behind: refusing a new call with 503");
+                if let Some(d) = self.take_call(&call)
+                    && let Err(e) = d.reject(Some(StatusCode::ServiceUnavailable), None)
+                {
+                    tracing::debug!(error = %e, "could not refuse the call");
+                }
+            }
+            SipEvent::ReInvite { call, reinvite } => {
+                tracing::warn!(%call, "call layer behind: postponing a re-INVITE");
+                tokio::spawn(reinvite.postpone());
+            }
+            other => tracing::debug!(event = ?other, "call layer behind: SIP event dropped"),
+        }
+    }
+
+    /// Whether another incoming call may be taken: fewer than [`MAX_INCOMING_CALLS`]
+    /// incoming dialogs are alive (dead entries are pruned first, so none can leak).
+    fn room_for_incoming(&self, dialogs: &DialogLayer) -> bool {
+        self.incoming
+            .lock()
+            .map(|mut live| {
+                live.retain(|id| dialogs.get_dialog_with(id).is_some());
+                live.len() < MAX_INCOMING_CALLS
+            })
+            .unwrap_or(false)
     }
 
     fn take_call(&self, key: &CallKey) -> Option<InviteDialog> {
@@ -99,6 +156,20 @@ impl Shared {
 
     fn call(&self, key: &CallKey) -> Option<InviteDialog> {
         self.calls.lock().ok().and_then(|c| c.get(key).cloned())
+    }
+
+    /// Drops what was kept about a call that is over, so nothing grows with the
+    /// number of calls made.
+    fn forget(&self, key: &CallKey) {
+        if let Ok(mut a) = self.aliases.lock() {
+            a.retain(|_, v| v != key);
+        }
+        if let Ok(mut e) = self.established.lock() {
+            e.remove(key);
+        }
+        if let Ok(mut l) = self.local_hangups.lock() {
+            l.remove(key);
+        }
     }
 }
 
@@ -110,6 +181,8 @@ pub struct SipStack {
     contact: Uri,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    /// Realms the account's password may be sent to.
+    realms: Arc<AccountRealms>,
     cancel: CancellationToken,
     transport: Transport,
     user: String,
@@ -128,13 +201,16 @@ impl SipStack {
     /// Binds the transport and starts the stack's tasks on the current tokio runtime.
     pub async fn start(
         opts: StackOptions,
-    ) -> Result<(SipStack, mpsc::UnboundedReceiver<SipEvent>), SignalingError> {
+    ) -> Result<(SipStack, mpsc::Receiver<SipEvent>), SignalingError> {
         let cancel = CancellationToken::new();
         let transport = TransportLayer::new(cancel.clone());
-        let conn = UdpConnection::create_connection(opts.bind, None, Some(cancel.child_token()))
-            .await
-            .map_err(|e| sip_err(&format!("cannot bind SIP on {}", opts.bind), e))?;
-        transport.add_transport(conn.into());
+        if opts.transport == Transport::Udp {
+            let conn =
+                UdpConnection::create_connection(opts.bind, None, Some(cancel.child_token()))
+                    .await
+                    .map_err(|e| sip_err(&format!("cannot bind SIP on {}", opts.bind), e))?;
+            transport.add_transport(conn.into());
+        }
         if opts.transport == Transport::Tls {
             let Some(roots) = opts.tls_roots.clone() else {
                 return Err(SignalingError::InvalidInput(
@@ -161,15 +237,34 @@ impl SipStack {
             .map_err(|e| sip_err("endpoint", e))?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let (state_sender, state_receiver) = dialogs.new_dialog_state_channel();
-        let contact = dialogs
-            .build_local_contact(Some(opts.user.clone()), None)
-            .map_err(|e| sip_err("contact", e))?;
-        let local_addr = endpoint
-            .get_addrs()
-            .first()
-            .and_then(|a| a.addr.to_string().parse::<SocketAddr>().ok())
-            .ok_or_else(|| SignalingError::Protocol("the SIP transport has no address".into()))?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (contact, local_addr) = if opts.transport == Transport::Udp {
+            let contact = dialogs
+                .build_local_contact(Some(opts.user.clone()), None)
+                .map_err(|e| sip_err("contact", e))?;
+            let local_addr = endpoint
+                .get_addrs()
+                .first()
+                .and_then(|a| a.addr.to_string().parse::<SocketAddr>().ok())
+                .ok_or_else(|| {
+                    SignalingError::Protocol("the SIP transport has no address".into())
+                })?;
+            (contact, local_addr)
+        } else {
+            // No listener: until registration dials the server and learns the
+            // connection's address (`stream_contact`), the bind address stands in.
+            let contact = Uri {
+                scheme: Some(rsipstack::sip::Scheme::Sip),
+                auth: Some(rsipstack::sip::Auth {
+                    user: opts.user.clone(),
+                    password: None,
+                }),
+                host_with_port: opts.bind.into(),
+                params: vec![rsipstack::sip::Param::Transport(opts.transport.sip())],
+                headers: vec![],
+            };
+            (contact, opts.bind)
+        };
+        let (tx, rx) = mpsc::channel(SIP_EVENT_QUEUE);
         let stream_contact = Arc::new(Mutex::new(None));
         let shared = Arc::new(Shared {
             calls: Mutex::default(),
@@ -177,6 +272,7 @@ impl SipStack {
             local_hangups: Mutex::default(),
             challengeable: Mutex::default(),
             aliases: Mutex::default(),
+            incoming: Mutex::default(),
             events: tx,
         });
         let inner = endpoint.inner.clone();
@@ -187,6 +283,7 @@ impl SipStack {
         });
         tokio::spawn(incoming_loop(
             incoming,
+            shared.clone(),
             dialogs.clone(),
             state_sender.clone(),
             contact.clone(),
@@ -202,6 +299,7 @@ impl SipStack {
                 contact,
                 local_addr,
                 shared,
+                realms: Arc::default(),
                 cancel,
                 transport: opts.transport,
                 user: opts.user,
@@ -212,7 +310,8 @@ impl SipStack {
         ))
     }
 
-    /// The address the transport is bound to.
+    /// The address the UDP transport is bound to (for TCP and TLS, which bind nothing,
+    /// the address asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
@@ -233,6 +332,10 @@ impl SipStack {
 
     pub(crate) fn user(&self) -> &str {
         &self.user
+    }
+
+    pub(crate) fn realms(&self) -> Arc<AccountRealms> {
+        self.realms.clone()
     }
 
     pub(crate) fn stream_contact_slot(&self) -> Arc<Mutex<Option<Uri>>> {
@@ -273,7 +376,9 @@ impl SipStack {
     }
 
     /// Places a call to `target` with our SDP `offer`. Returns at once; progress arrives
-    /// as events: Ringing, then Answered (with the SDP answer) or Ended.
+    /// as events: Ringing, then Answered (with the SDP answer) or Ended. A challenge is
+    /// answered with `credential` only for the account's realm (see `realm`); without a
+    /// credential (a direct call) nothing is ever answered.
     pub async fn call(
         &self,
         target: &str,
@@ -302,12 +407,12 @@ impl SipStack {
         if let Ok(mut calls) = self.shared.calls.lock() {
             calls.insert(key.clone(), dialog.clone());
         }
-        if credential.is_some()
-            && let Ok(mut c) = self.shared.challengeable.lock()
-        {
+        // The INVITE task settles every 401/407: answered, or ended with the reason.
+        if let Ok(mut c) = self.shared.challengeable.lock() {
             c.insert(key.clone());
         }
         let shared = self.shared.clone();
+        let realms = self.realms.clone();
         let dialogs = self.dialogs.clone();
         let states = self.state_sender.clone();
         let k = key.clone();
@@ -315,6 +420,8 @@ impl SipStack {
             let mut outcome = outcome;
             let mut opt = opt;
             let mut answered = 0;
+            // Why a challenge went unanswered, when that is the end of the call.
+            let mut withheld = None;
             let result = loop {
                 let result = match outcome.await {
                     Ok(r) => r,
@@ -326,12 +433,30 @@ impl SipStack {
                 let Ok((_, Some(resp))) = &result else {
                     break result;
                 };
-                let code = resp.status_code.code();
-                let Some(cred) = credential.as_ref().filter(|_| matches!(code, 401 | 407)) else {
+                if !matches!(resp.status_code.code(), 401 | 407) {
+                    break result;
+                }
+                let Some(cred) = credential.as_ref() else {
+                    withheld = digest::realm_asked(resp).map(|realm| {
+                        format!(
+                            "the other side asked for a password (realm {}); a direct call never sends one",
+                            super::realm::shown(&realm)
+                        )
+                    });
                     break result;
                 };
-                let Some(retry) = challenge_answer(resp, cred, &opt, answered) else {
-                    break result;
+                let retry = match challenge_answer(resp, cred, &opt, answered, &realms) {
+                    Ok(Some(retry)) => retry,
+                    Ok(None) => break result,
+                    Err(realm) => {
+                        tracing::warn!(realm = %super::realm::shown(&realm), "not sending the password to a foreign realm");
+                        withheld = Some(withheld_words(
+                            "the other side or a server on the way",
+                            &realm,
+                            &realms.known(cred.realm.as_deref()),
+                        ));
+                        break result;
+                    }
                 };
                 answered += 1;
                 opt = retry;
@@ -369,6 +494,15 @@ impl SipStack {
                     }
                 }
             };
+            if let Some(words) = withheld {
+                if shared.take_call(&k).is_some() {
+                    shared.emit(SipEvent::Ended {
+                        call: k,
+                        reason: EndReason::CredentialsWithheld(words),
+                    });
+                }
+                return;
+            }
             match result {
                 Ok((_, Some(resp)))
                     if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
@@ -419,21 +553,17 @@ impl SipStack {
             .map_err(|e| sip_err("answer", e))
     }
 
-    /// Refuses an incoming call: 486 Busy Here or 603 Decline.
-    pub fn reject(&self, call: &CallKey, busy: bool) -> Result<(), SignalingError> {
+    /// Refuses an incoming call that has not been answered.
+    pub fn reject(&self, call: &CallKey, why: Rejection) -> Result<(), SignalingError> {
         let d = self
             .shared
             .call(call)
             .ok_or_else(|| SignalingError::InvalidInput(format!("no call {call}")))?;
-        let code = if busy {
-            StatusCode::BusyHere
-        } else {
-            StatusCode::Decline
-        };
         if let Ok(mut l) = self.shared.local_hangups.lock() {
             l.insert(call.clone());
         }
-        d.reject(Some(code), None).map_err(|e| sip_err("reject", e))
+        d.reject(Some(why.status()), None)
+            .map_err(|e| sip_err("reject", e))
     }
 
     /// Ends a call: CANCEL if it is still ringing, BYE once established.
@@ -490,8 +620,41 @@ impl Drop for SipStack {
     }
 }
 
+/// What an incoming request is to us. Pure, so the fuzz target runs it on anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// Carries a To tag: belongs to a dialog (or to none, then 481).
+    InDialog,
+    /// A new call.
+    NewCall,
+    /// A capabilities probe: 200.
+    Options,
+    /// An ACK outside any dialog: ignored.
+    StrayAck,
+    /// Anything else outside a dialog: 405.
+    NotAllowed,
+}
+
+impl Incoming {
+    pub(crate) fn of(req: &rsipstack::sip::Request) -> Incoming {
+        let tagged = req
+            .to_header()
+            .ok()
+            .and_then(|t| t.tag().ok().flatten())
+            .is_some();
+        match (&req.method, tagged) {
+            (_, true) => Incoming::InDialog,
+            (Method::Invite, false) => Incoming::NewCall,
+            (Method::Options, false) => Incoming::Options,
+            (Method::Ack, false) => Incoming::StrayAck,
+            _ => Incoming::NotAllowed,
+        }
+    }
+}
+
 async fn incoming_loop(
     mut incoming: TransactionReceiver,
+    shared: Arc<Shared>,
     dialogs: Arc<DialogLayer>,
     state_sender: DialogStateSender,
     contact: Uri,
@@ -503,14 +666,8 @@ async fn incoming_loop(
             _ = cancel.cancelled() => return,
             t = incoming.recv() => match t { Some(t) => t, None => return },
         };
-        let in_dialog = tx
-            .original
-            .to_header()
-            .ok()
-            .and_then(|t| t.tag().ok().flatten())
-            .is_some();
-        if in_dialog {
-            match dialogs.match_dialog(&tx) {
+        match Incoming::of(&tx.original) {
+            Incoming::InDialog => match dialogs.match_dialog(&tx) {
                 Some(mut d) => {
                     tokio::spawn(async move {
                         if let Err(e) = d.handle(&mut tx).await {
@@ -523,38 +680,47 @@ async fn incoming_loop(
                         let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
                     }
                 }
-            }
-            continue;
-        }
-        let our_contact = stream_contact
-            .lock()
-            .ok()
-            .and_then(|c| c.clone())
-            .unwrap_or_else(|| contact.clone());
-        match tx.original.method {
-            Method::Invite => match dialogs.get_or_create_server_invite(
-                &tx,
-                state_sender.clone(),
-                None,
-                Some(our_contact),
-            ) {
-                Ok(mut d) => {
-                    tokio::spawn(async move {
-                        if let Err(e) = d.handle(&mut tx).await {
-                            tracing::debug!(error = %e, "incoming INVITE");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, "refusing malformed INVITE");
-                    let _ = tx.reply(StatusCode::BadRequest).await;
-                }
             },
-            Method::Options => {
+            Incoming::NewCall if !shared.room_for_incoming(&dialogs) => {
+                tracing::info!(
+                    limit = MAX_INCOMING_CALLS,
+                    "refusing a call: too many incoming calls at once"
+                );
+                let _ = tx.reply(StatusCode::BusyHere).await;
+            }
+            Incoming::NewCall => {
+                let our_contact = stream_contact
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.clone())
+                    .unwrap_or_else(|| contact.clone());
+                match dialogs.get_or_create_server_invite(
+                    &tx,
+                    state_sender.clone(),
+                    None,
+                    Some(our_contact),
+                ) {
+                    Ok(mut d) => {
+                        if let Ok(mut live) = shared.incoming.lock() {
+                            live.insert(d.id().to_string());
+                        }
+                        tokio::spawn(async move {
+                            if let Err(e) = d.handle(&mut tx).await {
+                                tracing::debug!(error = %e, "incoming INVITE");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "refusing malformed INVITE");
+                        let _ = tx.reply(StatusCode::BadRequest).await;
+                    }
+                }
+            }
+            Incoming::Options => {
                 let _ = tx.reply(StatusCode::OK).await;
             }
-            Method::Ack => {}
-            _ => {
+            Incoming::StrayAck => {}
+            Incoming::NotAllowed => {
                 let _ = tx.reply(StatusCode::MethodNotAllowed).await;
             }
         }
@@ -702,6 +868,9 @@ async fn state_loop(
                 let server =
                     invite_dialog(&dialogs, &id).map(|d| d.role() == TransactionRole::Server);
                 dialogs.remove_dialog(&id);
+                if let Ok(mut live) = shared.incoming.lock() {
+                    live.remove(&id.to_string());
+                }
                 if let Some(d) = shared.take_call(&key) {
                     let local = shared
                         .local_hangups
@@ -715,10 +884,13 @@ async fn state_loop(
                         }
                         other => other,
                     };
-                    if let Ok(mut e) = shared.established.lock() {
-                        e.remove(&key);
-                    }
-                    shared.emit(SipEvent::Ended { call: key, reason });
+                    shared.emit(SipEvent::Ended {
+                        call: key.clone(),
+                        reason,
+                    });
+                }
+                if shared.call(&key).is_none() {
+                    shared.forget(&key);
                 }
             }
             DialogState::Trying(_) | DialogState::WaitAck(_, _) => {}
@@ -726,19 +898,27 @@ async fn state_loop(
     }
 }
 
-/// The INVITE to send again with our answer to `resp`'s challenge, or `None` when we
-/// cannot answer it or our answer was already refused (wrong password).
+/// The INVITE to send again with our answer to `resp`'s challenge; `None` when we
+/// cannot answer it or our answer was already refused (wrong password); `Err(realm)`
+/// when it asks for a realm that is not the account's (nothing is sent).
 fn challenge_answer(
     resp: &rsipstack::sip::Response,
     cred: &Credential,
     sent: &InviteOption,
     answered: u32,
-) -> Option<InviteOption> {
-    let auth = digest::authorization(resp, cred, "INVITE", &sent.callee.to_string(), answered)?;
+    realms: &AccountRealms,
+) -> Result<Option<InviteOption>, String> {
+    let permitted = |realm: &str| realms.permits(realm, cred.realm.as_deref());
+    let uri = sent.callee.to_string();
+    let auth = match digest::authorization(resp, cred, "INVITE", &uri, answered, permitted) {
+        Challenged::Answer { header, .. } => header,
+        Challenged::Unanswerable => return Ok(None),
+        Challenged::Withheld(realm) => return Err(realm),
+    };
     let mut retry = sent.clone();
     let mut headers = retry.headers.take().unwrap_or_default();
     headers.retain(|h| !digest::is_authorization(h));
     headers.push(auth);
     retry.headers = Some(headers);
-    Some(retry)
+    Ok(Some(retry))
 }

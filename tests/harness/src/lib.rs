@@ -8,6 +8,7 @@ mod linphonec;
 mod otr_peer;
 mod process;
 mod prosody;
+mod sip_peer;
 mod socks;
 mod wav;
 
@@ -17,6 +18,7 @@ pub use linphonec::{Linphonec, ZrtpSuites};
 pub use otr_peer::{OtrPeer, build_otr_peer, hex, unhex};
 pub use process::free_port;
 pub use prosody::Prosody;
+pub use sip_peer::{Challenger, SentInvite, SipPeer, header as sip_header, status as sip_status};
 pub use socks::Socks5;
 pub use wav::{read_wav_lenient, write_wav};
 
