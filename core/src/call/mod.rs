@@ -680,12 +680,12 @@ impl CallLayer {
             telephone_event_pt: neg.telephone_event,
             policy: call.policy,
             peer_hello_hash: offer.zrtp_hash.clone(),
+            remote: SocketAddr::new(offer.addr, offer.port),
         };
         let media = prepared
             .start(
                 cfg,
                 Some(zrtp),
-                Some(SocketAddr::new(offer.addr, offer.port)),
                 audio.source.clone(),
                 audio.sink.clone(),
                 media_reporter(self.input.clone(), id),
