@@ -2,7 +2,7 @@
 //! fragmentation, SMP with question and shared secret (right and wrong), fingerprint
 //! verification, the buddy ending the session, "require encryption", hostile input.
 
-use hush_signaling::otr::{OtrEngine, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit};
+use hush_signaling::otr::{OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit};
 
 const A: &str = "alice@localhost";
 const B: &str = "bob@localhost";
@@ -334,4 +334,62 @@ fn endless_fragments_keep_memory_bounded_and_the_session_usable() {
         "{:?}",
         p.shown_b
     );
+}
+
+#[test]
+fn forgetting_the_fingerprint_in_use_is_refused_and_the_session_goes_on() {
+    let mut p = Pair::new();
+    p.private();
+    let fa = p.a.fingerprint(A).expect("fp");
+    // libotr keeps the session's fingerprint in the instance (child) context while
+    // the list holding it belongs to the master: forgetting it would free what the
+    // session still points at. Read the state right after, as the core does.
+    let forgotten = p.b.forget(B, A, &fa);
+    let state = p.b.state(B, A);
+    let in_use = p.b.peer_fingerprint(B, A);
+    let err = forgotten.expect_err("the fingerprint in use is not forgotten");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert_eq!(state, OtrState::PrivateUnverified);
+    assert_eq!(in_use.as_deref(), Some(fa.as_str()));
+    assert!(p.b.known_fingerprints().iter().any(|k| k.fingerprint == fa));
+    p.a.send(A, B, "still private").expect("send");
+    p.settle();
+    assert_eq!(p.shown_b, vec!["still private".to_owned()]);
+    // Once the conversation is over it can go.
+    p.b.end(B, A).expect("end");
+    p.settle();
+    p.b.forget(B, A, &fa).expect("forget after the end");
+    assert!(p.b.known_fingerprints().is_empty());
+    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+}
+
+#[test]
+fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
+    let mut p = Pair::new();
+    p.private();
+    let old = p.a.fingerprint(A).expect("fp");
+    // Alice reinstalls: a new key and a new instance; the old one never said goodbye.
+    let mut again = OtrEngine::new();
+    again.generate_key(A).expect("key");
+    p.a = again;
+    p.private();
+    let new = p.a.fingerprint(A).expect("fp");
+    assert_eq!(p.b.peer_fingerprint(B, A).as_deref(), Some(new.as_str()));
+    // The key of the abandoned instance can go (that instance is ended); the current
+    // one cannot.
+    p.b.forget(B, A, &old).expect("the old key goes");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+    let known: Vec<String> =
+        p.b.known_fingerprints()
+            .into_iter()
+            .map(|k| k.fingerprint)
+            .collect();
+    assert_eq!(known, vec![new.clone()]);
+    assert!(matches!(
+        p.b.forget(B, A, &new),
+        Err(OtrError::FingerprintInUse(_))
+    ));
+    p.a.send(A, B, "new device").expect("send");
+    p.settle();
+    assert!(p.shown_b.iter().any(|m| m == "new device"));
 }

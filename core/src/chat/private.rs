@@ -464,6 +464,10 @@ impl ChatLayer {
         };
         // Security changes first, so the line lands after "private conversation started".
         self.apply_otr(produced, events, log, None);
+        if self.otr.dirty_files {
+            // A new key or a verification: the list in Settings shows it now.
+            self.refresh_known().await;
+        }
         let Some(text) = shown else {
             return;
         };

@@ -188,6 +188,11 @@ pub enum OtrError {
     /// The message was held: under "require encryption" it waits for the private session.
     #[error("held until the conversation is private")]
     Held,
+    /// The fingerprint is the one a conversation is using right now.
+    #[error(
+        "that fingerprint is in use in the private conversation with {0}: end the conversation first, then forget it"
+    )]
+    FingerprintInUse(String),
 }
 
 #[derive(Default)]
@@ -774,28 +779,73 @@ impl OtrEngine {
         Ok(())
     }
 
-    /// Forgets a fingerprint (not the one in use in a private conversation).
+    /// Forgets a fingerprint. libotr would free it even while a conversation points at
+    /// it, so: if the conversation with `peer` (the instance we talk to now) uses it, this
+    /// is refused; other, older instances of the buddy still using it (a device the buddy
+    /// left without ending) are ended first.
     pub fn forget(&mut self, account: &str, peer: &str, fingerprint: &str) -> Result<(), OtrError> {
         let f = self
             .find_fingerprint(account, peer, fingerprint)
             .ok_or_else(|| {
                 OtrError::InvalidInput(format!("no such fingerprint known for {peer}"))
             })?;
-        // SAFETY: checked above; libotr refuses nothing here, so we guard the active one.
-        unsafe {
-            let c = (*f).context;
-            if !c.is_null()
-                && (*c).active_fingerprint == f
-                && (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED
-            {
-                return Err(OtrError::InvalidInput(
-                    "that fingerprint is in use; end the private conversation first".into(),
-                ));
+        let users = self.instances_using(f);
+        if !users.is_empty() {
+            let current = self.context(account, peer, false);
+            if users.iter().any(|u| Some(u.0) == current) {
+                return Err(OtrError::FingerprintInUse(peer.to_owned()));
             }
-            ffi::otrl_context_forget_fingerprint(f, 1);
+            let (acc, user) = (cstring(account)?, cstring(peer)?);
+            for (_, instance) in users {
+                let opdata = self.opdata();
+                // SAFETY: our user state, ops and opdata; libotr looks the instance up
+                // itself, tells it the conversation ended and puts it in plaintext, which
+                // clears its `active_fingerprint`.
+                unsafe {
+                    ffi::otrl_message_disconnect(
+                        self.us(),
+                        &*self.ops,
+                        opdata,
+                        acc.as_ptr(),
+                        PROTOCOL.as_ptr(),
+                        user.as_ptr(),
+                        instance,
+                    )
+                };
+            }
+            if !self.instances_using(f).is_empty() {
+                return Err(OtrError::FingerprintInUse(peer.to_owned()));
+            }
         }
+        // SAFETY: `f` is in our master context's list and no context points at it (checked
+        // above), so freeing it leaves nothing dangling. 0: keep the buddy's context even
+        // if this was its last key (libotr would forget it too): it is read right after.
+        unsafe { ffi::otrl_context_forget_fingerprint(f, 0) };
         self.cb.events.push_back(OtrEvent::FingerprintsChanged);
         Ok(())
+    }
+
+    /// The contexts of the fingerprint's buddy that point at it, with their instance
+    /// tags: the master, which owns the list, or any instance (child), where a session
+    /// keeps its `active_fingerprint` — whatever their state.
+    fn instances_using(
+        &self,
+        f: *mut ffi::Fingerprint,
+    ) -> Vec<(*mut ffi::ConnContext, ffi::otrl_instag_t)> {
+        let mut out = Vec::new();
+        // SAFETY: `f` is in our user state; its `context` is the master that owns it, and
+        // the walk over the context list is read-only.
+        unsafe {
+            let master = (*f).context;
+            let mut c = (*self.us()).context_root;
+            while !c.is_null() {
+                if (*c).m_context == master && (*c).active_fingerprint == f {
+                    out.push((c, (*c).their_instance));
+                }
+                c = (*c).next;
+            }
+        }
+        out
     }
 
     /// Where the conversation with `peer` stands.
