@@ -13,7 +13,7 @@ static ENGINE: Mutex<Option<OtrEngine>> = Mutex::new(None);
 fuzz_target!(|data: &[u8]| {
     let mut guard = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
     let engine = guard.get_or_insert_with(|| {
-        let mut e = OtrEngine::new();
+        let mut e = OtrEngine::new().expect("libotr starts");
         e.generate_key("me@example.org").expect("key");
         e.set_default_policy("me@example.org", OtrPolicy::Opportunistic);
         e

@@ -19,8 +19,8 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
-        let mut a = OtrEngine::new();
-        let mut b = OtrEngine::new();
+        let mut a = engine();
+        let mut b = engine();
         a.generate_key(A).expect("alice key");
         b.generate_key(B).expect("bob key");
         Pair {
@@ -69,6 +69,10 @@ impl Pair {
         assert_eq!(self.a.state(A, B), OtrState::PrivateUnverified);
         assert_eq!(self.b.state(B, A), OtrState::PrivateUnverified);
     }
+}
+
+fn engine() -> OtrEngine {
+    OtrEngine::new().expect("libotr starts")
 }
 
 #[test]
@@ -227,10 +231,10 @@ fn require_encryption_never_sends_plaintext() {
 
 #[test]
 fn keys_round_trip_through_pidgin_files() {
-    let mut a = OtrEngine::new();
+    let mut a = engine();
     let file = a.generate_key(A).expect("key").to_vec();
     let fp = a.fingerprint(A).expect("fp");
-    let mut again = OtrEngine::new();
+    let mut again = engine();
     again.load_private_keys(&file).expect("load");
     assert_eq!(again.fingerprint(A), Some(fp));
     assert!(
@@ -266,7 +270,7 @@ fn keys_round_trip_through_pidgin_files() {
 
 #[test]
 fn garbage_is_dropped_with_a_notice() {
-    let mut a = OtrEngine::new();
+    let mut a = engine();
     a.generate_key(A).expect("key");
     for body in [
         "?OTR:",
@@ -364,12 +368,31 @@ fn forgetting_the_fingerprint_in_use_is_refused_and_the_session_goes_on() {
 }
 
 #[test]
+fn a_library_that_refuses_to_start_gives_no_engine() {
+    for version in [(3, 0, 0), (4, 9, 0), (5, 1, 1)] {
+        let Err(err) = OtrEngine::for_api_version(version) else {
+            panic!("libotr accepted API version {version:?}");
+        };
+        assert!(matches!(err, OtrError::Unavailable(_)), "{err:?}");
+        let words = err.to_string();
+        assert!(
+            words.contains("private chat is unavailable")
+                && words.contains("nothing is sent unencrypted"),
+            "{words}"
+        );
+    }
+    // The refusals changed nothing: the right version still starts and works.
+    let mut p = Pair::new();
+    p.private();
+}
+
+#[test]
 fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
     let mut p = Pair::new();
     p.private();
     let old = p.a.fingerprint(A).expect("fp");
     // Alice reinstalls: a new key and a new instance; the old one never said goodbye.
-    let mut again = OtrEngine::new();
+    let mut again = engine();
     again.generate_key(A).expect("key");
     p.a = again;
     p.private();

@@ -154,13 +154,17 @@ fn push_line(lines: &mut Arc<Vec<ChatLine>>, line: ChatLine) {
 
 impl ChatLayer {
     pub(crate) fn new(input: mpsc::UnboundedSender<ChatInput>) -> ChatLayer {
+        Self::with_otr(input, private::Otr::new())
+    }
+
+    fn with_otr(input: mpsc::UnboundedSender<ChatInput>, otr: private::Otr) -> ChatLayer {
         ChatLayer {
             input,
             accounts: BTreeMap::new(),
             chats: BTreeMap::new(),
             rooms: BTreeMap::new(),
             requests: BTreeMap::new(),
-            otr: private::Otr::new(),
+            otr,
         }
     }
 
@@ -240,6 +244,8 @@ impl ChatLayer {
         if self.accounts.contains_key(&config.id) {
             return Ok(());
         }
+        // No OTR, no chat: never a chat that could only be unencrypted.
+        self.otr.available()?;
         if !self.otr.is_loaded() {
             return Err(CoreError::Locked);
         }

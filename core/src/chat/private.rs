@@ -123,8 +123,12 @@ fn smp_view(e: &SmpEvent) -> SmpView {
 
 impl Otr {
     pub(crate) fn new() -> Otr {
+        Self::with_worker(OtrWorker::start(FRAGMENT_BYTES))
+    }
+
+    pub(crate) fn with_worker(worker: OtrWorker) -> Otr {
         Otr {
-            worker: OtrWorker::start(FRAGMENT_BYTES),
+            worker,
             loaded: false,
             names: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -142,6 +146,14 @@ impl Otr {
     /// The vault's OTR data has been loaded (it needs the vault open).
     pub(crate) fn is_loaded(&self) -> bool {
         self.loaded
+    }
+
+    /// Fails, with words, if libotr did not start: then there is no chat at all.
+    pub(crate) fn available(&self) -> Result<()> {
+        match self.worker.unavailable() {
+            Some(e) => Err(CoreError::Otr(e.clone())),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn key_views(&self) -> Vec<OtrKeyView> {
@@ -231,6 +243,7 @@ impl ChatLayer {
         if self.otr.loaded {
             return Ok(());
         }
+        self.otr.available()?;
         let Stored {
             keys,
             fingerprints,
@@ -988,5 +1001,49 @@ impl ChatLayer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountConfig, AccountSettings, XmppSettings};
+
+    #[tokio::test]
+    async fn without_libotr_there_is_no_chat_and_the_user_is_told_why() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        // A library that does not match what we were built for: it must not start.
+        let worker = OtrWorker::start_for(FRAGMENT_BYTES, (3, 0, 0));
+        let mut layer = ChatLayer::with_otr(tx, Otr::with_worker(worker));
+        let err = layer.load_otr(Stored::default()).await.expect_err("no OTR");
+        let words = err.to_string();
+        assert!(
+            words.contains("private chat is unavailable")
+                && words.contains("nothing is sent unencrypted"),
+            "{words}"
+        );
+        assert!(!layer.otr_loaded());
+        let config = AccountConfig {
+            id: AccountId(1),
+            address: "alice@localhost".into(),
+            display_name: None,
+            remember_password: true,
+            settings: AccountSettings::Xmpp(XmppSettings {
+                server: Some("127.0.0.1:9".into()),
+                pinned_cert_sha256: None,
+                socks5_proxy: None,
+                otr_policy: OtrPolicySetting::Opportunistic,
+            }),
+        };
+        let mut events = Vec::new();
+        let err = layer
+            .connect(&config, Secret::new("pw".into()), &mut events)
+            .await
+            .expect_err("no chat without OTR");
+        assert!(
+            err.to_string().contains("private chat is unavailable"),
+            "{err}"
+        );
+        assert!(events.is_empty(), "not even \"connecting\": {events:?}");
     }
 }

@@ -16,6 +16,12 @@ pub const PROTOCOL: &CStr = c"prpl-jabber";
 const MAX_IN: usize = 64 * 1024;
 /// Most fragments in one OTR message we accept (each ≤ MAX_IN).
 const MAX_FRAGMENTS: u32 = 64;
+/// The libotr API version this wrapper was written against (what `OTRL_INIT` passes).
+pub const API_VERSION: (u32, u32, u32) = (
+    ffi::OTRL_VERSION_MAJOR,
+    ffi::OTRL_VERSION_MINOR,
+    ffi::OTRL_VERSION_SUB,
+);
 
 /// When to use OTR with a contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,6 +199,11 @@ pub enum OtrError {
         "that fingerprint is in use in the private conversation with {0}: end the conversation first, then forget it"
     )]
     FingerprintInUse(String),
+    /// libotr did not start: there is no private chat, and so no chat at all.
+    #[error(
+        "private chat is unavailable: the OTR library did not start ({0}); chat stays off so that nothing is sent unencrypted"
+    )]
+    Unavailable(String),
 }
 
 #[derive(Default)]
@@ -516,24 +527,67 @@ pub struct OtrEngine {
 // besides gcrypt, initialised once. Moving it to the thread that owns it is fine.
 unsafe impl Send for OtrEngine {}
 
-static INIT: std::sync::Once = std::sync::Once::new();
+/// libotr's start-up result for [`API_VERSION`], run once per process.
+static INIT: std::sync::OnceLock<ffi::gcry_error_t> = std::sync::OnceLock::new();
 
-impl Default for OtrEngine {
-    fn default() -> Self {
-        Self::new()
+/// Starts libotr for a wrapper built against API `version`. We read libotr's structs
+/// directly, so a library whose major version differs, or whose minor version is older
+/// than the headers we were built with, is refused (libotr 4.1.1's own `otrl_init`
+/// checks nothing); then libotr's start-up must succeed.
+fn init_library(version: (u32, u32, u32)) -> Result<(), OtrError> {
+    let linked = library_version();
+    let (a, b, c) = version;
+    let compatible = parse_version(&linked).is_some_and(|(major, minor)| major == a && minor >= b);
+    if !compatible {
+        tracing::error!(%linked, "libotr version does not match this build");
+        return Err(OtrError::Unavailable(format!(
+            "this Hushphone was built for libotr {a}.{b}.{c}, but libotr {linked} is installed"
+        )));
     }
+    // SAFETY: records the version and initialises libotr's memory and crypto modules;
+    // once per process.
+    let err = *INIT.get_or_init(|| {
+        let (a, b, c) = API_VERSION;
+        unsafe { ffi::otrl_init(a, b, c) }
+    });
+    if err != 0 {
+        tracing::error!(error = err, "libotr refused to start");
+        return Err(OtrError::Unavailable(format!(
+            "libotr {linked} failed to start (error {err})"
+        )));
+    }
+    Ok(())
+}
+
+/// "4.1.1" → (4, 1).
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split('.');
+    let major = parts.next()?.trim().parse().ok()?;
+    let minor = parts.next()?.trim().parse().ok()?;
+    Some((major, minor))
+}
+
+/// The version string of the libotr we are linked with.
+fn library_version() -> String {
+    // SAFETY: libotr returns a static NUL-terminated string.
+    cstr_lossy(unsafe { ffi::otrl_version() })
 }
 
 impl OtrEngine {
-    /// An empty user state.
-    pub fn new() -> OtrEngine {
-        INIT.call_once(|| {
-            let _ = otr_sys::init();
-        });
-        // SAFETY: plain constructor.
+    /// An empty user state. Fails, with words for the user, if libotr does not start:
+    /// then there must be no chat at all rather than chat without OTR.
+    pub fn new() -> Result<OtrEngine, OtrError> {
+        Self::for_api_version(API_VERSION)
+    }
+
+    /// An empty user state, starting libotr as if this wrapper were built for API
+    /// `version`: [`API_VERSION`] in real use; others prove that a mismatch is refused.
+    pub fn for_api_version(version: (u32, u32, u32)) -> Result<OtrEngine, OtrError> {
+        init_library(version)?;
+        // SAFETY: plain constructor; NULL is checked.
         let us = NonNull::new(unsafe { ffi::otrl_userstate_create() })
-            .expect("libotr could not allocate a user state");
-        OtrEngine {
+            .ok_or_else(|| OtrError::Unavailable("libotr could not allocate its state".into()))?;
+        Ok(OtrEngine {
             us,
             ops: Box::new(ops()),
             cb: Box::new(Callbacks {
@@ -542,7 +596,7 @@ impl OtrEngine {
             }),
             keys_file: Zeroizing::new(Vec::new()),
             held: HashMap::new(),
-        }
+        })
     }
 
     fn us(&self) -> ffi::OtrlUserState {
@@ -584,7 +638,7 @@ impl OtrEngine {
     /// file libotr cannot read changes nothing.
     pub fn load_private_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
         // libotr forgets the keys it had before it parses: try a scratch state first.
-        OtrEngine::new().read_keys(file)?;
+        OtrEngine::new()?.read_keys(file)?;
         self.read_keys(file)
     }
 
