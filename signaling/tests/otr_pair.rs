@@ -2,7 +2,9 @@
 //! fragmentation, SMP with question and shared secret (right and wrong), fingerprint
 //! verification, the buddy ending the session, "require encryption", hostile input.
 
-use hush_signaling::otr::{OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit};
+use hush_signaling::otr::{
+    MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit,
+};
 
 const A: &str = "alice@localhost";
 const B: &str = "bob@localhost";
@@ -384,6 +386,37 @@ fn a_library_that_refuses_to_start_gives_no_engine() {
     // The refusals changed nothing: the right version still starts and works.
     let mut p = Pair::new();
     p.private();
+}
+
+#[test]
+fn held_messages_beyond_the_cap_are_refused_not_lost() {
+    let mut a = engine();
+    a.generate_key(A).expect("key");
+    a.set_default_policy(A, OtrPolicy::Require);
+    for i in 0..MAX_HELD {
+        assert_eq!(a.send(A, B, &format!("held {i}")), Err(OtrError::Held));
+    }
+    assert_eq!(a.held(A, B), MAX_HELD);
+    let err = a.send(A, B, "one too many").expect_err("refused");
+    assert_eq!(
+        err,
+        OtrError::TooManyHeld {
+            peer: B.into(),
+            max: MAX_HELD
+        }
+    );
+    assert!(err.to_string().contains("not kept and not sent"), "{err}");
+    assert_eq!(a.held(A, B), MAX_HELD, "the refused one is not kept");
+    let given_up = a.drop_held(A, B);
+    assert_eq!(given_up.len(), MAX_HELD);
+    assert!(!given_up.iter().any(|m| m == "one too many"));
+    while let Some(t) = a.poll_transmit() {
+        assert!(
+            t.body.starts_with("?OTR"),
+            "only OTR queries left: {:.30}",
+            t.body
+        );
+    }
 }
 
 #[test]

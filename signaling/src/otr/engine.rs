@@ -16,6 +16,8 @@ pub const PROTOCOL: &CStr = c"prpl-jabber";
 const MAX_IN: usize = 64 * 1024;
 /// Most fragments in one OTR message we accept (each ≤ MAX_IN).
 const MAX_FRAGMENTS: u32 = 64;
+/// Most messages held for one buddy under "require encryption".
+pub const MAX_HELD: usize = 256;
 /// The libotr API version this wrapper was written against (what `OTRL_INIT` passes).
 pub const API_VERSION: (u32, u32, u32) = (
     ffi::OTRL_VERSION_MAJOR,
@@ -194,6 +196,17 @@ pub enum OtrError {
     /// The message was held: under "require encryption" it waits for the private session.
     #[error("held until the conversation is private")]
     Held,
+    /// Too many messages already wait for this buddy's private conversation: this one
+    /// was neither kept nor sent.
+    #[error(
+        "{max} messages are already waiting for a private conversation with {peer}; this one was not kept and not sent"
+    )]
+    TooManyHeld {
+        /// The buddy.
+        peer: String,
+        /// How many may wait.
+        max: usize,
+    },
     /// The fingerprint is the one a conversation is using right now.
     #[error(
         "that fingerprint is in use in the private conversation with {0}: end the conversation first, then forget it"
@@ -995,7 +1008,8 @@ impl OtrEngine {
     }
 
     /// Prepares `text` for the transport. Under "require encryption" a message for a
-    /// conversation that is not private is held (and OTR started), never sent plain.
+    /// conversation that is not private is held (and OTR started), never sent plain; at
+    /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost.
     pub fn send(&mut self, account: &str, peer: &str, text: &str) -> Result<(), OtrError> {
         let key = (account.to_owned(), peer.to_owned());
         let require = self.policy(account, peer) == OtrPolicy::Require;
@@ -1010,9 +1024,13 @@ impl OtrEngine {
             )
         {
             let q = self.held.entry(key).or_default();
-            if q.len() < 256 {
-                q.push_back(text.to_owned());
+            if q.len() >= MAX_HELD {
+                return Err(OtrError::TooManyHeld {
+                    peer: peer.to_owned(),
+                    max: MAX_HELD,
+                });
             }
+            q.push_back(text.to_owned());
             if self.fingerprint(account).is_some() {
                 self.start(account, peer)?;
             }
