@@ -571,6 +571,34 @@ fn forgetting_the_fingerprint_in_use_is_refused_and_the_chat_stays_private() {
 }
 
 #[test]
+fn only_what_otr_decrypted_is_marked_encrypted() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut alice = Side::register(
+        dir.path(),
+        &server,
+        "alice",
+        OtrPolicySetting::Opportunistic,
+    );
+    let buddy = Buddy::start(&server, "buddy");
+    let b = buddy.jid.clone();
+    // Plaintext past libotr, shaped like OTR: a one-piece "fragment", which libotr
+    // reassembles into plain text and shows.
+    let shaped = "?OTR,1,1,this is not encrypted,";
+    buddy.send_raw("alice@localhost", shaped);
+    let line = alice.received(shaped);
+    assert!(!line.encrypted, "plaintext shown as encrypted");
+    assert_ne!(
+        alice.current_security(&b),
+        Some(ChatSecurity::PrivateUnverified)
+    );
+    // A really decrypted one is marked so.
+    private(&mut alice, &buddy);
+    buddy.say("alice@localhost", "really encrypted");
+    assert!(alice.received("really encrypted").encrypted);
+}
+
+#[test]
 fn require_policy_never_lets_plaintext_out() {
     let mut server = Prosody::start().expect("prosody");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -3,7 +3,7 @@
 //! verification, the buddy ending the session, "require encryption", hostile input.
 
 use hush_signaling::otr::{
-    MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit,
+    Incoming, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit,
 };
 
 const A: &str = "alice@localhost";
@@ -15,6 +15,8 @@ struct Pair {
     wire: Vec<Transmit>,
     shown_a: Vec<String>,
     shown_b: Vec<String>,
+    /// Everything bob was shown, with whether libotr decrypted it.
+    incoming_b: Vec<Incoming>,
     events_a: Vec<OtrEvent>,
     events_b: Vec<OtrEvent>,
 }
@@ -31,6 +33,7 @@ impl Pair {
             wire: Vec::new(),
             shown_a: Vec::new(),
             shown_b: Vec::new(),
+            incoming_b: Vec::new(),
             events_a: Vec::new(),
             events_b: Vec::new(),
         }
@@ -43,13 +46,14 @@ impl Pair {
             while let Some(t) = self.a.poll_transmit() {
                 self.wire.push(t.clone());
                 if let Some(s) = self.b.receive(B, A, &t.body) {
-                    self.shown_b.push(s);
+                    self.shown_b.push(s.text.clone());
+                    self.incoming_b.push(s);
                 }
             }
             while let Some(t) = self.b.poll_transmit() {
                 self.wire.push(t.clone());
                 if let Some(s) = self.a.receive(A, B, &t.body) {
-                    self.shown_a.push(s);
+                    self.shown_a.push(s.text);
                 }
             }
             while let Some(e) = self.a.poll_event() {
@@ -285,7 +289,9 @@ fn garbage_is_dropped_with_a_notice() {
     ] {
         let shown = a.receive(A, B, body);
         assert!(
-            shown.as_deref().is_none_or(|s| !s.starts_with("?OTR:")),
+            shown
+                .as_ref()
+                .is_none_or(|s| !s.text.starts_with("?OTR:") && !s.encrypted),
             "{body:.20} -> {shown:?}"
         );
     }
@@ -326,7 +332,7 @@ fn endless_fragments_keep_memory_bounded_and_the_session_usable() {
         };
         let shown = p.b.receive(B, A, &body);
         assert!(
-            shown.is_none_or(|s| !s.starts_with("?OTR")),
+            shown.is_none_or(|s| !s.text.starts_with("?OTR")),
             "fragment shown"
         );
     }
@@ -415,6 +421,40 @@ fn held_messages_beyond_the_cap_are_refused_not_lost() {
             t.body.starts_with("?OTR"),
             "only OTR queries left: {:.30}",
             t.body
+        );
+    }
+}
+
+#[test]
+fn only_what_libotr_decrypted_is_marked_encrypted() {
+    let mut p = Pair::new();
+    // Before any session, bodies that merely look like OTR are plaintext. A one-piece
+    // "fragment" is reassembled by libotr into a plain message, and shown.
+    for body in ["?OTR,1,1,hello,", "?OTR|00000100|00000000,00001,00001,hi,"] {
+        let shown = p.b.receive(B, "mallory@localhost", body);
+        assert!(
+            shown.as_ref().is_none_or(|s| !s.encrypted),
+            "{body} -> {shown:?}"
+        );
+    }
+    let plain = p.b.receive(B, A, "just text").expect("shown");
+    assert!(!plain.encrypted);
+    p.private();
+    p.a.send(A, B, "under otr").expect("send");
+    p.settle();
+    assert_eq!(
+        p.incoming_b,
+        vec![Incoming {
+            text: "under otr".into(),
+            encrypted: true
+        }]
+    );
+    // During the session, plaintext (even shaped like OTR) is never marked encrypted.
+    for body in ["in the clear", "?OTR,1,1,sneaky,"] {
+        let shown = p.b.receive(B, A, body);
+        assert!(
+            shown.as_ref().is_none_or(|s| !s.encrypted),
+            "{body} -> {shown:?}"
         );
     }
 }

@@ -465,7 +465,6 @@ impl ChatLayer {
         let Ok(name) = self.otr.name(account) else {
             return;
         };
-        let looks_otr = body.starts_with("?OTR");
         let (n, f) = (name.clone(), from.clone());
         let Some((shown, produced)) = self
             .otr
@@ -481,18 +480,19 @@ impl ChatLayer {
             // A new key or a verification: the list in Settings shows it now.
             self.refresh_known().await;
         }
-        let Some(text) = shown else {
+        let Some(incoming) = shown else {
             return;
         };
         let line = ChatLine {
             id,
             sender: from.clone(),
             from_me: false,
-            body: text,
+            body: incoming.text,
             at_unix_ms: now_ms(),
             delivered: true,
             delayed,
-            encrypted: looks_otr,
+            // What libotr decrypted, never what merely looks like OTR.
+            encrypted: incoming.encrypted,
             held: false,
             notice: false,
         };

@@ -151,6 +151,16 @@ pub enum OtrEvent {
     FingerprintsChanged,
 }
 
+/// A received message to show the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The text.
+    pub text: String,
+    /// libotr decrypted it from a private conversation. Anything else — plaintext, or
+    /// something merely shaped like OTR — is false, whatever the body looked like.
+    pub encrypted: bool,
+}
+
 /// A message for the transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -229,6 +239,8 @@ struct Callbacks {
     /// Peers whose every outgoing body must be OTR-encoded right now.
     guard: Option<(String, String)>,
     dropped_plaintext: u64,
+    /// libotr handed over a decrypted message during the current receive.
+    decrypted: bool,
 }
 
 fn cstr_lossy(p: *const c_char) -> String {
@@ -486,6 +498,21 @@ unsafe extern "C" fn op_msg_event(
     });
 }
 
+/// libotr calls this for exactly the messages it decrypted (and for each one we send);
+/// we convert nothing, we only note that the received text really was encrypted.
+unsafe extern "C" fn op_convert_msg(
+    opdata: *mut c_void,
+    _context: *mut ffi::ConnContext,
+    convert_type: ffi::OtrlConvertType,
+    _dest: *mut *mut c_char,
+    _src: *const c_char,
+) {
+    if convert_type == ffi::OtrlConvertType_OTRL_CONVERT_RECEIVING {
+        // SAFETY: opdata is our Callbacks, live for the libotr call that runs us.
+        unsafe { cb(opdata) }.decrypted = true;
+    }
+}
+
 unsafe extern "C" fn op_create_instag(
     _opdata: *mut c_void,
     _accountname: *const c_char,
@@ -510,6 +537,7 @@ fn ops() -> ffi::OtrlMessageAppOps {
         handle_smp_event: Some(op_smp),
         handle_msg_event: Some(op_msg_event),
         create_instag: Some(op_create_instag),
+        convert_msg: Some(op_convert_msg),
         ..Default::default()
     }
 }
@@ -1105,9 +1133,9 @@ impl OtrEngine {
             .is_some_and(|t| t.account == account && t.to == peer)
     }
 
-    /// Handles a received body. Returns the text to show, or `None` for OTR protocol
-    /// traffic (or anything dropped).
-    pub fn receive(&mut self, account: &str, from: &str, body: &str) -> Option<String> {
+    /// Handles a received body. Returns the text to show — marked encrypted only if
+    /// libotr decrypted it — or `None` for OTR protocol traffic (or anything dropped).
+    pub fn receive(&mut self, account: &str, from: &str, body: &str) -> Option<Incoming> {
         if body.len() > MAX_IN || too_many_fragments(body) {
             self.cb.events.push_back(OtrEvent::Notice {
                 account: account.to_owned(),
@@ -1126,6 +1154,7 @@ impl OtrEngine {
         );
         let mut newmsg: *mut c_char = ptr::null_mut();
         let mut tlvs: *mut ffi::OtrlTLV = ptr::null_mut();
+        self.cb.decrypted = false;
         let opdata = self.opdata();
         // SAFETY: our user state/ops/opdata; libotr allocates newmsg and tlvs, freed below.
         let internal = unsafe {
@@ -1162,14 +1191,15 @@ impl OtrEngine {
                 ffi::otrl_tlv_free(tlvs);
             }
         }
+        let encrypted = std::mem::take(&mut self.cb.decrypted);
         self.after_state_change(account, from);
         if internal != 0 {
             return None;
         }
-        match shown {
-            Some(s) => Some(s),
-            None => Some(body.to_owned()),
-        }
+        Some(Incoming {
+            text: shown.unwrap_or_else(|| body.to_owned()),
+            encrypted,
+        })
     }
 
     /// Sends held messages once the conversation is private.

@@ -7,6 +7,6 @@ mod keyfile;
 mod memfile;
 
 pub use engine::{
-    API_VERSION, KnownFingerprint, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState,
-    PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
+    API_VERSION, Incoming, KnownFingerprint, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy,
+    OtrState, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
 };
