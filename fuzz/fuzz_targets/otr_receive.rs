@@ -1,10 +1,10 @@
 //! Any sequence of message bodies from a buddy into the OTR wrapper (real libotr), with
 //! a key and policies that accept every version. Must never panic or abort, never show
-//! a raw OTR protocol message as text, never mark anything encrypted, and keep memory
-//! bounded.
+//! a raw OTR protocol message as text, never mark anything encrypted, and keep libotr's
+//! state within its limits.
 #![no_main]
 
-use hush_signaling::otr::{OtrEngine, OtrPolicy};
+use hush_signaling::otr::{OtrEngine, OtrLimits, OtrPolicy};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;
 
@@ -33,6 +33,10 @@ fuzz_target!(|data: &[u8]| {
             // signature from the other side: a fuzzer cannot forge that.
             assert!(!shown.encrypted, "marked encrypted without a session");
         }
+        // Whatever arrives, libotr's state stays within the limits.
+        let limits = OtrLimits::default();
+        assert!(engine.peer_count() <= limits.peers + 1);
+        assert!(engine.fragment_bytes() <= limits.fragment_total + 64 * 1024);
         while engine.poll_transmit().is_some() {}
         while engine.poll_event().is_some() {}
     }

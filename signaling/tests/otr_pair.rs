@@ -3,7 +3,8 @@
 //! verification, the buddy ending the session, "require encryption", hostile input.
 
 use hush_signaling::otr::{
-    Incoming, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit,
+    Incoming, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrLimits, OtrPolicy, OtrState, SmpEvent,
+    Transmit,
 };
 
 const A: &str = "alice@localhost";
@@ -457,6 +458,206 @@ fn only_what_libotr_decrypted_is_marked_encrypted() {
             "{body} -> {shown:?}"
         );
     }
+}
+
+/// Delivers everything between two engines until both are quiet (bounded).
+fn exchange(x: &mut OtrEngine, xn: &str, y: &mut OtrEngine, yn: &str) -> Vec<OtrEvent> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(t) = x.poll_transmit() {
+            moved = true;
+            y.receive(yn, xn, &t.body);
+        }
+        while let Some(t) = y.poll_transmit() {
+            moved = true;
+            x.receive(xn, yn, &t.body);
+        }
+        while let Some(e) = y.poll_event() {
+            events.push(e);
+        }
+        while x.poll_event().is_some() {}
+        if !moved {
+            return events;
+        }
+    }
+    panic!("no quiescence");
+}
+
+fn quiet(e: &mut OtrEngine) {
+    while e.poll_transmit().is_some() {}
+    while e.poll_event().is_some() {}
+}
+
+#[test]
+fn a_flood_of_senders_keeps_libotr_bounded_and_the_real_conversation_alive() {
+    let mut p = Pair::new();
+    p.b.set_limits(OtrLimits {
+        peers: 16,
+        ..OtrLimits::default()
+    });
+    p.private();
+    p.b.send(B, A, "hello alice").expect("bob takes part");
+    p.settle();
+    let filler = "A".repeat(1_000);
+    for i in 0..2_000u32 {
+        let from = format!("stranger{i}@evil.example");
+        let body = match i % 4 {
+            // Starts a key exchange: libotr makes a context and answers.
+            0 => "?OTR?v3?".to_owned(),
+            // A fragment from a new instance: libotr makes an instance context.
+            1 => format!("?OTR|{:08x}|00000000,00001,00002,{filler},", 0x100 + i),
+            2 => format!("?OTR,1,3,{filler},"),
+            _ => "hello".to_owned(),
+        };
+        let _ = p.b.receive(B, &from, &body);
+        quiet(&mut p.b);
+        // 16 strangers at most, plus alice whom bob wrote to.
+        assert!(p.b.peer_count() <= 17, "{} buddies", p.b.peer_count());
+    }
+    assert!(
+        p.b.context_count() <= 17 * 2,
+        "{} contexts",
+        p.b.context_count()
+    );
+    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+    p.a.send(A, B, "still here").expect("send");
+    p.settle();
+    assert!(
+        p.shown_b.iter().any(|m| m == "still here"),
+        "{:?}",
+        p.shown_b
+    );
+}
+
+#[test]
+fn idle_private_conversations_nobody_took_part_in_make_room_verified_ones_stay() {
+    let mut bob = engine();
+    bob.generate_key(B).expect("key");
+    // One buddy that merely wrote may be kept; verified ones do not count.
+    bob.set_limits(OtrLimits {
+        peers: 1,
+        ..OtrLimits::default()
+    });
+    let names = ["carol@localhost", "dave@localhost", "erin@localhost"];
+    let mut others: Vec<OtrEngine> = names
+        .iter()
+        .map(|n| {
+            let mut e = engine();
+            e.generate_key(n).expect("key");
+            e
+        })
+        .collect();
+    // Carol starts a private conversation and bob verifies her; then dave starts one
+    // bob never writes in.
+    others[0].start(names[0], B).expect("start");
+    exchange(&mut others[0], names[0], &mut bob, B);
+    let carol_fp = others[0].fingerprint(names[0]).expect("fp");
+    bob.set_verified(B, names[0], &carol_fp, true)
+        .expect("verify");
+    others[1].start(names[1], B).expect("start");
+    exchange(&mut others[1], names[1], &mut bob, B);
+    assert_eq!(bob.state(B, names[1]), OtrState::PrivateUnverified);
+    // Erin makes a third: dave's idle conversation is closed to make room, with words.
+    others[2].start(names[2], B).expect("start");
+    let events = exchange(&mut others[2], names[2], &mut bob, B);
+    assert_eq!(bob.state(B, names[2]), OtrState::PrivateUnverified);
+    assert_eq!(bob.state(B, names[1]), OtrState::NotPrivate);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            OtrEvent::Notice { peer, text, .. } if peer == names[1] && text.contains("closed")
+        )),
+        "{events:?}"
+    );
+    assert_eq!(
+        bob.state(B, names[0]),
+        OtrState::PrivateVerified,
+        "verified stays"
+    );
+    assert_eq!(bob.peer_count(), 2, "carol and erin");
+}
+
+#[test]
+fn one_sender_naming_endless_instances_keeps_few_and_its_session() {
+    let mut p = Pair::new();
+    p.b.set_limits(OtrLimits {
+        instances: 4,
+        ..OtrLimits::default()
+    });
+    p.private();
+    for i in 0..1_000u32 {
+        let body = format!("?OTR|{:08x}|00000000,00001,00002,xyz,", 0x1000 + i);
+        let _ = p.b.receive(B, A, &body);
+        quiet(&mut p.b);
+    }
+    assert!(p.b.context_count() <= 1 + 4, "{}", p.b.context_count());
+    // The real instance was kept: the next real message is decrypted and private again.
+    p.incoming_b.clear();
+    p.a.send(A, B, "the real me").expect("send");
+    p.settle();
+    assert_eq!(
+        p.incoming_b,
+        vec![Incoming {
+            text: "the real me".into(),
+            encrypted: true
+        }]
+    );
+    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+}
+
+#[test]
+fn a_sender_cycling_keys_leaves_a_bounded_fingerprint_list() {
+    let mut b = engine();
+    b.generate_key(B).expect("key");
+    b.set_limits(OtrLimits {
+        fingerprints: 3,
+        instances: 2,
+        ..OtrLimits::default()
+    });
+    for _ in 0..5 {
+        let mut a = engine();
+        a.generate_key(A).expect("key");
+        a.start(A, B).expect("start");
+        exchange(&mut a, A, &mut b, B);
+        assert_eq!(b.state(B, A), OtrState::PrivateUnverified);
+        a.end(A, B).expect("end");
+        exchange(&mut a, A, &mut b, B);
+        assert_eq!(b.state(B, A), OtrState::Finished);
+    }
+    let known = b.known_fingerprints();
+    assert!(known.len() <= 3, "{known:?}");
+    assert!(b.context_count() <= 1 + 2, "{}", b.context_count());
+}
+
+#[test]
+fn fragments_from_many_senders_stay_within_the_budget() {
+    let mut b = engine();
+    b.generate_key(B).expect("key");
+    b.set_limits(OtrLimits {
+        fragment_total: 1 << 20,
+        ..OtrLimits::default()
+    });
+    let piece = "A".repeat(60_000);
+    for i in 0..200 {
+        let from = format!("s{i}@evil.example");
+        assert!(
+            b.receive(B, &from, &format!("?OTR,1,64,{piece},"))
+                .is_none()
+        );
+        quiet(&mut b);
+        assert!(
+            b.fragment_bytes() <= (1 << 20) + 64 * 1024,
+            "{}",
+            b.fragment_bytes()
+        );
+    }
+    // One sender's single message is capped too (192 KiB by default).
+    for k in 1..=10 {
+        let _ = b.receive(B, "big@evil.example", &format!("?OTR,{k},64,{piece},"));
+        quiet(&mut b);
+    }
+    assert!(b.fragment_bytes() <= (1 << 20) + 64 * 1024);
 }
 
 #[test]

@@ -3,9 +3,10 @@
 //! send and events come out of a queue filled by libotr's callbacks, drained after each
 //! call, so libotr is never re-entered.
 
+use super::limits::{self, OtrLimits};
 use super::memfile::MemFile;
 use otr_sys as ffi;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_ushort, c_void};
 use std::ptr::{self, NonNull};
 use zeroize::Zeroizing;
@@ -562,6 +563,16 @@ pub struct OtrEngine {
     /// Private keys as Pidgin's file, kept to seal in the vault.
     keys_file: Zeroizing<Vec<u8>>,
     held: HashMap<(String, String), VecDeque<String>>,
+    limits: OtrLimits,
+    /// When each buddy (account, peer) last sent or received something: a tick, so the
+    /// idle ones can be told apart. Only buddies libotr has a context for.
+    activity: HashMap<(String, String), u64>,
+    tick: u64,
+    /// Buddies the user wrote to, or started, ended or authenticated a conversation
+    /// with: never dropped to make room.
+    engaged: HashSet<(String, String)>,
+    /// The user was told that conversations are being dropped to make room.
+    told_full: bool,
 }
 
 // SAFETY: the user state is only used through `&mut self`; libotr keeps no global state
@@ -637,7 +648,36 @@ impl OtrEngine {
             }),
             keys_file: Zeroizing::new(Vec::new()),
             held: HashMap::new(),
+            limits: OtrLimits::default(),
+            activity: HashMap::new(),
+            tick: 0,
+            engaged: HashSet::new(),
+            told_full: false,
         })
+    }
+
+    /// Replaces the bounds on what senders can make libotr keep.
+    pub fn set_limits(&mut self, limits: OtrLimits) {
+        self.limits = limits;
+    }
+
+    /// How many libotr contexts (buddies and their instances) exist: for tests and
+    /// diagnostics of the bounds.
+    pub fn context_count(&self) -> usize {
+        // SAFETY: read-only walk of our own user state.
+        unsafe { limits::context_count(self.us()) }
+    }
+
+    /// Bytes of partly received fragmented messages libotr holds, over all buddies.
+    pub fn fragment_bytes(&self) -> usize {
+        // SAFETY: read-only walk of our own user state.
+        unsafe { limits::fragment_bytes(self.us()) }
+    }
+
+    /// How many buddies libotr keeps (master contexts).
+    pub fn peer_count(&self) -> usize {
+        // SAFETY: read-only walk of our own user state.
+        unsafe { limits::master_count(self.us()) }
     }
 
     fn us(&self) -> ffi::OtrlUserState {
@@ -661,6 +701,7 @@ impl OtrEngine {
 
     /// The policy for one contact.
     pub fn set_policy(&mut self, account: &str, peer: &str, policy: OtrPolicy) {
+        self.engage(account, peer);
         self.cb
             .policies
             .insert((account.to_owned(), peer.to_owned()), policy);
@@ -867,6 +908,7 @@ impl OtrEngine {
             .ok_or_else(|| {
                 OtrError::InvalidInput(format!("no such fingerprint known for {peer}"))
             })?;
+        self.engage(account, peer);
         let trust: &CStr = if verified { c"verified" } else { c"" };
         // SAFETY: a fingerprint from our own list.
         unsafe { ffi::otrl_context_set_trust(f, trust.as_ptr()) };
@@ -913,8 +955,8 @@ impl OtrEngine {
             }
         }
         // SAFETY: `f` is in our master context's list and no context points at it (checked
-        // above), so freeing it leaves nothing dangling. 0: keep the buddy's context even
-        // if this was its last key (libotr would forget it too): it is read right after.
+        // above), so freeing it leaves nothing dangling. 0: never forget the context itself
+        // here (contexts go only through the limits, which also free what libotr leaks).
         unsafe { ffi::otrl_context_forget_fingerprint(f, 0) };
         self.cb.events.push_back(OtrEvent::FingerprintsChanged);
         Ok(())
@@ -992,6 +1034,7 @@ impl OtrEngine {
 
     /// Starts (or refreshes) a private conversation: sends an OTR query.
     pub fn start(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
         if self.fingerprint(account).is_none() {
             return Err(OtrError::NoKey(account.to_owned()));
         }
@@ -1019,6 +1062,7 @@ impl OtrEngine {
 
     /// Ends the private conversation (the buddy is told).
     pub fn end(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
         let (acc, user) = (cstring(account)?, cstring(peer)?);
         let opdata = self.opdata();
         // SAFETY: our user state, ops table and opdata.
@@ -1039,6 +1083,8 @@ impl OtrEngine {
     /// conversation that is not private is held (and OTR started), never sent plain; at
     /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost.
     pub fn send(&mut self, account: &str, peer: &str, text: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
+        self.touch(account, peer);
         let key = (account.to_owned(), peer.to_owned());
         let require = self.policy(account, peer) == OtrPolicy::Require;
         let state = self.state(account, peer);
@@ -1135,6 +1181,7 @@ impl OtrEngine {
 
     /// Handles a received body. Returns the text to show — marked encrypted only if
     /// libotr decrypted it — or `None` for OTR protocol traffic (or anything dropped).
+    /// Whatever the sender does, what libotr keeps for it stays within the limits.
     pub fn receive(&mut self, account: &str, from: &str, body: &str) -> Option<Incoming> {
         if body.len() > MAX_IN || too_many_fragments(body) {
             self.cb.events.push_back(OtrEvent::Notice {
@@ -1192,6 +1239,8 @@ impl OtrEngine {
             }
         }
         let encrypted = std::mem::take(&mut self.cb.decrypted);
+        self.touch(account, from);
+        self.enforce_limits(account, from);
         self.after_state_change(account, from);
         if internal != 0 {
             return None;
@@ -1200,6 +1249,132 @@ impl OtrEngine {
             text: shown.unwrap_or_else(|| body.to_owned()),
             encrypted,
         })
+    }
+
+    /// Notes that the user took part in the conversation with `peer`.
+    fn engage(&mut self, account: &str, peer: &str) {
+        let key = (account.to_owned(), peer.to_owned());
+        if !self.engaged.contains(&key) {
+            self.engaged.insert(key);
+        }
+    }
+
+    /// Notes activity with `peer` (only once libotr has a context for it).
+    fn touch(&mut self, account: &str, peer: &str) {
+        self.tick += 1;
+        let tick = self.tick;
+        match self
+            .activity
+            .get_mut(&(account.to_owned(), peer.to_owned()))
+        {
+            Some(t) => *t = tick,
+            None => {
+                self.activity
+                    .insert((account.to_owned(), peer.to_owned()), tick);
+            }
+        }
+    }
+
+    /// Trims what libotr keeps after `peer` sent something: its instances, fingerprints
+    /// and fragments, then other idle buddies while there are too many. See
+    /// [`OtrLimits`] for what goes first and what never goes.
+    fn enforce_limits(&mut self, account: &str, peer: &str) {
+        let l = self.limits;
+        let master = self.master(account, peer);
+        // SAFETY: our own user state on its owner thread; `master` is one of its master
+        // contexts (or null), and nothing we hold points into what the trims free.
+        unsafe {
+            if let Some(m) = master {
+                limits::trim_instances(self.us(), m, l.instances);
+                if limits::trim_fingerprints(self.us(), m, l.fingerprints) {
+                    self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+                }
+            }
+            limits::trim_fragments(
+                self.us(),
+                master.unwrap_or(ptr::null_mut()),
+                l.fragment_bytes,
+                l.fragment_total,
+            );
+        }
+        // SAFETY: read-only count.
+        if unsafe { limits::master_count(self.us()) } > l.peers {
+            self.make_room(account, peer);
+        }
+    }
+
+    /// Forgets idle buddies while more than the limit of those that only wrote to us
+    /// are kept, least valuable first. The buddy that just wrote stays.
+    fn make_room(&mut self, account: &str, peer: &str) {
+        // SAFETY: read-only walk of our own user state.
+        let masters = unsafe { limits::masters(self.us()) };
+        let mut counted = 0usize;
+        let mut candidates: Vec<(u8, u64, limits::Master)> = Vec::new();
+        for m in masters {
+            let key = (m.account.clone(), m.peer.clone());
+            if self.engaged.contains(&key) || m.verified {
+                continue;
+            }
+            let seen = self.activity.get(&key).copied();
+            let tier = match (m.plaintext, m.fingerprints, seen) {
+                (true, 0, _) => 0,
+                // Loaded from the user's own file and silent since: not a sender's doing.
+                (_, _, None) => continue,
+                (true, _, Some(_)) => 1,
+                (false, _, Some(_)) => 2,
+            };
+            counted += 1;
+            if m.account == account && m.peer == peer {
+                continue;
+            }
+            candidates.push((tier, seen.unwrap_or(0), m));
+        }
+        let excess = counted.saturating_sub(self.limits.peers);
+        candidates.sort_by_key(|(tier, seen, _)| (*tier, *seen));
+        let mut fingerprints_lost = false;
+        for (tier, _, m) in candidates.into_iter().take(excess) {
+            // SAFETY: `m.ptr` is a master of our user state from the walk above; each
+            // forget frees only that buddy's contexts, which no other candidate shares.
+            if !unsafe { limits::forget_master(self.us(), m.ptr) } {
+                continue;
+            }
+            self.activity.remove(&(m.account.clone(), m.peer.clone()));
+            fingerprints_lost |= m.fingerprints > 0;
+            if tier == 2 {
+                self.cb.events.push_back(OtrEvent::Notice {
+                    account: m.account.clone(),
+                    peer: m.peer.clone(),
+                    text: "too many private conversations were open at once: this idle one, which you never took part in, was closed".into(),
+                });
+            }
+            if !self.told_full {
+                self.told_full = true;
+                tracing::warn!("OTR: many senders at once; idle conversations are being dropped");
+            }
+        }
+        if fingerprints_lost {
+            self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        }
+    }
+
+    /// The buddy's master context, if libotr has one.
+    fn master(&self, account: &str, peer: &str) -> Option<*mut ffi::ConnContext> {
+        let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
+        // SAFETY: lookup in our user state; add_if_missing 0 creates nothing.
+        let c = unsafe {
+            ffi::otrl_context_find(
+                self.us(),
+                user.as_ptr(),
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                ffi::OTRL_INSTAG_MASTER,
+                0,
+                ptr::null_mut(),
+                None,
+                ptr::null_mut(),
+            )
+        };
+        (!c.is_null()).then_some(c)
     }
 
     /// Sends held messages once the conversation is private.
@@ -1246,6 +1421,7 @@ impl OtrEngine {
         question: Option<&str>,
         secret: &str,
     ) -> Result<(), OtrError> {
+        self.engage(account, peer);
         let c = self.private_context(account, peer)?;
         let opdata = self.opdata();
         // SAFETY: a private context of our user state; secret bytes with length.
@@ -1278,6 +1454,7 @@ impl OtrEngine {
 
     /// Answers the buddy's SMP question or shared-secret request.
     pub fn smp_respond(&mut self, account: &str, peer: &str, secret: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
         let c = self.private_context(account, peer)?;
         let opdata = self.opdata();
         // SAFETY: as above.
@@ -1363,8 +1540,15 @@ impl OtrEngine {
 
 impl Drop for OtrEngine {
     fn drop(&mut self) {
-        // SAFETY: freed exactly once; no callbacks run after this.
-        unsafe { ffi::otrl_userstate_free(self.us()) };
+        // SAFETY: freed exactly once; no callbacks run after this. libotr frees every
+        // context but not their private parts, which we free once it is done.
+        unsafe {
+            let privates = limits::privates(self.us());
+            ffi::otrl_userstate_free(self.us());
+            for p in privates {
+                limits::free_private(p);
+            }
+        }
     }
 }
 
