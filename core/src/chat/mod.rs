@@ -1,6 +1,7 @@
 //! Chat: one XMPP account driver per connected account, and the conversations, rooms,
 //! contacts and requests they produce, as the snapshot shows them. Messages are logged
-//! to the (sealed) history only where the user turned history on.
+//! to the (sealed) history only where the user turned history on. Each account's events
+//! come in through a small window, so a flood waits at the server instead of in memory.
 
 mod private;
 mod worker;
@@ -22,13 +23,22 @@ use hush_signaling::xmpp::chat::{Contact, Show, XmppEvent};
 use hush_signaling::xmpp::{BareJid, HushConnector, Route, Trust, parse_fingerprint};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Lines kept per conversation in memory (older ones live in the history, if kept).
 const MAX_LINES: usize = 10_000;
 
-/// Inputs to the core task from XMPP accounts.
-pub(crate) struct ChatInput(pub(crate) AccountId, pub(crate) XmppEvent);
+/// Events of one account in flight to the core task; the account reads no more from
+/// its server until the core has handled some.
+const INPUT_WINDOW: usize = 64;
+
+/// Inputs to the core task from XMPP accounts; the permit frees a place in the
+/// account's window when the input has been handled (dropped).
+pub(crate) struct ChatInput(
+    pub(crate) AccountId,
+    pub(crate) XmppEvent,
+    OwnedSemaphorePermit,
+);
 
 pub(crate) struct Conversation {
     security: ChatSecurity,
@@ -257,9 +267,14 @@ impl ChatLayer {
         );
         let input = self.input.clone();
         let id = config.id;
+        let window = Arc::new(Semaphore::new(INPUT_WINDOW));
         tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if input.send(ChatInput(id, ev)).is_err() {
+            loop {
+                let Ok(place) = window.clone().acquire_owned().await else {
+                    break;
+                };
+                let Some(ev) = rx.recv().await else { break };
+                if input.send(ChatInput(id, ev, place)).is_err() {
                     break;
                 }
             }
@@ -408,7 +423,7 @@ impl ChatLayer {
     /// Turns an account's event into state, events and lines to log.
     pub(crate) async fn input(
         &mut self,
-        ChatInput(account, ev): ChatInput,
+        ChatInput(account, ev, _place): ChatInput,
         events: &mut Vec<Event>,
         log: &mut Vec<Loggable>,
     ) {
