@@ -3,8 +3,9 @@
 //! known fingerprints and per-buddy policies live sealed in the vault; the core saves
 //! them whenever OTR says they changed.
 
+use super::limits::push_line;
 use super::worker::{OtrWorker, PeerState, Produced};
-use super::{ChatLayer, Conversation, Loggable, jid, now_ms, push_line};
+use super::{ChatLayer, Loggable, jid, now_ms};
 use crate::command::Reply;
 use crate::error::{CoreError, Result};
 use crate::event::Event;
@@ -436,7 +437,10 @@ impl ChatLayer {
             notice: false,
         };
         let conv = self.conversation(account, &peer);
-        push_line(&mut conv.lines, line.clone());
+        conv.engaged = true;
+        let budget = self.line_budget(account, &peer);
+        let conv = self.conversation(account, &peer);
+        push_line(&mut conv.lines, line.clone(), budget);
         log.push((account, peer.clone(), line.clone()));
         events.push(Event::ChatLine {
             account,
@@ -496,8 +500,11 @@ impl ChatLayer {
             held: false,
             notice: false,
         };
-        let conv = self.conversation(account, &from);
-        push_line(&mut conv.lines, line.clone());
+        let budget = self.line_budget(account, &from);
+        let Some(conv) = self.conversation_from(account, &from, events) else {
+            return;
+        };
+        push_line(&mut conv.lines, line.clone(), budget);
         log.push((account, from.clone(), line.clone()));
         events.push(Event::ChatLine {
             account,
@@ -506,16 +513,14 @@ impl ChatLayer {
         });
     }
 
-    pub(crate) fn conversation(&mut self, account: AccountId, peer: &str) -> &mut Conversation {
-        self.chats
-            .entry((account, peer.to_owned()))
-            .or_insert_with(Conversation::new)
-    }
-
+    /// Writes a notice into the conversation with `peer` (not made if there is no room).
     fn say(&mut self, account: AccountId, peer: &str, text: String, events: &mut Vec<Event>) {
         let line = notice(text);
-        let conv = self.conversation(account, peer);
-        push_line(&mut conv.lines, line.clone());
+        let budget = self.line_budget(account, peer);
+        let Some(conv) = self.conversation_from(account, peer, events) else {
+            return;
+        };
+        push_line(&mut conv.lines, line.clone(), budget);
         events.push(Event::ChatLine {
             account,
             peer: peer.to_owned(),
@@ -576,7 +581,9 @@ impl ChatLayer {
         if !exists && security == ChatSecurity::NotPrivate && s.held == 0 {
             return;
         }
-        let conv = self.conversation(account, &s.peer);
+        let Some(conv) = self.conversation_from(account, &s.peer, events) else {
+            return;
+        };
         let changed = conv.security != security || conv.peer_fingerprint != s.fingerprint;
         conv.security = security;
         conv.peer_fingerprint = s.fingerprint.clone();
@@ -658,8 +665,9 @@ impl ChatLayer {
                     return;
                 };
                 self.otr.dirty_files = true;
-                let conv = self.conversation(id, &peer);
-                conv.fingerprint_changed = changed;
+                if let Some(conv) = self.conversation_from(id, &peer, events) {
+                    conv.fingerprint_changed = changed;
+                }
                 let text = if changed {
                     format!(
                         "WARNING: {peer} now uses a different OTR key ({fingerprint}) than \
@@ -703,8 +711,9 @@ impl ChatLayer {
                     SmpEvent::Error => Some("Authentication failed with a protocol error.".into()),
                     SmpEvent::Progress(_) => None,
                 };
-                let conv = self.conversation(id, &peer);
-                conv.smp = Some(view.clone());
+                if let Some(conv) = self.conversation_from(id, &peer, events) {
+                    conv.smp = Some(view.clone());
+                }
                 if let Some(t) = text {
                     self.say(id, &peer, t, events);
                 }
@@ -951,6 +960,9 @@ impl ChatLayer {
         let peer = jid(peer)?.to_string();
         self.account(account)?;
         let name = self.otr.name(account)?;
+        if let Some(conv) = self.chats.get_mut(&(account, peer.clone())) {
+            conv.engaged = true;
+        }
         let (n, p) = (name.clone(), peer.clone());
         let (r, produced) = self
             .otr
