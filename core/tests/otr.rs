@@ -494,6 +494,111 @@ fn fingerprint_verification_persists_and_a_changed_key_warns() {
 }
 
 #[test]
+fn forgetting_the_fingerprint_in_use_is_refused_and_the_chat_stays_private() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut alice = Side::register(
+        dir.path(),
+        &server,
+        "alice",
+        OtrPolicySetting::Opportunistic,
+    );
+    let buddy = Buddy::start(&server, "buddy");
+    let b = buddy.jid.clone();
+    private(&mut alice, &buddy);
+    let theirs = buddy.fingerprint();
+    let forget = |alice: &Side| {
+        alice.do_(Command::OtrForget {
+            account: alice.account,
+            peer: b.clone(),
+            fingerprint: theirs.clone(),
+        })
+    };
+    // Settings -> "Forget" on the key the live conversation uses: libotr would free it
+    // under the conversation, which the core reads right after.
+    let err = forget(&alice).expect_err("the fingerprint in use is kept");
+    assert!(
+        err.to_string().contains("in use") && err.to_string().contains("end the conversation"),
+        "{err}"
+    );
+    let chat = alice
+        .phone
+        .snapshot()
+        .chats
+        .iter()
+        .find(|c| c.peer == b)
+        .cloned()
+        .expect("chat");
+    assert_eq!(chat.security, ChatSecurity::PrivateUnverified);
+    assert_eq!(chat.peer_fingerprint.as_deref(), Some(theirs.as_str()));
+    assert!(
+        alice
+            .phone
+            .snapshot()
+            .known_fingerprints
+            .iter()
+            .any(|k| k.peer == b && k.fingerprint == theirs)
+    );
+    // The conversation goes on, encrypted, both ways.
+    alice.send(&b, "after the refused forget").expect("send");
+    buddy.wait("message", |s| {
+        s.shown
+            .iter()
+            .any(|m| m == "after the refused forget")
+            .then_some(())
+    });
+    buddy.say("alice@localhost", "still private");
+    assert!(alice.received("still private").encrypted);
+    // Ended, it can go; the conversation is plaintext and knows no key.
+    alice
+        .do_(Command::OtrEnd {
+            account: alice.account,
+            peer: b.clone(),
+        })
+        .expect("end");
+    alice.security(&b, ChatSecurity::NotPrivate);
+    forget(&alice).expect("forget once ended");
+    let snap = alice.phone.snapshot();
+    assert!(
+        !snap
+            .known_fingerprints
+            .iter()
+            .any(|k| k.fingerprint == theirs)
+    );
+    let chat = snap.chats.iter().find(|c| c.peer == b).expect("chat");
+    assert_eq!(chat.security, ChatSecurity::NotPrivate);
+    assert_eq!(chat.peer_fingerprint, None);
+}
+
+#[test]
+fn only_what_otr_decrypted_is_marked_encrypted() {
+    let server = Prosody::start().expect("prosody");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut alice = Side::register(
+        dir.path(),
+        &server,
+        "alice",
+        OtrPolicySetting::Opportunistic,
+    );
+    let buddy = Buddy::start(&server, "buddy");
+    let b = buddy.jid.clone();
+    // Plaintext past libotr, shaped like OTR: a one-piece "fragment", which libotr
+    // reassembles into plain text and shows.
+    let shaped = "?OTR,1,1,this is not encrypted,";
+    buddy.send_raw("alice@localhost", shaped);
+    let line = alice.received(shaped);
+    assert!(!line.encrypted, "plaintext shown as encrypted");
+    assert_ne!(
+        alice.current_security(&b),
+        Some(ChatSecurity::PrivateUnverified)
+    );
+    // A really decrypted one is marked so.
+    private(&mut alice, &buddy);
+    buddy.say("alice@localhost", "really encrypted");
+    assert!(alice.received("really encrypted").encrypted);
+}
+
+#[test]
 fn require_policy_never_lets_plaintext_out() {
     let mut server = Prosody::start().expect("prosody");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -2,7 +2,10 @@
 //! fragmentation, SMP with question and shared secret (right and wrong), fingerprint
 //! verification, the buddy ending the session, "require encryption", hostile input.
 
-use hush_signaling::otr::{OtrEngine, OtrEvent, OtrPolicy, OtrState, SmpEvent, Transmit};
+use hush_signaling::otr::{
+    Incoming, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrLimits, OtrPolicy, OtrState, SmpEvent,
+    Transmit,
+};
 
 const A: &str = "alice@localhost";
 const B: &str = "bob@localhost";
@@ -13,14 +16,16 @@ struct Pair {
     wire: Vec<Transmit>,
     shown_a: Vec<String>,
     shown_b: Vec<String>,
+    /// Everything bob was shown, with whether libotr decrypted it.
+    incoming_b: Vec<Incoming>,
     events_a: Vec<OtrEvent>,
     events_b: Vec<OtrEvent>,
 }
 
 impl Pair {
     fn new() -> Pair {
-        let mut a = OtrEngine::new();
-        let mut b = OtrEngine::new();
+        let mut a = engine();
+        let mut b = engine();
         a.generate_key(A).expect("alice key");
         b.generate_key(B).expect("bob key");
         Pair {
@@ -29,6 +34,7 @@ impl Pair {
             wire: Vec::new(),
             shown_a: Vec::new(),
             shown_b: Vec::new(),
+            incoming_b: Vec::new(),
             events_a: Vec::new(),
             events_b: Vec::new(),
         }
@@ -41,13 +47,14 @@ impl Pair {
             while let Some(t) = self.a.poll_transmit() {
                 self.wire.push(t.clone());
                 if let Some(s) = self.b.receive(B, A, &t.body) {
-                    self.shown_b.push(s);
+                    self.shown_b.push(s.text.clone());
+                    self.incoming_b.push(s);
                 }
             }
             while let Some(t) = self.b.poll_transmit() {
                 self.wire.push(t.clone());
                 if let Some(s) = self.a.receive(A, B, &t.body) {
-                    self.shown_a.push(s);
+                    self.shown_a.push(s.text);
                 }
             }
             while let Some(e) = self.a.poll_event() {
@@ -69,6 +76,10 @@ impl Pair {
         assert_eq!(self.a.state(A, B), OtrState::PrivateUnverified);
         assert_eq!(self.b.state(B, A), OtrState::PrivateUnverified);
     }
+}
+
+fn engine() -> OtrEngine {
+    OtrEngine::new().expect("libotr starts")
 }
 
 #[test]
@@ -227,10 +238,10 @@ fn require_encryption_never_sends_plaintext() {
 
 #[test]
 fn keys_round_trip_through_pidgin_files() {
-    let mut a = OtrEngine::new();
+    let mut a = engine();
     let file = a.generate_key(A).expect("key").to_vec();
     let fp = a.fingerprint(A).expect("fp");
-    let mut again = OtrEngine::new();
+    let mut again = engine();
     again.load_private_keys(&file).expect("load");
     assert_eq!(again.fingerprint(A), Some(fp));
     assert!(
@@ -266,7 +277,7 @@ fn keys_round_trip_through_pidgin_files() {
 
 #[test]
 fn garbage_is_dropped_with_a_notice() {
-    let mut a = OtrEngine::new();
+    let mut a = engine();
     a.generate_key(A).expect("key");
     for body in [
         "?OTR:",
@@ -279,7 +290,9 @@ fn garbage_is_dropped_with_a_notice() {
     ] {
         let shown = a.receive(A, B, body);
         assert!(
-            shown.as_deref().is_none_or(|s| !s.starts_with("?OTR:")),
+            shown
+                .as_ref()
+                .is_none_or(|s| !s.text.starts_with("?OTR:") && !s.encrypted),
             "{body:.20} -> {shown:?}"
         );
     }
@@ -320,7 +333,7 @@ fn endless_fragments_keep_memory_bounded_and_the_session_usable() {
         };
         let shown = p.b.receive(B, A, &body);
         assert!(
-            shown.is_none_or(|s| !s.starts_with("?OTR")),
+            shown.is_none_or(|s| !s.text.starts_with("?OTR")),
             "fragment shown"
         );
     }
@@ -334,4 +347,346 @@ fn endless_fragments_keep_memory_bounded_and_the_session_usable() {
         "{:?}",
         p.shown_b
     );
+}
+
+#[test]
+fn forgetting_the_fingerprint_in_use_is_refused_and_the_session_goes_on() {
+    let mut p = Pair::new();
+    p.private();
+    let fa = p.a.fingerprint(A).expect("fp");
+    // libotr keeps the session's fingerprint in the instance (child) context while
+    // the list holding it belongs to the master: forgetting it would free what the
+    // session still points at. Read the state right after, as the core does.
+    let forgotten = p.b.forget(B, A, &fa);
+    let state = p.b.state(B, A);
+    let in_use = p.b.peer_fingerprint(B, A);
+    let err = forgotten.expect_err("the fingerprint in use is not forgotten");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert_eq!(state, OtrState::PrivateUnverified);
+    assert_eq!(in_use.as_deref(), Some(fa.as_str()));
+    assert!(p.b.known_fingerprints().iter().any(|k| k.fingerprint == fa));
+    p.a.send(A, B, "still private").expect("send");
+    p.settle();
+    assert_eq!(p.shown_b, vec!["still private".to_owned()]);
+    // Once the conversation is over it can go.
+    p.b.end(B, A).expect("end");
+    p.settle();
+    p.b.forget(B, A, &fa).expect("forget after the end");
+    assert!(p.b.known_fingerprints().is_empty());
+    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+}
+
+#[test]
+fn a_library_that_refuses_to_start_gives_no_engine() {
+    for version in [(3, 0, 0), (4, 9, 0), (5, 1, 1)] {
+        let Err(err) = OtrEngine::for_api_version(version) else {
+            panic!("libotr accepted API version {version:?}");
+        };
+        assert!(matches!(err, OtrError::Unavailable(_)), "{err:?}");
+        let words = err.to_string();
+        assert!(
+            words.contains("private chat is unavailable")
+                && words.contains("nothing is sent unencrypted"),
+            "{words}"
+        );
+    }
+    // The refusals changed nothing: the right version still starts and works.
+    let mut p = Pair::new();
+    p.private();
+}
+
+#[test]
+fn held_messages_beyond_the_cap_are_refused_not_lost() {
+    let mut a = engine();
+    a.generate_key(A).expect("key");
+    a.set_default_policy(A, OtrPolicy::Require);
+    for i in 0..MAX_HELD {
+        assert_eq!(a.send(A, B, &format!("held {i}")), Err(OtrError::Held));
+    }
+    assert_eq!(a.held(A, B), MAX_HELD);
+    let err = a.send(A, B, "one too many").expect_err("refused");
+    assert_eq!(
+        err,
+        OtrError::TooManyHeld {
+            peer: B.into(),
+            max: MAX_HELD
+        }
+    );
+    assert!(err.to_string().contains("not kept and not sent"), "{err}");
+    assert_eq!(a.held(A, B), MAX_HELD, "the refused one is not kept");
+    let given_up = a.drop_held(A, B);
+    assert_eq!(given_up.len(), MAX_HELD);
+    assert!(!given_up.iter().any(|m| m == "one too many"));
+    while let Some(t) = a.poll_transmit() {
+        assert!(
+            t.body.starts_with("?OTR"),
+            "only OTR queries left: {:.30}",
+            t.body
+        );
+    }
+}
+
+#[test]
+fn only_what_libotr_decrypted_is_marked_encrypted() {
+    let mut p = Pair::new();
+    // Before any session, bodies that merely look like OTR are plaintext. A one-piece
+    // "fragment" is reassembled by libotr into a plain message, and shown.
+    for body in ["?OTR,1,1,hello,", "?OTR|00000100|00000000,00001,00001,hi,"] {
+        let shown = p.b.receive(B, "mallory@localhost", body);
+        assert!(
+            shown.as_ref().is_none_or(|s| !s.encrypted),
+            "{body} -> {shown:?}"
+        );
+    }
+    let plain = p.b.receive(B, A, "just text").expect("shown");
+    assert!(!plain.encrypted);
+    p.private();
+    p.a.send(A, B, "under otr").expect("send");
+    p.settle();
+    assert_eq!(
+        p.incoming_b,
+        vec![Incoming {
+            text: "under otr".into(),
+            encrypted: true
+        }]
+    );
+    // During the session, plaintext (even shaped like OTR) is never marked encrypted.
+    for body in ["in the clear", "?OTR,1,1,sneaky,"] {
+        let shown = p.b.receive(B, A, body);
+        assert!(
+            shown.as_ref().is_none_or(|s| !s.encrypted),
+            "{body} -> {shown:?}"
+        );
+    }
+}
+
+/// Delivers everything between two engines until both are quiet (bounded).
+fn exchange(x: &mut OtrEngine, xn: &str, y: &mut OtrEngine, yn: &str) -> Vec<OtrEvent> {
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(t) = x.poll_transmit() {
+            moved = true;
+            y.receive(yn, xn, &t.body);
+        }
+        while let Some(t) = y.poll_transmit() {
+            moved = true;
+            x.receive(xn, yn, &t.body);
+        }
+        while let Some(e) = y.poll_event() {
+            events.push(e);
+        }
+        while x.poll_event().is_some() {}
+        if !moved {
+            return events;
+        }
+    }
+    panic!("no quiescence");
+}
+
+fn quiet(e: &mut OtrEngine) {
+    while e.poll_transmit().is_some() {}
+    while e.poll_event().is_some() {}
+}
+
+#[test]
+fn a_flood_of_senders_keeps_libotr_bounded_and_the_real_conversation_alive() {
+    let mut p = Pair::new();
+    p.b.set_limits(OtrLimits {
+        peers: 16,
+        ..OtrLimits::default()
+    });
+    p.private();
+    p.b.send(B, A, "hello alice").expect("bob takes part");
+    p.settle();
+    let filler = "A".repeat(1_000);
+    for i in 0..2_000u32 {
+        let from = format!("stranger{i}@evil.example");
+        let body = match i % 4 {
+            // Starts a key exchange: libotr makes a context and answers.
+            0 => "?OTR?v3?".to_owned(),
+            // A fragment from a new instance: libotr makes an instance context.
+            1 => format!("?OTR|{:08x}|00000000,00001,00002,{filler},", 0x100 + i),
+            2 => format!("?OTR,1,3,{filler},"),
+            _ => "hello".to_owned(),
+        };
+        let _ = p.b.receive(B, &from, &body);
+        quiet(&mut p.b);
+        // 16 strangers at most, plus alice whom bob wrote to.
+        assert!(p.b.peer_count() <= 17, "{} buddies", p.b.peer_count());
+    }
+    assert!(
+        p.b.context_count() <= 17 * 2,
+        "{} contexts",
+        p.b.context_count()
+    );
+    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+    p.a.send(A, B, "still here").expect("send");
+    p.settle();
+    assert!(
+        p.shown_b.iter().any(|m| m == "still here"),
+        "{:?}",
+        p.shown_b
+    );
+}
+
+#[test]
+fn idle_private_conversations_nobody_took_part_in_make_room_verified_ones_stay() {
+    let mut bob = engine();
+    bob.generate_key(B).expect("key");
+    // One buddy that merely wrote may be kept; verified ones do not count.
+    bob.set_limits(OtrLimits {
+        peers: 1,
+        ..OtrLimits::default()
+    });
+    let names = ["carol@localhost", "dave@localhost", "erin@localhost"];
+    let mut others: Vec<OtrEngine> = names
+        .iter()
+        .map(|n| {
+            let mut e = engine();
+            e.generate_key(n).expect("key");
+            e
+        })
+        .collect();
+    // Carol starts a private conversation and bob verifies her; then dave starts one
+    // bob never writes in.
+    others[0].start(names[0], B).expect("start");
+    exchange(&mut others[0], names[0], &mut bob, B);
+    let carol_fp = others[0].fingerprint(names[0]).expect("fp");
+    bob.set_verified(B, names[0], &carol_fp, true)
+        .expect("verify");
+    others[1].start(names[1], B).expect("start");
+    exchange(&mut others[1], names[1], &mut bob, B);
+    assert_eq!(bob.state(B, names[1]), OtrState::PrivateUnverified);
+    // Erin makes a third: dave's idle conversation is closed to make room, with words.
+    others[2].start(names[2], B).expect("start");
+    let events = exchange(&mut others[2], names[2], &mut bob, B);
+    assert_eq!(bob.state(B, names[2]), OtrState::PrivateUnverified);
+    assert_eq!(bob.state(B, names[1]), OtrState::NotPrivate);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            OtrEvent::Notice { peer, text, .. } if peer == names[1] && text.contains("closed")
+        )),
+        "{events:?}"
+    );
+    assert_eq!(
+        bob.state(B, names[0]),
+        OtrState::PrivateVerified,
+        "verified stays"
+    );
+    assert_eq!(bob.peer_count(), 2, "carol and erin");
+}
+
+#[test]
+fn one_sender_naming_endless_instances_keeps_few_and_its_session() {
+    let mut p = Pair::new();
+    p.b.set_limits(OtrLimits {
+        instances: 4,
+        ..OtrLimits::default()
+    });
+    p.private();
+    for i in 0..1_000u32 {
+        let body = format!("?OTR|{:08x}|00000000,00001,00002,xyz,", 0x1000 + i);
+        let _ = p.b.receive(B, A, &body);
+        quiet(&mut p.b);
+    }
+    assert!(p.b.context_count() <= 1 + 4, "{}", p.b.context_count());
+    // The real instance was kept: the next real message is decrypted and private again.
+    p.incoming_b.clear();
+    p.a.send(A, B, "the real me").expect("send");
+    p.settle();
+    assert_eq!(
+        p.incoming_b,
+        vec![Incoming {
+            text: "the real me".into(),
+            encrypted: true
+        }]
+    );
+    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+}
+
+#[test]
+fn a_sender_cycling_keys_leaves_a_bounded_fingerprint_list() {
+    let mut b = engine();
+    b.generate_key(B).expect("key");
+    b.set_limits(OtrLimits {
+        fingerprints: 3,
+        instances: 2,
+        ..OtrLimits::default()
+    });
+    for _ in 0..5 {
+        let mut a = engine();
+        a.generate_key(A).expect("key");
+        a.start(A, B).expect("start");
+        exchange(&mut a, A, &mut b, B);
+        assert_eq!(b.state(B, A), OtrState::PrivateUnverified);
+        a.end(A, B).expect("end");
+        exchange(&mut a, A, &mut b, B);
+        assert_eq!(b.state(B, A), OtrState::Finished);
+    }
+    let known = b.known_fingerprints();
+    assert!(known.len() <= 3, "{known:?}");
+    assert!(b.context_count() <= 1 + 2, "{}", b.context_count());
+}
+
+#[test]
+fn fragments_from_many_senders_stay_within_the_budget() {
+    let mut b = engine();
+    b.generate_key(B).expect("key");
+    b.set_limits(OtrLimits {
+        fragment_total: 1 << 20,
+        ..OtrLimits::default()
+    });
+    let piece = "A".repeat(60_000);
+    for i in 0..200 {
+        let from = format!("s{i}@evil.example");
+        assert!(
+            b.receive(B, &from, &format!("?OTR,1,64,{piece},"))
+                .is_none()
+        );
+        quiet(&mut b);
+        assert!(
+            b.fragment_bytes() <= (1 << 20) + 64 * 1024,
+            "{}",
+            b.fragment_bytes()
+        );
+    }
+    // One sender's single message is capped too (192 KiB by default).
+    for k in 1..=10 {
+        let _ = b.receive(B, "big@evil.example", &format!("?OTR,{k},64,{piece},"));
+        quiet(&mut b);
+    }
+    assert!(b.fragment_bytes() <= (1 << 20) + 64 * 1024);
+}
+
+#[test]
+fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
+    let mut p = Pair::new();
+    p.private();
+    let old = p.a.fingerprint(A).expect("fp");
+    // Alice reinstalls: a new key and a new instance; the old one never said goodbye.
+    let mut again = engine();
+    again.generate_key(A).expect("key");
+    p.a = again;
+    p.private();
+    let new = p.a.fingerprint(A).expect("fp");
+    assert_eq!(p.b.peer_fingerprint(B, A).as_deref(), Some(new.as_str()));
+    // The key of the abandoned instance can go (that instance is ended); the current
+    // one cannot.
+    p.b.forget(B, A, &old).expect("the old key goes");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+    let known: Vec<String> =
+        p.b.known_fingerprints()
+            .into_iter()
+            .map(|k| k.fingerprint)
+            .collect();
+    assert_eq!(known, vec![new.clone()]);
+    assert!(matches!(
+        p.b.forget(B, A, &new),
+        Err(OtrError::FingerprintInUse(_))
+    ));
+    p.a.send(A, B, "new device").expect("send");
+    p.settle();
+    assert!(p.shown_b.iter().any(|m| m == "new device"));
 }

@@ -9,11 +9,11 @@ use hush_signaling::xmpp::{
     BareJid, HushConnector, Trust, cert_fingerprint_from_pem, register_account,
 };
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 struct Account {
     handle: XmppHandle,
-    events: UnboundedReceiver<XmppEvent>,
+    events: Receiver<XmppEvent>,
     seen: Vec<XmppEvent>,
 }
 

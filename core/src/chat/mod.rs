@@ -1,7 +1,10 @@
 //! Chat: one XMPP account driver per connected account, and the conversations, rooms,
 //! contacts and requests they produce, as the snapshot shows them. Messages are logged
-//! to the (sealed) history only where the user turned history on.
+//! to the (sealed) history only where the user turned history on. What senders can
+//! make the core keep is bounded (see `limits`), and each account's events come in
+//! through a small window, so a flood waits at the server instead of in memory.
 
+mod limits;
 mod private;
 mod worker;
 
@@ -20,15 +23,22 @@ use crate::snapshot::{
 use hush_signaling::xmpp::account::{self, XmppCommand, XmppHandle};
 use hush_signaling::xmpp::chat::{Contact, Show, XmppEvent};
 use hush_signaling::xmpp::{BareJid, HushConnector, Route, Trust, parse_fingerprint};
-use std::collections::BTreeMap;
+use limits::{MAX_BYTES, push_line};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-/// Lines kept per conversation in memory (older ones live in the history, if kept).
-const MAX_LINES: usize = 10_000;
+/// Events of one account in flight to the core task; the account reads no more from
+/// its server until the core has handled some.
+const INPUT_WINDOW: usize = 64;
 
-/// Inputs to the core task from XMPP accounts.
-pub(crate) struct ChatInput(pub(crate) AccountId, pub(crate) XmppEvent);
+/// Inputs to the core task from XMPP accounts; the permit frees a place in the
+/// account's window when the input has been handled (dropped).
+pub(crate) struct ChatInput(
+    pub(crate) AccountId,
+    pub(crate) XmppEvent,
+    OwnedSemaphorePermit,
+);
 
 pub(crate) struct Conversation {
     security: ChatSecurity,
@@ -37,6 +47,10 @@ pub(crate) struct Conversation {
     smp: Option<SmpView>,
     held: usize,
     lines: Arc<Vec<ChatLine>>,
+    /// The user wrote in it or acted on its privacy.
+    engaged: bool,
+    /// When it last changed (the layer's tick).
+    last_active: u64,
 }
 
 impl Conversation {
@@ -48,6 +62,8 @@ impl Conversation {
             smp: None,
             held: 0,
             lines: Arc::default(),
+            engaged: false,
+            last_active: 0,
         }
     }
 }
@@ -73,7 +89,13 @@ pub(crate) struct ChatLayer {
     chats: BTreeMap<(AccountId, String), Conversation>,
     rooms: BTreeMap<(AccountId, String), RoomState>,
     requests: BTreeMap<(AccountId, String), bool>,
+    /// Requests, oldest first.
+    request_order: VecDeque<(AccountId, String)>,
     otr: private::Otr,
+    /// Orders conversations by activity.
+    tick: u64,
+    /// The user was told that new senders' messages are not shown (no room).
+    conversations_full: bool,
 }
 
 /// Snapshot parts the chat layer owns.
@@ -143,24 +165,22 @@ fn presence_of(show: Show) -> Presence {
     }
 }
 
-fn push_line(lines: &mut Arc<Vec<ChatLine>>, line: ChatLine) {
-    let v = Arc::make_mut(lines);
-    v.push(line);
-    if v.len() > MAX_LINES {
-        let extra = v.len() - MAX_LINES;
-        v.drain(..extra);
-    }
-}
-
 impl ChatLayer {
     pub(crate) fn new(input: mpsc::UnboundedSender<ChatInput>) -> ChatLayer {
+        Self::with_otr(input, private::Otr::new())
+    }
+
+    fn with_otr(input: mpsc::UnboundedSender<ChatInput>, otr: private::Otr) -> ChatLayer {
         ChatLayer {
             input,
             accounts: BTreeMap::new(),
             chats: BTreeMap::new(),
             rooms: BTreeMap::new(),
             requests: BTreeMap::new(),
-            otr: private::Otr::new(),
+            request_order: VecDeque::new(),
+            otr,
+            tick: 0,
+            conversations_full: false,
         }
     }
 
@@ -240,6 +260,8 @@ impl ChatLayer {
         if self.accounts.contains_key(&config.id) {
             return Ok(());
         }
+        // No OTR, no chat: never a chat that could only be unencrypted.
+        self.otr.available()?;
         if !self.otr.is_loaded() {
             return Err(CoreError::Locked);
         }
@@ -251,9 +273,14 @@ impl ChatLayer {
         );
         let input = self.input.clone();
         let id = config.id;
+        let window = Arc::new(Semaphore::new(INPUT_WINDOW));
         tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if input.send(ChatInput(id, ev)).is_err() {
+            loop {
+                let Ok(place) = window.clone().acquire_owned().await else {
+                    break;
+                };
+                let Some(ev) = rx.recv().await else { break };
+                if input.send(ChatInput(id, ev, place)).is_err() {
                     break;
                 }
             }
@@ -332,7 +359,7 @@ impl ChatLayer {
             RequestAnswer::Authorize => self.command(account, XmppCommand::Authorize(who))?,
             RequestAnswer::Deny => self.command(account, XmppCommand::Deny(who))?,
         };
-        self.requests.remove(&key);
+        self.remove_request(&key);
         Ok(Reply::Done)
     }
 
@@ -402,7 +429,7 @@ impl ChatLayer {
     /// Turns an account's event into state, events and lines to log.
     pub(crate) async fn input(
         &mut self,
-        ChatInput(account, ev): ChatInput,
+        ChatInput(account, ev, _place): ChatInput,
         events: &mut Vec<Event>,
         log: &mut Vec<Loggable>,
     ) {
@@ -494,9 +521,7 @@ impl ChatLayer {
                 }
             }
             XmppEvent::SubscriptionRequest { from } => {
-                let key = (account, from.to_string());
-                if let std::collections::btree_map::Entry::Vacant(slot) = self.requests.entry(key) {
-                    slot.insert(false);
+                if self.add_request(account, from.to_string()) {
                     events.push(Event::SubscriptionRequest {
                         account,
                         from: from.to_string(),
@@ -569,7 +594,7 @@ impl ChatLayer {
                     "You created this room; it now requires the password you gave.".into(),
                 );
                 if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
-                    push_line(&mut r.lines, line.clone());
+                    push_line(&mut r.lines, line.clone(), MAX_BYTES);
                 }
                 events.push(Event::RoomLine {
                     account,
@@ -607,7 +632,7 @@ impl ChatLayer {
                     notice: false,
                 };
                 if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {
-                    push_line(&mut r.lines, line.clone());
+                    push_line(&mut r.lines, line.clone(), MAX_BYTES);
                 }
                 events.push(Event::RoomLine {
                     account,
@@ -641,5 +666,5 @@ async fn futures_join(handles: Vec<XmppHandle>) {
 
 fn line_sender_nick(lines: &mut Arc<Vec<ChatLine>>, mut line: ChatLine, nick: &str) {
     line.sender = nick.to_owned();
-    push_line(lines, line);
+    push_line(lines, line, MAX_BYTES);
 }

@@ -3,8 +3,9 @@
 //! known fingerprints and per-buddy policies live sealed in the vault; the core saves
 //! them whenever OTR says they changed.
 
+use super::limits::push_line;
 use super::worker::{OtrWorker, PeerState, Produced};
-use super::{ChatLayer, Conversation, Loggable, jid, now_ms, push_line};
+use super::{ChatLayer, Loggable, jid, now_ms};
 use crate::command::Reply;
 use crate::error::{CoreError, Result};
 use crate::event::Event;
@@ -123,8 +124,12 @@ fn smp_view(e: &SmpEvent) -> SmpView {
 
 impl Otr {
     pub(crate) fn new() -> Otr {
+        Self::with_worker(OtrWorker::start(FRAGMENT_BYTES))
+    }
+
+    pub(crate) fn with_worker(worker: OtrWorker) -> Otr {
         Otr {
-            worker: OtrWorker::start(FRAGMENT_BYTES),
+            worker,
             loaded: false,
             names: BTreeMap::new(),
             keys: BTreeMap::new(),
@@ -142,6 +147,14 @@ impl Otr {
     /// The vault's OTR data has been loaded (it needs the vault open).
     pub(crate) fn is_loaded(&self) -> bool {
         self.loaded
+    }
+
+    /// Fails, with words, if libotr did not start: then there is no chat at all.
+    pub(crate) fn available(&self) -> Result<()> {
+        match self.worker.unavailable() {
+            Some(e) => Err(CoreError::Otr(e.clone())),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn key_views(&self) -> Vec<OtrKeyView> {
@@ -231,6 +244,7 @@ impl ChatLayer {
         if self.otr.loaded {
             return Ok(());
         }
+        self.otr.available()?;
         let Stored {
             keys,
             fingerprints,
@@ -423,7 +437,10 @@ impl ChatLayer {
             notice: false,
         };
         let conv = self.conversation(account, &peer);
-        push_line(&mut conv.lines, line.clone());
+        conv.engaged = true;
+        let budget = self.line_budget(account, &peer);
+        let conv = self.conversation(account, &peer);
+        push_line(&mut conv.lines, line.clone(), budget);
         log.push((account, peer.clone(), line.clone()));
         events.push(Event::ChatLine {
             account,
@@ -452,7 +469,6 @@ impl ChatLayer {
         let Ok(name) = self.otr.name(account) else {
             return;
         };
-        let looks_otr = body.starts_with("?OTR");
         let (n, f) = (name.clone(), from.clone());
         let Some((shown, produced)) = self
             .otr
@@ -464,23 +480,31 @@ impl ChatLayer {
         };
         // Security changes first, so the line lands after "private conversation started".
         self.apply_otr(produced, events, log, None);
-        let Some(text) = shown else {
+        if self.otr.dirty_files {
+            // A new key or a verification: the list in Settings shows it now.
+            self.refresh_known().await;
+        }
+        let Some(incoming) = shown else {
             return;
         };
         let line = ChatLine {
             id,
             sender: from.clone(),
             from_me: false,
-            body: text,
+            body: incoming.text,
             at_unix_ms: now_ms(),
             delivered: true,
             delayed,
-            encrypted: looks_otr,
+            // What libotr decrypted, never what merely looks like OTR.
+            encrypted: incoming.encrypted,
             held: false,
             notice: false,
         };
-        let conv = self.conversation(account, &from);
-        push_line(&mut conv.lines, line.clone());
+        let budget = self.line_budget(account, &from);
+        let Some(conv) = self.conversation_from(account, &from, events) else {
+            return;
+        };
+        push_line(&mut conv.lines, line.clone(), budget);
         log.push((account, from.clone(), line.clone()));
         events.push(Event::ChatLine {
             account,
@@ -489,16 +513,14 @@ impl ChatLayer {
         });
     }
 
-    pub(crate) fn conversation(&mut self, account: AccountId, peer: &str) -> &mut Conversation {
-        self.chats
-            .entry((account, peer.to_owned()))
-            .or_insert_with(Conversation::new)
-    }
-
+    /// Writes a notice into the conversation with `peer` (not made if there is no room).
     fn say(&mut self, account: AccountId, peer: &str, text: String, events: &mut Vec<Event>) {
         let line = notice(text);
-        let conv = self.conversation(account, peer);
-        push_line(&mut conv.lines, line.clone());
+        let budget = self.line_budget(account, peer);
+        let Some(conv) = self.conversation_from(account, peer, events) else {
+            return;
+        };
+        push_line(&mut conv.lines, line.clone(), budget);
         events.push(Event::ChatLine {
             account,
             peer: peer.to_owned(),
@@ -559,7 +581,9 @@ impl ChatLayer {
         if !exists && security == ChatSecurity::NotPrivate && s.held == 0 {
             return;
         }
-        let conv = self.conversation(account, &s.peer);
+        let Some(conv) = self.conversation_from(account, &s.peer, events) else {
+            return;
+        };
         let changed = conv.security != security || conv.peer_fingerprint != s.fingerprint;
         conv.security = security;
         conv.peer_fingerprint = s.fingerprint.clone();
@@ -641,8 +665,9 @@ impl ChatLayer {
                     return;
                 };
                 self.otr.dirty_files = true;
-                let conv = self.conversation(id, &peer);
-                conv.fingerprint_changed = changed;
+                if let Some(conv) = self.conversation_from(id, &peer, events) {
+                    conv.fingerprint_changed = changed;
+                }
                 let text = if changed {
                     format!(
                         "WARNING: {peer} now uses a different OTR key ({fingerprint}) than \
@@ -686,8 +711,9 @@ impl ChatLayer {
                     SmpEvent::Error => Some("Authentication failed with a protocol error.".into()),
                     SmpEvent::Progress(_) => None,
                 };
-                let conv = self.conversation(id, &peer);
-                conv.smp = Some(view.clone());
+                if let Some(conv) = self.conversation_from(id, &peer, events) {
+                    conv.smp = Some(view.clone());
+                }
                 if let Some(t) = text {
                     self.say(id, &peer, t, events);
                 }
@@ -934,6 +960,9 @@ impl ChatLayer {
         let peer = jid(peer)?.to_string();
         self.account(account)?;
         let name = self.otr.name(account)?;
+        if let Some(conv) = self.chats.get_mut(&(account, peer.clone())) {
+            conv.engaged = true;
+        }
         let (n, p) = (name.clone(), peer.clone());
         let (r, produced) = self
             .otr
@@ -984,5 +1013,49 @@ impl ChatLayer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountConfig, AccountSettings, XmppSettings};
+
+    #[tokio::test]
+    async fn without_libotr_there_is_no_chat_and_the_user_is_told_why() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        // A library that does not match what we were built for: it must not start.
+        let worker = OtrWorker::start_for(FRAGMENT_BYTES, (3, 0, 0));
+        let mut layer = ChatLayer::with_otr(tx, Otr::with_worker(worker));
+        let err = layer.load_otr(Stored::default()).await.expect_err("no OTR");
+        let words = err.to_string();
+        assert!(
+            words.contains("private chat is unavailable")
+                && words.contains("nothing is sent unencrypted"),
+            "{words}"
+        );
+        assert!(!layer.otr_loaded());
+        let config = AccountConfig {
+            id: AccountId(1),
+            address: "alice@localhost".into(),
+            display_name: None,
+            remember_password: true,
+            settings: AccountSettings::Xmpp(XmppSettings {
+                server: Some("127.0.0.1:9".into()),
+                pinned_cert_sha256: None,
+                socks5_proxy: None,
+                otr_policy: OtrPolicySetting::Opportunistic,
+            }),
+        };
+        let mut events = Vec::new();
+        let err = layer
+            .connect(&config, Secret::new("pw".into()), &mut events)
+            .await
+            .expect_err("no chat without OTR");
+        assert!(
+            err.to_string().contains("private chat is unavailable"),
+            "{err}"
+        );
+        assert!(events.is_empty(), "not even \"connecting\": {events:?}");
     }
 }

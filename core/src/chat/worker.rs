@@ -3,7 +3,7 @@
 //! messages for the transport, events, and where the touched conversations now stand —
 //! so the caller can tie them to what the user did.
 
-use hush_signaling::otr::{OtrEngine, OtrEvent, OtrState, Transmit};
+use hush_signaling::otr::{API_VERSION, OtrEngine, OtrError, OtrEvent, OtrState, Transmit};
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
 
@@ -30,6 +30,8 @@ type Job = Box<dyn FnOnce(&mut OtrEngine) + Send>;
 /// Handle to the OTR thread; the thread ends when the handle is dropped.
 pub(crate) struct OtrWorker {
     jobs: std_mpsc::Sender<Job>,
+    /// Why there is no engine (libotr or its thread did not start).
+    unavailable: Option<OtrError>,
 }
 
 fn event_peer(e: &OtrEvent) -> Option<(&str, &str)> {
@@ -78,20 +80,55 @@ fn drain(engine: &mut OtrEngine, primary: Option<(String, String)>) -> Produced 
 impl OtrWorker {
     /// Starts the thread with an empty user state (fragments at `max_size` bytes).
     pub(crate) fn start(max_size: usize) -> OtrWorker {
+        Self::start_for(max_size, API_VERSION)
+    }
+
+    /// As [`OtrWorker::start`], starting libotr for API `version` (others than
+    /// [`API_VERSION`] prove that a library that does not start means no chat).
+    pub(crate) fn start_for(max_size: usize, version: (u32, u32, u32)) -> OtrWorker {
         let (tx, rx) = std_mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = std_mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("hush-otr".into())
             .spawn(move || {
-                let mut engine = OtrEngine::new();
+                let mut engine = match OtrEngine::for_api_version(version) {
+                    Ok(engine) => {
+                        let _ = ready_tx.send(Ok(()));
+                        engine
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
                 engine.set_max_message_size(max_size);
                 while let Ok(job) = rx.recv() {
                     job(&mut engine);
                 }
             });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "the OTR thread did not start; private chat is unavailable");
+        let unavailable = match spawned {
+            Err(e) => Some(OtrError::Unavailable(format!(
+                "its thread did not start: {e}"
+            ))),
+            // Creating the engine takes microseconds: wait for the verdict.
+            Ok(_) => match ready_rx.recv() {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e),
+                Err(_) => Some(OtrError::Unavailable("its thread stopped".into())),
+            },
+        };
+        if let Some(e) = &unavailable {
+            tracing::error!(error = %e, "private chat is unavailable; chat is off");
         }
-        OtrWorker { jobs: tx }
+        OtrWorker {
+            jobs: tx,
+            unavailable,
+        }
+    }
+
+    /// Why OTR is unavailable, if it is.
+    pub(crate) fn unavailable(&self) -> Option<&OtrError> {
+        self.unavailable.as_ref()
     }
 
     /// Runs `f` on the OTR thread and returns its result with what it produced; the

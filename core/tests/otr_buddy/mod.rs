@@ -175,6 +175,17 @@ impl Buddy {
         *self.shared.peer.lock().expect("peer") = Some(fresh);
     }
 
+    /// Sends `body` to `to` as is, past libotr: what a hostile buddy (or its server)
+    /// can put on the wire.
+    #[allow(dead_code)]
+    pub fn send_raw(&self, to: &str, body: &str) {
+        self.handle.command(XmppCommand::Send {
+            to: to.parse::<BareJid>().expect("jid"),
+            body: body.to_owned(),
+            id: None,
+        });
+    }
+
     /// Our fingerprint.
     pub fn fingerprint(&self) -> String {
         let out = self.run("fp");

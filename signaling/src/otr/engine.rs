@@ -3,9 +3,10 @@
 //! send and events come out of a queue filled by libotr's callbacks, drained after each
 //! call, so libotr is never re-entered.
 
+use super::limits::{self, OtrLimits};
 use super::memfile::MemFile;
 use otr_sys as ffi;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_ushort, c_void};
 use std::ptr::{self, NonNull};
 use zeroize::Zeroizing;
@@ -16,6 +17,14 @@ pub const PROTOCOL: &CStr = c"prpl-jabber";
 const MAX_IN: usize = 64 * 1024;
 /// Most fragments in one OTR message we accept (each ≤ MAX_IN).
 const MAX_FRAGMENTS: u32 = 64;
+/// Most messages held for one buddy under "require encryption".
+pub const MAX_HELD: usize = 256;
+/// The libotr API version this wrapper was written against (what `OTRL_INIT` passes).
+pub const API_VERSION: (u32, u32, u32) = (
+    ffi::OTRL_VERSION_MAJOR,
+    ffi::OTRL_VERSION_MINOR,
+    ffi::OTRL_VERSION_SUB,
+);
 
 /// When to use OTR with a contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +152,16 @@ pub enum OtrEvent {
     FingerprintsChanged,
 }
 
+/// A received message to show the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The text.
+    pub text: String,
+    /// libotr decrypted it from a private conversation. Anything else — plaintext, or
+    /// something merely shaped like OTR — is false, whatever the body looked like.
+    pub encrypted: bool,
+}
+
 /// A message for the transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -188,6 +207,27 @@ pub enum OtrError {
     /// The message was held: under "require encryption" it waits for the private session.
     #[error("held until the conversation is private")]
     Held,
+    /// Too many messages already wait for this buddy's private conversation: this one
+    /// was neither kept nor sent.
+    #[error(
+        "{max} messages are already waiting for a private conversation with {peer}; this one was not kept and not sent"
+    )]
+    TooManyHeld {
+        /// The buddy.
+        peer: String,
+        /// How many may wait.
+        max: usize,
+    },
+    /// The fingerprint is the one a conversation is using right now.
+    #[error(
+        "that fingerprint is in use in the private conversation with {0}: end the conversation first, then forget it"
+    )]
+    FingerprintInUse(String),
+    /// libotr did not start: there is no private chat, and so no chat at all.
+    #[error(
+        "private chat is unavailable: the OTR library did not start ({0}); chat stays off so that nothing is sent unencrypted"
+    )]
+    Unavailable(String),
 }
 
 #[derive(Default)]
@@ -200,6 +240,8 @@ struct Callbacks {
     /// Peers whose every outgoing body must be OTR-encoded right now.
     guard: Option<(String, String)>,
     dropped_plaintext: u64,
+    /// libotr handed over a decrypted message during the current receive.
+    decrypted: bool,
 }
 
 fn cstr_lossy(p: *const c_char) -> String {
@@ -457,6 +499,21 @@ unsafe extern "C" fn op_msg_event(
     });
 }
 
+/// libotr calls this for exactly the messages it decrypted (and for each one we send);
+/// we convert nothing, we only note that the received text really was encrypted.
+unsafe extern "C" fn op_convert_msg(
+    opdata: *mut c_void,
+    _context: *mut ffi::ConnContext,
+    convert_type: ffi::OtrlConvertType,
+    _dest: *mut *mut c_char,
+    _src: *const c_char,
+) {
+    if convert_type == ffi::OtrlConvertType_OTRL_CONVERT_RECEIVING {
+        // SAFETY: opdata is our Callbacks, live for the libotr call that runs us.
+        unsafe { cb(opdata) }.decrypted = true;
+    }
+}
+
 unsafe extern "C" fn op_create_instag(
     _opdata: *mut c_void,
     _accountname: *const c_char,
@@ -481,6 +538,7 @@ fn ops() -> ffi::OtrlMessageAppOps {
         handle_smp_event: Some(op_smp),
         handle_msg_event: Some(op_msg_event),
         create_instag: Some(op_create_instag),
+        convert_msg: Some(op_convert_msg),
         ..Default::default()
     }
 }
@@ -505,30 +563,83 @@ pub struct OtrEngine {
     /// Private keys as Pidgin's file, kept to seal in the vault.
     keys_file: Zeroizing<Vec<u8>>,
     held: HashMap<(String, String), VecDeque<String>>,
+    limits: OtrLimits,
+    /// When each buddy (account, peer) last sent or received something: a tick, so the
+    /// idle ones can be told apart. Only buddies libotr has a context for.
+    activity: HashMap<(String, String), u64>,
+    tick: u64,
+    /// Buddies the user wrote to, or started, ended or authenticated a conversation
+    /// with: never dropped to make room.
+    engaged: HashSet<(String, String)>,
+    /// The user was told that conversations are being dropped to make room.
+    told_full: bool,
 }
 
 // SAFETY: the user state is only used through `&mut self`; libotr keeps no global state
 // besides gcrypt, initialised once. Moving it to the thread that owns it is fine.
 unsafe impl Send for OtrEngine {}
 
-static INIT: std::sync::Once = std::sync::Once::new();
+/// libotr's start-up result for [`API_VERSION`], run once per process.
+static INIT: std::sync::OnceLock<ffi::gcry_error_t> = std::sync::OnceLock::new();
 
-impl Default for OtrEngine {
-    fn default() -> Self {
-        Self::new()
+/// Starts libotr for a wrapper built against API `version`. We read libotr's structs
+/// directly, so a library whose major version differs, or whose minor version is older
+/// than the headers we were built with, is refused (libotr 4.1.1's own `otrl_init`
+/// checks nothing); then libotr's start-up must succeed.
+fn init_library(version: (u32, u32, u32)) -> Result<(), OtrError> {
+    let linked = library_version();
+    let (a, b, c) = version;
+    let compatible = parse_version(&linked).is_some_and(|(major, minor)| major == a && minor >= b);
+    if !compatible {
+        tracing::error!(%linked, "libotr version does not match this build");
+        return Err(OtrError::Unavailable(format!(
+            "this Hushphone was built for libotr {a}.{b}.{c}, but libotr {linked} is installed"
+        )));
     }
+    // SAFETY: records the version and initialises libotr's memory and crypto modules;
+    // once per process.
+    let err = *INIT.get_or_init(|| {
+        let (a, b, c) = API_VERSION;
+        unsafe { ffi::otrl_init(a, b, c) }
+    });
+    if err != 0 {
+        tracing::error!(error = err, "libotr refused to start");
+        return Err(OtrError::Unavailable(format!(
+            "libotr {linked} failed to start (error {err})"
+        )));
+    }
+    Ok(())
+}
+
+/// "4.1.1" → (4, 1).
+fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut parts = v.split('.');
+    let major = parts.next()?.trim().parse().ok()?;
+    let minor = parts.next()?.trim().parse().ok()?;
+    Some((major, minor))
+}
+
+/// The version string of the libotr we are linked with.
+fn library_version() -> String {
+    // SAFETY: libotr returns a static NUL-terminated string.
+    cstr_lossy(unsafe { ffi::otrl_version() })
 }
 
 impl OtrEngine {
-    /// An empty user state.
-    pub fn new() -> OtrEngine {
-        INIT.call_once(|| {
-            let _ = otr_sys::init();
-        });
-        // SAFETY: plain constructor.
+    /// An empty user state. Fails, with words for the user, if libotr does not start:
+    /// then there must be no chat at all rather than chat without OTR.
+    pub fn new() -> Result<OtrEngine, OtrError> {
+        Self::for_api_version(API_VERSION)
+    }
+
+    /// An empty user state, starting libotr as if this wrapper were built for API
+    /// `version`: [`API_VERSION`] in real use; others prove that a mismatch is refused.
+    pub fn for_api_version(version: (u32, u32, u32)) -> Result<OtrEngine, OtrError> {
+        init_library(version)?;
+        // SAFETY: plain constructor; NULL is checked.
         let us = NonNull::new(unsafe { ffi::otrl_userstate_create() })
-            .expect("libotr could not allocate a user state");
-        OtrEngine {
+            .ok_or_else(|| OtrError::Unavailable("libotr could not allocate its state".into()))?;
+        Ok(OtrEngine {
             us,
             ops: Box::new(ops()),
             cb: Box::new(Callbacks {
@@ -537,7 +648,36 @@ impl OtrEngine {
             }),
             keys_file: Zeroizing::new(Vec::new()),
             held: HashMap::new(),
-        }
+            limits: OtrLimits::default(),
+            activity: HashMap::new(),
+            tick: 0,
+            engaged: HashSet::new(),
+            told_full: false,
+        })
+    }
+
+    /// Replaces the bounds on what senders can make libotr keep.
+    pub fn set_limits(&mut self, limits: OtrLimits) {
+        self.limits = limits;
+    }
+
+    /// How many libotr contexts (buddies and their instances) exist: for tests and
+    /// diagnostics of the bounds.
+    pub fn context_count(&self) -> usize {
+        // SAFETY: read-only walk of our own user state.
+        unsafe { limits::context_count(self.us()) }
+    }
+
+    /// Bytes of partly received fragmented messages libotr holds, over all buddies.
+    pub fn fragment_bytes(&self) -> usize {
+        // SAFETY: read-only walk of our own user state.
+        unsafe { limits::fragment_bytes(self.us()) }
+    }
+
+    /// How many buddies libotr keeps (master contexts).
+    pub fn peer_count(&self) -> usize {
+        // SAFETY: read-only walk of our own user state.
+        unsafe { limits::master_count(self.us()) }
     }
 
     fn us(&self) -> ffi::OtrlUserState {
@@ -561,6 +701,7 @@ impl OtrEngine {
 
     /// The policy for one contact.
     pub fn set_policy(&mut self, account: &str, peer: &str, policy: OtrPolicy) {
+        self.engage(account, peer);
         self.cb
             .policies
             .insert((account.to_owned(), peer.to_owned()), policy);
@@ -579,7 +720,7 @@ impl OtrEngine {
     /// file libotr cannot read changes nothing.
     pub fn load_private_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
         // libotr forgets the keys it had before it parses: try a scratch state first.
-        OtrEngine::new().read_keys(file)?;
+        OtrEngine::new()?.read_keys(file)?;
         self.read_keys(file)
     }
 
@@ -767,6 +908,7 @@ impl OtrEngine {
             .ok_or_else(|| {
                 OtrError::InvalidInput(format!("no such fingerprint known for {peer}"))
             })?;
+        self.engage(account, peer);
         let trust: &CStr = if verified { c"verified" } else { c"" };
         // SAFETY: a fingerprint from our own list.
         unsafe { ffi::otrl_context_set_trust(f, trust.as_ptr()) };
@@ -774,28 +916,73 @@ impl OtrEngine {
         Ok(())
     }
 
-    /// Forgets a fingerprint (not the one in use in a private conversation).
+    /// Forgets a fingerprint. libotr would free it even while a conversation points at
+    /// it, so: if the conversation with `peer` (the instance we talk to now) uses it, this
+    /// is refused; other, older instances of the buddy still using it (a device the buddy
+    /// left without ending) are ended first.
     pub fn forget(&mut self, account: &str, peer: &str, fingerprint: &str) -> Result<(), OtrError> {
         let f = self
             .find_fingerprint(account, peer, fingerprint)
             .ok_or_else(|| {
                 OtrError::InvalidInput(format!("no such fingerprint known for {peer}"))
             })?;
-        // SAFETY: checked above; libotr refuses nothing here, so we guard the active one.
-        unsafe {
-            let c = (*f).context;
-            if !c.is_null()
-                && (*c).active_fingerprint == f
-                && (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED
-            {
-                return Err(OtrError::InvalidInput(
-                    "that fingerprint is in use; end the private conversation first".into(),
-                ));
+        let users = self.instances_using(f);
+        if !users.is_empty() {
+            let current = self.context(account, peer, false);
+            if users.iter().any(|u| Some(u.0) == current) {
+                return Err(OtrError::FingerprintInUse(peer.to_owned()));
             }
-            ffi::otrl_context_forget_fingerprint(f, 1);
+            let (acc, user) = (cstring(account)?, cstring(peer)?);
+            for (_, instance) in users {
+                let opdata = self.opdata();
+                // SAFETY: our user state, ops and opdata; libotr looks the instance up
+                // itself, tells it the conversation ended and puts it in plaintext, which
+                // clears its `active_fingerprint`.
+                unsafe {
+                    ffi::otrl_message_disconnect(
+                        self.us(),
+                        &*self.ops,
+                        opdata,
+                        acc.as_ptr(),
+                        PROTOCOL.as_ptr(),
+                        user.as_ptr(),
+                        instance,
+                    )
+                };
+            }
+            if !self.instances_using(f).is_empty() {
+                return Err(OtrError::FingerprintInUse(peer.to_owned()));
+            }
         }
+        // SAFETY: `f` is in our master context's list and no context points at it (checked
+        // above), so freeing it leaves nothing dangling. 0: never forget the context itself
+        // here (contexts go only through the limits, which also free what libotr leaks).
+        unsafe { ffi::otrl_context_forget_fingerprint(f, 0) };
         self.cb.events.push_back(OtrEvent::FingerprintsChanged);
         Ok(())
+    }
+
+    /// The contexts of the fingerprint's buddy that point at it, with their instance
+    /// tags: the master, which owns the list, or any instance (child), where a session
+    /// keeps its `active_fingerprint` — whatever their state.
+    fn instances_using(
+        &self,
+        f: *mut ffi::Fingerprint,
+    ) -> Vec<(*mut ffi::ConnContext, ffi::otrl_instag_t)> {
+        let mut out = Vec::new();
+        // SAFETY: `f` is in our user state; its `context` is the master that owns it, and
+        // the walk over the context list is read-only.
+        unsafe {
+            let master = (*f).context;
+            let mut c = (*self.us()).context_root;
+            while !c.is_null() {
+                if (*c).m_context == master && (*c).active_fingerprint == f {
+                    out.push((c, (*c).their_instance));
+                }
+                c = (*c).next;
+            }
+        }
+        out
     }
 
     /// Where the conversation with `peer` stands.
@@ -847,6 +1034,7 @@ impl OtrEngine {
 
     /// Starts (or refreshes) a private conversation: sends an OTR query.
     pub fn start(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
         if self.fingerprint(account).is_none() {
             return Err(OtrError::NoKey(account.to_owned()));
         }
@@ -874,6 +1062,7 @@ impl OtrEngine {
 
     /// Ends the private conversation (the buddy is told).
     pub fn end(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
         let (acc, user) = (cstring(account)?, cstring(peer)?);
         let opdata = self.opdata();
         // SAFETY: our user state, ops table and opdata.
@@ -891,8 +1080,11 @@ impl OtrEngine {
     }
 
     /// Prepares `text` for the transport. Under "require encryption" a message for a
-    /// conversation that is not private is held (and OTR started), never sent plain.
+    /// conversation that is not private is held (and OTR started), never sent plain; at
+    /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost.
     pub fn send(&mut self, account: &str, peer: &str, text: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
+        self.touch(account, peer);
         let key = (account.to_owned(), peer.to_owned());
         let require = self.policy(account, peer) == OtrPolicy::Require;
         let state = self.state(account, peer);
@@ -906,9 +1098,13 @@ impl OtrEngine {
             )
         {
             let q = self.held.entry(key).or_default();
-            if q.len() < 256 {
-                q.push_back(text.to_owned());
+            if q.len() >= MAX_HELD {
+                return Err(OtrError::TooManyHeld {
+                    peer: peer.to_owned(),
+                    max: MAX_HELD,
+                });
             }
+            q.push_back(text.to_owned());
             if self.fingerprint(account).is_some() {
                 self.start(account, peer)?;
             }
@@ -983,9 +1179,10 @@ impl OtrEngine {
             .is_some_and(|t| t.account == account && t.to == peer)
     }
 
-    /// Handles a received body. Returns the text to show, or `None` for OTR protocol
-    /// traffic (or anything dropped).
-    pub fn receive(&mut self, account: &str, from: &str, body: &str) -> Option<String> {
+    /// Handles a received body. Returns the text to show — marked encrypted only if
+    /// libotr decrypted it — or `None` for OTR protocol traffic (or anything dropped).
+    /// Whatever the sender does, what libotr keeps for it stays within the limits.
+    pub fn receive(&mut self, account: &str, from: &str, body: &str) -> Option<Incoming> {
         if body.len() > MAX_IN || too_many_fragments(body) {
             self.cb.events.push_back(OtrEvent::Notice {
                 account: account.to_owned(),
@@ -1004,6 +1201,7 @@ impl OtrEngine {
         );
         let mut newmsg: *mut c_char = ptr::null_mut();
         let mut tlvs: *mut ffi::OtrlTLV = ptr::null_mut();
+        self.cb.decrypted = false;
         let opdata = self.opdata();
         // SAFETY: our user state/ops/opdata; libotr allocates newmsg and tlvs, freed below.
         let internal = unsafe {
@@ -1040,14 +1238,143 @@ impl OtrEngine {
                 ffi::otrl_tlv_free(tlvs);
             }
         }
+        let encrypted = std::mem::take(&mut self.cb.decrypted);
+        self.touch(account, from);
+        self.enforce_limits(account, from);
         self.after_state_change(account, from);
         if internal != 0 {
             return None;
         }
-        match shown {
-            Some(s) => Some(s),
-            None => Some(body.to_owned()),
+        Some(Incoming {
+            text: shown.unwrap_or_else(|| body.to_owned()),
+            encrypted,
+        })
+    }
+
+    /// Notes that the user took part in the conversation with `peer`.
+    fn engage(&mut self, account: &str, peer: &str) {
+        let key = (account.to_owned(), peer.to_owned());
+        if !self.engaged.contains(&key) {
+            self.engaged.insert(key);
         }
+    }
+
+    /// Notes activity with `peer` (only once libotr has a context for it).
+    fn touch(&mut self, account: &str, peer: &str) {
+        self.tick += 1;
+        let tick = self.tick;
+        match self
+            .activity
+            .get_mut(&(account.to_owned(), peer.to_owned()))
+        {
+            Some(t) => *t = tick,
+            None => {
+                self.activity
+                    .insert((account.to_owned(), peer.to_owned()), tick);
+            }
+        }
+    }
+
+    /// Trims what libotr keeps after `peer` sent something: its instances, fingerprints
+    /// and fragments, then other idle buddies while there are too many. See
+    /// [`OtrLimits`] for what goes first and what never goes.
+    fn enforce_limits(&mut self, account: &str, peer: &str) {
+        let l = self.limits;
+        let master = self.master(account, peer);
+        // SAFETY: our own user state on its owner thread; `master` is one of its master
+        // contexts (or null), and nothing we hold points into what the trims free.
+        unsafe {
+            if let Some(m) = master {
+                limits::trim_instances(self.us(), m, l.instances);
+                if limits::trim_fingerprints(self.us(), m, l.fingerprints) {
+                    self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+                }
+            }
+            limits::trim_fragments(
+                self.us(),
+                master.unwrap_or(ptr::null_mut()),
+                l.fragment_bytes,
+                l.fragment_total,
+            );
+        }
+        // SAFETY: read-only count.
+        if unsafe { limits::master_count(self.us()) } > l.peers {
+            self.make_room(account, peer);
+        }
+    }
+
+    /// Forgets idle buddies while more than the limit of those that only wrote to us
+    /// are kept, least valuable first. The buddy that just wrote stays.
+    fn make_room(&mut self, account: &str, peer: &str) {
+        // SAFETY: read-only walk of our own user state.
+        let masters = unsafe { limits::masters(self.us()) };
+        let mut counted = 0usize;
+        let mut candidates: Vec<(u8, u64, limits::Master)> = Vec::new();
+        for m in masters {
+            let key = (m.account.clone(), m.peer.clone());
+            if self.engaged.contains(&key) || m.verified {
+                continue;
+            }
+            let seen = self.activity.get(&key).copied();
+            let tier = match (m.plaintext, m.fingerprints, seen) {
+                (true, 0, _) => 0,
+                // Loaded from the user's own file and silent since: not a sender's doing.
+                (_, _, None) => continue,
+                (true, _, Some(_)) => 1,
+                (false, _, Some(_)) => 2,
+            };
+            counted += 1;
+            if m.account == account && m.peer == peer {
+                continue;
+            }
+            candidates.push((tier, seen.unwrap_or(0), m));
+        }
+        let excess = counted.saturating_sub(self.limits.peers);
+        candidates.sort_by_key(|(tier, seen, _)| (*tier, *seen));
+        let mut fingerprints_lost = false;
+        for (tier, _, m) in candidates.into_iter().take(excess) {
+            // SAFETY: `m.ptr` is a master of our user state from the walk above; each
+            // forget frees only that buddy's contexts, which no other candidate shares.
+            if !unsafe { limits::forget_master(self.us(), m.ptr) } {
+                continue;
+            }
+            self.activity.remove(&(m.account.clone(), m.peer.clone()));
+            fingerprints_lost |= m.fingerprints > 0;
+            if tier == 2 {
+                self.cb.events.push_back(OtrEvent::Notice {
+                    account: m.account.clone(),
+                    peer: m.peer.clone(),
+                    text: "too many private conversations were open at once: this idle one, which you never took part in, was closed".into(),
+                });
+            }
+            if !self.told_full {
+                self.told_full = true;
+                tracing::warn!("OTR: many senders at once; idle conversations are being dropped");
+            }
+        }
+        if fingerprints_lost {
+            self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        }
+    }
+
+    /// The buddy's master context, if libotr has one.
+    fn master(&self, account: &str, peer: &str) -> Option<*mut ffi::ConnContext> {
+        let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
+        // SAFETY: lookup in our user state; add_if_missing 0 creates nothing.
+        let c = unsafe {
+            ffi::otrl_context_find(
+                self.us(),
+                user.as_ptr(),
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                ffi::OTRL_INSTAG_MASTER,
+                0,
+                ptr::null_mut(),
+                None,
+                ptr::null_mut(),
+            )
+        };
+        (!c.is_null()).then_some(c)
     }
 
     /// Sends held messages once the conversation is private.
@@ -1094,6 +1421,7 @@ impl OtrEngine {
         question: Option<&str>,
         secret: &str,
     ) -> Result<(), OtrError> {
+        self.engage(account, peer);
         let c = self.private_context(account, peer)?;
         let opdata = self.opdata();
         // SAFETY: a private context of our user state; secret bytes with length.
@@ -1126,6 +1454,7 @@ impl OtrEngine {
 
     /// Answers the buddy's SMP question or shared-secret request.
     pub fn smp_respond(&mut self, account: &str, peer: &str, secret: &str) -> Result<(), OtrError> {
+        self.engage(account, peer);
         let c = self.private_context(account, peer)?;
         let opdata = self.opdata();
         // SAFETY: as above.
@@ -1211,8 +1540,15 @@ impl OtrEngine {
 
 impl Drop for OtrEngine {
     fn drop(&mut self) {
-        // SAFETY: freed exactly once; no callbacks run after this.
-        unsafe { ffi::otrl_userstate_free(self.us()) };
+        // SAFETY: freed exactly once; no callbacks run after this. libotr frees every
+        // context but not their private parts, which we free once it is done.
+        unsafe {
+            let privates = limits::privates(self.us());
+            ffi::otrl_userstate_free(self.us());
+            for p in privates {
+                limits::free_private(p);
+            }
+        }
     }
 }
 

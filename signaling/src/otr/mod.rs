@@ -4,9 +4,11 @@
 
 mod engine;
 mod keyfile;
+mod limits;
 mod memfile;
 
 pub use engine::{
-    KnownFingerprint, OtrEngine, OtrError, OtrEvent, OtrPolicy, OtrState, PROTOCOL, SmpEvent,
-    Transmit, normalize_fingerprint,
+    API_VERSION, Incoming, KnownFingerprint, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy,
+    OtrState, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
 };
+pub use limits::OtrLimits;

@@ -1,12 +1,15 @@
 //! The driver of one XMPP account: a tokio task owning the stanza stream (with our own
 //! reconnector: short retry delays, and a stop on a wrong password or an untrusted
 //! certificate) and the [`ChatCore`]. Commands come in through an [`XmppHandle`];
-//! everything that happens goes out as [`XmppEvent`]s.
+//! everything that happens goes out as [`XmppEvent`]s, over a bounded channel: while the
+//! consumer lags, the stream is not read (the server holds what follows), so a flood
+//! cannot pile up in memory here. Commands are handled meanwhile.
 
 use super::chat::{ChatCore, Outbound, Show, XmppEvent};
 use super::connector::HushConnector;
 use super::register::login_stream;
 use futures::StreamExt;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -17,6 +20,12 @@ use tokio_xmpp::stanzastream::{Connection, Event, StanzaStage, StanzaStream, Str
 /// First retry delay after a lost connection; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(4);
+/// Events waiting in the channel to the consumer.
+pub const EVENT_QUEUE: usize = 256;
+/// Events produced but not yet in the channel beyond which the stream is not read.
+const BACKLOG: usize = 64;
+/// How long the last events (e.g. why the account stopped) may wait for the consumer.
+const LAST_EVENTS: Duration = Duration::from_secs(5);
 
 /// What the account can be asked to do.
 #[derive(Debug, Clone)]
@@ -111,9 +120,9 @@ pub fn start(
     connector: HushConnector,
     jid: BareJid,
     password: String,
-) -> (XmppHandle, mpsc::UnboundedReceiver<XmppEvent>) {
+) -> (XmppHandle, mpsc::Receiver<XmppEvent>) {
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         run(connector, jid, password, cmd_rx, ev_tx).await;
@@ -139,7 +148,7 @@ async fn run(
     jid: BareJid,
     password: String,
     mut commands: mpsc::UnboundedReceiver<XmppCommand>,
-    events: mpsc::UnboundedSender<XmppEvent>,
+    events: mpsc::Sender<XmppEvent>,
 ) {
     let mut core = ChatCore::new(jid.clone(), id_prefix());
     let (internal_tx, mut internal) = mpsc::unbounded_channel::<Internal>();
@@ -201,8 +210,22 @@ async fn run(
     let stream = StanzaStream::new(reconnector, 64);
     let (sender, mut receiver) = stream.split();
     let mut acked = false;
+    let mut backlog = Backlog::default();
     loop {
+        backlog.fill(&mut core, &events);
+        let reading = backlog.events.len() < BACKLOG;
         tokio::select! {
+            permit = events.reserve(), if !backlog.events.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(e) = backlog.events.pop_front() {
+                        permit.send(e);
+                    }
+                }
+                Err(_) => {
+                    backlog.closed = true;
+                    backlog.events.clear();
+                }
+            },
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
@@ -214,7 +237,7 @@ async fn run(
                     other => apply(&mut core, other),
                 }
             }
-            ev = receiver.next() => {
+            ev = receiver.next(), if reading => {
                 match ev {
                     Some(Event::Stanza(s)) => core.handle(s),
                     Some(Event::Stream(StreamEvent::Reset { features, .. })) => {
@@ -236,7 +259,7 @@ async fn run(
                             }
                         }
                         core.offline(reason, true);
-                        flush_events(&mut core, &events);
+                        backlog.finish(&mut core, &events).await;
                         return;
                     }
                 }
@@ -245,16 +268,15 @@ async fn run(
                 Some(Internal::Delivered(id)) => core.delivered(&id),
                 Some(Internal::Permanent(reason)) => {
                     core.offline(reason, true);
-                    flush_events(&mut core, &events);
+                    backlog.finish(&mut core, &events).await;
                     return;
                 }
                 None => {}
             },
         }
         pump_out(&mut core, &sender, acked, &internal_tx).await;
-        flush_events(&mut core, &events);
     }
-    flush_events(&mut core, &events);
+    backlog.finish(&mut core, &events).await;
     let stream = StanzaStream::reunite(sender, receiver);
     let _ = tokio::time::timeout(Duration::from_secs(3), stream.close()).await;
 }
@@ -316,8 +338,51 @@ async fn pump_out(
     }
 }
 
-fn flush_events(core: &mut ChatCore, events: &mpsc::UnboundedSender<XmppEvent>) {
-    while let Some(e) = core.poll_event() {
-        let _ = events.send(e);
+/// Events the core produced that the consumer has not taken yet.
+#[derive(Default)]
+struct Backlog {
+    events: VecDeque<XmppEvent>,
+    /// Nobody listens any more: events are dropped.
+    closed: bool,
+}
+
+impl Backlog {
+    /// Takes the core's events and moves as many as fit into the channel.
+    fn fill(&mut self, core: &mut ChatCore, tx: &mpsc::Sender<XmppEvent>) {
+        while let Some(e) = core.poll_event() {
+            if !self.closed {
+                self.events.push_back(e);
+            }
+        }
+        while let Some(e) = self.events.pop_front() {
+            match tx.try_send(e) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    self.events.push_front(e);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.closed = true;
+                    self.events.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands over the last events, waiting (bounded) for the consumer.
+    async fn finish(&mut self, core: &mut ChatCore, tx: &mpsc::Sender<XmppEvent>) {
+        self.fill(core, tx);
+        let rest = std::mem::take(&mut self.events);
+        let deliver = async {
+            for e in rest {
+                if tx.send(e).await.is_err() {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(LAST_EVENTS, deliver).await.is_err() {
+            tracing::debug!("the account's last events were not taken in time");
+        }
     }
 }

@@ -3,8 +3,14 @@
 //! rooms and an outbox that delivers every message exactly once across reconnects
 //! (resent with the same id until the server acknowledges it; receivers drop ids they
 //! have already seen). The driver only moves stanzas between this and the stream.
+//!
+//! Everything kept per sender is bounded, whatever a hostile server or sender does:
+//! message ids are remembered as 64-bit keyed hashes for at most [`MAX_SENDERS`]
+//! senders (the least recently heard from are forgotten), presence is tracked only for
+//! roster contacts, and pending IQs and subscription requests are capped (oldest out).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid, ResourcePart};
 use tokio_xmpp::minidom::Element;
@@ -20,8 +26,18 @@ use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError
 pub const MAX_BODY: usize = 64 * 1024;
 /// Message ids remembered per peer for duplicate suppression.
 const SEEN_IDS: usize = 512;
+/// Senders (contacts and rooms) whose message ids we remember; beyond this the least
+/// recently heard from is forgotten (a duplicate from it may then be shown twice).
+pub const MAX_SENDERS: usize = 1024;
 /// Contacts we keep; a server pushing more is ignored beyond this.
 const MAX_ROSTER: usize = 20_000;
+/// Online resources tracked per contact.
+const MAX_RESOURCES: usize = 64;
+/// Our IQs awaiting an answer; beyond this the oldest is given up.
+pub const MAX_PENDING_IQS: usize = 256;
+/// Subscription requests waiting for the user; beyond this the oldest is dropped (its
+/// sender can ask again).
+pub const MAX_REQUESTS: usize = 256;
 
 /// Availability, ours or a contact's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +204,74 @@ pub struct Outbound {
     pub track: Option<String>,
 }
 
+/// How much per-sender state a [`ChatCore`] holds (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracked {
+    /// Senders whose message ids are remembered.
+    pub senders: usize,
+    /// Message ids remembered over all senders.
+    pub message_ids: usize,
+    /// Contacts with online resources.
+    pub present: usize,
+    /// Online resources over all contacts.
+    pub resources: usize,
+    /// Our IQs awaiting an answer.
+    pub pending_iqs: usize,
+    /// Subscription requests waiting for the user.
+    pub requests: usize,
+}
+
+/// Message ids seen per sender, bounded in senders and in ids per sender.
+struct SeenIds {
+    /// Per sender: when last heard from, and the ids (keyed hashes) in arrival order.
+    by_sender: HashMap<BareJid, (u64, VecDeque<u64>)>,
+    /// Senders by when last heard from.
+    order: BTreeMap<u64, BareJid>,
+    clock: u64,
+    /// Keyed per core, so a sender cannot choose ids that collide.
+    hasher: RandomState,
+}
+
+impl SeenIds {
+    fn new() -> SeenIds {
+        SeenIds {
+            by_sender: HashMap::new(),
+            order: BTreeMap::new(),
+            clock: 0,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Records `id` from `from`; false if it was seen already.
+    fn remember(&mut self, from: &BareJid, id: &str) -> bool {
+        let h = self.hasher.hash_one(id);
+        self.clock += 1;
+        let now = self.clock;
+        if let Some((last, ids)) = self.by_sender.get_mut(from) {
+            self.order.remove(last);
+            *last = now;
+            self.order.insert(now, from.clone());
+            if ids.contains(&h) {
+                return false;
+            }
+            ids.push_back(h);
+            if ids.len() > SEEN_IDS {
+                ids.pop_front();
+            }
+            return true;
+        }
+        if self.by_sender.len() >= MAX_SENDERS
+            && let Some((_, oldest)) = self.order.pop_first()
+        {
+            self.by_sender.remove(&oldest);
+        }
+        self.by_sender
+            .insert(from.clone(), (now, VecDeque::from([h])));
+        self.order.insert(now, from.clone());
+        true
+    }
+}
+
 /// One account's chat state machine.
 pub struct ChatCore {
     me: BareJid,
@@ -195,12 +279,16 @@ pub struct ChatCore {
     show: Show,
     unsent: VecDeque<Outgoing>,
     inflight: BTreeMap<String, Outgoing>,
-    seen: HashMap<BareJid, VecDeque<String>>,
+    seen: SeenIds,
     own_room_ids: VecDeque<String>,
-    iqs: HashMap<String, IqPurpose>,
+    /// Our pending IQs by their sequence number (ids are `{id_prefix}-{n}`).
+    iqs: BTreeMap<u64, IqPurpose>,
     roster: BTreeMap<BareJid, Contact>,
-    resources: HashMap<BareJid, BTreeMap<String, Show>>,
-    requests: BTreeSet<BareJid>,
+    /// Online resources of roster contacts (resource names as keyed hashes).
+    resources: HashMap<BareJid, BTreeMap<u64, Show>>,
+    resource_hasher: RandomState,
+    /// Subscription requests, oldest first.
+    requests: VecDeque<BareJid>,
     rooms: BTreeMap<BareJid, Room>,
     next_id: u64,
     id_prefix: String,
@@ -217,7 +305,7 @@ fn show_of(p: &Presence) -> Show {
     }
 }
 
-fn best(shows: &BTreeMap<String, Show>) -> Show {
+fn best(shows: &BTreeMap<u64, Show>) -> Show {
     let rank = |s: &Show| match s {
         Show::Available => 3,
         Show::DoNotDisturb => 2,
@@ -252,12 +340,13 @@ impl ChatCore {
             show: Show::Available,
             unsent: VecDeque::new(),
             inflight: BTreeMap::new(),
-            seen: HashMap::new(),
+            seen: SeenIds::new(),
             own_room_ids: VecDeque::new(),
-            iqs: HashMap::new(),
+            iqs: BTreeMap::new(),
             roster: BTreeMap::new(),
             resources: HashMap::new(),
-            requests: BTreeSet::new(),
+            resource_hasher: RandomState::new(),
+            requests: VecDeque::new(),
             rooms: BTreeMap::new(),
             next_id: 0,
             id_prefix,
@@ -271,6 +360,14 @@ impl ChatCore {
         format!("{}-{}", self.id_prefix, self.next_id)
     }
 
+    /// The sequence number of one of our ids, `None` for anyone else's.
+    fn our_seq(&self, id: &str) -> Option<u64> {
+        id.strip_prefix(self.id_prefix.as_str())?
+            .strip_prefix('-')?
+            .parse()
+            .ok()
+    }
+
     fn send(&mut self, stanza: impl Into<Stanza>) {
         self.out.push_back(Outbound {
             stanza: stanza.into(),
@@ -280,8 +377,28 @@ impl ChatCore {
 
     fn iq(&mut self, purpose: IqPurpose, iq: impl FnOnce(String) -> Iq) {
         let id = self.new_id();
-        self.iqs.insert(id.clone(), purpose);
+        self.iqs.insert(self.next_id, purpose);
+        while self.iqs.len() > MAX_PENDING_IQS {
+            self.iqs.pop_first();
+        }
         self.send(iq(id));
+    }
+
+    fn answered(&mut self, id: &str) -> Option<IqPurpose> {
+        let seq = self.our_seq(id)?;
+        self.iqs.remove(&seq)
+    }
+
+    /// How much per-sender state is held now.
+    pub fn tracked(&self) -> Tracked {
+        Tracked {
+            senders: self.seen.by_sender.len(),
+            message_ids: self.seen.by_sender.values().map(|(_, v)| v.len()).sum(),
+            present: self.resources.len(),
+            resources: self.resources.values().map(BTreeMap::len).sum(),
+            pending_iqs: self.iqs.len(),
+            requests: self.requests.len(),
+        }
     }
 
     /// The next stanza to send.
@@ -520,7 +637,7 @@ impl ChatCore {
 
     /// Lets `jid` see our presence, and asks to see theirs if we do not yet.
     pub fn authorize(&mut self, jid: BareJid) {
-        self.requests.remove(&jid);
+        self.requests.retain(|r| *r != jid);
         self.send(Presence::new(PresenceType::Subscribed).with_to(Jid::from(jid.clone())));
         let sees = self
             .roster
@@ -533,7 +650,7 @@ impl ChatCore {
 
     /// Refuses `jid`'s request; they are told.
     pub fn deny(&mut self, jid: BareJid) {
-        self.requests.remove(&jid);
+        self.requests.retain(|r| *r != jid);
         self.send(Presence::new(PresenceType::Unsubscribed).with_to(Jid::from(jid)));
     }
 
@@ -608,15 +725,7 @@ impl ChatCore {
     }
 
     fn remember(&mut self, from: &BareJid, id: &str) -> bool {
-        let seen = self.seen.entry(from.clone()).or_default();
-        if seen.iter().any(|s| s == id) {
-            return false;
-        }
-        seen.push_back(id.to_owned());
-        if seen.len() > SEEN_IDS {
-            seen.pop_front();
-        }
-        true
+        self.seen.remember(from, id)
     }
 
     /// Handles a stanza from the server.
@@ -694,15 +803,19 @@ impl ChatCore {
         }
         match p.type_ {
             // A repeated request is listed once; the user decides once.
-            PresenceType::Subscribe if self.requests.insert(bare.clone()) => {
+            PresenceType::Subscribe if !self.requests.contains(&bare) => {
+                if self.requests.len() >= MAX_REQUESTS {
+                    self.requests.pop_front();
+                }
+                self.requests.push_back(bare.clone());
                 self.events
                     .push_back(XmppEvent::SubscriptionRequest { from: bare });
             }
-            PresenceType::None | PresenceType::Unavailable => {
-                let resource = from
-                    .resource()
-                    .map(|r| r.as_str().to_owned())
-                    .unwrap_or_default();
+            // Only contacts' presence is shown: anyone else's is not kept.
+            PresenceType::None | PresenceType::Unavailable if self.roster.contains_key(&bare) => {
+                let resource = self
+                    .resource_hasher
+                    .hash_one(from.resource().map(|r| r.as_str()).unwrap_or_default());
                 let shows = self.resources.entry(bare.clone()).or_default();
                 let before = best(shows);
                 match show_of(&p) {
@@ -710,12 +823,15 @@ impl ChatCore {
                         shows.remove(&resource);
                     }
                     s => {
-                        if shows.len() < 64 || shows.contains_key(&resource) {
+                        if shows.len() < MAX_RESOURCES || shows.contains_key(&resource) {
                             shows.insert(resource, s);
                         }
                     }
                 }
                 let after = best(shows);
+                if shows.is_empty() {
+                    self.resources.remove(&bare);
+                }
                 if after != before {
                     self.events.push_back(XmppEvent::Presence {
                         jid: bare,
@@ -803,7 +919,7 @@ impl ChatCore {
 
     fn iq_in(&mut self, iq: Iq) {
         match iq {
-            Iq::Result { id, payload, .. } => match self.iqs.remove(&id) {
+            Iq::Result { id, payload, .. } => match self.answered(&id) {
                 Some(IqPurpose::RosterGet) => {
                     let roster = payload.and_then(|e| Roster::try_from(e).ok());
                     let items = roster.map(|r| r.items).unwrap_or_default();
@@ -811,6 +927,8 @@ impl ChatCore {
                     for item in items.iter().take(MAX_ROSTER) {
                         self.roster.insert(item.jid.clone(), contact_of(item));
                     }
+                    let roster = &self.roster;
+                    self.resources.retain(|jid, _| roster.contains_key(jid));
                     self.events
                         .push_back(XmppEvent::Roster(self.roster.values().cloned().collect()));
                 }
@@ -819,7 +937,7 @@ impl ChatCore {
                 }
                 Some(IqPurpose::RosterSet(_)) | None => {}
             },
-            Iq::Error { id, error, .. } => match self.iqs.remove(&id) {
+            Iq::Error { id, error, .. } => match self.answered(&id) {
                 Some(IqPurpose::RosterSet(jid)) => {
                     self.events.push_back(XmppEvent::Error {
                         reason: format!(
@@ -850,6 +968,7 @@ impl ChatCore {
                         for item in roster.items {
                             if item.subscription == Subscription::Remove {
                                 self.roster.remove(&item.jid);
+                                self.resources.remove(&item.jid);
                                 self.events.push_back(XmppEvent::ContactRemoved(item.jid));
                             } else if self.roster.len() < MAX_ROSTER
                                 || self.roster.contains_key(&item.jid)
@@ -1008,6 +1127,79 @@ mod tests {
             events(&mut c).is_empty(),
             "no roster change from a stranger"
         );
+    }
+
+    fn chat_from(from: &str, id: &str, body: &str) -> Stanza {
+        let mut m = Message::chat(Some(Jid::from(jid("bob@localhost"))));
+        m.from = Some(from.parse().expect("jid"));
+        m.id = Some(tokio_xmpp::parsers::message::Id(id.into()));
+        m.bodies.insert(Default::default(), body.into());
+        m.into()
+    }
+
+    #[test]
+    fn a_flood_of_senders_keeps_per_sender_state_bounded() {
+        let mut c = ChatCore::new(jid("bob@localhost"), "s6".into());
+        c.online(false);
+        drain(&mut c);
+        // The roster (our first IQ) holds one friend.
+        let roster: Element = "<query xmlns='jabber:iq:roster'>\
+             <item jid='friend@localhost' subscription='both'/></query>"
+            .parse()
+            .expect("xml");
+        c.handle(
+            Iq::Result {
+                from: None,
+                to: None,
+                id: "s6-1".into(),
+                payload: Some(roster),
+            }
+            .into(),
+        );
+        events(&mut c);
+        let long_id = "i".repeat(1_000);
+        for i in 0..5_000 {
+            let sender = format!("s{i}@evil.example");
+            c.handle(chat_from(
+                &format!("{sender}/r{i}"),
+                &format!("{long_id}{i}"),
+                "hi",
+            ));
+            let mut p = Presence::new(PresenceType::None);
+            p.from = Some(format!("{sender}/r{i}").parse().expect("jid"));
+            c.handle(p.into());
+            let mut p = Presence::new(PresenceType::Subscribe);
+            p.from = Some(sender.parse().expect("jid"));
+            c.handle(p.into());
+            let mut p = Presence::new(PresenceType::None);
+            p.from = Some(format!("friend@localhost/device{i}").parse().expect("jid"));
+            c.handle(p.into());
+            // The server never answers our IQs (and keeps resetting the stream).
+            c.set_contact(jid("friend@localhost"), Some(format!("F{i}")), None);
+            if i % 10 == 0 {
+                c.offline("gone".into(), false);
+                c.online(false);
+            }
+            drain(&mut c);
+            events(&mut c);
+        }
+        let t = c.tracked();
+        assert!(t.senders <= MAX_SENDERS, "{t:?}");
+        assert!(t.message_ids <= MAX_SENDERS * SEEN_IDS, "{t:?}");
+        assert_eq!(t.present, 1, "only the friend's presence is kept: {t:?}");
+        assert!(t.resources <= MAX_RESOURCES, "{t:?}");
+        assert!(t.pending_iqs <= MAX_PENDING_IQS, "{t:?}");
+        assert!(t.requests <= MAX_REQUESTS, "{t:?}");
+        // The friend still gets through, once.
+        c.handle(chat_from("friend@localhost/phone", "f-1", "still here"));
+        c.handle(chat_from("friend@localhost/phone", "f-1", "still here"));
+        let got: Vec<XmppEvent> = events(&mut c)
+            .into_iter()
+            .filter(|e| matches!(e, XmppEvent::Message { from, .. } if *from == jid("friend@localhost")))
+            .collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        // The newest requests are the ones kept.
+        assert!(c.requests().any(|r| *r == jid("s4999@evil.example")));
     }
 
     #[test]

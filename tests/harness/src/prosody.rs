@@ -1,5 +1,6 @@
 //! Prosody 0.12 on a free loopback port, with a fresh self-signed certificate for
-//! `localhost` and `conference.localhost`, in-band registration enabled.
+//! `localhost` and `conference.localhost`, in-band registration enabled, and an
+//! external component domain (XEP-0114) on a second port for tests that play a server.
 
 use crate::process::{ServerProcess, free_port, self_signed_cert};
 use crate::{Result, io};
@@ -14,6 +15,7 @@ const CONFIG: &str = include_str!("../configs/prosody.cfg.lua");
 pub struct Prosody {
     dir: tempfile::TempDir,
     port: u16,
+    component_port: u16,
     process: ServerProcess,
 }
 
@@ -35,26 +37,35 @@ impl Prosody {
             &["localhost", "conference.localhost"],
         )?;
         let port = free_port();
-        let process = Self::spawn(dir.path(), port)?;
-        let mut server = Prosody { dir, port, process };
+        let component_port = free_port();
+        let process = Self::spawn(dir.path(), port, component_port)?;
+        let mut server = Prosody {
+            dir,
+            port,
+            component_port,
+            process,
+        };
         server.wait_ready()?;
         Ok(server)
     }
 
-    fn spawn(dir: &Path, port: u16) -> Result<ServerProcess> {
+    fn spawn(dir: &Path, port: u16, component_port: u16) -> Result<ServerProcess> {
         let mut cmd = Command::new("prosody");
         cmd.args(["-F", "--config"])
             .arg(dir.join("prosody.cfg.lua"))
             .env("PROSODY_DIR", dir)
-            .env("PROSODY_C2S_PORT", port.to_string());
+            .env("PROSODY_C2S_PORT", port.to_string())
+            .env("PROSODY_COMPONENT_PORT", component_port.to_string());
         ServerProcess::spawn("prosody", cmd, &dir.join("prosody.log"))
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        let port = self.port;
+        let ports = [self.port, self.component_port];
         self.process.wait_ready(Duration::from_secs(10), || {
-            TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-                .is_ok()
+            ports.iter().all(|p| {
+                TcpStream::connect_timeout(&([127, 0, 0, 1], *p).into(), Duration::from_millis(200))
+                    .is_ok()
+            })
         })
     }
 
@@ -66,6 +77,22 @@ impl Prosody {
     /// The XMPP domain served.
     pub fn domain(&self) -> &'static str {
         "localhost"
+    }
+
+    /// The external component port (XEP-0114, plain TCP) on 127.0.0.1.
+    pub fn component_port(&self) -> u16 {
+        self.component_port
+    }
+
+    /// The component's domain: whoever connects to the component port may send from
+    /// any address at it.
+    pub fn component_domain(&self) -> &'static str {
+        "hostile.localhost"
+    }
+
+    /// The component's shared secret.
+    pub fn component_secret(&self) -> &'static str {
+        "hostile-component-secret"
     }
 
     /// Everything the server stored (accounts, rosters, offline messages, archives): tests
@@ -102,7 +129,7 @@ impl Prosody {
     /// Starts it again on the same port with the same data and certificate.
     pub fn restart(&mut self) -> Result<()> {
         self.process.stop();
-        self.process = Self::spawn(self.dir.path(), self.port)?;
+        self.process = Self::spawn(self.dir.path(), self.port, self.component_port)?;
         self.wait_ready()
     }
 
