@@ -254,6 +254,7 @@ impl CallLayer {
             transport,
             user: user.into(),
             tls_roots,
+            ring_timeout: hush_signaling::sip::RING_TIMEOUT,
         })
         .await
         .map_err(sig)?;
@@ -724,7 +725,9 @@ impl CallLayer {
         line.stack.reject(&call.key, why).map_err(sig)
     }
 
-    /// Hangs up.
+    /// Hangs up. A call that rings here is declined; any other ends at once, and its
+    /// CANCEL or BYE goes out from the SIP stack's own task: a peer that never answers
+    /// it cannot hold up the phone.
     pub(crate) async fn hangup(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
         let call = find(&self.calls, id)?;
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
@@ -732,11 +735,13 @@ impl CallLayer {
             line.stack
                 .reject(&call.key, Rejection::Declined)
                 .map_err(sig)?;
-        } else if let Err(e) = line.stack.hangup(&call.key).await {
-            // The dialog is gone already: end it locally.
-            tracing::debug!(error = %e, "hangup");
-            self.end(id, "hung up".into(), events);
+            return Ok(());
         }
+        if let Err(e) = line.stack.hangup(&call.key) {
+            // The dialog is gone already.
+            tracing::debug!(error = %e, "hangup");
+        }
+        self.end(id, "hung up".into(), events);
         Ok(())
     }
 
@@ -1032,7 +1037,7 @@ impl CallLayer {
                 let Some(id) = self.find(line_id, &call) else {
                     // Answered after we gave up on it: hang up rather than leave it up.
                     if let Some(line) = self.lines.get(&line_id) {
-                        let _ = line.stack.hangup(&call).await;
+                        let _ = line.stack.hangup(&call);
                     }
                     return;
                 };
@@ -1118,14 +1123,19 @@ impl CallLayer {
         );
     }
 
+    /// Ends a call that cannot go on, with the reason: at once here, while its BYE goes
+    /// out from the SIP stack's own task (a peer that never answers the BYE cannot hold
+    /// up the phone).
     async fn fail_call(&mut self, id: CallId, reason: String, events: &mut Vec<Event>) {
         tracing::info!(call = id.0, %reason, "ending call");
         self.set_security(id, CallSecurity::Failed(reason.clone()), events);
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        if let Some(line) = self.lines.get(&call.line) {
-            let _ = line.stack.hangup(&call.key).await;
+        if let Some(line) = self.lines.get(&call.line)
+            && let Err(e) = line.stack.hangup(&call.key)
+        {
+            tracing::debug!(error = %e, "hangup");
         }
         self.end(id, reason, events);
     }
