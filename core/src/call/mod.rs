@@ -152,35 +152,82 @@ fn med(e: hush_media::MediaError) -> CoreError {
     CoreError::Call(e.to_string())
 }
 
+/// State changes of one call waiting for room in the input queue; a call has a handful
+/// (secure, cleartext, failed, ended), so more than this means something is wrong.
+const MEDIA_BACKLOG: usize = 16;
+
+/// Reports of one call that wait for room, oldest first, and whether a task is
+/// delivering them (while it is, later reports queue behind them).
+#[derive(Default)]
+struct Backlog {
+    waiting: bool,
+    reports: std::collections::VecDeque<MediaReport>,
+}
+
 /// What a media thread calls with its reports: hands them to the core task without
-/// ever blocking the thread. When the queue is full, statistics and DTMF (which a peer
-/// can send at will) are dropped; a state change (secure, failed, ended) waits for room
-/// in a task, so it is never lost.
+/// ever blocking the thread, in the order they were made. When the queue is full,
+/// statistics and DTMF (which a peer can send at will) are dropped; a state change
+/// (secure, failed, ended) waits for room, delivered by a task in order, so it is never
+/// lost and never overtaken.
 fn media_reporter(
     input: mpsc::Sender<CallInput>,
     id: CallId,
 ) -> impl Fn(MediaReport) + Send + 'static {
     let runtime = tokio::runtime::Handle::try_current().ok();
+    let backlog = std::sync::Arc::new(std::sync::Mutex::new(Backlog::default()));
     move |report| {
         let droppable = matches!(
             report,
             MediaReport::Stats(_) | MediaReport::Event(StreamEvent::Dtmf(_))
         );
-        match input.try_send(CallInput::Media(id, report)) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) if droppable => {
-                tracing::debug!(call = id.0, "call layer behind: media report dropped");
+        let Ok(mut waiting) = backlog.lock() else {
+            return;
+        };
+        let report = if waiting.waiting {
+            report
+        } else {
+            match input.try_send(CallInput::Media(id, report)) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(CallInput::Media(_, report))) => report,
+                Err(TrySendError::Full(_)) => return,
             }
-            Err(TrySendError::Full(report)) => match &runtime {
-                Some(rt) => {
-                    let input = input.clone();
-                    rt.spawn(async move {
-                        let _ = input.send(report).await;
-                    });
-                }
-                None => tracing::warn!(call = id.0, "media report lost: no runtime to wait in"),
-            },
+        };
+        if droppable {
+            tracing::debug!(call = id.0, "call layer behind: media report dropped");
+            return;
         }
+        if waiting.reports.len() >= MEDIA_BACKLOG {
+            tracing::warn!(call = id.0, "media report lost: too many waiting");
+            return;
+        }
+        waiting.reports.push_back(report);
+        if waiting.waiting {
+            return;
+        }
+        let Some(rt) = &runtime else {
+            waiting.reports.clear();
+            tracing::warn!(call = id.0, "media report lost: no runtime to wait in");
+            return;
+        };
+        waiting.waiting = true;
+        let (input, backlog) = (input.clone(), backlog.clone());
+        rt.spawn(async move {
+            loop {
+                let next = match backlog.lock() {
+                    Ok(mut b) => match b.reports.pop_front() {
+                        Some(r) => r,
+                        None => {
+                            b.waiting = false;
+                            return;
+                        }
+                    },
+                    Err(_) => return,
+                };
+                if input.send(CallInput::Media(id, next)).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -1238,11 +1285,42 @@ mod tests {
         }
         // The first statistics filled the queue; the DTMF and the second statistics
         // were dropped (never sent, so nothing can arrive later); the failure and the
-        // end waited for room.
+        // end waited for room, and arrive in the order they were made.
         assert!(rx.try_recv().is_err(), "dropped reports arrived after all");
-        assert_eq!(got[0], "stats");
-        let mut rest = got[1..].to_vec();
-        rest.sort_unstable();
-        assert_eq!(rest, ["ended", "failed"], "{got:?}");
+        assert_eq!(got, ["stats", "failed", "ended"]);
+    }
+
+    #[tokio::test]
+    async fn a_state_change_made_while_another_waits_for_room_never_overtakes_it() {
+        // One thread: nothing spawned runs until this test awaits, so the order of
+        // events below is exact.
+        let (tx, mut rx) = mpsc::channel(1);
+        let report = media_reporter(tx, CallId(7));
+        report(MediaReport::Stats(StreamStats::default()));
+        report(MediaReport::Event(StreamEvent::Failed("no ZRTP".into())));
+        // The core takes the statistics: there is room again before the failure, which
+        // waits for room in a task, was delivered.
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(CallInput::Media(_, MediaReport::Stats(_)))
+        ));
+        report(MediaReport::Stats(StreamStats::default()));
+        report(MediaReport::Ended(StreamStats::default()));
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let Ok(Some(CallInput::Media(_, r))) =
+                tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+            else {
+                panic!("a report was lost: got {got:?}");
+            };
+            got.push(match r {
+                MediaReport::Stats(_) => "stats",
+                MediaReport::Event(StreamEvent::Failed(_)) => "failed",
+                MediaReport::Ended(_) => "ended",
+                _ => "other",
+            });
+        }
+        assert_eq!(got, ["failed", "ended"]);
+        assert!(rx.try_recv().is_err(), "dropped reports arrived after all");
     }
 }
