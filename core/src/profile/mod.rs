@@ -75,14 +75,27 @@ impl Profile {
         self.keys.is_none()
     }
 
-    /// Opens the vault's keys; the first time after an upgrade, also re-seals history
-    /// written in the older format (see `history`).
+    /// Opens the vault's keys. A profile whose index key still has its schema-1 name
+    /// has its history upgraded first, once (see `history::upgrade`).
     fn load_keys(&self, password: Option<&Secret>) -> Result<Keys> {
         let data = vault::unlock(&self.conn, password)?;
-        let index = vault::get_secret(&self.conn, &data, vault::INDEX_KEY_NAME)?
-            .and_then(|k| Key::from_slice(&k))
-            .ok_or_else(|| CoreError::TamperedSecret(vault::INDEX_KEY_NAME.into()))?;
-        history::upgrade(&self.conn, &data, &index)?;
+        let index_key = |name: &str| -> Result<Option<Key>> {
+            match vault::get_secret(&self.conn, &data, name)? {
+                None => Ok(None),
+                Some(k) => Key::from_slice(&k)
+                    .map(Some)
+                    .ok_or_else(|| CoreError::TamperedSecret(name.into())),
+            }
+        };
+        let index = match index_key(vault::INDEX_KEY_NAME)? {
+            Some(index) => index,
+            None => {
+                let index = index_key(vault::LEGACY_INDEX_KEY_NAME)?
+                    .ok_or_else(|| CoreError::TamperedSecret(vault::INDEX_KEY_NAME.into()))?;
+                history::upgrade(&self.conn, &data, &index)?;
+                index
+            }
+        };
         Ok(Keys { data, index })
     }
 
