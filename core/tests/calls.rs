@@ -223,6 +223,18 @@ fn sip_account(
     kamailio: &Kamailio,
     transport: Transport,
 ) -> hush_core::AccountId {
+    account_with_realm(phone, user, password, kamailio, transport, None)
+}
+
+/// A SIP account at `kamailio`; `realm` is the one configured for its password.
+fn account_with_realm(
+    phone: &Phone,
+    user: &str,
+    password: &str,
+    kamailio: &Kamailio,
+    transport: Transport,
+    realm: Option<&str>,
+) -> hush_core::AccountId {
     let (port, tls_ca_file) = match transport {
         Transport::Tls => (
             kamailio.tls_port().expect("kamailio with TLS"),
@@ -239,6 +251,7 @@ fn sip_account(
             registrar: Some(format!("sip:127.0.0.1:{port}")),
             transport,
             tls_ca_file,
+            realm: realm.map(str::to_owned),
             ..SipSettings::default()
         }),
     };
@@ -677,4 +690,69 @@ fn hanging_up_on_a_peer_that_never_answers_the_bye_ends_the_call_at_once() {
     bob.next_request("BYE", Duration::from_secs(5))
         .expect("the BYE went out all the same");
     assert!(phone.snapshot().calls.is_empty(), "the call is still shown");
+}
+
+#[test]
+fn a_realm_set_in_the_account_is_the_only_one_its_password_answers() {
+    let k = Kamailio::start().expect("kamailio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut events = phone.events();
+    let status = |events: &mut broadcast::Receiver<Event>, acc| {
+        wait(events, "the account's status", move |e| match e {
+            Event::AccountStatus { account, status }
+                if *account == acc
+                    && matches!(status, AccountStatus::Online | AccountStatus::Error(_)) =>
+            {
+                Some(status.clone())
+            }
+            _ => None,
+        })
+    };
+    // Kamailio challenges for realm "127.0.0.1"; this account's password is for
+    // another realm, so the registrar's first challenge is not taken on trust.
+    let elsewhere = account_with_realm(
+        &phone,
+        "alice",
+        "alicepw",
+        &k,
+        Transport::Udp,
+        Some("elsewhere.example"),
+    );
+    phone
+        .execute_blocking(Command::Connect {
+            account: elsewhere,
+            password: None,
+        })
+        .expect("connect");
+    match status(&mut events, elsewhere) {
+        AccountStatus::Error(why) => assert!(
+            why.contains("realm \"127.0.0.1\"")
+                && why.contains("\"elsewhere.example\"")
+                && why.ends_with("it was not sent"),
+            "{why}"
+        ),
+        other => panic!("the password answered another realm: {other:?}"),
+    }
+    // Set to the registrar's realm, it registers.
+    let own = account_with_realm(
+        &phone,
+        "bob",
+        "bobpw",
+        &k,
+        Transport::Udp,
+        Some("127.0.0.1"),
+    );
+    phone
+        .execute_blocking(Command::Connect {
+            account: own,
+            password: None,
+        })
+        .expect("connect");
+    assert_eq!(
+        status(&mut events, own),
+        AccountStatus::Online,
+        "{}",
+        k.log_tail()
+    );
 }

@@ -399,10 +399,19 @@ impl CallLayer {
         let media_ip = line::route_to_server(&host, port)
             .await
             .map_err(CoreError::Call)?;
+        let realm = match settings.realm.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(r) if r.len() > 256 || r.chars().any(|c| c.is_control() || c == '"') => {
+                return Err(bad(
+                    "the account's realm: at most 256 characters, no quotes or control characters",
+                ));
+            }
+            Some(r) => Some(r.to_owned()),
+        };
         let credential = Credential {
             username: user.to_owned(),
             password: password.expose().to_owned(),
-            realm: None,
+            realm,
             auth_username: None,
         };
         let transport = match settings.transport {
