@@ -655,6 +655,38 @@ async fn a_callee_answering_after_our_cancel_gets_a_bye_and_the_call_stays_hung_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_returns_at_once_and_settle_waits_for_the_far_end_to_hear_it() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    let (call, invite, src) = call_the_peer(&alice, &bob).await;
+    bob.accept(&invite, src, "bob-1", ANSWER).expect("200 OK");
+    loop {
+        if let SipEvent::Answered { .. } = next(&mut a_rx).await {
+            break;
+        }
+    }
+    let start = std::time::Instant::now();
+    alice.hangup(&call).expect("hang up");
+    assert!(start.elapsed() < Duration::from_millis(500));
+    let (bye, from) = bob
+        .next_request("BYE", Duration::from_secs(5))
+        .expect("the BYE");
+    // Bob has not answered: the hang-up is still in flight when the limit passes.
+    let waited = std::time::Instant::now();
+    alice.settle(Duration::from_millis(300)).await;
+    assert!(waited.elapsed() >= Duration::from_millis(300));
+    bob.reply(&bye, from, "200 OK", None, &[], "")
+        .expect("200 for the BYE");
+    let waited = std::time::Instant::now();
+    alice.settle(Duration::from_secs(10)).await;
+    assert!(
+        waited.elapsed() < Duration::from_secs(5),
+        "settle did not notice the answer"
+    );
+    assert_eq!(ended(&mut a_rx).await, EndReason::LocalHangup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callee_that_challenges_after_ringing_gets_no_password() {
     let (alice, mut a_rx) = stack("alice").await;
     let bob = SipPeer::bind("bob").expect("peer");

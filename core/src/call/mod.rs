@@ -42,6 +42,9 @@ const OUR_CODECS: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind:
 /// statistics and DTMF are dropped when it is full, their state changes wait in a task.
 pub(crate) const CALL_INPUTS: usize = 256;
 
+/// How long stopping the phone waits for the answers to its last BYEs and CANCELs.
+const HANGUPS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Inputs to the core task from lines and media threads.
 pub(crate) enum CallInput {
     Sip(LineId, SipEvent),
@@ -508,6 +511,12 @@ impl CallLayer {
             {
                 media.stop();
             }
+        }
+        // The BYEs and CANCELs go out from tasks: give the far ends time to hear them.
+        let deadline = std::time::Instant::now() + HANGUPS_SETTLE;
+        for line in self.lines.values() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            line.stack.settle(left).await;
         }
         let accounts: Vec<AccountId> = self.lines.values().filter_map(|l| l.account).collect();
         for a in accounts {

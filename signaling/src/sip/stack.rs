@@ -31,6 +31,7 @@ use rsipstack::transport::{SipAddr, TransportLayer};
 use rsipstack::{EndpointBuilder, transaction::endpoint::EndpointInnerRef};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -104,7 +105,27 @@ pub(super) struct Shared {
     /// Incoming calls alive, where they came from, and the account's servers.
     admission: Mutex<Admission>,
     ring_timeout: Duration,
+    /// Hang-ups whose CANCEL or BYE is still in flight, and a signal when one settles.
+    hangups: AtomicUsize,
+    hangup_settled: tokio::sync::Notify,
     events: mpsc::Sender<SipEvent>,
+}
+
+/// Counts a hang-up in flight for as long as it lives (also when its task is dropped).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn start(shared: &Arc<Shared>) -> InFlight {
+        shared.hangups.fetch_add(1, Ordering::SeqCst);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.hangups.fetch_sub(1, Ordering::SeqCst);
+        self.0.hangup_settled.notify_waiters();
+    }
 }
 
 impl Shared {
@@ -340,6 +361,8 @@ impl SipStack {
             aliases: Mutex::default(),
             admission: Mutex::default(),
             ring_timeout: opts.ring_timeout,
+            hangups: AtomicUsize::new(0),
+            hangup_settled: tokio::sync::Notify::new(),
             events: tx,
         });
         let inner = endpoint.inner.clone();
@@ -577,7 +600,9 @@ impl SipStack {
             l.insert(call.clone());
         }
         let (shared, dialogs, key) = (self.shared.clone(), self.dialogs.clone(), call.clone());
+        let in_flight = InFlight::start(&self.shared);
         tokio::spawn(async move {
+            let _in_flight = in_flight;
             let id = d.id();
             let ending = async {
                 if d.role() == TransactionRole::Server {
@@ -606,6 +631,23 @@ impl SipStack {
             }
         });
         Ok(())
+    }
+
+    /// Waits until every hang-up's CANCEL or BYE has been answered (or given up on), at
+    /// most `limit`: before the stack stops, so that the far ends are told.
+    pub async fn settle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let settled = self.shared.hangup_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.shared.hangups.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Sends a re-INVITE with a new offer (hold/resume); returns the peer's SDP answer.
