@@ -513,8 +513,9 @@ impl SipStack {
 
     /// Places a call to `target` with our SDP `offer`. Returns at once; progress arrives
     /// as events: Ringing, then Answered (with the SDP answer) or Ended. A challenge is
-    /// answered with `credential` only for the account's realm (see `realm`); without a
-    /// credential (a direct call) nothing is ever answered.
+    /// answered with `credential` only for the account's realm (see `realm`) and only
+    /// before the far end set up an early dialog (see `outgoing`); without a credential
+    /// (a direct call) nothing is ever answered.
     pub async fn call(
         &self,
         target: &str,
