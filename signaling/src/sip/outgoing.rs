@@ -202,7 +202,7 @@ fn early_words(realm: &str) -> String {
 /// The INVITE to send again with our answer to `resp`'s challenge; `None` when we
 /// cannot answer it or our answer was already refused (wrong password); `Err(realm)`
 /// when it asks for a realm that is not the account's (nothing is sent).
-fn answer(
+pub(super) fn answer(
     resp: &Response,
     cred: &Credential,
     sent: &InviteOption,
