@@ -756,3 +756,61 @@ fn a_realm_set_in_the_account_is_the_only_one_its_password_answers() {
         k.log_tail()
     );
 }
+
+#[test]
+fn holding_a_call_whose_peer_is_slow_to_answer_the_reinvite_does_not_stall_the_phone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut events = phone.events();
+    let bob = SipPeer::bind("bob").expect("peer");
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("media sink");
+    let port = media.local_addr().expect("addr").port();
+    let call = call_picked_up_by(
+        &phone,
+        &bob,
+        Some(EncryptionPolicy::BestEffort),
+        &answer_sdp(port, ""),
+    );
+    wait(&mut events, "connected", |e| match e {
+        Event::CallState {
+            call: c,
+            state: CallState::Connected,
+        } if *c == call => Some(()),
+        _ => None,
+    });
+    assert!(
+        replies_within(
+            &phone,
+            Command::Hold { call, on: true },
+            Duration::from_secs(1)
+        ),
+        "hold waited for the peer's answer to the re-INVITE"
+    );
+    let (reinvite, from) = bob
+        .next_request("INVITE", Duration::from_secs(5))
+        .expect("the re-INVITE");
+    assert!(reinvite.contains("a=sendonly"), "{reinvite}");
+    // Bob takes his time; meanwhile the phone takes commands.
+    assert!(
+        replies_within(&phone, Command::ListVerifiedPeers, Duration::from_secs(1)),
+        "the phone took no command while the re-INVITE went unanswered"
+    );
+    assert!(
+        phone
+            .snapshot()
+            .calls
+            .iter()
+            .any(|c| c.id == call && c.state == CallState::Connected),
+        "on hold before the peer agreed"
+    );
+    let answer = answer_sdp(port, "").replace("a=sendrecv", "a=recvonly");
+    bob.reply(&reinvite, from, "200 OK", None, &[], &answer)
+        .expect("200 for the re-INVITE");
+    wait(&mut events, "on hold", |e| match e {
+        Event::CallState {
+            call: c,
+            state: CallState::OnHold,
+        } if *c == call => Some(()),
+        _ => None,
+    });
+}

@@ -50,6 +50,12 @@ pub(crate) enum CallInput {
     Sip(LineId, SipEvent),
     Media(CallId, MediaReport),
     Registration(AccountId, RegistrationState),
+    /// The peer's answer to our hold (`true`) or resume re-INVITE.
+    Held(
+        CallId,
+        bool,
+        std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
+    ),
 }
 
 enum Phase {
@@ -948,12 +954,15 @@ impl CallLayer {
         Ok(keys.into_iter().map(zid::peer_key).collect())
     }
 
-    /// Puts a call on hold (re-INVITE with sendonly) or resumes it.
+    /// Puts a call on hold (re-INVITE with sendonly) or resumes it. Returns once the
+    /// re-INVITE is sent; the peer's answer is waited for in a task of its own (a peer
+    /// that never answers cannot hold up the phone) and applied when it comes (see
+    /// `held`).
     pub(crate) async fn hold(
         &mut self,
         id: CallId,
         on: bool,
-        events: &mut Vec<Event>,
+        _events: &mut Vec<Event>,
     ) -> Result<()> {
         let call = find_mut(&mut self.calls, id)?;
         let Phase::Active { .. } = &call.phase else {
@@ -970,8 +979,37 @@ impl CallLayer {
         };
         let offer = sdp::write(&call.local, Codecs::Answer(&neg));
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
-        let answer = line.stack.reinvite(&call.key, offer).await.map_err(sig)?;
-        let desc = sdp::parse(&answer).map_err(sig)?;
+        let answer = line.stack.reinvite(&call.key, offer);
+        let input = self.input.clone();
+        tokio::spawn(async move {
+            let answer = answer.await;
+            let _ = input.send(CallInput::Held(id, on, answer)).await;
+        });
+        Ok(())
+    }
+
+    /// Applies the peer's answer to a hold or resume: the media follows it, or the
+    /// failure is reported as the hold command's.
+    fn held(
+        &mut self,
+        id: CallId,
+        on: bool,
+        answer: std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return; // ended meanwhile
+        };
+        let desc = match answer.and_then(|a| sdp::parse(&a)) {
+            Ok(desc) => desc,
+            Err(e) => {
+                events.push(Event::CommandFailed {
+                    command: "hold",
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
         if let Phase::Active { media } = &call.phase {
             media.command(MediaCommand::Hold(on));
             media.command(MediaCommand::SetRemote(SocketAddr::new(
@@ -987,7 +1025,6 @@ impl CallLayer {
             },
             events,
         );
-        Ok(())
     }
 
     /// Handles an input from a line or a media thread.
@@ -995,6 +1032,7 @@ impl CallLayer {
         match input {
             CallInput::Sip(line, ev) => self.sip(line, ev, events).await,
             CallInput::Media(id, report) => self.media_report(id, report, events).await,
+            CallInput::Held(id, on, answer) => self.held(id, on, answer, events),
             CallInput::Registration(account, state) => {
                 if let RegistrationState::Retrying(why) = &state {
                     tracing::info!(%account, reason = %why, "registration retrying");

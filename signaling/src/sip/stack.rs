@@ -651,28 +651,38 @@ impl SipStack {
         }
     }
 
-    /// Sends a re-INVITE with a new offer (hold/resume); returns the peer's SDP answer.
-    pub async fn reinvite(&self, call: &CallKey, sdp: String) -> Result<Vec<u8>, SignalingError> {
-        let d = self
+    /// Sends a re-INVITE with a new offer (hold/resume). The returned future owns what
+    /// it needs, so the caller can wait for the peer's SDP answer in a task of its own:
+    /// a peer that never answers (up to 32 s) then holds up nothing else.
+    pub fn reinvite(
+        &self,
+        call: &CallKey,
+        sdp: String,
+    ) -> impl Future<Output = Result<Vec<u8>, SignalingError>> + Send + 'static {
+        let dialog = self
             .shared
             .call(call)
-            .ok_or_else(|| SignalingError::InvalidInput(format!("no call {call}")))?;
-        let headers = vec![Header::ContentType("application/sdp".into())];
-        match d
-            .reinvite(Some(headers), Some(sdp.into_bytes()))
-            .await
-            .map_err(|e| sip_err("re-INVITE", e))?
-        {
-            Some(resp) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
-                Ok(resp.body().to_vec())
+            .ok_or_else(|| SignalingError::InvalidInput(format!("no call {call}")));
+        async move {
+            let headers = vec![Header::ContentType("application/sdp".into())];
+            match dialog?
+                .reinvite(Some(headers), Some(sdp.into_bytes()))
+                .await
+                .map_err(|e| sip_err("re-INVITE", e))?
+            {
+                Some(resp)
+                    if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
+                {
+                    Ok(resp.body().to_vec())
+                }
+                Some(resp) => Err(SignalingError::Refused(format!(
+                    "re-INVITE answered {}",
+                    resp.status_code
+                ))),
+                None => Err(SignalingError::Protocol(
+                    "the call is not established".into(),
+                )),
             }
-            Some(resp) => Err(SignalingError::Refused(format!(
-                "re-INVITE answered {}",
-                resp.status_code
-            ))),
-            None => Err(SignalingError::Protocol(
-                "the call is not established".into(),
-            )),
         }
     }
 
