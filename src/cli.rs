@@ -425,6 +425,7 @@ fn account(
                             EncryptionArg::Mandatory => EncryptionPolicy::Mandatory,
                             EncryptionArg::BestEffort => EncryptionPolicy::BestEffort,
                         },
+                        realm: None,
                     })
                 }
                 ProtocolArg::Xmpp => {

@@ -46,6 +46,13 @@ pub enum CoreError {
     /// A sealed secret failed authentication: the stored data was altered or damaged.
     #[error("stored secret {0:?} failed its integrity check (damaged or tampered with)")]
     TamperedSecret(String),
+    /// A history record failed authentication (altered, moved, copied, or put there in
+    /// an older format behind our back). It is never shown, and it keeps the master
+    /// password from being changed until the history is erased.
+    #[error(
+        "history record {0} failed its integrity check (damaged or tampered with); erasing the history (`hushphone history erase`, or Erase history in the window's settings) removes it"
+    )]
+    TamperedHistory(i64),
     /// The change was made, but the bytes it replaced are still in the profile's files:
     /// another connection kept SQLite from rewriting them. Doing it again once no
     /// other program has the profile open wipes them.

@@ -78,6 +78,11 @@ pub struct SipSettings {
     pub tls_ca_file: Option<String>,
     /// Media encryption policy.
     pub encryption: EncryptionPolicy,
+    /// The digest realm the password belongs to, when the user knows it: only that realm
+    /// gets an answer (the registrar's first challenge is then not taken on trust).
+    /// `None` learns it from the registrar's first challenge.
+    #[serde(default)]
+    pub realm: Option<String>,
 }
 
 /// Settings of an XMPP account.

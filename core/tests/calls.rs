@@ -223,6 +223,18 @@ fn sip_account(
     kamailio: &Kamailio,
     transport: Transport,
 ) -> hush_core::AccountId {
+    account_with_realm(phone, user, password, kamailio, transport, None)
+}
+
+/// A SIP account at `kamailio`; `realm` is the one configured for its password.
+fn account_with_realm(
+    phone: &Phone,
+    user: &str,
+    password: &str,
+    kamailio: &Kamailio,
+    transport: Transport,
+    realm: Option<&str>,
+) -> hush_core::AccountId {
     let (port, tls_ca_file) = match transport {
         Transport::Tls => (
             kamailio.tls_port().expect("kamailio with TLS"),
@@ -239,6 +251,7 @@ fn sip_account(
             registrar: Some(format!("sip:127.0.0.1:{port}")),
             transport,
             tls_ca_file,
+            realm: realm.map(str::to_owned),
             ..SipSettings::default()
         }),
     };
@@ -570,4 +583,234 @@ fn a_callee_asking_for_a_foreign_realm_gets_no_password_and_the_user_is_told() {
             "credentials reached the rogue:\n{m}"
         );
     }
+}
+
+/// An SDP answer as a plain SIP phone writes it, media at `port`, with `extra` lines.
+fn answer_sdp(port: u16, extra: &str) -> String {
+    format!(
+        "v=0\r\no=peer 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n{extra}a=sendrecv\r\n"
+    )
+}
+
+/// The phone calls the raw peer `bob` directly and bob picks up with `sdp`; bob then
+/// answers nothing more (no reply to a BYE).
+fn call_picked_up_by(
+    phone: &Phone,
+    bob: &SipPeer,
+    policy: Option<EncryptionPolicy>,
+    sdp: &str,
+) -> CallId {
+    let Reply::Call(call) = phone
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("bob@{}", bob.addr()),
+            audio: AudioChoice::default(),
+            policy,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    let (invite, from) = bob
+        .next_request("INVITE", Duration::from_secs(10))
+        .expect("the INVITE");
+    bob.accept(&invite, from, "bob-1", sdp).expect("200 OK");
+    call
+}
+
+/// Whether `command` gets its reply within `limit` (the core is not stalled).
+fn replies_within(phone: &Phone, command: Command, limit: Duration) -> bool {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            let _ = tx.send(phone.execute_blocking(command));
+        });
+        rx.recv_timeout(limit).is_ok()
+    })
+}
+
+fn ended(call: CallId) -> impl FnMut(&Event) -> Option<String> {
+    move |e| match e {
+        Event::CallState {
+            call: c,
+            state: CallState::Ended(why),
+        } if *c == call => Some(why.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_peer_that_never_answers_our_bye_does_not_stall_the_phone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut events = phone.events();
+    let bob = SipPeer::bind("bob").expect("peer");
+    // Bob picks up with an answer whose zrtp-hash is malformed: the call cannot be keyed
+    // and is ended with a BYE, which bob never answers (SIP waits up to 32 s for it).
+    let bad = answer_sdp(7078, &format!("a=zrtp-hash:1.10 {}\r\n", "zz".repeat(32)));
+    let call = call_picked_up_by(&phone, &bob, None, &bad);
+    bob.next_request("BYE", Duration::from_secs(10))
+        .expect("the BYE");
+    assert!(
+        replies_within(&phone, Command::ListVerifiedPeers, Duration::from_secs(1)),
+        "the phone took no command while the BYE went unanswered"
+    );
+    let why = wait(&mut events, "the call's end", ended(call));
+    assert!(why.contains("zrtp-hash"), "{why}");
+    assert!(phone.snapshot().calls.is_empty(), "the call is still shown");
+}
+
+#[test]
+fn hanging_up_on_a_peer_that_never_answers_the_bye_ends_the_call_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut events = phone.events();
+    let bob = SipPeer::bind("bob").expect("peer");
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("media sink");
+    let port = media.local_addr().expect("addr").port();
+    // No ZRTP at all: best effort lets the call go on in cleartext.
+    let call = call_picked_up_by(
+        &phone,
+        &bob,
+        Some(EncryptionPolicy::BestEffort),
+        &answer_sdp(port, ""),
+    );
+    wait(&mut events, "connected", |e| match e {
+        Event::CallState {
+            call: c,
+            state: CallState::Connected,
+        } if *c == call => Some(()),
+        _ => None,
+    });
+    assert!(
+        replies_within(&phone, Command::Hangup { call }, Duration::from_secs(1)),
+        "hanging up waited for the peer's answer to the BYE"
+    );
+    assert_eq!(wait(&mut events, "the call's end", ended(call)), "hung up");
+    bob.next_request("BYE", Duration::from_secs(5))
+        .expect("the BYE went out all the same");
+    assert!(phone.snapshot().calls.is_empty(), "the call is still shown");
+}
+
+#[test]
+fn a_realm_set_in_the_account_is_the_only_one_its_password_answers() {
+    let k = Kamailio::start().expect("kamailio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut events = phone.events();
+    let status = |events: &mut broadcast::Receiver<Event>, acc| {
+        wait(events, "the account's status", move |e| match e {
+            Event::AccountStatus { account, status }
+                if *account == acc
+                    && matches!(status, AccountStatus::Online | AccountStatus::Error(_)) =>
+            {
+                Some(status.clone())
+            }
+            _ => None,
+        })
+    };
+    // Kamailio challenges for realm "127.0.0.1"; this account's password is for
+    // another realm, so the registrar's first challenge is not taken on trust.
+    let elsewhere = account_with_realm(
+        &phone,
+        "alice",
+        "alicepw",
+        &k,
+        Transport::Udp,
+        Some("elsewhere.example"),
+    );
+    phone
+        .execute_blocking(Command::Connect {
+            account: elsewhere,
+            password: None,
+        })
+        .expect("connect");
+    match status(&mut events, elsewhere) {
+        AccountStatus::Error(why) => assert!(
+            why.contains("realm \"127.0.0.1\"")
+                && why.contains("\"elsewhere.example\"")
+                && why.ends_with("it was not sent"),
+            "{why}"
+        ),
+        other => panic!("the password answered another realm: {other:?}"),
+    }
+    // Set to the registrar's realm, it registers.
+    let own = account_with_realm(
+        &phone,
+        "bob",
+        "bobpw",
+        &k,
+        Transport::Udp,
+        Some("127.0.0.1"),
+    );
+    phone
+        .execute_blocking(Command::Connect {
+            account: own,
+            password: None,
+        })
+        .expect("connect");
+    assert_eq!(
+        status(&mut events, own),
+        AccountStatus::Online,
+        "{}",
+        k.log_tail()
+    );
+}
+
+#[test]
+fn holding_a_call_whose_peer_is_slow_to_answer_the_reinvite_does_not_stall_the_phone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut events = phone.events();
+    let bob = SipPeer::bind("bob").expect("peer");
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").expect("media sink");
+    let port = media.local_addr().expect("addr").port();
+    let call = call_picked_up_by(
+        &phone,
+        &bob,
+        Some(EncryptionPolicy::BestEffort),
+        &answer_sdp(port, ""),
+    );
+    wait(&mut events, "connected", |e| match e {
+        Event::CallState {
+            call: c,
+            state: CallState::Connected,
+        } if *c == call => Some(()),
+        _ => None,
+    });
+    assert!(
+        replies_within(
+            &phone,
+            Command::Hold { call, on: true },
+            Duration::from_secs(1)
+        ),
+        "hold waited for the peer's answer to the re-INVITE"
+    );
+    let (reinvite, from) = bob
+        .next_request("INVITE", Duration::from_secs(5))
+        .expect("the re-INVITE");
+    assert!(reinvite.contains("a=sendonly"), "{reinvite}");
+    // Bob takes his time; meanwhile the phone takes commands.
+    assert!(
+        replies_within(&phone, Command::ListVerifiedPeers, Duration::from_secs(1)),
+        "the phone took no command while the re-INVITE went unanswered"
+    );
+    assert!(
+        phone
+            .snapshot()
+            .calls
+            .iter()
+            .any(|c| c.id == call && c.state == CallState::Connected),
+        "on hold before the peer agreed"
+    );
+    let answer = answer_sdp(port, "").replace("a=sendrecv", "a=recvonly");
+    bob.reply(&reinvite, from, "200 OK", None, &[], &answer)
+        .expect("200 for the re-INVITE");
+    wait(&mut events, "on hold", |e| match e {
+        Event::CallState {
+            call: c,
+            state: CallState::OnHold,
+        } if *c == call => Some(()),
+        _ => None,
+    });
 }

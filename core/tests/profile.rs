@@ -617,9 +617,7 @@ fn a_history_record_moved_to_another_conversation_is_refused_not_shown() {
     );
     let p = Profile::open(dir.path()).expect("open");
     match p.history_with(acc, "dave@localhost") {
-        Err(CoreError::TamperedSecret(what)) => {
-            assert_eq!(what, format!("history record {carol_id}"))
-        }
+        Err(CoreError::TamperedHistory(id)) => assert_eq!(id, *carol_id),
         other => panic!("a moved record must be refused, got {other:?}"),
     }
     drop(p);
@@ -642,6 +640,49 @@ fn a_history_record_moved_to_another_conversation_is_refused_not_shown() {
     );
     assert!(matches!(
         p.history_with(acc, "dave@localhost"),
-        Err(CoreError::TamperedSecret(_))
+        Err(CoreError::TamperedHistory(_))
     ));
+}
+
+#[test]
+fn a_record_slipped_into_the_history_stops_a_password_change_and_says_what_clears_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("profile.db");
+    let mut p = Profile::open(dir.path()).expect("open");
+    p.set_history_default(true).expect("on");
+    p.log(&message(AccountId(1), "carol@localhost", "hello"))
+        .expect("log");
+    drop(p);
+    // Someone who can write the file puts a record in the format of before history was
+    // sealed to its row (as if copied from an older copy of the profile).
+    edit(
+        &db,
+        "INSERT INTO history (peer_tag, sealed, format) VALUES (x'00', x'0000', 1)",
+        [],
+    );
+    let planted = history_rows(&db).last().expect("planted").0;
+    let mut p = Profile::open(dir.path()).expect("open");
+    let err = p
+        .set_master_password(&Secret::from("a long master pw"))
+        .expect_err("the planted record cannot be vouched for");
+    assert!(
+        matches!(err, CoreError::TamperedHistory(id) if id == planted),
+        "{err}"
+    );
+    let words = err.to_string();
+    assert!(
+        words.starts_with(&format!(
+            "history record {planted} failed its integrity check"
+        )) && words.contains("`hushphone history erase`"),
+        "{words}"
+    );
+    assert_eq!(
+        p.vault_mode().expect("mode"),
+        VaultMode::Unprotected,
+        "nothing was changed"
+    );
+    // What the words say works.
+    p.erase_history().expect("erase");
+    p.set_master_password(&Secret::from("a long master pw"))
+        .expect("set once the history is erased");
 }

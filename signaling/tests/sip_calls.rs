@@ -4,10 +4,12 @@
 
 use hush_harness::{Kamailio, SipPeer, sip_header, sip_status};
 use hush_signaling::sip::{
-    CallKey, EndReason, MAX_INCOMING_CALLS, RegistrationHandle, RegistrationState, Rejection,
-    SIP_EVENT_QUEUE, SipEvent, SipStack, StackOptions, Transport, parse_target,
+    CallKey, EndReason, MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT,
+    RegistrationHandle, RegistrationState, Rejection, SIP_EVENT_QUEUE, SipEvent, SipStack,
+    StackOptions, Transport, parse_target,
 };
 use rsipstack::dialog::authenticate::Credential;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 
@@ -20,6 +22,7 @@ async fn stack(user: &str) -> (SipStack, Receiver<SipEvent>) {
         transport: Transport::Udp,
         user: user.into(),
         tls_roots: None,
+        ring_timeout: RING_TIMEOUT,
     })
     .await
     .expect("stack starts")
@@ -108,7 +111,7 @@ async fn direct_call_answer_hold_and_hangup() {
     });
     assert!(String::from_utf8_lossy(&answer.expect("re-INVITE answered")).contains("a=recvonly"));
 
-    alice.hangup(&a_call).await.expect("BYE");
+    alice.hangup(&a_call).expect("BYE");
     assert_eq!(ended(&mut b_rx).await, EndReason::RemoteHangup);
     assert_eq!(ended(&mut a_rx).await, EndReason::LocalHangup);
 }
@@ -146,7 +149,7 @@ async fn busy_decline_and_cancel() {
             break;
         }
     }
-    alice.hangup(&a_call).await.expect("CANCEL");
+    alice.hangup(&a_call).expect("CANCEL");
     assert_eq!(ended(&mut b_rx).await, EndReason::Cancelled);
 }
 
@@ -204,7 +207,7 @@ async fn registration_at_kamailio_and_a_call_through_it() {
             _ => {}
         }
     }
-    bob.hangup(&b_call).await.expect("BYE from the callee");
+    bob.hangup(&b_call).expect("BYE from the callee");
     assert_eq!(ended(&mut a_rx).await, EndReason::RemoteHangup);
     assert_eq!(ended(&mut b_rx).await, EndReason::LocalHangup);
     let _ = a_call;
@@ -236,6 +239,7 @@ async fn stream_stack(
         transport,
         user: user.into(),
         tls_roots,
+        ring_timeout: RING_TIMEOUT,
     })
     .await
     .expect("stack starts")
@@ -333,11 +337,7 @@ async fn call_answer_hangup<'a>(
             _ => {}
         }
     }
-    callee
-        .stack
-        .hangup(&call)
-        .await
-        .expect("BYE from the callee");
+    callee.stack.hangup(&call).expect("BYE from the callee");
     let hung_up = tokio::time::timeout(Duration::from_secs(8), ended(caller.rx))
         .await
         .unwrap_or_else(|_| {
@@ -502,36 +502,351 @@ async fn a_callee_asking_for_a_foreign_realm_never_gets_the_password() {
     assert_eq!(a_reg.unregister().await, RegistrationState::Unregistered);
 }
 
+/// The realm of the test account's password: configured, so no registrar is needed
+/// for the password to be answerable.
+const OUR_REALM: &str = "ours.example";
+
+fn account_cred() -> Credential {
+    Credential {
+        realm: Some(OUR_REALM.into()),
+        ..cred("alice", "alicepw")
+    }
+}
+
+/// Alice calls the raw peer `bob` directly with her account's password at hand; returns
+/// the call and the INVITE as the peer got it, with where it came from.
+async fn call_the_peer(alice: &SipStack, bob: &SipPeer) -> (CallKey, String, SocketAddr) {
+    let from = parse_target(&format!("alice@{}", alice.local_addr())).expect("from");
+    let call = alice
+        .call(
+            &format!("bob@{}", bob.addr()),
+            from,
+            Some(account_cred()),
+            OFFER.into(),
+        )
+        .await
+        .expect("INVITE");
+    let (invite, src) = bob
+        .next_request("INVITE", Duration::from_secs(5))
+        .expect("the INVITE arrives");
+    (call, invite, src)
+}
+
+/// Every datagram `peer` receives within `limit`.
+fn everything(peer: &SipPeer, limit: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut out = Vec::new();
+    while let Some((m, _)) =
+        peer.recv(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        out.push(m);
+    }
+    out
+}
+
+/// Asserts that nothing in `seen` answers a challenge, and that every INVITE in it is
+/// `first` again (a retransmission), not a new one.
+fn no_second_invite(first: &str, seen: &[String]) {
+    for m in seen {
+        assert!(
+            sip_header(m, "Authorization").is_none()
+                && sip_header(m, "Proxy-Authorization").is_none(),
+            "the password was answered:\n{m}"
+        );
+        if m.starts_with("INVITE ") {
+            assert_eq!(
+                sip_header(m, "CSeq"),
+                sip_header(first, "CSeq"),
+                "the INVITE was sent again:\n{m}"
+            );
+        }
+    }
+}
+
+/// Waits for the Ringing report of alice's call.
+async fn rings(rx: &mut Receiver<SipEvent>) {
+    loop {
+        match next(rx).await {
+            SipEvent::Ringing { .. } => return,
+            SipEvent::Ended { reason, .. } => panic!("ended before ringing: {reason}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_before_the_challenge_arrives_sends_no_second_invite() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    // Without a hang-up, a challenge for the account's realm is answered: the check
+    // below can fail.
+    let (_, invite, src) = call_the_peer(&alice, &bob).await;
+    bob.challenge(&invite, src, OUR_REALM, "bob-0")
+        .expect("401");
+    let (again, src) = bob
+        .next_request("INVITE", Duration::from_secs(5))
+        .expect("the answered INVITE");
+    assert!(sip_header(&again, "Authorization").is_some(), "{again}");
+    bob.reply(&again, src, "486 Busy Here", Some("bob-0"), &[], "")
+        .expect("486");
+    assert_eq!(ended(&mut a_rx).await, EndReason::Busy);
+
+    // The user hangs up within one round trip, before the server's 401 arrives.
+    let (call, invite, src) = call_the_peer(&alice, &bob).await;
+    alice.hangup(&call).expect("hang up");
+    bob.challenge(&invite, src, OUR_REALM, "bob-1")
+        .expect("401");
+    assert_eq!(ended(&mut a_rx).await, EndReason::LocalHangup);
+    no_second_invite(&invite, &everything(&bob, Duration::from_secs(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_answering_our_cancel_with_a_challenge_is_not_called_again() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    let (call, invite, src) = call_the_peer(&alice, &bob).await;
+    bob.reply(&invite, src, "180 Ringing", Some("bob-1"), &[], "")
+        .expect("180");
+    rings(&mut a_rx).await;
+    alice.hangup(&call).expect("hang up");
+    let (cancel, from) = bob
+        .next_request("CANCEL", Duration::from_secs(5))
+        .expect("the CANCEL");
+    bob.reply(&cancel, from, "200 OK", Some("bob-1"), &[], "")
+        .expect("200 for the CANCEL");
+    // Instead of 487, a challenge for the account's realm (which anyone can learn).
+    bob.challenge(&invite, src, OUR_REALM, "bob-1")
+        .expect("401");
+    assert_eq!(ended(&mut a_rx).await, EndReason::LocalHangup);
+    no_second_invite(&invite, &everything(&bob, Duration::from_secs(2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_answering_after_our_cancel_gets_a_bye_and_the_call_stays_hung_up() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    let (call, invite, src) = call_the_peer(&alice, &bob).await;
+    bob.reply(&invite, src, "180 Ringing", Some("bob-1"), &[], "")
+        .expect("180");
+    rings(&mut a_rx).await;
+    alice.hangup(&call).expect("hang up");
+    let (cancel, from) = bob
+        .next_request("CANCEL", Duration::from_secs(5))
+        .expect("the CANCEL");
+    bob.reply(&cancel, from, "200 OK", Some("bob-1"), &[], "")
+        .expect("200 for the CANCEL");
+    // The callee picks up anyway: 200 OK to the INVITE crosses our CANCEL.
+    bob.accept(&invite, src, "bob-1", ANSWER).expect("200 OK");
+    let (bye, from) = bob
+        .next_request("BYE", Duration::from_secs(10))
+        .expect("a BYE ends the call the callee picked up");
+    bob.reply(&bye, from, "200 OK", None, &[], "")
+        .expect("200 for the BYE");
+    loop {
+        match next(&mut a_rx).await {
+            SipEvent::Answered { .. } => panic!("a call the user hung up was reported answered"),
+            SipEvent::Ended { reason, .. } => {
+                assert_eq!(reason, EndReason::LocalHangup);
+                break;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hang_up_returns_at_once_and_settle_waits_for_the_far_end_to_hear_it() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    let (call, invite, src) = call_the_peer(&alice, &bob).await;
+    bob.accept(&invite, src, "bob-1", ANSWER).expect("200 OK");
+    loop {
+        if let SipEvent::Answered { .. } = next(&mut a_rx).await {
+            break;
+        }
+    }
+    let start = std::time::Instant::now();
+    alice.hangup(&call).expect("hang up");
+    assert!(start.elapsed() < Duration::from_millis(500));
+    let (bye, from) = bob
+        .next_request("BYE", Duration::from_secs(5))
+        .expect("the BYE");
+    // Bob has not answered: the hang-up is still in flight when the limit passes.
+    let waited = std::time::Instant::now();
+    alice.settle(Duration::from_millis(300)).await;
+    assert!(waited.elapsed() >= Duration::from_millis(300));
+    bob.reply(&bye, from, "200 OK", None, &[], "")
+        .expect("200 for the BYE");
+    let waited = std::time::Instant::now();
+    alice.settle(Duration::from_secs(10)).await;
+    assert!(
+        waited.elapsed() < Duration::from_secs(5),
+        "settle did not notice the answer"
+    );
+    assert_eq!(ended(&mut a_rx).await, EndReason::LocalHangup);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_that_challenges_after_ringing_gets_no_password() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    let (_, invite, src) = call_the_peer(&alice, &bob).await;
+    // The callee set up an early dialog (180 with a To tag), then asks for the password
+    // under the account's own realm, which is public. A server on the way challenges
+    // before anything rings, so this can only be the callee or what is behind it.
+    bob.reply(&invite, src, "180 Ringing", Some("bob-1"), &[], "")
+        .expect("180");
+    rings(&mut a_rx).await;
+    bob.challenge(&invite, src, OUR_REALM, "bob-1")
+        .expect("401");
+    match ended(&mut a_rx).await {
+        EndReason::CredentialsWithheld(words) => {
+            assert!(words.contains("after the call had reached it"), "{words}");
+            assert!(words.ends_with("it was not sent"), "{words}");
+        }
+        other => panic!("expected the password withheld, got {other:?}"),
+    }
+    no_second_invite(&invite, &everything(&bob, Duration::from_secs(2)));
+}
+
+/// A raw caller on its own loopback address 127.0.0.`n` (all of 127/8 is this machine).
+fn caller_at(n: u8) -> SipPeer {
+    SipPeer::bind_on("caller", std::net::Ipv4Addr::new(127, 0, 0, n)).expect("peer")
+}
+
+/// `MAX_INCOMING_CALLS` calls ringing at `bob`, each from a caller of its own address.
+async fn fill_the_line(
+    bob: &SipStack,
+    b_rx: &mut Receiver<SipEvent>,
+) -> Vec<(SipPeer, hush_harness::SentInvite)> {
+    let uri = format!("sip:bob@{}", bob.local_addr());
+    let mut ringing = Vec::new();
+    for n in 0..MAX_INCOMING_CALLS {
+        let mut caller = caller_at(10 + n as u8);
+        let inv = caller
+            .invite(bob.local_addr(), &uri, OFFER)
+            .expect("INVITE");
+        incoming(b_rx).await;
+        ringing.push((caller, inv));
+    }
+    ringing
+}
+
+/// The status codes `caller` got for `inv` until its final one or a 180.
+fn first_answers(caller: &SipPeer, inv: &hush_harness::SentInvite) -> Vec<u16> {
+    caller
+        .responses_until(inv, Duration::from_secs(5), |c| c == 180)
+        .iter()
+        .filter_map(|m| sip_status(m))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_calls_beyond_the_limit_get_busy() {
     let (bob, mut b_rx) = stack("bob").await;
-    let mut caller = SipPeer::bind("caller").expect("peer");
     let uri = format!("sip:bob@{}", bob.local_addr());
-    let mut ringing = Vec::new();
-    for _ in 0..MAX_INCOMING_CALLS {
-        ringing.push(
-            caller
-                .invite(bob.local_addr(), &uri, OFFER)
-                .expect("INVITE"),
-        );
-        incoming(&mut b_rx).await;
-    }
-    let one_too_many = caller
-        .invite(bob.local_addr(), &uri, OFFER)
-        .expect("INVITE");
-    let answers = caller.responses(&one_too_many, Duration::from_secs(5));
+    let ringing = fill_the_line(&bob, &mut b_rx).await;
+    let mut late = caller_at(9);
+    let one_too_many = late.invite(bob.local_addr(), &uri, OFFER).expect("INVITE");
+    let answers = late.responses(&one_too_many, Duration::from_secs(5));
     assert_eq!(
         answers.last().and_then(|m| sip_status(m)),
         Some(486),
         "{answers:#?}"
     );
     // A call that ends frees its place.
-    caller.cancel(&ringing[0]).expect("CANCEL");
+    let (first, inv) = &ringing[0];
+    first.cancel(inv).expect("CANCEL");
     assert_eq!(ended(&mut b_rx).await, EndReason::Cancelled);
-    caller
+    late.invite(bob.local_addr(), &uri, OFFER).expect("INVITE");
+    incoming(&mut b_rx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_rings_at_most_twice_but_the_registrar_is_not_limited() {
+    let (bob, mut b_rx) = stack("bob").await;
+    let uri = format!("sip:bob@{}", bob.local_addr());
+    let mut caller = caller_at(2);
+    for _ in 0..MAX_RINGING_PER_SOURCE {
+        let inv = caller
+            .invite(bob.local_addr(), &uri, OFFER)
+            .expect("INVITE");
+        assert_eq!(first_answers(&caller, &inv).last(), Some(&180));
+        incoming(&mut b_rx).await;
+    }
+    let third = caller
         .invite(bob.local_addr(), &uri, OFFER)
         .expect("INVITE");
-    incoming(&mut b_rx).await;
+    assert_eq!(first_answers(&caller, &third).last(), Some(&486));
+    // Another address still gets through: the line itself is not full.
+    let mut other = caller_at(3);
+    let inv = other.invite(bob.local_addr(), &uri, OFFER).expect("INVITE");
+    assert_eq!(first_answers(&other, &inv).last(), Some(&180));
+
+    // Every call through the account's registrar comes from the registrar's address:
+    // those are not limited.
+    let k = Kamailio::start().expect("kamailio");
+    let (registered, mut r_rx) = stack("bob").await;
+    let mut reg = registered.register(server(k.port()), cred("bob", "bobpw"));
+    let s = reg.wait_settled(Duration::from_secs(10)).await;
+    assert!(
+        matches!(s, RegistrationState::Registered { .. }),
+        "{s:?}\n{}",
+        k.log_tail()
+    );
+    let aor = format!("sip:bob@127.0.0.1:{}", k.port());
+    let registrar = std::net::SocketAddr::from(([127, 0, 0, 1], k.port()));
+    let mut stranger = caller_at(4);
+    for n in 0..=MAX_RINGING_PER_SOURCE {
+        let inv = stranger.invite(registrar, &aor, OFFER).expect("INVITE");
+        let codes = first_answers(&stranger, &inv);
+        assert_eq!(
+            codes.last(),
+            Some(&180),
+            "call {n}: {codes:?}\n{}",
+            k.log_tail()
+        );
+        incoming(&mut r_rx).await;
+    }
+    assert_eq!(reg.unregister().await, RegistrationState::Unregistered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_call_is_missed_and_frees_its_place() {
+    let ring = Duration::from_secs(4);
+    let (bob, mut b_rx) = SipStack::start(StackOptions {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        transport: Transport::Udp,
+        user: "bob".into(),
+        tls_roots: None,
+        ring_timeout: ring,
+    })
+    .await
+    .expect("stack starts");
+    let uri = format!("sip:bob@{}", bob.local_addr());
+    let start = std::time::Instant::now();
+    // Eight INVITEs that never end (as forged ones would not) take the whole line.
+    let ringing = fill_the_line(&bob, &mut b_rx).await;
+    let mut late = caller_at(9);
+    let inv = late.invite(bob.local_addr(), &uri, OFFER).expect("INVITE");
+    assert_eq!(first_answers(&late, &inv).last(), Some(&486));
+    assert!(start.elapsed() < ring, "the line filled too slowly to test");
+    // Nobody answers: each is refused with 480 once it rang for the ring timeout, and
+    // ends as missed.
+    for (caller, inv) in &ringing {
+        let answers = caller.responses(inv, ring + Duration::from_secs(5));
+        assert_eq!(
+            answers.last().and_then(|m| sip_status(m)),
+            Some(480),
+            "{answers:#?}"
+        );
+    }
+    assert!(start.elapsed() >= ring, "refused before the ring timeout");
+    for _ in 0..MAX_INCOMING_CALLS {
+        assert_eq!(ended(&mut b_rx).await, EndReason::Missed);
+    }
+    let inv = late.invite(bob.local_addr(), &uri, OFFER).expect("INVITE");
+    assert_eq!(first_answers(&late, &inv).last(), Some(&180));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,6 +909,7 @@ async fn tcp_and_tls_stacks_open_no_udp_port() {
             transport,
             user: "alice".into(),
             tls_roots: Some(hush_signaling::sip::trusted_certificates(None).expect("system roots")),
+            ring_timeout: RING_TIMEOUT,
         })
         .await
         .expect("stack starts");
@@ -610,6 +926,7 @@ async fn tcp_and_tls_stacks_open_no_udp_port() {
         transport: Transport::Udp,
         user: "alice".into(),
         tls_roots: None,
+        ring_timeout: RING_TIMEOUT,
     })
     .await
     .expect("stack starts");

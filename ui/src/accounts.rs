@@ -375,6 +375,7 @@ fn build(f: &AddForm) -> Result<NewAccount, String> {
             } else {
                 EncryptionPolicy::Mandatory
             },
+            realm: None,
         }),
         _ => AccountSettings::Xmpp(XmppSettings {
             server: opt(&f.server),

@@ -42,11 +42,20 @@ const OUR_CODECS: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind:
 /// statistics and DTMF are dropped when it is full, their state changes wait in a task.
 pub(crate) const CALL_INPUTS: usize = 256;
 
+/// How long stopping the phone waits for the answers to its last BYEs and CANCELs.
+const HANGUPS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Inputs to the core task from lines and media threads.
 pub(crate) enum CallInput {
     Sip(LineId, SipEvent),
     Media(CallId, MediaReport),
     Registration(AccountId, RegistrationState),
+    /// The peer's answer to our hold (`true`) or resume re-INVITE.
+    Held(
+        CallId,
+        bool,
+        std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
+    ),
 }
 
 enum Phase {
@@ -152,35 +161,82 @@ fn med(e: hush_media::MediaError) -> CoreError {
     CoreError::Call(e.to_string())
 }
 
+/// State changes of one call waiting for room in the input queue; a call has a handful
+/// (secure, cleartext, failed, ended), so more than this means something is wrong.
+const MEDIA_BACKLOG: usize = 16;
+
+/// Reports of one call that wait for room, oldest first, and whether a task is
+/// delivering them (while it is, later reports queue behind them).
+#[derive(Default)]
+struct Backlog {
+    waiting: bool,
+    reports: std::collections::VecDeque<MediaReport>,
+}
+
 /// What a media thread calls with its reports: hands them to the core task without
-/// ever blocking the thread. When the queue is full, statistics and DTMF (which a peer
-/// can send at will) are dropped; a state change (secure, failed, ended) waits for room
-/// in a task, so it is never lost.
+/// ever blocking the thread, in the order they were made. When the queue is full,
+/// statistics and DTMF (which a peer can send at will) are dropped; a state change
+/// (secure, failed, ended) waits for room, delivered by a task in order, so it is never
+/// lost and never overtaken.
 fn media_reporter(
     input: mpsc::Sender<CallInput>,
     id: CallId,
 ) -> impl Fn(MediaReport) + Send + 'static {
     let runtime = tokio::runtime::Handle::try_current().ok();
+    let backlog = std::sync::Arc::new(std::sync::Mutex::new(Backlog::default()));
     move |report| {
         let droppable = matches!(
             report,
             MediaReport::Stats(_) | MediaReport::Event(StreamEvent::Dtmf(_))
         );
-        match input.try_send(CallInput::Media(id, report)) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(_)) if droppable => {
-                tracing::debug!(call = id.0, "call layer behind: media report dropped");
+        let Ok(mut waiting) = backlog.lock() else {
+            return;
+        };
+        let report = if waiting.waiting {
+            report
+        } else {
+            match input.try_send(CallInput::Media(id, report)) {
+                Ok(()) | Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(CallInput::Media(_, report))) => report,
+                Err(TrySendError::Full(_)) => return,
             }
-            Err(TrySendError::Full(report)) => match &runtime {
-                Some(rt) => {
-                    let input = input.clone();
-                    rt.spawn(async move {
-                        let _ = input.send(report).await;
-                    });
-                }
-                None => tracing::warn!(call = id.0, "media report lost: no runtime to wait in"),
-            },
+        };
+        if droppable {
+            tracing::debug!(call = id.0, "call layer behind: media report dropped");
+            return;
         }
+        if waiting.reports.len() >= MEDIA_BACKLOG {
+            tracing::warn!(call = id.0, "media report lost: too many waiting");
+            return;
+        }
+        waiting.reports.push_back(report);
+        if waiting.waiting {
+            return;
+        }
+        let Some(rt) = &runtime else {
+            waiting.reports.clear();
+            tracing::warn!(call = id.0, "media report lost: no runtime to wait in");
+            return;
+        };
+        waiting.waiting = true;
+        let (input, backlog) = (input.clone(), backlog.clone());
+        rt.spawn(async move {
+            loop {
+                let next = match backlog.lock() {
+                    Ok(mut b) => match b.reports.pop_front() {
+                        Some(r) => r,
+                        None => {
+                            b.waiting = false;
+                            return;
+                        }
+                    },
+                    Err(_) => return,
+                };
+                if input.send(CallInput::Media(id, next)).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -254,6 +310,7 @@ impl CallLayer {
             transport,
             user: user.into(),
             tls_roots,
+            ring_timeout: hush_signaling::sip::RING_TIMEOUT,
         })
         .await
         .map_err(sig)?;
@@ -351,10 +408,19 @@ impl CallLayer {
         let media_ip = line::route_to_server(&host, port)
             .await
             .map_err(CoreError::Call)?;
+        let realm = match settings.realm.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(r) if r.len() > 256 || r.chars().any(|c| c.is_control() || c == '"') => {
+                return Err(bad(
+                    "the account's realm: at most 256 characters, no quotes or control characters",
+                ));
+            }
+            Some(r) => Some(r.to_owned()),
+        };
         let credential = Credential {
             username: user.to_owned(),
             password: password.expose().to_owned(),
-            realm: None,
+            realm,
             auth_username: None,
         };
         let transport = match settings.transport {
@@ -451,6 +517,12 @@ impl CallLayer {
             {
                 media.stop();
             }
+        }
+        // The BYEs and CANCELs go out from tasks: give the far ends time to hear them.
+        let deadline = std::time::Instant::now() + HANGUPS_SETTLE;
+        for line in self.lines.values() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            line.stack.settle(left).await;
         }
         let accounts: Vec<AccountId> = self.lines.values().filter_map(|l| l.account).collect();
         for a in accounts {
@@ -724,7 +796,9 @@ impl CallLayer {
         line.stack.reject(&call.key, why).map_err(sig)
     }
 
-    /// Hangs up.
+    /// Hangs up. A call that rings here is declined; any other ends at once, and its
+    /// CANCEL or BYE goes out from the SIP stack's own task: a peer that never answers
+    /// it cannot hold up the phone.
     pub(crate) async fn hangup(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
         let call = find(&self.calls, id)?;
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
@@ -732,11 +806,13 @@ impl CallLayer {
             line.stack
                 .reject(&call.key, Rejection::Declined)
                 .map_err(sig)?;
-        } else if let Err(e) = line.stack.hangup(&call.key).await {
-            // The dialog is gone already: end it locally.
-            tracing::debug!(error = %e, "hangup");
-            self.end(id, "hung up".into(), events);
+            return Ok(());
         }
+        if let Err(e) = line.stack.hangup(&call.key) {
+            // The dialog is gone already.
+            tracing::debug!(error = %e, "hangup");
+        }
+        self.end(id, "hung up".into(), events);
         Ok(())
     }
 
@@ -878,12 +954,15 @@ impl CallLayer {
         Ok(keys.into_iter().map(zid::peer_key).collect())
     }
 
-    /// Puts a call on hold (re-INVITE with sendonly) or resumes it.
+    /// Puts a call on hold (re-INVITE with sendonly) or resumes it. Returns once the
+    /// re-INVITE is sent; the peer's answer is waited for in a task of its own (a peer
+    /// that never answers cannot hold up the phone) and applied when it comes (see
+    /// `held`).
     pub(crate) async fn hold(
         &mut self,
         id: CallId,
         on: bool,
-        events: &mut Vec<Event>,
+        _events: &mut Vec<Event>,
     ) -> Result<()> {
         let call = find_mut(&mut self.calls, id)?;
         let Phase::Active { .. } = &call.phase else {
@@ -900,8 +979,37 @@ impl CallLayer {
         };
         let offer = sdp::write(&call.local, Codecs::Answer(&neg));
         let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
-        let answer = line.stack.reinvite(&call.key, offer).await.map_err(sig)?;
-        let desc = sdp::parse(&answer).map_err(sig)?;
+        let answer = line.stack.reinvite(&call.key, offer);
+        let input = self.input.clone();
+        tokio::spawn(async move {
+            let answer = answer.await;
+            let _ = input.send(CallInput::Held(id, on, answer)).await;
+        });
+        Ok(())
+    }
+
+    /// Applies the peer's answer to a hold or resume: the media follows it, or the
+    /// failure is reported as the hold command's.
+    fn held(
+        &mut self,
+        id: CallId,
+        on: bool,
+        answer: std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(call) = self.calls.get(&id) else {
+            return; // ended meanwhile
+        };
+        let desc = match answer.and_then(|a| sdp::parse(&a)) {
+            Ok(desc) => desc,
+            Err(e) => {
+                events.push(Event::CommandFailed {
+                    command: "hold",
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
         if let Phase::Active { media } = &call.phase {
             media.command(MediaCommand::Hold(on));
             media.command(MediaCommand::SetRemote(SocketAddr::new(
@@ -917,7 +1025,6 @@ impl CallLayer {
             },
             events,
         );
-        Ok(())
     }
 
     /// Handles an input from a line or a media thread.
@@ -925,6 +1032,7 @@ impl CallLayer {
         match input {
             CallInput::Sip(line, ev) => self.sip(line, ev, events).await,
             CallInput::Media(id, report) => self.media_report(id, report, events).await,
+            CallInput::Held(id, on, answer) => self.held(id, on, answer, events),
             CallInput::Registration(account, state) => {
                 if let RegistrationState::Retrying(why) = &state {
                     tracing::info!(%account, reason = %why, "registration retrying");
@@ -1032,7 +1140,7 @@ impl CallLayer {
                 let Some(id) = self.find(line_id, &call) else {
                     // Answered after we gave up on it: hang up rather than leave it up.
                     if let Some(line) = self.lines.get(&line_id) {
-                        let _ = line.stack.hangup(&call).await;
+                        let _ = line.stack.hangup(&call);
                     }
                     return;
                 };
@@ -1118,14 +1226,19 @@ impl CallLayer {
         );
     }
 
+    /// Ends a call that cannot go on, with the reason: at once here, while its BYE goes
+    /// out from the SIP stack's own task (a peer that never answers the BYE cannot hold
+    /// up the phone).
     async fn fail_call(&mut self, id: CallId, reason: String, events: &mut Vec<Event>) {
         tracing::info!(call = id.0, %reason, "ending call");
         self.set_security(id, CallSecurity::Failed(reason.clone()), events);
         let Some(call) = self.calls.get(&id) else {
             return;
         };
-        if let Some(line) = self.lines.get(&call.line) {
-            let _ = line.stack.hangup(&call.key).await;
+        if let Some(line) = self.lines.get(&call.line)
+            && let Err(e) = line.stack.hangup(&call.key)
+        {
+            tracing::debug!(error = %e, "hangup");
         }
         self.end(id, reason, events);
     }
@@ -1228,11 +1341,42 @@ mod tests {
         }
         // The first statistics filled the queue; the DTMF and the second statistics
         // were dropped (never sent, so nothing can arrive later); the failure and the
-        // end waited for room.
+        // end waited for room, and arrive in the order they were made.
         assert!(rx.try_recv().is_err(), "dropped reports arrived after all");
-        assert_eq!(got[0], "stats");
-        let mut rest = got[1..].to_vec();
-        rest.sort_unstable();
-        assert_eq!(rest, ["ended", "failed"], "{got:?}");
+        assert_eq!(got, ["stats", "failed", "ended"]);
+    }
+
+    #[tokio::test]
+    async fn a_state_change_made_while_another_waits_for_room_never_overtakes_it() {
+        // One thread: nothing spawned runs until this test awaits, so the order of
+        // events below is exact.
+        let (tx, mut rx) = mpsc::channel(1);
+        let report = media_reporter(tx, CallId(7));
+        report(MediaReport::Stats(StreamStats::default()));
+        report(MediaReport::Event(StreamEvent::Failed("no ZRTP".into())));
+        // The core takes the statistics: there is room again before the failure, which
+        // waits for room in a task, was delivered.
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(CallInput::Media(_, MediaReport::Stats(_)))
+        ));
+        report(MediaReport::Stats(StreamStats::default()));
+        report(MediaReport::Ended(StreamStats::default()));
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let Ok(Some(CallInput::Media(_, r))) =
+                tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+            else {
+                panic!("a report was lost: got {got:?}");
+            };
+            got.push(match r {
+                MediaReport::Stats(_) => "stats",
+                MediaReport::Event(StreamEvent::Failed(_)) => "failed",
+                MediaReport::Ended(_) => "ended",
+                _ => "other",
+            });
+        }
+        assert_eq!(got, ["failed", "ended"]);
+        assert!(rx.try_recv().is_err(), "dropped reports arrived after all");
     }
 }

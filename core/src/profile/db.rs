@@ -191,26 +191,38 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
 
 /// Rewrites the database files so nothing deleted or replaced survives in them: VACUUM
 /// rebuilds the database without free pages, and a TRUNCATE checkpoint copies the WAL
-/// into the main file and empties it. The checkpoint's answer is checked: when another
-/// connection keeps it from finishing (busy, or frames left behind), the old bytes may
-/// still be on disk and the caller is told so, naming `done`.
+/// into the main file and empties it. `done` already happened (it is committed), so
+/// whatever fails here — VACUUM refused because another connection writes, the
+/// checkpoint kept from finishing — is [`CoreError::NotWiped`], naming `done`: the old
+/// bytes may still be on disk, and the change must not look as if it failed.
 pub(crate) fn wipe_replaced(conn: &Connection, done: &'static str) -> Result<()> {
-    conn.execute_batch("VACUUM;")?;
-    let (busy, log, checkpointed): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+    let not_wiped = |reason: String| CoreError::NotWiped {
+        done,
+        path: conn.path().map(PathBuf::from).unwrap_or_default(),
+        reason,
+    };
+    let refused = |e: rusqlite::Error| {
+        tracing::warn!(error = %e, "profile could not be rewritten");
+        not_wiped(match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                "another connection is writing to it".into()
+            }
+            _ => e.to_string(),
+        })
+    };
+    conn.execute_batch("VACUUM;").map_err(refused)?;
+    let (busy, log, checkpointed): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
+        })
+        .map_err(refused)?;
     if busy != 0 || log != checkpointed {
         tracing::warn!(busy, log, checkpointed, "profile checkpoint did not finish");
-        return Err(CoreError::NotWiped {
-            done,
-            path: conn.path().map(PathBuf::from).unwrap_or_default(),
-            reason: if busy != 0 {
-                "another connection is reading it".into()
-            } else {
-                format!("{} of {log} log pages copied", checkpointed.max(0))
-            },
-        });
+        return Err(not_wiped(if busy != 0 {
+            "another connection is reading it".into()
+        } else {
+            format!("{} of {log} log pages copied", checkpointed.max(0))
+        }));
     }
     Ok(())
 }

@@ -9,6 +9,16 @@
 //! the first time the vault is opened after the upgrade — but only when their own
 //! content names the conversation their row is filed under; any that does not stays
 //! format 1 and is refused like any other tampered record.
+//!
+//! That the upgrade is done is recorded in an authenticated form: the history index key
+//! moves to its format-2 name (`vault::INDEX_KEY_NAME`), sealed under the data key, in
+//! the same transaction. Someone who can write the file but has no key cannot undo that,
+//! so a format-1 record slipped in afterwards (say, copied from an older copy of the
+//! profile, to bring back an erased message) is never re-sealed: it is refused as
+//! tampered. The upgrade also refuses to re-seal anything once a format-2 record exists.
+//! What stays possible with an older copy sealed under the same data key (no master
+//! password change since): putting back its whole index-key row and removing every
+//! format-2 record — and with them the current history — before planting old ones.
 
 use super::crypto::{self, Key};
 use crate::error::{CoreError, Result};
@@ -22,9 +32,9 @@ const AAD_V2: &[u8] = b"hushphone/history/v2";
 /// Records sealed bound to their row.
 pub(crate) const FORMAT_ROW_BOUND: i64 = 2;
 const DEFAULT_KEY: &str = "history.enabled";
-/// Set once every format-1 record that could be was re-sealed; afterwards a format-1
-/// record can only have been put there behind our back.
-const UPGRADED_KEY: &str = "history.row-bound";
+/// A plaintext "upgrade done" flag an earlier build wrote; it proves nothing and is
+/// removed by the upgrade.
+const UNSEALED_UPGRADE_FLAG: &str = "history.row-bound";
 
 /// What a record is sealed bound to: its conversation's tag and its row id.
 pub(crate) fn row_aad(tag: &[u8], id: i64) -> Vec<u8> {
@@ -36,7 +46,7 @@ pub(crate) fn row_aad(tag: &[u8], id: i64) -> Vec<u8> {
 }
 
 fn tampered(id: i64) -> CoreError {
-    CoreError::TamperedSecret(format!("history record {id}"))
+    CoreError::TamperedHistory(id)
 }
 
 /// One remembered chat message or call.
@@ -170,48 +180,66 @@ pub(crate) fn append(
     Ok(())
 }
 
-/// Re-seals the format-1 records under their row binding, once per profile. Needs the
-/// keys, so it runs when the vault is opened rather than in the schema migration. A
-/// record that does not open, or whose content names another conversation than the one
-/// it is filed under, is left as it is (and refused when read).
+/// Re-seals the format-1 records under their row binding, once per profile: called when
+/// the index key still has its schema-1 name, and records that it is done by moving the
+/// key to its format-2 name in the same transaction (see the module documentation).
+/// Needs the keys, so it runs when the vault is opened rather than in the schema
+/// migration. A record that does not open, or whose content names another conversation
+/// than the one it is filed under, is left as it is (and refused when read). When a
+/// format-2 record exists the upgrade ran before and its record was removed behind our
+/// back: nothing is re-sealed then.
 pub(crate) fn upgrade(conn: &Connection, data_key: &Key, index_key: &Key) -> Result<()> {
-    let done: Option<String> = conn
-        .query_row(
-            "SELECT value FROM settings WHERE key = ?1",
-            params![UPGRADED_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if done.is_some() {
-        return Ok(());
-    }
     let tx = conn.unchecked_transaction()?;
-    let old: Vec<(i64, Vec<u8>, Vec<u8>)> = {
-        let mut stmt = tx.prepare("SELECT id, peer_tag, sealed FROM history WHERE format = 1")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let row_bound: i64 = tx.query_row(
+        "SELECT count(*) FROM history WHERE format = ?1",
+        params![FORMAT_ROW_BOUND],
+        |r| r.get(0),
+    )?;
     let mut left = 0usize;
-    for (id, tag, sealed) in old {
-        let entry = crypto::open(data_key, AAD_V1, &sealed)
-            .and_then(|plain| serde_json::from_slice::<HistoryEntry>(&plain).ok());
-        let Some(entry) = entry.filter(|e| peer_tag(index_key, e.account, &e.peer) == tag) else {
-            left += 1;
-            continue;
+    if row_bound > 0 {
+        tracing::warn!(
+            "the history upgrade was already done but its record is gone: nothing is re-sealed"
+        );
+    } else {
+        let old: Vec<(i64, Vec<u8>, Vec<u8>)> = {
+            let mut stmt =
+                tx.prepare("SELECT id, peer_tag, sealed FROM history WHERE format = 1")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
         };
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&entry).map_err(|_| tampered(id))?);
-        tx.execute(
-            "UPDATE history SET sealed = ?1, format = ?2 WHERE id = ?3",
-            params![
-                crypto::seal(data_key, &row_aad(&tag, id), &plain),
-                FORMAT_ROW_BOUND,
-                id
-            ],
-        )?;
+        for (id, tag, sealed) in old {
+            let entry = crypto::open(data_key, AAD_V1, &sealed)
+                .and_then(|plain| serde_json::from_slice::<HistoryEntry>(&plain).ok());
+            let Some(entry) = entry.filter(|e| peer_tag(index_key, e.account, &e.peer) == tag)
+            else {
+                left += 1;
+                continue;
+            };
+            let plain =
+                zeroize::Zeroizing::new(serde_json::to_vec(&entry).map_err(|_| tampered(id))?);
+            tx.execute(
+                "UPDATE history SET sealed = ?1, format = ?2 WHERE id = ?3",
+                params![
+                    crypto::seal(data_key, &row_aad(&tag, id), &plain),
+                    FORMAT_ROW_BOUND,
+                    id
+                ],
+            )?;
+        }
     }
+    super::vault::put_secret(
+        &tx,
+        data_key,
+        super::vault::INDEX_KEY_NAME,
+        index_key.bytes(),
+    )?;
     tx.execute(
-        "INSERT INTO settings (key, value) VALUES (?1, 'true') ON CONFLICT(key) DO NOTHING",
-        params![UPGRADED_KEY],
+        "DELETE FROM secrets WHERE name = ?1",
+        params![super::vault::LEGACY_INDEX_KEY_NAME],
+    )?;
+    tx.execute(
+        "DELETE FROM settings WHERE key = ?1",
+        params![UNSEALED_UPGRADE_FLAG],
     )?;
     tx.commit()?;
     if left > 0 {
@@ -261,6 +289,9 @@ pub(crate) fn with_peer(
 }
 
 /// Re-seals every record under `new` (same row binding) inside the caller's transaction.
+/// A record that fails its check stops the re-key with [`CoreError::TamperedHistory`],
+/// whose words say that erasing the history removes it: re-sealing it would vouch for
+/// it, and dropping it silently would lose what the user may want to look at first.
 pub(crate) fn reseal_all(tx: &rusqlite::Transaction<'_>, old: &Key, new: &Key) -> Result<()> {
     let records: Vec<(i64, Vec<u8>, Vec<u8>, i64)> = {
         let mut stmt = tx.prepare("SELECT id, peer_tag, sealed, format FROM history")?;
@@ -297,7 +328,7 @@ pub(crate) fn erase_all(conn: &Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::Profile;
+    use crate::profile::{Profile, vault};
 
     fn entry(peer: &str, body: &str) -> HistoryEntry {
         HistoryEntry {
@@ -326,16 +357,50 @@ mod tests {
             .expect("insert");
     }
 
+    /// Puts the profile back to what an older Hushphone wrote: schema 1, no row binding,
+    /// the index key under its schema-1 name.
+    fn back_to_schema_1(p: &Profile) {
+        let keys = p.keys().expect("keys");
+        p.conn
+            .execute_batch("ALTER TABLE history DROP COLUMN format; PRAGMA user_version = 1;")
+            .expect("downgrade");
+        put_index_key_back(p, &keys.data, &keys.index);
+    }
+
+    /// What an older copy's index-key row looks like when it is put back (same data key).
+    fn put_index_key_back(p: &Profile, data: &Key, index: &Key) {
+        vault::put_secret(&p.conn, data, vault::LEGACY_INDEX_KEY_NAME, index.bytes())
+            .expect("old name");
+        p.conn
+            .execute(
+                "DELETE FROM secrets WHERE name = ?1",
+                params![vault::INDEX_KEY_NAME],
+            )
+            .expect("new name gone");
+    }
+
+    fn formats(p: &Profile) -> Vec<i64> {
+        let mut stmt = p
+            .conn
+            .prepare("SELECT format FROM history ORDER BY id")
+            .expect("prepare");
+        stmt.query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    fn last_id(p: &Profile) -> i64 {
+        p.conn
+            .query_row("SELECT max(id) FROM history", [], |r| r.get(0))
+            .expect("id")
+    }
+
     #[test]
     fn records_from_schema_1_are_resealed_to_their_row_unless_they_were_moved() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = Profile::open(dir.path()).expect("open");
-        // Back to what an older Hushphone wrote: schema 1, no row binding yet.
-        p.conn
-            .execute_batch(
-                "ALTER TABLE history DROP COLUMN format; DELETE FROM settings WHERE key = 'history.row-bound'; PRAGMA user_version = 1;",
-            )
-            .expect("downgrade");
+        back_to_schema_1(&p);
         let carol = entry("carol@localhost", "kept");
         insert_v1(&p, &carol, "carol@localhost");
         // Already moved before the upgrade: dave's conversation holds carol's line.
@@ -343,17 +408,7 @@ mod tests {
         drop(p);
 
         let p = Profile::open(dir.path()).expect("migrates and re-seals");
-        let formats: Vec<i64> = {
-            let mut stmt = p
-                .conn
-                .prepare("SELECT format FROM history ORDER BY id")
-                .expect("prepare");
-            stmt.query_map([], |r| r.get(0))
-                .expect("query")
-                .collect::<Result<_, _>>()
-                .expect("rows")
-        };
-        assert_eq!(formats, vec![FORMAT_ROW_BOUND, 1]);
+        assert_eq!(formats(&p), vec![FORMAT_ROW_BOUND, 1]);
         assert_eq!(
             p.history_with(AccountId(1), "carol@localhost")
                 .expect("read"),
@@ -361,7 +416,7 @@ mod tests {
         );
         assert!(matches!(
             p.history_with(AccountId(1), "dave@localhost"),
-            Err(CoreError::TamperedSecret(_))
+            Err(CoreError::TamperedHistory(_))
         ));
         // After the upgrade, a format-1 record can only have been slipped in: refused.
         insert_v1(&p, &entry("erin@localhost", "late"), "erin@localhost");
@@ -369,7 +424,75 @@ mod tests {
         let p = Profile::open(dir.path()).expect("open");
         assert!(matches!(
             p.history_with(AccountId(1), "erin@localhost"),
-            Err(CoreError::TamperedSecret(_))
+            Err(CoreError::TamperedHistory(_))
         ));
+    }
+
+    #[test]
+    fn removing_the_plaintext_flag_does_not_let_an_erased_record_back_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Profile::open(dir.path()).expect("open");
+        p.set_history_default(true).expect("on");
+        let kept = entry("carol@localhost", "kept");
+        p.log(&kept).expect("log");
+        // Someone who can write the file (but has no key) removes what an earlier build
+        // used as its "upgrade done" flag and puts back an erased message as a schema-1
+        // record, copied from an older copy of the profile.
+        p.conn
+            .execute(
+                "DELETE FROM settings WHERE key = ?1",
+                params![UNSEALED_UPGRADE_FLAG],
+            )
+            .expect("flag gone");
+        insert_v1(&p, &entry("carol@localhost", "erased"), "carol@localhost");
+        let planted = last_id(&p);
+        drop(p);
+        let p = Profile::open(dir.path()).expect("open");
+        assert_eq!(
+            formats(&p),
+            vec![FORMAT_ROW_BOUND, 1],
+            "re-sealed as genuine"
+        );
+        match p.history_with(AccountId(1), "carol@localhost") {
+            Err(CoreError::TamperedHistory(id)) => assert_eq!(id, planted),
+            other => panic!("the planted record must be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_old_index_key_put_back_reseals_nothing_once_records_are_row_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Profile::open(dir.path()).expect("open");
+        p.set_history_default(true).expect("on");
+        p.log(&entry("carol@localhost", "kept")).expect("log");
+        // The index-key row of an older copy (same data key) put back, the current one
+        // removed: the upgrade runs again, but records sealed to their row exist.
+        let keys = p.keys().expect("keys");
+        put_index_key_back(&p, &keys.data, &keys.index);
+        insert_v1(&p, &entry("carol@localhost", "erased"), "carol@localhost");
+        let planted = last_id(&p);
+        drop(p);
+        let p = Profile::open(dir.path()).expect("open");
+        assert_eq!(
+            formats(&p),
+            vec![FORMAT_ROW_BOUND, 1],
+            "re-sealed as genuine"
+        );
+        match p.history_with(AccountId(1), "carol@localhost") {
+            Err(CoreError::TamperedHistory(id)) => assert_eq!(id, planted),
+            other => panic!("the planted record must be refused, got {other:?}"),
+        }
+        // The key is back under its format-2 name: the upgrade does not run again.
+        let names: Vec<String> = {
+            let mut stmt = p
+                .conn
+                .prepare("SELECT name FROM secrets WHERE name LIKE 'vault/index-key%'")
+                .expect("prepare");
+            stmt.query_map([], |r| r.get(0))
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        };
+        assert_eq!(names, vec![vault::INDEX_KEY_NAME.to_owned()]);
     }
 }

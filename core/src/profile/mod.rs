@@ -75,14 +75,27 @@ impl Profile {
         self.keys.is_none()
     }
 
-    /// Opens the vault's keys; the first time after an upgrade, also re-seals history
-    /// written in the older format (see `history`).
+    /// Opens the vault's keys. A profile whose index key still has its schema-1 name
+    /// has its history upgraded first, once (see `history::upgrade`).
     fn load_keys(&self, password: Option<&Secret>) -> Result<Keys> {
         let data = vault::unlock(&self.conn, password)?;
-        let index = vault::get_secret(&self.conn, &data, vault::INDEX_KEY_NAME)?
-            .and_then(|k| Key::from_slice(&k))
-            .ok_or_else(|| CoreError::TamperedSecret(vault::INDEX_KEY_NAME.into()))?;
-        history::upgrade(&self.conn, &data, &index)?;
+        let index_key = |name: &str| -> Result<Option<Key>> {
+            match vault::get_secret(&self.conn, &data, name)? {
+                None => Ok(None),
+                Some(k) => Key::from_slice(&k)
+                    .map(Some)
+                    .ok_or_else(|| CoreError::TamperedSecret(name.into())),
+            }
+        };
+        let index = match index_key(vault::INDEX_KEY_NAME)? {
+            Some(index) => index,
+            None => {
+                let index = index_key(vault::LEGACY_INDEX_KEY_NAME)?
+                    .ok_or_else(|| CoreError::TamperedSecret(vault::INDEX_KEY_NAME.into()))?;
+                history::upgrade(&self.conn, &data, &index)?;
+                index
+            }
+        };
         Ok(Keys { data, index })
     }
 
@@ -133,13 +146,17 @@ impl Profile {
     /// the old key and the blobs it sealed are gone from disk — also while this profile
     /// stays open (a running window keeps its connection, so without it the old pages
     /// would sit in the WAL or the main file until some later checkpoint).
+    ///
+    /// Once the transaction is committed the change is made: anything that fails after
+    /// it is reported as [`CoreError::NotWiped`], whose words say the change happened.
     fn rekey(&mut self, new_password: Option<&Secret>) -> Result<()> {
         let old = &self.keys()?.data;
         let tx = self.conn.unchecked_transaction()?;
         let new = vault::rekey(&tx, old, new_password)?;
         tx.commit()?;
-        let index = self.keys.take().map(|k| k.index).ok_or(CoreError::Locked)?;
-        self.keys = Some(Keys { data: new, index });
+        if let Some(keys) = self.keys.as_mut() {
+            keys.data = new;
+        }
         tracing::info!(protected = new_password.is_some(), "vault re-keyed");
         let done = match new_password {
             Some(_) => "the master password was changed",
@@ -394,5 +411,96 @@ impl Profile {
     /// (bzrtp's ZID cache).
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A log subscriber standing in for another program: when the vault says it was
+    /// re-keyed — the line written right after the commit, before the files are
+    /// rewritten — it takes the database's write lock on a connection of its own.
+    struct WriterAfterCommit {
+        db: PathBuf,
+        held: Arc<Mutex<Option<Connection>>>,
+    }
+
+    struct Message(String);
+
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = format!("{value:?}");
+            }
+        }
+    }
+
+    impl tracing::Subscriber for WriterAfterCommit {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            if message.0 != "vault re-keyed" {
+                return;
+            }
+            if let Ok(mut slot) = self.held.lock()
+                && let Ok(c) = Connection::open(&self.db)
+                && c.execute_batch("BEGIN IMMEDIATE").is_ok()
+            {
+                *slot = Some(c);
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_password_change_whose_wipe_is_blocked_after_the_commit_says_it_was_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Profile::open(dir.path()).expect("open");
+        p.put_secret("otr/key", b"PRIVATE").expect("put");
+        // Fail at once instead of after 5 s when the lock is taken.
+        p.conn
+            .execute_batch("PRAGMA busy_timeout = 0")
+            .expect("busy timeout");
+        let held = Arc::new(Mutex::new(None));
+        let other = WriterAfterCommit {
+            db: p.db_path().to_path_buf(),
+            held: held.clone(),
+        };
+        let result = tracing::subscriber::with_default(other, || {
+            p.set_master_password(&Secret::from("a long master pw"))
+        });
+        assert!(
+            held.lock().expect("lock").is_some(),
+            "the other writer never got the lock: the test proves nothing"
+        );
+        let err = result.expect_err("the files could not be rewritten");
+        assert!(matches!(err, CoreError::NotWiped { .. }), "{err}");
+        let words = err.to_string();
+        assert!(
+            words.starts_with("the master password was changed, but the old data is still in")
+                && words.contains("another connection is writing to it"),
+            "{words}"
+        );
+        assert_eq!(p.vault_mode().expect("mode"), VaultMode::MasterPassword);
+        held.lock().expect("lock").take();
+        drop(p);
+        let mut p = Profile::open(dir.path()).expect("reopen");
+        p.unlock(&Secret::from("a long master pw"))
+            .expect("the new password opens the vault");
+        assert_eq!(
+            p.secret("otr/key").expect("read").map(|v| v.to_vec()),
+            Some(b"PRIVATE".to_vec())
+        );
     }
 }

@@ -13,8 +13,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 const WRAP_AAD: &[u8] = b"hushphone/vault-key/v1";
 const SALT_LEN: usize = 16;
-/// The history lookup key is itself a sealed secret under this name.
-pub(crate) const INDEX_KEY_NAME: &str = "vault/index-key";
+/// The history lookup key is itself a sealed secret under this name. The name also
+/// records that the history is sealed to its rows (format 2): it is sealed under the
+/// data key (bound to the name), so nobody without the key can write it, and removing it
+/// leaves the profile unable to open. A profile from before that has the key under
+/// [`LEGACY_INDEX_KEY_NAME`] and has its history upgraded once (see `history::upgrade`).
+pub(crate) const INDEX_KEY_NAME: &str = "vault/index-key/row-bound";
+/// Where schema-1 profiles keep the history lookup key.
+pub(crate) const LEGACY_INDEX_KEY_NAME: &str = "vault/index-key";
 /// Shortest master password we accept; longer passphrases are encouraged in the UI.
 pub const MIN_MASTER_PASSWORD_LEN: usize = 8;
 

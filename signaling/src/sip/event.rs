@@ -43,6 +43,8 @@ pub enum EndReason {
     Failed(u16, String),
     /// No answer within the transaction timeout.
     Timeout,
+    /// An incoming call nobody answered within the ring timeout (refused with 480).
+    Missed,
     /// Someone asked for the password for a realm that is not the account's (or on a
     /// direct call, which never sends one); it was not sent. The words say who and which.
     CredentialsWithheld(String),
@@ -58,6 +60,7 @@ impl std::fmt::Display for EndReason {
             EndReason::Declined => f.write_str("declined"),
             EndReason::Failed(code, text) => write!(f, "failed: {code} {text}"),
             EndReason::Timeout => f.write_str("no answer"),
+            EndReason::Missed => f.write_str("missed"),
             EndReason::CredentialsWithheld(words) => f.write_str(words),
         }
     }

@@ -1,19 +1,23 @@
 //! The entry point of the `sip_datagram` fuzz target (feature `fuzzing`): one raw
 //! datagram through rsipstack's parser, then through everything of ours that is pure
-//! and reads what a peer sent — request classification, SDP offer/answer, digest
-//! challenges and the realm policy, end reasons. Panics when one of our invariants
-//! breaks; never otherwise.
+//! and reads what a peer sent — request classification, where a call comes from and
+//! whether it is taken, SDP offer/answer, digest challenges as the stack answers them
+//! (realm policy included), end reasons. Panics when one of our invariants breaks;
+//! never otherwise.
 
+use super::admission::{Admission, Live, MAX_RINGING_PER_SOURCE, Refusal, source_ip};
 use super::digest::{self, Challenged};
 use super::event::EndReason;
+use super::outgoing;
 use super::realm::{AccountRealms, withheld_words};
 use super::stack::Incoming;
 use super::uri::parse_target;
 use crate::sdp::{self, Codecs, LocalMedia};
 use hush_media::codec::CodecKind;
 use rsipstack::dialog::authenticate::Credential;
+use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
-use rsipstack::sip::{Header, Request, Response, SipMessage};
+use rsipstack::sip::{Header, Method, Param, Request, Response, SipMessage};
 
 const OURS: &str = "ours.example";
 const ALL: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
@@ -28,12 +32,58 @@ pub fn sip_datagram(data: &[u8]) {
 }
 
 fn request(req: &Request) {
-    let _ = Incoming::of(req);
+    classified(req);
+    admitted(req);
     if let Ok(from) = req.from_header() {
         let _ = from.typed();
     }
     let _ = parse_target(&req.uri.to_string());
     body(req.body());
+}
+
+/// The classification follows its table: a request with a To tag belongs to a dialog
+/// (whatever its method); without one, INVITE is a new call, OPTIONS a probe, ACK a
+/// stray, anything else not allowed.
+fn classified(req: &Request) {
+    let tagged = req
+        .to_header()
+        .ok()
+        .and_then(|to| to.typed().ok())
+        .is_some_and(|to| to.params.iter().any(|p| matches!(p, Param::Tag(_))));
+    let expected = match (&req.method, tagged) {
+        (_, true) => Incoming::InDialog,
+        (Method::Invite, false) => Incoming::NewCall,
+        (Method::Options, false) => Incoming::Options,
+        (Method::Ack, false) => Incoming::StrayAck,
+        _ => Incoming::NotAllowed,
+    };
+    assert_eq!(
+        Incoming::of(req),
+        expected,
+        "{:?} classified wrongly",
+        req.method
+    );
+}
+
+/// Whatever address a request claims to come from, one address rings at most
+/// `MAX_RINGING_PER_SOURCE` times, unless it is the account's server.
+fn admitted(req: &Request) {
+    let source = source_ip(req);
+    let ringing = |_: &str| Live::Ringing;
+    let mut stranger = Admission::default();
+    for n in 0..MAX_RINGING_PER_SOURCE {
+        assert_eq!(stranger.admit(source, ringing), Ok(()));
+        stranger.taken(n.to_string(), source);
+    }
+    assert_eq!(stranger.admit(source, ringing), Err(Refusal::SourceBusy));
+    if let Some(ip) = source {
+        let mut server = Admission::default();
+        server.trust_server(ip);
+        for n in 0..=MAX_RINGING_PER_SOURCE {
+            assert_eq!(server.admit(source, ringing), Ok(()));
+            server.taken(n.to_string(), source);
+        }
+    }
 }
 
 /// An offer (or answer) in a body: what parses is sane, and our answer to it parses
@@ -66,49 +116,80 @@ fn body(b: &[u8]) {
 
 fn response(resp: &Response) {
     let _ = EndReason::from_status(&resp.status_code).to_string();
-    let _ = digest::realm_asked(resp);
+    let asked = digest::realm_asked(resp);
     body(resp.body());
-    let cred = Credential {
+    let cred = |configured: Option<&str>| Credential {
         username: "alice".into(),
         password: "secret".into(),
-        realm: None,
+        realm: configured.map(str::to_owned),
         auth_username: None,
     };
-    let code = resp.status_code.code();
-    let realms = AccountRealms::default();
-    realms.learn(OURS);
+    let sent = InviteOption {
+        callee: parse_target("bob@x").expect("a fixed target parses"),
+        ..Default::default()
+    };
+    // The account's realm, learned from the registrar or configured: the INVITE the
+    // stack would send again answers that realm and nothing else.
+    let learned = AccountRealms::default();
+    learned.learn(OURS);
+    let nothing = AccountRealms::default();
     for answered in 0..3 {
-        let permitted = |r: &str| realms.permits(r, None);
-        match digest::authorization(resp, &cred, "INVITE", "sip:bob@x", answered, permitted) {
-            Challenged::Answer { header, realm } => {
-                assert_eq!(realm, OURS, "the password went to another realm");
-                let text = match (&header, code) {
-                    (Header::Authorization(v), 401) => v.value(),
-                    (Header::ProxyAuthorization(v), 407) => v.value(),
-                    _ => panic!("answer {header:?} does not fit a {code}"),
-                };
-                assert!(text.contains(&format!("realm=\"{OURS}\"")), "{text}");
+        for (realms, configured) in [(&learned, None), (&nothing, Some(OURS))] {
+            match outgoing::answer(resp, &cred(configured), &sent, answered, realms) {
+                Ok(Some(retry)) => answers_only_ours(resp, &retry),
+                Ok(None) => {}
+                Err(realm) => {
+                    assert_ne!(realm, OURS, "our own realm was refused");
+                    let words = withheld_words("the other side", &realm, &realms.known(configured));
+                    assert!(!words.contains(['\n', '\r']), "{words}");
+                }
             }
-            Challenged::Withheld(realm) => {
-                assert!(!realms.permits(&realm, None));
-                let words = withheld_words("the other side", &realm, &realms.known(None));
-                assert!(!words.contains(['\n', '\r']), "{words}");
-            }
-            Challenged::Unanswerable => {}
         }
+        // No realm of ours at all (a direct call): nothing is ever answered.
+        assert!(!matches!(
+            outgoing::answer(resp, &cred(None), &sent, answered, &nothing),
+            Ok(Some(_))
+        ));
     }
-    // No realm permitted (a direct call): nothing is ever answered.
-    assert!(!matches!(
-        digest::authorization(resp, &cred, "INVITE", "sip:bob@x", 0, |_| false),
-        Challenged::Answer { .. }
-    ));
-    // A registrar's first challenge teaches the realm; afterwards only that one passes.
+    // Once the account's realm is known, the registrar cannot move the password to
+    // another one.
+    if let Some(other) = asked.filter(|r| r != OURS) {
+        assert!(!learned.permits_registrar(&other, None), "{other:?}");
+        assert!(!learned.permits(&other, None), "{other:?}");
+    }
+    // A registrar's first challenge teaches its realm; afterwards no other passes.
     let fresh = AccountRealms::default();
     let first = |r: &str| fresh.permits_registrar(r, None);
     if let Challenged::Answer { realm, .. } =
-        digest::authorization(resp, &cred, "REGISTER", "sip:x", 0, first)
+        digest::authorization(resp, &cred(None), "REGISTER", "sip:x", 0, first)
     {
         fresh.learn(&realm);
-        assert!(fresh.permits(&realm, None));
+        let other = format!("{realm}.other");
+        assert!(!fresh.permits_registrar(&other, None), "{other:?}");
+        assert_eq!(fresh.known(None), vec![realm]);
     }
+}
+
+/// `retry` carries exactly one answer, of the kind the challenge asked for (401:
+/// Authorization, 407: Proxy-Authorization), for our realm.
+fn answers_only_ours(resp: &Response, retry: &InviteOption) {
+    let code = resp.status_code.code();
+    let answers: Vec<&Header> = retry
+        .headers
+        .iter()
+        .flatten()
+        .filter(|h| digest::is_authorization(h))
+        .collect();
+    let [answer] = answers[..] else {
+        panic!("{} answers in one request", answers.len());
+    };
+    let text = match (answer, code) {
+        (Header::Authorization(v), 401) => v.value(),
+        (Header::ProxyAuthorization(v), 407) => v.value(),
+        _ => panic!("answer {answer:?} does not fit a {code}"),
+    };
+    assert!(
+        text.contains(&format!("realm=\"{OURS}\"")),
+        "the password went to another realm: {text}"
+    );
 }

@@ -3,11 +3,13 @@
 //! re-INVITE handling, as events and small async methods. Media is not touched here:
 //! bodies are SDP strings for the call layer.
 
+mod admission;
 mod digest;
 mod event;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzz;
+mod outgoing;
 mod realm;
 mod registration;
 mod stack;
@@ -16,6 +18,9 @@ mod uri;
 
 pub use event::{CallKey, EndReason, ReInvite, Rejection, SipEvent};
 pub use registration::{RegistrationHandle, RegistrationState};
-pub use stack::{MAX_INCOMING_CALLS, SIP_EVENT_QUEUE, SipStack, StackOptions, Transport};
+pub use stack::{
+    MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT, SIP_EVENT_QUEUE, SipStack,
+    StackOptions, Transport,
+};
 pub use trust::trusted_certificates;
 pub use uri::{parse_target, to_uri};

@@ -183,13 +183,15 @@ impl SipStack {
     }
 
     /// Starts registering our contact for the address of record `aor` at `registrar`
-    /// and keeps it fresh.
+    /// and keeps it fresh. Calls the registrar relays to us come from its address, so
+    /// the per-source limit on ringing calls does not apply to it.
     pub fn register_aor(
         &self,
         registrar: Uri,
         aor: Uri,
         credential: Credential,
     ) -> RegistrationHandle {
+        self.trust_server(&registrar);
         let (tx, rx) = watch::channel(RegistrationState::Registering);
         let stop = CancellationToken::new();
         let endpoint = self.endpoint_inner();

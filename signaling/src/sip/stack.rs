@@ -1,12 +1,15 @@
 //! The SIP user agent: an rsipstack endpoint bound to one local transport, a dialog
 //! layer, and three tasks (the endpoint, incoming requests, dialog states) that turn
-//! everything into [`SipEvent`]s. Everything a peer can make it hold is bounded: at most
-//! [`MAX_INCOMING_CALLS`] incoming calls at once (486 beyond), and a bounded event
-//! channel (see [`SipEvent`] for what happens when it is full).
+//! everything into [`SipEvent`]s. Everything a peer can make it hold is bounded: which
+//! incoming calls are taken is `admission`'s rule (486 beyond it), an incoming call
+//! rings at most [`StackOptions::ring_timeout`] (then 480, and it ends as missed), and
+//! the event channel is bounded (see [`SipEvent`] for what happens when it is full).
+//! Our own INVITEs are driven by `outgoing`.
 
-use super::digest::{self, Challenged};
+use super::admission::{Admission, Live, Refusal, source_ip};
 use super::event::{CallKey, EndReason, ReInvite, Rejection, SipEvent};
-use super::realm::{AccountRealms, withheld_words};
+use super::outgoing::Invite;
+use super::realm::AccountRealms;
 use super::uri::parse_target;
 use crate::SignalingError;
 use rsipstack::dialog::DialogId;
@@ -27,16 +30,23 @@ use rsipstack::transport::udp::UdpConnection;
 use rsipstack::transport::{SipAddr, TransportLayer};
 use rsipstack::{EndpointBuilder, transaction::endpoint::EndpointInnerRef};
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-/// Incoming calls a stack holds at once (ringing or connected); more get 486 Busy Here.
-pub const MAX_INCOMING_CALLS: usize = 8;
+pub use super::admission::{MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT};
+
 /// Events waiting for the call layer before the stack starts shedding (see [`SipEvent`]).
 pub const SIP_EVENT_QUEUE: usize = 64;
+/// Longest a hang-up is waited for: a BYE or CANCEL transaction gives up after 32 s
+/// (64·T1); a call whose end is still not settled then is dropped here.
+const HANGUP_WITHIN: Duration = Duration::from_secs(40);
+/// Longest a server name is looked up to learn the addresses calls come from.
+const LOOKUP_WITHIN: Duration = Duration::from_secs(5);
 
 /// Signalling transport towards a stack's server (registrar or outbound proxy). A UDP
 /// stack listens on its UDP port (also for direct calls). A TCP or TLS stack opens no
@@ -75,20 +85,47 @@ pub struct StackOptions {
     /// Trusted certificates (PEM: CAs, or a self-hosted server's own certificate) for
     /// TLS. Nothing is trusted implicitly.
     pub tls_roots: Option<Vec<u8>>,
+    /// How long an incoming call rings before it is refused (480) and ends as missed;
+    /// [`RING_TIMEOUT`] unless a test wants it short.
+    pub ring_timeout: Duration,
 }
 
-struct Shared {
+/// What the stack's tasks share.
+pub(super) struct Shared {
     calls: Mutex<HashMap<CallKey, InviteDialog>>,
-    established: Mutex<HashSet<CallKey>>,
+    pub(super) established: Mutex<HashSet<CallKey>>,
     local_hangups: Mutex<HashSet<CallKey>>,
+    /// Incoming calls refused because nobody answered in time.
+    missed: Mutex<HashSet<CallKey>>,
     /// Outgoing INVITE dialogs: their 401/407 ending is not reported here; the INVITE
     /// task answers the challenge with a new dialog, or ends the call with the reason.
-    challengeable: Mutex<HashSet<CallKey>>,
+    pub(super) challengeable: Mutex<HashSet<CallKey>>,
     /// A retried INVITE's dialog → the key the call was first known by.
-    aliases: Mutex<HashMap<CallKey, CallKey>>,
-    /// Incoming INVITE dialogs alive (dialog ids), at most [`MAX_INCOMING_CALLS`].
-    incoming: Mutex<HashSet<String>>,
+    pub(super) aliases: Mutex<HashMap<CallKey, CallKey>>,
+    /// Incoming calls alive, where they came from, and the account's servers.
+    admission: Mutex<Admission>,
+    ring_timeout: Duration,
+    /// Hang-ups whose CANCEL or BYE is still in flight, and a signal when one settles.
+    hangups: AtomicUsize,
+    hangup_settled: tokio::sync::Notify,
     events: mpsc::Sender<SipEvent>,
+}
+
+/// Counts a hang-up in flight for as long as it lives (also when its task is dropped).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn start(shared: &Arc<Shared>) -> InFlight {
+        shared.hangups.fetch_add(1, Ordering::SeqCst);
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.hangups.fetch_sub(1, Ordering::SeqCst);
+        self.0.hangup_settled.notify_waiters();
+    }
 }
 
 impl Shared {
@@ -104,7 +141,7 @@ impl Shared {
 
     /// Hands `ev` to the call layer. When the queue is full, an event that must arrive
     /// waits for room in a task of its own (so no SIP task stalls); the others are shed.
-    fn emit(&self, ev: SipEvent) {
+    pub(super) fn emit(&self, ev: SipEvent) {
         match self.events.try_send(ev) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(ev)) if ev.must_arrive() => {
@@ -138,16 +175,17 @@ impl Shared {
         }
     }
 
-    /// Whether another incoming call may be taken: fewer than [`MAX_INCOMING_CALLS`]
-    /// incoming dialogs are alive (dead entries are pruned first, so none can leak).
-    fn room_for_incoming(&self, dialogs: &DialogLayer) -> bool {
-        self.incoming
+    /// Whether a new incoming call from `source` may be taken (see `admission`).
+    fn admit(&self, source: Option<IpAddr>, dialogs: &DialogLayer) -> Result<(), Refusal> {
+        let state = |id: &str| match dialogs.get_dialog_with(&id.to_owned()) {
+            Some(Dialog::Invite(d)) if d.state().can_cancel() => Live::Ringing,
+            Some(Dialog::Invite(d)) if !d.state().is_terminated() => Live::Answered,
+            _ => Live::Gone,
+        };
+        self.admission
             .lock()
-            .map(|mut live| {
-                live.retain(|id| dialogs.get_dialog_with(id).is_some());
-                live.len() < MAX_INCOMING_CALLS
-            })
-            .unwrap_or(false)
+            .map_err(|_| Refusal::Full)
+            .and_then(|mut a| a.admit(source, state))
     }
 
     fn take_call(&self, key: &CallKey) -> Option<InviteDialog> {
@@ -156,6 +194,51 @@ impl Shared {
 
     fn call(&self, key: &CallKey) -> Option<InviteDialog> {
         self.calls.lock().ok().and_then(|c| c.get(key).cloned())
+    }
+
+    /// Puts `dialog` in the call `key`'s place, if the call is still there; says whether
+    /// it was.
+    pub(super) fn replace_call(&self, key: &CallKey, dialog: InviteDialog) -> bool {
+        self.calls
+            .lock()
+            .map(|mut c| match c.get_mut(key) {
+                Some(slot) => {
+                    *slot = dialog;
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false)
+    }
+
+    /// Whether the user hung up the call.
+    pub(super) fn hung_up(&self, key: &CallKey) -> bool {
+        self.local_hangups
+            .lock()
+            .map(|l| l.contains(key))
+            .unwrap_or(true)
+    }
+
+    /// Whether the call is still wanted: not over, and not hung up by the user.
+    pub(super) fn wanted(&self, key: &CallKey) -> bool {
+        self.call(key).is_some() && !self.hung_up(key)
+    }
+
+    /// Ends our outgoing call `key` for `reason` unless it already ended: a call the
+    /// user hung up ends as hung up, whatever the far end answered meanwhile.
+    pub(super) fn end_outgoing(&self, key: &CallKey, reason: EndReason) {
+        if self.take_call(key).is_some() {
+            let reason = if self.hung_up(key) {
+                EndReason::LocalHangup
+            } else {
+                reason
+            };
+            self.emit(SipEvent::Ended {
+                call: key.clone(),
+                reason,
+            });
+        }
+        self.forget(key);
     }
 
     /// Drops what was kept about a call that is over, so nothing grows with the
@@ -169,6 +252,9 @@ impl Shared {
         }
         if let Ok(mut l) = self.local_hangups.lock() {
             l.remove(key);
+        }
+        if let Ok(mut m) = self.missed.lock() {
+            m.remove(key);
         }
     }
 }
@@ -270,9 +356,13 @@ impl SipStack {
             calls: Mutex::default(),
             established: Mutex::default(),
             local_hangups: Mutex::default(),
+            missed: Mutex::default(),
             challengeable: Mutex::default(),
             aliases: Mutex::default(),
-            incoming: Mutex::default(),
+            admission: Mutex::default(),
+            ring_timeout: opts.ring_timeout,
+            hangups: AtomicUsize::new(0),
+            hangup_settled: tokio::sync::Notify::new(),
             events: tx,
         });
         let inner = endpoint.inner.clone();
@@ -290,7 +380,12 @@ impl SipStack {
             stream_contact.clone(),
             cancel.clone(),
         ));
-        tokio::spawn(state_loop(state_receiver, dialogs.clone(), shared.clone()));
+        tokio::spawn(state_loop(
+            state_receiver,
+            dialogs.clone(),
+            shared.clone(),
+            cancel.clone(),
+        ));
         Ok((
             SipStack {
                 endpoint,
@@ -364,8 +459,10 @@ impl SipStack {
     }
 
     /// Sends every call through `server` (the registrar or outbound proxy), over our
-    /// transport, as Jitsi and Linphone do for an account.
+    /// transport, as Jitsi and Linphone do for an account. Calls coming from it are not
+    /// held to the per-source limit (see `admission`).
     pub fn route_calls_via(&self, server: &Uri) {
+        self.trust_server(server);
         let addr = SipAddr {
             r#type: Some(self.transport.sip()),
             addr: server.host_with_port.clone(),
@@ -375,10 +472,50 @@ impl SipStack {
         }
     }
 
+    /// Remembers the addresses of `server` (the registrar or outbound proxy) as the
+    /// account's: every call through it comes from there, so the per-source limit does
+    /// not apply to them. A name is looked up in a task of its own (bounded).
+    pub(crate) fn trust_server(&self, server: &Uri) {
+        let host = server.host_with_port.host.clone();
+        if let rsipstack::sip::Host::IpAddr(ip) = host {
+            if let Ok(mut a) = self.shared.admission.lock() {
+                a.trust_server(ip);
+            }
+            return;
+        }
+        let port = server
+            .host_with_port
+            .port
+            .as_ref()
+            .map(|p| p.value())
+            .unwrap_or(5060);
+        let name = host.to_string();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let found = tokio::time::timeout(
+                LOOKUP_WITHIN,
+                tokio::net::lookup_host((name.as_str(), port)),
+            )
+            .await;
+            match found {
+                Ok(Ok(addrs)) => {
+                    if let Ok(mut a) = shared.admission.lock() {
+                        for addr in addrs {
+                            a.trust_server(addr.ip());
+                        }
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(%name, error = %e, "server lookup"),
+                Err(_) => tracing::debug!(%name, "server lookup timed out"),
+            }
+        });
+    }
+
     /// Places a call to `target` with our SDP `offer`. Returns at once; progress arrives
     /// as events: Ringing, then Answered (with the SDP answer) or Ended. A challenge is
-    /// answered with `credential` only for the account's realm (see `realm`); without a
-    /// credential (a direct call) nothing is ever answered.
+    /// answered with `credential` only for the account's realm (see `realm`) and only
+    /// before the far end set up an early dialog (see `outgoing`); without a credential
+    /// (a direct call) nothing is ever answered.
     pub async fn call(
         &self,
         target: &str,
@@ -411,132 +548,17 @@ impl SipStack {
         if let Ok(mut c) = self.shared.challengeable.lock() {
             c.insert(key.clone());
         }
-        let shared = self.shared.clone();
-        let realms = self.realms.clone();
-        let dialogs = self.dialogs.clone();
-        let states = self.state_sender.clone();
-        let k = key.clone();
-        tokio::spawn(async move {
-            let mut outcome = outcome;
-            let mut opt = opt;
-            let mut answered = 0;
-            // Why a challenge went unanswered, when that is the end of the call.
-            let mut withheld = None;
-            let result = loop {
-                let result = match outcome.await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "INVITE task failed");
-                        return;
-                    }
-                };
-                let Ok((_, Some(resp))) = &result else {
-                    break result;
-                };
-                if !matches!(resp.status_code.code(), 401 | 407) {
-                    break result;
-                }
-                let Some(cred) = credential.as_ref() else {
-                    withheld = digest::realm_asked(resp).map(|realm| {
-                        format!(
-                            "the other side asked for a password (realm {}); a direct call never sends one",
-                            super::realm::shown(&realm)
-                        )
-                    });
-                    break result;
-                };
-                let retry = match challenge_answer(resp, cred, &opt, answered, &realms) {
-                    Ok(Some(retry)) => retry,
-                    Ok(None) => break result,
-                    Err(realm) => {
-                        tracing::warn!(realm = %super::realm::shown(&realm), "not sending the password to a foreign realm");
-                        withheld = Some(withheld_words(
-                            "the other side or a server on the way",
-                            &realm,
-                            &realms.known(cred.realm.as_deref()),
-                        ));
-                        break result;
-                    }
-                };
-                answered += 1;
-                opt = retry;
-                if opt.call_id.is_none() {
-                    opt.call_id = Some(k.call_id().to_owned());
-                }
-                match dialogs.do_invite_async(opt.clone(), states.clone()) {
-                    Ok((d, o)) => {
-                        let raw = CallKey::of(&d.id());
-                        if let Ok(mut a) = shared.aliases.lock() {
-                            a.insert(raw.clone(), k.clone());
-                        }
-                        if let Ok(mut c) = shared.challengeable.lock() {
-                            c.insert(raw);
-                        }
-                        let still_wanted = shared
-                            .calls
-                            .lock()
-                            .map(|mut c| match c.get_mut(&k) {
-                                Some(slot) => {
-                                    *slot = d;
-                                    true
-                                }
-                                None => false,
-                            })
-                            .unwrap_or(false);
-                        if !still_wanted {
-                            return; // hung up meanwhile
-                        }
-                        outcome = o;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "authenticated INVITE");
-                        break result;
-                    }
-                }
-            };
-            if let Some(words) = withheld {
-                if shared.take_call(&k).is_some() {
-                    shared.emit(SipEvent::Ended {
-                        call: k,
-                        reason: EndReason::CredentialsWithheld(words),
-                    });
-                }
-                return;
-            }
-            match result {
-                Ok((_, Some(resp)))
-                    if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
-                {
-                    if shared
-                        .established
-                        .lock()
-                        .map(|mut e| e.insert(k.clone()))
-                        .unwrap_or(false)
-                    {
-                        shared.emit(SipEvent::Answered {
-                            call: k,
-                            sdp: resp.body().to_vec(),
-                        });
-                    }
-                }
-                Ok((_, Some(resp))) => {
-                    if shared.take_call(&k).is_some() {
-                        shared.emit(SipEvent::Ended {
-                            call: k,
-                            reason: EndReason::from_status(&resp.status_code),
-                        });
-                    }
-                }
-                Ok((_, None)) | Err(_) => {
-                    if shared.take_call(&k).is_some() {
-                        shared.emit(SipEvent::Ended {
-                            call: k,
-                            reason: EndReason::Timeout,
-                        });
-                    }
-                }
-            }
-        });
+        let invite = Invite {
+            shared: self.shared.clone(),
+            realms: self.realms.clone(),
+            dialogs: self.dialogs.clone(),
+            states: self.state_sender.clone(),
+            key: key.clone(),
+            credential,
+            option: opt,
+            dialog,
+        };
+        tokio::spawn(invite.run(outcome));
         Ok(key)
     }
 }
@@ -566,8 +588,11 @@ impl SipStack {
             .map_err(|e| sip_err("reject", e))
     }
 
-    /// Ends a call: CANCEL if it is still ringing, BYE once established.
-    pub async fn hangup(&self, call: &CallKey) -> Result<(), SignalingError> {
+    /// Ends a call: CANCEL while it rings, BYE once it is established. Returns at once:
+    /// the CANCEL or BYE goes out from a task of its own, so a peer that never answers
+    /// it holds up nothing (its transaction gives up after 32 s; the call is dropped
+    /// then at the latest). The end arrives as [`SipEvent::Ended`], "hung up".
+    pub fn hangup(&self, call: &CallKey) -> Result<(), SignalingError> {
         let d = self
             .shared
             .call(call)
@@ -575,36 +600,89 @@ impl SipStack {
         if let Ok(mut l) = self.shared.local_hangups.lock() {
             l.insert(call.clone());
         }
-        let r = if d.role() == TransactionRole::Server {
-            d.bye().await
-        } else {
-            d.hangup().await
-        };
-        r.map_err(|e| sip_err("hang up", e))
+        let (shared, dialogs, key) = (self.shared.clone(), self.dialogs.clone(), call.clone());
+        let in_flight = InFlight::start(&self.shared);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let id = d.id();
+            let ending = async {
+                if d.role() == TransactionRole::Server {
+                    d.bye().await
+                } else {
+                    d.hangup().await
+                }
+            };
+            match tokio::time::timeout(HANGUP_WITHIN, ending).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%key, error = %e, "hang up"),
+                Err(_) => {
+                    tracing::info!(%key, "the far end never settled our hang-up: dropping the call");
+                    dialogs.remove_dialog(&id);
+                    if let Some(d) = shared.take_call(&key) {
+                        if let Ok(mut a) = shared.admission.lock() {
+                            a.ended(&d.id().to_string());
+                        }
+                        shared.emit(SipEvent::Ended {
+                            call: key.clone(),
+                            reason: EndReason::LocalHangup,
+                        });
+                    }
+                    shared.forget(&key);
+                }
+            }
+        });
+        Ok(())
     }
 
-    /// Sends a re-INVITE with a new offer (hold/resume); returns the peer's SDP answer.
-    pub async fn reinvite(&self, call: &CallKey, sdp: String) -> Result<Vec<u8>, SignalingError> {
-        let d = self
+    /// Waits until every hang-up's CANCEL or BYE has been answered (or given up on), at
+    /// most `limit`: before the stack stops, so that the far ends are told.
+    pub async fn settle(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let settled = self.shared.hangup_settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.shared.hangups.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends a re-INVITE with a new offer (hold/resume). The returned future owns what
+    /// it needs, so the caller can wait for the peer's SDP answer in a task of its own:
+    /// a peer that never answers (up to 32 s) then holds up nothing else.
+    pub fn reinvite(
+        &self,
+        call: &CallKey,
+        sdp: String,
+    ) -> impl Future<Output = Result<Vec<u8>, SignalingError>> + Send + 'static {
+        let dialog = self
             .shared
             .call(call)
-            .ok_or_else(|| SignalingError::InvalidInput(format!("no call {call}")))?;
-        let headers = vec![Header::ContentType("application/sdp".into())];
-        match d
-            .reinvite(Some(headers), Some(sdp.into_bytes()))
-            .await
-            .map_err(|e| sip_err("re-INVITE", e))?
-        {
-            Some(resp) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
-                Ok(resp.body().to_vec())
+            .ok_or_else(|| SignalingError::InvalidInput(format!("no call {call}")));
+        async move {
+            let headers = vec![Header::ContentType("application/sdp".into())];
+            match dialog?
+                .reinvite(Some(headers), Some(sdp.into_bytes()))
+                .await
+                .map_err(|e| sip_err("re-INVITE", e))?
+            {
+                Some(resp)
+                    if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
+                {
+                    Ok(resp.body().to_vec())
+                }
+                Some(resp) => Err(SignalingError::Refused(format!(
+                    "re-INVITE answered {}",
+                    resp.status_code
+                ))),
+                None => Err(SignalingError::Protocol(
+                    "the call is not established".into(),
+                )),
             }
-            Some(resp) => Err(SignalingError::Refused(format!(
-                "re-INVITE answered {}",
-                resp.status_code
-            ))),
-            None => Err(SignalingError::Protocol(
-                "the call is not established".into(),
-            )),
         }
     }
 
@@ -681,14 +759,23 @@ async fn incoming_loop(
                     }
                 }
             },
-            Incoming::NewCall if !shared.room_for_incoming(&dialogs) => {
-                tracing::info!(
-                    limit = MAX_INCOMING_CALLS,
-                    "refusing a call: too many incoming calls at once"
-                );
-                let _ = tx.reply(StatusCode::BusyHere).await;
-            }
             Incoming::NewCall => {
+                let source = source_ip(&tx.original);
+                if let Err(why) = shared.admit(source, &dialogs) {
+                    match why {
+                        Refusal::Full => tracing::info!(
+                            limit = MAX_INCOMING_CALLS,
+                            "refusing a call: too many incoming calls at once"
+                        ),
+                        Refusal::SourceBusy => tracing::info!(
+                            ?source,
+                            limit = MAX_RINGING_PER_SOURCE,
+                            "refusing a call: too many ringing calls from one address"
+                        ),
+                    }
+                    let _ = tx.reply(StatusCode::BusyHere).await;
+                    continue;
+                }
                 let our_contact = stream_contact
                     .lock()
                     .ok()
@@ -701,8 +788,8 @@ async fn incoming_loop(
                     Some(our_contact),
                 ) {
                     Ok(mut d) => {
-                        if let Ok(mut live) = shared.incoming.lock() {
-                            live.insert(d.id().to_string());
+                        if let Ok(mut a) = shared.admission.lock() {
+                            a.taken(d.id().to_string(), source);
                         }
                         tokio::spawn(async move {
                             if let Err(e) = d.handle(&mut tx).await {
@@ -763,10 +850,36 @@ fn invite_dialog(dialogs: &DialogLayer, id: &DialogId) -> Option<InviteDialog> {
     }
 }
 
+/// Refuses the incoming call `d` with 480 Temporarily Unavailable if nobody answered it
+/// within the ring timeout; it then ends as missed. Ends early with the dialog (or the
+/// stack), so no timer outlives its call.
+fn ring_timer(d: InviteDialog, key: CallKey, shared: Arc<Shared>, stop: CancellationToken) {
+    let gone = d.cancel_token().clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = gone.cancelled() => {}
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(shared.ring_timeout) => {
+                if !d.state().can_cancel() {
+                    return;
+                }
+                tracing::info!(%key, "nobody answered: refusing the call with 480");
+                if let Ok(mut m) = shared.missed.lock() {
+                    m.insert(key);
+                }
+                if let Err(e) = d.reject(Some(StatusCode::TemporarilyUnavailable), None) {
+                    tracing::debug!(error = %e, "could not refuse the unanswered call");
+                }
+            }
+        }
+    });
+}
+
 async fn state_loop(
     mut states: DialogStateReceiver,
     dialogs: Arc<DialogLayer>,
     shared: Arc<Shared>,
+    stop: CancellationToken,
 ) {
     while let Some(state) = states.recv().await {
         match state {
@@ -789,6 +902,7 @@ async fn state_loop(
                 if let Err(e) = d.ringing(None, None) {
                     tracing::debug!(error = %e, "could not send 180 Ringing");
                 }
+                ring_timer(d.clone(), key.clone(), shared.clone(), stop.clone());
                 if let Ok(mut c) = shared.calls.lock() {
                     c.insert(key.clone(), d);
                 }
@@ -868,8 +982,8 @@ async fn state_loop(
                 let server =
                     invite_dialog(&dialogs, &id).map(|d| d.role() == TransactionRole::Server);
                 dialogs.remove_dialog(&id);
-                if let Ok(mut live) = shared.incoming.lock() {
-                    live.remove(&id.to_string());
+                if let Ok(mut a) = shared.admission.lock() {
+                    a.ended(&id.to_string());
                 }
                 if let Some(d) = shared.take_call(&key) {
                     let local = shared
@@ -877,8 +991,17 @@ async fn state_loop(
                         .lock()
                         .map(|mut l| l.remove(&key))
                         .unwrap_or(false);
+                    let missed = shared
+                        .missed
+                        .lock()
+                        .map(|mut m| m.remove(&key))
+                        .unwrap_or(false);
                     let is_server = server.unwrap_or(d.role() == TransactionRole::Server);
                     let reason = match end_reason(&reason, is_server) {
+                        _ if missed => EndReason::Missed,
+                        // Our call, hung up by the user: whatever the far end answered to
+                        // the CANCEL (487, a challenge, a late busy), the user hung up.
+                        _ if local && !is_server => EndReason::LocalHangup,
                         EndReason::RemoteHangup | EndReason::LocalHangup if local => {
                             EndReason::LocalHangup
                         }
@@ -896,29 +1019,4 @@ async fn state_loop(
             DialogState::Trying(_) | DialogState::WaitAck(_, _) => {}
         }
     }
-}
-
-/// The INVITE to send again with our answer to `resp`'s challenge; `None` when we
-/// cannot answer it or our answer was already refused (wrong password); `Err(realm)`
-/// when it asks for a realm that is not the account's (nothing is sent).
-fn challenge_answer(
-    resp: &rsipstack::sip::Response,
-    cred: &Credential,
-    sent: &InviteOption,
-    answered: u32,
-    realms: &AccountRealms,
-) -> Result<Option<InviteOption>, String> {
-    let permitted = |realm: &str| realms.permits(realm, cred.realm.as_deref());
-    let uri = sent.callee.to_string();
-    let auth = match digest::authorization(resp, cred, "INVITE", &uri, answered, permitted) {
-        Challenged::Answer { header, .. } => header,
-        Challenged::Unanswerable => return Ok(None),
-        Challenged::Withheld(realm) => return Err(realm),
-    };
-    let mut retry = sent.clone();
-    let mut headers = retry.headers.take().unwrap_or_default();
-    headers.retain(|h| !digest::is_authorization(h));
-    headers.push(auth);
-    retry.headers = Some(headers);
-    Ok(Some(retry))
 }

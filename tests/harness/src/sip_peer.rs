@@ -83,7 +83,13 @@ fn tool(what: String) -> HarnessError {
 impl SipPeer {
     /// A peer for `user` on a free UDP port.
     pub fn bind(user: &str) -> Result<SipPeer> {
-        let sock = UdpSocket::bind("127.0.0.1:0").map_err(io("bind SIP peer"))?;
+        SipPeer::bind_on(user, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// A peer for `user` on a free UDP port of `ip` (any 127.x.y.z address is this
+    /// machine, so peers can come from different addresses).
+    pub fn bind_on(user: &str, ip: std::net::Ipv4Addr) -> Result<SipPeer> {
+        let sock = UdpSocket::bind((ip, 0)).map_err(io("bind SIP peer"))?;
         Ok(SipPeer {
             sock,
             user: user.to_owned(),
@@ -130,6 +136,72 @@ impl SipPeer {
                 Err(_) => continue,
             }
         }
+    }
+
+    /// The next request whose method is `method` within `limit`, with its source; other
+    /// datagrams are skipped.
+    pub fn next_request(&self, method: &str, limit: Duration) -> Option<(String, SocketAddr)> {
+        let deadline = Instant::now() + limit;
+        let start = format!("{method} ");
+        loop {
+            let (m, from) = self.recv(deadline.saturating_duration_since(Instant::now()))?;
+            if m.starts_with(&start) {
+                return Some((m, from));
+            }
+        }
+    }
+
+    /// Answers the request `req` (from `to`) with `status` (e.g. "180 Ringing"), copying
+    /// its Via, From, Call-ID and CSeq; its To gets `;tag=to_tag` when given. `extra` are
+    /// whole header lines; a non-empty `body` is sent as SDP.
+    pub fn reply(
+        &self,
+        req: &str,
+        to: SocketAddr,
+        status: &str,
+        to_tag: Option<&str>,
+        extra: &[String],
+        body: &str,
+    ) -> Result<()> {
+        let mut out = format!("SIP/2.0 {status}\r\n");
+        for v in headers(req, "Via") {
+            out.push_str(&format!("Via: {v}\r\n"));
+        }
+        for name in ["From", "Call-ID", "CSeq"] {
+            if let Some(v) = header(req, name) {
+                out.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        let to_header = header(req, "To").unwrap_or_default();
+        match to_tag {
+            Some(tag) => out.push_str(&format!("To: {to_header};tag={tag}\r\n")),
+            None => out.push_str(&format!("To: {to_header}\r\n")),
+        }
+        for line in extra {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        if !body.is_empty() {
+            out.push_str("Content-Type: application/sdp\r\n");
+        }
+        out.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        self.send(&out, to)
+    }
+
+    /// Answers the INVITE `req` (from `to`) with 200 OK, our Contact and `sdp`; the To
+    /// tag is `to_tag`.
+    pub fn accept(&self, req: &str, to: SocketAddr, to_tag: &str, sdp: &str) -> Result<()> {
+        let contact = format!("Contact: <sip:{}@{}>", self.user, self.addr());
+        self.reply(req, to, "200 OK", Some(to_tag), &[contact], sdp)
+    }
+
+    /// Answers `req` (from `to`) with a 401 challenge for `realm`.
+    pub fn challenge(&self, req: &str, to: SocketAddr, realm: &str, to_tag: &str) -> Result<()> {
+        let www = format!(
+            "WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"peer-{}\", algorithm=MD5",
+            self.addr().port()
+        );
+        self.reply(req, to, "401 Unauthorized", Some(to_tag), &[www], "")
     }
 
     fn seq(&mut self) -> u32 {
