@@ -11,7 +11,7 @@ use hush_media::stream::{
     AudioStream, CLEARTEXT_MEDIA_TIMEOUT, MediaSecurity, PEER_SILENT_TIMEOUT, Policy, StreamConfig,
     StreamEvent,
 };
-use hush_media::zrtp::{ZrtpConfig, ZrtpSession};
+use hush_media::zrtp::{ZrtpConfig, ZrtpSession, crc32c};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -735,6 +735,107 @@ fn a_peer_heard_only_from_an_unproven_address_is_named_as_such() {
         addr("10.0.0.5:4000"),
         "never followed"
     );
+}
+
+/// `packet` (ZRTP) with another sequence number and source id, and its CRC made again:
+/// what anyone can forge from a packet they saw.
+fn respoof(packet: &[u8], seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = packet.to_vec();
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    let n = p.len() - 4;
+    let crc = crc32c(&p[..n]);
+    p[n..].copy_from_slice(&crc.to_le_bytes());
+    p
+}
+
+/// A HelloACK: it carries nothing but its type, so anyone can make one.
+fn hello_ack(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![
+        0x10, 0, 0, 0, b'Z', b'R', b'T', b'P', 0, 0, 0, 0, 0x50, 0x5a, 0, 3,
+    ];
+    p.extend_from_slice(b"HelloACK");
+    p.extend_from_slice(&[0; 4]);
+    respoof(&p, seq, ssrc)
+}
+
+#[test]
+fn spoofed_zrtp_numbered_far_ahead_cannot_wedge_the_handshake() {
+    let (_, foreign_commit) = foreign_zrtp();
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        true,
+    );
+    // From each side's negotiated address, with the source id the real peer uses: a
+    // HelloACK numbered 0xFFFF, and a Commit (of another call) numbered far ahead.
+    let spoofs = |to: usize| {
+        let ssrc = (1 - to) as u32 + 1;
+        [
+            hello_ack(0xffff, ssrc),
+            respoof(&foreign_commit, 0xfff0, ssrc),
+        ]
+    };
+    call.start(0);
+    // Before A heard anything from B ...
+    for d in spoofs(0) {
+        call.inject(0, call.addrs[1], &d);
+    }
+    call.run(Duration::from_millis(50));
+    call.start(1);
+    // ... and every 10 ms into both sides while the handshake runs.
+    for _ in 0..100 {
+        for to in 0..2 {
+            for d in spoofs(to) {
+                call.inject(to, call.addrs[1 - to], &d);
+            }
+        }
+        call.run(Duration::from_millis(10));
+    }
+    call.run(Duration::from_secs(2));
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    for i in 0..2 {
+        assert!(
+            failures(&call.logs[i]).is_empty(),
+            "{:?}",
+            call.logs[i].events
+        );
+        assert_eq!(*call.sides[i].security(), MediaSecurity::Secure);
+    }
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+        440.0
+    );
+}
+
+#[test]
+fn a_spoofed_helloack_that_stops_our_hellos_before_the_peer_had_one_does_not_stall() {
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        true,
+    );
+    // A's Hellos are lost on the way; B's reach A.
+    call.mitm = Some(Box::new(|from, d| from != 0 || classify(d) != Kind::Zrtp));
+    call.start(0);
+    call.start(1);
+    call.run(Duration::from_millis(200));
+    // A HelloACK "from" B, though B never had A's Hello, with an unremarkable number:
+    // libbzrtp stops sending A's Hello and commits, which B cannot take without it.
+    let ack = hello_ack(0x0100, 2);
+    call.inject(0, call.addrs[1], &ack);
+    call.mitm = None;
+    call.run(Duration::from_secs(3));
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    for i in 0..2 {
+        assert!(
+            failures(&call.logs[i]).is_empty(),
+            "{:?}",
+            call.logs[i].events
+        );
+    }
 }
 
 /// A best-effort stream without ZRTP (cleartext at once) that takes media from side 0.

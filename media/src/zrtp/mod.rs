@@ -2,6 +2,7 @@
 //! framing checks, the algorithm vocabulary, and the in-memory ZID cache.
 
 mod algorithms;
+mod inbound;
 mod packet;
 mod session;
 mod store;
