@@ -4,10 +4,11 @@
 //! the codec, and enforces the encryption policy: under "mandatory" nothing is sent, and
 //! nothing received is played, until ZRTP is secure.
 //!
-//! Media is taken only from the peer's negotiated address, or from a source that proved
-//! it is the peer ([`PeerAddress`]); anything else is dropped and counted before it
-//! reaches ZRTP, SRTP or the policy, so a stranger's datagram can neither end nor
-//! downgrade the call.
+//! Media is taken only from the peer's negotiated address, or from a source whose SRTP
+//! passed authentication ([`PeerAddress`]); ZRTP also from a few sources that sent the
+//! Hello the peer signalled, which earns them nothing but being heard. Anything else is
+//! dropped and counted before it reaches ZRTP, SRTP or the policy, so a stranger's
+//! datagram can neither end nor downgrade the call, nor draw our media to itself.
 
 use crate::MediaError;
 use crate::codec::{CodecKind, Decoder, Encoder, FRAME_MS};
@@ -70,7 +71,8 @@ pub struct StreamConfig {
 /// A datagram for the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// Where to send it: the negotiated address, or the source the peer proved since.
+    /// Where to send it: the negotiated address, or the source whose SRTP proved it is
+    /// the peer's. A ZRTP packet also goes, as a copy each, to every ZRTP candidate.
     pub to: SocketAddr,
     /// The UDP payload.
     pub data: Vec<u8>,
@@ -137,6 +139,15 @@ pub struct StreamStats {
     pub jitter_buffer: JitterStats,
 }
 
+/// What a queued datagram is, for where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// RTP or RTCP: to the media destination only.
+    Media,
+    /// ZRTP: to the media destination and every ZRTP candidate.
+    Zrtp,
+}
+
 /// The audio stream of one call.
 pub struct AudioStream {
     cfg: StreamConfig,
@@ -166,7 +177,9 @@ pub struct AudioStream {
     presses: VecDeque<u8>,
     last_received_event: Option<u32>,
     next_rtcp: Option<Instant>,
-    outbox: VecDeque<Vec<u8>>,
+    outbox: VecDeque<(Vec<u8>, Route)>,
+    /// Copies of the last ZRTP packet polled, for the candidates.
+    fanout: VecDeque<Transmit>,
     events: VecDeque<StreamEvent>,
     stats: StreamStats,
     scratch: Vec<u8>,
@@ -223,6 +236,7 @@ impl AudioStream {
             last_received_event: None,
             next_rtcp: None,
             outbox: VecDeque::new(),
+            fanout: VecDeque::new(),
             events: VecDeque::new(),
             stats: StreamStats::default(),
             scratch: Vec::with_capacity(1500),
@@ -263,7 +277,7 @@ impl AudioStream {
         let Some(z) = &mut self.zrtp else { return };
         while let Some(p) = z.poll_transmit() {
             if self.outbox.len() < MAX_OUTBOX {
-                self.outbox.push_back(p);
+                self.outbox.push_back((p, Route::Zrtp));
             }
         }
         let mut outcome = Vec::new();
@@ -298,6 +312,7 @@ impl AudioStream {
                 if self.security != MediaSecurity::Failed {
                     self.security = MediaSecurity::Failed;
                     self.outbox.clear();
+                    self.fanout.clear();
                     self.events.push_back(StreamEvent::Failed(reason));
                 }
             }
@@ -323,7 +338,8 @@ impl AudioStream {
         tracing::debug!(%from, kind, "media from an address that is not the peer's dropped");
     }
 
-    /// `from` sent something only the peer can send: take media from it, and send ours there.
+    /// `from` sent SRTP/SRTCP that passed authentication: take media from it, and send
+    /// ours there.
     fn proven(&mut self, from: SocketAddr) {
         if self.peer.prove(from) {
             tracing::info!(%from, "the peer's authenticated media comes from a new address; ours follows it");
@@ -346,18 +362,27 @@ impl AudioStream {
 
     fn handle_zrtp(&mut self, now: Instant, from: SocketAddr, trusted: bool, buf: &[u8]) {
         if !trusted {
-            // Only the Hello the peer signalled in its SDP vouches for a new address, and
-            // only while keys are still being agreed. A Hello from another call, or any
-            // other ZRTP message, is dropped here, never shown to libbzrtp.
-            let vouched = self.zrtp.is_some()
-                && self.srtp.is_none()
-                && self.security != MediaSecurity::Failed
-                && self.peer_hello.is_some_and(|h| h.matches(buf));
-            if !vouched {
-                self.zrtp_from_strangers |= crate::zrtp::check_packet(buf).is_ok();
-                return self.refuse_stranger(from, "ZRTP");
+            // Only the Hello the peer signalled in its SDP vouches for another source,
+            // only while keys are still being agreed, and all it earns is that source's
+            // ZRTP being heard (a copy of the peer's Hello is no proof of being the peer).
+            // A Hello from another call, or any other ZRTP message from a source not
+            // heard yet, is dropped here, never shown to libbzrtp; so is a Hello from a
+            // candidate that is not the signalled one.
+            let signalled_hello = self.peer_hello.is_some_and(|h| h.matches(buf));
+            if self.peer.hears_zrtp_from(from) {
+                if crate::zrtp::message_type(buf) == b"Hello   " && !signalled_hello {
+                    return self.refuse_stranger(from, "ZRTP Hello");
+                }
+            } else {
+                let negotiating = self.zrtp.is_some()
+                    && self.srtp.is_none()
+                    && self.security != MediaSecurity::Failed;
+                if !(signalled_hello && negotiating && self.peer.add_zrtp_candidate(from)) {
+                    self.zrtp_from_strangers |= crate::zrtp::check_packet(buf).is_ok();
+                    return self.refuse_stranger(from, "ZRTP");
+                }
+                tracing::info!(%from, "the peer's signalled ZRTP Hello came from another address: its ZRTP is heard there; our media stays until SRTP from there authenticates");
             }
-            self.proven(from);
         }
         if let Some(z) = &mut self.zrtp {
             if let Err(e) = z.handle_packet(now, buf) {
@@ -562,7 +587,7 @@ impl AudioStream {
             MediaSecurity::Negotiating | MediaSecurity::Failed => return,
         };
         if self.outbox.len() < MAX_OUTBOX {
-            self.outbox.push_back(out);
+            self.outbox.push_back((out, Route::Media));
         }
     }
 
@@ -666,7 +691,18 @@ impl AudioStream {
 
     /// The next datagram for the peer. Call until `None` after every input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let data = self.outbox.pop_front()?;
+        if let Some(t) = self.fanout.pop_front() {
+            return Some(t);
+        }
+        let (data, route) = self.outbox.pop_front()?;
+        if route == Route::Zrtp {
+            for to in self.peer.zrtp_candidates() {
+                self.fanout.push_back(Transmit {
+                    to,
+                    data: data.clone(),
+                });
+            }
+        }
         Some(Transmit {
             to: self.peer.destination(),
             data,
@@ -678,7 +714,7 @@ impl AudioStream {
         self.peer.renegotiate(remote);
     }
 
-    /// Where our media goes now.
+    /// Where our media (RTP, RTCP) goes now.
     pub fn remote(&self) -> SocketAddr {
         self.peer.destination()
     }

@@ -69,6 +69,8 @@ struct Log {
     rtp_sent_before_secure: usize,
     rtp_sent: usize,
     zrtp_sent: usize,
+    /// RTP or RTCP datagrams addressed to the stranger.
+    media_to_stranger: usize,
 }
 
 struct Call {
@@ -144,6 +146,9 @@ impl Call {
                 let (dest, mut d) = (t.to, t.data);
                 if classify(&d) == Kind::Zrtp {
                     self.logs[i].zrtp_sent += 1;
+                }
+                if classify(&d) != Kind::Zrtp && dest == addr(STRANGER) {
+                    self.logs[i].media_to_stranger += 1;
                 }
                 if classify(&d) == Kind::Rtp {
                     self.logs[i].rtp_sent += 1;
@@ -519,7 +524,7 @@ fn strangers_spraying_captured_zrtp_and_junk_neither_end_nor_weaken_a_call() {
 }
 
 #[test]
-fn a_peer_behind_nat_is_followed_once_its_signalled_hello_arrives() {
+fn a_peer_behind_nat_is_heard_after_its_signalled_hello_and_followed_after_its_srtp() {
     let (foreign_hello, _) = foreign_zrtp();
     let mut b = config(1, CodecKind::Pcmu, Policy::Mandatory, true);
     // A's SDP names its private address; its packets come from its NAT's public one.
@@ -538,6 +543,12 @@ fn a_peer_behind_nat_is_followed_once_its_signalled_hello_arrives() {
     assert_eq!(*call.sides[1].security(), MediaSecurity::Negotiating);
     assert_eq!(call.sides[1].remote(), private);
     call.start(0);
+    // A's signalled Hello has come from the NAT address: B hears A's ZRTP there and
+    // answers there, but its media does not move for a Hello anyone could copy.
+    call.run(Duration::from_millis(100));
+    assert!(call.logs[1].zrtp_sent > 0);
+    assert_eq!(*call.sides[1].security(), MediaSecurity::Negotiating);
+    assert_eq!(call.sides[1].remote(), private);
     call.run(Duration::from_secs(3));
     assert!(
         failures(&call.logs[1]).is_empty(),
@@ -549,7 +560,7 @@ fn a_peer_behind_nat_is_followed_once_its_signalled_hello_arrives() {
     assert_eq!(
         call.sides[1].remote(),
         nat,
-        "B's media follows A's proven source"
+        "B's media follows A's source once A's SRTP from there authenticates"
     );
     assert_eq!(
         dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
@@ -735,6 +746,82 @@ fn a_peer_heard_only_from_an_unproven_address_is_named_as_such() {
         addr("10.0.0.5:4000"),
         "never followed"
     );
+}
+
+/// Records every datagram of `kind` side `side` puts on the wire from now on.
+fn tap(call: &mut Call, side: usize, kind: Kind) -> std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> {
+    let seen: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Default::default();
+    let sink = seen.clone();
+    call.mitm = Some(Box::new(move |from, d| {
+        if from == side && classify(d) == kind {
+            sink.borrow_mut().push(d.clone());
+        }
+        true
+    }));
+    seen
+}
+
+#[test]
+fn the_peers_own_hello_replayed_from_a_stranger_draws_neither_zrtp_nor_media_away() {
+    for policy in [Policy::BestEffort, Policy::Mandatory] {
+        let mut call = Call::unstarted(
+            config(0, CodecKind::Pcmu, policy, true),
+            config(1, CodecKind::Pcmu, policy, true),
+            true,
+        );
+        // An eavesdropper records B's Hello of this very call, sent in the clear ...
+        let seen = tap(&mut call, 1, Kind::Zrtp);
+        call.start(1);
+        call.run(Duration::from_millis(60));
+        call.mitm = None;
+        let hello = seen
+            .borrow()
+            .iter()
+            .find(|d| &d[16..24] == b"Hello   ")
+            .cloned()
+            .expect("B's Hello");
+        // ... and sends it to A from its own address, before A starts and all along
+        // while A negotiates: its hash matches what B signalled.
+        let stranger = addr(STRANGER);
+        call.inject(0, stranger, &hello);
+        call.start(0);
+        for _ in 0..25 {
+            call.inject(0, stranger, &hello);
+            call.run(FRAME);
+            assert_eq!(
+                call.sides[0].remote(),
+                call.addrs[1],
+                "{policy:?}: A's media destination stays B's address"
+            );
+        }
+        call.run(Duration::from_secs(5));
+        let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+        assert!(
+            a.is_some() && a == b,
+            "{policy:?}: equal SAS on both ends: {a:?} {b:?}"
+        );
+        for i in 0..2 {
+            assert!(
+                failures(&call.logs[i]).is_empty(),
+                "{policy:?}: {:?}",
+                call.logs[i].events
+            );
+            assert_eq!(*call.sides[i].security(), MediaSecurity::Secure);
+        }
+        assert_eq!(call.sides[0].remote(), call.addrs[1]);
+        assert_eq!(
+            call.logs[0].media_to_stranger, 0,
+            "{policy:?}: no RTP or RTCP ever went to the stranger"
+        );
+        assert_eq!(
+            dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+            440.0
+        );
+        assert_eq!(
+            dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+            880.0
+        );
+    }
 }
 
 /// `packet` (ZRTP) with another sequence number and source id, and its CRC made again:
