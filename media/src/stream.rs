@@ -9,6 +9,12 @@
 //! Hello the peer signalled, which earns them nothing but being heard. Anything else is
 //! dropped and counted before it reaches ZRTP, SRTP or the policy, so a stranger's
 //! datagram can neither end nor downgrade the call, nor draw our media to itself.
+//!
+//! When ZRTP is given up: a peer that signalled its Hello hash does ZRTP, so nothing
+//! short of the full handshake timeout counts as "no ZRTP" (a spoofed burst of cleartext
+//! or a slow answer cannot end it early). Without a signalled hash, a peer that sent no
+//! ZRTP within [`PEER_SILENT_TIMEOUT`], or only cleartext media for
+//! [`CLEARTEXT_MEDIA_TIMEOUT`], does not do ZRTP.
 
 use crate::MediaError;
 use crate::codec::{CodecKind, Decoder, Encoder, FRAME_MS};
@@ -27,14 +33,16 @@ use std::time::{Duration, Instant};
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Datagrams waiting to be sent, at most.
 const MAX_OUTBOX: usize = 256;
-/// A peer that sent no ZRTP at all this long after we started does not do ZRTP: a ZRTP
-/// endpoint sends its Hello at once and retransmits it for about this long (RFC 6189 §6).
-/// Shorter than the handshake timeout, which is for a peer that answers but stalls.
+/// A peer that signalled no Hello hash and sent no ZRTP at all this long after we started
+/// does not do ZRTP: a ZRTP endpoint sends its Hello at once and retransmits it for about
+/// this long (RFC 6189 §6). Shorter than the handshake timeout, which is for a peer that
+/// answers but stalls, or that announced ZRTP in its SDP.
 pub const PEER_SILENT_TIMEOUT: Duration = Duration::from_secs(4);
-/// Under best effort, a peer whose media has flowed from its negotiated address this
-/// long, with not one ZRTP packet meanwhile, does not do ZRTP either; the call goes to
-/// cleartext now rather than after [`PEER_SILENT_TIMEOUT`]. A ZRTP peer's Hellos (sent
-/// at once, repeated every 200 ms) would have arrived in that time.
+/// Under best effort, a peer that signalled no Hello hash and whose media has flowed
+/// from its negotiated address this long, with not one ZRTP packet meanwhile, does not
+/// do ZRTP either; the call goes to cleartext now rather than after
+/// [`PEER_SILENT_TIMEOUT`]. A ZRTP peer's Hellos (sent at once, repeated every 200 ms)
+/// would have arrived in that time.
 pub const CLEARTEXT_MEDIA_TIMEOUT: Duration = Duration::from_secs(1);
 /// ... and at least this many of its packets must have come (not one stray packet).
 const CLEARTEXT_MEDIA_PACKETS: u32 = 25;
@@ -61,7 +69,8 @@ pub struct StreamConfig {
     pub telephone_event_pt: Option<u8>,
     /// Encryption policy.
     pub policy: Policy,
-    /// The peer's `a=zrtp-hash`, to check its Hello against.
+    /// The peer's `a=zrtp-hash`, to check its Hello against. It also says the peer does
+    /// ZRTP: with it, nothing but the handshake timeout gives up on ZRTP.
     pub peer_hello_hash: Option<String>,
     /// The peer's media address from its SDP: the one source trusted without proof, and
     /// where our media goes until the peer proves another (see [`PeerAddress`]).
@@ -157,7 +166,10 @@ pub struct AudioStream {
     security: MediaSecurity,
     peer: PeerAddress,
     peer_hello: Option<HelloHash>,
-    /// When to give up on a peer that never sent any ZRTP.
+    /// The peer's SDP carried `a=zrtp-hash`: it does ZRTP, and only the handshake
+    /// timeout may conclude otherwise.
+    hash_signalled: bool,
+    /// When to give up on a peer that never sent any ZRTP (no hash signalled).
     zrtp_silence_deadline: Option<Instant>,
     /// Well-formed ZRTP came from addresses that could not prove they are the peer
     /// (to explain a silence timeout truthfully).
@@ -219,6 +231,7 @@ impl AudioStream {
         }
         Ok(AudioStream {
             peer: PeerAddress::new(cfg.remote),
+            hash_signalled: zrtp.is_some() && cfg.peer_hello_hash.is_some(),
             peer_hello,
             zrtp_silence_deadline: None,
             zrtp_from_strangers: false,
@@ -259,8 +272,10 @@ impl AudioStream {
         match &mut self.zrtp {
             Some(z) => {
                 z.start(now)?;
-                self.zrtp_silence_deadline
-                    .get_or_insert(now + PEER_SILENT_TIMEOUT);
+                if !self.hash_signalled {
+                    self.zrtp_silence_deadline
+                        .get_or_insert(now + PEER_SILENT_TIMEOUT);
+                }
                 self.pump_zrtp(now);
             }
             None => self.fall_back_to_cleartext(now, "ZRTP is not in use for this call".into()),
@@ -397,6 +412,7 @@ impl AudioStream {
     /// to conclude that it does not do ZRTP. One packet never does.
     fn peer_media_without_zrtp(&mut self, now: Instant) -> bool {
         if self.cfg.policy != Policy::BestEffort
+            || self.hash_signalled
             || self.zrtp.as_ref().is_some_and(|z| z.peer_seen())
         {
             return false;

@@ -684,6 +684,7 @@ fn best_effort_is_not_downgraded_by_one_rtp_packet() {
     assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
 }
 
+/// A peer whose SDP carried no `a=zrtp-hash` (side 0 runs no ZRTP, so none is signalled).
 #[test]
 fn a_silent_peer_is_given_up_after_the_silence_timeout_not_the_handshake_timeout() {
     for (policy, expected) in [
@@ -922,6 +923,96 @@ fn a_spoofed_helloack_that_stops_our_hellos_before_the_peer_had_one_does_not_sta
             "{:?}",
             call.logs[i].events
         );
+    }
+}
+
+#[test]
+fn a_burst_of_spoofed_cleartext_does_not_downgrade_a_peer_that_signalled_zrtp() {
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, true),
+        true,
+    );
+    call.start(0);
+    // B's answer is slow; meanwhile cleartext "from" B keeps coming, longer and more of
+    // it than a peer without a signalled hash would need to be taken for cleartext.
+    let peer = call.addrs[1];
+    for i in 0..100u16 {
+        call.inject(0, peer, &rtp_packet(i, u32::from(i) * 160, 0x5eed));
+        call.run(FRAME);
+    }
+    assert!(100 * FRAME >= 2 * CLEARTEXT_MEDIA_TIMEOUT);
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+    assert!(call.logs[0].events.is_empty(), "{:?}", call.logs[0].events);
+    assert_eq!(call.logs[0].rtp_sent, 0);
+    call.start(1);
+    call.run(Duration::from_secs(2));
+    for i in 0..2 {
+        assert!(
+            failures(&call.logs[i]).is_empty(),
+            "{:?}",
+            call.logs[i].events
+        );
+    }
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    assert_eq!(call.logs[0].rtp_sent_before_secure, 0);
+}
+
+#[test]
+fn a_peer_that_signalled_zrtp_and_answers_late_still_goes_secure() {
+    for policy in [Policy::BestEffort, Policy::Mandatory] {
+        let mut a = config(0, CodecKind::Pcmu, policy, true);
+        a.zrtp = Some(Duration::from_secs(10));
+        let mut call = Call::unstarted(a, config(1, CodecKind::Pcmu, policy, true), true);
+        // A, the callee, starts its media with its 200 OK; the caller B starts when the
+        // 200 reaches it, which takes long (lost and retransmitted).
+        call.start(0);
+        call.run(PEER_SILENT_TIMEOUT + Duration::from_secs(2));
+        assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+        assert!(
+            call.logs[0].events.is_empty(),
+            "{policy:?}: {:?}",
+            call.logs[0].events
+        );
+        call.start(1);
+        call.run(Duration::from_secs(2));
+        for i in 0..2 {
+            assert!(
+                failures(&call.logs[i]).is_empty(),
+                "{policy:?}: {:?}",
+                call.logs[i].events
+            );
+        }
+        let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+        assert!(
+            a.is_some() && a == b,
+            "{policy:?}: equal SAS on both ends: {a:?} {b:?}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_that_signalled_zrtp_but_none_of_whose_zrtp_arrives_is_not_said_to_lack_it() {
+    let words = "the peer announced ZRTP but none of its ZRTP packets reached us";
+    for (policy, expected) in [
+        (Policy::BestEffort, StreamEvent::Cleartext(words.into())),
+        (Policy::Mandatory, StreamEvent::Failed(words.into())),
+    ] {
+        let timeout = Duration::from_secs(10);
+        let mut a = config(0, CodecKind::Pcmu, policy, true);
+        a.zrtp = Some(timeout);
+        let mut call = Call::unstarted(a, config(1, CodecKind::Pcmu, policy, true), true);
+        call.start(0); // B signalled its hash but never starts: nothing of it arrives
+        call.run(timeout - Duration::from_millis(50));
+        assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+        assert!(
+            call.logs[0].events.is_empty(),
+            "{policy:?}: given up before the handshake timeout: {:?}",
+            call.logs[0].events
+        );
+        call.run(Duration::from_millis(100));
+        assert_eq!(call.logs[0].events, vec![expected], "{policy:?}");
     }
 }
 
