@@ -77,6 +77,10 @@ pub struct StreamConfig {
     pub remote: SocketAddr,
 }
 
+/// The words when cleartext would mean media from and to an address nobody vouched for.
+pub const UNSIGNALLED_SOURCE: &str = "the peer's media comes from an address it did not \
+     signal; without encryption it cannot be told apart from an attacker";
+
 /// A datagram for the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
@@ -169,6 +173,10 @@ pub struct AudioStream {
     /// The peer's SDP carried `a=zrtp-hash`: it does ZRTP, and only the handshake
     /// timeout may conclude otherwise.
     hash_signalled: bool,
+    /// Something RTP, RTCP or ZRTP came from the address the peer signalled ...
+    heard_signalled: bool,
+    /// ... or from any other address.
+    heard_elsewhere: bool,
     /// When to give up on a peer that never sent any ZRTP (no hash signalled).
     zrtp_silence_deadline: Option<Instant>,
     /// Well-formed ZRTP came from addresses that could not prove they are the peer
@@ -232,6 +240,8 @@ impl AudioStream {
         Ok(AudioStream {
             peer: PeerAddress::new(cfg.remote),
             hash_signalled: zrtp.is_some() && cfg.peer_hello_hash.is_some(),
+            heard_signalled: false,
+            heard_elsewhere: false,
             peer_hello,
             zrtp_silence_deadline: None,
             zrtp_from_strangers: false,
@@ -323,24 +333,35 @@ impl AudioStream {
 
     fn fail_or_fallback(&mut self, now: Instant, reason: String) {
         match self.cfg.policy {
-            Policy::Mandatory => {
-                if self.security != MediaSecurity::Failed {
-                    self.security = MediaSecurity::Failed;
-                    self.outbox.clear();
-                    self.fanout.clear();
-                    self.events.push_back(StreamEvent::Failed(reason));
-                }
-            }
+            Policy::Mandatory => self.fail(reason),
             Policy::BestEffort => self.fall_back_to_cleartext(now, reason),
         }
     }
 
-    fn fall_back_to_cleartext(&mut self, now: Instant, reason: String) {
-        if self.security == MediaSecurity::Negotiating {
-            self.security = MediaSecurity::Cleartext;
-            self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
-            self.events.push_back(StreamEvent::Cleartext(reason));
+    /// No media will flow, whatever the policy.
+    fn fail(&mut self, reason: String) {
+        if self.security != MediaSecurity::Failed {
+            self.security = MediaSecurity::Failed;
+            self.outbox.clear();
+            self.fanout.clear();
+            self.events.push_back(StreamEvent::Failed(reason));
         }
+    }
+
+    fn fall_back_to_cleartext(&mut self, now: Instant, reason: String) {
+        if self.security != MediaSecurity::Negotiating {
+            return;
+        }
+        // Cleartext takes media only from the signalled address and sends only there. A
+        // peer heard only from elsewhere would get a "working" call that is silent both
+        // ways, and without keys nothing tells its source from a stranger's.
+        if self.heard_elsewhere && !self.heard_signalled {
+            tracing::info!(%reason, "not falling back to cleartext: the peer was heard only from addresses it did not signal");
+            return self.fail(UNSIGNALLED_SOURCE.into());
+        }
+        self.security = MediaSecurity::Cleartext;
+        self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
+        self.events.push_back(StreamEvent::Cleartext(reason));
     }
 
     fn refuse(&mut self, e: &MediaError) {
@@ -364,7 +385,15 @@ impl AudioStream {
     /// Feeds one datagram that arrived on the media port from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
         let trusted = self.peer.trusts(from);
-        match rtp::classify(buf) {
+        let kind = rtp::classify(buf);
+        if kind != Kind::Unknown {
+            if self.peer.is_negotiated(from) {
+                self.heard_signalled = true;
+            } else {
+                self.heard_elsewhere = true;
+            }
+        }
+        match kind {
             Kind::Zrtp => self.handle_zrtp(now, from, trusted, buf),
             Kind::Rtp => self.handle_rtp(now, from, trusted, buf),
             Kind::Rtcp => self.handle_rtcp(now, from, trusted, buf),

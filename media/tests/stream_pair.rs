@@ -723,30 +723,38 @@ fn a_silent_peer_is_given_up_after_the_silence_timeout_not_the_handshake_timeout
 #[test]
 fn a_peer_heard_only_from_an_unproven_address_is_named_as_such() {
     // A's SDP names an address it does not send from, and carries no a=zrtp-hash: its
-    // Hellos cannot prove the address it sends from.
-    let mut b = config(1, CodecKind::Pcmu, Policy::Mandatory, true);
-    b.cfg.remote = addr("10.0.0.5:4000");
-    b.zrtp = Some(ZrtpConfig::default().handshake_timeout);
-    let mut call = Call::unstarted(
-        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
-        b,
-        false,
-    );
-    call.start(0);
-    call.start(1);
-    call.run(PEER_SILENT_TIMEOUT + Duration::from_millis(100));
-    match call.logs[1].events.as_slice() {
-        [StreamEvent::Failed(reason)] => {
-            assert!(reason.contains("address the peer signalled"), "{reason}")
+    // Hellos cannot prove the address it sends from. Under best effort, cleartext would
+    // be a call that is silent both ways (media only to and from the signalled address):
+    // it fails instead, and says why.
+    for policy in [Policy::Mandatory, Policy::BestEffort] {
+        let mut b = config(1, CodecKind::Pcmu, policy, true);
+        b.cfg.remote = addr("10.0.0.5:4000");
+        b.zrtp = Some(ZrtpConfig::default().handshake_timeout);
+        let mut call = Call::unstarted(config(0, CodecKind::Pcmu, policy, true), b, false);
+        call.start(0);
+        call.start(1);
+        call.run(PEER_SILENT_TIMEOUT + Duration::from_millis(100));
+        match (policy, call.logs[1].events.as_slice()) {
+            (Policy::Mandatory, [StreamEvent::Failed(reason)]) => {
+                assert!(reason.contains("address the peer signalled"), "{reason}")
+            }
+            (Policy::BestEffort, [StreamEvent::Failed(reason)]) => assert_eq!(
+                reason,
+                "the peer's media comes from an address it did not signal; without \
+                 encryption it cannot be told apart from an attacker"
+            ),
+            (_, other) => panic!("{policy:?}: {other:?}"),
         }
-        other => panic!("{other:?}"),
+        assert_eq!(*call.sides[1].security(), MediaSecurity::Failed);
+        assert!(call.sides[1].stats().refused_datagrams > 0);
+        assert_eq!(
+            call.sides[1].remote(),
+            addr("10.0.0.5:4000"),
+            "never followed"
+        );
+        call.run(Duration::from_secs(1));
+        assert_eq!(call.logs[1].rtp_sent, 0, "{policy:?}: nothing sent");
     }
-    assert!(call.sides[1].stats().refused_datagrams > 0);
-    assert_eq!(
-        call.sides[1].remote(),
-        addr("10.0.0.5:4000"),
-        "never followed"
-    );
 }
 
 /// Records every datagram of `kind` side `side` puts on the wire from now on.
@@ -760,6 +768,28 @@ fn tap(call: &mut Call, side: usize, kind: Kind) -> std::rc::Rc<std::cell::RefCe
         true
     }));
     seen
+}
+
+/// `packet` (ZRTP) with another sequence number and source id, and its CRC made again:
+/// what anyone can forge from a packet they saw.
+fn respoof(packet: &[u8], seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = packet.to_vec();
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    let n = p.len() - 4;
+    let crc = crc32c(&p[..n]);
+    p[n..].copy_from_slice(&crc.to_le_bytes());
+    p
+}
+
+/// A HelloACK: it carries nothing but its type, so anyone can make one.
+fn hello_ack(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![
+        0x10, 0, 0, 0, b'Z', b'R', b'T', b'P', 0, 0, 0, 0, 0x50, 0x5a, 0, 3,
+    ];
+    p.extend_from_slice(b"HelloACK");
+    p.extend_from_slice(&[0; 4]);
+    respoof(&p, seq, ssrc)
 }
 
 #[test]
@@ -823,28 +853,6 @@ fn the_peers_own_hello_replayed_from_a_stranger_draws_neither_zrtp_nor_media_awa
             880.0
         );
     }
-}
-
-/// `packet` (ZRTP) with another sequence number and source id, and its CRC made again:
-/// what anyone can forge from a packet they saw.
-fn respoof(packet: &[u8], seq: u16, ssrc: u32) -> Vec<u8> {
-    let mut p = packet.to_vec();
-    p[2..4].copy_from_slice(&seq.to_be_bytes());
-    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    let n = p.len() - 4;
-    let crc = crc32c(&p[..n]);
-    p[n..].copy_from_slice(&crc.to_le_bytes());
-    p
-}
-
-/// A HelloACK: it carries nothing but its type, so anyone can make one.
-fn hello_ack(seq: u16, ssrc: u32) -> Vec<u8> {
-    let mut p = vec![
-        0x10, 0, 0, 0, b'Z', b'R', b'T', b'P', 0, 0, 0, 0, 0x50, 0x5a, 0, 3,
-    ];
-    p.extend_from_slice(b"HelloACK");
-    p.extend_from_slice(&[0; 4]);
-    respoof(&p, seq, ssrc)
 }
 
 #[test]
