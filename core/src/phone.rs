@@ -223,9 +223,14 @@ impl Core {
                     let command = match req.op {
                         Op::Command(c) => c,
                         Op::Shutdown => {
+                            // The ZID cache is sealed before anything waits on the
+                            // network (BYE, un-REGISTER, XMPP close may take longer than
+                            // the exit allows): media stopped first, so it holds what
+                            // libbzrtp last wrote.
+                            self.calls.stop_media();
+                            self.save_zid_cache().await;
                             self.chats.shutdown().await;
                             self.calls.shutdown().await;
-                            self.save_zid_cache().await;
                             self.flush();
                             if let Some(reply) = req.reply {
                                 let _ = reply.send(Ok(Reply::Done));
@@ -295,27 +300,40 @@ impl Core {
         }
     }
 
-    /// Seals the ZID cache in the vault if it changed since the last time.
+    /// Seals the ZID cache in the vault if it changed since the last time; a failure
+    /// is reported as an event.
     async fn save_zid_cache(&mut self) {
-        let Some((store, generation)) = self.calls.zid_unsaved() else {
-            return;
-        };
-        let r = self
-            .with_profile(move |p| {
-                let image = store.image().map_err(|e| CoreError::Call(e.to_string()))?;
-                p.save_zrtp_cache(&image)
-            })
-            .await;
-        match r {
-            Ok(()) => self.calls.zid_saved(generation),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not seal the ZRTP key cache");
-                self.pending.push(Event::CommandFailed {
-                    command: "save ZRTP keys",
-                    error: e.to_string(),
-                });
-            }
+        if let Err(e) = self.seal_zid_cache().await {
+            tracing::warn!(error = %e, "could not seal the ZRTP key cache");
+            self.pending.push(Event::CommandFailed {
+                command: "save ZRTP keys",
+                error: e.to_string(),
+            });
         }
+    }
+
+    /// Seals the ZID cache in the vault if it changed since the last time.
+    async fn seal_zid_cache(&mut self) -> Result<()> {
+        let Some((store, generation)) = self.calls.zid_unsaved() else {
+            return Ok(());
+        };
+        self.with_profile(move |p| {
+            let image = store.image().map_err(|e| CoreError::Call(e.to_string()))?;
+            p.save_zrtp_cache(&image)
+        })
+        .await?;
+        self.calls.zid_saved(generation);
+        Ok(())
+    }
+
+    /// Waits (bounded) until a SAS verdict given to a media thread is in the ZID cache,
+    /// then seals the cache: the command's "done" means the verdict is in the vault.
+    async fn seal_verdict(&mut self, written: std::sync::mpsc::Receiver<()>) -> Result<()> {
+        let _ = tokio::task::spawn_blocking(move || {
+            written.recv_timeout(std::time::Duration::from_secs(2))
+        })
+        .await;
+        self.seal_zid_cache().await
     }
 
     /// Loads OTR keys, fingerprints and policies from the vault, once it is open.
@@ -775,10 +793,15 @@ impl Core {
                 verified,
             } => {
                 self.calls.set_peer_verified(&peer, &key, verified).await?;
+                // "Done" means it is in the vault, not only in memory.
+                self.seal_zid_cache().await?;
                 Reply::Done
             }
             Command::SetSasVerified { call, verified } => {
-                self.calls.set_verified(call, verified, &mut events)?;
+                let written = self.calls.set_verified(call, verified, &mut events)?;
+                let sealed = self.seal_verdict(written).await;
+                self.pending.append(&mut events);
+                sealed?;
                 Reply::Done
             }
             Command::Mute { call, on } => {

@@ -1,15 +1,21 @@
 //! ZRTP keys through the phone core, with real phones on loopback: "verified" belongs to
 //! the key (ZID) the SAS was compared on, a verified address that presents another key
 //! is flagged until the user compares again, and the ZID cache lives sealed in the vault
-//! (nothing retained in the clear on disk, continuity and "verified" across a restart).
+//! (nothing retained in the clear on disk, continuity and "verified" across a restart;
+//! a verdict is in the vault when its command answers, and at exit before the network
+//! is waited on).
 
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
-use hush_core::model::EncryptionPolicy;
+use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings};
 use hush_core::security::PeerKey;
-use hush_core::snapshot::{CallId, CallState};
-use hush_core::{CallSecurity, Command, CoreError, Event, Phone, Profile, Reply, Secret};
-use std::net::SocketAddr;
+use hush_core::snapshot::{AccountStatus, CallId, CallState};
+use hush_core::{
+    CallSecurity, Command, CoreError, Event, NewAccount, Phone, Profile, Reply, Secret,
+};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -451,4 +457,191 @@ fn with_a_master_password_no_file_holds_a_retained_secret_and_keys_survive_a_res
     let again = call(&p, at);
     assert!(is_verified(&again.security), "{:?}", again.security);
     hang_up(&p, again.call);
+}
+
+/// A registrar on loopback that accepts every REGISTER but never answers the one that
+/// un-registers (Expires 0): at exit it is a black hole, as a server gone dark is, and
+/// the phone's un-registration waits on it longer than the exit allows.
+struct SilentAtExit {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The 200 OK to a REGISTER: its Via, From, To (tagged), Call-ID, CSeq and Contact.
+fn ok_to_register(request: &str) -> String {
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for line in request.split("\r\n").skip(1).take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match name.trim().to_ascii_lowercase().as_str() {
+            "via" | "v" | "from" | "f" | "call-id" | "i" | "cseq" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            "to" | "t" if !value.contains(";tag=") => {
+                out.push_str(&format!("To:{value};tag=silent\r\n"));
+            }
+            "to" | "t" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            "contact" | "m" if !value.contains("expires=") => {
+                out.push_str(&format!("Contact:{value};expires=600\r\n"));
+            }
+            "contact" | "m" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Expires: 600\r\nContent-Length: 0\r\n\r\n");
+    out
+}
+
+fn unregisters(request: &str) -> bool {
+    hush_harness::sip_header(request, "Expires").is_some_and(|e| e.trim() == "0")
+        || hush_harness::sip_header(request, "Contact").is_some_and(|c| c.contains("expires=0"))
+}
+
+impl SilentAtExit {
+    fn start() -> SilentAtExit {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind registrar");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let addr = sock.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !halt.load(Ordering::SeqCst) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                if request.starts_with("REGISTER ") && !unregisters(&request) {
+                    let _ = sock.send_to(ok_to_register(&request).as_bytes(), from);
+                }
+            }
+        });
+        SilentAtExit {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentAtExit {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A phone on `dir` with a SIP account registered at `registrar`.
+fn registered_phone(dir: &Path, registrar: SocketAddr) -> Phone {
+    let p = phone(dir);
+    let mut rx = p.events();
+    let existing = p.snapshot().accounts.first().map(|a| a.config.id);
+    let account = match existing {
+        Some(id) => id,
+        None => match p
+            .execute_blocking(Command::AddAccount(NewAccount {
+                address: "alice@127.0.0.1".into(),
+                display_name: None,
+                password: Some(Secret::from("alicepw")),
+                remember_password: true,
+                settings: AccountSettings::Sip(SipSettings {
+                    registrar: Some(format!("sip:{registrar}")),
+                    ..SipSettings::default()
+                }),
+            }))
+            .expect("add account")
+        {
+            Reply::Account(a) => a.id,
+            other => panic!("unexpected {other:?}"),
+        },
+    };
+    p.execute_blocking(Command::Connect {
+        account,
+        password: None,
+    })
+    .expect("connect");
+    wait(&p, &mut rx, "registration", |ev| match ev {
+        Event::AccountStatus {
+            account: a,
+            status: AccountStatus::Online,
+        } if *a == account => Some(()),
+        _ => None,
+    });
+    p
+}
+
+/// The echo peer's keys as the vault of the profile at `dir` holds them.
+fn sealed_keys(dir: &Path) -> Vec<PeerKey> {
+    let mut profile = Profile::open(dir).expect("profile");
+    let image = profile.zrtp_cache().expect("cache").expect("an image");
+    let store = hush_media::zrtp::ZidStore::open(Some(&image)).expect("store");
+    store
+        .keys_of(ECHO)
+        .expect("keys")
+        .into_iter()
+        .map(|k| PeerKey {
+            peer: k.peer_uri,
+            key: k.zid.to_string(),
+            verified: k.verified,
+            last_seen: k.last_seen,
+        })
+        .collect()
+}
+
+#[test]
+fn a_verdict_given_just_before_quitting_is_in_the_vault_even_if_the_registrar_went_dark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alice_dir = dir.path().join("alice");
+    let bob = phone(&dir.path().join("bob"));
+    let at_bob = echo_peer(&bob);
+    let registrar = SilentAtExit::start();
+
+    // A key both sides verified: in the vault as soon as the command answered.
+    let alice = registered_phone(&alice_dir, registrar.addr);
+    call_with(&alice, &bob, at_bob, [true, true]);
+    assert!(
+        sealed_keys(&alice_dir).iter().any(|k| k.verified),
+        "the verification was not in the vault when its command answered"
+    );
+
+    // On the next call the user withdraws it, and quits at once, the call still up.
+    let again = call(&alice, at_bob);
+    assert!(is_verified(&again.security), "{:?}", again.security);
+    alice
+        .execute_blocking(Command::SetSasVerified {
+            call: again.call,
+            verified: false,
+        })
+        .expect("withdraw");
+    drop(alice);
+    let keys = sealed_keys(&alice_dir);
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(!keys[0].verified, "the withdrawal was lost at exit");
+
+    // Outside a call: "verified" again, and quit at once.
+    let alice = registered_phone(&alice_dir, registrar.addr);
+    alice
+        .execute_blocking(Command::SetPeerVerified {
+            peer: ECHO.into(),
+            key: keys[0].key.clone(),
+            verified: true,
+        })
+        .expect("verify outside a call");
+    drop(alice);
+    assert!(
+        sealed_keys(&alice_dir)[0].verified,
+        "the verification was lost at exit"
+    );
 }

@@ -32,6 +32,9 @@ pub enum MediaCommand {
     Hold(bool),
     /// Record the user's SAS verdict in the ZRTP cache.
     SasVerified(bool),
+    /// Answer on the channel once every command sent before this one is applied (e.g. a
+    /// SAS verdict is in the ZRTP cache, ready to be sealed).
+    Barrier(mpsc::Sender<()>),
     /// End the thread.
     Stop,
 }
@@ -125,6 +128,14 @@ impl MediaCall {
     /// Sends a command (ignored if the thread has ended).
     pub fn command(&self, c: MediaCommand) {
         let _ = self.commands.send(c);
+    }
+
+    /// Sends a [`MediaCommand::Barrier`]: the receiver gets `()` once the commands sent
+    /// before are applied, or is disconnected at once if the thread has ended.
+    pub fn barrier(&self) -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel();
+        self.command(MediaCommand::Barrier(tx));
+        rx
     }
 
     /// Stops the thread and waits for it (files are finalised).
@@ -253,6 +264,9 @@ impl Loop {
             MediaCommand::Mute(m) => self.muted = m,
             MediaCommand::Hold(h) => self.held = h,
             MediaCommand::SasVerified(v) => self.stream.set_sas_verified(v),
+            MediaCommand::Barrier(done) => {
+                let _ = done.send(());
+            }
             MediaCommand::Stop => {}
         }
     }

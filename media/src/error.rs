@@ -11,6 +11,15 @@ pub enum MediaError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A well-formed packet that must not be acted on (out of place, or from a source
+    /// that has not shown it is the peer) has been dropped.
+    #[error("dropped {kind} packet: {reason}")]
+    Refused {
+        /// Which kind of packet.
+        kind: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// The ZRTP engine refused an operation.
     #[error("ZRTP engine error {code:#06x} in {what}")]
     Zrtp {

@@ -4,10 +4,17 @@
 //! the codec, and enforces the encryption policy: under "mandatory" nothing is sent, and
 //! nothing received is played, until ZRTP is secure.
 //!
-//! Media is taken only from the peer's negotiated address, or from a source that proved
-//! it is the peer ([`PeerAddress`]); anything else is dropped and counted before it
-//! reaches ZRTP, SRTP or the policy, so a stranger's datagram can neither end nor
-//! downgrade the call.
+//! Media is taken only from the peer's negotiated address, or from a source whose SRTP
+//! passed authentication ([`PeerAddress`]); ZRTP also from a few sources that sent the
+//! Hello the peer signalled, which earns them nothing but being heard. Anything else is
+//! dropped and counted before it reaches ZRTP, SRTP or the policy, so a stranger's
+//! datagram can neither end nor downgrade the call, nor draw our media to itself.
+//!
+//! When ZRTP is given up: a peer that signalled its Hello hash does ZRTP, so nothing
+//! short of the full handshake timeout counts as "no ZRTP" (a spoofed burst of cleartext
+//! or a slow answer cannot end it early). Without a signalled hash, a peer that sent no
+//! ZRTP within [`PEER_SILENT_TIMEOUT`], or only cleartext media for
+//! [`CLEARTEXT_MEDIA_TIMEOUT`], does not do ZRTP.
 
 use crate::MediaError;
 use crate::codec::{CodecKind, Decoder, Encoder, FRAME_MS};
@@ -26,14 +33,16 @@ use std::time::{Duration, Instant};
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Datagrams waiting to be sent, at most.
 const MAX_OUTBOX: usize = 256;
-/// A peer that sent no ZRTP at all this long after we started does not do ZRTP: a ZRTP
-/// endpoint sends its Hello at once and retransmits it for about this long (RFC 6189 §6).
-/// Shorter than the handshake timeout, which is for a peer that answers but stalls.
+/// A peer that signalled no Hello hash and sent no ZRTP at all this long after we started
+/// does not do ZRTP: a ZRTP endpoint sends its Hello at once and retransmits it for about
+/// this long (RFC 6189 §6). Shorter than the handshake timeout, which is for a peer that
+/// answers but stalls, or that announced ZRTP in its SDP.
 pub const PEER_SILENT_TIMEOUT: Duration = Duration::from_secs(4);
-/// Under best effort, a peer whose media has flowed from its negotiated address this
-/// long, with not one ZRTP packet meanwhile, does not do ZRTP either; the call goes to
-/// cleartext now rather than after [`PEER_SILENT_TIMEOUT`]. A ZRTP peer's Hellos (sent
-/// at once, repeated every 200 ms) would have arrived in that time.
+/// Under best effort, a peer that signalled no Hello hash and whose media has flowed
+/// from its negotiated address this long, with not one ZRTP packet meanwhile, does not
+/// do ZRTP either; the call goes to cleartext now rather than after
+/// [`PEER_SILENT_TIMEOUT`]. A ZRTP peer's Hellos (sent at once, repeated every 200 ms)
+/// would have arrived in that time.
 pub const CLEARTEXT_MEDIA_TIMEOUT: Duration = Duration::from_secs(1);
 /// ... and at least this many of its packets must have come (not one stray packet).
 const CLEARTEXT_MEDIA_PACKETS: u32 = 25;
@@ -60,17 +69,23 @@ pub struct StreamConfig {
     pub telephone_event_pt: Option<u8>,
     /// Encryption policy.
     pub policy: Policy,
-    /// The peer's `a=zrtp-hash`, to check its Hello against.
+    /// The peer's `a=zrtp-hash`, to check its Hello against. It also says the peer does
+    /// ZRTP: with it, nothing but the handshake timeout gives up on ZRTP.
     pub peer_hello_hash: Option<String>,
     /// The peer's media address from its SDP: the one source trusted without proof, and
     /// where our media goes until the peer proves another (see [`PeerAddress`]).
     pub remote: SocketAddr,
 }
 
+/// The words when cleartext would mean media from and to an address nobody vouched for.
+pub const UNSIGNALLED_SOURCE: &str = "the peer's media comes from an address it did not \
+     signal; without encryption it cannot be told apart from an attacker";
+
 /// A datagram for the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// Where to send it: the negotiated address, or the source the peer proved since.
+    /// Where to send it: the negotiated address, or the source whose SRTP proved it is
+    /// the peer's. A ZRTP packet also goes, as a copy each, to every ZRTP candidate.
     pub to: SocketAddr,
     /// The UDP payload.
     pub data: Vec<u8>,
@@ -137,6 +152,15 @@ pub struct StreamStats {
     pub jitter_buffer: JitterStats,
 }
 
+/// What a queued datagram is, for where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// RTP or RTCP: to the media destination only.
+    Media,
+    /// ZRTP: to the media destination and every ZRTP candidate.
+    Zrtp,
+}
+
 /// The audio stream of one call.
 pub struct AudioStream {
     cfg: StreamConfig,
@@ -146,7 +170,14 @@ pub struct AudioStream {
     security: MediaSecurity,
     peer: PeerAddress,
     peer_hello: Option<HelloHash>,
-    /// When to give up on a peer that never sent any ZRTP.
+    /// The peer's SDP carried `a=zrtp-hash`: it does ZRTP, and only the handshake
+    /// timeout may conclude otherwise.
+    hash_signalled: bool,
+    /// Something RTP, RTCP or ZRTP came from the address the peer signalled ...
+    heard_signalled: bool,
+    /// ... or from any other address.
+    heard_elsewhere: bool,
+    /// When to give up on a peer that never sent any ZRTP (no hash signalled).
     zrtp_silence_deadline: Option<Instant>,
     /// Well-formed ZRTP came from addresses that could not prove they are the peer
     /// (to explain a silence timeout truthfully).
@@ -166,7 +197,9 @@ pub struct AudioStream {
     presses: VecDeque<u8>,
     last_received_event: Option<u32>,
     next_rtcp: Option<Instant>,
-    outbox: VecDeque<Vec<u8>>,
+    outbox: VecDeque<(Vec<u8>, Route)>,
+    /// Copies of the last ZRTP packet polled, for the candidates.
+    fanout: VecDeque<Transmit>,
     events: VecDeque<StreamEvent>,
     stats: StreamStats,
     scratch: Vec<u8>,
@@ -206,6 +239,9 @@ impl AudioStream {
         }
         Ok(AudioStream {
             peer: PeerAddress::new(cfg.remote),
+            hash_signalled: zrtp.is_some() && cfg.peer_hello_hash.is_some(),
+            heard_signalled: false,
+            heard_elsewhere: false,
             peer_hello,
             zrtp_silence_deadline: None,
             zrtp_from_strangers: false,
@@ -223,6 +259,7 @@ impl AudioStream {
             last_received_event: None,
             next_rtcp: None,
             outbox: VecDeque::new(),
+            fanout: VecDeque::new(),
             events: VecDeque::new(),
             stats: StreamStats::default(),
             scratch: Vec::with_capacity(1500),
@@ -245,8 +282,10 @@ impl AudioStream {
         match &mut self.zrtp {
             Some(z) => {
                 z.start(now)?;
-                self.zrtp_silence_deadline
-                    .get_or_insert(now + PEER_SILENT_TIMEOUT);
+                if !self.hash_signalled {
+                    self.zrtp_silence_deadline
+                        .get_or_insert(now + PEER_SILENT_TIMEOUT);
+                }
                 self.pump_zrtp(now);
             }
             None => self.fall_back_to_cleartext(now, "ZRTP is not in use for this call".into()),
@@ -263,7 +302,7 @@ impl AudioStream {
         let Some(z) = &mut self.zrtp else { return };
         while let Some(p) = z.poll_transmit() {
             if self.outbox.len() < MAX_OUTBOX {
-                self.outbox.push_back(p);
+                self.outbox.push_back((p, Route::Zrtp));
             }
         }
         let mut outcome = Vec::new();
@@ -294,23 +333,35 @@ impl AudioStream {
 
     fn fail_or_fallback(&mut self, now: Instant, reason: String) {
         match self.cfg.policy {
-            Policy::Mandatory => {
-                if self.security != MediaSecurity::Failed {
-                    self.security = MediaSecurity::Failed;
-                    self.outbox.clear();
-                    self.events.push_back(StreamEvent::Failed(reason));
-                }
-            }
+            Policy::Mandatory => self.fail(reason),
             Policy::BestEffort => self.fall_back_to_cleartext(now, reason),
         }
     }
 
-    fn fall_back_to_cleartext(&mut self, now: Instant, reason: String) {
-        if self.security == MediaSecurity::Negotiating {
-            self.security = MediaSecurity::Cleartext;
-            self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
-            self.events.push_back(StreamEvent::Cleartext(reason));
+    /// No media will flow, whatever the policy.
+    fn fail(&mut self, reason: String) {
+        if self.security != MediaSecurity::Failed {
+            self.security = MediaSecurity::Failed;
+            self.outbox.clear();
+            self.fanout.clear();
+            self.events.push_back(StreamEvent::Failed(reason));
         }
+    }
+
+    fn fall_back_to_cleartext(&mut self, now: Instant, reason: String) {
+        if self.security != MediaSecurity::Negotiating {
+            return;
+        }
+        // Cleartext takes media only from the signalled address and sends only there. A
+        // peer heard only from elsewhere would get a "working" call that is silent both
+        // ways, and without keys nothing tells its source from a stranger's.
+        if self.heard_elsewhere && !self.heard_signalled {
+            tracing::info!(%reason, "not falling back to cleartext: the peer was heard only from addresses it did not signal");
+            return self.fail(UNSIGNALLED_SOURCE.into());
+        }
+        self.security = MediaSecurity::Cleartext;
+        self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
+        self.events.push_back(StreamEvent::Cleartext(reason));
     }
 
     fn refuse(&mut self, e: &MediaError) {
@@ -323,7 +374,8 @@ impl AudioStream {
         tracing::debug!(%from, kind, "media from an address that is not the peer's dropped");
     }
 
-    /// `from` sent something only the peer can send: take media from it, and send ours there.
+    /// `from` sent SRTP/SRTCP that passed authentication: take media from it, and send
+    /// ours there.
     fn proven(&mut self, from: SocketAddr) {
         if self.peer.prove(from) {
             tracing::info!(%from, "the peer's authenticated media comes from a new address; ours follows it");
@@ -333,7 +385,15 @@ impl AudioStream {
     /// Feeds one datagram that arrived on the media port from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
         let trusted = self.peer.trusts(from);
-        match rtp::classify(buf) {
+        let kind = rtp::classify(buf);
+        if kind != Kind::Unknown {
+            if self.peer.is_negotiated(from) {
+                self.heard_signalled = true;
+            } else {
+                self.heard_elsewhere = true;
+            }
+        }
+        match kind {
             Kind::Zrtp => self.handle_zrtp(now, from, trusted, buf),
             Kind::Rtp => self.handle_rtp(now, from, trusted, buf),
             Kind::Rtcp => self.handle_rtcp(now, from, trusted, buf),
@@ -346,18 +406,27 @@ impl AudioStream {
 
     fn handle_zrtp(&mut self, now: Instant, from: SocketAddr, trusted: bool, buf: &[u8]) {
         if !trusted {
-            // Only the Hello the peer signalled in its SDP vouches for a new address, and
-            // only while keys are still being agreed. A Hello from another call, or any
-            // other ZRTP message, is dropped here, never shown to libbzrtp.
-            let vouched = self.zrtp.is_some()
-                && self.srtp.is_none()
-                && self.security != MediaSecurity::Failed
-                && self.peer_hello.is_some_and(|h| h.matches(buf));
-            if !vouched {
-                self.zrtp_from_strangers |= crate::zrtp::check_packet(buf).is_ok();
-                return self.refuse_stranger(from, "ZRTP");
+            // Only the Hello the peer signalled in its SDP vouches for another source,
+            // only while keys are still being agreed, and all it earns is that source's
+            // ZRTP being heard (a copy of the peer's Hello is no proof of being the peer).
+            // A Hello from another call, or any other ZRTP message from a source not
+            // heard yet, is dropped here, never shown to libbzrtp; so is a Hello from a
+            // candidate that is not the signalled one.
+            let signalled_hello = self.peer_hello.is_some_and(|h| h.matches(buf));
+            if self.peer.hears_zrtp_from(from) {
+                if crate::zrtp::message_type(buf) == b"Hello   " && !signalled_hello {
+                    return self.refuse_stranger(from, "ZRTP Hello");
+                }
+            } else {
+                let negotiating = self.zrtp.is_some()
+                    && self.srtp.is_none()
+                    && self.security != MediaSecurity::Failed;
+                if !(signalled_hello && negotiating && self.peer.add_zrtp_candidate(from)) {
+                    self.zrtp_from_strangers |= crate::zrtp::check_packet(buf).is_ok();
+                    return self.refuse_stranger(from, "ZRTP");
+                }
+                tracing::info!(%from, "the peer's signalled ZRTP Hello came from another address: its ZRTP is heard there; our media stays until SRTP from there authenticates");
             }
-            self.proven(from);
         }
         if let Some(z) = &mut self.zrtp {
             if let Err(e) = z.handle_packet(now, buf) {
@@ -372,6 +441,7 @@ impl AudioStream {
     /// to conclude that it does not do ZRTP. One packet never does.
     fn peer_media_without_zrtp(&mut self, now: Instant) -> bool {
         if self.cfg.policy != Policy::BestEffort
+            || self.hash_signalled
             || self.zrtp.as_ref().is_some_and(|z| z.peer_seen())
         {
             return false;
@@ -562,7 +632,7 @@ impl AudioStream {
             MediaSecurity::Negotiating | MediaSecurity::Failed => return,
         };
         if self.outbox.len() < MAX_OUTBOX {
-            self.outbox.push_back(out);
+            self.outbox.push_back((out, Route::Media));
         }
     }
 
@@ -666,7 +736,18 @@ impl AudioStream {
 
     /// The next datagram for the peer. Call until `None` after every input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let data = self.outbox.pop_front()?;
+        if let Some(t) = self.fanout.pop_front() {
+            return Some(t);
+        }
+        let (data, route) = self.outbox.pop_front()?;
+        if route == Route::Zrtp {
+            for to in self.peer.zrtp_candidates() {
+                self.fanout.push_back(Transmit {
+                    to,
+                    data: data.clone(),
+                });
+            }
+        }
         Some(Transmit {
             to: self.peer.destination(),
             data,
@@ -678,7 +759,7 @@ impl AudioStream {
         self.peer.renegotiate(remote);
     }
 
-    /// Where our media goes now.
+    /// Where our media (RTP, RTCP) goes now.
     pub fn remote(&self) -> SocketAddr {
         self.peer.destination()
     }

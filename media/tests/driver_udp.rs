@@ -5,7 +5,7 @@
 use hush_media::analysis::{dominant_frequency, rms, tone};
 use hush_media::audio::{SinkSpec, SourceSpec, read_recording};
 use hush_media::codec::CodecKind;
-use hush_media::driver::{MediaCall, MediaReport, PreparedMedia};
+use hush_media::driver::{MediaCall, MediaCommand, MediaReport, PreparedMedia};
 use hush_media::rtp::{Kind, RtpHeader, classify, write};
 use hush_media::stream::{Policy, StreamConfig, StreamEvent};
 use hush_media::zrtp::{ZrtpConfig, ZrtpEvent, ZrtpSession};
@@ -352,5 +352,30 @@ fn a_wav_file_shorter_than_one_frame_is_refused_before_the_media_thread_starts()
     assert!(
         err.to_string().contains("shorter than one 20 ms frame"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_barrier_answers_once_earlier_commands_are_applied_and_never_hangs_after_the_end() {
+    let (a, b) = (loopback(), loopback());
+    let b_addr = b.local_addr();
+    let (call, _reports) = start(
+        a,
+        config(1, b_addr, None),
+        zrtp(1),
+        SourceSpec::Silence,
+        SinkSpec::Null,
+    );
+    call.command(MediaCommand::SasVerified(false));
+    assert_eq!(
+        call.barrier().recv_timeout(Duration::from_secs(5)),
+        Ok(()),
+        "answered by the running thread"
+    );
+    call.command(MediaCommand::Stop);
+    assert_eq!(
+        call.barrier().recv_timeout(Duration::from_secs(5)),
+        Err(mpsc::RecvTimeoutError::Disconnected),
+        "a thread that has ended drops the barrier instead of leaving it unanswered"
     );
 }

@@ -11,7 +11,7 @@ use hush_media::stream::{
     AudioStream, CLEARTEXT_MEDIA_TIMEOUT, MediaSecurity, PEER_SILENT_TIMEOUT, Policy, StreamConfig,
     StreamEvent,
 };
-use hush_media::zrtp::{ZrtpConfig, ZrtpSession};
+use hush_media::zrtp::{ZrtpConfig, ZrtpSession, crc32c};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,8 @@ struct Log {
     rtp_sent_before_secure: usize,
     rtp_sent: usize,
     zrtp_sent: usize,
+    /// RTP or RTCP datagrams addressed to the stranger.
+    media_to_stranger: usize,
 }
 
 struct Call {
@@ -144,6 +146,9 @@ impl Call {
                 let (dest, mut d) = (t.to, t.data);
                 if classify(&d) == Kind::Zrtp {
                     self.logs[i].zrtp_sent += 1;
+                }
+                if classify(&d) != Kind::Zrtp && dest == addr(STRANGER) {
+                    self.logs[i].media_to_stranger += 1;
                 }
                 if classify(&d) == Kind::Rtp {
                     self.logs[i].rtp_sent += 1;
@@ -519,7 +524,7 @@ fn strangers_spraying_captured_zrtp_and_junk_neither_end_nor_weaken_a_call() {
 }
 
 #[test]
-fn a_peer_behind_nat_is_followed_once_its_signalled_hello_arrives() {
+fn a_peer_behind_nat_is_heard_after_its_signalled_hello_and_followed_after_its_srtp() {
     let (foreign_hello, _) = foreign_zrtp();
     let mut b = config(1, CodecKind::Pcmu, Policy::Mandatory, true);
     // A's SDP names its private address; its packets come from its NAT's public one.
@@ -538,6 +543,12 @@ fn a_peer_behind_nat_is_followed_once_its_signalled_hello_arrives() {
     assert_eq!(*call.sides[1].security(), MediaSecurity::Negotiating);
     assert_eq!(call.sides[1].remote(), private);
     call.start(0);
+    // A's signalled Hello has come from the NAT address: B hears A's ZRTP there and
+    // answers there, but its media does not move for a Hello anyone could copy.
+    call.run(Duration::from_millis(100));
+    assert!(call.logs[1].zrtp_sent > 0);
+    assert_eq!(*call.sides[1].security(), MediaSecurity::Negotiating);
+    assert_eq!(call.sides[1].remote(), private);
     call.run(Duration::from_secs(3));
     assert!(
         failures(&call.logs[1]).is_empty(),
@@ -549,7 +560,7 @@ fn a_peer_behind_nat_is_followed_once_its_signalled_hello_arrives() {
     assert_eq!(
         call.sides[1].remote(),
         nat,
-        "B's media follows A's proven source"
+        "B's media follows A's source once A's SRTP from there authenticates"
     );
     assert_eq!(
         dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
@@ -673,6 +684,7 @@ fn best_effort_is_not_downgraded_by_one_rtp_packet() {
     assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
 }
 
+/// A peer whose SDP carried no `a=zrtp-hash` (side 0 runs no ZRTP, so none is signalled).
 #[test]
 fn a_silent_peer_is_given_up_after_the_silence_timeout_not_the_handshake_timeout() {
     for (policy, expected) in [
@@ -711,30 +723,305 @@ fn a_silent_peer_is_given_up_after_the_silence_timeout_not_the_handshake_timeout
 #[test]
 fn a_peer_heard_only_from_an_unproven_address_is_named_as_such() {
     // A's SDP names an address it does not send from, and carries no a=zrtp-hash: its
-    // Hellos cannot prove the address it sends from.
-    let mut b = config(1, CodecKind::Pcmu, Policy::Mandatory, true);
-    b.cfg.remote = addr("10.0.0.5:4000");
-    b.zrtp = Some(ZrtpConfig::default().handshake_timeout);
+    // Hellos cannot prove the address it sends from. Under best effort, cleartext would
+    // be a call that is silent both ways (media only to and from the signalled address):
+    // it fails instead, and says why.
+    for policy in [Policy::Mandatory, Policy::BestEffort] {
+        let mut b = config(1, CodecKind::Pcmu, policy, true);
+        b.cfg.remote = addr("10.0.0.5:4000");
+        b.zrtp = Some(ZrtpConfig::default().handshake_timeout);
+        let mut call = Call::unstarted(config(0, CodecKind::Pcmu, policy, true), b, false);
+        call.start(0);
+        call.start(1);
+        call.run(PEER_SILENT_TIMEOUT + Duration::from_millis(100));
+        match (policy, call.logs[1].events.as_slice()) {
+            (Policy::Mandatory, [StreamEvent::Failed(reason)]) => {
+                assert!(reason.contains("address the peer signalled"), "{reason}")
+            }
+            (Policy::BestEffort, [StreamEvent::Failed(reason)]) => assert_eq!(
+                reason,
+                "the peer's media comes from an address it did not signal; without \
+                 encryption it cannot be told apart from an attacker"
+            ),
+            (_, other) => panic!("{policy:?}: {other:?}"),
+        }
+        assert_eq!(*call.sides[1].security(), MediaSecurity::Failed);
+        assert!(call.sides[1].stats().refused_datagrams > 0);
+        assert_eq!(
+            call.sides[1].remote(),
+            addr("10.0.0.5:4000"),
+            "never followed"
+        );
+        call.run(Duration::from_secs(1));
+        assert_eq!(call.logs[1].rtp_sent, 0, "{policy:?}: nothing sent");
+    }
+}
+
+/// Records every datagram of `kind` side `side` puts on the wire from now on.
+fn tap(call: &mut Call, side: usize, kind: Kind) -> std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> {
+    let seen: std::rc::Rc<std::cell::RefCell<Vec<Vec<u8>>>> = Default::default();
+    let sink = seen.clone();
+    call.mitm = Some(Box::new(move |from, d| {
+        if from == side && classify(d) == kind {
+            sink.borrow_mut().push(d.clone());
+        }
+        true
+    }));
+    seen
+}
+
+/// `packet` (ZRTP) with another sequence number and source id, and its CRC made again:
+/// what anyone can forge from a packet they saw.
+fn respoof(packet: &[u8], seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = packet.to_vec();
+    p[2..4].copy_from_slice(&seq.to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    let n = p.len() - 4;
+    let crc = crc32c(&p[..n]);
+    p[n..].copy_from_slice(&crc.to_le_bytes());
+    p
+}
+
+/// A HelloACK: it carries nothing but its type, so anyone can make one.
+fn hello_ack(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![
+        0x10, 0, 0, 0, b'Z', b'R', b'T', b'P', 0, 0, 0, 0, 0x50, 0x5a, 0, 3,
+    ];
+    p.extend_from_slice(b"HelloACK");
+    p.extend_from_slice(&[0; 4]);
+    respoof(&p, seq, ssrc)
+}
+
+#[test]
+fn the_peers_own_hello_replayed_from_a_stranger_draws_neither_zrtp_nor_media_away() {
+    for policy in [Policy::BestEffort, Policy::Mandatory] {
+        let mut call = Call::unstarted(
+            config(0, CodecKind::Pcmu, policy, true),
+            config(1, CodecKind::Pcmu, policy, true),
+            true,
+        );
+        // An eavesdropper records B's Hello of this very call, sent in the clear ...
+        let seen = tap(&mut call, 1, Kind::Zrtp);
+        call.start(1);
+        call.run(Duration::from_millis(60));
+        call.mitm = None;
+        let hello = seen
+            .borrow()
+            .iter()
+            .find(|d| &d[16..24] == b"Hello   ")
+            .cloned()
+            .expect("B's Hello");
+        // ... and sends it to A from its own address, before A starts and all along
+        // while A negotiates: its hash matches what B signalled.
+        let stranger = addr(STRANGER);
+        call.inject(0, stranger, &hello);
+        call.start(0);
+        for _ in 0..25 {
+            call.inject(0, stranger, &hello);
+            call.run(FRAME);
+            assert_eq!(
+                call.sides[0].remote(),
+                call.addrs[1],
+                "{policy:?}: A's media destination stays B's address"
+            );
+        }
+        call.run(Duration::from_secs(5));
+        let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+        assert!(
+            a.is_some() && a == b,
+            "{policy:?}: equal SAS on both ends: {a:?} {b:?}"
+        );
+        for i in 0..2 {
+            assert!(
+                failures(&call.logs[i]).is_empty(),
+                "{policy:?}: {:?}",
+                call.logs[i].events
+            );
+            assert_eq!(*call.sides[i].security(), MediaSecurity::Secure);
+        }
+        assert_eq!(call.sides[0].remote(), call.addrs[1]);
+        assert_eq!(
+            call.logs[0].media_to_stranger, 0,
+            "{policy:?}: no RTP or RTCP ever went to the stranger"
+        );
+        assert_eq!(
+            dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+            440.0
+        );
+        assert_eq!(
+            dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+            880.0
+        );
+    }
+}
+
+#[test]
+fn spoofed_zrtp_numbered_far_ahead_cannot_wedge_the_handshake() {
+    let (_, foreign_commit) = foreign_zrtp();
     let mut call = Call::unstarted(
         config(0, CodecKind::Pcmu, Policy::Mandatory, true),
-        b,
-        false,
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        true,
     );
+    // From each side's negotiated address, with the source id the real peer uses: a
+    // HelloACK numbered 0xFFFF, and a Commit (of another call) numbered far ahead.
+    let spoofs = |to: usize| {
+        let ssrc = (1 - to) as u32 + 1;
+        [
+            hello_ack(0xffff, ssrc),
+            respoof(&foreign_commit, 0xfff0, ssrc),
+        ]
+    };
+    call.start(0);
+    // Before A heard anything from B ...
+    for d in spoofs(0) {
+        call.inject(0, call.addrs[1], &d);
+    }
+    call.run(Duration::from_millis(50));
+    call.start(1);
+    // ... and every 10 ms into both sides while the handshake runs.
+    for _ in 0..100 {
+        for to in 0..2 {
+            for d in spoofs(to) {
+                call.inject(to, call.addrs[1 - to], &d);
+            }
+        }
+        call.run(Duration::from_millis(10));
+    }
+    call.run(Duration::from_secs(2));
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    for i in 0..2 {
+        assert!(
+            failures(&call.logs[i]).is_empty(),
+            "{:?}",
+            call.logs[i].events
+        );
+        assert_eq!(*call.sides[i].security(), MediaSecurity::Secure);
+    }
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+        440.0
+    );
+}
+
+#[test]
+fn a_spoofed_helloack_that_stops_our_hellos_before_the_peer_had_one_does_not_stall() {
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        true,
+    );
+    // A's Hellos are lost on the way; B's reach A.
+    call.mitm = Some(Box::new(|from, d| from != 0 || classify(d) != Kind::Zrtp));
     call.start(0);
     call.start(1);
-    call.run(PEER_SILENT_TIMEOUT + Duration::from_millis(100));
-    match call.logs[1].events.as_slice() {
-        [StreamEvent::Failed(reason)] => {
-            assert!(reason.contains("address the peer signalled"), "{reason}")
-        }
-        other => panic!("{other:?}"),
+    call.run(Duration::from_millis(200));
+    // A HelloACK "from" B, though B never had A's Hello, with an unremarkable number:
+    // libbzrtp stops sending A's Hello and commits, which B cannot take without it.
+    let ack = hello_ack(0x0100, 2);
+    call.inject(0, call.addrs[1], &ack);
+    call.mitm = None;
+    call.run(Duration::from_secs(3));
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    for i in 0..2 {
+        assert!(
+            failures(&call.logs[i]).is_empty(),
+            "{:?}",
+            call.logs[i].events
+        );
     }
-    assert!(call.sides[1].stats().refused_datagrams > 0);
-    assert_eq!(
-        call.sides[1].remote(),
-        addr("10.0.0.5:4000"),
-        "never followed"
+}
+
+#[test]
+fn a_burst_of_spoofed_cleartext_does_not_downgrade_a_peer_that_signalled_zrtp() {
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, true),
+        true,
     );
+    call.start(0);
+    // B's answer is slow; meanwhile cleartext "from" B keeps coming, longer and more of
+    // it than a peer without a signalled hash would need to be taken for cleartext.
+    let peer = call.addrs[1];
+    for i in 0..100u16 {
+        call.inject(0, peer, &rtp_packet(i, u32::from(i) * 160, 0x5eed));
+        call.run(FRAME);
+    }
+    assert!(100 * FRAME >= 2 * CLEARTEXT_MEDIA_TIMEOUT);
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+    assert!(call.logs[0].events.is_empty(), "{:?}", call.logs[0].events);
+    assert_eq!(call.logs[0].rtp_sent, 0);
+    call.start(1);
+    call.run(Duration::from_secs(2));
+    for i in 0..2 {
+        assert!(
+            failures(&call.logs[i]).is_empty(),
+            "{:?}",
+            call.logs[i].events
+        );
+    }
+    let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+    assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+    assert_eq!(call.logs[0].rtp_sent_before_secure, 0);
+}
+
+#[test]
+fn a_peer_that_signalled_zrtp_and_answers_late_still_goes_secure() {
+    for policy in [Policy::BestEffort, Policy::Mandatory] {
+        let mut a = config(0, CodecKind::Pcmu, policy, true);
+        a.zrtp = Some(Duration::from_secs(10));
+        let mut call = Call::unstarted(a, config(1, CodecKind::Pcmu, policy, true), true);
+        // A, the callee, starts its media with its 200 OK; the caller B starts when the
+        // 200 reaches it, which takes long (lost and retransmitted).
+        call.start(0);
+        call.run(PEER_SILENT_TIMEOUT + Duration::from_secs(2));
+        assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+        assert!(
+            call.logs[0].events.is_empty(),
+            "{policy:?}: {:?}",
+            call.logs[0].events
+        );
+        call.start(1);
+        call.run(Duration::from_secs(2));
+        for i in 0..2 {
+            assert!(
+                failures(&call.logs[i]).is_empty(),
+                "{policy:?}: {:?}",
+                call.logs[i].events
+            );
+        }
+        let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+        assert!(
+            a.is_some() && a == b,
+            "{policy:?}: equal SAS on both ends: {a:?} {b:?}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_that_signalled_zrtp_but_none_of_whose_zrtp_arrives_is_not_said_to_lack_it() {
+    let words = "the peer announced ZRTP but none of its ZRTP packets reached us";
+    for (policy, expected) in [
+        (Policy::BestEffort, StreamEvent::Cleartext(words.into())),
+        (Policy::Mandatory, StreamEvent::Failed(words.into())),
+    ] {
+        let timeout = Duration::from_secs(10);
+        let mut a = config(0, CodecKind::Pcmu, policy, true);
+        a.zrtp = Some(timeout);
+        let mut call = Call::unstarted(a, config(1, CodecKind::Pcmu, policy, true), true);
+        call.start(0); // B signalled its hash but never starts: nothing of it arrives
+        call.run(timeout - Duration::from_millis(50));
+        assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+        assert!(
+            call.logs[0].events.is_empty(),
+            "{policy:?}: given up before the handshake timeout: {:?}",
+            call.logs[0].events
+        );
+        call.run(Duration::from_millis(100));
+        assert_eq!(call.logs[0].events, vec![expected], "{policy:?}");
+    }
 }
 
 /// A best-effort stream without ZRTP (cleartext at once) that takes media from side 0.

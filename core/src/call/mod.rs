@@ -506,8 +506,18 @@ impl CallLayer {
         }
     }
 
-    /// Un-registers everything (on exit). Media threads are stopped here, so whatever
-    /// libbzrtp last wrote to the ZID cache is there for the final seal.
+    /// Stops every call's media thread (on exit, before anything waits on the network):
+    /// whatever libbzrtp last wrote to the ZID cache is then there for the final seal.
+    /// The calls stay, to be hung up by [`CallLayer::shutdown`].
+    pub(crate) fn stop_media(&mut self) {
+        for call in self.calls.values_mut() {
+            if let Phase::Active { media } = std::mem::replace(&mut call.phase, Phase::Ended) {
+                media.stop();
+            }
+        }
+    }
+
+    /// Hangs up and un-registers everything (on exit).
     pub(crate) async fn shutdown(&mut self) {
         let keys: Vec<CallId> = self.calls.keys().copied().collect();
         for c in keys {
@@ -858,18 +868,21 @@ impl CallLayer {
     }
 
     /// Records the user's SAS comparison, for the peer key (ZID) of this call only:
-    /// libbzrtp flags the cache entry of the ZID it agreed keys with.
+    /// libbzrtp flags the cache entry of the ZID it agreed keys with. The receiver gets
+    /// `()` once the media thread has written it to the cache.
     pub(crate) fn set_verified(
         &mut self,
         id: CallId,
         verified: bool,
         events: &mut Vec<Event>,
-    ) -> Result<()> {
+    ) -> Result<std::sync::mpsc::Receiver<()>> {
         let current = find(&self.calls, id)?.view.security.clone();
         let Some(sas) = current.sas().map(str::to_owned) else {
             return Err(bad("the call is not secure yet: there is no SAS to verify"));
         };
-        self.media(id)?.command(MediaCommand::SasVerified(verified));
+        let media = self.media(id)?;
+        media.command(MediaCommand::SasVerified(verified));
+        let written = media.barrier();
         // Withdrawing never turns a warning into the ordinary "unverified".
         let security = match current {
             CallSecurity::CacheMismatch { .. } | CallSecurity::NewKey { .. } if !verified => {
@@ -878,7 +891,7 @@ impl CallLayer {
             _ => CallSecurity::Secure { sas, verified },
         };
         self.set_security(id, security, events);
-        Ok(())
+        Ok(written)
     }
 
     /// Sends silence instead of the microphone, or the microphone again.

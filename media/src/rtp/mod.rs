@@ -1,12 +1,13 @@
 //! RTP (RFC 3550) framing, the demultiplexing of one media port into RTP, RTCP
-//! (RFC 5761) and ZRTP (RFC 6189 §5), and which source address media is taken from.
+//! (RFC 5761) and ZRTP (RFC 6189 §5), and which source addresses media and ZRTP are
+//! taken from.
 
 mod packet;
 mod remote;
 mod rtcp;
 
 pub use packet::{RtpHeader, parse, write};
-pub use remote::{HelloHash, PeerAddress};
+pub use remote::{HelloHash, MAX_ZRTP_CANDIDATES, PeerAddress};
 pub use rtcp::{ReceptionStats, ReportBlock, SenderInfo, build_report, parse_report};
 
 /// What arrived on the media port.

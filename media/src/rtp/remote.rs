@@ -1,8 +1,14 @@
 //! Which address the peer's media may come from, and where ours goes. The address the
 //! peer signalled in its SDP is trusted; any other source is ignored until it proves it
-//! is the peer: an SRTP/SRTCP packet that passes its tag, or a ZRTP Hello matching the
-//! `a=zrtp-hash` the peer signalled. Our media then follows that source (symmetric RTP,
-//! for peers behind NAT). ICE will replace this with checked candidate pairs.
+//! is the peer with an SRTP/SRTCP packet that passes its tag and replay check. Our media
+//! then follows that source (symmetric RTP, for peers behind NAT).
+//!
+//! A ZRTP Hello matching the `a=zrtp-hash` the peer signalled proves less: the Hello is
+//! sent in the clear and repeated, so anyone who saw it can send it again from their own
+//! address. Such a source becomes a ZRTP candidate: its ZRTP is heard, and ours goes
+//! there as well as to the signalled address (ZRTP packets carry nothing secret, and the
+//! SAS protects the exchange), but media never does. A handful of candidates are kept,
+//! first come. ICE will replace this with checked candidate pairs.
 
 use crate::zrtp;
 use std::net::SocketAddr;
@@ -13,12 +19,17 @@ const ZRTP_HEADER: usize = 12;
 const ZRTP_CRC: usize = 4;
 /// Where the message type sits in a ZRTP packet (after preamble and length).
 const ZRTP_TYPE: std::ops::Range<usize> = ZRTP_HEADER + 4..ZRTP_HEADER + 12;
+/// At most this many other sources are heard for ZRTP, the first ones to send the
+/// signalled Hello.
+pub const MAX_ZRTP_CANDIDATES: usize = 4;
 
-/// The peer's media address: the negotiated one, and one it proved since, if any.
+/// The peer's media address: the negotiated one, one it proved since, if any, and the
+/// sources whose ZRTP is heard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddress {
     negotiated: SocketAddr,
     proven: Option<SocketAddr>,
+    candidates: [Option<SocketAddr>; MAX_ZRTP_CANDIDATES],
 }
 
 /// Equal addresses, also when one side is written as an IPv4-mapped IPv6 address.
@@ -32,6 +43,7 @@ impl PeerAddress {
         PeerAddress {
             negotiated,
             proven: None,
+            candidates: [None; MAX_ZRTP_CANDIDATES],
         }
     }
 
@@ -40,21 +52,57 @@ impl PeerAddress {
         same(from, self.negotiated) || self.proven.is_some_and(|p| same(from, p))
     }
 
+    /// True if `from` is the address the peer signalled.
+    pub fn is_negotiated(&self, from: SocketAddr) -> bool {
+        same(from, self.negotiated)
+    }
+
+    /// True if ZRTP from `from` is heard: a trusted source or a candidate.
+    pub fn hears_zrtp_from(&self, from: SocketAddr) -> bool {
+        self.trusts(from) || self.candidates.iter().flatten().any(|c| same(from, *c))
+    }
+
+    /// `from` sent the signalled Hello: hear its ZRTP and send ours there too. False if
+    /// it is heard already or there is no room left.
+    pub fn add_zrtp_candidate(&mut self, from: SocketAddr) -> bool {
+        if self.hears_zrtp_from(from) {
+            return false;
+        }
+        match self.candidates.iter_mut().find(|c| c.is_none()) {
+            Some(slot) => {
+                *slot = Some(from);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Where our ZRTP goes besides [`PeerAddress::destination`]: every candidate.
+    pub fn zrtp_candidates(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let to = self.destination();
+        self.candidates
+            .iter()
+            .flatten()
+            .copied()
+            .filter(move |c| !same(*c, to))
+    }
+
     /// Where our media goes: the last proven source, else the negotiated address.
     pub fn destination(&self) -> SocketAddr {
         self.proven.unwrap_or(self.negotiated)
     }
 
-    /// Records that `from` sent something authentic: our media goes there from now on
-    /// (back to the negotiated address if that is `from`). True if that is a change.
+    /// Records that `from` sent media that passed SRTP/SRTCP authentication: our media
+    /// goes there from now on (back to the negotiated address if that is `from`). True
+    /// if that is a change.
     pub fn prove(&mut self, from: SocketAddr) -> bool {
         let before = self.destination();
         self.proven = (!same(from, self.negotiated)).then_some(from);
         !same(before, self.destination())
     }
 
-    /// A new SDP (re-INVITE) named `addr`. The same address keeps what was proven; a
-    /// new one starts over from it.
+    /// A new SDP (re-INVITE) named `addr`. The same address keeps what was proven and
+    /// the candidates; a new one starts over from it.
     pub fn renegotiate(&mut self, addr: SocketAddr) {
         if !same(addr, self.negotiated) {
             *self = PeerAddress::new(addr);
@@ -125,13 +173,45 @@ mod tests {
         assert_eq!(p.destination(), addr("192.0.2.1:4000"));
         assert!(!p.trusts(addr("198.51.100.7:5000")));
         assert!(p.prove(addr("198.51.100.7:5000")));
+        assert!(p.add_zrtp_candidate(addr("203.0.113.1:9")));
         // A re-INVITE naming the same address keeps the proven source ...
         p.renegotiate(addr("192.0.2.1:4000"));
         assert_eq!(p.destination(), addr("198.51.100.7:5000"));
         // ... a new one starts over.
+        assert!(p.hears_zrtp_from(addr("203.0.113.1:9")));
         p.renegotiate(addr("192.0.2.9:4000"));
         assert_eq!(p.destination(), addr("192.0.2.9:4000"));
         assert!(!p.trusts(addr("198.51.100.7:5000")));
+        assert!(!p.hears_zrtp_from(addr("203.0.113.1:9")));
+    }
+
+    #[test]
+    fn a_zrtp_candidate_is_heard_but_never_gets_media() {
+        let mut p = PeerAddress::new(addr("192.0.2.1:4000"));
+        assert!(
+            !p.add_zrtp_candidate(addr("192.0.2.1:4000")),
+            "already heard"
+        );
+        let first: Vec<SocketAddr> = (1..=MAX_ZRTP_CANDIDATES as u16)
+            .map(|i| SocketAddr::from(([198, 51, 100, 1], i)))
+            .collect();
+        for c in &first {
+            assert!(p.add_zrtp_candidate(*c));
+            assert!(!p.add_zrtp_candidate(*c), "once");
+        }
+        let late = addr("198.51.100.99:1");
+        assert!(!p.add_zrtp_candidate(late), "first come; no room left");
+        assert!(!p.hears_zrtp_from(late));
+        for c in &first {
+            assert!(p.hears_zrtp_from(*c));
+            assert!(!p.trusts(*c), "no media from a candidate");
+        }
+        assert_eq!(p.destination(), addr("192.0.2.1:4000"), "media stays");
+        assert_eq!(p.zrtp_candidates().collect::<Vec<_>>(), first);
+        // SRTP proves one of them: media goes there, and it is not listed twice.
+        assert!(p.prove(first[1]));
+        assert_eq!(p.destination(), first[1]);
+        assert_eq!(p.zrtp_candidates().count(), MAX_ZRTP_CANDIDATES - 1);
     }
 
     /// A framed ZRTP message of type `ty` carrying `body`.

@@ -2,11 +2,13 @@
 //! framing checks, the algorithm vocabulary, and the in-memory ZID cache.
 
 mod algorithms;
+mod inbound;
 mod packet;
 mod session;
 mod store;
 
 pub use algorithms::{AuthTag, Cipher, Hash, KeyAgreement, Negotiated, SasType, SrtpProfile};
+pub(crate) use packet::message_type;
 pub use packet::{MAX_LEN, check as check_packet, crc32c, is_zrtp};
 pub use session::{
     Secured, SrtpKeys, ZidCache, ZrtpConfig, ZrtpEvent, ZrtpFailure, ZrtpSession, ZrtpState,

@@ -58,6 +58,45 @@ pub fn check(buf: &[u8]) -> Result<(), MediaError> {
     Ok(())
 }
 
+/// The 8-byte message type ("Hello   ", "HelloACK", "Commit  " ...) of a [`check`]ed packet.
+pub(crate) fn message_type(buf: &[u8]) -> &[u8] {
+    buf.get(HEADER_LEN + 4..HEADER_LEN + 12).unwrap_or_default()
+}
+
+/// The message of a [`check`]ed packet: what the peer's hash chain and libbzrtp's
+/// repetition checks cover (the header with its sequence number and the CRC are not).
+pub(crate) fn message(buf: &[u8]) -> &[u8] {
+    buf.get(HEADER_LEN..buf.len().saturating_sub(CRC_LEN))
+        .unwrap_or_default()
+}
+
+/// The sequence number in a ZRTP header.
+pub(crate) fn sequence(buf: &[u8]) -> u16 {
+    match buf {
+        [_, _, hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
+        _ => 0,
+    }
+}
+
+/// Gives a [`check`]ed packet the sequence number `seq` and a CRC to match, in the byte
+/// order its CRC had (libbzrtp's little-endian, or the RFC's network order).
+pub(crate) fn renumber(buf: &mut [u8], seq: u16) {
+    if buf.len() < MIN_LEN {
+        return;
+    }
+    let end = buf.len() - CRC_LEN;
+    let mut trailer = [0u8; 4];
+    trailer.copy_from_slice(&buf[end..]);
+    let little_endian = crc32c(&buf[..end]) == u32::from_le_bytes(trailer);
+    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c(&buf[..end]);
+    buf[end..].copy_from_slice(&if little_endian {
+        crc.to_le_bytes()
+    } else {
+        crc.to_be_bytes()
+    });
+}
+
 /// Where the sender's ZID sits in a Hello (RFC 6189 §5.2): after the message header
 /// (preamble, length, type: 12 bytes), the version (4), the client id (16) and H3 (32).
 const HELLO_ZID_AT: usize = HEADER_LEN + 12 + 4 + 16 + 32;
@@ -107,6 +146,35 @@ mod tests {
         // RFC 3720 B.4: 32 bytes of zeros.
         assert_eq!(crc32c(&[0u8; 32]), 0x8a91_36aa);
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn renumbering_keeps_the_crc_valid_in_either_byte_order() {
+        let mut p = vec![
+            0x10, 0, 0xff, 0xff, b'Z', b'R', b'T', b'P', 1, 2, 3, 4, 0x50, 0x5a, 0, 3,
+        ];
+        p.extend_from_slice(b"HelloACK");
+        let crc = crc32c(&p);
+        let mut le = p.clone();
+        le.extend_from_slice(&crc.to_le_bytes());
+        let mut be = p;
+        be.extend_from_slice(&crc.to_be_bytes());
+        for (mut packet, little) in [(le, true), (be, false)] {
+            assert_eq!(sequence(&packet), 0xffff);
+            renumber(&mut packet, 7);
+            assert_eq!(sequence(&packet), 7);
+            assert!(check(&packet).is_ok());
+            let n = packet.len() - CRC_LEN;
+            let crc = crc32c(&packet[..n]);
+            let want = if little {
+                crc.to_le_bytes()
+            } else {
+                crc.to_be_bytes()
+            };
+            assert_eq!(packet[n..], want, "byte order kept");
+            assert_eq!(message_type(&packet), b"HelloACK");
+            assert_eq!(message(&packet), &packet[HEADER_LEN..n]);
+        }
     }
 
     #[test]

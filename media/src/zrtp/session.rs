@@ -4,6 +4,7 @@
 //! so the library is never re-entered.
 
 use super::algorithms::{AuthTag, Cipher, Hash, KeyAgreement, Negotiated, SasType, SrtpProfile};
+use super::inbound::Inbound;
 use super::packet;
 use super::store::{Zid, ZidStore};
 use crate::MediaError;
@@ -18,6 +19,13 @@ use zeroize::Zeroizing;
 const TICK: Duration = Duration::from_millis(10);
 /// At most this many packets wait in the outbox; a flood from the peer cannot grow it.
 const MAX_OUTBOX: usize = 64;
+/// libbzrtp's "out of order" refusal (`BZRTP_PARSER_ERROR_OUTOFORDER` in its private
+/// `packetParser.h`): the packet's number was not above the last one it accepted.
+const OUT_OF_ORDER: u32 = 0xa004;
+/// How often a packet refused as out of order is numbered again and retried.
+const OUT_OF_ORDER_RETRIES: usize = 4;
+/// libbzrtp's "not expected in this state" refusal (`BZRTP_PARSER_ERROR_UNEXPECTEDMESSAGE`).
+const UNEXPECTED: u32 = 0xa200;
 
 /// Where retained secrets and "SAS verified" flags are kept between calls, and under
 /// which two identities this call reads and writes them.
@@ -96,6 +104,9 @@ impl std::fmt::Debug for SrtpKeys {
 pub enum ZrtpFailure {
     /// Nothing ZRTP ever came back: the peer does not do ZRTP.
     PeerDoesNotSupportZrtp,
+    /// The peer signalled its Hello hash, so it does ZRTP, but none of its ZRTP packets
+    /// reached us before the handshake deadline (lost, blocked, or sent elsewhere).
+    PeerZrtpNeverArrived,
     /// The peer's Hello does not match the `a=zrtp-hash` from its SDP.
     HelloHashMismatch,
     /// Packets were exchanged but the handshake did not finish in time.
@@ -108,6 +119,9 @@ impl std::fmt::Display for ZrtpFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ZrtpFailure::PeerDoesNotSupportZrtp => f.write_str("peer does not support ZRTP"),
+            ZrtpFailure::PeerZrtpNeverArrived => {
+                f.write_str("the peer announced ZRTP but none of its ZRTP packets reached us")
+            }
             ZrtpFailure::HelloHashMismatch => f.write_str(
                 "the peer's ZRTP Hello does not match its signalled hash (possible tampering)",
             ),
@@ -189,6 +203,11 @@ pub struct ZrtpSession {
     next_tick: Option<Instant>,
     state: ZrtpState,
     received_from_peer: bool,
+    /// The peer's `a=zrtp-hash` was given: it announced that it does ZRTP.
+    peer_hash_signalled: bool,
+    /// What of the peer's packets reaches libbzrtp, under which number; boxed, so a
+    /// session waiting for an answer stays small.
+    inbound: Box<Inbound>,
     events: VecDeque<ZrtpEvent>,
     /// Must outlive `ctx`: libbzrtp holds the store's connection and lock. Set before
     /// libbzrtp sees them, and dropped after the context (see `Drop`).
@@ -335,6 +354,8 @@ impl ZrtpSession {
             next_tick: None,
             state: ZrtpState::Idle,
             received_from_peer: false,
+            peer_hash_signalled: false,
+            inbound: Box::default(),
             events: VecDeque::new(),
             cache: None,
             peer_zid: None,
@@ -453,6 +474,8 @@ impl ZrtpSession {
         }
         let mut bytes = hash.as_bytes().to_vec();
         bytes.push(0);
+        self.peer_hash_signalled = true;
+        self.inbound.expect_hello_first();
         // SAFETY: NUL-terminated buffer with its length (excluding the NUL).
         let rc = unsafe {
             ffi::bzrtp_setPeerHelloHash(
@@ -491,23 +514,48 @@ impl ZrtpSession {
         now.saturating_duration_since(self.epoch).as_millis() as u64 + 1
     }
 
-    /// Feeds one received ZRTP datagram. Malformed packets are refused before libbzrtp
-    /// sees them.
+    /// Feeds one received ZRTP datagram. Malformed packets, and those that must not
+    /// reach libbzrtp yet (see the `inbound` module), are refused before it sees them;
+    /// what it gets carries our own sequence number, never the peer's.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), MediaError> {
         packet::check(packet)?;
         if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Idle) {
             return Ok(());
         }
+        let mut admitted = self.inbound.admit(now, packet)?;
         self.received_from_peer = true;
-        let mut copy = packet.to_vec();
-        let len = u16::try_from(copy.len()).map_err(|_| MediaError::Malformed {
+        let len = u16::try_from(admitted.packet.len()).map_err(|_| MediaError::Malformed {
             kind: "ZRTP",
             reason: "too long",
         })?;
-        // SAFETY: a private copy; libbzrtp may scribble on it.
-        let rc = unsafe {
-            ffi::bzrtp_processMessage(self.ctx.as_ptr(), self.ssrc, copy.as_mut_ptr(), len)
-        };
+        let mut rc = 0;
+        for _ in 0..OUT_OF_ORDER_RETRIES {
+            // SAFETY: the context is initialised; the buffer is our private copy of `len`
+            // bytes, which libbzrtp may scribble on during this call and keeps no pointer
+            // to afterwards (it copies what it stores).
+            rc = unsafe {
+                ffi::bzrtp_processMessage(
+                    self.ctx.as_ptr(),
+                    self.ssrc,
+                    admitted.packet.as_mut_ptr(),
+                    len,
+                )
+            };
+            // Refused on its number alone (checked before anything else, so the copy is
+            // untouched): libbzrtp counted a packet it reported as refused. Go past it.
+            if rc as u32 != OUT_OF_ORDER || !self.inbound.renumber_after_refusal(&mut admitted) {
+                break;
+            }
+        }
+        if rc == 0 {
+            self.inbound.accepted(&admitted);
+        }
+        if rc as u32 == UNEXPECTED
+            && admitted.is_repeat()
+            && packet::message_type(packet) == b"Hello   "
+        {
+            self.resend_own_hello();
+        }
         if rc == 0 && self.peer_zid.is_none() {
             // libbzrtp takes the peer's ZID from the first Hello it accepts, and refuses
             // any later Hello that differs from it.
@@ -540,6 +588,8 @@ impl ZrtpSession {
         if self.state == ZrtpState::Negotiating && self.deadline.is_some_and(|d| now >= d) {
             let why = if self.received_from_peer {
                 ZrtpFailure::Timeout
+            } else if self.peer_hash_signalled {
+                ZrtpFailure::PeerZrtpNeverArrived
             } else {
                 ZrtpFailure::PeerDoesNotSupportZrtp
             };
@@ -556,6 +606,20 @@ impl ZrtpSession {
         self.callbacks.outbox.clear();
         self.next_tick = None;
         self.events.push_back(ZrtpEvent::Failed(why));
+    }
+
+    /// The peer still sends the Hello libbzrtp accepted although libbzrtp has moved past
+    /// discovery, where it stops sending ours and ignores the peer's. The peer may never
+    /// have had our Hello (a spoofed HelloACK ends our Hellos early, before the peer got
+    /// one), and then it would wait for it forever: ours goes again. A peer that had it
+    /// drops the copy as a repetition or as out of order.
+    fn resend_own_hello(&mut self) {
+        if self.state != ZrtpState::Negotiating || self.callbacks.outbox.len() >= MAX_OUTBOX {
+            return;
+        }
+        if let Some(hello) = self.inbound.own_hello() {
+            self.callbacks.outbox.push_back(hello.to_vec());
+        }
     }
 
     /// Turns what the callbacks queued into state and events.
@@ -638,7 +702,9 @@ impl ZrtpSession {
 
     /// The next datagram to send to the peer, if any. Call until `None` after every input.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.callbacks.outbox.pop_front()
+        let packet = self.callbacks.outbox.pop_front()?;
+        self.inbound.on_sent(&packet);
+        Some(packet)
     }
 
     /// The next event, if any.
@@ -656,7 +722,7 @@ impl ZrtpSession {
         }
     }
 
-    /// True once a well-formed ZRTP packet arrived from the peer.
+    /// True once a well-formed ZRTP packet from the peer was handed to libbzrtp.
     pub fn peer_seen(&self) -> bool {
         self.received_from_peer
     }

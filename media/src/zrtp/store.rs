@@ -223,7 +223,9 @@ impl ZidStore {
                 )));
             }
         }
-        conn.execute_batch("PRAGMA secure_delete = ON;")
+        // Sorts and temporary tables stay in memory too: the secrets never spill to a
+        // temporary file.
+        conn.execute_batch("PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY;")
             .map_err(db_err)?;
         let inner = Inner {
             conn: Mutex::new(conn),
@@ -440,6 +442,26 @@ mod tests {
         assert!(image.starts_with(SQLITE_MAGIC));
         let again = ZidStore::open(Some(&image)).expect("reopen");
         assert!(again.verified_keys().expect("list").is_empty());
+    }
+
+    #[test]
+    fn temporary_storage_never_leaves_memory() {
+        for image in [
+            None,
+            Some(ZidStore::open(None).expect("open").image().expect("image")),
+        ] {
+            let store = ZidStore::open(image.as_deref().map(|i| &i[..])).expect("open");
+            let (temp_store, secure_delete) = store
+                .with(|c| {
+                    Ok((
+                        c.query_row("PRAGMA temp_store", [], |r| r.get::<_, i64>(0))?,
+                        c.query_row("PRAGMA secure_delete", [], |r| r.get::<_, i64>(0))?,
+                    ))
+                })
+                .expect("pragmas");
+            assert_eq!(temp_store, 2, "MEMORY");
+            assert_eq!(secure_delete, 1);
+        }
     }
 
     #[test]
