@@ -3,6 +3,7 @@
 //! send and events come out of a queue filled by libotr's callbacks, drained after each
 //! call, so libotr is never re-entered.
 
+use super::fragment::too_many_fragments;
 use super::limits::{self, OtrLimits};
 use super::memfile::MemFile;
 use otr_sys as ffi;
@@ -15,8 +16,6 @@ use zeroize::Zeroizing;
 pub const PROTOCOL: &CStr = c"prpl-jabber";
 /// Largest incoming message body handed to libotr.
 const MAX_IN: usize = 64 * 1024;
-/// Most fragments in one OTR message we accept (each ≤ MAX_IN).
-const MAX_FRAGMENTS: u32 = 64;
 /// Most messages held for one buddy under "require encryption".
 pub const MAX_HELD: usize = 256;
 /// The libotr API version this wrapper was written against (what `OTRL_INIT` passes).
@@ -579,52 +578,6 @@ pub struct OtrEngine {
 // besides gcrypt, initialised once. Moving it to the thread that owns it is fine.
 unsafe impl Send for OtrEngine {}
 
-/// libotr's start-up result for [`API_VERSION`], run once per process.
-static INIT: std::sync::OnceLock<ffi::gcry_error_t> = std::sync::OnceLock::new();
-
-/// Starts libotr for a wrapper built against API `version`. We read libotr's structs
-/// directly, so a library whose major version differs, or whose minor version is older
-/// than the headers we were built with, is refused (libotr 4.1.1's own `otrl_init`
-/// checks nothing); then libotr's start-up must succeed.
-fn init_library(version: (u32, u32, u32)) -> Result<(), OtrError> {
-    let linked = library_version();
-    let (a, b, c) = version;
-    let compatible = parse_version(&linked).is_some_and(|(major, minor)| major == a && minor >= b);
-    if !compatible {
-        tracing::error!(%linked, "libotr version does not match this build");
-        return Err(OtrError::Unavailable(format!(
-            "this Hushphone was built for libotr {a}.{b}.{c}, but libotr {linked} is installed"
-        )));
-    }
-    // SAFETY: records the version and initialises libotr's memory and crypto modules;
-    // once per process.
-    let err = *INIT.get_or_init(|| {
-        let (a, b, c) = API_VERSION;
-        unsafe { ffi::otrl_init(a, b, c) }
-    });
-    if err != 0 {
-        tracing::error!(error = err, "libotr refused to start");
-        return Err(OtrError::Unavailable(format!(
-            "libotr {linked} failed to start (error {err})"
-        )));
-    }
-    Ok(())
-}
-
-/// "4.1.1" → (4, 1).
-fn parse_version(v: &str) -> Option<(u32, u32)> {
-    let mut parts = v.split('.');
-    let major = parts.next()?.trim().parse().ok()?;
-    let minor = parts.next()?.trim().parse().ok()?;
-    Some((major, minor))
-}
-
-/// The version string of the libotr we are linked with.
-fn library_version() -> String {
-    // SAFETY: libotr returns a static NUL-terminated string.
-    cstr_lossy(unsafe { ffi::otrl_version() })
-}
-
 impl OtrEngine {
     /// An empty user state. Fails, with words for the user, if libotr does not start:
     /// then there must be no chat at all rather than chat without OTR.
@@ -635,7 +588,7 @@ impl OtrEngine {
     /// An empty user state, starting libotr as if this wrapper were built for API
     /// `version`: [`API_VERSION`] in real use; others prove that a mismatch is refused.
     pub fn for_api_version(version: (u32, u32, u32)) -> Result<OtrEngine, OtrError> {
-        init_library(version)?;
+        super::library::start(version)?;
         // SAFETY: plain constructor; NULL is checked.
         let us = NonNull::new(unsafe { ffi::otrl_userstate_create() })
             .ok_or_else(|| OtrError::Unavailable("libotr could not allocate its state".into()))?;
@@ -1187,7 +1140,8 @@ impl OtrEngine {
             self.cb.events.push_back(OtrEvent::Notice {
                 account: account.to_owned(),
                 peer: from.to_owned(),
-                text: "dropped an oversized OTR message".into(),
+                text: "dropped an OTR message that was too long or split into too many pieces"
+                    .into(),
             });
             return None;
         }
@@ -1558,26 +1512,4 @@ pub fn normalize_fingerprint(s: &str) -> String {
         .filter(|c| !c.is_whitespace() && *c != ':')
         .collect::<String>()
         .to_ascii_lowercase()
-}
-
-/// `?OTR|sender|receiver|k,n,data,` (v3) or `?OTR,k,n,data,` (v2) with n too large.
-fn too_many_fragments(body: &str) -> bool {
-    let Some(rest) = body.strip_prefix("?OTR") else {
-        return false;
-    };
-    let rest = match rest.strip_prefix('|') {
-        Some(r) => match r.splitn(3, '|').nth(2) {
-            Some(tail) => tail,
-            None => return false,
-        },
-        None => match rest.strip_prefix(',') {
-            Some(r) => r,
-            None => return false,
-        },
-    };
-    let mut parts = rest.splitn(3, ',');
-    let (Some(_k), Some(n)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    n.parse::<u32>().map_or(true, |n| n > MAX_FRAGMENTS)
 }

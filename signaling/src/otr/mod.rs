@@ -1,9 +1,11 @@
-//! OTR v3 (Off-the-Record messaging) through libotr 4.1: keys and fingerprints in
+//! OTR v3 (Off-the-Record messaging) through libotr 4.1.1: keys and fingerprints in
 //! Pidgin's file formats (staged through memory, never the disk), conversations with
 //! the four states, SMP, and the "require encryption" guarantee.
 
 mod engine;
+mod fragment;
 mod keyfile;
+mod library;
 mod limits;
 mod memfile;
 
