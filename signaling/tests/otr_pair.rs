@@ -692,6 +692,106 @@ fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
     assert!(p.shown_b.iter().any(|m| m == "new device"));
 }
 
+/// A DH-commit from `A`'s address but another key and instance (a hostile server, or
+/// another device): the first message of a key exchange, authenticated by nothing.
+fn dh_commit_from_another_instance() -> (OtrEngine, String) {
+    let mut m = engine();
+    m.generate_key(A).expect("key");
+    let _ = m.receive(A, B, "?OTRv3?");
+    let commit = m.poll_transmit().expect("a DH-commit").body;
+    // Type 0x02, protocol 3: "?OTR:AAMC".
+    assert!(commit.starts_with("?OTR:AAMC"), "{commit:.12}");
+    assert!(m.poll_transmit().is_none());
+    (m, commit)
+}
+
+#[test]
+fn a_dh_commit_from_a_new_instance_neither_downgrades_nor_diverts_the_conversation() {
+    for policy in [OtrPolicy::Opportunistic, OtrPolicy::Manual] {
+        let mut p = Pair::new();
+        p.b.set_default_policy(B, policy);
+        p.private();
+        let (_m, commit) = dh_commit_from_another_instance();
+        assert!(p.b.receive(B, A, &commit).is_none());
+        quiet(&mut p.b); // bob's answer to that instance goes nowhere
+        assert_eq!(
+            p.b.state(B, A),
+            OtrState::PrivateUnverified,
+            "{policy:?}: still private"
+        );
+        p.b.send(B, A, "for alice only").expect("send");
+        let t = p.b.poll_transmit().expect("sent");
+        assert!(p.b.poll_transmit().is_none());
+        assert!(
+            t.body.starts_with("?OTR:") && !t.body.contains("for alice only"),
+            "{policy:?}: {:.60}",
+            t.body
+        );
+        assert_eq!(
+            p.a.receive(A, B, &t.body),
+            Some(Incoming {
+                text: "for alice only".into(),
+                encrypted: true
+            }),
+            "{policy:?}: alice's real session reads it"
+        );
+    }
+}
+
+#[test]
+fn under_require_a_key_exchange_from_a_new_instance_gets_no_held_message() {
+    let mut p = Pair::new();
+    p.b.set_default_policy(B, OtrPolicy::Require);
+    p.private();
+    let (mut m, commit) = dh_commit_from_another_instance();
+    assert!(p.b.receive(B, A, &commit).is_none());
+    // Bob writes while that key exchange is under way: his live session takes it.
+    assert_eq!(p.b.send(B, A, "the secret"), Ok(()));
+    assert_eq!(p.b.held(B, A), 0, "nothing waits for another session");
+    // The server hands everything bob sends to mallory's instance only, and lets the
+    // key exchange finish.
+    let mut sent = Vec::new();
+    let mut mallory_read = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..50 {
+        let mut moved = false;
+        while let Some(t) = p.b.poll_transmit() {
+            moved = true;
+            sent.push(t.body.clone());
+            mallory_read.extend(m.receive(A, B, &t.body));
+        }
+        while let Some(t) = m.poll_transmit() {
+            moved = true;
+            let _ = p.b.receive(B, A, &t.body);
+        }
+        while let Some(e) = p.b.poll_event() {
+            events.push(e);
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert!(
+        mallory_read.iter().all(|s| !s.text.contains("the secret")),
+        "{mallory_read:?}"
+    );
+    // Mallory's finished exchange is a changed key for alice: bob is warned.
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            OtrEvent::NewFingerprint { peer, changed: true, .. } if peer == A
+        )),
+        "{events:?}"
+    );
+    let alice_read: Vec<Incoming> = sent.iter().filter_map(|b| p.a.receive(A, B, b)).collect();
+    assert!(
+        alice_read
+            .iter()
+            .any(|s| s.text == "the secret" && s.encrypted),
+        "{alice_read:?}"
+    );
+}
+
 #[test]
 fn a_message_in_more_pieces_than_accepted_is_dropped_wherever_its_header_sits() {
     let mut p = Pair::new();

@@ -241,6 +241,9 @@ struct Callbacks {
     dropped_plaintext: u64,
     /// libotr handed over a decrypted message during the current receive.
     decrypted: bool,
+    /// Per buddy (account, peer): the instance tag whose key exchange finished last —
+    /// the session the user saw go private, which the conversation then stays with.
+    pinned: HashMap<(String, String), ffi::otrl_instag_t>,
 }
 
 fn cstr_lossy(p: *const c_char) -> String {
@@ -389,7 +392,22 @@ unsafe fn secure_event(context: *mut ffi::ConnContext, refreshed: bool) -> OtrEv
     }
 }
 
+/// Pins the buddy's conversation to the instance whose key exchange just finished.
+///
+/// # Safety
+/// `opdata` as for [`cb`]; `context` is the live context libotr passes to a callback.
+unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+    if context.is_null() {
+        return;
+    }
+    // SAFETY: see above; read before the callback returns.
+    let (names, instance) = unsafe { (ctx_names(context), (*context).their_instance) };
+    unsafe { cb(opdata) }.pinned.insert(names, instance);
+}
+
 unsafe extern "C" fn op_gone_secure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+    // SAFETY: libotr calls this with our opdata and the context that went private.
+    unsafe { pin(opdata, context) };
     let ev = unsafe { secure_event(context, false) };
     unsafe { cb(opdata) }.events.push_back(ev);
 }
@@ -406,6 +424,8 @@ unsafe extern "C" fn op_still_secure(
     context: *mut ffi::ConnContext,
     _is_reply: c_int,
 ) {
+    // SAFETY: as for op_gone_secure.
+    unsafe { pin(opdata, context) };
     let ev = unsafe { secure_event(context, true) };
     unsafe { cb(opdata) }.events.push_back(ev);
 }
@@ -787,13 +807,17 @@ impl OtrEngine {
         out
     }
 
-    /// The conversation we are talking in: the buddy's instance we last heard from (a
-    /// buddy who restarted, or moved device, is the one answering now — even if an older
-    /// instance was verified), else libotr's "best" one.
-    fn context(&self, account: &str, peer: &str, create: bool) -> Option<*mut ffi::ConnContext> {
+    /// The conversation with `peer`: the instance whose key exchange finished last (the
+    /// session the user saw go private) while it is not back in plaintext, else
+    /// libotr's best one (private before finished before plaintext, then the most
+    /// recently heard from). Never simply the instance a message last came from: libotr
+    /// notes that for every message before authenticating anything, so one DH-commit
+    /// from a new instance tag would take a private conversation over.
+    fn context(&self, account: &str, peer: &str) -> Option<*mut ffi::ConnContext> {
         let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
         let find = |instag| {
-            // SAFETY: our user state; libotr returns NULL when absent and create is 0.
+            // SAFETY: our user state; libotr returns NULL when absent and creates
+            // nothing (add_if_missing 0).
             unsafe {
                 ffi::otrl_context_find(
                     self.us(),
@@ -801,25 +825,29 @@ impl OtrEngine {
                     acc.as_ptr(),
                     PROTOCOL.as_ptr(),
                     instag,
-                    c_int::from(create),
+                    0,
                     ptr::null_mut(),
                     None,
                     ptr::null_mut(),
                 )
             }
         };
-        let recent = find(ffi::OTRL_INSTAG_RECENT_RECEIVED);
-        let c = if recent.is_null() {
-            find(ffi::OTRL_INSTAG_BEST)
-        } else {
-            recent
-        };
+        if let Some(&instance) = self.cb.pinned.get(&(account.to_owned(), peer.to_owned())) {
+            let c = find(instance);
+            // SAFETY: a context of our user state, read at once.
+            if !c.is_null()
+                && unsafe { (*c).msgstate } != ffi::OtrlMessageState_OTRL_MSGSTATE_PLAINTEXT
+            {
+                return Some(c);
+            }
+        }
+        let c = find(ffi::OTRL_INSTAG_BEST);
         (!c.is_null()).then_some(c)
     }
 
     /// The instance tag to address: the one [`Self::context`] picked.
     fn their_instance(&self, account: &str, peer: &str) -> ffi::otrl_instag_t {
-        self.context(account, peer, false)
+        self.context(account, peer)
             // SAFETY: a context from our user state.
             .map(|c| unsafe { (*c).their_instance })
             .filter(|t| *t >= ffi::OTRL_MIN_VALID_INSTAG)
@@ -833,7 +861,7 @@ impl OtrEngine {
         fingerprint: &str,
     ) -> Option<*mut ffi::Fingerprint> {
         let want = normalize_fingerprint(fingerprint);
-        let c = self.context(account, peer, false)?;
+        let c = self.context(account, peer)?;
         // SAFETY: read-only walk of one context's fingerprint list.
         unsafe {
             let master = (*c).m_context;
@@ -881,7 +909,7 @@ impl OtrEngine {
             })?;
         let users = self.instances_using(f);
         if !users.is_empty() {
-            let current = self.context(account, peer, false);
+            let current = self.context(account, peer);
             if users.iter().any(|u| Some(u.0) == current) {
                 return Err(OtrError::FingerprintInUse(peer.to_owned()));
             }
@@ -940,7 +968,7 @@ impl OtrEngine {
 
     /// Where the conversation with `peer` stands.
     pub fn state(&self, account: &str, peer: &str) -> OtrState {
-        let Some(c) = self.context(account, peer, false) else {
+        let Some(c) = self.context(account, peer) else {
             return OtrState::NotPrivate;
         };
         // SAFETY: a context from our user state.
@@ -962,7 +990,7 @@ impl OtrEngine {
 
     /// The buddy's fingerprint in use, if private.
     pub fn peer_fingerprint(&self, account: &str, peer: &str) -> Option<String> {
-        let c = self.context(account, peer, false)?;
+        let c = self.context(account, peer)?;
         // SAFETY: a context from our user state.
         unsafe {
             let fp = (*c).active_fingerprint;
@@ -1235,11 +1263,13 @@ impl OtrEngine {
     fn enforce_limits(&mut self, account: &str, peer: &str) {
         let l = self.limits;
         let master = self.master(account, peer);
+        let current = self.context(account, peer).unwrap_or(ptr::null_mut());
         // SAFETY: our own user state on its owner thread; `master` is one of its master
-        // contexts (or null), and nothing we hold points into what the trims free.
+        // contexts (or null), `current` one of its family (or null), and nothing we hold
+        // points into what the trims free.
         unsafe {
             if let Some(m) = master {
-                limits::trim_instances(self.us(), m, l.instances);
+                limits::trim_instances(self.us(), m, l.instances, current);
                 if limits::trim_fingerprints(self.us(), m, l.fingerprints) {
                     self.cb.events.push_back(OtrEvent::FingerprintsChanged);
                 }
@@ -1292,7 +1322,9 @@ impl OtrEngine {
             if !unsafe { limits::forget_master(self.us(), m.ptr) } {
                 continue;
             }
-            self.activity.remove(&(m.account.clone(), m.peer.clone()));
+            let key = (m.account.clone(), m.peer.clone());
+            self.activity.remove(&key);
+            self.cb.pinned.remove(&key);
             fingerprints_lost |= m.fingerprints > 0;
             if tier == 2 {
                 self.cb.events.push_back(OtrEvent::Notice {
@@ -1446,7 +1478,7 @@ impl OtrEngine {
             return Err(OtrError::NotPrivate(peer.to_owned()));
         }
         // The child context that is private (OTRL_INSTAG_BEST picks it).
-        self.context(account, peer, false)
+        self.context(account, peer)
             .ok_or_else(|| OtrError::NotPrivate(peer.to_owned()))
     }
 

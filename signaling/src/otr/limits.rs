@@ -276,15 +276,17 @@ pub(super) unsafe fn forget_master(us: ffi::OtrlUserState, master: *mut ffi::Con
 }
 
 /// Drops a buddy's instances beyond `max`: plaintext ones first, then finished ones,
-/// then private ones, least recently heard from first within each. The instances the
-/// conversation uses (last received from, last sent to) are always kept.
+/// then private ones, least recently heard from first within each. Always kept: the
+/// instance the conversation uses (`current`), the ones libotr's master points at as
+/// most recent, and private ones whose key the user verified.
 ///
 /// # Safety
-/// As [`forget_master`].
+/// As [`forget_master`]; `current` is null or a context of `master`'s family.
 pub(super) unsafe fn trim_instances(
     us: ffi::OtrlUserState,
     master: *mut ffi::ConnContext,
     max: usize,
+    current: *mut ffi::ConnContext,
 ) {
     // SAFETY: pointers from the walk of `us`; each forgotten child is not used again.
     unsafe {
@@ -293,10 +295,16 @@ pub(super) unsafe fn trim_instances(
             return;
         }
         let keep = [
+            current,
             (*master).recent_rcvd_child,
             (*master).recent_sent_child,
             (*master).recent_child,
         ];
+        let trusted = |c: *mut ffi::ConnContext| {
+            (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED
+                && !(*c).active_fingerprint.is_null()
+                && ffi::otrl_context_is_fingerprint_trusted((*c).active_fingerprint) != 0
+        };
         let rank = |c: *mut ffi::ConnContext| match (*c).msgstate {
             ffi::OtrlMessageState_OTRL_MSGSTATE_PLAINTEXT => 0,
             ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED => 1,
@@ -305,7 +313,7 @@ pub(super) unsafe fn trim_instances(
         let mut spare: Vec<_> = children
             .iter()
             .copied()
-            .filter(|c| !keep.contains(c))
+            .filter(|c| !keep.contains(c) && !trusted(*c))
             .collect();
         spare.sort_by_key(|c| (rank(*c), last_received(*c)));
         let excess = children.len() - max;
