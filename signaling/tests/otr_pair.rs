@@ -692,6 +692,132 @@ fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
     assert!(p.shown_b.iter().any(|m| m == "new device"));
 }
 
+/// One engine speaking for `n` strangers at a hostile server, one key shared by all
+/// (generating a DSA key each would take minutes): `s{i}@evil.example`.
+fn strangers(n: usize) -> (OtrEngine, Vec<String>) {
+    let mut e = engine();
+    let file =
+        String::from_utf8(e.generate_key("s0@evil.example").expect("key").to_vec()).expect("text");
+    // The `(account ...)` block, found by its parentheses.
+    let start = file.find("(account").expect("an account block");
+    let mut depth = 0usize;
+    let mut end = start;
+    for (i, c) in file[start..].char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    end = start + i + 1;
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let block = &file[start..end];
+    let names: Vec<String> = (0..n).map(|i| format!("s{i}@evil.example")).collect();
+    let mut all = String::from("(privkeys\n");
+    for name in &names {
+        all.push_str(&block.replace("\"s0@evil.example\"", &format!("\"{name}\"")));
+        all.push('\n');
+    }
+    all.push_str(")\n");
+    e.load_private_keys(all.as_bytes()).expect("keys");
+    assert_eq!(e.key_accounts().len(), n);
+    (e, names)
+}
+
+/// A previous session's files: alice's keys and her fingerprints file, which holds
+/// bob's key (unverified); and bob's engine, still able to talk to her.
+fn yesterday() -> (Vec<u8>, Vec<u8>, String, OtrEngine) {
+    let mut p = Pair::new();
+    p.private();
+    let file = p.a.fingerprints_file().expect("fingerprints").to_vec();
+    let bob_fp = p.b.fingerprint(B).expect("fp");
+    (p.a.private_keys().to_vec(), file, bob_fp, p.b)
+}
+
+/// Alice today, from yesterday's files.
+fn alice_from(keys: &[u8], fingerprints: &[u8]) -> OtrEngine {
+    let mut a = engine();
+    a.load_private_keys(keys).expect("keys");
+    a.load_fingerprints(fingerprints).expect("fingerprints");
+    a
+}
+
+fn knows(e: &OtrEngine, peer: &str, fingerprint: &str) -> bool {
+    e.known_fingerprints()
+        .iter()
+        .any(|k| k.peer == peer && k.fingerprint == fingerprint)
+}
+
+#[test]
+fn a_flood_never_deletes_the_keys_of_a_buddy_from_the_fingerprints_file() {
+    let (keys, file, bob_fp, _) = yesterday();
+    let mut a = alice_from(&keys, &file);
+    // Today bob only says hello in plaintext (anyone can send that in his name)...
+    assert!(a.receive(A, B, "hello").is_some());
+    quiet(&mut a);
+    // ...and then more strangers than alice keeps complete a key exchange with her.
+    let (mut m, names) = strangers(OtrLimits::default().peers + 1);
+    for n in &names {
+        m.start(n, A).expect("start");
+        exchange(&mut m, n, &mut a, A);
+        assert_eq!(a.state(A, n), OtrState::PrivateUnverified);
+    }
+    assert!(knows(&a, B, &bob_fp), "bob's key is still known");
+    let saved = String::from_utf8(a.fingerprints_file().expect("file").to_vec()).expect("text");
+    assert!(
+        saved.contains(&bob_fp.replace(' ', "").to_lowercase()),
+        "and still saved"
+    );
+    // Someone with another key for bob is a changed key, not a first contact.
+    let mut impostor = engine();
+    impostor.generate_key(B).expect("key");
+    impostor.start(B, A).expect("start");
+    let events = exchange(&mut impostor, B, &mut a, A);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            OtrEvent::NewFingerprint { peer, changed: true, .. } if peer == B
+        )),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn keys_from_the_fingerprints_file_are_never_trimmed() {
+    let (keys, file, bob_fp, _) = yesterday();
+    let mut a = alice_from(&keys, &file);
+    a.set_limits(OtrLimits {
+        fingerprints: 2,
+        instances: 2,
+        ..OtrLimits::default()
+    });
+    // A server impersonating bob runs key exchanges with ever new keys.
+    for _ in 0..4 {
+        let mut impostor = engine();
+        impostor.generate_key(B).expect("key");
+        impostor.start(B, A).expect("start");
+        exchange(&mut impostor, B, &mut a, A);
+        impostor.end(B, A).expect("end");
+        exchange(&mut impostor, B, &mut a, A);
+    }
+    let known: Vec<_> = a
+        .known_fingerprints()
+        .into_iter()
+        .filter(|k| k.peer == B)
+        .collect();
+    assert!(knows(&a, B, &bob_fp), "{known:?}");
+    assert!(
+        known.len() <= 2,
+        "the impostor's keys are trimmed: {known:?}"
+    );
+    let saved = String::from_utf8(a.fingerprints_file().expect("file").to_vec()).expect("text");
+    assert!(saved.contains(&bob_fp.replace(' ', "").to_lowercase()));
+}
+
 /// A DH-commit from `A`'s address but another key and instance (a hostile server, or
 /// another device): the first message of a key exchange, authenticated by nothing.
 fn dh_commit_from_another_instance() -> (OtrEngine, String) {
@@ -790,6 +916,61 @@ fn under_require_a_key_exchange_from_a_new_instance_gets_no_held_message() {
             .any(|s| s.text == "the secret" && s.encrypted),
         "{alice_read:?}"
     );
+}
+
+#[test]
+fn a_flood_of_fragments_never_discards_a_known_buddys_half_received_message() {
+    let mut p = Pair::new();
+    p.b.set_limits(OtrLimits {
+        fragment_total: 1 << 20,
+        ..OtrLimits::default()
+    });
+    p.a.set_max_message_size(16 * 1024);
+    p.private();
+    p.b.send(B, A, "go ahead").expect("bob takes part");
+    p.settle();
+    let long = "y".repeat(100_000);
+    p.a.send(A, B, &long).expect("send");
+    let mut pieces = Vec::new();
+    while let Some(t) = p.a.poll_transmit() {
+        pieces.push(t.body);
+    }
+    let last = pieces.pop().expect("pieces");
+    assert!(pieces.len() >= 5, "{}", pieces.len());
+    for piece in &pieces {
+        assert!(p.b.receive(B, A, piece).is_none());
+    }
+    // Strangers each start a 60 KB message they never finish, well past the budget.
+    let filler = "A".repeat(60_000);
+    let mut notices = 0;
+    for i in 0..100 {
+        let from = format!("s{i}@evil.example");
+        assert!(
+            p.b.receive(B, &from, &format!("?OTR,1,64,{filler},"))
+                .is_none()
+        );
+        while let Some(e) = p.b.poll_event() {
+            if matches!(&e, OtrEvent::Notice { peer, text, .. } if peer.ends_with("@evil.example") && text.contains("discarded"))
+            {
+                notices += 1;
+            }
+        }
+        while p.b.poll_transmit().is_some() {}
+        assert!(
+            p.b.fragment_bytes() <= (1 << 20) + 192 * 1024,
+            "{}",
+            p.b.fragment_bytes()
+        );
+    }
+    assert_eq!(
+        p.b.receive(B, A, &last),
+        Some(Incoming {
+            text: long,
+            encrypted: true
+        }),
+        "alice's message arrives whole"
+    );
+    assert!(notices > 0, "strangers' partial messages go with a notice");
 }
 
 #[test]

@@ -592,6 +592,9 @@ pub struct OtrEngine {
     engaged: HashSet<(String, String)>,
     /// The user was told that conversations are being dropped to make room.
     told_full: bool,
+    /// The keys the user's fingerprints file holds, per buddy (account, peer): the
+    /// user's own record, never trimmed, and the buddy never dropped to make room.
+    from_file: HashMap<(String, String), HashSet<[u8; 20]>>,
 }
 
 // SAFETY: the user state is only used through `&mut self`; libotr keeps no global state
@@ -626,6 +629,7 @@ impl OtrEngine {
             tick: 0,
             engaged: HashSet::new(),
             told_full: false,
+            from_file: HashMap::new(),
         })
     }
 
@@ -762,8 +766,25 @@ impl OtrEngine {
         out
     }
 
-    /// Loads known fingerprints from Pidgin's `otr.fingerprints` format.
+    /// Loads known fingerprints from Pidgin's `otr.fingerprints` format. These keys,
+    /// and the buddies they belong to, are the user's own record: no sender can make
+    /// the engine trim or drop them (see [`OtrLimits`]).
     pub fn load_fingerprints(&mut self, file: &[u8]) -> Result<(), OtrError> {
+        // What the file itself lists, read apart from what this session learned.
+        let mut scratch = OtrEngine::new()?;
+        scratch.read_fingerprints(file)?;
+        let listed = scratch.fingerprint_records();
+        self.read_fingerprints(file)?;
+        for (account, peer, fingerprint, _) in listed {
+            self.from_file
+                .entry((account, peer))
+                .or_default()
+                .insert(fingerprint);
+        }
+        Ok(())
+    }
+
+    fn read_fingerprints(&mut self, file: &[u8]) -> Result<(), OtrError> {
         let f = MemFile::with(file, c"r")
             .ok_or_else(|| OtrError::BadFile("cannot stage the file".into()))?;
         // SAFETY: our user state, an open FILE*, no app data hook.
@@ -784,20 +805,36 @@ impl OtrEngine {
 
     /// Every known fingerprint.
     pub fn known_fingerprints(&self) -> Vec<KnownFingerprint> {
+        self.fingerprint_records()
+            .into_iter()
+            .map(|(account, peer, fp, verified)| KnownFingerprint {
+                account,
+                peer,
+                fingerprint: human(fp.as_ptr()),
+                verified,
+            })
+            .collect()
+    }
+
+    /// Every known fingerprint: (account, peer, its 20 bytes, verified).
+    fn fingerprint_records(&self) -> Vec<(String, String, [u8; 20], bool)> {
         let mut out = Vec::new();
         // SAFETY: read-only walk of libotr's context and fingerprint lists.
         unsafe {
             let mut c = (*self.us()).context_root;
             while !c.is_null() {
                 if (*c).m_context == c {
+                    let (account, peer) = limits::names(c);
                     let mut f = (*c).fingerprint_root.next;
                     while !f.is_null() {
-                        out.push(KnownFingerprint {
-                            account: cstr_lossy((*c).accountname),
-                            peer: cstr_lossy((*c).username),
-                            fingerprint: human((*f).fingerprint),
-                            verified: ffi::otrl_context_is_fingerprint_trusted(f) != 0,
-                        });
+                        if let Some(bytes) = limits::fingerprint_bytes(f) {
+                            out.push((
+                                account.clone(),
+                                peer.clone(),
+                                bytes,
+                                ffi::otrl_context_is_fingerprint_trusted(f) != 0,
+                            ));
+                        }
                         f = (*f).next;
                     }
                 }
@@ -805,6 +842,19 @@ impl OtrEngine {
             }
         }
         out
+    }
+
+    /// The user knows this buddy: took part in a conversation with it this session,
+    /// verified one of its keys, or keeps its keys in the fingerprints file. Nothing a
+    /// sender does drops such a buddy, its kept keys or its partly received messages.
+    pub fn is_known(&self, account: &str, peer: &str) -> bool {
+        let key = (account.to_owned(), peer.to_owned());
+        self.engaged.contains(&key)
+            || self.from_file.contains_key(&key)
+            // SAFETY: a master context of our user state, read at once.
+            || self
+                .master(account, peer)
+                .is_some_and(|m| unsafe { limits::has_verified(m) })
     }
 
     /// The conversation with `peer`: the instance whose key exchange finished last (the
@@ -1264,22 +1314,56 @@ impl OtrEngine {
         let l = self.limits;
         let master = self.master(account, peer);
         let current = self.context(account, peer).unwrap_or(ptr::null_mut());
+        let none = HashSet::new();
+        let kept = self
+            .from_file
+            .get(&(account.to_owned(), peer.to_owned()))
+            .unwrap_or(&none);
+        let known = |m: *mut ffi::ConnContext| {
+            // SAFETY: trim_fragments passes master contexts of our user state.
+            let key = unsafe { limits::names(m) };
+            self.engaged.contains(&key)
+                || self.from_file.contains_key(&key)
+                // SAFETY: as above.
+                || unsafe { limits::has_verified(m) }
+        };
         // SAFETY: our own user state on its owner thread; `master` is one of its master
         // contexts (or null), `current` one of its family (or null), and nothing we hold
         // points into what the trims free.
-        unsafe {
+        let (trimmed_keys, discarded) = unsafe {
             if let Some(m) = master {
                 limits::trim_instances(self.us(), m, l.instances, current);
-                if limits::trim_fingerprints(self.us(), m, l.fingerprints) {
-                    self.cb.events.push_back(OtrEvent::FingerprintsChanged);
-                }
             }
-            limits::trim_fragments(
+            let trimmed_keys = master
+                .is_some_and(|m| limits::trim_fingerprints(self.us(), m, l.fingerprints, kept));
+            let discarded = limits::trim_fragments(
                 self.us(),
                 master.unwrap_or(ptr::null_mut()),
                 l.fragment_bytes,
                 l.fragment_total,
+                &known,
             );
+            (trimmed_keys, discarded)
+        };
+        if trimmed_keys {
+            self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        }
+        for ((account, peer), too_long) in discarded {
+            let text = if too_long {
+                format!(
+                    "a long message from this sender was discarded: its pieces came to more than {} KiB",
+                    l.fragment_bytes / 1024
+                )
+            } else {
+                "a long message from this sender had arrived only in part and was discarded: \
+                 too many partly received messages at once"
+                    .to_owned()
+            };
+            self.cb.events.push_back(OtrEvent::Notice {
+                account,
+                peer,
+                text,
+            });
         }
         // SAFETY: read-only count.
         if unsafe { limits::master_count(self.us()) } > l.peers {
@@ -1296,13 +1380,15 @@ impl OtrEngine {
         let mut candidates: Vec<(u8, u64, limits::Master)> = Vec::new();
         for m in masters {
             let key = (m.account.clone(), m.peer.clone());
-            if self.engaged.contains(&key) || m.verified {
+            // Buddies the user knows are neither counted nor dropped.
+            if self.engaged.contains(&key) || m.verified || self.from_file.contains_key(&key) {
                 continue;
             }
             let seen = self.activity.get(&key).copied();
             let tier = match (m.plaintext, m.fingerprints, seen) {
                 (true, 0, _) => 0,
-                // Loaded from the user's own file and silent since: not a sender's doing.
+                // Known only through a key the user forgot since, and silent: not a
+                // sender's doing.
                 (_, _, None) => continue,
                 (true, _, Some(_)) => 1,
                 (false, _, Some(_)) => 2,
