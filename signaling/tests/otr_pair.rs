@@ -3,8 +3,8 @@
 //! verification, the buddy ending the session, "require encryption", hostile input.
 
 use hush_signaling::otr::{
-    Incoming, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrLimits, OtrPolicy, OtrState, SmpEvent,
-    Transmit,
+    Incoming, MAX_HELD, MIN_FRAGMENT, OtrEngine, OtrError, OtrEvent, OtrLimits, OtrPolicy,
+    OtrState, SmpEvent, Transmit,
 };
 
 const A: &str = "alice@localhost";
@@ -1007,4 +1007,61 @@ fn a_message_in_more_pieces_than_accepted_is_dropped_wherever_its_header_sits() 
     p.a.send(A, B, &text).expect("send");
     p.settle();
     assert_eq!(p.shown_b, vec![text]);
+}
+
+#[test]
+fn a_held_message_that_cannot_go_out_is_refused_or_reported_never_lost() {
+    let mut p = Pair::new();
+    p.a.set_default_policy(A, OtrPolicy::Require);
+    // What libotr could never send is refused at once: not held, no key exchange.
+    assert!(matches!(
+        p.a.send(A, B, "nul\0byte"),
+        Err(OtrError::InvalidInput(_))
+    ));
+    assert_eq!(p.a.held(A, B), 0);
+    assert!(p.a.poll_transmit().is_none());
+    // One libotr refuses when the session begins (at this fragment size it would take
+    // more than libotr's 65,535 pieces) comes back, words and all; the others go out.
+    p.a.set_max_message_size(MIN_FRAGMENT);
+    let huge = "h".repeat(1_400_000);
+    for text in ["before", &huge, "after"] {
+        assert_eq!(p.a.send(A, B, text), Err(OtrError::Held));
+    }
+    p.settle();
+    assert_eq!(p.a.held(A, B), 0);
+    assert_eq!(p.shown_b, vec!["before".to_owned(), "after".to_owned()]);
+    let not_sent: Vec<&OtrEvent> = p
+        .events_a
+        .iter()
+        .filter(|e| matches!(e, OtrEvent::NotSent { .. }))
+        .collect();
+    assert!(
+        matches!(
+            not_sent.as_slice(),
+            [OtrEvent::NotSent { peer, text, reason, .. }]
+                if peer == B && *text == huge && reason.contains("library error")
+        ),
+        "{:?}",
+        not_sent.len()
+    );
+}
+
+#[test]
+fn fragment_sizes_libotr_cannot_work_with_are_raised() {
+    let mut p = Pair::new();
+    // At 37 bytes libotr divides by zero for v3; below, it sends nothing at all.
+    p.a.set_max_message_size(37);
+    p.b.set_max_message_size(1);
+    p.private();
+    p.a.send(A, B, "in tiny pieces").expect("send");
+    p.settle();
+    assert_eq!(p.shown_b, vec!["in tiny pieces".to_owned()]);
+    let pieces: Vec<usize> = p
+        .wire
+        .iter()
+        .filter(|t| t.body.starts_with("?OTR|") || t.body.starts_with("?OTR,"))
+        .map(|t| t.body.len())
+        .collect();
+    assert!(pieces.len() > 20, "{pieces:?}");
+    assert!(pieces.iter().all(|l| *l <= MIN_FRAGMENT), "{pieces:?}");
 }

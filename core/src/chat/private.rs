@@ -562,6 +562,14 @@ impl ChatLayer {
                 });
             }
         }
+        // Held lines that could not go out are marked first: the new state then
+        // releases only the others.
+        let (not_sent, otr_events): (Vec<OtrEvent>, Vec<OtrEvent>) = otr_events
+            .into_iter()
+            .partition(|e| matches!(e, OtrEvent::NotSent { .. }));
+        for e in not_sent {
+            self.otr_event(e, events);
+        }
         // The new state first: whoever reacts to "authentication succeeded" or "private
         // conversation started" already sees it.
         for s in states {
@@ -739,6 +747,38 @@ impl ChatLayer {
                 } else {
                     self.say(id, &peer, format!("OTR: {text}."), events);
                 }
+            }
+            OtrEvent::NotSent {
+                account,
+                peer,
+                text,
+                reason,
+            } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                // The first line still waiting with this text is the one (the engine
+                // releases them in order); it shows as not sent, never as sent.
+                if let Some(conv) = self.chats.get_mut(&(id, peer.clone())) {
+                    let lines = Arc::make_mut(&mut conv.lines);
+                    if let Some(l) = lines
+                        .iter_mut()
+                        .find(|l| l.from_me && l.held && l.body == text)
+                    {
+                        l.held = false;
+                        l.encrypted = false;
+                        l.body = format!("(not sent) {}", l.body);
+                    }
+                }
+                self.say(
+                    id,
+                    &peer,
+                    format!(
+                        "A waiting message could not be sent when the conversation became \
+                         private ({reason}): it is marked \"not sent\"."
+                    ),
+                    events,
+                );
             }
             OtrEvent::FingerprintsChanged => self.otr.dirty_files = true,
         }
@@ -1057,5 +1097,73 @@ mod tests {
             "{err}"
         );
         assert!(events.is_empty(), "not even \"connecting\": {events:?}");
+    }
+
+    #[test]
+    fn a_held_message_libotr_refused_shows_as_not_sent_the_others_as_sent() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut layer = ChatLayer::new(tx);
+        let a = AccountId(1);
+        layer.otr.names.insert(a, "alice@localhost".into());
+        let peer = "bob@localhost";
+        let conv = layer.conversation(a, peer);
+        conv.engaged = true;
+        conv.held = 3;
+        for body in ["one", "two", "three"] {
+            let line = ChatLine {
+                id: body.into(),
+                sender: "alice@localhost".into(),
+                from_me: true,
+                body: body.into(),
+                at_unix_ms: 0,
+                delivered: false,
+                delayed: false,
+                encrypted: true,
+                held: true,
+                notice: false,
+            };
+            push_line(&mut conv.lines, line, super::super::limits::MAX_BYTES);
+        }
+        // The conversation went private; "two" could not be sent.
+        let produced = Produced {
+            transmits: Vec::new(),
+            events: vec![OtrEvent::NotSent {
+                account: "alice@localhost".into(),
+                peer: peer.into(),
+                text: "two".into(),
+                reason: "OTR library error 55".into(),
+            }],
+            states: vec![PeerState {
+                account: "alice@localhost".into(),
+                peer: peer.into(),
+                state: OtrState::PrivateUnverified,
+                fingerprint: None,
+                held: 0,
+            }],
+        };
+        let mut events = Vec::new();
+        layer.apply_otr(produced, &mut events, &mut Vec::new(), None);
+        let conv = &layer.chats[&(a, peer.to_owned())];
+        assert_eq!(conv.held, 0);
+        let mine: Vec<(&str, bool, bool)> = conv
+            .lines
+            .iter()
+            .filter(|l| l.from_me)
+            .map(|l| (l.body.as_str(), l.held, l.encrypted))
+            .collect();
+        assert_eq!(
+            mine,
+            vec![
+                ("one", false, true),
+                ("(not sent) two", false, false),
+                ("three", false, true)
+            ]
+        );
+        assert!(
+            conv.lines
+                .iter()
+                .any(|l| l.notice && l.body.contains("could not be sent")),
+            "the user is told"
+        );
     }
 }

@@ -41,7 +41,8 @@ fn event_peer(e: &OtrEvent) -> Option<(&str, &str)> {
         | OtrEvent::Finished { account, peer }
         | OtrEvent::NewFingerprint { account, peer, .. }
         | OtrEvent::Smp { account, peer, .. }
-        | OtrEvent::Notice { account, peer, .. } => {
+        | OtrEvent::Notice { account, peer, .. }
+        | OtrEvent::NotSent { account, peer, .. } => {
             (!peer.is_empty()).then_some((account.as_str(), peer.as_str()))
         }
         OtrEvent::FingerprintsChanged => None,

@@ -18,6 +18,8 @@ pub const PROTOCOL: &CStr = c"prpl-jabber";
 const MAX_IN: usize = 64 * 1024;
 /// Most messages held for one buddy under "require encryption".
 pub const MAX_HELD: usize = 256;
+/// Smallest fragment size (see [`OtrEngine::set_max_message_size`]).
+pub const MIN_FRAGMENT: usize = 64;
 /// The libotr API version this wrapper was written against (what `OTRL_INIT` passes).
 pub const API_VERSION: (u32, u32, u32) = (
     ffi::OTRL_VERSION_MAJOR,
@@ -146,6 +148,18 @@ pub enum OtrEvent {
         peer: String,
         /// What happened, in words.
         text: String,
+    },
+    /// A message held until the conversation was private could not be sent when it
+    /// became so (libotr refused it): it was neither sent nor kept.
+    NotSent {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+        /// The message as the user wrote it.
+        text: String,
+        /// Why, in words.
+        reason: String,
     },
     /// The known-fingerprints list changed: save it.
     FingerprintsChanged,
@@ -666,8 +680,15 @@ impl OtrEngine {
         p.cast()
     }
 
-    /// Splits OTR messages into fragments no longer than `bytes` (0: never).
+    /// Splits OTR messages into fragments no longer than `bytes` (0: never). Sizes
+    /// under [`MIN_FRAGMENT`] are raised to it: libotr needs room for its 37-byte
+    /// header, and divides by zero when the size equals it.
     pub fn set_max_message_size(&mut self, bytes: usize) {
+        let bytes = if bytes == 0 {
+            0
+        } else {
+            bytes.max(MIN_FRAGMENT)
+        };
         self.cb.max_message_size = c_int::try_from(bytes).unwrap_or(c_int::MAX);
     }
 
@@ -1112,8 +1133,14 @@ impl OtrEngine {
 
     /// Prepares `text` for the transport. Under "require encryption" a message for a
     /// conversation that is not private is held (and OTR started), never sent plain; at
-    /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost.
+    /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost. Any
+    /// error other than [`OtrError::Held`] means the message was neither kept nor sent;
+    /// a held one that libotr refuses later comes back as [`OtrEvent::NotSent`].
     pub fn send(&mut self, account: &str, peer: &str, text: &str) -> Result<(), OtrError> {
+        // What libotr could never take is refused now, not after waiting.
+        cstring(account)?;
+        cstring(peer)?;
+        cstring(text)?;
         self.engage(account, peer);
         self.touch(account, peer);
         let key = (account.to_owned(), peer.to_owned());
@@ -1128,17 +1155,17 @@ impl OtrEngine {
                 OtrState::PrivateUnverified | OtrState::PrivateVerified
             )
         {
-            let q = self.held.entry(key).or_default();
-            if q.len() >= MAX_HELD {
+            if self.held(account, peer) >= MAX_HELD {
                 return Err(OtrError::TooManyHeld {
                     peer: peer.to_owned(),
                     max: MAX_HELD,
                 });
             }
-            q.push_back(text.to_owned());
+            // An error means the message is neither held nor sent: start first.
             if self.fingerprint(account).is_some() {
                 self.start(account, peer)?;
             }
+            self.held.entry(key).or_default().push_back(text.to_owned());
             return Err(OtrError::Held);
         }
         self.encode(account, peer, text, require)
@@ -1458,13 +1485,15 @@ impl OtrEngine {
         ) && let Some(q) = self.held.remove(&key)
         {
             for text in q {
-                if let Err(e) = self.encode(
-                    account,
-                    peer,
-                    &text,
-                    self.policy(account, peer) == OtrPolicy::Require,
-                ) {
+                let require = self.policy(account, peer) == OtrPolicy::Require;
+                if let Err(e) = self.encode(account, peer, &text, require) {
                     tracing::warn!(error = %e, "a held message could not be sent");
+                    self.cb.events.push_back(OtrEvent::NotSent {
+                        account: account.to_owned(),
+                        peer: peer.to_owned(),
+                        text,
+                        reason: e.to_string(),
+                    });
                 }
             }
         }

@@ -10,7 +10,7 @@ mod limits;
 mod memfile;
 
 pub use engine::{
-    API_VERSION, Incoming, KnownFingerprint, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy,
-    OtrState, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
+    API_VERSION, Incoming, KnownFingerprint, MAX_HELD, MIN_FRAGMENT, OtrEngine, OtrError, OtrEvent,
+    OtrPolicy, OtrState, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
 };
 pub use limits::OtrLimits;
