@@ -696,34 +696,26 @@ fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
 /// (generating a DSA key each would take minutes): `s{i}@evil.example`.
 fn strangers(n: usize) -> (OtrEngine, Vec<String>) {
     let mut e = engine();
-    let file =
-        String::from_utf8(e.generate_key("s0@evil.example").expect("key").to_vec()).expect("text");
-    // The `(account ...)` block, found by its parentheses.
-    let start = file.find("(account").expect("an account block");
-    let mut depth = 0usize;
-    let mut end = start;
-    for (i, c) in file[start..].char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    end = start + i + 1;
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let block = &file[start..end];
+    // `(privkeys (account (name "s0@evil.example") ...))`; the key itself may hold any
+    // byte, so the one account block is cut by position, not parsed.
+    let file = e.generate_key("s0@evil.example").expect("key").to_vec();
+    let at = |needle: &[u8]| file.windows(needle.len()).position(|w| w == needle);
+    let start = at(b"(account").expect("an account block");
+    let end = file
+        .iter()
+        .rposition(|b| *b == b')')
+        .expect("the list's end");
+    let name = at(b"\"s0@evil.example\"").expect("the account name");
     let names: Vec<String> = (0..n).map(|i| format!("s{i}@evil.example")).collect();
-    let mut all = String::from("(privkeys\n");
-    for name in &names {
-        all.push_str(&block.replace("\"s0@evil.example\"", &format!("\"{name}\"")));
-        all.push('\n');
+    let mut all = b"(privkeys\n".to_vec();
+    for other in &names {
+        all.extend_from_slice(&file[start..name]);
+        all.extend_from_slice(format!("\"{other}\"").as_bytes());
+        all.extend_from_slice(&file[name + b"\"s0@evil.example\"".len()..end]);
+        all.push(b'\n');
     }
-    all.push_str(")\n");
-    e.load_private_keys(all.as_bytes()).expect("keys");
+    all.extend_from_slice(b")\n");
+    e.load_private_keys(&all).expect("keys");
     assert_eq!(e.key_accounts().len(), n);
     (e, names)
 }

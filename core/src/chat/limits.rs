@@ -1,11 +1,18 @@
 //! How much chat the core keeps in memory, whatever senders do. A message from a new
 //! address makes a conversation: at most [`MAX_CONVERSATIONS`] exist, and to make room
 //! the idle ones nobody needs go first (strangers before contacts, least recently
-//! active first). A conversation the user wrote in, one that is private, finished,
-//! holding messages or warning about a changed key is never dropped; when only such
-//! ones are left, a new sender's message is not shown, and the user is told once.
-//! Lines are bounded per conversation in count and bytes; older ones live in the
-//! history, if the user keeps it.
+//! active first). Never dropped: a conversation the user wrote in or acted on, one
+//! holding messages, one with a buddy OTR knows (verified, or in the fingerprints
+//! file), a private one, and a contact's that is finished or warns about a changed
+//! key. Strangers — neither contacts nor known — may hold at most
+//! [`MAX_PRIVATE_STRANGERS`] private conversations: beyond that the least recently
+//! active is ended through OTR, with a notice, and can then go like any idle one. So
+//! senders cannot fill the room the user's own conversations need.
+//!
+//! When nothing can be dropped, a stranger's plaintext message is not shown (the user
+//! is told once); a contact's always is, and so is anything OTR has decrypted: a line
+//! libotr decrypted cannot be decrypted again. Lines are bounded per conversation in
+//! count and bytes; older ones live in the history, if the user keeps it.
 
 use super::{ChatLayer, Conversation};
 use crate::event::Event;
@@ -14,8 +21,12 @@ use crate::security::ChatSecurity;
 use crate::snapshot::ChatLine;
 use std::sync::Arc;
 
-/// Conversations kept in memory.
+/// Conversations kept in memory (more only for contacts and decrypted messages when
+/// nothing can be dropped, see the module comment).
 pub(crate) const MAX_CONVERSATIONS: usize = 256;
+/// Private conversations kept with strangers; beyond this the least recently active
+/// is ended through OTR.
+pub(crate) const MAX_PRIVATE_STRANGERS: usize = 64;
 /// Lines kept per conversation or room.
 pub(crate) const MAX_LINES: usize = 10_000;
 /// Bytes of text kept per conversation or room.
@@ -41,12 +52,24 @@ pub(crate) fn push_line(lines: &mut Arc<Vec<ChatLine>>, line: ChatLine, budget: 
 }
 
 impl Conversation {
-    /// Dropping it would lose something the user needs.
-    fn kept(&self) -> bool {
-        self.engaged
-            || self.held > 0
-            || self.fingerprint_changed
-            || self.security != ChatSecurity::NotPrivate
+    pub(super) fn private(&self) -> bool {
+        matches!(
+            self.security,
+            ChatSecurity::PrivateUnverified | ChatSecurity::PrivateVerified
+        )
+    }
+
+    /// The user needs it, whoever the peer is.
+    fn needed(&self) -> bool {
+        self.engaged || self.held > 0 || self.known
+    }
+
+    /// Dropping it would lose something the user needs. A stranger's private
+    /// conversation stays until OTR has ended it (see [`MAX_PRIVATE_STRANGERS`]).
+    fn kept(&self, contact: bool) -> bool {
+        self.needed()
+            || self.private()
+            || (contact && (self.fingerprint_changed || self.security == ChatSecurity::Finished))
     }
 }
 
@@ -59,19 +82,20 @@ impl ChatLayer {
 
     /// How many bytes of lines a conversation keeps.
     pub(crate) fn line_budget(&self, account: AccountId, peer: &str) -> usize {
-        let engaged = self
+        let needed = self
             .chats
             .get(&(account, peer.to_owned()))
-            .is_some_and(|c| c.engaged);
-        if engaged || self.is_contact(account, peer) {
+            .is_some_and(|c| c.needed());
+        if needed || self.is_contact(account, peer) {
             MAX_BYTES
         } else {
             STRANGER_BYTES
         }
     }
 
-    /// The conversation with `peer`, made if needed, for something the user did: made
-    /// even if nothing can be dropped to make room.
+    /// The conversation with `peer`, made if needed, even if nothing can be dropped to
+    /// make room: for something the user did, a buddy OTR knows, a private conversation
+    /// (strangers' are bounded apart) or a line OTR decrypted.
     pub(crate) fn conversation(&mut self, account: AccountId, peer: &str) -> &mut Conversation {
         let key = (account, peer.to_owned());
         if !self.chats.contains_key(&key) && self.chats.len() >= MAX_CONVERSATIONS {
@@ -85,7 +109,8 @@ impl ChatLayer {
     }
 
     /// The conversation with `peer`, made if needed, for something `peer` (or the
-    /// network) did: `None` if there is no room, and the user is told once.
+    /// network) did: `None` for a stranger when there is no room, and the user is told
+    /// once. A contact's is always made.
     pub(crate) fn conversation_from(
         &mut self,
         account: AccountId,
@@ -96,6 +121,7 @@ impl ChatLayer {
         if !self.chats.contains_key(&key)
             && self.chats.len() >= MAX_CONVERSATIONS
             && !self.make_room()
+            && !self.is_contact(account, peer)
         {
             if !self.conversations_full {
                 self.conversations_full = true;
@@ -120,9 +146,10 @@ impl ChatLayer {
         let victim = self
             .chats
             .iter()
-            .filter(|(_, c)| !c.kept())
-            .min_by_key(|((account, peer), c)| (self.is_contact(*account, peer), c.last_active))
-            .map(|(k, _)| k.clone());
+            .map(|((account, peer), c)| ((account, peer), c, self.is_contact(*account, peer)))
+            .filter(|(_, c, contact)| !c.kept(*contact))
+            .min_by_key(|(_, c, contact)| (*contact, c.last_active))
+            .map(|((account, peer), _, _)| (*account, peer.clone()));
         match victim {
             Some(k) => {
                 self.chats.remove(&k);
@@ -130,6 +157,22 @@ impl ChatLayer {
             }
             None => false,
         }
+    }
+
+    /// The strangers' private conversations beyond [`MAX_PRIVATE_STRANGERS`], least
+    /// recently active first: to be ended through OTR.
+    pub(crate) fn excess_private_strangers(&self) -> Vec<(AccountId, String)> {
+        let mut strangers: Vec<(u64, (AccountId, String))> = self
+            .chats
+            .iter()
+            .filter(|((account, peer), c)| {
+                c.private() && !c.needed() && !self.is_contact(*account, peer)
+            })
+            .map(|(k, c)| (c.last_active, k.clone()))
+            .collect();
+        let excess = strangers.len().saturating_sub(MAX_PRIVATE_STRANGERS);
+        strangers.sort();
+        strangers.into_iter().take(excess).map(|(_, k)| k).collect()
     }
 
     /// Lists a subscription request; false if it was listed already.

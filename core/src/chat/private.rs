@@ -484,6 +484,8 @@ impl ChatLayer {
             // A new key or a verification: the list in Settings shows it now.
             self.refresh_known().await;
         }
+        // A key exchange may have made one private conversation with a stranger too many.
+        self.end_private_strangers(events).await;
         let Some(incoming) = shown else {
             return;
         };
@@ -501,7 +503,13 @@ impl ChatLayer {
             notice: false,
         };
         let budget = self.line_budget(account, &from);
-        let Some(conv) = self.conversation_from(account, &from, events) else {
+        // A line libotr decrypted cannot be decrypted again: it is always shown.
+        let conv = if line.encrypted {
+            Some(self.conversation(account, &from))
+        } else {
+            self.conversation_from(account, &from, events)
+        };
+        let Some(conv) = conv else {
             return;
         };
         push_line(&mut conv.lines, line.clone(), budget);
@@ -511,6 +519,44 @@ impl ChatLayer {
             peer: from,
             line,
         });
+    }
+
+    /// Ends, through OTR, strangers' private conversations beyond the cap, least
+    /// recently active first: the stranger is told, as by an end, and the user by a
+    /// notice; the conversation can then make room like any idle one.
+    async fn end_private_strangers(&mut self, events: &mut Vec<Event>) {
+        for (account, peer) in self.excess_private_strangers() {
+            let Ok(name) = self.otr.name(account) else {
+                continue;
+            };
+            let (n, p) = (name.clone(), peer.clone());
+            let Some((ended, produced)) = self
+                .otr
+                .worker
+                .call(Some((&name, &peer)), move |e| e.end_for_room(&n, &p))
+                .await
+            else {
+                return;
+            };
+            self.apply_otr(produced, events, &mut Vec::new(), None);
+            if ended {
+                let then = if self.policy_for(account, &peer) == OtrPolicySetting::Require {
+                    "New messages wait until it is private again."
+                } else {
+                    "Messages are now sent unencrypted unless you restart it."
+                };
+                self.say(
+                    account,
+                    &peer,
+                    format!(
+                        "Too many private conversations with people who are not your \
+                         contacts were open at once: this one, which you never took part \
+                         in, was ended. {then}"
+                    ),
+                    events,
+                );
+            }
+        }
     }
 
     /// Writes a notice into the conversation with `peer` (not made if there is no room).
@@ -586,12 +632,24 @@ impl ChatLayer {
         };
         let security = security_of(s.state);
         let exists = self.chats.contains_key(&(account, s.peer.clone()));
-        if !exists && security == ChatSecurity::NotPrivate && s.held == 0 {
+        if !exists && security == ChatSecurity::NotPrivate && s.held == 0 && !s.known {
             return;
         }
-        let Some(conv) = self.conversation_from(account, &s.peer, events) else {
+        let private = matches!(
+            s.state,
+            OtrState::PrivateUnverified | OtrState::PrivateVerified
+        );
+        // A private conversation is always shown (strangers' are bounded apart), as is
+        // one with a buddy the user knows or with messages waiting.
+        let conv = if private || s.known || s.held > 0 {
+            Some(self.conversation(account, &s.peer))
+        } else {
+            self.conversation_from(account, &s.peer, events)
+        };
+        let Some(conv) = conv else {
             return;
         };
+        conv.known = s.known;
         let changed = conv.security != security || conv.peer_fingerprint != s.fingerprint;
         conv.security = security;
         conv.peer_fingerprint = s.fingerprint.clone();
@@ -1139,6 +1197,7 @@ mod tests {
                 state: OtrState::PrivateUnverified,
                 fingerprint: None,
                 held: 0,
+                known: true,
             }],
         };
         let mut events = Vec::new();

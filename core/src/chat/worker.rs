@@ -15,6 +15,8 @@ pub(crate) struct PeerState {
     pub(crate) state: OtrState,
     pub(crate) fingerprint: Option<String>,
     pub(crate) held: usize,
+    /// The user knows this buddy (OTR's word: engaged, verified, or in the file).
+    pub(crate) known: bool,
 }
 
 /// What a call produced besides its result.
@@ -71,6 +73,7 @@ fn drain(engine: &mut OtrEngine, primary: Option<(String, String)>) -> Produced 
             state: engine.state(&account, &peer),
             fingerprint: engine.peer_fingerprint(&account, &peer),
             held: engine.held(&account, &peer),
+            known: engine.is_known(&account, &peer),
             account,
             peer,
         })

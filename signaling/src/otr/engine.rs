@@ -1131,6 +1131,32 @@ impl OtrEngine {
         Ok(())
     }
 
+    /// Ends the private conversation with a buddy the user does not know (see
+    /// [`Self::is_known`]), to make room for others: the buddy is told, as by
+    /// [`Self::end`], but unlike `end` this is not the user taking part. Returns false,
+    /// changing nothing, for a buddy the user knows.
+    pub fn end_for_room(&mut self, account: &str, peer: &str) -> bool {
+        if self.is_known(account, peer) {
+            return false;
+        }
+        let (Ok(acc), Ok(user)) = (cstring(account), cstring(peer)) else {
+            return false;
+        };
+        let opdata = self.opdata();
+        // SAFETY: our user state, ops table and opdata; libotr looks the buddy up itself.
+        unsafe {
+            ffi::otrl_message_disconnect_all_instances(
+                self.us(),
+                &*self.ops,
+                opdata,
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                user.as_ptr(),
+            )
+        };
+        true
+    }
+
     /// Prepares `text` for the transport. Under "require encryption" a message for a
     /// conversation that is not private is held (and OTR started), never sent plain; at
     /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost. Any

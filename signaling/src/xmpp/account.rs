@@ -100,6 +100,15 @@ impl XmppHandle {
         let _ = self.tx.send(c);
     }
 
+    /// A handle to no server: its commands come out of the returned receiver, and it
+    /// counts as stopped. For driving what sits above an account (the chat core)
+    /// without a network.
+    pub fn detached() -> (XmppHandle, mpsc::UnboundedReceiver<XmppCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_, done) = tokio::sync::watch::channel(true);
+        (XmppHandle { tx, done }, rx)
+    }
+
     /// Resolves once the account's task has ended (after [`XmppCommand::Stop`], it
     /// says goodbye to the server first). Await it before stopping the runtime, or the
     /// stream's own tasks may vanish under it.
