@@ -1,6 +1,6 @@
 //! The chat layer against senders who complete OTR key exchanges, with real libotr on
-//! both sides and no server: what the layer sends comes out of a detached account
-//! handle and goes into the senders' engines, and back.
+//! both sides and no server: what the layer tells the account comes out of a detached
+//! account handle, and its messages go into the senders' engines, and back.
 
 use super::limits::{MAX_CONVERSATIONS, MAX_PRIVATE_STRANGERS};
 use super::private::{Received, Stored};
@@ -231,4 +231,34 @@ async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
         assert_eq!(layer.chats.len(), before);
     }
     assert!(has_line(&layer, "nobody2@evil.example", "spam", false));
+}
+
+#[tokio::test]
+async fn writing_to_someone_makes_the_account_keep_what_they_send_like_a_contacts() {
+    let (mut layer, mut rx) = alice().await;
+    let mut events = Vec::new();
+    layer
+        .send(
+            A,
+            "pen-pal@elsewhere.example",
+            "hello".into(),
+            &mut events,
+            &mut Vec::new(),
+        )
+        .await
+        .expect("send");
+    let mut commands = Vec::new();
+    while let Ok(c) = rx.try_recv() {
+        commands.push(c);
+    }
+    assert!(
+        matches!(commands.first(), Some(XmppCommand::Engage(j)) if j.to_string() == "pen-pal@elsewhere.example"),
+        "{commands:?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, XmppCommand::Send { .. })),
+        "{commands:?}"
+    );
 }

@@ -19,6 +19,8 @@ use crate::event::Event;
 use crate::model::AccountId;
 use crate::security::ChatSecurity;
 use crate::snapshot::ChatLine;
+use hush_signaling::xmpp::BareJid;
+use hush_signaling::xmpp::account::XmppCommand;
 use std::sync::Arc;
 
 /// Conversations kept in memory (more only for contacts and decrypted messages when
@@ -175,22 +177,77 @@ impl ChatLayer {
         strangers.into_iter().take(excess).map(|(_, k)| k).collect()
     }
 
-    /// Lists a subscription request; false if it was listed already.
-    pub(crate) fn add_request(&mut self, account: AccountId, from: String) -> bool {
+    /// The user took part in the conversation with `peer`: the account keeps what
+    /// `peer` sends like a contact's (message ids, a subscription request).
+    pub(crate) fn engage_account(&self, account: AccountId, peer: &str) {
+        if let (Ok(jid), Some(a)) = (peer.parse::<BareJid>(), self.accounts.get(&account)) {
+            a.handle.command(XmppCommand::Engage(jid));
+        }
+    }
+
+    /// Someone the user knows: a contact, or a conversation the user took part in.
+    fn known_sender(&self, account: AccountId, peer: &str) -> bool {
+        self.is_contact(account, peer)
+            || self
+                .chats
+                .get(&(account, peer.to_owned()))
+                .is_some_and(|c| c.needed())
+    }
+
+    /// Lists a subscription request; false if it was listed already. Beyond
+    /// [`MAX_REQUESTS`] from strangers, the oldest stranger's goes, and the user is
+    /// told; a known sender's request is never dropped.
+    pub(crate) fn add_request(
+        &mut self,
+        account: AccountId,
+        from: String,
+        events: &mut Vec<Event>,
+    ) -> bool {
         let key = (account, from);
         if self.requests.contains_key(&key) {
             return false;
         }
-        let mine = self.requests.keys().filter(|(a, _)| *a == account).count();
-        if mine >= MAX_REQUESTS
-            && let Some(pos) = self.request_order.iter().position(|(a, _)| *a == account)
-            && let Some(oldest) = self.request_order.remove(pos)
-        {
-            self.requests.remove(&oldest);
+        if !self.known_sender(account, &key.1) {
+            let strangers = self
+                .request_order
+                .iter()
+                .filter(|(a, p)| *a == account && !self.known_sender(*a, p))
+                .count();
+            if strangers >= MAX_REQUESTS
+                && let Some(pos) = self
+                    .request_order
+                    .iter()
+                    .position(|(a, p)| *a == account && !self.known_sender(*a, p))
+                && let Some(oldest) = self.request_order.remove(pos)
+            {
+                self.requests.remove(&oldest);
+                events.push(Event::ChatError {
+                    account,
+                    reason: dropped_request(&oldest.1),
+                });
+            }
         }
         self.request_order.push_back(key.clone());
         self.requests.insert(key, false);
         true
+    }
+
+    /// The account dropped a stranger's request to make room: it goes from the list
+    /// too, and the user is told.
+    pub(crate) fn request_dropped(
+        &mut self,
+        account: AccountId,
+        from: String,
+        events: &mut Vec<Event>,
+    ) {
+        let key = (account, from);
+        if self.requests.contains_key(&key) {
+            self.remove_request(&key);
+            events.push(Event::ChatError {
+                account,
+                reason: dropped_request(&key.1),
+            });
+        }
     }
 
     /// Removes a request from the list.
@@ -198,6 +255,13 @@ impl ChatLayer {
         self.requests.remove(key);
         self.request_order.retain(|k| k != key);
     }
+}
+
+fn dropped_request(from: &str) -> String {
+    format!(
+        "Too many people you do not know asked to see your presence at once: the \
+         request from {from} was dropped unanswered. If you know them, ask them to ask again."
+    )
 }
 
 #[cfg(test)]
@@ -269,5 +333,68 @@ mod tests {
             matches!(&events[0], Event::ChatError { reason, .. } if reason.contains("not shown"))
         );
         assert_eq!(layer.chats.len(), MAX_CONVERSATIONS);
+    }
+
+    #[test]
+    fn a_flood_of_requests_never_drops_a_known_senders_and_tells_of_each_drop() {
+        use crate::model::OtrPolicySetting;
+        use crate::snapshot::{ContactView, Presence, Subscription};
+        use hush_signaling::xmpp::account::XmppHandle;
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut layer = ChatLayer::new(tx);
+        let a = AccountId(1);
+        let (handle, _commands) = XmppHandle::detached();
+        let friend = ContactView {
+            account: a,
+            address: "friend@localhost".into(),
+            alias: None,
+            group: None,
+            presence: Presence::Offline,
+            subscription: Subscription::None,
+        };
+        layer.accounts.insert(
+            a,
+            super::super::Account {
+                handle,
+                jid: "alice@localhost".parse().expect("jid"),
+                contacts: [("friend@localhost".to_owned(), friend)].into(),
+                otr_policy: OtrPolicySetting::Opportunistic,
+            },
+        );
+        // Someone outside the roster the user wrote to.
+        layer.conversation(a, "pen-pal@elsewhere.example").engaged = true;
+        let mut events = Vec::new();
+        for known in ["friend@localhost", "pen-pal@elsewhere.example"] {
+            assert!(layer.add_request(a, known.into(), &mut events));
+        }
+        for i in 0..(MAX_REQUESTS + 10) {
+            assert!(layer.add_request(a, format!("s{i}@evil.example"), &mut events));
+        }
+        assert_eq!(events.len(), 10, "one word per dropped request");
+        assert!(
+            matches!(&events[0], Event::ChatError { reason, .. } if reason.contains("s0@evil.example"))
+        );
+        for known in ["friend@localhost", "pen-pal@elsewhere.example"] {
+            assert!(
+                layer.requests.contains_key(&(a, known.to_owned())),
+                "{known}"
+            );
+        }
+        assert_eq!(layer.requests.len(), MAX_REQUESTS + 2);
+        // The account drops one of its own (it keeps the same bound): gone here too.
+        events.clear();
+        layer.request_dropped(a, "s10@evil.example".into(), &mut events);
+        assert!(
+            !layer
+                .requests
+                .contains_key(&(a, "s10@evil.example".to_owned()))
+        );
+        assert_eq!(events.len(), 1);
+        layer.request_dropped(a, "never-asked@evil.example".into(), &mut events);
+        assert_eq!(
+            events.len(),
+            1,
+            "nothing to say about a request never listed"
+        );
     }
 }

@@ -527,7 +527,7 @@ impl ChatLayer {
                 }
             }
             XmppEvent::SubscriptionRequest { from } => {
-                if self.add_request(account, from.to_string()) {
+                if self.add_request(account, from.to_string(), events) {
                     events.push(Event::SubscriptionRequest {
                         account,
                         from: from.to_string(),
@@ -560,6 +560,9 @@ impl ChatLayer {
                         line,
                     });
                 }
+            }
+            XmppEvent::RequestDropped { from } => {
+                self.request_dropped(account, from.to_string(), events);
             }
             // 1:1 lines are made when the user sends (OTR may turn one into several stanzas).
             XmppEvent::Queued { .. } => {}

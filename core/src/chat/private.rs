@@ -437,7 +437,11 @@ impl ChatLayer {
             notice: false,
         };
         let conv = self.conversation(account, &peer);
+        let first = !conv.engaged;
         conv.engaged = true;
+        if first {
+            self.engage_account(account, &peer);
+        }
         let budget = self.line_budget(account, &peer);
         let conv = self.conversation(account, &peer);
         push_line(&mut conv.lines, line.clone(), budget);
@@ -1058,8 +1062,12 @@ impl ChatLayer {
         let peer = jid(peer)?.to_string();
         self.account(account)?;
         let name = self.otr.name(account)?;
-        if let Some(conv) = self.chats.get_mut(&(account, peer.clone())) {
-            conv.engaged = true;
+        let first = self
+            .chats
+            .get_mut(&(account, peer.clone()))
+            .is_none_or(|conv| !std::mem::replace(&mut conv.engaged, true));
+        if first {
+            self.engage_account(account, &peer);
         }
         let (n, p) = (name.clone(), peer.clone());
         let (r, produced) = self

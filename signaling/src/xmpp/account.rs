@@ -83,6 +83,9 @@ pub enum XmppCommand {
     },
     /// Leave a room.
     LeaveRoom(BareJid),
+    /// The user took part in a conversation with this address: what it sends is kept
+    /// like a contact's (see [`ChatCore::engage`]).
+    Engage(BareJid),
     /// Go offline and stop.
     Stop,
 }
@@ -310,6 +313,7 @@ fn apply(core: &mut ChatCore, cmd: XmppCommand) {
             password,
         } => core.join_room(room, nick, password),
         XmppCommand::LeaveRoom(room) => core.leave_room(room),
+        XmppCommand::Engage(jid) => core.engage(jid),
         XmppCommand::Stop => {}
     }
 }
