@@ -1057,3 +1057,50 @@ fn fragment_sizes_libotr_cannot_work_with_are_raised() {
     assert!(pieces.len() > 20, "{pieces:?}");
     assert!(pieces.iter().all(|l| *l <= MIN_FRAGMENT), "{pieces:?}");
 }
+
+/// A key file for alice whose secret number is written the way libgcrypt sometimes
+/// writes it, as a quoted string of raw bytes (some above 0x7F, so not UTF-8), and the
+/// key's fingerprint.
+fn key_in_raw_bytes() -> (Vec<u8>, String) {
+    for _ in 0..5 {
+        let mut e = engine();
+        let file = e.generate_key(A).expect("key").to_vec();
+        let fp = e.fingerprint(A).expect("fp");
+        let at = |needle: &[u8]| file.windows(needle.len()).position(|w| w == needle);
+        let start = at(b"(x #").expect("x in hex") + 4;
+        let end = start + file[start..].iter().position(|b| *b == b'#').expect("end");
+        let hex = std::str::from_utf8(&file[start..end]).expect("hex");
+        let mut out = file[..start - 1].to_vec();
+        out.push(b'"');
+        for i in (0..hex.len()).step_by(2) {
+            match u8::from_str_radix(&hex[i..i + 2], 16).expect("hex") {
+                b @ (0x20..=0x7e | 0xa1..=0xff) if b != b'"' && b != b'\\' => out.push(b),
+                b => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            }
+        }
+        out.push(b'"');
+        out.extend_from_slice(&file[end + 1..]);
+        if std::str::from_utf8(&out).is_err() {
+            return (out, fp);
+        }
+    }
+    panic!("no key with a byte above 0xA0 in five");
+}
+
+#[test]
+fn a_key_written_in_raw_bytes_is_kept_as_text_and_still_signs() {
+    let (file, fp) = key_in_raw_bytes();
+    let mut a = engine();
+    a.load_private_keys(&file).expect("libotr reads it");
+    assert_eq!(a.fingerprint(A).as_deref(), Some(fp.as_str()));
+    // The vault keeps keys as text: that text loads back into the same key, which still
+    // signs (a key exchange completes with it).
+    let kept = std::str::from_utf8(a.private_keys())
+        .expect("kept as text")
+        .to_owned();
+    let mut p = Pair::new();
+    p.a = engine();
+    p.a.load_private_keys(kept.as_bytes()).expect("loads back");
+    p.private();
+    assert_eq!(p.b.peer_fingerprint(B, A).as_deref(), Some(fp.as_str()));
+}

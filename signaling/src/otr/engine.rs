@@ -728,17 +728,21 @@ impl OtrEngine {
         self.load_private_keys(merged.as_bytes())
     }
 
+    /// Loads a key file, as text (see [`Self::private_keys`]): what libotr reads is
+    /// exactly what we keep.
     fn read_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
-        let f = MemFile::with(file, c"r")
+        let text = super::keyfile::to_text(file)?;
+        let f = MemFile::with(text.as_bytes(), c"r")
             .ok_or_else(|| OtrError::BadFile("cannot stage the key file".into()))?;
         // SAFETY: our user state and an open FILE*.
         check(unsafe { ffi::otrl_privkey_read_FILEp(self.us(), f.ptr()) })
             .map_err(|_| OtrError::BadFile("not a readable otr.private_key file".into()))?;
-        self.keys_file = Zeroizing::new(file.to_vec());
+        self.keys_file = Zeroizing::new(text.as_bytes().to_vec());
         Ok(())
     }
 
-    /// The private keys in Pidgin's format (to seal in the vault, or export).
+    /// The private keys in Pidgin's format (to seal in the vault, or export), always
+    /// UTF-8 text: numbers libgcrypt wrote as raw bytes are given in hex instead.
     pub fn private_keys(&self) -> &[u8] {
         &self.keys_file
     }
@@ -753,7 +757,8 @@ impl OtrEngine {
         check(unsafe {
             ffi::otrl_privkey_generate_FILEp(self.us(), f.ptr(), acc.as_ptr(), PROTOCOL.as_ptr())
         })?;
-        self.keys_file = f.contents();
+        let text = super::keyfile::to_text(&f.contents())?;
+        self.keys_file = Zeroizing::new(text.as_bytes().to_vec());
         Ok(&self.keys_file)
     }
 
