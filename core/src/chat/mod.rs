@@ -4,6 +4,8 @@
 //! make the core keep is bounded (see `limits`), and each account's events come in
 //! through a small window, so a flood waits at the server instead of in memory.
 
+#[cfg(test)]
+mod flood_tests;
 mod limits;
 mod private;
 mod worker;
@@ -49,6 +51,9 @@ pub(crate) struct Conversation {
     lines: Arc<Vec<ChatLine>>,
     /// The user wrote in it or acted on its privacy.
     engaged: bool,
+    /// OTR knows the peer as someone the user knows (engaged, verified or in the
+    /// fingerprints file).
+    known: bool,
     /// When it last changed (the layer's tick).
     last_active: u64,
 }
@@ -63,6 +68,7 @@ impl Conversation {
             held: 0,
             lines: Arc::default(),
             engaged: false,
+            known: false,
             last_active: 0,
         }
     }
@@ -521,7 +527,7 @@ impl ChatLayer {
                 }
             }
             XmppEvent::SubscriptionRequest { from } => {
-                if self.add_request(account, from.to_string()) {
+                if self.add_request(account, from.to_string(), events) {
                     events.push(Event::SubscriptionRequest {
                         account,
                         from: from.to_string(),
@@ -554,6 +560,9 @@ impl ChatLayer {
                         line,
                     });
                 }
+            }
+            XmppEvent::RequestDropped { from } => {
+                self.request_dropped(account, from.to_string(), events);
             }
             // 1:1 lines are made when the user sends (OTR may turn one into several stanzas).
             XmppEvent::Queued { .. } => {}

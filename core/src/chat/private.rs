@@ -437,7 +437,11 @@ impl ChatLayer {
             notice: false,
         };
         let conv = self.conversation(account, &peer);
+        let first = !conv.engaged;
         conv.engaged = true;
+        if first {
+            self.engage_account(account, &peer);
+        }
         let budget = self.line_budget(account, &peer);
         let conv = self.conversation(account, &peer);
         push_line(&mut conv.lines, line.clone(), budget);
@@ -484,6 +488,8 @@ impl ChatLayer {
             // A new key or a verification: the list in Settings shows it now.
             self.refresh_known().await;
         }
+        // A key exchange may have made one private conversation with a stranger too many.
+        self.end_private_strangers(events).await;
         let Some(incoming) = shown else {
             return;
         };
@@ -501,7 +507,13 @@ impl ChatLayer {
             notice: false,
         };
         let budget = self.line_budget(account, &from);
-        let Some(conv) = self.conversation_from(account, &from, events) else {
+        // A line libotr decrypted cannot be decrypted again: it is always shown.
+        let conv = if line.encrypted {
+            Some(self.conversation(account, &from))
+        } else {
+            self.conversation_from(account, &from, events)
+        };
+        let Some(conv) = conv else {
             return;
         };
         push_line(&mut conv.lines, line.clone(), budget);
@@ -511,6 +523,44 @@ impl ChatLayer {
             peer: from,
             line,
         });
+    }
+
+    /// Ends, through OTR, strangers' private conversations beyond the cap, least
+    /// recently active first: the stranger is told, as by an end, and the user by a
+    /// notice; the conversation can then make room like any idle one.
+    async fn end_private_strangers(&mut self, events: &mut Vec<Event>) {
+        for (account, peer) in self.excess_private_strangers() {
+            let Ok(name) = self.otr.name(account) else {
+                continue;
+            };
+            let (n, p) = (name.clone(), peer.clone());
+            let Some((ended, produced)) = self
+                .otr
+                .worker
+                .call(Some((&name, &peer)), move |e| e.end_for_room(&n, &p))
+                .await
+            else {
+                return;
+            };
+            self.apply_otr(produced, events, &mut Vec::new(), None);
+            if ended {
+                let then = if self.policy_for(account, &peer) == OtrPolicySetting::Require {
+                    "New messages wait until it is private again."
+                } else {
+                    "Messages are now sent unencrypted unless you restart it."
+                };
+                self.say(
+                    account,
+                    &peer,
+                    format!(
+                        "Too many private conversations with people who are not your \
+                         contacts were open at once: this one, which you never took part \
+                         in, was ended. {then}"
+                    ),
+                    events,
+                );
+            }
+        }
     }
 
     /// Writes a notice into the conversation with `peer` (not made if there is no room).
@@ -562,6 +612,14 @@ impl ChatLayer {
                 });
             }
         }
+        // Held lines that could not go out are marked first: the new state then
+        // releases only the others.
+        let (not_sent, otr_events): (Vec<OtrEvent>, Vec<OtrEvent>) = otr_events
+            .into_iter()
+            .partition(|e| matches!(e, OtrEvent::NotSent { .. }));
+        for e in not_sent {
+            self.otr_event(e, events);
+        }
         // The new state first: whoever reacts to "authentication succeeded" or "private
         // conversation started" already sees it.
         for s in states {
@@ -578,12 +636,24 @@ impl ChatLayer {
         };
         let security = security_of(s.state);
         let exists = self.chats.contains_key(&(account, s.peer.clone()));
-        if !exists && security == ChatSecurity::NotPrivate && s.held == 0 {
+        if !exists && security == ChatSecurity::NotPrivate && s.held == 0 && !s.known {
             return;
         }
-        let Some(conv) = self.conversation_from(account, &s.peer, events) else {
+        let private = matches!(
+            s.state,
+            OtrState::PrivateUnverified | OtrState::PrivateVerified
+        );
+        // A private conversation is always shown (strangers' are bounded apart), as is
+        // one with a buddy the user knows or with messages waiting.
+        let conv = if private || s.known || s.held > 0 {
+            Some(self.conversation(account, &s.peer))
+        } else {
+            self.conversation_from(account, &s.peer, events)
+        };
+        let Some(conv) = conv else {
             return;
         };
+        conv.known = s.known;
         let changed = conv.security != security || conv.peer_fingerprint != s.fingerprint;
         conv.security = security;
         conv.peer_fingerprint = s.fingerprint.clone();
@@ -739,6 +809,38 @@ impl ChatLayer {
                 } else {
                     self.say(id, &peer, format!("OTR: {text}."), events);
                 }
+            }
+            OtrEvent::NotSent {
+                account,
+                peer,
+                text,
+                reason,
+            } => {
+                let Some(id) = account_of(&account) else {
+                    return;
+                };
+                // The first line still waiting with this text is the one (the engine
+                // releases them in order); it shows as not sent, never as sent.
+                if let Some(conv) = self.chats.get_mut(&(id, peer.clone())) {
+                    let lines = Arc::make_mut(&mut conv.lines);
+                    if let Some(l) = lines
+                        .iter_mut()
+                        .find(|l| l.from_me && l.held && l.body == text)
+                    {
+                        l.held = false;
+                        l.encrypted = false;
+                        l.body = format!("(not sent) {}", l.body);
+                    }
+                }
+                self.say(
+                    id,
+                    &peer,
+                    format!(
+                        "A waiting message could not be sent when the conversation became \
+                         private ({reason}): it is marked \"not sent\"."
+                    ),
+                    events,
+                );
             }
             OtrEvent::FingerprintsChanged => self.otr.dirty_files = true,
         }
@@ -960,8 +1062,12 @@ impl ChatLayer {
         let peer = jid(peer)?.to_string();
         self.account(account)?;
         let name = self.otr.name(account)?;
-        if let Some(conv) = self.chats.get_mut(&(account, peer.clone())) {
-            conv.engaged = true;
+        let first = self
+            .chats
+            .get_mut(&(account, peer.clone()))
+            .is_none_or(|conv| !std::mem::replace(&mut conv.engaged, true));
+        if first {
+            self.engage_account(account, &peer);
         }
         let (n, p) = (name.clone(), peer.clone());
         let (r, produced) = self
@@ -1057,5 +1163,74 @@ mod tests {
             "{err}"
         );
         assert!(events.is_empty(), "not even \"connecting\": {events:?}");
+    }
+
+    #[test]
+    fn a_held_message_libotr_refused_shows_as_not_sent_the_others_as_sent() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut layer = ChatLayer::new(tx);
+        let a = AccountId(1);
+        layer.otr.names.insert(a, "alice@localhost".into());
+        let peer = "bob@localhost";
+        let conv = layer.conversation(a, peer);
+        conv.engaged = true;
+        conv.held = 3;
+        for body in ["one", "two", "three"] {
+            let line = ChatLine {
+                id: body.into(),
+                sender: "alice@localhost".into(),
+                from_me: true,
+                body: body.into(),
+                at_unix_ms: 0,
+                delivered: false,
+                delayed: false,
+                encrypted: true,
+                held: true,
+                notice: false,
+            };
+            push_line(&mut conv.lines, line, super::super::limits::MAX_BYTES);
+        }
+        // The conversation went private; "two" could not be sent.
+        let produced = Produced {
+            transmits: Vec::new(),
+            events: vec![OtrEvent::NotSent {
+                account: "alice@localhost".into(),
+                peer: peer.into(),
+                text: "two".into(),
+                reason: "OTR library error 55".into(),
+            }],
+            states: vec![PeerState {
+                account: "alice@localhost".into(),
+                peer: peer.into(),
+                state: OtrState::PrivateUnverified,
+                fingerprint: None,
+                held: 0,
+                known: true,
+            }],
+        };
+        let mut events = Vec::new();
+        layer.apply_otr(produced, &mut events, &mut Vec::new(), None);
+        let conv = &layer.chats[&(a, peer.to_owned())];
+        assert_eq!(conv.held, 0);
+        let mine: Vec<(&str, bool, bool)> = conv
+            .lines
+            .iter()
+            .filter(|l| l.from_me)
+            .map(|l| (l.body.as_str(), l.held, l.encrypted))
+            .collect();
+        assert_eq!(
+            mine,
+            vec![
+                ("one", false, true),
+                ("(not sent) two", false, false),
+                ("three", false, true)
+            ]
+        );
+        assert!(
+            conv.lines
+                .iter()
+                .any(|l| l.notice && l.body.contains("could not be sent")),
+            "the user is told"
+        );
     }
 }

@@ -15,6 +15,8 @@ pub(crate) struct PeerState {
     pub(crate) state: OtrState,
     pub(crate) fingerprint: Option<String>,
     pub(crate) held: usize,
+    /// The user knows this buddy (OTR's word: engaged, verified, or in the file).
+    pub(crate) known: bool,
 }
 
 /// What a call produced besides its result.
@@ -41,7 +43,8 @@ fn event_peer(e: &OtrEvent) -> Option<(&str, &str)> {
         | OtrEvent::Finished { account, peer }
         | OtrEvent::NewFingerprint { account, peer, .. }
         | OtrEvent::Smp { account, peer, .. }
-        | OtrEvent::Notice { account, peer, .. } => {
+        | OtrEvent::Notice { account, peer, .. }
+        | OtrEvent::NotSent { account, peer, .. } => {
             (!peer.is_empty()).then_some((account.as_str(), peer.as_str()))
         }
         OtrEvent::FingerprintsChanged => None,
@@ -70,6 +73,7 @@ fn drain(engine: &mut OtrEngine, primary: Option<(String, String)>) -> Produced 
             state: engine.state(&account, &peer),
             fingerprint: engine.peer_fingerprint(&account, &peer),
             held: engine.held(&account, &peer),
+            known: engine.is_known(&account, &peer),
             account,
             peer,
         })

@@ -3,6 +3,7 @@
 //! send and events come out of a queue filled by libotr's callbacks, drained after each
 //! call, so libotr is never re-entered.
 
+use super::fragment::too_many_fragments;
 use super::limits::{self, OtrLimits};
 use super::memfile::MemFile;
 use otr_sys as ffi;
@@ -15,10 +16,10 @@ use zeroize::Zeroizing;
 pub const PROTOCOL: &CStr = c"prpl-jabber";
 /// Largest incoming message body handed to libotr.
 const MAX_IN: usize = 64 * 1024;
-/// Most fragments in one OTR message we accept (each ≤ MAX_IN).
-const MAX_FRAGMENTS: u32 = 64;
 /// Most messages held for one buddy under "require encryption".
 pub const MAX_HELD: usize = 256;
+/// Smallest fragment size (see [`OtrEngine::set_max_message_size`]).
+pub const MIN_FRAGMENT: usize = 64;
 /// The libotr API version this wrapper was written against (what `OTRL_INIT` passes).
 pub const API_VERSION: (u32, u32, u32) = (
     ffi::OTRL_VERSION_MAJOR,
@@ -148,6 +149,18 @@ pub enum OtrEvent {
         /// What happened, in words.
         text: String,
     },
+    /// A message held until the conversation was private could not be sent when it
+    /// became so (libotr refused it): it was neither sent nor kept.
+    NotSent {
+        /// Local account.
+        account: String,
+        /// Buddy.
+        peer: String,
+        /// The message as the user wrote it.
+        text: String,
+        /// Why, in words.
+        reason: String,
+    },
     /// The known-fingerprints list changed: save it.
     FingerprintsChanged,
 }
@@ -242,6 +255,9 @@ struct Callbacks {
     dropped_plaintext: u64,
     /// libotr handed over a decrypted message during the current receive.
     decrypted: bool,
+    /// Per buddy (account, peer): the instance tag whose key exchange finished last —
+    /// the session the user saw go private, which the conversation then stays with.
+    pinned: HashMap<(String, String), ffi::otrl_instag_t>,
 }
 
 fn cstr_lossy(p: *const c_char) -> String {
@@ -390,7 +406,22 @@ unsafe fn secure_event(context: *mut ffi::ConnContext, refreshed: bool) -> OtrEv
     }
 }
 
+/// Pins the buddy's conversation to the instance whose key exchange just finished.
+///
+/// # Safety
+/// `opdata` as for [`cb`]; `context` is the live context libotr passes to a callback.
+unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+    if context.is_null() {
+        return;
+    }
+    // SAFETY: see above; read before the callback returns.
+    let (names, instance) = unsafe { (ctx_names(context), (*context).their_instance) };
+    unsafe { cb(opdata) }.pinned.insert(names, instance);
+}
+
 unsafe extern "C" fn op_gone_secure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+    // SAFETY: libotr calls this with our opdata and the context that went private.
+    unsafe { pin(opdata, context) };
     let ev = unsafe { secure_event(context, false) };
     unsafe { cb(opdata) }.events.push_back(ev);
 }
@@ -407,6 +438,8 @@ unsafe extern "C" fn op_still_secure(
     context: *mut ffi::ConnContext,
     _is_reply: c_int,
 ) {
+    // SAFETY: as for op_gone_secure.
+    unsafe { pin(opdata, context) };
     let ev = unsafe { secure_event(context, true) };
     unsafe { cb(opdata) }.events.push_back(ev);
 }
@@ -573,57 +606,14 @@ pub struct OtrEngine {
     engaged: HashSet<(String, String)>,
     /// The user was told that conversations are being dropped to make room.
     told_full: bool,
+    /// The keys the user's fingerprints file holds, per buddy (account, peer): the
+    /// user's own record, never trimmed, and the buddy never dropped to make room.
+    from_file: HashMap<(String, String), HashSet<[u8; 20]>>,
 }
 
 // SAFETY: the user state is only used through `&mut self`; libotr keeps no global state
 // besides gcrypt, initialised once. Moving it to the thread that owns it is fine.
 unsafe impl Send for OtrEngine {}
-
-/// libotr's start-up result for [`API_VERSION`], run once per process.
-static INIT: std::sync::OnceLock<ffi::gcry_error_t> = std::sync::OnceLock::new();
-
-/// Starts libotr for a wrapper built against API `version`. We read libotr's structs
-/// directly, so a library whose major version differs, or whose minor version is older
-/// than the headers we were built with, is refused (libotr 4.1.1's own `otrl_init`
-/// checks nothing); then libotr's start-up must succeed.
-fn init_library(version: (u32, u32, u32)) -> Result<(), OtrError> {
-    let linked = library_version();
-    let (a, b, c) = version;
-    let compatible = parse_version(&linked).is_some_and(|(major, minor)| major == a && minor >= b);
-    if !compatible {
-        tracing::error!(%linked, "libotr version does not match this build");
-        return Err(OtrError::Unavailable(format!(
-            "this Hushphone was built for libotr {a}.{b}.{c}, but libotr {linked} is installed"
-        )));
-    }
-    // SAFETY: records the version and initialises libotr's memory and crypto modules;
-    // once per process.
-    let err = *INIT.get_or_init(|| {
-        let (a, b, c) = API_VERSION;
-        unsafe { ffi::otrl_init(a, b, c) }
-    });
-    if err != 0 {
-        tracing::error!(error = err, "libotr refused to start");
-        return Err(OtrError::Unavailable(format!(
-            "libotr {linked} failed to start (error {err})"
-        )));
-    }
-    Ok(())
-}
-
-/// "4.1.1" → (4, 1).
-fn parse_version(v: &str) -> Option<(u32, u32)> {
-    let mut parts = v.split('.');
-    let major = parts.next()?.trim().parse().ok()?;
-    let minor = parts.next()?.trim().parse().ok()?;
-    Some((major, minor))
-}
-
-/// The version string of the libotr we are linked with.
-fn library_version() -> String {
-    // SAFETY: libotr returns a static NUL-terminated string.
-    cstr_lossy(unsafe { ffi::otrl_version() })
-}
 
 impl OtrEngine {
     /// An empty user state. Fails, with words for the user, if libotr does not start:
@@ -635,7 +625,7 @@ impl OtrEngine {
     /// An empty user state, starting libotr as if this wrapper were built for API
     /// `version`: [`API_VERSION`] in real use; others prove that a mismatch is refused.
     pub fn for_api_version(version: (u32, u32, u32)) -> Result<OtrEngine, OtrError> {
-        init_library(version)?;
+        super::library::start(version)?;
         // SAFETY: plain constructor; NULL is checked.
         let us = NonNull::new(unsafe { ffi::otrl_userstate_create() })
             .ok_or_else(|| OtrError::Unavailable("libotr could not allocate its state".into()))?;
@@ -653,6 +643,7 @@ impl OtrEngine {
             tick: 0,
             engaged: HashSet::new(),
             told_full: false,
+            from_file: HashMap::new(),
         })
     }
 
@@ -689,8 +680,15 @@ impl OtrEngine {
         p.cast()
     }
 
-    /// Splits OTR messages into fragments no longer than `bytes` (0: never).
+    /// Splits OTR messages into fragments no longer than `bytes` (0: never). Sizes
+    /// under [`MIN_FRAGMENT`] are raised to it: libotr needs room for its 37-byte
+    /// header, and divides by zero when the size equals it.
     pub fn set_max_message_size(&mut self, bytes: usize) {
+        let bytes = if bytes == 0 {
+            0
+        } else {
+            bytes.max(MIN_FRAGMENT)
+        };
         self.cb.max_message_size = c_int::try_from(bytes).unwrap_or(c_int::MAX);
     }
 
@@ -730,17 +728,21 @@ impl OtrEngine {
         self.load_private_keys(merged.as_bytes())
     }
 
+    /// Loads a key file, as text (see [`Self::private_keys`]): what libotr reads is
+    /// exactly what we keep.
     fn read_keys(&mut self, file: &[u8]) -> Result<(), OtrError> {
-        let f = MemFile::with(file, c"r")
+        let text = super::keyfile::to_text(file)?;
+        let f = MemFile::with(text.as_bytes(), c"r")
             .ok_or_else(|| OtrError::BadFile("cannot stage the key file".into()))?;
         // SAFETY: our user state and an open FILE*.
         check(unsafe { ffi::otrl_privkey_read_FILEp(self.us(), f.ptr()) })
             .map_err(|_| OtrError::BadFile("not a readable otr.private_key file".into()))?;
-        self.keys_file = Zeroizing::new(file.to_vec());
+        self.keys_file = Zeroizing::new(text.as_bytes().to_vec());
         Ok(())
     }
 
-    /// The private keys in Pidgin's format (to seal in the vault, or export).
+    /// The private keys in Pidgin's format (to seal in the vault, or export), always
+    /// UTF-8 text: numbers libgcrypt wrote as raw bytes are given in hex instead.
     pub fn private_keys(&self) -> &[u8] {
         &self.keys_file
     }
@@ -755,7 +757,8 @@ impl OtrEngine {
         check(unsafe {
             ffi::otrl_privkey_generate_FILEp(self.us(), f.ptr(), acc.as_ptr(), PROTOCOL.as_ptr())
         })?;
-        self.keys_file = f.contents();
+        let text = super::keyfile::to_text(&f.contents())?;
+        self.keys_file = Zeroizing::new(text.as_bytes().to_vec());
         Ok(&self.keys_file)
     }
 
@@ -789,8 +792,25 @@ impl OtrEngine {
         out
     }
 
-    /// Loads known fingerprints from Pidgin's `otr.fingerprints` format.
+    /// Loads known fingerprints from Pidgin's `otr.fingerprints` format. These keys,
+    /// and the buddies they belong to, are the user's own record: no sender can make
+    /// the engine trim or drop them (see [`OtrLimits`]).
     pub fn load_fingerprints(&mut self, file: &[u8]) -> Result<(), OtrError> {
+        // What the file itself lists, read apart from what this session learned.
+        let mut scratch = OtrEngine::new()?;
+        scratch.read_fingerprints(file)?;
+        let listed = scratch.fingerprint_records();
+        self.read_fingerprints(file)?;
+        for (account, peer, fingerprint, _) in listed {
+            self.from_file
+                .entry((account, peer))
+                .or_default()
+                .insert(fingerprint);
+        }
+        Ok(())
+    }
+
+    fn read_fingerprints(&mut self, file: &[u8]) -> Result<(), OtrError> {
         let f = MemFile::with(file, c"r")
             .ok_or_else(|| OtrError::BadFile("cannot stage the file".into()))?;
         // SAFETY: our user state, an open FILE*, no app data hook.
@@ -811,20 +831,36 @@ impl OtrEngine {
 
     /// Every known fingerprint.
     pub fn known_fingerprints(&self) -> Vec<KnownFingerprint> {
+        self.fingerprint_records()
+            .into_iter()
+            .map(|(account, peer, fp, verified)| KnownFingerprint {
+                account,
+                peer,
+                fingerprint: human(fp.as_ptr()),
+                verified,
+            })
+            .collect()
+    }
+
+    /// Every known fingerprint: (account, peer, its 20 bytes, verified).
+    fn fingerprint_records(&self) -> Vec<(String, String, [u8; 20], bool)> {
         let mut out = Vec::new();
         // SAFETY: read-only walk of libotr's context and fingerprint lists.
         unsafe {
             let mut c = (*self.us()).context_root;
             while !c.is_null() {
                 if (*c).m_context == c {
+                    let (account, peer) = limits::names(c);
                     let mut f = (*c).fingerprint_root.next;
                     while !f.is_null() {
-                        out.push(KnownFingerprint {
-                            account: cstr_lossy((*c).accountname),
-                            peer: cstr_lossy((*c).username),
-                            fingerprint: human((*f).fingerprint),
-                            verified: ffi::otrl_context_is_fingerprint_trusted(f) != 0,
-                        });
+                        if let Some(bytes) = limits::fingerprint_bytes(f) {
+                            out.push((
+                                account.clone(),
+                                peer.clone(),
+                                bytes,
+                                ffi::otrl_context_is_fingerprint_trusted(f) != 0,
+                            ));
+                        }
                         f = (*f).next;
                     }
                 }
@@ -834,13 +870,30 @@ impl OtrEngine {
         out
     }
 
-    /// The conversation we are talking in: the buddy's instance we last heard from (a
-    /// buddy who restarted, or moved device, is the one answering now — even if an older
-    /// instance was verified), else libotr's "best" one.
-    fn context(&self, account: &str, peer: &str, create: bool) -> Option<*mut ffi::ConnContext> {
+    /// The user knows this buddy: took part in a conversation with it this session,
+    /// verified one of its keys, or keeps its keys in the fingerprints file. Nothing a
+    /// sender does drops such a buddy, its kept keys or its partly received messages.
+    pub fn is_known(&self, account: &str, peer: &str) -> bool {
+        let key = (account.to_owned(), peer.to_owned());
+        self.engaged.contains(&key)
+            || self.from_file.contains_key(&key)
+            // SAFETY: a master context of our user state, read at once.
+            || self
+                .master(account, peer)
+                .is_some_and(|m| unsafe { limits::has_verified(m) })
+    }
+
+    /// The conversation with `peer`: the instance whose key exchange finished last (the
+    /// session the user saw go private) while it is not back in plaintext, else
+    /// libotr's best one (private before finished before plaintext, then the most
+    /// recently heard from). Never simply the instance a message last came from: libotr
+    /// notes that for every message before authenticating anything, so one DH-commit
+    /// from a new instance tag would take a private conversation over.
+    fn context(&self, account: &str, peer: &str) -> Option<*mut ffi::ConnContext> {
         let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
         let find = |instag| {
-            // SAFETY: our user state; libotr returns NULL when absent and create is 0.
+            // SAFETY: our user state; libotr returns NULL when absent and creates
+            // nothing (add_if_missing 0).
             unsafe {
                 ffi::otrl_context_find(
                     self.us(),
@@ -848,25 +901,29 @@ impl OtrEngine {
                     acc.as_ptr(),
                     PROTOCOL.as_ptr(),
                     instag,
-                    c_int::from(create),
+                    0,
                     ptr::null_mut(),
                     None,
                     ptr::null_mut(),
                 )
             }
         };
-        let recent = find(ffi::OTRL_INSTAG_RECENT_RECEIVED);
-        let c = if recent.is_null() {
-            find(ffi::OTRL_INSTAG_BEST)
-        } else {
-            recent
-        };
+        if let Some(&instance) = self.cb.pinned.get(&(account.to_owned(), peer.to_owned())) {
+            let c = find(instance);
+            // SAFETY: a context of our user state, read at once.
+            if !c.is_null()
+                && unsafe { (*c).msgstate } != ffi::OtrlMessageState_OTRL_MSGSTATE_PLAINTEXT
+            {
+                return Some(c);
+            }
+        }
+        let c = find(ffi::OTRL_INSTAG_BEST);
         (!c.is_null()).then_some(c)
     }
 
     /// The instance tag to address: the one [`Self::context`] picked.
     fn their_instance(&self, account: &str, peer: &str) -> ffi::otrl_instag_t {
-        self.context(account, peer, false)
+        self.context(account, peer)
             // SAFETY: a context from our user state.
             .map(|c| unsafe { (*c).their_instance })
             .filter(|t| *t >= ffi::OTRL_MIN_VALID_INSTAG)
@@ -880,7 +937,7 @@ impl OtrEngine {
         fingerprint: &str,
     ) -> Option<*mut ffi::Fingerprint> {
         let want = normalize_fingerprint(fingerprint);
-        let c = self.context(account, peer, false)?;
+        let c = self.context(account, peer)?;
         // SAFETY: read-only walk of one context's fingerprint list.
         unsafe {
             let master = (*c).m_context;
@@ -928,7 +985,7 @@ impl OtrEngine {
             })?;
         let users = self.instances_using(f);
         if !users.is_empty() {
-            let current = self.context(account, peer, false);
+            let current = self.context(account, peer);
             if users.iter().any(|u| Some(u.0) == current) {
                 return Err(OtrError::FingerprintInUse(peer.to_owned()));
             }
@@ -987,7 +1044,7 @@ impl OtrEngine {
 
     /// Where the conversation with `peer` stands.
     pub fn state(&self, account: &str, peer: &str) -> OtrState {
-        let Some(c) = self.context(account, peer, false) else {
+        let Some(c) = self.context(account, peer) else {
             return OtrState::NotPrivate;
         };
         // SAFETY: a context from our user state.
@@ -1009,7 +1066,7 @@ impl OtrEngine {
 
     /// The buddy's fingerprint in use, if private.
     pub fn peer_fingerprint(&self, account: &str, peer: &str) -> Option<String> {
-        let c = self.context(account, peer, false)?;
+        let c = self.context(account, peer)?;
         // SAFETY: a context from our user state.
         unsafe {
             let fp = (*c).active_fingerprint;
@@ -1079,10 +1136,42 @@ impl OtrEngine {
         Ok(())
     }
 
+    /// Ends the private conversation with a buddy the user does not know (see
+    /// [`Self::is_known`]), to make room for others: the buddy is told, as by
+    /// [`Self::end`], but unlike `end` this is not the user taking part. Returns false,
+    /// changing nothing, for a buddy the user knows.
+    pub fn end_for_room(&mut self, account: &str, peer: &str) -> bool {
+        if self.is_known(account, peer) {
+            return false;
+        }
+        let (Ok(acc), Ok(user)) = (cstring(account), cstring(peer)) else {
+            return false;
+        };
+        let opdata = self.opdata();
+        // SAFETY: our user state, ops table and opdata; libotr looks the buddy up itself.
+        unsafe {
+            ffi::otrl_message_disconnect_all_instances(
+                self.us(),
+                &*self.ops,
+                opdata,
+                acc.as_ptr(),
+                PROTOCOL.as_ptr(),
+                user.as_ptr(),
+            )
+        };
+        true
+    }
+
     /// Prepares `text` for the transport. Under "require encryption" a message for a
     /// conversation that is not private is held (and OTR started), never sent plain; at
-    /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost.
+    /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost. Any
+    /// error other than [`OtrError::Held`] means the message was neither kept nor sent;
+    /// a held one that libotr refuses later comes back as [`OtrEvent::NotSent`].
     pub fn send(&mut self, account: &str, peer: &str, text: &str) -> Result<(), OtrError> {
+        // What libotr could never take is refused now, not after waiting.
+        cstring(account)?;
+        cstring(peer)?;
+        cstring(text)?;
         self.engage(account, peer);
         self.touch(account, peer);
         let key = (account.to_owned(), peer.to_owned());
@@ -1097,17 +1186,17 @@ impl OtrEngine {
                 OtrState::PrivateUnverified | OtrState::PrivateVerified
             )
         {
-            let q = self.held.entry(key).or_default();
-            if q.len() >= MAX_HELD {
+            if self.held(account, peer) >= MAX_HELD {
                 return Err(OtrError::TooManyHeld {
                     peer: peer.to_owned(),
                     max: MAX_HELD,
                 });
             }
-            q.push_back(text.to_owned());
+            // An error means the message is neither held nor sent: start first.
             if self.fingerprint(account).is_some() {
                 self.start(account, peer)?;
             }
+            self.held.entry(key).or_default().push_back(text.to_owned());
             return Err(OtrError::Held);
         }
         self.encode(account, peer, text, require)
@@ -1187,7 +1276,8 @@ impl OtrEngine {
             self.cb.events.push_back(OtrEvent::Notice {
                 account: account.to_owned(),
                 peer: from.to_owned(),
-                text: "dropped an oversized OTR message".into(),
+                text: "dropped an OTR message that was too long or split into too many pieces"
+                    .into(),
             });
             return None;
         }
@@ -1281,21 +1371,57 @@ impl OtrEngine {
     fn enforce_limits(&mut self, account: &str, peer: &str) {
         let l = self.limits;
         let master = self.master(account, peer);
+        let current = self.context(account, peer).unwrap_or(ptr::null_mut());
+        let none = HashSet::new();
+        let kept = self
+            .from_file
+            .get(&(account.to_owned(), peer.to_owned()))
+            .unwrap_or(&none);
+        let known = |m: *mut ffi::ConnContext| {
+            // SAFETY: trim_fragments passes master contexts of our user state.
+            let key = unsafe { limits::names(m) };
+            self.engaged.contains(&key)
+                || self.from_file.contains_key(&key)
+                // SAFETY: as above.
+                || unsafe { limits::has_verified(m) }
+        };
         // SAFETY: our own user state on its owner thread; `master` is one of its master
-        // contexts (or null), and nothing we hold points into what the trims free.
-        unsafe {
+        // contexts (or null), `current` one of its family (or null), and nothing we hold
+        // points into what the trims free.
+        let (trimmed_keys, discarded) = unsafe {
             if let Some(m) = master {
-                limits::trim_instances(self.us(), m, l.instances);
-                if limits::trim_fingerprints(self.us(), m, l.fingerprints) {
-                    self.cb.events.push_back(OtrEvent::FingerprintsChanged);
-                }
+                limits::trim_instances(self.us(), m, l.instances, current);
             }
-            limits::trim_fragments(
+            let trimmed_keys = master
+                .is_some_and(|m| limits::trim_fingerprints(self.us(), m, l.fingerprints, kept));
+            let discarded = limits::trim_fragments(
                 self.us(),
                 master.unwrap_or(ptr::null_mut()),
                 l.fragment_bytes,
                 l.fragment_total,
+                &known,
             );
+            (trimmed_keys, discarded)
+        };
+        if trimmed_keys {
+            self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        }
+        for ((account, peer), too_long) in discarded {
+            let text = if too_long {
+                format!(
+                    "a long message from this sender was discarded: its pieces came to more than {} KiB",
+                    l.fragment_bytes / 1024
+                )
+            } else {
+                "a long message from this sender had arrived only in part and was discarded: \
+                 too many partly received messages at once"
+                    .to_owned()
+            };
+            self.cb.events.push_back(OtrEvent::Notice {
+                account,
+                peer,
+                text,
+            });
         }
         // SAFETY: read-only count.
         if unsafe { limits::master_count(self.us()) } > l.peers {
@@ -1312,13 +1438,15 @@ impl OtrEngine {
         let mut candidates: Vec<(u8, u64, limits::Master)> = Vec::new();
         for m in masters {
             let key = (m.account.clone(), m.peer.clone());
-            if self.engaged.contains(&key) || m.verified {
+            // Buddies the user knows are neither counted nor dropped.
+            if self.engaged.contains(&key) || m.verified || self.from_file.contains_key(&key) {
                 continue;
             }
             let seen = self.activity.get(&key).copied();
             let tier = match (m.plaintext, m.fingerprints, seen) {
                 (true, 0, _) => 0,
-                // Loaded from the user's own file and silent since: not a sender's doing.
+                // Known only through a key the user forgot since, and silent: not a
+                // sender's doing.
                 (_, _, None) => continue,
                 (true, _, Some(_)) => 1,
                 (false, _, Some(_)) => 2,
@@ -1338,7 +1466,9 @@ impl OtrEngine {
             if !unsafe { limits::forget_master(self.us(), m.ptr) } {
                 continue;
             }
-            self.activity.remove(&(m.account.clone(), m.peer.clone()));
+            let key = (m.account.clone(), m.peer.clone());
+            self.activity.remove(&key);
+            self.cb.pinned.remove(&key);
             fingerprints_lost |= m.fingerprints > 0;
             if tier == 2 {
                 self.cb.events.push_back(OtrEvent::Notice {
@@ -1386,13 +1516,15 @@ impl OtrEngine {
         ) && let Some(q) = self.held.remove(&key)
         {
             for text in q {
-                if let Err(e) = self.encode(
-                    account,
-                    peer,
-                    &text,
-                    self.policy(account, peer) == OtrPolicy::Require,
-                ) {
+                let require = self.policy(account, peer) == OtrPolicy::Require;
+                if let Err(e) = self.encode(account, peer, &text, require) {
                     tracing::warn!(error = %e, "a held message could not be sent");
+                    self.cb.events.push_back(OtrEvent::NotSent {
+                        account: account.to_owned(),
+                        peer: peer.to_owned(),
+                        text,
+                        reason: e.to_string(),
+                    });
                 }
             }
         }
@@ -1492,7 +1624,7 @@ impl OtrEngine {
             return Err(OtrError::NotPrivate(peer.to_owned()));
         }
         // The child context that is private (OTRL_INSTAG_BEST picks it).
-        self.context(account, peer, false)
+        self.context(account, peer)
             .ok_or_else(|| OtrError::NotPrivate(peer.to_owned()))
     }
 
@@ -1558,26 +1690,4 @@ pub fn normalize_fingerprint(s: &str) -> String {
         .filter(|c| !c.is_whitespace() && *c != ':')
         .collect::<String>()
         .to_ascii_lowercase()
-}
-
-/// `?OTR|sender|receiver|k,n,data,` (v3) or `?OTR,k,n,data,` (v2) with n too large.
-fn too_many_fragments(body: &str) -> bool {
-    let Some(rest) = body.strip_prefix("?OTR") else {
-        return false;
-    };
-    let rest = match rest.strip_prefix('|') {
-        Some(r) => match r.splitn(3, '|').nth(2) {
-            Some(tail) => tail,
-            None => return false,
-        },
-        None => match rest.strip_prefix(',') {
-            Some(r) => r,
-            None => return false,
-        },
-    };
-    let mut parts = rest.splitn(3, ',');
-    let (Some(_k), Some(n)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    n.parse::<u32>().map_or(true, |n| n > MAX_FRAGMENTS)
 }

@@ -4,6 +4,7 @@
 //! account, keeping each block byte for byte.
 
 use super::OtrError;
+use zeroize::Zeroizing;
 
 /// One `(account ...)` block: its name, protocol and exact text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +188,99 @@ pub(crate) fn merge(current: &[u8], incoming: &[u8]) -> Result<String, OtrError>
     Ok(out)
 }
 
+/// The key file as text: every quoted string that is not UTF-8 is rewritten in hex
+/// (`#...#`), which libgcrypt reads back as the same bytes. libgcrypt writes a key's
+/// numbers as quoted strings when they look printable to it, raw bytes above 0xA0
+/// included; such a file is not text, and would be mangled where keys are kept as text
+/// (the vault's secrets). Everything else is kept byte for byte.
+pub(crate) fn to_text(file: &[u8]) -> Result<Zeroizing<String>, OtrError> {
+    let mut out = Zeroizing::new(Vec::with_capacity(file.len()));
+    let mut pos = 0;
+    while pos < file.len() {
+        if file[pos] != b'"' {
+            out.push(file[pos]);
+            pos += 1;
+            continue;
+        }
+        let end = string_end(file, pos + 1)?;
+        let raw = &file[pos + 1..end];
+        if std::str::from_utf8(raw).is_ok() {
+            out.extend_from_slice(&file[pos..=end]);
+        } else {
+            out.push(b'#');
+            for b in unescape(raw)?.iter() {
+                out.extend_from_slice(format!("{b:02X}").as_bytes());
+            }
+            out.push(b'#');
+        }
+        pos = end + 1;
+    }
+    let text = std::str::from_utf8(&out).map_err(|_| bad("not text outside a string"))?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// Where the quoted string whose text starts at `from` ends (its closing quote).
+fn string_end(s: &[u8], from: usize) -> Result<usize, OtrError> {
+    let mut pos = from;
+    loop {
+        match s.get(pos) {
+            None => return Err(bad("unclosed string")),
+            Some(b'"') => return Ok(pos),
+            Some(b'\\') => pos += 2,
+            Some(_) => pos += 1,
+        }
+    }
+}
+
+/// The bytes a quoted string's text stands for, with libgcrypt's escapes: `\b \t \v
+/// \n \f \r \" \' \\`, `\xHH`, `\ooo`, and a backslash before a line break (which
+/// stands for nothing).
+fn unescape(raw: &[u8]) -> Result<Zeroizing<Vec<u8>>, OtrError> {
+    let mut out = Zeroizing::new(Vec::with_capacity(raw.len()));
+    let mut pos = 0;
+    let digits = |at: usize, n: usize, radix: u32| -> Result<u8, OtrError> {
+        let text = raw
+            .get(at..at + n)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .ok_or_else(|| bad("bad escape"))?;
+        u8::from_str_radix(text, radix).map_err(|_| bad("bad escape"))
+    };
+    while pos < raw.len() {
+        if raw[pos] != b'\\' {
+            out.push(raw[pos]);
+            pos += 1;
+            continue;
+        }
+        let c = *raw.get(pos + 1).ok_or_else(|| bad("bad escape"))?;
+        pos += 2;
+        match c {
+            b'b' => out.push(0x08),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            b'n' => out.push(b'\n'),
+            b'f' => out.push(0x0c),
+            b'r' => out.push(b'\r'),
+            b'"' | b'\'' | b'\\' => out.push(c),
+            b'x' => {
+                out.push(digits(pos, 2, 16)?);
+                pos += 2;
+            }
+            b'0'..=b'7' => {
+                out.push(digits(pos - 1, 3, 8)?);
+                pos += 2;
+            }
+            b'\r' | b'\n' => {
+                let other = if c == b'\r' { b'\n' } else { b'\r' };
+                if raw.get(pos) == Some(&other) {
+                    pos += 1;
+                }
+            }
+            _ => return Err(bad("bad escape")),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +308,30 @@ mod tests {
         // Replacing the same account keeps one copy, the new one.
         let again = merge(merged.as_bytes(), B.as_bytes()).expect("merge");
         assert_eq!(accounts(again.as_bytes()).expect("parse").len(), 2);
+    }
+
+    #[test]
+    fn strings_that_are_not_text_become_hex_and_the_rest_stays() {
+        let file = b"(privkeys (account (name \"a@x\") (private-key (dsa (p #00AB#) \
+                     (x \"\xfd\\f\\x00V\\\"\\101\xa1\")))))";
+        let text = to_text(file).expect("text");
+        assert_eq!(
+            text.as_str(),
+            "(privkeys (account (name \"a@x\") (private-key (dsa (p #00AB#) \
+             (x #FD0C00562241A1#)))))"
+        );
+        // Already text: unchanged, byte for byte.
+        assert_eq!(to_text(A.as_bytes()).expect("text").as_str(), A);
+        let name = "(privkeys (account (name \"j\u{fc}rgen@x\")))";
+        assert_eq!(to_text(name.as_bytes()).expect("text").as_str(), name);
+        for bad in [
+            &b"(x \"\xff\\q\")"[..],
+            b"(x \"\xff\\x4\")",
+            b"(x \xff)",
+            b"(x \"\xff",
+        ] {
+            assert!(to_text(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

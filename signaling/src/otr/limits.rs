@@ -10,12 +10,15 @@
 //! first unhooking the master's "most recent instance" pointers from it.
 
 use otr_sys as ffi;
+use std::collections::HashSet;
 use std::ffi::CStr;
 use std::ptr;
 
-/// How much libotr may keep for senders. Buddies the user engaged with (wrote to,
-/// started, ended or authenticated a conversation with) and buddies with a verified
-/// fingerprint do not count against [`OtrLimits::peers`] and are never dropped.
+/// How much libotr may keep for senders. Buddies the user knows — engaged with (wrote
+/// to, started, ended or authenticated a conversation with), with a verified key, or
+/// with keys in the user's fingerprints file — do not count against
+/// [`OtrLimits::peers`], are never dropped, and lose neither the keys the user kept nor
+/// a partly received message to other senders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OtrLimits {
     /// Buddies kept because they wrote to us. Beyond this the idle ones go first: those
@@ -26,11 +29,13 @@ pub struct OtrLimits {
     /// go, plaintext ones first, then finished, then private ones (closed without
     /// telling that device); the instances the conversation uses are always kept.
     pub instances: usize,
-    /// Fingerprints kept per buddy; the oldest unverified ones not in use go first.
+    /// Fingerprints kept per buddy; the oldest ones first seen this session go first
+    /// (never one in use, verified, or from the user's fingerprints file).
     pub fingerprints: usize,
     /// Bytes of one partly received fragmented message; more and it is discarded.
     pub fragment_bytes: usize,
-    /// Bytes of partly received fragmented messages over all buddies.
+    /// Bytes of partly received fragmented messages over the buddies the user does not
+    /// know; beyond this the largest go first, with a notice.
     pub fragment_total: usize,
 }
 
@@ -73,6 +78,51 @@ unsafe fn name(p: *const std::ffi::c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
+/// The buddy of a context: (account, peer).
+///
+/// # Safety
+/// `c` is a live context of the calling thread's user state.
+pub(super) unsafe fn names(c: *mut ffi::ConnContext) -> (String, String) {
+    // SAFETY: see above; both strings are owned by the context and copied at once.
+    unsafe { (name((*c).accountname), name((*c).username)) }
+}
+
+/// The 20 bytes of a fingerprint.
+///
+/// # Safety
+/// `f` is a live fingerprint of the calling thread's user state.
+pub(super) unsafe fn fingerprint_bytes(f: *const ffi::Fingerprint) -> Option<[u8; 20]> {
+    // SAFETY: see above; libotr allocates exactly 20 bytes for a fingerprint (the list
+    // root's pointer is null, and never passed here).
+    unsafe {
+        let p = (*f).fingerprint;
+        if p.is_null() {
+            return None;
+        }
+        let mut out = [0u8; 20];
+        out.copy_from_slice(std::slice::from_raw_parts(p, 20));
+        Some(out)
+    }
+}
+
+/// One of the buddy's fingerprints is verified.
+///
+/// # Safety
+/// `master` is a live master context of the calling thread's user state.
+pub(super) unsafe fn has_verified(master: *mut ffi::ConnContext) -> bool {
+    // SAFETY: read-only walk of the master's own fingerprint list.
+    unsafe {
+        let mut f = (*master).fingerprint_root.next;
+        while !f.is_null() {
+            if ffi::otrl_context_is_fingerprint_trusted(f) != 0 {
+                return true;
+            }
+            f = (*f).next;
+        }
+    }
+    false
+}
+
 /// The master contexts in `us`.
 ///
 /// # Safety
@@ -85,13 +135,12 @@ pub(super) unsafe fn masters(us: ffi::OtrlUserState) -> Vec<Master> {
         while !c.is_null() {
             if (*c).m_context == c {
                 let mut fingerprints = 0;
-                let mut verified = false;
                 let mut f = (*c).fingerprint_root.next;
                 while !f.is_null() {
                     fingerprints += 1;
-                    verified |= ffi::otrl_context_is_fingerprint_trusted(f) != 0;
                     f = (*f).next;
                 }
+                let verified = has_verified(c);
                 out.push(Master {
                     ptr: c,
                     account: name((*c).accountname),
@@ -276,15 +325,17 @@ pub(super) unsafe fn forget_master(us: ffi::OtrlUserState, master: *mut ffi::Con
 }
 
 /// Drops a buddy's instances beyond `max`: plaintext ones first, then finished ones,
-/// then private ones, least recently heard from first within each. The instances the
-/// conversation uses (last received from, last sent to) are always kept.
+/// then private ones, least recently heard from first within each. Always kept: the
+/// instance the conversation uses (`current`), the ones libotr's master points at as
+/// most recent, and private ones whose key the user verified.
 ///
 /// # Safety
-/// As [`forget_master`].
+/// As [`forget_master`]; `current` is null or a context of `master`'s family.
 pub(super) unsafe fn trim_instances(
     us: ffi::OtrlUserState,
     master: *mut ffi::ConnContext,
     max: usize,
+    current: *mut ffi::ConnContext,
 ) {
     // SAFETY: pointers from the walk of `us`; each forgotten child is not used again.
     unsafe {
@@ -293,10 +344,16 @@ pub(super) unsafe fn trim_instances(
             return;
         }
         let keep = [
+            current,
             (*master).recent_rcvd_child,
             (*master).recent_sent_child,
             (*master).recent_child,
         ];
+        let trusted = |c: *mut ffi::ConnContext| {
+            (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED
+                && !(*c).active_fingerprint.is_null()
+                && ffi::otrl_context_is_fingerprint_trusted((*c).active_fingerprint) != 0
+        };
         let rank = |c: *mut ffi::ConnContext| match (*c).msgstate {
             ffi::OtrlMessageState_OTRL_MSGSTATE_PLAINTEXT => 0,
             ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED => 1,
@@ -305,7 +362,7 @@ pub(super) unsafe fn trim_instances(
         let mut spare: Vec<_> = children
             .iter()
             .copied()
-            .filter(|c| !keep.contains(c))
+            .filter(|c| !keep.contains(c) && !trusted(*c))
             .collect();
         spare.sort_by_key(|c| (rank(*c), last_received(*c)));
         let excess = children.len() - max;
@@ -335,8 +392,9 @@ pub(super) unsafe fn fragment_bytes(us: ffi::OtrlUserState) -> usize {
     n
 }
 
-/// Drops a buddy's oldest unverified fingerprints beyond `max`, never one an instance
-/// is using. Returns whether any went.
+/// Drops a buddy's oldest fingerprints beyond `max` among those it may lose: never one
+/// an instance is using, one the user verified, or one in `kept` (the keys the user's
+/// own fingerprints file holds for this buddy). Returns whether any went.
 ///
 /// # Safety
 /// As [`forget_master`].
@@ -344,6 +402,7 @@ pub(super) unsafe fn trim_fingerprints(
     us: ffi::OtrlUserState,
     master: *mut ffi::ConnContext,
     max: usize,
+    kept: &HashSet<[u8; 20]>,
 ) -> bool {
     // SAFETY: fingerprints are owned by the master's list; libotr adds new ones at the
     // head, so the tail is the oldest. A fingerprint an instance points at (in any
@@ -369,7 +428,9 @@ pub(super) unsafe fn trim_fingerprints(
             if excess == 0 {
                 break;
             }
-            if in_use.contains(&f) || ffi::otrl_context_is_fingerprint_trusted(f) != 0 {
+            let from_file = fingerprint_bytes(f).is_some_and(|b| kept.contains(&b));
+            if from_file || in_use.contains(&f) || ffi::otrl_context_is_fingerprint_trusted(f) != 0
+            {
                 continue;
             }
             ffi::otrl_context_forget_fingerprint(f, 0);
@@ -380,45 +441,53 @@ pub(super) unsafe fn trim_fingerprints(
     }
 }
 
-/// Discards partly received fragmented messages over `per` bytes, and then the largest
-/// others while all of them together exceed `total`; `keep`'s contexts go last.
+/// Discards partly received fragmented messages over `per` bytes, whoever sent them;
+/// then, while those of senders `known` does not cover exceed `total` together, the
+/// largest of them (`current`'s last). `known` is asked about master contexts. Returns
+/// the buddies (account, peer) whose partial message was discarded, each with whether
+/// it was over `per`.
 ///
 /// # Safety
-/// `us` is a live user state owned by the calling thread; `keep` is null or one of its
-/// master contexts.
+/// `us` is a live user state owned by the calling thread; `current` is null or one of
+/// its master contexts.
 pub(super) unsafe fn trim_fragments(
     us: ffi::OtrlUserState,
-    keep: *mut ffi::ConnContext,
+    current: *mut ffi::ConnContext,
     per: usize,
     total: usize,
-) {
-    // SAFETY: pointers from the walk of `us`; only fragment buffers are freed.
+    known: &dyn Fn(*mut ffi::ConnContext) -> bool,
+) -> Vec<((String, String), bool)> {
+    let mut dropped = Vec::new();
+    // SAFETY: pointers from the walk of `us`; only fragment buffers are freed, and the
+    // names are copied before anything is.
     unsafe {
         let mut pending = Vec::new();
         let mut c = (*us).context_root;
         while !c.is_null() {
             let len = fragment_len(c);
             if len > per {
+                dropped.push((names(c), true));
                 drop_fragment(c);
-            } else if len > 0 {
+            } else if len > 0 && !known((*c).m_context) {
                 pending.push((c, len));
             }
             c = (*c).next;
         }
         let mut sum: usize = pending.iter().map(|(_, l)| l).sum();
-        if sum <= total {
-            return;
-        }
-        // Others first, largest first.
-        pending.sort_by_key(|(c, len)| ((**c).m_context == keep, std::cmp::Reverse(*len)));
-        for (c, len) in pending {
-            if sum <= total {
-                break;
+        if sum > total {
+            // Others first, largest first.
+            pending.sort_by_key(|(c, len)| ((**c).m_context == current, std::cmp::Reverse(*len)));
+            for (c, len) in pending {
+                if sum <= total {
+                    break;
+                }
+                dropped.push((names(c), false));
+                drop_fragment(c);
+                sum -= len;
             }
-            drop_fragment(c);
-            sum -= len;
         }
     }
+    dropped
 }
 
 /// Frees every context's private part, for the user state's own teardown (libotr frees

@@ -1,14 +1,16 @@
-//! OTR v3 (Off-the-Record messaging) through libotr 4.1: keys and fingerprints in
+//! OTR v3 (Off-the-Record messaging) through libotr 4.1.1: keys and fingerprints in
 //! Pidgin's file formats (staged through memory, never the disk), conversations with
 //! the four states, SMP, and the "require encryption" guarantee.
 
 mod engine;
+mod fragment;
 mod keyfile;
+mod library;
 mod limits;
 mod memfile;
 
 pub use engine::{
-    API_VERSION, Incoming, KnownFingerprint, MAX_HELD, OtrEngine, OtrError, OtrEvent, OtrPolicy,
-    OtrState, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
+    API_VERSION, Incoming, KnownFingerprint, MAX_HELD, MIN_FRAGMENT, OtrEngine, OtrError, OtrEvent,
+    OtrPolicy, OtrState, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
 };
 pub use limits::OtrLimits;

@@ -83,6 +83,9 @@ pub enum XmppCommand {
     },
     /// Leave a room.
     LeaveRoom(BareJid),
+    /// The user took part in a conversation with this address: what it sends is kept
+    /// like a contact's (see [`ChatCore::engage`]).
+    Engage(BareJid),
     /// Go offline and stop.
     Stop,
 }
@@ -98,6 +101,15 @@ impl XmppHandle {
     /// Sends a command; ignored once the account has stopped.
     pub fn command(&self, c: XmppCommand) {
         let _ = self.tx.send(c);
+    }
+
+    /// A handle to no server: its commands come out of the returned receiver, and it
+    /// counts as stopped. For driving what sits above an account (the chat core)
+    /// without a network.
+    pub fn detached() -> (XmppHandle, mpsc::UnboundedReceiver<XmppCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (_, done) = tokio::sync::watch::channel(true);
+        (XmppHandle { tx, done }, rx)
     }
 
     /// Resolves once the account's task has ended (after [`XmppCommand::Stop`], it
@@ -301,6 +313,7 @@ fn apply(core: &mut ChatCore, cmd: XmppCommand) {
             password,
         } => core.join_room(room, nick, password),
         XmppCommand::LeaveRoom(room) => core.leave_room(room),
+        XmppCommand::Engage(jid) => core.engage(jid),
         XmppCommand::Stop => {}
     }
 }

@@ -6,10 +6,13 @@
 //!
 //! Everything kept per sender is bounded, whatever a hostile server or sender does:
 //! message ids are remembered as 64-bit keyed hashes for at most [`MAX_SENDERS`]
-//! senders (the least recently heard from are forgotten), presence is tracked only for
-//! roster contacts, and pending IQs and subscription requests are capped (oldest out).
+//! strangers (the least recently heard from are forgotten), presence is tracked only for
+//! roster contacts, and pending IQs and subscription requests are capped (oldest out,
+//! and a dropped request is reported). Senders the user knows — roster contacts, people
+//! the user wrote to ([`ChatCore::engage`]), joined rooms — are outside those caps:
+//! their message ids and requests are never pushed out by strangers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid, ResourcePart};
@@ -26,17 +29,22 @@ use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError
 pub const MAX_BODY: usize = 64 * 1024;
 /// Message ids remembered per peer for duplicate suppression.
 const SEEN_IDS: usize = 512;
-/// Senders (contacts and rooms) whose message ids we remember; beyond this the least
-/// recently heard from is forgotten (a duplicate from it may then be shown twice).
+/// Strangers whose message ids we remember; beyond this the least recently heard from
+/// is forgotten (a duplicate from it may then be shown twice). Senders the user knows
+/// are not counted.
 pub const MAX_SENDERS: usize = 1024;
+/// People the user wrote to that are remembered as known; beyond this the oldest go
+/// back to being strangers.
+const MAX_ENGAGED: usize = 4_096;
 /// Contacts we keep; a server pushing more is ignored beyond this.
 const MAX_ROSTER: usize = 20_000;
 /// Online resources tracked per contact.
 const MAX_RESOURCES: usize = 64;
 /// Our IQs awaiting an answer; beyond this the oldest is given up.
 pub const MAX_PENDING_IQS: usize = 256;
-/// Subscription requests waiting for the user; beyond this the oldest is dropped (its
-/// sender can ask again).
+/// Subscription requests waiting for the user; beyond this the oldest from a stranger
+/// is dropped, with [`XmppEvent::RequestDropped`] (its sender can ask again). Known
+/// senders' requests do not count and are never dropped.
 pub const MAX_REQUESTS: usize = 256;
 
 /// Availability, ours or a contact's.
@@ -111,6 +119,13 @@ pub enum XmppEvent {
     /// Someone asks to see our presence; answer with authorize, deny or ignore.
     SubscriptionRequest {
         /// Who asks.
+        from: BareJid,
+    },
+    /// A stranger's subscription request was dropped unanswered to make room for newer
+    /// ones (or was not listed, when only known senders' requests wait): tell the user,
+    /// who may ask them to ask again.
+    RequestDropped {
+        /// Whose request.
         from: BareJid,
     },
     /// A chat message arrived (each id once).
@@ -207,8 +222,10 @@ pub struct Outbound {
 /// How much per-sender state a [`ChatCore`] holds (for tests and diagnostics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tracked {
-    /// Senders whose message ids are remembered.
+    /// Strangers whose message ids are remembered.
     pub senders: usize,
+    /// Known senders whose message ids are remembered.
+    pub known_senders: usize,
     /// Message ids remembered over all senders.
     pub message_ids: usize,
     /// Contacts with online resources.
@@ -221,20 +238,35 @@ pub struct Tracked {
     pub requests: usize,
 }
 
-/// Message ids seen per sender, bounded in senders and in ids per sender.
+/// Message ids seen per sender, bounded in ids per sender and in strangers.
 struct SeenIds {
-    /// Per sender: when last heard from, and the ids (keyed hashes) in arrival order.
+    /// Senders the user knows: kept while they stay known.
+    known: HashMap<BareJid, VecDeque<u64>>,
+    /// Strangers: when last heard from, and the ids (keyed hashes) in arrival order.
     by_sender: HashMap<BareJid, (u64, VecDeque<u64>)>,
-    /// Senders by when last heard from.
+    /// Strangers by when last heard from.
     order: BTreeMap<u64, BareJid>,
     clock: u64,
     /// Keyed per core, so a sender cannot choose ids that collide.
     hasher: RandomState,
 }
 
+/// Adds `h` to a sender's ids; false if it was there.
+fn record(ids: &mut VecDeque<u64>, h: u64) -> bool {
+    if ids.contains(&h) {
+        return false;
+    }
+    ids.push_back(h);
+    if ids.len() > SEEN_IDS {
+        ids.pop_front();
+    }
+    true
+}
+
 impl SeenIds {
     fn new() -> SeenIds {
         SeenIds {
+            known: HashMap::new(),
             by_sender: HashMap::new(),
             order: BTreeMap::new(),
             clock: 0,
@@ -242,33 +274,49 @@ impl SeenIds {
         }
     }
 
-    /// Records `id` from `from`; false if it was seen already.
-    fn remember(&mut self, from: &BareJid, id: &str) -> bool {
+    /// Records `id` from `from`, a sender the user knows or not; false if it was seen
+    /// already.
+    fn remember(&mut self, from: &BareJid, id: &str, known: bool) -> bool {
         let h = self.hasher.hash_one(id);
+        if known {
+            if !self.known.contains_key(from) {
+                // Newly known: what was seen from them as a stranger still counts.
+                let ids = match self.by_sender.remove(from) {
+                    Some((last, ids)) => {
+                        self.order.remove(&last);
+                        ids
+                    }
+                    None => VecDeque::new(),
+                };
+                self.known.insert(from.clone(), ids);
+            }
+            return self.known.get_mut(from).is_some_and(|ids| record(ids, h));
+        }
+        // No longer known (left the roster): a stranger again.
+        let before = self.known.remove(from);
         self.clock += 1;
         let now = self.clock;
         if let Some((last, ids)) = self.by_sender.get_mut(from) {
             self.order.remove(last);
             *last = now;
             self.order.insert(now, from.clone());
-            if ids.contains(&h) {
-                return false;
-            }
-            ids.push_back(h);
-            if ids.len() > SEEN_IDS {
-                ids.pop_front();
-            }
-            return true;
+            return record(ids, h);
         }
         if self.by_sender.len() >= MAX_SENDERS
             && let Some((_, oldest)) = self.order.pop_first()
         {
             self.by_sender.remove(&oldest);
         }
-        self.by_sender
-            .insert(from.clone(), (now, VecDeque::from([h])));
+        let mut ids = before.unwrap_or_default();
+        let fresh = record(&mut ids, h);
+        self.by_sender.insert(from.clone(), (now, ids));
         self.order.insert(now, from.clone());
-        true
+        fresh
+    }
+
+    /// Forgets the ids of senders the user no longer knows.
+    fn retain_known(&mut self, known: impl Fn(&BareJid) -> bool) {
+        self.known.retain(|j, _| known(j));
     }
 }
 
@@ -289,6 +337,9 @@ pub struct ChatCore {
     resource_hasher: RandomState,
     /// Subscription requests, oldest first.
     requests: VecDeque<BareJid>,
+    /// People the user wrote to (see [`ChatCore::engage`]), and the same oldest first.
+    engaged: HashSet<BareJid>,
+    engaged_order: VecDeque<BareJid>,
     rooms: BTreeMap<BareJid, Room>,
     next_id: u64,
     id_prefix: String,
@@ -347,6 +398,8 @@ impl ChatCore {
             resources: HashMap::new(),
             resource_hasher: RandomState::new(),
             requests: VecDeque::new(),
+            engaged: HashSet::new(),
+            engaged_order: VecDeque::new(),
             rooms: BTreeMap::new(),
             next_id: 0,
             id_prefix,
@@ -393,7 +446,14 @@ impl ChatCore {
     pub fn tracked(&self) -> Tracked {
         Tracked {
             senders: self.seen.by_sender.len(),
-            message_ids: self.seen.by_sender.values().map(|(_, v)| v.len()).sum(),
+            known_senders: self.seen.known.len(),
+            message_ids: self
+                .seen
+                .by_sender
+                .values()
+                .map(|(_, v)| v.len())
+                .sum::<usize>()
+                + self.seen.known.values().map(VecDeque::len).sum::<usize>(),
             present: self.resources.len(),
             resources: self.resources.values().map(BTreeMap::len).sum(),
             pending_iqs: self.iqs.len(),
@@ -721,11 +781,42 @@ impl ChatCore {
             let to = FullJid::from_parts(room.node(), room.domain(), &resource);
             self.send(Presence::new(PresenceType::Unavailable).with_to(Jid::from(to)));
         }
+        self.forget_unknown();
         self.events.push_back(XmppEvent::RoomLeft { room });
     }
 
+    /// The user took part in a conversation with `jid`: from now on its message ids
+    /// and subscription request are kept like a contact's, whatever strangers send.
+    pub fn engage(&mut self, jid: BareJid) {
+        if !self.engaged.insert(jid.clone()) {
+            return;
+        }
+        self.engaged_order.push_back(jid);
+        if self.engaged_order.len() > MAX_ENGAGED
+            && let Some(oldest) = self.engaged_order.pop_front()
+        {
+            self.engaged.remove(&oldest);
+            self.forget_unknown();
+        }
+    }
+
+    /// A sender the user knows: a roster contact, someone the user wrote to, a room the
+    /// user is in.
+    fn known(&self, jid: &BareJid) -> bool {
+        self.roster.contains_key(jid) || self.rooms.contains_key(jid) || self.engaged.contains(jid)
+    }
+
+    /// Drops what is kept for senders the user no longer knows.
+    fn forget_unknown(&mut self) {
+        let (roster, rooms, engaged) = (&self.roster, &self.rooms, &self.engaged);
+        self.seen.retain_known(|j| {
+            roster.contains_key(j) || rooms.contains_key(j) || engaged.contains(j)
+        });
+    }
+
     fn remember(&mut self, from: &BareJid, id: &str) -> bool {
-        self.seen.remember(from, id)
+        let known = self.known(from);
+        self.seen.remember(from, id, known)
     }
 
     /// Handles a stanza from the server.
@@ -804,8 +895,15 @@ impl ChatCore {
         match p.type_ {
             // A repeated request is listed once; the user decides once.
             PresenceType::Subscribe if !self.requests.contains(&bare) => {
-                if self.requests.len() >= MAX_REQUESTS {
-                    self.requests.pop_front();
+                let strangers = self.requests.iter().filter(|r| !self.known(r)).count();
+                if !self.known(&bare) && strangers >= MAX_REQUESTS {
+                    // The oldest stranger's request goes, and the user is told.
+                    if let Some(pos) = self.requests.iter().position(|r| !self.known(r))
+                        && let Some(dropped) = self.requests.remove(pos)
+                    {
+                        self.events
+                            .push_back(XmppEvent::RequestDropped { from: dropped });
+                    }
                 }
                 self.requests.push_back(bare.clone());
                 self.events
@@ -929,6 +1027,7 @@ impl ChatCore {
                     }
                     let roster = &self.roster;
                     self.resources.retain(|jid, _| roster.contains_key(jid));
+                    self.forget_unknown();
                     self.events
                         .push_back(XmppEvent::Roster(self.roster.values().cloned().collect()));
                 }
@@ -969,6 +1068,7 @@ impl ChatCore {
                             if item.subscription == Subscription::Remove {
                                 self.roster.remove(&item.jid);
                                 self.resources.remove(&item.jid);
+                                self.forget_unknown();
                                 self.events.push_back(XmppEvent::ContactRemoved(item.jid));
                             } else if self.roster.len() < MAX_ROSTER
                                 || self.roster.contains_key(&item.jid)
@@ -1220,5 +1320,98 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, XmppEvent::Message { .. }))
         );
+    }
+
+    /// An online core whose roster (its first IQ, `{prefix}-1`) holds `friend`.
+    fn with_friend(prefix: &str, friend: &str) -> ChatCore {
+        let mut c = ChatCore::new(jid("bob@localhost"), prefix.into());
+        c.online(false);
+        drain(&mut c);
+        let roster: Element = format!(
+            "<query xmlns='jabber:iq:roster'><item jid='{friend}' subscription='both'/></query>"
+        )
+        .parse()
+        .expect("xml");
+        c.handle(
+            Iq::Result {
+                from: None,
+                to: None,
+                id: format!("{prefix}-1"),
+                payload: Some(roster),
+            }
+            .into(),
+        );
+        events(&mut c);
+        c
+    }
+
+    fn subscribe(c: &mut ChatCore, from: &str) {
+        let mut p = Presence::new(PresenceType::Subscribe);
+        p.from = Some(from.parse().expect("jid"));
+        c.handle(p.into());
+    }
+
+    #[test]
+    fn strangers_never_push_out_the_message_ids_of_senders_the_user_knows() {
+        let mut c = with_friend("s7", "friend@localhost");
+        // Someone outside the roster the user wrote to.
+        c.engage(jid("pen-pal@elsewhere.example"));
+        let known = ["friend@localhost/phone", "pen-pal@elsewhere.example/laptop"];
+        for from in known {
+            c.handle(chat_from(from, "m-1", "once"));
+        }
+        assert_eq!(events(&mut c).len(), 2);
+        // More strangers than the cap write, each once.
+        for i in 0..(MAX_SENDERS * 2) {
+            c.handle(chat_from(&format!("s{i}@evil.example/r"), "x", "hi"));
+        }
+        events(&mut c);
+        let t = c.tracked();
+        assert!(t.senders <= MAX_SENDERS, "{t:?}");
+        assert_eq!(t.known_senders, 2, "{t:?}");
+        // Both resend the same message (their server lost our acknowledgement): it is
+        // shown once.
+        for from in known {
+            c.handle(chat_from(from, "m-1", "once"));
+        }
+        assert!(events(&mut c).is_empty(), "shown twice");
+        // Removed from the roster, the friend is a stranger again: bounded like one.
+        c.handle(
+            Iq::Set {
+                from: None,
+                to: None,
+                id: "push-1".into(),
+                payload: "<query xmlns='jabber:iq:roster'>\
+                          <item jid='friend@localhost' subscription='remove'/></query>"
+                    .parse()
+                    .expect("xml"),
+            }
+            .into(),
+        );
+        assert_eq!(c.tracked().known_senders, 1);
+    }
+
+    #[test]
+    fn a_flood_of_requests_never_drops_a_known_senders_and_says_what_it_drops() {
+        let mut c = with_friend("s8", "friend@localhost");
+        c.engage(jid("pen-pal@elsewhere.example"));
+        subscribe(&mut c, "friend@localhost");
+        subscribe(&mut c, "pen-pal@elsewhere.example");
+        let flood = MAX_REQUESTS + 44;
+        for i in 0..flood {
+            subscribe(&mut c, &format!("s{i}@evil.example"));
+        }
+        let dropped: Vec<BareJid> = events(&mut c)
+            .into_iter()
+            .filter_map(|e| match e {
+                XmppEvent::RequestDropped { from } => Some(from),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dropped.len(), 44, "each drop is reported");
+        assert_eq!(dropped[0], jid("s0@evil.example"), "the oldest first");
+        assert!(c.requests().any(|r| *r == jid("friend@localhost")));
+        assert!(c.requests().any(|r| *r == jid("pen-pal@elsewhere.example")));
+        assert_eq!(c.tracked().requests, MAX_REQUESTS + 2);
     }
 }

@@ -1,0 +1,264 @@
+//! The chat layer against senders who complete OTR key exchanges, with real libotr on
+//! both sides and no server: what the layer tells the account comes out of a detached
+//! account handle, and its messages go into the senders' engines, and back.
+
+use super::limits::{MAX_CONVERSATIONS, MAX_PRIVATE_STRANGERS};
+use super::private::{Received, Stored};
+use super::{Account, ChatLayer};
+use crate::event::Event;
+use crate::model::{AccountId, OtrPolicySetting};
+use crate::snapshot::{ContactView, Presence, Subscription};
+use hush_signaling::otr::{OtrEngine, OtrState};
+use hush_signaling::xmpp::account::{XmppCommand, XmppHandle};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const A: AccountId = AccountId(1);
+const ALICE: &str = "alice@localhost";
+const BOB: &str = "bob@localhost";
+const CAROL: &str = "carol@localhost";
+/// Not in the roster, but alice verified dave's key in an earlier session.
+const DAVE: &str = "dave@localhost";
+
+/// Alice's chat layer: one account, with bob and carol in the roster, and dave's key
+/// verified in her fingerprints file.
+async fn alice() -> (ChatLayer, UnboundedReceiver<XmppCommand>) {
+    let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+    let mut layer = ChatLayer::new(tx);
+    let stored = Stored {
+        fingerprints: Some(
+            format!(
+                "{DAVE}\t{ALICE}\tprpl-jabber\t{}\tverified\n",
+                "d1".repeat(20)
+            )
+            .into_bytes(),
+        ),
+        ..Stored::default()
+    };
+    layer.load_otr(stored).await.expect("otr");
+    let (handle, rx) = XmppHandle::detached();
+    let contacts = [BOB, CAROL]
+        .into_iter()
+        .map(|c| {
+            let view = ContactView {
+                account: A,
+                address: c.into(),
+                alias: None,
+                group: None,
+                presence: Presence::Offline,
+                subscription: Subscription::Authorized,
+            };
+            (c.to_owned(), view)
+        })
+        .collect::<BTreeMap<_, _>>();
+    layer.accounts.insert(
+        A,
+        Account {
+            handle,
+            jid: ALICE.parse().expect("jid"),
+            contacts,
+            otr_policy: OtrPolicySetting::Opportunistic,
+        },
+    );
+    layer
+        .otr_attach(A, ALICE, OtrPolicySetting::Opportunistic, &mut Vec::new())
+        .await
+        .expect("attach");
+    (layer, rx)
+}
+
+/// One engine speaking for `n` strangers, one DSA key shared by all (generating one
+/// each would take minutes): `s{i}@evil.example`.
+fn strangers(n: usize) -> (OtrEngine, Vec<String>) {
+    let mut e = OtrEngine::new().expect("libotr");
+    // `(privkeys (account (name "s0@evil.example") ...))`; the key itself may hold any
+    // byte, so the one account block is cut by position, not parsed.
+    let file = e.generate_key("s0@evil.example").expect("key").to_vec();
+    let at = |needle: &[u8]| file.windows(needle.len()).position(|w| w == needle);
+    let start = at(b"(account").expect("an account block");
+    let end = file
+        .iter()
+        .rposition(|b| *b == b')')
+        .expect("the list's end");
+    let name = at(b"\"s0@evil.example\"").expect("the account name");
+    let names: Vec<String> = (0..n).map(|i| format!("s{i}@evil.example")).collect();
+    let mut all = b"(privkeys\n".to_vec();
+    for other in &names {
+        all.extend_from_slice(&file[start..name]);
+        all.extend_from_slice(format!("\"{other}\"").as_bytes());
+        all.extend_from_slice(&file[name + b"\"s0@evil.example\"".len()..end]);
+        all.push(b'\n');
+    }
+    all.extend_from_slice(b")\n");
+    e.load_private_keys(&all).expect("keys");
+    (e, names)
+}
+
+/// Moves messages between alice's layer and `peer` until both are quiet (bounded).
+async fn exchange(
+    layer: &mut ChatLayer,
+    rx: &mut UnboundedReceiver<XmppCommand>,
+    peer: &mut OtrEngine,
+    events: &mut Vec<Event>,
+) {
+    for _ in 0..100 {
+        let mut moved = false;
+        while let Some(t) = peer.poll_transmit() {
+            moved = true;
+            let message = Received {
+                from: t.account,
+                id: String::new(),
+                body: t.body,
+                delayed: false,
+            };
+            layer.receive(A, message, events, &mut Vec::new()).await;
+        }
+        while let Ok(command) = rx.try_recv() {
+            if let XmppCommand::Send { to, body, .. } = command {
+                moved = true;
+                let _ = peer.receive(&to.to_string(), ALICE, &body);
+            }
+        }
+        while peer.poll_event().is_some() {}
+        if !moved {
+            return;
+        }
+    }
+    panic!("no quiescence");
+}
+
+fn has_line(layer: &ChatLayer, peer: &str, body: &str, encrypted: bool) -> bool {
+    layer.chats.get(&(A, peer.to_owned())).is_some_and(|c| {
+        c.lines
+            .iter()
+            .any(|l| !l.notice && l.body == body && l.encrypted == encrypted)
+    })
+}
+
+fn private_strangers(layer: &ChatLayer) -> usize {
+    layer
+        .chats
+        .iter()
+        .filter(|((_, peer), c)| c.private() && peer.ends_with("@evil.example"))
+        .count()
+}
+
+#[tokio::test]
+async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
+    let (mut layer, mut rx) = alice().await;
+    let mut events = Vec::new();
+    // As many strangers as there are conversation slots complete a key exchange with
+    // alice (her policy answers anyone who offers OTR).
+    let (mut m, names) = strangers(MAX_CONVERSATIONS + 1);
+    for n in &names[..MAX_CONVERSATIONS] {
+        m.start(n, ALICE).expect("start");
+        exchange(&mut layer, &mut rx, &mut m, &mut events).await;
+    }
+    assert_eq!(private_strangers(&layer), MAX_PRIVATE_STRANGERS);
+    assert!(layer.chats.len() <= MAX_CONVERSATIONS);
+    let ended = events
+        .iter()
+        .filter(|e| matches!(e, Event::ChatLine { line, .. } if line.notice && line.body.contains("was ended")))
+        .count();
+    assert_eq!(ended, MAX_CONVERSATIONS - MAX_PRIVATE_STRANGERS);
+    // The oldest were ended, and each stranger was told.
+    assert_eq!(m.state(&names[0], ALICE), OtrState::Finished);
+    assert_eq!(
+        m.state(&names[MAX_CONVERSATIONS - 1], ALICE),
+        OtrState::PrivateUnverified
+    );
+
+    // A contact with no conversation in memory goes private and writes: shown.
+    let mut bob = OtrEngine::new().expect("libotr");
+    bob.generate_key(BOB).expect("key");
+    bob.start(BOB, ALICE).expect("start");
+    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    bob.send(BOB, ALICE, "it's bob").expect("send");
+    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    assert!(has_line(&layer, BOB, "it's bob", true));
+
+    // Then the user has a conversation of their own in every slot: nothing may go.
+    for i in 0..MAX_CONVERSATIONS {
+        layer
+            .conversation(A, &format!("friend{i}@localhost"))
+            .engaged = true;
+    }
+    // A contact's message is still shown, with no conversation in memory before...
+    let from_carol = Received {
+        from: CAROL.into(),
+        id: "c1".into(),
+        body: "carol here".into(),
+        delayed: false,
+    };
+    layer
+        .receive(A, from_carol, &mut events, &mut Vec::new())
+        .await;
+    assert!(has_line(&layer, CAROL, "carol here", false));
+    // ...and so is that of a buddy whose key the user verified.
+    let from_dave = Received {
+        from: DAVE.into(),
+        id: "d1".into(),
+        body: "dave here".into(),
+        delayed: false,
+    };
+    layer
+        .receive(A, from_dave, &mut events, &mut Vec::new())
+        .await;
+    assert!(has_line(&layer, DAVE, "dave here", false));
+    // ...and so is a stranger's message libotr decrypted (it cannot be decrypted again).
+    let late = &names[MAX_CONVERSATIONS];
+    m.start(late, ALICE).expect("start");
+    exchange(&mut layer, &mut rx, &mut m, &mut events).await;
+    m.send(late, ALICE, "decrypted once").expect("send");
+    exchange(&mut layer, &mut rx, &mut m, &mut events).await;
+    assert!(has_line(&layer, late, "decrypted once", true));
+    assert_eq!(
+        private_strangers(&layer),
+        MAX_PRIVATE_STRANGERS,
+        "still bounded"
+    );
+    // A stranger's plaintext only takes the room of an idle stranger's conversation
+    // (one of those OTR ended); the table does not grow for it.
+    let before = layer.chats.len();
+    for i in 0..3 {
+        let spam = Received {
+            from: format!("nobody{i}@evil.example"),
+            id: format!("n{i}"),
+            body: "spam".into(),
+            delayed: false,
+        };
+        layer.receive(A, spam, &mut events, &mut Vec::new()).await;
+        assert_eq!(layer.chats.len(), before);
+    }
+    assert!(has_line(&layer, "nobody2@evil.example", "spam", false));
+}
+
+#[tokio::test]
+async fn writing_to_someone_makes_the_account_keep_what_they_send_like_a_contacts() {
+    let (mut layer, mut rx) = alice().await;
+    let mut events = Vec::new();
+    layer
+        .send(
+            A,
+            "pen-pal@elsewhere.example",
+            "hello".into(),
+            &mut events,
+            &mut Vec::new(),
+        )
+        .await
+        .expect("send");
+    let mut commands = Vec::new();
+    while let Ok(c) = rx.try_recv() {
+        commands.push(c);
+    }
+    assert!(
+        matches!(commands.first(), Some(XmppCommand::Engage(j)) if j.to_string() == "pen-pal@elsewhere.example"),
+        "{commands:?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .any(|c| matches!(c, XmppCommand::Send { .. })),
+        "{commands:?}"
+    );
+}
