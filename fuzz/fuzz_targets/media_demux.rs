@@ -113,11 +113,7 @@ fuzz_target!(|data: &[u8]| {
                 if kind != Kind::Zrtp {
                     assert_eq!(p.to, negotiated, "media sent to the stranger");
                 }
-                assert!(
-                    p.to == negotiated || p.to == stranger,
-                    "sent to {}",
-                    p.to
-                );
+                assert!(p.to == negotiated || p.to == stranger, "sent to {}", p.to);
                 if policy == Policy::Mandatory {
                     assert_ne!(kind, Kind::Rtp, "cleartext RTP under the mandatory policy");
                 }
