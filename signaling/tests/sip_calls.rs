@@ -4,9 +4,9 @@
 
 use hush_harness::{Kamailio, SipPeer, sip_header, sip_status};
 use hush_signaling::sip::{
-    CallKey, EndReason, MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT,
-    RegistrationHandle, RegistrationState, Rejection, SIP_EVENT_QUEUE, SipEvent, SipStack,
-    StackOptions, Transport, parse_target,
+    CallKey, EndReason, MAX_DIRECT_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT, RegistrationHandle,
+    RegistrationState, Rejection, SIP_EVENT_QUEUE, SipEvent, SipStack, StackOptions, Transport,
+    parse_target,
 };
 use rsipstack::dialog::authenticate::Credential;
 use std::net::SocketAddr;
@@ -601,6 +601,42 @@ async fn hanging_up_before_the_challenge_arrives_sends_no_second_invite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_challenge_saying_stale_gets_no_second_answer() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    // The first challenge under the account's realm is answered: nothing tells it from
+    // a server's.
+    let (_, invite, src) = call_the_peer(&alice, &bob).await;
+    bob.challenge(&invite, src, OUR_REALM, "bob-0")
+        .expect("401");
+    let (again, src) = bob
+        .next_request("INVITE", Duration::from_secs(5))
+        .expect("the answered INVITE");
+    assert!(sip_header(&again, "Authorization").is_some(), "{again}");
+    // Then the callee asks again, saying the nonce went stale, to collect a second
+    // digest (with a nonce of its choice) to guess at.
+    let stale = format!(
+        "WWW-Authenticate: Digest realm=\"{OUR_REALM}\", nonce=\"fresh-{}\", algorithm=MD5, stale=true",
+        bob.addr().port()
+    );
+    bob.reply(&again, src, "401 Unauthorized", Some("bob-1"), &[stale], "")
+        .expect("stale 401");
+    assert!(
+        matches!(ended(&mut a_rx).await, EndReason::Failed(401, _)),
+        "the call ends on the second challenge"
+    );
+    for m in everything(&bob, Duration::from_secs(2)) {
+        if m.starts_with("INVITE ") {
+            assert_eq!(
+                sip_header(&m, "CSeq"),
+                sip_header(&again, "CSeq"),
+                "a second answer was sent:\n{m}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callee_answering_our_cancel_with_a_challenge_is_not_called_again() {
     let (alice, mut a_rx) = stack("alice").await;
     let bob = SipPeer::bind("bob").expect("peer");
@@ -714,14 +750,15 @@ fn caller_at(n: u8) -> SipPeer {
     SipPeer::bind_on("caller", std::net::Ipv4Addr::new(127, 0, 0, n)).expect("peer")
 }
 
-/// `MAX_INCOMING_CALLS` calls ringing at `bob`, each from a caller of its own address.
+/// `MAX_DIRECT_CALLS` calls ringing at `bob`, each from a caller of its own address:
+/// all the places strangers may take.
 async fn fill_the_line(
     bob: &SipStack,
     b_rx: &mut Receiver<SipEvent>,
 ) -> Vec<(SipPeer, hush_harness::SentInvite)> {
     let uri = format!("sip:bob@{}", bob.local_addr());
     let mut ringing = Vec::new();
-    for n in 0..MAX_INCOMING_CALLS {
+    for n in 0..MAX_DIRECT_CALLS {
         let mut caller = caller_at(10 + n as u8);
         let inv = caller
             .invite(bob.local_addr(), &uri, OFFER)
@@ -812,6 +849,33 @@ async fn one_address_rings_at_most_twice_but_the_registrar_is_not_limited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_naming_other_addresses_in_its_via_still_rings_at_most_twice() {
+    let (bob, mut b_rx) = stack("bob").await;
+    let uri = format!("sip:bob@{}", bob.local_addr());
+    let mut caller = caller_at(5);
+    // Its Via's sent-by is its true address, so the transport adds nothing, and each
+    // INVITE names another `received`: it must neither count as another address nor
+    // send our answers there.
+    for n in 0..=MAX_RINGING_PER_SOURCE {
+        let inv = caller
+            .invite_saying(
+                bob.local_addr(),
+                &uri,
+                OFFER,
+                &format!(";received=127.0.0.{}", 20 + n),
+            )
+            .expect("INVITE");
+        let codes = first_answers(&caller, &inv);
+        if n < MAX_RINGING_PER_SOURCE {
+            assert_eq!(codes.last(), Some(&180), "call {n}: {codes:?}");
+            incoming(&mut b_rx).await;
+        } else {
+            assert_eq!(codes.last(), Some(&486), "call {n}: {codes:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_call_is_missed_and_frees_its_place() {
     let ring = Duration::from_secs(4);
     let (bob, mut b_rx) = SipStack::start(StackOptions {
@@ -825,7 +889,7 @@ async fn an_unanswered_call_is_missed_and_frees_its_place() {
     .expect("stack starts");
     let uri = format!("sip:bob@{}", bob.local_addr());
     let start = std::time::Instant::now();
-    // Eight INVITEs that never end (as forged ones would not) take the whole line.
+    // INVITEs that never end (as forged ones would not) take every place strangers may.
     let ringing = fill_the_line(&bob, &mut b_rx).await;
     let mut late = caller_at(9);
     let inv = late.invite(bob.local_addr(), &uri, OFFER).expect("INVITE");
@@ -842,7 +906,7 @@ async fn an_unanswered_call_is_missed_and_frees_its_place() {
         );
     }
     assert!(start.elapsed() >= ring, "refused before the ring timeout");
-    for _ in 0..MAX_INCOMING_CALLS {
+    for _ in 0..MAX_DIRECT_CALLS {
         assert_eq!(ended(&mut b_rx).await, EndReason::Missed);
     }
     let inv = late.invite(bob.local_addr(), &uri, OFFER).expect("INVITE");

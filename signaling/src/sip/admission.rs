@@ -3,15 +3,18 @@
 //! [`MAX_RINGING_PER_SOURCE`] of them ringing from one IP address, and none rings longer
 //! than the ring timeout (then 480 and "missed", see `stack`). The per-source limit does
 //! not apply to the account's own servers (registrar, outbound proxy): every call through
-//! them comes from their address. Over UDP a source address can be forged, so the
+//! them comes from their address, and two places are kept for them whatever strangers
+//! do. The source is the address the transport received a request from, never what the
+//! request says about itself. Over UDP a source address can be forged, so the
 //! per-source limit only stops a caller that does not forge it; the ring timeout is what
 //! frees the line from forged INVITEs that never end.
 
-use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Host, Request};
-use rsipstack::transport::connection::SipConnection;
+use rsipstack::sip::Request;
+use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
+use rsipstack::sip::uri::Received;
+use rsipstack::transaction::transaction::Transaction;
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Incoming calls a stack holds at once (ringing or connected); more get 486 Busy Here.
@@ -19,20 +22,50 @@ pub const MAX_INCOMING_CALLS: usize = 8;
 /// Unanswered incoming calls from one IP address (other than the account's servers) at
 /// once; more get 486. Two let a real phone ring us while a first call still rings.
 pub const MAX_RINGING_PER_SOURCE: usize = 2;
+/// Of [`MAX_INCOMING_CALLS`], the places only calls through the account's servers may
+/// take, so that strangers calling directly (or forging addresses) cannot keep every
+/// call the registrar relays busy.
+pub const KEPT_FOR_SERVERS: usize = 2;
+/// Incoming calls at once that do not come through the account's servers.
+pub const MAX_DIRECT_CALLS: usize = MAX_INCOMING_CALLS - KEPT_FOR_SERVERS;
 /// How long an incoming call rings before it is refused (480) and ends as missed.
 pub const RING_TIMEOUT: Duration = Duration::from_secs(120);
 /// Addresses remembered as the account's servers (a name may resolve to several).
 const MAX_SERVERS: usize = 16;
 
-/// The IP address a request came from: the top Via's `received` (added by the transport
-/// when the sender's address differs from what it wrote), else the Via host if it is an
-/// address. `None` when neither is one.
-pub(crate) fn source_ip(req: &Request) -> Option<IpAddr> {
-    let via = req.via_header().ok()?;
-    let (_, hp) = SipConnection::parse_target_from_via(via).ok()?;
-    match hp.host {
-        Host::IpAddr(ip) => Some(ip),
-        Host::Domain(_) => None,
+/// Where a request really came from: the address its transport received it from
+/// (never what the request says about itself: a sender writes its own Via, `received`
+/// included). `None` when the transport does not know (then no per-address limit).
+pub(crate) fn source_of(tx: &Transaction) -> Option<SocketAddr> {
+    let remote = tx.connection.as_ref()?.get_remote_addr()?;
+    remote.addr.clone().try_into().ok()
+}
+
+/// Makes `req`'s top Via name `source` as where it came from, so that our responses go
+/// back to the sender. The transport adds `received` only when the Via's sent-by is not
+/// the source; when it is, a `received` the sender wrote itself is left in place and
+/// responses (with their retransmissions) would go to whatever address it chose.
+pub(crate) fn pin_via(req: &mut Request, source: SocketAddr) {
+    let Ok(via) = req.via_header_mut() else {
+        return;
+    };
+    let pinned = via.update_first_value(|v| {
+        let typed = v.typed()?;
+        match typed.received() {
+            Some(Ok(ip)) if ip == source.ip() => Ok(v),
+            None => Ok(v),
+            Some(_) => {
+                let shown = match source {
+                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
+                    SocketAddr::V4(a) => a.ip().to_string(),
+                };
+                tracing::debug!(%source, "a request named another address as its source");
+                Ok(typed.with_received(Received::new(shown)).into())
+            }
+        }
+    });
+    if let Err(e) = pinned {
+        tracing::debug!(error = %e, "top Via not pinned to the source");
     }
 }
 
@@ -72,6 +105,7 @@ impl Admission {
         state: impl Fn(&str) -> Live,
     ) -> Result<(), Refusal> {
         let mut ringing_from_source = 0;
+        let servers = &self.servers;
         self.live.retain(|id, from| match state(id) {
             Live::Gone => false,
             Live::Ringing => {
@@ -85,7 +119,12 @@ impl Admission {
         if self.live.len() >= MAX_INCOMING_CALLS {
             return Err(Refusal::Full);
         }
-        let server = source.is_some_and(|ip| self.servers.contains(&ip));
+        let is_server = |ip: &Option<IpAddr>| ip.is_some_and(|ip| servers.contains(&ip));
+        let server = is_server(&source);
+        let strangers = self.live.values().filter(|from| !is_server(from)).count();
+        if !server && strangers >= MAX_DIRECT_CALLS {
+            return Err(Refusal::Full);
+        }
         if !server && ringing_from_source >= MAX_RINGING_PER_SOURCE {
             return Err(Refusal::SourceBusy);
         }
@@ -157,26 +196,66 @@ mod tests {
     }
 
     #[test]
-    fn the_source_is_where_the_datagram_came_from() {
-        let req = |via: &str| {
-            let raw = format!(
-                "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-            );
-            match rsipstack::sip::SipMessage::try_from(raw.as_bytes()) {
-                Ok(rsipstack::sip::SipMessage::Request(r)) => r,
-                other => panic!("not a request: {other:?}"),
-            }
-        };
-        // What the transport writes when the sender claims another address.
-        let forged = req("SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK1;received=192.0.2.9;rport=4000");
-        assert_eq!(source_ip(&forged), ip("192.0.2.9"));
-        assert_eq!(
-            source_ip(&req("SIP/2.0/UDP 192.0.2.3:5060;branch=z9hG4bK1")),
-            ip("192.0.2.3")
+    fn strangers_cannot_take_the_places_kept_for_the_server() {
+        let mut a = Admission::default();
+        a.trust_server("203.0.113.1".parse().expect("ip"));
+        let ringing = |_: &str| Live::Ringing;
+        // Forged INVITEs from ever new addresses.
+        for n in 0..MAX_DIRECT_CALLS {
+            let from = ip(&format!("192.0.2.{}", n + 1));
+            assert_eq!(a.admit(from, ringing), Ok(()), "stranger {n}");
+            a.taken(format!("stranger-{n}"), from);
+        }
+        assert_eq!(a.admit(ip("198.51.100.1"), ringing), Err(Refusal::Full));
+        for n in 0..KEPT_FOR_SERVERS {
+            assert_eq!(a.admit(ip("203.0.113.1"), ringing), Ok(()), "relayed {n}");
+            a.taken(format!("relayed-{n}"), ip("203.0.113.1"));
+        }
+        assert_eq!(a.admit(ip("203.0.113.1"), ringing), Err(Refusal::Full));
+    }
+
+    fn request(via: &str) -> Request {
+        let raw = format!(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
-        assert_eq!(
-            source_ip(&req("SIP/2.0/UDP phone.example:5060;branch=z9hG4bK1")),
-            None
-        );
+        match rsipstack::sip::SipMessage::try_from(raw.as_bytes()) {
+            Ok(rsipstack::sip::SipMessage::Request(r)) => r,
+            other => panic!("not a request: {other:?}"),
+        }
+    }
+
+    /// Where rsipstack sends our responses to `req`.
+    fn reply_to(req: &Request) -> Option<IpAddr> {
+        use rsipstack::transport::connection::SipConnection;
+        let via = req.via_header().ok()?;
+        match SipConnection::parse_target_from_via(via).ok()?.1.host {
+            rsipstack::sip::Host::IpAddr(ip) => Some(ip),
+            rsipstack::sip::Host::Domain(_) => None,
+        }
+    }
+
+    #[test]
+    fn responses_go_where_the_request_came_from_not_where_it_says() {
+        let source: SocketAddr = "192.0.2.3:5060".parse().expect("addr");
+        // The sender wrote its true address as sent-by (so the transport adds nothing)
+        // and a `received` of its choice: a victim for our responses, or the registrar.
+        let mut forged =
+            request("SIP/2.0/UDP 192.0.2.3:5060;branch=z9hG4bK1;received=198.51.100.77");
+        assert_eq!(reply_to(&forged), ip("198.51.100.77"));
+        pin_via(&mut forged, source);
+        assert_eq!(reply_to(&forged), ip("192.0.2.3"));
+        // What the transport wrote for a sender behind NAT stays as it is.
+        let mut natted =
+            request("SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK1;received=192.0.2.3;rport=4000");
+        pin_via(&mut natted, source);
+        assert_eq!(reply_to(&natted), ip("192.0.2.3"));
+        let mut plain = request("SIP/2.0/UDP 192.0.2.3:5060;branch=z9hG4bK1");
+        pin_via(&mut plain, source);
+        assert_eq!(reply_to(&plain), ip("192.0.2.3"));
+        // A v6 source is written as the transport writes it, and parses back.
+        let v6: SocketAddr = "[2001:db8::3]:5060".parse().expect("addr");
+        let mut forged6 = request("SIP/2.0/UDP [2001:db8::3]:5060;branch=z9hG4bK1;received=::9");
+        pin_via(&mut forged6, v6);
+        assert_eq!(reply_to(&forged6), Some(v6.ip()));
     }
 }

@@ -5,7 +5,7 @@
 //! (realm policy included), end reasons. Panics when one of our invariants breaks;
 //! never otherwise.
 
-use super::admission::{Admission, Live, MAX_RINGING_PER_SOURCE, Refusal, source_ip};
+use super::admission::{Admission, Live, MAX_RINGING_PER_SOURCE, Refusal, pin_via};
 use super::digest::{self, Challenged};
 use super::event::EndReason;
 use super::outgoing;
@@ -17,7 +17,9 @@ use hush_media::codec::CodecKind;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
-use rsipstack::sip::{Header, Method, Param, Request, Response, SipMessage};
+use rsipstack::sip::{Header, Host, Method, Param, Request, Response, SipMessage, Transport};
+use rsipstack::transport::connection::SipConnection;
+use std::net::{IpAddr, SocketAddr};
 
 const OURS: &str = "ours.example";
 const ALL: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
@@ -33,7 +35,10 @@ pub fn sip_datagram(data: &[u8]) {
 
 fn request(req: &Request) {
     classified(req);
-    admitted(req);
+    for source in sources(req) {
+        replied_to_source(req, source);
+        admitted(Some(source.ip()));
+    }
     if let Ok(from) = req.from_header() {
         let _ = from.typed();
     }
@@ -65,10 +70,44 @@ fn classified(req: &Request) {
     );
 }
 
-/// Whatever address a request claims to come from, one address rings at most
-/// `MAX_RINGING_PER_SOURCE` times, unless it is the account's server.
-fn admitted(req: &Request) {
-    let source = source_ip(req);
+/// Where the datagram is said to come from: a fixed stranger, and the Via's own sent-by
+/// when that is an address (then the transport adds no `received` of its own and keeps
+/// whatever the sender wrote).
+fn sources(req: &Request) -> Vec<SocketAddr> {
+    let mut all = vec![SocketAddr::from(([192, 0, 2, 50], 5060))];
+    let sent_by = req
+        .via_header()
+        .ok()
+        .and_then(|v| v.typed().ok())
+        .and_then(|v| SocketAddr::try_from(v.uri.host_with_port.clone()).ok());
+    all.extend(sent_by);
+    all
+}
+
+/// Whatever the request says about where it came from, once the transport and we have
+/// seen it our responses go back to the address it came from.
+fn replied_to_source(req: &Request, source: SocketAddr) {
+    let Ok(SipMessage::Request(mut seen)) =
+        SipConnection::update_msg_received(req.clone().into(), source, Transport::Udp)
+    else {
+        return;
+    };
+    pin_via(&mut seen, source);
+    let Ok(via) = seen.via_header() else { return };
+    if let Ok((_, target)) = SipConnection::parse_target_from_via(via) {
+        if let Host::IpAddr(ip) = target.host {
+            assert_eq!(
+                ip,
+                source.ip(),
+                "a response would go to {ip}, not to {source}"
+            );
+        }
+    }
+}
+
+/// One address rings at most `MAX_RINGING_PER_SOURCE` times, unless it is the account's
+/// server.
+fn admitted(source: Option<IpAddr>) {
     let ringing = |_: &str| Live::Ringing;
     let mut stranger = Admission::default();
     for n in 0..MAX_RINGING_PER_SOURCE {

@@ -19,8 +19,8 @@ mod uri;
 pub use event::{CallKey, EndReason, ReInvite, Rejection, SipEvent};
 pub use registration::{RegistrationHandle, RegistrationState};
 pub use stack::{
-    MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT, SIP_EVENT_QUEUE, SipStack,
-    StackOptions, Transport,
+    KEPT_FOR_SERVERS, MAX_DIRECT_CALLS, MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT,
+    SIP_EVENT_QUEUE, SipStack, StackOptions, Transport,
 };
 pub use trust::trusted_certificates;
 pub use uri::{parse_target, to_uri};

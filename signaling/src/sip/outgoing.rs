@@ -200,8 +200,11 @@ fn early_words(realm: &str) -> String {
 }
 
 /// The INVITE to send again with our answer to `resp`'s challenge; `None` when we
-/// cannot answer it or our answer was already refused (wrong password); `Err(realm)`
-/// when it asks for a realm that is not the account's (nothing is sent).
+/// cannot answer it or already answered one for this call; `Err(realm)` when it asks for
+/// a realm that is not the account's (nothing is sent). A call answers one challenge at
+/// most, even one saying our nonce went `stale`: the servers of the account challenge an
+/// INVITE once, and a second challenge (stale or not) can come from the callee, which
+/// would get a second digest to guess at.
 pub(super) fn answer(
     resp: &Response,
     cred: &Credential,
@@ -209,6 +212,9 @@ pub(super) fn answer(
     answered: u32,
     realms: &AccountRealms,
 ) -> Result<Option<InviteOption>, String> {
+    if answered > 0 {
+        return Ok(None);
+    }
     let permitted = |realm: &str| realms.permits(realm, cred.realm.as_deref());
     let uri = sent.callee.to_string();
     let auth = match digest::authorization(resp, cred, "INVITE", &uri, answered, permitted) {

@@ -6,7 +6,7 @@
 //! the event channel is bounded (see [`SipEvent`] for what happens when it is full).
 //! Our own INVITEs are driven by `outgoing`.
 
-use super::admission::{Admission, Live, Refusal, source_ip};
+use super::admission::{Admission, Live, Refusal, pin_via, source_of};
 use super::event::{CallKey, EndReason, ReInvite, Rejection, SipEvent};
 use super::outgoing::Invite;
 use super::realm::AccountRealms;
@@ -38,7 +38,9 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
-pub use super::admission::{MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT};
+pub use super::admission::{
+    KEPT_FOR_SERVERS, MAX_DIRECT_CALLS, MAX_INCOMING_CALLS, MAX_RINGING_PER_SOURCE, RING_TIMEOUT,
+};
 
 /// Events waiting for the call layer before the stack starts shedding (see [`SipEvent`]).
 pub const SIP_EVENT_QUEUE: usize = 64;
@@ -744,6 +746,10 @@ async fn incoming_loop(
             _ = cancel.cancelled() => return,
             t = incoming.recv() => match t { Some(t) => t, None => return },
         };
+        let source = source_of(&tx);
+        if let Some(source) = source {
+            pin_via(&mut tx.original, source);
+        }
         match Incoming::of(&tx.original) {
             Incoming::InDialog => match dialogs.match_dialog(&tx) {
                 Some(mut d) => {
@@ -760,7 +766,7 @@ async fn incoming_loop(
                 }
             },
             Incoming::NewCall => {
-                let source = source_ip(&tx.original);
+                let source = source.map(|s| s.ip());
                 if let Err(why) = shared.admit(source, &dialogs) {
                     match why {
                         Refusal::Full => tracing::info!(

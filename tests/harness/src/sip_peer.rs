@@ -267,6 +267,18 @@ impl SipPeer {
 
     /// Sends an INVITE for `uri` with `sdp` to `to`.
     pub fn invite(&mut self, to: SocketAddr, uri: &str, sdp: &str) -> Result<SentInvite> {
+        self.invite_saying(to, uri, sdp, "")
+    }
+
+    /// Sends an INVITE as [`SipPeer::invite`] does, with `via_params` (such as
+    /// `;received=192.0.2.9`) added to its Via, as a sender lying about its address would.
+    pub fn invite_saying(
+        &mut self,
+        to: SocketAddr,
+        uri: &str,
+        sdp: &str,
+        via_params: &str,
+    ) -> Result<SentInvite> {
         let seq = self.seq();
         let local = self.addr();
         let inv = SentInvite {
@@ -279,7 +291,7 @@ impl SipPeer {
         };
         let msg = format!(
             "INVITE {uri} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {local};branch={branch}\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch}{via_params}\r\n\
              Max-Forwards: 70\r\n\
              From: {from}\r\n\
              To: <{uri}>\r\n\
