@@ -94,14 +94,14 @@ fn replied_to_source(req: &Request, source: SocketAddr) {
     };
     pin_via(&mut seen, source);
     let Ok(via) = seen.via_header() else { return };
-    if let Ok((_, target)) = SipConnection::parse_target_from_via(via) {
-        if let Host::IpAddr(ip) = target.host {
-            assert_eq!(
-                ip,
-                source.ip(),
-                "a response would go to {ip}, not to {source}"
-            );
-        }
+    if let Ok((_, target)) = SipConnection::parse_target_from_via(via)
+        && let Host::IpAddr(ip) = target.host
+    {
+        assert_eq!(
+            ip,
+            source.ip(),
+            "a response would go to {ip}, not to {source}"
+        );
     }
 }
 
