@@ -645,6 +645,71 @@ fn a_history_record_moved_to_another_conversation_is_refused_not_shown() {
 }
 
 #[test]
+fn an_erased_record_put_back_from_an_older_copy_is_refused_not_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("profile.db");
+    let acc = AccountId(1);
+    let mut p = Profile::open(dir.path()).expect("open");
+    p.set_history_default(true).expect("on");
+    p.log(&message(acc, "carol@localhost", "hello"))
+        .expect("log");
+    p.log(&message(acc, "carol@localhost", "the line erased"))
+        .expect("log");
+    drop(p);
+    // An older copy of the profile keeps the row as it was.
+    let (old_id, tag, sealed): (i64, Vec<u8>, Vec<u8>) = rusqlite::Connection::open(&db)
+        .expect("open")
+        .query_row(
+            "SELECT id, peer_tag, sealed FROM history ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the row");
+    let put_back = || {
+        edit(
+            &db,
+            "INSERT INTO history (id, peer_tag, sealed, format) VALUES (?1, ?2, ?3, 2)",
+            rusqlite::params![old_id, tag, sealed],
+        )
+    };
+    let mut p = Profile::open(dir.path()).expect("open");
+    p.erase_history().expect("erase");
+    drop(p);
+    // Put back into its own (now free) row, with nothing written since the erase.
+    put_back();
+    let p = Profile::open(dir.path()).expect("open");
+    match p.history_with(acc, "carol@localhost") {
+        Err(CoreError::TamperedHistory(id)) => assert_eq!(id, old_id),
+        other => panic!("an erased record must not come back, got {other:?}"),
+    }
+    drop(p);
+    edit(&db, "DELETE FROM history", []);
+    // And once new lines were written after the erase (they take the first row ids).
+    let mut p = Profile::open(dir.path()).expect("open");
+    p.log(&message(acc, "carol@localhost", "after the erase"))
+        .expect("log");
+    drop(p);
+    put_back();
+    let p = Profile::open(dir.path()).expect("open");
+    match p.history_with(acc, "carol@localhost") {
+        Err(CoreError::TamperedHistory(id)) => assert_eq!(id, old_id),
+        other => panic!("an erased record must not come back, got {other:?}"),
+    }
+    drop(p);
+    edit(
+        &db,
+        "DELETE FROM history WHERE id = ?1",
+        rusqlite::params![old_id],
+    );
+    let p = Profile::open(dir.path()).expect("open");
+    assert_eq!(
+        p.history_with(acc, "carol@localhost").expect("read"),
+        vec![message(acc, "carol@localhost", "after the erase")],
+        "what was written after the erase still opens"
+    );
+}
+
+#[test]
 fn a_record_slipped_into_the_history_stops_a_password_change_and_says_what_clears_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("profile.db");

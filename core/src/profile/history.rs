@@ -19,6 +19,14 @@
 //! What stays possible with an older copy sealed under the same data key (no master
 //! password change since): putting back its whole index-key row and removing every
 //! format-2 record — and with them the current history — before planting old ones.
+//!
+//! Erasing the history also draws a new erase epoch (a random value kept in the vault)
+//! that every later record is sealed to, so a record copied from before the erase — from
+//! an older copy of the profile, into a free row — no longer opens. Records written
+//! before the first erase are bound to no epoch. What no file format can stop: rolling
+//! the whole history back (its rows and the epoch together, as restoring an older copy
+//! of the whole profile would) while nothing was written since the erase, and removing
+//! records.
 
 use super::crypto::{self, Key};
 use crate::error::{CoreError, Result};
@@ -36,12 +44,28 @@ const DEFAULT_KEY: &str = "history.enabled";
 /// removed by the upgrade.
 const UNSEALED_UPGRADE_FLAG: &str = "history.row-bound";
 
-/// What a record is sealed bound to: its conversation's tag and its row id.
-pub(crate) fn row_aad(tag: &[u8], id: i64) -> Vec<u8> {
+/// The vault secret holding the erase epoch (absent until the first erase).
+const EPOCH_NAME: &str = "history/erase-epoch";
+const EPOCH_LEN: usize = 16;
+
+/// The erase epoch records are sealed to now, if the history was ever erased.
+type Epoch = Option<zeroize::Zeroizing<Vec<u8>>>;
+
+fn epoch(conn: &Connection, data_key: &Key) -> Result<Epoch> {
+    super::vault::get_secret(conn, data_key, EPOCH_NAME)
+}
+
+/// What a record is sealed bound to: its conversation's tag, its row id and the erase
+/// epoch it was written in.
+fn row_aad(tag: &[u8], id: i64, epoch: &Epoch) -> Vec<u8> {
     let mut aad = AAD_V2.to_vec();
     aad.extend_from_slice(&(tag.len() as u64).to_le_bytes());
     aad.extend_from_slice(tag);
     aad.extend_from_slice(&id.to_le_bytes());
+    if let Some(e) = epoch {
+        aad.extend_from_slice(b"/epoch/");
+        aad.extend_from_slice(e);
+    }
     aad
 }
 
@@ -167,6 +191,7 @@ pub(crate) fn append(
     let tag = peer_tag(index_key, entry.account, &entry.peer);
     // The row id is part of what the record is sealed to, so the row comes first.
     let tx = conn.unchecked_transaction()?;
+    let epoch = epoch(&tx, data_key)?;
     tx.execute(
         "INSERT INTO history (peer_tag, sealed, format) VALUES (?1, x'', ?2)",
         params![tag, FORMAT_ROW_BOUND],
@@ -174,7 +199,10 @@ pub(crate) fn append(
     let id = tx.last_insert_rowid();
     tx.execute(
         "UPDATE history SET sealed = ?1 WHERE id = ?2",
-        params![crypto::seal(data_key, &row_aad(&tag, id), &json), id],
+        params![
+            crypto::seal(data_key, &row_aad(&tag, id, &epoch), &json),
+            id
+        ],
     )?;
     tx.commit()?;
     Ok(())
@@ -190,6 +218,7 @@ pub(crate) fn append(
 /// back: nothing is re-sealed then.
 pub(crate) fn upgrade(conn: &Connection, data_key: &Key, index_key: &Key) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
+    let epoch = epoch(&tx, data_key)?;
     let row_bound: i64 = tx.query_row(
         "SELECT count(*) FROM history WHERE format = ?1",
         params![FORMAT_ROW_BOUND],
@@ -220,7 +249,7 @@ pub(crate) fn upgrade(conn: &Connection, data_key: &Key, index_key: &Key) -> Res
             tx.execute(
                 "UPDATE history SET sealed = ?1, format = ?2 WHERE id = ?3",
                 params![
-                    crypto::seal(data_key, &row_aad(&tag, id), &plain),
+                    crypto::seal(data_key, &row_aad(&tag, id, &epoch), &plain),
                     FORMAT_ROW_BOUND,
                     id
                 ],
@@ -262,6 +291,7 @@ pub(crate) fn with_peer(
     peer: &str,
 ) -> Result<Vec<HistoryEntry>> {
     let tag = peer_tag(index_key, account, peer);
+    let epoch = epoch(conn, data_key)?;
     let mut stmt =
         conn.prepare("SELECT id, sealed, format FROM history WHERE peer_tag = ?1 ORDER BY id")?;
     let rows = stmt.query_map(params![tag], |r| {
@@ -277,8 +307,8 @@ pub(crate) fn with_peer(
         if format != FORMAT_ROW_BOUND {
             return Err(tampered(id));
         }
-        let plain =
-            crypto::open(data_key, &row_aad(&tag, id), &sealed).ok_or_else(|| tampered(id))?;
+        let plain = crypto::open(data_key, &row_aad(&tag, id, &epoch), &sealed)
+            .ok_or_else(|| tampered(id))?;
         let entry: HistoryEntry = serde_json::from_slice(&plain).map_err(|_| tampered(id))?;
         if entry.account != account || entry.peer != peer {
             return Err(tampered(id));
@@ -288,11 +318,13 @@ pub(crate) fn with_peer(
     Ok(out)
 }
 
-/// Re-seals every record under `new` (same row binding) inside the caller's transaction.
+/// Re-seals every record under `new` (same row binding) inside the caller's transaction,
+/// after the vault's secrets (the erase epoch among them) were re-sealed under `new`.
 /// A record that fails its check stops the re-key with [`CoreError::TamperedHistory`],
 /// whose words say that erasing the history removes it: re-sealing it would vouch for
 /// it, and dropping it silently would lose what the user may want to look at first.
 pub(crate) fn reseal_all(tx: &rusqlite::Transaction<'_>, old: &Key, new: &Key) -> Result<()> {
+    let epoch = epoch(tx, new)?;
     let records: Vec<(i64, Vec<u8>, Vec<u8>, i64)> = {
         let mut stmt = tx.prepare("SELECT id, peer_tag, sealed, format FROM history")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
@@ -302,7 +334,7 @@ pub(crate) fn reseal_all(tx: &rusqlite::Transaction<'_>, old: &Key, new: &Key) -
         if format != FORMAT_ROW_BOUND {
             return Err(tampered(id));
         }
-        let aad = row_aad(&tag, id);
+        let aad = row_aad(&tag, id, &epoch);
         let plain = crypto::open(old, &aad, &sealed).ok_or_else(|| tampered(id))?;
         tx.execute(
             "UPDATE history SET sealed = ?1 WHERE id = ?2",
@@ -318,10 +350,16 @@ pub(crate) fn count(conn: &Connection) -> Result<u64> {
     Ok(n.max(0) as u64)
 }
 
-/// Deletes every record and rewrites the database so no freed page, journal or WAL frame
-/// still holds the old bytes; says so when that last part could not be done.
-pub(crate) fn erase_all(conn: &Connection) -> Result<()> {
-    conn.execute_batch("DELETE FROM history;")?;
+/// Deletes every record, draws a new erase epoch (so that no record from before opens
+/// again, wherever it is put back) and rewrites the database so no freed page, journal
+/// or WAL frame still holds the old bytes; says so when that last part could not be done.
+pub(crate) fn erase_all(conn: &Connection, data_key: &Key) -> Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch("DELETE FROM history;")?;
+    let mut fresh = zeroize::Zeroizing::new([0u8; EPOCH_LEN]);
+    crypto::fill_random(&mut fresh[..]);
+    super::vault::put_secret(&tx, data_key, EPOCH_NAME, &fresh[..])?;
+    tx.commit()?;
     super::db::wipe_replaced(conn, "the history was deleted")
 }
 

@@ -402,9 +402,12 @@ impl Profile {
         history::count(&self.conn)
     }
 
-    /// Erases all history so that its bytes are gone from the database files.
+    /// Erases all history so that its bytes are gone from the database files. Needs the
+    /// vault open: the erase seals a new epoch into it, so that no erased record can be
+    /// put back.
     pub fn erase_history(&mut self) -> Result<()> {
-        history::erase_all(&self.conn)
+        let keys = self.keys()?;
+        history::erase_all(&self.conn, &keys.data)
     }
 
     /// The raw connection, for engines that keep their own tables in the profile
