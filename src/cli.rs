@@ -588,6 +588,7 @@ fn history(
             if !secrets.confirm("This erases all chat and call history for good.", yes)? {
                 return Err(CliError::Usage("not confirmed; nothing was erased".into()));
             }
+            unlock_if_needed(phone, secrets)?;
             phone.execute_blocking(Command::EraseHistory)?;
             out.record("history", &[("state", "erased".into())]);
             return Ok(());
