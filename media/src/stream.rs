@@ -326,6 +326,12 @@ impl AudioStream {
                     }
                     Err(e) => self.fail_or_fallback(now, format!("cannot start SRTP: {e}")),
                 },
+                // Signs of tampering end the call whatever the policy: falling back to
+                // cleartext would hand whoever sent them a downgrade.
+                ZrtpEvent::Failed(f) if f.is_tampering() => {
+                    tracing::warn!(reason = %f, "ZRTP failed: possible tampering");
+                    self.fail(f.to_string())
+                }
                 ZrtpEvent::Failed(f) => self.fail_or_fallback(now, f.to_string()),
             }
         }

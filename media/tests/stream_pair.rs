@@ -640,24 +640,33 @@ fn a_peer_that_moves_is_followed_only_after_an_authentic_srtp_packet() {
 
 #[test]
 fn a_mismatching_hello_from_the_negotiated_address_ends_the_call_as_tampering() {
-    let (foreign_hello, _) = foreign_zrtp();
-    let mut call = Call::unstarted(
-        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
-        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
-        true,
-    );
-    call.start(1);
-    let peer = call.addrs[0];
-    call.inject(1, peer, &foreign_hello);
-    call.start(0);
-    call.run(Duration::from_secs(1));
-    let tampering = hush_media::zrtp::ZrtpFailure::HelloHashMismatch.to_string();
-    assert_eq!(
-        call.logs[1].events,
-        vec![StreamEvent::Failed(tampering)],
-        "the signalled hash and the Hello from the peer's address disagree"
-    );
-    assert_eq!(*call.sides[1].security(), MediaSecurity::Failed);
+    // Under best effort too: one spoofed Hello must never turn the call into cleartext.
+    for policy in [Policy::Mandatory, Policy::BestEffort] {
+        let (foreign_hello, _) = foreign_zrtp();
+        let mut call = Call::unstarted(
+            config(0, CodecKind::Pcmu, policy, true),
+            config(1, CodecKind::Pcmu, policy, true),
+            true,
+        );
+        call.start(1);
+        let peer = call.addrs[0];
+        call.inject(1, peer, &foreign_hello);
+        call.start(0);
+        call.run(Duration::from_secs(1));
+        let tampering = hush_media::zrtp::ZrtpFailure::HelloHashMismatch.to_string();
+        assert!(tampering.contains("tampering"), "{tampering}");
+        assert_eq!(
+            call.logs[1].events,
+            vec![StreamEvent::Failed(tampering)],
+            "{policy:?}: the signalled hash and the Hello from the peer's address disagree"
+        );
+        assert_eq!(*call.sides[1].security(), MediaSecurity::Failed);
+        call.run(Duration::from_secs(1));
+        assert_eq!(
+            call.logs[1].rtp_sent, 0,
+            "{policy:?}: nothing sent in the clear"
+        );
+    }
 }
 
 #[test]

@@ -107,7 +107,8 @@ pub enum ZrtpFailure {
     /// The peer signalled its Hello hash, so it does ZRTP, but none of its ZRTP packets
     /// reached us before the handshake deadline (lost, blocked, or sent elsewhere).
     PeerZrtpNeverArrived,
-    /// The peer's Hello does not match the `a=zrtp-hash` from its SDP.
+    /// A Hello from the peer's address does not match the `a=zrtp-hash` from its SDP:
+    /// someone may be tampering with the call. Never a reason to go on in cleartext.
     HelloHashMismatch,
     /// Packets were exchanged but the handshake did not finish in time.
     Timeout,
@@ -123,11 +124,20 @@ impl std::fmt::Display for ZrtpFailure {
                 f.write_str("the peer announced ZRTP but none of its ZRTP packets reached us")
             }
             ZrtpFailure::HelloHashMismatch => f.write_str(
-                "the peer's ZRTP Hello does not match its signalled hash (possible tampering)",
+                "possible tampering: a ZRTP Hello from the peer's address does not match the \
+                 hash the peer signalled in its call setup",
             ),
             ZrtpFailure::Timeout => f.write_str("ZRTP key agreement did not complete in time"),
             ZrtpFailure::ProtocolError(e) => write!(f, "ZRTP failed: {e}"),
         }
+    }
+}
+
+impl ZrtpFailure {
+    /// The failure points at someone interfering with the call: it must end the call
+    /// under every policy, never let it go on in cleartext.
+    pub fn is_tampering(&self) -> bool {
+        matches!(self, ZrtpFailure::HelloHashMismatch)
     }
 }
 
