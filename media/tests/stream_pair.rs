@@ -669,6 +669,36 @@ fn a_mismatching_hello_from_the_negotiated_address_ends_the_call_as_tampering() 
     }
 }
 
+/// No `a=zrtp-hash` signalled: libbzrtp takes the first Hello that comes from the peer's
+/// address, a foreign one sent just before the peer starts, and then refuses the
+/// peer's own as a repetition that differs. The handshake cannot finish; when it times
+/// out, the call ends as possible tampering, never in cleartext. (The peer itself saw
+/// only its partner's Commit repeated: nothing in the protocol tells it apart from a
+/// lossy path, and the call's end reaches it by SIP.)
+#[test]
+fn one_foreign_hello_before_the_peers_without_a_signalled_hash_cannot_downgrade() {
+    let (foreign_hello, _) = foreign_zrtp();
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, true),
+        false,
+    );
+    call.start(0);
+    let peer = call.addrs[1];
+    call.inject(0, peer, &foreign_hello);
+    call.run(Duration::from_millis(50));
+    call.start(1);
+    call.run(Duration::from_secs(6));
+    let tampering = hush_media::zrtp::ZrtpFailure::ConflictingPeers.to_string();
+    assert!(tampering.contains("tampering"), "{tampering}");
+    assert_eq!(
+        call.logs[0].events,
+        vec![StreamEvent::Failed(tampering)],
+        "the handshake with two different Hellos from the peer's address ends the call"
+    );
+    assert_eq!(call.logs[0].rtp_sent, 0, "nothing sent in the clear");
+}
+
 #[test]
 fn best_effort_is_not_downgraded_by_one_rtp_packet() {
     let mut call = Call::unstarted(

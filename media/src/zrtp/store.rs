@@ -5,6 +5,14 @@
 //! each change ([`ZidStore::on_change`]) and hands it back to [`ZidStore::open`], so the
 //! secrets reach the disk only under the caller's key.
 //!
+//! The user's verdicts ("I compared the SAS with this key of this address and it
+//! matched") are kept apart from libbzrtp's flag, in a table of our own in the same
+//! database (`hush_verdict`, one row per verified peer address and ZID), written only
+//! when the user verifies or withdraws. libbzrtp clears its `pvs` flag whenever a peer
+//! presenting that ZID fails the retained-secret check, before anything is
+//! authenticated: anyone who copies a contact's ZID from a cleartext Hello could erase
+//! the flag with one unfinished handshake. Our table is out of its reach.
+//!
 //! One store serves every call at once. libbzrtp and our own queries take the same lock
 //! (`bctbx_mutex_t`, a pthread mutex here) around each cache operation.
 
@@ -21,6 +29,14 @@ pub const MAX_IMAGE_LEN: usize = 16 << 20;
 /// At most this many keys are listed per question, whatever the cache holds.
 const MAX_LISTED: usize = 1000;
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Creates the verdict table and carries over the flags libbzrtp held until now (run
+/// once: the table's existence marks the migration as done).
+const CREATE_VERDICTS: &str = "\
+    CREATE TABLE hush_verdict (peeruri TEXT NOT NULL, zid BLOB NOT NULL, \
+                               PRIMARY KEY (peeruri, zid)) WITHOUT ROWID; \
+    INSERT OR IGNORE INTO hush_verdict (peeruri, zid) \
+      SELECT zu.peeruri, zu.zid FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+      WHERE z.pvs = x'01' AND zu.peeruri <> 'self' AND length(zu.zid) = 12;";
 
 /// A ZRTP identity (RFC 6189 §4.9): 96 random bits a device uses for all its calls. The
 /// key continuity and the "verified" flag belong to it, not to the address it calls from.
@@ -168,7 +184,9 @@ impl Drop for Inner {
         // SAFETY: a valid open connection; a null callback removes the hook.
         unsafe { rusqlite::ffi::sqlite3_commit_hook(conn.handle(), None, std::ptr::null_mut()) };
         let _engine = self.lock.hold();
-        let _ = conn.execute_batch("DELETE FROM zrtp; DELETE FROM lime; DELETE FROM ziduri;");
+        let _ = conn.execute_batch(
+            "DELETE FROM zrtp; DELETE FROM lime; DELETE FROM ziduri; DELETE FROM hush_verdict;",
+        );
     }
 }
 
@@ -247,6 +265,20 @@ impl ZidStore {
                 "libbzrtp could not set up its tables (error {rc:#06x})"
             )));
         }
+        store.with(|c| {
+            let present: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'hush_verdict')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !present {
+                let tx = c.transaction()?;
+                tx.execute_batch(CREATE_VERDICTS)?;
+                tx.commit()?;
+            }
+            Ok(())
+        })?;
         // Counted from here: creating the tables of an empty cache is nothing to save.
         let changes: *const Changes = &*store.inner.changes;
         store.with(|c| {
@@ -318,15 +350,13 @@ impl ZidStore {
         })
     }
 
-    /// What the cache says about `zid` presented by `peer_uri`.
+    /// What the user's verdicts say about `zid` presented by `peer_uri`.
     pub fn key_status(&self, peer_uri: &str, zid: &Zid) -> Result<KeyStatus, MediaError> {
         self.with(|c| {
             c.query_row(
                 "SELECT \
-                   EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
-                           WHERE zu.peeruri = ?1 AND zu.zid = ?2 AND z.pvs = x'01'), \
-                   EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
-                           WHERE zu.peeruri = ?1 AND zu.zid <> ?2 AND z.pvs = x'01')",
+                   EXISTS (SELECT 1 FROM hush_verdict WHERE peeruri = ?1 AND zid = ?2), \
+                   EXISTS (SELECT 1 FROM hush_verdict WHERE peeruri = ?1 AND zid <> ?2)",
                 params![peer_uri, &zid.0[..]],
                 |r| {
                     Ok(KeyStatus {
@@ -341,7 +371,8 @@ impl ZidStore {
     /// The keys seen from `peer_uri`, the last seen first.
     pub fn keys_of(&self, peer_uri: &str) -> Result<Vec<CachedKey>, MediaError> {
         let mut keys = self.list(
-            "SELECT zu.peeruri, zu.zid, MAX(COALESCE(z.pvs = x'01', 0)), \
+            "SELECT zu.peeruri, zu.zid, \
+                    EXISTS (SELECT 1 FROM hush_verdict v WHERE v.peeruri = ?1 AND v.zid = zu.zid), \
                     MAX(COALESCE(zu.active, 0)), MAX(zu.zuid) \
              FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid WHERE zu.peeruri = ?1 \
              GROUP BY zu.zid ORDER BY 4 DESC, 5 DESC LIMIT ?2",
@@ -357,10 +388,10 @@ impl ZidStore {
     /// Every verified key, by address.
     pub fn verified_keys(&self) -> Result<Vec<CachedKey>, MediaError> {
         self.list(
-            "SELECT zu.peeruri, zu.zid, 1, MAX(COALESCE(zu.active, 0)), MAX(zu.zuid) \
-             FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
-             WHERE z.pvs = x'01' AND zu.peeruri <> 'self' \
-             GROUP BY zu.peeruri, zu.zid ORDER BY 1, 5 DESC LIMIT ?1",
+            "SELECT v.peeruri, v.zid, 1, \
+                    COALESCE((SELECT MAX(COALESCE(zu.active, 0)) FROM ziduri zu \
+                              WHERE zu.peeruri = v.peeruri AND zu.zid = v.zid), 0) \
+             FROM hush_verdict v ORDER BY 1, 4 DESC LIMIT ?1",
             params![MAX_LISTED as i64],
         )
     }
@@ -393,22 +424,58 @@ impl ZidStore {
         })
     }
 
-    /// Sets or clears "SAS verified" for `zid` as a key of `peer_uri` (under each of our
-    /// addresses that met it), and for nothing else. Returns how many entries changed;
-    /// 0 means no secure call with that key.
+    /// Sets or clears "SAS verified" for `zid` as a key of `peer_uri`, and for nothing
+    /// else. Returns how many cache entries hold that key (under each of our addresses
+    /// that met it); 0 means no secure call with that key, and nothing is recorded.
     pub fn set_verified(
         &self,
         peer_uri: &str,
         zid: &Zid,
         verified: bool,
     ) -> Result<usize, MediaError> {
+        let entries = self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+                 WHERE zu.peeruri = ?1 AND zu.zid = ?2",
+                params![peer_uri, &zid.0[..]],
+                |r| r.get::<_, i64>(0),
+            )
+        })?;
+        if entries == 0 {
+            return Ok(0);
+        }
+        self.record_verdict(peer_uri, zid, verified)?;
+        Ok(usize::try_from(entries).unwrap_or(usize::MAX))
+    }
+
+    /// Writes the user's verdict on `zid` as a key of `peer_uri`. Also sets libbzrtp's
+    /// own flag to match (it only reports it back; nothing here reads it).
+    pub(crate) fn record_verdict(
+        &self,
+        peer_uri: &str,
+        zid: &Zid,
+        verified: bool,
+    ) -> Result<(), MediaError> {
         let flag: &[u8] = if verified { &[1] } else { &[0] };
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            if verified {
+                tx.execute(
+                    "INSERT OR IGNORE INTO hush_verdict (peeruri, zid) VALUES (?1, ?2)",
+                    params![peer_uri, &zid.0[..]],
+                )?;
+            } else {
+                tx.execute(
+                    "DELETE FROM hush_verdict WHERE peeruri = ?1 AND zid = ?2",
+                    params![peer_uri, &zid.0[..]],
+                )?;
+            }
+            tx.execute(
                 "UPDATE zrtp SET pvs = ?1 WHERE zuid IN \
                  (SELECT zuid FROM ziduri WHERE peeruri = ?2 AND zid = ?3)",
                 params![flag, peer_uri, &zid.0[..]],
-            )
+            )?;
+            tx.commit()
         })
     }
 }
@@ -472,5 +539,51 @@ mod tests {
         image[n / 2..].fill(0xa5);
         assert!(ZidStore::open(Some(&image)).is_err());
         assert!(ZidStore::open(Some(&vec![0u8; MAX_IMAGE_LEN + 1])).is_err());
+    }
+
+    #[test]
+    fn verdicts_held_by_libbzrtp_are_carried_over_once_and_outlive_its_flag() {
+        let zid = Zid([7; 12]);
+        let store = ZidStore::open(None).expect("open");
+        // A cache written before the verdict table existed: libbzrtp's flag only.
+        store
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO ziduri (zid, selfuri, peeruri) VALUES (?1, 'me@x', 'bob@x')",
+                    params![&zid.0[..]],
+                )?;
+                let zuid = c.last_insert_rowid();
+                c.execute(
+                    "INSERT INTO zrtp (zuid, pvs) VALUES (?1, x'01')",
+                    params![zuid],
+                )?;
+                c.execute_batch("DROP TABLE hush_verdict")
+            })
+            .expect("old cache");
+        let image = store.image().expect("image");
+        drop(store);
+        let store = ZidStore::open(Some(&image)).expect("reopen");
+        let verified = store.verified_keys().expect("list");
+        assert_eq!(verified.len(), 1);
+        assert_eq!(verified[0].zid, zid);
+        // libbzrtp clears its flag (a peer with this ZID failed the secret check): the
+        // user's verdict stands, also after another restart (no second migration).
+        store
+            .with(|c| c.execute_batch("UPDATE zrtp SET pvs = x'00'"))
+            .expect("flag cleared");
+        let again = ZidStore::open(Some(&store.image().expect("image"))).expect("reopen");
+        let status = again.key_status("bob@x", &zid).expect("status");
+        assert!(status.this_key_verified && !status.other_key_verified);
+        assert!(again.keys_of("bob@x").expect("keys")[0].verified);
+        // Withdrawing is the user's to do.
+        assert_eq!(again.set_verified("bob@x", &zid, false).expect("reset"), 1);
+        assert!(again.verified_keys().expect("list").is_empty());
+        assert_eq!(
+            again
+                .set_verified("bob@x", &Zid([8; 12]), true)
+                .expect("none"),
+            0
+        );
+        assert!(again.verified_keys().expect("list").is_empty());
     }
 }
