@@ -1101,3 +1101,90 @@ fn huge_jitter_does_not_panic_the_statistics() {
     // About 2^31 timestamp units at 8 kHz.
     assert!(st.jitter_ms > 100_000_000, "{st:?}");
 }
+
+/// A ZRTP Ping (RFC 6189 §5.15): anyone can make one.
+fn ping(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![
+        0x10, 0, 0, 0, b'Z', b'R', b'T', b'P', 0, 0, 0, 0, 0x50, 0x5a, 0, 6,
+    ];
+    p.extend_from_slice(b"Ping    ");
+    p.extend_from_slice(b"1.10");
+    p.extend_from_slice(&[0x11; 8]);
+    p.extend_from_slice(&[0; 4]);
+    respoof(&p, seq, ssrc)
+}
+
+#[test]
+fn spoofed_pings_are_answered_rarely_and_only_to_the_peer() {
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        true,
+    );
+    // Only B's Hellos reach A: A takes B's Hello and keeps negotiating.
+    let seen = tap(&mut call, 1, Kind::Zrtp);
+    call.mitm = None;
+    let sink = seen.clone();
+    call.mitm = Some(Box::new(move |from, d| {
+        if from == 1 && classify(d) == Kind::Zrtp {
+            sink.borrow_mut().push(d.clone());
+        }
+        from == 0 || (d.len() > 24 && &d[16..24] == b"Hello   ")
+    }));
+    call.start(0);
+    call.start(1);
+    call.run(Duration::from_millis(200));
+    let hello = seen
+        .borrow()
+        .iter()
+        .find(|d| &d[16..24] == b"Hello   ")
+        .cloned()
+        .expect("B's Hello");
+    // B's Hello replayed from four victims' addresses: four ZRTP candidates at A.
+    let victims: Vec<SocketAddr> = (1..=4u16)
+        .map(|i| SocketAddr::from(([198, 51, 100, 9], i)))
+        .collect();
+    for v in &victims {
+        call.inject(0, *v, &hello);
+    }
+    while call.sides[0].poll_transmit().is_some() {}
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+    // A thousand Pings within 20 ms, from the victims and from B's address.
+    let mut out = Vec::new();
+    for i in 0..1000u16 {
+        let from = if i % 5 == 4 {
+            call.addrs[1]
+        } else {
+            victims[usize::from(i % 5)]
+        };
+        call.inject(0, from, &ping(i, 2));
+        call.now += Duration::from_micros(20);
+        while let Some(t) = call.sides[0].poll_transmit() {
+            out.push(t);
+        }
+    }
+    let acks: Vec<_> = out
+        .iter()
+        .filter(|t| t.data.len() > 24 && &t.data[16..24] == b"PingACK ")
+        .collect();
+    assert!(!acks.is_empty(), "a Ping is answered");
+    assert!(acks.len() <= 2, "{} PingACKs", acks.len());
+    assert!(
+        acks.iter().all(|t| t.to == call.addrs[1]),
+        "PingACKs go to the peer's address only"
+    );
+    assert!(out.len() <= 12, "{} datagrams for 1000 Pings", out.len());
+    // Once secure, the candidates are forgotten: nothing of theirs is heard, and no
+    // ZRTP of ours goes to them.
+    call.mitm = None;
+    call.run(Duration::from_secs(3));
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Secure);
+    let refused = call.sides[0].stats().refused_datagrams;
+    for (i, v) in victims.iter().enumerate() {
+        call.inject(0, *v, &ping(2000 + i as u16, 2));
+    }
+    assert_eq!(call.sides[0].stats().refused_datagrams, refused + 4);
+    while let Some(t) = call.sides[0].poll_transmit() {
+        assert!(!victims.contains(&t.to), "{t:?}");
+    }
+}
