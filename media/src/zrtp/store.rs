@@ -26,6 +26,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// The largest image accepted: a cache of thousands of peers is well under a MiB.
 pub const MAX_IMAGE_LEN: usize = 16 << 20;
+/// At most this many cache entries are kept per peer address; beyond it the oldest
+/// that carry no verdict of the user's are dropped when the cache is saved.
+pub const MAX_KEYS_PER_PEER: usize = 16;
 /// At most this many keys are listed per question, whatever the cache holds.
 const MAX_LISTED: usize = 1000;
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -204,6 +207,53 @@ impl std::fmt::Debug for ZidStore {
     }
 }
 
+/// Entries of a peer address beyond the newest `?1` that carry no verdict.
+const EVICT_BEYOND_PER_PEER: &str = "\
+    SELECT zuid FROM (SELECT zu.zuid, ROW_NUMBER() OVER \
+                        (PARTITION BY zu.peeruri ORDER BY zu.zuid DESC) AS n \
+                      FROM ziduri zu WHERE zu.peeruri <> 'self' AND NOT EXISTS \
+                        (SELECT 1 FROM hush_verdict v \
+                         WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid)) \
+    WHERE n > ?1";
+/// The `?1` oldest entries of any peer address that carry no verdict.
+const EVICT_OLDEST: &str = "\
+    SELECT zu.zuid FROM ziduri zu WHERE zu.peeruri <> 'self' AND NOT EXISTS \
+      (SELECT 1 FROM hush_verdict v WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid) \
+    ORDER BY zu.zuid LIMIT ?1";
+
+/// Removes the entries `select` names (given `n`), with their secrets; how many.
+fn evict(c: &mut Connection, select: &str, n: i64) -> rusqlite::Result<usize> {
+    let tx = c.transaction()?;
+    tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS hush_evict (zuid INTEGER PRIMARY KEY)")?;
+    tx.execute("DELETE FROM hush_evict", [])?;
+    let found = tx.execute(&format!("INSERT INTO hush_evict {select}"), [n])?;
+    if found == 0 {
+        // Nothing changed: end without a commit, which would count as a change.
+        tx.rollback()?;
+        return Ok(0);
+    }
+    tx.execute_batch(
+        "DELETE FROM zrtp WHERE zuid IN (SELECT zuid FROM hush_evict); \
+         DELETE FROM lime WHERE zuid IN (SELECT zuid FROM hush_evict); \
+         DELETE FROM ziduri WHERE zuid IN (SELECT zuid FROM hush_evict); \
+         DELETE FROM hush_evict;",
+    )?;
+    tx.commit()?;
+    Ok(found)
+}
+
+/// The database as bytes, copied into memory that is wiped on drop.
+fn serialize(c: &mut Connection) -> rusqlite::Result<Zeroizing<Vec<u8>>> {
+    Ok(match c.serialize(MAIN_DB)? {
+        rusqlite::serialize::Data::Shared(shared) => Zeroizing::new(shared.to_vec()),
+        rusqlite::serialize::Data::Owned(mut owned) => {
+            let copy = Zeroizing::new(owned.to_vec());
+            owned.zeroize();
+            copy
+        }
+    })
+}
+
 fn db_err(e: rusqlite::Error) -> MediaError {
     MediaError::Cache(e.to_string())
 }
@@ -336,17 +386,48 @@ impl ZidStore {
     }
 
     /// The whole database as bytes, to seal. It holds the retained secrets: wiped on drop.
+    ///
+    /// The cache is kept within what [`ZidStore::open`] accepts: first each peer address
+    /// keeps at most [`MAX_KEYS_PER_PEER`] entries, then, while the image is over
+    /// [`MAX_IMAGE_LEN`], the oldest entries without a verdict of the user's go. If the
+    /// user's verdicts alone exceed it, this fails and nothing is sealed.
     pub fn image(&self) -> Result<Zeroizing<Vec<u8>>, MediaError> {
-        self.with(|c| {
-            let data = c.serialize(MAIN_DB)?;
-            Ok(match data {
-                rusqlite::serialize::Data::Shared(shared) => Zeroizing::new(shared.to_vec()),
-                rusqlite::serialize::Data::Owned(mut owned) => {
-                    let copy = Zeroizing::new(owned.to_vec());
-                    owned.zeroize();
-                    copy
+        self.image_within(MAX_IMAGE_LEN)
+    }
+
+    fn image_within(&self, limit: usize) -> Result<Zeroizing<Vec<u8>>, MediaError> {
+        let image = self.with(|c| {
+            evict(c, EVICT_BEYOND_PER_PEER, MAX_KEYS_PER_PEER as i64)?;
+            loop {
+                let image = serialize(c)?;
+                if image.len() <= limit {
+                    return Ok(Some(image));
                 }
-            })
+                let entries: i64 = c.query_row(
+                    "SELECT count(*) FROM ziduri WHERE peeruri <> 'self'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                // Roughly the share of the image that is too much, and some more.
+                let excess = (image.len() - limit) as i64;
+                let n = (entries * excess / image.len() as i64 + 1)
+                    .max(entries / 16)
+                    .max(16);
+                if evict(c, EVICT_OLDEST, n)? == 0 {
+                    return Ok(None);
+                }
+                tracing::info!(
+                    evicted = n,
+                    "the ZRTP key cache is full: dropped its oldest unverified keys"
+                );
+                c.execute_batch("VACUUM")?;
+            }
+        })?;
+        image.ok_or_else(|| {
+            MediaError::Cache(format!(
+                "the keys you verified alone take more than the {limit} bytes the cache may \
+                 hold; withdraw some verifications"
+            ))
         })
     }
 
@@ -560,7 +641,7 @@ mod tests {
                 c.execute_batch("DROP TABLE hush_verdict")
             })
             .expect("old cache");
-        let image = store.image().expect("image");
+        let image = store.with(|c| serialize(c)).expect("image");
         drop(store);
         let store = ZidStore::open(Some(&image)).expect("reopen");
         let verified = store.verified_keys().expect("list");
@@ -585,5 +666,115 @@ mod tests {
             0
         );
         assert!(again.verified_keys().expect("list").is_empty());
+    }
+
+    /// Adds `n` entries with a secret each, for peer addresses named by `peer` (an SQL
+    /// expression of the counter `i`); returns the zid of the first one.
+    fn fill(store: &ZidStore, n: i64, peer: &str) {
+        store
+            .with(|c| {
+                c.execute(
+                    &format!(
+                        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1) \
+                         INSERT INTO ziduri (zid, selfuri, peeruri) \
+                         SELECT randomblob(12), 'me@x', {peer} FROM k"
+                    ),
+                    [n],
+                )?;
+                c.execute(
+                    "INSERT INTO zrtp (zuid, rs1, pvs) SELECT zuid, randomblob(32), x'00' \
+                     FROM ziduri WHERE peeruri <> 'self' AND zuid NOT IN (SELECT zuid FROM zrtp)",
+                    [],
+                )
+            })
+            .expect("fill");
+    }
+
+    fn first_zid(store: &ZidStore, peer: &str) -> Zid {
+        store
+            .with(|c| {
+                c.query_row(
+                    "SELECT zid FROM ziduri WHERE peeruri = ?1 ORDER BY zuid LIMIT 1",
+                    [peer],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+            })
+            .ok()
+            .and_then(|b| Zid::from_blob(&b))
+            .expect("a zid")
+    }
+
+    #[test]
+    fn a_peer_address_keeps_its_newest_keys_and_every_verified_one() {
+        let store = ZidStore::open(None).expect("open");
+        fill(&store, 40, "'bob@x'");
+        let oldest = first_zid(&store, "bob@x");
+        assert_eq!(
+            store.set_verified("bob@x", &oldest, true).expect("verify"),
+            1
+        );
+        let again = ZidStore::open(Some(&store.image().expect("image"))).expect("reopen");
+        let keys = again.keys_of("bob@x").expect("keys");
+        assert_eq!(
+            keys.len(),
+            MAX_KEYS_PER_PEER + 1,
+            "the newest, and the verified one"
+        );
+        assert!(keys.iter().any(|k| k.zid == oldest && k.verified));
+    }
+
+    #[test]
+    fn a_cache_past_the_size_limit_drops_its_oldest_unverified_keys_when_saved() {
+        let store = ZidStore::open(None).expect("open");
+        fill(&store, 1, "'alice@x'");
+        let verified = first_zid(&store, "alice@x");
+        assert_eq!(
+            store
+                .set_verified("alice@x", &verified, true)
+                .expect("verify"),
+            1
+        );
+        // Well past the limit: one key each for many addresses.
+        fill(&store, 200_000, "'p' || i || '@x'");
+        let full = store.with(|c| serialize(c)).expect("raw image");
+        assert!(full.len() > MAX_IMAGE_LEN, "{} bytes", full.len());
+        drop(full);
+        let image = store.image().expect("trimmed");
+        assert!(image.len() <= MAX_IMAGE_LEN, "{} bytes", image.len());
+        let again = ZidStore::open(Some(&image)).expect("it opens at the next start");
+        assert_eq!(
+            again.verified_keys().expect("list").len(),
+            1,
+            "the verdict stays"
+        );
+        assert_eq!(again.keys_of("alice@x").expect("keys").len(), 1);
+        let newest = again.keys_of("p200000@x").expect("keys");
+        assert_eq!(newest.len(), 1, "the newest keys stay");
+        assert!(
+            again.keys_of("p1@x").expect("keys").is_empty(),
+            "the oldest went"
+        );
+    }
+
+    #[test]
+    fn verdicts_alone_past_the_limit_fail_the_save_cleanly() {
+        let store = ZidStore::open(None).expect("open");
+        fill(&store, 200, "'p' || i || '@x'");
+        store
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO hush_verdict SELECT peeruri, zid FROM ziduri WHERE peeruri <> 'self'",
+                    [],
+                )
+            })
+            .expect("all verified");
+        let err = store.image_within(4096).expect_err("too large");
+        assert!(err.to_string().contains("verified"), "{err}");
+        assert_eq!(
+            store.verified_keys().expect("list").len(),
+            200,
+            "nothing lost"
+        );
+        assert!(store.image().is_ok(), "within the real limit");
     }
 }
