@@ -641,7 +641,7 @@ mod tests {
                 c.execute_batch("DROP TABLE hush_verdict")
             })
             .expect("old cache");
-        let image = store.with(|c| serialize(c)).expect("image");
+        let image = store.with(serialize).expect("image");
         drop(store);
         let store = ZidStore::open(Some(&image)).expect("reopen");
         let verified = store.verified_keys().expect("list");
@@ -736,7 +736,7 @@ mod tests {
         );
         // Well past the limit: one key each for many addresses.
         fill(&store, 200_000, "'p' || i || '@x'");
-        let full = store.with(|c| serialize(c)).expect("raw image");
+        let full = store.with(serialize).expect("raw image");
         assert!(full.len() > MAX_IMAGE_LEN, "{} bytes", full.len());
         drop(full);
         let image = store.image().expect("trimmed");
