@@ -645,3 +645,91 @@ fn a_verdict_given_just_before_quitting_is_in_the_vault_even_if_the_registrar_we
         "the verification was lost at exit"
     );
 }
+
+/// The port of the first `m=audio` line of the SDP in a SIP message.
+fn offered_audio_port(msg: &str) -> u16 {
+    msg.lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m=audio line in {msg}"))
+}
+
+/// Best effort, and the peer signalled its Hello hash: a Hello that does not match it,
+/// sent from the peer's own media address before the peer's real one, ends the call as
+/// tampering. It never lets the call go on in cleartext, and the words say tampering.
+#[test]
+fn one_spoofed_hello_ends_a_best_effort_call_as_tampering_never_cleartext() {
+    use hush_media::zrtp::{ZrtpConfig, ZrtpFailure, ZrtpSession};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut events = phone.events();
+    let bob = hush_harness::SipPeer::bind("bob").expect("peer");
+    let media = UdpSocket::bind("127.0.0.1:0").expect("bob's media socket");
+    media
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let now = Instant::now();
+    // Bob's real ZRTP endpoint: its Hello hash goes into his answer. Another endpoint's
+    // Hello (anyone can make one) is what the attacker sends.
+    let real = ZrtpSession::new(&ZrtpConfig::default(), 7, now).expect("bob's zrtp");
+    let hash = real.hello_hash().expect("hash");
+    let mut other = ZrtpSession::new(&ZrtpConfig::default(), 7, now).expect("other zrtp");
+    other.start(now).expect("start");
+    let foreign_hello = (1..100u64)
+        .find_map(|i| {
+            other.handle_timeout(now + Duration::from_millis(10 * i));
+            other.poll_transmit()
+        })
+        .expect("a Hello");
+    let Reply::Call(call) = phone
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("bob@{}", bob.addr()),
+            audio: AudioChoice::default(),
+            policy: Some(EncryptionPolicy::BestEffort),
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    let (invite, from) = bob
+        .next_request("INVITE", Duration::from_secs(10))
+        .expect("the INVITE");
+    let phone_media = SocketAddr::from(([127, 0, 0, 1], offered_audio_port(&invite)));
+    let answer = format!(
+        "v=0\r\no=bob 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=zrtp-hash:{hash}\r\na=sendrecv\r\n",
+        media.local_addr().expect("addr").port()
+    );
+    bob.accept(&invite, from, "bob-1", &answer).expect("200 OK");
+    // The phone's ZRTP has started once its Hello reaches Bob's media address.
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = media.recv_from(&mut buf).expect("the phone's first ZRTP");
+        if n > 24 && &buf[16..24] == b"Hello   " {
+            break;
+        }
+    }
+    media
+        .send_to(&foreign_hello, phone_media)
+        .expect("send the spoofed Hello");
+    let mut saw_cleartext = false;
+    let why = wait(&phone, &mut events, "the call's end", |ev| match ev {
+        Event::CallSecurity {
+            call: c,
+            security: CallSecurity::Cleartext,
+        } if *c == call => {
+            saw_cleartext = true;
+            None
+        }
+        Event::CallState {
+            call: c,
+            state: CallState::Ended(why),
+        } if *c == call => Some(why.clone()),
+        _ => None,
+    });
+    assert!(!saw_cleartext, "the call went on in cleartext");
+    assert_eq!(why, ZrtpFailure::HelloHashMismatch.to_string());
+    assert!(why.contains("tampering"), "{why}");
+}

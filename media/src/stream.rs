@@ -155,9 +155,10 @@ pub struct StreamStats {
 /// What a queued datagram is, for where it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    /// RTP or RTCP: to the media destination only.
+    /// RTP, RTCP, a PingACK, or ZRTP once keys are agreed: to the media destination
+    /// only.
     Media,
-    /// ZRTP: to the media destination and every ZRTP candidate.
+    /// ZRTP while negotiating: to the media destination and every ZRTP candidate.
     Zrtp,
 }
 
@@ -301,8 +302,17 @@ impl AudioStream {
     fn pump_zrtp(&mut self, now: Instant) {
         let Some(z) = &mut self.zrtp else { return };
         while let Some(p) = z.poll_transmit() {
+            // A PingACK answers anyone who sent a Ping: it goes to the peer only, so a
+            // spoofed Ping draws no copies to the candidates.
+            let route = if self.security == MediaSecurity::Negotiating
+                && crate::zrtp::message_type(&p) != b"PingACK "
+            {
+                Route::Zrtp
+            } else {
+                Route::Media
+            };
             if self.outbox.len() < MAX_OUTBOX {
-                self.outbox.push_back((p, Route::Zrtp));
+                self.outbox.push_back((p, route));
             }
         }
         let mut outcome = Vec::new();
@@ -315,6 +325,7 @@ impl AudioStream {
                     Ok(srtp) => {
                         self.srtp = Some(srtp);
                         self.security = MediaSecurity::Secure;
+                        self.peer.clear_candidates();
                         self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
                         self.events.push_back(StreamEvent::Secure {
                             sas: s.sas.clone(),
@@ -326,6 +337,12 @@ impl AudioStream {
                     }
                     Err(e) => self.fail_or_fallback(now, format!("cannot start SRTP: {e}")),
                 },
+                // Signs of tampering end the call whatever the policy: falling back to
+                // cleartext would hand whoever sent them a downgrade.
+                ZrtpEvent::Failed(f) if f.is_tampering() => {
+                    tracing::warn!(reason = %f, "ZRTP failed: possible tampering");
+                    self.fail(f.to_string())
+                }
                 ZrtpEvent::Failed(f) => self.fail_or_fallback(now, f.to_string()),
             }
         }
@@ -344,6 +361,7 @@ impl AudioStream {
             self.security = MediaSecurity::Failed;
             self.outbox.clear();
             self.fanout.clear();
+            self.peer.clear_candidates();
             self.events.push_back(StreamEvent::Failed(reason));
         }
     }
@@ -360,6 +378,8 @@ impl AudioStream {
             return self.fail(UNSIGNALLED_SOURCE.into());
         }
         self.security = MediaSecurity::Cleartext;
+        self.peer.clear_candidates();
+        self.fanout.clear();
         self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
         self.events.push_back(StreamEvent::Cleartext(reason));
     }

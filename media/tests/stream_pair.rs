@@ -640,24 +640,63 @@ fn a_peer_that_moves_is_followed_only_after_an_authentic_srtp_packet() {
 
 #[test]
 fn a_mismatching_hello_from_the_negotiated_address_ends_the_call_as_tampering() {
+    // Under best effort too: one spoofed Hello must never turn the call into cleartext.
+    for policy in [Policy::Mandatory, Policy::BestEffort] {
+        let (foreign_hello, _) = foreign_zrtp();
+        let mut call = Call::unstarted(
+            config(0, CodecKind::Pcmu, policy, true),
+            config(1, CodecKind::Pcmu, policy, true),
+            true,
+        );
+        call.start(1);
+        let peer = call.addrs[0];
+        call.inject(1, peer, &foreign_hello);
+        call.start(0);
+        call.run(Duration::from_secs(1));
+        let tampering = hush_media::zrtp::ZrtpFailure::HelloHashMismatch.to_string();
+        assert!(tampering.contains("tampering"), "{tampering}");
+        assert_eq!(
+            call.logs[1].events,
+            vec![StreamEvent::Failed(tampering)],
+            "{policy:?}: the signalled hash and the Hello from the peer's address disagree"
+        );
+        assert_eq!(*call.sides[1].security(), MediaSecurity::Failed);
+        call.run(Duration::from_secs(1));
+        assert_eq!(
+            call.logs[1].rtp_sent, 0,
+            "{policy:?}: nothing sent in the clear"
+        );
+    }
+}
+
+/// No `a=zrtp-hash` signalled: libbzrtp takes the first Hello that comes from the peer's
+/// address, a foreign one sent just before the peer starts, and then refuses the
+/// peer's own as a repetition that differs. The handshake cannot finish; when it times
+/// out, the call ends as possible tampering, never in cleartext. (The peer itself saw
+/// only its partner's Commit repeated: nothing in the protocol tells it apart from a
+/// lossy path, and the call's end reaches it by SIP.)
+#[test]
+fn one_foreign_hello_before_the_peers_without_a_signalled_hash_cannot_downgrade() {
     let (foreign_hello, _) = foreign_zrtp();
     let mut call = Call::unstarted(
-        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
-        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
-        true,
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, true),
+        false,
     );
-    call.start(1);
-    let peer = call.addrs[0];
-    call.inject(1, peer, &foreign_hello);
     call.start(0);
-    call.run(Duration::from_secs(1));
-    let tampering = hush_media::zrtp::ZrtpFailure::HelloHashMismatch.to_string();
+    let peer = call.addrs[1];
+    call.inject(0, peer, &foreign_hello);
+    call.run(Duration::from_millis(50));
+    call.start(1);
+    call.run(Duration::from_secs(6));
+    let tampering = hush_media::zrtp::ZrtpFailure::ConflictingPeers.to_string();
+    assert!(tampering.contains("tampering"), "{tampering}");
     assert_eq!(
-        call.logs[1].events,
+        call.logs[0].events,
         vec![StreamEvent::Failed(tampering)],
-        "the signalled hash and the Hello from the peer's address disagree"
+        "the handshake with two different Hellos from the peer's address ends the call"
     );
-    assert_eq!(*call.sides[1].security(), MediaSecurity::Failed);
+    assert_eq!(call.logs[0].rtp_sent, 0, "nothing sent in the clear");
 }
 
 #[test]
@@ -1061,4 +1100,91 @@ fn huge_jitter_does_not_panic_the_statistics() {
     let st = s.stats();
     // About 2^31 timestamp units at 8 kHz.
     assert!(st.jitter_ms > 100_000_000, "{st:?}");
+}
+
+/// A ZRTP Ping (RFC 6189 §5.15): anyone can make one.
+fn ping(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![
+        0x10, 0, 0, 0, b'Z', b'R', b'T', b'P', 0, 0, 0, 0, 0x50, 0x5a, 0, 6,
+    ];
+    p.extend_from_slice(b"Ping    ");
+    p.extend_from_slice(b"1.10");
+    p.extend_from_slice(&[0x11; 8]);
+    p.extend_from_slice(&[0; 4]);
+    respoof(&p, seq, ssrc)
+}
+
+#[test]
+fn spoofed_pings_are_answered_rarely_and_only_to_the_peer() {
+    let mut call = Call::unstarted(
+        config(0, CodecKind::Pcmu, Policy::Mandatory, true),
+        config(1, CodecKind::Pcmu, Policy::Mandatory, true),
+        true,
+    );
+    // Only B's Hellos reach A: A takes B's Hello and keeps negotiating.
+    let seen = tap(&mut call, 1, Kind::Zrtp);
+    call.mitm = None;
+    let sink = seen.clone();
+    call.mitm = Some(Box::new(move |from, d| {
+        if from == 1 && classify(d) == Kind::Zrtp {
+            sink.borrow_mut().push(d.clone());
+        }
+        from == 0 || (d.len() > 24 && &d[16..24] == b"Hello   ")
+    }));
+    call.start(0);
+    call.start(1);
+    call.run(Duration::from_millis(200));
+    let hello = seen
+        .borrow()
+        .iter()
+        .find(|d| &d[16..24] == b"Hello   ")
+        .cloned()
+        .expect("B's Hello");
+    // B's Hello replayed from four victims' addresses: four ZRTP candidates at A.
+    let victims: Vec<SocketAddr> = (1..=4u16)
+        .map(|i| SocketAddr::from(([198, 51, 100, 9], i)))
+        .collect();
+    for v in &victims {
+        call.inject(0, *v, &hello);
+    }
+    while call.sides[0].poll_transmit().is_some() {}
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Negotiating);
+    // A thousand Pings within 20 ms, from the victims and from B's address.
+    let mut out = Vec::new();
+    for i in 0..1000u16 {
+        let from = if i % 5 == 4 {
+            call.addrs[1]
+        } else {
+            victims[usize::from(i % 5)]
+        };
+        call.inject(0, from, &ping(i, 2));
+        call.now += Duration::from_micros(20);
+        while let Some(t) = call.sides[0].poll_transmit() {
+            out.push(t);
+        }
+    }
+    let acks: Vec<_> = out
+        .iter()
+        .filter(|t| t.data.len() > 24 && &t.data[16..24] == b"PingACK ")
+        .collect();
+    assert!(!acks.is_empty(), "a Ping is answered");
+    assert!(acks.len() <= 2, "{} PingACKs", acks.len());
+    assert!(
+        acks.iter().all(|t| t.to == call.addrs[1]),
+        "PingACKs go to the peer's address only"
+    );
+    assert!(out.len() <= 12, "{} datagrams for 1000 Pings", out.len());
+    // Once secure, the candidates are forgotten: nothing of theirs is heard, and no
+    // ZRTP of ours goes to them.
+    call.mitm = None;
+    call.run(Duration::from_secs(3));
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Secure);
+    let refused = call.sides[0].stats().refused_datagrams;
+    for (i, v) in victims.iter().enumerate() {
+        call.inject(0, *v, &ping(2000 + i as u16, 2));
+    }
+    assert_eq!(call.sides[0].stats().refused_datagrams, refused + 4);
+    while let Some(t) = call.sides[0].poll_transmit() {
+        assert!(!victims.contains(&t.to), "{t:?}");
+    }
 }

@@ -620,32 +620,86 @@ fn verifying_the_real_peer_does_not_verify_an_earlier_impostor() {
     );
 }
 
+/// A device that presents `zid` (copied from someone's cleartext Hello) as its own, with
+/// no retained secret for anyone.
+fn impostor(zid: Zid, uri: &'static str) -> Device {
+    let db = rusqlite::Connection::open_in_memory().expect("db");
+    db.execute_batch(
+        "CREATE TABLE ziduri (zuid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
+         zid BLOB NOT NULL DEFAULT '000000000000', selfuri TEXT NOT NULL DEFAULT 'unset', \
+         peeruri TEXT NOT NULL DEFAULT 'unset', active INTEGER DEFAULT 0);",
+    )
+    .expect("schema");
+    db.execute(
+        "INSERT INTO ziduri (zid, selfuri, peeruri) VALUES (?1, ?2, 'self')",
+        rusqlite::params![&zid.0[..], uri],
+    )
+    .expect("copied zid");
+    let mut db = db;
+    let image = db.serialize(rusqlite::MAIN_DB).expect("image").to_vec();
+    Device {
+        store: ZidStore::open(Some(&image)).expect("store"),
+        uri,
+    }
+}
+
+/// Mallory calls Alice as bob, presenting Bob's ZID without his retained secret, and
+/// is cut off before Confirm: libbzrtp has already cleared its "verified" flag for
+/// Bob's entry when the retained-secret check failed on her DHPart. The user's verdict
+/// is kept apart from that flag: Bob stays verified, and a relay with a fresh key is
+/// still flagged as a new key.
+#[test]
+fn an_unfinished_handshake_with_a_copied_zid_erases_no_verdict() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    let (_, _, [bob_zid, _]) = call_as(&alice, BOB, &bob, ALICE, 90, [Some(true); 2]);
+    let bob_zid = bob_zid.expect("bob's zid");
+    assert_eq!(call(&alice, &bob, 91, [None; 2]), [VERIFIED; 2]);
+
+    let mallory = impostor(bob_zid, BOB);
+    let (ca, cm) = (alice.calling(BOB), mallory.calling(ALICE));
+    let mut pair = Pair::new([&ca, &cm], Net::new(10, 0.0, 92));
+    let cut_off = std::rc::Rc::new(std::cell::Cell::new(false));
+    let seen = cut_off.clone();
+    // Whichever role Alice takes, she has processed Mallory's DHPart (1 or 2) by the
+    // time Mallory would send a Confirm: that and everything after it is dropped.
+    pair.net.tamper = Some(Box::new(move |from, p| {
+        let confirm = p.len() > 24 && (&p[16..24] == b"Confirm1" || &p[16..24] == b"Confirm2");
+        if from == 1 && confirm {
+            seen.set(true);
+        }
+        !(from == 1 && seen.get())
+    }));
+    pair.start();
+    pair.drive(100_000);
+    assert!(cut_off.get(), "Mallory got as far as a Confirm");
+    assert!(pair.secured[0].is_none(), "Alice never went secure");
+    assert!(pair.failed[0].is_some(), "Alice gave up");
+    drop(pair);
+
+    let keys = alice.store.keys_of(BOB).expect("keys");
+    assert!(
+        keys.iter().any(|k| k.zid == bob_zid && k.verified),
+        "Bob's key is still listed as verified: {keys:?}"
+    );
+    assert_eq!(
+        call(&alice, &bob, 93, [None; 2])[0],
+        VERIFIED,
+        "Bob's real call still shows verified"
+    );
+    let relay = Device::new(BOB);
+    assert_eq!(
+        call_as(&alice, BOB, &relay, ALICE, 94, [None; 2]).0[0],
+        NEW_KEY,
+        "a relay with a fresh key calling as bob is still a new key"
+    );
+}
+
 /// A relay that copies the victims' ZIDs has no retained secret for them: both ends see
 /// a cache mismatch, as before.
 #[test]
 fn a_relay_with_copied_zids_is_a_cache_mismatch_on_both_ends() {
     let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
     let (_, _, [bob_zid, alice_zid]) = call_as(&alice, BOB, &bob, ALICE, 70, [Some(true); 2]);
-    let impostor = |zid: Zid, uri: &'static str| {
-        let db = rusqlite::Connection::open_in_memory().expect("db");
-        db.execute_batch(
-            "CREATE TABLE ziduri (zuid INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
-             zid BLOB NOT NULL DEFAULT '000000000000', selfuri TEXT NOT NULL DEFAULT 'unset', \
-             peeruri TEXT NOT NULL DEFAULT 'unset', active INTEGER DEFAULT 0);",
-        )
-        .expect("schema");
-        db.execute(
-            "INSERT INTO ziduri (zid, selfuri, peeruri) VALUES (?1, ?2, 'self')",
-            rusqlite::params![&zid.0[..], uri],
-        )
-        .expect("copied zid");
-        let mut db = db;
-        let image = db.serialize(rusqlite::MAIN_DB).expect("image").to_vec();
-        Device {
-            store: ZidStore::open(Some(&image)).expect("store"),
-            uri,
-        }
-    };
     let mallory_as_bob = impostor(bob_zid.expect("zid"), BOB);
     let mallory_as_alice = impostor(alice_zid.expect("zid"), ALICE);
     let (to_alice, _, [presented, _]) = call_as(&alice, BOB, &mallory_as_bob, ALICE, 71, [None; 2]);

@@ -87,6 +87,12 @@ impl PeerAddress {
             .filter(move |c| !same(*c, to))
     }
 
+    /// Forgets the ZRTP candidates: once keys are agreed or given up, nothing of ours
+    /// goes to them and nothing of theirs is heard.
+    pub fn clear_candidates(&mut self) {
+        self.candidates = [None; MAX_ZRTP_CANDIDATES];
+    }
+
     /// Where our media goes: the last proven source, else the negotiated address.
     pub fn destination(&self) -> SocketAddr {
         self.proven.unwrap_or(self.negotiated)
@@ -212,6 +218,12 @@ mod tests {
         assert!(p.prove(first[1]));
         assert_eq!(p.destination(), first[1]);
         assert_eq!(p.zrtp_candidates().count(), MAX_ZRTP_CANDIDATES - 1);
+        p.clear_candidates();
+        assert_eq!(p.zrtp_candidates().count(), 0);
+        assert!(
+            !p.hears_zrtp_from(first[0]) && p.trusts(first[1]),
+            "proof stays"
+        );
     }
 
     /// A framed ZRTP message of type `ty` carrying `body`.

@@ -24,6 +24,8 @@
 //!   handed over at most every [`REPEAT_INTERVAL`], so replays can neither use up the
 //!   16-bit numbering nor make us answer at their rate. The peer retransmits every
 //!   50 ms at the fastest, and any copy of a repetition does what the original would.
+//! - a Ping is handed over at most every [`REPEAT_INTERVAL`] too: libbzrtp answers each
+//!   one, and nothing authenticates it.
 
 use super::packet;
 use crate::MediaError;
@@ -63,6 +65,8 @@ pub(crate) struct Inbound {
     known: Vec<[u8; 32]>,
     /// When a repetition was last handed over.
     last_repeat: Option<Instant>,
+    /// When a Ping was last handed over.
+    last_ping: Option<Instant>,
 }
 
 fn refused(reason: &'static str) -> MediaError {
@@ -101,6 +105,15 @@ impl Inbound {
         }
         if kind == b"HelloACK" && self.own_hello.is_none() {
             return Err(refused("a HelloACK before our Hello went out"));
+        }
+        if kind == b"Ping    " {
+            if self
+                .last_ping
+                .is_some_and(|t| now.saturating_duration_since(t) < REPEAT_INTERVAL)
+            {
+                return Err(refused("a Ping too soon after the last"));
+            }
+            self.last_ping = Some(now);
         }
         let mut digest = [0u8; 32];
         digest.copy_from_slice(

@@ -13,4 +13,4 @@ pub use packet::{MAX_LEN, check as check_packet, crc32c, is_zrtp};
 pub use session::{
     Secured, SrtpKeys, ZidCache, ZrtpConfig, ZrtpEvent, ZrtpFailure, ZrtpSession, ZrtpState,
 };
-pub use store::{CachedKey, KeyStatus, MAX_IMAGE_LEN, Zid, ZidStore};
+pub use store::{CachedKey, KeyStatus, MAX_IMAGE_LEN, MAX_KEYS_PER_PEER, Zid, ZidStore};

@@ -26,6 +26,12 @@ const OUT_OF_ORDER: u32 = 0xa004;
 const OUT_OF_ORDER_RETRIES: usize = 4;
 /// libbzrtp's "not expected in this state" refusal (`BZRTP_PARSER_ERROR_UNEXPECTEDMESSAGE`).
 const UNEXPECTED: u32 = 0xa200;
+/// libbzrtp's refusals of a packet that contradicts what it accepted before from the
+/// same peer (its private `stateMachine.h` and `packetParser.h`): a repetition that
+/// differs from the original (`BZRTP_ERROR_UNMATCHINGPACKETREPETITION`, e.g. a second,
+/// different Hello), a broken hash chain, MAC, Confirm MAC or hvi. A genuine peer never
+/// sends one; two different endpoints answering from the same address do.
+const CONFLICTS: [u32; 5] = [0xe002, 0xa080, 0xa100, 0xa020, 0xa400];
 
 /// Where retained secrets and "SAS verified" flags are kept between calls, and under
 /// which two identities this call reads and writes them.
@@ -107,10 +113,15 @@ pub enum ZrtpFailure {
     /// The peer signalled its Hello hash, so it does ZRTP, but none of its ZRTP packets
     /// reached us before the handshake deadline (lost, blocked, or sent elsewhere).
     PeerZrtpNeverArrived,
-    /// The peer's Hello does not match the `a=zrtp-hash` from its SDP.
+    /// A Hello from the peer's address does not match the `a=zrtp-hash` from its SDP:
+    /// someone may be tampering with the call. Never a reason to go on in cleartext.
     HelloHashMismatch,
     /// Packets were exchanged but the handshake did not finish in time.
     Timeout,
+    /// The handshake did not finish in time, and meanwhile packets that contradict each
+    /// other came as the peer's (a second, different Hello; a broken hash chain): two
+    /// endpoints answered, so someone may be interfering. Never a reason for cleartext.
+    ConflictingPeers,
     /// libbzrtp put the channel into its error state.
     ProtocolError(String),
 }
@@ -123,11 +134,27 @@ impl std::fmt::Display for ZrtpFailure {
                 f.write_str("the peer announced ZRTP but none of its ZRTP packets reached us")
             }
             ZrtpFailure::HelloHashMismatch => f.write_str(
-                "the peer's ZRTP Hello does not match its signalled hash (possible tampering)",
+                "possible tampering: a ZRTP Hello from the peer's address does not match the \
+                 hash the peer signalled in its call setup",
             ),
             ZrtpFailure::Timeout => f.write_str("ZRTP key agreement did not complete in time"),
+            ZrtpFailure::ConflictingPeers => f.write_str(
+                "possible tampering: ZRTP packets that contradict each other came from the \
+                 peer's address, and no key was agreed",
+            ),
             ZrtpFailure::ProtocolError(e) => write!(f, "ZRTP failed: {e}"),
         }
+    }
+}
+
+impl ZrtpFailure {
+    /// The failure points at someone interfering with the call: it must end the call
+    /// under every policy, never let it go on in cleartext.
+    pub fn is_tampering(&self) -> bool {
+        matches!(
+            self,
+            ZrtpFailure::HelloHashMismatch | ZrtpFailure::ConflictingPeers
+        )
     }
 }
 
@@ -187,7 +214,6 @@ struct Callbacks {
 
 struct Finished {
     sas: String,
-    verified: bool,
     cache_mismatch: bool,
     algorithms: Option<Negotiated>,
     profile: Option<SrtpProfile>,
@@ -203,6 +229,8 @@ pub struct ZrtpSession {
     next_tick: Option<Instant>,
     state: ZrtpState,
     received_from_peer: bool,
+    /// libbzrtp refused a packet as contradicting one it accepted (see [`CONFLICTS`]).
+    conflict_seen: bool,
     /// The peer's `a=zrtp-hash` was given: it announced that it does ZRTP.
     peer_hash_signalled: bool,
     /// What of the peer's packets reaches libbzrtp, under which number; boxed, so a
@@ -280,7 +308,8 @@ unsafe extern "C" fn on_secrets(
 unsafe extern "C" fn on_start_srtp(
     client: *mut c_void,
     secrets: *const ffi::bzrtpSrtpSecrets_t,
-    verified: i32,
+    // libbzrtp's own "SAS verified" flag: not used, see `ZrtpSession::user_verdicts`.
+    _verified: i32,
 ) -> i32 {
     if secrets.is_null() {
         return -1;
@@ -315,7 +344,6 @@ unsafe extern "C" fn on_start_srtp(
     };
     cb.finished = Some(Finished {
         sas,
-        verified: verified != 0,
         cache_mismatch: s.cacheMismatch != 0,
         profile: algorithms.map(|a| SrtpProfile::from_negotiated(a.cipher, a.auth_tag)),
         algorithms,
@@ -354,6 +382,7 @@ impl ZrtpSession {
             next_tick: None,
             state: ZrtpState::Idle,
             received_from_peer: false,
+            conflict_seen: false,
             peer_hash_signalled: false,
             inbound: Box::default(),
             events: VecDeque::new(),
@@ -563,6 +592,12 @@ impl ZrtpSession {
         }
         if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
             self.fail(ZrtpFailure::HelloHashMismatch);
+        } else if CONFLICTS.contains(&(rc as u32)) {
+            tracing::info!(
+                code = format_args!("{rc:#06x}"),
+                "a ZRTP packet contradicts what the peer sent before"
+            );
+            self.conflict_seen = true;
         } else if rc != 0 {
             tracing::debug!(
                 code = format_args!("{rc:#06x}"),
@@ -586,7 +621,9 @@ impl ZrtpSession {
             self.after_call();
         }
         if self.state == ZrtpState::Negotiating && self.deadline.is_some_and(|d| now >= d) {
-            let why = if self.received_from_peer {
+            let why = if self.conflict_seen {
+                ZrtpFailure::ConflictingPeers
+            } else if self.received_from_peer {
                 ZrtpFailure::Timeout
             } else if self.peer_hash_signalled {
                 ZrtpFailure::PeerZrtpNeverArrived
@@ -658,11 +695,14 @@ impl ZrtpSession {
         }
         self.state = ZrtpState::Secure;
         self.next_tick = None;
-        let new_key =
-            !finished.verified && !finished.cache_mismatch && self.key_unverified_but_peer_was();
+        // "Verified" and "new key" come from the user's own verdicts, never from
+        // libbzrtp's flag, which any peer presenting a copied ZID can clear.
+        let (this_verified, other_verified) = self.user_verdicts();
+        let verified = this_verified && !finished.cache_mismatch;
+        let new_key = !this_verified && other_verified && !finished.cache_mismatch;
         self.events.push_back(ZrtpEvent::Secure(Box::new(Secured {
             sas: finished.sas,
-            verified: finished.verified,
+            verified,
             cache_mismatch: finished.cache_mismatch,
             new_key,
             peer_zid: self.peer_zid,
@@ -677,26 +717,26 @@ impl ZrtpSession {
         })));
     }
 
-    /// True when the peer's address has a verified key and this call's key is not one.
-    /// Without the peer's ZID (never seen in practice) any verified key of the address
-    /// counts, so the doubt goes to the warning.
-    fn key_unverified_but_peer_was(&self) -> bool {
+    /// What the user decided about this call's peer: (this key verified, another key of
+    /// the same address verified). Without the peer's ZID (never seen in practice) any
+    /// verified key of the address counts as another, so the doubt goes to the warning.
+    fn user_verdicts(&self) -> (bool, bool) {
         let Some(cache) = &self.cache else {
-            return false;
+            return (false, false);
         };
         let status = match &self.peer_zid {
             Some(zid) => cache
                 .store
                 .key_status(&cache.peer_uri, zid)
-                .map(|s| !s.this_key_verified && s.other_key_verified),
+                .map(|s| (s.this_key_verified, s.other_key_verified)),
             None => cache
                 .store
                 .keys_of(&cache.peer_uri)
-                .map(|keys| keys.iter().any(|k| k.verified)),
+                .map(|keys| (false, keys.iter().any(|k| k.verified))),
         };
         status.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the ZID cache");
-            false
+            (false, false)
         })
     }
 
@@ -735,14 +775,19 @@ impl ZrtpSession {
     /// Records (or withdraws) the user's SAS verification in the cache, for the peer ZID
     /// of this call only. After a cache mismatch, confirming also stores the new secret.
     pub fn set_sas_verified(&mut self, verified: bool) {
-        // SAFETY: initialised context; libbzrtp writes the flag to its cache under the
-        // store's lock.
+        // SAFETY: initialised context; libbzrtp writes its flag (and, after a mismatch,
+        // the new secret) to its cache under the store's lock.
         unsafe {
             if verified {
                 ffi::bzrtp_SASVerified(self.ctx.as_ptr());
             } else {
                 ffi::bzrtp_resetSASVerified(self.ctx.as_ptr());
             }
+        }
+        if let (Some(cache), Some(zid)) = (&self.cache, &self.peer_zid)
+            && let Err(e) = cache.store.record_verdict(&cache.peer_uri, zid, verified)
+        {
+            tracing::warn!(error = %e, "cannot record the SAS verdict in the ZID cache");
         }
     }
 }

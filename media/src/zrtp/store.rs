@@ -5,6 +5,14 @@
 //! each change ([`ZidStore::on_change`]) and hands it back to [`ZidStore::open`], so the
 //! secrets reach the disk only under the caller's key.
 //!
+//! The user's verdicts ("I compared the SAS with this key of this address and it
+//! matched") are kept apart from libbzrtp's flag, in a table of our own in the same
+//! database (`hush_verdict`, one row per verified peer address and ZID), written only
+//! when the user verifies or withdraws. libbzrtp clears its `pvs` flag whenever a peer
+//! presenting that ZID fails the retained-secret check, before anything is
+//! authenticated: anyone who copies a contact's ZID from a cleartext Hello could erase
+//! the flag with one unfinished handshake. Our table is out of its reach.
+//!
 //! One store serves every call at once. libbzrtp and our own queries take the same lock
 //! (`bctbx_mutex_t`, a pthread mutex here) around each cache operation.
 
@@ -18,9 +26,20 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// The largest image accepted: a cache of thousands of peers is well under a MiB.
 pub const MAX_IMAGE_LEN: usize = 16 << 20;
+/// At most this many cache entries are kept per peer address; beyond it the oldest
+/// that carry no verdict of the user's are dropped when the cache is saved.
+pub const MAX_KEYS_PER_PEER: usize = 16;
 /// At most this many keys are listed per question, whatever the cache holds.
 const MAX_LISTED: usize = 1000;
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// Creates the verdict table and carries over the flags libbzrtp held until now (run
+/// once: the table's existence marks the migration as done).
+const CREATE_VERDICTS: &str = "\
+    CREATE TABLE hush_verdict (peeruri TEXT NOT NULL, zid BLOB NOT NULL, \
+                               PRIMARY KEY (peeruri, zid)) WITHOUT ROWID; \
+    INSERT OR IGNORE INTO hush_verdict (peeruri, zid) \
+      SELECT zu.peeruri, zu.zid FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+      WHERE z.pvs = x'01' AND zu.peeruri <> 'self' AND length(zu.zid) = 12;";
 
 /// A ZRTP identity (RFC 6189 §4.9): 96 random bits a device uses for all its calls. The
 /// key continuity and the "verified" flag belong to it, not to the address it calls from.
@@ -168,7 +187,9 @@ impl Drop for Inner {
         // SAFETY: a valid open connection; a null callback removes the hook.
         unsafe { rusqlite::ffi::sqlite3_commit_hook(conn.handle(), None, std::ptr::null_mut()) };
         let _engine = self.lock.hold();
-        let _ = conn.execute_batch("DELETE FROM zrtp; DELETE FROM lime; DELETE FROM ziduri;");
+        let _ = conn.execute_batch(
+            "DELETE FROM zrtp; DELETE FROM lime; DELETE FROM ziduri; DELETE FROM hush_verdict;",
+        );
     }
 }
 
@@ -184,6 +205,53 @@ impl std::fmt::Debug for ZidStore {
             .field("generation", &self.generation())
             .finish_non_exhaustive()
     }
+}
+
+/// Entries of a peer address beyond the newest `?1` that carry no verdict.
+const EVICT_BEYOND_PER_PEER: &str = "\
+    SELECT zuid FROM (SELECT zu.zuid, ROW_NUMBER() OVER \
+                        (PARTITION BY zu.peeruri ORDER BY zu.zuid DESC) AS n \
+                      FROM ziduri zu WHERE zu.peeruri <> 'self' AND NOT EXISTS \
+                        (SELECT 1 FROM hush_verdict v \
+                         WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid)) \
+    WHERE n > ?1";
+/// The `?1` oldest entries of any peer address that carry no verdict.
+const EVICT_OLDEST: &str = "\
+    SELECT zu.zuid FROM ziduri zu WHERE zu.peeruri <> 'self' AND NOT EXISTS \
+      (SELECT 1 FROM hush_verdict v WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid) \
+    ORDER BY zu.zuid LIMIT ?1";
+
+/// Removes the entries `select` names (given `n`), with their secrets; how many.
+fn evict(c: &mut Connection, select: &str, n: i64) -> rusqlite::Result<usize> {
+    let tx = c.transaction()?;
+    tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS hush_evict (zuid INTEGER PRIMARY KEY)")?;
+    tx.execute("DELETE FROM hush_evict", [])?;
+    let found = tx.execute(&format!("INSERT INTO hush_evict {select}"), [n])?;
+    if found == 0 {
+        // Nothing changed: end without a commit, which would count as a change.
+        tx.rollback()?;
+        return Ok(0);
+    }
+    tx.execute_batch(
+        "DELETE FROM zrtp WHERE zuid IN (SELECT zuid FROM hush_evict); \
+         DELETE FROM lime WHERE zuid IN (SELECT zuid FROM hush_evict); \
+         DELETE FROM ziduri WHERE zuid IN (SELECT zuid FROM hush_evict); \
+         DELETE FROM hush_evict;",
+    )?;
+    tx.commit()?;
+    Ok(found)
+}
+
+/// The database as bytes, copied into memory that is wiped on drop.
+fn serialize(c: &mut Connection) -> rusqlite::Result<Zeroizing<Vec<u8>>> {
+    Ok(match c.serialize(MAIN_DB)? {
+        rusqlite::serialize::Data::Shared(shared) => Zeroizing::new(shared.to_vec()),
+        rusqlite::serialize::Data::Owned(mut owned) => {
+            let copy = Zeroizing::new(owned.to_vec());
+            owned.zeroize();
+            copy
+        }
+    })
 }
 
 fn db_err(e: rusqlite::Error) -> MediaError {
@@ -247,6 +315,20 @@ impl ZidStore {
                 "libbzrtp could not set up its tables (error {rc:#06x})"
             )));
         }
+        store.with(|c| {
+            let present: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'hush_verdict')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !present {
+                let tx = c.transaction()?;
+                tx.execute_batch(CREATE_VERDICTS)?;
+                tx.commit()?;
+            }
+            Ok(())
+        })?;
         // Counted from here: creating the tables of an empty cache is nothing to save.
         let changes: *const Changes = &*store.inner.changes;
         store.with(|c| {
@@ -304,29 +386,58 @@ impl ZidStore {
     }
 
     /// The whole database as bytes, to seal. It holds the retained secrets: wiped on drop.
+    ///
+    /// The cache is kept within what [`ZidStore::open`] accepts: first each peer address
+    /// keeps at most [`MAX_KEYS_PER_PEER`] entries, then, while the image is over
+    /// [`MAX_IMAGE_LEN`], the oldest entries without a verdict of the user's go. If the
+    /// user's verdicts alone exceed it, this fails and nothing is sealed.
     pub fn image(&self) -> Result<Zeroizing<Vec<u8>>, MediaError> {
-        self.with(|c| {
-            let data = c.serialize(MAIN_DB)?;
-            Ok(match data {
-                rusqlite::serialize::Data::Shared(shared) => Zeroizing::new(shared.to_vec()),
-                rusqlite::serialize::Data::Owned(mut owned) => {
-                    let copy = Zeroizing::new(owned.to_vec());
-                    owned.zeroize();
-                    copy
+        self.image_within(MAX_IMAGE_LEN)
+    }
+
+    fn image_within(&self, limit: usize) -> Result<Zeroizing<Vec<u8>>, MediaError> {
+        let image = self.with(|c| {
+            evict(c, EVICT_BEYOND_PER_PEER, MAX_KEYS_PER_PEER as i64)?;
+            loop {
+                let image = serialize(c)?;
+                if image.len() <= limit {
+                    return Ok(Some(image));
                 }
-            })
+                let entries: i64 = c.query_row(
+                    "SELECT count(*) FROM ziduri WHERE peeruri <> 'self'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                // Roughly the share of the image that is too much, and some more.
+                let excess = (image.len() - limit) as i64;
+                let n = (entries * excess / image.len() as i64 + 1)
+                    .max(entries / 16)
+                    .max(16);
+                if evict(c, EVICT_OLDEST, n)? == 0 {
+                    return Ok(None);
+                }
+                tracing::info!(
+                    evicted = n,
+                    "the ZRTP key cache is full: dropped its oldest unverified keys"
+                );
+                c.execute_batch("VACUUM")?;
+            }
+        })?;
+        image.ok_or_else(|| {
+            MediaError::Cache(format!(
+                "the keys you verified alone take more than the {limit} bytes the cache may \
+                 hold; withdraw some verifications"
+            ))
         })
     }
 
-    /// What the cache says about `zid` presented by `peer_uri`.
+    /// What the user's verdicts say about `zid` presented by `peer_uri`.
     pub fn key_status(&self, peer_uri: &str, zid: &Zid) -> Result<KeyStatus, MediaError> {
         self.with(|c| {
             c.query_row(
                 "SELECT \
-                   EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
-                           WHERE zu.peeruri = ?1 AND zu.zid = ?2 AND z.pvs = x'01'), \
-                   EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
-                           WHERE zu.peeruri = ?1 AND zu.zid <> ?2 AND z.pvs = x'01')",
+                   EXISTS (SELECT 1 FROM hush_verdict WHERE peeruri = ?1 AND zid = ?2), \
+                   EXISTS (SELECT 1 FROM hush_verdict WHERE peeruri = ?1 AND zid <> ?2)",
                 params![peer_uri, &zid.0[..]],
                 |r| {
                     Ok(KeyStatus {
@@ -341,7 +452,8 @@ impl ZidStore {
     /// The keys seen from `peer_uri`, the last seen first.
     pub fn keys_of(&self, peer_uri: &str) -> Result<Vec<CachedKey>, MediaError> {
         let mut keys = self.list(
-            "SELECT zu.peeruri, zu.zid, MAX(COALESCE(z.pvs = x'01', 0)), \
+            "SELECT zu.peeruri, zu.zid, \
+                    EXISTS (SELECT 1 FROM hush_verdict v WHERE v.peeruri = ?1 AND v.zid = zu.zid), \
                     MAX(COALESCE(zu.active, 0)), MAX(zu.zuid) \
              FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid WHERE zu.peeruri = ?1 \
              GROUP BY zu.zid ORDER BY 4 DESC, 5 DESC LIMIT ?2",
@@ -357,10 +469,10 @@ impl ZidStore {
     /// Every verified key, by address.
     pub fn verified_keys(&self) -> Result<Vec<CachedKey>, MediaError> {
         self.list(
-            "SELECT zu.peeruri, zu.zid, 1, MAX(COALESCE(zu.active, 0)), MAX(zu.zuid) \
-             FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
-             WHERE z.pvs = x'01' AND zu.peeruri <> 'self' \
-             GROUP BY zu.peeruri, zu.zid ORDER BY 1, 5 DESC LIMIT ?1",
+            "SELECT v.peeruri, v.zid, 1, \
+                    COALESCE((SELECT MAX(COALESCE(zu.active, 0)) FROM ziduri zu \
+                              WHERE zu.peeruri = v.peeruri AND zu.zid = v.zid), 0) \
+             FROM hush_verdict v ORDER BY 1, 4 DESC LIMIT ?1",
             params![MAX_LISTED as i64],
         )
     }
@@ -393,22 +505,58 @@ impl ZidStore {
         })
     }
 
-    /// Sets or clears "SAS verified" for `zid` as a key of `peer_uri` (under each of our
-    /// addresses that met it), and for nothing else. Returns how many entries changed;
-    /// 0 means no secure call with that key.
+    /// Sets or clears "SAS verified" for `zid` as a key of `peer_uri`, and for nothing
+    /// else. Returns how many cache entries hold that key (under each of our addresses
+    /// that met it); 0 means no secure call with that key, and nothing is recorded.
     pub fn set_verified(
         &self,
         peer_uri: &str,
         zid: &Zid,
         verified: bool,
     ) -> Result<usize, MediaError> {
+        let entries = self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+                 WHERE zu.peeruri = ?1 AND zu.zid = ?2",
+                params![peer_uri, &zid.0[..]],
+                |r| r.get::<_, i64>(0),
+            )
+        })?;
+        if entries == 0 {
+            return Ok(0);
+        }
+        self.record_verdict(peer_uri, zid, verified)?;
+        Ok(usize::try_from(entries).unwrap_or(usize::MAX))
+    }
+
+    /// Writes the user's verdict on `zid` as a key of `peer_uri`. Also sets libbzrtp's
+    /// own flag to match (it only reports it back; nothing here reads it).
+    pub(crate) fn record_verdict(
+        &self,
+        peer_uri: &str,
+        zid: &Zid,
+        verified: bool,
+    ) -> Result<(), MediaError> {
         let flag: &[u8] = if verified { &[1] } else { &[0] };
         self.with(|c| {
-            c.execute(
+            let tx = c.transaction()?;
+            if verified {
+                tx.execute(
+                    "INSERT OR IGNORE INTO hush_verdict (peeruri, zid) VALUES (?1, ?2)",
+                    params![peer_uri, &zid.0[..]],
+                )?;
+            } else {
+                tx.execute(
+                    "DELETE FROM hush_verdict WHERE peeruri = ?1 AND zid = ?2",
+                    params![peer_uri, &zid.0[..]],
+                )?;
+            }
+            tx.execute(
                 "UPDATE zrtp SET pvs = ?1 WHERE zuid IN \
                  (SELECT zuid FROM ziduri WHERE peeruri = ?2 AND zid = ?3)",
                 params![flag, peer_uri, &zid.0[..]],
-            )
+            )?;
+            tx.commit()
         })
     }
 }
@@ -472,5 +620,161 @@ mod tests {
         image[n / 2..].fill(0xa5);
         assert!(ZidStore::open(Some(&image)).is_err());
         assert!(ZidStore::open(Some(&vec![0u8; MAX_IMAGE_LEN + 1])).is_err());
+    }
+
+    #[test]
+    fn verdicts_held_by_libbzrtp_are_carried_over_once_and_outlive_its_flag() {
+        let zid = Zid([7; 12]);
+        let store = ZidStore::open(None).expect("open");
+        // A cache written before the verdict table existed: libbzrtp's flag only.
+        store
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO ziduri (zid, selfuri, peeruri) VALUES (?1, 'me@x', 'bob@x')",
+                    params![&zid.0[..]],
+                )?;
+                let zuid = c.last_insert_rowid();
+                c.execute(
+                    "INSERT INTO zrtp (zuid, pvs) VALUES (?1, x'01')",
+                    params![zuid],
+                )?;
+                c.execute_batch("DROP TABLE hush_verdict")
+            })
+            .expect("old cache");
+        let image = store.with(serialize).expect("image");
+        drop(store);
+        let store = ZidStore::open(Some(&image)).expect("reopen");
+        let verified = store.verified_keys().expect("list");
+        assert_eq!(verified.len(), 1);
+        assert_eq!(verified[0].zid, zid);
+        // libbzrtp clears its flag (a peer with this ZID failed the secret check): the
+        // user's verdict stands, also after another restart (no second migration).
+        store
+            .with(|c| c.execute_batch("UPDATE zrtp SET pvs = x'00'"))
+            .expect("flag cleared");
+        let again = ZidStore::open(Some(&store.image().expect("image"))).expect("reopen");
+        let status = again.key_status("bob@x", &zid).expect("status");
+        assert!(status.this_key_verified && !status.other_key_verified);
+        assert!(again.keys_of("bob@x").expect("keys")[0].verified);
+        // Withdrawing is the user's to do.
+        assert_eq!(again.set_verified("bob@x", &zid, false).expect("reset"), 1);
+        assert!(again.verified_keys().expect("list").is_empty());
+        assert_eq!(
+            again
+                .set_verified("bob@x", &Zid([8; 12]), true)
+                .expect("none"),
+            0
+        );
+        assert!(again.verified_keys().expect("list").is_empty());
+    }
+
+    /// Adds `n` entries with a secret each, for peer addresses named by `peer` (an SQL
+    /// expression of the counter `i`); returns the zid of the first one.
+    fn fill(store: &ZidStore, n: i64, peer: &str) {
+        store
+            .with(|c| {
+                c.execute(
+                    &format!(
+                        "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1) \
+                         INSERT INTO ziduri (zid, selfuri, peeruri) \
+                         SELECT randomblob(12), 'me@x', {peer} FROM k"
+                    ),
+                    [n],
+                )?;
+                c.execute(
+                    "INSERT INTO zrtp (zuid, rs1, pvs) SELECT zuid, randomblob(32), x'00' \
+                     FROM ziduri WHERE peeruri <> 'self' AND zuid NOT IN (SELECT zuid FROM zrtp)",
+                    [],
+                )
+            })
+            .expect("fill");
+    }
+
+    fn first_zid(store: &ZidStore, peer: &str) -> Zid {
+        store
+            .with(|c| {
+                c.query_row(
+                    "SELECT zid FROM ziduri WHERE peeruri = ?1 ORDER BY zuid LIMIT 1",
+                    [peer],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+            })
+            .ok()
+            .and_then(|b| Zid::from_blob(&b))
+            .expect("a zid")
+    }
+
+    #[test]
+    fn a_peer_address_keeps_its_newest_keys_and_every_verified_one() {
+        let store = ZidStore::open(None).expect("open");
+        fill(&store, 40, "'bob@x'");
+        let oldest = first_zid(&store, "bob@x");
+        assert_eq!(
+            store.set_verified("bob@x", &oldest, true).expect("verify"),
+            1
+        );
+        let again = ZidStore::open(Some(&store.image().expect("image"))).expect("reopen");
+        let keys = again.keys_of("bob@x").expect("keys");
+        assert_eq!(
+            keys.len(),
+            MAX_KEYS_PER_PEER + 1,
+            "the newest, and the verified one"
+        );
+        assert!(keys.iter().any(|k| k.zid == oldest && k.verified));
+    }
+
+    #[test]
+    fn a_cache_past_the_size_limit_drops_its_oldest_unverified_keys_when_saved() {
+        let store = ZidStore::open(None).expect("open");
+        fill(&store, 1, "'alice@x'");
+        let verified = first_zid(&store, "alice@x");
+        assert_eq!(
+            store
+                .set_verified("alice@x", &verified, true)
+                .expect("verify"),
+            1
+        );
+        // Well past the limit: one key each for many addresses.
+        fill(&store, 200_000, "'p' || i || '@x'");
+        let full = store.with(serialize).expect("raw image");
+        assert!(full.len() > MAX_IMAGE_LEN, "{} bytes", full.len());
+        drop(full);
+        let image = store.image().expect("trimmed");
+        assert!(image.len() <= MAX_IMAGE_LEN, "{} bytes", image.len());
+        let again = ZidStore::open(Some(&image)).expect("it opens at the next start");
+        assert_eq!(
+            again.verified_keys().expect("list").len(),
+            1,
+            "the verdict stays"
+        );
+        assert_eq!(again.keys_of("alice@x").expect("keys").len(), 1);
+        let newest = again.keys_of("p200000@x").expect("keys");
+        assert_eq!(newest.len(), 1, "the newest keys stay");
+        assert!(
+            again.keys_of("p1@x").expect("keys").is_empty(),
+            "the oldest went"
+        );
+    }
+
+    #[test]
+    fn verdicts_alone_past_the_limit_fail_the_save_cleanly() {
+        let store = ZidStore::open(None).expect("open");
+        fill(&store, 200, "'p' || i || '@x'");
+        store
+            .with(|c| {
+                c.execute(
+                    "INSERT INTO hush_verdict SELECT peeruri, zid FROM ziduri WHERE peeruri <> 'self'",
+                    [],
+                )
+            })
+            .expect("all verified");
+        let err = store.image_within(4096).expect_err("too large");
+        assert!(err.to_string().contains("verified"), "{err}");
+        assert_eq!(
+            store.verified_keys().expect("list").len(),
+            200,
+            "nothing lost"
+        );
+        assert!(store.image().is_ok(), "within the real limit");
     }
 }
