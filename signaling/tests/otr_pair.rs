@@ -1234,3 +1234,80 @@ fn authentication_and_endings_from_another_session_never_reach_the_conversation(
     p.settle();
     assert_eq!(p.shown_a.last().map(String::as_str), Some("still here"));
 }
+#[test]
+fn a_key_exchange_from_another_session_does_not_take_over_a_verified_conversation() {
+    let mut p = verified_pair(OtrPolicy::Opportunistic);
+    let (mut m, events) = mallory_finishes_a_key_exchange(&mut p);
+    let m_fp = m.fingerprint(A).expect("mallory's key");
+    let a_fp = p.a.fingerprint(A).expect("alice's key");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.peer_fingerprint(B, A), Some(a_fp));
+    // Bob is told, in words, and not that a private conversation started.
+    assert!(notice_naming(&events, &m_fp), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            OtrEvent::Secure {
+                verified: false,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    p.b.send(B, A, "for alice only").expect("send");
+    let t = p.b.poll_transmit().expect("sent");
+    assert!(p.b.poll_transmit().is_none());
+    assert!(
+        m.receive(A, B, &t.body)
+            .is_none_or(|s| !s.text.contains("for alice only")),
+        "mallory read it"
+    );
+    assert_eq!(
+        p.a.receive(A, B, &t.body),
+        Some(Incoming {
+            text: "for alice only".into(),
+            encrypted: true
+        })
+    );
+    // Once bob verifies the new key, the conversation switches to it.
+    p.b.set_verified(B, A, &m_fp, true).expect("verify");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.peer_fingerprint(B, A), Some(m_fp));
+    p.b.send(B, A, "for the new key").expect("send");
+    let t = p.b.poll_transmit().expect("sent");
+    assert_eq!(
+        m.receive(A, B, &t.body).map(|s| s.text),
+        Some("for the new key".into())
+    );
+}
+
+#[test]
+fn under_require_messages_held_for_a_verified_buddy_never_go_to_an_unverified_key() {
+    let mut p = verified_pair(OtrPolicy::Require);
+    // Bob ends the conversation: what he writes now waits.
+    p.b.end(B, A).expect("end");
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    assert_eq!(p.b.send(B, A, "the held secret"), Err(OtrError::Held));
+    quiet(&mut p.b); // the query goes nowhere
+    let (mut m, _) = mallory_finishes_a_key_exchange(&mut p);
+    assert_eq!(p.b.held(B, A), 1, "still waiting");
+    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    while let Some(t) = p.b.poll_transmit() {
+        let read = m.receive(A, B, &t.body);
+        assert!(
+            read.is_none_or(|s| !s.text.contains("the held secret")),
+            "released to mallory"
+        );
+    }
+    // Alice comes back with her verified key: the message goes to her.
+    p.a.start(A, B).expect("start");
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.held(B, A), 0);
+    assert!(
+        p.shown_a.iter().any(|s| s == "the held secret"),
+        "{:?}",
+        p.shown_a
+    );
+}

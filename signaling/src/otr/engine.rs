@@ -519,24 +519,56 @@ unsafe fn secure_event(context: *mut ffi::ConnContext, refreshed: bool) -> OtrEv
     }
 }
 
-/// Pins the buddy's conversation to the instance whose key exchange just finished.
+/// Pins the buddy's conversation to the instance whose key exchange just finished —
+/// unless its key is not verified while the buddy has a verified one and the
+/// conversation is with another instance: a key exchange proves nothing about who is at
+/// the other end, so it never takes a conversation away from a verified key. The user
+/// is told, and can verify the new key to switch to it ([`OtrEngine::set_verified`]).
+/// Returns whether the instance is now the conversation.
 ///
 /// # Safety
 /// `opdata` as for [`cb`]; `context` is the live context libotr passes to a callback.
-unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) -> bool {
     if context.is_null() {
-        return;
+        return false;
     }
-    // SAFETY: see above; read before the callback returns.
-    let (names, instance) = unsafe { (ctx_names(context), (*context).their_instance) };
-    unsafe { cb(opdata) }.pinned.insert(names, instance);
+    // SAFETY: see above; everything is read before the callback returns, and the master
+    // context is live as long as its child.
+    let (names, instance, master) = unsafe {
+        (
+            ctx_names(context),
+            (*context).their_instance,
+            (*context).m_context,
+        )
+    };
+    let (fingerprint, verified) = unsafe { active_key(context) };
+    let cbs = unsafe { cb(opdata) };
+    let takes_over = cbs.pinned.get(&names) != Some(&instance);
+    // SAFETY: the live master of `context`.
+    if !verified && takes_over && !master.is_null() && unsafe { limits::has_verified(master) } {
+        let (account, peer) = names;
+        cbs.events.push_back(OtrEvent::Notice {
+            account,
+            text: format!(
+                "another session of {peer}, with a key you have not verified ({fingerprint}), \
+                 wants to talk privately. This conversation stays with {peer}'s verified key \
+                 and nothing is sent to that session; if it is really {peer} (a new device), \
+                 verify that key to switch to it"
+            ),
+            peer,
+        });
+        return false;
+    }
+    cbs.pinned.insert(names, instance);
+    true
 }
 
 unsafe extern "C" fn op_gone_secure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
     // SAFETY: libotr calls this with our opdata and the context that went private.
-    unsafe { pin(opdata, context) };
-    let ev = unsafe { secure_event(context, false) };
-    unsafe { cb(opdata) }.events.push_back(ev);
+    if unsafe { pin(opdata, context) } {
+        let ev = unsafe { secure_event(context, false) };
+        unsafe { cb(opdata) }.events.push_back(ev);
+    }
 }
 
 unsafe extern "C" fn op_gone_insecure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
@@ -552,9 +584,10 @@ unsafe extern "C" fn op_still_secure(
     _is_reply: c_int,
 ) {
     // SAFETY: as for op_gone_secure.
-    unsafe { pin(opdata, context) };
-    let ev = unsafe { secure_event(context, true) };
-    unsafe { cb(opdata) }.events.push_back(ev);
+    if unsafe { pin(opdata, context) } {
+        let ev = unsafe { secure_event(context, true) };
+        unsafe { cb(opdata) }.events.push_back(ev);
+    }
 }
 
 unsafe extern "C" fn op_max_message_size(
@@ -1090,7 +1123,41 @@ impl OtrEngine {
         // SAFETY: a fingerprint from our own list.
         unsafe { ffi::otrl_context_set_trust(f, trust.as_ptr()) };
         self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        if verified {
+            self.switch_to(account, peer, f);
+        }
+        self.after_state_change(account, peer);
         Ok(())
+    }
+
+    /// The user verified key `f`: if the conversation is not private with it but
+    /// another session of the buddy is (one that was kept out, see [`pin`]), the
+    /// conversation switches to that session.
+    fn switch_to(&mut self, account: &str, peer: &str, f: *mut ffi::Fingerprint) {
+        let encrypted = |c: *mut ffi::ConnContext| {
+            // SAFETY: a context of our user state, read at once.
+            unsafe { (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED }
+        };
+        if self
+            .context(account, peer)
+            // SAFETY: as above.
+            .is_some_and(|c| encrypted(c) && unsafe { (*c).active_fingerprint } == f)
+        {
+            return;
+        }
+        let Some((c, instance)) = self
+            .instances_using(f)
+            .into_iter()
+            .find(|(c, _)| encrypted(*c))
+        else {
+            return;
+        };
+        self.cb
+            .pinned
+            .insert((account.to_owned(), peer.to_owned()), instance);
+        // SAFETY: a live context of our user state.
+        let ev = unsafe { secure_event(c, false) };
+        self.cb.events.push_back(ev);
     }
 
     /// Forgets a fingerprint. libotr would free it even while a conversation points at
@@ -1283,7 +1350,9 @@ impl OtrEngine {
     }
 
     /// Prepares `text` for the transport. Under "require encryption" a message for a
-    /// conversation that is not private is held (and OTR started), never sent plain; at
+    /// conversation that is not private is held (and OTR started), never sent plain — as
+    /// is one for a conversation whose key is not verified while the buddy has a
+    /// verified key: it waits until the user verifies the key; at
     /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost. Any
     /// error other than [`OtrError::Held`] means the message was neither kept nor sent;
     /// a held one that libotr refuses later comes back as [`OtrEvent::NotSent`].
@@ -1300,20 +1369,20 @@ impl OtrEngine {
         if state == OtrState::Finished {
             return Err(OtrError::NotPrivate(peer.to_owned()));
         }
-        if require
-            && !matches!(
-                state,
-                OtrState::PrivateUnverified | OtrState::PrivateVerified
-            )
-        {
+        if require && !self.releases_held(account, peer) {
             if self.held(account, peer) >= MAX_HELD {
                 return Err(OtrError::TooManyHeld {
                     peer: peer.to_owned(),
                     max: MAX_HELD,
                 });
             }
-            // An error means the message is neither held nor sent: start first.
-            if self.fingerprint(account).is_some() {
+            let private = matches!(
+                state,
+                OtrState::PrivateUnverified | OtrState::PrivateVerified
+            );
+            // An error means the message is neither held nor sent: start first. A
+            // private conversation with a changed key waits for the user instead.
+            if !private && self.fingerprint(account).is_some() {
                 self.start(account, peer)?;
             }
             self.held.entry(key).or_default().push_back(text.to_owned());
@@ -1687,13 +1756,26 @@ impl OtrEngine {
         (!c.is_null()).then_some(c)
     }
 
-    /// Sends held messages once the conversation is private.
+    /// The conversation is private in a way held messages may go out in: with a
+    /// verified key, or with an unverified one only while the buddy has no verified key
+    /// (a key that changed under a verified buddy waits for the user).
+    fn releases_held(&self, account: &str, peer: &str) -> bool {
+        match self.state(account, peer) {
+            OtrState::PrivateVerified => true,
+            OtrState::PrivateUnverified => !self
+                .master(account, peer)
+                // SAFETY: a master context of our user state, read at once.
+                .is_some_and(|m| unsafe { limits::has_verified(m) }),
+            OtrState::NotPrivate | OtrState::Finished => false,
+        }
+    }
+
+    /// Sends held messages once the conversation is private (see
+    /// [`Self::releases_held`]).
     fn after_state_change(&mut self, account: &str, peer: &str) {
         let key = (account.to_owned(), peer.to_owned());
-        if matches!(
-            self.state(account, peer),
-            OtrState::PrivateUnverified | OtrState::PrivateVerified
-        ) && let Some(q) = self.held.remove(&key)
+        if self.releases_held(account, peer)
+            && let Some(q) = self.held.remove(&key)
         {
             for text in q {
                 let require = self.policy(account, peer) == OtrPolicy::Require;
