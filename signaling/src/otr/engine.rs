@@ -1569,10 +1569,13 @@ impl OtrEngine {
         before: Option<(*mut ffi::ConnContext, ffi::OtrlMessageState)>,
     ) {
         let finished = ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED;
+        if before.is_some_and(|(_, was)| was == finished) {
+            // The conversation had already ended: the user was told then.
+            return;
+        }
         // SAFETY: `c` was a context of our user state before the receive, and receiving
         // frees no context (only the limits do, and they run after this).
-        let ours =
-            before.is_some_and(|(c, was)| was != finished && unsafe { (*c).msgstate } == finished);
+        let ours = before.is_some_and(|(c, _)| unsafe { (*c).msgstate } == finished);
         if ours {
             self.cb.events.push_back(OtrEvent::Finished {
                 account: account.to_owned(),
