@@ -456,15 +456,25 @@ fn fingerprint_verification_persists_and_a_changed_key_warns() {
     buddy.run("query alice@localhost");
     alice.security(&b, ChatSecurity::PrivateVerified);
 
-    // The buddy comes back with another key: a warning, and unverified.
+    // The buddy comes back from a new session with another key: a warning, and the
+    // conversation does not move to that key until it is verified.
     buddy.new_key();
+    let new = buddy.fingerprint();
+    assert_ne!(new, theirs);
     buddy.run("query alice@localhost");
     let changed = alice.wait("changed fingerprint", |e| match e {
         Event::OtrFingerprint { changed, .. } => Some(*changed),
         _ => None,
     });
     assert!(changed, "a different key for a known buddy is flagged");
-    alice.security(&b, ChatSecurity::PrivateUnverified);
+    alice.wait("notice about the other session", |e| match e {
+        Event::ChatLine { line, .. }
+            if line.notice && line.body.contains("wants to talk privately") =>
+        {
+            Some(())
+        }
+        _ => None,
+    });
     let chat = alice
         .phone
         .snapshot()
@@ -473,12 +483,31 @@ fn fingerprint_verification_persists_and_a_changed_key_warns() {
         .find(|c| c.peer == b)
         .cloned()
         .expect("chat");
+    assert_eq!(chat.security, ChatSecurity::PrivateVerified);
+    assert_eq!(chat.peer_fingerprint.as_deref(), Some(theirs.as_str()));
     assert!(chat.fingerprint_changed);
     assert!(
         chat.lines
             .iter()
             .any(|l| l.notice && l.body.contains("WARNING"))
     );
+    assert!(
+        chat.lines.iter().any(|l| l.notice
+            && l.body.contains("wants to talk privately")
+            && l.body.contains(&new)),
+        "the new key is named"
+    );
+
+    // Verifying the new key switches the conversation to it.
+    trust(&alice, &new).expect("verify the new key");
+    alice.wait("the new key in use", |e| match e {
+        Event::ChatSecurity {
+            security: ChatSecurity::PrivateVerified,
+            fingerprint: Some(f),
+            ..
+        } if *f == new => Some(()),
+        _ => None,
+    });
 
     // Forgetting the old key leaves the new one.
     alice

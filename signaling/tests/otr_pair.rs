@@ -1104,3 +1104,210 @@ fn a_key_written_in_raw_bytes_is_kept_as_text_and_still_signs() {
     p.private();
     assert_eq!(p.b.peer_fingerprint(B, A).as_deref(), Some(fp.as_str()));
 }
+
+/// Alice and bob in a private conversation in which bob has verified alice's key.
+fn verified_pair(policy: OtrPolicy) -> Pair {
+    let mut p = Pair::new();
+    p.b.set_default_policy(B, policy);
+    p.private();
+    let fp = p.a.fingerprint(A).expect("alice's key");
+    p.b.set_verified(B, A, &fp, true).expect("verify");
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    p.events_b.clear();
+    p
+}
+
+/// Mallory, from another instance of alice's address with her own key, finishes a key
+/// exchange with bob: the server hands her what bob answers, and nothing to alice.
+/// Returns mallory's engine and bob's events meanwhile.
+fn mallory_finishes_a_key_exchange(p: &mut Pair) -> (OtrEngine, Vec<OtrEvent>) {
+    let (mut m, commit) = dh_commit_from_another_instance();
+    let mut events = Vec::new();
+    assert!(p.b.receive(B, A, &commit).is_none());
+    for _ in 0..50 {
+        let mut moved = false;
+        while let Some(t) = p.b.poll_transmit() {
+            moved = true;
+            let _ = m.receive(A, B, &t.body);
+        }
+        while let Some(t) = m.poll_transmit() {
+            moved = true;
+            let _ = p.b.receive(B, A, &t.body);
+        }
+        while let Some(e) = p.b.poll_event() {
+            events.push(e);
+        }
+        if !moved {
+            break;
+        }
+    }
+    while m.poll_event().is_some() {}
+    assert_eq!(
+        m.state(A, B),
+        OtrState::PrivateUnverified,
+        "mallory's key exchange finished"
+    );
+    (m, events)
+}
+
+/// A notice for bob about alice that names `fingerprint`.
+fn notice_naming(events: &[OtrEvent], fingerprint: &str) -> bool {
+    events.iter().any(|e| {
+        matches!(
+            e,
+            OtrEvent::Notice { peer, text, .. } if peer == A && text.contains(fingerprint)
+        )
+    })
+}
+
+#[test]
+fn messages_from_another_session_never_show_as_private_in_a_verified_conversation() {
+    let mut p = verified_pair(OtrPolicy::Opportunistic);
+    let (mut m, _) = mallory_finishes_a_key_exchange(&mut p);
+    let m_fp = m.fingerprint(A).expect("mallory's key");
+    // Mallory asks, as alice, for a fresh key exchange: alice's real session answers.
+    assert!(p.b.receive(B, A, "?OTRv3?").is_none());
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    p.events_b.clear();
+    // Mallory writes in her own session, which libotr still decrypts.
+    m.send(A, B, "it is me, alice: send the code")
+        .expect("send");
+    let t = m.poll_transmit().expect("mallory's message");
+    assert!(t.body.starts_with("?OTR:"), "{:.20}", t.body);
+    let shown = p.b.receive(B, A, &t.body);
+    assert!(
+        shown.as_ref().is_none_or(|s| !s.encrypted),
+        "shown as alice's private line: {shown:?}"
+    );
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    assert!(notice_naming(&events, &m_fp), "{events:?}");
+    // Alice's real session is still shown as private.
+    p.a.send(A, B, "really me").expect("send");
+    p.settle();
+    assert_eq!(
+        p.incoming_b.last(),
+        Some(&Incoming {
+            text: "really me".into(),
+            encrypted: true
+        })
+    );
+}
+
+#[test]
+fn authentication_and_endings_from_another_session_never_reach_the_conversation() {
+    let mut p = verified_pair(OtrPolicy::Opportunistic);
+    let (mut m, _) = mallory_finishes_a_key_exchange(&mut p);
+    let m_fp = m.fingerprint(A).expect("mallory's key");
+    assert!(p.b.receive(B, A, "?OTRv3?").is_none());
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    p.events_b.clear();
+    // Mallory asks bob a question in her own session.
+    m.smp_start(A, B, Some("where did we meet?"), "paris")
+        .expect("smp");
+    while let Some(t) = m.poll_transmit() {
+        assert!(p.b.receive(B, A, &t.body).is_none());
+    }
+    let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    assert!(
+        !events.iter().any(|e| matches!(e, OtrEvent::Smp { .. })),
+        "shown as alice asking: {events:?}"
+    );
+    assert!(notice_naming(&events, &m_fp), "{events:?}");
+    // Mallory ends her session: alice's goes on.
+    m.end(A, B).expect("end");
+    while let Some(t) = m.poll_transmit() {
+        assert!(p.b.receive(B, A, &t.body).is_none());
+    }
+    let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, OtrEvent::Finished { .. })),
+        "shown as alice ending: {events:?}"
+    );
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    p.b.send(B, A, "still here").expect("send");
+    p.settle();
+    assert_eq!(p.shown_a.last().map(String::as_str), Some("still here"));
+}
+#[test]
+fn a_key_exchange_from_another_session_does_not_take_over_a_verified_conversation() {
+    let mut p = verified_pair(OtrPolicy::Opportunistic);
+    let (mut m, events) = mallory_finishes_a_key_exchange(&mut p);
+    let m_fp = m.fingerprint(A).expect("mallory's key");
+    let a_fp = p.a.fingerprint(A).expect("alice's key");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.peer_fingerprint(B, A), Some(a_fp));
+    // Bob is told, in words, and not that a private conversation started.
+    assert!(notice_naming(&events, &m_fp), "{events:?}");
+    assert!(
+        !events.iter().any(|e| matches!(
+            e,
+            OtrEvent::Secure {
+                verified: false,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    p.b.send(B, A, "for alice only").expect("send");
+    let t = p.b.poll_transmit().expect("sent");
+    assert!(p.b.poll_transmit().is_none());
+    assert!(
+        m.receive(A, B, &t.body)
+            .is_none_or(|s| !s.text.contains("for alice only")),
+        "mallory read it"
+    );
+    assert_eq!(
+        p.a.receive(A, B, &t.body),
+        Some(Incoming {
+            text: "for alice only".into(),
+            encrypted: true
+        })
+    );
+    // Once bob verifies the new key, the conversation switches to it.
+    p.b.set_verified(B, A, &m_fp, true).expect("verify");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.peer_fingerprint(B, A), Some(m_fp));
+    p.b.send(B, A, "for the new key").expect("send");
+    let t = p.b.poll_transmit().expect("sent");
+    assert_eq!(
+        m.receive(A, B, &t.body).map(|s| s.text),
+        Some("for the new key".into())
+    );
+}
+
+#[test]
+fn under_require_messages_held_for_a_verified_buddy_never_go_to_an_unverified_key() {
+    let mut p = verified_pair(OtrPolicy::Require);
+    // Bob ends the conversation: what he writes now waits.
+    p.b.end(B, A).expect("end");
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    assert_eq!(p.b.send(B, A, "the held secret"), Err(OtrError::Held));
+    quiet(&mut p.b); // the query goes nowhere
+    let (mut m, _) = mallory_finishes_a_key_exchange(&mut p);
+    assert_eq!(p.b.held(B, A), 1, "still waiting");
+    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    while let Some(t) = p.b.poll_transmit() {
+        let read = m.receive(A, B, &t.body);
+        assert!(
+            read.is_none_or(|s| !s.text.contains("the held secret")),
+            "released to mallory"
+        );
+    }
+    // Alice comes back with her verified key: the message goes to her.
+    p.a.start(A, B).expect("start");
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.held(B, A), 0);
+    assert!(
+        p.shown_a.iter().any(|s| s == "the held secret"),
+        "{:?}",
+        p.shown_a
+    );
+}

@@ -253,11 +253,25 @@ struct Callbacks {
     /// Peers whose every outgoing body must be OTR-encoded right now.
     guard: Option<(String, String)>,
     dropped_plaintext: u64,
-    /// libotr handed over a decrypted message during the current receive.
-    decrypted: bool,
+    /// libotr handed over a decrypted message during the current receive: from which
+    /// session.
+    decrypted: Option<Decrypted>,
     /// Per buddy (account, peer): the instance tag whose key exchange finished last —
     /// the session the user saw go private, which the conversation then stays with.
     pinned: HashMap<(String, String), ffi::otrl_instag_t>,
+    /// The user state these callbacks serve (set once it exists), so that a callback
+    /// can tell whether the session it is called for is the buddy's conversation.
+    us: Option<NonNull<ffi::s_OtrlUserState>>,
+}
+
+/// The session a received message was decrypted in.
+struct Decrypted {
+    /// It is the session the conversation with the buddy uses (see [`conversation`]).
+    ours: bool,
+    /// The key that session uses, human form.
+    fingerprint: String,
+    /// That key is verified.
+    verified: bool,
 }
 
 fn cstr_lossy(p: *const c_char) -> String {
@@ -290,6 +304,105 @@ unsafe fn ctx_names(context: *mut ffi::ConnContext) -> (String, String) {
     }
     let c = unsafe { &*context };
     (cstr_lossy(c.accountname), cstr_lossy(c.username))
+}
+
+/// The key a session uses, human form, and whether it is verified.
+///
+/// # Safety
+/// `context` is a live context of our user state (or null).
+unsafe fn active_key(context: *mut ffi::ConnContext) -> (String, bool) {
+    if context.is_null() {
+        return (String::new(), false);
+    }
+    // SAFETY: see above; the fingerprint belongs to the context's master, live with it.
+    unsafe {
+        let fp = (*context).active_fingerprint;
+        if fp.is_null() {
+            (String::new(), false)
+        } else {
+            (
+                human((*fp).fingerprint),
+                ffi::otrl_context_is_fingerprint_trusted(fp) != 0,
+            )
+        }
+    }
+}
+
+/// The session that is the conversation with `peer`: the instance whose key exchange
+/// finished last and was accepted (see [`pin`]) while it is not back in plaintext;
+/// else libotr's best one if that is in plaintext. A private session nobody pinned —
+/// one whose key exchange was not accepted, or an older one another has replaced — is
+/// never the conversation: then it is the buddy's master context, in plaintext, so that
+/// nothing is shown as private or sent to that session.
+///
+/// # Safety
+/// `us` is our live user state, on its owner thread; lookups only (nothing is created).
+unsafe fn conversation(
+    us: ffi::OtrlUserState,
+    pinned: &HashMap<(String, String), ffi::otrl_instag_t>,
+    account: &CStr,
+    peer: &CStr,
+) -> Option<*mut ffi::ConnContext> {
+    let find = |instag| {
+        // SAFETY: see above; libotr returns NULL when absent (add_if_missing 0).
+        unsafe {
+            ffi::otrl_context_find(
+                us,
+                peer.as_ptr(),
+                account.as_ptr(),
+                PROTOCOL.as_ptr(),
+                instag,
+                0,
+                ptr::null_mut(),
+                None,
+                ptr::null_mut(),
+            )
+        }
+    };
+    let plaintext = |c: *mut ffi::ConnContext| {
+        // SAFETY: a non-null context just found in our user state.
+        unsafe { (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_PLAINTEXT }
+    };
+    let key = (
+        account.to_string_lossy().into_owned(),
+        peer.to_string_lossy().into_owned(),
+    );
+    if let Some(&instance) = pinned.get(&key) {
+        let c = find(instance);
+        if !c.is_null() && !plaintext(c) {
+            return Some(c);
+        }
+    }
+    let c = find(ffi::OTRL_INSTAG_BEST);
+    if c.is_null() {
+        return None;
+    }
+    if plaintext(c) {
+        return Some(c);
+    }
+    let m = find(ffi::OTRL_INSTAG_MASTER);
+    (!m.is_null()).then_some(m)
+}
+
+/// `context` is the session the conversation with its buddy uses.
+///
+/// # Safety
+/// As for [`conversation`]; `context` is a live context libotr passed to a callback.
+unsafe fn is_conversation(cbs: &Callbacks, context: *mut ffi::ConnContext) -> bool {
+    let Some(us) = cbs.us else {
+        return false;
+    };
+    if context.is_null() {
+        return false;
+    }
+    // SAFETY: the context's names are NUL-terminated strings it owns, read at once.
+    unsafe {
+        let (account, peer) = (
+            CStr::from_ptr((*context).accountname),
+            CStr::from_ptr((*context).username),
+        );
+        conversation(us.as_ptr(), &cbs.pinned, account, peer) == Some(context)
+    }
 }
 
 unsafe extern "C" fn op_policy(
@@ -406,24 +519,56 @@ unsafe fn secure_event(context: *mut ffi::ConnContext, refreshed: bool) -> OtrEv
     }
 }
 
-/// Pins the buddy's conversation to the instance whose key exchange just finished.
+/// Pins the buddy's conversation to the instance whose key exchange just finished —
+/// unless its key is not verified while the buddy has a verified one and the
+/// conversation is with another instance: a key exchange proves nothing about who is at
+/// the other end, so it never takes a conversation away from a verified key. The user
+/// is told, and can verify the new key to switch to it ([`OtrEngine::set_verified`]).
+/// Returns whether the instance is now the conversation.
 ///
 /// # Safety
 /// `opdata` as for [`cb`]; `context` is the live context libotr passes to a callback.
-unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) {
+unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) -> bool {
     if context.is_null() {
-        return;
+        return false;
     }
-    // SAFETY: see above; read before the callback returns.
-    let (names, instance) = unsafe { (ctx_names(context), (*context).their_instance) };
-    unsafe { cb(opdata) }.pinned.insert(names, instance);
+    // SAFETY: see above; everything is read before the callback returns, and the master
+    // context is live as long as its child.
+    let (names, instance, master) = unsafe {
+        (
+            ctx_names(context),
+            (*context).their_instance,
+            (*context).m_context,
+        )
+    };
+    let (fingerprint, verified) = unsafe { active_key(context) };
+    let cbs = unsafe { cb(opdata) };
+    let takes_over = cbs.pinned.get(&names) != Some(&instance);
+    // SAFETY: the live master of `context`.
+    if !verified && takes_over && !master.is_null() && unsafe { limits::has_verified(master) } {
+        let (account, peer) = names;
+        cbs.events.push_back(OtrEvent::Notice {
+            account,
+            text: format!(
+                "another session of {peer}, with a key you have not verified ({fingerprint}), \
+                 wants to talk privately. This conversation stays with {peer}'s verified key \
+                 and nothing is sent to that session; if it is really {peer} (a new device), \
+                 verify that key to switch to it"
+            ),
+            peer,
+        });
+        return false;
+    }
+    cbs.pinned.insert(names, instance);
+    true
 }
 
 unsafe extern "C" fn op_gone_secure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
     // SAFETY: libotr calls this with our opdata and the context that went private.
-    unsafe { pin(opdata, context) };
-    let ev = unsafe { secure_event(context, false) };
-    unsafe { cb(opdata) }.events.push_back(ev);
+    if unsafe { pin(opdata, context) } {
+        let ev = unsafe { secure_event(context, false) };
+        unsafe { cb(opdata) }.events.push_back(ev);
+    }
 }
 
 unsafe extern "C" fn op_gone_insecure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
@@ -439,9 +584,10 @@ unsafe extern "C" fn op_still_secure(
     _is_reply: c_int,
 ) {
     // SAFETY: as for op_gone_secure.
-    unsafe { pin(opdata, context) };
-    let ev = unsafe { secure_event(context, true) };
-    unsafe { cb(opdata) }.events.push_back(ev);
+    if unsafe { pin(opdata, context) } {
+        let ev = unsafe { secure_event(context, true) };
+        unsafe { cb(opdata) }.events.push_back(ev);
+    }
 }
 
 unsafe extern "C" fn op_max_message_size(
@@ -459,6 +605,23 @@ unsafe extern "C" fn op_smp(
     question: *mut c_char,
 ) {
     let (account, peer) = unsafe { ctx_names(context) };
+    // SAFETY: libotr calls this with our opdata and a live context.
+    let cbs = unsafe { cb(opdata) };
+    // Another session of the buddy (another key, or one the user never accepted) is not
+    // the conversation: its questions are not the buddy's, and its results verify
+    // nothing the user sees.
+    if !unsafe { is_conversation(cbs, context) } {
+        let (fingerprint, _) = unsafe { active_key(context) };
+        cbs.events.push_back(OtrEvent::Notice {
+            account,
+            text: format!(
+                "another session of {peer}, with key {fingerprint}, tried to authenticate; \
+                 it was ignored: it is not the session this conversation uses"
+            ),
+            peer,
+        });
+        return;
+    }
     let event = match smp_event {
         ffi::OtrlSMPEvent_OTRL_SMPEVENT_ASK_FOR_ANSWER => {
             SmpEvent::AskedQuestion(cstr_lossy(question))
@@ -473,7 +636,7 @@ unsafe extern "C" fn op_smp(
         }
         _ => return,
     };
-    unsafe { cb(opdata) }.events.push_back(OtrEvent::Smp {
+    cbs.events.push_back(OtrEvent::Smp {
         account,
         peer,
         event,
@@ -532,18 +695,27 @@ unsafe extern "C" fn op_msg_event(
     });
 }
 
-/// libotr calls this for exactly the messages it decrypted (and for each one we send);
-/// we convert nothing, we only note that the received text really was encrypted.
+/// libotr calls this for exactly the messages it decrypted (and for each one we send),
+/// with the session that decrypted it; we convert nothing, we only note that the
+/// received text really was encrypted, and in which session.
 unsafe extern "C" fn op_convert_msg(
     opdata: *mut c_void,
-    _context: *mut ffi::ConnContext,
+    context: *mut ffi::ConnContext,
     convert_type: ffi::OtrlConvertType,
     _dest: *mut *mut c_char,
     _src: *const c_char,
 ) {
     if convert_type == ffi::OtrlConvertType_OTRL_CONVERT_RECEIVING {
-        // SAFETY: opdata is our Callbacks, live for the libotr call that runs us.
-        unsafe { cb(opdata) }.decrypted = true;
+        // SAFETY: opdata is our Callbacks, live for the libotr call that runs us;
+        // context is the live session that decrypted the message.
+        let cbs = unsafe { cb(opdata) };
+        let ours = unsafe { is_conversation(cbs, context) };
+        let (fingerprint, verified) = unsafe { active_key(context) };
+        cbs.decrypted = Some(Decrypted {
+            ours,
+            fingerprint,
+            verified,
+        });
     }
 }
 
@@ -634,6 +806,7 @@ impl OtrEngine {
             ops: Box::new(ops()),
             cb: Box::new(Callbacks {
                 max_message_size: 0,
+                us: Some(us),
                 ..Default::default()
             }),
             keys_file: Zeroizing::new(Vec::new()),
@@ -883,51 +1056,31 @@ impl OtrEngine {
                 .is_some_and(|m| unsafe { limits::has_verified(m) })
     }
 
-    /// The conversation with `peer`: the instance whose key exchange finished last (the
-    /// session the user saw go private) while it is not back in plaintext, else
-    /// libotr's best one (private before finished before plaintext, then the most
-    /// recently heard from). Never simply the instance a message last came from: libotr
-    /// notes that for every message before authenticating anything, so one DH-commit
-    /// from a new instance tag would take a private conversation over.
+    /// The conversation with `peer` (see [`conversation`]). Never simply the instance a
+    /// message last came from: libotr notes that for every message before
+    /// authenticating anything, so one DH-commit from a new instance tag would take a
+    /// private conversation over.
     fn context(&self, account: &str, peer: &str) -> Option<*mut ffi::ConnContext> {
         let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
-        let find = |instag| {
-            // SAFETY: our user state; libotr returns NULL when absent and creates
-            // nothing (add_if_missing 0).
-            unsafe {
-                ffi::otrl_context_find(
-                    self.us(),
-                    user.as_ptr(),
-                    acc.as_ptr(),
-                    PROTOCOL.as_ptr(),
-                    instag,
-                    0,
-                    ptr::null_mut(),
-                    None,
-                    ptr::null_mut(),
-                )
-            }
-        };
-        if let Some(&instance) = self.cb.pinned.get(&(account.to_owned(), peer.to_owned())) {
-            let c = find(instance);
-            // SAFETY: a context of our user state, read at once.
-            if !c.is_null()
-                && unsafe { (*c).msgstate } != ffi::OtrlMessageState_OTRL_MSGSTATE_PLAINTEXT
-            {
-                return Some(c);
-            }
-        }
-        let c = find(ffi::OTRL_INSTAG_BEST);
-        (!c.is_null()).then_some(c)
+        // SAFETY: our own user state, on its owner thread; lookups only.
+        unsafe { conversation(self.us(), &self.cb.pinned, &acc, &user) }
     }
 
-    /// The instance tag to address: the one [`Self::context`] picked.
+    /// The instance tag to address: the one [`Self::context`] picked (the master when
+    /// that is the master: never libotr's pick, which may be a session nobody accepted).
     fn their_instance(&self, account: &str, peer: &str) -> ffi::otrl_instag_t {
-        self.context(account, peer)
-            // SAFETY: a context from our user state.
-            .map(|c| unsafe { (*c).their_instance })
-            .filter(|t| *t >= ffi::OTRL_MIN_VALID_INSTAG)
-            .unwrap_or(ffi::OTRL_INSTAG_BEST)
+        let Some(c) = self.context(account, peer) else {
+            return ffi::OTRL_INSTAG_BEST;
+        };
+        // SAFETY: a context from our user state, read at once.
+        let (tag, master) = unsafe { ((*c).their_instance, (*c).m_context == c) };
+        if tag >= ffi::OTRL_MIN_VALID_INSTAG {
+            tag
+        } else if master {
+            ffi::OTRL_INSTAG_MASTER
+        } else {
+            ffi::OTRL_INSTAG_BEST
+        }
     }
 
     fn find_fingerprint(
@@ -970,7 +1123,41 @@ impl OtrEngine {
         // SAFETY: a fingerprint from our own list.
         unsafe { ffi::otrl_context_set_trust(f, trust.as_ptr()) };
         self.cb.events.push_back(OtrEvent::FingerprintsChanged);
+        if verified {
+            self.switch_to(account, peer, f);
+        }
+        self.after_state_change(account, peer);
         Ok(())
+    }
+
+    /// The user verified key `f`: if the conversation is not private with it but
+    /// another session of the buddy is (one that was kept out, see [`pin`]), the
+    /// conversation switches to that session.
+    fn switch_to(&mut self, account: &str, peer: &str, f: *mut ffi::Fingerprint) {
+        let encrypted = |c: *mut ffi::ConnContext| {
+            // SAFETY: a context of our user state, read at once.
+            unsafe { (*c).msgstate == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED }
+        };
+        if self
+            .context(account, peer)
+            // SAFETY: as above.
+            .is_some_and(|c| encrypted(c) && unsafe { (*c).active_fingerprint } == f)
+        {
+            return;
+        }
+        let Some((c, instance)) = self
+            .instances_using(f)
+            .into_iter()
+            .find(|(c, _)| encrypted(*c))
+        else {
+            return;
+        };
+        self.cb
+            .pinned
+            .insert((account.to_owned(), peer.to_owned()), instance);
+        // SAFETY: a live context of our user state.
+        let ev = unsafe { secure_event(c, false) };
+        self.cb.events.push_back(ev);
     }
 
     /// Forgets a fingerprint. libotr would free it even while a conversation points at
@@ -1163,7 +1350,9 @@ impl OtrEngine {
     }
 
     /// Prepares `text` for the transport. Under "require encryption" a message for a
-    /// conversation that is not private is held (and OTR started), never sent plain; at
+    /// conversation that is not private is held (and OTR started), never sent plain — as
+    /// is one for a conversation whose key is not verified while the buddy has a
+    /// verified key: it waits until the user verifies the key; at
     /// most [`MAX_HELD`] wait per buddy, and one more is refused rather than lost. Any
     /// error other than [`OtrError::Held`] means the message was neither kept nor sent;
     /// a held one that libotr refuses later comes back as [`OtrEvent::NotSent`].
@@ -1180,20 +1369,20 @@ impl OtrEngine {
         if state == OtrState::Finished {
             return Err(OtrError::NotPrivate(peer.to_owned()));
         }
-        if require
-            && !matches!(
-                state,
-                OtrState::PrivateUnverified | OtrState::PrivateVerified
-            )
-        {
+        if require && !self.releases_held(account, peer) {
             if self.held(account, peer) >= MAX_HELD {
                 return Err(OtrError::TooManyHeld {
                     peer: peer.to_owned(),
                     max: MAX_HELD,
                 });
             }
-            // An error means the message is neither held nor sent: start first.
-            if self.fingerprint(account).is_some() {
+            let private = matches!(
+                state,
+                OtrState::PrivateUnverified | OtrState::PrivateVerified
+            );
+            // An error means the message is neither held nor sent: start first. A
+            // private conversation with a changed key waits for the user instead.
+            if !private && self.fingerprint(account).is_some() {
                 self.start(account, peer)?;
             }
             self.held.entry(key).or_default().push_back(text.to_owned());
@@ -1291,7 +1480,12 @@ impl OtrEngine {
         );
         let mut newmsg: *mut c_char = ptr::null_mut();
         let mut tlvs: *mut ffi::OtrlTLV = ptr::null_mut();
-        self.cb.decrypted = false;
+        self.cb.decrypted = None;
+        // The conversation before: a disconnect ends it only if it came from it.
+        let before = self.context(account, from).map(|c| {
+            // SAFETY: a context of our user state, read at once.
+            (c, unsafe { (*c).msgstate })
+        });
         let opdata = self.opdata();
         // SAFETY: our user state/ops/opdata; libotr allocates newmsg and tlvs, freed below.
         let internal = unsafe {
@@ -1316,29 +1510,87 @@ impl OtrEngine {
             // SAFETY: allocated by libotr.
             unsafe { ffi::otrl_message_free(newmsg) };
         }
+        let mut disconnected = false;
         if !tlvs.is_null() {
-            // SAFETY: allocated by libotr.
+            // SAFETY: allocated by libotr, freed once here.
             unsafe {
-                if !ffi::otrl_tlv_find(tlvs, ffi::OTRL_TLV_DISCONNECTED as u16).is_null() {
-                    self.cb.events.push_back(OtrEvent::Finished {
-                        account: account.to_owned(),
-                        peer: from.to_owned(),
-                    });
-                }
+                disconnected =
+                    !ffi::otrl_tlv_find(tlvs, ffi::OTRL_TLV_DISCONNECTED as u16).is_null();
                 ffi::otrl_tlv_free(tlvs);
             }
         }
-        let encrypted = std::mem::take(&mut self.cb.decrypted);
+        if disconnected {
+            self.disconnected(account, from, before);
+        }
+        let decrypted = self.cb.decrypted.take();
         self.touch(account, from);
         self.enforce_limits(account, from);
         self.after_state_change(account, from);
         if internal != 0 {
             return None;
         }
+        let encrypted = match decrypted {
+            None => false,
+            Some(d) if d.ours => true,
+            Some(d) => {
+                // Decrypted, but in a session that is not this conversation (another key,
+                // or one the user never accepted): shown neither as this conversation's
+                // private line nor as plaintext from the buddy.
+                let trust = if d.verified {
+                    "verified"
+                } else {
+                    "not verified"
+                };
+                self.cb.events.push_back(OtrEvent::Notice {
+                    account: account.to_owned(),
+                    peer: from.to_owned(),
+                    text: format!(
+                        "a private message from another session of {from}, with key {} \
+                         ({trust}), was not shown: it is not part of this conversation",
+                        d.fingerprint
+                    ),
+                });
+                return None;
+            }
+        };
         Some(Incoming {
             text: shown.unwrap_or_else(|| body.to_owned()),
             encrypted,
         })
+    }
+
+    /// A received message carried "conversation ended": the buddy ended this
+    /// conversation only if it came from it (it went from private to finished), not from
+    /// another session of the buddy.
+    fn disconnected(
+        &mut self,
+        account: &str,
+        peer: &str,
+        before: Option<(*mut ffi::ConnContext, ffi::OtrlMessageState)>,
+    ) {
+        let finished = ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED;
+        if before.is_some_and(|(_, was)| was == finished) {
+            // The conversation had already ended: the user was told then.
+            return;
+        }
+        // SAFETY: `c` was a context of our user state before the receive, and receiving
+        // frees no context (only the limits do, and they run after this).
+        let ours = before.is_some_and(|(c, _)| unsafe { (*c).msgstate } == finished);
+        if ours {
+            self.cb.events.push_back(OtrEvent::Finished {
+                account: account.to_owned(),
+                peer: peer.to_owned(),
+            });
+        } else {
+            self.cb.events.push_back(OtrEvent::Notice {
+                account: account.to_owned(),
+                peer: peer.to_owned(),
+                text: format!(
+                    "another session of {peer}, not the one this conversation uses, ended \
+                     its private conversation; this one is unchanged"
+                ),
+            });
+        }
     }
 
     /// Notes that the user took part in the conversation with `peer`.
@@ -1507,13 +1759,26 @@ impl OtrEngine {
         (!c.is_null()).then_some(c)
     }
 
-    /// Sends held messages once the conversation is private.
+    /// The conversation is private in a way held messages may go out in: with a
+    /// verified key, or with an unverified one only while the buddy has no verified key
+    /// (a key that changed under a verified buddy waits for the user).
+    fn releases_held(&self, account: &str, peer: &str) -> bool {
+        match self.state(account, peer) {
+            OtrState::PrivateVerified => true,
+            OtrState::PrivateUnverified => !self
+                .master(account, peer)
+                // SAFETY: a master context of our user state, read at once.
+                .is_some_and(|m| unsafe { limits::has_verified(m) }),
+            OtrState::NotPrivate | OtrState::Finished => false,
+        }
+    }
+
+    /// Sends held messages once the conversation is private (see
+    /// [`Self::releases_held`]).
     fn after_state_change(&mut self, account: &str, peer: &str) {
         let key = (account.to_owned(), peer.to_owned());
-        if matches!(
-            self.state(account, peer),
-            OtrState::PrivateUnverified | OtrState::PrivateVerified
-        ) && let Some(q) = self.held.remove(&key)
+        if self.releases_held(account, peer)
+            && let Some(q) = self.held.remove(&key)
         {
             for text in q {
                 let require = self.policy(account, peer) == OtrPolicy::Require;

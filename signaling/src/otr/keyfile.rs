@@ -1,25 +1,37 @@
 //! Pidgin's `otr.private_key` file is one S-expression, `(privkeys (account ...) ...)`.
 //! libotr can only load a whole file (dropping the keys it had), so importing a file
 //! for one account must not lose the others: we merge at the text level, account by
-//! account, keeping each block byte for byte.
+//! account, keeping each block byte for byte. Every copy of a key's text made here is
+//! wiped when dropped, and sized up front so that growing it leaves no unwiped copy
+//! behind.
 
 use super::OtrError;
 use zeroize::Zeroizing;
 
-/// One `(account ...)` block: its name, protocol and exact text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `(account ...)` block: its name, protocol and exact text (the private key).
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct AccountBlock {
     pub(crate) name: String,
     pub(crate) protocol: String,
-    pub(crate) text: String,
+    pub(crate) text: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for AccountBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountBlock")
+            .field("name", &self.name)
+            .field("protocol", &self.protocol)
+            .field("text", &"(private key)")
+            .finish()
+    }
 }
 
 /// Most nesting we follow; real files nest five deep.
 const MAX_DEPTH: usize = 32;
 
-#[derive(Debug)]
+/// An atom may be one of a key's numbers: wiped when dropped.
 enum Node {
-    Atom(String),
+    Atom(Zeroizing<String>),
     List {
         start: usize,
         end: usize,
@@ -35,6 +47,21 @@ struct Parser<'a> {
 fn bad(what: &str) -> OtrError {
     OtrError::BadFile(format!("not an otr.private_key file ({what})"))
 }
+
+/// `bytes` as text (invalid UTF-8 replaced), in one wiped allocation of the largest size
+/// it can need: each invalid byte becomes one 3-byte replacement character at most.
+fn lossy(bytes: &[u8]) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(String::with_capacity(bytes.len().saturating_mul(3)));
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 impl Parser<'_> {
     fn skip_space(&mut self) {
@@ -72,14 +99,16 @@ impl Parser<'_> {
             }
             Some(b')') => Err(bad("unbalanced parenthesis")),
             Some(b'"') => {
+                // Sized to the string, so that it never grows (see `lossy`).
+                let len = string_end(self.s, self.pos + 1)? - self.pos;
                 self.pos += 1;
-                let mut out = Vec::new();
+                let mut out = Zeroizing::new(Vec::with_capacity(len));
                 loop {
                     match self.s.get(self.pos) {
                         None => return Err(bad("unclosed string")),
                         Some(b'"') => {
                             self.pos += 1;
-                            return Ok(Node::Atom(String::from_utf8_lossy(&out).into_owned()));
+                            return Ok(Node::Atom(lossy(&out)));
                         }
                         Some(b'\\') => {
                             let c = *self.s.get(self.pos + 1).ok_or_else(|| bad("bad escape"))?;
@@ -101,9 +130,7 @@ impl Parser<'_> {
                     .position(|c| *c == close)
                     .ok_or_else(|| bad("unclosed hex or base64"))?;
                 self.pos += len + 2;
-                Ok(Node::Atom(
-                    String::from_utf8_lossy(&self.s[start..self.pos]).into_owned(),
-                ))
+                Ok(Node::Atom(lossy(&self.s[start..self.pos])))
             }
             Some(_) => {
                 while self.pos < self.s.len()
@@ -112,9 +139,7 @@ impl Parser<'_> {
                 {
                     self.pos += 1;
                 }
-                Ok(Node::Atom(
-                    String::from_utf8_lossy(&self.s[start..self.pos]).into_owned(),
-                ))
+                Ok(Node::Atom(lossy(&self.s[start..self.pos])))
             }
         }
     }
@@ -161,30 +186,39 @@ pub(crate) fn accounts(file: &[u8]) -> Result<Vec<AccountBlock>, OtrError> {
         out.push(AccountBlock {
             name: name.to_owned(),
             protocol: protocol.to_owned(),
-            text: String::from_utf8_lossy(&file[*start..*end]).into_owned(),
+            text: lossy(&file[*start..*end]),
         });
     }
     Ok(out)
 }
 
-/// `current` with every account of `incoming` added, replacing same-named ones.
-pub(crate) fn merge(current: &[u8], incoming: &[u8]) -> Result<String, OtrError> {
+/// `current` with every account of `incoming` added, replacing same-named ones: every
+/// private key, so wiped when dropped.
+pub(crate) fn merge(current: &[u8], incoming: &[u8]) -> Result<Zeroizing<String>, OtrError> {
+    const OPEN: &str = "(privkeys\n";
+    const CLOSE: &str = ")\n";
     let new = accounts(incoming)?;
-    let mut out = String::from("(privkeys\n");
-    for old in accounts(current)? {
-        if !new
+    let kept: Vec<AccountBlock> = accounts(current)?
+        .into_iter()
+        .filter(|old| {
+            !new.iter()
+                .any(|n| n.name == old.name && n.protocol == old.protocol)
+        })
+        .collect();
+    let size = OPEN.len()
+        + CLOSE.len()
+        + kept
             .iter()
-            .any(|n| n.name == old.name && n.protocol == old.protocol)
-        {
-            out.push_str(&old.text);
-            out.push('\n');
-        }
-    }
-    for n in &new {
-        out.push_str(&n.text);
+            .chain(&new)
+            .map(|b| b.text.len() + 1)
+            .sum::<usize>();
+    let mut out = Zeroizing::new(String::with_capacity(size));
+    out.push_str(OPEN);
+    for b in kept.iter().chain(&new) {
+        out.push_str(&b.text);
         out.push('\n');
     }
-    out.push_str(")\n");
+    out.push_str(CLOSE);
     Ok(out)
 }
 
@@ -194,7 +228,9 @@ pub(crate) fn merge(current: &[u8], incoming: &[u8]) -> Result<String, OtrError>
 /// included; such a file is not text, and would be mangled where keys are kept as text
 /// (the vault's secrets). Everything else is kept byte for byte.
 pub(crate) fn to_text(file: &[u8]) -> Result<Zeroizing<String>, OtrError> {
-    let mut out = Zeroizing::new(Vec::with_capacity(file.len()));
+    // A quoted string of n bytes becomes at most 2n + 2 (each byte in hex, two `#`):
+    // twice the file is room enough never to grow.
+    let mut out = Zeroizing::new(Vec::with_capacity(file.len().saturating_mul(2)));
     let mut pos = 0;
     while pos < file.len() {
         if file[pos] != b'"' {
@@ -209,14 +245,17 @@ pub(crate) fn to_text(file: &[u8]) -> Result<Zeroizing<String>, OtrError> {
         } else {
             out.push(b'#');
             for b in unescape(raw)?.iter() {
-                out.extend_from_slice(format!("{b:02X}").as_bytes());
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0x0f)]);
             }
             out.push(b'#');
         }
         pos = end + 1;
     }
     let text = std::str::from_utf8(&out).map_err(|_| bad("not text outside a string"))?;
-    Ok(Zeroizing::new(text.to_owned()))
+    let mut owned = Zeroizing::new(String::with_capacity(text.len()));
+    owned.push_str(text);
+    Ok(owned)
 }
 
 /// Where the quoted string whose text starts at `from` ends (its closing quote).
@@ -332,6 +371,24 @@ mod tests {
         ] {
             assert!(to_text(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn key_text_is_only_held_in_memory_that_is_wiped() {
+        // The types are the point: each of these holds private-key text.
+        let blocks = accounts(A.as_bytes()).expect("parse");
+        let text: &Zeroizing<String> = &blocks[0].text;
+        assert!(text.contains("private-key"));
+        let merged: Zeroizing<String> = merge(A.as_bytes(), B.as_bytes()).expect("merge");
+        assert_eq!(accounts(merged.as_bytes()).expect("reparse").len(), 2);
+        let hex: Zeroizing<String> = to_text(b"(x \"\xfe\x01\")").expect("text");
+        assert_eq!(hex.as_str(), "(x #FE01#)");
+        // Nothing of the key shows in a debug print.
+        let shown = format!("{:?}", blocks[0]);
+        assert!(
+            !shown.contains("dsa") && shown.contains("a@x/Home"),
+            "{shown}"
+        );
     }
 
     #[test]
