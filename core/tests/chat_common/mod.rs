@@ -1,0 +1,71 @@
+//! What the chat tests share: an account registered in-band at a real Prosody and
+//! brought online, and bounded waits for the phone's events.
+
+use hush_core::model::{AccountSettings, XmppSettings};
+use hush_core::snapshot::AccountStatus;
+use hush_core::{AccountId, Command, Event, NewAccount, Phone, Reply, Secret};
+use hush_harness::Prosody;
+use std::time::{Duration, Instant};
+
+pub fn settings(server: &Prosody) -> XmppSettings {
+    let pem = std::fs::read(server.cert_path()).expect("cert");
+    let fp = hush_signaling::xmpp::cert_fingerprint_from_pem(&pem).expect("fp");
+    XmppSettings {
+        server: Some(format!("127.0.0.1:{}", server.port())),
+        pinned_cert_sha256: Some(hush_signaling::xmpp::format_fingerprint(&fp)),
+        socks5_proxy: None,
+        otr_policy: Default::default(),
+    }
+}
+
+pub fn register(phone: &Phone, server: &Prosody, user: &str) -> AccountId {
+    let new = NewAccount {
+        address: format!("{user}@localhost"),
+        display_name: None,
+        password: Some(Secret::new(format!("{user}-secret"))),
+        remember_password: true,
+        settings: AccountSettings::Xmpp(settings(server)),
+    };
+    match phone
+        .execute_blocking(Command::RegisterXmpp(new))
+        .expect("in-band registration")
+    {
+        Reply::Account(a) => a.id,
+        other => panic!("{other:?}"),
+    }
+}
+
+pub fn wait<T>(
+    phone: &Phone,
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    what: &str,
+    f: impl Fn(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
+        if let Some(v) = f(&ev) {
+            return v;
+        }
+    }
+    panic!("no {what} within 15 s")
+}
+
+pub fn online(phone: &Phone, rx: &mut tokio::sync::broadcast::Receiver<Event>, account: AccountId) {
+    phone
+        .execute_blocking(Command::Connect {
+            account,
+            password: None,
+        })
+        .expect("connect");
+    wait(phone, rx, "online", |e| match e {
+        Event::AccountStatus {
+            account: a,
+            status: AccountStatus::Online,
+        } if *a == account => Some(()),
+        Event::AccountStatus {
+            status: AccountStatus::Error(e),
+            ..
+        } => panic!("{e}"),
+        _ => None,
+    });
+}
