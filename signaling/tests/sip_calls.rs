@@ -621,10 +621,13 @@ async fn a_second_challenge_saying_stale_gets_no_second_answer() {
     );
     bob.reply(&again, src, "401 Unauthorized", Some("bob-1"), &[stale], "")
         .expect("stale 401");
-    assert!(
-        matches!(ended(&mut a_rx).await, EndReason::Failed(401, _)),
-        "the call ends on the second challenge"
-    );
+    match ended(&mut a_rx).await {
+        EndReason::CredentialsWithheld(words) => assert!(
+            words.contains("asked for your password again") && words.contains(OUR_REALM),
+            "{words}"
+        ),
+        other => panic!("the call ends on the second challenge, saying why: {other:?}"),
+    }
     for m in everything(&bob, Duration::from_secs(2)) {
         if m.starts_with("INVITE ") {
             assert_eq!(
@@ -873,6 +876,32 @@ async fn a_caller_naming_other_addresses_in_its_via_still_rings_at_most_twice() 
             assert_eq!(codes.last(), Some(&486), "call {n}: {codes:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_naming_another_address_is_answered_where_it_came_from() {
+    let (bob, _b_rx) = stack("bob").await;
+    let caller = caller_at(6);
+    let local = caller.addr();
+    // A CANCEL for no call: the stack's endpoint answers it (481) by the Via alone,
+    // before any handler of ours; the Via names a victim twice.
+    let cancel = format!(
+        "CANCEL sip:bob@{bob_addr} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-stray;received=127.0.0.31;received=127.0.0.32\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:caller@{local}>;tag=stray\r\n\
+         To: <sip:bob@{bob_addr}>\r\n\
+         Call-ID: stray-cancel@{local}\r\n\
+         CSeq: 1 CANCEL\r\n\
+         Content-Length: 0\r\n\r\n",
+        bob_addr = bob.local_addr(),
+    );
+    caller.send(&cancel, bob.local_addr()).expect("CANCEL");
+    let (answer, from) = caller
+        .recv(Duration::from_secs(5))
+        .expect("the answer comes back to the sender");
+    assert_eq!(from, bob.local_addr());
+    assert_eq!(sip_status(&answer), Some(481), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,12 +9,16 @@
 //! per-source limit only stops a caller that does not forge it; the ring timeout is what
 //! frees the line from forged INVITEs that never end.
 
-use rsipstack::sip::Request;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
 use rsipstack::sip::uri::Received;
+use rsipstack::sip::{Host, Param, Request, SipMessage};
+use rsipstack::transaction::endpoint::TransportEventInspector;
 use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::TransportEvent;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::time::Duration;
 
 /// Incoming calls a stack holds at once (ringing or connected); more get 486 Busy Here.
@@ -41,31 +45,69 @@ pub(crate) fn source_of(tx: &Transaction) -> Option<SocketAddr> {
     remote.addr.clone().try_into().ok()
 }
 
-/// Makes `req`'s top Via name `source` as where it came from, so that our responses go
-/// back to the sender. The transport adds `received` only when the Via's sent-by is not
-/// the source; when it is, a `received` the sender wrote itself is left in place and
-/// responses (with their retransmissions) would go to whatever address it chose.
+/// Makes `req`'s top Via say where it really came from, so that every response to it
+/// (with its retransmissions) goes back to the sender and not to an address it chose:
+/// whatever `received` and `rport` the sender wrote (any number of them) are dropped,
+/// then `received` is added when the sent-by is not the source's IP and `rport` when
+/// the sender asked for it (RFC 3581). The transport does part of this, but leaves the
+/// Via alone when its sent-by equals the source, and writes an IPv6 `received` in
+/// brackets that it then cannot read back (and falls back to the sent-by).
 pub(crate) fn pin_via(req: &mut Request, source: SocketAddr) {
     let Ok(via) = req.via_header_mut() else {
         return;
     };
     let pinned = via.update_first_value(|v| {
-        let typed = v.typed()?;
-        match typed.received() {
-            Some(Ok(ip)) if ip == source.ip() => Ok(v),
-            None => Ok(v),
-            Some(_) => {
-                let shown = match source {
-                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
-                    SocketAddr::V4(a) => a.ip().to_string(),
-                };
-                tracing::debug!(%source, "a request named another address as its source");
-                Ok(typed.with_received(Received::new(shown)).into())
-            }
+        let mut typed = v.typed()?;
+        let rport_asked = typed.params.iter().any(|p| matches!(p, Param::Rport(_)));
+        let before = typed.params.len();
+        typed
+            .params
+            .retain(|p| !matches!(p, Param::Received(_) | Param::Rport(_)));
+        let removed = before - typed.params.len();
+        let sent_by_is_source = typed.uri.host_with_port.host == Host::IpAddr(source.ip());
+        if !sent_by_is_source {
+            typed
+                .params
+                .push(Param::Received(Received::new(source.ip().to_string())));
         }
+        if rport_asked {
+            typed.params.push(Param::Rport(Some(source.port())));
+        }
+        let added = usize::from(!sent_by_is_source) + usize::from(rport_asked);
+        if removed > added {
+            tracing::debug!(%source, "a request named other addresses as its source");
+        }
+        Ok(typed.into())
     });
     if let Err(e) = pinned {
         tracing::debug!(error = %e, "top Via not pinned to the source");
+    }
+}
+
+/// Pins every incoming request's top Via to where it came from before rsipstack's
+/// endpoint sees it: the endpoint answers some requests itself (a CANCEL for no call, a
+/// retransmitted INVITE) by the Via, before our handler runs.
+pub(crate) struct PinVia;
+
+impl TransportEventInspector for PinVia {
+    fn handle<'a, 'b>(
+        &'a self,
+        event: TransportEvent,
+    ) -> Pin<Box<dyn Future<Output = Option<TransportEvent>> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let event = match event {
+            TransportEvent::Incoming(SipMessage::Request(mut req), conn, from) => {
+                if let Ok(source) = from.get_socketaddr() {
+                    pin_via(&mut req, source);
+                }
+                TransportEvent::Incoming(SipMessage::Request(req), conn, from)
+            }
+            other => other,
+        };
+        Box::pin(std::future::ready(Some(event)))
     }
 }
 
@@ -252,10 +294,27 @@ mod tests {
         let mut plain = request("SIP/2.0/UDP 192.0.2.3:5060;branch=z9hG4bK1");
         pin_via(&mut plain, source);
         assert_eq!(reply_to(&plain), ip("192.0.2.3"));
-        // A v6 source is written as the transport writes it, and parses back.
+        // Several `received`: the first names the source, the last (which rsipstack
+        // routes by) a victim.
+        let mut doubled = request(
+            "SIP/2.0/UDP 192.0.2.3:5060;branch=z9hG4bK1;received=192.0.2.3;received=198.51.100.77",
+        );
+        pin_via(&mut doubled, source);
+        assert_eq!(reply_to(&doubled), ip("192.0.2.3"));
+        // An IPv6 sender whose sent-by is not its address: the transport's bracketed
+        // `received` does not parse and it would route by the sent-by the sender wrote.
         let v6: SocketAddr = "[2001:db8::3]:5060".parse().expect("addr");
-        let mut forged6 = request("SIP/2.0/UDP [2001:db8::3]:5060;branch=z9hG4bK1;received=::9");
-        pin_via(&mut forged6, v6);
-        assert_eq!(reply_to(&forged6), Some(v6.ip()));
+        let mut seen = rsipstack::transport::connection::SipConnection::update_msg_received(
+            request("SIP/2.0/UDP [2001:db8::99]:5060;branch=z9hG4bK1;rport").into(),
+            v6,
+            rsipstack::sip::Transport::Udp,
+        )
+        .expect("the transport's view");
+        let rsipstack::sip::SipMessage::Request(forged6) = &mut seen else {
+            panic!("a request")
+        };
+        assert_ne!(reply_to(forged6), Some(v6.ip()), "the transport's own view");
+        pin_via(forged6, v6);
+        assert_eq!(reply_to(forged6), Some(v6.ip()));
     }
 }

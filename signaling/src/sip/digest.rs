@@ -216,6 +216,11 @@ pub(crate) fn realm_asked(resp: &Response) -> Option<String> {
     challenges(resp).and_then(|(_, c)| c.into_iter().next().map(|c| c.realm))
 }
 
+/// Whether a 401/407 says only that the nonce of our last answer went stale.
+pub(crate) fn says_stale(resp: &Response) -> bool {
+    challenges(resp).is_some_and(|(_, c)| c.iter().any(|c| c.stale))
+}
+
 /// What to do about a 401/407.
 #[derive(Debug)]
 pub(crate) enum Challenged {

@@ -125,6 +125,13 @@ impl Invite {
             tracing::warn!(realm = %realm::shown(&realm), "a challenge after the call reached the callee: not answered");
             return Challenge::Final(Some(early_words(&realm)));
         }
+        if answered > 0 && digest::says_stale(resp) {
+            let realm = digest::realm_asked(resp).unwrap_or_default();
+            return Challenge::Final(Some(format!(
+                "the other side asked for your password again (realm {}), saying the first answer was stale; a call answers one challenge, so it was not sent twice: call again",
+                realm::shown(&realm)
+            )));
+        }
         let retry = match answer(resp, cred, &self.option, answered, &self.realms) {
             Ok(Some(retry)) => retry,
             Ok(None) => return Challenge::Final(None),

@@ -6,7 +6,7 @@
 //! the event channel is bounded (see [`SipEvent`] for what happens when it is full).
 //! Our own INVITEs are driven by `outgoing`.
 
-use super::admission::{Admission, Live, Refusal, pin_via, source_of};
+use super::admission::{Admission, Live, PinVia, Refusal, source_of};
 use super::event::{CallKey, EndReason, ReInvite, Rejection, SipEvent};
 use super::outgoing::Invite;
 use super::realm::AccountRealms;
@@ -318,6 +318,7 @@ impl SipStack {
             .with_cancel_token(cancel.clone())
             .with_transport_layer(transport)
             .with_user_agent(concat!("Hushphone/", env!("CARGO_PKG_VERSION")))
+            .with_transport_inspector(Box::new(PinVia))
             .with_option(option)
             .build();
         let incoming = endpoint
@@ -747,9 +748,6 @@ async fn incoming_loop(
             t = incoming.recv() => match t { Some(t) => t, None => return },
         };
         let source = source_of(&tx);
-        if let Some(source) = source {
-            pin_via(&mut tx.original, source);
-        }
         match Incoming::of(&tx.original) {
             Incoming::InDialog => match dialogs.match_dialog(&tx) {
                 Some(mut d) => {
@@ -770,7 +768,8 @@ async fn incoming_loop(
                 if let Err(why) = shared.admit(source, &dialogs) {
                     match why {
                         Refusal::Full => tracing::info!(
-                            limit = MAX_INCOMING_CALLS,
+                            all = MAX_INCOMING_CALLS,
+                            direct = MAX_DIRECT_CALLS,
                             "refusing a call: too many incoming calls at once"
                         ),
                         Refusal::SourceBusy => tracing::info!(

@@ -104,7 +104,8 @@ impl SipPeer {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    fn send(&self, msg: &str, to: SocketAddr) -> Result<()> {
+    /// Sends `msg` as it is (for requests the other helpers do not write).
+    pub fn send(&self, msg: &str, to: SocketAddr) -> Result<()> {
         self.sock
             .send_to(msg.as_bytes(), to)
             .map(|_| ())
