@@ -683,6 +683,33 @@ fn an_erased_record_put_back_from_an_older_copy_is_refused_not_shown() {
         other => panic!("an erased record must not come back, got {other:?}"),
     }
     drop(p);
+    // The epoch cannot be removed on its own: it lives with the index key, and without
+    // that the profile does not open.
+    let saved: Vec<(String, Vec<u8>)> = {
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        let mut stmt = conn
+            .prepare("SELECT name, sealed FROM secrets WHERE name LIKE 'vault/index-key%'")
+            .expect("prepare");
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    edit(
+        &db,
+        "DELETE FROM secrets WHERE name LIKE 'vault/index-key%'",
+        [],
+    );
+    assert!(matches!(
+        Profile::open(dir.path()),
+        Err(CoreError::TamperedSecret(_))
+    ));
+    edit(
+        &db,
+        "INSERT INTO secrets (name, sealed) VALUES (?1, ?2)",
+        rusqlite::params![saved[0].0, saved[0].1],
+    );
     edit(&db, "DELETE FROM history", []);
     // And once new lines were written after the erase (they take the first row ids).
     let mut p = Profile::open(dir.path()).expect("open");

@@ -20,13 +20,14 @@
 //! password change since): putting back its whole index-key row and removing every
 //! format-2 record — and with them the current history — before planting old ones.
 //!
-//! Erasing the history also draws a new erase epoch (a random value kept in the vault)
-//! that every later record is sealed to, so a record copied from before the erase — from
-//! an older copy of the profile, into a free row — no longer opens. Records written
-//! before the first erase are bound to no epoch. What no file format can stop: rolling
-//! the whole history back (its rows and the epoch together, as restoring an older copy
-//! of the whole profile would) while nothing was written since the erase, and removing
-//! records.
+//! Erasing the history also draws a new erase epoch (a random value kept in the vault,
+//! in the same sealed secret as the index key) that every later record is sealed to, so
+//! a record copied from before the erase — from an older copy of the profile, into a
+//! free row — no longer opens. Records written before the first erase are bound to no
+//! epoch. Removing the epoch means removing the index key, and the profile no longer
+//! opens. What no file format can stop: putting back an older copy of that secret
+//! together with old records (a rollback of the history to that copy, which also hides
+//! every record written since), and removing records.
 
 use super::crypto::{self, Key};
 use crate::error::{CoreError, Result};
@@ -44,15 +45,21 @@ const DEFAULT_KEY: &str = "history.enabled";
 /// removed by the upgrade.
 const UNSEALED_UPGRADE_FLAG: &str = "history.row-bound";
 
-/// The vault secret holding the erase epoch (absent until the first erase).
-const EPOCH_NAME: &str = "history/erase-epoch";
+/// The erase epoch follows the index key in the same vault secret
+/// ([`super::vault::INDEX_KEY_NAME`]), so it cannot be removed on its own: without that
+/// secret the profile does not open at all.
 const EPOCH_LEN: usize = 16;
+/// Length of the index-key secret once the history was erased.
+pub(crate) const INDEX_WITH_EPOCH_LEN: usize = 32 + EPOCH_LEN;
 
 /// The erase epoch records are sealed to now, if the history was ever erased.
 type Epoch = Option<zeroize::Zeroizing<Vec<u8>>>;
 
 fn epoch(conn: &Connection, data_key: &Key) -> Result<Epoch> {
-    super::vault::get_secret(conn, data_key, EPOCH_NAME)
+    let stored = super::vault::get_secret(conn, data_key, super::vault::INDEX_KEY_NAME)?;
+    Ok(stored
+        .filter(|s| s.len() == INDEX_WITH_EPOCH_LEN)
+        .map(|s| zeroize::Zeroizing::new(s[32..].to_vec())))
 }
 
 /// What a record is sealed bound to: its conversation's tag, its row id and the erase
@@ -353,12 +360,13 @@ pub(crate) fn count(conn: &Connection) -> Result<u64> {
 /// Deletes every record, draws a new erase epoch (so that no record from before opens
 /// again, wherever it is put back) and rewrites the database so no freed page, journal
 /// or WAL frame still holds the old bytes; says so when that last part could not be done.
-pub(crate) fn erase_all(conn: &Connection, data_key: &Key) -> Result<()> {
+pub(crate) fn erase_all(conn: &Connection, data_key: &Key, index_key: &Key) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
     tx.execute_batch("DELETE FROM history;")?;
-    let mut fresh = zeroize::Zeroizing::new([0u8; EPOCH_LEN]);
-    crypto::fill_random(&mut fresh[..]);
-    super::vault::put_secret(&tx, data_key, EPOCH_NAME, &fresh[..])?;
+    let mut with_epoch = zeroize::Zeroizing::new([0u8; INDEX_WITH_EPOCH_LEN]);
+    with_epoch[..32].copy_from_slice(index_key.bytes());
+    crypto::fill_random(&mut with_epoch[32..]);
+    super::vault::put_secret(&tx, data_key, super::vault::INDEX_KEY_NAME, &with_epoch[..])?;
     tx.commit()?;
     super::db::wipe_replaced(conn, "the history was deleted")
 }

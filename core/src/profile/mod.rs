@@ -79,10 +79,13 @@ impl Profile {
     /// has its history upgraded first, once (see `history::upgrade`).
     fn load_keys(&self, password: Option<&Secret>) -> Result<Keys> {
         let data = vault::unlock(&self.conn, password)?;
+        // The index key, followed by the history's erase epoch once it was erased.
         let index_key = |name: &str| -> Result<Option<Key>> {
             match vault::get_secret(&self.conn, &data, name)? {
                 None => Ok(None),
-                Some(k) => Key::from_slice(&k)
+                Some(k) => (k.len() == 32 || k.len() == history::INDEX_WITH_EPOCH_LEN)
+                    .then(|| Key::from_slice(&k[..32]))
+                    .flatten()
                     .map(Some)
                     .ok_or_else(|| CoreError::TamperedSecret(name.into())),
             }
@@ -407,7 +410,7 @@ impl Profile {
     /// put back.
     pub fn erase_history(&mut self) -> Result<()> {
         let keys = self.keys()?;
-        history::erase_all(&self.conn, &keys.data)
+        history::erase_all(&self.conn, &keys.data, &keys.index)
     }
 
     /// The raw connection, for engines that keep their own tables in the profile
