@@ -301,6 +301,23 @@ mod tests {
         );
         pin_via(&mut doubled, source);
         assert_eq!(reply_to(&doubled), ip("192.0.2.3"));
+        // What the fuzzer found the first pin let through: a garbled Via the stack
+        // still routes by (to its sent-by, 10.0.0.1).
+        let garbled = "eived=19..0\"2.9;r/2.0/UDP 10.0.0.1:5060;branch=z4hG4bK7;recei+,ed=192.0.2.9;rpor27d=19..0\"2.9;r/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK7;received=192.0.2.9;rpo22";
+        let stranger: SocketAddr = "192.0.2.50:5060".parse().expect("addr");
+        let mut seen = rsipstack::transport::connection::SipConnection::update_msg_received(
+            request(garbled).into(),
+            stranger,
+            rsipstack::sip::Transport::Udp,
+        )
+        .expect("the transport's view");
+        let rsipstack::sip::SipMessage::Request(garbled) = &mut seen else {
+            panic!("a request")
+        };
+        pin_via(garbled, stranger);
+        if let Some(to) = reply_to(garbled) {
+            assert_eq!(to, stranger.ip());
+        }
         // An IPv6 sender whose sent-by is not its address: the transport's bracketed
         // `received` does not parse and it would route by the sent-by the sender wrote.
         let v6: SocketAddr = "[2001:db8::3]:5060".parse().expect("addr");
