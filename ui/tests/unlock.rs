@@ -7,24 +7,34 @@ use hush_core::model::{AccountSettings, SipSettings};
 use hush_core::{NewAccount, Phone, Profile, Secret};
 use hush_ui::HushApp;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Waits (bounded) until the core publishes a snapshot newer than `after`.
-fn wait_for_revision(phone: &Phone, after: u64) {
+/// Runs the window until `done` holds for it (bounded): between frames it waits for the
+/// core's next snapshot, or a quarter second for an answer that changes none (an error).
+fn run_until(
+    harness: &mut Harness<'_>,
+    phone: &Phone,
+    what: &str,
+    done: impl Fn(&Harness<'_>) -> bool,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
     let mut rx = phone.watch();
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while rx.borrow_and_update().revision <= after {
-                rx.changed().await.expect("core alive");
-            }
-        })
-        .await
-        .expect("core answered within 10 s");
-    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        harness.run();
+        if done(harness) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{what} within 10 s");
+        let wait = left.min(Duration::from_millis(250));
+        rt.block_on(async {
+            let _ = tokio::time::timeout(wait, rx.changed()).await;
+        });
+    }
 }
 
 #[test]
@@ -53,30 +63,26 @@ fn unlock_shows_errors_then_accounts() {
         "accounts hidden while locked"
     );
 
-    let rev = phone.snapshot().revision;
     harness.get_by_label("Master password").click();
     harness.run();
     harness
         .get_by_label("Master password")
         .type_text("not the password");
     harness.get_by_label("Unlock").click();
-    harness.run();
-    wait_for_revision(&phone, rev);
-    harness.run();
-    harness.get_by_label_contains("wrong master password");
+    run_until(&mut harness, &phone, "the error shown", |h| {
+        h.query_by_label_contains("wrong master password").is_some()
+    });
     assert!(phone.snapshot().locked);
 
-    let rev = phone.snapshot().revision;
     harness.get_by_label("Master password").click();
     harness.run();
     harness
         .get_by_label("Master password")
         .type_text("the master password");
     harness.get_by_label("Unlock").click();
-    harness.run();
-    wait_for_revision(&phone, rev);
-    harness.run();
-    assert!(!phone.snapshot().locked);
+    run_until(&mut harness, &phone, "the profile unlocked", |_| {
+        !phone.snapshot().locked
+    });
     harness.get_by_label("Accounts").click();
     harness.run();
     harness.get_by_label("alice@127.0.0.1");
