@@ -1311,3 +1311,152 @@ fn under_require_messages_held_for_a_verified_buddy_never_go_to_an_unverified_ke
         p.shown_a
     );
 }
+
+/// Mallory, with her own key but alice's instance tag: tags are in clear in every
+/// message header, so anyone can claim one.
+fn mallory_with_alices_tag(p: &Pair) -> OtrEngine {
+    let mut m = engine();
+    m.generate_key(A).expect("key");
+    let tags = p.a.instance_tags_file().expect("alice's tags");
+    m.load_instance_tags(&tags).expect("load");
+    assert_eq!(instance_tag(&m), instance_tag(&p.a));
+    m
+}
+
+/// An engine's instance tag (it has one account).
+fn instance_tag(e: &OtrEngine) -> u32 {
+    let file = e.instance_tags_file().expect("tags");
+    let text = String::from_utf8(file.to_vec()).expect("text");
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .expect("a tag");
+    u32::from_str_radix(line.rsplit('\t').next().expect("field"), 16).expect("hex")
+}
+
+/// Mallory runs a key exchange with bob under alice's instance tag; what bob sends
+/// meanwhile goes to her. Returns what she could read of it; bob's events go to
+/// `p.events_b`.
+fn same_tag_key_exchange(p: &mut Pair, m: &mut OtrEngine) -> Vec<Incoming> {
+    let mut read = Vec::new();
+    let _ = m.receive(A, B, "?OTRv3?");
+    for _ in 0..50 {
+        let mut moved = false;
+        while let Some(t) = m.poll_transmit() {
+            moved = true;
+            let _ = p.b.receive(B, A, &t.body);
+        }
+        while let Some(t) = p.b.poll_transmit() {
+            moved = true;
+            read.extend(m.receive(A, B, &t.body));
+        }
+        if !moved {
+            break;
+        }
+    }
+    while let Some(e) = p.b.poll_event() {
+        p.events_b.push(e);
+    }
+    while m.poll_event().is_some() {}
+    assert_eq!(
+        m.state(A, B),
+        OtrState::PrivateUnverified,
+        "mallory's key exchange finished"
+    );
+    read
+}
+
+#[test]
+fn a_new_key_under_the_pinned_instance_tag_never_takes_a_verified_conversation() {
+    for policy in [
+        OtrPolicy::Opportunistic,
+        OtrPolicy::Manual,
+        OtrPolicy::Require,
+    ] {
+        let mut p = verified_pair(policy);
+        let a_fp = p.a.fingerprint(A).expect("alice's key");
+        let mut m = mallory_with_alices_tag(&p);
+        let m_fp = m.fingerprint(A).expect("mallory's key");
+        let read = same_tag_key_exchange(&mut p, &mut m);
+        assert!(read.is_empty(), "{policy:?}: {read:?}");
+        assert_ne!(
+            p.b.state(B, A),
+            OtrState::PrivateUnverified,
+            "{policy:?}: shown private with mallory's key"
+        );
+        assert_ne!(p.b.peer_fingerprint(B, A), Some(m_fp.clone()), "{policy:?}");
+        assert!(
+            !p.events_b.iter().any(|e| matches!(
+                e,
+                OtrEvent::Secure { fingerprint, .. } if *fingerprint == m_fp
+            )),
+            "{policy:?}: {:?}",
+            p.events_b
+        );
+        assert!(
+            notice_naming(&p.events_b, &m_fp),
+            "{policy:?}: {:?}",
+            p.events_b
+        );
+        // What bob writes now reaches no one who can read it: refused in words, or held.
+        let sent = p.b.send(B, A, "for alice only");
+        if policy == OtrPolicy::Require {
+            assert_eq!(sent, Err(OtrError::Held), "{policy:?}");
+            let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+            assert!(notice_naming(&events, &m_fp), "{policy:?}: {events:?}");
+        } else {
+            assert!(
+                matches!(&sent, Err(OtrError::KeyChanged { fingerprint, .. }) if *fingerprint == m_fp),
+                "{policy:?}: {sent:?}"
+            );
+        }
+        while let Some(t) = p.b.poll_transmit() {
+            assert!(
+                m.receive(A, B, &t.body)
+                    .is_none_or(|s| !s.text.contains("for alice only")),
+                "{policy:?}: mallory read it"
+            );
+        }
+        // Alice's verified key comes back under her tag: private with it again.
+        p.a.start(A, B).expect("start");
+        p.settle();
+        assert_eq!(p.b.state(B, A), OtrState::PrivateVerified, "{policy:?}");
+        assert_eq!(p.b.peer_fingerprint(B, A), Some(a_fp), "{policy:?}");
+        if policy == OtrPolicy::Require {
+            assert_eq!(p.b.held(B, A), 0);
+            assert!(
+                p.shown_a.iter().any(|s| s == "for alice only"),
+                "{:?}",
+                p.shown_a
+            );
+        }
+    }
+}
+
+#[test]
+fn an_error_then_a_same_tag_key_exchange_never_resends_the_last_message() {
+    for policy in [OtrPolicy::Opportunistic, OtrPolicy::Require] {
+        let mut p = verified_pair(policy);
+        p.b.send(B, A, "the last secret").expect("send");
+        p.settle();
+        assert_eq!(
+            p.shown_a.last().map(String::as_str),
+            Some("the last secret")
+        );
+        let mut m = mallory_with_alices_tag(&p);
+        // One fragment, in alice's session, carrying an OTR error: libotr marks the last
+        // message as one to resend after the next key exchange.
+        let error = format!(
+            "?OTR|{:08x}|{:08x},00001,00001,?OTR Error: x,",
+            instance_tag(&p.a),
+            instance_tag(&p.b)
+        );
+        assert!(p.b.receive(B, A, &error).is_none_or(|s| !s.encrypted));
+        quiet(&mut p.b);
+        let read = same_tag_key_exchange(&mut p, &mut m);
+        assert!(
+            !read.iter().any(|s| s.text.contains("the last secret")),
+            "{policy:?}: mallory read bob's last message: {read:?}"
+        );
+    }
+}

@@ -236,6 +236,18 @@ pub enum OtrError {
         "that fingerprint is in use in the private conversation with {0}: end the conversation first, then forget it"
     )]
     FingerprintInUse(String),
+    /// The private session with the buddy now runs with a key the user has not
+    /// verified, under the instance tag of the verified one (a key exchange reused it):
+    /// nothing is sent to it.
+    #[error(
+        "the private conversation with {peer} was taken over by a key you have not verified ({fingerprint}); this message was not sent. Start the private conversation again to reach {peer}'s verified key, or verify that key if it is really {peer}"
+    )]
+    KeyChanged {
+        /// The buddy.
+        peer: String,
+        /// The key now in that session, human form.
+        fingerprint: String,
+    },
     /// libotr did not start: there is no private chat, and so no chat at all.
     #[error(
         "private chat is unavailable: the OTR library did not start ({0}); chat stays off so that nothing is sent unencrypted"
@@ -256,12 +268,23 @@ struct Callbacks {
     /// libotr handed over a decrypted message during the current receive: from which
     /// session.
     decrypted: Option<Decrypted>,
-    /// Per buddy (account, peer): the instance tag whose key exchange finished last —
-    /// the session the user saw go private, which the conversation then stays with.
-    pinned: HashMap<(String, String), ffi::otrl_instag_t>,
+    /// Per buddy (account, peer): the session whose key exchange finished last and was
+    /// accepted — the one the user saw go private, which the conversation then stays
+    /// with: its instance tag and the key it used.
+    pinned: HashMap<(String, String), Pin>,
     /// The user state these callbacks serve (set once it exists), so that a callback
     /// can tell whether the session it is called for is the buddy's conversation.
     us: Option<NonNull<ffi::s_OtrlUserState>>,
+}
+
+/// The session a conversation is pinned to. Instance tags are in clear in every
+/// message header, so anyone can claim one: the key is what tells sessions apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pin {
+    /// The buddy's instance tag.
+    instance: ffi::otrl_instag_t,
+    /// The buddy's key fingerprint in that session (None: libotr named none).
+    key: Option<[u8; 20]>,
 }
 
 /// The session a received message was decrypted in.
@@ -328,18 +351,77 @@ unsafe fn active_key(context: *mut ffi::ConnContext) -> (String, bool) {
     }
 }
 
-/// The session that is the conversation with `peer`: the instance whose key exchange
-/// finished last and was accepted (see [`pin`]) while it is not back in plaintext;
+/// The buddy's key in a session, as bytes (None: none yet).
+///
+/// # Safety
+/// `context` is a live context of our user state (or null).
+unsafe fn active_bytes(context: *mut ffi::ConnContext) -> Option<[u8; 20]> {
+    if context.is_null() {
+        return None;
+    }
+    // SAFETY: see above; the fingerprint belongs to the context's master, live with it.
+    unsafe {
+        let fp = (*context).active_fingerprint;
+        if fp.is_null() {
+            None
+        } else {
+            limits::fingerprint_bytes(fp)
+        }
+    }
+}
+
+/// The pinned session of a buddy is private with another key than the one it was
+/// pinned with (someone reused its instance tag for a key exchange): that key, human
+/// form. Such a session is not the conversation (see [`conversation`]).
+///
+/// # Safety
+/// As for [`conversation`].
+unsafe fn diverted(
+    us: ffi::OtrlUserState,
+    pinned: &HashMap<(String, String), Pin>,
+    account: &CStr,
+    peer: &CStr,
+) -> Option<String> {
+    let key = (
+        account.to_string_lossy().into_owned(),
+        peer.to_string_lossy().into_owned(),
+    );
+    let pin = pinned.get(&key)?;
+    // SAFETY: see above; libotr returns NULL when absent (add_if_missing 0).
+    let c = unsafe {
+        ffi::otrl_context_find(
+            us,
+            peer.as_ptr(),
+            account.as_ptr(),
+            PROTOCOL.as_ptr(),
+            pin.instance,
+            0,
+            ptr::null_mut(),
+            None,
+            ptr::null_mut(),
+        )
+    };
+    // SAFETY: a non-null context just found in our user state, read at once.
+    let encrypted =
+        !c.is_null() && unsafe { (*c).msgstate } == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED;
+    // SAFETY: as above.
+    (encrypted && unsafe { active_bytes(c) } != pin.key).then(|| unsafe { active_key(c) }.0)
+}
+
+/// The session that is the conversation with `peer`: the pinned one (see [`pin`]) while
+/// it is not back in plaintext and, if private, still uses the key it was pinned with;
 /// else libotr's best one if that is in plaintext. A private session nobody pinned —
-/// one whose key exchange was not accepted, or an older one another has replaced — is
-/// never the conversation: then it is the buddy's master context, in plaintext, so that
-/// nothing is shown as private or sent to that session.
+/// one whose key exchange was not accepted, an older one another has replaced, or the
+/// pinned instance tag reused with another key — is never the conversation: then it is
+/// the buddy's master context, in plaintext, so that nothing is shown as private or
+/// sent to that session. An encrypted master (an OTR v2 session, which we never allow)
+/// is never the conversation either.
 ///
 /// # Safety
 /// `us` is our live user state, on its owner thread; lookups only (nothing is created).
 unsafe fn conversation(
     us: ffi::OtrlUserState,
-    pinned: &HashMap<(String, String), ffi::otrl_instag_t>,
+    pinned: &HashMap<(String, String), Pin>,
     account: &CStr,
     peer: &CStr,
 ) -> Option<*mut ffi::ConnContext> {
@@ -367,10 +449,21 @@ unsafe fn conversation(
         account.to_string_lossy().into_owned(),
         peer.to_string_lossy().into_owned(),
     );
-    if let Some(&instance) = pinned.get(&key) {
-        let c = find(instance);
+    let master = || {
+        let m = find(ffi::OTRL_INSTAG_MASTER);
+        (!m.is_null() && plaintext(m)).then_some(m)
+    };
+    if let Some(pin) = pinned.get(&key) {
+        let c = find(pin.instance);
         if !c.is_null() && !plaintext(c) {
-            return Some(c);
+            // SAFETY: a non-null context just found in our user state, read at once.
+            let encrypted =
+                unsafe { (*c).msgstate } == ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED;
+            // SAFETY: as above.
+            if !encrypted || unsafe { active_bytes(c) } == pin.key {
+                return Some(c);
+            }
+            return master();
         }
     }
     let c = find(ffi::OTRL_INSTAG_BEST);
@@ -380,8 +473,7 @@ unsafe fn conversation(
     if plaintext(c) {
         return Some(c);
     }
-    let m = find(ffi::OTRL_INSTAG_MASTER);
-    (!m.is_null()).then_some(m)
+    master()
 }
 
 /// `context` is the session the conversation with its buddy uses.
@@ -519,12 +611,16 @@ unsafe fn secure_event(context: *mut ffi::ConnContext, refreshed: bool) -> OtrEv
     }
 }
 
-/// Pins the buddy's conversation to the instance whose key exchange just finished —
-/// unless its key is not verified while the buddy has a verified one and the
-/// conversation is with another instance: a key exchange proves nothing about who is at
-/// the other end, so it never takes a conversation away from a verified key. The user
-/// is told, and can verify the new key to switch to it ([`OtrEngine::set_verified`]).
-/// Returns whether the instance is now the conversation.
+/// Pins the buddy's conversation to the session (instance tag and key) whose key
+/// exchange just finished — unless its key is not verified while the buddy has a
+/// verified one and the conversation is with another session (another instance tag,
+/// or the same tag with another key: tags are in clear, anyone can claim one): a key
+/// exchange proves nothing about who is at the other end, so it never takes a
+/// conversation away from a verified key. The user is told, and can verify the new key
+/// to switch to it ([`OtrEngine::set_verified`]). Unless the session is the very one
+/// already pinned, libotr's copy of the last message sent is wiped first, so that
+/// libotr cannot resend it into the new session. Returns whether the session is now
+/// the conversation.
 ///
 /// # Safety
 /// `opdata` as for [`cb`]; `context` is the live context libotr passes to a callback.
@@ -542,25 +638,83 @@ unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) -> bool {
         )
     };
     let (fingerprint, verified) = unsafe { active_key(context) };
+    let this = Pin {
+        instance,
+        // SAFETY: as above.
+        key: unsafe { active_bytes(context) },
+    };
     let cbs = unsafe { cb(opdata) };
-    let takes_over = cbs.pinned.get(&names) != Some(&instance);
+    let before = cbs.pinned.get(&names).copied();
+    if before != Some(this) {
+        // SAFETY: libotr calls gone_secure/still_secure before it resends anything.
+        unsafe { forget_last_message(context) };
+    }
+    let takes_over = before != Some(this);
     // SAFETY: the live master of `context`.
     if !verified && takes_over && !master.is_null() && unsafe { limits::has_verified(master) } {
+        // What the conversation is now, said as it is.
+        let now = match cbs.us {
+            // SAFETY: our live user state; the names are the context's own.
+            Some(us) => unsafe {
+                let (acc, user) = (
+                    CStr::from_ptr((*context).accountname),
+                    CStr::from_ptr((*context).username),
+                );
+                conversation(us.as_ptr(), &cbs.pinned, acc, user).map(|c| (*c).msgstate)
+            },
+            None => None,
+        };
         let (account, peer) = names;
+        let stays = match now {
+            Some(ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED) => {
+                format!("This conversation stays with {peer}'s verified key")
+            }
+            Some(ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED) => format!(
+                "The private conversation with {peer}'s verified key has ended; it is not \
+                 private now"
+            ),
+            _ => format!("The conversation with {peer} is not private now"),
+        };
         cbs.events.push_back(OtrEvent::Notice {
             account,
             text: format!(
-                "another session of {peer}, with a key you have not verified ({fingerprint}), \
-                 wants to talk privately. This conversation stays with {peer}'s verified key \
-                 and nothing is sent to that session; if it is really {peer} (a new device), \
-                 verify that key to switch to it"
+                "a session of {peer} with a key you have not verified ({fingerprint}) wants to \
+                 talk privately. {stays}, and nothing is sent to that session; if it is really \
+                 {peer} (a new device), verify that key to switch to it"
             ),
             peer,
         });
         return false;
     }
-    cbs.pinned.insert(names, instance);
+    cbs.pinned.insert(names, this);
     true
+}
+
+/// Wipes libotr's copy of the last message sent in a session and its permission to
+/// resend it. libotr keeps that copy so that, after the buddy reports an error and a
+/// new key exchange finishes, it can resend it ("[resent] ..."): to whoever finished
+/// that exchange, even a new key under the same instance tag.
+///
+/// # Safety
+/// `context` is the live context libotr passes to gone_secure/still_secure. SAFETY of
+/// the layout: we read libotr 4.1.1's private `ConnContextPriv` (checked at start-up,
+/// see `library`); `context_priv` is owned by the context and `lastmessage` (NUL-
+/// terminated, from `gcry_malloc_secure`) by `context_priv`. We only overwrite its
+/// bytes in place and clear `may_retransmit`; libotr still owns and frees the buffer.
+unsafe fn forget_last_message(context: *mut ffi::ConnContext) {
+    // SAFETY: see above.
+    unsafe {
+        let p = (*context).context_priv;
+        if p.is_null() {
+            return;
+        }
+        (*p).may_retransmit = 0;
+        let m = (*p).lastmessage;
+        if !m.is_null() {
+            let len = libc::strlen(m);
+            ptr::write_bytes(m, 0, len);
+        }
+    }
 }
 
 unsafe extern "C" fn op_gone_secure(opdata: *mut c_void, context: *mut ffi::ConnContext) {
@@ -1066,6 +1220,14 @@ impl OtrEngine {
         unsafe { conversation(self.us(), &self.cb.pinned, &acc, &user) }
     }
 
+    /// The key now in the buddy's pinned session, if it is not the one it was pinned
+    /// with (see [`diverted`]).
+    fn diverted(&self, account: &str, peer: &str) -> Option<String> {
+        let (acc, user) = (cstring(account).ok()?, cstring(peer).ok()?);
+        // SAFETY: our own user state, on its owner thread; lookups only.
+        unsafe { diverted(self.us(), &self.cb.pinned, &acc, &user) }
+    }
+
     /// The instance tag to address: the one [`Self::context`] picked (the master when
     /// that is the master: never libotr's pick, which may be a session nobody accepted).
     fn their_instance(&self, account: &str, peer: &str) -> ffi::otrl_instag_t {
@@ -1152,9 +1314,11 @@ impl OtrEngine {
         else {
             return;
         };
+        // SAFETY: a live context of our user state.
+        let key = unsafe { active_bytes(c) };
         self.cb
             .pinned
-            .insert((account.to_owned(), peer.to_owned()), instance);
+            .insert((account.to_owned(), peer.to_owned()), Pin { instance, key });
         // SAFETY: a live context of our user state.
         let ev = unsafe { secure_event(c, false) };
         self.cb.events.push_back(ev);
@@ -1276,6 +1440,26 @@ impl OtrEngine {
         Ok(())
     }
 
+    /// Our instance tags in Pidgin's `otr.instance_tags` format, to keep them across
+    /// restarts: buddies then see the same session of ours come back.
+    pub fn instance_tags_file(&self) -> Result<Zeroizing<Vec<u8>>, OtrError> {
+        let f =
+            MemFile::empty().ok_or_else(|| OtrError::BadFile("cannot stage the file".into()))?;
+        // SAFETY: our user state and an open FILE*.
+        check(unsafe { ffi::otrl_instag_write_FILEp(self.us(), f.ptr()) })?;
+        Ok(f.contents())
+    }
+
+    /// Loads instance tags from Pidgin's `otr.instance_tags` format (see
+    /// [`Self::instance_tags_file`]); an account without one gets a new one when needed.
+    pub fn load_instance_tags(&mut self, file: &[u8]) -> Result<(), OtrError> {
+        let f = MemFile::with(file, c"r")
+            .ok_or_else(|| OtrError::BadFile("cannot stage the file".into()))?;
+        // SAFETY: our user state and an open FILE*.
+        check(unsafe { ffi::otrl_instag_read_FILEp(self.us(), f.ptr()) })
+            .map_err(|_| OtrError::BadFile("not a readable otr.instance_tags file".into()))
+    }
+
     /// Starts (or refreshes) a private conversation: sends an OTR query.
     pub fn start(&mut self, account: &str, peer: &str) -> Result<(), OtrError> {
         self.engage(account, peer);
@@ -1369,6 +1553,15 @@ impl OtrEngine {
         if state == OtrState::Finished {
             return Err(OtrError::NotPrivate(peer.to_owned()));
         }
+        let diverted = self.diverted(account, peer);
+        if let Some(fingerprint) = &diverted
+            && !require
+        {
+            return Err(OtrError::KeyChanged {
+                peer: peer.to_owned(),
+                fingerprint: fingerprint.clone(),
+            });
+        }
         if require && !self.releases_held(account, peer) {
             if self.held(account, peer) >= MAX_HELD {
                 return Err(OtrError::TooManyHeld {
@@ -1384,6 +1577,23 @@ impl OtrEngine {
             // private conversation with a changed key waits for the user instead.
             if !private && self.fingerprint(account).is_some() {
                 self.start(account, peer)?;
+            }
+            let changed = match (&diverted, private) {
+                (Some(fingerprint), _) => Some(fingerprint.clone()),
+                (None, true) => self.peer_fingerprint(account, peer),
+                (None, false) => None,
+            };
+            if let Some(fingerprint) = changed {
+                self.cb.events.push_back(OtrEvent::Notice {
+                    account: account.to_owned(),
+                    peer: peer.to_owned(),
+                    text: format!(
+                        "your message to {peer} was not sent yet: the private conversation now \
+                         uses a key you have not verified ({fingerprint}), while you verified \
+                         another key of {peer}. It waits until you verify that key, or until \
+                         {peer}'s verified key is back"
+                    ),
+                });
             }
             self.held.entry(key).or_default().push_back(text.to_owned());
             return Err(OtrError::Held);
