@@ -1460,3 +1460,40 @@ fn an_error_then_a_same_tag_key_exchange_never_resends_the_last_message() {
         );
     }
 }
+
+#[test]
+fn an_otr_v2_key_exchange_is_never_offered_started_nor_answered() {
+    for policy in [
+        OtrPolicy::Opportunistic,
+        OtrPolicy::Manual,
+        OtrPolicy::Require,
+    ] {
+        // OTR v2 has no instance tags: its key exchange would run beside the pinned one.
+        let mut b = engine();
+        b.generate_key(B).expect("key");
+        b.set_default_policy(B, policy);
+        b.start(B, A).expect("start");
+        let query = b.poll_transmit().expect("query").body;
+        assert!(query.starts_with("?OTRv3?"), "{policy:?}: {query}");
+        assert!(b.receive(B, A, "?OTRv2?").is_none());
+        // A v2 message's header starts with version 0x0002: "?OTR:AAI".
+        while let Some(t) = b.poll_transmit() {
+            assert!(
+                !t.body.starts_with("?OTR:AAI"),
+                "{policy:?}: {:.20}",
+                t.body
+            );
+        }
+        // Nor in a verified conversation.
+        let mut p = verified_pair(policy);
+        assert!(p.b.receive(B, A, "?OTRv2?").is_none());
+        while let Some(t) = p.b.poll_transmit() {
+            assert!(
+                !t.body.starts_with("?OTR:AAI"),
+                "{policy:?}: {:.20}",
+                t.body
+            );
+        }
+        assert_eq!(p.b.state(B, A), OtrState::PrivateVerified, "{policy:?}");
+    }
+}

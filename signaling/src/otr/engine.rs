@@ -40,8 +40,11 @@ pub enum OtrPolicy {
 }
 
 impl OtrPolicy {
+    /// OTR v3 only: v2 has no instance tags, so its key exchange would run in the
+    /// buddy's master context, beside the sessions the conversation is pinned to.
+    /// Every client still in use (Pidgin, Jitsi/otr4j, libotr 4) speaks v3.
     fn bits(self) -> c_uint {
-        let v = ffi::OTRL_POLICY_ALLOW_V2 | ffi::OTRL_POLICY_ALLOW_V3;
+        let v = ffi::OTRL_POLICY_ALLOW_V3;
         match self {
             OtrPolicy::Manual => v,
             OtrPolicy::Opportunistic => {
