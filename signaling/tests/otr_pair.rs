@@ -1497,3 +1497,40 @@ fn an_otr_v2_key_exchange_is_never_offered_started_nor_answered() {
         assert_eq!(p.b.state(B, A), OtrState::PrivateVerified, "{policy:?}");
     }
 }
+
+#[test]
+fn a_verified_buddys_second_verified_device_is_heard_unverified_ones_are_not() {
+    let mut p = verified_pair(OtrPolicy::Opportunistic);
+    // Alice's second device, with its own key, goes private with bob; bob verifies it.
+    let mut a2 = engine();
+    a2.generate_key(A).expect("key");
+    let a2_fp = a2.fingerprint(A).expect("second key");
+    a2.start(A, B).expect("start");
+    exchange(&mut a2, A, &mut p.b, B);
+    assert_eq!(a2.state(A, B), OtrState::PrivateUnverified);
+    p.b.set_verified(B, A, &a2_fp, true).expect("verify");
+    assert_eq!(p.b.peer_fingerprint(B, A), Some(a2_fp.clone()));
+    quiet(&mut p.b);
+    // The first device, verified too, writes: bob sees it, as private.
+    let a1_fp = p.a.fingerprint(A).expect("first key");
+    p.a.send(A, B, "from my laptop").expect("send");
+    let t = p.a.poll_transmit().expect("sent");
+    assert_eq!(
+        p.b.receive(B, A, &t.body),
+        Some(Incoming {
+            text: "from my laptop".into(),
+            encrypted: true
+        })
+    );
+    let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    assert!(notice_naming(&events, &a1_fp), "{events:?}");
+    // Once bob no longer trusts the first device's key, its lines are dropped again.
+    p.b.set_verified(B, A, &a1_fp, false).expect("unverify");
+    quiet(&mut p.b);
+    p.a.send(A, B, "still the laptop").expect("send");
+    let t = p.a.poll_transmit().expect("sent");
+    assert_eq!(p.b.receive(B, A, &t.body), None);
+    let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
+    assert!(notice_naming(&events, &a1_fp), "{events:?}");
+    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+}

@@ -1745,21 +1745,31 @@ impl OtrEngine {
         let encrypted = match decrypted {
             None => false,
             Some(d) if d.ours => true,
+            Some(d) if d.verified => {
+                // Another session of the buddy with a key the user verified: a second
+                // device of the buddy. Shown as private, and said to be from that key.
+                self.cb.events.push_back(OtrEvent::Notice {
+                    account: account.to_owned(),
+                    peer: from.to_owned(),
+                    text: format!(
+                        "the next private message came from another session of {from} (another \
+                         device), with key {}, which you verified; your replies go to the \
+                         session this conversation uses",
+                        d.fingerprint
+                    ),
+                });
+                true
+            }
             Some(d) => {
-                // Decrypted, but in a session that is not this conversation (another key,
-                // or one the user never accepted): shown neither as this conversation's
-                // private line nor as plaintext from the buddy.
-                let trust = if d.verified {
-                    "verified"
-                } else {
-                    "not verified"
-                };
+                // Decrypted, but in a session that is not this conversation, with a key
+                // the user has not verified: shown neither as this conversation's private
+                // line nor as plaintext from the buddy.
                 self.cb.events.push_back(OtrEvent::Notice {
                     account: account.to_owned(),
                     peer: from.to_owned(),
                     text: format!(
                         "a private message from another session of {from}, with key {} \
-                         ({trust}), was not shown: it is not part of this conversation",
+                         (not verified), was not shown: it is not part of this conversation",
                         d.fingerprint
                     ),
                 });
