@@ -1534,3 +1534,31 @@ fn a_verified_buddys_second_verified_device_is_heard_unverified_ones_are_not() {
     assert!(notice_naming(&events, &a1_fp), "{events:?}");
     assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
 }
+
+#[test]
+fn the_refusal_notice_says_whether_the_conversation_is_still_private() {
+    // The conversation is private with alice's verified key: it says it stays so.
+    let mut p = verified_pair(OtrPolicy::Opportunistic);
+    let (m, events) = mallory_finishes_a_key_exchange(&mut p);
+    let m_fp = m.fingerprint(A).expect("mallory's key");
+    let says = |events: &[OtrEvent], words: &str| {
+        events.iter().any(|e| {
+            matches!(e, OtrEvent::Notice { text, .. } if text.contains(&m_fp) && text.contains(words))
+        })
+    };
+    assert!(says(&events, "stays with"), "{events:?}");
+    // Bob ended it: the words say it is not private now, not that it stays verified.
+    let mut p = verified_pair(OtrPolicy::Opportunistic);
+    p.b.end(B, A).expect("end");
+    p.settle();
+    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    let (m, events) = mallory_finishes_a_key_exchange(&mut p);
+    let m_fp = m.fingerprint(A).expect("mallory's key");
+    let says = |events: &[OtrEvent], words: &str| {
+        events.iter().any(|e| {
+            matches!(e, OtrEvent::Notice { text, .. } if text.contains(&m_fp) && text.contains(words))
+        })
+    };
+    assert!(says(&events, "is not private now"), "{events:?}");
+    assert!(!says(&events, "stays with"), "{events:?}");
+}
