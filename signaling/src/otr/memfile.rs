@@ -4,6 +4,7 @@
 //! zeros before the file is closed.
 
 use std::ffi::CStr;
+use std::ptr;
 
 /// A FILE* over an anonymous memory file.
 pub(crate) struct MemFile {
@@ -37,6 +38,15 @@ impl MemFile {
             let file = libc::fdopen(fd, mode.as_ptr());
             if file.is_null() {
                 libc::close(fd);
+                return None;
+            }
+            // Unbuffered, so that the C library keeps no copy of the key text in a
+            // buffer of its own that nobody wipes: every read and write goes straight to
+            // the memory file, which Drop overwrites. (libotr still copies what it
+            // parses into its own allocations, which it frees without wiping; that
+            // cannot be helped from our side.)
+            if libc::setvbuf(file, ptr::null_mut(), libc::_IONBF, 0) != 0 {
+                libc::fclose(file);
                 return None;
             }
             Some(MemFile { file, fd })
@@ -90,5 +100,42 @@ impl Drop for MemFile {
             }
             libc::fclose(self.file);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemFile;
+
+    unsafe extern "C" {
+        /// glibc (stdio_ext.h): the size of a stream's buffer.
+        fn __fbufsize(stream: *mut libc::FILE) -> libc::size_t;
+    }
+
+    #[test]
+    fn the_c_library_keeps_no_buffered_copy_of_the_text() {
+        let f = MemFile::with(b"(privkeys (account (name \"me\")))", c"r").expect("file");
+        // SAFETY: our open FILE; a read makes glibc set up its buffer if it has one.
+        let (first, size) = unsafe {
+            let file = f.ptr().cast::<libc::FILE>();
+            (libc::fgetc(file), __fbufsize(file))
+        };
+        assert_eq!(first, i32::from(b'('));
+        assert!(
+            size <= 1,
+            "the C library buffers {size} bytes of the key text"
+        );
+        let w = MemFile::empty().expect("file");
+        // SAFETY: as above.
+        let size = unsafe {
+            let file = w.ptr().cast::<libc::FILE>();
+            libc::fputs(c"secret".as_ptr(), file);
+            __fbufsize(file)
+        };
+        assert!(
+            size <= 1,
+            "the C library buffers {size} bytes of what libotr writes"
+        );
+        assert_eq!(&w.contents()[..], b"secret");
     }
 }
