@@ -71,7 +71,8 @@ fuzz_target!(|data: &[u8]| {
             // Nothing decrypts without a private conversation, which needs our key's
             // signature from the other side: a fuzzer cannot forge that. (A line is
             // marked encrypted only if libotr decrypted it in the session the
-            // conversation is pinned to, so this holds whatever instances send.)
+            // conversation is pinned to, or in another session whose key the user
+            // verified — there is none here — so this holds whatever instances send.)
             assert!(!shown.encrypted, "marked encrypted without a session");
         }
         // Whatever arrives, libotr's state stays within the limits: nobody here is a
