@@ -449,6 +449,26 @@ impl ZidStore {
         })
     }
 
+    /// Whether the cache holds a retained secret shared by our address `self_uri` with
+    /// `zid` presented by `peer_uri`. Asked before a handshake writes one: only a secret
+    /// that existed before, and matched, shows that this is the same peer as last time.
+    pub fn has_secret(
+        &self,
+        self_uri: &str,
+        peer_uri: &str,
+        zid: &Zid,
+    ) -> Result<bool, MediaError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+                 WHERE zu.selfuri = ?1 AND zu.peeruri = ?2 AND zu.zid = ?3 \
+                   AND (length(z.rs1) > 0 OR length(z.rs2) > 0))",
+                params![self_uri, peer_uri, &zid.0[..]],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// The keys seen from `peer_uri`, the last seen first.
     pub fn keys_of(&self, peer_uri: &str) -> Result<Vec<CachedKey>, MediaError> {
         let mut keys = self.list(
