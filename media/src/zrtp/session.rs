@@ -793,6 +793,11 @@ impl ZrtpSession {
         }
     }
 
+    /// How long the handshake may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
     /// True once a well-formed ZRTP packet from the peer was handed to libbzrtp.
     pub fn peer_seen(&self) -> bool {
         self.received_from_peer
