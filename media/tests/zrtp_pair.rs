@@ -855,3 +855,33 @@ fn rejecting_an_impostor_with_a_copied_zid_keeps_the_verdict_on_the_real_key() {
         "a relay with a fresh key is still flagged"
     );
 }
+
+/// A caller inventing a fresh key for each of many calls as bob cannot push Bob's key
+/// out of Alice's cache, and with it the secret that exposes a copy of his ZID.
+#[test]
+fn many_fresh_keys_as_a_contact_do_not_erase_its_key_continuity() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    let (_, _, [bob_zid, _]) = call_as(&alice, BOB, &bob, ALICE, 120, [None; 2]);
+    let bob_zid = bob_zid.expect("bob's zid");
+    for seed in 0..=hush_media::zrtp::MAX_KEYS_PER_PEER as u64 {
+        let fresh = Device::new(BOB);
+        call_as(&alice, BOB, &fresh, ALICE, 200 + seed, [None; 2]);
+    }
+    let alice = alice.restarted();
+    assert!(
+        alice
+            .store
+            .keys_of(BOB)
+            .expect("keys")
+            .iter()
+            .any(|k| k.zid == bob_zid),
+        "Bob's key is still in the cache"
+    );
+    let mallory = impostor(bob_zid, BOB);
+    let (seen, _, _) = call_as(&alice, BOB, &mallory, ALICE, 121, [None; 2]);
+    assert!(
+        seen[0].mismatch,
+        "a copy of Bob's ZID is still caught: {:?}",
+        seen[0]
+    );
+}

@@ -242,6 +242,8 @@ pub struct ZrtpSession {
     /// Must outlive `ctx`: libbzrtp holds the store's connection and lock. Set before
     /// libbzrtp sees them, and dropped after the context (see `Drop`).
     cache: Option<ZidCache>,
+    /// Keeps this call's cache entries from being dropped while libbzrtp may hold them.
+    _live: Option<super::store::LiveCall>,
     /// The ZID of the Hello libbzrtp accepted.
     peer_zid: Option<Zid>,
     /// Our cache held a retained secret for this very (our address, peer address, peer
@@ -395,6 +397,7 @@ impl ZrtpSession {
             inbound: Box::default(),
             events: VecDeque::new(),
             cache: None,
+            _live: None,
             peer_zid: None,
             had_secret: false,
             continuity: false,
@@ -417,6 +420,7 @@ impl ZrtpSession {
             // Kept before libbzrtp sees the handles, so that on every path, this
             // function's errors included, they outlive the context (dropped after it).
             self.cache = Some(cache.clone());
+            self._live = Some(cache.store.hold_live(&cache.self_uri, &cache.peer_uri));
             let (db, lock) = cache.store.engine_handles()?;
             // SAFETY: `db` and `lock` belong to the store now held in `self.cache`, which
             // is dropped only after `Drop` destroys the context; libbzrtp copies the URIs.
