@@ -328,6 +328,16 @@ impl AudioStream {
             outcome.push(ev);
         }
         for ev in outcome {
+            // A best-effort call already in cleartext said so and goes on: the ZRTP that
+            // kept running beside it may still make it secure, but its failure, whatever
+            // the reason, ends nothing (there is no protection left to downgrade).
+            if self.security == MediaSecurity::Cleartext
+                && self.cfg.policy == Policy::BestEffort
+                && let ZrtpEvent::Failed(f) = &ev
+            {
+                tracing::info!(reason = %f, "ZRTP failed on a call already in cleartext");
+                continue;
+            }
             match ev {
                 ZrtpEvent::Secure(s) => match SrtpSession::new(&s.keys) {
                     Ok(srtp) => {
@@ -465,7 +475,7 @@ impl AudioStream {
             }
         }
         if let Some(z) = &mut self.zrtp {
-            if let Err(e) = z.handle_packet(now, buf) {
+            if let Err(e) = z.handle_packet_from(now, buf, trusted) {
                 self.refuse(&e);
             }
             self.pump_zrtp(now);

@@ -422,6 +422,47 @@ fn attacker_on_the_path_cannot_inject_or_replay_media() {
 }
 
 /// Genuine ZRTP packets of another call, as an eavesdropper recorded them: (Hello, Commit).
+/// The first Hello of a fresh ZRTP endpoint.
+fn fresh_hello(ssrc: u32) -> Vec<u8> {
+    let now = Instant::now();
+    let mut z = zrtp_session(ssrc, Duration::from_secs(4), now);
+    z.start(now).expect("start");
+    z.handle_timeout(now + Duration::from_millis(50));
+    z.poll_transmit().expect("a Hello")
+}
+
+/// A best-effort call with a peer that does no ZRTP has gone to cleartext, said so, and
+/// runs; our ZRTP keeps listening beside it. Two different Hellos from the peer's address
+/// later (anyone on the path can send them) must not end that call when the handshake
+/// time runs out: there is no protection left to take away.
+#[test]
+fn a_best_effort_call_in_cleartext_is_not_ended_by_conflicting_hellos() {
+    let mut call = Call::new(
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, false),
+    );
+    call.run(Duration::from_secs(2));
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Cleartext);
+    let peer = call.addrs[1];
+    call.inject(0, peer, &fresh_hello(0x0bad_0001));
+    call.inject(0, peer, &fresh_hello(0x0bad_0002));
+    call.run(Duration::from_secs(6));
+    assert!(
+        !call.logs[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Failed(_))),
+        "{:?}",
+        call.logs[0].events
+    );
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Cleartext);
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+        880.0,
+        "the call still runs"
+    );
+}
+
 fn foreign_zrtp() -> (Vec<u8>, Vec<u8>) {
     let mut other = Call::new(
         config(0, CodecKind::Pcmu, Policy::Mandatory, true),

@@ -561,6 +561,19 @@ impl ZrtpSession {
     /// reach libbzrtp yet (see the `inbound` module), are refused before it sees them;
     /// what it gets carries our own sequence number, never the peer's.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), MediaError> {
+        self.handle_packet_from(now, packet, true)
+    }
+
+    /// As [`ZrtpSession::handle_packet`], saying whether the packet came from the peer's
+    /// trusted source (its negotiated address, or one its SRTP proved). A contradiction
+    /// only counts against the peer's address when it came from there: a candidate (an
+    /// address that merely replayed the peer's Hello) may be anyone.
+    pub fn handle_packet_from(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        trusted_source: bool,
+    ) -> Result<(), MediaError> {
         packet::check(packet)?;
         if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Idle) {
             return Ok(());
@@ -610,9 +623,10 @@ impl ZrtpSession {
         } else if CONFLICTS.contains(&(rc as u32)) {
             tracing::info!(
                 code = format_args!("{rc:#06x}"),
+                trusted_source,
                 "a ZRTP packet contradicts what the peer sent before"
             );
-            self.conflict_seen = true;
+            self.conflict_seen |= trusted_source;
         } else if rc != 0 {
             tracing::debug!(
                 code = format_args!("{rc:#06x}"),
