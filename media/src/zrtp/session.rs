@@ -243,7 +243,7 @@ pub struct ZrtpSession {
     /// libbzrtp sees them, and dropped after the context (see `Drop`).
     cache: Option<ZidCache>,
     /// Keeps this call's cache entries from being dropped while libbzrtp may hold them.
-    _live: Option<super::store::LiveCall>,
+    _live: Option<Box<super::store::LiveCall>>,
     /// The ZID of the Hello libbzrtp accepted.
     peer_zid: Option<Zid>,
     /// Our cache held a retained secret for this very (our address, peer address, peer
@@ -420,7 +420,9 @@ impl ZrtpSession {
             // Kept before libbzrtp sees the handles, so that on every path, this
             // function's errors included, they outlive the context (dropped after it).
             self.cache = Some(cache.clone());
-            self._live = Some(cache.store.hold_live(&cache.self_uri, &cache.peer_uri));
+            self._live = Some(Box::new(
+                cache.store.hold_live(&cache.self_uri, &cache.peer_uri),
+            ));
             let (db, lock) = cache.store.engine_handles()?;
             // SAFETY: `db` and `lock` belong to the store now held in `self.cache`, which
             // is dropped only after `Drop` destroys the context; libbzrtp copies the URIs.
