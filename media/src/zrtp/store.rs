@@ -245,8 +245,8 @@ const EVICT_BEYOND_PER_PEER: &str = "\
                         (PARTITION BY zu.peeruri ORDER BY zu.zuid DESC) AS n \
                       FROM ziduri zu WHERE zu.peeruri <> 'self' \
                         AND COALESCE(zu.active, 0) = 0 \
-                        AND zu.zuid <> (SELECT MIN(o.zuid) FROM ziduri o \
-                                        WHERE o.selfuri = zu.selfuri AND o.peeruri = zu.peeruri) \
+                        AND zu.zuid NOT IN (SELECT MIN(o.zuid) FROM ziduri o \
+                                            GROUP BY o.selfuri, o.peeruri) \
                         AND NOT EXISTS (SELECT 1 FROM hush_verdict v \
                                         WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid) \
                         AND NOT EXISTS (SELECT 1 FROM temp.hush_live l \
