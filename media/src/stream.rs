@@ -85,7 +85,8 @@ pub const UNSIGNALLED_SOURCE: &str = "the peer's media comes from an address it 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to send it: the negotiated address, or the source whose SRTP proved it is
-    /// the peer's. A ZRTP packet also goes, as a copy each, to every ZRTP candidate.
+    /// the peer's. A ZRTP packet also goes, as a copy each, to every ZRTP candidate
+    /// heard when it was made (a PingACK excepted).
     pub to: SocketAddr,
     /// The UDP payload.
     pub data: Vec<u8>,
@@ -152,14 +153,14 @@ pub struct StreamStats {
     pub jitter_buffer: JitterStats,
 }
 
-/// What a queued datagram is, for where it goes.
+/// Where a queued datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
-    /// RTP, RTCP, a PingACK, or ZRTP once keys are agreed: to the media destination
-    /// only.
+    /// To the media destination as it stands when the datagram is taken.
     Media,
-    /// ZRTP while negotiating: to the media destination and every ZRTP candidate.
-    Zrtp,
+    /// A copy of a ZRTP packet for this candidate, named when the packet was made: the
+    /// candidates may be forgotten before it is taken.
+    Candidate(SocketAddr),
 }
 
 /// The audio stream of one call.
@@ -199,8 +200,11 @@ pub struct AudioStream {
     last_received_event: Option<u32>,
     next_rtcp: Option<Instant>,
     outbox: VecDeque<(Vec<u8>, Route)>,
-    /// Copies of the last ZRTP packet polled, for the candidates.
-    fanout: VecDeque<Transmit>,
+    /// Once keys are agreed, the ZRTP candidates are still heard and answered until the
+    /// peer's authenticated SRTP or SRTCP arrives, or this moment passes. The peer may
+    /// not be secure yet: as responder we are secure on sending Conf2ACK, and the peer
+    /// behind a NAT repeats its Confirm2 from there until one reaches it.
+    candidates_until: Option<Instant>,
     events: VecDeque<StreamEvent>,
     stats: StreamStats,
     scratch: Vec<u8>,
@@ -260,7 +264,7 @@ impl AudioStream {
             last_received_event: None,
             next_rtcp: None,
             outbox: VecDeque::new(),
-            fanout: VecDeque::new(),
+            candidates_until: None,
             events: VecDeque::new(),
             stats: StreamStats::default(),
             scratch: Vec::with_capacity(1500),
@@ -301,18 +305,22 @@ impl AudioStream {
 
     fn pump_zrtp(&mut self, now: Instant) {
         let Some(z) = &mut self.zrtp else { return };
+        let grace = z.handshake_timeout();
         while let Some(p) = z.poll_transmit() {
+            // ZRTP goes to the peer's destination and, as a copy each, to the candidates
+            // heard now (Conf2ACK included, made in the same step that makes us secure).
             // A PingACK answers anyone who sent a Ping: it goes to the peer only, so a
             // spoofed Ping draws no copies to the candidates.
-            let route = if self.security == MediaSecurity::Negotiating
-                && crate::zrtp::message_type(&p) != b"PingACK "
-            {
-                Route::Zrtp
+            let copies: Vec<SocketAddr> = if crate::zrtp::message_type(&p) == b"PingACK " {
+                Vec::new()
             } else {
-                Route::Media
+                self.peer.zrtp_candidates().collect()
             };
-            if self.outbox.len() < MAX_OUTBOX {
-                self.outbox.push_back((p, route));
+            if self.outbox.len() + copies.len() < MAX_OUTBOX {
+                for to in copies {
+                    self.outbox.push_back((p.clone(), Route::Candidate(to)));
+                }
+                self.outbox.push_back((p, Route::Media));
             }
         }
         let mut outcome = Vec::new();
@@ -320,12 +328,24 @@ impl AudioStream {
             outcome.push(ev);
         }
         for ev in outcome {
+            // A best-effort call already in cleartext said so and goes on: the ZRTP that
+            // kept running beside it may still make it secure, but its failure, whatever
+            // the reason, ends nothing (there is no protection left to downgrade).
+            if self.security == MediaSecurity::Cleartext
+                && self.cfg.policy == Policy::BestEffort
+                && let ZrtpEvent::Failed(f) = &ev
+            {
+                tracing::info!(reason = %f, "ZRTP failed on a call already in cleartext");
+                continue;
+            }
             match ev {
                 ZrtpEvent::Secure(s) => match SrtpSession::new(&s.keys) {
                     Ok(srtp) => {
                         self.srtp = Some(srtp);
                         self.security = MediaSecurity::Secure;
-                        self.peer.clear_candidates();
+                        if self.peer.zrtp_candidates().next().is_some() {
+                            self.candidates_until = Some(now + grace);
+                        }
                         self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
                         self.events.push_back(StreamEvent::Secure {
                             sas: s.sas.clone(),
@@ -360,8 +380,7 @@ impl AudioStream {
         if self.security != MediaSecurity::Failed {
             self.security = MediaSecurity::Failed;
             self.outbox.clear();
-            self.fanout.clear();
-            self.peer.clear_candidates();
+            self.forget_candidates();
             self.events.push_back(StreamEvent::Failed(reason));
         }
     }
@@ -378,8 +397,9 @@ impl AudioStream {
             return self.fail(UNSIGNALLED_SOURCE.into());
         }
         self.security = MediaSecurity::Cleartext;
-        self.peer.clear_candidates();
-        self.fanout.clear();
+        self.forget_candidates();
+        self.outbox
+            .retain(|(_, route)| !matches!(route, Route::Candidate(_)));
         self.next_rtcp.get_or_insert(now + RTCP_INTERVAL);
         self.events.push_back(StreamEvent::Cleartext(reason));
     }
@@ -392,6 +412,12 @@ impl AudioStream {
     fn refuse_stranger(&mut self, from: SocketAddr, kind: &'static str) {
         self.stats.refused_datagrams += 1;
         tracing::debug!(%from, kind, "media from an address that is not the peer's dropped");
+    }
+
+    /// Nothing more of ours goes to the ZRTP candidates, and nothing of theirs is heard.
+    fn forget_candidates(&mut self) {
+        self.peer.clear_candidates();
+        self.candidates_until = None;
     }
 
     /// `from` sent SRTP/SRTCP that passed authentication: take media from it, and send
@@ -449,7 +475,7 @@ impl AudioStream {
             }
         }
         if let Some(z) = &mut self.zrtp {
-            if let Err(e) = z.handle_packet(now, buf) {
+            if let Err(e) = z.handle_packet_from(now, buf, trusted) {
                 self.refuse(&e);
             }
             self.pump_zrtp(now);
@@ -500,8 +526,12 @@ impl AudioStream {
             MediaSecurity::Cleartext => bytes::Bytes::copy_from_slice(buf),
             MediaSecurity::Failed => return,
         };
-        if authenticated && from != self.peer.destination() {
-            self.proven(from);
+        if authenticated {
+            // The peer has the keys: its handshake is over, the candidates are done.
+            self.forget_candidates();
+            if from != self.peer.destination() {
+                self.proven(from);
+            }
         }
         let (h, range) = match rtp::parse(&plain) {
             Ok(x) => x,
@@ -548,6 +578,9 @@ impl AudioStream {
             MediaSecurity::Cleartext => bytes::Bytes::copy_from_slice(buf),
             _ => return,
         };
+        if self.security == MediaSecurity::Secure {
+            self.forget_candidates();
+        }
         if !trusted {
             self.proven(from);
         }
@@ -585,6 +618,10 @@ impl AudioStream {
             self.pump_zrtp(now);
         }
         self.check_peer_silence(now);
+        if self.candidates_until.is_some_and(|t| now >= t) {
+            tracing::debug!("no authenticated media from the peer yet: ZRTP candidates forgotten");
+            self.forget_candidates();
+        }
         if self.next_rtcp.is_some_and(|t| now >= t) {
             self.next_rtcp = Some(now + RTCP_INTERVAL);
             self.send_rtcp(now);
@@ -756,22 +793,12 @@ impl AudioStream {
 
     /// The next datagram for the peer. Call until `None` after every input.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.fanout.pop_front() {
-            return Some(t);
-        }
         let (data, route) = self.outbox.pop_front()?;
-        if route == Route::Zrtp {
-            for to in self.peer.zrtp_candidates() {
-                self.fanout.push_back(Transmit {
-                    to,
-                    data: data.clone(),
-                });
-            }
-        }
-        Some(Transmit {
-            to: self.peer.destination(),
-            data,
-        })
+        let to = match route {
+            Route::Media => self.peer.destination(),
+            Route::Candidate(to) => to,
+        };
+        Some(Transmit { to, data })
     }
 
     /// A new SDP from the peer (re-INVITE) names `remote` as its media address.
@@ -792,10 +819,15 @@ impl AudioStream {
     /// When [`AudioStream::handle_timeout`] is due next (frames are clocked by the caller).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let z = self.zrtp.as_ref().and_then(|z| z.poll_timeout());
-        [z, self.zrtp_silence_deadline, self.next_rtcp]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            z,
+            self.zrtp_silence_deadline,
+            self.candidates_until,
+            self.next_rtcp,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Current counters.

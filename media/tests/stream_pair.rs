@@ -422,6 +422,47 @@ fn attacker_on_the_path_cannot_inject_or_replay_media() {
 }
 
 /// Genuine ZRTP packets of another call, as an eavesdropper recorded them: (Hello, Commit).
+/// The first Hello of a fresh ZRTP endpoint.
+fn fresh_hello(ssrc: u32) -> Vec<u8> {
+    let now = Instant::now();
+    let mut z = zrtp_session(ssrc, Duration::from_secs(4), now);
+    z.start(now).expect("start");
+    z.handle_timeout(now + Duration::from_millis(50));
+    z.poll_transmit().expect("a Hello")
+}
+
+/// A best-effort call with a peer that does no ZRTP has gone to cleartext, said so, and
+/// runs; our ZRTP keeps listening beside it. Two different Hellos from the peer's address
+/// later (anyone on the path can send them) must not end that call when the handshake
+/// time runs out: there is no protection left to take away.
+#[test]
+fn a_best_effort_call_in_cleartext_is_not_ended_by_conflicting_hellos() {
+    let mut call = Call::new(
+        config(0, CodecKind::Pcmu, Policy::BestEffort, true),
+        config(1, CodecKind::Pcmu, Policy::BestEffort, false),
+    );
+    call.run(Duration::from_secs(2));
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Cleartext);
+    let peer = call.addrs[1];
+    call.inject(0, peer, &fresh_hello(0x0bad_0001));
+    call.inject(0, peer, &fresh_hello(0x0bad_0002));
+    call.run(Duration::from_secs(6));
+    assert!(
+        !call.logs[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Failed(_))),
+        "{:?}",
+        call.logs[0].events
+    );
+    assert_eq!(*call.sides[0].security(), MediaSecurity::Cleartext);
+    assert_eq!(
+        dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+        880.0,
+        "the call still runs"
+    );
+}
+
 fn foreign_zrtp() -> (Vec<u8>, Vec<u8>) {
     let mut other = Call::new(
         config(0, CodecKind::Pcmu, Policy::Mandatory, true),
@@ -570,6 +611,68 @@ fn a_peer_behind_nat_is_heard_after_its_signalled_hello_and_followed_after_its_s
         dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
         880.0
     );
+}
+
+/// The ZRTP message type of a datagram, if it is ZRTP.
+fn zrtp_type(d: &[u8]) -> Option<&[u8]> {
+    (classify(d) == Kind::Zrtp && d.len() >= 24).then(|| &d[16..24])
+}
+
+/// The NAT call again, with the ZRTP roles fixed: the side that is to respond never
+/// gets a HelloACK through (lost on the way), so it never sends a Commit and takes the
+/// other's (a Commit stands for the HelloACK); no Commit contention decides by chance. As responder, B is secure the moment it
+/// sends Conf2ACK: that Conf2ACK, and the answers to A's repeated Confirm2 from its NAT
+/// address, must still reach A there, or A never goes secure and nobody hears anything.
+#[test]
+fn a_peer_behind_nat_goes_secure_and_is_heard_whichever_side_is_the_zrtp_responder() {
+    for responder in [1usize, 0] {
+        let mut b = config(1, CodecKind::Pcmu, Policy::Mandatory, true);
+        let private = addr("10.0.0.5:4000");
+        b.cfg.remote = private;
+        let mut call =
+            Call::unstarted(config(0, CodecKind::Pcmu, Policy::Mandatory, true), b, true);
+        let commits = std::rc::Rc::new(std::cell::Cell::new([0u32; 2]));
+        let counted = commits.clone();
+        call.mitm = Some(Box::new(move |from, d| {
+            let ty = zrtp_type(d);
+            if ty == Some(b"Commit  ") {
+                let mut c = counted.get();
+                c[from] += 1;
+                counted.set(c);
+            }
+            !(from != responder && ty == Some(b"HelloACK"))
+        }));
+        call.start(1);
+        call.run(Duration::from_millis(100));
+        call.start(0);
+        call.run(Duration::from_secs(3));
+        let c = commits.get();
+        assert!(
+            c[responder] == 0 && c[1 - responder] > 0,
+            "responder {responder}: Commits sent {c:?}"
+        );
+        for i in 0..2 {
+            assert!(
+                failures(&call.logs[i]).is_empty(),
+                "responder {responder}, side {i}: {:?}",
+                call.logs[i].events
+            );
+            assert_eq!(*call.sides[i].security(), MediaSecurity::Secure);
+        }
+        let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+        assert!(a.is_some() && a == b, "equal SAS on both ends: {a:?} {b:?}");
+        assert_eq!(call.sides[1].remote(), call.addrs[0], "B's media follows A");
+        assert_eq!(
+            dominant_frequency(tail(&call.logs[1], 8000, 1), 8000),
+            440.0,
+            "responder {responder}: B hears A"
+        );
+        assert_eq!(
+            dominant_frequency(tail(&call.logs[0], 8000, 1), 8000),
+            880.0,
+            "responder {responder}: A hears B"
+        );
+    }
 }
 
 #[test]

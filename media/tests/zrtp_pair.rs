@@ -771,3 +771,117 @@ fn concurrent_calls_share_one_store() {
         PEERS.len()
     );
 }
+
+/// A verdict is on a key, continuity on a secret shared with one of our own addresses.
+/// Alice verified Bob on one account; her other account (or a direct line, whose address
+/// changes with the network) shares the cache but keeps no secret with Bob. Mallory,
+/// who copied Bob's ZID from a cleartext Hello and calls that account as bob, gets no
+/// cache mismatch there (nothing to mismatch): she must not be shown as verified.
+#[test]
+fn a_verified_key_is_a_new_key_on_another_of_our_addresses_until_compared_there() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    let (_, _, [bob_zid, _]) = call_as(&alice, BOB, &bob, ALICE, 100, [Some(true); 2]);
+    let bob_zid = bob_zid.expect("bob's zid");
+    assert_eq!(call(&alice, &bob, 101, [None; 2]), [VERIFIED; 2]);
+    let other_line = |uri: &'static str| Device {
+        store: alice.store.clone(),
+        uri,
+    };
+
+    let mallory = impostor(bob_zid, BOB);
+    let (seen, _, [presented, _]) = call_as(
+        &other_line("alice@lan"),
+        BOB,
+        &mallory,
+        "alice@lan",
+        102,
+        [None; 2],
+    );
+    assert_eq!(presented, Some(bob_zid), "Mallory presents Bob's ZID");
+    assert_eq!(seen[0], NEW_KEY, "not verified: no continuity on that line");
+
+    // The real Bob on another of Alice's lines is a new key too until she compares
+    // there; then it is verified on that line as well.
+    let second = other_line("alice@work");
+    let (first, _, _) = call_as(&second, BOB, &bob, "alice@work", 103, [Some(true), None]);
+    assert_eq!(first[0], NEW_KEY);
+    assert_eq!(
+        call_as(&second, BOB, &bob, "alice@work", 104, [None; 2]).0[0],
+        VERIFIED
+    );
+    assert_eq!(
+        call(&alice, &bob, 105, [None; 2])[0],
+        VERIFIED,
+        "the first line keeps its continuity"
+    );
+}
+
+/// Declaring a SAS mismatch (or withdrawing) on a call that has no continuity with the
+/// verified key rejects that call's peer, not the key it copied.
+#[test]
+fn rejecting_an_impostor_with_a_copied_zid_keeps_the_verdict_on_the_real_key() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    let (_, _, [bob_zid, _]) = call_as(&alice, BOB, &bob, ALICE, 110, [Some(true); 2]);
+    let bob_zid = bob_zid.expect("bob's zid");
+
+    // A cache mismatch: the user presses "SAS mismatch".
+    let mallory = impostor(bob_zid, BOB);
+    let (seen, _, _) = call_as(&alice, BOB, &mallory, ALICE, 111, [Some(false), None]);
+    assert!(seen[0].mismatch);
+    // No continuity on another line: the user rejects there too.
+    let lan = Device {
+        store: alice.store.clone(),
+        uri: "alice@lan",
+    };
+    let (seen, _, _) = call_as(
+        &lan,
+        BOB,
+        &impostor(bob_zid, BOB),
+        "alice@lan",
+        112,
+        [Some(false), None],
+    );
+    assert_eq!(seen[0], NEW_KEY);
+
+    let keys = alice.store.keys_of(BOB).expect("keys");
+    assert!(
+        keys.iter().any(|k| k.zid == bob_zid && k.verified),
+        "Bob's key is still verified: {keys:?}"
+    );
+    let relay = Device::new(BOB);
+    assert_eq!(
+        call_as(&alice, BOB, &relay, ALICE, 113, [None; 2]).0[0],
+        NEW_KEY,
+        "a relay with a fresh key is still flagged"
+    );
+}
+
+/// A caller inventing a fresh key for each of many calls as bob cannot push Bob's key
+/// out of Alice's cache, and with it the secret that exposes a copy of his ZID.
+#[test]
+fn many_fresh_keys_as_a_contact_do_not_erase_its_key_continuity() {
+    let (alice, bob) = (Device::new(ALICE), Device::new(BOB));
+    let (_, _, [bob_zid, _]) = call_as(&alice, BOB, &bob, ALICE, 120, [None; 2]);
+    let bob_zid = bob_zid.expect("bob's zid");
+    for seed in 0..=hush_media::zrtp::MAX_KEYS_PER_PEER as u64 {
+        let fresh = Device::new(BOB);
+        call_as(&alice, BOB, &fresh, ALICE, 200 + seed, [None; 2]);
+    }
+    let alice = alice.restarted();
+    assert!(
+        alice
+            .store
+            .keys_of(BOB)
+            .expect("keys")
+            .iter()
+            .any(|k| k.zid == bob_zid),
+        "Bob's key is still in the cache"
+    );
+    let mallory = impostor(bob_zid, BOB);
+    let (seen, _, _) = call_as(&alice, BOB, &mallory, ALICE, 121, [None; 2]);
+    assert!(
+        seen[0].mismatch,
+        "a copy of Bob's ZID is still caught: {:?}",
+        seen[0]
+    );
+}

@@ -163,12 +163,14 @@ impl ZrtpFailure {
 pub struct Secured {
     /// The SAS to compare aloud.
     pub sas: String,
-    /// The user verified this peer's SAS before (from the cache).
+    /// The user verified this peer's key before, and the secret retained from an earlier
+    /// call on this same address of ours matched (key continuity).
     pub verified: bool,
     /// Our cache held a secret for this peer that did not match: warn the user.
     pub cache_mismatch: bool,
-    /// The peer's address has a verified key in our cache, and this key is another one
-    /// we never verified: the user must compare the SAS again.
+    /// The peer's address has a verified key in our cache, but this call shows no
+    /// continuity with it: another key, or the verified one without a secret retained
+    /// on this address of ours. The user must compare the SAS again.
     pub new_key: bool,
     /// The peer's ZID, from the Hello libbzrtp accepted (bound into the SAS).
     pub peer_zid: Option<Zid>,
@@ -240,8 +242,16 @@ pub struct ZrtpSession {
     /// Must outlive `ctx`: libbzrtp holds the store's connection and lock. Set before
     /// libbzrtp sees them, and dropped after the context (see `Drop`).
     cache: Option<ZidCache>,
+    /// Keeps this call's cache entries from being dropped while libbzrtp may hold them.
+    _live: Option<Box<super::store::LiveCall>>,
     /// The ZID of the Hello libbzrtp accepted.
     peer_zid: Option<Zid>,
+    /// Our cache held a retained secret for this very (our address, peer address, peer
+    /// ZID) when that Hello was accepted, before this handshake could write one.
+    had_secret: bool,
+    /// The handshake ended secure with that secret matching: this is the peer of the
+    /// earlier calls, so the user's verdict on it may be withdrawn here.
+    continuity: bool,
     handshake_timeout: Duration,
 }
 
@@ -387,7 +397,10 @@ impl ZrtpSession {
             inbound: Box::default(),
             events: VecDeque::new(),
             cache: None,
+            _live: None,
             peer_zid: None,
+            had_secret: false,
+            continuity: false,
             handshake_timeout: config.handshake_timeout,
         };
         session.configure(config)?;
@@ -407,6 +420,9 @@ impl ZrtpSession {
             // Kept before libbzrtp sees the handles, so that on every path, this
             // function's errors included, they outlive the context (dropped after it).
             self.cache = Some(cache.clone());
+            self._live = Some(Box::new(
+                cache.store.hold_live(&cache.self_uri, &cache.peer_uri),
+            ));
             let (db, lock) = cache.store.engine_handles()?;
             // SAFETY: `db` and `lock` belong to the store now held in `self.cache`, which
             // is dropped only after `Drop` destroys the context; libbzrtp copies the URIs.
@@ -547,6 +563,19 @@ impl ZrtpSession {
     /// reach libbzrtp yet (see the `inbound` module), are refused before it sees them;
     /// what it gets carries our own sequence number, never the peer's.
     pub fn handle_packet(&mut self, now: Instant, packet: &[u8]) -> Result<(), MediaError> {
+        self.handle_packet_from(now, packet, true)
+    }
+
+    /// As [`ZrtpSession::handle_packet`], saying whether the packet came from the peer's
+    /// trusted source (its negotiated address, or one its SRTP proved). A contradiction
+    /// only counts against the peer's address when it came from there: a candidate (an
+    /// address that merely replayed the peer's Hello) may be anyone.
+    pub fn handle_packet_from(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        trusted_source: bool,
+    ) -> Result<(), MediaError> {
         packet::check(packet)?;
         if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Idle) {
             return Ok(());
@@ -589,15 +618,17 @@ impl ZrtpSession {
             // libbzrtp takes the peer's ZID from the first Hello it accepts, and refuses
             // any later Hello that differs from it.
             self.peer_zid = packet::hello_zid(packet).map(Zid);
+            self.had_secret = self.retained_secret();
         }
         if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
             self.fail(ZrtpFailure::HelloHashMismatch);
         } else if CONFLICTS.contains(&(rc as u32)) {
             tracing::info!(
                 code = format_args!("{rc:#06x}"),
+                trusted_source,
                 "a ZRTP packet contradicts what the peer sent before"
             );
-            self.conflict_seen = true;
+            self.conflict_seen |= trusted_source;
         } else if rc != 0 {
             tracing::debug!(
                 code = format_args!("{rc:#06x}"),
@@ -696,10 +727,15 @@ impl ZrtpSession {
         self.state = ZrtpState::Secure;
         self.next_tick = None;
         // "Verified" and "new key" come from the user's own verdicts, never from
-        // libbzrtp's flag, which any peer presenting a copied ZID can clear.
+        // libbzrtp's flag, which any peer presenting a copied ZID can clear. A verdict
+        // counts only with key continuity on this very address of ours: a secret
+        // retained from an earlier call that matched now. A ZID alone is public (it is
+        // in every cleartext Hello), and where we keep no secret libbzrtp reports no
+        // mismatch, so without continuity a verified peer's key is shown as a new key.
         let (this_verified, other_verified) = self.user_verdicts();
-        let verified = this_verified && !finished.cache_mismatch;
-        let new_key = !this_verified && other_verified && !finished.cache_mismatch;
+        self.continuity = self.had_secret && !finished.cache_mismatch;
+        let verified = this_verified && self.continuity;
+        let new_key = !verified && (this_verified || other_verified) && !finished.cache_mismatch;
         self.events.push_back(ZrtpEvent::Secure(Box::new(Secured {
             sas: finished.sas,
             verified,
@@ -740,6 +776,21 @@ impl ZrtpSession {
         })
     }
 
+    /// Whether the cache holds a secret from an earlier call for this call's addresses
+    /// and the peer's ZID (false without a cache, or if it cannot be read).
+    fn retained_secret(&self) -> bool {
+        let (Some(cache), Some(zid)) = (&self.cache, &self.peer_zid) else {
+            return false;
+        };
+        cache
+            .store
+            .has_secret(&cache.self_uri, &cache.peer_uri, zid)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the ZID cache");
+                false
+            })
+    }
+
     /// The next datagram to send to the peer, if any. Call until `None` after every input.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         let packet = self.callbacks.outbox.pop_front()?;
@@ -762,6 +813,11 @@ impl ZrtpSession {
         }
     }
 
+    /// How long the handshake may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
     /// True once a well-formed ZRTP packet from the peer was handed to libbzrtp.
     pub fn peer_seen(&self) -> bool {
         self.received_from_peer
@@ -774,7 +830,18 @@ impl ZrtpSession {
 
     /// Records (or withdraws) the user's SAS verification in the cache, for the peer ZID
     /// of this call only. After a cache mismatch, confirming also stores the new secret.
+    ///
+    /// A withdrawal (or a declared SAS mismatch) touches the stored verdict only on a call
+    /// with key continuity: without it, the peer may be anyone who copied the ZID from a
+    /// cleartext Hello, and rejecting that impostor says nothing against the real key.
     pub fn set_sas_verified(&mut self, verified: bool) {
+        if !verified && !self.continuity {
+            tracing::info!(
+                "SAS rejected on a call without key continuity: the verdict on the peer's \
+                 key stands"
+            );
+            return;
+        }
         // SAFETY: initialised context; libbzrtp writes its flag (and, after a mismatch,
         // the new secret) to its cache under the store's lock.
         unsafe {

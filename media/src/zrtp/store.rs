@@ -26,8 +26,12 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// The largest image accepted: a cache of thousands of peers is well under a MiB.
 pub const MAX_IMAGE_LEN: usize = 16 << 20;
-/// At most this many cache entries are kept per peer address; beyond it the oldest
-/// that carry no verdict of the user's are dropped when the cache is saved.
+/// At most this many cache entries are kept per peer address, besides those that are
+/// never dropped for it: an entry with a verdict of the user's, the first entry of each
+/// pair of our address and the peer's, the peer's last active device (libbzrtp's
+/// `active` flag), and the entries of a call in progress. Beyond it the oldest of the
+/// others are dropped when the cache is saved, so a caller inventing fresh keys under a
+/// contact's address cannot push the contact's key, and its continuity, out.
 pub const MAX_KEYS_PER_PEER: usize = 16;
 /// At most this many keys are listed per question, whatever the cache holds.
 const MAX_LISTED: usize = 1000;
@@ -162,12 +166,39 @@ unsafe extern "C" fn on_commit(arg: *mut c_void) -> c_int {
     0
 }
 
+/// (our address, peer address) of each call in progress, with how many calls hold it.
+type LiveCalls = Mutex<std::collections::HashMap<(String, String), usize>>;
+
 struct Inner {
     /// Declared before `lock`: the connection closes before the mutex is destroyed.
     conn: Mutex<Connection>,
     lock: EngineLock,
     /// Boxed: the commit hook holds its address.
     changes: Box<Changes>,
+    /// Entries of these pairs are never dropped: libbzrtp holds their `zuid` during a
+    /// handshake and would write its secrets under a row that no longer exists.
+    live: LiveCalls,
+}
+
+/// A call in progress on a pair of addresses; see [`ZidStore::hold_live`].
+pub(crate) struct LiveCall {
+    inner: Arc<Inner>,
+    key: (String, String),
+}
+
+impl Drop for LiveCall {
+    fn drop(&mut self) {
+        let mut live = match self.inner.live.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(n) = live.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.key);
+            }
+        }
+    }
 }
 
 // SAFETY: the connection is opened in SQLite's serialized mode and all our use of it is
@@ -207,25 +238,50 @@ impl std::fmt::Debug for ZidStore {
     }
 }
 
-/// Entries of a peer address beyond the newest `?1` that carry no verdict.
+/// Entries of a peer address beyond the newest `?1` of those that may go: not verified,
+/// not the first of their pair of addresses, not the active device, not in a call.
 const EVICT_BEYOND_PER_PEER: &str = "\
     SELECT zuid FROM (SELECT zu.zuid, ROW_NUMBER() OVER \
                         (PARTITION BY zu.peeruri ORDER BY zu.zuid DESC) AS n \
-                      FROM ziduri zu WHERE zu.peeruri <> 'self' AND NOT EXISTS \
-                        (SELECT 1 FROM hush_verdict v \
-                         WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid)) \
+                      FROM ziduri zu WHERE zu.peeruri <> 'self' \
+                        AND COALESCE(zu.active, 0) = 0 \
+                        AND zu.zuid NOT IN (SELECT MIN(o.zuid) FROM ziduri o \
+                                            GROUP BY o.selfuri, o.peeruri) \
+                        AND NOT EXISTS (SELECT 1 FROM hush_verdict v \
+                                        WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid) \
+                        AND NOT EXISTS (SELECT 1 FROM temp.hush_live l \
+                                        WHERE l.selfuri = zu.selfuri AND l.peeruri = zu.peeruri)) \
     WHERE n > ?1";
-/// The `?1` oldest entries of any peer address that carry no verdict.
+/// The `?1` oldest entries of any peer address that carry no verdict and are not in a
+/// call.
 const EVICT_OLDEST: &str = "\
     SELECT zu.zuid FROM ziduri zu WHERE zu.peeruri <> 'self' AND NOT EXISTS \
       (SELECT 1 FROM hush_verdict v WHERE v.peeruri = zu.peeruri AND v.zid = zu.zid) \
+      AND NOT EXISTS (SELECT 1 FROM temp.hush_live l \
+                      WHERE l.selfuri = zu.selfuri AND l.peeruri = zu.peeruri) \
     ORDER BY zu.zuid LIMIT ?1";
 
-/// Removes the entries `select` names (given `n`), with their secrets; how many.
-fn evict(c: &mut Connection, select: &str, n: i64) -> rusqlite::Result<usize> {
+/// Removes the entries `select` names (given `n`), with their secrets, sparing the pairs
+/// of addresses in `live`; how many.
+fn evict(
+    c: &mut Connection,
+    select: &str,
+    n: i64,
+    live: &[(String, String)],
+) -> rusqlite::Result<usize> {
     let tx = c.transaction()?;
-    tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS hush_evict (zuid INTEGER PRIMARY KEY)")?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS hush_evict (zuid INTEGER PRIMARY KEY); \
+         CREATE TEMP TABLE IF NOT EXISTS hush_live (selfuri TEXT NOT NULL, peeruri TEXT NOT NULL);",
+    )?;
     tx.execute("DELETE FROM hush_evict", [])?;
+    tx.execute("DELETE FROM hush_live", [])?;
+    for (self_uri, peer_uri) in live {
+        tx.execute(
+            "INSERT INTO hush_live (selfuri, peeruri) VALUES (?1, ?2)",
+            params![self_uri, peer_uri],
+        )?;
+    }
     let found = tx.execute(&format!("INSERT INTO hush_evict {select}"), [n])?;
     if found == 0 {
         // Nothing changed: end without a commit, which would count as a change.
@@ -299,6 +355,7 @@ impl ZidStore {
             conn: Mutex::new(conn),
             lock: EngineLock::new(),
             changes: Box::default(),
+            live: LiveCalls::default(),
         };
         let store = ZidStore {
             inner: Arc::new(inner),
@@ -395,9 +452,36 @@ impl ZidStore {
         self.image_within(MAX_IMAGE_LEN)
     }
 
+    /// Marks a call in progress between `self_uri` and `peer_uri` until the returned
+    /// value is dropped: their entries are not dropped meanwhile.
+    pub(crate) fn hold_live(&self, self_uri: &str, peer_uri: &str) -> LiveCall {
+        let key = (self_uri.to_owned(), peer_uri.to_owned());
+        let mut live = match self.inner.live.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *live.entry(key.clone()).or_insert(0) += 1;
+        LiveCall {
+            inner: self.inner.clone(),
+            key,
+        }
+    }
+
+    /// The pairs of addresses of the calls in progress.
+    fn live_calls(&self) -> Vec<(String, String)> {
+        let live = match self.inner.live.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        live.keys().cloned().collect()
+    }
+
     fn image_within(&self, limit: usize) -> Result<Zeroizing<Vec<u8>>, MediaError> {
         let image = self.with(|c| {
-            evict(c, EVICT_BEYOND_PER_PEER, MAX_KEYS_PER_PEER as i64)?;
+            // Read under the cache locks: a call that starts later cannot have had
+            // libbzrtp pick an entry yet.
+            let live = self.live_calls();
+            evict(c, EVICT_BEYOND_PER_PEER, MAX_KEYS_PER_PEER as i64, &live)?;
             loop {
                 let image = serialize(c)?;
                 if image.len() <= limit {
@@ -413,7 +497,7 @@ impl ZidStore {
                 let n = (entries * excess / image.len() as i64 + 1)
                     .max(entries / 16)
                     .max(16);
-                if evict(c, EVICT_OLDEST, n)? == 0 {
+                if evict(c, EVICT_OLDEST, n, &live)? == 0 {
                     return Ok(None);
                 }
                 tracing::info!(
@@ -445,6 +529,26 @@ impl ZidStore {
                         other_key_verified: r.get(1)?,
                     })
                 },
+            )
+        })
+    }
+
+    /// Whether the cache holds a retained secret shared by our address `self_uri` with
+    /// `zid` presented by `peer_uri`. Asked before a handshake writes one: only a secret
+    /// that existed before, and matched, shows that this is the same peer as last time.
+    pub fn has_secret(
+        &self,
+        self_uri: &str,
+        peer_uri: &str,
+        zid: &Zid,
+    ) -> Result<bool, MediaError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
+                 WHERE zu.selfuri = ?1 AND zu.peeruri = ?2 AND zu.zid = ?3 \
+                   AND (length(z.rs1) > 0 OR length(z.rs2) > 0))",
+                params![self_uri, peer_uri, &zid.0[..]],
+                |r| r.get(0),
             )
         })
     }
@@ -721,6 +825,55 @@ mod tests {
             "the newest, and the verified one"
         );
         assert!(keys.iter().any(|k| k.zid == oldest && k.verified));
+    }
+
+    #[test]
+    fn fresh_keys_under_a_contacts_address_never_push_out_its_first_active_or_live_entries() {
+        let store = ZidStore::open(None).expect("open");
+        // Bob's key, never verified; then a caller with fresh keys as bob, again and again.
+        fill(&store, 1, "'bob@x'");
+        let bob = first_zid(&store, "bob@x");
+        fill(&store, MAX_KEYS_PER_PEER as i64 + 1, "'bob@x'");
+        // Another entry is libbzrtp's last active device for bob@x.
+        let active: Vec<u8> = store
+            .with(|c| {
+                c.query_row(
+                    "UPDATE ziduri SET active = 1 WHERE zuid = \
+                       (SELECT zuid FROM ziduri WHERE peeruri = 'bob@x' ORDER BY zuid LIMIT 1 OFFSET 1) \
+                     RETURNING zid",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .expect("active");
+        // A call with carol@x is in progress: none of hers go, however many.
+        let call = store.hold_live("me@x", "carol@x");
+        fill(&store, MAX_KEYS_PER_PEER as i64 + 4, "'carol@x'");
+
+        let again = ZidStore::open(Some(&store.image().expect("image"))).expect("reopen");
+        let keys = again.keys_of("bob@x").expect("keys");
+        assert!(keys.iter().any(|k| k.zid == bob), "Bob's first key stays");
+        assert!(
+            keys.iter().any(|k| k.zid.0[..] == active[..]),
+            "the active device stays"
+        );
+        assert_eq!(
+            keys.len(),
+            MAX_KEYS_PER_PEER + 2,
+            "the newest, the first, the active"
+        );
+        assert_eq!(
+            again.keys_of("carol@x").expect("keys").len(),
+            MAX_KEYS_PER_PEER + 4,
+            "nothing of a call in progress"
+        );
+        drop(call);
+        let later = ZidStore::open(Some(&store.image().expect("image"))).expect("reopen");
+        assert_eq!(
+            later.keys_of("carol@x").expect("keys").len(),
+            MAX_KEYS_PER_PEER + 1,
+            "trimmed once the call is over: the newest and the first"
+        );
     }
 
     #[test]
