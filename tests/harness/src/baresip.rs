@@ -2,7 +2,7 @@
 //! what it hears (aubridge), PCMU/PCMA only.
 
 use crate::process::{ServerProcess, free_port};
-use crate::{Result, io};
+use crate::{HarnessError, Result, io};
 use std::process::Command;
 use std::time::Duration;
 
@@ -16,6 +16,21 @@ pub struct Baresip {
 impl Baresip {
     /// Starts baresip listening on a free loopback port, answering every call.
     pub fn start() -> Result<Baresip> {
+        // baresip also listens on TCP and TLS (the port after the UDP one): a port found
+        // free for UDP can be taken there, so a start that finds it taken is tried again
+        // on other ports (bounded).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once() {
+                Err(HarnessError::NotReady { log, .. })
+                    if attempt < 4 && log.contains("Address already in use") => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once() -> Result<Baresip> {
         let dir = tempfile::Builder::new()
             .prefix("baresip-")
             .tempdir()
