@@ -639,20 +639,31 @@ async fn a_second_challenge_saying_stale_gets_no_second_answer() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_callee_answering_our_cancel_with_a_challenge_is_not_called_again() {
-    let (alice, mut a_rx) = stack("alice").await;
-    let bob = SipPeer::bind("bob").expect("peer");
-    let (call, invite, src) = call_the_peer(&alice, &bob).await;
+/// Alice calls bob, it rings, she hangs up and bob accepts the CANCEL (200); returns
+/// the INVITE bob got, still unanswered, and where it came from.
+async fn rings_then_cancelled(
+    alice: &SipStack,
+    a_rx: &mut Receiver<SipEvent>,
+    bob: &SipPeer,
+) -> (String, SocketAddr) {
+    let (call, invite, src) = call_the_peer(alice, bob).await;
     bob.reply(&invite, src, "180 Ringing", Some("bob-1"), &[], "")
         .expect("180");
-    rings(&mut a_rx).await;
+    rings(a_rx).await;
     alice.hangup(&call).expect("hang up");
     let (cancel, from) = bob
         .next_request("CANCEL", Duration::from_secs(5))
         .expect("the CANCEL");
     bob.reply(&cancel, from, "200 OK", Some("bob-1"), &[], "")
         .expect("200 for the CANCEL");
+    (invite, src)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_answering_our_cancel_with_a_challenge_is_not_called_again() {
+    let (alice, mut a_rx) = stack("alice").await;
+    let bob = SipPeer::bind("bob").expect("peer");
+    let (invite, src) = rings_then_cancelled(&alice, &mut a_rx, &bob).await;
     // Instead of 487, a challenge for the account's realm (which anyone can learn).
     bob.challenge(&invite, src, OUR_REALM, "bob-1")
         .expect("401");
@@ -664,16 +675,7 @@ async fn a_callee_answering_our_cancel_with_a_challenge_is_not_called_again() {
 async fn a_callee_answering_after_our_cancel_gets_a_bye_and_the_call_stays_hung_up() {
     let (alice, mut a_rx) = stack("alice").await;
     let bob = SipPeer::bind("bob").expect("peer");
-    let (call, invite, src) = call_the_peer(&alice, &bob).await;
-    bob.reply(&invite, src, "180 Ringing", Some("bob-1"), &[], "")
-        .expect("180");
-    rings(&mut a_rx).await;
-    alice.hangup(&call).expect("hang up");
-    let (cancel, from) = bob
-        .next_request("CANCEL", Duration::from_secs(5))
-        .expect("the CANCEL");
-    bob.reply(&cancel, from, "200 OK", Some("bob-1"), &[], "")
-        .expect("200 for the CANCEL");
+    let (invite, src) = rings_then_cancelled(&alice, &mut a_rx, &bob).await;
     // The callee picks up anyway: 200 OK to the INVITE crosses our CANCEL.
     bob.accept(&invite, src, "bob-1", ANSWER).expect("200 OK");
     let (bye, from) = bob
