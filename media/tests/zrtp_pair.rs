@@ -799,6 +799,38 @@ fn a_verified_key_is_a_new_key_on_another_of_our_addresses_until_compared_there(
     );
     assert_eq!(presented, Some(bob_zid), "Mallory presents Bob's ZID");
     assert_eq!(seen[0], NEW_KEY, "not verified: no continuity on that line");
+    // Her second call there matches the secret her first one left: continuity, but
+    // with her, and nobody compared a code on that line.
+    let again = call_as(
+        &other_line("alice@lan"),
+        BOB,
+        &mallory,
+        "alice@lan",
+        106,
+        [None; 2],
+    );
+    assert_eq!(again.0[0], NEW_KEY, "a second call is not verified either");
+    // Nor after the user rejected her on that line.
+    call_as(
+        &other_line("alice@lan"),
+        BOB,
+        &mallory,
+        "alice@lan",
+        107,
+        [Some(false), None],
+    );
+    assert_eq!(
+        call_as(
+            &other_line("alice@lan"),
+            BOB,
+            &mallory,
+            "alice@lan",
+            108,
+            [None; 2]
+        )
+        .0[0],
+        NEW_KEY
+    );
 
     // The real Bob on another of Alice's lines is a new key too until she compares
     // there; then it is verified on that line as well.

@@ -732,9 +732,12 @@ impl ZrtpSession {
         // retained from an earlier call that matched now. A ZID alone is public (it is
         // in every cleartext Hello), and where we keep no secret libbzrtp reports no
         // mismatch, so without continuity a verified peer's key is shown as a new key.
+        // And only on the address of ours where the user compared the SAS with this key:
+        // a secret retained on another address (written by any earlier secure call there,
+        // compared or not) proves nothing about who holds it.
         let (this_verified, other_verified) = self.user_verdicts();
         self.continuity = self.had_secret && !finished.cache_mismatch;
-        let verified = this_verified && self.continuity;
+        let verified = this_verified && self.continuity && self.confirmed_here();
         let new_key = !verified && (this_verified || other_verified) && !finished.cache_mismatch;
         self.events.push_back(ZrtpEvent::Secure(Box::new(Secured {
             sas: finished.sas,
@@ -774,6 +777,21 @@ impl ZrtpSession {
             tracing::warn!(error = %e, "cannot read the ZID cache");
             (false, false)
         })
+    }
+
+    /// Whether the user compared the SAS with the peer's key on this call's address of
+    /// ours (false without a cache, or if it cannot be read).
+    fn confirmed_here(&self) -> bool {
+        let (Some(cache), Some(zid)) = (&self.cache, &self.peer_zid) else {
+            return false;
+        };
+        cache
+            .store
+            .confirmed_on(&cache.self_uri, &cache.peer_uri, zid)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the ZID cache");
+                false
+            })
     }
 
     /// Whether the cache holds a secret from an earlier call for this call's addresses
@@ -835,10 +853,11 @@ impl ZrtpSession {
     /// with key continuity: without it, the peer may be anyone who copied the ZID from a
     /// cleartext Hello, and rejecting that impostor says nothing against the real key.
     pub fn set_sas_verified(&mut self, verified: bool) {
-        if !verified && !self.continuity {
+        let on_the_compared_key = self.continuity && self.confirmed_here();
+        if !verified && !on_the_compared_key {
             tracing::info!(
-                "SAS rejected on a call without key continuity: the verdict on the peer's \
-                 key stands"
+                "SAS rejected on a call without continuity with the key the user compared \
+                 on this address of ours: the verdict on that key stands"
             );
             return;
         }
@@ -852,7 +871,10 @@ impl ZrtpSession {
             }
         }
         if let (Some(cache), Some(zid)) = (&self.cache, &self.peer_zid)
-            && let Err(e) = cache.store.record_verdict(&cache.peer_uri, zid, verified)
+            && let Err(e) =
+                cache
+                    .store
+                    .record_verdict(Some(&cache.self_uri), &cache.peer_uri, zid, verified)
         {
             tracing::warn!(error = %e, "cannot record the SAS verdict in the ZID cache");
         }

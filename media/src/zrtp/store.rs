@@ -45,6 +45,17 @@ const CREATE_VERDICTS: &str = "\
       SELECT zu.peeruri, zu.zid FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
       WHERE z.pvs = x'01' AND zu.peeruri <> 'self' AND length(zu.zid) = 12;";
 
+/// Creates the table of where each verdict was given: the user compared the SAS with
+/// this key on this address of ours (run once; existing verdicts count for every
+/// address of ours that met the key).
+const CREATE_CONFIRMED: &str = "\
+    CREATE TABLE hush_confirmed (selfuri TEXT NOT NULL, peeruri TEXT NOT NULL, \
+                                 zid BLOB NOT NULL, \
+                                 PRIMARY KEY (selfuri, peeruri, zid)) WITHOUT ROWID; \
+    INSERT OR IGNORE INTO hush_confirmed (selfuri, peeruri, zid) \
+      SELECT zu.selfuri, zu.peeruri, zu.zid FROM ziduri zu \
+      JOIN hush_verdict v ON v.peeruri = zu.peeruri AND v.zid = zu.zid;";
+
 /// A ZRTP identity (RFC 6189 §4.9): 96 random bits a device uses for all its calls. The
 /// key continuity and the "verified" flag belong to it, not to the address it calls from.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,7 +230,8 @@ impl Drop for Inner {
         unsafe { rusqlite::ffi::sqlite3_commit_hook(conn.handle(), None, std::ptr::null_mut()) };
         let _engine = self.lock.hold();
         let _ = conn.execute_batch(
-            "DELETE FROM zrtp; DELETE FROM lime; DELETE FROM ziduri; DELETE FROM hush_verdict;",
+            "DELETE FROM zrtp; DELETE FROM lime; DELETE FROM ziduri; DELETE FROM hush_verdict; \
+             DELETE FROM hush_confirmed;",
         );
     }
 }
@@ -384,6 +396,17 @@ impl ZidStore {
                 tx.execute_batch(CREATE_VERDICTS)?;
                 tx.commit()?;
             }
+            let confirmed: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'hush_confirmed')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !confirmed {
+                let tx = c.transaction()?;
+                tx.execute_batch(CREATE_CONFIRMED)?;
+                tx.commit()?;
+            }
             Ok(())
         })?;
         // Counted from here: creating the tables of an empty cache is nothing to save.
@@ -533,6 +556,25 @@ impl ZidStore {
         })
     }
 
+    /// Whether the user compared the SAS with `zid` (as `peer_uri`) on our address
+    /// `self_uri`: a verdict counts only there, as the retained secret of another
+    /// address of ours proves nothing about who holds it.
+    pub fn confirmed_on(
+        &self,
+        self_uri: &str,
+        peer_uri: &str,
+        zid: &Zid,
+    ) -> Result<bool, MediaError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM hush_confirmed \
+                 WHERE selfuri = ?1 AND peeruri = ?2 AND zid = ?3)",
+                params![self_uri, peer_uri, &zid.0[..]],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Whether the cache holds a retained secret shared by our address `self_uri` with
     /// `zid` presented by `peer_uri`. Asked before a handshake writes one: only a secret
     /// that existed before, and matched, shows that this is the same peer as last time.
@@ -629,14 +671,18 @@ impl ZidStore {
         if entries == 0 {
             return Ok(0);
         }
-        self.record_verdict(peer_uri, zid, verified)?;
+        self.record_verdict(None, peer_uri, zid, verified)?;
         Ok(usize::try_from(entries).unwrap_or(usize::MAX))
     }
 
-    /// Writes the user's verdict on `zid` as a key of `peer_uri`. Also sets libbzrtp's
-    /// own flag to match (it only reports it back; nothing here reads it).
+    /// Writes the user's verdict on `zid` as a key of `peer_uri`, given on our address
+    /// `on` (in a call), or, outside a call, for every address of ours that met that key
+    /// (the comparison was made in one of those calls). Withdrawing clears it
+    /// everywhere. Also sets libbzrtp's own flag to match (it only reports it back;
+    /// nothing here reads it).
     pub(crate) fn record_verdict(
         &self,
+        on: Option<&str>,
         peer_uri: &str,
         zid: &Zid,
         verified: bool,
@@ -649,9 +695,26 @@ impl ZidStore {
                     "INSERT OR IGNORE INTO hush_verdict (peeruri, zid) VALUES (?1, ?2)",
                     params![peer_uri, &zid.0[..]],
                 )?;
+                match on {
+                    Some(self_uri) => tx.execute(
+                        "INSERT OR IGNORE INTO hush_confirmed (selfuri, peeruri, zid) \
+                         VALUES (?1, ?2, ?3)",
+                        params![self_uri, peer_uri, &zid.0[..]],
+                    )?,
+                    None => tx.execute(
+                        "INSERT OR IGNORE INTO hush_confirmed (selfuri, peeruri, zid) \
+                         SELECT selfuri, peeruri, zid FROM ziduri \
+                         WHERE peeruri = ?1 AND zid = ?2",
+                        params![peer_uri, &zid.0[..]],
+                    )?,
+                };
             } else {
                 tx.execute(
                     "DELETE FROM hush_verdict WHERE peeruri = ?1 AND zid = ?2",
+                    params![peer_uri, &zid.0[..]],
+                )?;
+                tx.execute(
+                    "DELETE FROM hush_confirmed WHERE peeruri = ?1 AND zid = ?2",
                     params![peer_uri, &zid.0[..]],
                 )?;
             }
