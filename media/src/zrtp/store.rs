@@ -578,6 +578,8 @@ impl ZidStore {
     /// Whether the cache holds a retained secret shared by our address `self_uri` with
     /// `zid` presented by `peer_uri`. Asked before a handshake writes one: only a secret
     /// that existed before, and matched, shows that this is the same peer as last time.
+    /// Only rs1 counts: libbzrtp reports a mismatch only for a cached rs1 that fails, and
+    /// drops a failing rs2 silently.
     pub fn has_secret(
         &self,
         self_uri: &str,
@@ -588,7 +590,7 @@ impl ZidStore {
             c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM ziduri zu JOIN zrtp z ON z.zuid = zu.zuid \
                  WHERE zu.selfuri = ?1 AND zu.peeruri = ?2 AND zu.zid = ?3 \
-                   AND (length(z.rs1) > 0 OR length(z.rs2) > 0))",
+                   AND length(z.rs1) > 0)",
                 params![self_uri, peer_uri, &zid.0[..]],
                 |r| r.get(0),
             )
