@@ -1747,14 +1747,23 @@ impl OtrEngine {
             Some(d) if d.ours => true,
             Some(d) if d.verified => {
                 // Another session of the buddy with a key the user verified: a second
-                // device of the buddy. Shown as private, and said to be from that key.
+                // device of the buddy. Shown as private, and said to be from that key, and
+                // whether what the user types back is private too.
+                let replies = match self.state(account, from) {
+                    OtrState::PrivateVerified | OtrState::PrivateUnverified => {
+                        "your replies go to the session this conversation uses"
+                    }
+                    OtrState::NotPrivate | OtrState::Finished => {
+                        "this conversation itself is not private now: start it again before \
+                         you reply"
+                    }
+                };
                 self.cb.events.push_back(OtrEvent::Notice {
                     account: account.to_owned(),
                     peer: from.to_owned(),
                     text: format!(
                         "the next private message came from another session of {from} (another \
-                         device), with key {}, which you verified; your replies go to the \
-                         session this conversation uses",
+                         device), with key {}, which you verified; {replies}",
                         d.fingerprint
                     ),
                 });
