@@ -6,6 +6,27 @@ pub enum SignalingError {
     /// The server rejected the username/password. Never retried automatically.
     #[error("wrong username or password")]
     AuthFailed,
+    /// The server refused a login bound to this TLS connection (SCRAM `-PLUS`). Never
+    /// retried without the binding: an interceptor of TLS would cause exactly this.
+    #[error(
+        "the server refused to tie this login to the TLS connection ({0}); either it cannot \
+         check the binding it offered, or something between you and it is intercepting \
+         TLS. Hushphone does not retry without the binding"
+    )]
+    LoginBinding(String),
+    /// The server offers no login method we support.
+    #[error("the server offers no login method Hushphone supports (it offers: {0})")]
+    LoginMechanism(String),
+    /// Too many attempts: the server refuses logins for a while. Not retried at once.
+    #[error("the server is refusing logins for now after too many attempts: {0}")]
+    LoginRateLimited(String),
+    /// The server's rules refuse this account or address (disabled, expired, denied).
+    #[error("the server refused the login by its policy: {0}")]
+    LoginPolicy(String),
+    /// The server's side of the login cannot be trusted (it failed to prove it knows the
+    /// password, or asked for something that would weaken it). Never retried.
+    #[error("refusing to log in: {0}")]
+    LoginUnsafe(String),
     /// The server's certificate is not trusted (or not the pinned one). Never retried.
     #[error("the server's certificate is not trusted: {0}")]
     UntrustedCertificate(String),
@@ -41,6 +62,11 @@ impl SignalingError {
         matches!(
             self,
             SignalingError::AuthFailed
+                | SignalingError::LoginBinding(_)
+                | SignalingError::LoginMechanism(_)
+                | SignalingError::LoginRateLimited(_)
+                | SignalingError::LoginPolicy(_)
+                | SignalingError::LoginUnsafe(_)
                 | SignalingError::UntrustedCertificate(_)
                 | SignalingError::NoTls
                 | SignalingError::InvalidInput(_)

@@ -194,7 +194,7 @@ async fn run(
                 let mut delay = FIRST_RETRY;
                 loop {
                     match login_stream(&c, &j, &p).await {
-                        Ok((mut features, stream)) => {
+                        Ok((mut features, stream, _security)) => {
                             if !ro.swap(false, Ordering::SeqCst) {
                                 features.stream_management = None;
                             }

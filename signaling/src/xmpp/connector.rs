@@ -1,6 +1,8 @@
 //! A tokio-xmpp `ServerConnector` that always upgrades with STARTTLS (never continues in
 //! cleartext), verifies with [`Trust`], and can go through a SOCKS5 proxy.
 
+use super::end_point::end_point_binding;
+use super::login::TlsFacts;
 use super::socks5;
 use super::stream::next_element;
 use super::tls::{Trust, client_config};
@@ -104,15 +106,14 @@ fn to_io(e: crate::SignalingError) -> Error {
     ))
 }
 
-impl ServerConnector for HushConnector {
-    type Stream = BufStream<TlsStream<TcpStream>>;
-
-    async fn connect(
+impl HushConnector {
+    /// Opens the TLS stream and says what a login can be bound to.
+    pub(crate) async fn connect_tls(
         &self,
         jid: &Jid,
         ns: &'static str,
         timeouts: Timeouts,
-    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), Error> {
+    ) -> Result<(PendingFeaturesRecv<BufStream<TlsStream<TcpStream>>>, TlsFacts), Error> {
         let domain = jid.domain().as_str();
         let header = || StreamHeader {
             to: Some(Cow::Owned(domain.to_owned())),
@@ -146,14 +147,38 @@ impl ServerConnector for HushConnector {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let tls = TlsConnector::from(config).connect(name, tcp).await?;
         let (_, conn) = tls.get_ref();
-        let binding = match conn.protocol_version() {
-            Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) => conn
-                .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
-                .map(ChannelBinding::TlsExporter)
-                .unwrap_or(ChannelBinding::None),
-            _ => ChannelBinding::None,
+        let facts = TlsFacts {
+            // RFC 9266: defined for TLS 1.3 only.
+            exporter: match conn.protocol_version() {
+                Some(tokio_rustls::rustls::ProtocolVersion::TLSv1_3) => conn
+                    .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+                    .ok(),
+                _ => None,
+            },
+            end_point: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| end_point_binding(c.as_ref())),
         };
         let secure = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
-        Ok((secure, binding))
+        Ok((secure, facts))
+    }
+}
+
+impl ServerConnector for HushConnector {
+    type Stream = BufStream<TlsStream<TcpStream>>;
+
+    async fn connect(
+        &self,
+        jid: &Jid,
+        ns: &'static str,
+        timeouts: Timeouts,
+    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), Error> {
+        let (stream, facts) = self.connect_tls(jid, ns, timeouts).await?;
+        let binding = facts
+            .exporter
+            .map(ChannelBinding::TlsExporter)
+            .unwrap_or(ChannelBinding::None);
+        Ok((stream, binding))
     }
 }

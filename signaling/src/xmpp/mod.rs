@@ -6,12 +6,16 @@ pub mod account;
 pub mod chat;
 mod classify;
 mod connector;
+mod end_point;
+mod login;
 mod register;
+mod scram;
 mod socks5;
 mod stream;
 mod tls;
 
 pub use connector::{HushConnector, Route};
+pub use login::LoginSecurity;
 pub use register::{change_password, register_account, verify_login};
 pub use tls::{Trust, cert_fingerprint_from_pem, format_fingerprint, parse_fingerprint};
 

@@ -3,13 +3,12 @@
 
 use super::classify::classify;
 use super::connector::HushConnector;
+use super::login::{self, LoginSecurity};
 use super::stream::next_element;
 use crate::SignalingError;
-use futures::{SinkExt, StreamExt};
-use sasl::common::Credentials;
+use futures::SinkExt;
 use std::borrow::Cow;
 use std::time::Duration;
-use tokio_xmpp::connect::ServerConnector;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::ibr::LegacyQuery;
 use tokio_xmpp::parsers::iq::Iq;
@@ -17,7 +16,8 @@ use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{FallibleStreamElement, StreamHeader, Timeouts, XmppStreamElement};
-use tokio_xmpp::{Client, Event, IqRequest, IqResponse, Stanza};
+use tokio_xmpp::Stanza;
+use tokio_xmpp::parsers::bind::BindQuery;
 
 const REGISTER_ID: &str = "hush-register";
 /// Upper bound for any single registration or login attempt.
@@ -77,7 +77,7 @@ pub async fn register_account(
         let username = node(jid)?;
         let target: Jid = jid.clone().into();
         let (pending, _) = connector
-            .connect(&target, ns::JABBER_CLIENT, timeouts())
+            .connect_tls(&target, ns::JABBER_CLIENT, timeouts())
             .await
             .map_err(classify)?;
         let (_features, mut stream) = pending
@@ -126,30 +126,33 @@ pub async fn verify_login(
     login_stream(connector, jid, password).await.map(|_| ())
 }
 
-/// An authenticated (not yet bound) stream, as the stanza stream needs it.
+/// An authenticated (not yet bound) stream, as the stanza stream needs it, and how the
+/// login was made.
 pub(crate) async fn login_stream(
     connector: &HushConnector,
     jid: &BareJid,
     password: &str,
-) -> Result<(StreamFeatures, tokio_xmpp::stanzastream::XmppStream), SignalingError> {
+) -> Result<
+    (
+        StreamFeatures,
+        tokio_xmpp::stanzastream::XmppStream,
+        LoginSecurity,
+    ),
+    SignalingError,
+> {
     within(async {
         let username = node(jid)?;
         let target: Jid = jid.clone().into();
-        let (pending, binding) = connector
-            .connect(&target, ns::JABBER_CLIENT, timeouts())
+        let (pending, tls) = connector
+            .connect_tls(&target, ns::JABBER_CLIENT, timeouts())
             .await
             .map_err(classify)?;
         let (features, stream) = pending
             .recv_features::<FallibleStreamElement>()
             .await
             .map_err(|e| classify(e.into()))?;
-        let creds = Credentials::default()
-            .with_username(username)
-            .with_password(password.to_owned())
-            .with_channel_binding(binding);
-        let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
-            .await
-            .map_err(classify)?;
+        let plan = login::plan(&features.sasl_mechanisms, features.sasl_cb.as_ref(), &tls)?;
+        let (stream, security) = login::authenticate(stream, plan, &username, password).await?;
         let stream = stream
             .send_header(StreamHeader {
                 to: Some(Cow::Owned(jid.domain().as_str().to_owned())),
@@ -162,67 +165,65 @@ pub(crate) async fn login_stream(
             .recv_features::<FallibleStreamElement>()
             .await
             .map_err(|e| classify(e.into()))?;
-        Ok((features, stream.box_stream()))
+        Ok((features, stream.box_stream(), security))
     })
     .await
     .map_err(|e| explain(e, connector))
 }
 
-/// Waits for the client to come online, bounded.
-pub(crate) async fn online(client: &mut Client) -> Result<(), SignalingError> {
-    within(async {
-        while let Some(event) = client.next().await {
-            match event {
-                Event::Online { .. } => return Ok(()),
-                Event::Disconnected(e) => return Err(classify(e)),
-                Event::Stanza(_) => {}
-            }
+/// Sends one IQ and waits for its answer (bounded by the caller's deadline).
+async fn exchange(
+    stream: &mut tokio_xmpp::stanzastream::XmppStream,
+    iq: Iq,
+) -> Result<Iq, SignalingError> {
+    let id = iq.id().to_owned();
+    stream
+        .send(&XmppStreamElement::Stanza(Stanza::Iq(iq)))
+        .await
+        .map_err(|e| classify(e.into()))?;
+    loop {
+        if let XmppStreamElement::Stanza(Stanza::Iq(answer)) =
+            next_element(stream).await.map_err(classify)?
+            && answer.id() == id
+        {
+            return Ok(answer);
         }
-        Err(SignalingError::Protocol(
-            "the connection ended before login".into(),
-        ))
-    })
-    .await
+    }
 }
 
-/// Changes the account password on the server (XEP-0077 §3.3).
+/// Changes the account password on the server (XEP-0077 §3.3): log in with the old one,
+/// bind a resource, ask, and end the session.
 pub async fn change_password(
     connector: &HushConnector,
     jid: &BareJid,
     old_password: &str,
     new_password: &str,
 ) -> Result<(), SignalingError> {
-    verify_login(connector, jid, old_password).await?;
     let username = node(jid)?;
-    let mut client = Client::new_with_connector(
-        jid.clone(),
-        old_password.to_owned(),
-        connector.clone(),
-        timeouts(),
-    );
-    let outcome = async {
-        online(&mut client).await?;
+    let (_, mut stream, _) = login_stream(connector, jid, old_password).await?;
+    let outcome = within(async {
+        let bind = Iq::from_set("hush-bind", BindQuery::new(None));
+        if let Iq::Error { error, .. } = exchange(&mut stream, bind).await? {
+            return Err(SignalingError::Protocol(format!(
+                "the server refused a session: {:?}",
+                error.defined_condition
+            )));
+        }
         let query = LegacyQuery {
             username: Some(username),
             password: Some(new_password.to_owned()),
             ..Default::default()
         };
         let domain: Jid = BareJid::from_parts(None, jid.domain()).into();
-        let token = client
-            .send_iq(Some(domain), IqRequest::Set(query.into()))
-            .await;
-        match within(async {
-            token
-                .await
-                .map_err(|e| SignalingError::Protocol(e.to_string()))
-        })
-        .await?
-        {
-            IqResponse::Result(_) => Ok(()),
-            IqResponse::Error(e) => Err(map_stanza_error(&e)),
+        match exchange(&mut stream, Iq::from_set(REGISTER_ID, query).with_to(domain)).await? {
+            Iq::Result { .. } => Ok(()),
+            Iq::Error { error, .. } => Err(map_stanza_error(&error)),
+            _ => Err(SignalingError::Protocol(
+                "unexpected answer to the password change".into(),
+            )),
         }
-    }
+    })
     .await;
-    let _ = client.send_end().await;
+    let _ = stream.shutdown().await;
     outcome
 }

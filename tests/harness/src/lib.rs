@@ -1,8 +1,9 @@
-//! Real servers and peers for tests: Prosody (XMPP) and Kamailio (SIP) started as child processes
+//! Real servers and peers for tests: Prosody and ejabberd (XMPP) and Kamailio (SIP) started as child processes
 //! on free loopback ports from the configs in `configs/`, polled until ready with a
 //! bound, and stopped and reaped on drop. Nothing here is a mock.
 
 mod baresip;
+mod ejabberd;
 mod kamailio;
 mod linphonec;
 mod otr_peer;
@@ -11,8 +12,10 @@ mod prosody;
 mod sip_peer;
 mod socks;
 mod wav;
+mod xmpp_server;
 
 pub use baresip::Baresip;
+pub use ejabberd::{Ejabberd, EjabberdOptions};
 pub use kamailio::Kamailio;
 pub use linphonec::{Linphonec, ZrtpSuites};
 pub use otr_peer::{OtrPeer, build_otr_peer, hex, unhex};
@@ -21,6 +24,7 @@ pub use prosody::Prosody;
 pub use sip_peer::{Challenger, SentInvite, SipPeer, header as sip_header, status as sip_status};
 pub use socks::Socks5;
 pub use wav::{read_wav_lenient, write_wav};
+pub use xmpp_server::{ServerKind, XmppServer};
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]

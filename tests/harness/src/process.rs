@@ -36,6 +36,8 @@ pub(crate) struct ServerProcess {
     name: &'static str,
     child: Option<Child>,
     log: PathBuf,
+    /// The child leads its own process group, and the server runs further down it.
+    group: bool,
 }
 
 impl ServerProcess {
@@ -52,7 +54,45 @@ impl ServerProcess {
             name,
             child: Some(child),
             log: log.to_path_buf(),
+            group: false,
         })
+    }
+
+    /// Like [`ServerProcess::spawn`], for a start script whose server is a grandchild
+    /// (ejabberdctl → erl → beam): the child gets its own process group, and stopping
+    /// signals the whole group.
+    pub(crate) fn spawn_group(
+        name: &'static str,
+        mut cmd: Command,
+        log: &Path,
+    ) -> Result<ServerProcess> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        let mut p = Self::spawn(name, cmd, log)?;
+        p.group = true;
+        Ok(p)
+    }
+
+    fn signal(&self, pid: u32, signal: rustix::process::Signal) {
+        let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+            return;
+        };
+        let _ = if self.group {
+            rustix::process::kill_process_group(pid, signal)
+        } else {
+            rustix::process::kill_process(pid, signal)
+        };
+    }
+
+    /// Whether anything of the server is still running.
+    fn alive(&self, child: &mut Child) -> bool {
+        let child_running = !matches!(child.try_wait(), Ok(Some(_)));
+        if !self.group {
+            return child_running;
+        }
+        let group_running = rustix::process::Pid::from_raw(child.id() as i32)
+            .is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok());
+        child_running || group_running
     }
 
     /// The last lines of the server's output, for failure messages.
@@ -98,16 +138,15 @@ impl ServerProcess {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
+        self.signal(child.id(), rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(if self.group { 8 } else { 3 });
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
+            if !self.alive(&mut child) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.signal(child.id(), rustix::process::Signal::KILL);
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -115,8 +154,15 @@ impl ServerProcess {
     /// SIGKILL without grace (simulates a crash); reaps.
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            self.signal(child.id(), rustix::process::Signal::KILL);
             let _ = child.kill();
             let _ = child.wait();
+            // The group's other members die of the same signal; wait until they are gone
+            // so the port is free for a restart.
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while self.group && self.alive(&mut child) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }

@@ -1,16 +1,18 @@
-//! XMPP against a real Prosody started by the harness: in-band registration, login,
-//! password change, and the failures that must stop instead of retrying.
+//! XMPP logins against real Prosody and ejabberd started by the harness: in-band
+//! registration, login, password change, and the failures that must stop instead of
+//! retrying, each told apart in words.
 
-use futures::StreamExt;
-use hush_harness::Prosody;
+use hush_harness::{ServerKind, XmppServer, per_server};
 use hush_signaling::SignalingError;
+use hush_signaling::xmpp::account;
+use hush_signaling::xmpp::chat::XmppEvent;
 use hush_signaling::xmpp::{
     BareJid, HushConnector, Trust, cert_fingerprint_from_pem, change_password, register_account,
     verify_login,
 };
 use std::time::{Duration, Instant};
 
-fn pinned(server: &Prosody) -> HushConnector {
+fn pinned(server: &XmppServer) -> HushConnector {
     let pem = std::fs::read(server.cert_path()).expect("server cert");
     let fp = cert_fingerprint_from_pem(&pem).expect("fingerprint");
     HushConnector::direct("127.0.0.1", server.port(), Trust::Pinned(fp))
@@ -20,9 +22,9 @@ fn jid(s: &str) -> BareJid {
     s.parse().expect("valid jid")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_band_registered_account_logs_in() {
-    let server = Prosody::start().expect("prosody starts");
+per_server!(in_band_registered_account_logs_in, in_band_registered_account_logs_in_on);
+async fn in_band_registered_account_logs_in_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let c = pinned(&server);
     register_account(&c, &jid("alice@localhost"), "alice-pass-1")
         .await
@@ -35,31 +37,31 @@ async fn in_band_registered_account_logs_in() {
         .await
         .expect("login");
 
-    // A full session reaches Online with a bound resource.
-    let mut client = tokio_xmpp::Client::new_with_connector(
-        jid("alice@localhost"),
-        "alice-pass-1".to_owned(),
-        c.clone(),
-        tokio_xmpp::xmlstream::Timeouts::tight(),
-    );
+    // A full session reaches Online.
+    let (handle, mut events) =
+        account::start(c.clone(), jid("alice@localhost"), "alice-pass-1".to_owned());
     let online = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = client.next().await {
-            if let tokio_xmpp::Event::Online { bound_jid, .. } = ev {
-                return Some(bound_jid);
+        while let Some(ev) = events.recv().await {
+            match ev {
+                XmppEvent::Online { .. } => return Ok(()),
+                XmppEvent::Offline {
+                    reason,
+                    permanent: true,
+                } => return Err(reason),
+                _ => {}
             }
         }
-        None
+        Err("the account ended".into())
     })
     .await
-    .expect("online within 10 s")
-    .expect("online event");
-    assert_eq!(online.to_bare(), jid("alice@localhost"));
-    let _ = client.send_end().await;
+    .expect("online within 10 s");
+    assert_eq!(online, Ok(()), "{}", server.log_tail());
+    handle.command(account::XmppCommand::Stop);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_password_fails_fast_and_password_change_works() {
-    let server = Prosody::start().expect("prosody starts");
+per_server!(wrong_password_fails_fast_and_password_change_works, wrong_password_fails_fast_and_password_change_works_on);
+async fn wrong_password_fails_fast_and_password_change_works_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let c = pinned(&server);
     register_account(&c, &jid("bob@localhost"), "bob-pass-1")
         .await
@@ -86,9 +88,9 @@ async fn wrong_password_fails_fast_and_password_change_works() {
         .expect("new password works");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untrusted_certificate_is_refused() {
-    let server = Prosody::start().expect("prosody starts");
+per_server!(untrusted_certificate_is_refused, untrusted_certificate_is_refused_on);
+async fn untrusted_certificate_is_refused_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     // The self-signed cert is not in the system roots...
     let system = HushConnector::direct("127.0.0.1", server.port(), Trust::SystemRoots);
     let r = register_account(&system, &jid("carol@localhost"), "pw-carol-1").await;
@@ -114,9 +116,9 @@ async fn untrusted_certificate_is_refused() {
     assert!(r.err().is_some_and(|e| e.is_permanent()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_through_a_socks5_proxy_with_remote_dns() {
-    let server = Prosody::start().expect("prosody starts");
+per_server!(login_through_a_socks5_proxy_with_remote_dns, login_through_a_socks5_proxy_with_remote_dns_on);
+async fn login_through_a_socks5_proxy_with_remote_dns_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let mut proxy = hush_harness::Socks5::start().expect("microsocks");
     let pem = std::fs::read(server.cert_path()).expect("server cert");
     let fp = cert_fingerprint_from_pem(&pem).expect("fingerprint");

@@ -1,0 +1,462 @@
+//! The SASL login: which mechanism and which TLS channel binding to use, decided before
+//! anything is sent, then the exchange, with each way it can fail told apart.
+//!
+//! A `-PLUS` mechanism is used only with a binding type the server announces
+//! (XEP-0440) and we can make. ejabberd before 24.02 offers `-PLUS` but announces no
+//! type and checks `tls-unique` even under TLS 1.3, where rustls cannot make it, so
+//! "guess tls-exporter" fails there; such a login goes unbound, with `y` in the GS2
+//! header so a server that does bind sees that an offer was stripped. A refused bound
+//! login is an error, never retried unbound.
+
+use super::scram::{Binding, ScramClient, ScramHash, printable};
+use super::stream::next_element;
+use crate::SignalingError;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::SinkExt;
+use std::collections::BTreeSet;
+use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::ns;
+use tokio_xmpp::parsers::sasl::{DefinedCondition, Failure, Nonza, Response};
+use tokio_xmpp::parsers::sasl_cb::{SaslChannelBinding, Type};
+use tokio_xmpp::parsers::stream_error::DefinedCondition as StreamCondition;
+use tokio_xmpp::xmlstream::{InitiatingStream, XmppStream, XmppStreamElement};
+use zeroize::Zeroizing;
+
+/// Most rounds a SASL exchange may take before we call the server broken.
+const MAX_ROUNDS: usize = 4;
+
+/// What the TLS connection can bind a login to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsFacts {
+    /// RFC 9266 `tls-exporter` data (TLS 1.3 only).
+    pub(crate) exporter: Option<Vec<u8>>,
+    /// RFC 5929 `tls-server-end-point` data (when the certificate's hash is defined).
+    pub(crate) end_point: Option<Vec<u8>>,
+}
+
+/// How a login went, for the account's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSecurity {
+    /// The SASL mechanism used.
+    pub mechanism: &'static str,
+    /// The TLS channel binding the login was tied to, if any.
+    pub binding: Option<&'static str>,
+}
+
+/// The mechanism chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    Scram { hash: ScramHash, binding: Binding },
+    /// Only when the server offers no SCRAM at all; always inside TLS.
+    Plain,
+}
+
+impl Plan {
+    fn security(&self) -> LoginSecurity {
+        match self {
+            Plan::Scram { hash, binding } => match binding {
+                Binding::Bound { kind, .. } => LoginSecurity {
+                    mechanism: hash.mechanism(true),
+                    binding: Some(kind),
+                },
+                _ => LoginSecurity {
+                    mechanism: hash.mechanism(false),
+                    binding: None,
+                },
+            },
+            Plan::Plain => LoginSecurity {
+                mechanism: "PLAIN",
+                binding: None,
+            },
+        }
+    }
+}
+
+/// Picks the mechanism and binding from what the server offers.
+pub(crate) fn plan(
+    offered: &BTreeSet<String>,
+    announced: Option<&SaslChannelBinding>,
+    tls: &TlsFacts,
+) -> Result<Plan, SignalingError> {
+    let announces = |t: Type| announced.is_some_and(|a| a.types.contains(&t));
+    let shared = if announces(Type::TlsExporter)
+        && let Some(data) = &tls.exporter
+    {
+        Some(("tls-exporter", data))
+    } else if announces(Type::TlsServerEndPoint)
+        && let Some(data) = &tls.end_point
+    {
+        Some(("tls-server-end-point", data))
+    } else {
+        None
+    };
+    if let Some((kind, data)) = shared
+        && let Some(hash) = ScramHash::ALL
+            .into_iter()
+            .find(|h| offered.contains(h.mechanism(true)))
+    {
+        return Ok(Plan::Scram {
+            hash,
+            binding: Binding::Bound {
+                kind,
+                data: data.clone(),
+            },
+        });
+    }
+    if let Some(hash) = ScramHash::ALL
+        .into_iter()
+        .find(|h| offered.contains(h.mechanism(false)))
+    {
+        return Ok(Plan::Scram {
+            hash,
+            binding: Binding::NoneShared,
+        });
+    }
+    if offered.contains("PLAIN") {
+        return Ok(Plan::Plain);
+    }
+    let list: Vec<String> = offered.iter().take(8).map(|m| printable(m)).collect();
+    Err(SignalingError::LoginMechanism(if list.is_empty() {
+        "nothing".into()
+    } else {
+        list.join(", ")
+    }))
+}
+
+/// Runs the login on a TLS stream; on success the stream is ready for its reset.
+pub(crate) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
+    mut stream: XmppStream<S>,
+    plan: Plan,
+    username: &str,
+    password: &str,
+) -> Result<(InitiatingStream<S>, LoginSecurity), SignalingError> {
+    let security = plan.security();
+    let bound = security.binding.is_some();
+    let mut scram = match &plan {
+        Plan::Scram { hash, binding } => Some(ScramClient::new(
+            *hash,
+            binding.clone(),
+            username,
+            password,
+            ScramClient::random_nonce()?,
+        )?),
+        Plan::Plain => None,
+    };
+    let first = match &scram {
+        Some(s) => Zeroizing::new(s.client_first()),
+        None => {
+            let mut p = Zeroizing::new(Vec::with_capacity(username.len() + password.len() + 2));
+            p.push(0);
+            p.extend_from_slice(username.as_bytes());
+            p.push(0);
+            p.extend_from_slice(password.as_bytes());
+            p
+        }
+    };
+    let auth: Element = format!(
+        "<auth xmlns='{}' mechanism='{}'>{}</auth>",
+        ns::SASL,
+        security.mechanism,
+        Zeroizing::new(B64.encode(&*first)).as_str()
+    )
+    .parse()
+    .map_err(|e| SignalingError::Protocol(format!("building the login: {e}")))?;
+    stream.send(&auth).await.map_err(io)?;
+    drop(auth);
+    for _ in 0..MAX_ROUNDS {
+        match next_element(&mut stream).await.map_err(super::classify::classify)? {
+            XmppStreamElement::Sasl(Nonza::Challenge(c)) => {
+                let Some(s) = scram.as_mut() else {
+                    return Err(SignalingError::Protocol(
+                        "the server sent a challenge to a PLAIN login".into(),
+                    ));
+                };
+                let reply = s.next(&c.data)?;
+                stream
+                    .send(&XmppStreamElement::Sasl(Nonza::Response(Response {
+                        data: reply,
+                    })))
+                    .await
+                    .map_err(io)?;
+            }
+            XmppStreamElement::Sasl(Nonza::Success(ok)) => {
+                if let Some(s) = scram.as_mut()
+                    && !s.done()
+                {
+                    s.finish(&ok.data)?;
+                }
+                tracing::info!(
+                    mechanism = security.mechanism,
+                    binding = security.binding.unwrap_or("none"),
+                    "XMPP login accepted"
+                );
+                return Ok((stream.initiate_reset(), security));
+            }
+            XmppStreamElement::Sasl(Nonza::Failure(f)) => return Err(failure(&f, bound)),
+            XmppStreamElement::StreamError(e) => {
+                let e = e.0;
+                let text = e.texts.values().next().map(|t| printable(t));
+                return Err(stream_failure(&e.condition, text));
+            }
+            other => {
+                return Err(SignalingError::Protocol(format!(
+                    "unexpected {} during the login",
+                    element_name(&other)
+                )));
+            }
+        }
+    }
+    Err(SignalingError::Protocol(
+        "the server's login took too many rounds".into(),
+    ))
+}
+
+fn io(e: std::io::Error) -> SignalingError {
+    super::classify::classify(e.into())
+}
+
+fn element_name(e: &XmppStreamElement) -> &'static str {
+    match e {
+        XmppStreamElement::Stanza(_) => "stanza",
+        XmppStreamElement::Sasl(_) => "SASL element",
+        XmppStreamElement::Starttls(_) => "STARTTLS element",
+        XmppStreamElement::SM(_) => "stream-management element",
+        _ => "element",
+    }
+}
+
+/// What the server's words say, lower-cased, for telling its refusals apart.
+fn says(text: &Option<String>, words: &[&str]) -> bool {
+    text.as_deref().is_some_and(|t| {
+        let t = t.to_lowercase();
+        words.iter().any(|w| t.contains(w))
+    })
+}
+
+fn with(base: &str, text: &Option<String>) -> String {
+    match text {
+        Some(t) if !t.is_empty() => format!("{base}: {t}"),
+        _ => base.to_owned(),
+    }
+}
+
+const RATE_WORDS: &[&str] = &["too many", "too quickly", "rate limit", "unblocked", "slow down"];
+const POLICY_WORDS: &[&str] = &["policy", "denied", "blocked", "banned", "forbidden"];
+const BINDING_WORDS: &[&str] = &["binding", "downgrade"];
+
+/// A SASL `<failure/>`, told apart: only a plain refusal of the credentials is a wrong
+/// password.
+pub(crate) fn failure(f: &Failure, bound: bool) -> SignalingError {
+    let text = f
+        .texts
+        .values()
+        .next()
+        .map(|t| printable(t))
+        .filter(|t| !t.is_empty());
+    let binding = says(&text, BINDING_WORDS);
+    match f.defined_condition {
+        DefinedCondition::NotAuthorized | DefinedCondition::MalformedRequest if binding => {
+            SignalingError::LoginBinding(with(
+                if bound {
+                    "the binding did not match"
+                } else {
+                    "the server expected a binding"
+                },
+                &text,
+            ))
+        }
+        DefinedCondition::NotAuthorized | DefinedCondition::TemporaryAuthFailure
+            if says(&text, RATE_WORDS) =>
+        {
+            SignalingError::LoginRateLimited(with("too many attempts", &text))
+        }
+        DefinedCondition::NotAuthorized if says(&text, POLICY_WORDS) => {
+            SignalingError::LoginPolicy(with("access denied", &text))
+        }
+        DefinedCondition::NotAuthorized => SignalingError::AuthFailed,
+        DefinedCondition::AccountDisabled => {
+            SignalingError::LoginPolicy(with("this account is disabled", &text))
+        }
+        DefinedCondition::CredentialsExpired => {
+            SignalingError::LoginPolicy(with("the password has expired", &text))
+        }
+        DefinedCondition::TemporaryAuthFailure => SignalingError::Unreachable(with(
+            "the server cannot check logins right now",
+            &text,
+        )),
+        DefinedCondition::InvalidMechanism | DefinedCondition::MechanismTooWeak => {
+            SignalingError::LoginMechanism(with("it refused the one we chose", &text))
+        }
+        ref other => SignalingError::Protocol(with(
+            &format!("the server refused the login ({other:?})"),
+            &text,
+        )),
+    }
+}
+
+/// A stream error during the login.
+pub(crate) fn stream_failure(condition: &StreamCondition, text: Option<String>) -> SignalingError {
+    let text = text.filter(|t| !t.is_empty());
+    match condition {
+        StreamCondition::PolicyViolation if says(&text, RATE_WORDS) => {
+            SignalingError::LoginRateLimited(with("too many attempts", &text))
+        }
+        StreamCondition::PolicyViolation => {
+            SignalingError::LoginPolicy(with("policy violation", &text))
+        }
+        StreamCondition::NotAuthorized => SignalingError::AuthFailed,
+        StreamCondition::ResourceConstraint => {
+            SignalingError::Unreachable(with("the server is overloaded", &text))
+        }
+        other => SignalingError::Protocol(with(
+            &format!("the server ended the stream during the login ({other:?})"),
+            &text,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn offered(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn facts() -> TlsFacts {
+        TlsFacts {
+            exporter: Some(vec![1; 32]),
+            end_point: Some(vec![2; 32]),
+        }
+    }
+
+    const EJABBERD_23: &[&str] = &[
+        "DIGEST-MD5",
+        "PLAIN",
+        "SCRAM-SHA-512-PLUS",
+        "SCRAM-SHA-512",
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-1",
+        "X-OAUTH2",
+    ];
+
+    #[test]
+    fn plus_offered_without_announced_types_goes_unbound_saying_y() {
+        let p = plan(&offered(EJABBERD_23), None, &facts()).unwrap();
+        assert_eq!(
+            p,
+            Plan::Scram {
+                hash: ScramHash::Sha512,
+                binding: Binding::NoneShared
+            }
+        );
+        assert_eq!(p.security().mechanism, "SCRAM-SHA-512");
+    }
+
+    #[test]
+    fn an_announced_type_we_can_make_binds_the_strongest_plus() {
+        let cb = SaslChannelBinding {
+            types: vec![Type::TlsServerEndPoint, Type::TlsExporter],
+        };
+        let p = plan(&offered(EJABBERD_23), Some(&cb), &facts()).unwrap();
+        assert_eq!(
+            p.security(),
+            LoginSecurity {
+                mechanism: "SCRAM-SHA-512-PLUS",
+                binding: Some("tls-exporter")
+            }
+        );
+        // Under TLS 1.2 there is no exporter: the certificate binding is next.
+        let tls12 = TlsFacts {
+            exporter: None,
+            ..facts()
+        };
+        let p = plan(&offered(&["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256"]), Some(&cb), &tls12).unwrap();
+        assert_eq!(
+            p,
+            Plan::Scram {
+                hash: ScramHash::Sha1,
+                binding: Binding::Bound {
+                    kind: "tls-server-end-point",
+                    data: vec![2; 32]
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn only_types_we_cannot_make_leave_the_login_unbound() {
+        let cb = SaslChannelBinding {
+            types: vec![Type::TlsUnique],
+        };
+        let p = plan(&offered(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]), Some(&cb), &facts())
+            .unwrap();
+        assert_eq!(p.security().binding, None);
+        assert_eq!(p.security().mechanism, "SCRAM-SHA-256");
+    }
+
+    #[test]
+    fn plain_only_when_no_scram_and_nothing_we_know_is_an_error_naming_the_offer() {
+        assert_eq!(
+            plan(&offered(&["PLAIN", "DIGEST-MD5"]), None, &facts()).unwrap(),
+            Plan::Plain
+        );
+        assert_eq!(
+            plan(&offered(&["PLAIN", "SCRAM-SHA-1"]), None, &facts())
+                .unwrap()
+                .security()
+                .mechanism,
+            "SCRAM-SHA-1"
+        );
+        let e = plan(&offered(&["DIGEST-MD5", "X-OAUTH2"]), None, &facts()).unwrap_err();
+        assert!(matches!(e, SignalingError::LoginMechanism(_)), "{e}");
+        assert!(e.to_string().contains("DIGEST-MD5, X-OAUTH2"), "{e}");
+        assert!(e.is_permanent());
+    }
+
+    fn fail(condition: DefinedCondition, text: Option<&str>) -> Failure {
+        let mut texts = BTreeMap::new();
+        if let Some(t) = text {
+            texts.insert("en".to_owned(), t.to_owned());
+        }
+        Failure {
+            defined_condition: condition,
+            texts,
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_own_words_and_only_bad_credentials_say_wrong_password() {
+        use DefinedCondition as C;
+        let cases: Vec<(Failure, bool, &str)> = vec![
+            (fail(C::NotAuthorized, Some("Invalid username or password")), false, "wrong username or password"),
+            (fail(C::NotAuthorized, None), true, "wrong username or password"),
+            (fail(C::NotAuthorized, Some("Invalid channel binding")), true, "tie this login to the TLS connection"),
+            (fail(C::NotAuthorized, Some("Access denied by service policy")), false, "by its policy"),
+            (fail(C::TemporaryAuthFailure, Some("Too many failed attempts")), false, "too many attempts"),
+            (fail(C::AccountDisabled, None), false, "disabled"),
+            (fail(C::CredentialsExpired, None), false, "expired"),
+            (fail(C::InvalidMechanism, None), false, "no login method"),
+            (fail(C::TemporaryAuthFailure, None), false, "cannot check logins right now"),
+        ];
+        for (f, bound, words) in cases {
+            let e = failure(&f, bound).to_string();
+            assert!(e.contains(words), "{:?} -> {e}", f.defined_condition);
+            if words != "wrong username or password" {
+                assert!(!e.contains("wrong username"), "{e}");
+            }
+        }
+        let e = stream_failure(
+            &StreamCondition::PolicyViolation,
+            Some("Too many (3) failed authentications from this IP address (127.0.0.1). The address will be unblocked at 12:00 UTC".into()),
+        );
+        assert!(matches!(e, SignalingError::LoginRateLimited(_)), "{e}");
+        let e = stream_failure(&StreamCondition::PolicyViolation, None);
+        assert!(matches!(e, SignalingError::LoginPolicy(_)), "{e}");
+    }
+}
