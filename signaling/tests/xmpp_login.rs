@@ -22,7 +22,10 @@ fn jid(s: &str) -> BareJid {
     s.parse().expect("valid jid")
 }
 
-per_server!(in_band_registered_account_logs_in, in_band_registered_account_logs_in_on);
+per_server!(
+    in_band_registered_account_logs_in,
+    in_band_registered_account_logs_in_on
+);
 async fn in_band_registered_account_logs_in_on(kind: ServerKind) {
     let server = XmppServer::start(kind).expect("server starts");
     let c = pinned(&server);
@@ -59,7 +62,10 @@ async fn in_band_registered_account_logs_in_on(kind: ServerKind) {
     handle.command(account::XmppCommand::Stop);
 }
 
-per_server!(wrong_password_fails_fast_and_password_change_works, wrong_password_fails_fast_and_password_change_works_on);
+per_server!(
+    wrong_password_fails_fast_and_password_change_works,
+    wrong_password_fails_fast_and_password_change_works_on
+);
 async fn wrong_password_fails_fast_and_password_change_works_on(kind: ServerKind) {
     let server = XmppServer::start(kind).expect("server starts");
     let c = pinned(&server);
@@ -88,7 +94,10 @@ async fn wrong_password_fails_fast_and_password_change_works_on(kind: ServerKind
         .expect("new password works");
 }
 
-per_server!(untrusted_certificate_is_refused, untrusted_certificate_is_refused_on);
+per_server!(
+    untrusted_certificate_is_refused,
+    untrusted_certificate_is_refused_on
+);
 async fn untrusted_certificate_is_refused_on(kind: ServerKind) {
     let server = XmppServer::start(kind).expect("server starts");
     // The self-signed cert is not in the system roots...
@@ -116,7 +125,10 @@ async fn untrusted_certificate_is_refused_on(kind: ServerKind) {
     assert!(r.err().is_some_and(|e| e.is_permanent()));
 }
 
-per_server!(login_through_a_socks5_proxy_with_remote_dns, login_through_a_socks5_proxy_with_remote_dns_on);
+per_server!(
+    login_through_a_socks5_proxy_with_remote_dns,
+    login_through_a_socks5_proxy_with_remote_dns_on
+);
 async fn login_through_a_socks5_proxy_with_remote_dns_on(kind: ServerKind) {
     let server = XmppServer::start(kind).expect("server starts");
     let mut proxy = hush_harness::Socks5::start().expect("microsocks");
@@ -141,5 +153,107 @@ async fn login_through_a_socks5_proxy_with_remote_dns_on(kind: ServerKind) {
     match verify_login(&via_proxy, &jid("tor@localhost"), "tor-pass-1").await {
         Err(SignalingError::Unreachable(why)) => assert!(why.contains("SOCKS5"), "{why}"),
         other => panic!("without the proxy there is no way through: {other:?}"),
+    }
+}
+
+fn ejabberd(options: hush_harness::EjabberdOptions) -> XmppServer {
+    XmppServer::Ejabberd(hush_harness::Ejabberd::start_with(options).expect("ejabberd starts"))
+}
+
+/// ejabberd 23.01 offers SCRAM `-PLUS` but announces no binding type (XEP-0440) and
+/// checks `tls-unique`, which we cannot make: the login goes unbound with the strongest
+/// hash instead of failing, and the server's log names what was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejabberd_without_announced_bindings_gets_the_strongest_unbound_scram() {
+    let server = ejabberd(Default::default());
+    let c = pinned(&server);
+    register_account(&c, &jid("dora@localhost"), "dora-pass-1")
+        .await
+        .expect("register");
+    verify_login(&c, &jid("dora@localhost"), "dora-pass-1")
+        .await
+        .expect("login");
+    let XmppServer::Ejabberd(e) = &server else {
+        unreachable!()
+    };
+    assert!(
+        e.wait_log(
+            "Accepted c2s SCRAM-SHA-512 authentication for dora@localhost",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        e.log_tail()
+    );
+    assert!(!e.log().contains("Invalid channel binding"), "{}", e.log());
+}
+
+/// An account the server's rules keep out (its password is right; the session is
+/// refused) stops with a policy refusal in words, not a wrong password, and is not
+/// retried forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barred_account_is_refused_by_policy_in_words() {
+    let server = ejabberd(Default::default());
+    let c = pinned(&server);
+    register_account(&c, &jid("barred@localhost"), "barred-pass-1")
+        .await
+        .expect("register");
+    let (handle, mut events) = account::start(
+        c.clone(),
+        jid("barred@localhost"),
+        "barred-pass-1".to_owned(),
+    );
+    let r = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                XmppEvent::Online { .. } => return Ok(()),
+                XmppEvent::Offline {
+                    reason,
+                    permanent: true,
+                } => return Err(reason),
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .await;
+    handle.command(account::XmppCommand::Stop);
+    let reason = r
+        .expect("an answer within 15 s")
+        .expect_err("no session for barred");
+    assert!(
+        reason.contains("refused the login by its policy"),
+        "{reason}"
+    );
+    assert!(reason.contains("Access denied"), "{reason}");
+    assert!(!reason.contains("wrong username"), "{reason}");
+}
+
+/// After too many failed logins ejabberd blocks the address: that is a rate limit in
+/// words, distinct from the wrong password that caused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_failed_logins_are_told_as_a_rate_limit() {
+    let server = ejabberd(hush_harness::EjabberdOptions {
+        max_auth_failures: Some(2),
+    });
+    let c = pinned(&server);
+    register_account(&c, &jid("eve@localhost"), "eve-pass-1")
+        .await
+        .expect("register");
+    let r = verify_login(&c, &jid("eve@localhost"), "guess").await;
+    assert!(matches!(r, Err(SignalingError::AuthFailed)), "{r:?}");
+    // The guess that reaches the limit is already answered with the block.
+    let r = verify_login(&c, &jid("eve@localhost"), "guess").await;
+    assert!(
+        matches!(r, Err(SignalingError::LoginRateLimited(_))),
+        "{r:?}"
+    );
+    // And so is the right password while the block lasts.
+    let r = verify_login(&c, &jid("eve@localhost"), "eve-pass-1").await;
+    match &r {
+        Err(e @ SignalingError::LoginRateLimited(_)) => {
+            assert!(e.is_permanent());
+            assert!(e.to_string().contains("too many"), "{e}");
+        }
+        other => panic!("{other:?}\n{}", server.log_tail()),
     }
 }

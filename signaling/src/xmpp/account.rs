@@ -7,7 +7,7 @@
 
 use super::chat::{ChatCore, Outbound, Show, XmppEvent};
 use super::connector::HushConnector;
-use super::register::login_stream;
+use super::register::{check_session, login_stream};
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -193,6 +193,13 @@ async fn run(
             tokio::spawn(async move {
                 let mut delay = FIRST_RETRY;
                 loop {
+                    if !ro.load(Ordering::SeqCst)
+                        && let Err(e) = check_session(&c, &j, &p).await
+                        && e.is_permanent()
+                    {
+                        let _ = report.send(Internal::Permanent(e.to_string()));
+                        return;
+                    }
                     match login_stream(&c, &j, &p).await {
                         Ok((mut features, stream, _security)) => {
                             if !ro.swap(false, Ordering::SeqCst) {

@@ -9,6 +9,14 @@ pub(crate) fn classify(e: Error) -> SignalingError {
         Error::Auth(AuthError::Fail(_)) => SignalingError::AuthFailed,
         Error::Auth(other) => SignalingError::Protocol(format!("authentication: {other}")),
         Error::Protocol(ProtocolError::NoTls) => SignalingError::NoTls,
+        Error::StreamError(e) => {
+            let text =
+                e.0.texts
+                    .values()
+                    .next()
+                    .map(|t| super::scram::printable(t));
+            super::login::stream_failure(&e.0.condition, text)
+        }
         Error::Io(io) => {
             if let Some(tls) = io
                 .get_ref()

@@ -113,7 +113,13 @@ impl HushConnector {
         jid: &Jid,
         ns: &'static str,
         timeouts: Timeouts,
-    ) -> Result<(PendingFeaturesRecv<BufStream<TlsStream<TcpStream>>>, TlsFacts), Error> {
+    ) -> Result<
+        (
+            PendingFeaturesRecv<BufStream<TlsStream<TcpStream>>>,
+            TlsFacts,
+        ),
+        Error,
+    > {
         let domain = jid.domain().as_str();
         let header = || StreamHeader {
             to: Some(Cow::Owned(domain.to_owned())),

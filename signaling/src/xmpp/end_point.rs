@@ -52,7 +52,9 @@ fn element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         }
         let (bytes, rest) = rest.split_at(n);
         (
-            bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+            bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
             rest,
         )
     };
@@ -96,7 +98,8 @@ mod tests {
         // RSA-PSS (1.2.840.113549.1.1.10)
         assert!(hash_of(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a]).is_none());
         assert_eq!(
-            hash_of(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]).map(|a| a.output_len()),
+            hash_of(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d])
+                .map(|a| a.output_len()),
             Some(64)
         );
         let cert = der(ECDSA_CERT);

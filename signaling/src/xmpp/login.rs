@@ -48,7 +48,10 @@ pub struct LoginSecurity {
 /// The mechanism chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plan {
-    Scram { hash: ScramHash, binding: Binding },
+    Scram {
+        hash: ScramHash,
+        binding: Binding,
+    },
     /// Only when the server offers no SCRAM at all; always inside TLS.
     Plain,
 }
@@ -166,7 +169,10 @@ pub(crate) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
     stream.send(&auth).await.map_err(io)?;
     drop(auth);
     for _ in 0..MAX_ROUNDS {
-        match next_element(&mut stream).await.map_err(super::classify::classify)? {
+        match next_element(&mut stream)
+            .await
+            .map_err(super::classify::classify)?
+        {
             XmppStreamElement::Sasl(Nonza::Challenge(c)) => {
                 let Some(s) = scram.as_mut() else {
                     return Err(SignalingError::Protocol(
@@ -242,7 +248,13 @@ fn with(base: &str, text: &Option<String>) -> String {
     }
 }
 
-const RATE_WORDS: &[&str] = &["too many", "too quickly", "rate limit", "unblocked", "slow down"];
+const RATE_WORDS: &[&str] = &[
+    "too many",
+    "too quickly",
+    "rate limit",
+    "unblocked",
+    "slow down",
+];
 const POLICY_WORDS: &[&str] = &["policy", "denied", "blocked", "banned", "forbidden"];
 const BINDING_WORDS: &[&str] = &["binding", "downgrade"];
 
@@ -282,10 +294,9 @@ pub(crate) fn failure(f: &Failure, bound: bool) -> SignalingError {
         DefinedCondition::CredentialsExpired => {
             SignalingError::LoginPolicy(with("the password has expired", &text))
         }
-        DefinedCondition::TemporaryAuthFailure => SignalingError::Unreachable(with(
-            "the server cannot check logins right now",
-            &text,
-        )),
+        DefinedCondition::TemporaryAuthFailure => {
+            SignalingError::Unreachable(with("the server cannot check logins right now", &text))
+        }
         DefinedCondition::InvalidMechanism | DefinedCondition::MechanismTooWeak => {
             SignalingError::LoginMechanism(with("it refused the one we chose", &text))
         }
@@ -376,7 +387,12 @@ mod tests {
             exporter: None,
             ..facts()
         };
-        let p = plan(&offered(&["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256"]), Some(&cb), &tls12).unwrap();
+        let p = plan(
+            &offered(&["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256"]),
+            Some(&cb),
+            &tls12,
+        )
+        .unwrap();
         assert_eq!(
             p,
             Plan::Scram {
@@ -394,8 +410,12 @@ mod tests {
         let cb = SaslChannelBinding {
             types: vec![Type::TlsUnique],
         };
-        let p = plan(&offered(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]), Some(&cb), &facts())
-            .unwrap();
+        let p = plan(
+            &offered(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]),
+            Some(&cb),
+            &facts(),
+        )
+        .unwrap();
         assert_eq!(p.security().binding, None);
         assert_eq!(p.security().mechanism, "SCRAM-SHA-256");
     }
@@ -434,15 +454,39 @@ mod tests {
     fn each_refusal_has_its_own_words_and_only_bad_credentials_say_wrong_password() {
         use DefinedCondition as C;
         let cases: Vec<(Failure, bool, &str)> = vec![
-            (fail(C::NotAuthorized, Some("Invalid username or password")), false, "wrong username or password"),
-            (fail(C::NotAuthorized, None), true, "wrong username or password"),
-            (fail(C::NotAuthorized, Some("Invalid channel binding")), true, "tie this login to the TLS connection"),
-            (fail(C::NotAuthorized, Some("Access denied by service policy")), false, "by its policy"),
-            (fail(C::TemporaryAuthFailure, Some("Too many failed attempts")), false, "too many attempts"),
+            (
+                fail(C::NotAuthorized, Some("Invalid username or password")),
+                false,
+                "wrong username or password",
+            ),
+            (
+                fail(C::NotAuthorized, None),
+                true,
+                "wrong username or password",
+            ),
+            (
+                fail(C::NotAuthorized, Some("Invalid channel binding")),
+                true,
+                "tie this login to the TLS connection",
+            ),
+            (
+                fail(C::NotAuthorized, Some("Access denied by service policy")),
+                false,
+                "by its policy",
+            ),
+            (
+                fail(C::TemporaryAuthFailure, Some("Too many failed attempts")),
+                false,
+                "too many attempts",
+            ),
             (fail(C::AccountDisabled, None), false, "disabled"),
             (fail(C::CredentialsExpired, None), false, "expired"),
             (fail(C::InvalidMechanism, None), false, "no login method"),
-            (fail(C::TemporaryAuthFailure, None), false, "cannot check logins right now"),
+            (
+                fail(C::TemporaryAuthFailure, None),
+                false,
+                "cannot check logins right now",
+            ),
         ];
         for (f, bound, words) in cases {
             let e = failure(&f, bound).to_string();

@@ -9,15 +9,15 @@ use crate::SignalingError;
 use futures::SinkExt;
 use std::borrow::Cow;
 use std::time::Duration;
+use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::bind::BindQuery;
 use tokio_xmpp::parsers::ibr::LegacyQuery;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
 use tokio_xmpp::xmlstream::{FallibleStreamElement, StreamHeader, Timeouts, XmppStreamElement};
-use tokio_xmpp::Stanza;
-use tokio_xmpp::parsers::bind::BindQuery;
 
 const REGISTER_ID: &str = "hush-register";
 /// Upper bound for any single registration or login attempt.
@@ -191,6 +191,45 @@ async fn exchange(
     }
 }
 
+/// Binds a resource: the step where a server's access rules refuse an account a session
+/// even though its password was right.
+async fn bind(stream: &mut tokio_xmpp::stanzastream::XmppStream) -> Result<(), SignalingError> {
+    match exchange(stream, Iq::from_set("hush-bind", BindQuery::new(None))).await? {
+        Iq::Result { .. } => Ok(()),
+        Iq::Error { error, .. } => {
+            let text = error
+                .texts
+                .values()
+                .next()
+                .map(|t| super::scram::printable(t))
+                .unwrap_or_else(|| format!("{:?}", error.defined_condition));
+            Err(match error.defined_condition {
+                DefinedCondition::NotAllowed | DefinedCondition::Forbidden => {
+                    SignalingError::LoginPolicy(format!("no session for this account: {text}"))
+                }
+                _ => SignalingError::Protocol(format!("the server refused a session: {text}")),
+            })
+        }
+        _ => Err(SignalingError::Protocol(
+            "unexpected answer to the session request".into(),
+        )),
+    }
+}
+
+/// Logs in and opens a session on a connection of its own, then leaves: run when the
+/// last session never came online, to learn whether the server refuses this account one
+/// (the stanza stream would only say the connection was lost, and retry forever).
+pub(crate) async fn check_session(
+    connector: &HushConnector,
+    jid: &BareJid,
+    password: &str,
+) -> Result<(), SignalingError> {
+    let (_, mut stream, _) = login_stream(connector, jid, password).await?;
+    let outcome = within(bind(&mut stream)).await;
+    let _ = stream.shutdown().await;
+    outcome
+}
+
 /// Changes the account password on the server (XEP-0077 §3.3): log in with the old one,
 /// bind a resource, ask, and end the session.
 pub async fn change_password(
@@ -202,20 +241,19 @@ pub async fn change_password(
     let username = node(jid)?;
     let (_, mut stream, _) = login_stream(connector, jid, old_password).await?;
     let outcome = within(async {
-        let bind = Iq::from_set("hush-bind", BindQuery::new(None));
-        if let Iq::Error { error, .. } = exchange(&mut stream, bind).await? {
-            return Err(SignalingError::Protocol(format!(
-                "the server refused a session: {:?}",
-                error.defined_condition
-            )));
-        }
+        bind(&mut stream).await?;
         let query = LegacyQuery {
             username: Some(username),
             password: Some(new_password.to_owned()),
             ..Default::default()
         };
         let domain: Jid = BareJid::from_parts(None, jid.domain()).into();
-        match exchange(&mut stream, Iq::from_set(REGISTER_ID, query).with_to(domain)).await? {
+        match exchange(
+            &mut stream,
+            Iq::from_set(REGISTER_ID, query).with_to(domain),
+        )
+        .await?
+        {
             Iq::Result { .. } => Ok(()),
             Iq::Error { error, .. } => Err(map_stanza_error(&error)),
             _ => Err(SignalingError::Protocol(

@@ -173,9 +173,7 @@ impl ScramClient {
                 "the server's SCRAM nonce does not extend ours (a replayed or forged challenge)",
             ));
         }
-        if nonce.len() > MAX_FIELD
-            || !nonce.bytes().all(|b| b.is_ascii_graphic() && b != b',')
-        {
+        if nonce.len() > MAX_FIELD || !nonce.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
             return Err(malformed("its nonce is not printable or too long"));
         }
         if salt.len() > MAX_FIELD * 2 {
@@ -375,7 +373,9 @@ mod tests {
     fn a_wrong_server_signature_is_refused_as_unsafe() {
         let mut c = client(ScramHash::Sha256, "abc");
         c.respond(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096").unwrap();
-        let e = c.finish(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").unwrap_err();
+        let e = c
+            .finish(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap_err();
         assert!(matches!(e, SignalingError::LoginUnsafe(_)), "{e}");
         assert!(!c.done());
         assert!(e.is_permanent());
@@ -384,10 +384,16 @@ mod tests {
     #[test]
     fn success_without_a_signature_or_before_the_proof_is_refused() {
         let mut c = client(ScramHash::Sha256, "abc");
-        assert!(matches!(c.finish(b"v=AAAA"), Err(SignalingError::LoginUnsafe(_))));
+        assert!(matches!(
+            c.finish(b"v=AAAA"),
+            Err(SignalingError::LoginUnsafe(_))
+        ));
         c.respond(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=4096").unwrap();
         assert!(matches!(c.finish(b""), Err(SignalingError::LoginUnsafe(_))));
-        assert!(matches!(c.finish(b"x=1"), Err(SignalingError::LoginUnsafe(_))));
+        assert!(matches!(
+            c.finish(b"x=1"),
+            Err(SignalingError::LoginUnsafe(_))
+        ));
     }
 
     #[test]
@@ -406,7 +412,11 @@ mod tests {
             b"",
         ] {
             let mut c = client(ScramHash::Sha512, "abc");
-            assert!(c.respond(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                c.respond(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let mut c = client(ScramHash::Sha512, "abc");
         let e = c.respond(b"r=abcdef,s=QSXCR+Q6sek8bf92,i=12").unwrap_err();

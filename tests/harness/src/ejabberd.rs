@@ -23,11 +23,12 @@ pub struct EjabberdOptions {
 
 /// A running ejabberd. Stopped (the whole process group) and reaped on drop.
 pub struct Ejabberd {
+    // Dropped first: the server stops before its directory goes.
+    process: ServerProcess,
     dir: tempfile::TempDir,
     port: u16,
     node: String,
     owner: (u32, u32),
-    process: ServerProcess,
 }
 
 impl Ejabberd {
@@ -69,11 +70,11 @@ impl Ejabberd {
         let node = format!("hush{port}@localhost");
         let process = Self::spawn(dir.path(), &node, owner)?;
         let mut server = Ejabberd {
+            process,
             dir,
             port,
             node,
             owner,
-            process,
         };
         server.wait_ready()?;
         Ok(server)
@@ -159,6 +160,21 @@ impl Ejabberd {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("logs/ejabberd.log")).unwrap_or_default()
     }
+
+    /// Waits (at most `limit`) until the log holds `line`: ejabberd writes it with a delay,
+    /// and the file is the only place it says how a login went.
+    pub fn wait_log(&self, line: &str, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.log().contains(line) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// The `ejabberd` system user's uid and gid.
@@ -176,8 +192,10 @@ fn ejabberd_user() -> Result<(u32, u32)> {
 }
 
 fn chown_tree(path: &Path, (uid, gid): (u32, u32)) -> Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid))
-        .map_err(io(format!("chown {} (the tests need root)", path.display())))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io(format!(
+        "chown {} (the tests need root)",
+        path.display()
+    )))?;
     if path.is_dir() {
         for e in std::fs::read_dir(path).map_err(io("read_dir"))?.flatten() {
             chown_tree(&e.path(), (uid, gid))?;
