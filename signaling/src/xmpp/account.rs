@@ -8,6 +8,7 @@
 use super::chat::{ChatCore, Outbound, Show, XmppEvent};
 use super::connector::HushConnector;
 use super::register::{check_session, login_stream};
+use crate::SignalingError;
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use tokio_xmpp::stanzastream::{Connection, Event, StanzaStage, StanzaStream, Str
 /// First retry delay after a lost connection; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(4);
+/// Refusals of a password that already worked in this run before the account stops.
+const AUTH_RETRIES: u32 = 3;
 /// Events waiting in the channel to the consumer.
 pub const EVENT_QUEUE: usize = 256;
 /// Events produced but not yet in the channel beyond which the stream is not read.
@@ -175,32 +178,36 @@ async fn run(
     // management: a fresh session. Our own outbox resends anything unacknowledged.
     let reached_online = Arc::new(AtomicBool::new(true));
     let reconnect_tx = internal_tx.clone();
-    let (c, j, p, ro) = (
+    let ever_online = Arc::new(AtomicBool::new(false));
+    let (c, j, p, ro, ever) = (
         connector.clone(),
         jid.clone(),
         password.clone(),
         reached_online.clone(),
+        ever_online.clone(),
     );
     let reconnector = Box::new(
         move |_: Option<String>, slot: oneshot::Sender<Connection>| {
-            let (c, j, p, report, ro) = (
+            let (c, j, p, report, ro, ever) = (
                 c.clone(),
                 j.clone(),
                 p.clone(),
                 reconnect_tx.clone(),
                 ro.clone(),
+                ever.clone(),
             );
             tokio::spawn(async move {
                 let mut delay = FIRST_RETRY;
+                let mut refusals = 0;
                 loop {
-                    if !ro.load(Ordering::SeqCst)
-                        && let Err(e) = check_session(&c, &j, &p).await
-                        && e.is_permanent()
-                    {
-                        let _ = report.send(Internal::Permanent(e.to_string()));
-                        return;
+                    let attempt = async {
+                        if !ro.load(Ordering::SeqCst) {
+                            check_session(&c, &j, &p).await?;
+                        }
+                        login_stream(&c, &j, &p).await
                     }
-                    match login_stream(&c, &j, &p).await {
+                    .await;
+                    match attempt {
                         Ok((mut features, stream, _security)) => {
                             if !ro.swap(false, Ordering::SeqCst) {
                                 features.stream_management = None;
@@ -211,6 +218,17 @@ async fn run(
                                 identity: Jid::from(j.clone()),
                             });
                             return;
+                        }
+                        // A server restarting answers logins before it has loaded its
+                        // accounts (ejabberd says "Invalid username or password"): a
+                        // password that worked in this run is tried a few more times,
+                        // slowly, before the account stops.
+                        Err(SignalingError::AuthFailed)
+                            if ever.load(Ordering::SeqCst) && refusals < AUTH_RETRIES =>
+                        {
+                            refusals += 1;
+                            tracing::debug!("XMPP login refused after a reconnect; trying again");
+                            tokio::time::sleep(MAX_RETRY).await;
                         }
                         Err(e) if e.is_permanent() => {
                             let _ = report.send(Internal::Permanent(e.to_string()));
@@ -261,11 +279,13 @@ async fn run(
                     Some(Event::Stanza(s)) => core.handle(s),
                     Some(Event::Stream(StreamEvent::Reset { features, .. })) => {
                         reached_online.store(true, Ordering::SeqCst);
+                        ever_online.store(true, Ordering::SeqCst);
                         acked = features.stream_management.is_some();
                         core.online(false);
                     }
                     Some(Event::Stream(StreamEvent::Resumed)) => {
                         reached_online.store(true, Ordering::SeqCst);
+                        ever_online.store(true, Ordering::SeqCst);
                         core.online(true);
                     }
                     Some(Event::Stream(StreamEvent::Suspended)) => core.offline("connection lost; reconnecting".into(), false),

@@ -138,6 +138,11 @@ impl Ejabberd {
         self.process.kill();
     }
 
+    /// Stops it cleanly (SIGTERM to the whole group); its data survives for a restart.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
     /// Starts it again on the same port with the same data and certificate.
     pub fn restart(&mut self) -> Result<()> {
         self.process.stop();
