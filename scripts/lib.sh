@@ -7,7 +7,7 @@ RUN_PACKAGES="build-essential pkg-config cmake libclang-dev curl ca-certificates
   libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxi6 libxrandr2
   xvfb xauth openssl"
 # Real servers and peers the tests talk to.
-TEST_PACKAGES="prosody kamailio kamailio-tls-modules linphone-cli baresip-core sip-tester microsocks"
+TEST_PACKAGES="prosody ejabberd kamailio kamailio-tls-modules linphone-cli baresip-core sip-tester microsocks"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -290,10 +290,9 @@ impl ScramClient {
     }
 }
 
-fn field<'a>(part: Option<&'a str>, name: char) -> Result<&'a str, SignalingError> {
+fn field(part: Option<&str>, name: char) -> Result<&str, SignalingError> {
     let part = part.ok_or_else(|| malformed(format!("its '{name}' field is missing")))?;
-    let mut chars = part.chars();
-    if chars.next() == Some('m') && name == 'r' {
+    if name == 'r' && part.starts_with("m=") {
         return Err(malformed("it requires an extension we do not know"));
     }
     part.strip_prefix(name)
