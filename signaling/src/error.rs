@@ -23,6 +23,10 @@ pub enum SignalingError {
     /// The server's rules refuse this account or address (disabled, expired, denied).
     #[error("the server refused the login by its policy: {0}")]
     LoginPolicy(String),
+    /// The server refused the login for a reason other than the password (its words or
+    /// SASL condition). Not retried.
+    #[error("the server refused the login: {0}")]
+    LoginRefused(String),
     /// The server's side of the login cannot be trusted (it failed to prove it knows the
     /// password, or asked for something that would weaken it). Never retried.
     #[error("refusing to log in: {0}")]
@@ -67,6 +71,7 @@ impl SignalingError {
                 | SignalingError::LoginRateLimited(_)
                 | SignalingError::LoginPolicy(_)
                 | SignalingError::LoginUnsafe(_)
+                | SignalingError::LoginRefused(_)
                 | SignalingError::UntrustedCertificate(_)
                 | SignalingError::NoTls
                 | SignalingError::InvalidInput(_)

@@ -12,7 +12,7 @@ use crate::SignalingError;
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::jid::{BareJid, Jid};
@@ -179,29 +179,53 @@ async fn run(
     let reached_online = Arc::new(AtomicBool::new(true));
     let reconnect_tx = internal_tx.clone();
     let ever_online = Arc::new(AtomicBool::new(false));
-    let (c, j, p, ro, ever) = (
+    // tokio-xmpp asks for a new connection at once each time one drops; a server that
+    // accepts the login and then drops the stream would make that a hot loop of logins.
+    // So after a stream that never came online, the next waits, longer each time (reset
+    // once online).
+    let backoff_ms = Arc::new(AtomicU64::new(0));
+    // Streams handed out in a row after one that never came online.
+    let unproductive_streams = Arc::new(AtomicU32::new(0));
+    let (c, j, p, ro, ever, backoff, unproductive) = (
         connector.clone(),
         jid.clone(),
         password.clone(),
         reached_online.clone(),
         ever_online.clone(),
+        backoff_ms.clone(),
+        unproductive_streams.clone(),
     );
     let reconnector = Box::new(
         move |_: Option<String>, slot: oneshot::Sender<Connection>| {
-            let (c, j, p, report, ro, ever) = (
+            let (c, j, p, report, ro, ever, backoff, unproductive) = (
                 c.clone(),
                 j.clone(),
                 p.clone(),
                 reconnect_tx.clone(),
                 ro.clone(),
                 ever.clone(),
+                backoff.clone(),
+                unproductive.clone(),
             );
             tokio::spawn(async move {
+                if !ro.load(Ordering::SeqCst) {
+                    let wait = backoff
+                        .load(Ordering::SeqCst)
+                        .max(FIRST_RETRY.as_millis() as u64);
+                    backoff.store(
+                        (wait * 2).min(MAX_RETRY.as_millis() as u64),
+                        Ordering::SeqCst,
+                    );
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
                 let mut delay = FIRST_RETRY;
                 let mut refusals = 0;
                 loop {
                     let attempt = async {
-                        if !ro.load(Ordering::SeqCst) {
+                        // Two streams in a row that never came online: the first may only
+                        // have failed to resume a session the server lost, the second
+                        // was fresh. Ask on a connection of our own why.
+                        if !ro.load(Ordering::SeqCst) && unproductive.load(Ordering::SeqCst) >= 1 {
                             check_session(&c, &j, &p).await?;
                         }
                         login_stream(&c, &j, &p).await
@@ -211,6 +235,7 @@ async fn run(
                         Ok((mut features, stream, _security)) => {
                             if !ro.swap(false, Ordering::SeqCst) {
                                 features.stream_management = None;
+                                unproductive.fetch_add(1, Ordering::SeqCst);
                             }
                             let _ = slot.send(Connection {
                                 stream,
@@ -280,12 +305,16 @@ async fn run(
                     Some(Event::Stream(StreamEvent::Reset { features, .. })) => {
                         reached_online.store(true, Ordering::SeqCst);
                         ever_online.store(true, Ordering::SeqCst);
+                        backoff_ms.store(0, Ordering::SeqCst);
+                        unproductive_streams.store(0, Ordering::SeqCst);
                         acked = features.stream_management.is_some();
                         core.online(false);
                     }
                     Some(Event::Stream(StreamEvent::Resumed)) => {
                         reached_online.store(true, Ordering::SeqCst);
                         ever_online.store(true, Ordering::SeqCst);
+                        backoff_ms.store(0, Ordering::SeqCst);
+                        unproductive_streams.store(0, Ordering::SeqCst);
                         core.online(true);
                     }
                     Some(Event::Stream(StreamEvent::Suspended)) => core.offline("connection lost; reconnecting".into(), false),

@@ -1,4 +1,4 @@
-//! A tokio-xmpp `ServerConnector` that always upgrades with STARTTLS (never continues in
+//! The TLS connection to an XMPP server: always upgraded with STARTTLS (never continues in
 //! cleartext), verifies with [`Trust`], and can go through a SOCKS5 proxy.
 
 use super::end_point::end_point_binding;
@@ -7,14 +7,13 @@ use super::socks5;
 use super::stream::next_element;
 use super::tls::{Trust, client_config};
 use futures::SinkExt;
-use sasl::common::ChannelBinding;
 use std::borrow::Cow;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_xmpp::connect::{DnsConfig, ServerConnector};
+use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::error::{Error, ProtocolError};
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::parsers::starttls;
@@ -168,23 +167,5 @@ impl HushConnector {
         };
         let secure = initiate_stream(BufStream::new(tls), ns, header(), timeouts).await?;
         Ok((secure, facts))
-    }
-}
-
-impl ServerConnector for HushConnector {
-    type Stream = BufStream<TlsStream<TcpStream>>;
-
-    async fn connect(
-        &self,
-        jid: &Jid,
-        ns: &'static str,
-        timeouts: Timeouts,
-    ) -> Result<(PendingFeaturesRecv<Self::Stream>, ChannelBinding), Error> {
-        let (stream, facts) = self.connect_tls(jid, ns, timeouts).await?;
-        let binding = facts
-            .exporter
-            .map(ChannelBinding::TlsExporter)
-            .unwrap_or(ChannelBinding::None);
-        Ok((stream, binding))
     }
 }

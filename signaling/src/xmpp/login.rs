@@ -22,7 +22,6 @@ use tokio_xmpp::parsers::sasl::{DefinedCondition, Failure, Nonza, Response};
 use tokio_xmpp::parsers::sasl_cb::{SaslChannelBinding, Type};
 use tokio_xmpp::parsers::stream_error::DefinedCondition as StreamCondition;
 use tokio_xmpp::xmlstream::{InitiatingStream, XmppStream, XmppStreamElement};
-use zeroize::Zeroizing;
 
 /// Most rounds a SASL exchange may take before we call the server broken.
 const MAX_ROUNDS: usize = 4;
@@ -45,15 +44,12 @@ pub struct LoginSecurity {
     pub binding: Option<&'static str>,
 }
 
-/// The mechanism chosen.
+/// The mechanism chosen. PLAIN is not among them: it hands the password itself to
+/// whoever holds the TLS connection's other end, and a TLS interceptor that strips the
+/// SCRAM offer would get it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Plan {
-    Scram {
-        hash: ScramHash,
-        binding: Binding,
-    },
-    /// Only when the server offers no SCRAM at all; always inside TLS.
-    Plain,
+    Scram { hash: ScramHash, binding: Binding },
 }
 
 impl Plan {
@@ -68,10 +64,6 @@ impl Plan {
                     mechanism: hash.mechanism(false),
                     binding: None,
                 },
-            },
-            Plan::Plain => LoginSecurity {
-                mechanism: "PLAIN",
-                binding: None,
             },
         }
     }
@@ -117,9 +109,6 @@ pub(crate) fn plan(
             binding: Binding::NoneShared,
         });
     }
-    if offered.contains("PLAIN") {
-        return Ok(Plan::Plain);
-    }
     let list: Vec<String> = offered.iter().take(8).map(|m| printable(m)).collect();
     Err(SignalingError::LoginMechanism(if list.is_empty() {
         "nothing".into()
@@ -129,40 +118,37 @@ pub(crate) fn plan(
 }
 
 /// Runs the login on a TLS stream; on success the stream is ready for its reset.
+/// `offered_plus`: the server offered a `-PLUS` mechanism (so it may check the binding).
 pub(crate) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
     mut stream: XmppStream<S>,
     plan: Plan,
+    offered_plus: bool,
     username: &str,
     password: &str,
 ) -> Result<(InitiatingStream<S>, LoginSecurity), SignalingError> {
     let security = plan.security();
     let bound = security.binding.is_some();
-    let mut scram = match &plan {
-        Plan::Scram { hash, binding } => Some(ScramClient::new(
-            *hash,
-            binding.clone(),
-            username,
-            password,
-            ScramClient::random_nonce()?,
-        )?),
-        Plan::Plain => None,
-    };
-    let first = match &scram {
-        Some(s) => Zeroizing::new(s.client_first()),
-        None => {
-            let mut p = Zeroizing::new(Vec::with_capacity(username.len() + password.len() + 2));
-            p.push(0);
-            p.extend_from_slice(username.as_bytes());
-            p.push(0);
-            p.extend_from_slice(password.as_bytes());
-            p
+    let said_y = matches!(
+        &plan,
+        Plan::Scram {
+            binding: Binding::NoneShared,
+            ..
         }
-    };
+    );
+    let Plan::Scram { hash, binding } = plan;
+    let mut scram = ScramClient::new(
+        hash,
+        binding,
+        username,
+        password,
+        ScramClient::random_nonce()?,
+    )?;
+    // The client-first message holds no secret (name and nonce).
     let auth: Element = format!(
         "<auth xmlns='{}' mechanism='{}'>{}</auth>",
         ns::SASL,
         security.mechanism,
-        Zeroizing::new(B64.encode(&*first)).as_str()
+        B64.encode(scram.client_first())
     )
     .parse()
     .map_err(|e| SignalingError::Protocol(format!("building the login: {e}")))?;
@@ -174,12 +160,7 @@ pub(crate) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
             .map_err(super::classify::classify)?
         {
             XmppStreamElement::Sasl(Nonza::Challenge(c)) => {
-                let Some(s) = scram.as_mut() else {
-                    return Err(SignalingError::Protocol(
-                        "the server sent a challenge to a PLAIN login".into(),
-                    ));
-                };
-                let reply = s.next(&c.data)?;
+                let reply = scram.next(&c.data).map_err(|e| rebind(e, bound))?;
                 stream
                     .send(&XmppStreamElement::Sasl(Nonza::Response(Response {
                         data: reply,
@@ -188,10 +169,8 @@ pub(crate) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
                     .map_err(io)?;
             }
             XmppStreamElement::Sasl(Nonza::Success(ok)) => {
-                if let Some(s) = scram.as_mut()
-                    && !s.done()
-                {
-                    s.finish(&ok.data)?;
+                if !scram.done() {
+                    scram.finish(&ok.data).map_err(|e| rebind(e, bound))?;
                 }
                 tracing::info!(
                     mechanism = security.mechanism,
@@ -200,7 +179,9 @@ pub(crate) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
                 );
                 return Ok((stream.initiate_reset(), security));
             }
-            XmppStreamElement::Sasl(Nonza::Failure(f)) => return Err(failure(&f, bound)),
+            XmppStreamElement::Sasl(Nonza::Failure(f)) => {
+                return Err(failure(&f, bound, said_y && offered_plus));
+            }
             XmppStreamElement::StreamError(e) => {
                 let e = e.0;
                 let text = e.texts.values().next().map(|t| printable(t));
@@ -260,7 +241,9 @@ const BINDING_WORDS: &[&str] = &["binding", "downgrade"];
 
 /// A SASL `<failure/>`, told apart: only a plain refusal of the credentials is a wrong
 /// password.
-pub(crate) fn failure(f: &Failure, bound: bool) -> SignalingError {
+/// `y_under_plus`: we said `y` to a server that offered `-PLUS`; a server that checks
+/// bindings refuses that as a stripped offer.
+pub(crate) fn failure(f: &Failure, bound: bool, y_under_plus: bool) -> SignalingError {
     let text = f
         .texts
         .values()
@@ -269,6 +252,11 @@ pub(crate) fn failure(f: &Failure, bound: bool) -> SignalingError {
         .filter(|t| !t.is_empty());
     let binding = says(&text, BINDING_WORDS);
     match f.defined_condition {
+        DefinedCondition::MalformedRequest if y_under_plus => SignalingError::LoginBinding(with(
+            "it offers bound logins but announces no binding type Hushphone can make, and \
+             refused an unbound one",
+            &text,
+        )),
         DefinedCondition::NotAuthorized | DefinedCondition::MalformedRequest if binding => {
             SignalingError::LoginBinding(with(
                 if bound {
@@ -287,6 +275,12 @@ pub(crate) fn failure(f: &Failure, bound: bool) -> SignalingError {
         DefinedCondition::NotAuthorized if says(&text, POLICY_WORDS) => {
             SignalingError::LoginPolicy(with("access denied", &text))
         }
+        // A bound login refused without a word: the password, or the binding.
+        DefinedCondition::NotAuthorized if bound && text.is_none() => SignalingError::LoginBinding(
+            "the server said only 'not authorized': either the password is wrong or the \
+                 binding did not match"
+                .into(),
+        ),
         DefinedCondition::NotAuthorized => SignalingError::AuthFailed,
         DefinedCondition::AccountDisabled => {
             SignalingError::LoginPolicy(with("this account is disabled", &text))
@@ -300,10 +294,20 @@ pub(crate) fn failure(f: &Failure, bound: bool) -> SignalingError {
         DefinedCondition::InvalidMechanism | DefinedCondition::MechanismTooWeak => {
             SignalingError::LoginMechanism(with("it refused the one we chose", &text))
         }
-        ref other => SignalingError::Protocol(with(
-            &format!("the server refused the login ({other:?})"),
-            &text,
-        )),
+        ref other => SignalingError::LoginRefused(with(&format!("{other:?}"), &text)),
+    }
+}
+
+/// A SCRAM `e=` in the server's last message, told apart like a `<failure/>`.
+fn rebind(e: SignalingError, bound: bool) -> SignalingError {
+    match e {
+        SignalingError::LoginRefused(why) if why.starts_with("channel-binding") => {
+            SignalingError::LoginBinding(why)
+        }
+        SignalingError::LoginRefused(why) if why == "invalid-proof" && !bound => {
+            SignalingError::AuthFailed
+        }
+        other => other,
     }
 }
 
@@ -317,7 +321,6 @@ pub(crate) fn stream_failure(condition: &StreamCondition, text: Option<String>) 
         StreamCondition::PolicyViolation => {
             SignalingError::LoginPolicy(with("policy violation", &text))
         }
-        StreamCondition::NotAuthorized => SignalingError::AuthFailed,
         StreamCondition::ResourceConstraint => {
             SignalingError::Unreachable(with("the server is overloaded", &text))
         }
@@ -421,11 +424,9 @@ mod tests {
     }
 
     #[test]
-    fn plain_only_when_no_scram_and_nothing_we_know_is_an_error_naming_the_offer() {
-        assert_eq!(
-            plan(&offered(&["PLAIN", "DIGEST-MD5"]), None, &facts()).unwrap(),
-            Plan::Plain
-        );
+    fn plain_is_never_chosen_and_nothing_we_know_is_an_error_naming_the_offer() {
+        let e = plan(&offered(&["PLAIN", "DIGEST-MD5"]), None, &facts()).unwrap_err();
+        assert!(e.to_string().contains("PLAIN"), "{e}");
         assert_eq!(
             plan(&offered(&["PLAIN", "SCRAM-SHA-1"]), None, &facts())
                 .unwrap()
@@ -461,8 +462,18 @@ mod tests {
             ),
             (
                 fail(C::NotAuthorized, None),
-                true,
+                false,
                 "wrong username or password",
+            ),
+            (
+                fail(C::NotAuthorized, None),
+                true,
+                "either the password is wrong or the binding",
+            ),
+            (
+                fail(C::MalformedRequest, None),
+                false,
+                "refused the login: MalformedRequest",
             ),
             (
                 fail(C::NotAuthorized, Some("Invalid channel binding")),
@@ -482,14 +493,18 @@ mod tests {
             (fail(C::AccountDisabled, None), false, "disabled"),
             (fail(C::CredentialsExpired, None), false, "expired"),
             (fail(C::InvalidMechanism, None), false, "no login method"),
-            (
-                fail(C::TemporaryAuthFailure, None),
-                false,
-                "cannot check logins right now",
-            ),
         ];
+        // Only a server that cannot check logins now is worth asking again.
+        let e = failure(&fail(C::TemporaryAuthFailure, None), false, false);
+        assert!(!e.is_permanent() && e.to_string().contains("cannot check logins right now"));
+        // Prosody refuses a 'y' with malformed-request when it checks bindings: a
+        // stripped offer, or one we cannot meet; not a malformed login of ours.
+        let e = failure(&fail(C::MalformedRequest, None), false, true);
+        assert!(matches!(e, SignalingError::LoginBinding(_)), "{e}");
         for (f, bound, words) in cases {
-            let e = failure(&f, bound).to_string();
+            let e = failure(&f, bound, false);
+            assert!(e.is_permanent(), "{e}");
+            let e = e.to_string();
             assert!(e.contains(words), "{:?} -> {e}", f.defined_condition);
             if words != "wrong username or password" {
                 assert!(!e.contains("wrong username"), "{e}");

@@ -152,7 +152,12 @@ pub(crate) async fn login_stream(
             .await
             .map_err(|e| classify(e.into()))?;
         let plan = login::plan(&features.sasl_mechanisms, features.sasl_cb.as_ref(), &tls)?;
-        let (stream, security) = login::authenticate(stream, plan, &username, password).await?;
+        let offered_plus = features
+            .sasl_mechanisms
+            .iter()
+            .any(|m| m.ends_with("-PLUS"));
+        let (stream, security) =
+            login::authenticate(stream, plan, offered_plus, &username, password).await?;
         let stream = stream
             .send_header(StreamHeader {
                 to: Some(Cow::Owned(jid.domain().as_str().to_owned())),

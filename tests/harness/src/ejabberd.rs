@@ -58,7 +58,12 @@ impl Ejabberd {
             .replace("@EXTRA_MODULES@", &extra);
         std::fs::write(dir.path().join("ejabberd.yml"), config)
             .map_err(io("write ejabberd.yml"))?;
-        std::fs::write(dir.path().join("ejabberdctl.cfg"), "").map_err(io("ejabberdctl.cfg"))?;
+        // Erlang's node port and epmd listen on loopback only.
+        std::fs::write(
+            dir.path().join("ejabberdctl.cfg"),
+            "INET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\n",
+        )
+        .map_err(io("ejabberdctl.cfg"))?;
         std::fs::copy("/etc/ejabberd/inetrc", dir.path().join("inetrc"))
             .map_err(io("copy /etc/ejabberd/inetrc (is ejabberd installed?)"))?;
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
@@ -92,6 +97,7 @@ impl Ejabberd {
             .args(["--node", node, "foreground"])
             .current_dir(dir)
             .env("HOME", dir)
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             .uid(uid)
             .gid(gid);
         ServerProcess::spawn_group("ejabberd", cmd, &dir.join("console.log"))
