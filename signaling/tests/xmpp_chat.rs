@@ -450,24 +450,62 @@ async fn server_restart_loses_and_duplicates_nothing_on(kind: ServerKind) {
         "back within {bound:?}, took {:?}",
         back.elapsed()
     );
-    for i in 0..3 {
-        let want = format!("queued {i}");
-        bob.wait("queued message", |e| {
-            matches!(e, XmppEvent::Message { body, .. } if *body == want).then_some(())
+    let all_seen = |seen: &[String]| (0..3).all(|i| seen.contains(&format!("queued {i}")));
+    collect_messages(&mut bob, Duration::from_secs(10), all_seen).await;
+    let mut again = None;
+    if !all_seen(&bob.messages()) && kind == ServerKind::Ejabberd {
+        // ejabberd 23.01 writes its offline store behind: a message stored while the
+        // recipient's first presence is being handled misses that delivery and comes at
+        // the next login. Log in again: it must come then, and only once.
+        bob.handle.command(XmppCommand::Stop);
+        let mut next = login(&server, "bob");
+        next.online().await;
+        let before = bob.messages();
+        collect_messages(&mut next, Duration::from_secs(10), |m| {
+            all_seen(&[before.clone(), m.to_vec()].concat())
         })
         .await;
+        again = Some(next);
     }
+    // Anything more that would come, comes now.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    while let Ok(ev) = bob.events.try_recv() {
-        bob.seen.push(ev);
+    let mut received = Vec::new();
+    for account in std::iter::once(&mut bob).chain(again.as_mut()) {
+        while let Ok(ev) = account.events.try_recv() {
+            account.seen.push(ev);
+        }
+        received.extend(account.messages());
     }
     for i in 0..3 {
-        let n = bob
-            .messages()
+        let n = received
             .iter()
             .filter(|m| **m == format!("queued {i}"))
             .count();
-        assert_eq!(n, 1, "message {i} seen {n} times");
+        assert_eq!(
+            n, 1,
+            "message {i} seen {n} times; bob saw {:?}; alice saw {:?}",
+            bob.seen, alice.seen
+        );
+    }
+}
+
+/// Messages the account receives until `done` says enough or `limit` passes.
+async fn collect_messages(
+    account: &mut Account,
+    limit: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = account.messages();
+        if done(&got) {
+            return got;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, account.events.recv()).await {
+            Ok(Some(ev)) => account.seen.push(ev),
+            _ => return account.messages(),
+        }
     }
 }
 
