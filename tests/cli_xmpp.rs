@@ -1,6 +1,6 @@
-//! `hushphone xmpp ...` against a real Prosody, as a script would use it.
+//! `hushphone xmpp ...` against real Prosody and ejabberd, as a script would use it.
 
-use hush_harness::Prosody;
+use hush_harness::{ServerKind, XmppServer, per_server_blocking};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -36,14 +36,14 @@ fn hushphone(profile: &Path, args: &[&str], stdin: &str) -> (bool, Vec<Value>, S
     )
 }
 
-fn fingerprint(server: &Prosody) -> String {
+fn fingerprint(server: &XmppServer) -> String {
     let pem = std::fs::read(server.cert_path()).expect("cert");
     hush_signaling::xmpp::format_fingerprint(
         &hush_signaling::xmpp::cert_fingerprint_from_pem(&pem).expect("fp"),
     )
 }
 
-fn register(dir: &Path, server: &Prosody, user: &str) {
+fn register(dir: &Path, server: &XmppServer, user: &str) {
     let (ok, records, err) = hushphone(
         dir,
         &[
@@ -65,9 +65,12 @@ fn has(records: &[Value], kind: &str, key: &str, value: &str) -> bool {
     records.iter().any(|r| r["type"] == kind && r[key] == value)
 }
 
-#[test]
-fn accounts_roster_messages_and_requests() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    accounts_roster_messages_and_requests,
+    accounts_roster_messages_and_requests_on
+);
+fn accounts_roster_messages_and_requests_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let root = tempfile::tempdir().expect("tempdir");
     let p = |u: &str| root.path().join(u);
     for u in ["alice", "bob", "carol", "dave"] {
@@ -279,9 +282,12 @@ fn accounts_roster_messages_and_requests() {
     assert!(err.contains("wrong username or password"), "{err}");
 }
 
-#[test]
-fn untrusted_server_is_refused_with_its_fingerprint() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    untrusted_server_is_refused_with_its_fingerprint,
+    untrusted_server_is_refused_with_its_fingerprint_on
+);
+fn untrusted_server_is_refused_with_its_fingerprint_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let (ok, _, err) = hushphone(
         dir.path(),
@@ -301,9 +307,9 @@ fn untrusted_server_is_refused_with_its_fingerprint() {
     );
 }
 
-#[test]
-fn rooms_from_the_command_line() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(rooms_from_the_command_line, rooms_from_the_command_line_on);
+fn rooms_from_the_command_line_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let root = tempfile::tempdir().expect("tempdir");
     register(&root.path().join("alice"), &server, "alice");
     register(&root.path().join("bob"), &server, "bob");
@@ -420,9 +426,12 @@ fn spawn(
     (child, rx)
 }
 
-#[test]
-fn otr_authentication_between_two_cli_processes() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    otr_authentication_between_two_cli_processes,
+    otr_authentication_between_two_cli_processes_on
+);
+fn otr_authentication_between_two_cli_processes_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let root = tempfile::tempdir().expect("tempdir");
     let p = |u: &str| root.path().join(u);
     for u in ["alice", "bob"] {

@@ -1,4 +1,4 @@
-//! Chat through the phone core against a real Prosody: accounts created in-band, a
+//! Chat through the phone core against real Prosody and ejabberd: accounts created in-band, a
 //! contact authorized, messages both ways (logged only where history is on), a room.
 
 mod chat_common;
@@ -7,11 +7,11 @@ use chat_common::{online, register, wait};
 use hush_core::command::RequestAnswer;
 use hush_core::snapshot::Subscription;
 use hush_core::{Command, Event, Phone, Profile};
-use hush_harness::Prosody;
+use hush_harness::{ServerKind, XmppServer, per_server_blocking};
 
-#[test]
-fn two_phones_chat_through_prosody() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(two_phones_chat_through_the_server, two_phones_chat_on);
+fn two_phones_chat_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let alice =
         Phone::start(Profile::open(&dir.path().join("a")).expect("profile")).expect("phone");

@@ -9,7 +9,7 @@ use chat_common::{online, register, wait};
 use hostile_server::HostileServer;
 use hush_core::snapshot::AccountStatus;
 use hush_core::{Command, Event, Phone, Profile};
-use hush_harness::Prosody;
+use hush_harness::{ServerKind, XmppServer};
 use std::time::{Duration, Instant};
 
 fn rss_kib() -> u64 {
@@ -63,7 +63,7 @@ fn handled(
 
 #[test]
 fn a_flood_from_many_senders_keeps_memory_bounded_and_friends_get_through() {
-    let server = Prosody::start().expect("prosody");
+    let server = XmppServer::start(ServerKind::Prosody).expect("prosody");
     let dir = tempfile::tempdir().expect("tempdir");
     let alice =
         Phone::start(Profile::open(&dir.path().join("a")).expect("profile")).expect("phone");
@@ -86,7 +86,10 @@ fn a_flood_from_many_senders_keeps_memory_bounded_and_friends_get_through() {
             .then_some(())
     });
 
-    let mut hostile = HostileServer::connect(&server);
+    let XmppServer::Prosody(prosody) = &server else {
+        unreachable!("started as Prosody: the flood comes through its component port")
+    };
+    let mut hostile = HostileServer::connect(prosody);
     // Warm up (allocator, caches, the first few hundred conversations), then measure.
     flood(&mut hostile, 0..300);
     handled(&alice, &mut ae, &mut hostile, "warm");

@@ -1,5 +1,5 @@
 //! OTR through the phone core against a real buddy: the C libotr peer (compiled by the
-//! harness) on a real Prosody. AKE from each side, messages both ways with
+//! harness) on real Prosody and ejabberd (every test runs on both). AKE from each side, messages both ways with
 //! fragmentation, SMP by question and by shared secret from each side, fingerprint
 //! verification and persistence, a changed key, the buddy ending the session, and the
 //! "require encryption" policy never letting plaintext out — asserted on what the buddy
@@ -12,13 +12,13 @@ use hush_core::snapshot::{AccountStatus, SmpView};
 use hush_core::{
     AccountId, ChatSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Secret,
 };
-use hush_harness::Prosody;
+use hush_harness::{ServerKind, XmppServer, per_server_blocking};
 use otr_buddy::Buddy;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast::Receiver;
 
-fn settings(server: &Prosody, policy: OtrPolicySetting) -> XmppSettings {
+fn settings(server: &XmppServer, policy: OtrPolicySetting) -> XmppSettings {
     let pem = std::fs::read(server.cert_path()).expect("cert");
     let fp = hush_signaling::xmpp::cert_fingerprint_from_pem(&pem).expect("fp");
     XmppSettings {
@@ -37,7 +37,7 @@ struct Side {
 
 impl Side {
     /// A phone with a new in-band registered account, online.
-    fn register(dir: &Path, server: &Prosody, user: &str, policy: OtrPolicySetting) -> Side {
+    fn register(dir: &Path, server: &XmppServer, user: &str, policy: OtrPolicySetting) -> Side {
         let phone = Phone::start(Profile::open(dir).expect("profile")).expect("phone");
         let rx = phone.events();
         let new = NewAccount {
@@ -180,9 +180,12 @@ fn private(alice: &mut Side, buddy: &Buddy) {
     });
 }
 
-#[test]
-fn ake_from_each_side_messages_fragments_and_ending() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    ake_from_each_side_messages_fragments_and_ending,
+    ake_from_each_side_messages_fragments_and_ending_on
+);
+fn ake_from_each_side_messages_fragments_and_ending_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut alice = Side::register(dir.path(), &server, "alice", OtrPolicySetting::Manual);
     let buddy = Buddy::start(&server, "buddy");
@@ -266,9 +269,12 @@ fn ake_from_each_side_messages_fragments_and_ending() {
     assert!(!buddy.seen().shown.iter().any(|m| m == "are you there?"));
 }
 
-#[test]
-fn smp_by_question_and_shared_secret_from_each_side() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    smp_by_question_and_shared_secret_from_each_side,
+    smp_by_question_and_shared_secret_from_each_side_on
+);
+fn smp_by_question_and_shared_secret_from_each_side_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut alice = Side::register(dir.path(), &server, "alice", OtrPolicySetting::Manual);
     let buddy = Buddy::start(&server, "buddy");
@@ -404,9 +410,12 @@ fn ask_err(alice: &Side, b: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn fingerprint_verification_persists_and_a_changed_key_warns() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    fingerprint_verification_persists_and_a_changed_key_warns,
+    fingerprint_verification_persists_and_a_changed_key_warns_on
+);
+fn fingerprint_verification_persists_and_a_changed_key_warns_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let profile = dir.path().join("alice");
     let mut alice = Side::register(&profile, &server, "alice", OtrPolicySetting::Opportunistic);
@@ -522,9 +531,12 @@ fn fingerprint_verification_persists_and_a_changed_key_warns() {
     assert!(known.iter().any(|k| k.peer == b), "{known:?}");
 }
 
-#[test]
-fn forgetting_the_fingerprint_in_use_is_refused_and_the_chat_stays_private() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    forgetting_the_fingerprint_in_use_is_refused_and_the_chat_stays_private,
+    forgetting_the_fingerprint_in_use_is_refused_and_the_chat_stays_private_on
+);
+fn forgetting_the_fingerprint_in_use_is_refused_and_the_chat_stays_private_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut alice = Side::register(
         dir.path(),
@@ -599,9 +611,12 @@ fn forgetting_the_fingerprint_in_use_is_refused_and_the_chat_stays_private() {
     assert_eq!(chat.peer_fingerprint, None);
 }
 
-#[test]
-fn only_what_otr_decrypted_is_marked_encrypted() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    only_what_otr_decrypted_is_marked_encrypted,
+    only_what_otr_decrypted_is_marked_encrypted_on
+);
+fn only_what_otr_decrypted_is_marked_encrypted_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut alice = Side::register(
         dir.path(),
@@ -627,9 +642,12 @@ fn only_what_otr_decrypted_is_marked_encrypted() {
     assert!(alice.received("really encrypted").encrypted);
 }
 
-#[test]
-fn require_policy_never_lets_plaintext_out() {
-    let mut server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    require_policy_never_lets_plaintext_out,
+    require_policy_never_lets_plaintext_out_on
+);
+fn require_policy_never_lets_plaintext_out_on(kind: ServerKind) {
+    let mut server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut alice = Side::register(dir.path(), &server, "alice", OtrPolicySetting::Require);
     let buddy = Buddy::start(&server, "buddy");
@@ -680,7 +698,7 @@ fn require_policy_never_lets_plaintext_out() {
     });
 
     // Across a server crash: typed while the server is down, sent encrypted after.
-    server.kill();
+    server.go_down();
     alice.send(&b, "third secret").expect("send while offline");
     server.restart().expect("restart");
     buddy.wait("third", |s| {
@@ -722,9 +740,12 @@ fn require_policy_never_lets_plaintext_out() {
     assert!(!contains(&db, b"the plan is at noon"), "history is sealed");
 }
 
-#[test]
-fn pidgin_files_import_and_export() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    pidgin_files_import_and_export,
+    pidgin_files_import_and_export_on
+);
+fn pidgin_files_import_and_export_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     // A Pidgin identity: a key for "carol@localhost/Home" and a verified buddy.
     let donor = Side::register(

@@ -404,12 +404,7 @@ async fn server_restart_loses_and_duplicates_nothing_on(kind: ServerKind) {
     bob.online().await;
     befriend(&mut alice, &mut bob, "alice@localhost", "bob@localhost").await;
 
-    match &mut server {
-        XmppServer::Prosody(p) => p.kill(),
-        // Killed hard, ejabberd loses its last writes (Mnesia's log is written behind):
-        // bob's account, just created, would be gone. So it is stopped cleanly.
-        XmppServer::Ejabberd(e) => e.stop(),
-    }
+    server.go_down();
     alice
         .wait("offline", |e| {
             matches!(
@@ -600,4 +595,78 @@ async fn a_room_created_with_a_password_requires_it_on(kind: ServerKind) {
             _ => None,
         })
         .await;
+}
+
+per_server!(
+    a_dropped_connection_resumes_its_session_and_loses_nothing,
+    a_dropped_connection_resumes_on
+);
+async fn a_dropped_connection_resumes_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
+    create(&server, "alice").await;
+    create(&server, "bob").await;
+    // Alice goes through a relay that can drop her connection with the server still up.
+    let relay = hush_harness::Relay::start(server.port()).expect("relay");
+    let pem = std::fs::read(server.cert_path()).expect("cert");
+    let via_relay = HushConnector::direct(
+        "127.0.0.1",
+        relay.port(),
+        Trust::Pinned(cert_fingerprint_from_pem(&pem).expect("fp")),
+    );
+    let (handle, events) = account::start(via_relay, jid("alice@localhost"), "alice-pw-1".into());
+    let mut alice = Account {
+        handle,
+        events,
+        seen: Vec::new(),
+    };
+    let mut bob = login(&server, "bob");
+    alice.online().await;
+    bob.online().await;
+    befriend(&mut alice, &mut bob, "alice@localhost", "bob@localhost").await;
+
+    relay.cut();
+    alice
+        .wait("offline", |e| {
+            matches!(
+                e,
+                XmppEvent::Offline {
+                    permanent: false,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    // Written to alice while her connection is down: her session, kept by the server,
+    // holds it until she resumes.
+    bob.handle.command(XmppCommand::Send {
+        to: jid("alice@localhost"),
+        body: "while you were away".into(),
+        id: None,
+    });
+    let resumed = alice
+        .wait("alice back", |e| match e {
+            XmppEvent::Online { resumed } => Some(*resumed),
+            _ => None,
+        })
+        .await;
+    assert!(
+        resumed,
+        "the session was resumed (XEP-0198), not started again; saw {:?}",
+        alice.seen
+    );
+    collect_messages(&mut alice, Duration::from_secs(10), |m| {
+        m.iter().any(|b| b == "while you were away")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while let Ok(ev) = alice.events.try_recv() {
+        alice.seen.push(ev);
+    }
+    let n = alice
+        .messages()
+        .iter()
+        .filter(|b| *b == "while you were away")
+        .count();
+    assert_eq!(n, 1, "delivered once; alice saw {:?}", alice.seen);
 }

@@ -1,6 +1,6 @@
 //! The window against a real core: the echo test's SAS comparison (a right pick
-//! verifies, a wrong pick ends the call and says why), and private chat against a real
-//! Prosody (padlock states, the fingerprint field going red then green, an SMP failure
+//! verifies, a wrong pick ends the call and says why), and private chat against real
+//! Prosody and ejabberd (padlock states, the fingerprint field going red then green, an SMP failure
 //! shown), contacts and their requests, and the account form's errors.
 
 use egui_kittest::Harness;
@@ -11,7 +11,7 @@ use hush_core::{
     AccountId, CallSecurity, ChatSecurity, Command, Event, NewAccount, Phone, Profile, Reply,
     Secret,
 };
-use hush_harness::Prosody;
+use hush_harness::{ServerKind, XmppServer, per_server_blocking};
 use hush_ui::HushApp;
 
 mod common;
@@ -127,7 +127,7 @@ fn echo_test_wrong_sas_pick_ends_the_call() {
     echo_call(false);
 }
 
-fn xmpp(server: &Prosody) -> XmppSettings {
+fn xmpp(server: &XmppServer) -> XmppSettings {
     let pem = std::fs::read(server.cert_path()).expect("cert");
     let fp = hush_signaling::xmpp::cert_fingerprint_from_pem(&pem).expect("fp");
     XmppSettings {
@@ -138,7 +138,7 @@ fn xmpp(server: &Prosody) -> XmppSettings {
 }
 
 /// A phone with a new in-band registered account, online.
-fn online(dir: &std::path::Path, server: &Prosody, user: &str) -> (Arc<Phone>, AccountId) {
+fn online(dir: &std::path::Path, server: &XmppServer, user: &str) -> (Arc<Phone>, AccountId) {
     let phone = Arc::new(Phone::start(Profile::open(dir).expect("profile")).expect("phone"));
     let mut rx = phone.events();
     let Ok(Reply::Account(a)) = phone.execute_blocking(Command::RegisterXmpp(NewAccount {
@@ -173,9 +173,12 @@ fn online(dir: &std::path::Path, server: &Prosody, user: &str) -> (Arc<Phone>, A
     panic!("{user} not online")
 }
 
-#[test]
-fn chat_padlock_fingerprint_check_and_smp_failure() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    chat_padlock_fingerprint_check_and_smp_failure,
+    chat_padlock_fingerprint_check_and_smp_failure_on
+);
+fn chat_padlock_fingerprint_check_and_smp_failure_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let (alice, _) = online(&dir.path().join("a"), &server, "alice");
     let (bob, bob_acc) = online(&dir.path().join("b"), &server, "bob");
@@ -296,9 +299,9 @@ fn chat_padlock_fingerprint_check_and_smp_failure() {
     );
 }
 
-#[test]
-fn contact_requests_and_forms() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(contact_requests_and_forms, contact_requests_and_forms_on);
+fn contact_requests_and_forms_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let (alice, _) = online(&dir.path().join("a"), &server, "alice");
     let (bob, bob_acc) = online(&dir.path().join("b"), &server, "bob");
@@ -352,9 +355,12 @@ fn contact_requests_and_forms() {
     let _ = h;
 }
 
-#[test]
-fn account_password_change_and_the_add_form_fields() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    account_password_change_and_the_add_form_fields,
+    account_password_change_and_the_add_form_fields_on
+);
+fn account_password_change_and_the_add_form_fields_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let (alice, acc) = online(&dir.path().join("a"), &server, "alice");
     let mut app = HushApp::new(alice.clone());
@@ -466,9 +472,12 @@ fn account_password_change_and_the_add_form_fields() {
     );
 }
 
-#[test]
-fn join_a_room_see_occupants_and_talk() {
-    let server = Prosody::start().expect("prosody");
+per_server_blocking!(
+    join_a_room_see_occupants_and_talk,
+    join_a_room_see_occupants_and_talk_on
+);
+fn join_a_room_see_occupants_and_talk_on(kind: ServerKind) {
+    let server = XmppServer::start(kind).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
     let (alice, _) = online(&dir.path().join("a"), &server, "alice");
     let (bob, bob_acc) = online(&dir.path().join("b"), &server, "bob");

@@ -1,13 +1,13 @@
-//! What the chat tests share: an account registered in-band at a real Prosody and
+//! What the chat tests share: an account registered in-band at a real XMPP server and
 //! brought online, and bounded waits for the phone's events.
 
 use hush_core::model::{AccountSettings, XmppSettings};
 use hush_core::snapshot::AccountStatus;
 use hush_core::{AccountId, Command, Event, NewAccount, Phone, Reply, Secret};
-use hush_harness::Prosody;
+use hush_harness::XmppServer;
 use std::time::{Duration, Instant};
 
-pub fn settings(server: &Prosody) -> XmppSettings {
+pub fn settings(server: &XmppServer) -> XmppSettings {
     let pem = std::fs::read(server.cert_path()).expect("cert");
     let fp = hush_signaling::xmpp::cert_fingerprint_from_pem(&pem).expect("fp");
     XmppSettings {
@@ -18,7 +18,7 @@ pub fn settings(server: &Prosody) -> XmppSettings {
     }
 }
 
-pub fn register(phone: &Phone, server: &Prosody, user: &str) -> AccountId {
+pub fn register(phone: &Phone, server: &XmppServer, user: &str) -> AccountId {
     let new = NewAccount {
         address: format!("{user}@localhost"),
         display_name: None,

@@ -1,8 +1,8 @@
 //! The remote buddy for OTR tests: the C libotr peer from the harness, carried over a
-//! real Prosody by an XMPP account. Everything it receives is kept raw, so tests can
+//! real XMPP server (Prosody or ejabberd) by an XMPP account. Everything it receives is kept raw, so tests can
 //! assert on exactly what reached the other side.
 
-use hush_harness::{OtrPeer, Prosody, hex, unhex};
+use hush_harness::{OtrPeer, XmppServer, hex, unhex};
 use hush_signaling::xmpp::account::{self, XmppCommand, XmppHandle};
 use hush_signaling::xmpp::chat::XmppEvent;
 use hush_signaling::xmpp::{BareJid, HushConnector, Trust, cert_fingerprint_from_pem};
@@ -37,7 +37,7 @@ pub struct Buddy {
     pub jid: String,
 }
 
-fn connector(server: &Prosody) -> HushConnector {
+fn connector(server: &XmppServer) -> HushConnector {
     let pem = std::fs::read(server.cert_path()).expect("cert");
     HushConnector::direct(
         "127.0.0.1",
@@ -67,7 +67,7 @@ fn absorb(shared: &Shared, handle: &XmppHandle, lines: Vec<String>) {
 
 impl Buddy {
     /// Registers `user@localhost`, logs in, and starts a libotr peer with a fresh key.
-    pub fn start(server: &Prosody, user: &str) -> Buddy {
+    pub fn start(server: &XmppServer, user: &str) -> Buddy {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()

@@ -76,6 +76,16 @@ impl XmppServer {
         }
     }
 
+    /// Takes it down with its data kept for a restart: Prosody is killed hard (a crash);
+    /// ejabberd is stopped cleanly, since killed hard it loses its latest writes (Mnesia
+    /// writes its log behind), accounts created a moment before among them.
+    pub fn go_down(&mut self) {
+        match self {
+            XmppServer::Prosody(s) => s.kill(),
+            XmppServer::Ejabberd(s) => s.stop(),
+        }
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn restart(&mut self) -> Result<()> {
         match self {
@@ -107,6 +117,25 @@ macro_rules! per_server {
             #[tokio::test(flavor = "multi_thread")]
             async fn ejabberd() {
                 super::$body($crate::ServerKind::Ejabberd).await
+            }
+        }
+    };
+}
+
+/// Like [`per_server!`], for a plain (blocking) test body: `name::prosody` and
+/// `name::ejabberd` as `#[test]`s.
+#[macro_export]
+macro_rules! per_server_blocking {
+    ($(#[$meta:meta])* $name:ident, $body:ident) => {
+        $(#[$meta])*
+        mod $name {
+            #[test]
+            fn prosody() {
+                super::$body($crate::ServerKind::Prosody)
+            }
+            #[test]
+            fn ejabberd() {
+                super::$body($crate::ServerKind::Ejabberd)
             }
         }
     };
