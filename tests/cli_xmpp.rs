@@ -598,3 +598,21 @@ fn otr_authentication_between_two_cli_processes_on(kind: ServerKind) {
             .contains("bob@localhost\talice@localhost\tprpl-jabber\t")
     );
 }
+
+/// A login refused for another reason than the password is told in its own words on the
+/// command line: an account that ejabberd's rules refuse a session (its password is
+/// right) is a policy refusal, never "wrong username or password".
+#[test]
+fn a_login_refused_by_policy_says_so_not_wrong_password() {
+    let server = XmppServer::start(ServerKind::Ejabberd).expect("ejabberd starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    register(dir.path(), &server, "barred");
+    let (ok, _, err) = hushphone(
+        dir.path(),
+        &["xmpp", "roster", "--account", "barred@localhost"],
+        "",
+    );
+    assert!(!ok);
+    assert!(err.contains("refused the login by its policy"), "{err}");
+    assert!(!err.contains("wrong username"), "{err}");
+}

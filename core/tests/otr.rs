@@ -236,6 +236,10 @@ fn ake_from_each_side_messages_fragments_and_ending_on(kind: ServerKind) {
             .collect::<Vec<_>>()
     );
     let stored = server.stored_bytes();
+    assert!(
+        contains(&stored, b"buddy"),
+        "the server's store was not read"
+    );
     assert!(!contains(&stored, b"hello over otr") && !contains(&stored, b"hello back"));
 
     // We end it: the buddy is told.
@@ -706,6 +710,11 @@ fn require_policy_never_lets_plaintext_out_on(kind: ServerKind) {
     });
 
     let seen = buddy.seen();
+    // The store is really read: the buddy's account is in it.
+    assert!(
+        contains(&server.stored_bytes(), b"buddy"),
+        "the server's store was not read"
+    );
     for secret in ["the plan", "second secret", "third secret"] {
         assert!(
             !seen.raw.iter().any(|r| r.contains(secret)),

@@ -576,3 +576,37 @@ fn join_a_room_see_occupants_and_talk_on(kind: ServerKind) {
         has(h, "wrong room password")
     });
 }
+
+/// The accounts page says why a login failed in the failure's own words: an account
+/// ejabberd's rules refuse a session (its password is right) is a policy refusal there,
+/// not "wrong username or password".
+#[test]
+fn a_login_refused_by_policy_is_shown_in_its_own_words() {
+    let server = XmppServer::start(ServerKind::Ejabberd).expect("ejabberd starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = Arc::new(Phone::start(Profile::open(dir.path()).expect("profile")).expect("phone"));
+    let Ok(Reply::Account(a)) = phone.execute_blocking(Command::RegisterXmpp(NewAccount {
+        address: "barred@localhost".into(),
+        display_name: None,
+        password: Some(Secret::new("barred-ui-pw".into())),
+        remember_password: true,
+        settings: AccountSettings::Xmpp(xmpp(&server)),
+    })) else {
+        panic!("register barred")
+    };
+    phone
+        .execute_blocking(Command::Connect {
+            account: a.id,
+            password: None,
+        })
+        .expect("connect");
+    let mut app = HushApp::new(phone.clone());
+    app.open_page("accounts");
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    until(&mut h, &phone, "the policy refusal", |h| {
+        has(h, "refused the login by its policy")
+    });
+    assert!(!has(&h, "wrong username"));
+}

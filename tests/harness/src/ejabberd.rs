@@ -126,9 +126,34 @@ impl Ejabberd {
         self.dir.path().join("cert.pem")
     }
 
-    /// Everything the server stored (Mnesia's tables), to grep for what it saw.
+    /// Everything the server stored, to grep for what it saw: its database as it is now,
+    /// dumped by the running server (Mnesia writes its files behind, so they alone could
+    /// miss the latest), and the files themselves.
     pub fn stored_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        use std::os::unix::process::CommandExt;
+        let dump = self.dir.path().join("dump.txt");
+        let _ = std::fs::remove_file(&dump);
+        let (uid, gid) = self.owner;
+        let dumped = Command::new("ejabberdctl")
+            .arg("--config-dir")
+            .arg(self.dir.path())
+            .arg("--spool")
+            .arg(self.dir.path().join("db"))
+            .arg("--logs")
+            .arg(self.dir.path().join("logs"))
+            .args(["--node", &self.node, "dump"])
+            .arg(&dump)
+            .current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .uid(uid)
+            .gid(gid)
+            .stdin(std::process::Stdio::null())
+            .output();
+        let mut out = std::fs::read(&dump).unwrap_or_default();
+        if out.is_empty() {
+            eprintln!("ejabberd dump failed: {dumped:?}");
+        }
         if let Ok(entries) = std::fs::read_dir(self.dir.path().join("db")) {
             for e in entries.flatten() {
                 if let Ok(b) = std::fs::read(e.path()) {
