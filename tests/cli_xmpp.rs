@@ -280,6 +280,7 @@ fn accounts_roster_messages_and_requests_on(kind: ServerKind) {
     );
     assert!(!ok);
     assert!(err.contains("wrong username or password"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 per_server_blocking!(
@@ -615,4 +616,5 @@ fn a_login_refused_by_policy_says_so_not_wrong_password() {
     assert!(!ok);
     assert!(err.contains("refused the login by its policy"), "{err}");
     assert!(!err.contains("wrong username"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

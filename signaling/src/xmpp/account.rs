@@ -13,7 +13,7 @@ use futures::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::stanzastream::{Connection, Event, StanzaStage, StanzaStream, StreamEvent};
@@ -21,6 +21,10 @@ use tokio_xmpp::stanzastream::{Connection, Event, StanzaStage, StanzaStream, Str
 /// First retry delay after a lost connection; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(4);
+/// Longest wait before a new stream after ones that never came online or dropped soon.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A session up this long was not dropped for what it is: the next reconnects at once.
+const STEADY: Duration = Duration::from_secs(30);
 /// Refusals of a password that already worked in this run before the account stops.
 const AUTH_RETRIES: u32 = 3;
 /// Events waiting in the channel to the consumer.
@@ -184,9 +188,10 @@ async fn run(
     // So after a stream that never came online, the next waits, longer each time (reset
     // once online).
     let backoff_ms = Arc::new(AtomicU64::new(0));
+    let online_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
     // Streams handed out in a row after one that never came online.
     let unproductive_streams = Arc::new(AtomicU32::new(0));
-    let (c, j, p, ro, ever, backoff, unproductive) = (
+    let (c, j, p, ro, ever, backoff, unproductive, since) = (
         connector.clone(),
         jid.clone(),
         password.clone(),
@@ -194,10 +199,11 @@ async fn run(
         ever_online.clone(),
         backoff_ms.clone(),
         unproductive_streams.clone(),
+        online_at.clone(),
     );
     let reconnector = Box::new(
         move |_: Option<String>, slot: oneshot::Sender<Connection>| {
-            let (c, j, p, report, ro, ever, backoff, unproductive) = (
+            let (c, j, p, report, ro, ever, backoff, unproductive, online_at) = (
                 c.clone(),
                 j.clone(),
                 p.clone(),
@@ -206,14 +212,25 @@ async fn run(
                 ever.clone(),
                 backoff.clone(),
                 unproductive.clone(),
+                since.clone(),
             );
             tokio::spawn(async move {
-                if !ro.load(Ordering::SeqCst) {
+                // A fresh start, or a session that stayed up a while, reconnects at once;
+                // after one that never came online or dropped soon after, the next waits,
+                // longer each time.
+                let steady = ro.load(Ordering::SeqCst)
+                    && online_at
+                        .lock()
+                        .map(|t| t.is_none_or(|t| t.elapsed() >= STEADY))
+                        .unwrap_or(true);
+                if steady {
+                    backoff.store(0, Ordering::SeqCst);
+                } else {
                     let wait = backoff
                         .load(Ordering::SeqCst)
                         .max(FIRST_RETRY.as_millis() as u64);
                     backoff.store(
-                        (wait * 2).min(MAX_RETRY.as_millis() as u64),
+                        (wait * 2).min(MAX_BACKOFF.as_millis() as u64),
                         Ordering::SeqCst,
                     );
                     tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -251,13 +268,17 @@ async fn run(
                         Err(SignalingError::AuthFailed)
                             if ever.load(Ordering::SeqCst) && refusals < AUTH_RETRIES =>
                         {
-                            refusals += 1;
                             tracing::debug!("XMPP login refused after a reconnect; trying again");
-                            tokio::time::sleep(MAX_RETRY).await;
+                            tokio::time::sleep(MAX_RETRY * 2u32.pow(refusals)).await;
+                            refusals += 1;
                         }
                         Err(e) if e.is_permanent() => {
                             let _ = report.send(Internal::Permanent(e.to_string()));
-                            return; // dropping the slot ends the stream
+                            // The driver ends the stream. The slot is not dropped:
+                            // tokio-xmpp's worker panics when it is (a message on the
+                            // terminal); it ends with the stream instead.
+                            std::mem::forget(slot);
+                            return;
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, ?delay, "XMPP reconnect failed");
@@ -305,16 +326,20 @@ async fn run(
                     Some(Event::Stream(StreamEvent::Reset { features, .. })) => {
                         reached_online.store(true, Ordering::SeqCst);
                         ever_online.store(true, Ordering::SeqCst);
-                        backoff_ms.store(0, Ordering::SeqCst);
                         unproductive_streams.store(0, Ordering::SeqCst);
+                        if let Ok(mut t) = online_at.lock() {
+                            *t = Some(Instant::now());
+                        }
                         acked = features.stream_management.is_some();
                         core.online(false);
                     }
                     Some(Event::Stream(StreamEvent::Resumed)) => {
                         reached_online.store(true, Ordering::SeqCst);
                         ever_online.store(true, Ordering::SeqCst);
-                        backoff_ms.store(0, Ordering::SeqCst);
                         unproductive_streams.store(0, Ordering::SeqCst);
+                        if let Ok(mut t) = online_at.lock() {
+                            *t = Some(Instant::now());
+                        }
                         core.online(true);
                     }
                     Some(Event::Stream(StreamEvent::Suspended)) => core.offline("connection lost; reconnecting".into(), false),

@@ -252,11 +252,13 @@ pub(crate) fn failure(f: &Failure, bound: bool, y_under_plus: bool) -> Signaling
         .filter(|t| !t.is_empty());
     let binding = says(&text, BINDING_WORDS);
     match f.defined_condition {
-        DefinedCondition::MalformedRequest if y_under_plus => SignalingError::LoginBinding(with(
-            "it offers bound logins but announces no binding type Hushphone can make, and \
+        DefinedCondition::MalformedRequest if y_under_plus && (text.is_none() || binding) => {
+            SignalingError::LoginBinding(with(
+                "it offers bound logins but announces no binding type Hushphone can make, and \
              refused an unbound one",
-            &text,
-        )),
+                &text,
+            ))
+        }
         DefinedCondition::NotAuthorized | DefinedCondition::MalformedRequest if binding => {
             SignalingError::LoginBinding(with(
                 if bound {
@@ -300,14 +302,25 @@ pub(crate) fn failure(f: &Failure, bound: bool, y_under_plus: bool) -> Signaling
 
 /// A SCRAM `e=` in the server's last message, told apart like a `<failure/>`.
 fn rebind(e: SignalingError, bound: bool) -> SignalingError {
-    match e {
-        SignalingError::LoginRefused(why) if why.starts_with("channel-binding") => {
-            SignalingError::LoginBinding(why)
+    let SignalingError::LoginRefused(why) = e else {
+        return e;
+    };
+    // RFC 5802 §7 server-error-value.
+    match why.as_str() {
+        "channel-bindings-dont-match"
+        | "server-does-support-channel-binding"
+        | "channel-binding-not-supported"
+        | "unsupported-channel-binding-type" => SignalingError::LoginBinding(why),
+        "invalid-proof" if bound => SignalingError::LoginBinding(
+            "the server refused the proof: either the password is wrong or the binding did \
+             not match"
+                .into(),
+        ),
+        "invalid-proof" | "unknown-user" => SignalingError::AuthFailed,
+        "no-resources" | "other-error" => {
+            SignalingError::Unreachable(format!("the server cannot check logins now ({why})"))
         }
-        SignalingError::LoginRefused(why) if why == "invalid-proof" && !bound => {
-            SignalingError::AuthFailed
-        }
-        other => other,
+        _ => SignalingError::LoginRefused(why),
     }
 }
 
@@ -321,13 +334,18 @@ pub(crate) fn stream_failure(condition: &StreamCondition, text: Option<String>) 
         StreamCondition::PolicyViolation => {
             SignalingError::LoginPolicy(with("policy violation", &text))
         }
-        StreamCondition::ResourceConstraint => {
-            SignalingError::Unreachable(with("the server is overloaded", &text))
-        }
-        other => SignalingError::Protocol(with(
-            &format!("the server ended the stream during the login ({other:?})"),
+        // What may pass by itself.
+        StreamCondition::ResourceConstraint
+        | StreamCondition::SystemShutdown
+        | StreamCondition::Reset
+        | StreamCondition::ConnectionTimeout
+        | StreamCondition::InternalServerError
+        | StreamCondition::RemoteConnectionFailed => SignalingError::Unreachable(with(
+            &format!("the server ended the stream ({condition:?})"),
             &text,
         )),
+        // What asking again would only repeat.
+        other => SignalingError::LoginRefused(with(&format!("{other:?}"), &text)),
     }
 }
 
@@ -517,5 +535,38 @@ mod tests {
         assert!(matches!(e, SignalingError::LoginRateLimited(_)), "{e}");
         let e = stream_failure(&StreamCondition::PolicyViolation, None);
         assert!(matches!(e, SignalingError::LoginPolicy(_)), "{e}");
+        // Not a wrong password, and not worth repeating every few seconds.
+        let e = stream_failure(&StreamCondition::NotAuthorized, None);
+        assert!(matches!(e, SignalingError::LoginRefused(_)), "{e}");
+        assert!(!stream_failure(&StreamCondition::SystemShutdown, None).is_permanent());
+    }
+
+    #[test]
+    fn scram_server_errors_are_told_apart() {
+        let refused = |w: &str| SignalingError::LoginRefused(w.into());
+        for (value, bound, want) in [
+            (
+                "server-does-support-channel-binding",
+                false,
+                "tie this login",
+            ),
+            ("channel-bindings-dont-match", true, "tie this login"),
+            ("invalid-proof", false, "wrong username or password"),
+            ("unknown-user", false, "wrong username or password"),
+            (
+                "invalid-proof",
+                true,
+                "either the password is wrong or the binding",
+            ),
+            ("no-resources", false, "cannot reach"),
+            (
+                "extensions-not-supported",
+                false,
+                "refused the login: extensions",
+            ),
+        ] {
+            let e = rebind(refused(value), bound);
+            assert!(e.to_string().contains(want), "{value} -> {e}");
+        }
     }
 }

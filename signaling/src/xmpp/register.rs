@@ -260,6 +260,20 @@ pub async fn change_password(
         .await?
         {
             Iq::Result { .. } => Ok(()),
+            // The old password has just logged in: a refusal here is not about it
+            // (XEP-0077 §3.3: e.g. the connection is not secure enough for the server).
+            Iq::Error { error, .. }
+                if error.defined_condition == DefinedCondition::NotAuthorized =>
+            {
+                Err(SignalingError::Refused(
+                    error
+                        .texts
+                        .values()
+                        .next()
+                        .map(|t| super::scram::printable(t))
+                        .unwrap_or_else(|| "not authorized to change the password here".into()),
+                ))
+            }
             Iq::Error { error, .. } => Err(map_stanza_error(&error)),
             _ => Err(SignalingError::Protocol(
                 "unexpected answer to the password change".into(),

@@ -165,6 +165,11 @@ impl ScramClient {
         }
         let text = std::str::from_utf8(server_first)
             .map_err(|_| malformed("its first message is not text"))?;
+        if let Some(error) = text.strip_prefix("e=") {
+            return Err(SignalingError::LoginRefused(printable(
+                error.split(',').next().unwrap_or_default(),
+            )));
+        }
         let mut fields = text.split(',');
         let nonce = field(fields.next(), 'r')?;
         let salt = field(fields.next(), 's')?;
@@ -256,6 +261,7 @@ impl ScramClient {
         if let Some(error) = first.strip_prefix("e=") {
             return Err(SignalingError::LoginRefused(printable(error)));
         }
+
         let claimed = first
             .strip_prefix("v=")
             .ok_or_else(|| unsafe_login("the server sent no SCRAM signature"))?;

@@ -126,15 +126,15 @@ impl Ejabberd {
         self.dir.path().join("cert.pem")
     }
 
-    /// Everything the server stored, to grep for what it saw: its database as it is now,
-    /// dumped by the running server (Mnesia writes its files behind, so they alone could
-    /// miss the latest), and the files themselves.
+    /// Everything the server stored, to grep for what it saw: its whole database as it
+    /// is now, dumped by the running server (Mnesia writes its files behind, so they
+    /// could miss the latest). Panics if the server cannot dump it.
     pub fn stored_bytes(&self) -> Vec<u8> {
         use std::os::unix::process::CommandExt;
         let dump = self.dir.path().join("dump.txt");
         let _ = std::fs::remove_file(&dump);
         let (uid, gid) = self.owner;
-        let dumped = Command::new("ejabberdctl")
+        let mut child = Command::new("ejabberdctl")
             .arg("--config-dir")
             .arg(self.dir.path())
             .arg("--spool")
@@ -148,19 +148,31 @@ impl Ejabberd {
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             .uid(uid)
             .gid(gid)
+            .process_group(0)
             .stdin(std::process::Stdio::null())
-            .output();
-        let mut out = std::fs::read(&dump).unwrap_or_default();
-        if out.is_empty() {
-            eprintln!("ejabberd dump failed: {dumped:?}");
-        }
-        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("db")) {
-            for e in entries.flatten() {
-                if let Ok(b) = std::fs::read(e.path()) {
-                    out.extend_from_slice(&b);
-                }
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run ejabberdctl dump");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Some(status);
             }
-        }
+            if std::time::Instant::now() >= deadline {
+                if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = std::fs::read(&dump).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()) && !out.is_empty(),
+            "ejabberd did not dump its database ({status:?})"
+        );
         out
     }
 

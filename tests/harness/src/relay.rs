@@ -30,8 +30,14 @@ impl Relay {
                 if s.load(Ordering::SeqCst) {
                     return;
                 }
-                let Ok(client) = client else { continue };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                let Ok(client) = client else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let target = std::net::SocketAddr::from(([127, 0, 0, 1], target));
+                let Ok(server) =
+                    TcpStream::connect_timeout(&target, std::time::Duration::from_secs(2))
+                else {
                     continue;
                 };
                 let _ = client.set_nodelay(true);
@@ -84,11 +90,19 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.cut();
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.accept.take() {
+        // Wake the accept loop so it sees the flag, and let it finish before cutting, so
+        // a connection it was setting up is cut too. If the wake-up cannot connect, the
+        // thread is left to end with the process rather than hang the test.
+        let woke = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], self.port)),
+            std::time::Duration::from_secs(2),
+        )
+        .is_ok();
+        if let Some(t) = self.accept.take()
+            && woke
+        {
             let _ = t.join();
         }
+        self.cut();
     }
 }
