@@ -276,12 +276,14 @@ pub(crate) fn connect(
                 account,
                 status: AccountStatus::Error(e),
             } if account == id => {
-                return Err(CoreError::Call(format!("registration failed: {e}")).into());
+                return Err(
+                    CoreError::Call(format!("the account could not go online: {e}")).into(),
+                );
             }
             _ => {}
         }
     }
-    Err(CoreError::Call("registration did not complete within 30 s".into()).into())
+    Err(CoreError::Call("the account did not go online within 30 s".into()).into())
 }
 
 /// Follows one call until it ends, hanging up after `duration` once connected.
