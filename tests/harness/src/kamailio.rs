@@ -13,10 +13,11 @@ const TLS_CONFIG: &str = include_str!("../configs/tls.cfg");
 
 /// A running Kamailio. Stopped and reaped on drop.
 pub struct Kamailio {
+    // Dropped first: the server stops before its directory goes.
+    process: ServerProcess,
     _dir: tempfile::TempDir,
     port: u16,
     tls_port: Option<u16>,
-    process: ServerProcess,
 }
 
 impl Kamailio {
@@ -66,12 +67,13 @@ impl Kamailio {
             tls_port = Some(t);
         }
         cmd.current_dir(d);
-        let process = ServerProcess::spawn("kamailio", cmd, &d.join("kamailio.log"))?;
+        // Kamailio forks its workers: the whole group is stopped, so none is left behind.
+        let process = ServerProcess::spawn_group("kamailio", cmd, &d.join("kamailio.log"))?;
         let mut server = Kamailio {
+            process,
             _dir: dir,
             port,
             tls_port,
-            process,
         };
         server.wait_ready()?;
         Ok(server)

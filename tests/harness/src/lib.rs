@@ -20,7 +20,7 @@ pub use ejabberd::{Ejabberd, EjabberdOptions};
 pub use kamailio::Kamailio;
 pub use linphonec::{Linphonec, ZrtpSuites};
 pub use otr_peer::{OtrPeer, build_otr_peer, hex, unhex};
-pub use process::free_port;
+pub use process::{TEST_PROCESS_TAG, free_port};
 pub use prosody::Prosody;
 pub use relay::Relay;
 pub use sip_peer::{Challenger, SentInvite, SipPeer, header as sip_header, status as sip_status};

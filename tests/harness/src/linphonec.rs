@@ -74,6 +74,7 @@ impl Linphonec {
         std::fs::write(&rc_path, rc(name, sip_port, rtp_port, &suites))
             .map_err(io("write linphonerc"))?;
         let mut cmd = Command::new("linphonec");
+        crate::process::tag(&mut cmd);
         cmd.arg("-c")
             .arg(&rc_path)
             .env("HOME", dir.path())

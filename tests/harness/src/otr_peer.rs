@@ -94,7 +94,9 @@ impl OtrPeer {
     /// Starts a peer with a fresh key for `account`.
     pub fn start(account: &str) -> Result<OtrPeer> {
         let bin = build_otr_peer()?;
-        let mut child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        crate::process::tag(&mut cmd);
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -31,6 +31,15 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Marks a process the tests start (and everything it starts): `scripts/leftovers` finds
+/// any still alive after the tests by this variable in its environment.
+pub const TEST_PROCESS_TAG: &str = "HUSH_TEST_SERVER";
+
+/// Tags `cmd` with [`TEST_PROCESS_TAG`].
+pub fn tag(cmd: &mut Command) {
+    cmd.env(TEST_PROCESS_TAG, "1");
+}
+
 /// A running server process whose output goes to a log file.
 pub(crate) struct ServerProcess {
     name: &'static str,
@@ -42,6 +51,7 @@ pub(crate) struct ServerProcess {
 
 impl ServerProcess {
     pub(crate) fn spawn(name: &'static str, mut cmd: Command, log: &Path) -> Result<ServerProcess> {
+        tag(&mut cmd);
         let out = File::create(log).map_err(io(format!("create {}", log.display())))?;
         let err = out.try_clone().map_err(io("clone log handle"))?;
         let child = cmd

@@ -13,10 +13,11 @@ const CONFIG: &str = include_str!("../configs/prosody.cfg.lua");
 
 /// A running Prosody. Stopped and reaped on drop.
 pub struct Prosody {
+    // Dropped first: the server stops before its directory goes.
+    process: ServerProcess,
     dir: tempfile::TempDir,
     port: u16,
     component_port: u16,
-    process: ServerProcess,
 }
 
 impl Prosody {
@@ -40,10 +41,10 @@ impl Prosody {
         let component_port = free_port();
         let process = Self::spawn(dir.path(), port, component_port)?;
         let mut server = Prosody {
+            process,
             dir,
             port,
             component_port,
-            process,
         };
         server.wait_ready()?;
         Ok(server)
