@@ -871,6 +871,7 @@ impl Core {
                 })
                 .collect(),
             calls: self.calls.views(),
+            ended_calls: self.calls.ended_views(),
             contacts: chat_views.contacts,
             chats: chat_views.chats,
             rooms: chat_views.rooms,

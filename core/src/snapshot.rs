@@ -279,8 +279,11 @@ pub struct Snapshot {
     pub accounts: Vec<AccountView>,
     /// Contacts of all accounts.
     pub contacts: Vec<ContactView>,
-    /// Calls in progress (and just ended).
+    /// Calls in progress.
     pub calls: Vec<CallView>,
+    /// The last few calls that ended (oldest first), each with why, so that a call that
+    /// ended at once still says why.
+    pub ended_calls: Vec<CallView>,
     /// Open chats.
     pub chats: Vec<ChatView>,
     /// Joined rooms.

@@ -59,10 +59,8 @@ pub struct HushApp {
     pub(crate) keypad: Option<CallId>,
     pub(crate) muted: HashSet<CallId>,
     pub(crate) connected_since: HashMap<CallId, Instant>,
-    /// Calls as last seen, so an ended call can still be shown with its reason.
-    pub(crate) last_calls: HashMap<CallId, hush_core::snapshot::CallView>,
-    /// Recently ended calls (newest last), until dismissed.
-    pub(crate) ended: Vec<hush_core::snapshot::CallView>,
+    /// Ended calls the user has cleared (the core keeps the last few with their reason).
+    pub(crate) dismissed: HashSet<CallId>,
     pub(crate) settings: SettingsForm,
     join: JoinForm,
     /// A fixed picture to draw instead of the phone's (frame-time benchmarks).
@@ -121,8 +119,7 @@ impl HushApp {
             keypad: None,
             muted: HashSet::new(),
             connected_since: HashMap::new(),
-            last_calls: HashMap::new(),
-            ended: Vec::new(),
+            dismissed: HashSet::new(),
             settings: SettingsForm::default(),
             join: JoinForm::default(),
             fixed: None,
@@ -193,18 +190,9 @@ impl HushApp {
                             .entry(call)
                             .or_insert_with(Instant::now);
                     }
-                    CallState::Ended(reason) => {
+                    CallState::Ended(_) => {
                         self.connected_since.remove(&call);
                         self.muted.remove(&call);
-                        if let Some(mut v) = self.last_calls.remove(&call)
-                            && !v.automatic
-                        {
-                            v.state = CallState::Ended(reason);
-                            self.ended.push(v);
-                            if self.ended.len() > 5 {
-                                self.ended.remove(0);
-                            }
-                        }
                     }
                     _ => {}
                 },
@@ -219,9 +207,6 @@ impl HushApp {
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         self.drain_events();
         let snap = self.fixed.clone().unwrap_or_else(|| self.phone.snapshot());
-        for c in &snap.calls {
-            self.last_calls.insert(c.id, c.clone());
-        }
         egui::Panel::top("top").show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.heading("Hushphone");

@@ -6,6 +6,7 @@ use crate::app::{HushApp, labeled_edit};
 use crate::sas::{choices, halves};
 use crate::widgets::{AMBER, RED, sas_indicator};
 use eframe::egui;
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::{CallState, CallView};
 use hush_core::{AccountId, CallSecurity, Command, Protocol, Snapshot};
@@ -34,8 +35,12 @@ impl HushApp {
 
     /// Starts the echo test: a built-in answering peer on loopback, then a call to it.
     pub(crate) fn echo_test(&mut self) {
+        self.echo_test_with(self.audio.clone());
+    }
+
+    /// The echo test with this microphone and speaker.
+    pub(crate) fn echo_test_with(&mut self, audio: AudioChoice) {
         let phone = self.phone.clone();
-        let audio = self.audio.clone();
         let listen = Command::Listen {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             auto_answer: Some(hush_core::command::AudioChoice {
@@ -90,18 +95,28 @@ impl HushApp {
             .filter(|c| !c.automatic)
             .cloned()
             .collect();
-        if calls.is_empty() && self.ended.is_empty() {
+        // Forget dismissals of calls the core no longer keeps.
+        self.dismissed
+            .retain(|id| snap.ended_calls.iter().any(|c| c.id == *id));
+        let ended: Vec<CallView> = snap
+            .ended_calls
+            .iter()
+            .filter(|c| !self.dismissed.contains(&c.id))
+            .cloned()
+            .collect();
+        if calls.is_empty() && ended.is_empty() {
             ui.label("No calls.");
         }
         for c in calls.iter().rev() {
             self.call_card(ui, c);
             ui.add_space(6.0);
         }
-        for c in self.ended.clone().iter().rev() {
+        for c in ended.iter().rev() {
             self.call_card(ui, c);
+            ui.add_space(6.0);
         }
-        if !self.ended.is_empty() && ui.button("Clear ended calls").clicked() {
-            self.ended.clear();
+        if !ended.is_empty() && ui.button("Clear ended calls").clicked() {
+            self.dismissed.extend(ended.iter().map(|c| c.id));
         }
     }
 
@@ -110,7 +125,9 @@ impl HushApp {
         egui::Frame::group(ui.style()).show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.heading(&c.peer);
-                ui.label(state_words(&c.state));
+                if !ended {
+                    ui.label(state_words(&c.state));
+                }
                 if let Some(since) = self.connected_since.get(&c.id) {
                     let s = since.elapsed().as_secs();
                     ui.monospace(format!("{:02}:{:02}", s / 60, s % 60));
@@ -145,6 +162,39 @@ impl HushApp {
                 });
                 return;
             }
+            if let CallState::Ended(reason) = &c.state {
+                // The reason in full, wrapped; no security state: nothing is live any more.
+                // (The command line's advice on its own flags is not for the window.)
+                let reason = reason
+                    .split("; choose a file or tone instead")
+                    .next()
+                    .unwrap_or(reason);
+                ui.add(egui::Label::new(format!("Ended: {reason}")).wrap());
+                let echo = c.peer.trim_start_matches("sip:").starts_with("echo@");
+                if echo && reason.contains("no usable audio input") {
+                    ui.label("This computer has no microphone Hushphone can use.");
+                    if ui.button("Try the echo test with a test tone").clicked() {
+                        self.dismissed.insert(c.id);
+                        self.echo_test_with(AudioChoice {
+                            source: SourceSpec::Tone(440.0),
+                            sink: self.audio.sink.clone(),
+                        });
+                    }
+                } else if echo && reason.contains("no usable audio output") {
+                    ui.label("This computer has no speaker Hushphone can use.");
+                    if ui
+                        .button("Try the echo test with a test tone and no sound")
+                        .clicked()
+                    {
+                        self.dismissed.insert(c.id);
+                        self.echo_test_with(AudioChoice {
+                            source: SourceSpec::Tone(440.0),
+                            sink: SinkSpec::Null,
+                        });
+                    }
+                }
+                return;
+            }
             sas_indicator(ui, &c.security);
             if let Some(a) = &c.algorithms {
                 ui.weak(format!("Algorithms: {a}"));
@@ -160,9 +210,6 @@ impl HushApp {
                         .map(|r| format!(" · round trip {r} ms"))
                         .unwrap_or_default()
                 ));
-            }
-            if ended {
-                return;
             }
             if let CallSecurity::Secure {
                 sas,

@@ -610,3 +610,48 @@ fn a_login_refused_by_policy_is_shown_in_its_own_words() {
     });
     assert!(!has(&h, "wrong username"));
 }
+
+/// On a machine without a sound card (as here), the echo test's card does not vanish:
+/// it keeps why it ended, in full, shows no live security state, and offers the test
+/// tone (then, with no speaker either, the tone without sound), which gives a secure call.
+#[test]
+fn echo_test_without_a_sound_card_says_so_and_offers_the_tone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = Arc::new(Phone::start(Profile::open(dir.path()).expect("profile")).expect("phone"));
+    // The default microphone: this machine has none.
+    let mut app = HushApp::new(phone.clone());
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    h.get_by_label("Try a secure echo test").click();
+    until(&mut h, &phone, "the reason the echo test ended", |h| {
+        has(h, "no usable audio input")
+    });
+    assert!(
+        !has(&h, "Negotiating encryption"),
+        "an ended call shows no live state"
+    );
+    assert!(
+        has(&h, "no microphone Hushphone can use"),
+        "{:?}",
+        phone.snapshot().ended_calls
+    );
+    // Still there when nothing else happens.
+    for _ in 0..20 {
+        h.run_ok();
+    }
+    assert!(has(&h, "no usable audio input"));
+    assert!(!has(&h, "No calls."));
+    h.get_by_label("Try the echo test with a test tone").click();
+    // No speaker either: that is said the same way, and the tone without sound still
+    // shows the call being secured.
+    until(&mut h, &phone, "the speaker's absence", |h| {
+        has(h, "no speaker Hushphone can use")
+    });
+    h.get_by_label("Try the echo test with a test tone and no sound")
+        .click();
+    until(&mut h, &phone, "a secure echo call with the tone", |h| {
+        has(h, "Security code")
+    });
+}

@@ -131,10 +131,15 @@ pub(crate) struct CallLayer {
     input: mpsc::Sender<CallInput>,
     lines: BTreeMap<LineId, Line>,
     calls: BTreeMap<CallId, Call>,
+    /// The last calls that ended, newest last, each with its reason, until more end.
+    ended: std::collections::VecDeque<CallView>,
     next_line: LineId,
     next_call: u64,
     zid: ZidState,
 }
+
+/// Ended calls kept for the views.
+const ENDED_KEPT: usize = 5;
 
 fn policy_of(p: EncryptionPolicy) -> Policy {
     match p {
@@ -260,10 +265,17 @@ impl CallLayer {
             input,
             lines: BTreeMap::new(),
             calls: BTreeMap::new(),
+            ended: std::collections::VecDeque::new(),
             next_line: 1,
             next_call: 1,
             zid,
         }
+    }
+
+    /// The last calls that ended, oldest first: their reason stays readable after the
+    /// call is gone, however fast it ended.
+    pub(crate) fn ended_views(&self) -> Vec<CallView> {
+        self.ended.iter().cloned().collect()
     }
 
     /// True until the ZID cache has been opened (the vault was locked at start).
@@ -840,6 +852,12 @@ impl CallLayer {
             }
             if let Phase::Active { media } = std::mem::replace(&mut c.phase, Phase::Ended) {
                 media.stop();
+            }
+            if !c.view.automatic {
+                self.ended.push_back(c.view);
+                while self.ended.len() > ENDED_KEPT {
+                    self.ended.pop_front();
+                }
             }
         }
     }
