@@ -251,12 +251,12 @@ fn accounts_roster_messages_and_requests_on(kind: ServerKind) {
         "alice-pass-2\n",
     );
     assert!(ok, "{err}");
-    let (ok, _, err) = hushphone(
+    let (ok, records, err) = hushphone(
         &p("alice"),
         &["xmpp", "roster", "--account", "alice@localhost"],
         "",
     );
-    assert!(ok, "logs in with the new saved password: {err}");
+    assert!(ok, "logs in with the new saved password: {err} {records:?}");
     let stale = root.path().join("stale");
     let (ok, _, _) = hushphone(
         &stale,
