@@ -1163,7 +1163,14 @@ impl CallLayer {
                 }
             }
             SipEvent::Ringing { call } => {
-                if let Some(id) = self.find(line_id, &call) {
+                // A 180 handled after the 200 (the stack reports them from separate
+                // tasks) must not turn an answered call back into a ringing one.
+                if let Some(id) = self.find(line_id, &call)
+                    && self
+                        .calls
+                        .get(&id)
+                        .is_some_and(|c| c.view.state == CallState::Calling)
+                {
                     self.set_state(id, CallState::Ringing, events);
                 }
             }
