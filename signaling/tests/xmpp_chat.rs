@@ -41,8 +41,12 @@ async fn create(server: &XmppServer, user: &str) {
 }
 
 fn login(server: &XmppServer, user: &str) -> Account {
+    login_via(connector(server), user)
+}
+
+fn login_via(connector: HushConnector, user: &str) -> Account {
     let (handle, events) = account::start(
-        connector(server),
+        connector,
         jid(&format!("{user}@localhost")),
         format!("{user}-pw-1"),
     );
@@ -69,6 +73,28 @@ impl Account {
                 }
                 _ => panic!("no {what} within 15 s; saw {:?}", self.seen),
             }
+        }
+    }
+
+    /// Waits for the connection to drop (the driver then reconnects).
+    async fn connection_lost(&mut self) {
+        self.wait("offline", |e| {
+            matches!(
+                e,
+                XmppEvent::Offline {
+                    permanent: false,
+                    ..
+                }
+            )
+            .then_some(())
+        })
+        .await;
+    }
+
+    /// Keeps whatever events are waiting.
+    fn drain(&mut self) {
+        while let Ok(ev) = self.events.try_recv() {
+            self.seen.push(ev);
         }
     }
 
@@ -289,9 +315,7 @@ async fn roster_messages_offline_delivery_and_subscriptions_on(kind: ServerKind)
         })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // give a wrong answer time to arrive
-    while let Ok(ev) = dave.events.try_recv() {
-        dave.seen.push(ev);
-    }
+    dave.drain();
     let last = dave.seen.iter().rev().find_map(|e| match e {
         XmppEvent::ContactUpdated(c) if c.jid == jid("alice@localhost") => Some(c.clone()),
         _ => None,
@@ -367,9 +391,7 @@ async fn rooms_with_two_members_on(kind: ServerKind) {
         .await;
     assert_eq!(nick, "Alice");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    while let Ok(ev) = alice.events.try_recv() {
-        alice.seen.push(ev);
-    }
+    alice.drain();
     assert!(
         !alice
             .seen
@@ -405,18 +427,7 @@ async fn server_restart_loses_and_duplicates_nothing_on(kind: ServerKind) {
     befriend(&mut alice, &mut bob, "alice@localhost", "bob@localhost").await;
 
     server.go_down();
-    alice
-        .wait("offline", |e| {
-            matches!(
-                e,
-                XmppEvent::Offline {
-                    permanent: false,
-                    ..
-                }
-            )
-            .then_some(())
-        })
-        .await;
+    alice.connection_lost().await;
     // Typed while the server is down.
     for i in 0..3 {
         alice.handle.command(XmppCommand::Send {
@@ -466,9 +477,7 @@ async fn server_restart_loses_and_duplicates_nothing_on(kind: ServerKind) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut received = Vec::new();
     for account in std::iter::once(&mut bob).chain(again.as_mut()) {
-        while let Ok(ev) = account.events.try_recv() {
-            account.seen.push(ev);
-        }
+        account.drain();
         received.extend(account.messages());
     }
     for i in 0..3 {
@@ -613,30 +622,14 @@ async fn a_dropped_connection_resumes_on(kind: ServerKind) {
         relay.port(),
         Trust::Pinned(cert_fingerprint_from_pem(&pem).expect("fp")),
     );
-    let (handle, events) = account::start(via_relay, jid("alice@localhost"), "alice-pw-1".into());
-    let mut alice = Account {
-        handle,
-        events,
-        seen: Vec::new(),
-    };
+    let mut alice = login_via(via_relay, "alice");
     let mut bob = login(&server, "bob");
     alice.online().await;
     bob.online().await;
     befriend(&mut alice, &mut bob, "alice@localhost", "bob@localhost").await;
 
     relay.cut();
-    alice
-        .wait("offline", |e| {
-            matches!(
-                e,
-                XmppEvent::Offline {
-                    permanent: false,
-                    ..
-                }
-            )
-            .then_some(())
-        })
-        .await;
+    alice.connection_lost().await;
     // Written to alice while her connection is down: her session, kept by the server,
     // holds it until she resumes.
     bob.handle.command(XmppCommand::Send {
@@ -660,9 +653,7 @@ async fn a_dropped_connection_resumes_on(kind: ServerKind) {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    while let Ok(ev) = alice.events.try_recv() {
-        alice.seen.push(ev);
-    }
+    alice.drain();
     let n = alice
         .messages()
         .iter()

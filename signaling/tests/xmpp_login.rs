@@ -22,6 +22,29 @@ fn jid(s: &str) -> BareJid {
     s.parse().expect("valid jid")
 }
 
+/// Waits (at most `limit`) until the account is online, or has stopped for good: then
+/// with its reason.
+async fn online_or_stopped(
+    events: &mut tokio::sync::mpsc::Receiver<XmppEvent>,
+    limit: Duration,
+) -> Result<(), String> {
+    tokio::time::timeout(limit, async {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                XmppEvent::Online { .. } => return Ok(()),
+                XmppEvent::Offline {
+                    reason,
+                    permanent: true,
+                } => return Err(reason),
+                _ => {}
+            }
+        }
+        Err("the account ended".into())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("neither online nor stopped within {limit:?}"))
+}
+
 per_server!(
     in_band_registered_account_logs_in,
     in_band_registered_account_logs_in_on
@@ -43,21 +66,7 @@ async fn in_band_registered_account_logs_in_on(kind: ServerKind) {
     // A full session reaches Online.
     let (handle, mut events) =
         account::start(c.clone(), jid("alice@localhost"), "alice-pass-1".to_owned());
-    let online = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = events.recv().await {
-            match ev {
-                XmppEvent::Online { .. } => return Ok(()),
-                XmppEvent::Offline {
-                    reason,
-                    permanent: true,
-                } => return Err(reason),
-                _ => {}
-            }
-        }
-        Err("the account ended".into())
-    })
-    .await
-    .expect("online within 10 s");
+    let online = online_or_stopped(&mut events, Duration::from_secs(10)).await;
     assert_eq!(online, Ok(()), "{}", server.log_tail());
     handle.command(account::XmppCommand::Stop);
 }
@@ -202,24 +211,9 @@ async fn a_barred_account_is_refused_by_policy_in_words() {
         jid("barred@localhost"),
         "barred-pass-1".to_owned(),
     );
-    let r = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(ev) = events.recv().await {
-            match ev {
-                XmppEvent::Online { .. } => return Ok(()),
-                XmppEvent::Offline {
-                    reason,
-                    permanent: true,
-                } => return Err(reason),
-                _ => {}
-            }
-        }
-        Ok(())
-    })
-    .await;
+    let r = online_or_stopped(&mut events, Duration::from_secs(15)).await;
     handle.command(account::XmppCommand::Stop);
-    let reason = r
-        .expect("an answer within 15 s")
-        .expect_err("no session for barred");
+    let reason = r.expect_err("no session for barred");
     assert!(
         reason.contains("refused the login by its policy"),
         "{reason}"

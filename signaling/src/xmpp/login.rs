@@ -44,26 +44,25 @@ pub struct LoginSecurity {
     pub binding: Option<&'static str>,
 }
 
-/// The mechanism chosen. PLAIN is not among them: it hands the password itself to
-/// whoever holds the TLS connection's other end, and a TLS interceptor that strips the
-/// SCRAM offer would get it.
+/// The SCRAM login chosen. PLAIN is never one: it hands the password itself to whoever
+/// holds the TLS connection's other end, and a TLS interceptor that strips the SCRAM
+/// offer would get it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Plan {
-    Scram { hash: ScramHash, binding: Binding },
+pub(crate) struct Plan {
+    hash: ScramHash,
+    binding: Binding,
 }
 
 impl Plan {
     fn security(&self) -> LoginSecurity {
-        match self {
-            Plan::Scram { hash, binding } => match binding {
-                Binding::Bound { kind, .. } => LoginSecurity {
-                    mechanism: hash.mechanism(true),
-                    binding: Some(kind),
-                },
-                _ => LoginSecurity {
-                    mechanism: hash.mechanism(false),
-                    binding: None,
-                },
+        match &self.binding {
+            Binding::Bound { kind, .. } => LoginSecurity {
+                mechanism: self.hash.mechanism(true),
+                binding: Some(kind),
+            },
+            _ => LoginSecurity {
+                mechanism: self.hash.mechanism(false),
+                binding: None,
             },
         }
     }
@@ -92,7 +91,7 @@ pub(crate) fn plan(
             .into_iter()
             .find(|h| offered.contains(h.mechanism(true)))
     {
-        return Ok(Plan::Scram {
+        return Ok(Plan {
             hash,
             binding: Binding::Bound {
                 kind,
@@ -104,7 +103,7 @@ pub(crate) fn plan(
         .into_iter()
         .find(|h| offered.contains(h.mechanism(false)))
     {
-        return Ok(Plan::Scram {
+        return Ok(Plan {
             hash,
             binding: Binding::NoneShared,
         });
@@ -128,14 +127,8 @@ pub(crate) async fn authenticate<S: AsyncBufRead + AsyncWrite + Unpin>(
 ) -> Result<(InitiatingStream<S>, LoginSecurity), SignalingError> {
     let security = plan.security();
     let bound = security.binding.is_some();
-    let said_y = matches!(
-        &plan,
-        Plan::Scram {
-            binding: Binding::NoneShared,
-            ..
-        }
-    );
-    let Plan::Scram { hash, binding } = plan;
+    let said_y = plan.binding == Binding::NoneShared;
+    let Plan { hash, binding } = plan;
     let mut scram = ScramClient::new(
         hash,
         binding,
@@ -382,7 +375,7 @@ mod tests {
         let p = plan(&offered(EJABBERD_23), None, &facts()).unwrap();
         assert_eq!(
             p,
-            Plan::Scram {
+            Plan {
                 hash: ScramHash::Sha512,
                 binding: Binding::NoneShared
             }
@@ -416,7 +409,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             p,
-            Plan::Scram {
+            Plan {
                 hash: ScramHash::Sha1,
                 binding: Binding::Bound {
                     kind: "tls-server-end-point",

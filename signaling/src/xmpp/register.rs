@@ -9,6 +9,7 @@ use crate::SignalingError;
 use futures::SinkExt;
 use std::borrow::Cow;
 use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::bind::BindQuery;
@@ -17,7 +18,9 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, StanzaError};
 use tokio_xmpp::parsers::stream_features::StreamFeatures;
-use tokio_xmpp::xmlstream::{FallibleStreamElement, StreamHeader, Timeouts, XmppStreamElement};
+use tokio_xmpp::xmlstream::{
+    FallibleStreamElement, StreamHeader, Timeouts, XmppStream, XmppStreamElement,
+};
 
 const REGISTER_ID: &str = "hush-register";
 /// Upper bound for any single registration or login attempt.
@@ -84,31 +87,18 @@ pub async fn register_account(
             .recv_features::<FallibleStreamElement>()
             .await
             .map_err(|e| classify(e.into()))?;
-        let query = LegacyQuery {
-            username: Some(username),
-            password: Some(password.to_owned()),
-            ..Default::default()
-        };
-        let domain: Jid = BareJid::from_parts(None, jid.domain()).into();
-        let iq = Iq::from_set(REGISTER_ID, query).with_to(domain);
-        stream
-            .send(&XmppStreamElement::Stanza(Stanza::Iq(iq)))
-            .await
-            .map_err(|e| classify(e.into()))?;
-        loop {
-            if let XmppStreamElement::Stanza(Stanza::Iq(iq)) =
-                next_element(&mut stream).await.map_err(classify)?
-                && iq.id() == REGISTER_ID
-            {
-                let _ = stream.shutdown().await;
-                return match iq {
-                    Iq::Result { .. } => Ok(()),
-                    Iq::Error { error, .. } => Err(map_stanza_error(&error)),
-                    _ => Err(SignalingError::Protocol(
-                        "unexpected answer to registration".into(),
-                    )),
-                };
-            }
+        let answer = exchange(
+            &mut stream,
+            password_iq(REGISTER_ID, username, password, jid),
+        )
+        .await;
+        let _ = stream.shutdown().await;
+        match answer? {
+            Iq::Result { .. } => Ok(()),
+            Iq::Error { error, .. } => Err(map_stanza_error(&error)),
+            _ => Err(SignalingError::Protocol(
+                "unexpected answer to registration".into(),
+            )),
         }
     })
     .await
@@ -176,9 +166,20 @@ pub(crate) async fn login_stream(
     .map_err(|e| explain(e, connector))
 }
 
+/// The XEP-0077 request that creates an account or sets its password.
+fn password_iq(id: &str, username: String, password: &str, jid: &BareJid) -> Iq {
+    let query = LegacyQuery {
+        username: Some(username),
+        password: Some(password.to_owned()),
+        ..Default::default()
+    };
+    let domain: Jid = BareJid::from_parts(None, jid.domain()).into();
+    Iq::from_set(id, query).with_to(domain)
+}
+
 /// Sends one IQ and waits for its answer (bounded by the caller's deadline).
-async fn exchange(
-    stream: &mut tokio_xmpp::stanzastream::XmppStream,
+async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
+    stream: &mut XmppStream<S>,
     iq: Iq,
 ) -> Result<Iq, SignalingError> {
     let id = iq.id().to_owned();
@@ -247,15 +248,9 @@ pub async fn change_password(
     let (_, mut stream, _) = login_stream(connector, jid, old_password).await?;
     let outcome = within(async {
         bind(&mut stream).await?;
-        let query = LegacyQuery {
-            username: Some(username),
-            password: Some(new_password.to_owned()),
-            ..Default::default()
-        };
-        let domain: Jid = BareJid::from_parts(None, jid.domain()).into();
         match exchange(
             &mut stream,
-            Iq::from_set(REGISTER_ID, query).with_to(domain),
+            password_iq(REGISTER_ID, username, new_password, jid),
         )
         .await?
         {

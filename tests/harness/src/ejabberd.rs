@@ -85,21 +85,9 @@ impl Ejabberd {
         Ok(server)
     }
 
-    fn spawn(dir: &Path, node: &str, (uid, gid): (u32, u32)) -> Result<ServerProcess> {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new("ejabberdctl");
-        cmd.arg("--config-dir")
-            .arg(dir)
-            .arg("--spool")
-            .arg(dir.join("db"))
-            .arg("--logs")
-            .arg(dir.join("logs"))
-            .args(["--node", node, "foreground"])
-            .current_dir(dir)
-            .env("HOME", dir)
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .uid(uid)
-            .gid(gid);
+    fn spawn(dir: &Path, node: &str, owner: (u32, u32)) -> Result<ServerProcess> {
+        let mut cmd = ejabberdctl(dir, node, owner);
+        cmd.arg("foreground");
         ServerProcess::spawn_group("ejabberd", cmd, &dir.join("console.log"))
     }
 
@@ -133,21 +121,10 @@ impl Ejabberd {
         use std::os::unix::process::CommandExt;
         let dump = self.dir.path().join("dump.txt");
         let _ = std::fs::remove_file(&dump);
-        let (uid, gid) = self.owner;
-        let mut child = Command::new("ejabberdctl")
-            .arg("--config-dir")
-            .arg(self.dir.path())
-            .arg("--spool")
-            .arg(self.dir.path().join("db"))
-            .arg("--logs")
-            .arg(self.dir.path().join("logs"))
-            .args(["--node", &self.node, "dump"])
+        let mut cmd = ejabberdctl(self.dir.path(), &self.node, self.owner);
+        let mut child = cmd
+            .arg("dump")
             .arg(&dump)
-            .current_dir(self.dir.path())
-            .env("HOME", self.dir.path())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .uid(uid)
-            .gid(gid)
             .process_group(0)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -223,6 +200,26 @@ impl Ejabberd {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `ejabberdctl` for this instance's directory and node, run as the ejabberd user; the
+/// command (`foreground`, `dump FILE`) is added by the caller.
+fn ejabberdctl(dir: &Path, node: &str, (uid, gid): (u32, u32)) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new("ejabberdctl");
+    cmd.arg("--config-dir")
+        .arg(dir)
+        .arg("--spool")
+        .arg(dir.join("db"))
+        .arg("--logs")
+        .arg(dir.join("logs"))
+        .args(["--node", node])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        .uid(uid)
+        .gid(gid);
+    cmd
 }
 
 /// The `ejabberd` system user's uid and gid.
