@@ -208,6 +208,14 @@ impl Drop for Phone {
     }
 }
 
+/// Sleeps until the call machine's next timer, or forever without one.
+async fn call_timer(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Core {
     async fn run(
         mut self,
@@ -272,7 +280,13 @@ impl Core {
                 input = call_rx.recv() => {
                     let Some(input) = input else { break };
                     let mut events = Vec::new();
-                    self.calls.input(input, &mut events).await;
+                    self.calls.input(input, &mut events);
+                    self.pending.extend(events);
+                    self.flush();
+                }
+                () = call_timer(self.calls.next_timeout()) => {
+                    let mut events = Vec::new();
+                    self.calls.timeout(&mut events);
                     self.pending.extend(events);
                     self.flush();
                 }
@@ -611,19 +625,19 @@ impl Core {
                 Reply::Done
             }
             Command::Reject { call, busy } => {
-                self.calls.reject(call, busy)?;
+                self.calls.reject(call, busy, &mut events)?;
                 Reply::Done
             }
             Command::Hangup { call } => {
-                self.calls.hangup(call, &mut events).await?;
+                self.calls.hangup(call, &mut events)?;
                 Reply::Done
             }
             Command::Hold { call, on } => {
-                self.calls.hold(call, on, &mut events).await?;
+                self.calls.hold(call, on, &mut events)?;
                 Reply::Done
             }
             Command::SendDtmf { call, keys } => {
-                self.calls.dtmf(call, &keys)?;
+                self.calls.dtmf(call, &keys, &mut events)?;
                 Reply::Done
             }
             Command::RegisterXmpp(new) => {
@@ -805,11 +819,11 @@ impl Core {
                 Reply::Done
             }
             Command::Mute { call, on } => {
-                self.calls.mute(call, on)?;
+                self.calls.mute(call, on, &mut events)?;
                 Reply::Done
             }
             Command::SasMismatch { call } => {
-                self.calls.sas_mismatch(call, &mut events).await?;
+                self.calls.sas_mismatch(call, &mut events)?;
                 Reply::Done
             }
             _ => return Err(CoreError::InvalidInput("unsupported command".into())),

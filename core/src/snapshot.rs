@@ -119,6 +119,35 @@ pub struct CallView {
     pub stats: Option<CallStats>,
     /// Answered by a built-in peer (the echo test's far end), not by the user.
     pub automatic: bool,
+    /// Its media streams, one per m-line that runs (audio; video and a shared screen
+    /// when they come). The call's `security` is that of its weakest stream.
+    pub streams: Vec<MediaStreamView>,
+}
+
+/// What a media stream carries, as the user sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StreamKind {
+    /// The voice.
+    Audio,
+    /// A camera.
+    Video,
+    /// A shared screen.
+    Screen,
+}
+
+/// One media stream of a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaStreamView {
+    /// What it carries.
+    pub kind: StreamKind,
+    /// Whether the peer sends on it (false while the peer holds it).
+    pub sending: bool,
+    /// How private this stream is (each is keyed by its own ZRTP exchange).
+    pub security: CallSecurity,
+    /// Its codec, once agreed.
+    pub codec: Option<String>,
+    /// Latest statistics.
+    pub stats: Option<CallStats>,
 }
 
 /// Who placed the call.

@@ -1,13 +1,12 @@
 //! Any bytes as an SDP body: parse, negotiate, write an answer. Must never panic.
 #![no_main]
 
-use hush_media::codec::CodecKind;
-use hush_signaling::sdp::{self, Codecs, LocalMedia};
+use hush_signaling::sdp::{self, Codec, Codecs, LocalMedia};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(offer) = sdp::parse(data) else { return };
-    let all = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
+    let all = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
     if let Ok(n) = sdp::negotiate(&offer, &all) {
         let local = LocalMedia {
             session_id: 1,

@@ -58,6 +58,10 @@ pub enum SignalingError {
     /// No answer within the deadline.
     #[error("the server did not answer in time")]
     Timeout,
+    /// 491: the peer was renegotiating the call at the same moment (glare); try again
+    /// after a pause.
+    #[error("the peer was renegotiating the call at the same moment (491)")]
+    RequestPending,
 }
 
 impl SignalingError {

@@ -1,12 +1,15 @@
-//! Calls: the layer between SIP signalling (hush-signaling) and media (hush-media).
-//! It owns the lines, builds SDP offers and answers with the ZRTP hello hash, starts a
-//! media thread per call, and turns what both sides report into the call view and
-//! events. Under a mandatory policy a call whose media cannot become secure is hung up
-//! with the reason. An incoming call is answered only once its media runs, so no call
-//! is ever connected without media; an outgoing call whose answer cannot start media is
-//! hung up (BYE) with the reason.
+//! Calls: the driver around the call machine ([`machine::CallCore`]). The machine
+//! decides everything about a call — offer and answer, the encryption policy, hold,
+//! glare, no downgrade on re-INVITE, SAS verdicts — and this layer carries out what it
+//! says: it owns the lines (one SIP stack each), binds media ports and makes ZRTP
+//! sessions before an offer or answer, starts and commands the media threads, and
+//! sends what the machine asks through the SIP stack. Nothing here waits on the
+//! network: INVITEs, BYEs and CANCELs go out from the stack's own tasks, and the
+//! answers to re-INVITEs (ours and theirs) are waited for in tasks that report back
+//! as inputs.
 
 mod line;
+mod machine;
 mod zid;
 
 use crate::command::{AudioChoice, Reply};
@@ -14,18 +17,21 @@ use crate::error::{CoreError, Result};
 use crate::event::Event;
 use crate::model::{AccountConfig, AccountId, AccountSettings, EncryptionPolicy};
 use crate::secret::Secret;
-use crate::security::CallSecurity;
-use crate::snapshot::{AccountStatus, CallDirection, CallId, CallState, CallStats, CallView};
+use crate::snapshot::{AccountStatus, CallId, CallStats, CallView};
 use hush_media::codec::CodecKind;
 use hush_media::driver::{MediaCall, MediaCommand, MediaReport, PreparedMedia};
 use hush_media::stream::{Policy, StreamConfig, StreamEvent, StreamStats};
 use hush_media::zrtp::{Zid, ZidCache, ZidStore, ZrtpConfig, ZrtpSession};
-use hush_signaling::sdp::{self, AudioDescription, Codecs, Direction, LocalMedia, Negotiated};
+use hush_signaling::sdp::{Codec, MediaKind};
 use hush_signaling::sip::{
     CallKey, ReInvite, RegistrationState, Rejection, SipEvent, SipStack, StackOptions, Transport,
     parse_target,
 };
 use line::{Line, LineId, identity, local_ip_towards};
+use machine::{
+    CallCore, Input, MediaAction, MediaInput, Output, PreparedStream, ReInviteFailure, Refusal,
+    SipAction, SipInput, StreamStart,
+};
 use rsipstack::dialog::authenticate::Credential;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -33,9 +39,6 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 pub(crate) use zid::ZidState;
-
-/// Codecs we offer, best first.
-const OUR_CODECS: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
 
 /// Inputs waiting for the core task. Lines and registrations wait for room (the SIP
 /// stack behind them then sheds what it may); media threads never wait: their
@@ -45,47 +48,43 @@ pub(crate) const CALL_INPUTS: usize = 256;
 /// How long stopping the phone waits for the answers to its last BYEs and CANCELs.
 const HANGUPS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Inputs to the core task from lines and media threads.
+/// Inputs to the core task from lines, media threads and the tasks that wait for
+/// re-INVITE answers.
 pub(crate) enum CallInput {
     Sip(LineId, SipEvent),
-    Media(CallId, MediaReport),
+    /// A report of the media of one stream (by m-line).
+    Media(CallId, usize, MediaReport),
     Registration(AccountId, RegistrationState),
-    /// The peer's answer to our hold (`true`) or resume re-INVITE.
-    Held(
+    /// How our re-INVITE ended.
+    ReInviteAnswered(
         CallId,
-        bool,
         std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
     ),
 }
 
-enum Phase {
-    /// We sent an offer; media is bound, ZRTP session made. (The mutex only makes the
-    /// engine `Sync`, so the core task may hold the layer across awaits.)
-    Offered {
-        prepared: PreparedMedia,
-        zrtp: std::sync::Mutex<ZrtpSession>,
-    },
-    /// We received an offer and have not answered yet.
-    Ringing { offer: AudioDescription },
-    /// Media running.
-    Active { media: MediaCall },
-    /// Over.
-    Ended,
+/// One stream of ours prepared before an offer or answer: its socket and ZRTP engine.
+/// (The mutex only makes the engine `Sync`, so the core task may hold the layer across
+/// awaits.)
+struct Prepared {
+    kind: MediaKind,
+    ssrc: u32,
+    media: PreparedMedia,
+    zrtp: std::sync::Mutex<ZrtpSession>,
 }
 
-struct Call {
+/// What the driver holds for one call: the machine holds the rest.
+struct CallIo {
     line: LineId,
-    key: CallKey,
-    view: CallView,
-    phase: Phase,
-    audio: AudioChoice,
-    policy: Policy,
-    ssrc: u32,
-    local: LocalMedia,
-    negotiated: Option<Negotiated>,
+    /// The SIP dialog, once the INVITE went out (or came in).
+    key: Option<CallKey>,
     peer_identity: String,
-    /// Why the user ended it, when that is more than "hung up" (e.g. a SAS mismatch).
-    end_reason: Option<String>,
+    audio: AudioChoice,
+    /// Streams ready to start.
+    prepared: Vec<Prepared>,
+    /// Running media, by m-line.
+    media: BTreeMap<usize, MediaCall>,
+    /// The peer's re-INVITE, until the machine answers it.
+    reinvite: Option<ReInvite>,
 }
 
 /// What a new line needs.
@@ -130,21 +129,32 @@ impl LineSpec {
 pub(crate) struct CallLayer {
     input: mpsc::Sender<CallInput>,
     lines: BTreeMap<LineId, Line>,
-    calls: BTreeMap<CallId, Call>,
-    /// The last calls that ended, newest last, each with its reason, until more end.
-    ended: std::collections::VecDeque<CallView>,
+    core: CallCore,
+    io: BTreeMap<CallId, CallIo>,
     next_line: LineId,
-    next_call: u64,
     zid: ZidState,
+    /// Why the last media start failed (the answer command's error).
+    start_failed: Option<String>,
+    /// Why the last INVITE could not be sent (the call command's error).
+    invite_failed: Option<String>,
+    /// The barrier of the last SAS verdict sent to a media thread (in a mutex: the
+    /// layer must be `Sync`).
+    verdict_written: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
-
-/// Ended calls kept for the views.
-const ENDED_KEPT: usize = 5;
 
 fn policy_of(p: EncryptionPolicy) -> Policy {
     match p {
         EncryptionPolicy::Mandatory => Policy::Mandatory,
         EncryptionPolicy::BestEffort => Policy::BestEffort,
+    }
+}
+
+fn codec_of(c: Codec) -> Result<CodecKind> {
+    match c {
+        Codec::Opus => Ok(CodecKind::Opus),
+        Codec::Pcmu => Ok(CodecKind::Pcmu),
+        Codec::Pcma => Ok(CodecKind::Pcma),
+        Codec::Vp8 => Err(CoreError::Call("video is not supported yet".into())),
     }
 }
 
@@ -186,6 +196,7 @@ struct Backlog {
 fn media_reporter(
     input: mpsc::Sender<CallInput>,
     id: CallId,
+    stream: usize,
 ) -> impl Fn(MediaReport) + Send + 'static {
     let runtime = tokio::runtime::Handle::try_current().ok();
     let backlog = std::sync::Arc::new(std::sync::Mutex::new(Backlog::default()));
@@ -200,9 +211,9 @@ fn media_reporter(
         let report = if waiting.waiting {
             report
         } else {
-            match input.try_send(CallInput::Media(id, report)) {
+            match input.try_send(CallInput::Media(id, stream, report)) {
                 Ok(()) | Err(TrySendError::Closed(_)) => return,
-                Err(TrySendError::Full(CallInput::Media(_, report))) => report,
+                Err(TrySendError::Full(CallInput::Media(_, _, report))) => report,
                 Err(TrySendError::Full(_)) => return,
             }
         };
@@ -237,7 +248,11 @@ fn media_reporter(
                     },
                     Err(_) => return,
                 };
-                if input.send(CallInput::Media(id, next)).await.is_err() {
+                if input
+                    .send(CallInput::Media(id, stream, next))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -245,37 +260,25 @@ fn media_reporter(
     }
 }
 
-/// The call `id`, or the error the user sees for a call that is gone. Free functions
-/// over the map, so the rest of the layer stays borrowable beside the call.
-fn find(calls: &BTreeMap<CallId, Call>, id: CallId) -> Result<&Call> {
-    calls
-        .get(&id)
-        .ok_or_else(|| bad(format!("no call {}", id.0)))
-}
-
-fn find_mut(calls: &mut BTreeMap<CallId, Call>, id: CallId) -> Result<&mut Call> {
-    calls
-        .get_mut(&id)
-        .ok_or_else(|| bad(format!("no call {}", id.0)))
-}
-
 impl CallLayer {
     pub(crate) fn new(input: mpsc::Sender<CallInput>, zid: ZidState) -> CallLayer {
         CallLayer {
             input,
             lines: BTreeMap::new(),
-            calls: BTreeMap::new(),
-            ended: std::collections::VecDeque::new(),
+            core: CallCore::new(random_u64()),
+            io: BTreeMap::new(),
             next_line: 1,
-            next_call: 1,
             zid,
+            start_failed: None,
+            invite_failed: None,
+            verdict_written: std::sync::Mutex::new(None),
         }
     }
 
     /// The last calls that ended, oldest first: their reason stays readable after the
     /// call is gone, however fast it ended.
     pub(crate) fn ended_views(&self) -> Vec<CallView> {
-        self.ended.iter().cloned().collect()
+        self.core.ended_views()
     }
 
     /// True until the ZID cache has been opened (the vault was locked at start).
@@ -300,7 +303,18 @@ impl CallLayer {
 
     /// Views of the calls for the snapshot.
     pub(crate) fn views(&self) -> Vec<CallView> {
-        self.calls.values().map(|c| c.view.clone()).collect()
+        self.core.views()
+    }
+
+    /// When the machine next wants [`CallLayer::timeout`].
+    pub(crate) fn next_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    /// Runs what the machine has due now.
+    pub(crate) fn timeout(&mut self, events: &mut Vec<Event>) {
+        self.core.handle_timeout(Instant::now());
+        self.drain(events);
     }
 
     async fn add_line(&mut self, spec: LineSpec) -> Result<LineId> {
@@ -522,8 +536,8 @@ impl CallLayer {
     /// whatever libbzrtp last wrote to the ZID cache is then there for the final seal.
     /// The calls stay, to be hung up by [`CallLayer::shutdown`].
     pub(crate) fn stop_media(&mut self) {
-        for call in self.calls.values_mut() {
-            if let Phase::Active { media } = std::mem::replace(&mut call.phase, Phase::Ended) {
+        for io in self.io.values_mut() {
+            for (_, media) in std::mem::take(&mut io.media) {
                 media.stop();
             }
         }
@@ -531,15 +545,12 @@ impl CallLayer {
 
     /// Hangs up and un-registers everything (on exit).
     pub(crate) async fn shutdown(&mut self) {
-        let keys: Vec<CallId> = self.calls.keys().copied().collect();
-        for c in keys {
-            let _ = self.hangup(c, &mut Vec::new()).await;
-            if let Some(call) = self.calls.get_mut(&c)
-                && let Phase::Active { media } = std::mem::replace(&mut call.phase, Phase::Ended)
-            {
-                media.stop();
-            }
+        let ids: Vec<CallId> = self.core.views().iter().map(|v| v.id).collect();
+        let mut events = Vec::new();
+        for id in ids {
+            let _ = self.hangup(id, &mut events);
         }
+        self.stop_media();
         // The BYEs and CANCELs go out from tasks: give the far ends time to hear them.
         let deadline = std::time::Instant::now() + HANGUPS_SETTLE;
         for line in self.lines.values() {
@@ -566,10 +577,34 @@ impl CallLayer {
         ZrtpSession::new(&config, ssrc, Instant::now()).map_err(med)
     }
 
-    fn new_call_id(&mut self) -> CallId {
-        let id = CallId(self.next_call);
-        self.next_call += 1;
-        id
+    /// Binds a stream's port and makes its ZRTP session: what an offer or answer needs.
+    fn prepare(
+        &self,
+        line: LineId,
+        peer: &str,
+        kind: MediaKind,
+    ) -> Result<(Prepared, PreparedStream)> {
+        if kind != MediaKind::Audio {
+            return Err(CoreError::Call("video is not supported yet".into()));
+        }
+        let line = self.lines.get(&line).ok_or(CoreError::Stopped)?;
+        let media = PreparedMedia::bind(line.media_ip).map_err(med)?;
+        let ssrc = random_u64() as u32;
+        let zrtp = Self::zrtp_for(&self.zid, line, peer, ssrc)?;
+        let stream = PreparedStream {
+            kind,
+            port: media.local_addr().port(),
+            zrtp_hash: Some(zrtp.hello_hash().map_err(med)?),
+        };
+        Ok((
+            Prepared {
+                kind,
+                ssrc,
+                media,
+                zrtp: std::sync::Mutex::new(zrtp),
+            },
+            stream,
+        ))
     }
 
     /// Places a call.
@@ -618,132 +653,40 @@ impl CallLayer {
         let target_uri = parse_target(target).map_err(sig)?;
         let peer_identity = identity(&target_uri);
         let line = self.lines.get(&line_id).ok_or(CoreError::Stopped)?;
-        let policy = policy_of(policy.unwrap_or(line.policy));
-        let prepared = PreparedMedia::bind(line.media_ip).map_err(med)?;
-        let ssrc = random_u64() as u32;
-        let zrtp = Self::zrtp_for(&self.zid, line, &peer_identity, ssrc)?;
-        let local = LocalMedia {
-            session_id: random_u64() >> 1,
-            version: 1,
-            addr: line.media_ip,
-            port: prepared.local_addr().port(),
-            direction: Direction::SendRecv,
-            zrtp_hash: Some(zrtp.hello_hash().map_err(med)?),
-        };
-        let offer = sdp::write(&local, Codecs::Offer(&OUR_CODECS));
-        let key = line
-            .stack
-            .call(target, line.aor.clone(), line.credential.clone(), offer)
-            .await
-            .map_err(sig)?;
-        let id = self.new_call_id();
-        let view = CallView {
+        let (policy, addr) = (policy.unwrap_or(line.policy), line.media_ip);
+        let (prepared, stream) = self.prepare(line_id, &peer_identity, MediaKind::Audio)?;
+        let id = self.core.allocate();
+        self.io.insert(
             id,
-            account,
-            peer: target_uri.to_string(),
-            direction: CallDirection::Outgoing,
-            state: CallState::Calling,
-            security: CallSecurity::Negotiating,
-            algorithms: None,
-            codec: None,
-            stats: None,
-            automatic: false,
-        };
-        events.push(Event::CallState {
-            call: id,
-            state: CallState::Calling,
-        });
-        self.calls.insert(
-            id,
-            Call {
+            CallIo {
                 line: line_id,
-                key,
-                view,
-                phase: Phase::Offered {
-                    prepared,
-                    zrtp: std::sync::Mutex::new(zrtp),
-                },
-                audio,
-                policy,
-                ssrc,
-                local,
-                negotiated: None,
+                key: None,
                 peer_identity,
-                end_reason: None,
+                audio,
+                prepared: vec![prepared],
+                media: BTreeMap::new(),
+                reinvite: None,
             },
         );
+        self.invite_failed = None;
+        let placed = self.core.handle(
+            Instant::now(),
+            Input::Place {
+                id,
+                account,
+                peer: target_uri.to_string(),
+                policy,
+                addr,
+                session_id: random_u64() >> 1,
+                streams: vec![stream],
+            },
+        );
+        self.drain(events);
+        placed?;
+        if let Some(e) = self.invite_failed.take() {
+            return Err(CoreError::Call(e));
+        }
         Ok(Reply::Call(id))
-    }
-
-    fn find(&self, line: LineId, key: &CallKey) -> Option<CallId> {
-        self.calls
-            .iter()
-            .find(|(_, c)| c.line == line && &c.key == key)
-            .map(|(i, _)| *i)
-    }
-
-    fn set_state(&mut self, id: CallId, state: CallState, events: &mut Vec<Event>) {
-        if let Some(c) = self.calls.get_mut(&id)
-            && c.view.state != state
-        {
-            c.view.state = state.clone();
-            events.push(Event::CallState { call: id, state });
-        }
-    }
-
-    fn set_security(&mut self, id: CallId, security: CallSecurity, events: &mut Vec<Event>) {
-        if let Some(c) = self.calls.get_mut(&id)
-            && c.view.security != security
-        {
-            c.view.security = security.clone();
-            events.push(Event::CallSecurity { call: id, security });
-        }
-    }
-
-    fn start_media(
-        &mut self,
-        id: CallId,
-        remote: SocketAddr,
-        peer_hash: Option<String>,
-    ) -> Result<()> {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return Err(CoreError::Stopped);
-        };
-        let neg = call
-            .negotiated
-            .ok_or_else(|| CoreError::Call("no codec negotiated".into()))?;
-        let (prepared, zrtp) = match std::mem::replace(&mut call.phase, Phase::Ended) {
-            Phase::Offered { prepared, zrtp } => (
-                prepared,
-                zrtp.into_inner()
-                    .map_err(|_| CoreError::Call("ZRTP engine poisoned".into()))?,
-            ),
-            other => {
-                call.phase = other;
-                return Err(CoreError::Call("media already running".into()));
-            }
-        };
-        let cfg = StreamConfig {
-            local_ssrc: call.ssrc,
-            codec: neg.codec,
-            payload_type: neg.payload_type,
-            telephone_event_pt: neg.telephone_event,
-            policy: call.policy,
-            peer_hello_hash: peer_hash,
-            remote,
-        };
-        let media = prepared
-            .start(
-                cfg,
-                Some(zrtp),
-                call.audio.source.clone(),
-                call.audio.sink.clone(),
-                media_reporter(self.input.clone(), id),
-            )
-            .map_err(med)?;
-        call.view.codec = Some(neg.codec.sdp_name().to_owned());
-        call.phase = Phase::Active { media };
-        Ok(())
     }
 
     /// Answers an incoming call. Everything that can fail on our side (media port, ZRTP
@@ -756,133 +699,77 @@ impl CallLayer {
         audio: AudioChoice,
         events: &mut Vec<Event>,
     ) -> Result<()> {
-        let call = find_mut(&mut self.calls, id)?;
-        let Phase::Ringing { offer } = &call.phase else {
+        if !self.core.is_ringing(id) {
             return Err(bad("that call is not ringing"));
-        };
-        let offer = offer.clone();
-        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
-        let neg = sdp::negotiate(&offer, &OUR_CODECS).map_err(sig)?;
-        let zrtp = Self::zrtp_for(&self.zid, line, &call.peer_identity, call.ssrc)?;
-        let prepared = PreparedMedia::bind(line.media_ip).map_err(med)?;
-        let port = prepared.local_addr().port();
-        let hello = zrtp.hello_hash().map_err(med)?;
-        let cfg = StreamConfig {
-            local_ssrc: call.ssrc,
-            codec: neg.codec,
-            payload_type: neg.payload_type,
-            telephone_event_pt: neg.telephone_event,
-            policy: call.policy,
-            peer_hello_hash: offer.zrtp_hash.clone(),
-            remote: SocketAddr::new(offer.addr, offer.port),
-        };
-        let media = prepared
-            .start(
-                cfg,
-                Some(zrtp),
-                audio.source.clone(),
-                audio.sink.clone(),
-                media_reporter(self.input.clone(), id),
-            )
-            .map_err(med)?;
-        call.local.port = port;
-        call.local.addr = line.media_ip;
-        call.local.direction = offer.direction.reversed();
-        call.local.zrtp_hash = Some(hello);
-        let answer = sdp::write(&call.local, Codecs::Answer(&neg));
-        if let Err(e) = line.stack.answer(&call.key, answer) {
-            media.stop();
-            // Not answered after all: refuse it, so the caller is not left ringing.
-            let _ = line.stack.reject(&call.key, Rejection::Failed);
-            let reason = format!("could not answer: {e}");
-            self.end(id, reason.clone(), events);
-            return Err(CoreError::Call(reason));
         }
-        call.negotiated = Some(neg);
-        call.audio = audio;
-        call.view.codec = Some(neg.codec.sdp_name().to_owned());
-        call.phase = Phase::Active { media };
-        self.set_state(id, CallState::Connected, events);
-        Ok(())
+        let io = self.io.get(&id).ok_or(CoreError::Stopped)?;
+        let (line, peer) = (io.line, io.peer_identity.clone());
+        let mut prepared = Vec::new();
+        let mut streams = Vec::new();
+        for kind in self.core.wanted_streams(id) {
+            match self.prepare(line, &peer, kind) {
+                Ok((p, s)) => {
+                    prepared.push(p);
+                    streams.push(s);
+                }
+                Err(e) if kind == MediaKind::Audio => return Err(e),
+                Err(e) => tracing::info!(error = %e, "refusing a stream we cannot carry"),
+            }
+        }
+        if let Some(io) = self.io.get_mut(&id) {
+            io.prepared = prepared;
+            io.audio = audio;
+        }
+        self.start_failed = None;
+        let answered = self
+            .core
+            .handle(Instant::now(), Input::Answer { id, streams });
+        self.drain(events);
+        answered?;
+        match self.start_failed.take() {
+            Some(e) => Err(CoreError::Call(e)),
+            None => Ok(()),
+        }
     }
 
     /// Refuses an incoming call.
-    pub(crate) fn reject(&mut self, id: CallId, busy: bool) -> Result<()> {
-        let call = find(&self.calls, id)?;
-        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
+    pub(crate) fn reject(&mut self, id: CallId, busy: bool, events: &mut Vec<Event>) -> Result<()> {
         let why = if busy {
             Rejection::Busy
         } else {
             Rejection::Declined
         };
-        line.stack.reject(&call.key, why).map_err(sig)
+        let done = self.core.handle(Instant::now(), Input::Reject { id, why });
+        self.drain(events);
+        done
     }
 
     /// Hangs up. A call that rings here is declined; any other ends at once, and its
     /// CANCEL or BYE goes out from the SIP stack's own task: a peer that never answers
     /// it cannot hold up the phone.
-    pub(crate) async fn hangup(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
-        let call = find(&self.calls, id)?;
-        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
-        if matches!(call.phase, Phase::Ringing { .. }) {
-            line.stack
-                .reject(&call.key, Rejection::Declined)
-                .map_err(sig)?;
-            return Ok(());
-        }
-        if let Err(e) = line.stack.hangup(&call.key) {
-            // The dialog is gone already.
-            tracing::debug!(error = %e, "hangup");
-        }
-        self.end(id, "hung up".into(), events);
-        Ok(())
-    }
-
-    fn end(&mut self, id: CallId, reason: String, events: &mut Vec<Event>) {
-        let reason = self
-            .calls
-            .get_mut(&id)
-            .and_then(|c| c.end_reason.take())
-            .unwrap_or(reason);
-        self.set_state(id, CallState::Ended(reason), events);
-        if let Some(mut c) = self.calls.remove(&id) {
-            if matches!(c.view.security, CallSecurity::Negotiating) {
-                c.view.security =
-                    CallSecurity::Failed("the call ended before it was secure".into());
-            }
-            if let Phase::Active { media } = std::mem::replace(&mut c.phase, Phase::Ended) {
-                media.stop();
-            }
-            if !c.view.automatic {
-                self.ended.push_back(c.view);
-                while self.ended.len() > ENDED_KEPT {
-                    self.ended.pop_front();
-                }
-            }
-        }
-    }
-
-    fn media(&self, id: CallId) -> Result<&MediaCall> {
-        match &find(&self.calls, id)?.phase {
-            Phase::Active { media } => Ok(media),
-            _ => Err(bad("the call has no media yet")),
-        }
+    pub(crate) fn hangup(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
+        let done = self.core.handle(Instant::now(), Input::Hangup { id });
+        self.drain(events);
+        done
     }
 
     /// Sends DTMF keys.
-    pub(crate) fn dtmf(&self, id: CallId, keys: &str) -> Result<()> {
-        if keys.is_empty()
-            || keys
-                .chars()
-                .any(|k| hush_media::dtmf::event_code(k).is_none())
+    pub(crate) fn dtmf(&mut self, id: CallId, keys: &str, events: &mut Vec<Event>) -> Result<()> {
+        if keys
+            .chars()
+            .any(|k| hush_media::dtmf::event_code(k).is_none())
         {
             return Err(bad(format!("{keys:?}: DTMF keys are 0-9 * # A-D")));
         }
-        let media = self.media(id)?;
-        for k in keys.chars() {
-            media.command(MediaCommand::Dtmf(k));
-        }
-        Ok(())
+        let done = self.core.handle(
+            Instant::now(),
+            Input::Dtmf {
+                id,
+                keys: keys.to_owned(),
+            },
+        );
+        self.drain(events);
+        done
     }
 
     /// Records the user's SAS comparison, for the peer key (ZID) of this call only:
@@ -894,50 +781,33 @@ impl CallLayer {
         verified: bool,
         events: &mut Vec<Event>,
     ) -> Result<std::sync::mpsc::Receiver<()>> {
-        let current = find(&self.calls, id)?.view.security.clone();
-        let Some(sas) = current.sas().map(str::to_owned) else {
-            return Err(bad("the call is not secure yet: there is no SAS to verify"));
-        };
-        let media = self.media(id)?;
-        media.command(MediaCommand::SasVerified(verified));
-        let written = media.barrier();
-        // Withdrawing never turns a warning into the ordinary "unverified".
-        let security = match current {
-            CallSecurity::CacheMismatch { .. } | CallSecurity::NewKey { .. } if !verified => {
-                current
-            }
-            _ => CallSecurity::Secure { sas, verified },
-        };
-        self.set_security(id, security, events);
-        Ok(written)
+        self.take_verdict();
+        let done = self
+            .core
+            .handle(Instant::now(), Input::SetVerified { id, verified });
+        self.drain(events);
+        done?;
+        self.take_verdict()
+            .ok_or_else(|| bad("the call has no media yet"))
+    }
+
+    fn take_verdict(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        self.verdict_written.lock().ok().and_then(|mut s| s.take())
     }
 
     /// Sends silence instead of the microphone, or the microphone again.
-    pub(crate) fn mute(&self, id: CallId, on: bool) -> Result<()> {
-        self.media(id)?.command(MediaCommand::Mute(on));
-        Ok(())
+    pub(crate) fn mute(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
+        let done = self.core.handle(Instant::now(), Input::Mute { id, on });
+        self.drain(events);
+        done
     }
 
     /// The user compared the SAS and it did not match: someone may be in the middle.
     /// The call ends with that reason and the peer is no longer "verified".
-    pub(crate) async fn sas_mismatch(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
-        let call = find_mut(&mut self.calls, id)?;
-        if !call.view.security.is_encrypted() {
-            return Err(bad(
-                "the call is not secure yet: there is no SAS to compare",
-            ));
-        }
-        let reason = "SAS mismatch: the codes you compared differ; someone may be listening in";
-        call.end_reason = Some(reason.into());
-        call.view.security = CallSecurity::Failed(reason.into());
-        if let Ok(media) = self.media(id) {
-            media.command(MediaCommand::SasVerified(false));
-        }
-        events.push(Event::CallSecurity {
-            call: id,
-            security: CallSecurity::Failed(reason.into()),
-        });
-        self.hangup(id, events).await
+    pub(crate) fn sas_mismatch(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
+        let done = self.core.handle(Instant::now(), Input::SasMismatch { id });
+        self.drain(events);
+        done
     }
 
     /// Sets the "SAS verified" flag of one key of a peer outside any call: the key the
@@ -987,83 +857,52 @@ impl CallLayer {
 
     /// Puts a call on hold (re-INVITE with sendonly) or resumes it. Returns once the
     /// re-INVITE is sent; the peer's answer is waited for in a task of its own (a peer
-    /// that never answers cannot hold up the phone) and applied when it comes (see
-    /// `held`).
-    pub(crate) async fn hold(
-        &mut self,
-        id: CallId,
-        on: bool,
-        _events: &mut Vec<Event>,
-    ) -> Result<()> {
-        let call = find_mut(&mut self.calls, id)?;
-        let Phase::Active { .. } = &call.phase else {
-            return Err(bad("the call is not connected"));
-        };
-        let neg = call
-            .negotiated
-            .ok_or_else(|| CoreError::Call("no codec negotiated".into()))?;
-        call.local.version += 1;
-        call.local.direction = if on {
-            Direction::SendOnly
-        } else {
-            Direction::SendRecv
-        };
-        let offer = sdp::write(&call.local, Codecs::Answer(&neg));
-        let line = self.lines.get(&call.line).ok_or(CoreError::Stopped)?;
-        let answer = line.stack.reinvite(&call.key, offer);
-        let input = self.input.clone();
-        tokio::spawn(async move {
-            let answer = answer.await;
-            let _ = input.send(CallInput::Held(id, on, answer)).await;
-        });
-        Ok(())
+    /// that never answers cannot hold up the phone) and given to the machine when it
+    /// comes.
+    pub(crate) fn hold(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
+        let done = self.core.handle(Instant::now(), Input::Hold { id, on });
+        self.drain(events);
+        done
     }
 
-    /// Applies the peer's answer to a hold or resume: the media follows it, or the
-    /// failure is reported as the hold command's.
-    fn held(
-        &mut self,
-        id: CallId,
-        on: bool,
-        answer: std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
-        events: &mut Vec<Event>,
-    ) {
-        let Some(call) = self.calls.get(&id) else {
-            return; // ended meanwhile
-        };
-        let desc = match answer.and_then(|a| sdp::parse(&a)) {
-            Ok(desc) => desc,
-            Err(e) => {
-                events.push(Event::CommandFailed {
-                    command: "hold",
-                    error: e.to_string(),
-                });
-                return;
-            }
-        };
-        if let Phase::Active { media } = &call.phase {
-            media.command(MediaCommand::Hold(on));
-            media.command(MediaCommand::SetRemote(SocketAddr::new(
-                desc.addr, desc.port,
-            )));
-        }
-        self.set_state(
-            id,
-            if on {
-                CallState::OnHold
-            } else {
-                CallState::Connected
-            },
-            events,
-        );
-    }
-
-    /// Handles an input from a line or a media thread.
-    pub(crate) async fn input(&mut self, input: CallInput, events: &mut Vec<Event>) {
+    /// Handles an input from a line, a media thread or a re-INVITE task.
+    pub(crate) fn input(&mut self, input: CallInput, events: &mut Vec<Event>) {
+        let now = Instant::now();
         match input {
-            CallInput::Sip(line, ev) => self.sip(line, ev, events).await,
-            CallInput::Media(id, report) => self.media_report(id, report, events).await,
-            CallInput::Held(id, on, answer) => self.held(id, on, answer, events),
+            CallInput::Sip(line, ev) => self.sip(now, line, ev, events),
+            CallInput::Media(id, stream, report) => {
+                let media = match report {
+                    MediaReport::Event(StreamEvent::Secure {
+                        sas,
+                        verified,
+                        cache_mismatch,
+                        new_key,
+                        algorithms,
+                    }) => MediaInput::Secure {
+                        sas,
+                        verified,
+                        cache_mismatch,
+                        new_key,
+                        algorithms: algorithms.to_string(),
+                    },
+                    MediaReport::Event(StreamEvent::Cleartext(why)) => MediaInput::Cleartext(why),
+                    MediaReport::Event(StreamEvent::Failed(why)) => MediaInput::Failed(why),
+                    MediaReport::Event(StreamEvent::Dtmf(key)) => MediaInput::Dtmf(key),
+                    MediaReport::Stats(s) | MediaReport::Ended(s) => {
+                        MediaInput::Stats(to_stats(&s))
+                    }
+                };
+                let _ = self.core.handle(now, Input::Media(id, stream, media));
+            }
+            CallInput::ReInviteAnswered(id, answer) => {
+                let answer = answer.map_err(|e| match e {
+                    hush_signaling::SignalingError::RequestPending => ReInviteFailure::Glare,
+                    e => ReInviteFailure::Refused(e.to_string()),
+                });
+                let _ = self
+                    .core
+                    .handle(now, Input::Sip(id, SipInput::ReInviteAnswered(answer)));
+            }
             CallInput::Registration(account, state) => {
                 if let RegistrationState::Retrying(why) = &state {
                     tracing::info!(%account, reason = %why, "registration retrying");
@@ -1078,9 +917,17 @@ impl CallLayer {
                 events.push(Event::AccountStatus { account, status });
             }
         }
+        self.drain(events);
     }
 
-    async fn sip(&mut self, line_id: LineId, ev: SipEvent, events: &mut Vec<Event>) {
+    fn find(&self, line: LineId, key: &CallKey) -> Option<CallId> {
+        self.io
+            .iter()
+            .find(|(_, c)| c.line == line && c.key.as_ref() == Some(key))
+            .map(|(i, _)| *i)
+    }
+
+    fn sip(&mut self, now: Instant, line_id: LineId, ev: SipEvent, events: &mut Vec<Event>) {
         match ev {
             SipEvent::IncomingCall {
                 call: key,
@@ -1091,239 +938,273 @@ impl CallLayer {
                 let Some(line) = self.lines.get(&line_id) else {
                     return;
                 };
-                let offer = match sdp::parse(&offer)
-                    .and_then(|o| sdp::negotiate(&o, &OUR_CODECS).map(|_| o))
-                {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tracing::info!(error = %e, "refusing a call we cannot serve (488)");
-                        let _ = line.stack.reject(&key, Rejection::NotAcceptable);
-                        return;
-                    }
-                };
                 let peer_identity = parse_target(&from)
                     .map(|u| identity(&u))
                     .unwrap_or_else(|_| from.clone());
-                let policy = policy_of(line.policy);
-                let auto = line.auto_answer.clone();
-                let (account, media_ip) = (line.account, line.media_ip);
-                let id = self.new_call_id();
-                let view = CallView {
+                let (policy, auto) = (line.policy, line.auto_answer.clone());
+                let (account, addr) = (line.account, line.media_ip);
+                let id = self.core.allocate();
+                self.io.insert(
                     id,
-                    account,
-                    peer: from.clone(),
-                    direction: CallDirection::Incoming,
-                    state: CallState::Incoming,
-                    security: CallSecurity::Negotiating,
-                    algorithms: None,
-                    codec: None,
-                    stats: None,
-                    automatic: auto.is_some(),
-                };
-                let local = LocalMedia {
-                    session_id: random_u64() >> 1,
-                    version: 1,
-                    addr: media_ip,
-                    port: 0,
-                    direction: Direction::SendRecv,
-                    zrtp_hash: None,
-                };
-                self.calls.insert(
-                    id,
-                    Call {
+                    CallIo {
                         line: line_id,
-                        key,
-                        view,
-                        phase: Phase::Ringing { offer },
-                        audio: AudioChoice::default(),
-                        policy,
-                        ssrc: random_u64() as u32,
-                        local,
-                        negotiated: None,
+                        key: Some(key),
                         peer_identity,
-                        end_reason: None,
+                        audio: AudioChoice::default(),
+                        prepared: Vec::new(),
+                        media: BTreeMap::new(),
+                        reinvite: None,
                     },
                 );
-                events.push(Event::CallIncoming { call: id, from });
-                events.push(Event::CallState {
-                    call: id,
-                    state: CallState::Incoming,
-                });
+                let _ = self.core.handle(
+                    now,
+                    Input::Incoming {
+                        id,
+                        account,
+                        from,
+                        offer,
+                        policy,
+                        addr,
+                        session_id: random_u64() >> 1,
+                        automatic: auto.is_some(),
+                    },
+                );
+                self.drain(events);
                 if let Some(audio) = auto
+                    && self.core.is_ringing(id)
                     && let Err(e) = self.answer(id, audio, events)
                 {
                     // Nobody is there to try again: refuse the call rather than let it ring.
                     tracing::warn!(error = %e, "auto-answer failed");
-                    if let Some(c) = self.calls.get(&id)
-                        && let Some(line) = self.lines.get(&c.line)
-                    {
-                        let _ = line.stack.reject(&c.key, Rejection::Failed);
-                    }
-                    self.end(id, format!("could not answer: {e}"), events);
+                    let _ = self.core.handle(
+                        now,
+                        Input::Reject {
+                            id,
+                            why: Rejection::Failed,
+                        },
+                    );
                 }
             }
             SipEvent::Ringing { call } => {
-                // A 180 handled after the 200 (the stack reports them from separate
-                // tasks) must not turn an answered call back into a ringing one.
-                if let Some(id) = self.find(line_id, &call)
-                    && self
-                        .calls
-                        .get(&id)
-                        .is_some_and(|c| c.view.state == CallState::Calling)
-                {
-                    self.set_state(id, CallState::Ringing, events);
+                if let Some(id) = self.find(line_id, &call) {
+                    let _ = self.core.handle(now, Input::Sip(id, SipInput::Ringing));
                 }
             }
-            SipEvent::Answered { call, sdp: body } => {
-                let Some(id) = self.find(line_id, &call) else {
+            SipEvent::Answered { call, sdp } => match self.find(line_id, &call) {
+                Some(id) => {
+                    let _ = self
+                        .core
+                        .handle(now, Input::Sip(id, SipInput::Answered(sdp)));
+                }
+                None => {
                     // Answered after we gave up on it: hang up rather than leave it up.
                     if let Some(line) = self.lines.get(&line_id) {
                         let _ = line.stack.hangup(&call);
                     }
-                    return;
-                };
-                let result =
-                    sdp::parse(&body).and_then(|a| sdp::accepted(&a, &OUR_CODECS).map(|n| (a, n)));
-                match result {
-                    Ok((answer, neg)) => {
-                        if let Some(c) = self.calls.get_mut(&id) {
-                            c.negotiated = Some(neg);
-                        }
-                        let remote = SocketAddr::new(answer.addr, answer.port);
-                        match self.start_media(id, remote, answer.zrtp_hash.clone()) {
-                            Ok(()) => self.set_state(id, CallState::Connected, events),
-                            Err(e) => self.fail_call(id, e.to_string(), events).await,
-                        }
-                    }
-                    Err(e) => self.fail_call(id, e.to_string(), events).await,
                 }
-            }
+            },
             SipEvent::Established { call } => {
                 if let Some(id) = self.find(line_id, &call) {
-                    self.set_state(id, CallState::Connected, events);
+                    let _ = self.core.handle(now, Input::Sip(id, SipInput::Established));
                 }
             }
             SipEvent::ReInvite { call, reinvite } => match self.find(line_id, &call) {
-                Some(id) => self.reinvite(id, reinvite, events).await,
-                None => reinvite.refuse().await,
+                Some(id) => {
+                    let body = reinvite.sdp.clone();
+                    if let Some(io) = self.io.get_mut(&id) {
+                        io.reinvite = Some(reinvite);
+                    }
+                    let _ = self
+                        .core
+                        .handle(now, Input::Sip(id, SipInput::ReInvite(body)));
+                }
+                None => {
+                    tokio::spawn(reinvite.refuse());
+                }
             },
             SipEvent::Ended { call, reason } => {
                 if let Some(id) = self.find(line_id, &call) {
-                    self.end(id, reason.to_string(), events);
+                    let _ = self
+                        .core
+                        .handle(now, Input::Sip(id, SipInput::Ended(reason.to_string())));
                 }
             }
         }
     }
 
-    /// Answers a re-INVITE. The media keeps its ZRTP-keyed SRTP whatever the new SDP
-    /// says: a re-INVITE can move or hold the stream, never weaken it. One that asks for
-    /// a codec we are not using or removes audio is refused (488).
-    async fn reinvite(&mut self, id: CallId, reinvite: ReInvite, events: &mut Vec<Event>) {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return reinvite.refuse().await;
-        };
-        let (Some(neg), Phase::Active { media }) = (call.negotiated, &call.phase) else {
-            return reinvite.refuse().await;
-        };
-        if reinvite.sdp.is_empty() {
-            call.local.version += 1;
-            let offer = sdp::write(&call.local, Codecs::Answer(&neg));
-            return reinvite.accept(offer).await;
-        }
-        let offer = match sdp::parse(&reinvite.sdp) {
-            Ok(o) if o.port != 0 && o.codecs.iter().any(|(_, c)| *c == neg.codec) => o,
-            Ok(_) => {
-                tracing::info!("refusing a re-INVITE that drops our audio or codec");
-                return reinvite.refuse().await;
+    /// Carries out everything the machine asked for, feeding back what happened.
+    fn drain(&mut self, events: &mut Vec<Event>) {
+        while let Some(out) = self.core.poll() {
+            match out {
+                Output::Event(e) => events.push(e),
+                Output::Sip(id, action) => self.sip_action(id, action),
+                Output::Media(id, stream, action) => self.media_action(id, stream, action),
             }
-            Err(e) => {
-                tracing::info!(error = %e, "refusing a malformed re-INVITE");
-                return reinvite.refuse().await;
-            }
-        };
-        if let (Some(old), Some(new)) = (&call.view.algorithms, &offer.zrtp_hash) {
-            tracing::debug!(%old, %new, "re-INVITE carries a ZRTP hash; the running session is kept");
         }
-        let held = matches!(offer.direction, Direction::SendOnly | Direction::Inactive);
-        media.command(MediaCommand::SetRemote(SocketAddr::new(
-            offer.addr, offer.port,
-        )));
-        media.command(MediaCommand::Hold(held));
-        call.local.version += 1;
-        call.local.direction = offer.direction.reversed();
-        let answer = sdp::write(&call.local, Codecs::Answer(&neg));
-        reinvite.accept(answer).await;
-        self.set_state(
-            id,
-            if held {
-                CallState::OnHold
-            } else {
-                CallState::Connected
-            },
-            events,
-        );
+        // Calls the machine ended: their media is stopped, their sockets go.
+        let live: Vec<CallId> = self.core.views().iter().map(|v| v.id).collect();
+        self.io.retain(|id, io| {
+            let keep = live.contains(id);
+            if !keep {
+                for (_, media) in std::mem::take(&mut io.media) {
+                    media.stop();
+                }
+                if let Some(r) = io.reinvite.take() {
+                    tokio::spawn(r.refuse());
+                }
+            }
+            keep
+        });
     }
 
-    /// Ends a call that cannot go on, with the reason: at once here, while its BYE goes
-    /// out from the SIP stack's own task (a peer that never answers the BYE cannot hold
-    /// up the phone).
-    async fn fail_call(&mut self, id: CallId, reason: String, events: &mut Vec<Event>) {
-        tracing::info!(call = id.0, %reason, "ending call");
-        self.set_security(id, CallSecurity::Failed(reason.clone()), events);
-        let Some(call) = self.calls.get(&id) else {
+    fn sip_action(&mut self, id: CallId, action: SipAction) {
+        let Some(io) = self.io.get_mut(&id) else {
             return;
         };
-        if let Some(line) = self.lines.get(&call.line)
-            && let Err(e) = line.stack.hangup(&call.key)
-        {
-            tracing::debug!(error = %e, "hangup");
+        let Some(line) = self.lines.get(&io.line) else {
+            return;
+        };
+        let now = Instant::now();
+        match action {
+            SipAction::Invite { target, sdp } => {
+                match line
+                    .stack
+                    .invite(&target, line.aor.clone(), line.credential.clone(), sdp)
+                {
+                    Ok(key) => io.key = Some(key),
+                    Err(e) => {
+                        let why = e.to_string();
+                        self.invite_failed = Some(why.clone());
+                        let _ = self.core.handle(now, Input::Sip(id, SipInput::Ended(why)));
+                    }
+                }
+            }
+            SipAction::Answer(sdp) => {
+                let Some(key) = &io.key else { return };
+                if let Err(e) = line.stack.answer(key, sdp) {
+                    // Not answered after all: refuse it, so the caller is not left ringing.
+                    let _ = line.stack.reject(key, Rejection::Failed);
+                    let why = format!("could not answer: {e}");
+                    self.start_failed = Some(why.clone());
+                    let _ = self.core.handle(now, Input::Sip(id, SipInput::Ended(why)));
+                }
+            }
+            SipAction::Reject(why) => {
+                if let Some(key) = &io.key
+                    && let Err(e) = line.stack.reject(key, why)
+                {
+                    tracing::debug!(error = %e, "reject");
+                }
+            }
+            SipAction::Hangup => {
+                if let Some(key) = &io.key
+                    && let Err(e) = line.stack.hangup(key)
+                {
+                    // The dialog is gone already.
+                    tracing::debug!(error = %e, "hangup");
+                }
+            }
+            SipAction::ReInvite(sdp) => {
+                let Some(key) = &io.key else { return };
+                let answer = line.stack.reinvite(key, sdp);
+                let input = self.input.clone();
+                tokio::spawn(async move {
+                    let answer = answer.await;
+                    let _ = input.send(CallInput::ReInviteAnswered(id, answer)).await;
+                });
+            }
+            SipAction::AcceptReInvite(sdp) => {
+                if let Some(r) = io.reinvite.take() {
+                    tokio::spawn(r.accept(sdp));
+                }
+            }
+            SipAction::RefuseReInvite(why) => {
+                if let Some(r) = io.reinvite.take() {
+                    match why {
+                        Refusal::NotAcceptable => tokio::spawn(r.refuse()),
+                        Refusal::Pending => tokio::spawn(r.pending()),
+                    };
+                }
+            }
         }
-        self.end(id, reason, events);
     }
 
-    async fn media_report(&mut self, id: CallId, report: MediaReport, events: &mut Vec<Event>) {
-        match report {
-            MediaReport::Event(StreamEvent::Secure {
-                sas,
-                verified,
-                cache_mismatch,
-                new_key,
-                algorithms,
-            }) => {
-                let text = algorithms.to_string();
-                if let Some(c) = self.calls.get_mut(&id) {
-                    c.view.algorithms = Some(text.clone());
-                }
-                events.push(Event::CallAlgorithms {
-                    call: id,
-                    algorithms: text,
-                });
-                let security = if cache_mismatch {
-                    CallSecurity::CacheMismatch { sas }
-                } else if new_key {
-                    tracing::info!(call = id.0, "a verified peer presents a new ZRTP key");
-                    CallSecurity::NewKey { sas }
-                } else {
-                    CallSecurity::Secure { sas, verified }
+    fn media_action(&mut self, id: CallId, stream: usize, action: MediaAction) {
+        let now = Instant::now();
+        match action {
+            MediaAction::Start(start) => {
+                let report = match self.start(id, stream, start) {
+                    Ok(()) => MediaInput::Started,
+                    Err(e) => {
+                        let why = e.to_string();
+                        self.start_failed = Some(why.clone());
+                        MediaInput::StartFailed(why)
+                    }
                 };
-                self.set_security(id, security, events);
+                let _ = self.core.handle(now, Input::Media(id, stream, report));
             }
-            MediaReport::Event(StreamEvent::Cleartext(why)) => {
-                tracing::info!(call = id.0, reason = %why, "call is not encrypted");
-                self.set_security(id, CallSecurity::Cleartext, events);
-            }
-            MediaReport::Event(StreamEvent::Failed(why)) => self.fail_call(id, why, events).await,
-            MediaReport::Event(StreamEvent::Dtmf(key)) => {
-                events.push(Event::CallDtmf { call: id, key })
-            }
-            MediaReport::Stats(s) | MediaReport::Ended(s) => {
-                let stats = to_stats(&s);
-                if let Some(c) = self.calls.get_mut(&id) {
-                    c.view.stats = Some(stats);
+            MediaAction::Stop => {
+                if let Some(media) = self.io.get_mut(&id).and_then(|io| io.media.remove(&stream)) {
+                    media.stop();
                 }
-                events.push(Event::CallStats { call: id, stats });
+            }
+            other => {
+                let Some(media) = self.io.get(&id).and_then(|io| io.media.get(&stream)) else {
+                    return;
+                };
+                match other {
+                    MediaAction::SetRemote(a) => media.command(MediaCommand::SetRemote(a)),
+                    MediaAction::Hold(on) => media.command(MediaCommand::Hold(on)),
+                    MediaAction::Mute(on) => media.command(MediaCommand::Mute(on)),
+                    MediaAction::Dtmf(k) => media.command(MediaCommand::Dtmf(k)),
+                    MediaAction::SasVerified(v) => {
+                        media.command(MediaCommand::SasVerified(v));
+                        let written = media.barrier();
+                        if let Ok(mut slot) = self.verdict_written.lock() {
+                            *slot = Some(written);
+                        }
+                    }
+                    MediaAction::Start(_) | MediaAction::Stop => {}
+                }
             }
         }
+    }
+
+    /// Starts one prepared stream.
+    fn start(&mut self, id: CallId, stream: usize, start: StreamStart) -> Result<()> {
+        let input = self.input.clone();
+        let io = self.io.get_mut(&id).ok_or(CoreError::Stopped)?;
+        let at = io
+            .prepared
+            .iter()
+            .position(|p| p.kind == start.kind)
+            .ok_or_else(|| CoreError::Call("media already running".into()))?;
+        let prepared = io.prepared.swap_remove(at);
+        let zrtp = prepared
+            .zrtp
+            .into_inner()
+            .map_err(|_| CoreError::Call("ZRTP engine poisoned".into()))?;
+        let cfg = StreamConfig {
+            local_ssrc: prepared.ssrc,
+            codec: codec_of(start.codec.codec)?,
+            payload_type: start.codec.payload_type,
+            telephone_event_pt: start.codec.telephone_event,
+            policy: policy_of(start.policy),
+            peer_hello_hash: start.peer_hash,
+            remote: start.remote,
+        };
+        let media = prepared
+            .media
+            .start(
+                cfg,
+                Some(zrtp),
+                io.audio.source.clone(),
+                io.audio.sink.clone(),
+                media_reporter(input, id, stream),
+            )
+            .map_err(med)?;
+        io.media.insert(stream, media);
+        Ok(())
     }
 }
 
@@ -1346,7 +1227,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_full_queue_drops_media_statistics_but_never_a_state_change() {
         let (tx, mut rx) = mpsc::channel(1);
-        let report = media_reporter(tx, CallId(7));
+        let report = media_reporter(tx, CallId(7), 0);
         // The media thread must never block, whatever the queue holds.
         let thread = std::thread::spawn(move || {
             report(MediaReport::Stats(StreamStats::default()));
@@ -1363,7 +1244,7 @@ mod tests {
             .expect("the media thread returned without waiting for room");
         let mut got = Vec::new();
         for _ in 0..3 {
-            let Ok(Some(CallInput::Media(id, r))) =
+            let Ok(Some(CallInput::Media(id, _, r))) =
                 tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
             else {
                 panic!("a report was lost: got {got:?}");
@@ -1389,20 +1270,20 @@ mod tests {
         // One thread: nothing spawned runs until this test awaits, so the order of
         // events below is exact.
         let (tx, mut rx) = mpsc::channel(1);
-        let report = media_reporter(tx, CallId(7));
+        let report = media_reporter(tx, CallId(7), 0);
         report(MediaReport::Stats(StreamStats::default()));
         report(MediaReport::Event(StreamEvent::Failed("no ZRTP".into())));
         // The core takes the statistics: there is room again before the failure, which
         // waits for room in a task, was delivered.
         assert!(matches!(
             rx.try_recv(),
-            Ok(CallInput::Media(_, MediaReport::Stats(_)))
+            Ok(CallInput::Media(_, _, MediaReport::Stats(_)))
         ));
         report(MediaReport::Stats(StreamStats::default()));
         report(MediaReport::Ended(StreamStats::default()));
         let mut got = Vec::new();
         for _ in 0..2 {
-            let Ok(Some(CallInput::Media(_, r))) =
+            let Ok(Some(CallInput::Media(_, _, r))) =
                 tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
             else {
                 panic!("a report was lost: got {got:?}");

@@ -140,6 +140,14 @@ impl ReInvite {
         }
     }
 
+    /// Refuses it because our own re-INVITE is under way (491 Request Pending, RFC
+    /// 3261 §14.2): the peer retries after a pause.
+    pub async fn pending(self) {
+        if let Err(e) = self.handle.reply(StatusCode::RequestPending).await {
+            tracing::warn!(error = %e, "could not answer re-INVITE with 491");
+        }
+    }
+
     /// Asks the peer to try again later (500, RFC 3261 §14.2) when we are too busy to
     /// look at it; the call stays as it was.
     pub(crate) async fn postpone(self) {

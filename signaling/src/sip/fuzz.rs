@@ -12,8 +12,7 @@ use super::outgoing;
 use super::realm::{AccountRealms, withheld_words};
 use super::stack::Incoming;
 use super::uri::parse_target;
-use crate::sdp::{self, Codecs, LocalMedia};
-use hush_media::codec::CodecKind;
+use crate::sdp::{self, Codec, Codecs, LocalMedia, LocalStream, StreamCodecs};
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::prelude::{HeadersExt, ToTypedHeader};
@@ -22,7 +21,7 @@ use rsipstack::transport::connection::SipConnection;
 use std::net::{IpAddr, SocketAddr};
 
 const OURS: &str = "ours.example";
-const ALL: [CodecKind; 3] = [CodecKind::Opus, CodecKind::Pcmu, CodecKind::Pcma];
+const ALL: [Codec; 4] = [Codec::Opus, Codec::Pcmu, Codec::Pcma, Codec::Vp8];
 
 /// Runs one datagram as the SIP side would see it from the network.
 pub fn sip_datagram(data: &[u8]) {
@@ -126,8 +125,9 @@ fn admitted(source: Option<IpAddr>) {
 }
 
 /// An offer (or answer) in a body: what parses is sane, and our answer to it parses
-/// back to the same choice.
+/// back to the same choice, with one m-line for each of the offer's.
 fn body(b: &[u8]) {
+    session(b);
     let Ok(offer) = sdp::parse(b) else { return };
     if let Some(h) = &offer.zrtp_hash {
         assert!(sdp::is_zrtp_hash(h), "a malformed zrtp-hash parsed: {h:?}");
@@ -151,6 +151,39 @@ fn body(b: &[u8]) {
         sdp::negotiate(&back, &ALL).map(|n| n.codec).ok(),
         Some(neg.codec)
     );
+}
+
+/// Every m-line of a body answered (chosen or refused): the answer keeps their number
+/// and order.
+fn session(b: &[u8]) {
+    let Ok(offer) = sdp::parse_session(b) else {
+        return;
+    };
+    assert!(offer.streams.len() <= sdp::MAX_STREAMS);
+    let answer: Vec<LocalStream> = offer
+        .streams
+        .iter()
+        .map(|s| LocalStream {
+            port: 4000,
+            direction: s.direction.reversed(),
+            zrtp_hash: s.zrtp_hash.clone(),
+            content: None,
+            codecs: match sdp::negotiate(s, &ALL) {
+                Ok(n) if s.is_ours() && s.port != 0 => StreamCodecs::Answer(n),
+                _ => StreamCodecs::Refused {
+                    media: s.media.clone(),
+                    proto: s.proto.clone(),
+                    formats: s.formats.clone(),
+                },
+            },
+        })
+        .collect();
+    let addr = offer.streams.first().map(|s| s.addr);
+    let Some(addr) = addr else { return };
+    let text = sdp::write_session(1, 1, addr, &answer);
+    if let Ok(back) = sdp::parse_session(text.as_bytes()) {
+        assert_eq!(back.streams.len(), offer.streams.len(), "{text}");
+    }
 }
 
 fn response(resp: &Response) {

@@ -526,6 +526,18 @@ impl SipStack {
         credential: Option<Credential>,
         offer: String,
     ) -> Result<CallKey, SignalingError> {
+        self.invite(target, from, credential, offer)
+    }
+
+    /// [`SipStack::call`] without the future: it waits on nothing (the INVITE goes out
+    /// from a task), so a driver that must never wait can call it in line.
+    pub fn invite(
+        &self,
+        target: &str,
+        from: Uri,
+        credential: Option<Credential>,
+        offer: String,
+    ) -> Result<CallKey, SignalingError> {
         let callee = parse_target(target)?;
         let destination = self.server.lock().ok().and_then(|s| s.clone());
         let opt = InviteOption {
@@ -677,6 +689,9 @@ impl SipStack {
                     if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful =>
                 {
                     Ok(resp.body().to_vec())
+                }
+                Some(resp) if resp.status_code == rsipstack::sip::StatusCode::RequestPending => {
+                    Err(SignalingError::RequestPending)
                 }
                 Some(resp) => Err(SignalingError::Refused(format!(
                     "re-INVITE answered {}",

@@ -1,0 +1,1099 @@
+//! The call machine: every decision about every call, and no I/O. In the style of
+//! quinn-proto and str0m, the driver ([`super::CallLayer`]) feeds it inputs with the
+//! time — user commands, what the SIP stack and the media threads report — and polls
+//! what to do: SIP actions (INVITE, 200, BYE, re-INVITE, 488, 491), media actions
+//! (start a stream, hold it, record a SAS verdict) and events for the views. It owns
+//! the encryption policy (a mandatory call that cannot be secured is hung up), the SAS
+//! mismatch, hold on both sides, glare, and the rule that a re-INVITE may never lower
+//! a call's security ([`CallSecurity::rank`]). It binds no socket, spawns nothing and
+//! reads no clock: tests drive it with simulated time (see `tests.rs`).
+
+mod offer;
+#[cfg(test)]
+mod tests;
+
+use crate::error::{CoreError, Result};
+use crate::event::Event;
+use crate::model::{AccountId, EncryptionPolicy};
+use crate::security::CallSecurity;
+use crate::snapshot::{
+    CallDirection, CallId, CallState, CallStats, CallView, MediaStreamView, StreamKind,
+};
+use core::net::{IpAddr, SocketAddr};
+use hush_signaling::sdp::{self, Codec, Direction, MediaKind, Negotiated};
+use hush_signaling::sip::Rejection;
+use offer::{Stream, StreamState};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Audio codecs we offer, best first.
+pub(crate) const OUR_AUDIO: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
+
+/// Ended calls kept for the views.
+const ENDED_KEPT: usize = 5;
+
+/// One stream of ours made ready by the driver before an offer or an answer: its bound
+/// port and the Hello hash of its ZRTP session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PreparedStream {
+    /// What it carries.
+    pub kind: MediaKind,
+    /// Our RTP port.
+    pub port: u16,
+    /// Our `a=zrtp-hash`.
+    pub zrtp_hash: Option<String>,
+}
+
+/// Everything the machine is told.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// The user places a call; the driver has prepared our streams.
+    Place {
+        id: CallId,
+        account: Option<AccountId>,
+        peer: String,
+        policy: EncryptionPolicy,
+        addr: IpAddr,
+        session_id: u64,
+        streams: Vec<PreparedStream>,
+    },
+    /// A new INVITE reached us.
+    Incoming {
+        id: CallId,
+        account: Option<AccountId>,
+        from: String,
+        offer: Vec<u8>,
+        policy: EncryptionPolicy,
+        addr: IpAddr,
+        session_id: u64,
+        automatic: bool,
+    },
+    /// The user answers; the driver has prepared the streams we accept.
+    Answer {
+        id: CallId,
+        streams: Vec<PreparedStream>,
+    },
+    /// The user (or the driver, for a call it could not answer) refuses a ringing call.
+    Reject { id: CallId, why: Rejection },
+    /// The user hangs up.
+    Hangup { id: CallId },
+    /// The user holds (`true`) or resumes the call.
+    Hold { id: CallId, on: bool },
+    /// The user compared the SAS and it differs.
+    SasMismatch { id: CallId },
+    /// The user confirms (or withdraws) the SAS comparison.
+    SetVerified { id: CallId, verified: bool },
+    /// Silence instead of the microphone, or not.
+    Mute { id: CallId, on: bool },
+    /// Keys to send as RFC 4733 events.
+    Dtmf { id: CallId, keys: String },
+    /// What the SIP stack said about a call.
+    Sip(CallId, SipInput),
+    /// What the media of one stream (by m-line) said.
+    Media(CallId, usize, MediaInput),
+}
+
+/// SIP news of one call.
+#[derive(Debug)]
+pub(crate) enum SipInput {
+    /// The callee's phone rings.
+    Ringing,
+    /// Our INVITE was answered with this SDP.
+    Answered(Vec<u8>),
+    /// The ACK for our 200 arrived.
+    Established,
+    /// The peer's re-INVITE, to be answered with [`SipAction::AcceptReInvite`] or
+    /// [`SipAction::RefuseReInvite`].
+    ReInvite(Vec<u8>),
+    /// How our re-INVITE ended.
+    ReInviteAnswered(std::result::Result<Vec<u8>, ReInviteFailure>),
+    /// The call is over, in words.
+    Ended(String),
+}
+
+/// Why our re-INVITE did not get an answer we can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReInviteFailure {
+    /// 491: the peer sent its own re-INVITE at the same moment (glare).
+    Glare,
+    /// Anything else (refused, timed out), in words.
+    Refused(String),
+}
+
+/// Media news of one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MediaInput {
+    /// The stream's media runs.
+    Started,
+    /// It could not start.
+    StartFailed(String),
+    /// ZRTP keyed the stream.
+    Secure {
+        sas: String,
+        verified: bool,
+        cache_mismatch: bool,
+        new_key: bool,
+        algorithms: String,
+    },
+    /// The peer does not do ZRTP; media flows in clear (best effort only).
+    Cleartext(String),
+    /// The stream cannot go on.
+    Failed(String),
+    /// The peer pressed a key.
+    Dtmf(char),
+    /// Statistics (the last ones when the stream ended).
+    Stats(CallStats),
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Output {
+    /// A SIP action on a call.
+    Sip(CallId, SipAction),
+    /// A media action on one stream (by m-line) of a call.
+    Media(CallId, usize, MediaAction),
+    /// News for the views.
+    Event(Event),
+}
+
+/// SIP actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SipAction {
+    /// Send the INVITE for a call just placed.
+    Invite { target: String, sdp: String },
+    /// Answer the ringing call (200 OK).
+    Answer(String),
+    /// Refuse the ringing call.
+    Reject(Rejection),
+    /// CANCEL or BYE.
+    Hangup,
+    /// Send a re-INVITE with this offer.
+    ReInvite(String),
+    /// Answer the peer's re-INVITE.
+    AcceptReInvite(String),
+    /// Refuse the peer's re-INVITE: the call stays as it was.
+    RefuseReInvite(Refusal),
+}
+
+/// How a re-INVITE is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 488: it would weaken the call, or asks for what we cannot do.
+    NotAcceptable,
+    /// 491: ours is under way (glare); the peer retries later.
+    Pending,
+}
+
+/// Media actions on one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MediaAction {
+    /// Start the prepared stream towards the peer.
+    Start(StreamStart),
+    /// The peer's media address changed.
+    SetRemote(SocketAddr),
+    /// Stop sending (either side holds) or send again.
+    Hold(bool),
+    /// Silence instead of the microphone.
+    Mute(bool),
+    /// Send one key.
+    Dtmf(char),
+    /// Record the SAS verdict in the ZRTP cache.
+    SasVerified(bool),
+    /// Stop the stream.
+    Stop,
+}
+
+/// How a stream starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamStart {
+    /// What it carries.
+    pub kind: MediaKind,
+    /// Where its media goes.
+    pub remote: SocketAddr,
+    /// Its codec.
+    pub codec: Negotiated,
+    /// Under `Mandatory`, nothing in clear.
+    pub policy: EncryptionPolicy,
+    /// The peer's signalled Hello hash for this stream.
+    pub peer_hash: Option<String>,
+}
+
+/// Where a call is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Our INVITE is out.
+    Offering,
+    /// Their INVITE waits for the user.
+    Ringing,
+    /// Media starts; the 200 goes out once every accepted stream runs.
+    Answering,
+    /// Their answer came; our streams start.
+    Starting,
+    /// Talking (or on hold).
+    Active,
+}
+
+/// Our re-INVITE, if one is under way or must be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renegotiation {
+    Idle,
+    /// Sent, offering this hold state.
+    Sent {
+        hold: bool,
+    },
+    /// Refused with 491: sent again at this time.
+    RetryAt(Instant),
+}
+
+struct Call {
+    view: CallView,
+    phase: Phase,
+    policy: EncryptionPolicy,
+    session_id: u64,
+    version: u64,
+    addr: IpAddr,
+    streams: Vec<Stream>,
+    /// The user holds the call.
+    local_hold: bool,
+    /// The peer holds the call.
+    remote_hold: bool,
+    renegotiation: Renegotiation,
+    /// The user asked for another hold state while a re-INVITE was under way.
+    hold_again: bool,
+    /// Why the user ended it, when that is more than "hung up".
+    end_reason: Option<String>,
+}
+
+impl Call {
+    fn state(&self) -> CallState {
+        if self.local_hold || self.remote_hold {
+            CallState::OnHold
+        } else {
+            CallState::Connected
+        }
+    }
+
+    /// The call is as secure as its weakest running stream.
+    fn security(&self) -> CallSecurity {
+        self.streams
+            .iter()
+            .filter(|s| s.state == StreamState::Running)
+            .map(|s| s.security.clone())
+            .min_by_key(CallSecurity::rank)
+            .unwrap_or(CallSecurity::Negotiating)
+    }
+
+    fn stream_views(&self) -> Vec<MediaStreamView> {
+        self.streams.iter().filter_map(Stream::view).collect()
+    }
+}
+
+/// The machine.
+pub(crate) struct CallCore {
+    calls: BTreeMap<CallId, Call>,
+    ended: VecDeque<CallView>,
+    out: VecDeque<Output>,
+    next_call: u64,
+    /// For the 491 back-off (RFC 3261 §14.1); seeded by the driver.
+    rng: u64,
+}
+
+fn bad(what: impl Into<String>) -> CoreError {
+    CoreError::InvalidInput(what.into())
+}
+
+impl CallCore {
+    /// A machine whose random choices (the glare back-off) start from `seed`.
+    pub(crate) fn new(seed: u64) -> CallCore {
+        CallCore {
+            calls: BTreeMap::new(),
+            ended: VecDeque::new(),
+            out: VecDeque::new(),
+            next_call: 1,
+            rng: seed | 1,
+        }
+    }
+
+    /// A fresh call id.
+    pub(crate) fn allocate(&mut self) -> CallId {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        id
+    }
+
+    /// The next thing to do, if any.
+    pub(crate) fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`CallCore::handle_timeout`] wants to run next.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .filter_map(|c| match c.renegotiation {
+                Renegotiation::RetryAt(t) => Some(t),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Runs what is due at `now`: re-INVITEs refused by glare are sent again.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.renegotiation, Renegotiation::RetryAt(t) if t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.renegotiation = Renegotiation::Idle;
+            }
+            self.renegotiate(id);
+        }
+    }
+
+    /// Views of the live calls.
+    pub(crate) fn views(&self) -> Vec<CallView> {
+        self.calls.values().map(|c| c.view.clone()).collect()
+    }
+
+    /// The last calls that ended, oldest first.
+    pub(crate) fn ended_views(&self) -> Vec<CallView> {
+        self.ended.iter().cloned().collect()
+    }
+
+    /// Whether the call waits for the user to answer.
+    pub(crate) fn is_ringing(&self, id: CallId) -> bool {
+        self.calls
+            .get(&id)
+            .is_some_and(|c| c.phase == Phase::Ringing)
+    }
+
+    /// What an incoming call needs prepared to be answered: the kinds of the streams
+    /// we accept, in m-line order.
+    pub(crate) fn wanted_streams(&self, id: CallId) -> Vec<MediaKind> {
+        self.calls
+            .get(&id)
+            .map(|c| c.streams.iter().filter_map(|s| s.wanted).collect())
+            .unwrap_or_default()
+    }
+
+    /// Takes one input. An error is the user's (a command that does not fit the call);
+    /// nothing the network says is an error here: it is decided and acted upon.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) -> Result<()> {
+        match input {
+            Input::Place {
+                id,
+                account,
+                peer,
+                policy,
+                addr,
+                session_id,
+                streams,
+            } => self.place(id, account, peer, policy, addr, session_id, streams),
+            Input::Incoming {
+                id,
+                account,
+                from,
+                offer,
+                policy,
+                addr,
+                session_id,
+                automatic,
+            } => {
+                self.incoming(
+                    id, account, from, &offer, policy, addr, session_id, automatic,
+                );
+                Ok(())
+            }
+            Input::Answer { id, streams } => self.answer(id, streams),
+            Input::Reject { id, why } => self.reject(id, why),
+            Input::Hangup { id } => self.hangup(id),
+            Input::Hold { id, on } => self.hold(id, on),
+            Input::SasMismatch { id } => self.sas_mismatch(id),
+            Input::SetVerified { id, verified } => self.set_verified(id, verified),
+            Input::Mute { id, on } => {
+                let s = self.running_audio(id)?;
+                self.out
+                    .push_back(Output::Media(id, s, MediaAction::Mute(on)));
+                Ok(())
+            }
+            Input::Dtmf { id, keys } => {
+                if keys.is_empty() || keys.len() > 64 || keys.chars().any(|k| !is_dtmf(k)) {
+                    return Err(bad(format!("{keys:?}: DTMF keys are 0-9 * # A-D")));
+                }
+                let s = self.running_audio(id)?;
+                for k in keys.chars() {
+                    self.out
+                        .push_back(Output::Media(id, s, MediaAction::Dtmf(k)));
+                }
+                Ok(())
+            }
+            Input::Sip(id, sip) => {
+                self.sip(now, id, sip);
+                Ok(())
+            }
+            Input::Media(id, stream, media) => {
+                self.media(id, stream, media);
+                Ok(())
+            }
+        }
+    }
+
+    fn call(&self, id: CallId) -> Result<&Call> {
+        self.calls
+            .get(&id)
+            .ok_or_else(|| bad(format!("no call {}", id.0)))
+    }
+
+    fn call_mut(&mut self, id: CallId) -> Result<&mut Call> {
+        self.calls
+            .get_mut(&id)
+            .ok_or_else(|| bad(format!("no call {}", id.0)))
+    }
+
+    /// The m-line of the call's running audio stream.
+    fn running_audio(&self, id: CallId) -> Result<usize> {
+        self.call(id)?
+            .streams
+            .iter()
+            .position(|s| s.kind == Some(MediaKind::Audio) && s.state == StreamState::Running)
+            .ok_or_else(|| bad("the call has no media yet"))
+    }
+
+    fn event(&mut self, e: Event) {
+        self.out.push_back(Output::Event(e));
+    }
+
+    fn set_state(&mut self, id: CallId, state: CallState) {
+        if let Some(c) = self.calls.get_mut(&id)
+            && c.view.state != state
+        {
+            c.view.state = state.clone();
+            self.out
+                .push_back(Output::Event(Event::CallState { call: id, state }));
+        }
+    }
+
+    /// Recomputes the call's security from its streams, telling the views if it moved.
+    fn refresh_security(&mut self, id: CallId) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        c.view.streams = c.stream_views();
+        let security = c.security();
+        if c.view.security != security {
+            c.view.security = security.clone();
+            self.out
+                .push_back(Output::Event(Event::CallSecurity { call: id, security }));
+        }
+    }
+
+    /// Sets the security the call shows, whatever its streams say (a failure, or the
+    /// user's verdict).
+    fn force_security(&mut self, id: CallId, security: CallSecurity) {
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        for s in c
+            .streams
+            .iter_mut()
+            .filter(|s| s.state == StreamState::Running)
+        {
+            s.security = security.clone();
+        }
+        c.view.streams = c.stream_views();
+        if c.view.security != security {
+            c.view.security = security.clone();
+            self.out
+                .push_back(Output::Event(Event::CallSecurity { call: id, security }));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &mut self,
+        id: CallId,
+        account: Option<AccountId>,
+        peer: String,
+        policy: EncryptionPolicy,
+        addr: IpAddr,
+        session_id: u64,
+        prepared: Vec<PreparedStream>,
+    ) -> Result<()> {
+        if !prepared.iter().any(|p| p.kind == MediaKind::Audio) {
+            return Err(bad("a call needs an audio stream"));
+        }
+        let streams: Vec<Stream> = prepared.into_iter().map(Stream::ours).collect();
+        let mut call = Call {
+            view: new_view(id, account, peer.clone(), CallDirection::Outgoing, false),
+            phase: Phase::Offering,
+            policy,
+            session_id,
+            version: 1,
+            addr,
+            streams,
+            local_hold: false,
+            remote_hold: false,
+            renegotiation: Renegotiation::Idle,
+            hold_again: false,
+            end_reason: None,
+        };
+        call.view.state = CallState::Calling;
+        call.view.streams = call.stream_views();
+        let sdp = offer::initial_offer(&call);
+        self.calls.insert(id, call);
+        self.out
+            .push_back(Output::Sip(id, SipAction::Invite { target: peer, sdp }));
+        self.event(Event::CallState {
+            call: id,
+            state: CallState::Calling,
+        });
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn incoming(
+        &mut self,
+        id: CallId,
+        account: Option<AccountId>,
+        from: String,
+        offer: &[u8],
+        policy: EncryptionPolicy,
+        addr: IpAddr,
+        session_id: u64,
+        automatic: bool,
+    ) {
+        let streams = match sdp::parse_session(offer)
+            .map_err(|e| e.to_string())
+            .and_then(|o| offer::streams_to_accept(&o))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(error = %e, "refusing a call we cannot serve (488)");
+                self.out
+                    .push_back(Output::Sip(id, SipAction::Reject(Rejection::NotAcceptable)));
+                return;
+            }
+        };
+        let mut call = Call {
+            view: new_view(
+                id,
+                account,
+                from.clone(),
+                CallDirection::Incoming,
+                automatic,
+            ),
+            phase: Phase::Ringing,
+            policy,
+            session_id,
+            version: 1,
+            addr,
+            streams,
+            local_hold: false,
+            remote_hold: false,
+            renegotiation: Renegotiation::Idle,
+            hold_again: false,
+            end_reason: None,
+        };
+        call.view.streams = call.stream_views();
+        self.calls.insert(id, call);
+        self.event(Event::CallIncoming { call: id, from });
+        self.event(Event::CallState {
+            call: id,
+            state: CallState::Incoming,
+        });
+    }
+
+    fn answer(&mut self, id: CallId, prepared: Vec<PreparedStream>) -> Result<()> {
+        let call = self.call_mut(id)?;
+        if call.phase != Phase::Ringing {
+            return Err(bad("that call is not ringing"));
+        }
+        let starts = offer::take_prepared(call, prepared)?;
+        call.phase = Phase::Answering;
+        for (i, start) in starts {
+            self.out
+                .push_back(Output::Media(id, i, MediaAction::Start(start)));
+        }
+        Ok(())
+    }
+
+    fn reject(&mut self, id: CallId, why: Rejection) -> Result<()> {
+        let call = self.call(id)?;
+        if call.phase != Phase::Ringing {
+            return Err(bad("that call is not ringing"));
+        }
+        self.out.push_back(Output::Sip(id, SipAction::Reject(why)));
+        if why == Rejection::Failed {
+            // Our own failure: nobody will try again, and the stack's end may be late.
+            self.end(id, "could not answer".into());
+        }
+        Ok(())
+    }
+
+    fn hangup(&mut self, id: CallId) -> Result<()> {
+        let call = self.call(id)?;
+        if call.phase == Phase::Ringing {
+            self.out
+                .push_back(Output::Sip(id, SipAction::Reject(Rejection::Declined)));
+            return Ok(());
+        }
+        self.out.push_back(Output::Sip(id, SipAction::Hangup));
+        self.end(id, "hung up".into());
+        Ok(())
+    }
+
+    fn hold(&mut self, id: CallId, on: bool) -> Result<()> {
+        let call = self.call_mut(id)?;
+        if call.phase != Phase::Active {
+            return Err(bad("the call is not connected"));
+        }
+        call.local_hold = on;
+        match call.renegotiation {
+            Renegotiation::Idle => self.renegotiate(id),
+            // Sent once the one under way is answered (or its retry comes).
+            Renegotiation::Sent { hold } => call.hold_again = hold != on,
+            Renegotiation::RetryAt(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Sends a re-INVITE offering the call as the user wants it now.
+    fn renegotiate(&mut self, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.phase != Phase::Active {
+            return;
+        }
+        call.version += 1;
+        call.hold_again = false;
+        call.renegotiation = Renegotiation::Sent {
+            hold: call.local_hold,
+        };
+        let sdp = offer::reoffer(call);
+        self.out
+            .push_back(Output::Sip(id, SipAction::ReInvite(sdp)));
+    }
+
+    fn sas_mismatch(&mut self, id: CallId) -> Result<()> {
+        let call = self.call_mut(id)?;
+        if !call.view.security.is_encrypted() {
+            return Err(bad(
+                "the call is not secure yet: there is no SAS to compare",
+            ));
+        }
+        let reason = "SAS mismatch: the codes you compared differ; someone may be listening in";
+        call.end_reason = Some(reason.into());
+        if let Ok(s) = self.running_audio(id) {
+            self.out
+                .push_back(Output::Media(id, s, MediaAction::SasVerified(false)));
+        }
+        self.force_security(id, CallSecurity::Failed(reason.into()));
+        self.hangup(id)
+    }
+
+    fn set_verified(&mut self, id: CallId, verified: bool) -> Result<()> {
+        let current = self.call(id)?.view.security.clone();
+        let Some(sas) = current.sas().map(str::to_owned) else {
+            return Err(bad("the call is not secure yet: there is no SAS to verify"));
+        };
+        let s = self.running_audio(id)?;
+        self.out
+            .push_back(Output::Media(id, s, MediaAction::SasVerified(verified)));
+        // Withdrawing never turns a warning into the ordinary "unverified".
+        let security = match current {
+            CallSecurity::CacheMismatch { .. } | CallSecurity::NewKey { .. } if !verified => {
+                current
+            }
+            _ => CallSecurity::Secure { sas, verified },
+        };
+        self.force_security(id, security);
+        Ok(())
+    }
+
+    fn sip(&mut self, now: Instant, id: CallId, input: SipInput) {
+        match input {
+            SipInput::Ringing => {
+                // A 180 handled after the 200 must not make an answered call ring.
+                if self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.view.state == CallState::Calling)
+                {
+                    self.set_state(id, CallState::Ringing);
+                }
+            }
+            SipInput::Answered(body) => self.answered(id, &body),
+            SipInput::Established => {
+                if self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.phase == Phase::Active)
+                {
+                    let state = self.calls.get(&id).map(Call::state);
+                    if let Some(state) = state {
+                        self.set_state(id, state);
+                    }
+                }
+            }
+            SipInput::ReInvite(body) => self.their_reinvite(id, &body),
+            SipInput::ReInviteAnswered(answer) => self.our_reinvite_answered(now, id, answer),
+            SipInput::Ended(reason) => self.end(id, reason),
+        }
+    }
+
+    fn answered(&mut self, id: CallId, body: &[u8]) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            // Answered after we gave up on it: hang up rather than leave it up.
+            self.out.push_back(Output::Sip(id, SipAction::Hangup));
+            return;
+        };
+        if call.phase != Phase::Offering {
+            return; // a retransmitted 200 after the first
+        }
+        match offer::read_answer(call, body) {
+            Ok(starts) => {
+                call.phase = Phase::Starting;
+                for (i, start) in starts {
+                    self.out
+                        .push_back(Output::Media(id, i, MediaAction::Start(start)));
+                }
+            }
+            Err(e) => self.fail(id, e),
+        }
+    }
+
+    /// The peer's re-INVITE: accepted only if it lowers no stream's security; an empty
+    /// one gets our offer; one that crosses ours gets 491.
+    fn their_reinvite(&mut self, id: CallId, body: &[u8]) {
+        let refuse = |this: &mut CallCore, r: Refusal| {
+            this.out
+                .push_back(Output::Sip(id, SipAction::RefuseReInvite(r)));
+        };
+        let Some(call) = self.calls.get_mut(&id) else {
+            return refuse(self, Refusal::NotAcceptable);
+        };
+        if call.phase != Phase::Active {
+            return refuse(self, Refusal::NotAcceptable);
+        }
+        if matches!(call.renegotiation, Renegotiation::Sent { .. }) {
+            tracing::info!(call = id.0, "both sides re-INVITE at once: 491");
+            return refuse(self, Refusal::Pending);
+        }
+        if body.is_empty() {
+            call.version += 1;
+            let sdp = offer::reoffer(call);
+            self.out
+                .push_back(Output::Sip(id, SipAction::AcceptReInvite(sdp)));
+            return;
+        }
+        let update = match sdp::parse_session(body)
+            .map_err(|e| e.to_string())
+            .and_then(|o| offer::check_update(call, &o))
+        {
+            Ok(u) => u,
+            Err(why) => {
+                tracing::info!(call = id.0, reason = %why, "refusing a re-INVITE (488)");
+                return refuse(self, Refusal::NotAcceptable);
+            }
+        };
+        call.version += 1;
+        let actions = offer::apply_update(call, &update);
+        let sdp = offer::answer_update(call);
+        for (i, a) in actions {
+            self.out.push_back(Output::Media(id, i, a));
+        }
+        self.out
+            .push_back(Output::Sip(id, SipAction::AcceptReInvite(sdp)));
+        let state = call.state();
+        self.set_state(id, state);
+        self.refresh_security(id);
+    }
+
+    fn our_reinvite_answered(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        answer: std::result::Result<Vec<u8>, ReInviteFailure>,
+    ) {
+        let backoff = self.backoff();
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Renegotiation::Sent { hold } = call.renegotiation else {
+            return; // not ours, or already settled
+        };
+        call.renegotiation = Renegotiation::Idle;
+        let body = match answer {
+            Ok(body) => body,
+            Err(ReInviteFailure::Glare) => {
+                // RFC 3261 §14.1: the dialog's caller waits 2.1-4 s, the callee 0-2 s.
+                let wait = match call.view.direction {
+                    CallDirection::Outgoing => Duration::from_millis(2100 + backoff % 1900),
+                    CallDirection::Incoming => Duration::from_millis(backoff % 2000),
+                };
+                call.renegotiation = Renegotiation::RetryAt(now + wait);
+                return;
+            }
+            Err(ReInviteFailure::Refused(why)) => {
+                // The call stays as it was: the user's hold did not happen.
+                call.local_hold = !hold;
+                call.hold_again = false;
+                self.event(Event::CommandFailed {
+                    command: "hold",
+                    error: why,
+                });
+                return;
+            }
+        };
+        match sdp::parse_session(&body)
+            .map_err(|e| e.to_string())
+            .and_then(|a| offer::check_answer(call, &a))
+        {
+            Ok(update) => {
+                let actions = offer::apply_update(call, &update);
+                for (i, a) in actions {
+                    self.out.push_back(Output::Media(id, i, a));
+                }
+            }
+            Err(why) => {
+                // The media keeps its keys and address; only our own hold applies.
+                tracing::warn!(call = id.0, reason = %why, "ignoring a re-INVITE answer");
+                let held = call.local_hold || call.remote_hold;
+                let running: Vec<usize> = running_streams(call);
+                for i in running {
+                    self.out
+                        .push_back(Output::Media(id, i, MediaAction::Hold(held)));
+                }
+                self.out.push_back(Output::Event(Event::CommandFailed {
+                    command: "hold",
+                    error: format!("the answer was ignored: {why}"),
+                }));
+            }
+        }
+        let again = call.hold_again;
+        let state = call.state();
+        self.set_state(id, state);
+        self.refresh_security(id);
+        if again {
+            self.renegotiate(id);
+        }
+    }
+
+    fn media(&mut self, id: CallId, index: usize, input: MediaInput) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(stream) = call.streams.get_mut(index) else {
+            return;
+        };
+        match input {
+            MediaInput::Started => {
+                if stream.state != StreamState::Starting {
+                    return;
+                }
+                stream.state = StreamState::Running;
+                if call
+                    .streams
+                    .iter()
+                    .any(|s| s.state == StreamState::Starting)
+                {
+                    return;
+                }
+                match call.phase {
+                    Phase::Answering => {
+                        call.phase = Phase::Active;
+                        let sdp = offer::answer_initial(call);
+                        self.out.push_back(Output::Sip(id, SipAction::Answer(sdp)));
+                        self.set_state(id, CallState::Connected);
+                    }
+                    Phase::Starting => {
+                        call.phase = Phase::Active;
+                        self.set_state(id, CallState::Connected);
+                    }
+                    _ => {}
+                }
+                self.refresh_security(id);
+            }
+            MediaInput::StartFailed(why) => {
+                let phase = call.phase.clone();
+                stream.state = StreamState::Prepared;
+                match phase {
+                    Phase::Answering => {
+                        // Not answered after all: the call rings on, the user is told.
+                        call.phase = Phase::Ringing;
+                        let running = running_streams(call);
+                        for s in &mut call.streams {
+                            if s.state != StreamState::Refused {
+                                s.state = StreamState::Prepared;
+                            }
+                        }
+                        for i in running {
+                            self.out.push_back(Output::Media(id, i, MediaAction::Stop));
+                        }
+                        // The driver returns `why` as the answer command's error.
+                        tracing::info!(call = id.0, reason = %why, "could not answer");
+                    }
+                    _ => self.fail(id, why),
+                }
+            }
+            MediaInput::Secure {
+                sas,
+                verified,
+                cache_mismatch,
+                new_key,
+                algorithms,
+            } => {
+                stream.security = if cache_mismatch {
+                    CallSecurity::CacheMismatch { sas }
+                } else if new_key {
+                    tracing::info!(call = id.0, "a verified peer presents a new ZRTP key");
+                    CallSecurity::NewKey { sas }
+                } else {
+                    CallSecurity::Secure { sas, verified }
+                };
+                call.view.algorithms = Some(algorithms.clone());
+                self.event(Event::CallAlgorithms {
+                    call: id,
+                    algorithms,
+                });
+                self.refresh_security(id);
+            }
+            MediaInput::Cleartext(why) => {
+                if call.policy == EncryptionPolicy::Mandatory {
+                    // The media should never have said so; the policy is ours to keep.
+                    return self.fail(id, format!("encryption is mandatory: {why}"));
+                }
+                tracing::info!(call = id.0, reason = %why, "call is not encrypted");
+                stream.security = CallSecurity::Cleartext;
+                self.refresh_security(id);
+            }
+            MediaInput::Failed(why) => self.fail(id, why),
+            MediaInput::Dtmf(key) => self.event(Event::CallDtmf { call: id, key }),
+            MediaInput::Stats(stats) => {
+                stream.stats = Some(stats);
+                if stream.kind == Some(MediaKind::Audio) {
+                    call.view.stats = Some(stats);
+                }
+                call.view.streams = call.stream_views();
+                self.event(Event::CallStats { call: id, stats });
+            }
+        }
+    }
+
+    /// Ends a call that cannot go on, with the reason: BYE (or CANCEL) and gone.
+    fn fail(&mut self, id: CallId, reason: String) {
+        tracing::info!(call = id.0, %reason, "ending call");
+        if !self.calls.contains_key(&id) {
+            return;
+        }
+        self.force_security(id, CallSecurity::Failed(reason.clone()));
+        self.out.push_back(Output::Sip(id, SipAction::Hangup));
+        self.end(id, reason);
+    }
+
+    fn end(&mut self, id: CallId, reason: String) {
+        let Some(mut call) = self.calls.remove(&id) else {
+            return;
+        };
+        let reason = call.end_reason.take().unwrap_or(reason);
+        let state = CallState::Ended(reason);
+        call.view.state = state.clone();
+        self.event(Event::CallState { call: id, state });
+        if matches!(call.view.security, CallSecurity::Negotiating) {
+            call.view.security = CallSecurity::Failed("the call ended before it was secure".into());
+        }
+        for i in running_or_starting(&call) {
+            self.out.push_back(Output::Media(id, i, MediaAction::Stop));
+        }
+        for s in &mut call.streams {
+            s.state = StreamState::Refused;
+        }
+        if !call.view.automatic {
+            self.ended.push_back(call.view);
+            while self.ended.len() > ENDED_KEPT {
+                self.ended.pop_front();
+            }
+        }
+    }
+
+    /// A new random number (xorshift: the back-off needs spread, not secrecy).
+    fn backoff(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+}
+
+fn running_streams(call: &Call) -> Vec<usize> {
+    call.streams
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.state == StreamState::Running)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn running_or_starting(call: &Call) -> Vec<usize> {
+    call.streams
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s.state, StreamState::Running | StreamState::Starting))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn is_dtmf(k: char) -> bool {
+    matches!(k, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d')
+}
+
+fn new_view(
+    id: CallId,
+    account: Option<AccountId>,
+    peer: String,
+    direction: CallDirection,
+    automatic: bool,
+) -> CallView {
+    CallView {
+        id,
+        account,
+        peer,
+        direction,
+        state: match direction {
+            CallDirection::Outgoing => CallState::Calling,
+            CallDirection::Incoming => CallState::Incoming,
+        },
+        security: CallSecurity::Negotiating,
+        algorithms: None,
+        codec: None,
+        stats: None,
+        automatic,
+        streams: Vec::new(),
+    }
+}
+
+/// The stream kind the views show.
+fn view_kind(kind: MediaKind, content: Option<&str>) -> StreamKind {
+    match (kind, content) {
+        (MediaKind::Audio, _) => StreamKind::Audio,
+        (MediaKind::Video, Some("slides")) => StreamKind::Screen,
+        (MediaKind::Video, _) => StreamKind::Video,
+    }
+}
+
+/// Our direction for a stream, given the peer's and our hold.
+fn our_direction(theirs: Direction, local_hold: bool) -> Direction {
+    match (theirs, local_hold) {
+        (Direction::SendRecv, false) => Direction::SendRecv,
+        (Direction::SendRecv, true) => Direction::SendOnly,
+        (Direction::SendOnly, false) => Direction::RecvOnly,
+        (Direction::SendOnly, true) | (Direction::Inactive, _) => Direction::Inactive,
+        (Direction::RecvOnly, _) => Direction::SendOnly,
+    }
+}

@@ -1,0 +1,531 @@
+//! The SDP side of the machine: our streams as m-lines, the peer's offers and answers
+//! read against them, and the no-downgrade rule for re-INVITEs.
+
+use super::{Call, MediaAction, OUR_AUDIO, PreparedStream, StreamStart, our_direction, view_kind};
+use crate::error::{CoreError, Result};
+use crate::security::CallSecurity;
+use crate::snapshot::{CallStats, MediaStreamView};
+use core::net::SocketAddr;
+use hush_signaling::sdp::{
+    self, Codec, Direction, LocalStream, MediaKind, Negotiated, SessionDescription, StreamCodecs,
+    StreamDescription,
+};
+
+/// Video codecs we offer.
+const OUR_VIDEO: [Codec; 1] = [Codec::Vp8];
+
+fn ours_of(kind: MediaKind) -> &'static [Codec] {
+    match kind {
+        MediaKind::Audio => &OUR_AUDIO,
+        MediaKind::Video => &OUR_VIDEO,
+    }
+}
+
+/// Where one stream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StreamState {
+    /// Ours, ready (port bound), not started.
+    Prepared,
+    /// Told to start.
+    Starting,
+    /// Media runs.
+    Running,
+    /// Refused or removed: port 0 in our bodies.
+    Refused,
+}
+
+/// One m-line of a call.
+pub(super) struct Stream {
+    /// What it carries (`None`: a kind we do not know).
+    pub(super) kind: Option<MediaKind>,
+    /// On an incoming call: the kind we accept here, to be prepared for the answer.
+    pub(super) wanted: Option<MediaKind>,
+    /// The m-line as the peer (or we) first wrote it, echoed when refused.
+    media: String,
+    proto: String,
+    formats: Vec<String>,
+    content: Option<String>,
+    /// Our end, once prepared.
+    local: Option<PreparedStream>,
+    /// The codec agreed.
+    negotiated: Option<Negotiated>,
+    /// Where its media goes.
+    remote: Option<SocketAddr>,
+    /// The peer's Hello hash, pinned at the first offer or answer that carried one:
+    /// later bodies must repeat it.
+    peer_hash: Option<String>,
+    /// The peer's last description.
+    their: Option<StreamDescription>,
+    pub(super) state: StreamState,
+    pub(super) security: CallSecurity,
+    pub(super) stats: Option<CallStats>,
+}
+
+impl Stream {
+    /// One of our streams, for an offer.
+    pub(super) fn ours(p: PreparedStream) -> Stream {
+        let formats = ours_of(p.kind)
+            .iter()
+            .map(|c| c.sdp_name().to_owned())
+            .collect();
+        Stream {
+            kind: Some(p.kind),
+            wanted: None,
+            media: word(p.kind).into(),
+            proto: "RTP/AVP".into(),
+            formats,
+            content: None,
+            local: Some(p),
+            negotiated: None,
+            remote: None,
+            peer_hash: None,
+            their: None,
+            state: StreamState::Prepared,
+            security: CallSecurity::Negotiating,
+            stats: None,
+        }
+    }
+
+    /// One of the peer's m-lines, accepted as `wanted` or refused.
+    fn theirs(d: &StreamDescription, wanted: Option<MediaKind>) -> Stream {
+        Stream {
+            kind: d.kind,
+            wanted,
+            media: d.media.clone(),
+            proto: d.proto.clone(),
+            formats: d.formats.clone(),
+            content: d.content.clone(),
+            local: None,
+            negotiated: None,
+            remote: None,
+            peer_hash: d.zrtp_hash.clone(),
+            their: Some(d.clone()),
+            state: if wanted.is_some() {
+                StreamState::Prepared
+            } else {
+                StreamState::Refused
+            },
+            security: CallSecurity::Negotiating,
+            stats: None,
+        }
+    }
+
+    /// How the views show it (streams that never ran or were refused are not shown).
+    pub(super) fn view(&self) -> Option<MediaStreamView> {
+        let kind = self.kind?;
+        if self.state == StreamState::Refused {
+            return None;
+        }
+        Some(MediaStreamView {
+            kind: view_kind(kind, self.content.as_deref()),
+            sending: !matches!(
+                self.their.as_ref().map(|t| t.direction),
+                Some(Direction::SendOnly | Direction::Inactive)
+            ),
+            security: self.security.clone(),
+            codec: self.negotiated.map(|n| n.codec.sdp_name().to_owned()),
+            stats: self.stats,
+        })
+    }
+
+    fn refused_line(&self) -> LocalStream {
+        LocalStream {
+            port: 0,
+            direction: Direction::Inactive,
+            zrtp_hash: None,
+            content: None,
+            codecs: StreamCodecs::Refused {
+                media: self.media.clone(),
+                proto: self.proto.clone(),
+                formats: self.formats.clone(),
+            },
+        }
+    }
+
+    fn start(&self, policy: crate::model::EncryptionPolicy) -> Option<StreamStart> {
+        Some(StreamStart {
+            kind: self.kind?,
+            remote: self.remote?,
+            codec: self.negotiated?,
+            policy,
+            peer_hash: self.peer_hash.clone(),
+        })
+    }
+}
+
+fn word(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+fn bad(what: impl Into<String>) -> CoreError {
+    CoreError::InvalidInput(what.into())
+}
+
+/// Our first offer: every prepared stream with every codec we have for it.
+pub(super) fn initial_offer(call: &Call) -> String {
+    let lines: Vec<LocalStream> = call
+        .streams
+        .iter()
+        .map(|s| match (&s.local, s.kind) {
+            (Some(p), Some(kind)) => LocalStream {
+                port: p.port,
+                direction: Direction::SendRecv,
+                zrtp_hash: p.zrtp_hash.clone(),
+                content: s.content.clone(),
+                codecs: StreamCodecs::Offer(ours_of(kind).to_vec()),
+            },
+            _ => s.refused_line(),
+        })
+        .collect();
+    sdp::write_session(call.session_id, call.version, call.addr, &lines)
+}
+
+/// The streams of a new call's offer: the first audio stream we can carry is accepted,
+/// and the first video stream we can carry is wanted (the driver refuses it when it
+/// has no camera to prepare); the rest are refused. No audio we can carry: the call is
+/// refused.
+pub(super) fn streams_to_accept(
+    offer: &SessionDescription,
+) -> std::result::Result<Vec<Stream>, String> {
+    let audio = offer
+        .streams
+        .iter()
+        .position(|s| {
+            s.kind == Some(MediaKind::Audio)
+                && s.is_ours()
+                && s.port != 0
+                && sdp::negotiate(s, &OUR_AUDIO).is_ok()
+        })
+        .ok_or_else(|| match offer.audio() {
+            Some(a) if !a.is_ours() => format!(
+                "the audio stream asks for {}, not ZRTP-keyed RTP/AVP",
+                a.proto
+            ),
+            Some(a) => sdp::negotiate(a, &OUR_AUDIO).err().map_or_else(
+                || "no audio stream we can carry".to_owned(),
+                |e| e.to_string(),
+            ),
+            None => "no audio stream".to_owned(),
+        })?;
+    let video = offer.streams.iter().position(|s| {
+        s.kind == Some(MediaKind::Video)
+            && s.is_ours()
+            && s.port != 0
+            && sdp::negotiate(s, &OUR_VIDEO).is_ok()
+    });
+    Ok(offer
+        .streams
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let wanted = if i == audio {
+                Some(MediaKind::Audio)
+            } else if Some(i) == video {
+                Some(MediaKind::Video)
+            } else {
+                None
+            };
+            Stream::theirs(d, wanted)
+        })
+        .collect())
+}
+
+/// Gives the prepared streams to the m-lines that want them and says how each starts.
+/// A wanted stream with nothing prepared for it is refused (audio cannot be).
+pub(super) fn take_prepared(
+    call: &mut Call,
+    mut prepared: Vec<PreparedStream>,
+) -> Result<Vec<(usize, StreamStart)>> {
+    let mut starts = Vec::new();
+    let policy = call.policy;
+    for (i, s) in call.streams.iter_mut().enumerate() {
+        let Some(kind) = s.wanted else { continue };
+        let Some(at) = prepared.iter().position(|p| p.kind == kind) else {
+            if kind == MediaKind::Audio {
+                return Err(bad("no audio prepared to answer with"));
+            }
+            s.state = StreamState::Refused;
+            continue;
+        };
+        let Some(their) = &s.their else { continue };
+        let neg = sdp::negotiate(their, ours_of(kind)).map_err(|e| bad(e.to_string()))?;
+        s.negotiated = Some(neg);
+        s.remote = Some(SocketAddr::new(their.addr, their.port));
+        s.local = Some(prepared.swap_remove(at));
+        s.state = StreamState::Starting;
+        if let Some(start) = s.start(policy) {
+            starts.push((i, start));
+        }
+    }
+    if let Some(codec) = audio_codec(call) {
+        call.view.codec = Some(codec);
+    }
+    call.view.streams = call.stream_views();
+    Ok(starts)
+}
+
+fn audio_codec(call: &Call) -> Option<String> {
+    call.streams
+        .iter()
+        .find(|s| s.kind == Some(MediaKind::Audio) && s.negotiated.is_some())
+        .and_then(|s| s.negotiated)
+        .map(|n| n.codec.sdp_name().to_owned())
+}
+
+/// One of our m-lines in an answer or re-offer.
+fn line(s: &Stream, direction: Direction) -> LocalStream {
+    match (&s.local, s.negotiated, s.state) {
+        (Some(p), Some(n), StreamState::Running | StreamState::Starting) => LocalStream {
+            port: p.port,
+            direction,
+            zrtp_hash: p.zrtp_hash.clone(),
+            content: s.content.clone(),
+            codecs: StreamCodecs::Answer(n),
+        },
+        _ => s.refused_line(),
+    }
+}
+
+/// Our answer to the offer that made the call.
+pub(super) fn answer_initial(call: &Call) -> String {
+    answer_lines(call)
+}
+
+fn answer_lines(call: &Call) -> String {
+    let lines: Vec<LocalStream> = call
+        .streams
+        .iter()
+        .map(|s| {
+            let theirs = s
+                .their
+                .as_ref()
+                .map_or(Direction::SendRecv, |t| t.direction);
+            line(s, our_direction(theirs, call.local_hold))
+        })
+        .collect();
+    sdp::write_session(call.session_id, call.version, call.addr, &lines)
+}
+
+/// Our re-INVITE offer: the streams as they run, with our hold.
+pub(super) fn reoffer(call: &Call) -> String {
+    let direction = if call.local_hold {
+        Direction::SendOnly
+    } else {
+        Direction::SendRecv
+    };
+    let lines: Vec<LocalStream> = call.streams.iter().map(|s| line(s, direction)).collect();
+    sdp::write_session(call.session_id, call.version, call.addr, &lines)
+}
+
+/// Reads the answer to our INVITE: how each of our streams starts.
+pub(super) fn read_answer(
+    call: &mut Call,
+    body: &[u8],
+) -> std::result::Result<Vec<(usize, StreamStart)>, String> {
+    let answer = sdp::parse_session(body).map_err(|e| e.to_string())?;
+    if answer.streams.len() != call.streams.len() {
+        return Err(format!(
+            "the answer has {} media streams for our {}",
+            answer.streams.len(),
+            call.streams.len()
+        ));
+    }
+    let policy = call.policy;
+    let mut starts = Vec::new();
+    for (i, (s, a)) in call.streams.iter_mut().zip(&answer.streams).enumerate() {
+        if s.state != StreamState::Prepared {
+            continue;
+        }
+        let Some(kind) = s.kind else { continue };
+        if a.port == 0 {
+            if kind == MediaKind::Audio {
+                return Err("the peer refused the audio stream".into());
+            }
+            s.state = StreamState::Refused;
+            continue;
+        }
+        if a.kind != Some(kind) || !a.is_ours() {
+            return Err(format!(
+                "the answer puts {} {} where we offered {}",
+                a.media,
+                a.proto,
+                word(kind)
+            ));
+        }
+        let neg = sdp::accepted(a, ours_of(kind)).map_err(|e| e.to_string())?;
+        s.negotiated = Some(neg);
+        s.remote = Some(SocketAddr::new(a.addr, a.port));
+        s.peer_hash = a.zrtp_hash.clone();
+        s.their = Some(a.clone());
+        s.state = StreamState::Starting;
+        if let Some(start) = s.start(policy) {
+            starts.push((i, start));
+        }
+    }
+    if let Some(codec) = audio_codec(call) {
+        call.view.codec = Some(codec);
+    }
+    call.remote_hold = audio_held(call);
+    call.view.streams = call.stream_views();
+    Ok(starts)
+}
+
+/// What a re-INVITE (or its answer) changes, once found acceptable.
+pub(super) struct Update {
+    /// New descriptions of running streams, by m-line.
+    running: Vec<(usize, StreamDescription)>,
+    /// Running streams the peer removed (port 0).
+    removed: Vec<usize>,
+    /// m-lines beyond ours (refused for now).
+    added: Vec<StreamDescription>,
+}
+
+/// What a stream would be after `their` new description: the projection the
+/// no-downgrade rule compares by rank.
+fn project(s: &Stream, their: &StreamDescription) -> (CallSecurity, Option<String>) {
+    if !their.is_ours() {
+        return (
+            CallSecurity::Cleartext,
+            Some(format!(
+                "it moves {} to {}, which ZRTP does not key",
+                s.media, their.proto
+            )),
+        );
+    }
+    if s.peer_hash.is_some() && their.zrtp_hash != s.peer_hash {
+        let what = if their.zrtp_hash.is_none() {
+            "drops"
+        } else {
+            "changes"
+        };
+        return (
+            CallSecurity::Cleartext,
+            Some(format!(
+                "it {what} the ZRTP hash the {} stream was keyed with",
+                s.media
+            )),
+        );
+    }
+    if let Some(n) = s.negotiated
+        && !their.codecs.iter().any(|(_, c)| *c == n.codec)
+    {
+        return (
+            CallSecurity::Failed("no codec".into()),
+            Some(format!(
+                "it moves {} off {}, the codec agreed",
+                s.media,
+                n.codec.sdp_name()
+            )),
+        );
+    }
+    (s.security.clone(), None)
+}
+
+fn check(
+    call: &Call,
+    body: &SessionDescription,
+    may_add: bool,
+) -> std::result::Result<Update, String> {
+    if body.streams.len() < call.streams.len()
+        || (!may_add && body.streams.len() != call.streams.len())
+    {
+        return Err(format!(
+            "it has {} media streams where the call has {}",
+            body.streams.len(),
+            call.streams.len()
+        ));
+    }
+    let mut update = Update {
+        running: Vec::new(),
+        removed: Vec::new(),
+        added: body.streams[call.streams.len()..].to_vec(),
+    };
+    for (i, (s, their)) in call.streams.iter().zip(&body.streams).enumerate() {
+        if s.state != StreamState::Running {
+            continue;
+        }
+        if their.port == 0 {
+            if s.kind == Some(MediaKind::Audio) {
+                return Err("it removes the audio stream".into());
+            }
+            update.removed.push(i);
+            continue;
+        }
+        if their.kind != s.kind {
+            return Err(format!("it turns {} into {}", s.media, their.media));
+        }
+        let (projected, why) = project(s, their);
+        if projected.rank() < s.security.rank() {
+            return Err(why.unwrap_or_else(|| "it would weaken the call".into()));
+        }
+        update.running.push((i, their.clone()));
+    }
+    Ok(update)
+}
+
+/// Checks the peer's re-INVITE offer against the call as it is: nothing it asks may
+/// lower a running stream's security ([`CallSecurity::rank`]).
+pub(super) fn check_update(
+    call: &Call,
+    offer: &SessionDescription,
+) -> std::result::Result<Update, String> {
+    check(call, offer, true)
+}
+
+/// Checks the peer's answer to our re-INVITE the same way.
+pub(super) fn check_answer(
+    call: &Call,
+    answer: &SessionDescription,
+) -> std::result::Result<Update, String> {
+    check(call, answer, false)
+}
+
+/// Applies an accepted update; returns what the media must do.
+pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, MediaAction)> {
+    let mut actions = Vec::new();
+    for (i, their) in &update.running {
+        let Some(s) = call.streams.get_mut(*i) else {
+            continue;
+        };
+        let remote = SocketAddr::new(their.addr, their.port);
+        if s.remote != Some(remote) {
+            s.remote = Some(remote);
+            actions.push((*i, MediaAction::SetRemote(remote)));
+        }
+        s.their = Some(their.clone());
+    }
+    for &i in &update.removed {
+        if let Some(s) = call.streams.get_mut(i) {
+            s.state = StreamState::Refused;
+            actions.push((i, MediaAction::Stop));
+        }
+    }
+    for d in &update.added {
+        call.streams.push(Stream::theirs(d, None));
+    }
+    call.remote_hold = audio_held(call);
+    let held = call.local_hold || call.remote_hold;
+    for (i, s) in call.streams.iter().enumerate() {
+        if s.state == StreamState::Running {
+            actions.push((i, MediaAction::Hold(held)));
+        }
+    }
+    actions
+}
+
+/// Our answer to an accepted re-INVITE.
+pub(super) fn answer_update(call: &Call) -> String {
+    answer_lines(call)
+}
+
+/// Whether the peer holds us: its audio stream neither sends nor wants to.
+fn audio_held(call: &Call) -> bool {
+    call.streams
+        .iter()
+        .find(|s| s.kind == Some(MediaKind::Audio) && s.state != StreamState::Refused)
+        .and_then(|s| s.their.as_ref())
+        .is_some_and(|t| t.direction.is_hold())
+}

@@ -1,0 +1,920 @@
+//! The machine's decisions, two machines talking over simulated links (hush-sim) or
+//! one machine and a hand-written peer: no sockets, no threads, no clock.
+
+use super::*;
+use hush_sim::{Conditions, Endpoint, Pair};
+
+/// What crosses the simulated network between two phones: the SIP messages the
+/// machines' actions stand for (the SIP stack's transactions are not simulated: one
+/// message per action).
+#[derive(Debug, Clone)]
+enum Wire {
+    Invite(String),
+    Ringing,
+    Ok(String),
+    Reject(Rejection),
+    Bye,
+    ReInvite(String),
+    ReInviteOk(String),
+    ReInviteRefused(Refusal),
+}
+
+const ALICE: IpAddr = IpAddr::V4(core::net::Ipv4Addr::new(10, 0, 0, 1));
+const BOB: IpAddr = IpAddr::V4(core::net::Ipv4Addr::new(10, 0, 0, 2));
+
+fn hash(d: char) -> String {
+    format!("1.10 {}", d.to_string().repeat(64))
+}
+
+/// One phone: the machine, and a media layer that starts whatever it is told.
+struct Phone {
+    core: CallCore,
+    addr: IpAddr,
+    call: Option<CallId>,
+    policy: EncryptionPolicy,
+    outbox: VecDeque<Wire>,
+    events: Vec<Event>,
+    media: Vec<(usize, MediaAction)>,
+    sip: Vec<SipAction>,
+    /// Answer an incoming call at once.
+    auto_answer: bool,
+    /// Prepare a video stream too (as a phone with a camera would).
+    video: bool,
+}
+
+impl Phone {
+    fn new(addr: IpAddr, seed: u64) -> Phone {
+        Phone {
+            core: CallCore::new(seed),
+            addr,
+            call: None,
+            policy: EncryptionPolicy::Mandatory,
+            outbox: VecDeque::new(),
+            events: Vec::new(),
+            media: Vec::new(),
+            sip: Vec::new(),
+            auto_answer: true,
+            video: false,
+        }
+    }
+
+    fn prepared(&self) -> Vec<PreparedStream> {
+        let mut p = vec![PreparedStream {
+            kind: MediaKind::Audio,
+            port: 4000,
+            zrtp_hash: Some(hash(if self.addr == ALICE { 'a' } else { 'b' })),
+        }];
+        if self.video {
+            p.push(PreparedStream {
+                kind: MediaKind::Video,
+                port: 4002,
+                zrtp_hash: Some(hash(if self.addr == ALICE { 'c' } else { 'd' })),
+            });
+        }
+        p
+    }
+
+    fn id(&self) -> CallId {
+        self.call.expect("a call")
+    }
+
+    fn place(&mut self, now: Instant) {
+        let id = self.core.allocate();
+        self.call = Some(id);
+        let streams = self.prepared();
+        self.core
+            .handle(
+                now,
+                Input::Place {
+                    id,
+                    account: None,
+                    peer: "bob@10.0.0.2".into(),
+                    policy: self.policy,
+                    addr: self.addr,
+                    session_id: 7,
+                    streams,
+                },
+            )
+            .expect("place");
+        self.pump(now);
+    }
+
+    fn answer(&mut self, now: Instant) -> Result<()> {
+        let id = self.id();
+        let wanted = self.core.wanted_streams(id);
+        let streams = self
+            .prepared()
+            .into_iter()
+            .filter(|p| wanted.contains(&p.kind))
+            .collect();
+        let r = self.core.handle(now, Input::Answer { id, streams });
+        self.pump(now);
+        r
+    }
+
+    fn input(&mut self, now: Instant, input: Input) -> Result<()> {
+        let r = self.core.handle(now, input);
+        self.pump(now);
+        r
+    }
+
+    fn sip_in(&mut self, now: Instant, sip: SipInput) {
+        let id = self.id();
+        self.input(now, Input::Sip(id, sip)).expect("sip input");
+    }
+
+    fn media_in(&mut self, now: Instant, stream: usize, m: MediaInput) {
+        let id = self.id();
+        self.input(now, Input::Media(id, stream, m))
+            .expect("media input");
+    }
+
+    fn secure(&mut self, now: Instant, sas: &str) {
+        self.media_in(
+            now,
+            0,
+            MediaInput::Secure {
+                sas: sas.into(),
+                verified: false,
+                cache_mismatch: false,
+                new_key: false,
+                algorithms: "X255/AES1/S256/HS80/B32".into(),
+            },
+        );
+    }
+
+    /// Carries out the machine's outputs: SIP onto the wire, media started at once.
+    fn pump(&mut self, now: Instant) {
+        while let Some(out) = self.core.poll() {
+            match out {
+                Output::Event(e) => self.events.push(e),
+                Output::Media(id, i, action) => {
+                    let start = matches!(action, MediaAction::Start(_));
+                    self.media.push((i, action));
+                    if start {
+                        let _ = self
+                            .core
+                            .handle(now, Input::Media(id, i, MediaInput::Started));
+                    }
+                }
+                Output::Sip(_, action) => {
+                    self.sip.push(action.clone());
+                    self.outbox.push_back(match action {
+                        SipAction::Invite { sdp, .. } => Wire::Invite(sdp),
+                        SipAction::Answer(sdp) => Wire::Ok(sdp),
+                        SipAction::Reject(r) => Wire::Reject(r),
+                        SipAction::Hangup => Wire::Bye,
+                        SipAction::ReInvite(sdp) => Wire::ReInvite(sdp),
+                        SipAction::AcceptReInvite(sdp) => Wire::ReInviteOk(sdp),
+                        SipAction::RefuseReInvite(r) => Wire::ReInviteRefused(r),
+                    });
+                }
+            }
+        }
+    }
+
+    fn view(&self) -> Option<CallView> {
+        self.call
+            .and_then(|id| self.core.views().into_iter().find(|v| v.id == id))
+    }
+
+    fn state(&self) -> CallState {
+        match self.view() {
+            Some(v) => v.state,
+            None => self
+                .core
+                .ended_views()
+                .last()
+                .map_or(CallState::Ended("never".into()), |v| v.state.clone()),
+        }
+    }
+
+    fn security(&self) -> CallSecurity {
+        self.view()
+            .map_or(CallSecurity::Failed("gone".into()), |v| v.security)
+    }
+
+    /// The media actions on stream `i` since the last look.
+    fn take_media(&mut self) -> Vec<(usize, MediaAction)> {
+        std::mem::take(&mut self.media)
+    }
+}
+
+impl Endpoint for Phone {
+    type Message = Wire;
+
+    fn transmit(&mut self, _now: Instant) -> Option<Wire> {
+        self.outbox.pop_front()
+    }
+
+    fn receive(&mut self, now: Instant, m: Wire) {
+        match m {
+            Wire::Invite(sdp) => {
+                if self.call.is_some() {
+                    return; // a duplicate
+                }
+                let id = self.core.allocate();
+                self.call = Some(id);
+                let _ = self.core.handle(
+                    now,
+                    Input::Incoming {
+                        id,
+                        account: None,
+                        from: "alice@10.0.0.1".into(),
+                        offer: sdp.into_bytes(),
+                        policy: self.policy,
+                        addr: self.addr,
+                        session_id: 9,
+                        automatic: false,
+                    },
+                );
+                self.pump(now);
+                if self.core.is_ringing(id) {
+                    self.outbox.push_back(Wire::Ringing);
+                    if self.auto_answer {
+                        self.answer(now).expect("answer");
+                    }
+                }
+            }
+            Wire::Ringing => self.sip_in(now, SipInput::Ringing),
+            Wire::Ok(sdp) => self.sip_in(now, SipInput::Answered(sdp.into_bytes())),
+            Wire::Reject(r) => self.sip_in(now, SipInput::Ended(format!("{r:?}"))),
+            Wire::Bye => self.sip_in(now, SipInput::Ended("the other side hung up".into())),
+            Wire::ReInvite(sdp) => self.sip_in(now, SipInput::ReInvite(sdp.into_bytes())),
+            Wire::ReInviteOk(sdp) => {
+                self.sip_in(now, SipInput::ReInviteAnswered(Ok(sdp.into_bytes())))
+            }
+            Wire::ReInviteRefused(r) => self.sip_in(
+                now,
+                SipInput::ReInviteAnswered(Err(match r {
+                    Refusal::Pending => ReInviteFailure::Glare,
+                    Refusal::NotAcceptable => ReInviteFailure::Refused("488".into()),
+                })),
+            ),
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        self.core.poll_timeout()
+    }
+
+    fn timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+        self.pump(now);
+    }
+}
+
+fn pair(conditions: Conditions, seed: u64) -> Pair<Phone, Phone> {
+    Pair::new(
+        Phone::new(ALICE, seed),
+        Phone::new(BOB, seed + 1),
+        conditions,
+        seed,
+    )
+}
+
+/// Alice calls Bob, who answers; both sides' media say "secure".
+fn secure_call(conditions: Conditions, seed: u64) -> Pair<Phone, Phone> {
+    let mut p = pair(conditions, seed);
+    p.a.place(p.now);
+    assert!(p.drive_until(
+        |p| p.a.state() == CallState::Connected && p.b.state() == CallState::Connected
+    ));
+    let now = p.now;
+    p.a.secure(now, "ab12");
+    p.b.secure(now, "ab12");
+    p.drive();
+    p
+}
+
+fn starts(media: &[(usize, MediaAction)]) -> Vec<(usize, StreamStart)> {
+    media
+        .iter()
+        .filter_map(|(i, a)| match a {
+            MediaAction::Start(s) => Some((*i, s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_call_goes_secure_over_a_slow_duplicating_network_in_simulated_time() {
+    for seed in 0..20 {
+        let conditions = Conditions {
+            latency: Duration::from_millis(40),
+            jitter: Duration::from_millis(30),
+            loss_per_mille: 0,
+            duplicate_per_mille: 300,
+        };
+        let mut p = secure_call(conditions, seed);
+        for phone in [&mut p.a, &mut p.b] {
+            let v = phone.view().expect("live");
+            assert_eq!(v.state, CallState::Connected, "seed {seed}");
+            assert_eq!(
+                v.security,
+                CallSecurity::Secure {
+                    sas: "ab12".into(),
+                    verified: false
+                }
+            );
+            assert_eq!(v.codec.as_deref(), Some("opus"));
+            assert_eq!(v.streams.len(), 1);
+            assert_eq!(v.streams[0].kind, StreamKind::Audio);
+            let s = starts(&phone.take_media());
+            assert_eq!(
+                s.len(),
+                1,
+                "one start, whatever was duplicated (seed {seed})"
+            );
+        }
+        // Each side's media goes to the other's signalled address with its hash.
+        let (a, b) = (starts(&p.a.media), starts(&p.b.media));
+        assert!(a.is_empty() && b.is_empty());
+        assert_eq!(
+            p.b.sip
+                .iter()
+                .filter(|s| matches!(s, SipAction::Answer(_)))
+                .count(),
+            1,
+            "one 200 (seed {seed})"
+        );
+    }
+}
+
+#[test]
+fn each_side_starts_its_media_towards_the_other_with_the_signalled_hash() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 1);
+    p.a.place(p.now);
+    p.drive();
+    let a = starts(&p.a.take_media());
+    let b = starts(&p.b.take_media());
+    assert_eq!(a[0].1.remote, SocketAddr::new(BOB, 4000));
+    assert_eq!(a[0].1.peer_hash, Some(hash('b')));
+    assert_eq!(b[0].1.remote, SocketAddr::new(ALICE, 4000));
+    assert_eq!(b[0].1.peer_hash, Some(hash('a')));
+    assert_eq!(a[0].1.policy, EncryptionPolicy::Mandatory);
+    // The 200 went out only after Bob's media ran.
+    let answered =
+        p.b.sip
+            .iter()
+            .position(|s| matches!(s, SipAction::Answer(_)));
+    assert!(answered.is_some());
+}
+
+#[test]
+fn a_mandatory_call_whose_peer_does_not_encrypt_is_hung_up_with_the_reason() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 2);
+    p.a.place(p.now);
+    p.drive();
+    let now = p.now;
+    // The media layer (wrongly, or a future one) says cleartext under Mandatory.
+    p.a.media_in(
+        now,
+        0,
+        MediaInput::Cleartext("the peer does not do ZRTP".into()),
+    );
+    p.drive();
+    assert!(matches!(p.a.state(), CallState::Ended(r) if r.contains("encryption is mandatory")));
+    assert!(p.a.sip.contains(&SipAction::Hangup));
+    assert!(
+        p.a.take_media()
+            .iter()
+            .any(|(_, a)| *a == MediaAction::Stop)
+    );
+    assert!(
+        matches!(p.b.state(), CallState::Ended(r) if r.contains("hung up")),
+        "Bob hears the BYE"
+    );
+    // And a media failure ends it the same way.
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 3);
+    p.a.place(p.now);
+    p.drive();
+    let now = p.now;
+    p.b.media_in(now, 0, MediaInput::Failed("ZRTP failed: no answer".into()));
+    p.drive();
+    assert!(matches!(p.b.state(), CallState::Ended(r) if r.contains("ZRTP failed")));
+    let ended = p.b.core.ended_views();
+    assert!(matches!(&ended[0].security, CallSecurity::Failed(r) if r.contains("ZRTP failed")));
+    assert!(matches!(p.a.state(), CallState::Ended(_)));
+}
+
+#[test]
+fn a_best_effort_call_in_cleartext_says_so_and_goes_on() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 4);
+    p.a.policy = EncryptionPolicy::BestEffort;
+    p.a.place(p.now);
+    p.drive();
+    let now = p.now;
+    p.a.media_in(
+        now,
+        0,
+        MediaInput::Cleartext("the peer does not do ZRTP".into()),
+    );
+    assert_eq!(p.a.state(), CallState::Connected);
+    assert_eq!(p.a.security(), CallSecurity::Cleartext);
+    assert!(p.a.events.iter().any(|e| matches!(
+        e,
+        Event::CallSecurity {
+            security: CallSecurity::Cleartext,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_sas_mismatch_ends_the_call_and_withdraws_the_verdict() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(5)), 5);
+    let now = p.now;
+    p.a.take_media();
+    p.a.input(now, Input::SasMismatch { id: p.a.id() })
+        .expect("mismatch");
+    p.drive();
+    assert!(matches!(p.a.state(), CallState::Ended(r) if r.starts_with("SAS mismatch")));
+    let media = p.a.take_media();
+    assert!(media.contains(&(0, MediaAction::SasVerified(false))));
+    assert!(media.contains(&(0, MediaAction::Stop)));
+    assert!(matches!(p.b.state(), CallState::Ended(_)));
+    // Before the call is secure there is nothing to compare.
+    let mut p = pair(Conditions::perfect(), 6);
+    p.a.place(p.now);
+    p.drive();
+    let now = p.now;
+    let id = p.a.id();
+    assert!(p.a.input(now, Input::SasMismatch { id }).is_err());
+    assert_eq!(p.a.state(), CallState::Connected);
+}
+
+#[test]
+fn withdrawing_a_verdict_never_hides_a_key_warning() {
+    let mut p = pair(Conditions::perfect(), 7);
+    p.a.place(p.now);
+    p.drive();
+    let now = p.now;
+    p.a.media_in(
+        now,
+        0,
+        MediaInput::Secure {
+            sas: "zz99".into(),
+            verified: false,
+            cache_mismatch: true,
+            new_key: false,
+            algorithms: "X255".into(),
+        },
+    );
+    let id = p.a.id();
+    p.a.input(
+        now,
+        Input::SetVerified {
+            id,
+            verified: false,
+        },
+    )
+    .expect("withdraw");
+    assert_eq!(
+        p.a.security(),
+        CallSecurity::CacheMismatch { sas: "zz99".into() }
+    );
+    p.a.input(now, Input::SetVerified { id, verified: true })
+        .expect("confirm");
+    assert_eq!(
+        p.a.security(),
+        CallSecurity::Secure {
+            sas: "zz99".into(),
+            verified: true
+        }
+    );
+}
+
+#[test]
+fn both_sides_hold_and_the_call_resumes_only_when_both_let_go() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(20)), 8);
+    let hold = |p: &mut Pair<Phone, Phone>, alice: bool, on: bool| {
+        let now = p.now;
+        let phone = if alice { &mut p.a } else { &mut p.b };
+        let id = phone.id();
+        phone.input(now, Input::Hold { id, on }).expect("hold");
+        p.drive();
+    };
+    let last_hold = |phone: &Phone| {
+        phone.media.iter().rev().find_map(|(_, a)| match a {
+            MediaAction::Hold(h) => Some(*h),
+            _ => None,
+        })
+    };
+    hold(&mut p, true, true);
+    assert_eq!(
+        (p.a.state(), p.b.state()),
+        (CallState::OnHold, CallState::OnHold)
+    );
+    assert_eq!((last_hold(&p.a), last_hold(&p.b)), (Some(true), Some(true)));
+    hold(&mut p, false, true);
+    assert_eq!(
+        (p.a.state(), p.b.state()),
+        (CallState::OnHold, CallState::OnHold)
+    );
+    hold(&mut p, true, false);
+    assert_eq!(
+        (p.a.state(), p.b.state()),
+        (CallState::OnHold, CallState::OnHold),
+        "Bob still holds"
+    );
+    assert_eq!((last_hold(&p.a), last_hold(&p.b)), (Some(true), Some(true)));
+    hold(&mut p, false, false);
+    assert_eq!(
+        (p.a.state(), p.b.state()),
+        (CallState::Connected, CallState::Connected)
+    );
+    assert_eq!(
+        (last_hold(&p.a), last_hold(&p.b)),
+        (Some(false), Some(false))
+    );
+    // Holding kept the keys: both still secure.
+    assert!(p.a.security().is_encrypted() && p.b.security().is_encrypted());
+}
+
+/// Bob's current view of Alice's offer, rewritten by `edit` and sent as a re-INVITE
+/// from "Alice": what an attacker in the signalling path could do.
+fn forged_reinvite(p: &mut Pair<Phone, Phone>, edit: impl Fn(String) -> String) -> Vec<SipAction> {
+    let original =
+        p.a.sip
+            .iter()
+            .find_map(|s| match s {
+                SipAction::Invite { sdp, .. } => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("alice's offer");
+    let forged = edit(original.replace("o=hushphone 7 1", "o=hushphone 7 9"));
+    let before = p.b.sip.len();
+    p.b.take_media();
+    let now = p.now;
+    p.b.sip_in(now, SipInput::ReInvite(forged.into_bytes()));
+    p.b.sip[before..].to_vec()
+}
+
+/// A rewrite of an SDP body.
+type Edit = Box<dyn Fn(String) -> String>;
+
+#[test]
+fn re_invites_that_would_weaken_a_secure_call_are_refused() {
+    let attempts: [(&str, Edit); 6] = [
+        (
+            "drop the zrtp-hash",
+            Box::new(|s| s.replace(&format!("a=zrtp-hash:{}\r\n", hash('a')), "")),
+        ),
+        (
+            "change the zrtp-hash",
+            Box::new(|s| s.replace(&hash('a'), &hash('e'))),
+        ),
+        (
+            "move to SDES RTP/SAVP",
+            Box::new(|s| s.replace("RTP/AVP", "RTP/SAVP")),
+        ),
+        (
+            "move to a codec we lack",
+            Box::new(|s| {
+                s.replace(
+                    "m=audio 4000 RTP/AVP 111 0 8 100 101",
+                    "m=audio 4000 RTP/AVP 18",
+                )
+            }),
+        ),
+        (
+            "remove the audio stream",
+            Box::new(|s| s.replace("m=audio 4000", "m=audio 0")),
+        ),
+        (
+            "garble the body",
+            Box::new(|s| s.replace("v=0", "v=banana")),
+        ),
+    ];
+    for (what, edit) in attempts {
+        let mut p = secure_call(Conditions::perfect(), 9);
+        let security = p.b.security();
+        let answered = forged_reinvite(&mut p, edit);
+        assert_eq!(
+            answered,
+            vec![SipAction::RefuseReInvite(Refusal::NotAcceptable)],
+            "{what}"
+        );
+        assert_eq!(p.b.security(), security, "{what}: the call stays as secure");
+        assert_eq!(p.b.state(), CallState::Connected, "{what}");
+        assert!(
+            p.b.take_media().is_empty(),
+            "{what}: the media is untouched"
+        );
+    }
+}
+
+#[test]
+fn a_re_invite_keeping_the_keys_may_move_and_hold_the_stream() {
+    let mut p = secure_call(Conditions::perfect(), 10);
+    let answered = forged_reinvite(&mut p, |s| {
+        s.replace("c=IN IP4 10.0.0.1", "c=IN IP4 10.0.0.9")
+            .replace("a=sendrecv", "a=sendonly")
+    });
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(sdp)] if sdp.contains("a=recvonly"))
+    );
+    let media = p.b.take_media();
+    assert!(media.contains(&(
+        0,
+        MediaAction::SetRemote(SocketAddr::new(
+            IpAddr::V4(core::net::Ipv4Addr::new(10, 0, 0, 9)),
+            4000
+        ))
+    )));
+    assert!(media.contains(&(0, MediaAction::Hold(true))));
+    assert_eq!(p.b.state(), CallState::OnHold);
+    assert!(p.b.security().is_encrypted());
+}
+
+#[test]
+fn a_best_effort_call_without_zrtp_may_be_re_invited_without_a_hash() {
+    let mut p = pair(Conditions::perfect(), 11);
+    p.a.policy = EncryptionPolicy::BestEffort;
+    p.b.policy = EncryptionPolicy::BestEffort;
+    p.a.place(p.now);
+    p.drive();
+    let now = p.now;
+    p.b.media_in(now, 0, MediaInput::Cleartext("no ZRTP".into()));
+    // Nothing to lose: a cleartext stream cannot be weakened by dropping the hash...
+    let answered = forged_reinvite(&mut p, |s| {
+        s.replace(&format!("a=zrtp-hash:{}\r\n", hash('a')), "")
+    });
+    // ...but the hash pinned at the start still stands: changing it is refused.
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(_)]),
+        "{answered:?}"
+    );
+    let answered = forged_reinvite(&mut p, |s| {
+        s.replace(
+            "m=audio 4000 RTP/AVP 111 0 8 100 101",
+            "m=audio 4000 RTP/AVP 18",
+        )
+    });
+    assert_eq!(
+        answered,
+        vec![SipAction::RefuseReInvite(Refusal::NotAcceptable)],
+        "no codec is worse than cleartext"
+    );
+}
+
+#[test]
+fn glare_is_answered_491_and_both_holds_land_after_the_back_off() {
+    for seed in 0..10 {
+        let mut p = secure_call(Conditions::latency(Duration::from_millis(30)), 100 + seed);
+        let now = p.now;
+        let (a, b) = (p.a.id(), p.b.id());
+        p.a.input(now, Input::Hold { id: a, on: true })
+            .expect("hold");
+        p.b.input(now, Input::Hold { id: b, on: true })
+            .expect("hold");
+        let start = p.now;
+        p.drive();
+        assert!(
+            p.a.sip
+                .contains(&SipAction::RefuseReInvite(Refusal::Pending))
+                && p.b
+                    .sip
+                    .contains(&SipAction::RefuseReInvite(Refusal::Pending)),
+            "both re-INVITEs crossed: 491 each (seed {seed})"
+        );
+        assert_eq!(
+            (p.a.state(), p.b.state()),
+            (CallState::OnHold, CallState::OnHold),
+            "seed {seed}"
+        );
+        // The callee retried within 2 s; the caller after 2.1 s, and once.
+        let waited = p.now - start;
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        let reinvites = |ph: &Phone| {
+            ph.sip
+                .iter()
+                .filter(|s| matches!(s, SipAction::ReInvite(_)))
+                .count()
+        };
+        assert_eq!((reinvites(&p.a), reinvites(&p.b)), (2, 2), "seed {seed}");
+        assert!(p.a.core.poll_timeout().is_none() && p.b.core.poll_timeout().is_none());
+    }
+}
+
+#[test]
+fn an_unanswered_re_invite_holds_up_nothing() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(5)), 12);
+    p.a_to_b.cut = true; // Bob never hears (nor answers) Alice's re-INVITE.
+    let now = p.now;
+    let id = p.a.id();
+    p.a.input(now, Input::Hold { id, on: true }).expect("hold");
+    p.drive();
+    // A second call, DTMF and the hang-up all go on meanwhile.
+    let second = p.a.core.allocate();
+    let streams = p.a.prepared();
+    p.a.input(
+        now,
+        Input::Place {
+            id: second,
+            account: None,
+            peer: "carol@10.0.0.3".into(),
+            policy: EncryptionPolicy::Mandatory,
+            addr: ALICE,
+            session_id: 8,
+            streams,
+        },
+    )
+    .expect("second call");
+    assert!(
+        p.a.sip
+            .iter()
+            .filter(|s| matches!(s, SipAction::Invite { .. }))
+            .count()
+            == 2
+    );
+    p.a.input(
+        now,
+        Input::Dtmf {
+            id,
+            keys: "12#".into(),
+        },
+    )
+    .expect("dtmf");
+    assert_eq!(
+        p.a.take_media()
+            .iter()
+            .filter(|(_, a)| matches!(a, MediaAction::Dtmf(_)))
+            .count(),
+        3
+    );
+    // The transaction gives up at last: the hold did not happen, and the user is told.
+    p.a.sip_in(
+        now,
+        SipInput::ReInviteAnswered(Err(ReInviteFailure::Refused("no answer".into()))),
+    );
+    assert_eq!(p.a.state(), CallState::Connected);
+    assert!(p.a.events.iter().any(|e| matches!(
+        e,
+        Event::CommandFailed {
+            command: "hold",
+            ..
+        }
+    )));
+    p.a.input(now, Input::Hangup { id }).expect("hangup");
+    assert!(matches!(p.a.state(), CallState::Ended(r) if r == "hung up"));
+}
+
+#[test]
+fn a_failed_answer_keeps_the_call_ringing_and_sends_no_200() {
+    let mut p = pair(Conditions::perfect(), 13);
+    p.b.auto_answer = false;
+    p.a.place(p.now);
+    p.drive();
+    assert_eq!(p.a.state(), CallState::Ringing);
+    let now = p.now;
+    let id = p.b.id();
+    let wanted = p.b.core.wanted_streams(id);
+    let streams =
+        p.b.prepared()
+            .into_iter()
+            .filter(|s| wanted.contains(&s.kind))
+            .collect();
+    p.b.core
+        .handle(now, Input::Answer { id, streams })
+        .expect("answer");
+    // The media layer fails to start this time.
+    while let Some(out) = p.b.core.poll() {
+        if let Output::Media(id, i, MediaAction::Start(_)) = out {
+            p.b.core
+                .handle(
+                    now,
+                    Input::Media(id, i, MediaInput::StartFailed("no sound card".into())),
+                )
+                .expect("report");
+        }
+        assert!(
+            !matches!(out, Output::Sip(_, SipAction::Answer(_))),
+            "no 200 without media"
+        );
+    }
+    assert!(p.b.core.is_ringing(id));
+    p.b.answer(now).expect("answered on the second try");
+    p.drive();
+    assert_eq!(
+        (p.a.state(), p.b.state()),
+        (CallState::Connected, CallState::Connected)
+    );
+}
+
+#[test]
+fn an_offer_we_cannot_carry_is_refused_with_488_and_makes_no_call() {
+    let mut b = Phone::new(BOB, 14);
+    let now = Instant::now();
+    for offer in [
+        "garbage".to_owned(),
+        "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n".to_owned(),
+        "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n".to_owned(),
+        "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n".to_owned(),
+    ] {
+        b.receive(now, Wire::Invite(offer.clone()));
+        assert_eq!(b.sip.pop(), Some(SipAction::Reject(Rejection::NotAcceptable)), "{offer}");
+        assert!(b.core.views().is_empty());
+        b.call = None;
+    }
+}
+
+#[test]
+fn audio_and_video_each_get_their_stream_and_hash_and_video_can_be_removed() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 15);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let offer = match &p.a.sip[0] {
+        SipAction::Invite { sdp, .. } => sdp.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        offer.contains("m=video 4002 RTP/AVP 96") && offer.contains(&hash('c')),
+        "{offer}"
+    );
+    let a = starts(&p.a.take_media());
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        (a[1].0, a[1].1.kind, a[1].1.peer_hash.clone()),
+        (1, MediaKind::Video, Some(hash('d')))
+    );
+    let kinds = |ph: &Phone| {
+        ph.view()
+            .map(|v| v.streams.iter().map(|s| s.kind).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        kinds(&p.a),
+        Some(vec![StreamKind::Audio, StreamKind::Video])
+    );
+    // Each stream keys itself: the call is as secure as its weakest stream.
+    let now = p.now;
+    p.a.secure(now, "ab12");
+    assert_eq!(
+        p.a.security(),
+        CallSecurity::Negotiating,
+        "video not keyed yet"
+    );
+    p.a.media_in(
+        now,
+        1,
+        MediaInput::Secure {
+            sas: "ab12".into(),
+            verified: false,
+            cache_mismatch: false,
+            new_key: false,
+            algorithms: "X255".into(),
+        },
+    );
+    assert!(p.a.security().is_encrypted());
+    // Bob turns his camera off: the video m-line goes to port 0; Alice stops it.
+    let answered = forged_reinvite_from_b(&mut p, |s| s.replace("m=video 4002", "m=video 0"));
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(sdp)] if sdp.contains("m=video 0 ")),
+        "{answered:?}"
+    );
+    assert!(p.a.take_media().contains(&(1, MediaAction::Stop)));
+    assert_eq!(kinds(&p.a), Some(vec![StreamKind::Audio]));
+    assert!(p.a.security().is_encrypted());
+}
+
+/// Alice receives Bob's answer, edited, as Bob's re-INVITE offer.
+fn forged_reinvite_from_b(
+    p: &mut Pair<Phone, Phone>,
+    edit: impl Fn(String) -> String,
+) -> Vec<SipAction> {
+    let original =
+        p.b.sip
+            .iter()
+            .find_map(|s| match s {
+                SipAction::Answer(sdp) => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("bob's answer");
+    let before = p.a.sip.len();
+    let now = p.now;
+    p.a.sip_in(now, SipInput::ReInvite(edit(original).into_bytes()));
+    p.a.sip[before..].to_vec()
+}
+
+#[test]
+fn a_video_offer_to_a_phone_without_a_camera_is_answered_with_audio_alone() {
+    let mut p = pair(Conditions::perfect(), 16);
+    p.a.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let answer = p.b.sip.iter().find_map(|s| match s {
+        SipAction::Answer(sdp) => Some(sdp.clone()),
+        _ => None,
+    });
+    let answer = answer.expect("answered");
+    assert!(
+        answer.contains("m=video 0 RTP/AVP"),
+        "the m-line stays, refused: {answer}"
+    );
+    assert_eq!(p.a.state(), CallState::Connected);
+    assert_eq!(starts(&p.a.take_media()).len(), 1, "Alice runs audio only");
+    assert_eq!(p.a.view().map(|v| v.streams.len()), Some(1));
+}
