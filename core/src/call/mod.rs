@@ -983,6 +983,8 @@ impl CallLayer {
                             why: Rejection::Failed,
                         },
                     );
+                    self.core.abandon(id, format!("could not answer: {e}"));
+                    self.drain(events);
                 }
             }
             SipEvent::Ringing { call } => {
@@ -1058,6 +1060,16 @@ impl CallLayer {
     }
 
     fn sip_action(&mut self, id: CallId, action: SipAction) {
+        let line = self.io.get(&id).and_then(|io| self.lines.get(&io.line));
+        let key = self.io.get(&id).and_then(|io| io.key.as_ref());
+        if let SipAction::ReInvite(_) = action
+            && (line.is_none() || key.is_none())
+        {
+            // Nothing will ever answer it: the machine must not wait.
+            self.core
+                .reinvite_unsent(id, "the call's line is gone".into());
+            return;
+        }
         let Some(io) = self.io.get_mut(&id) else {
             return;
         };
@@ -1073,9 +1085,8 @@ impl CallLayer {
                 {
                     Ok(key) => io.key = Some(key),
                     Err(e) => {
-                        let why = e.to_string();
-                        self.invite_failed = Some(why.clone());
-                        let _ = self.core.handle(now, Input::Sip(id, SipInput::Ended(why)));
+                        self.invite_failed = Some(e.to_string());
+                        self.core.forget(id);
                     }
                 }
             }
@@ -1177,7 +1188,7 @@ impl CallLayer {
         let at = io
             .prepared
             .iter()
-            .position(|p| p.kind == start.kind)
+            .position(|p| p.kind == start.kind && p.media.local_addr().port() == start.local_port)
             .ok_or_else(|| CoreError::Call("media already running".into()))?;
         let prepared = io.prepared.swap_remove(at);
         let zrtp = prepared

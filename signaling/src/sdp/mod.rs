@@ -67,7 +67,7 @@ impl Codec {
     }
 
     /// The payload type we give it in our offers.
-    fn payload_type(self) -> u8 {
+    pub fn payload_type(self) -> u8 {
         match self {
             Codec::Pcmu => 0,
             Codec::Pcma => 8,

@@ -74,9 +74,16 @@ pub fn parse_session(body: &[u8]) -> Result<SessionDescription, SignalingError> 
                 "a=zrtp-hash is malformed (expected a version and 64 hex digits)",
             ));
         }
+        // Echoed in our answers: only a token (RFC 4796), never a line break.
         let content = value(&m.attributes, "content")
-            .filter(|c| c.len() <= 64)
-            .map(|c| c.trim().to_ascii_lowercase());
+            .map(str::trim)
+            .filter(|c| {
+                !c.is_empty()
+                    && c.len() <= 64
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.,".contains(&b))
+            })
+            .map(str::to_ascii_lowercase);
         streams.push(StreamDescription {
             kind,
             media: m.media_name.media.chars().take(32).collect(),

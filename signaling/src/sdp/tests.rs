@@ -227,3 +227,16 @@ fn a_secure_profile_is_not_ours() {
     assert!(!s.streams[0].is_ours());
     assert!(s.streams[1].is_ours());
 }
+
+#[test]
+fn a_content_attribute_that_is_not_a_token_is_dropped_not_echoed() {
+    let hostile = AUDIO_VIDEO.replace(
+        "a=sendonly\r\n",
+        "a=sendonly\r\na=content:slides\ra=zrtp-hash:1.10 evil\r\n",
+    );
+    let s = parse_session(hostile.as_bytes()).expect("parse");
+    assert_eq!(s.streams[1].content, None);
+    let slides = AUDIO_VIDEO.replace("a=sendonly\r\n", "a=sendonly\r\na=content:Slides\r\n");
+    let s = parse_session(slides.as_bytes()).expect("parse");
+    assert_eq!(s.streams[1].content.as_deref(), Some("slides"));
+}

@@ -260,25 +260,42 @@ impl<A: Endpoint, B: Endpoint<Message = A::Message>> Pair<A, B> {
     /// its end.
     pub fn drive_for(&mut self, d: Duration) {
         let end = self.now + d;
-        for _ in 0..MAX_STEPS {
-            while self.step() {}
+        let mut steps = 0;
+        loop {
+            self.settle(&mut steps);
             match self.next_event() {
                 Some(t) if t <= end => self.now = self.now.max(t),
                 _ => {
                     self.now = end;
-                    while self.step() {}
+                    self.settle(&mut steps);
                     return;
                 }
             }
         }
-        panic!("the endpoints never settled within {MAX_STEPS} steps");
+    }
+
+    /// Steps until nothing moves at this instant, counting towards the bound.
+    fn settle(&mut self, steps: &mut usize) {
+        while self.step() {
+            *steps += 1;
+            assert!(
+                *steps < MAX_STEPS,
+                "the endpoints never settled within {MAX_STEPS} steps"
+            );
+        }
+        *steps += 1;
+        assert!(
+            *steps < MAX_STEPS,
+            "the endpoints never settled within {MAX_STEPS} steps"
+        );
     }
 
     /// Runs until `done` says so (checked after each settled step) or nothing is left
     /// to do. Returns whether `done` was met.
     pub fn drive_until(&mut self, mut done: impl FnMut(&Self) -> bool) -> bool {
-        for _ in 0..MAX_STEPS {
-            while self.step() {}
+        let mut steps = 0;
+        loop {
+            self.settle(&mut steps);
             if done(self) {
                 return true;
             }
@@ -287,7 +304,6 @@ impl<A: Endpoint, B: Endpoint<Message = A::Message>> Pair<A, B> {
                 None => return false,
             }
         }
-        panic!("the endpoints never settled within {MAX_STEPS} steps");
     }
 }
 
@@ -325,5 +341,63 @@ mod tests {
         assert!((50..150).contains(&dup), "{dup} duplicated of 1000 at 10 %");
         assert_eq!(got.len() as u64, 1000 - lost + dup);
         assert!(got.windows(2).any(|w| w[0] > w[1]), "jitter reorders");
+    }
+
+    /// Sends a number back after `delay`, `left` times.
+    struct Echo {
+        out: Vec<u32>,
+        got: Vec<(Instant, u32)>,
+    }
+
+    impl Endpoint for Echo {
+        type Message = u32;
+        fn transmit(&mut self, _now: Instant) -> Option<u32> {
+            self.out.pop()
+        }
+        fn receive(&mut self, now: Instant, m: u32) {
+            self.got.push((now, m));
+            if m > 0 {
+                self.out.push(m - 1);
+            }
+        }
+        fn next_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn timeout(&mut self, _now: Instant) {}
+    }
+
+    fn echo() -> Echo {
+        Echo {
+            out: Vec::new(),
+            got: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_pair_jumps_the_clock_from_arrival_to_arrival() {
+        let mut p = Pair::new(
+            echo(),
+            echo(),
+            Conditions::latency(Duration::from_millis(50)),
+            1,
+        );
+        let t0 = p.now;
+        p.a.out.push(3);
+        p.drive_for(Duration::from_millis(120));
+        // 3 reaches b at 50 ms, 2 reaches a at 100 ms; 1 is still in flight.
+        assert_eq!(p.b.got, vec![(t0 + Duration::from_millis(50), 3)]);
+        assert_eq!(p.a.got, vec![(t0 + Duration::from_millis(100), 2)]);
+        assert_eq!(p.now, t0 + Duration::from_millis(120));
+        p.drive();
+        assert_eq!(p.b.got.last(), Some(&(t0 + Duration::from_millis(150), 1)));
+        assert_eq!(p.a.got.last(), Some(&(t0 + Duration::from_millis(200), 0)));
+    }
+
+    #[test]
+    #[should_panic(expected = "never settled")]
+    fn endpoints_that_never_settle_are_a_failure_not_a_hang() {
+        let mut p = Pair::new(echo(), echo(), Conditions::perfect(), 1);
+        p.a.out.push(u32::MAX);
+        p.drive();
     }
 }

@@ -208,6 +208,8 @@ pub(crate) enum MediaAction {
 pub(crate) struct StreamStart {
     /// What it carries.
     pub kind: MediaKind,
+    /// The port of ours it was prepared on (which prepared stream it is).
+    pub local_port: u16,
     /// Where its media goes.
     pub remote: SocketAddr,
     /// Its codec.
@@ -237,13 +239,21 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Renegotiation {
     Idle,
-    /// Sent, offering this hold state.
+    /// Sent (the `attempt`th time), offering this hold state.
     Sent {
         hold: bool,
+        attempt: u8,
     },
     /// Refused with 491: sent again at this time.
-    RetryAt(Instant),
+    RetryAt {
+        at: Instant,
+        attempt: u8,
+    },
 }
+
+/// How often a re-INVITE meets the peer's (491) before we give up and say so: a peer
+/// that answers 491 to everything must not keep us re-INVITEing.
+const GLARE_TRIES: u8 = 3;
 
 struct Call {
     view: CallView,
@@ -255,6 +265,8 @@ struct Call {
     streams: Vec<Stream>,
     /// The user holds the call.
     local_hold: bool,
+    /// The hold state the peer last agreed to (what the media does).
+    agreed_hold: bool,
     /// The peer holds the call.
     remote_hold: bool,
     renegotiation: Renegotiation,
@@ -314,6 +326,22 @@ impl CallCore {
         }
     }
 
+    /// Drops a call whose INVITE could never be sent: for the user it never existed
+    /// (the call command fails instead).
+    pub(crate) fn forget(&mut self, id: CallId) {
+        if let Some(call) = self.calls.remove(&id) {
+            for i in running_or_starting(&call) {
+                self.out.push_back(Output::Media(id, i, MediaAction::Stop));
+            }
+        }
+    }
+
+    /// Ends a call for a reason of ours (an automatic answer that failed): the driver
+    /// has refused it already.
+    pub(crate) fn abandon(&mut self, id: CallId, reason: String) {
+        self.end(id, reason);
+    }
+
     /// A fresh call id.
     pub(crate) fn allocate(&mut self) -> CallId {
         let id = CallId(self.next_call);
@@ -331,7 +359,7 @@ impl CallCore {
         self.calls
             .values()
             .filter_map(|c| match c.renegotiation {
-                Renegotiation::RetryAt(t) => Some(t),
+                Renegotiation::RetryAt { at, .. } => Some(at),
                 _ => None,
             })
             .min()
@@ -339,17 +367,19 @@ impl CallCore {
 
     /// Runs what is due at `now`: re-INVITEs refused by glare are sent again.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<CallId> = self
+        let due: Vec<(CallId, u8)> = self
             .calls
             .iter()
-            .filter(|(_, c)| matches!(c.renegotiation, Renegotiation::RetryAt(t) if t <= now))
-            .map(|(id, _)| *id)
+            .filter_map(|(id, c)| match c.renegotiation {
+                Renegotiation::RetryAt { at, attempt } if at <= now => Some((*id, attempt)),
+                _ => None,
+            })
             .collect();
-        for id in due {
+        for (id, attempt) in due {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.renegotiation = Renegotiation::Idle;
             }
-            self.renegotiate(id);
+            self.renegotiate(id, attempt.saturating_add(1));
         }
     }
 
@@ -535,6 +565,7 @@ impl CallCore {
             addr,
             streams,
             local_hold: false,
+            agreed_hold: false,
             remote_hold: false,
             renegotiation: Renegotiation::Idle,
             hold_again: false,
@@ -592,6 +623,7 @@ impl CallCore {
             addr,
             streams,
             local_hold: false,
+            agreed_hold: false,
             remote_hold: false,
             renegotiation: Renegotiation::Idle,
             hold_again: false,
@@ -626,10 +658,6 @@ impl CallCore {
             return Err(bad("that call is not ringing"));
         }
         self.out.push_back(Output::Sip(id, SipAction::Reject(why)));
-        if why == Rejection::Failed {
-            // Our own failure: nobody will try again, and the stack's end may be late.
-            self.end(id, "could not answer".into());
-        }
         Ok(())
     }
 
@@ -652,16 +680,16 @@ impl CallCore {
         }
         call.local_hold = on;
         match call.renegotiation {
-            Renegotiation::Idle => self.renegotiate(id),
+            Renegotiation::Idle => self.renegotiate(id, 1),
             // Sent once the one under way is answered (or its retry comes).
-            Renegotiation::Sent { hold } => call.hold_again = hold != on,
-            Renegotiation::RetryAt(_) => {}
+            Renegotiation::Sent { hold, .. } => call.hold_again = hold != on,
+            Renegotiation::RetryAt { .. } => {}
         }
         Ok(())
     }
 
     /// Sends a re-INVITE offering the call as the user wants it now.
-    fn renegotiate(&mut self, id: CallId) {
+    fn renegotiate(&mut self, id: CallId, attempt: u8) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -672,6 +700,7 @@ impl CallCore {
         call.hold_again = false;
         call.renegotiation = Renegotiation::Sent {
             hold: call.local_hold,
+            attempt,
         };
         let sdp = offer::reoffer(call);
         self.out
@@ -823,32 +852,35 @@ impl CallCore {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Renegotiation::Sent { hold } = call.renegotiation else {
+        let Renegotiation::Sent { hold, attempt } = call.renegotiation else {
             return; // not ours, or already settled
         };
         call.renegotiation = Renegotiation::Idle;
         let body = match answer {
             Ok(body) => body,
-            Err(ReInviteFailure::Glare) => {
+            Err(ReInviteFailure::Glare) if attempt < GLARE_TRIES => {
                 // RFC 3261 §14.1: the dialog's caller waits 2.1-4 s, the callee 0-2 s.
                 let wait = match call.view.direction {
                     CallDirection::Outgoing => Duration::from_millis(2100 + backoff % 1900),
                     CallDirection::Incoming => Duration::from_millis(backoff % 2000),
                 };
-                call.renegotiation = Renegotiation::RetryAt(now + wait);
+                call.renegotiation = Renegotiation::RetryAt {
+                    at: now + wait,
+                    attempt,
+                };
                 return;
             }
-            Err(ReInviteFailure::Refused(why)) => {
-                // The call stays as it was: the user's hold did not happen.
-                call.local_hold = !hold;
-                call.hold_again = false;
-                self.event(Event::CommandFailed {
-                    command: "hold",
-                    error: why,
-                });
-                return;
+            Err(e) => {
+                let why = match e {
+                    ReInviteFailure::Glare => format!(
+                        "the peer renegotiated at the same moment {GLARE_TRIES} times (491)"
+                    ),
+                    ReInviteFailure::Refused(why) => why,
+                };
+                return self.renegotiation_failed(id, why);
             }
         };
+        call.agreed_hold = hold;
         match sdp::parse_session(&body)
             .map_err(|e| e.to_string())
             .and_then(|a| offer::check_answer(call, &a))
@@ -879,8 +911,35 @@ impl CallCore {
         self.set_state(id, state);
         self.refresh_security(id);
         if again {
-            self.renegotiate(id);
+            self.renegotiate(id, 1);
         }
+    }
+
+    /// Our re-INVITE got nowhere: the call stays as the peer last agreed, the media
+    /// follows that, and the user is told.
+    fn renegotiation_failed(&mut self, id: CallId, why: String) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        call.renegotiation = Renegotiation::Idle;
+        call.local_hold = call.agreed_hold;
+        call.hold_again = false;
+        let held = call.local_hold || call.remote_hold;
+        let state = call.state();
+        for i in running_streams(call) {
+            self.out
+                .push_back(Output::Media(id, i, MediaAction::Hold(held)));
+        }
+        self.set_state(id, state);
+        self.event(Event::CommandFailed {
+            command: "hold",
+            error: why,
+        });
+    }
+
+    /// The driver could not send the re-INVITE at all (the line is gone).
+    pub(crate) fn reinvite_unsent(&mut self, id: CallId, why: String) {
+        self.renegotiation_failed(id, why);
     }
 
     fn media(&mut self, id: CallId, index: usize, input: MediaInput) {
@@ -925,7 +984,7 @@ impl CallCore {
                     Phase::Answering => {
                         // Not answered after all: the call rings on, the user is told.
                         call.phase = Phase::Ringing;
-                        let running = running_streams(call);
+                        let running = running_or_starting(call);
                         for s in &mut call.streams {
                             if s.state != StreamState::Refused {
                                 s.state = StreamState::Prepared;

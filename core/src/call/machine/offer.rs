@@ -66,7 +66,7 @@ impl Stream {
     pub(super) fn ours(p: PreparedStream) -> Stream {
         let formats = ours_of(p.kind)
             .iter()
-            .map(|c| c.sdp_name().to_owned())
+            .map(|c| c.payload_type().to_string())
             .collect();
         Stream {
             kind: Some(p.kind),
@@ -145,6 +145,7 @@ impl Stream {
     fn start(&self, policy: crate::model::EncryptionPolicy) -> Option<StreamStart> {
         Some(StreamStart {
             kind: self.kind?,
+            local_port: self.local.as_ref()?.port,
             remote: self.remote?,
             codec: self.negotiated?,
             policy,
@@ -457,6 +458,14 @@ fn check(
         if their.kind != s.kind {
             return Err(format!("it turns {} into {}", s.media, their.media));
         }
+        if their.addr.is_multicast()
+            || their.addr == core::net::IpAddr::V4(core::net::Ipv4Addr::BROADCAST)
+        {
+            return Err(format!(
+                "it sends {} to {}, not to a peer",
+                s.media, their.addr
+            ));
+        }
         let (projected, why) = project(s, their);
         if projected.rank() < s.security.rank() {
             return Err(why.unwrap_or_else(|| "it would weaken the call".into()));
@@ -491,7 +500,8 @@ pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, Medi
             continue;
         };
         let remote = SocketAddr::new(their.addr, their.port);
-        if s.remote != Some(remote) {
+        // 0.0.0.0 is RFC 2543's hold: the stream pauses where it is.
+        if !their.addr.is_unspecified() && s.remote != Some(remote) {
             s.remote = Some(remote);
             actions.push((*i, MediaAction::SetRemote(remote)));
         }

@@ -36,6 +36,8 @@ struct Phone {
     events: Vec<Event>,
     media: Vec<(usize, MediaAction)>,
     sip: Vec<SipAction>,
+    /// Every output in the order the machine gave it, with the time.
+    log: Vec<(Instant, Output)>,
     /// Answer an incoming call at once.
     auto_answer: bool,
     /// Prepare a video stream too (as a phone with a camera would).
@@ -53,6 +55,7 @@ impl Phone {
             events: Vec::new(),
             media: Vec::new(),
             sip: Vec::new(),
+            log: Vec::new(),
             auto_answer: true,
             video: false,
         }
@@ -146,6 +149,7 @@ impl Phone {
     /// Carries out the machine's outputs: SIP onto the wire, media started at once.
     fn pump(&mut self, now: Instant) {
         while let Some(out) = self.core.poll() {
+            self.log.push((now, out.clone()));
             match out {
                 Output::Event(e) => self.events.push(e),
                 Output::Media(id, i, action) => {
@@ -327,9 +331,6 @@ fn a_call_goes_secure_over_a_slow_duplicating_network_in_simulated_time() {
                 "one start, whatever was duplicated (seed {seed})"
             );
         }
-        // Each side's media goes to the other's signalled address with its hash.
-        let (a, b) = (starts(&p.a.media), starts(&p.b.media));
-        assert!(a.is_empty() && b.is_empty());
         assert_eq!(
             p.b.sip
                 .iter()
@@ -353,12 +354,14 @@ fn each_side_starts_its_media_towards_the_other_with_the_signalled_hash() {
     assert_eq!(b[0].1.remote, SocketAddr::new(ALICE, 4000));
     assert_eq!(b[0].1.peer_hash, Some(hash('a')));
     assert_eq!(a[0].1.policy, EncryptionPolicy::Mandatory);
-    // The 200 went out only after Bob's media ran.
-    let answered =
-        p.b.sip
-            .iter()
-            .position(|s| matches!(s, SipAction::Answer(_)));
-    assert!(answered.is_some());
+    // The 200 went out only after Bob's media was told to start (and said it runs).
+    let at = |f: &dyn Fn(&Output) -> bool| p.b.log.iter().position(|(_, o)| f(o));
+    let started = at(&|o| matches!(o, Output::Media(_, 0, MediaAction::Start(_))));
+    let answered = at(&|o| matches!(o, Output::Sip(_, SipAction::Answer(_))));
+    assert!(
+        matches!((started, answered), (Some(s), Some(a)) if s < a),
+        "{started:?} {answered:?}"
+    );
 }
 
 #[test]
@@ -641,11 +644,11 @@ fn a_best_effort_call_without_zrtp_may_be_re_invited_without_a_hash() {
     let answered = forged_reinvite(&mut p, |s| {
         s.replace(&format!("a=zrtp-hash:{}\r\n", hash('a')), "")
     });
-    // ...but the hash pinned at the start still stands: changing it is refused.
     assert!(
         matches!(&answered[..], [SipAction::AcceptReInvite(_)]),
         "{answered:?}"
     );
+    // ...but losing the codec is worse than cleartext.
     let answered = forged_reinvite(&mut p, |s| {
         s.replace(
             "m=audio 4000 RTP/AVP 111 0 8 100 101",
@@ -687,13 +690,34 @@ fn glare_is_answered_491_and_both_holds_land_after_the_back_off() {
         // The callee retried within 2 s; the caller after 2.1 s, and once.
         let waited = p.now - start;
         assert!(waited < Duration::from_secs(5), "{waited:?}");
-        let reinvites = |ph: &Phone| {
-            ph.sip
+        let sent = |ph: &Phone| -> Vec<Instant> {
+            ph.log
                 .iter()
-                .filter(|s| matches!(s, SipAction::ReInvite(_)))
-                .count()
+                .filter(|(_, o)| matches!(o, Output::Sip(_, SipAction::ReInvite(_))))
+                .map(|(t, _)| *t)
+                .collect()
         };
-        assert_eq!((reinvites(&p.a), reinvites(&p.b)), (2, 2), "seed {seed}");
+        let (a, b) = (sent(&p.a), sent(&p.b));
+        assert_eq!((a.len(), b.len()), (2, 2), "one retry each (seed {seed})");
+        // RFC 3261 §14.1 from the 491: the caller 2.1-4 s, the callee 0-2 s (plus the
+        // 30 ms the 491 took to arrive).
+        let (wa, wb) = (a[1] - a[0], b[1] - b[0]);
+        assert!(
+            wa >= Duration::from_millis(2100) && wa <= Duration::from_millis(4100),
+            "caller waited {wa:?} (seed {seed})"
+        );
+        assert!(
+            wb <= Duration::from_millis(2100),
+            "callee waited {wb:?} (seed {seed})"
+        );
+        // Both holds really landed: each side's media holds.
+        for ph in [&p.a, &p.b] {
+            let last = ph.media.iter().rev().find_map(|(_, a)| match a {
+                MediaAction::Hold(h) => Some(*h),
+                _ => None,
+            });
+            assert_eq!(last, Some(true), "seed {seed}");
+        }
         assert!(p.a.core.poll_timeout().is_none() && p.b.core.poll_timeout().is_none());
     }
 }
@@ -750,6 +774,9 @@ fn an_unanswered_re_invite_holds_up_nothing() {
         SipInput::ReInviteAnswered(Err(ReInviteFailure::Refused("no answer".into()))),
     );
     assert_eq!(p.a.state(), CallState::Connected);
+    let media = p.a.take_media();
+    assert!(media.contains(&(0, MediaAction::Hold(false))), "{media:?}");
+    assert!(!media.contains(&(0, MediaAction::Hold(true))), "{media:?}");
     assert!(p.a.events.iter().any(|e| matches!(
         e,
         Event::CommandFailed {
@@ -917,4 +944,142 @@ fn a_video_offer_to_a_phone_without_a_camera_is_answered_with_audio_alone() {
     assert_eq!(p.a.state(), CallState::Connected);
     assert_eq!(starts(&p.a.take_media()).len(), 1, "Alice runs audio only");
     assert_eq!(p.a.view().map(|v| v.streams.len()), Some(1));
+}
+
+#[test]
+fn a_peer_answering_491_to_everything_gets_three_tries_then_the_user_is_told() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(10)), 17);
+    let now = p.now;
+    let id = p.a.id();
+    p.a.input(now, Input::Hold { id, on: true }).expect("hold");
+    let mut tries = 0;
+    // Bob's side is replaced by a peer that answers 491 to every re-INVITE.
+    for _ in 0..10 {
+        let Some(Wire::ReInvite(_)) = p.a.outbox.pop_front() else {
+            break;
+        };
+        tries += 1;
+        let now = p.now;
+        p.a.receive(now, Wire::ReInviteRefused(Refusal::Pending));
+        match p.a.core.poll_timeout() {
+            Some(t) => {
+                p.now = t;
+                p.a.timeout(t);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(tries, 3);
+    assert!(p.a.core.poll_timeout().is_none(), "no more retries");
+    assert!(p.a.events.iter().any(
+        |e| matches!(e, Event::CommandFailed { command: "hold", error } if error.contains("491"))
+    ));
+    assert_eq!(p.a.state(), CallState::Connected, "the hold did not land");
+}
+
+#[test]
+fn hold_then_resume_before_the_answer_with_the_resume_refused_leaves_the_call_held_as_agreed() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(10)), 18);
+    let now = p.now;
+    let id = p.a.id();
+    p.a.input(now, Input::Hold { id, on: true }).expect("hold");
+    p.a.input(now, Input::Hold { id, on: false })
+        .expect("resume at once");
+    // Bob agrees to the hold; Alice then sends the resume, which is refused (the
+    // refusal is handed to Alice before Bob's own answer could arrive).
+    p.drive_until(|p| {
+        p.a.sip
+            .iter()
+            .filter(|s| matches!(s, SipAction::ReInvite(_)))
+            .count()
+            == 2
+    });
+    let now = p.now;
+    p.a.receive(now, Wire::ReInviteRefused(Refusal::NotAcceptable));
+    // The call is as Bob last agreed: held, on screen and in the media.
+    assert_eq!(p.a.state(), CallState::OnHold);
+    let last = p.a.media.iter().rev().find_map(|(_, a)| match a {
+        MediaAction::Hold(h) => Some(*h),
+        _ => None,
+    });
+    assert_eq!(last, Some(true));
+    // And Bob's next re-INVITE (a refresh) is answered consistently: still held.
+    let answered =
+        forged_reinvite_from_b(&mut p, |s| s.replace("o=hushphone 9 1", "o=hushphone 9 5"));
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(sdp)] if sdp.contains("a=sendonly")),
+        "{answered:?}"
+    );
+}
+
+#[test]
+fn a_re_invite_sending_media_to_a_broadcast_or_multicast_address_is_refused() {
+    for addr in ["255.255.255.255", "224.0.0.1"] {
+        let mut p = secure_call(Conditions::perfect(), 19);
+        let answered = forged_reinvite(&mut p, |s| {
+            s.replace("c=IN IP4 10.0.0.1", &format!("c=IN IP4 {addr}"))
+        });
+        assert_eq!(
+            answered,
+            vec![SipAction::RefuseReInvite(Refusal::NotAcceptable)],
+            "{addr}"
+        );
+    }
+    // 0.0.0.0 is the old way to hold: accepted, and the media stays where it was.
+    let mut p = secure_call(Conditions::perfect(), 20);
+    let answered = forged_reinvite(&mut p, |s| {
+        s.replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0")
+    });
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(_)]),
+        "{answered:?}"
+    );
+    let media = p.b.take_media();
+    assert!(
+        !media
+            .iter()
+            .any(|(_, a)| matches!(a, MediaAction::SetRemote(_))),
+        "{media:?}"
+    );
+    assert!(media.contains(&(0, MediaAction::Hold(true))));
+    assert_eq!(p.b.state(), CallState::OnHold);
+}
+
+#[test]
+fn when_one_of_two_streams_fails_to_start_the_other_is_stopped_and_the_call_rings_on() {
+    let mut p = pair(Conditions::perfect(), 21);
+    p.a.video = true;
+    p.b.video = true;
+    p.b.auto_answer = false;
+    p.a.place(p.now);
+    p.drive();
+    let now = p.now;
+    let id = p.b.id();
+    let streams = p.b.prepared();
+    p.b.core
+        .handle(now, Input::Answer { id, streams })
+        .expect("answer");
+    let mut actions = Vec::new();
+    while let Some(out) = p.b.core.poll() {
+        if let Output::Media(id, i, a) = &out {
+            actions.push((*i, a.clone()));
+            if matches!(a, MediaAction::Start(_)) {
+                // Audio fails; the video's start is already on its way.
+                let report = if *i == 0 {
+                    MediaInput::StartFailed("no microphone".into())
+                } else {
+                    MediaInput::Started
+                };
+                p.b.core
+                    .handle(now, Input::Media(*id, *i, report))
+                    .expect("report");
+            }
+        }
+        assert!(
+            !matches!(out, Output::Sip(_, SipAction::Answer(_))),
+            "no 200"
+        );
+    }
+    assert!(actions.contains(&(1, MediaAction::Stop)), "{actions:?}");
+    assert!(p.b.core.is_ringing(id));
 }
