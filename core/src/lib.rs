@@ -21,6 +21,7 @@ pub mod event;
 pub mod phone;
 pub mod snapshot;
 
+pub use call::Resolver;
 pub use command::{Command, Reply};
 pub use event::Event;
 pub use phone::Phone;

@@ -2,7 +2,7 @@
 //! commands in order, publishes events and keeps the snapshot current. The window, the
 //! CLI and the tests all hold a [`Phone`] and drive it the same way.
 
-use crate::call::{CallInput, CallLayer, ZidState};
+use crate::call::{CallInput, CallLayer, Resolver, ZidState};
 use crate::chat::{ChatInput, ChatLayer};
 use crate::command::{Command, Reply};
 use crate::error::{CoreError, Result};
@@ -63,7 +63,13 @@ const EVENT_BUFFER: usize = 1024;
 
 impl Phone {
     /// Starts the core on its own runtime around an opened profile.
-    pub fn start(mut profile: Profile) -> Result<Phone> {
+    pub fn start(profile: Profile) -> Result<Phone> {
+        Phone::start_with_resolver(profile, crate::call::system_resolver())
+    }
+
+    /// Starts the core with its own way of looking up server names (tests give one
+    /// that never answers, to show that nothing else waits for it).
+    pub fn start_with_resolver(mut profile: Profile, resolver: Resolver) -> Result<Phone> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("hush-core")
@@ -80,7 +86,7 @@ impl Phone {
         let zid_changed = Arc::new(tokio::sync::Notify::new());
         let zid = ZidState::open(&mut profile, &zid_changed);
         let mut core = Core {
-            calls: CallLayer::new(call_tx, zid),
+            calls: CallLayer::new(call_tx, zid, resolver),
             chats: ChatLayer::new(chat_tx),
             statuses: HashMap::new(),
             pending: Vec::new(),

@@ -393,15 +393,12 @@ fn a_registrar_whose_name_does_not_resolve_is_an_account_error() {
         panic!("expected account")
     };
     let start = Instant::now();
-    let err = p
-        .execute_blocking(Command::Connect {
-            account: a.id,
-            password: None,
-        })
-        .expect_err("a name that does not resolve");
-    assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
-    // Bounded even with a dead name service: 5 s for the lookup, then the error.
-    assert!(start.elapsed() < Duration::from_secs(8));
+    // The lookup runs by itself: the command is accepted, the account says why later.
+    p.execute_blocking(Command::Connect {
+        account: a.id,
+        password: None,
+    })
+    .expect("connect is accepted");
     let status = wait(&mut events, "the account's error", |e| match e {
         Event::AccountStatus {
             account,
@@ -413,6 +410,8 @@ fn a_registrar_whose_name_does_not_resolve_is_an_account_error() {
         status.contains("cannot find the server no-such-host.invalid"),
         "{status}"
     );
+    // Bounded even with a dead name service: 5 s for the lookup, then the error.
+    assert!(start.elapsed() < Duration::from_secs(8));
     assert!(matches!(
         p.snapshot().accounts[0].status,
         AccountStatus::Error(_)

@@ -27,11 +27,15 @@ pub(crate) struct Line {
 /// The local address used to reach `remote` (no packet is sent).
 /// Resolves a server's name (bounded: a dead resolver must not leave the account
 /// "connecting" forever) and returns our address towards it, or why not in words.
-pub(crate) async fn route_to_server(host: &str, port: u16) -> Result<IpAddr, String> {
-    let lookup = tokio::net::lookup_host((host, port));
+pub(crate) async fn route_to_server(
+    resolver: &Resolver,
+    host: &str,
+    port: u16,
+) -> Result<IpAddr, String> {
+    let lookup = resolver(host.to_owned(), port);
     let addrs: Vec<std::net::SocketAddr> =
         match tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await {
-            Ok(Ok(a)) => a.collect(),
+            Ok(Ok(a)) => a,
             Ok(Err(_)) => {
                 return Err(format!(
                     "cannot find the server {host} (is the name right?)"
@@ -47,6 +51,31 @@ pub(crate) async fn route_to_server(host: &str, port: u16) -> Result<IpAddr, Str
         .iter()
         .find_map(|a| local_ip_towards(&a.to_string()))
         .ok_or_else(|| format!("no route to the server {host}:{port}"))
+}
+
+/// How the phone finds a server's addresses by name: the system's resolver, or one a
+/// test gives (e.g. one that never answers).
+pub type Resolver = std::sync::Arc<
+    dyn Fn(
+            String,
+            u16,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = std::io::Result<Vec<std::net::SocketAddr>>> + Send,
+            >,
+        > + Send
+        + Sync,
+>;
+
+/// The system's resolver.
+pub(crate) fn system_resolver() -> Resolver {
+    std::sync::Arc::new(|host: String, port: u16| {
+        Box::pin(async move {
+            tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map(|a| a.collect())
+        })
+    })
 }
 
 pub(crate) fn local_ip_towards(remote: &str) -> Option<IpAddr> {

@@ -27,6 +27,8 @@ use hush_signaling::sip::{
     CallKey, ReInvite, RegistrationState, Rejection, SipEvent, SipStack, StackOptions, Transport,
     parse_target,
 };
+pub use line::Resolver;
+pub(crate) use line::system_resolver;
 use line::{Line, LineId, identity, local_ip_towards};
 use machine::{
     CallCore, Input, MediaAction, MediaInput, Output, PreparedStream, ReInviteFailure, Refusal,
@@ -55,11 +57,39 @@ pub(crate) enum CallInput {
     /// A report of the media of one stream (by m-line).
     Media(CallId, usize, MediaReport),
     Registration(AccountId, RegistrationState),
+    /// An account's server was looked up and its stack bound (or why not), for the
+    /// connection attempt numbered.
+    Routed(AccountId, u64, std::result::Result<Box<Routed>, String>),
     /// How our re-INVITE ended.
     ReInviteAnswered(
         CallId,
         std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
     ),
+}
+
+/// A stack bound, with the events it will report.
+type Started = (SipStack, mpsc::Receiver<SipEvent>);
+
+/// What a connection job hands back: the line to install and where it registers.
+pub(crate) struct Routed {
+    spec: LineSpec,
+    started: Started,
+    registrar: rsipstack::sip::Uri,
+    proxy: Option<rsipstack::sip::Uri>,
+}
+
+/// Starts a line's SIP stack (binds its sockets).
+async fn start_stack(
+    spec: &LineSpec,
+) -> std::result::Result<Started, hush_signaling::SignalingError> {
+    SipStack::start(StackOptions {
+        bind: spec.bind,
+        transport: spec.transport,
+        user: spec.user.clone(),
+        tls_roots: spec.tls_roots.clone(),
+        ring_timeout: hush_signaling::sip::RING_TIMEOUT,
+    })
+    .await
 }
 
 /// One stream of ours prepared before an offer or answer: its socket and ZRTP engine.
@@ -137,6 +167,11 @@ pub(crate) struct CallLayer {
     start_failed: Option<String>,
     /// Why the last INVITE could not be sent (the call command's error).
     invite_failed: Option<String>,
+    /// Accounts whose server is being looked up, with the attempt that counts.
+    connecting: BTreeMap<AccountId, u64>,
+    next_attempt: u64,
+    /// How server names are looked up.
+    resolver: line::Resolver,
     /// The barrier of the last SAS verdict sent to a media thread (in a mutex: the
     /// layer must be `Sync`).
     verdict_written: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -261,8 +296,15 @@ fn media_reporter(
 }
 
 impl CallLayer {
-    pub(crate) fn new(input: mpsc::Sender<CallInput>, zid: ZidState) -> CallLayer {
+    pub(crate) fn new(
+        input: mpsc::Sender<CallInput>,
+        zid: ZidState,
+        resolver: line::Resolver,
+    ) -> CallLayer {
         CallLayer {
+            connecting: BTreeMap::new(),
+            next_attempt: 1,
+            resolver,
             input,
             lines: BTreeMap::new(),
             core: CallCore::new(random_u64()),
@@ -318,8 +360,13 @@ impl CallLayer {
     }
 
     async fn add_line(&mut self, spec: LineSpec) -> Result<LineId> {
+        let started = start_stack(&spec).await.map_err(sig)?;
+        self.install_line(spec, started)
+    }
+
+    /// Makes a started stack a line: its events flow to the core task.
+    fn install_line(&mut self, spec: LineSpec, started: Started) -> Result<LineId> {
         let LineSpec {
-            bind,
             user,
             aor_host,
             account,
@@ -327,19 +374,10 @@ impl CallLayer {
             policy,
             media_ip,
             auto_answer,
-            transport,
-            tls_roots,
+            ..
         } = spec;
+        let (stack, mut rx) = started;
         let user = user.as_str();
-        let (stack, mut rx) = SipStack::start(StackOptions {
-            bind,
-            transport,
-            user: user.into(),
-            tls_roots,
-            ring_timeout: hush_signaling::sip::RING_TIMEOUT,
-        })
-        .await
-        .map_err(sig)?;
         let host = aor_host.unwrap_or_else(|| stack.local_addr().to_string());
         let aor = parse_target(&format!("{user}@{host}")).map_err(sig)?;
         let id = self.next_line;
@@ -409,7 +447,9 @@ impl CallLayer {
         let AccountSettings::Sip(settings) = &account.settings else {
             return Err(bad("only SIP accounts place calls; XMPP accounts chat"));
         };
-        if self.lines.values().any(|l| l.account == Some(account.id)) {
+        if self.lines.values().any(|l| l.account == Some(account.id))
+            || self.connecting.contains_key(&account.id)
+        {
             return Ok(());
         }
         let (user, domain) = account
@@ -431,9 +471,6 @@ impl CallLayer {
             .map(|p| p.value())
             .unwrap_or(5060);
         let host = registrar.host_with_port.host.to_string();
-        let media_ip = line::route_to_server(&host, port)
-            .await
-            .map_err(CoreError::Call)?;
         let realm = match settings.realm.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(r) if r.len() > 256 || r.chars().any(|c| c.is_control() || c == '"') => {
@@ -470,22 +507,97 @@ impl CallLayer {
             }
             None => None,
         };
-        let id = self
-            .add_line(LineSpec {
-                bind: SocketAddr::new(media_ip, 0),
-                user: user.to_owned(),
-                aor_host: Some(domain.to_owned()),
-                account: Some(account.id),
-                credential: Some(credential.clone()),
-                policy: settings.encryption,
-                media_ip,
-                auto_answer: None,
-                transport,
-                tls_roots,
-            })
-            .await?;
+        let spec = LineSpec {
+            bind: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0),
+            user: user.to_owned(),
+            aor_host: Some(domain.to_owned()),
+            account: Some(account.id),
+            credential: Some(credential),
+            policy: settings.encryption,
+            media_ip: IpAddr::from([0, 0, 0, 0]),
+            auto_answer: None,
+            transport,
+            tls_roots,
+        };
+        // The server's name is looked up, and the stack bound towards it, in a task of
+        // its own: a name service that hangs holds up this account, never the phone.
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        self.connecting.insert(account.id, attempt);
+        let (input, resolver, acc) = (self.input.clone(), self.resolver.clone(), account.id);
+        tokio::spawn(async move {
+            let routed = async {
+                let media_ip = line::route_to_server(&resolver, &host, port).await?;
+                let spec = LineSpec {
+                    bind: SocketAddr::new(media_ip, 0),
+                    media_ip,
+                    ..spec
+                };
+                let started = start_stack(&spec).await.map_err(|e| e.to_string())?;
+                Ok((spec, started))
+            }
+            .await;
+            let routed = routed.map(|(spec, started)| {
+                Box::new(Routed {
+                    spec,
+                    started,
+                    registrar,
+                    proxy,
+                })
+            });
+            let _ = input.send(CallInput::Routed(acc, attempt, routed)).await;
+        });
+        events.push(Event::AccountStatus {
+            account: account.id,
+            status: AccountStatus::Connecting,
+        });
+        Ok(())
+    }
+
+    /// The account's server was found and its stack bound: the line goes up and
+    /// registers (unless the account was disconnected meanwhile).
+    fn routed(
+        &mut self,
+        account: AccountId,
+        attempt: u64,
+        routed: std::result::Result<Box<Routed>, String>,
+        events: &mut Vec<Event>,
+    ) {
+        if self.connecting.get(&account) != Some(&attempt) {
+            return; // disconnected, or connected again since
+        }
+        self.connecting.remove(&account);
+        let routed = match routed {
+            Ok(r) => r,
+            Err(why) => {
+                events.push(Event::AccountStatus {
+                    account,
+                    status: AccountStatus::Error(why),
+                });
+                return;
+            }
+        };
+        let Routed {
+            spec,
+            started,
+            registrar,
+            proxy,
+        } = *routed;
+        let Some(credential) = spec.credential.clone() else {
+            return;
+        };
+        let id = match self.install_line(spec, started) {
+            Ok(id) => id,
+            Err(e) => {
+                events.push(Event::AccountStatus {
+                    account,
+                    status: AccountStatus::Error(e.to_string()),
+                });
+                return;
+            }
+        };
         let Some(line) = self.lines.get_mut(&id) else {
-            return Err(CoreError::Stopped);
+            return;
         };
         line.stack
             .route_calls_via(proxy.as_ref().unwrap_or(&registrar));
@@ -494,11 +606,14 @@ impl CallLayer {
             .register_aor(registrar, line.aor.clone(), credential);
         let mut state = handle.state();
         let input = self.input.clone();
-        let acc = account.id;
         tokio::spawn(async move {
             loop {
                 let s = state.borrow_and_update().clone();
-                if input.send(CallInput::Registration(acc, s)).await.is_err() {
+                if input
+                    .send(CallInput::Registration(account, s))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 if state.changed().await.is_err() {
@@ -507,15 +622,11 @@ impl CallLayer {
             }
         });
         line.registration = Some(handle);
-        events.push(Event::AccountStatus {
-            account: account.id,
-            status: AccountStatus::Connecting,
-        });
-        Ok(())
     }
 
     /// Un-registers and closes an account's line.
     pub(crate) async fn disconnect(&mut self, account: AccountId) {
+        self.connecting.remove(&account);
         let ids: Vec<LineId> = self
             .lines
             .iter()
@@ -893,6 +1004,9 @@ impl CallLayer {
                     }
                 };
                 let _ = self.core.handle(now, Input::Media(id, stream, media));
+            }
+            CallInput::Routed(account, attempt, routed) => {
+                self.routed(account, attempt, routed, events)
             }
             CallInput::ReInviteAnswered(id, answer) => {
                 let answer = answer.map_err(|e| match e {

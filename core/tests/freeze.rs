@@ -1,0 +1,216 @@
+//! Nothing the network does (or fails to do) holds up the phone: with a registrar name
+//! whose lookup never ends and a peer that never answers our re-INVITE, chat messages
+//! still arrive through a real Prosody, a second call still goes secure, and every
+//! command still gets its answer at once.
+
+mod chat_common;
+
+use chat_common::{online, register, wait};
+use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings};
+use hush_core::snapshot::{AccountStatus, CallState};
+use hush_core::{
+    CallSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Resolver, Secret,
+};
+use hush_harness::{ServerKind, SipPeer, XmppServer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// A name service that never answers, counting the lookups it was asked for.
+fn hanging_resolver(asked: Arc<AtomicUsize>) -> Resolver {
+    Arc::new(move |_host: String, _port: u16| {
+        asked.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::pending())
+    })
+}
+
+/// Runs `command` and says how long the phone took to answer it (bounded).
+fn answer_time(phone: &Phone, command: Command) -> (Duration, hush_core::Result<Reply>) {
+    let start = Instant::now();
+    let reply = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.spawn(move || {
+            let _ = tx.send(phone.execute_blocking(command));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the phone answered no command for 10 s")
+    });
+    (start.elapsed(), reply)
+}
+
+#[test]
+fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
+    let server = XmppServer::start(ServerKind::Prosody).expect("server starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let asked = Arc::new(AtomicUsize::new(0));
+    let alice = Phone::start_with_resolver(
+        Profile::open(&dir.path().join("alice")).expect("profile"),
+        hanging_resolver(asked.clone()),
+    )
+    .expect("phone");
+    let bob =
+        Phone::start(Profile::open(&dir.path().join("bob")).expect("profile")).expect("phone");
+    let mut ae = alice.events();
+    let mut be = bob.events();
+    let a = register(&alice, &server, "alice");
+    let b = register(&bob, &server, "bob");
+    online(&alice, &mut ae, a);
+    online(&bob, &mut be, b);
+
+    // 1. A SIP account whose registrar's name never resolves: connecting answers at
+    // once, and the account says it is connecting.
+    let Reply::Account(sip) = alice
+        .execute_blocking(Command::AddAccount(NewAccount {
+            address: "alice@stuck.example".into(),
+            display_name: None,
+            password: Some(Secret::from("pw")),
+            remember_password: true,
+            settings: AccountSettings::Sip(SipSettings::default()),
+        }))
+        .expect("add")
+    else {
+        panic!("expected account")
+    };
+    let (took, reply) = answer_time(
+        &alice,
+        Command::Connect {
+            account: sip.id,
+            password: None,
+        },
+    );
+    reply.expect("connect is accepted; the lookup goes on by itself");
+    assert!(took < Duration::from_secs(1), "connect waited {took:?}");
+    wait(&alice, &mut ae, "the lookup under way", |e| {
+        matches!(e, Event::AccountStatus { account, status: AccountStatus::Connecting } if *account == sip.id).then_some(())
+    });
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+
+    // 2. A call whose peer picks up, then never answers our hold re-INVITE.
+    let silent = SipPeer::bind("carol").expect("peer");
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").expect("media sink");
+    let port = sink.local_addr().expect("addr").port();
+    let Reply::Call(stuck) = alice
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("carol@{}", silent.addr()),
+            audio: AudioChoice::default(),
+            policy: Some(EncryptionPolicy::BestEffort),
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    let (invite, from) = silent
+        .next_request("INVITE", Duration::from_secs(10))
+        .expect("the INVITE");
+    let answer = format!(
+        "v=0\r\no=carol 2 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    silent
+        .accept(&invite, from, "carol-1", &answer)
+        .expect("200 OK");
+    wait(&alice, &mut ae, "connected", |e| {
+        matches!(e, Event::CallState { call, state: CallState::Connected } if *call == stuck)
+            .then_some(())
+    });
+    let (took, reply) = answer_time(
+        &alice,
+        Command::Hold {
+            call: stuck,
+            on: true,
+        },
+    );
+    reply.expect("hold");
+    assert!(took < Duration::from_secs(1), "hold waited {took:?}");
+    silent
+        .next_request("INVITE", Duration::from_secs(5))
+        .expect("the re-INVITE, which carol never answers");
+
+    // 3. Meanwhile a chat message arrives, and one goes out.
+    let sent = Instant::now();
+    bob.execute_blocking(Command::SendChat {
+        account: b,
+        to: "alice@localhost".into(),
+        body: "are you there?".into(),
+    })
+    .expect("send");
+    wait(&alice, &mut ae, "bob's message", |e| {
+        matches!(e, Event::ChatLine { line, .. } if line.body == "are you there?").then_some(())
+    });
+    let (took, reply) = answer_time(
+        &alice,
+        Command::SendChat {
+            account: a,
+            to: "bob@localhost".into(),
+            body: "yes".into(),
+        },
+    );
+    reply.expect("send");
+    assert!(took < Duration::from_secs(1), "sending waited {took:?}");
+    wait(&bob, &mut be, "alice's answer", |e| {
+        matches!(e, Event::ChatLine { line, .. } if line.body == "yes").then_some(())
+    });
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "the chat round trip took {:?}",
+        sent.elapsed()
+    );
+
+    // 4. And a second call goes secure: the echo test.
+    let Reply::Listening(echo) = alice
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(AudioChoice {
+                source: SourceSpec::Echo,
+                sink: SinkSpec::Null,
+            }),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected Listening")
+    };
+    let Reply::Call(second) = alice
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("echo@{echo}"),
+            audio: AudioChoice {
+                source: SourceSpec::Silence,
+                sink: SinkSpec::Null,
+            },
+            policy: None,
+        })
+        .expect("second call")
+    else {
+        panic!("expected Call")
+    };
+    wait(&alice, &mut ae, "the second call secure", |e| {
+        matches!(e, Event::CallSecurity { call, security: CallSecurity::Secure { .. } } if *call == second).then_some(())
+    });
+
+    // The stuck ones are still what they were: the held call waits for carol (and is
+    // not shown on hold before she agrees), the account for its name.
+    let snap = alice.snapshot();
+    let held = snap.calls.iter().find(|c| c.id == stuck).expect("still up");
+    assert_eq!(held.state, CallState::Connected);
+    assert!(matches!(
+        snap.accounts
+            .iter()
+            .find(|x| x.config.id == sip.id)
+            .map(|x| &x.status),
+        Some(AccountStatus::Connecting)
+    ));
+    // The lookup is given up after its 5 s, with words; still nothing else waited.
+    let why = wait(&alice, &mut ae, "the lookup's end", |e| match e {
+        Event::AccountStatus {
+            account,
+            status: AccountStatus::Error(why),
+        } if *account == sip.id => Some(why.clone()),
+        _ => None,
+    });
+    assert!(
+        why.contains("no answer from the name service within 5 s"),
+        "{why}"
+    );
+}
