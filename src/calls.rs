@@ -208,12 +208,17 @@ fn print(out: &Out, ev: &Event) {
             "dtmf",
             &[("call", call_id(*call)), ("key", key.to_string().into())],
         ),
-        Event::CommandFailed { command, error } => {
+        Event::CommandFailed {
+            command,
+            error,
+            permanent,
+        } => {
             out.record(
                 "error",
                 &[
                     ("command", (*command).into()),
                     ("reason", error.clone().into()),
+                    ("permanent", (*permanent).into()),
                 ],
             );
         }

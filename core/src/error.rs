@@ -90,6 +90,12 @@ pub enum CoreError {
     /// A call could not be set up or continued; the text is for the user.
     #[error("{0}")]
     Call(String),
+    /// Signalling (SIP, XMPP) failed; whether it is worth retrying stays with it.
+    #[error("{0}")]
+    Signaling(#[from] hush_signaling::SignalingError),
+    /// Media (audio devices, RTP, ZRTP, the ZID cache) failed.
+    #[error("{0}")]
+    Media(#[from] hush_media::MediaError),
     /// OTR refused an operation; the text is for the user.
     #[error("{0}")]
     Otr(#[from] hush_signaling::otr::OtrError),
@@ -99,6 +105,22 @@ pub enum CoreError {
 }
 
 impl CoreError {
+    /// Whether trying again unchanged cannot help (a wrong password, a refused login,
+    /// a policy): the user must change something first.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            CoreError::Signaling(e) => e.is_permanent(),
+            CoreError::WrongMasterPassword
+            | CoreError::WeakMasterPassword(_)
+            | CoreError::InvalidInput(_)
+            | CoreError::DuplicateAccount(_)
+            | CoreError::NoSuchAccount(_)
+            | CoreError::ProfileTooNew { .. }
+            | CoreError::CorruptProfile { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CoreError::Io {
             path: path.into(),
@@ -109,3 +131,23 @@ impl CoreError {
 
 /// Result alias for hush-core.
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hush_signaling::SignalingError;
+
+    #[test]
+    fn whether_retrying_can_help_survives_from_the_layer_that_knows() {
+        assert!(CoreError::from(SignalingError::AuthFailed).is_permanent());
+        assert!(!CoreError::from(SignalingError::Timeout).is_permanent());
+        assert!(!CoreError::from(SignalingError::Unreachable("x".into())).is_permanent());
+        assert!(CoreError::InvalidInput("x".into()).is_permanent());
+        assert!(!CoreError::Stopped.is_permanent());
+        // The words stay those of the layer below.
+        assert_eq!(
+            CoreError::from(SignalingError::Timeout).to_string(),
+            SignalingError::Timeout.to_string()
+        );
+    }
+}

@@ -188,5 +188,7 @@ pub enum Event {
         command: &'static str,
         /// Why.
         error: String,
+        /// Trying again unchanged cannot help (see [`crate::CoreError::is_permanent`]).
+        permanent: bool,
     },
 }

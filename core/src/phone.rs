@@ -256,7 +256,7 @@ impl Core {
                     let result = self.apply(command).await;
                     if let Err(e) = &result {
                         tracing::debug!(command = name, error = %e, "command failed");
-                        self.pending.push(Event::CommandFailed { command: name, error: e.to_string() });
+                        self.pending.push(Event::CommandFailed { command: name, error: e.to_string(), permanent: e.is_permanent() });
                     }
                     self.flush();
                     // Saved before the reply: a CLI that exits on it has its keys on disk.
@@ -328,6 +328,7 @@ impl Core {
             self.pending.push(Event::CommandFailed {
                 command: "save ZRTP keys",
                 error: e.to_string(),
+                permanent: e.is_permanent(),
             });
         }
     }
@@ -338,7 +339,7 @@ impl Core {
             return Ok(());
         };
         self.with_profile(move |p| {
-            let image = store.image().map_err(|e| CoreError::Call(e.to_string()))?;
+            let image = store.image()?;
             p.save_zrtp_cache(&image)
         })
         .await?;
@@ -410,6 +411,7 @@ impl Core {
             self.pending.push(Event::CommandFailed {
                 command: "save OTR keys",
                 error: e.to_string(),
+                permanent: e.is_permanent(),
             });
         }
     }
@@ -661,9 +663,7 @@ impl Core {
                 let j: hush_signaling::xmpp::BareJid = address
                     .parse()
                     .map_err(|e| CoreError::InvalidInput(format!("{address}: {e}")))?;
-                hush_signaling::xmpp::register_account(&connector, &j, password.expose())
-                    .await
-                    .map_err(|e| CoreError::Call(e.to_string()))?;
+                hush_signaling::xmpp::register_account(&connector, &j, password.expose()).await?;
                 let config = self.with_profile(move |p| p.add_account(new)).await?;
                 events.push(Event::AccountAdded(config.clone()));
                 Reply::Account(config)
@@ -682,8 +682,7 @@ impl Core {
                     .parse()
                     .map_err(|e| CoreError::InvalidInput(format!("{e}")))?;
                 hush_signaling::xmpp::change_password(&connector, &j, old.expose(), new.expose())
-                    .await
-                    .map_err(|e| CoreError::Call(e.to_string()))?;
+                    .await?;
                 if config.remember_password {
                     self.with_profile(move |p| p.set_account_password(account, &new))
                         .await?;

@@ -179,8 +179,18 @@ impl HushApp {
     fn drain_events(&mut self) {
         loop {
             match self.events.try_recv() {
-                Ok(Event::CommandFailed { command, error }) => {
-                    self.notice = Some(format!("Could not {command}: {error}"))
+                Ok(Event::CommandFailed {
+                    command,
+                    error,
+                    permanent,
+                }) => {
+                    self.notice = Some(if permanent {
+                        format!(
+                            "Could not {command}: {error}. Trying again will not help until that is changed."
+                        )
+                    } else {
+                        format!("Could not {command}: {error}")
+                    })
                 }
                 Ok(Event::Unlocked) => self.notice = None,
                 Ok(Event::CallIncoming { .. }) => self.page = Page::Calls,

@@ -203,14 +203,6 @@ fn bad(what: impl Into<String>) -> CoreError {
     CoreError::InvalidInput(what.into())
 }
 
-fn sig(e: hush_signaling::SignalingError) -> CoreError {
-    CoreError::Call(e.to_string())
-}
-
-fn med(e: hush_media::MediaError) -> CoreError {
-    CoreError::Call(e.to_string())
-}
-
 /// State changes of one call waiting for room in the input queue; a call has a handful
 /// (secure, cleartext, failed, ended), so more than this means something is wrong.
 const MEDIA_BACKLOG: usize = 16;
@@ -360,7 +352,7 @@ impl CallLayer {
     }
 
     async fn add_line(&mut self, spec: LineSpec) -> Result<LineId> {
-        let started = start_stack(&spec).await.map_err(sig)?;
+        let started = start_stack(&spec).await?;
         self.install_line(spec, started)
     }
 
@@ -379,7 +371,7 @@ impl CallLayer {
         let (stack, mut rx) = started;
         let user = user.as_str();
         let host = aor_host.unwrap_or_else(|| stack.local_addr().to_string());
-        let aor = parse_target(&format!("{user}@{host}")).map_err(sig)?;
+        let aor = parse_target(&format!("{user}@{host}"))?;
         let id = self.next_line;
         self.next_line += 1;
         let input = self.input.clone();
@@ -461,8 +453,7 @@ impl CallLayer {
             .clone()
             .unwrap_or_else(|| format!("sip:{domain}"));
         let mut registrar =
-            parse_target(&format!("x@{}", registrar_text.trim_start_matches("sip:")))
-                .map_err(sig)?;
+            parse_target(&format!("x@{}", registrar_text.trim_start_matches("sip:")))?;
         registrar.auth = None;
         let port = registrar
             .host_with_port
@@ -492,19 +483,17 @@ impl CallLayer {
             crate::model::Transport::Tls => Transport::Tls,
         };
         let tls_roots = match transport {
-            Transport::Tls => Some(
-                hush_signaling::sip::trusted_certificates(
-                    settings.tls_ca_file.as_deref().map(std::path::Path::new),
-                )
-                .map_err(sig)?,
-            ),
+            Transport::Tls => Some(hush_signaling::sip::trusted_certificates(
+                settings.tls_ca_file.as_deref().map(std::path::Path::new),
+            )?),
             _ => None,
         };
         // Calls go through the outbound proxy if there is one, else the registrar.
         let proxy = match &settings.outbound_proxy {
-            Some(p) => {
-                Some(parse_target(&format!("x@{}", p.trim_start_matches("sip:"))).map_err(sig)?)
-            }
+            Some(p) => Some(parse_target(&format!(
+                "x@{}",
+                p.trim_start_matches("sip:")
+            ))?),
             None => None,
         };
         let spec = LineSpec {
@@ -685,7 +674,7 @@ impl CallLayer {
             }),
             ..ZrtpConfig::default()
         };
-        ZrtpSession::new(&config, ssrc, Instant::now()).map_err(med)
+        ZrtpSession::new(&config, ssrc, Instant::now()).map_err(CoreError::from)
     }
 
     /// Binds a stream's port and makes its ZRTP session: what an offer or answer needs.
@@ -699,13 +688,13 @@ impl CallLayer {
             return Err(CoreError::Call("video is not supported yet".into()));
         }
         let line = self.lines.get(&line).ok_or(CoreError::Stopped)?;
-        let media = PreparedMedia::bind(line.media_ip).map_err(med)?;
+        let media = PreparedMedia::bind(line.media_ip)?;
         let ssrc = random_u64() as u32;
         let zrtp = Self::zrtp_for(&self.zid, line, peer, ssrc)?;
         let stream = PreparedStream {
             kind,
             port: media.local_addr().port(),
-            zrtp_hash: Some(zrtp.hello_hash().map_err(med)?),
+            zrtp_hash: Some(zrtp.hello_hash()?),
         };
         Ok((
             Prepared {
@@ -741,7 +730,7 @@ impl CallLayer {
             {
                 Some((i, _)) => *i,
                 None => {
-                    let uri = parse_target(target).map_err(sig)?;
+                    let uri = parse_target(target)?;
                     let port = uri
                         .host_with_port
                         .port
@@ -761,7 +750,7 @@ impl CallLayer {
                 }
             },
         };
-        let target_uri = parse_target(target).map_err(sig)?;
+        let target_uri = parse_target(target)?;
         let peer_identity = identity(&target_uri);
         let line = self.lines.get(&line_id).ok_or(CoreError::Stopped)?;
         let (policy, addr) = (policy.unwrap_or(line.policy), line.media_ip);
@@ -929,14 +918,13 @@ impl CallLayer {
         key: &str,
         verified: bool,
     ) -> Result<()> {
-        let id = identity(&parse_target(peer).map_err(sig)?);
+        let id = identity(&parse_target(peer)?);
         let zid = Zid::parse(key).map_err(|e| bad(e.to_string()))?;
         let store = self.zid.store()?.clone();
         let who = id.clone();
         let changed = tokio::task::spawn_blocking(move || store.set_verified(&who, &zid, verified))
             .await
-            .map_err(|_| CoreError::Stopped)?
-            .map_err(med)?;
+            .map_err(|_| CoreError::Stopped)??;
         if changed == 0 {
             return Err(bad(format!(
                 "{id} has not presented the key {zid} on a secure call: there is no SAS to verify"
@@ -947,12 +935,11 @@ impl CallLayer {
 
     /// The keys `peer`'s address has presented, the last seen first.
     pub(crate) async fn peer_keys(&self, peer: &str) -> Result<Vec<crate::security::PeerKey>> {
-        let id = identity(&parse_target(peer).map_err(sig)?);
+        let id = identity(&parse_target(peer)?);
         let store = self.zid.store()?.clone();
         let keys = tokio::task::spawn_blocking(move || store.keys_of(&id))
             .await
-            .map_err(|_| CoreError::Stopped)?
-            .map_err(med)?;
+            .map_err(|_| CoreError::Stopped)??;
         Ok(keys.into_iter().map(zid::peer_key).collect())
     }
 
@@ -961,8 +948,7 @@ impl CallLayer {
         let store = self.zid.store()?.clone();
         let keys = tokio::task::spawn_blocking(move || store.verified_keys())
             .await
-            .map_err(|_| CoreError::Stopped)?
-            .map_err(med)?;
+            .map_err(|_| CoreError::Stopped)??;
         Ok(keys.into_iter().map(zid::peer_key).collect())
     }
 
@@ -1318,16 +1304,13 @@ impl CallLayer {
             peer_hello_hash: start.peer_hash,
             remote: start.remote,
         };
-        let media = prepared
-            .media
-            .start(
-                cfg,
-                Some(zrtp),
-                io.audio.source.clone(),
-                io.audio.sink.clone(),
-                media_reporter(input, id, stream),
-            )
-            .map_err(med)?;
+        let media = prepared.media.start(
+            cfg,
+            Some(zrtp),
+            io.audio.source.clone(),
+            io.audio.sink.clone(),
+            media_reporter(input, id, stream),
+        )?;
         io.media.insert(stream, media);
         Ok(())
     }

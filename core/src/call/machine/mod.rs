@@ -903,6 +903,7 @@ impl CallCore {
                 self.out.push_back(Output::Event(Event::CommandFailed {
                     command: "hold",
                     error: format!("the answer was ignored: {why}"),
+                    permanent: false,
                 }));
             }
         }
@@ -934,6 +935,7 @@ impl CallCore {
         self.event(Event::CommandFailed {
             command: "hold",
             error: why,
+            permanent: false,
         });
     }
 

@@ -972,7 +972,7 @@ fn a_peer_answering_491_to_everything_gets_three_tries_then_the_user_is_told() {
     assert_eq!(tries, 3);
     assert!(p.a.core.poll_timeout().is_none(), "no more retries");
     assert!(p.a.events.iter().any(
-        |e| matches!(e, Event::CommandFailed { command: "hold", error } if error.contains("491"))
+        |e| matches!(e, Event::CommandFailed { command: "hold", error, permanent: false } if error.contains("491"))
     ));
     assert_eq!(p.a.state(), CallState::Connected, "the hold did not land");
 }
