@@ -1,9 +1,6 @@
 //! Hushphone: the window by default, and a scriptable command line.
 
-mod calls;
-mod chat_cli;
 mod cli;
-mod otr_cli;
 
 use std::process::ExitCode;
 

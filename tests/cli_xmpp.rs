@@ -472,7 +472,7 @@ fn otr_authentication_between_two_cli_processes_on(kind: ServerKind) {
         let v = bob_lines
             .recv_timeout(Duration::from_secs(20))
             .expect("bob comes online");
-        let online = v["type"] == "registration" && v["status"] == "registered";
+        let online = v["type"] == "status" && v["status"] == "online";
         bob_seen.push(v);
         if online {
             break;

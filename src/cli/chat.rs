@@ -1,15 +1,16 @@
 //! `hushphone xmpp ...`: chat accounts, roster and messages from the command line, each
 //! result or event one line (or one JSON object with --json).
 
-use crate::calls::connect;
-use crate::cli::{CliError, Out, Secrets, find_account};
+use super::error::CliError;
+use super::output::Out;
+use super::secrets::Secrets;
+use super::session::{AccountArg, connect, find_account, follow, unlock_if_needed};
 use clap::{Args, Subcommand};
 use hush_core::command::RequestAnswer;
 use hush_core::model::{AccountSettings, XmppSettings};
-use hush_core::snapshot::{ChatLine, ContactView, Presence, SmpView, Subscription};
-use hush_core::{AccountId, ChatSecurity, Command, CoreError, Event, NewAccount, Phone, Reply};
-use serde_json::Value;
-use std::time::{Duration, Instant};
+use hush_core::snapshot::{Presence, Subscription};
+use hush_core::{AccountId, Command, CoreError, Event, NewAccount, Phone, Reply};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 #[derive(Subcommand, Debug)]
@@ -88,7 +89,7 @@ pub(crate) enum XmppCmd {
     },
     /// Private conversations (OTR): keys, fingerprints, policies, authentication.
     #[command(subcommand)]
-    Otr(crate::otr_cli::OtrCmd),
+    Otr(super::otr::OtrCmd),
     /// Join (or create) a room, print who is there and what is said.
     Join {
         #[command(flatten)]
@@ -109,13 +110,6 @@ pub(crate) enum XmppCmd {
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
     },
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct AccountArg {
-    /// The account (id or address).
-    #[arg(long)]
-    pub(crate) account: String,
 }
 
 #[derive(Args, Debug)]
@@ -154,217 +148,6 @@ pub(crate) enum StatusArg {
     Dnd,
 }
 
-fn presence_text(p: Presence) -> &'static str {
-    match p {
-        Presence::Available => "available",
-        Presence::Away => "away",
-        Presence::DoNotDisturb => "dnd",
-        Presence::Offline => "offline",
-    }
-}
-
-fn contact(out: &Out, c: &ContactView) {
-    let sub = match c.subscription {
-        Subscription::WaitingForAuthorization => "waiting-for-authorization",
-        Subscription::RequestReceived => "request-received",
-        Subscription::Authorized => "authorized",
-        Subscription::None => "none",
-    };
-    let mut f = vec![
-        ("account", Value::from(c.account.0)),
-        ("address", c.address.clone().into()),
-        ("presence", presence_text(c.presence).into()),
-        ("subscription", sub.into()),
-    ];
-    if let Some(a) = &c.alias {
-        f.push(("alias", a.clone().into()));
-    }
-    if let Some(g) = &c.group {
-        f.push(("group", g.clone().into()));
-    }
-    out.record("contact", &f);
-}
-
-fn line(out: &Out, kind: &str, account: AccountId, place: (&str, &str), l: &ChatLine) {
-    out.record(
-        kind,
-        &[
-            ("account", account.0.into()),
-            (place.0, place.1.into()),
-            ("from", l.sender.clone().into()),
-            ("id", l.id.clone().into()),
-            ("delayed", l.delayed.into()),
-            ("encrypted", l.encrypted.into()),
-            ("body", l.body.clone().into()),
-        ],
-    );
-}
-
-fn security_text(s: ChatSecurity) -> &'static str {
-    match s {
-        ChatSecurity::NotPrivate => "not-private",
-        ChatSecurity::PrivateUnverified => "private-unverified",
-        ChatSecurity::PrivateVerified => "private-verified",
-        ChatSecurity::Finished => "finished",
-    }
-}
-
-fn smp_text(s: &SmpView) -> (&'static str, String) {
-    match s {
-        SmpView::Asked(q) => ("asked", q.clone()),
-        SmpView::SecretAsked => ("secret-asked", String::new()),
-        SmpView::InProgress(p) => ("in-progress", p.to_string()),
-        SmpView::Succeeded => ("succeeded", String::new()),
-        SmpView::Failed => ("failed", String::new()),
-        SmpView::Aborted => ("aborted", String::new()),
-    }
-}
-
-/// Prints a chat event; returns true for an incoming message.
-pub(crate) fn print(out: &Out, ev: &Event) -> bool {
-    match ev {
-        Event::ChatLine {
-            account,
-            peer,
-            line: l,
-        } if l.notice => out.record(
-            "notice",
-            &[
-                ("account", account.0.into()),
-                ("peer", peer.clone().into()),
-                ("text", l.body.clone().into()),
-            ],
-        ),
-        Event::ChatLine {
-            account,
-            peer,
-            line: l,
-        } if !l.from_me => {
-            line(out, "message", *account, ("peer", peer), l);
-            return true;
-        }
-        Event::ChatLine {
-            account,
-            peer,
-            line: l,
-        } if l.held => out.record(
-            "held",
-            &[
-                ("account", account.0.into()),
-                ("peer", peer.clone().into()),
-                ("id", l.id.clone().into()),
-            ],
-        ),
-        Event::ChatSecurity {
-            account,
-            peer,
-            security,
-            fingerprint,
-        } => out.record(
-            "security",
-            &[
-                ("account", account.0.into()),
-                ("peer", peer.clone().into()),
-                ("state", security_text(*security).into()),
-                (
-                    "fingerprint",
-                    fingerprint.clone().unwrap_or_default().into(),
-                ),
-            ],
-        ),
-        Event::OtrFingerprint {
-            account,
-            peer,
-            fingerprint,
-            changed,
-        } => out.record(
-            "peer-fingerprint",
-            &[
-                ("account", account.0.into()),
-                ("peer", peer.clone().into()),
-                ("fingerprint", fingerprint.clone().into()),
-                ("changed", (*changed).into()),
-            ],
-        ),
-        Event::Smp {
-            account,
-            peer,
-            progress,
-        } => {
-            let (state, detail) = smp_text(progress);
-            out.record(
-                "smp",
-                &[
-                    ("account", account.0.into()),
-                    ("peer", peer.clone().into()),
-                    ("state", state.into()),
-                    ("detail", detail.into()),
-                ],
-            );
-        }
-        Event::OtrKey {
-            account,
-            fingerprint,
-        } => out.record(
-            "key-generated",
-            &[
-                ("account", account.0.into()),
-                ("fingerprint", fingerprint.clone().into()),
-            ],
-        ),
-        Event::ChatDelivered { account, peer, id } => out.record(
-            "delivered",
-            &[
-                ("account", account.0.into()),
-                ("peer", peer.clone().into()),
-                ("id", id.clone().into()),
-            ],
-        ),
-        Event::Contact { contact: c, .. } => contact(out, c),
-        Event::ContactRemoved { account, address } => out.record(
-            "removed",
-            &[
-                ("account", account.0.into()),
-                ("address", address.clone().into()),
-            ],
-        ),
-        Event::SubscriptionRequest { account, from } => out.record(
-            "request",
-            &[("account", account.0.into()), ("from", from.clone().into())],
-        ),
-        Event::RoomJoined { account, room } => out.record(
-            "joined",
-            &[("account", account.0.into()), ("room", room.clone().into())],
-        ),
-        Event::RoomOccupants {
-            account,
-            room,
-            occupants,
-        } => out.record(
-            "occupants",
-            &[
-                ("account", account.0.into()),
-                ("room", room.clone().into()),
-                ("nicks", occupants.join(",").into()),
-            ],
-        ),
-        Event::RoomLine {
-            account,
-            room,
-            line: l,
-        } if !l.from_me => line(out, "room-message", *account, ("room", room), l),
-        Event::ChatError { account, reason } => out.record(
-            "error",
-            &[
-                ("account", account.0.into()),
-                ("reason", reason.clone().into()),
-            ],
-        ),
-        _ => {}
-    }
-    false
-}
-
 fn account_id(phone: &Phone, key: &str) -> Result<AccountId, CliError> {
     let accounts: Vec<_> = phone
         .snapshot()
@@ -375,24 +158,6 @@ fn account_id(phone: &Phone, key: &str) -> Result<AccountId, CliError> {
     find_account(&accounts, key)
 }
 
-/// Follows events for `dur`, printing them; stops early when `done` says so.
-pub(crate) fn follow(
-    phone: &Phone,
-    rx: &mut broadcast::Receiver<Event>,
-    out: &Out,
-    dur: Duration,
-    mut done: impl FnMut(&Event) -> bool,
-) -> bool {
-    let deadline = Instant::now() + dur;
-    while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
-        print(out, &ev);
-        if done(&ev) {
-            return true;
-        }
-    }
-    false
-}
-
 pub(crate) fn run(
     phone: &Phone,
     cmd: XmppCmd,
@@ -401,12 +166,12 @@ pub(crate) fn run(
 ) -> Result<(), CliError> {
     let mut rx = phone.events();
     match cmd {
-        XmppCmd::Otr(c) => crate::otr_cli::run(phone, c, secrets, out)?,
+        XmppCmd::Otr(c) => super::otr::run(phone, c, secrets, out)?,
         XmppCmd::Register(args) => {
             let password = secrets.ask_new("Password for the new account")?;
             let remember = !args.no_remember;
             if remember && phone.snapshot().locked {
-                crate::cli::unlock_if_needed(phone, secrets)?;
+                unlock_if_needed(phone, secrets)?;
             }
             let pinned = match args.pin_cert {
                 Some(p) => Some(
@@ -448,7 +213,7 @@ pub(crate) fn run(
                 .iter()
                 .any(|a| a.config.id == id && a.config.remember_password);
             if remembered {
-                crate::cli::unlock_if_needed(phone, secrets)?;
+                unlock_if_needed(phone, secrets)?;
             }
             let old = if remembered {
                 None

@@ -1,13 +1,16 @@
 //! The call commands of the CLI: `call`, `answer`, `echo-test`, `sas-verified`. They
 //! drive the core like the window does and print each event as one line.
 
-use crate::cli::{CliError, Out, Secrets, find_account};
+use super::error::CliError;
+use super::output::Out;
+use super::records::call_event as print;
+use super::secrets::Secrets;
+use super::session::{connect, unlock_if_needed};
 use clap::Args;
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
-use hush_core::snapshot::{AccountStatus, CallId, CallState};
-use hush_core::{AccountId, CallSecurity, Command, CoreError, Event, Phone, Reply};
-use serde_json::Value;
+use hush_core::snapshot::{CallId, CallState};
+use hush_core::{CallSecurity, Command, CoreError, Event, Phone, Reply};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -113,119 +116,6 @@ pub(crate) struct AnswerArgs {
     best_effort: bool,
 }
 
-fn call_id(id: CallId) -> Value {
-    id.0.into()
-}
-
-/// Prints one event as a line; returns nothing, so all commands print the same way.
-fn print(out: &Out, ev: &Event) {
-    match ev {
-        Event::AccountStatus { account, status } => {
-            let (s, reason) = match status {
-                AccountStatus::Offline => ("offline", None),
-                AccountStatus::Connecting => ("registering", None),
-                AccountStatus::Retrying(e) => ("retrying", Some(e.clone())),
-                AccountStatus::Online => ("registered", None),
-                AccountStatus::Error(e) => ("error", Some(e.clone())),
-            };
-            let mut f = vec![("account", Value::from(account.0)), ("status", s.into())];
-            if let Some(r) = reason {
-                f.push(("reason", r.into()));
-            }
-            out.record("registration", &f);
-        }
-        Event::CallIncoming { call, from } => {
-            out.record(
-                "incoming",
-                &[("call", call_id(*call)), ("from", from.clone().into())],
-            );
-        }
-        Event::CallState { call, state } => {
-            let (s, reason) = match state {
-                CallState::Calling => ("calling", None),
-                CallState::Ringing => ("ringing", None),
-                CallState::Incoming => ("incoming", None),
-                CallState::Connected => ("connected", None),
-                CallState::OnHold => ("on-hold", None),
-                CallState::Ended(r) => ("ended", Some(r.clone())),
-            };
-            let mut f = vec![("call", call_id(*call)), ("state", s.into())];
-            if let Some(r) = reason {
-                f.push(("reason", r.into()));
-            }
-            out.record("call", &f);
-        }
-        Event::CallAlgorithms { call, algorithms } => {
-            out.record(
-                "zrtp",
-                &[
-                    ("call", call_id(*call)),
-                    ("algorithms", algorithms.clone().into()),
-                ],
-            );
-        }
-        Event::CallSecurity { call, security } => {
-            let mut f = vec![("call", call_id(*call))];
-            match security {
-                CallSecurity::Cleartext => f.push(("state", "cleartext".into())),
-                CallSecurity::Negotiating => f.push(("state", "negotiating".into())),
-                CallSecurity::Secure { sas, verified } => {
-                    f.push(("state", "secure".into()));
-                    f.push(("sas", sas.clone().into()));
-                    f.push(("verified", (*verified).into()));
-                }
-                CallSecurity::CacheMismatch { sas } => {
-                    f.push(("state", "cache-mismatch".into()));
-                    f.push(("sas", sas.clone().into()));
-                }
-                CallSecurity::NewKey { sas } => {
-                    f.push(("state", "new-key".into()));
-                    f.push(("sas", sas.clone().into()));
-                    f.push(("warning", security.label().into()));
-                }
-                CallSecurity::Failed(r) => {
-                    f.push(("state", "failed".into()));
-                    f.push(("reason", r.clone().into()));
-                }
-            }
-            out.record("security", &f);
-        }
-        Event::CallStats { call, stats } => {
-            let mut f = vec![
-                ("call", call_id(*call)),
-                ("sent", stats.packets_sent.into()),
-                ("received", stats.packets_received.into()),
-                ("lost", stats.packets_lost.into()),
-                ("jitter_ms", stats.jitter_ms.into()),
-                ("refused", stats.refused.into()),
-            ];
-            if let Some(rtt) = stats.rtt_ms {
-                f.push(("rtt_ms", rtt.into()));
-            }
-            out.record("stats", &f);
-        }
-        Event::CallDtmf { call, key } => out.record(
-            "dtmf",
-            &[("call", call_id(*call)), ("key", key.to_string().into())],
-        ),
-        Event::CommandFailed {
-            command,
-            error,
-            permanent,
-        } => {
-            out.record(
-                "error",
-                &[
-                    ("command", (*command).into()),
-                    ("reason", error.clone().into()),
-                    ("permanent", (*permanent).into()),
-                ],
-            );
-        }
-        _ => {}
-    }
-}
-
 fn call_of(ev: &Event) -> Option<CallId> {
     match ev {
         Event::CallIncoming { call, .. }
@@ -236,59 +126,6 @@ fn call_of(ev: &Event) -> Option<CallId> {
         | Event::CallDtmf { call, .. } => Some(*call),
         _ => None,
     }
-}
-
-/// Connects an account and waits (bounded) until it is registered.
-pub(crate) fn connect(
-    phone: &Phone,
-    rx: &mut broadcast::Receiver<Event>,
-    key: &str,
-    secrets: &mut Secrets,
-    out: &Out,
-) -> Result<AccountId, CliError> {
-    let snap = phone.snapshot();
-    let accounts: Vec<_> = snap.accounts.iter().map(|a| a.config.clone()).collect();
-    let id = find_account(&accounts, key)?;
-    let remembered = accounts
-        .iter()
-        .find(|a| a.id == id)
-        .is_some_and(|a| a.remember_password);
-    let chat = accounts
-        .iter()
-        .any(|a| a.id == id && a.protocol() == hush_core::Protocol::Xmpp);
-    // Chat accounts need the vault open for their OTR keys even without a saved password.
-    if (remembered || chat) && snap.locked {
-        crate::cli::unlock_if_needed(phone, secrets)?;
-    }
-    let password = if remembered {
-        None
-    } else {
-        Some(secrets.ask("Account password")?)
-    };
-    phone.execute_blocking(Command::Connect {
-        account: id,
-        password,
-    })?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
-        print(out, &ev);
-        match ev {
-            Event::AccountStatus {
-                account,
-                status: AccountStatus::Online,
-            } if account == id => return Ok(id),
-            Event::AccountStatus {
-                account,
-                status: AccountStatus::Error(e),
-            } if account == id => {
-                return Err(
-                    CoreError::Call(format!("the account could not go online: {e}")).into(),
-                );
-            }
-            _ => {}
-        }
-    }
-    Err(CoreError::Call("the account did not go online within 30 s".into()).into())
 }
 
 /// Follows one call until it ends, hanging up after `duration` once connected.
@@ -364,7 +201,7 @@ pub(crate) fn call(
     out: &Out,
 ) -> Result<(), CliError> {
     // ZRTP's retained secrets and verified keys are in the vault.
-    crate::cli::unlock_if_needed(phone, secrets)?;
+    unlock_if_needed(phone, secrets)?;
     let mut rx = phone.events();
     let account = match &args.account {
         Some(key) => Some(connect(phone, &mut rx, key, secrets, out)?),
@@ -400,7 +237,7 @@ pub(crate) fn answer(
     secrets: &mut Secrets,
     out: &Out,
 ) -> Result<(), CliError> {
-    crate::cli::unlock_if_needed(phone, secrets)?;
+    unlock_if_needed(phone, secrets)?;
     let mut rx = phone.events();
     if let Some(key) = &args.account {
         connect(phone, &mut rx, key, secrets, out)?;
@@ -468,7 +305,7 @@ pub(crate) fn sas_verified(
     secrets: &mut Secrets,
     out: &Out,
 ) -> Result<(), CliError> {
-    crate::cli::unlock_if_needed(phone, secrets)?;
+    unlock_if_needed(phone, secrets)?;
     let Reply::PeerKeys(keys) = phone.execute_blocking(Command::PeerKeys {
         peer: args.peer.clone(),
     })?
@@ -570,7 +407,7 @@ pub(crate) fn echo_test(
     secrets: &mut Secrets,
     out: &Out,
 ) -> Result<(), CliError> {
-    crate::cli::unlock_if_needed(phone, secrets)?;
+    unlock_if_needed(phone, secrets)?;
     let mut rx = phone.events();
     let echo = AudioChoice {
         source: SourceSpec::Echo,

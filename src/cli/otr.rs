@@ -3,9 +3,10 @@
 //! session commands (start, smp-*) log in, make the conversation private, do their
 //! work and print every security change as a line (JSON with --json).
 
-use crate::calls::connect;
-use crate::chat_cli::{AccountArg, follow};
-use crate::cli::{CliError, Out, Secrets};
+use super::error::CliError;
+use super::output::Out;
+use super::secrets::Secrets;
+use super::session::{AccountArg, connect, follow};
 use clap::Subcommand;
 use hush_core::model::OtrPolicySetting;
 use hush_core::snapshot::SmpView;
