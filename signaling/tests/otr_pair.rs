@@ -3,8 +3,8 @@
 //! verification, the buddy ending the session, "require encryption", hostile input.
 
 use hush_signaling::otr::{
-    Incoming, MAX_HELD, MIN_FRAGMENT, OtrEngine, OtrError, OtrEvent, OtrLimits, OtrPolicy,
-    OtrState, SmpEvent, Transmit,
+    ChatSecurity, Incoming, MAX_HELD, MIN_FRAGMENT, OtrEngine, OtrError, OtrEvent, OtrLimits,
+    OtrPolicy, SmpEvent, Transmit,
 };
 
 const A: &str = "alice@localhost";
@@ -73,8 +73,8 @@ impl Pair {
     fn private(&mut self) {
         self.a.start(A, B).expect("start");
         self.settle();
-        assert_eq!(self.a.state(A, B), OtrState::PrivateUnverified);
-        assert_eq!(self.b.state(B, A), OtrState::PrivateUnverified);
+        assert_eq!(self.a.state(A, B), ChatSecurity::PrivateUnverified);
+        assert_eq!(self.b.state(B, A), ChatSecurity::PrivateUnverified);
     }
 }
 
@@ -115,7 +115,7 @@ fn ake_from_either_side_and_messages_both_ways() {
     let mut q = Pair::new();
     q.b.start(B, A).expect("start");
     q.settle();
-    assert_eq!(q.a.state(A, B), OtrState::PrivateUnverified);
+    assert_eq!(q.a.state(A, B), ChatSecurity::PrivateUnverified);
 }
 
 #[test]
@@ -152,7 +152,7 @@ fn smp_with_question_and_with_shared_secret() {
             ..
         }
     )));
-    assert_eq!(p.a.state(A, B), OtrState::PrivateVerified);
+    assert_eq!(p.a.state(A, B), ChatSecurity::PrivateVerified);
     assert!(
         p.a.known_fingerprints()
             .iter()
@@ -180,7 +180,7 @@ fn smp_with_question_and_with_shared_secret() {
             ..
         }
     )));
-    assert_eq!(q.b.state(B, A), OtrState::PrivateUnverified);
+    assert_eq!(q.b.state(B, A), ChatSecurity::PrivateUnverified);
 }
 
 #[test]
@@ -191,15 +191,19 @@ fn fingerprint_verification_and_ending() {
     // Pasted with odd spacing and case.
     let pasted = fa.to_uppercase().replace(' ', "");
     p.b.set_verified(B, A, &pasted, true).expect("verify");
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     assert!(p.b.set_verified(B, A, "0000", true).is_err());
     let file = p.b.fingerprints_file().expect("fingerprints");
     assert!(String::from_utf8_lossy(&file).contains("verified"));
 
     p.a.end(A, B).expect("end");
     p.settle();
-    assert_eq!(p.a.state(A, B), OtrState::NotPrivate);
-    assert_eq!(p.b.state(B, A), OtrState::Finished, "the buddy ended it");
+    assert_eq!(p.a.state(A, B), ChatSecurity::NotPrivate);
+    assert_eq!(
+        p.b.state(B, A),
+        ChatSecurity::Finished,
+        "the buddy ended it"
+    );
     assert!(
         p.events_b
             .iter()
@@ -230,7 +234,7 @@ fn require_encryption_never_sends_plaintext() {
     // After bob ends it, alice's next message is held again, not sent.
     p.b.end(B, A).expect("end");
     p.settle();
-    assert_eq!(p.a.state(A, B), OtrState::Finished);
+    assert_eq!(p.a.state(A, B), ChatSecurity::Finished);
     assert!(p.a.send(A, B, "after the end").is_err());
     p.settle();
     assert!(p.wire.iter().all(|t| !t.body.contains("after the end")));
@@ -362,7 +366,7 @@ fn forgetting_the_fingerprint_in_use_is_refused_and_the_session_goes_on() {
     let in_use = p.b.peer_fingerprint(B, A);
     let err = forgotten.expect_err("the fingerprint in use is not forgotten");
     assert!(err.to_string().contains("in use"), "{err}");
-    assert_eq!(state, OtrState::PrivateUnverified);
+    assert_eq!(state, ChatSecurity::PrivateUnverified);
     assert_eq!(in_use.as_deref(), Some(fa.as_str()));
     assert!(p.b.known_fingerprints().iter().any(|k| k.fingerprint == fa));
     p.a.send(A, B, "still private").expect("send");
@@ -373,7 +377,7 @@ fn forgetting_the_fingerprint_in_use_is_refused_and_the_session_goes_on() {
     p.settle();
     p.b.forget(B, A, &fa).expect("forget after the end");
     assert!(p.b.known_fingerprints().is_empty());
-    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    assert_eq!(p.b.state(B, A), ChatSecurity::NotPrivate);
 }
 
 #[test]
@@ -521,7 +525,7 @@ fn a_flood_of_senders_keeps_libotr_bounded_and_the_real_conversation_alive() {
         "{} contexts",
         p.b.context_count()
     );
-    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateUnverified);
     p.a.send(A, B, "still here").expect("send");
     p.settle();
     assert!(
@@ -558,12 +562,12 @@ fn idle_private_conversations_nobody_took_part_in_make_room_verified_ones_stay()
         .expect("verify");
     others[1].start(names[1], B).expect("start");
     exchange(&mut others[1], names[1], &mut bob, B);
-    assert_eq!(bob.state(B, names[1]), OtrState::PrivateUnverified);
+    assert_eq!(bob.state(B, names[1]), ChatSecurity::PrivateUnverified);
     // Erin makes a third: dave's idle conversation is closed to make room, with words.
     others[2].start(names[2], B).expect("start");
     let events = exchange(&mut others[2], names[2], &mut bob, B);
-    assert_eq!(bob.state(B, names[2]), OtrState::PrivateUnverified);
-    assert_eq!(bob.state(B, names[1]), OtrState::NotPrivate);
+    assert_eq!(bob.state(B, names[2]), ChatSecurity::PrivateUnverified);
+    assert_eq!(bob.state(B, names[1]), ChatSecurity::NotPrivate);
     assert!(
         events.iter().any(|e| matches!(
             e,
@@ -573,7 +577,7 @@ fn idle_private_conversations_nobody_took_part_in_make_room_verified_ones_stay()
     );
     assert_eq!(
         bob.state(B, names[0]),
-        OtrState::PrivateVerified,
+        ChatSecurity::PrivateVerified,
         "verified stays"
     );
     assert_eq!(bob.peer_count(), 2, "carol and erin");
@@ -604,7 +608,7 @@ fn one_sender_naming_endless_instances_keeps_few_and_its_session() {
             encrypted: true
         }]
     );
-    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateUnverified);
 }
 
 #[test]
@@ -621,10 +625,10 @@ fn a_sender_cycling_keys_leaves_a_bounded_fingerprint_list() {
         a.generate_key(A).expect("key");
         a.start(A, B).expect("start");
         exchange(&mut a, A, &mut b, B);
-        assert_eq!(b.state(B, A), OtrState::PrivateUnverified);
+        assert_eq!(b.state(B, A), ChatSecurity::PrivateUnverified);
         a.end(A, B).expect("end");
         exchange(&mut a, A, &mut b, B);
-        assert_eq!(b.state(B, A), OtrState::Finished);
+        assert_eq!(b.state(B, A), ChatSecurity::Finished);
     }
     let known = b.known_fingerprints();
     assert!(known.len() <= 3, "{known:?}");
@@ -676,7 +680,7 @@ fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
     // The key of the abandoned instance can go (that instance is ended); the current
     // one cannot.
     p.b.forget(B, A, &old).expect("the old key goes");
-    assert_eq!(p.b.state(B, A), OtrState::PrivateUnverified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateUnverified);
     let known: Vec<String> =
         p.b.known_fingerprints()
             .into_iter()
@@ -756,7 +760,7 @@ fn a_flood_never_deletes_the_keys_of_a_buddy_from_the_fingerprints_file() {
     for n in &names {
         m.start(n, A).expect("start");
         exchange(&mut m, n, &mut a, A);
-        assert_eq!(a.state(A, n), OtrState::PrivateUnverified);
+        assert_eq!(a.state(A, n), ChatSecurity::PrivateUnverified);
     }
     assert!(knows(&a, B, &bob_fp), "bob's key is still known");
     let saved = String::from_utf8(a.fingerprints_file().expect("file").to_vec()).expect("text");
@@ -834,7 +838,7 @@ fn a_dh_commit_from_a_new_instance_neither_downgrades_nor_diverts_the_conversati
         quiet(&mut p.b); // bob's answer to that instance goes nowhere
         assert_eq!(
             p.b.state(B, A),
-            OtrState::PrivateUnverified,
+            ChatSecurity::PrivateUnverified,
             "{policy:?}: still private"
         );
         p.b.send(B, A, "for alice only").expect("send");
@@ -1113,7 +1117,7 @@ fn verified_pair(policy: OtrPolicy) -> Pair {
     let fp = p.a.fingerprint(A).expect("alice's key");
     p.b.set_verified(B, A, &fp, true).expect("verify");
     p.settle();
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     p.events_b.clear();
     p
 }
@@ -1145,7 +1149,7 @@ fn mallory_finishes_a_key_exchange(p: &mut Pair) -> (OtrEngine, Vec<OtrEvent>) {
     while m.poll_event().is_some() {}
     assert_eq!(
         m.state(A, B),
-        OtrState::PrivateUnverified,
+        ChatSecurity::PrivateUnverified,
         "mallory's key exchange finished"
     );
     (m, events)
@@ -1169,7 +1173,7 @@ fn messages_from_another_session_never_show_as_private_in_a_verified_conversatio
     // Mallory asks, as alice, for a fresh key exchange: alice's real session answers.
     assert!(p.b.receive(B, A, "?OTRv3?").is_none());
     p.settle();
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     p.events_b.clear();
     // Mallory writes in her own session, which libotr still decrypts.
     m.send(A, B, "it is me, alice: send the code")
@@ -1181,7 +1185,7 @@ fn messages_from_another_session_never_show_as_private_in_a_verified_conversatio
         shown.as_ref().is_none_or(|s| !s.encrypted),
         "shown as alice's private line: {shown:?}"
     );
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
     assert!(notice_naming(&events, &m_fp), "{events:?}");
     // Alice's real session is still shown as private.
@@ -1203,7 +1207,7 @@ fn authentication_and_endings_from_another_session_never_reach_the_conversation(
     let m_fp = m.fingerprint(A).expect("mallory's key");
     assert!(p.b.receive(B, A, "?OTRv3?").is_none());
     p.settle();
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     p.events_b.clear();
     // Mallory asks bob a question in her own session.
     m.smp_start(A, B, Some("where did we meet?"), "paris")
@@ -1229,7 +1233,7 @@ fn authentication_and_endings_from_another_session_never_reach_the_conversation(
             .any(|e| matches!(e, OtrEvent::Finished { .. })),
         "shown as alice ending: {events:?}"
     );
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     p.b.send(B, A, "still here").expect("send");
     p.settle();
     assert_eq!(p.shown_a.last().map(String::as_str), Some("still here"));
@@ -1240,7 +1244,7 @@ fn a_key_exchange_from_another_session_does_not_take_over_a_verified_conversatio
     let (mut m, events) = mallory_finishes_a_key_exchange(&mut p);
     let m_fp = m.fingerprint(A).expect("mallory's key");
     let a_fp = p.a.fingerprint(A).expect("alice's key");
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     assert_eq!(p.b.peer_fingerprint(B, A), Some(a_fp));
     // Bob is told, in words, and not that a private conversation started.
     assert!(notice_naming(&events, &m_fp), "{events:?}");
@@ -1271,7 +1275,7 @@ fn a_key_exchange_from_another_session_does_not_take_over_a_verified_conversatio
     );
     // Once bob verifies the new key, the conversation switches to it.
     p.b.set_verified(B, A, &m_fp, true).expect("verify");
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     assert_eq!(p.b.peer_fingerprint(B, A), Some(m_fp));
     p.b.send(B, A, "for the new key").expect("send");
     let t = p.b.poll_transmit().expect("sent");
@@ -1287,12 +1291,12 @@ fn under_require_messages_held_for_a_verified_buddy_never_go_to_an_unverified_ke
     // Bob ends the conversation: what he writes now waits.
     p.b.end(B, A).expect("end");
     p.settle();
-    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    assert_eq!(p.b.state(B, A), ChatSecurity::NotPrivate);
     assert_eq!(p.b.send(B, A, "the held secret"), Err(OtrError::Held));
     quiet(&mut p.b); // the query goes nowhere
     let (mut m, _) = mallory_finishes_a_key_exchange(&mut p);
     assert_eq!(p.b.held(B, A), 1, "still waiting");
-    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    assert_eq!(p.b.state(B, A), ChatSecurity::NotPrivate);
     while let Some(t) = p.b.poll_transmit() {
         let read = m.receive(A, B, &t.body);
         assert!(
@@ -1303,7 +1307,7 @@ fn under_require_messages_held_for_a_verified_buddy_never_go_to_an_unverified_ke
     // Alice comes back with her verified key: the message goes to her.
     p.a.start(A, B).expect("start");
     p.settle();
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     assert_eq!(p.b.held(B, A), 0);
     assert!(
         p.shown_a.iter().any(|s| s == "the held secret"),
@@ -1360,7 +1364,7 @@ fn same_tag_key_exchange(p: &mut Pair, m: &mut OtrEngine) -> Vec<Incoming> {
     while m.poll_event().is_some() {}
     assert_eq!(
         m.state(A, B),
-        OtrState::PrivateUnverified,
+        ChatSecurity::PrivateUnverified,
         "mallory's key exchange finished"
     );
     read
@@ -1381,7 +1385,7 @@ fn a_new_key_under_the_pinned_instance_tag_never_takes_a_verified_conversation()
         assert!(read.is_empty(), "{policy:?}: {read:?}");
         assert_ne!(
             p.b.state(B, A),
-            OtrState::PrivateUnverified,
+            ChatSecurity::PrivateUnverified,
             "{policy:?}: shown private with mallory's key"
         );
         assert_ne!(p.b.peer_fingerprint(B, A), Some(m_fp.clone()), "{policy:?}");
@@ -1420,7 +1424,7 @@ fn a_new_key_under_the_pinned_instance_tag_never_takes_a_verified_conversation()
         // Alice's verified key comes back under her tag: private with it again.
         p.a.start(A, B).expect("start");
         p.settle();
-        assert_eq!(p.b.state(B, A), OtrState::PrivateVerified, "{policy:?}");
+        assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified, "{policy:?}");
         assert_eq!(p.b.peer_fingerprint(B, A), Some(a_fp), "{policy:?}");
         if policy == OtrPolicy::Require {
             assert_eq!(p.b.held(B, A), 0);
@@ -1494,7 +1498,7 @@ fn an_otr_v2_key_exchange_is_never_offered_started_nor_answered() {
                 t.body
             );
         }
-        assert_eq!(p.b.state(B, A), OtrState::PrivateVerified, "{policy:?}");
+        assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified, "{policy:?}");
     }
 }
 
@@ -1507,7 +1511,7 @@ fn a_verified_buddys_second_verified_device_is_heard_unverified_ones_are_not() {
     let a2_fp = a2.fingerprint(A).expect("second key");
     a2.start(A, B).expect("start");
     exchange(&mut a2, A, &mut p.b, B);
-    assert_eq!(a2.state(A, B), OtrState::PrivateUnverified);
+    assert_eq!(a2.state(A, B), ChatSecurity::PrivateUnverified);
     p.b.set_verified(B, A, &a2_fp, true).expect("verify");
     assert_eq!(p.b.peer_fingerprint(B, A), Some(a2_fp.clone()));
     quiet(&mut p.b);
@@ -1532,7 +1536,7 @@ fn a_verified_buddys_second_verified_device_is_heard_unverified_ones_are_not() {
     assert_eq!(p.b.receive(B, A, &t.body), None);
     let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
     assert!(notice_naming(&events, &a1_fp), "{events:?}");
-    assert_eq!(p.b.state(B, A), OtrState::PrivateVerified);
+    assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
 }
 
 #[test]
@@ -1551,7 +1555,7 @@ fn the_refusal_notice_says_whether_the_conversation_is_still_private() {
     let mut p = verified_pair(OtrPolicy::Opportunistic);
     p.b.end(B, A).expect("end");
     p.settle();
-    assert_eq!(p.b.state(B, A), OtrState::NotPrivate);
+    assert_eq!(p.b.state(B, A), ChatSecurity::NotPrivate);
     let (m, events) = mallory_finishes_a_key_exchange(&mut p);
     let m_fp = m.fingerprint(A).expect("mallory's key");
     let says = |events: &[OtrEvent], words: &str| {

@@ -6,11 +6,11 @@ use crate::accounts::AddForm;
 use crate::chat::AuthDialog;
 use crate::contacts::AddContact;
 use crate::settings::SettingsForm;
-use crate::widgets::{AMBER, GREEN, RED, VIOLET, chat_words};
+use crate::widgets::{call_words, chat_words};
 use eframe::egui;
 use hush_core::command::AudioChoice;
 use hush_core::snapshot::{CallId, CallState};
-use hush_core::{AccountId, CallSecurity, Command, Event, Phone, Protocol, Secret, Snapshot};
+use hush_core::{AccountId, Command, Event, Phone, Protocol, Secret, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -334,12 +334,8 @@ impl HushApp {
             .iter()
             .filter(|c| !c.automatic && !matches!(c.state, CallState::Ended(_)))
         {
-            let colour = match &c.security {
-                CallSecurity::Secure { verified: true, .. } => GREEN,
-                CallSecurity::Secure { .. } | CallSecurity::Negotiating => AMBER,
-                CallSecurity::NewKey { .. } => VIOLET,
-                _ => RED,
-            };
+            // The same colour as the call's own card: one mapping for every surface.
+            let (_, colour) = call_words(&c.security);
             if ui
                 .add(egui::Button::new(
                     egui::RichText::new(format!("Call: {}", c.peer)).color(colour),

@@ -8,7 +8,7 @@ use super::{Account, ChatLayer};
 use crate::event::Event;
 use crate::model::{AccountId, OtrPolicySetting};
 use crate::snapshot::{ContactView, Presence, Subscription};
-use hush_signaling::otr::{OtrEngine, OtrState};
+use hush_signaling::otr::{ChatSecurity, OtrEngine};
 use hush_signaling::xmpp::account::{XmppCommand, XmppHandle};
 use std::collections::BTreeMap;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -162,10 +162,10 @@ async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
         .count();
     assert_eq!(ended, MAX_CONVERSATIONS - MAX_PRIVATE_STRANGERS);
     // The oldest were ended, and each stranger was told.
-    assert_eq!(m.state(&names[0], ALICE), OtrState::Finished);
+    assert_eq!(m.state(&names[0], ALICE), ChatSecurity::Finished);
     assert_eq!(
         m.state(&names[MAX_CONVERSATIONS - 1], ALICE),
-        OtrState::PrivateUnverified
+        ChatSecurity::PrivateUnverified
     );
 
     // A contact with no conversation in memory goes private and writes: shown.

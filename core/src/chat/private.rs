@@ -13,9 +13,7 @@ use crate::model::{AccountId, OtrPolicySetting};
 use crate::secret::Secret;
 use crate::security::ChatSecurity;
 use crate::snapshot::{ChatLine, KnownFingerprintView, OtrKeyView, SmpView};
-use hush_signaling::otr::{
-    OtrError, OtrEvent, OtrPolicy, OtrState, SmpEvent, normalize_fingerprint,
-};
+use hush_signaling::otr::{OtrError, OtrEvent, OtrPolicy, SmpEvent, normalize_fingerprint};
 use hush_signaling::xmpp::account::XmppCommand;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -77,15 +75,6 @@ fn engine_policy(p: OtrPolicySetting) -> OtrPolicy {
         OtrPolicySetting::Manual => OtrPolicy::Manual,
         OtrPolicySetting::Opportunistic => OtrPolicy::Opportunistic,
         OtrPolicySetting::Require => OtrPolicy::Require,
-    }
-}
-
-fn security_of(state: OtrState) -> ChatSecurity {
-    match state {
-        OtrState::NotPrivate => ChatSecurity::NotPrivate,
-        OtrState::PrivateUnverified => ChatSecurity::PrivateUnverified,
-        OtrState::PrivateVerified => ChatSecurity::PrivateVerified,
-        OtrState::Finished => ChatSecurity::Finished,
     }
 }
 
@@ -431,7 +420,7 @@ impl ChatLayer {
             encrypted: held
                 || matches!(
                     before,
-                    OtrState::PrivateUnverified | OtrState::PrivateVerified
+                    ChatSecurity::PrivateUnverified | ChatSecurity::PrivateVerified
                 ),
             held,
             notice: false,
@@ -634,14 +623,14 @@ impl ChatLayer {
         let Some(account) = self.otr.account_of(&s.account) else {
             return;
         };
-        let security = security_of(s.state);
+        let security = s.state;
         let exists = self.chats.contains_key(&(account, s.peer.clone()));
         if !exists && security == ChatSecurity::NotPrivate && s.held == 0 && !s.known {
             return;
         }
         let private = matches!(
             s.state,
-            OtrState::PrivateUnverified | OtrState::PrivateVerified
+            ChatSecurity::PrivateUnverified | ChatSecurity::PrivateVerified
         );
         // A private conversation is always shown (strangers' are bounded apart), as is
         // one with a buddy the user knows or with messages waiting.
@@ -659,7 +648,7 @@ impl ChatLayer {
         conv.peer_fingerprint = s.fingerprint.clone();
         let released = conv.held > 0 && s.held == 0;
         conv.held = s.held;
-        if released && s.state != OtrState::NotPrivate {
+        if released && s.state != ChatSecurity::NotPrivate {
             let lines = Arc::make_mut(&mut conv.lines);
             for l in lines.iter_mut().filter(|l| l.held) {
                 l.held = false;
@@ -1202,7 +1191,7 @@ mod tests {
             states: vec![PeerState {
                 account: "alice@localhost".into(),
                 peer: peer.into(),
-                state: OtrState::PrivateUnverified,
+                state: ChatSecurity::PrivateUnverified,
                 fingerprint: None,
                 held: 0,
                 known: true,

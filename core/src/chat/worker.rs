@@ -3,7 +3,7 @@
 //! messages for the transport, events, and where the touched conversations now stand —
 //! so the caller can tie them to what the user did.
 
-use hush_signaling::otr::{API_VERSION, OtrEngine, OtrError, OtrEvent, OtrState, Transmit};
+use hush_signaling::otr::{API_VERSION, ChatSecurity, OtrEngine, OtrError, OtrEvent, Transmit};
 use std::sync::mpsc as std_mpsc;
 use tokio::sync::oneshot;
 
@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 pub(crate) struct PeerState {
     pub(crate) account: String,
     pub(crate) peer: String,
-    pub(crate) state: OtrState,
+    pub(crate) state: ChatSecurity,
     pub(crate) fingerprint: Option<String>,
     pub(crate) held: usize,
     /// The user knows this buddy (OTR's word: engaged, verified, or in the file).

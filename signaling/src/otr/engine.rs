@@ -6,6 +6,7 @@
 use super::fragment::too_many_fragments;
 use super::limits::{self, OtrLimits};
 use super::memfile::MemFile;
+use super::state::ChatSecurity;
 use otr_sys as ffi;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_ushort, c_void};
@@ -59,19 +60,6 @@ impl OtrPolicy {
             }
         }
     }
-}
-
-/// Where a conversation stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtrState {
-    /// Plaintext.
-    NotPrivate,
-    /// Encrypted; the buddy's fingerprint is not verified.
-    PrivateUnverified,
-    /// Encrypted with a verified fingerprint.
-    PrivateVerified,
-    /// The buddy ended the private conversation.
-    Finished,
 }
 
 /// Socialist Millionaires' Protocol progress.
@@ -1397,9 +1385,9 @@ impl OtrEngine {
     }
 
     /// Where the conversation with `peer` stands.
-    pub fn state(&self, account: &str, peer: &str) -> OtrState {
+    pub fn state(&self, account: &str, peer: &str) -> ChatSecurity {
         let Some(c) = self.context(account, peer) else {
-            return OtrState::NotPrivate;
+            return ChatSecurity::NotPrivate;
         };
         // SAFETY: a context from our user state.
         unsafe {
@@ -1407,13 +1395,13 @@ impl OtrEngine {
                 ffi::OtrlMessageState_OTRL_MSGSTATE_ENCRYPTED => {
                     let fp = (*c).active_fingerprint;
                     if !fp.is_null() && ffi::otrl_context_is_fingerprint_trusted(fp) != 0 {
-                        OtrState::PrivateVerified
+                        ChatSecurity::PrivateVerified
                     } else {
-                        OtrState::PrivateUnverified
+                        ChatSecurity::PrivateUnverified
                     }
                 }
-                ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED => OtrState::Finished,
-                _ => OtrState::NotPrivate,
+                ffi::OtrlMessageState_OTRL_MSGSTATE_FINISHED => ChatSecurity::Finished,
+                _ => ChatSecurity::NotPrivate,
             }
         }
     }
@@ -1553,7 +1541,7 @@ impl OtrEngine {
         let key = (account.to_owned(), peer.to_owned());
         let require = self.policy(account, peer) == OtrPolicy::Require;
         let state = self.state(account, peer);
-        if state == OtrState::Finished {
+        if state == ChatSecurity::Finished {
             return Err(OtrError::NotPrivate(peer.to_owned()));
         }
         let diverted = self.diverted(account, peer);
@@ -1574,7 +1562,7 @@ impl OtrEngine {
             }
             let private = matches!(
                 state,
-                OtrState::PrivateUnverified | OtrState::PrivateVerified
+                ChatSecurity::PrivateUnverified | ChatSecurity::PrivateVerified
             );
             // An error means the message is neither held nor sent: start first. A
             // private conversation with a changed key waits for the user instead.
@@ -1651,7 +1639,7 @@ impl OtrEngine {
         // private, no OTR wanted): the transport sends it as typed.
         if !sent_by_lib
             && !require
-            && self.state(account, peer) == OtrState::NotPrivate
+            && self.state(account, peer) == ChatSecurity::NotPrivate
             && !self.injected_last(account, peer)
         {
             self.cb.transmits.push_back(Transmit {
@@ -1750,10 +1738,10 @@ impl OtrEngine {
                 // device of the buddy. Shown as private, and said to be from that key, and
                 // whether what the user types back is private too.
                 let replies = match self.state(account, from) {
-                    OtrState::PrivateVerified | OtrState::PrivateUnverified => {
+                    ChatSecurity::PrivateVerified | ChatSecurity::PrivateUnverified => {
                         "your replies go to the session this conversation uses"
                     }
-                    OtrState::NotPrivate | OtrState::Finished => {
+                    ChatSecurity::NotPrivate | ChatSecurity::Finished => {
                         "this conversation itself is not private now: start it again before \
                          you reply"
                     }
@@ -1996,12 +1984,12 @@ impl OtrEngine {
     /// (a key that changed under a verified buddy waits for the user).
     fn releases_held(&self, account: &str, peer: &str) -> bool {
         match self.state(account, peer) {
-            OtrState::PrivateVerified => true,
-            OtrState::PrivateUnverified => !self
+            ChatSecurity::PrivateVerified => true,
+            ChatSecurity::PrivateUnverified => !self
                 .master(account, peer)
                 // SAFETY: a master context of our user state, read at once.
                 .is_some_and(|m| unsafe { limits::has_verified(m) }),
-            OtrState::NotPrivate | OtrState::Finished => false,
+            ChatSecurity::NotPrivate | ChatSecurity::Finished => false,
         }
     }
 
@@ -2116,7 +2104,7 @@ impl OtrEngine {
     ) -> Result<*mut ffi::ConnContext, OtrError> {
         if !matches!(
             self.state(account, peer),
-            OtrState::PrivateUnverified | OtrState::PrivateVerified
+            ChatSecurity::PrivateUnverified | ChatSecurity::PrivateVerified
         ) {
             return Err(OtrError::NotPrivate(peer.to_owned()));
         }

@@ -8,9 +8,11 @@ mod keyfile;
 mod library;
 mod limits;
 mod memfile;
+mod state;
 
 pub use engine::{
     API_VERSION, Incoming, KnownFingerprint, MAX_HELD, MIN_FRAGMENT, OtrEngine, OtrError, OtrEvent,
-    OtrPolicy, OtrState, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
+    OtrPolicy, PROTOCOL, SmpEvent, Transmit, normalize_fingerprint,
 };
 pub use limits::OtrLimits;
+pub use state::ChatSecurity;
