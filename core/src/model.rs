@@ -41,17 +41,9 @@ impl Protocol {
     }
 }
 
-/// SIP signalling transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum Transport {
-    /// Plain UDP (the SIP default).
-    #[default]
-    Udp,
-    /// Plain TCP.
-    Tcp,
-    /// TLS; hides who calls whom from the network, not from the server.
-    Tls,
-}
+/// SIP signalling transport: the SIP stack's own type (TLS hides who calls whom from
+/// the network, not from the server).
+pub use hush_signaling::sip::Transport;
 
 /// What a call may do when ZRTP cannot be negotiated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

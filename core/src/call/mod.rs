@@ -477,11 +477,7 @@ impl CallLayer {
             realm,
             auth_username: None,
         };
-        let transport = match settings.transport {
-            crate::model::Transport::Udp => Transport::Udp,
-            crate::model::Transport::Tcp => Transport::Tcp,
-            crate::model::Transport::Tls => Transport::Tls,
-        };
+        let transport = settings.transport;
         let tls_roots = match transport {
             Transport::Tls => Some(hush_signaling::sip::trusted_certificates(
                 settings.tls_ca_file.as_deref().map(std::path::Path::new),

@@ -54,9 +54,10 @@ const LOOKUP_WITHIN: Duration = Duration::from_secs(5);
 /// stack listens on its UDP port (also for direct calls). A TCP or TLS stack opens no
 /// port at all: it dials the server, keeps that connection, and the server reaches us
 /// back over it — so choosing TLS never leaves a cleartext UDP port open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
-    /// UDP.
+    /// UDP (the SIP default).
+    #[default]
     Udp,
     /// TCP.
     Tcp,
