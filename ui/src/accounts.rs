@@ -2,8 +2,9 @@
 //! and the forms to add SIP and XMPP accounts (an existing one, or a new one created on
 //! the server).
 
-use crate::app::{HushApp, labeled_edit};
+use crate::app::Shell;
 use crate::background::{self, Slot};
+use crate::widgets::labeled_edit;
 use eframe::egui;
 use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings, Transport, XmppSettings};
 use hush_core::snapshot::AccountStatus;
@@ -56,8 +57,15 @@ pub(crate) fn status_words(s: &AccountStatus) -> (String, egui::Color32) {
     }
 }
 
-impl HushApp {
-    pub(crate) fn accounts_page(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+/// The accounts page's own state: its forms.
+#[derive(Default)]
+pub(crate) struct AccountsPage {
+    add_form: AddForm,
+    password_form: Option<PasswordForm>,
+}
+
+impl AccountsPage {
+    pub(crate) fn show(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         ui.heading("Accounts");
         if snap.accounts.is_empty() {
             ui.label("No accounts yet.");
@@ -88,7 +96,7 @@ impl HushApp {
                     | AccountStatus::Connecting
                     | AccountStatus::Retrying(_) => {
                         if ui.button(format!("Disconnect {}", a.config.address)).clicked() {
-                            self.phone.send(Command::Disconnect { account: id });
+                            shell.phone.send(Command::Disconnect { account: id });
                         }
                     }
                     _ => {
@@ -99,7 +107,7 @@ impl HushApp {
                             "The password is not saved: connect from the command line, or remove and re-add the account with \"remember password\"",
                         );
                         if b.clicked() {
-                            self.phone.send(Command::Connect {
+                            shell.phone.send(Command::Connect {
                                 account: id,
                                 password: None,
                             });
@@ -125,7 +133,7 @@ impl HushApp {
                     });
                 }
                 if ui.button(format!("Remove {}", a.config.address)).clicked() {
-                    self.phone.send(Command::RemoveAccount(id));
+                    shell.phone.send(Command::RemoveAccount(id));
                 }
                 ui.end_row();
             }
@@ -151,15 +159,15 @@ impl HushApp {
         });
         if self.add_form.open {
             ui.separator();
-            self.add_form_view(ui, snap);
+            self.add_form_view(ui, snap, shell);
         }
         if self.password_form.is_some() {
             ui.separator();
-            self.password_form_view(ui);
+            self.password_form_view(ui, shell);
         }
     }
 
-    fn password_form_view(&mut self, ui: &mut egui::Ui) {
+    fn password_form_view(&mut self, ui: &mut egui::Ui, shell: &mut Shell) {
         let Some(f) = &mut self.password_form else {
             return;
         };
@@ -215,7 +223,7 @@ impl HushApp {
                         old: f.needs_old.then(|| Secret::new(f.old.clone())),
                         new: Secret::new(f.new.clone()),
                     };
-                    let phone = self.phone.clone();
+                    let phone = shell.phone.clone();
                     background::run(ui.ctx(), &f.outcome, move || {
                         phone
                             .execute_blocking(cmd)
@@ -233,7 +241,7 @@ impl HushApp {
         }
     }
 
-    fn add_form_view(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+    fn add_form_view(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         let f = &mut self.add_form;
         let sip = f.protocol == Some(Protocol::Sip);
         ui.heading(if sip {
@@ -329,7 +337,7 @@ impl HushApp {
                         } else {
                             Command::AddAccount(new)
                         };
-                        self.phone.send(cmd);
+                        shell.phone.send(cmd);
                         *f = AddForm::default();
                     }
                     Err(e) => f.error = Some(e),

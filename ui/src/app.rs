@@ -2,16 +2,16 @@
 //! open chats and rooms, calls) and the selected page. The window keeps only view state;
 //! everything else comes from the core's snapshot, and every action is a command.
 
-use crate::accounts::AddForm;
-use crate::chat::AuthDialog;
-use crate::contacts::AddContact;
-use crate::settings::SettingsForm;
-use crate::widgets::{call_words, chat_words};
+use crate::accounts::AccountsPage;
+use crate::calls::CallsPage;
+use crate::chat::{AuthDialog, ChatPage};
+use crate::contacts::ContactsPage;
+use crate::settings::SettingsPage;
+use crate::widgets::{call_words, chat_words, labeled_edit};
 use eframe::egui;
 use hush_core::command::AudioChoice;
-use hush_core::snapshot::{CallId, CallState};
+use hush_core::snapshot::CallState;
 use hush_core::{AccountId, Command, Event, Phone, Protocol, Secret, Snapshot};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::broadcast;
@@ -38,60 +38,31 @@ pub(crate) struct JoinForm {
     password: String,
 }
 
-/// The application state egui calls every frame.
-pub struct HushApp {
+/// What every page shares: the phone, which page is shown, the last failure and the
+/// audio for new calls. Each page owns the rest of its state and draws itself with
+/// `show(ui, &snapshot, &mut shell)`.
+pub(crate) struct Shell {
     pub(crate) phone: Arc<Phone>,
-    events: broadcast::Receiver<Event>,
-    master_password: String,
+    pub(crate) page: Page,
     /// The last failure, shown until dismissed or the next success.
     pub(crate) notice: Option<String>,
-    pub(crate) page: Page,
     /// Microphone and speaker for new calls.
     pub(crate) audio: AudioChoice,
-    pub(crate) add_form: AddForm,
-    pub(crate) password_form: Option<crate::accounts::PasswordForm>,
-    pub(crate) add_contact: AddContact,
-    pub(crate) contact_filter: String,
-    pub(crate) chat_input: String,
-    pub(crate) chat_menu: bool,
-    pub(crate) auth: AuthDialog,
-    pub(crate) dial: String,
-    pub(crate) keypad: Option<CallId>,
-    pub(crate) muted: HashSet<CallId>,
-    pub(crate) connected_since: HashMap<CallId, Instant>,
-    /// Ended calls the user has cleared (the core keeps the last few with their reason).
-    pub(crate) dismissed: HashSet<CallId>,
-    pub(crate) settings: SettingsForm,
+}
+
+/// The application state egui calls every frame.
+pub struct HushApp {
+    pub(crate) shell: Shell,
+    events: broadcast::Receiver<Event>,
+    master_password: String,
+    accounts: AccountsPage,
+    contacts: ContactsPage,
+    chat: ChatPage,
+    calls: CallsPage,
+    settings: SettingsPage,
     join: JoinForm,
     /// A fixed picture to draw instead of the phone's (frame-time benchmarks).
     fixed: Option<Arc<Snapshot>>,
-}
-
-/// A text field with an accessible label (and the label shown before it).
-pub(crate) fn labeled_edit(
-    ui: &mut egui::Ui,
-    label: &str,
-    value: &mut String,
-    hint: &str,
-    password: bool,
-) -> egui::Response {
-    ui.horizontal(|ui| {
-        ui.label(format!("{label}:"));
-        let r = ui.add(
-            egui::TextEdit::singleline(value)
-                .password(password)
-                .hint_text(hint),
-        );
-        let role = if password {
-            egui::Role::PasswordInput
-        } else {
-            egui::Role::TextInput
-        };
-        let name = label.to_owned();
-        r.widget_info(move || egui::WidgetInfo::labeled(role, true, name.clone()));
-        r
-    })
-    .inner
 }
 
 impl HushApp {
@@ -99,28 +70,22 @@ impl HushApp {
     pub fn new(phone: Arc<Phone>) -> Self {
         let events = phone.events();
         HushApp {
-            phone,
+            shell: Shell {
+                phone,
+                page: Page::Home,
+                notice: None,
+                audio: AudioChoice {
+                    source: hush_core::command::SourceSpec::Device,
+                    sink: hush_core::command::SinkSpec::Device,
+                },
+            },
             events,
             master_password: String::new(),
-            notice: None,
-            page: Page::Home,
-            audio: AudioChoice {
-                source: hush_core::command::SourceSpec::Device,
-                sink: hush_core::command::SinkSpec::Device,
-            },
-            add_form: AddForm::default(),
-            password_form: None,
-            add_contact: AddContact::default(),
-            contact_filter: String::new(),
-            chat_input: String::new(),
-            chat_menu: false,
-            auth: AuthDialog::default(),
-            dial: String::new(),
-            keypad: None,
-            muted: HashSet::new(),
-            connected_since: HashMap::new(),
-            dismissed: HashSet::new(),
-            settings: SettingsForm::default(),
+            accounts: AccountsPage::default(),
+            contacts: ContactsPage::default(),
+            chat: ChatPage::default(),
+            calls: CallsPage::default(),
+            settings: SettingsPage::default(),
             join: JoinForm::default(),
             fixed: None,
         }
@@ -136,8 +101,11 @@ impl HushApp {
 
     /// Opens a page by name (home, accounts, contacts, calls, settings, chat:ADDRESS).
     pub fn open_page(&mut self, name: &str) {
-        let snap = self.fixed.clone().unwrap_or_else(|| self.phone.snapshot());
-        self.page = match name {
+        let snap = self
+            .fixed
+            .clone()
+            .unwrap_or_else(|| self.shell.phone.snapshot());
+        self.shell.page = match name {
             "accounts" => Page::Accounts,
             "contacts" => Page::Contacts,
             "calls" => Page::Calls,
@@ -158,12 +126,13 @@ impl HushApp {
 
     /// Starts the built-in echo test (as the button does).
     pub fn start_echo_test(&mut self) {
-        self.echo_test();
+        self.shell.echo_test();
     }
 
     /// True once some call is encrypted (for screenshots of a secured call).
     pub(crate) fn any_secure_call(&self) -> bool {
-        self.phone
+        self.shell
+            .phone
             .snapshot()
             .calls
             .iter()
@@ -172,7 +141,7 @@ impl HushApp {
 
     /// Uses this audio for calls (tests and machines without a sound card use a tone).
     pub fn with_audio(mut self, audio: AudioChoice) -> Self {
-        self.audio = audio;
+        self.shell.audio = audio;
         self
     }
 
@@ -184,7 +153,7 @@ impl HushApp {
                     error,
                     permanent,
                 }) => {
-                    self.notice = Some(if permanent {
+                    self.shell.notice = Some(if permanent {
                         format!(
                             "Could not {command}: {error}. Trying again will not help until that is changed."
                         )
@@ -192,21 +161,22 @@ impl HushApp {
                         format!("Could not {command}: {error}")
                     })
                 }
-                Ok(Event::Unlocked) => self.notice = None,
-                Ok(Event::CallIncoming { .. }) => self.page = Page::Calls,
+                Ok(Event::Unlocked) => self.shell.notice = None,
+                Ok(Event::CallIncoming { .. }) => self.shell.page = Page::Calls,
                 Ok(Event::CallState { call, state }) => match state {
                     CallState::Connected => {
-                        self.connected_since
+                        self.calls
+                            .connected_since
                             .entry(call)
                             .or_insert_with(Instant::now);
                     }
                     CallState::Ended(_) => {
-                        self.connected_since.remove(&call);
-                        self.muted.remove(&call);
+                        self.calls.connected_since.remove(&call);
+                        self.calls.muted.remove(&call);
                     }
                     _ => {}
                 },
-                Ok(Event::ChatError { reason, .. }) => self.notice = Some(reason),
+                Ok(Event::ChatError { reason, .. }) => self.shell.notice = Some(reason),
                 Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                 Err(_) => break,
             }
@@ -216,7 +186,10 @@ impl HushApp {
     /// Draws one frame; separate from `eframe::App` so UI tests can drive it directly.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         self.drain_events();
-        let snap = self.fixed.clone().unwrap_or_else(|| self.phone.snapshot());
+        let snap = self
+            .fixed
+            .clone()
+            .unwrap_or_else(|| self.shell.phone.snapshot());
         egui::Panel::top("top").show(ui, |ui| {
             ui.horizontal(|ui| {
                 ui.heading("Hushphone");
@@ -242,11 +215,11 @@ impl HushApp {
                     }
                 });
             });
-            if let Some(notice) = self.notice.clone() {
+            if let Some(notice) = self.shell.notice.clone() {
                 ui.horizontal(|ui| {
                     ui.colored_label(ui.visuals().error_fg_color, notice);
                     if ui.small_button("Dismiss").clicked() {
-                        self.notice = None;
+                        self.shell.notice = None;
                     }
                 });
             }
@@ -259,17 +232,17 @@ impl HushApp {
             .resizable(true)
             .default_size(230.0)
             .show(ui, |ui| self.nav(ui, &snap));
-        if self.page != Page::Settings {
-            self.leave_settings();
+        if self.shell.page != Page::Settings {
+            self.settings.leave_settings(&mut self.shell);
         }
-        egui::CentralPanel::default_margins().show(ui, |ui| match self.page.clone() {
+        egui::CentralPanel::default_margins().show(ui, |ui| match self.shell.page.clone() {
             Page::Home => self.home_page(ui, &snap),
-            Page::Accounts => self.accounts_page(ui, &snap),
-            Page::Contacts => self.contacts_page(ui, &snap),
-            Page::Chat(a, p) => self.chat_page(ui, &snap, a, &p),
-            Page::Room(a, r) => self.room_page(ui, &snap, a, &r),
-            Page::Calls => self.calls_page(ui, &snap),
-            Page::Settings => self.settings_page(ui, &snap),
+            Page::Accounts => self.accounts.show(ui, &snap, &mut self.shell),
+            Page::Contacts => self.contacts.show(ui, &snap, &mut self.shell),
+            Page::Chat(a, p) => self.chat.show(ui, &snap, a, &p, &mut self.shell),
+            Page::Room(a, r) => self.chat.show_room(ui, &snap, a, &r, &mut self.shell),
+            Page::Calls => self.calls.show(ui, &snap, &mut self.shell),
+            Page::Settings => self.settings.show(ui, &snap, &mut self.shell),
         });
     }
 
@@ -295,8 +268,8 @@ impl HushApp {
             if page == Page::Contacts && !snap.requests.iter().all(|r| r.ignored) {
                 text = "Contacts (requests)".into();
             }
-            if ui.selectable_label(self.page == page, text).clicked() {
-                self.page = page;
+            if ui.selectable_label(self.shell.page == page, text).clicked() {
+                self.shell.page = page;
             }
         }
         ui.separator();
@@ -306,20 +279,23 @@ impl HushApp {
                 let (words, colour) = chat_words(c.security);
                 crate::widgets::dot(ui, colour, words);
                 let page = Page::Chat(c.account, c.peer.clone());
-                if ui.selectable_label(self.page == page, &c.peer).clicked() {
-                    self.page = page;
-                    self.chat_menu = false;
-                    self.auth = AuthDialog::default();
+                if ui
+                    .selectable_label(self.shell.page == page, &c.peer)
+                    .clicked()
+                {
+                    self.shell.page = page;
+                    self.chat.chat_menu = false;
+                    self.chat.auth = AuthDialog::default();
                 }
             });
         }
         for r in &snap.rooms {
             let page = Page::Room(r.account, r.room.clone());
             if ui
-                .selectable_label(self.page == page, format!("# {}", r.room))
+                .selectable_label(self.shell.page == page, format!("# {}", r.room))
                 .clicked()
             {
-                self.page = page;
+                self.shell.page = page;
             }
         }
         if ui.button("Join a room").clicked() {
@@ -342,7 +318,7 @@ impl HushApp {
                 ))
                 .clicked()
             {
-                self.page = Page::Calls;
+                self.shell.page = Page::Calls;
             }
         }
     }
@@ -390,14 +366,14 @@ impl HushApp {
             && let Some(account) = j.account
         {
             let room = j.room.trim().to_owned();
-            self.phone.send(Command::JoinRoom {
+            self.shell.phone.send(Command::JoinRoom {
                 account,
                 room: room.clone(),
                 nick: j.nick.trim().to_owned(),
                 password: (!j.password.is_empty())
                     .then(|| Secret::new(std::mem::take(&mut j.password))),
             });
-            self.page = Page::Room(account, room);
+            self.shell.page = Page::Room(account, room);
             *j = JoinForm::default();
         }
     }
@@ -415,7 +391,7 @@ impl HushApp {
             .on_hover_text("Calls a built-in echo on this computer: no account needed")
             .clicked()
         {
-            self.echo_test();
+            self.shell.echo_test();
         }
         ui.add_space(8.0);
         if snap.accounts.is_empty() {
@@ -423,10 +399,10 @@ impl HushApp {
         }
         ui.horizontal(|ui| {
             if ui.button("Add or create an account").clicked() {
-                self.page = Page::Accounts;
+                self.shell.page = Page::Accounts;
             }
             if !snap.master_password_set && ui.button("Set a master password").clicked() {
-                self.page = Page::Settings;
+                self.shell.page = Page::Settings;
             }
         });
         if !snap.master_password_set {
@@ -451,7 +427,7 @@ impl HushApp {
             || (field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)));
         if submit {
             let password = Secret::new(std::mem::take(&mut self.master_password));
-            self.phone.send(Command::Unlock { password });
+            self.shell.phone.send(Command::Unlock { password });
         }
     }
 }

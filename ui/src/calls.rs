@@ -2,14 +2,17 @@
 //! SAS comparison (pick the half you heard), mute/hold/keypad/hang up, and the
 //! incoming-call prompt with the security policy spelled out.
 
-use crate::app::{HushApp, labeled_edit};
+use crate::app::Shell;
 use crate::sas::{choices, halves};
+use crate::widgets::labeled_edit;
 use crate::widgets::{AMBER, RED, sas_indicator};
 use eframe::egui;
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
-use hush_core::snapshot::{CallState, CallView};
+use hush_core::snapshot::{CallId, CallState, CallView};
 use hush_core::{AccountId, CallSecurity, Command, Protocol, Snapshot};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 fn state_words(s: &CallState) -> String {
     match s {
@@ -22,7 +25,18 @@ fn state_words(s: &CallState) -> String {
     }
 }
 
-impl HushApp {
+/// The calls page's own state: what is being dialled and how each call is shown.
+#[derive(Default)]
+pub(crate) struct CallsPage {
+    dial: String,
+    keypad: Option<CallId>,
+    pub(crate) muted: HashSet<CallId>,
+    pub(crate) connected_since: HashMap<CallId, Instant>,
+    /// Ended calls the user has cleared (the core keeps the last few with their reason).
+    dismissed: HashSet<CallId>,
+}
+
+impl Shell {
     pub(crate) fn place_call(&mut self, account: Option<AccountId>, target: String) {
         self.phone.send(Command::PlaceCall {
             account,
@@ -62,8 +76,10 @@ impl HushApp {
         });
         self.page = crate::app::Page::Calls;
     }
+}
 
-    pub(crate) fn calls_page(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+impl CallsPage {
+    pub(crate) fn show(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         ui.heading("Calls");
         let sip = snap
             .accounts
@@ -81,10 +97,10 @@ impl HushApp {
             if ui.button("Call").clicked() && !self.dial.trim().is_empty() {
                 let t = self.dial.trim().to_owned();
                 let direct = t.trim_start_matches("sip:").contains(':');
-                self.place_call(if direct { None } else { sip }, t);
+                shell.place_call(if direct { None } else { sip }, t);
             }
             if ui.button("Try a secure echo test").clicked() {
-                self.echo_test();
+                shell.echo_test();
             }
         });
         ui.separator();
@@ -108,11 +124,11 @@ impl HushApp {
             ui.label("No calls.");
         }
         for c in calls.iter().rev() {
-            self.call_card(ui, c);
+            self.call_card(ui, c, shell);
             ui.add_space(6.0);
         }
         for c in ended.iter().rev() {
-            self.call_card(ui, c);
+            self.call_card(ui, c, shell);
             ui.add_space(6.0);
         }
         if !ended.is_empty() && ui.button("Clear ended calls").clicked() {
@@ -120,7 +136,7 @@ impl HushApp {
         }
     }
 
-    fn call_card(&mut self, ui: &mut egui::Ui, c: &CallView) {
+    fn call_card(&mut self, ui: &mut egui::Ui, c: &CallView, shell: &mut Shell) {
         let ended = matches!(c.state, CallState::Ended(_));
         egui::Frame::group(ui.style()).show(ui, |ui| {
             ui.horizontal(|ui| {
@@ -148,13 +164,13 @@ impl HushApp {
                 ui.label(policy);
                 ui.horizontal(|ui| {
                     if ui.button("Answer").clicked() {
-                        self.phone.send(Command::Answer {
+                        shell.phone.send(Command::Answer {
                             call: c.id,
-                            audio: self.audio.clone(),
+                            audio: shell.audio.clone(),
                         });
                     }
                     if ui.button("Decline").clicked() {
-                        self.phone.send(Command::Reject {
+                        shell.phone.send(Command::Reject {
                             call: c.id,
                             busy: false,
                         });
@@ -175,9 +191,10 @@ impl HushApp {
                     ui.label("This computer has no microphone Hushphone can use.");
                     if ui.button("Try the echo test with a test tone").clicked() {
                         self.dismissed.insert(c.id);
-                        self.echo_test_with(AudioChoice {
+                        let sink = shell.audio.sink.clone();
+                        shell.echo_test_with(AudioChoice {
                             source: SourceSpec::Tone(440.0),
-                            sink: self.audio.sink.clone(),
+                            sink,
                         });
                     }
                 } else if echo && reason.contains("no usable audio output") {
@@ -187,7 +204,7 @@ impl HushApp {
                         .clicked()
                     {
                         self.dismissed.insert(c.id);
-                        self.echo_test_with(AudioChoice {
+                        shell.echo_test_with(AudioChoice {
                             source: SourceSpec::Tone(440.0),
                             sink: SinkSpec::Null,
                         });
@@ -218,12 +235,12 @@ impl HushApp {
             | CallSecurity::CacheMismatch { sas }
             | CallSecurity::NewKey { sas } = &c.security
             {
-                self.sas_compare(ui, c, sas);
+                self.sas_compare(ui, c, sas, shell);
             }
             ui.horizontal(|ui| {
                 let on_hold = c.state == CallState::OnHold;
                 if ui.button(if on_hold { "Resume" } else { "Hold" }).clicked() {
-                    self.phone.send(Command::Hold {
+                    shell.phone.send(Command::Hold {
                         call: c.id,
                         on: !on_hold,
                     });
@@ -235,7 +252,7 @@ impl HushApp {
                     } else {
                         self.muted.insert(c.id);
                     }
-                    self.phone.send(Command::Mute {
+                    shell.phone.send(Command::Mute {
                         call: c.id,
                         on: !muted,
                     });
@@ -248,7 +265,7 @@ impl HushApp {
                     };
                 }
                 if ui.add(egui::Button::new("Hang up").fill(RED)).clicked() {
-                    self.phone.send(Command::Hangup { call: c.id });
+                    shell.phone.send(Command::Hangup { call: c.id });
                 }
             });
             if self.keypad == Some(c.id) {
@@ -256,7 +273,7 @@ impl HushApp {
                     for row in ["123", "456", "789", "*0#"] {
                         for k in row.chars() {
                             if ui.button(format!("Key {k}")).clicked() {
-                                self.phone.send(Command::SendDtmf {
+                                shell.phone.send(Command::SendDtmf {
                                     call: c.id,
                                     keys: k.to_string(),
                                 });
@@ -270,7 +287,7 @@ impl HushApp {
     }
 
     /// The comparison: say our half, pick the half we heard among four.
-    fn sas_compare(&mut self, ui: &mut egui::Ui, c: &CallView, sas: &str) {
+    fn sas_compare(&mut self, ui: &mut egui::Ui, c: &CallView, sas: &str, shell: &mut Shell) {
         let (say, hear) = halves(sas, c.direction);
         ui.group(|ui| {
             ui.label(
@@ -290,17 +307,17 @@ impl HushApp {
                         .clicked()
                     {
                         if choice == hear {
-                            self.phone.send(Command::SetSasVerified {
+                            shell.phone.send(Command::SetSasVerified {
                                 call: c.id,
                                 verified: true,
                             });
                         } else {
-                            self.phone.send(Command::SasMismatch { call: c.id });
+                            shell.phone.send(Command::SasMismatch { call: c.id });
                         }
                     }
                 }
                 if ui.button("None of these").clicked() {
-                    self.phone.send(Command::SasMismatch { call: c.id });
+                    shell.phone.send(Command::SasMismatch { call: c.id });
                 }
             });
             ui.colored_label(

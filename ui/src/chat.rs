@@ -1,7 +1,8 @@
 //! A conversation: the padlock and its words, the lines (virtualized), the input, and
 //! the "Authenticate buddy" dialog (fingerprint, question, shared secret). Rooms too.
 
-use crate::app::{HushApp, labeled_edit};
+use crate::app::Shell;
+use crate::widgets::labeled_edit;
 use crate::widgets::{AMBER, GREEN, GREY, RED, chat_words, padlock};
 use eframe::egui;
 use hush_core::snapshot::{ChatLine, ChatView, SmpView};
@@ -58,13 +59,23 @@ fn line_row(ui: &mut egui::Ui, l: &ChatLine) {
     });
 }
 
-impl HushApp {
-    pub(crate) fn chat_page(
+/// The chat page's own state: what is being typed, the padlock's menu and the
+/// authentication dialog.
+#[derive(Default)]
+pub(crate) struct ChatPage {
+    chat_input: String,
+    pub(crate) chat_menu: bool,
+    pub(crate) auth: AuthDialog,
+}
+
+impl ChatPage {
+    pub(crate) fn show(
         &mut self,
         ui: &mut egui::Ui,
         snap: &Snapshot,
         account: AccountId,
         peer: &str,
+        shell: &mut Shell,
     ) {
         let chat = snap
             .chats
@@ -107,7 +118,7 @@ impl HushApp {
                     _ => (true, "Refresh private conversation"),
                 };
                 if start && ui.button(label).clicked() {
-                    self.phone.send(Command::OtrStart {
+                    shell.phone.send(Command::OtrStart {
                         account,
                         peer: peer.to_owned(),
                     });
@@ -116,7 +127,7 @@ impl HushApp {
                 if security != ChatSecurity::NotPrivate
                     && ui.button("End private conversation").clicked()
                 {
-                    self.phone.send(Command::OtrEnd {
+                    shell.phone.send(Command::OtrEnd {
                         account,
                         peer: peer.to_owned(),
                     });
@@ -125,7 +136,7 @@ impl HushApp {
             });
         }
         if self.auth.open {
-            self.auth_dialog(ui, snap, account, peer, chat.as_ref());
+            self.auth_dialog(ui, snap, account, peer, chat.as_ref(), shell);
         }
         ui.separator();
         // Input at the bottom; lines fill the rest.
@@ -147,7 +158,7 @@ impl HushApp {
                         "The buddy ended the private conversation: end or restart it first",
                     );
                 if (send.clicked() || (enter && may)) && !self.chat_input.trim().is_empty() {
-                    self.phone.send(Command::SendChat {
+                    shell.phone.send(Command::SendChat {
                         account,
                         to: peer.to_owned(),
                         body: std::mem::take(&mut self.chat_input),
@@ -175,6 +186,7 @@ impl HushApp {
         account: AccountId,
         peer: &str,
         chat: Option<&ChatView>,
+        shell: &mut Shell,
     ) {
         let ours = snap
             .otr_keys
@@ -211,7 +223,7 @@ impl HushApp {
                 ui.horizontal(|ui| {
                     labeled_edit(ui, "Your answer", &mut d.reply, "", true);
                     if ui.button("Answer").clicked() && !d.reply.is_empty() {
-                        self.phone.send(Command::OtrRespond {
+                        shell.phone.send(Command::OtrRespond {
                             account,
                             peer: peer.to_owned(),
                             secret: Secret::new(std::mem::take(&mut d.reply)),
@@ -267,7 +279,7 @@ impl HushApp {
                             .add_enabled(matched, egui::Button::new("Mark as verified"))
                             .clicked()
                         {
-                            self.phone.send(Command::OtrTrust {
+                            shell.phone.send(Command::OtrTrust {
                                 account,
                                 peer: peer.to_owned(),
                                 fingerprint: d.pasted.clone(),
@@ -277,7 +289,7 @@ impl HushApp {
                         if let Some(t) = &theirs
                             && ui.button("Mark as not verified").clicked()
                         {
-                            self.phone.send(Command::OtrTrust {
+                            shell.phone.send(Command::OtrTrust {
                                 account,
                                 peer: peer.to_owned(),
                                 fingerprint: t.clone(),
@@ -298,9 +310,9 @@ impl HushApp {
                     }
                     if ui.button("Authenticate").clicked() {
                         if d.answer.is_empty() || (question && d.question.trim().is_empty()) {
-                            self.notice = Some("Enter the question and its answer".into());
+                            shell.notice = Some("Enter the question and its answer".into());
                         } else {
-                            self.phone.send(Command::OtrAuthenticate {
+                            shell.phone.send(Command::OtrAuthenticate {
                                 account,
                                 peer: peer.to_owned(),
                                 question: question.then(|| d.question.trim().to_owned()),
@@ -316,7 +328,7 @@ impl HushApp {
                         ui.add(egui::Spinner::new());
                         ui.label(format!("Waiting for {peer} to answer… ({p}%)"));
                         if ui.button("Cancel authentication").clicked() {
-                            self.phone.send(Command::OtrAbortAuthentication {
+                            shell.phone.send(Command::OtrAbortAuthentication {
                                 account,
                                 peer: peer.to_owned(),
                             });
@@ -340,12 +352,13 @@ impl HushApp {
         });
     }
 
-    pub(crate) fn room_page(
+    pub(crate) fn show_room(
         &mut self,
         ui: &mut egui::Ui,
         snap: &Snapshot,
         account: AccountId,
         room: &str,
+        shell: &mut Shell,
     ) {
         let Some(r) = snap
             .rooms
@@ -363,11 +376,11 @@ impl HushApp {
                 "Rooms are not end-to-end encrypted: the server and every member can read them.",
             );
             if ui.button("Leave room").clicked() {
-                self.phone.send(Command::LeaveRoom {
+                shell.phone.send(Command::LeaveRoom {
                     account,
                     room: room.to_owned(),
                 });
-                self.page = crate::app::Page::Home;
+                shell.page = crate::app::Page::Home;
             }
         });
         if !r.joined {
@@ -387,7 +400,7 @@ impl HushApp {
                 });
                 let enter = edit.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 if (ui.button("Send").clicked() || enter) && !self.chat_input.trim().is_empty() {
-                    self.phone.send(Command::SendRoom {
+                    shell.phone.send(Command::SendRoom {
                         account,
                         room: room.to_owned(),
                         body: std::mem::take(&mut self.chat_input),

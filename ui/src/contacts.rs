@@ -1,7 +1,8 @@
 //! Contacts: grouped, filterable, with presence and row actions; adding a contact;
 //! answering subscription requests (authorize, deny, ignore).
 
-use crate::app::{HushApp, Page, labeled_edit};
+use crate::app::{Page, Shell};
+use crate::widgets::labeled_edit;
 use crate::widgets::{AMBER, GREEN, GREY, RED};
 use eframe::egui;
 use hush_core::command::RequestAnswer;
@@ -31,8 +32,15 @@ fn presence_words(p: Presence) -> (&'static str, egui::Color32) {
 
 const ROW: f32 = 26.0;
 
-impl HushApp {
-    pub(crate) fn contacts_page(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+/// The contacts page's own state: the add form and the filter.
+#[derive(Default)]
+pub(crate) struct ContactsPage {
+    add_contact: AddContact,
+    contact_filter: String,
+}
+
+impl ContactsPage {
+    pub(crate) fn show(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         ui.heading("Contacts");
         for r in snap.requests.iter().filter(|r| !r.ignored) {
             egui::Frame::new()
@@ -47,7 +55,7 @@ impl HushApp {
                             ("Ignore", RequestAnswer::Ignore),
                         ] {
                             if ui.button(format!("{label} {}", r.from)).clicked() {
-                                self.phone.send(Command::AnswerRequest {
+                                shell.phone.send(Command::AnswerRequest {
                                     account: r.account,
                                     from: r.from.clone(),
                                     answer,
@@ -73,7 +81,7 @@ impl HushApp {
             }
         });
         if self.add_contact.open {
-            self.add_contact_view(ui, snap);
+            self.add_contact_view(ui, snap, shell);
         }
         let needle = self.contact_filter.to_lowercase();
         let matches = |c: &&ContactView| {
@@ -110,13 +118,19 @@ impl HushApp {
                                 ui.strong(format!("{g} ({n})"));
                             }
                         }
-                        Some(c) => self.contact_row(ui, snap, c),
+                        Some(c) => self.contact_row(ui, snap, c, shell),
                     }
                 }
             });
     }
 
-    fn contact_row(&mut self, ui: &mut egui::Ui, snap: &Snapshot, c: &ContactView) {
+    fn contact_row(
+        &mut self,
+        ui: &mut egui::Ui,
+        snap: &Snapshot,
+        c: &ContactView,
+        shell: &mut Shell,
+    ) {
         ui.horizontal(|ui| {
             let (words, colour) = presence_words(c.presence);
             crate::widgets::dot(ui, colour, words);
@@ -126,7 +140,7 @@ impl HushApp {
                 ui.weak("waiting for authorization");
             }
             if ui.button(format!("Chat with {name}")).clicked() {
-                self.page = Page::Chat(c.account, c.address.clone());
+                shell.page = Page::Chat(c.account, c.address.clone());
             }
             let sip = snap
                 .accounts
@@ -137,7 +151,7 @@ impl HushApp {
                 .add_enabled(sip.is_some(), egui::Button::new(format!("Call {name}")))
                 .on_disabled_hover_text("Add a SIP account to call");
             if call.clicked() {
-                self.place_call(sip, format!("sip:{}", c.address));
+                shell.place_call(sip, format!("sip:{}", c.address));
             }
             ui.add_enabled(false, egui::Button::new(format!("Video call {name}")))
                 .on_disabled_hover_text("Video calls are not available yet");
@@ -149,7 +163,7 @@ impl HushApp {
         });
     }
 
-    fn add_contact_view(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+    fn add_contact_view(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         let chat_accounts: Vec<(AccountId, String)> = snap
             .accounts
             .iter()
@@ -216,7 +230,7 @@ impl HushApp {
                         }
                         (Some(account), address) => {
                             let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
-                            self.phone.send(Command::AddContact {
+                            shell.phone.send(Command::AddContact {
                                 account,
                                 address: address.to_owned(),
                                 alias: opt(&f.alias),

@@ -1,8 +1,9 @@
 //! Settings: audio, private-chat keys and fingerprints, call verification, history and
 //! the master password.
 
-use crate::app::{HushApp, labeled_edit};
+use crate::app::Shell;
 use crate::background::{self, Slot};
+use crate::widgets::labeled_edit;
 use crate::widgets::{GREEN, RED};
 use eframe::egui;
 use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
@@ -15,7 +16,7 @@ type DeviceLists = (Vec<String>, Vec<String>);
 
 /// Form state of the settings page.
 #[derive(Default)]
-pub(crate) struct SettingsForm {
+pub(crate) struct SettingsPage {
     pub(crate) confirm_erase: bool,
     pub(crate) old_password: String,
     pub(crate) new_password: String,
@@ -36,26 +37,26 @@ pub(crate) struct SettingsForm {
     check_reply: Slot<Result<hush_core::command::LevelMeter, String>>,
 }
 
-impl HushApp {
-    pub(crate) fn settings_page(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+impl SettingsPage {
+    pub(crate) fn show(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         egui::ScrollArea::vertical()
             .id_salt("settings")
             .show(ui, |ui| {
-                self.audio_settings(ui);
+                self.audio_settings(ui, shell);
                 ui.separator();
-                self.otr_settings(ui, snap);
+                self.otr_settings(ui, snap, shell);
                 ui.separator();
-                self.call_settings(ui);
+                self.call_settings(ui, shell);
                 ui.separator();
-                self.history_settings(ui, snap);
+                self.history_settings(ui, snap, shell);
                 ui.separator();
-                self.password_settings(ui, snap);
+                self.password_settings(ui, snap, shell);
             });
     }
 
-    fn audio_settings(&mut self, ui: &mut egui::Ui) {
+    fn audio_settings(&mut self, ui: &mut egui::Ui, shell: &mut Shell) {
         ui.heading("Audio");
-        let mut choice = match self.audio.source {
+        let mut choice = match shell.audio.source {
             SourceSpec::Device | SourceSpec::NamedDevice(_) => 0,
             SourceSpec::Tone(_) => 1,
             _ => 2,
@@ -67,7 +68,7 @@ impl HushApp {
             ui.radio_value(&mut choice, 2, "Silence");
         });
         if choice != before {
-            self.audio = match choice {
+            shell.audio = match choice {
                 0 => AudioChoice {
                     source: SourceSpec::Device,
                     sink: SinkSpec::Device,
@@ -78,35 +79,35 @@ impl HushApp {
                 },
                 _ => AudioChoice::default(),
             };
-            self.stop_audio_check();
+            self.stop_audio_check(shell);
         }
         if choice == 0 {
-            self.device_choice(ui);
+            self.device_choice(ui, shell);
         }
-        let answer = background::take(&self.settings.check_reply);
+        let answer = background::take(&self.check_reply);
         match answer {
             Some(Ok(meter)) => {
-                self.settings.meter = Some(meter);
-                self.settings.check_error = None;
+                self.meter = Some(meter);
+                self.check_error = None;
             }
             Some(Err(e)) => {
-                self.settings.meter = None;
-                self.settings.check_error = Some(e);
+                self.meter = None;
+                self.check_error = Some(e);
             }
             None => {}
         }
         ui.horizontal(|ui| {
             if ui.button("Check the microphone").clicked() {
-                self.start_audio_check(ui.ctx(), false);
+                self.start_audio_check(ui.ctx(), false, shell);
             }
             if ui.button("Play a test tone").clicked() {
-                self.start_audio_check(ui.ctx(), true);
+                self.start_audio_check(ui.ctx(), true, shell);
             }
-            if self.settings.meter.is_some() && ui.button("Stop the check").clicked() {
-                self.stop_audio_check();
+            if self.meter.is_some() && ui.button("Stop the check").clicked() {
+                self.stop_audio_check(shell);
             }
         });
-        if let Some(m) = &self.settings.meter {
+        if let Some(m) = &self.meter {
             let level = m.level();
             let bar = egui::ProgressBar::new(level)
                 .desired_width(300.0)
@@ -117,24 +118,24 @@ impl HushApp {
             ui.ctx()
                 .request_repaint_after(std::time::Duration::from_millis(100));
         }
-        if let Some(e) = &self.settings.check_error {
+        if let Some(e) = &self.check_error {
             ui.colored_label(crate::widgets::RED, e);
         }
     }
 
     /// Which microphone and speaker, among those the system lists.
-    fn device_choice(&mut self, ui: &mut egui::Ui) {
-        if !self.settings.devices_asked {
-            self.settings.devices_asked = true;
-            let phone = self.phone.clone();
-            background::run(ui.ctx(), &self.settings.devices, move || {
+    fn device_choice(&mut self, ui: &mut egui::Ui, shell: &mut Shell) {
+        if !self.devices_asked {
+            self.devices_asked = true;
+            let phone = shell.phone.clone();
+            background::run(ui.ctx(), &self.devices, move || {
                 match phone.execute_blocking(Command::ListAudioDevices) {
                     Ok(hush_core::Reply::AudioDevices { inputs, outputs }) => (inputs, outputs),
                     _ => DeviceLists::default(),
                 }
             });
         }
-        let listed = background::peek(&self.settings.devices);
+        let listed = background::peek(&self.devices);
         let Some((inputs, outputs)) = listed else {
             ui.horizontal(|ui| {
                 ui.add(egui::Spinner::new());
@@ -146,7 +147,7 @@ impl HushApp {
             ui.label("No sound card found. Calls can use the test tone or silence instead.");
             return;
         }
-        let mut source = self.audio.source.clone();
+        let mut source = shell.audio.source.clone();
         let named = match &source {
             SourceSpec::NamedDevice(n) => Some(n.as_str()),
             _ => None,
@@ -154,7 +155,7 @@ impl HushApp {
         if let Some(choice) = device_combo(ui, "Microphone", named, &inputs) {
             source = choice.map_or(SourceSpec::Device, SourceSpec::NamedDevice);
         }
-        let mut sink = self.audio.sink.clone();
+        let mut sink = shell.audio.sink.clone();
         let named = match &sink {
             SinkSpec::NamedDevice(n) => Some(n.as_str()),
             _ => None,
@@ -162,19 +163,19 @@ impl HushApp {
         if let Some(choice) = device_combo(ui, "Speaker", named, &outputs) {
             sink = choice.map_or(SinkSpec::Device, SinkSpec::NamedDevice);
         }
-        if source != self.audio.source || sink != self.audio.sink {
-            self.audio = AudioChoice { source, sink };
-            self.stop_audio_check();
+        if source != shell.audio.source || sink != shell.audio.sink {
+            shell.audio = AudioChoice { source, sink };
+            self.stop_audio_check(shell);
         }
     }
 
-    fn start_audio_check(&mut self, ctx: &egui::Context, tone: bool) {
-        let phone = self.phone.clone();
+    fn start_audio_check(&mut self, ctx: &egui::Context, tone: bool, shell: &mut Shell) {
+        let phone = shell.phone.clone();
         let cmd = Command::CheckAudio {
-            audio: self.audio.clone(),
+            audio: shell.audio.clone(),
             tone,
         };
-        background::run(ctx, &self.settings.check_reply, move || {
+        background::run(ctx, &self.check_reply, move || {
             match phone.execute_blocking(cmd) {
                 Ok(hush_core::Reply::AudioMeter(m)) => Ok(m),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
@@ -184,20 +185,25 @@ impl HushApp {
     }
 
     /// Stops the microphone check, if one runs (leaving the page, another choice).
-    pub(crate) fn stop_audio_check(&mut self) {
-        if self.settings.meter.take().is_some() {
-            self.phone.send(Command::StopAudioCheck);
+    pub(crate) fn stop_audio_check(&mut self, shell: &mut Shell) {
+        if self.meter.take().is_some() {
+            shell.phone.send(Command::StopAudioCheck);
         }
     }
 
     /// Key generation is slow: run it off the window's thread and show progress.
-    fn generate_key(&mut self, ctx: &egui::Context, account: hush_core::AccountId) {
-        let state = self.settings.generating.clone();
+    fn generate_key(
+        &mut self,
+        ctx: &egui::Context,
+        account: hush_core::AccountId,
+        shell: &mut Shell,
+    ) {
+        let state = self.generating.clone();
         if let Ok(mut g) = state.lock() {
             g.0.push(account);
             g.1 = None;
         }
-        let phone = self.phone.clone();
+        let phone = shell.phone.clone();
         let ctx = ctx.clone();
         std::thread::spawn(move || {
             let r = phone.execute_blocking(Command::OtrGenerateKey { account });
@@ -209,14 +215,9 @@ impl HushApp {
         });
     }
 
-    fn otr_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+    fn otr_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         ui.heading("Private chat (OTR)");
-        let failed = self
-            .settings
-            .generating
-            .lock()
-            .ok()
-            .and_then(|g| g.1.clone());
+        let failed = self.generating.lock().ok().and_then(|g| g.1.clone());
         if let Some(e) = failed {
             ui.colored_label(crate::widgets::RED, e);
         }
@@ -237,7 +238,6 @@ impl HushApp {
                     }
                 }
                 let busy = self
-                    .settings
                     .generating
                     .lock()
                     .map(|g| g.0.contains(&id))
@@ -252,7 +252,7 @@ impl HushApp {
                     )
                     .clicked()
                 {
-                    self.generate_key(ui.ctx(), id);
+                    self.generate_key(ui.ctx(), id, shell);
                 }
             });
             if let AccountSettings::Xmpp(x) = &a.config.settings {
@@ -272,7 +272,7 @@ impl HushApp {
                     );
                 });
                 if p != x.otr_policy {
-                    self.phone.send(Command::OtrSetPolicy {
+                    shell.phone.send(Command::OtrSetPolicy {
                         account: id,
                         peer: None,
                         policy: Some(p),
@@ -296,7 +296,7 @@ impl HushApp {
                 }
                 let label = if k.verified { "Unverify" } else { "Verify" };
                 if ui.button(format!("{label} {}", k.peer)).clicked() {
-                    self.phone.send(Command::OtrTrust {
+                    shell.phone.send(Command::OtrTrust {
                         account: k.account,
                         peer: k.peer.clone(),
                         fingerprint: k.fingerprint.clone(),
@@ -304,7 +304,7 @@ impl HushApp {
                     });
                 }
                 if ui.button(format!("Forget {}", k.peer)).clicked() {
-                    self.phone.send(Command::OtrForget {
+                    shell.phone.send(Command::OtrForget {
                         account: k.account,
                         peer: k.peer.clone(),
                         fingerprint: k.fingerprint.clone(),
@@ -314,7 +314,7 @@ impl HushApp {
             }
         });
         ui.label("Import from Pidgin:");
-        let f = &mut self.settings;
+        let f = &mut *self;
         labeled_edit(
             ui,
             "otr.private_key file",
@@ -340,28 +340,28 @@ impl HushApp {
             };
             match (read(&f.import_keys), read(&f.import_fingerprints)) {
                 (Ok(k), Ok(fp)) if k.is_some() || fp.is_some() => {
-                    self.phone.send(Command::OtrImport {
+                    shell.phone.send(Command::OtrImport {
                         keys: k.map(Secret::new),
                         fingerprints: fp,
                     });
                 }
-                (Err(e), _) | (_, Err(e)) => self.notice = Some(e),
-                _ => self.notice = Some("Give the path of at least one file".into()),
+                (Err(e), _) | (_, Err(e)) => shell.notice = Some(e),
+                _ => shell.notice = Some("Give the path of at least one file".into()),
             }
         }
     }
 
-    fn call_settings(&mut self, ui: &mut egui::Ui) {
+    fn call_settings(&mut self, ui: &mut egui::Ui, shell: &mut Shell) {
         ui.heading("Calls");
         ui.label(
             "A peer whose code you compared stays verified for later calls with the same key (the \
              device they called from), until you withdraw it here. A new key for a verified peer \
              is shown in violet until you compare the code again.",
         );
-        let Some(peers) = background::peek(&self.settings.verified) else {
-            if !self.settings.verified_asked {
-                self.settings.verified_asked = true;
-                self.read_verified(ui.ctx(), None);
+        let Some(peers) = background::peek(&self.verified) else {
+            if !self.verified_asked {
+                self.verified_asked = true;
+                self.read_verified(ui.ctx(), None, shell);
             }
             ui.horizontal(|ui| {
                 ui.add(egui::Spinner::new());
@@ -390,14 +390,14 @@ impl HushApp {
             }
         });
         if let Some(peer) = reset {
-            self.read_verified(ui.ctx(), Some(peer));
+            self.read_verified(ui.ctx(), Some(peer), shell);
         }
     }
 
     /// Reads the verified call peer keys from the core, first withdrawing `reset`.
-    fn read_verified(&self, ctx: &egui::Context, reset: Option<PeerKey>) {
-        let phone = self.phone.clone();
-        background::run(ctx, &self.settings.verified, move || {
+    fn read_verified(&self, ctx: &egui::Context, reset: Option<PeerKey>, shell: &mut Shell) {
+        let phone = shell.phone.clone();
+        background::run(ctx, &self.verified, move || {
             if let Some(k) = reset {
                 let _ = phone.execute_blocking(Command::SetPeerVerified {
                     peer: k.peer,
@@ -413,17 +413,17 @@ impl HushApp {
     }
 
     /// Forgets lists read for the settings page, so the next visit reads them afresh.
-    pub(crate) fn leave_settings(&mut self) {
-        self.stop_audio_check();
-        if self.settings.verified_asked {
-            self.settings.verified_asked = false;
-            if let Ok(mut v) = self.settings.verified.lock() {
+    pub(crate) fn leave_settings(&mut self, shell: &mut Shell) {
+        self.stop_audio_check(shell);
+        if self.verified_asked {
+            self.verified_asked = false;
+            if let Ok(mut v) = self.verified.lock() {
                 *v = None;
             }
         }
     }
 
-    fn history_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+    fn history_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         ui.heading("History");
         let mut on = snap.history_default;
         if ui
@@ -433,28 +433,28 @@ impl HushApp {
             )
             .changed()
         {
-            self.phone.send(Command::SetHistoryDefault(on));
+            shell.phone.send(Command::SetHistoryDefault(on));
         }
-        if self.settings.confirm_erase {
+        if self.confirm_erase {
             ui.horizontal(|ui| {
                 ui.colored_label(RED, "Erase all history for good?");
                 if ui.button("Yes, erase everything").clicked() {
-                    self.phone.send(Command::EraseHistory);
-                    self.settings.confirm_erase = false;
+                    shell.phone.send(Command::EraseHistory);
+                    self.confirm_erase = false;
                 }
                 if ui.button("Keep it").clicked() {
-                    self.settings.confirm_erase = false;
+                    self.confirm_erase = false;
                 }
             });
         } else if ui.button("Erase all history").clicked() {
-            self.settings.confirm_erase = true;
+            self.confirm_erase = true;
         }
     }
 
-    fn password_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot) {
+    fn password_settings(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         ui.heading("Master password");
         ui.label("A master password encrypts your saved passwords and keys; without it, anyone who can read your files can use them.");
-        let f = &mut self.settings;
+        let f = &mut *self;
         if snap.master_password_set {
             labeled_edit(ui, "Current master password", &mut f.old_password, "", true);
         }
@@ -475,7 +475,7 @@ impl HushApp {
                 } else {
                     Command::SetMasterPassword { new }
                 };
-                self.phone.send(cmd);
+                shell.phone.send(cmd);
             }
             if snap.master_password_set
                 && ui
@@ -483,7 +483,7 @@ impl HushApp {
                     .on_hover_text("Your saved passwords and keys will then be protected only by file permissions")
                     .clicked()
             {
-                self.phone.send(Command::RemoveMasterPassword {
+                shell.phone.send(Command::RemoveMasterPassword {
                     current: Secret::new(std::mem::take(&mut f.old_password)),
                 });
             }

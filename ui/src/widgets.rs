@@ -226,3 +226,30 @@ fn new_key_icon(ui: &mut egui::Ui, colour: Color32) {
     );
     response.on_hover_text("A key you have not verified for this contact");
 }
+
+/// A text field with an accessible label (and the label shown before it).
+pub(crate) fn labeled_edit(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut String,
+    hint: &str,
+    password: bool,
+) -> egui::Response {
+    ui.horizontal(|ui| {
+        ui.label(format!("{label}:"));
+        let r = ui.add(
+            egui::TextEdit::singleline(value)
+                .password(password)
+                .hint_text(hint),
+        );
+        let role = if password {
+            egui::Role::PasswordInput
+        } else {
+            egui::Role::TextInput
+        };
+        let name = label.to_owned();
+        r.widget_info(move || egui::WidgetInfo::labeled(role, true, name.clone()));
+        r
+    })
+    .inner
+}
