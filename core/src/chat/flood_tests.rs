@@ -3,7 +3,7 @@
 //! account handle, and its messages go into the senders' engines, and back.
 
 use super::limits::{MAX_CONVERSATIONS, MAX_PRIVATE_STRANGERS};
-use super::private::{Received, Stored};
+use super::otr::{Received, Stored};
 use super::{Account, ChatLayer};
 use crate::event::Event;
 use crate::model::{AccountId, OtrPolicySetting};

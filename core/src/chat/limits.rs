@@ -270,7 +270,7 @@ mod tests {
     use crate::model::AccountId;
 
     fn line(body: &str) -> ChatLine {
-        super::super::private::notice(body.into())
+        super::super::otr::notice(body.into())
     }
 
     #[test]

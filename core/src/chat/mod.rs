@@ -7,10 +7,10 @@
 #[cfg(test)]
 mod flood_tests;
 mod limits;
-mod private;
+mod otr;
 mod worker;
 
-pub(crate) use private::{FINGERPRINTS_SECRET, KEYS_SECRET, POLICIES_SECRET, Stored};
+pub(crate) use otr::{FINGERPRINTS_SECRET, KEYS_SECRET, POLICIES_SECRET, Stored};
 
 use crate::command::{Reply, RequestAnswer};
 use crate::error::{CoreError, Result};
@@ -97,7 +97,7 @@ pub(crate) struct ChatLayer {
     requests: BTreeMap<(AccountId, String), bool>,
     /// Requests, oldest first.
     request_order: VecDeque<(AccountId, String)>,
-    otr: private::Otr,
+    otr: otr::Otr,
     /// Orders conversations by activity.
     tick: u64,
     /// The user was told that new senders' messages are not shown (no room).
@@ -173,10 +173,10 @@ fn presence_of(show: Show) -> Presence {
 
 impl ChatLayer {
     pub(crate) fn new(input: mpsc::UnboundedSender<ChatInput>) -> ChatLayer {
-        Self::with_otr(input, private::Otr::new())
+        Self::with_otr(input, otr::Otr::new())
     }
 
-    fn with_otr(input: mpsc::UnboundedSender<ChatInput>, otr: private::Otr) -> ChatLayer {
+    fn with_otr(input: mpsc::UnboundedSender<ChatInput>, otr: otr::Otr) -> ChatLayer {
         ChatLayer {
             input,
             accounts: BTreeMap::new(),
@@ -196,7 +196,7 @@ impl ChatLayer {
     }
 
     /// What must be written back to the vault now, if anything.
-    pub(crate) async fn otr_to_save(&mut self) -> Option<private::ToSave> {
+    pub(crate) async fn otr_to_save(&mut self) -> Option<otr::ToSave> {
         self.otr.take_changes().await
     }
 
@@ -449,7 +449,7 @@ impl ChatLayer {
             if self.accounts.contains_key(&account) {
                 self.receive(
                     account,
-                    private::Received {
+                    otr::Received {
                         from: from.to_string(),
                         id,
                         body,
@@ -599,7 +599,7 @@ impl ChatLayer {
                 });
             }
             XmppEvent::RoomProtected { room } => {
-                let line = private::notice(
+                let line = otr::notice(
                     "You created this room; it now requires the password you gave.".into(),
                 );
                 if let Some(r) = self.rooms.get_mut(&(account, room.to_string())) {

@@ -2,6 +2,7 @@
 //! Pidgin's file formats (staged through memory, never the disk), conversations with
 //! the four states, SMP, and the "require encryption" guarantee.
 
+mod callbacks;
 mod engine;
 mod fragment;
 mod keyfile;
