@@ -1,5 +1,5 @@
 //! Two audio streams (real libbzrtp, SRTP, codecs, jitter buffers) talking over a
-//! simulated network with simulated time: the tone sent by one side is heard by the
+//! simulated network (hush-sim's seeded links) with simulated time: the tone sent by one side is heard by the
 //! other at the right pitch and level, only after ZRTP is secure under "mandatory".
 //! Each side has an address; a datagram reaches whoever is at its destination, and
 //! strangers can inject datagrams from addresses of their own.
@@ -12,6 +12,7 @@ use hush_media::stream::{
     StreamEvent,
 };
 use hush_media::zrtp::{ZrtpConfig, ZrtpSession, crc32c};
+use hush_sim::{Conditions, Link};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -79,9 +80,9 @@ struct Call {
     addrs: [SocketAddr; 2],
     logs: [Log; 2],
     now: Instant,
-    /// In flight: (arrival, from, to, datagram).
-    wire: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
-    latency: Duration,
+    /// In flight: (from, to, datagram), delayed (and, if asked, lost, reordered or
+    /// duplicated) by the link's seeded conditions.
+    wire: Link<(SocketAddr, SocketAddr, Vec<u8>)>,
     tones: [Option<f64>; 2],
     sample: [u64; 2],
     frame_samples: [usize; 2],
@@ -122,8 +123,7 @@ impl Call {
             addrs: [addr(ADDRS[0]), addr(ADDRS[1])],
             logs: [Log::default(), Log::default()],
             now,
-            wire: Vec::new(),
-            latency: Duration::from_millis(30),
+            wire: Link::new(Conditions::latency(Duration::from_millis(30)), 1),
             tones: [Some(440.0), Some(880.0)],
             sample: [0, 0],
             frame_samples,
@@ -161,8 +161,7 @@ impl Call {
                 {
                     continue;
                 }
-                self.wire
-                    .push((self.now + self.latency, self.addrs[i], dest, d));
+                self.wire.send(self.now, (self.addrs[i], dest, d));
             }
             while let Some(e) = self.sides[i].poll_event() {
                 self.logs[i].events.push(e);
@@ -176,7 +175,7 @@ impl Call {
         let mut next_frame = self.now + FRAME;
         while self.now < end {
             self.flush();
-            let next_packet = self.wire.iter().map(|(t, _, _, _)| *t).min();
+            let next_packet = self.wire.next_arrival();
             let next_timer = self.sides.iter().filter_map(|s| s.poll_timeout()).min();
             let next = [Some(next_frame), next_packet, next_timer]
                 .into_iter()
@@ -184,10 +183,7 @@ impl Call {
                 .min()
                 .unwrap_or(end);
             self.now = next.min(end).max(self.now);
-            let (due, later): (Vec<_>, Vec<_>) =
-                self.wire.drain(..).partition(|(t, _, _, _)| *t <= self.now);
-            self.wire = later;
-            for (_, from, to, d) in due {
+            while let Some((from, to, d)) = self.wire.receive(self.now) {
                 // Nobody at that address (e.g. a private address behind NAT): lost.
                 if let Some(j) = self.addrs.iter().position(|a| *a == to) {
                     self.sides[j].handle_datagram(self.now, from, &d);
@@ -285,12 +281,47 @@ fn tone_crosses_a_secure_call_both_ways_with_each_codec() {
 }
 
 #[test]
+fn a_call_keys_itself_and_carries_the_tone_over_a_lossy_reordering_network() {
+    // 5 % loss, 1 % duplicates, 20-60 ms one way (packets overtake each other): ZRTP
+    // retransmits until both ends agree, and the jitter buffer hides the rest.
+    for seed in 0..4 {
+        let mut call = Call::new(
+            config(0, CodecKind::Opus, Policy::Mandatory, true),
+            config(1, CodecKind::Opus, Policy::Mandatory, true),
+        );
+        call.wire = Link::new(
+            Conditions {
+                latency: Duration::from_millis(20),
+                jitter: Duration::from_millis(40),
+                loss_per_mille: 50,
+                duplicate_per_mille: 10,
+            },
+            seed,
+        );
+        call.run(Duration::from_secs(6));
+        let (a, b) = (secure_sas(&call.logs[0]), secure_sas(&call.logs[1]));
+        assert!(a.is_some() && a == b, "seed {seed}: equal SAS: {a:?} {b:?}");
+        assert!(
+            call.wire.lost > 0 && call.wire.duplicated > 0,
+            "seed {seed}: the network misbehaved"
+        );
+        for (i, log) in call.logs.iter().enumerate() {
+            assert_eq!(log.rtp_sent_before_secure, 0, "seed {seed}: side {i}");
+        }
+        let heard = tail(&call.logs[1], 48000, 1);
+        assert_eq!(dominant_frequency(heard, 48000), 440.0, "seed {seed}");
+        let st = call.sides[1].stats();
+        assert!(st.lost_packets > 0, "seed {seed}: losses counted: {st:?}");
+    }
+}
+
+#[test]
 fn rtcp_measures_round_trip_time() {
     let mut call = Call::new(
         config(0, CodecKind::Pcmu, Policy::Mandatory, true),
         config(1, CodecKind::Pcmu, Policy::Mandatory, true),
     );
-    call.latency = Duration::from_millis(40);
+    call.wire = Link::new(Conditions::latency(Duration::from_millis(40)), 2);
     call.run(Duration::from_secs(12));
     let rtt = call.sides[0]
         .stats()

@@ -1,41 +1,38 @@
-//! Two real libbzrtp endpoints behind our sans-IO wrapper, wired through a simulated
-//! network with simulated time (latency, seeded loss, tampering): deterministic, no
-//! sockets, no sleeps.
+//! Two real libbzrtp endpoints behind our sans-IO wrapper, wired through hush-sim's
+//! simulated links with simulated time (latency, seeded loss, tampering):
+//! deterministic, no sockets, no sleeps.
 
 use hush_media::zrtp::{
     AuthTag, Cipher, KeyAgreement, SasType, Zid, ZidCache, ZidStore, ZrtpConfig, ZrtpEvent,
     ZrtpFailure, ZrtpSession, ZrtpState, crc32c,
 };
+use hush_sim::{Conditions, Link};
 use std::time::{Duration, Instant};
 
 type Tamper = Box<dyn FnMut(usize, &mut Vec<u8>) -> bool>;
 
+/// Both directions of the network, each a seeded link, and who tampers with it.
 struct Net {
-    latency: Duration,
-    loss: f64,
-    rng: u64,
+    /// `links[i]` carries what side `i` sends.
+    links: [Link<Vec<u8>>; 2],
     /// Called per packet with (from side, bytes); return false to drop it.
     tamper: Option<Tamper>,
-    in_flight: Vec<(Instant, usize, Vec<u8>)>,
 }
 
 impl Net {
     fn new(latency_ms: u64, loss: f64, seed: u64) -> Net {
-        Net {
+        let conditions = Conditions {
             latency: Duration::from_millis(latency_ms),
-            loss,
-            rng: seed,
+            loss_per_mille: (loss * 1000.0) as u32,
+            ..Conditions::default()
+        };
+        Net {
+            links: [
+                Link::new(conditions, seed),
+                Link::new(conditions, seed ^ 0x5555_5555),
+            ],
             tamper: None,
-            in_flight: Vec::new(),
         }
-    }
-
-    fn chance(&mut self) -> f64 {
-        self.rng = self
-            .rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -70,17 +67,12 @@ impl Pair {
     fn collect(&mut self) {
         for i in 0..2 {
             while let Some(mut p) = self.sides[i].poll_transmit() {
-                if self.net.chance() < self.net.loss {
-                    continue;
-                }
                 if let Some(t) = &mut self.net.tamper
                     && !t(i, &mut p)
                 {
                     continue;
                 }
-                self.net
-                    .in_flight
-                    .push((self.now + self.net.latency, 1 - i, p));
+                self.net.links[i].send(self.now, p);
             }
             while let Some(ev) = self.sides[i].poll_event() {
                 match ev {
@@ -94,21 +86,18 @@ impl Pair {
     /// Advances to the next packet arrival or timer; false when nothing is pending.
     fn step(&mut self) -> bool {
         self.collect();
-        let next_packet = self.net.in_flight.iter().map(|(t, _, _)| *t).min();
+        let next_packet = self.net.links.iter().filter_map(Link::next_arrival).min();
         let next_timer = self.sides.iter().filter_map(|s| s.poll_timeout()).min();
         let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
             return false;
         };
         self.now = self.now.max(next);
-        let (due, later): (Vec<_>, Vec<_>) = self
-            .net
-            .in_flight
-            .drain(..)
-            .partition(|(t, _, _)| *t <= self.now);
-        self.net.in_flight = later;
-        for (_, to, p) in due {
-            if let Err(e) = self.sides[to].handle_packet(self.now, &p) {
-                eprintln!("side {to} dropped a packet: {e}");
+        for from in 0..2 {
+            while let Some(p) = self.net.links[from].receive(self.now) {
+                let to = 1 - from;
+                if let Err(e) = self.sides[to].handle_packet(self.now, &p) {
+                    eprintln!("side {to} dropped a packet: {e}");
+                }
             }
         }
         for s in &mut self.sides {
@@ -306,6 +295,8 @@ fn lossy_network_still_agrees() {
         pair.start();
         pair.drive(50_000);
         pair.assert_secure_and_matching();
+        let lost: u64 = pair.net.links.iter().map(|l| l.lost).sum();
+        assert!(lost > 0, "seed {seed}: the network lost nothing");
     }
 }
 

@@ -6,68 +6,124 @@ use hush_signaling::otr::{
     ChatSecurity, Incoming, MAX_HELD, MIN_FRAGMENT, OtrEngine, OtrError, OtrEvent, OtrLimits,
     OtrPolicy, SmpEvent, Transmit,
 };
+use hush_sim::{Conditions, Endpoint};
+
+use std::borrow::BorrowMut;
+use std::time::Instant;
 
 const A: &str = "alice@localhost";
 const B: &str = "bob@localhost";
 
+/// One side of a conversation: an engine (owned, or lent for one exchange), and what
+/// its user was shown.
+struct Side<'s, E> {
+    engine: E,
+    me: &'s str,
+    peer: &'s str,
+    shown: Vec<String>,
+    /// Everything shown, with whether libotr decrypted it.
+    incoming: Vec<Incoming>,
+    events: Vec<OtrEvent>,
+    /// What it put on the wire since the pair last collected it.
+    sent: Vec<Transmit>,
+}
+
+/// A side that owns its engine (the pair's).
+type Buddy = Side<'static, OtrEngine>;
+
+impl<E: BorrowMut<OtrEngine>> std::ops::Deref for Side<'_, E> {
+    type Target = OtrEngine;
+    fn deref(&self) -> &OtrEngine {
+        self.engine.borrow()
+    }
+}
+
+impl<E: BorrowMut<OtrEngine>> std::ops::DerefMut for Side<'_, E> {
+    fn deref_mut(&mut self) -> &mut OtrEngine {
+        self.engine.borrow_mut()
+    }
+}
+
+/// OTR has no timers: the links only carry the bodies, in order.
+impl<E: BorrowMut<OtrEngine>> Endpoint for Side<'_, E> {
+    type Message = String;
+
+    fn transmit(&mut self, _now: Instant) -> Option<String> {
+        let t = self.engine.borrow_mut().poll_transmit()?;
+        let body = t.body.clone();
+        self.sent.push(t);
+        Some(body)
+    }
+
+    fn receive(&mut self, _now: Instant, body: String) {
+        let engine = self.engine.borrow_mut();
+        if let Some(s) = engine.receive(self.me, self.peer, &body) {
+            self.shown.push(s.text.clone());
+            self.incoming.push(s);
+        }
+        while let Some(e) = engine.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    fn timeout(&mut self, _now: Instant) {}
+}
+
+impl<'s, E: BorrowMut<OtrEngine>> Side<'s, E> {
+    fn new(engine: E, me: &'s str, peer: &'s str) -> Side<'s, E> {
+        Side {
+            engine,
+            me,
+            peer,
+            shown: Vec::new(),
+            incoming: Vec::new(),
+            events: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+}
+
+fn buddy(me: &'static str, peer: &'static str) -> Buddy {
+    let mut engine = engine();
+    engine.generate_key(me).expect("key");
+    Side::new(engine, me, peer)
+}
+
 struct Pair {
-    a: OtrEngine,
-    b: OtrEngine,
+    a: Buddy,
+    b: Buddy,
+    /// Everything either side sent.
     wire: Vec<Transmit>,
-    shown_a: Vec<String>,
-    shown_b: Vec<String>,
-    /// Everything bob was shown, with whether libotr decrypted it.
-    incoming_b: Vec<Incoming>,
-    events_a: Vec<OtrEvent>,
-    events_b: Vec<OtrEvent>,
 }
 
 impl Pair {
     fn new() -> Pair {
-        let mut a = engine();
-        let mut b = engine();
-        a.generate_key(A).expect("alice key");
-        b.generate_key(B).expect("bob key");
         Pair {
-            a,
-            b,
+            a: buddy(A, B),
+            b: buddy(B, A),
             wire: Vec::new(),
-            shown_a: Vec::new(),
-            shown_b: Vec::new(),
-            incoming_b: Vec::new(),
-            events_a: Vec::new(),
-            events_b: Vec::new(),
         }
     }
 
-    /// Delivers everything in flight until both sides are quiet (bounded).
+    /// Delivers everything in flight, in order, until both sides are quiet (hush-sim
+    /// bounds the steps).
     fn settle(&mut self) {
-        for _ in 0..200 {
-            let before = self.wire.len();
-            while let Some(t) = self.a.poll_transmit() {
-                self.wire.push(t.clone());
-                if let Some(s) = self.b.receive(B, A, &t.body) {
-                    self.shown_b.push(s.text.clone());
-                    self.incoming_b.push(s);
-                }
-            }
-            while let Some(t) = self.b.poll_transmit() {
-                self.wire.push(t.clone());
-                if let Some(s) = self.a.receive(A, B, &t.body) {
-                    self.shown_a.push(s.text);
-                }
-            }
-            while let Some(e) = self.a.poll_event() {
-                self.events_a.push(e);
-            }
-            while let Some(e) = self.b.poll_event() {
-                self.events_b.push(e);
-            }
-            if self.wire.len() == before {
-                return;
+        Pair::exchange(&mut self.a, &mut self.b);
+        for side in [&mut self.a, &mut self.b] {
+            while let Some(e) = side.engine.poll_event() {
+                side.events.push(e);
             }
         }
-        panic!("no quiescence");
+        self.wire.append(&mut self.a.sent);
+        self.wire.append(&mut self.b.sent);
+    }
+
+    fn exchange(a: &mut Buddy, b: &mut Buddy) {
+        hush_sim::Pair::new(a, b, Conditions::perfect(), 0).drive();
     }
 
     fn private(&mut self) {
@@ -88,7 +144,7 @@ fn ake_from_either_side_and_messages_both_ways() {
     let fa = p.a.fingerprint(A).expect("fingerprint");
     assert_eq!(fa.split(' ').count(), 5);
     p.private();
-    assert!(p.events_a.iter().any(|e| matches!(
+    assert!(p.a.events.iter().any(|e| matches!(
         e,
         OtrEvent::Secure {
             verified: false,
@@ -102,14 +158,14 @@ fn ake_from_either_side_and_messages_both_ways() {
     );
     p.a.send(A, B, "the plan is on").expect("send");
     p.settle();
-    assert_eq!(p.shown_b, vec!["the plan is on".to_owned()]);
+    assert_eq!(p.b.shown, vec!["the plan is on".to_owned()]);
     assert!(
         p.wire.iter().all(|t| !t.body.contains("the plan is on")),
         "nothing readable on the wire"
     );
     p.b.send(B, A, "understood").expect("send");
     p.settle();
-    assert_eq!(p.shown_a, vec!["understood".to_owned()]);
+    assert_eq!(p.a.shown, vec!["understood".to_owned()]);
 
     // Bob starts the next one.
     let mut q = Pair::new();
@@ -128,7 +184,7 @@ fn long_messages_are_fragmented_and_reassembled() {
     p.wire.clear();
     p.a.send(A, B, &long).expect("send");
     p.settle();
-    assert_eq!(p.shown_b, vec![long]);
+    assert_eq!(p.b.shown, vec![long]);
     assert!(p.wire.len() > 10, "split into fragments: {}", p.wire.len());
     assert!(p.wire.iter().all(|t| t.body.len() <= 300));
 }
@@ -142,10 +198,10 @@ fn smp_with_question_and_with_shared_secret() {
     p.a.smp_start(A, B, Some("where did we meet?"), "the library")
         .expect("smp");
     p.settle();
-    assert!(p.events_b.iter().any(|e| matches!(e, OtrEvent::Smp { event: SmpEvent::AskedQuestion(q), .. } if q == "where did we meet?")));
+    assert!(p.b.events.iter().any(|e| matches!(e, OtrEvent::Smp { event: SmpEvent::AskedQuestion(q), .. } if q == "where did we meet?")));
     p.b.smp_respond(B, A, "the library").expect("respond");
     p.settle();
-    assert!(p.events_a.iter().any(|e| matches!(
+    assert!(p.a.events.iter().any(|e| matches!(
         e,
         OtrEvent::Smp {
             event: SmpEvent::Succeeded,
@@ -164,7 +220,7 @@ fn smp_with_question_and_with_shared_secret() {
     q.private();
     q.b.smp_start(B, A, None, "blue").expect("smp");
     q.settle();
-    assert!(q.events_a.iter().any(|e| matches!(
+    assert!(q.a.events.iter().any(|e| matches!(
         e,
         OtrEvent::Smp {
             event: SmpEvent::AskedSecret,
@@ -173,7 +229,7 @@ fn smp_with_question_and_with_shared_secret() {
     )));
     q.a.smp_respond(A, B, "green").expect("respond");
     q.settle();
-    assert!(q.events_b.iter().any(|e| matches!(
+    assert!(q.b.events.iter().any(|e| matches!(
         e,
         OtrEvent::Smp {
             event: SmpEvent::Failed,
@@ -205,7 +261,7 @@ fn fingerprint_verification_and_ending() {
         "the buddy ended it"
     );
     assert!(
-        p.events_b
+        p.b.events
             .iter()
             .any(|e| matches!(e, OtrEvent::Finished { .. }))
     );
@@ -223,7 +279,7 @@ fn require_encryption_never_sends_plaintext() {
     assert!(r.is_err(), "held, not sent");
     assert_eq!(p.a.held(A, B), 1);
     p.settle(); // the query started the AKE; the held message goes out encrypted
-    assert_eq!(p.shown_b, vec!["secret before the session".to_owned()]);
+    assert_eq!(p.b.shown, vec!["secret before the session".to_owned()]);
     assert!(
         p.wire.iter().all(|t| t.body.starts_with("?OTR")),
         "every body on the wire is OTR"
@@ -335,7 +391,7 @@ fn endless_fragments_keep_memory_bounded_and_the_session_usable() {
         } else {
             format!("?OTR|00000100|00000100,{k:05},00064,{chunk},")
         };
-        let shown = p.b.receive(B, A, &body);
+        let shown = p.b.engine.receive(B, A, &body);
         assert!(
             shown.is_none_or(|s| !s.text.starts_with("?OTR")),
             "fragment shown"
@@ -347,9 +403,9 @@ fn endless_fragments_keep_memory_bounded_and_the_session_usable() {
     p.a.send(A, B, "still here").expect("send");
     p.settle();
     assert!(
-        p.shown_b.iter().any(|m| m == "still here"),
+        p.b.shown.iter().any(|m| m == "still here"),
         "{:?}",
-        p.shown_b
+        p.b.shown
     );
 }
 
@@ -371,7 +427,7 @@ fn forgetting_the_fingerprint_in_use_is_refused_and_the_session_goes_on() {
     assert!(p.b.known_fingerprints().iter().any(|k| k.fingerprint == fa));
     p.a.send(A, B, "still private").expect("send");
     p.settle();
-    assert_eq!(p.shown_b, vec!["still private".to_owned()]);
+    assert_eq!(p.b.shown, vec!["still private".to_owned()]);
     // Once the conversation is over it can go.
     p.b.end(B, A).expect("end");
     p.settle();
@@ -437,19 +493,19 @@ fn only_what_libotr_decrypted_is_marked_encrypted() {
     // Before any session, bodies that merely look like OTR are plaintext. A one-piece
     // "fragment" is reassembled by libotr into a plain message, and shown.
     for body in ["?OTR,1,1,hello,", "?OTR|00000100|00000000,00001,00001,hi,"] {
-        let shown = p.b.receive(B, "mallory@localhost", body);
+        let shown = p.b.engine.receive(B, "mallory@localhost", body);
         assert!(
             shown.as_ref().is_none_or(|s| !s.encrypted),
             "{body} -> {shown:?}"
         );
     }
-    let plain = p.b.receive(B, A, "just text").expect("shown");
+    let plain = p.b.engine.receive(B, A, "just text").expect("shown");
     assert!(!plain.encrypted);
     p.private();
     p.a.send(A, B, "under otr").expect("send");
     p.settle();
     assert_eq!(
-        p.incoming_b,
+        p.b.incoming,
         vec![Incoming {
             text: "under otr".into(),
             encrypted: true
@@ -457,7 +513,7 @@ fn only_what_libotr_decrypted_is_marked_encrypted() {
     );
     // During the session, plaintext (even shaped like OTR) is never marked encrypted.
     for body in ["in the clear", "?OTR,1,1,sneaky,"] {
-        let shown = p.b.receive(B, A, body);
+        let shown = p.b.engine.receive(B, A, body);
         assert!(
             shown.as_ref().is_none_or(|s| !s.encrypted),
             "{body} -> {shown:?}"
@@ -465,28 +521,17 @@ fn only_what_libotr_decrypted_is_marked_encrypted() {
     }
 }
 
-/// Delivers everything between two engines until both are quiet (bounded).
+/// Delivers everything between two engines until both are quiet (hush-sim bounds the
+/// steps); returns what `y` reported.
 fn exchange(x: &mut OtrEngine, xn: &str, y: &mut OtrEngine, yn: &str) -> Vec<OtrEvent> {
-    let mut events = Vec::new();
-    for _ in 0..100 {
-        let mut moved = false;
-        while let Some(t) = x.poll_transmit() {
-            moved = true;
-            y.receive(yn, xn, &t.body);
-        }
-        while let Some(t) = y.poll_transmit() {
-            moved = true;
-            x.receive(xn, yn, &t.body);
-        }
-        while let Some(e) = y.poll_event() {
-            events.push(e);
-        }
-        while x.poll_event().is_some() {}
-        if !moved {
-            return events;
-        }
+    let mut a = Side::new(x, xn, yn);
+    let mut b = Side::new(y, yn, xn);
+    hush_sim::Pair::new(&mut a, &mut b, Conditions::perfect(), 0).drive();
+    while let Some(e) = b.engine.poll_event() {
+        b.events.push(e);
     }
-    panic!("no quiescence");
+    while a.engine.poll_event().is_some() {}
+    b.events
 }
 
 fn quiet(e: &mut OtrEngine) {
@@ -515,7 +560,7 @@ fn a_flood_of_senders_keeps_libotr_bounded_and_the_real_conversation_alive() {
             2 => format!("?OTR,1,3,{filler},"),
             _ => "hello".to_owned(),
         };
-        let _ = p.b.receive(B, &from, &body);
+        let _ = p.b.engine.receive(B, &from, &body);
         quiet(&mut p.b);
         // 16 strangers at most, plus alice whom bob wrote to.
         assert!(p.b.peer_count() <= 17, "{} buddies", p.b.peer_count());
@@ -529,9 +574,9 @@ fn a_flood_of_senders_keeps_libotr_bounded_and_the_real_conversation_alive() {
     p.a.send(A, B, "still here").expect("send");
     p.settle();
     assert!(
-        p.shown_b.iter().any(|m| m == "still here"),
+        p.b.shown.iter().any(|m| m == "still here"),
         "{:?}",
-        p.shown_b
+        p.b.shown
     );
 }
 
@@ -593,16 +638,16 @@ fn one_sender_naming_endless_instances_keeps_few_and_its_session() {
     p.private();
     for i in 0..1_000u32 {
         let body = format!("?OTR|{:08x}|00000000,00001,00002,xyz,", 0x1000 + i);
-        let _ = p.b.receive(B, A, &body);
+        let _ = p.b.engine.receive(B, A, &body);
         quiet(&mut p.b);
     }
     assert!(p.b.context_count() <= 1 + 4, "{}", p.b.context_count());
     // The real instance was kept: the next real message is decrypted and private again.
-    p.incoming_b.clear();
+    p.b.incoming.clear();
     p.a.send(A, B, "the real me").expect("send");
     p.settle();
     assert_eq!(
-        p.incoming_b,
+        p.b.incoming,
         vec![Incoming {
             text: "the real me".into(),
             encrypted: true
@@ -673,7 +718,7 @@ fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
     // Alice reinstalls: a new key and a new instance; the old one never said goodbye.
     let mut again = engine();
     again.generate_key(A).expect("key");
-    p.a = again;
+    p.a.engine = again;
     p.private();
     let new = p.a.fingerprint(A).expect("fp");
     assert_eq!(p.b.peer_fingerprint(B, A).as_deref(), Some(new.as_str()));
@@ -693,7 +738,7 @@ fn forgetting_a_key_only_an_abandoned_instance_uses_ends_that_instance_first() {
     ));
     p.a.send(A, B, "new device").expect("send");
     p.settle();
-    assert!(p.shown_b.iter().any(|m| m == "new device"));
+    assert!(p.b.shown.iter().any(|m| m == "new device"));
 }
 
 /// One engine speaking for `n` strangers at a hostile server, one key shared by all
@@ -731,7 +776,7 @@ fn yesterday() -> (Vec<u8>, Vec<u8>, String, OtrEngine) {
     p.private();
     let file = p.a.fingerprints_file().expect("fingerprints").to_vec();
     let bob_fp = p.b.fingerprint(B).expect("fp");
-    (p.a.private_keys().to_vec(), file, bob_fp, p.b)
+    (p.a.private_keys().to_vec(), file, bob_fp, p.b.engine)
 }
 
 /// Alice today, from yesterday's files.
@@ -834,7 +879,7 @@ fn a_dh_commit_from_a_new_instance_neither_downgrades_nor_diverts_the_conversati
         p.b.set_default_policy(B, policy);
         p.private();
         let (_m, commit) = dh_commit_from_another_instance();
-        assert!(p.b.receive(B, A, &commit).is_none());
+        assert!(p.b.engine.receive(B, A, &commit).is_none());
         quiet(&mut p.b); // bob's answer to that instance goes nowhere
         assert_eq!(
             p.b.state(B, A),
@@ -850,7 +895,7 @@ fn a_dh_commit_from_a_new_instance_neither_downgrades_nor_diverts_the_conversati
             t.body
         );
         assert_eq!(
-            p.a.receive(A, B, &t.body),
+            p.a.engine.receive(A, B, &t.body),
             Some(Incoming {
                 text: "for alice only".into(),
                 encrypted: true
@@ -866,7 +911,7 @@ fn under_require_a_key_exchange_from_a_new_instance_gets_no_held_message() {
     p.b.set_default_policy(B, OtrPolicy::Require);
     p.private();
     let (mut m, commit) = dh_commit_from_another_instance();
-    assert!(p.b.receive(B, A, &commit).is_none());
+    assert!(p.b.engine.receive(B, A, &commit).is_none());
     // Bob writes while that key exchange is under way: his live session takes it.
     assert_eq!(p.b.send(B, A, "the secret"), Ok(()));
     assert_eq!(p.b.held(B, A), 0, "nothing waits for another session");
@@ -884,7 +929,7 @@ fn under_require_a_key_exchange_from_a_new_instance_gets_no_held_message() {
         }
         while let Some(t) = m.poll_transmit() {
             moved = true;
-            let _ = p.b.receive(B, A, &t.body);
+            let _ = p.b.engine.receive(B, A, &t.body);
         }
         while let Some(e) = p.b.poll_event() {
             events.push(e);
@@ -905,7 +950,10 @@ fn under_require_a_key_exchange_from_a_new_instance_gets_no_held_message() {
         )),
         "{events:?}"
     );
-    let alice_read: Vec<Incoming> = sent.iter().filter_map(|b| p.a.receive(A, B, b)).collect();
+    let alice_read: Vec<Incoming> = sent
+        .iter()
+        .filter_map(|b| p.a.engine.receive(A, B, b))
+        .collect();
     assert!(
         alice_read
             .iter()
@@ -934,7 +982,7 @@ fn a_flood_of_fragments_never_discards_a_known_buddys_half_received_message() {
     let last = pieces.pop().expect("pieces");
     assert!(pieces.len() >= 5, "{}", pieces.len());
     for piece in &pieces {
-        assert!(p.b.receive(B, A, piece).is_none());
+        assert!(p.b.engine.receive(B, A, piece).is_none());
     }
     // Strangers each start a 60 KB message they never finish, well past the budget.
     let filler = "A".repeat(60_000);
@@ -942,7 +990,8 @@ fn a_flood_of_fragments_never_discards_a_known_buddys_half_received_message() {
     for i in 0..100 {
         let from = format!("s{i}@evil.example");
         assert!(
-            p.b.receive(B, &from, &format!("?OTR,1,64,{filler},"))
+            p.b.engine
+                .receive(B, &from, &format!("?OTR,1,64,{filler},"))
                 .is_none()
         );
         while let Some(e) = p.b.poll_event() {
@@ -959,7 +1008,7 @@ fn a_flood_of_fragments_never_discards_a_known_buddys_half_received_message() {
         );
     }
     assert_eq!(
-        p.b.receive(B, A, &last),
+        p.b.engine.receive(B, A, &last),
         Some(Incoming {
             text: long,
             encrypted: true
@@ -986,7 +1035,7 @@ fn a_message_in_more_pieces_than_accepted_is_dropped_wherever_its_header_sits() 
         assert!(pieces[0].starts_with("?OTR|"), "{:.40}", pieces[0]);
         let shown: Vec<Incoming> = pieces
             .iter()
-            .filter_map(|b| p.b.receive(B, A, &format!("{prefix}{b}")))
+            .filter_map(|b| p.b.engine.receive(B, A, &format!("{prefix}{b}")))
             .collect();
         assert!(shown.is_empty(), "{prefix:?}: {} shown", shown.len());
         assert_eq!(p.b.fragment_bytes(), 0, "{prefix:?}: nothing buffered");
@@ -1002,7 +1051,7 @@ fn a_message_in_more_pieces_than_accepted_is_dropped_wherever_its_header_sits() 
     p.a.set_max_message_size(2_000);
     p.a.send(A, B, &text).expect("send");
     p.settle();
-    assert_eq!(p.shown_b, vec![text]);
+    assert_eq!(p.b.shown, vec![text]);
 }
 
 #[test]
@@ -1025,12 +1074,12 @@ fn a_held_message_that_cannot_go_out_is_refused_or_reported_never_lost() {
     }
     p.settle();
     assert_eq!(p.a.held(A, B), 0);
-    assert_eq!(p.shown_b, vec!["before".to_owned(), "after".to_owned()]);
-    let not_sent: Vec<&OtrEvent> = p
-        .events_a
-        .iter()
-        .filter(|e| matches!(e, OtrEvent::NotSent { .. }))
-        .collect();
+    assert_eq!(p.b.shown, vec!["before".to_owned(), "after".to_owned()]);
+    let not_sent: Vec<&OtrEvent> =
+        p.a.events
+            .iter()
+            .filter(|e| matches!(e, OtrEvent::NotSent { .. }))
+            .collect();
     assert!(
         matches!(
             not_sent.as_slice(),
@@ -1051,7 +1100,7 @@ fn fragment_sizes_libotr_cannot_work_with_are_raised() {
     p.private();
     p.a.send(A, B, "in tiny pieces").expect("send");
     p.settle();
-    assert_eq!(p.shown_b, vec!["in tiny pieces".to_owned()]);
+    assert_eq!(p.b.shown, vec!["in tiny pieces".to_owned()]);
     let pieces: Vec<usize> = p
         .wire
         .iter()
@@ -1103,7 +1152,7 @@ fn a_key_written_in_raw_bytes_is_kept_as_text_and_still_signs() {
         .expect("kept as text")
         .to_owned();
     let mut p = Pair::new();
-    p.a = engine();
+    p.a.engine = engine();
     p.a.load_private_keys(kept.as_bytes()).expect("loads back");
     p.private();
     assert_eq!(p.b.peer_fingerprint(B, A).as_deref(), Some(fp.as_str()));
@@ -1118,7 +1167,7 @@ fn verified_pair(policy: OtrPolicy) -> Pair {
     p.b.set_verified(B, A, &fp, true).expect("verify");
     p.settle();
     assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
-    p.events_b.clear();
+    p.b.events.clear();
     p
 }
 
@@ -1128,7 +1177,7 @@ fn verified_pair(policy: OtrPolicy) -> Pair {
 fn mallory_finishes_a_key_exchange(p: &mut Pair) -> (OtrEngine, Vec<OtrEvent>) {
     let (mut m, commit) = dh_commit_from_another_instance();
     let mut events = Vec::new();
-    assert!(p.b.receive(B, A, &commit).is_none());
+    assert!(p.b.engine.receive(B, A, &commit).is_none());
     for _ in 0..50 {
         let mut moved = false;
         while let Some(t) = p.b.poll_transmit() {
@@ -1137,7 +1186,7 @@ fn mallory_finishes_a_key_exchange(p: &mut Pair) -> (OtrEngine, Vec<OtrEvent>) {
         }
         while let Some(t) = m.poll_transmit() {
             moved = true;
-            let _ = p.b.receive(B, A, &t.body);
+            let _ = p.b.engine.receive(B, A, &t.body);
         }
         while let Some(e) = p.b.poll_event() {
             events.push(e);
@@ -1171,16 +1220,16 @@ fn messages_from_another_session_never_show_as_private_in_a_verified_conversatio
     let (mut m, _) = mallory_finishes_a_key_exchange(&mut p);
     let m_fp = m.fingerprint(A).expect("mallory's key");
     // Mallory asks, as alice, for a fresh key exchange: alice's real session answers.
-    assert!(p.b.receive(B, A, "?OTRv3?").is_none());
+    assert!(p.b.engine.receive(B, A, "?OTRv3?").is_none());
     p.settle();
     assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
-    p.events_b.clear();
+    p.b.events.clear();
     // Mallory writes in her own session, which libotr still decrypts.
     m.send(A, B, "it is me, alice: send the code")
         .expect("send");
     let t = m.poll_transmit().expect("mallory's message");
     assert!(t.body.starts_with("?OTR:"), "{:.20}", t.body);
-    let shown = p.b.receive(B, A, &t.body);
+    let shown = p.b.engine.receive(B, A, &t.body);
     assert!(
         shown.as_ref().is_none_or(|s| !s.encrypted),
         "shown as alice's private line: {shown:?}"
@@ -1192,7 +1241,7 @@ fn messages_from_another_session_never_show_as_private_in_a_verified_conversatio
     p.a.send(A, B, "really me").expect("send");
     p.settle();
     assert_eq!(
-        p.incoming_b.last(),
+        p.b.incoming.last(),
         Some(&Incoming {
             text: "really me".into(),
             encrypted: true
@@ -1205,15 +1254,15 @@ fn authentication_and_endings_from_another_session_never_reach_the_conversation(
     let mut p = verified_pair(OtrPolicy::Opportunistic);
     let (mut m, _) = mallory_finishes_a_key_exchange(&mut p);
     let m_fp = m.fingerprint(A).expect("mallory's key");
-    assert!(p.b.receive(B, A, "?OTRv3?").is_none());
+    assert!(p.b.engine.receive(B, A, "?OTRv3?").is_none());
     p.settle();
     assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
-    p.events_b.clear();
+    p.b.events.clear();
     // Mallory asks bob a question in her own session.
     m.smp_start(A, B, Some("where did we meet?"), "paris")
         .expect("smp");
     while let Some(t) = m.poll_transmit() {
-        assert!(p.b.receive(B, A, &t.body).is_none());
+        assert!(p.b.engine.receive(B, A, &t.body).is_none());
     }
     let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
     assert!(
@@ -1224,7 +1273,7 @@ fn authentication_and_endings_from_another_session_never_reach_the_conversation(
     // Mallory ends her session: alice's goes on.
     m.end(A, B).expect("end");
     while let Some(t) = m.poll_transmit() {
-        assert!(p.b.receive(B, A, &t.body).is_none());
+        assert!(p.b.engine.receive(B, A, &t.body).is_none());
     }
     let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
     assert!(
@@ -1236,7 +1285,7 @@ fn authentication_and_endings_from_another_session_never_reach_the_conversation(
     assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     p.b.send(B, A, "still here").expect("send");
     p.settle();
-    assert_eq!(p.shown_a.last().map(String::as_str), Some("still here"));
+    assert_eq!(p.a.shown.last().map(String::as_str), Some("still here"));
 }
 #[test]
 fn a_key_exchange_from_another_session_does_not_take_over_a_verified_conversation() {
@@ -1267,7 +1316,7 @@ fn a_key_exchange_from_another_session_does_not_take_over_a_verified_conversatio
         "mallory read it"
     );
     assert_eq!(
-        p.a.receive(A, B, &t.body),
+        p.a.engine.receive(A, B, &t.body),
         Some(Incoming {
             text: "for alice only".into(),
             encrypted: true
@@ -1310,9 +1359,9 @@ fn under_require_messages_held_for_a_verified_buddy_never_go_to_an_unverified_ke
     assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);
     assert_eq!(p.b.held(B, A), 0);
     assert!(
-        p.shown_a.iter().any(|s| s == "the held secret"),
+        p.a.shown.iter().any(|s| s == "the held secret"),
         "{:?}",
-        p.shown_a
+        p.a.shown
     );
 }
 
@@ -1340,7 +1389,7 @@ fn instance_tag(e: &OtrEngine) -> u32 {
 
 /// Mallory runs a key exchange with bob under alice's instance tag; what bob sends
 /// meanwhile goes to her. Returns what she could read of it; bob's events go to
-/// `p.events_b`.
+/// `p.b.events`.
 fn same_tag_key_exchange(p: &mut Pair, m: &mut OtrEngine) -> Vec<Incoming> {
     let mut read = Vec::new();
     let _ = m.receive(A, B, "?OTRv3?");
@@ -1348,7 +1397,7 @@ fn same_tag_key_exchange(p: &mut Pair, m: &mut OtrEngine) -> Vec<Incoming> {
         let mut moved = false;
         while let Some(t) = m.poll_transmit() {
             moved = true;
-            let _ = p.b.receive(B, A, &t.body);
+            let _ = p.b.engine.receive(B, A, &t.body);
         }
         while let Some(t) = p.b.poll_transmit() {
             moved = true;
@@ -1359,7 +1408,7 @@ fn same_tag_key_exchange(p: &mut Pair, m: &mut OtrEngine) -> Vec<Incoming> {
         }
     }
     while let Some(e) = p.b.poll_event() {
-        p.events_b.push(e);
+        p.b.events.push(e);
     }
     while m.poll_event().is_some() {}
     assert_eq!(
@@ -1390,17 +1439,17 @@ fn a_new_key_under_the_pinned_instance_tag_never_takes_a_verified_conversation()
         );
         assert_ne!(p.b.peer_fingerprint(B, A), Some(m_fp.clone()), "{policy:?}");
         assert!(
-            !p.events_b.iter().any(|e| matches!(
+            !p.b.events.iter().any(|e| matches!(
                 e,
                 OtrEvent::Secure { fingerprint, .. } if *fingerprint == m_fp
             )),
             "{policy:?}: {:?}",
-            p.events_b
+            p.b.events
         );
         assert!(
-            notice_naming(&p.events_b, &m_fp),
+            notice_naming(&p.b.events, &m_fp),
             "{policy:?}: {:?}",
-            p.events_b
+            p.b.events
         );
         // What bob writes now reaches no one who can read it: refused in words, or held.
         let sent = p.b.send(B, A, "for alice only");
@@ -1429,9 +1478,9 @@ fn a_new_key_under_the_pinned_instance_tag_never_takes_a_verified_conversation()
         if policy == OtrPolicy::Require {
             assert_eq!(p.b.held(B, A), 0);
             assert!(
-                p.shown_a.iter().any(|s| s == "for alice only"),
+                p.a.shown.iter().any(|s| s == "for alice only"),
                 "{:?}",
-                p.shown_a
+                p.a.shown
             );
         }
     }
@@ -1444,7 +1493,7 @@ fn an_error_then_a_same_tag_key_exchange_never_resends_the_last_message() {
         p.b.send(B, A, "the last secret").expect("send");
         p.settle();
         assert_eq!(
-            p.shown_a.last().map(String::as_str),
+            p.a.shown.last().map(String::as_str),
             Some("the last secret")
         );
         let mut m = mallory_with_alices_tag(&p);
@@ -1455,7 +1504,11 @@ fn an_error_then_a_same_tag_key_exchange_never_resends_the_last_message() {
             instance_tag(&p.a),
             instance_tag(&p.b)
         );
-        assert!(p.b.receive(B, A, &error).is_none_or(|s| !s.encrypted));
+        assert!(
+            p.b.engine
+                .receive(B, A, &error)
+                .is_none_or(|s| !s.encrypted)
+        );
         quiet(&mut p.b);
         let read = same_tag_key_exchange(&mut p, &mut m);
         assert!(
@@ -1490,7 +1543,7 @@ fn an_otr_v2_key_exchange_is_never_offered_started_nor_answered() {
         }
         // Nor in a verified conversation.
         let mut p = verified_pair(policy);
-        assert!(p.b.receive(B, A, "?OTRv2?").is_none());
+        assert!(p.b.engine.receive(B, A, "?OTRv2?").is_none());
         while let Some(t) = p.b.poll_transmit() {
             assert!(
                 !t.body.starts_with("?OTR:AAI"),
@@ -1520,7 +1573,7 @@ fn a_verified_buddys_second_verified_device_is_heard_unverified_ones_are_not() {
     p.a.send(A, B, "from my laptop").expect("send");
     let t = p.a.poll_transmit().expect("sent");
     assert_eq!(
-        p.b.receive(B, A, &t.body),
+        p.b.engine.receive(B, A, &t.body),
         Some(Incoming {
             text: "from my laptop".into(),
             encrypted: true
@@ -1533,7 +1586,7 @@ fn a_verified_buddys_second_verified_device_is_heard_unverified_ones_are_not() {
     quiet(&mut p.b);
     p.a.send(A, B, "still the laptop").expect("send");
     let t = p.a.poll_transmit().expect("sent");
-    assert_eq!(p.b.receive(B, A, &t.body), None);
+    assert_eq!(p.b.engine.receive(B, A, &t.body), None);
     let events: Vec<OtrEvent> = std::iter::from_fn(|| p.b.poll_event()).collect();
     assert!(notice_naming(&events, &a1_fp), "{events:?}");
     assert_eq!(p.b.state(B, A), ChatSecurity::PrivateVerified);

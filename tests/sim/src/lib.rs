@@ -176,6 +176,24 @@ pub trait Endpoint {
     fn timeout(&mut self, now: Instant);
 }
 
+/// An endpoint borrowed for a run: a test keeps its endpoints and lends them to a
+/// [`Pair`] for one exchange.
+impl<E: Endpoint + ?Sized> Endpoint for &mut E {
+    type Message = E::Message;
+    fn transmit(&mut self, now: Instant) -> Option<Self::Message> {
+        (**self).transmit(now)
+    }
+    fn receive(&mut self, now: Instant, message: Self::Message) {
+        (**self).receive(now, message)
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        (**self).next_timeout()
+    }
+    fn timeout(&mut self, now: Instant) {
+        (**self).timeout(now)
+    }
+}
+
 /// Two endpoints, two links and a clock.
 pub struct Pair<A: Endpoint, B: Endpoint<Message = A::Message>> {
     /// The first endpoint.
