@@ -44,6 +44,71 @@ fn hushphone_to(phone: &Phone, target: &str, hangup_remote: Option<&mut Linphone
     took
 }
 
+/// Where one Hushphone -> Hushphone call's setup time goes, each step from the one
+/// before: INVITE sent -> the callee rings; -> the callee answered (its media runs,
+/// 200 sent); -> the caller has the 200 and its media runs; -> the caller is secure.
+const STEPS: [&str; 4] = [
+    "INVITE -> callee rings",
+    "callee media up, 200 sent",
+    "200 at caller, media up",
+    "ZRTP: caller secure",
+];
+
+fn hushphone_steps(phone: &Phone, target: &str) -> [Duration; 4] {
+    let mut rx = phone.events();
+    let start = Instant::now();
+    let Ok(Reply::Call(call)) = phone.execute_blocking(Command::PlaceCall {
+        account: None,
+        target: target.into(),
+        audio: AudioChoice::default(),
+        policy: None,
+    }) else {
+        panic!("call")
+    };
+    let mut at: [Option<Instant>; 4] = [None; 4];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while at[3].is_none() {
+        let Some(ev) = phone.next_event(&mut rx, deadline.saturating_duration_since(Instant::now()))
+        else {
+            panic!("timed out")
+        };
+        let now = Instant::now();
+        match ev {
+            Event::CallIncoming { call: c, .. } if c != call => {
+                at[0].get_or_insert(now);
+            }
+            Event::CallState {
+                call: c,
+                state: CallState::Connected,
+            } => {
+                let i = if c == call { 2 } else { 1 };
+                at[i].get_or_insert(now);
+            }
+            Event::CallSecurity {
+                call: c,
+                security: CallSecurity::Secure { .. },
+            } if c == call => {
+                at[3] = Some(now);
+            }
+            _ => {}
+        }
+    }
+    let _ = phone.execute_blocking(Command::Hangup { call });
+    wait(
+        phone,
+        &mut rx,
+        |e| matches!(e, Event::CallState { call: c, state: CallState::Ended(_) } if *c == call),
+    );
+    let mut steps = [Duration::ZERO; 4];
+    let mut last = start;
+    for (i, t) in at.into_iter().enumerate() {
+        let t = t.unwrap_or(last).max(last);
+        steps[i] = t - last;
+        last = t;
+    }
+    steps
+}
+
 fn main() {
     let dir = tempfile_dir();
     let phone = Phone::start(Profile::open(&dir.join("profile")).expect("profile")).expect("phone");
@@ -59,6 +124,9 @@ fn main() {
     };
     let ours: Vec<Duration> = (0..CALLS)
         .map(|_| hushphone_to(&phone, &format!("echo@{addr}"), None))
+        .collect();
+    let steps: Vec<[Duration; 4]> = (0..CALLS)
+        .map(|_| hushphone_steps(&phone, &format!("echo@{addr}")))
         .collect();
 
     let mut bob = Linphonec::start("bob", true, ZrtpSuites::default()).expect("linphonec");
@@ -106,6 +174,13 @@ fn main() {
         "  linphonec -> linphonec : {:6.1} ms (DH3k)",
         ms(median(theirs))
     );
+    println!("hushphone -> hushphone by step (median of {CALLS} calls each, as the phone's events arrive):");
+    for (i, name) in STEPS.iter().enumerate() {
+        println!(
+            "  {name:28}: {:6.2} ms",
+            ms(median(steps.iter().map(|s| s[i]).collect()))
+        );
+    }
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
