@@ -68,7 +68,8 @@ fn hushphone_steps(phone: &Phone, target: &str) -> [Duration; 4] {
     let mut at: [Option<Instant>; 4] = [None; 4];
     let deadline = Instant::now() + Duration::from_secs(20);
     while at[3].is_none() {
-        let Some(ev) = phone.next_event(&mut rx, deadline.saturating_duration_since(Instant::now()))
+        let Some(ev) =
+            phone.next_event(&mut rx, deadline.saturating_duration_since(Instant::now()))
         else {
             panic!("timed out")
         };
@@ -174,7 +175,9 @@ fn main() {
         "  linphonec -> linphonec : {:6.1} ms (DH3k)",
         ms(median(theirs))
     );
-    println!("hushphone -> hushphone by step (median of {CALLS} calls each, as the phone's events arrive):");
+    println!(
+        "hushphone -> hushphone by step (median of {CALLS} calls each, as the phone's events arrive):"
+    );
     for (i, name) in STEPS.iter().enumerate() {
         println!(
             "  {name:28}: {:6.2} ms",
