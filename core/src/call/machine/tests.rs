@@ -1083,3 +1083,29 @@ fn when_one_of_two_streams_fails_to_start_the_other_is_stopped_and_the_call_ring
     assert!(actions.contains(&(1, MediaAction::Stop)), "{actions:?}");
     assert!(p.b.core.is_ringing(id));
 }
+
+#[test]
+fn the_machine_touches_no_socket_task_or_clock() {
+    // The rule of the call core, checked on its source: I/O and time come from the
+    // driver, never from here.
+    for (file, text) in [
+        ("mod.rs", include_str!("mod.rs")),
+        ("offer.rs", include_str!("offer.rs")),
+    ] {
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for banned in [
+            "tokio",
+            "std::net",
+            "Instant::now",
+            "SystemTime",
+            "std::thread",
+            "UdpSocket",
+        ] {
+            assert!(!code.contains(banned), "{file} uses {banned}");
+        }
+    }
+}
