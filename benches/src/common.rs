@@ -17,6 +17,9 @@ pub fn wait(
 ) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
+        if std::env::var_os("HUSH_BENCH_TRACE").is_some() {
+            eprintln!("{ev:?}");
+        }
         if f(&ev) {
             return;
         }

@@ -57,7 +57,12 @@ struct Core {
     audio_check: Option<hush_media::audio::AudioCheck>,
     /// Pinged (from media threads too) whenever the ZID cache changes, to seal it.
     zid_changed: Arc<tokio::sync::Notify>,
+    /// A seal of the ZID cache runs in the background (one at a time).
+    zid_sealing: bool,
 }
+
+/// How a background seal of the ZID cache ended: the generation it covers.
+type Sealed = (u64, Result<()>);
 
 const EVENT_BUFFER: usize = 1024;
 
@@ -97,6 +102,7 @@ impl Phone {
             revision: 0,
             audio_check: None,
             zid_changed,
+            zid_sealing: false,
         };
         core.publish();
         let snapshot = core.snapshot.subscribe();
@@ -230,6 +236,7 @@ impl Core {
         mut chat_rx: mpsc::UnboundedReceiver<ChatInput>,
     ) {
         let zid_changed = self.zid_changed.clone();
+        let (sealed_tx, mut sealed_rx) = mpsc::unbounded_channel::<Sealed>();
         loop {
             tokio::select! {
                 req = rx.recv() => {
@@ -296,8 +303,23 @@ impl Core {
                     self.pending.extend(events);
                     self.flush();
                 }
-                () = zid_changed.notified() => {
-                    self.save_zid_cache().await;
+                () = zid_changed.notified() => self.start_zid_seal(&sealed_tx),
+                sealed = sealed_rx.recv() => {
+                    let Some((generation, result)) = sealed else { break };
+                    self.zid_sealing = false;
+                    match result {
+                        Ok(()) => self.calls.zid_saved(generation),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not seal the ZRTP key cache");
+                            self.pending.push(Event::CommandFailed {
+                                command: "save ZRTP keys",
+                                error: e.to_string(),
+                                permanent: e.is_permanent(),
+                            });
+                        }
+                    }
+                    // What changed while that seal ran.
+                    self.start_zid_seal(&sealed_tx);
                     if !self.pending.is_empty() {
                         self.flush();
                     }
@@ -318,6 +340,33 @@ impl Core {
         {
             self.calls.set_zid(zid);
         }
+    }
+
+    /// Seals the ZID cache in the vault in the background if it changed: the seal (a
+    /// database write) takes milliseconds that calls and chat must not wait for. One
+    /// runs at a time; its end comes back on `done`.
+    fn start_zid_seal(&mut self, done: &mpsc::UnboundedSender<Sealed>) {
+        if self.zid_sealing {
+            return;
+        }
+        let Some((store, generation)) = self.calls.zid_unsaved() else {
+            return;
+        };
+        self.zid_sealing = true;
+        let (profile, done) = (self.profile.clone(), done.clone());
+        tokio::spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut p = profile.lock().map_err(|_| CoreError::Stopped)?;
+                // The image is taken under the profile's lock: a later seal (at exit, or
+                // for a verdict) can never be overwritten by this older one.
+                let image = store.image()?;
+                p.save_zrtp_cache(&image)
+            })
+            .await
+            .map_err(|_| CoreError::Stopped)
+            .and_then(|r| r);
+            let _ = done.send((generation, result));
+        });
     }
 
     /// Seals the ZID cache in the vault if it changed since the last time; a failure

@@ -14,13 +14,15 @@ use hush_core::{
 };
 use hush_harness::{ServerKind, SipPeer, XmppServer};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A name service that never answers, counting the lookups it was asked for.
-fn hanging_resolver(asked: Arc<AtomicUsize>) -> Resolver {
-    Arc::new(move |_host: String, _port: u16| {
-        asked.fetch_add(1, Ordering::SeqCst);
+/// A name service that never answers; it says which names it was asked for.
+fn hanging_resolver(asked: std::sync::mpsc::Sender<String>) -> Resolver {
+    let asked = std::sync::Mutex::new(asked);
+    Arc::new(move |host: String, _port: u16| {
+        if let Ok(tx) = asked.lock() {
+            let _ = tx.send(host);
+        }
         Box::pin(std::future::pending())
     })
 }
@@ -43,10 +45,10 @@ fn answer_time(phone: &Phone, command: Command) -> (Duration, hush_core::Result<
 fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
     let server = XmppServer::start(ServerKind::Prosody).expect("server starts");
     let dir = tempfile::tempdir().expect("tempdir");
-    let asked = Arc::new(AtomicUsize::new(0));
+    let (asked_tx, asked) = std::sync::mpsc::channel();
     let alice = Phone::start_with_resolver(
         Profile::open(&dir.path().join("alice")).expect("profile"),
-        hanging_resolver(asked.clone()),
+        hanging_resolver(asked_tx),
     )
     .expect("phone");
     let bob =
@@ -84,7 +86,11 @@ fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
     wait(&alice, &mut ae, "the lookup under way", |e| {
         matches!(e, Event::AccountStatus { account, status: AccountStatus::Connecting } if *account == sip.id).then_some(())
     });
-    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        asked.recv_timeout(Duration::from_secs(5)).as_deref(),
+        Ok("stuck.example"),
+        "the registrar's name is being looked up"
+    );
 
     // 2. A call whose peer picks up, then never answers our hold re-INVITE.
     let silent = SipPeer::bind("carol").expect("peer");

@@ -92,7 +92,7 @@ impl PreparedMedia {
         let mut stream = AudioStream::new(cfg, zrtp, now)?;
         stream.start(now)?;
         let (tx, rx) = mpsc::channel();
-        let socket = self.socket;
+        let (socket, local) = (self.socket, self.local);
         let thread = std::thread::Builder::new()
             .name("hush-media".into())
             .spawn(move || {
@@ -114,6 +114,7 @@ impl PreparedMedia {
         Ok(MediaCall {
             commands: tx,
             thread: Some(thread),
+            local,
         })
     }
 }
@@ -122,6 +123,8 @@ impl PreparedMedia {
 pub struct MediaCall {
     commands: mpsc::Sender<MediaCommand>,
     thread: Option<JoinHandle<()>>,
+    /// The thread's socket, to wake it from its wait for the next packet or frame.
+    local: SocketAddr,
 }
 
 impl MediaCall {
@@ -146,7 +149,27 @@ impl MediaCall {
     fn halt(&mut self) {
         let _ = self.commands.send(MediaCommand::Stop);
         if let Some(t) = self.thread.take() {
+            self.wake();
             let _ = t.join();
+        }
+    }
+
+    /// Ends the thread's wait on its socket at once with an empty datagram (which the
+    /// loop ignores), so a stop costs microseconds, not the rest of a 20 ms frame.
+    fn wake(&self) {
+        let mut to = self.local;
+        if to.ip().is_unspecified() {
+            to.set_ip(match to {
+                SocketAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+                SocketAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        let any: SocketAddr = match to {
+            SocketAddr::V4(_) => (IpAddr::from([0, 0, 0, 0]), 0).into(),
+            SocketAddr::V6(_) => (IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED), 0).into(),
+        };
+        if let Ok(s) = UdpSocket::bind(any) {
+            let _ = s.send_to(&[], to);
         }
     }
 }
@@ -230,6 +253,9 @@ impl Loop {
                 continue;
             }
             match self.socket.recv_from(&mut buf) {
+                // Empty: the wake-up of a stop (an empty datagram carries nothing a
+                // stream could use, so none is counted).
+                Ok((0, _)) => {}
                 Ok((n, from)) => {
                     self.stream.handle_datagram(Instant::now(), from, &buf[..n]);
                     self.flush(report);

@@ -544,13 +544,15 @@ impl ZrtpSession {
         }
         self.state = ZrtpState::Negotiating;
         self.deadline = Some(now + self.handshake_timeout);
-        self.next_tick = Some(now + TICK);
         // SAFETY: initialised context.
         check_rc(
             unsafe { ffi::bzrtp_startChannelEngine(self.ctx.as_ptr(), self.ssrc) },
             "start channel",
         )?;
         self.after_call();
+        // libbzrtp sends the first Hello from its timer: fire it now, not a tick later.
+        self.next_tick = Some(now);
+        self.handle_timeout(now);
         Ok(())
     }
 
