@@ -111,6 +111,12 @@ impl CoreError {
         match self {
             CoreError::Signaling(e) => e.is_permanent(),
             CoreError::WrongMasterPassword
+            | CoreError::Locked
+            | CoreError::NoMasterPassword
+            | CoreError::MasterPasswordAlreadySet
+            | CoreError::TamperedSecret(_)
+            | CoreError::TamperedHistory(_)
+            | CoreError::NotWiped { .. }
             | CoreError::WeakMasterPassword(_)
             | CoreError::InvalidInput(_)
             | CoreError::DuplicateAccount(_)
@@ -143,6 +149,7 @@ mod tests {
         assert!(!CoreError::from(SignalingError::Timeout).is_permanent());
         assert!(!CoreError::from(SignalingError::Unreachable("x".into())).is_permanent());
         assert!(CoreError::InvalidInput("x".into()).is_permanent());
+        assert!(CoreError::Locked.is_permanent() && CoreError::TamperedHistory(3).is_permanent());
         assert!(!CoreError::Stopped.is_permanent());
         // The words stay those of the layer below.
         assert_eq!(

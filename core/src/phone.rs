@@ -59,6 +59,8 @@ struct Core {
     zid_changed: Arc<tokio::sync::Notify>,
     /// A seal of the ZID cache runs in the background (one at a time).
     zid_sealing: bool,
+    /// The last seal's failure, said once (a failing disk must not flood the events).
+    zid_seal_error: Option<String>,
 }
 
 /// How a background seal of the ZID cache ended: the generation it covers.
@@ -103,6 +105,7 @@ impl Phone {
             audio_check: None,
             zid_changed,
             zid_sealing: false,
+            zid_seal_error: None,
         };
         core.publish();
         let snapshot = core.snapshot.subscribe();
@@ -308,18 +311,27 @@ impl Core {
                     let Some((generation, result)) = sealed else { break };
                     self.zid_sealing = false;
                     match result {
-                        Ok(()) => self.calls.zid_saved(generation),
+                        Ok(()) => {
+                            self.calls.zid_saved(generation);
+                            self.zid_seal_error = None;
+                            // What changed while that seal ran.
+                            self.start_zid_seal(&sealed_tx);
+                        }
+                        // Tried again on the next change, not at once: a failure that
+                        // lasts (a full disk) must not spin.
                         Err(e) => {
                             tracing::warn!(error = %e, "could not seal the ZRTP key cache");
-                            self.pending.push(Event::CommandFailed {
-                                command: "save ZRTP keys",
-                                error: e.to_string(),
-                                permanent: e.is_permanent(),
-                            });
+                            let error = e.to_string();
+                            if self.zid_seal_error.as_ref() != Some(&error) {
+                                self.zid_seal_error = Some(error.clone());
+                                self.pending.push(Event::CommandFailed {
+                                    command: "save ZRTP keys",
+                                    error,
+                                    permanent: e.is_permanent(),
+                                });
+                            }
                         }
                     }
-                    // What changed while that seal ran.
-                    self.start_zid_seal(&sealed_tx);
                     if !self.pending.is_empty() {
                         self.flush();
                     }
@@ -538,6 +550,11 @@ impl Core {
                 (Reply::Account(config.clone()), Event::AccountAdded(config))
             }
             Command::RemoveAccount(id) => {
+                // Offline first: a removed account keeps no line, registration or
+                // lookup that would bring one up.
+                if !self.chats.disconnect(id) {
+                    self.calls.release(id);
+                }
                 self.with_profile(move |p| p.remove_account(id)).await?;
                 (Reply::Done, Event::AccountRemoved(id))
             }
@@ -617,7 +634,7 @@ impl Core {
             }
             Command::Disconnect { account } => {
                 if !self.chats.disconnect(account) {
-                    self.calls.disconnect(account).await;
+                    self.calls.release(account);
                 }
                 events.push(Event::AccountStatus {
                     account,

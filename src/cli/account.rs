@@ -171,6 +171,7 @@ pub(crate) fn account(
     Ok(())
 }
 
+/// Accepts `AB:CD:...`, spaced or plain hex; stores lower-case hex without separators.
 fn normalize_fingerprint(input: &str) -> Result<String, CliError> {
     let hex: String = input
         .chars()

@@ -48,7 +48,6 @@ pub(crate) fn find_account(
     }
 }
 
-/// Accepts `AB:CD:...`, spaced or plain hex; stores lower-case hex without separators.
 /// Connects an account and waits (bounded) until it is online (registered or logged in).
 pub(crate) fn connect(
     phone: &Phone,

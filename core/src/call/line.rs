@@ -79,7 +79,12 @@ pub(crate) fn system_resolver() -> Resolver {
 }
 
 pub(crate) fn local_ip_towards(remote: &str) -> Option<IpAddr> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    let any = if remote.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let sock = std::net::UdpSocket::bind(any).ok()?;
     sock.connect(remote).ok()?;
     sock.local_addr().ok().map(|a| a.ip())
 }

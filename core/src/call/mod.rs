@@ -47,6 +47,11 @@ pub(crate) use zid::ZidState;
 /// statistics and DTMF are dropped when it is full, their state changes wait in a task.
 pub(crate) const CALL_INPUTS: usize = 256;
 
+/// An address on the default route (TEST-NET-1, never sent to): connecting a UDP
+/// socket to it tells which local address the default route uses, without a packet
+/// or a name lookup.
+const DEFAULT_ROUTE_PROBE: &str = "192.0.2.1:9";
+
 /// How long stopping the phone waits for the answers to its last BYEs and CANCELs.
 const HANGUPS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -406,7 +411,7 @@ impl CallLayer {
         policy: EncryptionPolicy,
     ) -> Result<Reply> {
         let media_ip = if addr.ip().is_unspecified() {
-            local_ip_towards("192.0.2.1:9").unwrap_or(addr.ip())
+            local_ip_towards(DEFAULT_ROUTE_PROBE).unwrap_or(addr.ip())
         } else {
             addr.ip()
         };
@@ -609,7 +614,31 @@ impl CallLayer {
         line.registration = Some(handle);
     }
 
-    /// Un-registers and closes an account's line.
+    /// Takes an account's line down at once (the user disconnects or removes it): its
+    /// un-REGISTER goes out from a task, so a silent registrar holds up nothing.
+    pub(crate) fn release(&mut self, account: AccountId) {
+        self.connecting.remove(&account);
+        let ids: Vec<LineId> = self
+            .lines
+            .iter()
+            .filter(|(_, l)| l.account == Some(account))
+            .map(|(i, _)| *i)
+            .collect();
+        for id in ids {
+            if let Some(mut line) = self.lines.remove(&id) {
+                let registration = line.registration.take();
+                tokio::spawn(async move {
+                    if let Some(r) = registration {
+                        r.unregister().await;
+                    }
+                    line.stack.shutdown();
+                });
+            }
+        }
+    }
+
+    /// Un-registers and closes an account's line, waiting (bounded) for the registrar:
+    /// at exit, so that the server is told before the process ends.
     pub(crate) async fn disconnect(&mut self, account: AccountId) {
         self.connecting.remove(&account);
         let ids: Vec<LineId> = self
@@ -641,6 +670,8 @@ impl CallLayer {
 
     /// Hangs up and un-registers everything (on exit).
     pub(crate) async fn shutdown(&mut self) {
+        // A lookup still running must not bring a line up (and REGISTER) afterwards.
+        self.connecting.clear();
         let ids: Vec<CallId> = self.core.views().iter().map(|v| v.id).collect();
         let mut events = Vec::new();
         for id in ids {
@@ -733,7 +764,16 @@ impl CallLayer {
                         .as_ref()
                         .map(|p| p.value())
                         .unwrap_or(5060);
-                    let ip = local_ip_towards(&format!("{}:{port}", uri.host_with_port.host))
+                    // Our address towards the peer, with no name lookup on the core
+                    // task: an address literal is routed as is; for a name, the
+                    // default route's address (the stack resolves the name itself,
+                    // off this task, when it sends the INVITE).
+                    let host = uri.host_with_port.host.to_string();
+                    let towards = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+                        Ok(ip) => SocketAddr::new(ip, port).to_string(),
+                        Err(_) => DEFAULT_ROUTE_PROBE.to_owned(),
+                    };
+                    let ip = local_ip_towards(&towards)
                         .ok_or_else(|| bad(format!("cannot reach {target}")))?;
                     self.add_line(LineSpec::direct(
                         SocketAddr::new(ip, 0),

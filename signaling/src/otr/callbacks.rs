@@ -1,8 +1,10 @@
 //! libotr's callbacks (`OtrlMessageAppOps`): what libotr asks of us while a call into
-//! it runs. They only record (messages to send, events, the session a message came
-//! from) into the engine's [`Callbacks`]; the engine drains that after each call, so
-//! libotr is never re-entered. The rules for which session is the conversation with a
-//! buddy (pinning) live here too, as libotr's callbacks are where sessions change.
+//! it runs. They record messages to send, events and the session a message came from
+//! into the engine's [`Callbacks`], which the engine drains after each call; none of
+//! them calls back into libotr's messaging (they only look up contexts, fingerprints
+//! and trust, and write the pin into a context's private part). The rules for which
+//! session is the conversation with a buddy (pinning) live here too, as libotr's
+//! callbacks are where sessions change.
 
 use super::engine::{OtrEvent, OtrPolicy, PROTOCOL, SmpEvent, Transmit};
 use super::limits;
@@ -73,11 +75,11 @@ pub(super) fn human(fp: *const u8) -> String {
 
 /// # Safety
 /// `opdata` is the `Callbacks` registered by `OtrEngine`, valid during libotr calls.
-pub(super) unsafe fn cb<'a>(opdata: *mut c_void) -> &'a mut Callbacks {
+unsafe fn cb<'a>(opdata: *mut c_void) -> &'a mut Callbacks {
     unsafe { &mut *(opdata as *mut Callbacks) }
 }
 
-pub(super) unsafe fn ctx_names(context: *mut ffi::ConnContext) -> (String, String) {
+unsafe fn ctx_names(context: *mut ffi::ConnContext) -> (String, String) {
     if context.is_null() {
         return (String::new(), String::new());
     }
@@ -89,7 +91,7 @@ pub(super) unsafe fn ctx_names(context: *mut ffi::ConnContext) -> (String, Strin
 ///
 /// # Safety
 /// `context` is a live context of our user state (or null).
-pub(super) unsafe fn active_key(context: *mut ffi::ConnContext) -> (String, bool) {
+unsafe fn active_key(context: *mut ffi::ConnContext) -> (String, bool) {
     if context.is_null() {
         return (String::new(), false);
     }
@@ -236,7 +238,7 @@ pub(super) unsafe fn conversation(
 ///
 /// # Safety
 /// As for [`conversation`]; `context` is a live context libotr passed to a callback.
-pub(super) unsafe fn is_conversation(cbs: &Callbacks, context: *mut ffi::ConnContext) -> bool {
+unsafe fn is_conversation(cbs: &Callbacks, context: *mut ffi::ConnContext) -> bool {
     let Some(us) = cbs.us else {
         return false;
     };
@@ -380,7 +382,7 @@ pub(super) unsafe fn secure_event(context: *mut ffi::ConnContext, refreshed: boo
 ///
 /// # Safety
 /// `opdata` as for [`cb`]; `context` is the live context libotr passes to a callback.
-pub(super) unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) -> bool {
+unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) -> bool {
     if context.is_null() {
         return false;
     }
@@ -457,7 +459,7 @@ pub(super) unsafe fn pin(opdata: *mut c_void, context: *mut ffi::ConnContext) ->
 /// see `library`); `context_priv` is owned by the context and `lastmessage` (NUL-
 /// terminated, from `gcry_malloc_secure`) by `context_priv`. We only overwrite its
 /// bytes in place and clear `may_retransmit`; libotr still owns and frees the buffer.
-pub(super) unsafe fn forget_last_message(context: *mut ffi::ConnContext) {
+unsafe fn forget_last_message(context: *mut ffi::ConnContext) {
     // SAFETY: see above.
     unsafe {
         let p = (*context).context_priv;
