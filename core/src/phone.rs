@@ -33,6 +33,37 @@ struct Request {
     reply: Option<oneshot::Sender<Result<Reply>>>,
 }
 
+/// The network part of a command, run off the core task: its reply and the events
+/// to publish.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Reply, Vec<Event>)>> + Send>>;
+
+/// A command that runs now on the core task, or a job started for it.
+enum Started {
+    Now(Command),
+    Job(Job),
+}
+
+/// A finished job: which command, its outcome, and who waits for the reply.
+struct JobDone {
+    name: &'static str,
+    result: Result<(Reply, Vec<Event>)>,
+    reply: Option<oneshot::Sender<Result<Reply>>>,
+}
+
+/// Runs `f` on the profile in a blocking task (what `Core::with_profile` does, for jobs
+/// that outlive the borrow of the core).
+async fn on_profile<T: Send + 'static>(
+    profile: Arc<Mutex<Profile>>,
+    f: impl FnOnce(&mut Profile) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || {
+        let mut p = profile.lock().map_err(|_| CoreError::Stopped)?;
+        f(&mut p)
+    })
+    .await
+    .map_err(|_| CoreError::Stopped)?
+}
+
 /// Handle to the running core. Dropping it stops the core and its runtime.
 pub struct Phone {
     requests: mpsc::UnboundedSender<Request>,
@@ -240,6 +271,7 @@ impl Core {
     ) {
         let zid_changed = self.zid_changed.clone();
         let (sealed_tx, mut sealed_rx) = mpsc::unbounded_channel::<Sealed>();
+        let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel::<JobDone>();
         loop {
             tokio::select! {
                 req = rx.recv() => {
@@ -263,7 +295,20 @@ impl Core {
                         }
                     };
                     let name = command.name();
-                    let result = self.apply(command).await;
+                    // Commands that talk to a server on their own (creating an account,
+                    // changing its password) run as jobs: the core goes on meanwhile.
+                    let result = match self.start(command).await {
+                        Ok(Started::Job(job)) => {
+                            let (tx, reply) = (jobs_tx.clone(), req.reply);
+                            tokio::spawn(async move {
+                                let result = job.await;
+                                let _ = tx.send(JobDone { name, result, reply });
+                            });
+                            continue;
+                        }
+                        Ok(Started::Now(command)) => self.apply(command).await,
+                        Err(e) => Err(e),
+                    };
                     if let Err(e) = &result {
                         tracing::debug!(command = name, error = %e, "command failed");
                         self.pending.push(Event::CommandFailed { command: name, error: e.to_string(), permanent: e.is_permanent() });
@@ -305,6 +350,28 @@ impl Core {
                     self.calls.timeout(&mut events);
                     self.pending.extend(events);
                     self.flush();
+                }
+                done = jobs_rx.recv() => {
+                    let Some(JobDone { name, result, reply }) = done else { break };
+                    let result = match result {
+                        Ok((answer, events)) => {
+                            self.pending.extend(events);
+                            Ok(answer)
+                        }
+                        Err(e) => {
+                            tracing::debug!(command = name, error = %e, "command failed");
+                            self.pending.push(Event::CommandFailed {
+                                command: name,
+                                error: e.to_string(),
+                                permanent: e.is_permanent(),
+                            });
+                            Err(e)
+                        }
+                    };
+                    self.flush();
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
                 }
                 () = zid_changed.notified() => self.start_zid_seal(&sealed_tx),
                 sealed = sealed_rx.recv() => {
@@ -525,17 +592,73 @@ impl Core {
     }
 
     /// Runs profile work off the async threads: key derivation takes ~0.3 s.
+    /// Starts a command: the ones whose network part would hold up the core become
+    /// jobs (checked here, on the core task, so a bad input still fails at once).
+    async fn start(&mut self, command: Command) -> Result<Started> {
+        match command {
+            Command::RegisterXmpp(new) => {
+                let AccountSettings::Xmpp(settings) = &new.settings else {
+                    return Err(CoreError::InvalidInput(
+                        "in-band registration is for XMPP accounts".into(),
+                    ));
+                };
+                let address =
+                    crate::model::normalize_address(crate::model::Protocol::Xmpp, &new.address)?;
+                let connector = crate::chat::connector(&address, settings)?;
+                let password = new.password.clone().ok_or_else(|| {
+                    CoreError::InvalidInput("a new account needs a password".into())
+                })?;
+                let j: hush_signaling::xmpp::BareJid = address
+                    .parse()
+                    .map_err(|e| CoreError::InvalidInput(format!("{address}: {e}")))?;
+                let profile = self.profile.clone();
+                Ok(Started::Job(Box::pin(async move {
+                    hush_signaling::xmpp::register_account(&connector, &j, password.expose())
+                        .await?;
+                    let config = on_profile(profile, move |p| p.add_account(new)).await?;
+                    Ok((
+                        Reply::Account(config.clone()),
+                        vec![Event::AccountAdded(config)],
+                    ))
+                })))
+            }
+            Command::ChangeXmppPassword { account, old, new } => {
+                let (config, saved) = self.account_and_saved_password(account).await?;
+                let AccountSettings::Xmpp(settings) = &config.settings else {
+                    return Err(CoreError::InvalidInput("not an XMPP account".into()));
+                };
+                let old = old.or(saved).ok_or_else(|| {
+                    CoreError::InvalidInput("the current password is needed".into())
+                })?;
+                let connector = crate::chat::connector(&config.address, settings)?;
+                let j: hush_signaling::xmpp::BareJid = config
+                    .address
+                    .parse()
+                    .map_err(|e| CoreError::InvalidInput(format!("{e}")))?;
+                let (profile, remember) = (self.profile.clone(), config.remember_password);
+                Ok(Started::Job(Box::pin(async move {
+                    hush_signaling::xmpp::change_password(
+                        &connector,
+                        &j,
+                        old.expose(),
+                        new.expose(),
+                    )
+                    .await?;
+                    if remember {
+                        on_profile(profile, move |p| p.set_account_password(account, &new)).await?;
+                    }
+                    Ok((Reply::Done, Vec::new()))
+                })))
+            }
+            other => Ok(Started::Now(other)),
+        }
+    }
+
     async fn with_profile<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Profile) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let profile = self.profile.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut p = profile.lock().map_err(|_| CoreError::Stopped)?;
-            f(&mut p)
-        })
-        .await
-        .map_err(|_| CoreError::Stopped)?
+        on_profile(self.profile.clone(), f).await
     }
 
     async fn apply(&mut self, command: Command) -> Result<Reply> {
@@ -712,47 +835,6 @@ impl Core {
             }
             Command::SendDtmf { call, keys } => {
                 self.calls.dtmf(call, &keys, &mut events)?;
-                Reply::Done
-            }
-            Command::RegisterXmpp(new) => {
-                let AccountSettings::Xmpp(settings) = &new.settings else {
-                    return Err(CoreError::InvalidInput(
-                        "in-band registration is for XMPP accounts".into(),
-                    ));
-                };
-                let address =
-                    crate::model::normalize_address(crate::model::Protocol::Xmpp, &new.address)?;
-                let connector = crate::chat::connector(&address, settings)?;
-                let password = new.password.clone().ok_or_else(|| {
-                    CoreError::InvalidInput("a new account needs a password".into())
-                })?;
-                let j: hush_signaling::xmpp::BareJid = address
-                    .parse()
-                    .map_err(|e| CoreError::InvalidInput(format!("{address}: {e}")))?;
-                hush_signaling::xmpp::register_account(&connector, &j, password.expose()).await?;
-                let config = self.with_profile(move |p| p.add_account(new)).await?;
-                events.push(Event::AccountAdded(config.clone()));
-                Reply::Account(config)
-            }
-            Command::ChangeXmppPassword { account, old, new } => {
-                let (config, saved) = self.account_and_saved_password(account).await?;
-                let AccountSettings::Xmpp(settings) = &config.settings else {
-                    return Err(CoreError::InvalidInput("not an XMPP account".into()));
-                };
-                let old = old.or(saved).ok_or_else(|| {
-                    CoreError::InvalidInput("the current password is needed".into())
-                })?;
-                let connector = crate::chat::connector(&config.address, settings)?;
-                let j: hush_signaling::xmpp::BareJid = config
-                    .address
-                    .parse()
-                    .map_err(|e| CoreError::InvalidInput(format!("{e}")))?;
-                hush_signaling::xmpp::change_password(&connector, &j, old.expose(), new.expose())
-                    .await?;
-                if config.remember_password {
-                    self.with_profile(move |p| p.set_account_password(account, &new))
-                        .await?;
-                }
                 Reply::Done
             }
             Command::SendChat { account, to, body } => {

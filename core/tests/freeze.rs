@@ -1,7 +1,8 @@
 //! Nothing the network does (or fails to do) holds up the phone: with a registrar name
-//! whose lookup never ends and a peer that never answers our re-INVITE, chat messages
-//! still arrive through a real Prosody, a second call still goes secure, and every
-//! command still gets its answer at once.
+//! whose lookup never ends, a peer that never answers our re-INVITE and a server that
+//! never answers an account creation, chat messages still arrive through a real
+//! Prosody, a second call still goes secure, and every command still gets its answer
+//! at once.
 
 mod chat_common;
 
@@ -195,6 +196,33 @@ fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
     };
     wait(&alice, &mut ae, "the second call secure", |e| {
         matches!(e, Event::CallSecurity { call, security: CallSecurity::Secure { .. } } if *call == second).then_some(())
+    });
+
+    // 5. Creating an account on a server that accepts the connection and then says
+    // nothing: the command waits in the background; chat and commands do not.
+    let silent_server = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let silent_addr = silent_server.local_addr().expect("addr");
+    let mut quiet = chat_common::settings(&server);
+    quiet.server = Some(silent_addr.to_string());
+    alice.send(Command::RegisterXmpp(NewAccount {
+        address: "newcomer@localhost".into(),
+        display_name: None,
+        password: Some(Secret::from("newcomer-secret")),
+        remember_password: false,
+        settings: AccountSettings::Xmpp(quiet),
+    }));
+    let (_held_open, _) = silent_server.accept().expect("the phone connects");
+    let (took, reply) = answer_time(&alice, Command::ListVerifiedPeers);
+    reply.expect("a command while the registration waits");
+    assert!(took < Duration::from_secs(1), "a command waited {took:?}");
+    bob.execute_blocking(Command::SendChat {
+        account: b,
+        to: "alice@localhost".into(),
+        body: "still there?".into(),
+    })
+    .expect("send");
+    wait(&alice, &mut ae, "bob's second message", |e| {
+        matches!(e, Event::ChatLine { line, .. } if line.body == "still there?").then_some(())
     });
 
     // The held call still waits for carol (and is not shown on hold before she
