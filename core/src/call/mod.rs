@@ -160,6 +160,20 @@ impl LineSpec {
     }
 }
 
+impl CallIo {
+    fn new(line: LineId, key: Option<CallKey>, peer_identity: String) -> CallIo {
+        CallIo {
+            line,
+            key,
+            peer_identity,
+            audio: AudioChoice::default(),
+            prepared: Vec::new(),
+            media: BTreeMap::new(),
+            reinvite: None,
+        }
+    }
+}
+
 /// All lines and calls of the phone.
 pub(crate) struct CallLayer {
     input: mpsc::Sender<CallInput>,
@@ -792,18 +806,10 @@ impl CallLayer {
         let (policy, addr) = (policy.unwrap_or(line.policy), line.media_ip);
         let (prepared, stream) = self.prepare(line_id, &peer_identity, MediaKind::Audio)?;
         let id = self.core.allocate();
-        self.io.insert(
-            id,
-            CallIo {
-                line: line_id,
-                key: None,
-                peer_identity,
-                audio,
-                prepared: vec![prepared],
-                media: BTreeMap::new(),
-                reinvite: None,
-            },
-        );
+        let mut io = CallIo::new(line_id, None, peer_identity);
+        io.audio = audio;
+        io.prepared.push(prepared);
+        self.io.insert(id, io);
         self.invite_failed = None;
         let placed = self.core.handle(
             Instant::now(),
@@ -1080,18 +1086,8 @@ impl CallLayer {
                 let (policy, auto) = (line.policy, line.auto_answer.clone());
                 let (account, addr) = (line.account, line.media_ip);
                 let id = self.core.allocate();
-                self.io.insert(
-                    id,
-                    CallIo {
-                        line: line_id,
-                        key: Some(key),
-                        peer_identity,
-                        audio: AudioChoice::default(),
-                        prepared: Vec::new(),
-                        media: BTreeMap::new(),
-                        reinvite: None,
-                    },
-                );
+                self.io
+                    .insert(id, CallIo::new(line_id, Some(key), peer_identity));
                 let _ = self.core.handle(
                     now,
                     Input::Incoming {

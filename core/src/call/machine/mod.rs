@@ -277,6 +277,34 @@ struct Call {
 }
 
 impl Call {
+    /// A call as it starts: not held, nothing renegotiated.
+    fn new(
+        view: CallView,
+        phase: Phase,
+        policy: EncryptionPolicy,
+        session_id: u64,
+        addr: IpAddr,
+        streams: Vec<Stream>,
+    ) -> Call {
+        let mut call = Call {
+            view,
+            phase,
+            policy,
+            session_id,
+            version: 1,
+            addr,
+            streams,
+            local_hold: false,
+            agreed_hold: false,
+            remote_hold: false,
+            renegotiation: Renegotiation::Idle,
+            hold_again: false,
+            end_reason: None,
+        };
+        call.view.streams = call.stream_views();
+        call
+    }
+
     fn state(&self) -> CallState {
         if self.local_hold || self.remote_hold {
             CallState::OnHold
@@ -556,23 +584,8 @@ impl CallCore {
             return Err(bad("a call needs an audio stream"));
         }
         let streams: Vec<Stream> = prepared.into_iter().map(Stream::ours).collect();
-        let mut call = Call {
-            view: new_view(id, account, peer.clone(), CallDirection::Outgoing, false),
-            phase: Phase::Offering,
-            policy,
-            session_id,
-            version: 1,
-            addr,
-            streams,
-            local_hold: false,
-            agreed_hold: false,
-            remote_hold: false,
-            renegotiation: Renegotiation::Idle,
-            hold_again: false,
-            end_reason: None,
-        };
-        call.view.state = CallState::Calling;
-        call.view.streams = call.stream_views();
+        let view = new_view(id, account, peer.clone(), CallDirection::Outgoing, false);
+        let call = Call::new(view, Phase::Offering, policy, session_id, addr, streams);
         let sdp = offer::initial_offer(&call);
         self.calls.insert(id, call);
         self.out
@@ -608,28 +621,14 @@ impl CallCore {
                 return;
             }
         };
-        let mut call = Call {
-            view: new_view(
-                id,
-                account,
-                from.clone(),
-                CallDirection::Incoming,
-                automatic,
-            ),
-            phase: Phase::Ringing,
-            policy,
-            session_id,
-            version: 1,
-            addr,
-            streams,
-            local_hold: false,
-            agreed_hold: false,
-            remote_hold: false,
-            renegotiation: Renegotiation::Idle,
-            hold_again: false,
-            end_reason: None,
-        };
-        call.view.streams = call.stream_views();
+        let view = new_view(
+            id,
+            account,
+            from.clone(),
+            CallDirection::Incoming,
+            automatic,
+        );
+        let call = Call::new(view, Phase::Ringing, policy, session_id, addr, streams);
         self.calls.insert(id, call);
         self.event(Event::CallIncoming { call: id, from });
         self.event(Event::CallState {
