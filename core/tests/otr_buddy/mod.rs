@@ -65,6 +65,9 @@ fn absorb(shared: &Shared, handle: &XmppHandle, lines: Vec<String>) {
     shared.changed.notify_all();
 }
 
+/// What the buddy sends itself to learn that the server delivers to it.
+const READY: &str = "hush-buddy-ready";
+
 impl Buddy {
     /// Registers `user@localhost`, logs in, and starts a libotr peer with a fresh key.
     pub fn start(server: &XmppServer, user: &str) -> Buddy {
@@ -91,14 +94,19 @@ impl Buddy {
             echo: std::sync::atomic::AtomicBool::new(false),
         });
         let (online_tx, online_rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         {
             let shared = shared.clone();
             let handle = handle.clone();
+            let me = me.clone();
             rt.spawn(async move {
                 while let Some(ev) = events.recv().await {
                     match ev {
                         XmppEvent::Online { .. } => {
                             let _ = online_tx.send(());
+                        }
+                        XmppEvent::Message { from, body, .. } if from == me && body == READY => {
+                            let _ = ready_tx.send(());
                         }
                         XmppEvent::Message { from, body, .. } => {
                             shared.seen.lock().expect("seen").raw.push(body.clone());
@@ -135,6 +143,18 @@ impl Buddy {
         online_rx
             .recv_timeout(Duration::from_secs(15))
             .expect("the buddy is online");
+        // "Online" is said when the initial presence is queued, not when the server has
+        // it: a message to our bare JID sent before that can take the server's offline
+        // path (ejabberd) and never arrive. One to ourselves comes back only once the
+        // server delivers to us.
+        handle.command(XmppCommand::Send {
+            to: me.clone(),
+            body: READY.to_owned(),
+            id: None,
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("the server delivers to the buddy");
         Buddy {
             rt,
             shared,
