@@ -1,7 +1,7 @@
 //! What the chat tests share: an account registered in-band at a real XMPP server and
 //! brought online, and bounded waits for the phone's events.
 
-use hush_core::model::{AccountSettings, XmppSettings};
+use hush_core::model::{AccountSettings, OtrPolicySetting, XmppSettings};
 use hush_core::snapshot::AccountStatus;
 use hush_core::{AccountId, Command, Event, NewAccount, Phone, Reply, Secret};
 use hush_harness::XmppServer;
@@ -18,13 +18,28 @@ pub fn settings(server: &XmppServer) -> XmppSettings {
     }
 }
 
+/// An account registered in-band at `server`, with the default OTR policy.
+#[allow(dead_code)] // not every test binary that shares this module uses it
 pub fn register(phone: &Phone, server: &XmppServer, user: &str) -> AccountId {
+    register_with(phone, server, user, OtrPolicySetting::default())
+}
+
+/// An account registered in-band at `server`, with this OTR policy.
+pub fn register_with(
+    phone: &Phone,
+    server: &XmppServer,
+    user: &str,
+    otr_policy: OtrPolicySetting,
+) -> AccountId {
     let new = NewAccount {
         address: format!("{user}@localhost"),
         display_name: None,
         password: Some(Secret::new(format!("{user}-secret"))),
         remember_password: true,
-        settings: AccountSettings::Xmpp(settings(server)),
+        settings: AccountSettings::Xmpp(XmppSettings {
+            otr_policy,
+            ..settings(server)
+        }),
     };
     match phone
         .execute_blocking(Command::RegisterXmpp(new))
