@@ -863,11 +863,7 @@ impl CallLayer {
             io.audio = audio;
         }
         self.start_failed = None;
-        let answered = self
-            .core
-            .handle(Instant::now(), Input::Answer { id, streams });
-        self.drain(events);
-        answered?;
+        self.command(Input::Answer { id, streams }, events)?;
         match self.start_failed.take() {
             Some(e) => Err(CoreError::Call(e)),
             None => Ok(()),
@@ -881,7 +877,12 @@ impl CallLayer {
         } else {
             Rejection::Declined
         };
-        let done = self.core.handle(Instant::now(), Input::Reject { id, why });
+        self.command(Input::Reject { id, why }, events)
+    }
+
+    /// Gives the machine a user command and carries out what it says.
+    fn command(&mut self, input: Input, events: &mut Vec<Event>) -> Result<()> {
+        let done = self.core.handle(Instant::now(), input);
         self.drain(events);
         done
     }
@@ -890,28 +891,13 @@ impl CallLayer {
     /// CANCEL or BYE goes out from the SIP stack's own task: a peer that never answers
     /// it cannot hold up the phone.
     pub(crate) fn hangup(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
-        let done = self.core.handle(Instant::now(), Input::Hangup { id });
-        self.drain(events);
-        done
+        self.command(Input::Hangup { id }, events)
     }
 
     /// Sends DTMF keys.
     pub(crate) fn dtmf(&mut self, id: CallId, keys: &str, events: &mut Vec<Event>) -> Result<()> {
-        if keys
-            .chars()
-            .any(|k| hush_media::dtmf::event_code(k).is_none())
-        {
-            return Err(bad(format!("{keys:?}: DTMF keys are 0-9 * # A-D")));
-        }
-        let done = self.core.handle(
-            Instant::now(),
-            Input::Dtmf {
-                id,
-                keys: keys.to_owned(),
-            },
-        );
-        self.drain(events);
-        done
+        let keys = keys.to_owned();
+        self.command(Input::Dtmf { id, keys }, events)
     }
 
     /// Records the user's SAS comparison, for the peer key (ZID) of this call only:
@@ -924,11 +910,7 @@ impl CallLayer {
         events: &mut Vec<Event>,
     ) -> Result<std::sync::mpsc::Receiver<()>> {
         self.take_verdict();
-        let done = self
-            .core
-            .handle(Instant::now(), Input::SetVerified { id, verified });
-        self.drain(events);
-        done?;
+        self.command(Input::SetVerified { id, verified }, events)?;
         self.take_verdict()
             .ok_or_else(|| bad("the call has no media yet"))
     }
@@ -939,17 +921,13 @@ impl CallLayer {
 
     /// Sends silence instead of the microphone, or the microphone again.
     pub(crate) fn mute(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
-        let done = self.core.handle(Instant::now(), Input::Mute { id, on });
-        self.drain(events);
-        done
+        self.command(Input::Mute { id, on }, events)
     }
 
     /// The user compared the SAS and it did not match: someone may be in the middle.
     /// The call ends with that reason and the peer is no longer "verified".
     pub(crate) fn sas_mismatch(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
-        let done = self.core.handle(Instant::now(), Input::SasMismatch { id });
-        self.drain(events);
-        done
+        self.command(Input::SasMismatch { id }, events)
     }
 
     /// Sets the "SAS verified" flag of one key of a peer outside any call: the key the
@@ -999,9 +977,7 @@ impl CallLayer {
     /// that never answers cannot hold up the phone) and given to the machine when it
     /// comes.
     pub(crate) fn hold(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
-        let done = self.core.handle(Instant::now(), Input::Hold { id, on });
-        self.drain(events);
-        done
+        self.command(Input::Hold { id, on }, events)
     }
 
     /// Handles an input from a line, a media thread or a re-INVITE task.

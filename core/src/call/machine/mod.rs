@@ -478,7 +478,12 @@ impl CallCore {
                 Ok(())
             }
             Input::Dtmf { id, keys } => {
-                if keys.is_empty() || keys.len() > 64 || keys.chars().any(|k| !is_dtmf(k)) {
+                if keys.is_empty()
+                    || keys.len() > 64
+                    || keys
+                        .chars()
+                        .any(|k| hush_media::dtmf::event_code(k).is_none())
+                {
                     return Err(bad(format!("{keys:?}: DTMF keys are 0-9 * # A-D")));
                 }
                 let s = self.running_audio(id)?;
@@ -830,7 +835,7 @@ impl CallCore {
         };
         call.version += 1;
         let actions = offer::apply_update(call, &update);
-        let sdp = offer::answer_update(call);
+        let sdp = offer::answer(call);
         for (i, a) in actions {
             self.out.push_back(Output::Media(id, i, a));
         }
@@ -966,7 +971,7 @@ impl CallCore {
                 match call.phase {
                     Phase::Answering => {
                         call.phase = Phase::Active;
-                        let sdp = offer::answer_initial(call);
+                        let sdp = offer::answer(call);
                         self.out.push_back(Output::Sip(id, SipAction::Answer(sdp)));
                         self.set_state(id, CallState::Connected);
                     }
@@ -1107,10 +1112,6 @@ fn running_or_starting(call: &Call) -> Vec<usize> {
         .filter(|(_, s)| matches!(s.state, StreamState::Running | StreamState::Starting))
         .map(|(i, _)| i)
         .collect()
-}
-
-fn is_dtmf(k: char) -> bool {
-    matches!(k, '0'..='9' | '*' | '#' | 'A'..='D' | 'a'..='d')
 }
 
 fn new_view(

@@ -290,12 +290,9 @@ fn line(s: &Stream, direction: Direction) -> LocalStream {
     }
 }
 
-/// Our answer to the offer that made the call.
-pub(super) fn answer_initial(call: &Call) -> String {
-    answer_lines(call)
-}
-
-fn answer_lines(call: &Call) -> String {
+/// Our answer to the peer's offer (the one that made the call, or a re-INVITE's): each
+/// m-line mirrors the peer's direction and our hold.
+pub(super) fn answer(call: &Call) -> String {
     let lines: Vec<LocalStream> = call
         .streams
         .iter()
@@ -524,11 +521,6 @@ pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, Medi
         }
     }
     actions
-}
-
-/// Our answer to an accepted re-INVITE.
-pub(super) fn answer_update(call: &Call) -> String {
-    answer_lines(call)
 }
 
 /// Whether the peer holds us: its audio stream neither sends nor wants to.
