@@ -334,6 +334,7 @@ impl Core {
                     // Events first: writing the vault must not delay "private" on screen.
                     self.flush();
                     self.save_otr().await;
+                    self.chats.answer_key_requests();
                     if !self.pending.is_empty() {
                         self.flush();
                     }
@@ -591,7 +592,6 @@ impl Core {
         }
     }
 
-    /// Runs profile work off the async threads: key derivation takes ~0.3 s.
     /// Starts a command: the ones whose network part would hold up the core become
     /// jobs (checked here, on the core task, so a bad input still fails at once).
     async fn start(&mut self, command: Command) -> Result<Started> {
@@ -650,10 +650,21 @@ impl Core {
                     Ok((Reply::Done, Vec::new()))
                 })))
             }
+            // DSA key generation takes up to seconds: made off the core task, answered
+            // once the key is in use and saved.
+            Command::OtrGenerateKey { account } => {
+                self.ensure_otr_loaded().await?;
+                let made = self.chats.request_key(account)?;
+                Ok(Started::Job(Box::pin(async move {
+                    made.await.map_err(|_| CoreError::Stopped)??;
+                    Ok((Reply::Done, Vec::new()))
+                })))
+            }
             other => Ok(Started::Now(other)),
         }
     }
 
+    /// Runs profile work off the async threads: key derivation takes ~0.3 s.
     async fn with_profile<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Profile) -> Result<T> + Send + 'static,
@@ -879,8 +890,7 @@ impl Core {
                 }
                 reply
             }
-            c @ (Command::OtrGenerateKey { .. }
-            | Command::OtrStart { .. }
+            c @ (Command::OtrStart { .. }
             | Command::OtrEnd { .. }
             | Command::OtrTrust { .. }
             | Command::OtrForget { .. }

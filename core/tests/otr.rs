@@ -88,6 +88,22 @@ impl Side {
             } => panic!("{e}"),
             _ => None,
         });
+        // A first key is made while the account logs in (the snapshot has it once the
+        // event is out, so one that came before "online" is not waited for).
+        let keyed = |s: &Side| {
+            s.phone
+                .snapshot()
+                .otr_keys
+                .iter()
+                .any(|k| k.account == account)
+        };
+        if !keyed(self) {
+            self.wait("our OTR key", |e| match e {
+                Event::OtrKey { account: a, .. } if *a == account => Some(()),
+                _ => None,
+            });
+        }
+        assert!(keyed(self), "the key is in the snapshot");
     }
 
     fn wait<T>(&mut self, what: &str, f: impl Fn(&Event) -> Option<T>) -> T {

@@ -79,18 +79,37 @@ pub(crate) fn connect(
         account: id,
         password,
     })?;
+    // A chat account's first OTR key is made while it logs in: waited for too, so that
+    // what follows can go private and the key is kept.
+    let mut keyed = !chat || phone.snapshot().otr_keys.iter().any(|k| k.account == id);
+    let mut online = false;
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
         match &ev {
             Event::AccountStatus { account, status } => account_status(out, *account, status),
             Event::CommandFailed { .. } => call_event(out, &ev),
+            Event::ChatError { account, .. } if *account == id => {
+                chat_event(out, &ev);
+            }
             _ => {}
         }
         match ev {
             Event::AccountStatus {
                 account,
                 status: AccountStatus::Online,
-            } if account == id => return Ok(id),
+            } if account == id => {
+                online = true;
+                if keyed {
+                    return Ok(id);
+                }
+            }
+            Event::OtrKey { account, .. } if account == id => {
+                keyed = true;
+                if online {
+                    return Ok(id);
+                }
+            }
+
             Event::AccountStatus {
                 account,
                 status: AccountStatus::Error(e),
@@ -101,6 +120,11 @@ pub(crate) fn connect(
             }
             _ => {}
         }
+    }
+    if online {
+        return Err(
+            CoreError::Call("no OTR key was made for the account within 30 s".into()).into(),
+        );
     }
     Err(CoreError::Call("the account did not go online within 30 s".into()).into())
 }

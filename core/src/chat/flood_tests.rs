@@ -4,12 +4,13 @@
 
 use super::limits::{MAX_CONVERSATIONS, MAX_PRIVATE_STRANGERS};
 use super::otr::{Received, Stored};
-use super::{Account, ChatLayer};
+use super::{Account, ChatInput, ChatLayer};
 use crate::event::Event;
 use crate::model::{AccountId, OtrPolicySetting};
 use crate::snapshot::{ContactView, Presence, Subscription};
 use hush_signaling::otr::{ChatSecurity, OtrEngine};
 use hush_signaling::xmpp::account::{XmppCommand, XmppHandle};
+use hush_signaling::xmpp::chat::XmppEvent;
 use std::collections::BTreeMap;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -23,7 +24,36 @@ const DAVE: &str = "dave@localhost";
 /// Alice's chat layer: one account, with bob and carol in the roster, and dave's key
 /// verified in her fingerprints file.
 async fn alice() -> (ChatLayer, UnboundedReceiver<XmppCommand>) {
-    let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+    let (mut layer, rx, mut inputs) = alice_making_her_key().await;
+    let made = next_key(&mut inputs).await;
+    let mut events = Vec::new();
+    layer.input(made, &mut events, &mut Vec::new()).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::OtrKey { account, .. } if *account == A)),
+        "{events:?}"
+    );
+    (layer, rx)
+}
+
+/// Her first key, made off the layer's task, as it comes back to the layer.
+async fn next_key(inputs: &mut UnboundedReceiver<ChatInput>) -> ChatInput {
+    let made = tokio::time::timeout(std::time::Duration::from_secs(30), inputs.recv())
+        .await
+        .expect("the key in time")
+        .expect("the key");
+    assert!(matches!(made, ChatInput::Key(_)));
+    made
+}
+
+/// Alice's layer, connected, while her first key is still being made.
+async fn alice_making_her_key() -> (
+    ChatLayer,
+    UnboundedReceiver<XmppCommand>,
+    UnboundedReceiver<ChatInput>,
+) {
+    let (tx, inputs) = tokio::sync::mpsc::unbounded_channel();
     let mut layer = ChatLayer::new(tx);
     let stored = Stored {
         fingerprints: Some(
@@ -64,7 +94,7 @@ async fn alice() -> (ChatLayer, UnboundedReceiver<XmppCommand>) {
         .otr_attach(A, ALICE, OtrPolicySetting::Opportunistic, &mut Vec::new())
         .await
         .expect("attach");
-    (layer, rx)
+    (layer, rx, inputs)
 }
 
 /// One engine speaking for `n` strangers, one DSA key shared by all (generating one
@@ -261,4 +291,41 @@ async fn writing_to_someone_makes_the_account_keep_what_they_send_like_a_contact
             .any(|c| matches!(c, XmppCommand::Send { .. })),
         "{commands:?}"
     );
+}
+
+#[tokio::test]
+async fn a_buddy_who_goes_private_while_our_first_key_is_made_is_answered_once_it_is() {
+    let (mut layer, mut rx, mut inputs) = alice_making_her_key().await;
+    let mut events = Vec::new();
+    let mut bob = OtrEngine::new().expect("libotr");
+    bob.generate_key(BOB).expect("key");
+    bob.start(BOB, ALICE).expect("start");
+    // Bob's offer comes in through the account, before alice has a key: it waits (a
+    // key exchange answered now would fail), and nothing goes out for it.
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    while let Some(t) = bob.poll_transmit() {
+        let place = window.clone().acquire_owned().await.expect("a place");
+        let ev = XmppEvent::Message {
+            from: BOB.parse().expect("jid"),
+            id: "b1".into(),
+            body: t.body,
+            delayed: false,
+        };
+        layer
+            .input(ChatInput::Xmpp(A, ev, place), &mut events, &mut Vec::new())
+            .await;
+    }
+    assert!(rx.try_recv().is_err(), "nothing is answered without a key");
+    assert_eq!(window.available_permits(), 3, "the offer holds its place");
+    assert!(!events.iter().any(|e| matches!(e, Event::ChatError { .. })));
+
+    // The key comes: the offer is answered, and the exchange completes.
+    let made = next_key(&mut inputs).await;
+    layer.input(made, &mut events, &mut Vec::new()).await;
+    assert_eq!(window.available_permits(), 4, "its place is given back");
+    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    assert_eq!(bob.state(BOB, ALICE), ChatSecurity::PrivateUnverified);
+    bob.send(BOB, ALICE, "private at once").expect("send");
+    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    assert!(has_line(&layer, BOB, "private at once", true));
 }

@@ -34,13 +34,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 /// its server until the core has handled some.
 const INPUT_WINDOW: usize = 64;
 
-/// Inputs to the core task from XMPP accounts; the permit frees a place in the
-/// account's window when the input has been handled (dropped).
-pub(crate) struct ChatInput(
-    pub(crate) AccountId,
-    pub(crate) XmppEvent,
-    OwnedSemaphorePermit,
-);
+/// Inputs to the core task for the chat layer.
+pub(crate) enum ChatInput {
+    /// An XMPP account's event; the permit frees a place in the account's window when
+    /// the input has been handled (dropped).
+    Xmpp(AccountId, XmppEvent, OwnedSemaphorePermit),
+    /// An OTR key made off the core task.
+    Key(otr::KeyMade),
+}
 
 pub(crate) struct Conversation {
     security: ChatSecurity,
@@ -286,7 +287,7 @@ impl ChatLayer {
                     break;
                 };
                 let Some(ev) = rx.recv().await else { break };
-                if input.send(ChatInput(id, ev, place)).is_err() {
+                if input.send(ChatInput::Xmpp(id, ev, place)).is_err() {
                     break;
                 }
             }
@@ -432,13 +433,23 @@ impl ChatLayer {
         }
     }
 
-    /// Turns an account's event into state, events and lines to log.
+    /// Turns an input into state, events and lines to log.
     pub(crate) async fn input(
         &mut self,
-        ChatInput(account, ev, _place): ChatInput,
+        input: ChatInput,
         events: &mut Vec<Event>,
         log: &mut Vec<Loggable>,
     ) {
+        let (account, ev, place) = match input {
+            ChatInput::Xmpp(account, ev, place) => (account, ev, place),
+            ChatInput::Key(made) => {
+                let held = self.key_made(made, events).await;
+                for (account, message, _place) in held {
+                    self.receive(account, message, events, log).await;
+                }
+                return;
+            }
+        };
         if let XmppEvent::Message {
             from,
             id,
@@ -447,18 +458,17 @@ impl ChatLayer {
         } = ev
         {
             if self.accounts.contains_key(&account) {
-                self.receive(
-                    account,
-                    otr::Received {
-                        from: from.to_string(),
-                        id,
-                        body,
-                        delayed,
-                    },
-                    events,
-                    log,
-                )
-                .await;
+                let message = otr::Received {
+                    from: from.to_string(),
+                    id,
+                    body,
+                    delayed,
+                };
+                // Without our key an exchange the sender starts would fail: what it
+                // sends waits (holding its place in the window) until the key is made.
+                if let Some(message) = self.otr.hold_until_key(account, message, place) {
+                    self.receive(account, message, events, log).await;
+                }
             }
             return;
         }

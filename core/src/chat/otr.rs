@@ -13,10 +13,14 @@ use crate::model::{AccountId, OtrPolicySetting};
 use crate::secret::Secret;
 use crate::security::ChatSecurity;
 use crate::snapshot::{ChatLine, KnownFingerprintView, OtrKeyView, SmpView};
-use hush_signaling::otr::{OtrError, OtrEvent, OtrPolicy, SmpEvent, normalize_fingerprint};
+use hush_signaling::otr::{
+    OtrEngine, OtrError, OtrEvent, OtrPolicy, SmpEvent, normalize_fingerprint,
+};
 use hush_signaling::xmpp::account::XmppCommand;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use zeroize::Zeroizing;
 
 /// OTR messages longer than this are split into fragments (each one stanza).
 const FRAGMENT_BYTES: usize = 16 * 1024;
@@ -51,6 +55,23 @@ pub(crate) struct ToSave {
     pub(crate) policies: Option<Vec<u8>>,
 }
 
+/// An OTR key made off the core task (DSA generation takes up to seconds), coming back
+/// to be used.
+pub(crate) struct KeyMade {
+    account: AccountId,
+    /// libotr's account name it was made for.
+    name: String,
+    /// The user asked for a new key; otherwise it was made because there was none.
+    replace: bool,
+    file: std::result::Result<Zeroizing<Vec<u8>>, OtrError>,
+    /// Told when the key is in use (the user's request).
+    done: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// Messages that came for an account while its first key was being made, each with
+/// its place in the account's window.
+type HeldForKey = Vec<(AccountId, Received, OwnedSemaphorePermit)>;
+
 /// The OTR side of the chat layer.
 pub(crate) struct Otr {
     worker: OtrWorker,
@@ -68,6 +89,10 @@ pub(crate) struct Otr {
     next_id: u64,
     dirty_files: bool,
     dirty_policies: bool,
+    /// Accounts whose key is being made, with what waits for it.
+    making: BTreeMap<AccountId, HeldForKey>,
+    /// Users' key requests to answer once the key is saved.
+    made: Vec<(oneshot::Sender<Result<()>>, Result<()>)>,
 }
 
 fn engine_policy(p: OtrPolicySetting) -> OtrPolicy {
@@ -130,6 +155,8 @@ impl Otr {
             next_id: 0,
             dirty_files: false,
             dirty_policies: false,
+            making: BTreeMap::new(),
+            made: Vec::new(),
         }
     }
 
@@ -173,6 +200,23 @@ impl Otr {
                 "account {account} is not connected; connect it first"
             ))
         })
+    }
+
+    /// `message`, unless it must wait for the account's first key (then kept, with its
+    /// place in the window: at most a window's worth per account).
+    pub(crate) fn hold_until_key(
+        &mut self,
+        account: AccountId,
+        message: Received,
+        place: OwnedSemaphorePermit,
+    ) -> Option<Received> {
+        match self.making.get_mut(&account) {
+            Some(held) if !self.keys.contains_key(&account) => {
+                held.push((account, message, place));
+                None
+            }
+            _ => Some(message),
+        }
     }
 
     fn new_stanza_id(&mut self) -> String {
@@ -265,8 +309,8 @@ impl ChatLayer {
         Ok(())
     }
 
-    /// Sets up OTR for a newly connected account: its libotr name, policies, and a key
-    /// (generated now if it has none: it takes well under a second).
+    /// Sets up OTR for a newly connected account: its libotr name and policies; a key is
+    /// made off the core task if it has none (the login goes on meanwhile).
     pub(crate) async fn otr_attach(
         &mut self,
         account: AccountId,
@@ -282,7 +326,7 @@ impl ChatLayer {
             .filter(|((a, _), _)| *a == bare)
             .map(|((_, b), p)| (b.clone(), engine_policy(*p)))
             .collect();
-        let ((name, fingerprint, generated), produced) = self
+        let ((name, fingerprint), produced) = self
             .otr
             .worker
             .call(None, move |e| {
@@ -298,28 +342,17 @@ impl ChatLayer {
                 for (b, p) in &buddies {
                     e.set_policy(&name, b, *p);
                 }
-                let mut generated = false;
-                if e.fingerprint(&name).is_none() {
-                    match e.generate_key(&name) {
-                        Ok(_) => generated = true,
-                        Err(err) => tracing::warn!(error = %err, "OTR key generation failed"),
-                    }
-                }
                 let fp = e.fingerprint(&name);
-                (name, fp, generated)
+                (name, fp)
             })
             .await
             .ok_or(CoreError::Stopped)?;
-        self.otr.names.insert(account, name);
-        if let Some(fp) = fingerprint {
-            self.otr.keys.insert(account, fp.clone());
-            if generated {
-                self.otr.dirty_files = true;
-                events.push(Event::OtrKey {
-                    account,
-                    fingerprint: fp,
-                });
+        self.otr.names.insert(account, name.clone());
+        match fingerprint {
+            Some(fp) => {
+                self.otr.keys.insert(account, fp);
             }
+            None => self.make_key(account, name, false, None),
         }
         self.apply_otr(produced, events, &mut Vec::new(), None);
         self.refresh_known().await;
@@ -329,6 +362,124 @@ impl ChatLayer {
     pub(crate) fn otr_detach(&mut self, account: AccountId) {
         self.otr.names.remove(&account);
         self.otr.keys.remove(&account);
+        // What waited for the key goes with the account (a key still being made is
+        // kept when it comes: it is the account's, connected or not).
+        if let Some(held) = self.otr.making.get_mut(&account) {
+            held.clear();
+        }
+    }
+
+    /// Starts making a key for `account` off the core task; it comes back as a
+    /// [`super::ChatInput::Key`].
+    fn make_key(
+        &mut self,
+        account: AccountId,
+        name: String,
+        replace: bool,
+        done: Option<oneshot::Sender<Result<()>>>,
+    ) {
+        self.otr.making.insert(account, Vec::new());
+        let input = self.input.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = OtrEngine::make_key_file(&name);
+            let made = KeyMade {
+                account,
+                name,
+                replace,
+                file,
+                done,
+            };
+            let _ = input.send(super::ChatInput::Key(made));
+        });
+    }
+
+    /// Asks for a new key for a connected account: the receiver is told when it is in
+    /// use.
+    pub(crate) fn request_key(
+        &mut self,
+        account: AccountId,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let name = self.otr.name(account)?;
+        if self.otr.making.contains_key(&account) {
+            return Err(CoreError::InvalidInput(
+                "a key is already being made for this account".into(),
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.make_key(account, name, true, Some(tx));
+        Ok(rx)
+    }
+
+    /// Puts a made key to use; gives back the messages that waited for it.
+    pub(crate) async fn key_made(&mut self, made: KeyMade, events: &mut Vec<Event>) -> HeldForKey {
+        let KeyMade {
+            account,
+            name,
+            replace,
+            file,
+            done,
+        } = made;
+        let held = self.otr.making.remove(&account).unwrap_or_default();
+        let result = self.use_key(account, name, replace, file, events).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "OTR key not made");
+            if done.is_none() {
+                events.push(Event::ChatError {
+                    account,
+                    reason: format!("no OTR key could be made for this account: {e}"),
+                });
+            }
+        }
+        if let Some(done) = done {
+            self.otr.made.push((done, result));
+        }
+        held
+    }
+
+    /// Answers the key requests put to use since last time: called once the vault has
+    /// what changed, so a CLI that exits on the answer has its key on disk.
+    pub(crate) fn answer_key_requests(&mut self) {
+        for (done, result) in self.otr.made.drain(..) {
+            let _ = done.send(result);
+        }
+    }
+
+    async fn use_key(
+        &mut self,
+        account: AccountId,
+        name: String,
+        replace: bool,
+        file: std::result::Result<Zeroizing<Vec<u8>>, OtrError>,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let file = file?;
+        let for_name = name.clone();
+        let (fp, produced) = self
+            .otr
+            .worker
+            .call(None, move |e| {
+                // One given to the account meanwhile (an import) is not replaced behind
+                // the user's back.
+                if !replace && e.fingerprint(&for_name).is_some() {
+                    return Ok(None);
+                }
+                e.import_private_keys(&file)?;
+                Ok::<_, OtrError>(e.fingerprint(&for_name))
+            })
+            .await
+            .ok_or(CoreError::Stopped)?;
+        self.apply_otr(produced, events, &mut Vec::new(), None);
+        let Some(fp) = fp? else { return Ok(()) };
+        if self.otr.names.get(&account) == Some(&name) {
+            self.otr.keys.insert(account, fp.clone());
+        }
+        self.otr.dirty_files = true;
+        events.push(Event::OtrKey {
+            account,
+            fingerprint: fp,
+        });
+        self.refresh_known().await;
+        Ok(())
     }
 
     async fn refresh_known(&mut self) {
@@ -791,9 +942,16 @@ impl ChatLayer {
                     return;
                 };
                 if peer.is_empty() {
+                    let reason = if self.otr.making.contains_key(&id) {
+                        "our OTR key is still being made: private conversations can start \
+                         in a moment"
+                            .to_owned()
+                    } else {
+                        text
+                    };
                     events.push(Event::ChatError {
                         account: id,
-                        reason: text,
+                        reason,
                     });
                 } else {
                     self.say(id, &peer, format!("OTR: {text}."), events);
@@ -844,26 +1002,6 @@ impl ChatLayer {
         use crate::command::Command as C;
         let mut reply = Reply::Done;
         match command {
-            C::OtrGenerateKey { account } => {
-                let name = self.otr.name(account)?;
-                let (fp, produced) = self
-                    .otr
-                    .worker
-                    .call(None, move |e| {
-                        e.generate_key(&name)?;
-                        Ok::<_, OtrError>(e.fingerprint(&name))
-                    })
-                    .await
-                    .ok_or(CoreError::Stopped)?;
-                let fp = fp?.ok_or(CoreError::Stopped)?;
-                self.otr.keys.insert(account, fp.clone());
-                self.otr.dirty_files = true;
-                self.apply_otr(produced, events, &mut Vec::new(), None);
-                events.push(Event::OtrKey {
-                    account,
-                    fingerprint: fp,
-                });
-            }
             C::OtrStart { account, peer } => {
                 self.peer_op(account, &peer, events, |e, n, p| e.start(n, p))
                     .await?;

@@ -436,6 +436,14 @@ impl OtrEngine {
         Ok(&self.keys_file)
     }
 
+    /// Generates a DSA key for `account` in a scratch state of its own, on any thread,
+    /// so the engine that will use it goes on meanwhile: a key file holding that one
+    /// account, for [`Self::import_private_keys`].
+    pub fn make_key_file(account: &str) -> Result<Zeroizing<Vec<u8>>, OtrError> {
+        let mut scratch = OtrEngine::new()?;
+        Ok(Zeroizing::new(scratch.generate_key(account)?.to_vec()))
+    }
+
     /// Our fingerprint for `account`, 5 groups of 8 hex digits.
     pub fn fingerprint(&self, account: &str) -> Option<String> {
         let acc = cstring(account).ok()?;
