@@ -1,6 +1,7 @@
 //! The chat layer against senders who complete OTR key exchanges, with real libotr on
 //! both sides and no server: what the layer tells the account comes out of a detached
-//! account handle, and its messages go into the senders' engines, and back.
+//! account handle, and its messages cross a simulated link (`hush-sim`) into the
+//! senders' engines, and back.
 
 use super::limits::{MAX_CONVERSATIONS, MAX_PRIVATE_STRANGERS};
 use super::otr::{Received, Stored};
@@ -11,7 +12,9 @@ use crate::snapshot::{ContactView, Presence, Subscription};
 use hush_signaling::otr::{ChatSecurity, OtrEngine};
 use hush_signaling::xmpp::account::{XmppCommand, XmppHandle};
 use hush_signaling::xmpp::chat::XmppEvent;
+use hush_sim::{Conditions, Endpoint, Pair};
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const A: AccountId = AccountId(1);
@@ -124,37 +127,88 @@ fn strangers(n: usize) -> (OtrEngine, Vec<String>) {
     (e, names)
 }
 
-/// Moves messages between alice's layer and `peer` until both are quiet (bounded).
-async fn exchange(
+/// A message between alice's account and a buddy's.
+#[derive(Clone)]
+struct Stanza {
+    from: String,
+    to: String,
+    body: String,
+}
+
+/// Alice's layer as one end of a simulated link: what it tells the account to send
+/// goes out, what arrives goes through the layer as the account would deliver it.
+struct Alice<'a> {
+    layer: &'a mut ChatLayer,
+    rx: &'a mut UnboundedReceiver<XmppCommand>,
+    events: &'a mut Vec<Event>,
+}
+
+impl Endpoint for Alice<'_> {
+    type Message = Stanza;
+    fn transmit(&mut self, _: Instant) -> Option<Stanza> {
+        while let Ok(command) = self.rx.try_recv() {
+            if let XmppCommand::Send { to, body, .. } = command {
+                let from = ALICE.to_owned();
+                return Some(Stanza {
+                    from,
+                    to: to.to_string(),
+                    body,
+                });
+            }
+        }
+        None
+    }
+    fn receive(&mut self, _: Instant, s: Stanza) {
+        let message = Received {
+            from: s.from,
+            id: String::new(),
+            body: s.body,
+            delayed: false,
+        };
+        let mut log = Vec::new();
+        let received = self.layer.receive(A, message, self.events, &mut log);
+        // The layer waits on libotr's thread: the runtime lends this thread for it.
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(received));
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn timeout(&mut self, _: Instant) {}
+}
+
+/// A libotr engine speaking for one buddy or many, at the other end.
+struct Buddies<'a>(&'a mut OtrEngine);
+
+impl Endpoint for Buddies<'_> {
+    type Message = Stanza;
+    fn transmit(&mut self, _: Instant) -> Option<Stanza> {
+        self.0.poll_transmit().map(|t| Stanza {
+            from: t.account,
+            to: t.to,
+            body: t.body,
+        })
+    }
+    fn receive(&mut self, _: Instant, s: Stanza) {
+        let _ = self.0.receive(&s.to, &s.from, &s.body);
+        while self.0.poll_event().is_some() {}
+    }
+    fn next_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn timeout(&mut self, _: Instant) {}
+}
+
+/// Moves messages between alice's layer and `peer` over a link with a server's
+/// delay until both are quiet (bounded by the simulation).
+fn exchange(
     layer: &mut ChatLayer,
     rx: &mut UnboundedReceiver<XmppCommand>,
     peer: &mut OtrEngine,
     events: &mut Vec<Event>,
 ) {
-    for _ in 0..100 {
-        let mut moved = false;
-        while let Some(t) = peer.poll_transmit() {
-            moved = true;
-            let message = Received {
-                from: t.account,
-                id: String::new(),
-                body: t.body,
-                delayed: false,
-            };
-            layer.receive(A, message, events, &mut Vec::new()).await;
-        }
-        while let Ok(command) = rx.try_recv() {
-            if let XmppCommand::Send { to, body, .. } = command {
-                moved = true;
-                let _ = peer.receive(&to.to_string(), ALICE, &body);
-            }
-        }
-        while peer.poll_event().is_some() {}
-        if !moved {
-            return;
-        }
-    }
-    panic!("no quiescence");
+    let alice = Alice { layer, rx, events };
+    let delay = Conditions::latency(Duration::from_millis(30));
+    Pair::new(alice, Buddies(peer), delay, 7).drive();
 }
 
 fn has_line(layer: &ChatLayer, peer: &str, body: &str, encrypted: bool) -> bool {
@@ -173,7 +227,7 @@ fn private_strangers(layer: &ChatLayer) -> usize {
         .count()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
     let (mut layer, mut rx) = alice().await;
     let mut events = Vec::new();
@@ -182,7 +236,7 @@ async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
     let (mut m, names) = strangers(MAX_CONVERSATIONS + 1);
     for n in &names[..MAX_CONVERSATIONS] {
         m.start(n, ALICE).expect("start");
-        exchange(&mut layer, &mut rx, &mut m, &mut events).await;
+        exchange(&mut layer, &mut rx, &mut m, &mut events);
     }
     assert_eq!(private_strangers(&layer), MAX_PRIVATE_STRANGERS);
     assert!(layer.chats.len() <= MAX_CONVERSATIONS);
@@ -202,9 +256,9 @@ async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
     let mut bob = OtrEngine::new().expect("libotr");
     bob.generate_key(BOB).expect("key");
     bob.start(BOB, ALICE).expect("start");
-    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    exchange(&mut layer, &mut rx, &mut bob, &mut events);
     bob.send(BOB, ALICE, "it's bob").expect("send");
-    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    exchange(&mut layer, &mut rx, &mut bob, &mut events);
     assert!(has_line(&layer, BOB, "it's bob", true));
 
     // Then the user has a conversation of their own in every slot: nothing may go.
@@ -238,9 +292,9 @@ async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
     // ...and so is a stranger's message libotr decrypted (it cannot be decrypted again).
     let late = &names[MAX_CONVERSATIONS];
     m.start(late, ALICE).expect("start");
-    exchange(&mut layer, &mut rx, &mut m, &mut events).await;
+    exchange(&mut layer, &mut rx, &mut m, &mut events);
     m.send(late, ALICE, "decrypted once").expect("send");
-    exchange(&mut layer, &mut rx, &mut m, &mut events).await;
+    exchange(&mut layer, &mut rx, &mut m, &mut events);
     assert!(has_line(&layer, late, "decrypted once", true));
     assert_eq!(
         private_strangers(&layer),
@@ -263,7 +317,7 @@ async fn private_strangers_never_crowd_out_contacts_or_decrypted_lines() {
     assert!(has_line(&layer, "nobody2@evil.example", "spam", false));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writing_to_someone_makes_the_account_keep_what_they_send_like_a_contacts() {
     let (mut layer, mut rx) = alice().await;
     let mut events = Vec::new();
@@ -293,7 +347,7 @@ async fn writing_to_someone_makes_the_account_keep_what_they_send_like_a_contact
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buddy_who_goes_private_while_our_first_key_is_made_is_answered_once_it_is() {
     let (mut layer, mut rx, mut inputs) = alice_making_her_key().await;
     let mut events = Vec::new();
@@ -323,9 +377,9 @@ async fn a_buddy_who_goes_private_while_our_first_key_is_made_is_answered_once_i
     let made = next_key(&mut inputs).await;
     layer.input(made, &mut events, &mut Vec::new()).await;
     assert_eq!(window.available_permits(), 4, "its place is given back");
-    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    exchange(&mut layer, &mut rx, &mut bob, &mut events);
     assert_eq!(bob.state(BOB, ALICE), ChatSecurity::PrivateUnverified);
     bob.send(BOB, ALICE, "private at once").expect("send");
-    exchange(&mut layer, &mut rx, &mut bob, &mut events).await;
+    exchange(&mut layer, &mut rx, &mut bob, &mut events);
     assert!(has_line(&layer, BOB, "private at once", true));
 }
