@@ -31,6 +31,9 @@ pub enum MediaError {
     /// The ZID cache (retained secrets, "verified" flags) could not be read or changed.
     #[error("ZRTP key cache: {0}")]
     Cache(String),
+    /// The video codec failed (a frame it could not decode: ask for a key frame).
+    #[error("{0}")]
+    Codec(String),
     /// A configuration value is not acceptable.
     #[error("{0}")]
     InvalidInput(String),

@@ -16,3 +16,4 @@ pub mod jitter;
 pub mod rtp;
 pub mod srtp;
 pub mod stream;
+pub mod video;

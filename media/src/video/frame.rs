@@ -1,0 +1,165 @@
+//! One picture in I420 (the planar 4:2:0 layout VP8 codes): Y at full size, then U
+//! and V at half size each way, rounded up, every row packed.
+
+use super::{MAX_HEIGHT, MAX_WIDTH};
+use crate::MediaError;
+
+/// A picture in I420, its three planes in one buffer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct I420Frame {
+    width: u32,
+    height: u32,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for I420Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "I420Frame({}x{})", self.width, self.height)
+    }
+}
+
+/// Bytes of a `width`×`height` I420 picture, if the size is one we handle.
+pub fn i420_size(width: u32, height: u32) -> Result<usize, MediaError> {
+    if width == 0 || height == 0 || width > MAX_WIDTH || height > MAX_HEIGHT {
+        return Err(MediaError::InvalidInput(format!(
+            "a {width}x{height} picture: sizes from 1x1 to {MAX_WIDTH}x{MAX_HEIGHT} are handled"
+        )));
+    }
+    let (w, h) = (width as usize, height as usize);
+    Ok(w * h + 2 * w.div_ceil(2) * h.div_ceil(2))
+}
+
+impl I420Frame {
+    /// A black picture.
+    pub fn black(width: u32, height: u32) -> Result<I420Frame, MediaError> {
+        let size = i420_size(width, height)?;
+        let luma = width as usize * height as usize;
+        let mut data = vec![128u8; size];
+        data[..luma].fill(16);
+        Ok(I420Frame {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// A picture from its planes packed one after the other (Y, U, V).
+    pub fn from_bytes(width: u32, height: u32, data: Vec<u8>) -> Result<I420Frame, MediaError> {
+        let size = i420_size(width, height)?;
+        if data.len() != size {
+            return Err(MediaError::InvalidInput(format!(
+                "a {width}x{height} I420 picture is {size} bytes, not {}",
+                data.len()
+            )));
+        }
+        Ok(I420Frame {
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// Width in pixels.
+    pub fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height in pixels.
+    pub fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// Width of the U and V planes.
+    pub fn chroma_width(&self) -> usize {
+        (self.width as usize).div_ceil(2)
+    }
+
+    /// Height of the U and V planes.
+    pub fn chroma_height(&self) -> usize {
+        (self.height as usize).div_ceil(2)
+    }
+
+    /// The three planes packed (Y, U, V).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    fn luma_len(&self) -> usize {
+        self.width as usize * self.height as usize
+    }
+
+    fn chroma_len(&self) -> usize {
+        self.chroma_width() * self.chroma_height()
+    }
+
+    /// The planes, to read: (Y, U, V).
+    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
+        let (y, rest) = self.data.split_at(self.luma_len());
+        let (u, v) = rest.split_at(self.chroma_len());
+        (y, u, v)
+    }
+
+    /// The planes, to write: (Y, U, V).
+    pub fn planes_mut(&mut self) -> (&mut [u8], &mut [u8], &mut [u8]) {
+        let (luma, chroma) = (self.luma_len(), self.chroma_len());
+        let (y, rest) = self.data.split_at_mut(luma);
+        let (u, v) = rest.split_at_mut(chroma);
+        (y, u, v)
+    }
+
+    /// The colour at a pixel as (Y, U, V), or `None` outside the picture.
+    pub fn pixel(&self, x: u32, y: u32) -> Option<(u8, u8, u8)> {
+        if x >= self.width || y >= self.height {
+            return None;
+        }
+        let (py, pu, pv) = self.planes();
+        let (x, y) = (x as usize, y as usize);
+        let c = (y / 2) * self.chroma_width() + x / 2;
+        Some((py[y * self.width as usize + x], pu[c], pv[c]))
+    }
+
+    /// The mean (Y, U, V) over a rectangle (clipped to the picture), or `None` if
+    /// nothing of it is inside.
+    pub fn mean(&self, x: u32, y: u32, w: u32, h: u32) -> Option<(u8, u8, u8)> {
+        let (x1, y1) = (
+            x.saturating_add(w).min(self.width),
+            y.saturating_add(h).min(self.height),
+        );
+        let (mut sum, mut n) = ([0u64; 3], 0u64);
+        for yy in y..y1 {
+            for xx in x..x1 {
+                if let Some((a, b, c)) = self.pixel(xx, yy) {
+                    sum[0] += u64::from(a);
+                    sum[1] += u64::from(b);
+                    sum[2] += u64::from(c);
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| ((sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_sizes_round_the_chroma_planes_up() {
+        let f = I420Frame::black(5, 3).expect("frame");
+        assert_eq!(f.as_bytes().len(), 15 + 2 * 3 * 2);
+        let (y, u, v) = f.planes();
+        assert_eq!((y.len(), u.len(), v.len()), (15, 6, 6));
+        assert_eq!(f.pixel(4, 2), Some((16, 128, 128)));
+        assert_eq!(f.pixel(5, 0), None);
+    }
+
+    #[test]
+    fn sizes_out_of_range_or_wrong_lengths_are_refused() {
+        assert!(I420Frame::black(0, 10).is_err());
+        assert!(I420Frame::black(MAX_WIDTH + 1, 10).is_err());
+        assert!(I420Frame::black(16_383, 16_383).is_err());
+        assert!(I420Frame::from_bytes(4, 4, vec![0; 23]).is_err());
+        assert!(I420Frame::from_bytes(4, 4, vec![0; 24]).is_ok());
+    }
+}
