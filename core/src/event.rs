@@ -5,6 +5,10 @@ use crate::model::{AccountConfig, AccountId};
 use crate::security::CallSecurity;
 use crate::snapshot::{AccountStatus, CallId, CallState, CallStats, ChatLine, ContactView};
 
+/// The command name under which a failure to make an account's first OTR key is
+/// reported (it is made while the account logs in, not by a command of the user's).
+pub const MAKE_OTR_KEY: &str = "make OTR key";
+
 /// Something that happened inside the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

@@ -23,6 +23,6 @@ pub mod snapshot;
 
 pub use call::Resolver;
 pub use command::{Command, Reply};
-pub use event::Event;
+pub use event::{Event, MAKE_OTR_KEY};
 pub use phone::Phone;
 pub use snapshot::Snapshot;

@@ -315,7 +315,7 @@ impl Core {
                     }
                     self.flush();
                     // Saved before the reply: a CLI that exits on it has its keys on disk.
-                    self.save_otr().await;
+                    let _ = self.save_otr().await;
                     if !self.pending.is_empty() {
                         self.flush();
                     }
@@ -333,8 +333,8 @@ impl Core {
                     }
                     // Events first: writing the vault must not delay "private" on screen.
                     self.flush();
-                    self.save_otr().await;
-                    self.chats.answer_key_requests();
+                    let saved = self.save_otr().await;
+                    self.chats.answer_key_requests(saved);
                     if !self.pending.is_empty() {
                         self.flush();
                     }
@@ -517,9 +517,10 @@ impl Core {
     }
 
     /// Seals changed OTR keys, fingerprints and policies in the vault.
-    async fn save_otr(&mut self) {
+    /// Writes what OTR changed to the vault; false if that failed (the user is told).
+    async fn save_otr(&mut self) -> bool {
         let Some(save) = self.chats.otr_to_save().await else {
-            return;
+            return true;
         };
         let r = self
             .with_profile(move |p| {
@@ -542,7 +543,9 @@ impl Core {
                 error: e.to_string(),
                 permanent: e.is_permanent(),
             });
+            return false;
         }
+        true
     }
 
     /// Keeps chat lines in the history where the user turned it on for that contact.

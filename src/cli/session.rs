@@ -99,6 +99,7 @@ pub(crate) fn connect(
                 status: AccountStatus::Online,
             } if account == id => {
                 online = true;
+                keyed = keyed || phone.snapshot().otr_keys.iter().any(|k| k.account == id);
                 if keyed {
                     return Ok(id);
                 }
@@ -108,6 +109,11 @@ pub(crate) fn connect(
                 if online {
                     return Ok(id);
                 }
+            }
+            Event::CommandFailed { command, error, .. }
+                if command == hush_core::MAKE_OTR_KEY && !keyed =>
+            {
+                return Err(CoreError::Call(format!("no OTR key could be made: {error}")).into());
             }
 
             Event::AccountStatus {
@@ -120,6 +126,9 @@ pub(crate) fn connect(
             }
             _ => {}
         }
+    }
+    if online && phone.snapshot().otr_keys.iter().any(|k| k.account == id) {
+        return Ok(id);
     }
     if online {
         return Err(

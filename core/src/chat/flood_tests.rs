@@ -383,3 +383,64 @@ async fn a_buddy_who_goes_private_while_our_first_key_is_made_is_answered_once_i
     exchange(&mut layer, &mut rx, &mut bob, &mut events);
     assert!(has_line(&layer, BOB, "private at once", true));
 }
+
+/// A plain message from bob, as the account delivers it, with its place in `window`.
+async fn from_bob(window: &std::sync::Arc<tokio::sync::Semaphore>, body: &str) -> ChatInput {
+    let place = window.clone().acquire_owned().await.expect("a place");
+    let ev = XmppEvent::Message {
+        from: BOB.parse().expect("jid"),
+        id: body.into(),
+        body: body.into(),
+        delayed: true,
+    };
+    ChatInput::Xmpp(A, ev, place)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_waited_for_the_key_is_read_in_order_even_if_the_account_went_offline() {
+    let (mut layer, _rx, mut inputs) = alice_making_her_key().await;
+    let mut events = Vec::new();
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    for body in ["stored while you were away", "and a second one"] {
+        let input = from_bob(&window, body).await;
+        layer.input(input, &mut events, &mut Vec::new()).await;
+    }
+    assert_eq!(window.available_permits(), 2, "both wait for the key");
+    layer.disconnect(A);
+    let made = next_key(&mut inputs).await;
+    layer.input(made, &mut events, &mut Vec::new()).await;
+    assert_eq!(window.available_permits(), 4);
+    let lines: Vec<&str> = layer.chats[&(A, BOB.to_owned())]
+        .lines
+        .iter()
+        .filter(|l| !l.notice)
+        .map(|l| l.body.as_str())
+        .collect();
+    assert_eq!(lines, ["stored while you were away", "and a second one"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_key_does_not_release_what_waits_for_a_newer_one() {
+    let (mut layer, _rx, mut inputs) = alice_making_her_key().await;
+    let mut events = Vec::new();
+    // The account reconnects under a new number's make (as after remove and add):
+    // the first make's key arrives stale.
+    let first = next_key(&mut inputs).await;
+    let name = layer.otr.names[&A].clone();
+    layer.make_key(A, name, false, None);
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    let input = from_bob(&window, "wait for me").await;
+    layer.input(input, &mut events, &mut Vec::new()).await;
+    // The stale key is used (it is the account's), and from then on no message
+    // needs to wait; the one waiting stays in order behind the newer make.
+    layer.input(first, &mut events, &mut Vec::new()).await;
+    assert_eq!(
+        window.available_permits(),
+        3,
+        "still waiting for the newer make"
+    );
+    let second = next_key(&mut inputs).await;
+    layer.input(second, &mut events, &mut Vec::new()).await;
+    assert_eq!(window.available_permits(), 4);
+    assert!(has_line(&layer, BOB, "wait for me", false));
+}

@@ -443,10 +443,7 @@ impl ChatLayer {
         let (account, ev, place) = match input {
             ChatInput::Xmpp(account, ev, place) => (account, ev, place),
             ChatInput::Key(made) => {
-                let held = self.key_made(made, events).await;
-                for (account, message, _place) in held {
-                    self.receive(account, message, events, log).await;
-                }
+                self.key_made(made, events, log).await;
                 return;
             }
         };
@@ -466,7 +463,7 @@ impl ChatLayer {
                 };
                 // Without our key an exchange the sender starts would fail: what it
                 // sends waits (holding its place in the window) until the key is made.
-                if let Some(message) = self.otr.hold_until_key(account, message, place) {
+                if let Some((message, _place)) = self.otr.hold_until_key(account, message, place) {
                     self.receive(account, message, events, log).await;
                 }
             }

@@ -58,6 +58,9 @@ pub(crate) struct ToSave {
 /// An OTR key made off the core task (DSA generation takes up to seconds), coming back
 /// to be used.
 pub(crate) struct KeyMade {
+    /// Which make it answers (a stale one, for an account since reconnected or
+    /// removed, does not release what a newer one holds).
+    token: u64,
     account: AccountId,
     /// libotr's account name it was made for.
     name: String,
@@ -70,7 +73,18 @@ pub(crate) struct KeyMade {
 
 /// Messages that came for an account while its first key was being made, each with
 /// its place in the account's window.
-type HeldForKey = Vec<(AccountId, Received, OwnedSemaphorePermit)>;
+type HeldForKey = Vec<(Received, OwnedSemaphorePermit)>;
+
+/// A key being made for an account.
+struct Making {
+    token: u64,
+    /// libotr's account name it is for.
+    name: String,
+    /// An import since it started: a new key the user asked for would replace the
+    /// imported one behind their back, so it is not used.
+    superseded: bool,
+    held: HeldForKey,
+}
 
 /// The OTR side of the chat layer.
 pub(crate) struct Otr {
@@ -78,7 +92,7 @@ pub(crate) struct Otr {
     loaded: bool,
     /// libotr's account name per connected account (the bare address, or the name an
     /// imported Pidgin key carries, e.g. "alice@example.org/Home").
-    names: BTreeMap<AccountId, String>,
+    pub(super) names: BTreeMap<AccountId, String>,
     keys: BTreeMap<AccountId, String>,
     known: Vec<KnownFingerprintView>,
     /// Per-buddy policies, keyed by (account address, buddy).
@@ -90,7 +104,8 @@ pub(crate) struct Otr {
     dirty_files: bool,
     dirty_policies: bool,
     /// Accounts whose key is being made, with what waits for it.
-    making: BTreeMap<AccountId, HeldForKey>,
+    making: BTreeMap<AccountId, Making>,
+    next_token: u64,
     /// Users' key requests to answer once the key is saved.
     made: Vec<(oneshot::Sender<Result<()>>, Result<()>)>,
 }
@@ -156,6 +171,7 @@ impl Otr {
             dirty_files: false,
             dirty_policies: false,
             making: BTreeMap::new(),
+            next_token: 0,
             made: Vec::new(),
         }
     }
@@ -202,20 +218,21 @@ impl Otr {
         })
     }
 
-    /// `message`, unless it must wait for the account's first key (then kept, with its
-    /// place in the window: at most a window's worth per account).
+    /// `message` (with its place in the window), unless it must wait for the
+    /// account's first key: then kept, at most a window's worth per account. Once one
+    /// waits, the ones after it wait too, so they are read in order.
     pub(crate) fn hold_until_key(
         &mut self,
         account: AccountId,
         message: Received,
         place: OwnedSemaphorePermit,
-    ) -> Option<Received> {
+    ) -> Option<(Received, OwnedSemaphorePermit)> {
         match self.making.get_mut(&account) {
-            Some(held) if !self.keys.contains_key(&account) => {
-                held.push((account, message, place));
+            Some(m) if !self.keys.contains_key(&account) || !m.held.is_empty() => {
+                m.held.push((message, place));
                 None
             }
-            _ => Some(message),
+            _ => Some((message, place)),
         }
     }
 
@@ -352,6 +369,12 @@ impl ChatLayer {
             Some(fp) => {
                 self.otr.keys.insert(account, fp);
             }
+            // One already being made for it (the account reconnected) will do.
+            None if self
+                .otr
+                .making
+                .get(&account)
+                .is_some_and(|m| m.name == name) => {}
             None => self.make_key(account, name, false, None),
         }
         self.apply_otr(produced, events, &mut Vec::new(), None);
@@ -362,27 +385,46 @@ impl ChatLayer {
     pub(crate) fn otr_detach(&mut self, account: AccountId) {
         self.otr.names.remove(&account);
         self.otr.keys.remove(&account);
-        // What waited for the key goes with the account (a key still being made is
-        // kept when it comes: it is the account's, connected or not).
-        if let Some(held) = self.otr.making.get_mut(&account) {
-            held.clear();
-        }
+        // A key still being made is kept when it comes (it is the account's, connected
+        // or not), and what waited for it is read then.
     }
 
     /// Starts making a key for `account` off the core task; it comes back as a
     /// [`super::ChatInput::Key`].
-    fn make_key(
+    pub(super) fn make_key(
         &mut self,
         account: AccountId,
         name: String,
         replace: bool,
         done: Option<oneshot::Sender<Result<()>>>,
     ) {
-        self.otr.making.insert(account, Vec::new());
+        self.otr.next_token += 1;
+        let token = self.otr.next_token;
+        // A make this one replaces (the account was removed, and its number given
+        // again) keeps nothing: what waited for it is read with this one.
+        let held = self
+            .otr
+            .making
+            .remove(&account)
+            .map(|m| m.held)
+            .unwrap_or_default();
+        self.otr.making.insert(
+            account,
+            Making {
+                token,
+                name: name.clone(),
+                superseded: false,
+                held,
+            },
+        );
         let input = self.input.clone();
         tokio::task::spawn_blocking(move || {
-            let file = OtrEngine::make_key_file(&name);
+            // Whatever happens in there, the layer hears back: otherwise the account
+            // would hold its messages for ever.
+            let file = std::panic::catch_unwind(|| OtrEngine::make_key_file(&name))
+                .unwrap_or_else(|_| Err(OtrError::Unavailable("key generation failed".into())));
             let made = KeyMade {
+                token,
                 account,
                 name,
                 replace,
@@ -394,7 +436,7 @@ impl ChatLayer {
     }
 
     /// Asks for a new key for a connected account: the receiver is told when it is in
-    /// use.
+    /// use and saved.
     pub(crate) fn request_key(
         &mut self,
         account: AccountId,
@@ -410,36 +452,76 @@ impl ChatLayer {
         Ok(rx)
     }
 
-    /// Puts a made key to use; gives back the messages that waited for it.
-    pub(crate) async fn key_made(&mut self, made: KeyMade, events: &mut Vec<Event>) -> HeldForKey {
+    /// Puts a made key to use, and reads the messages that waited for it.
+    pub(crate) async fn key_made(
+        &mut self,
+        made: KeyMade,
+        events: &mut Vec<Event>,
+        log: &mut Vec<Loggable>,
+    ) {
         let KeyMade {
+            token,
             account,
             name,
             replace,
             file,
             done,
         } = made;
-        let held = self.otr.making.remove(&account).unwrap_or_default();
-        let result = self.use_key(account, name, replace, file, events).await;
+        let current = self
+            .otr
+            .making
+            .get(&account)
+            .is_some_and(|m| m.token == token);
+        let (held, superseded) = if current {
+            self.otr
+                .making
+                .remove(&account)
+                .map(|m| (m.held, m.superseded))
+                .unwrap_or_default()
+        } else {
+            (Vec::new(), false)
+        };
+        let result = if superseded && replace {
+            Err(CoreError::InvalidInput(
+                "the key imported meanwhile is kept; ask for a new one again to replace it".into(),
+            ))
+        } else {
+            self.use_key(account, &name, replace, file, events).await
+        };
         if let Err(e) = &result {
             tracing::warn!(error = %e, "OTR key not made");
-            if done.is_none() {
-                events.push(Event::ChatError {
-                    account,
-                    reason: format!("no OTR key could be made for this account: {e}"),
+            if current && done.is_none() {
+                events.push(Event::CommandFailed {
+                    command: crate::event::MAKE_OTR_KEY,
+                    error: e.to_string(),
+                    permanent: true,
                 });
             }
         }
         if let Some(done) = done {
             self.otr.made.push((done, result));
         }
-        held
+        for (message, _place) in held {
+            if self.otr.names.get(&account) == Some(&name) {
+                self.receive(account, message, events, log).await;
+            } else {
+                // The account went offline meanwhile: still read, as it would have been.
+                self.receive_as(account, &name, message, events, log).await;
+            }
+        }
     }
 
     /// Answers the key requests put to use since last time: called once the vault has
-    /// what changed, so a CLI that exits on the answer has its key on disk.
-    pub(crate) fn answer_key_requests(&mut self) {
+    /// what changed (`saved`: or failed to), so a CLI that exits on the answer has its
+    /// key on disk.
+    pub(crate) fn answer_key_requests(&mut self, saved: bool) {
         for (done, result) in self.otr.made.drain(..) {
+            let result = match result {
+                Ok(()) if !saved => Err(CoreError::InvalidInput(
+                    "the new key is in use but could not be saved".into(),
+                )),
+                other => other,
+            };
             let _ = done.send(result);
         }
     }
@@ -447,13 +529,13 @@ impl ChatLayer {
     async fn use_key(
         &mut self,
         account: AccountId,
-        name: String,
+        name: &str,
         replace: bool,
         file: std::result::Result<Zeroizing<Vec<u8>>, OtrError>,
         events: &mut Vec<Event>,
     ) -> Result<()> {
         let file = file?;
-        let for_name = name.clone();
+        let for_name = name.to_owned();
         let (fp, produced) = self
             .otr
             .worker
@@ -470,14 +552,15 @@ impl ChatLayer {
             .ok_or(CoreError::Stopped)?;
         self.apply_otr(produced, events, &mut Vec::new(), None);
         let Some(fp) = fp? else { return Ok(()) };
-        if self.otr.names.get(&account) == Some(&name) {
-            self.otr.keys.insert(account, fp.clone());
-        }
         self.otr.dirty_files = true;
-        events.push(Event::OtrKey {
-            account,
-            fingerprint: fp,
-        });
+        // Told only if it is this account's (its number may have been given again).
+        if self.otr.names.get(&account).map(String::as_str) == Some(name) {
+            self.otr.keys.insert(account, fp.clone());
+            events.push(Event::OtrKey {
+                account,
+                fingerprint: fp,
+            });
+        }
         self.refresh_known().await;
         Ok(())
     }
@@ -604,15 +687,28 @@ impl ChatLayer {
         events: &mut Vec<Event>,
         log: &mut Vec<Loggable>,
     ) {
+        let Ok(name) = self.otr.name(account) else {
+            return;
+        };
+        self.receive_as(account, &name, message, events, log).await;
+    }
+
+    /// Reads a message for `account` under libotr's account name `name`.
+    async fn receive_as(
+        &mut self,
+        account: AccountId,
+        name: &str,
+        message: Received,
+        events: &mut Vec<Event>,
+        log: &mut Vec<Loggable>,
+    ) {
         let Received {
             from,
             id,
             body,
             delayed,
         } = message;
-        let Ok(name) = self.otr.name(account) else {
-            return;
-        };
+        let name = name.to_owned();
         let (n, f) = (name.clone(), from.clone());
         let Some((shown, produced)) = self
             .otr
@@ -1105,6 +1201,7 @@ impl ChatLayer {
                 policy,
             } => self.set_policy(account, peer, policy).await?,
             C::OtrImport { keys, fingerprints } => {
+                let keys_given = keys.is_some();
                 let ((), produced) = self
                     .otr
                     .worker
@@ -1120,6 +1217,13 @@ impl ChatLayer {
                     .await
                     .map(|(r, p)| r.map(|()| ((), p)))
                     .ok_or(CoreError::Stopped)??;
+                // A key the user asked for and still being made must not replace
+                // what was just imported.
+                if keys_given {
+                    for m in self.otr.making.values_mut() {
+                        m.superseded = true;
+                    }
+                }
                 self.otr.dirty_files = true;
                 self.apply_otr(produced, events, &mut Vec::new(), None);
                 let names: Vec<(AccountId, String)> = self

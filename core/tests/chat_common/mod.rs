@@ -83,4 +83,19 @@ pub fn online(phone: &Phone, rx: &mut tokio::sync::broadcast::Receiver<Event>, a
         } => panic!("{e}"),
         _ => None,
     });
+    // The account's first OTR key is made while it logs in; messages to it wait for
+    // the key, so tests that time them start once it is there.
+    let keyed = || {
+        phone
+            .snapshot()
+            .otr_keys
+            .iter()
+            .any(|k| k.account == account)
+    };
+    if !keyed() {
+        wait(phone, rx, "our OTR key", |e| match e {
+            Event::OtrKey { account: a, .. } if *a == account => Some(()),
+            _ => None,
+        });
+    }
 }

@@ -1,5 +1,7 @@
 //! A safe wrapper around one libotr user state. Not thread-safe (libotr is not): one
-//! owner calls it; the core keeps it on a dedicated thread. Calls go in; messages to
+//! owner calls it; the core keeps it on a dedicated thread. Separate user states may
+//! run on separate threads at once (a key is made in a scratch one): libotr's globals
+//! are only written by `otrl_init`, and libgcrypt (≥ 1.6) locks its own state. Calls go in; messages to
 //! send and events come out of a queue filled by libotr's callbacks, drained after each
 //! call, so libotr is never re-entered.
 
@@ -285,7 +287,8 @@ pub struct OtrEngine {
 }
 
 // SAFETY: the user state is only used through `&mut self`; libotr keeps no global state
-// besides gcrypt, initialised once. Moving it to the thread that owns it is fine.
+// it writes after `otrl_init` (run once), and libgcrypt locks its own. Moving a user
+// state to the thread that owns it, or using two on two threads, is fine.
 unsafe impl Send for OtrEngine {}
 
 impl OtrEngine {
