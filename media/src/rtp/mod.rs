@@ -2,13 +2,14 @@
 //! (RFC 5761) and ZRTP (RFC 6189 §5), and which source addresses media and ZRTP are
 //! taken from.
 
+pub mod feedback;
 mod packet;
 mod remote;
 mod rtcp;
 
 pub use packet::{RtpHeader, parse, write};
 pub use remote::{HelloHash, MAX_ZRTP_CANDIDATES, PeerAddress};
-pub use rtcp::{ReceptionStats, ReportBlock, SenderInfo, build_report, parse_report};
+pub use rtcp::{ReceptionStats, Report, ReportBlock, SenderInfo, build_report, parse_report};
 
 /// What arrived on the media port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -221,12 +221,12 @@ struct Finished {
     profile: Option<SrtpProfile>,
 }
 
-/// One ZRTP channel (the audio stream of a call).
-pub struct ZrtpSession {
-    ctx: NonNull<ffi::bzrtpContext_t>,
+/// One channel of a context: a media stream's own packets, timers and state.
+struct Channel {
     ssrc: u32,
+    /// Registered with libbzrtp as this channel's client data: a stable address, kept
+    /// as long as the context.
     callbacks: Box<Callbacks>,
-    epoch: Instant,
     deadline: Option<Instant>,
     next_tick: Option<Instant>,
     state: ZrtpState,
@@ -239,6 +239,20 @@ pub struct ZrtpSession {
     /// session waiting for an answer stays small.
     inbound: Box<Inbound>,
     events: VecDeque<ZrtpEvent>,
+}
+
+/// Most streams one call keys besides the first (Debian's libbzrtp allows one).
+pub const MAX_EXTRA_CHANNELS: usize = 3;
+
+/// The ZRTP endpoint of one call: its first channel (the audio stream), which does the
+/// Diffie-Hellman exchange and gives the SAS, and further channels (video), keyed in
+/// multistream mode from it once it is secure. The plain methods are the first
+/// channel's; the `channel_*` ones take the SSRC of another.
+pub struct ZrtpSession {
+    ctx: NonNull<ffi::bzrtpContext_t>,
+    main: Channel,
+    extra: Vec<Channel>,
+    epoch: Instant,
     /// Must outlive `ctx`: libbzrtp holds the store's connection and lock. Set before
     /// libbzrtp sees them, and dropped after the context (see `Drop`).
     cache: Option<ZidCache>,
@@ -372,6 +386,270 @@ fn check_rc(rc: i32, what: &'static str) -> Result<(), MediaError> {
     }
 }
 
+impl Channel {
+    fn new(ssrc: u32) -> Channel {
+        Channel {
+            ssrc,
+            callbacks: Box::default(),
+            deadline: None,
+            next_tick: None,
+            state: ZrtpState::Idle,
+            received_from_peer: false,
+            conflict_seen: false,
+            peer_hash_signalled: false,
+            inbound: Box::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Gives libbzrtp this channel's callback queues.
+    fn register(&mut self, ctx: *mut ffi::bzrtpContext_t) -> Result<(), MediaError> {
+        let client: *mut Callbacks = &mut *self.callbacks;
+        // SAFETY: the Box has a stable address and lives as long as the context (the
+        // channel is a field of the session that destroys the context).
+        check_rc(
+            unsafe { ffi::bzrtp_setClientData(ctx, self.ssrc, client.cast()) },
+            "set client data",
+        )
+    }
+
+    fn hello_hash(&self, ctx: *mut ffi::bzrtpContext_t) -> Result<String, MediaError> {
+        let mut buf = [0u8; 128];
+        // SAFETY: buffer and its length are passed together.
+        check_rc(
+            unsafe { ffi::bzrtp_getSelfHelloHash(ctx, self.ssrc, buf.as_mut_ptr(), buf.len()) },
+            "get hello hash",
+        )?;
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+    }
+
+    fn set_peer_hello_hash(
+        &mut self,
+        ctx: *mut ffi::bzrtpContext_t,
+        hash: &str,
+    ) -> Result<(), MediaError> {
+        let hash = hash.trim();
+        if hash.len() > 128
+            || !hash
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b' ' || b == b'.')
+        {
+            return Err(MediaError::InvalidInput("malformed a=zrtp-hash".into()));
+        }
+        let mut bytes = hash.as_bytes().to_vec();
+        bytes.push(0);
+        self.peer_hash_signalled = true;
+        self.inbound.expect_hello_first();
+        // SAFETY: NUL-terminated buffer with its length (excluding the NUL).
+        let rc = unsafe {
+            ffi::bzrtp_setPeerHelloHash(ctx, self.ssrc, bytes.as_mut_ptr(), bytes.len() - 1)
+        };
+        if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
+            self.fail(ZrtpFailure::HelloHashMismatch);
+            return Ok(());
+        }
+        check_rc(rc, "set peer hello hash")
+    }
+
+    fn start(
+        &mut self,
+        ctx: *mut ffi::bzrtpContext_t,
+        now: Instant,
+        timeout: Duration,
+    ) -> Result<bool, MediaError> {
+        if self.state != ZrtpState::Idle {
+            return Ok(false);
+        }
+        self.state = ZrtpState::Negotiating;
+        self.deadline = Some(now + timeout);
+        // SAFETY: initialised context, a channel of it.
+        check_rc(
+            unsafe { ffi::bzrtp_startChannelEngine(ctx, self.ssrc) },
+            "start channel",
+        )?;
+        // libbzrtp sends the first Hello from its timer: fire it now, not a tick later.
+        self.next_tick = Some(now);
+        Ok(true)
+    }
+
+    /// Hands one admitted packet to libbzrtp; its return code.
+    fn process(
+        &mut self,
+        ctx: *mut ffi::bzrtpContext_t,
+        now: Instant,
+        packet: &[u8],
+        trusted_source: bool,
+    ) -> Result<Option<i32>, MediaError> {
+        packet::check(packet)?;
+        if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Idle) {
+            return Ok(None);
+        }
+        let mut admitted = self.inbound.admit(now, packet)?;
+        self.received_from_peer = true;
+        let len = u16::try_from(admitted.packet.len()).map_err(|_| MediaError::Malformed {
+            kind: "ZRTP",
+            reason: "too long",
+        })?;
+        let mut rc = 0;
+        for _ in 0..OUT_OF_ORDER_RETRIES {
+            // SAFETY: the context is initialised; the buffer is our private copy of `len`
+            // bytes, which libbzrtp may scribble on during this call and keeps no pointer
+            // to afterwards (it copies what it stores).
+            rc = unsafe {
+                ffi::bzrtp_processMessage(ctx, self.ssrc, admitted.packet.as_mut_ptr(), len)
+            };
+            // Refused on its number alone (checked before anything else, so the copy is
+            // untouched): libbzrtp counted a packet it reported as refused. Go past it.
+            if rc as u32 != OUT_OF_ORDER || !self.inbound.renumber_after_refusal(&mut admitted) {
+                break;
+            }
+        }
+        if rc == 0 {
+            self.inbound.accepted(&admitted);
+        }
+        if rc as u32 == UNEXPECTED
+            && admitted.is_repeat()
+            && packet::message_type(packet) == b"Hello   "
+        {
+            self.resend_own_hello();
+        }
+        if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
+            self.fail(ZrtpFailure::HelloHashMismatch);
+        } else if CONFLICTS.contains(&(rc as u32)) {
+            tracing::info!(
+                code = format_args!("{rc:#06x}"),
+                trusted_source,
+                "a ZRTP packet contradicts what the peer sent before"
+            );
+            self.conflict_seen |= trusted_source;
+        } else if rc != 0 {
+            tracing::debug!(
+                code = format_args!("{rc:#06x}"),
+                "libbzrtp refused a packet"
+            );
+        }
+        Ok(Some(rc))
+    }
+
+    /// Services the retransmission timer; true if libbzrtp was called.
+    fn tick(&mut self, ctx: *mut ffi::bzrtpContext_t, now: Instant, millis: u64) -> bool {
+        if self.state != ZrtpState::Negotiating || self.next_tick.is_none_or(|t| now < t) {
+            return false;
+        }
+        // SAFETY: initialised context, a channel of it.
+        unsafe { ffi::bzrtp_iterate(ctx, self.ssrc, millis) };
+        self.next_tick = Some(now + TICK);
+        true
+    }
+
+    /// Gives up once the handshake deadline has passed.
+    fn check_deadline(&mut self, now: Instant) {
+        if self.state == ZrtpState::Negotiating && self.deadline.is_some_and(|d| now >= d) {
+            let why = if self.conflict_seen {
+                ZrtpFailure::ConflictingPeers
+            } else if self.received_from_peer {
+                ZrtpFailure::Timeout
+            } else if self.peer_hash_signalled {
+                ZrtpFailure::PeerZrtpNeverArrived
+            } else {
+                ZrtpFailure::PeerDoesNotSupportZrtp
+            };
+            self.fail(why);
+        }
+    }
+
+    fn fail(&mut self, why: ZrtpFailure) {
+        if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Secure) {
+            return;
+        }
+        tracing::info!(reason = %why, ssrc = self.ssrc, "ZRTP failed");
+        self.state = ZrtpState::Failed(why.clone());
+        self.callbacks.outbox.clear();
+        self.next_tick = None;
+        self.events.push_back(ZrtpEvent::Failed(why));
+    }
+
+    /// The peer still sends the Hello libbzrtp accepted although libbzrtp has moved past
+    /// discovery, where it stops sending ours and ignores the peer's. The peer may never
+    /// have had our Hello (a spoofed HelloACK ends our Hellos early, before the peer got
+    /// one), and then it would wait for it forever: ours goes again. A peer that had it
+    /// drops the copy as a repetition or as out of order.
+    fn resend_own_hello(&mut self) {
+        if self.state != ZrtpState::Negotiating || self.callbacks.outbox.len() >= MAX_OUTBOX {
+            return;
+        }
+        if let Some(hello) = self.inbound.own_hello() {
+            self.callbacks.outbox.push_back(hello.to_vec());
+        }
+    }
+
+    /// What the callbacks left once libbzrtp says the channel is secure: the outcome and
+    /// the keys, checked against the cipher; `None` while it is not (or on failure,
+    /// which is recorded).
+    fn take_secured(
+        &mut self,
+        ctx: *mut ffi::bzrtpContext_t,
+    ) -> Option<(Finished, Negotiated, SrtpKeys)> {
+        if self.state != ZrtpState::Negotiating {
+            return None;
+        }
+        // SAFETY: initialised context, a channel of it.
+        let status = unsafe { ffi::bzrtp_getChannelStatus(ctx, self.ssrc) } as u32;
+        if status == ffi::BZRTP_CHANNEL_ERROR {
+            self.fail(ZrtpFailure::ProtocolError(
+                "libbzrtp reported a channel error".into(),
+            ));
+            return None;
+        }
+        if status != ffi::BZRTP_CHANNEL_SECURE {
+            return None;
+        }
+        let cb = &mut self.callbacks;
+        let (Some(mut finished), Some(local), Some(remote)) =
+            (cb.finished.take(), cb.local.take(), cb.remote.take())
+        else {
+            return None;
+        };
+        let (Some(algorithms), Some(profile)) = (finished.algorithms.take(), finished.profile)
+        else {
+            self.fail(ZrtpFailure::ProtocolError(
+                "negotiated an algorithm we cannot use for SRTP".into(),
+            ));
+            return None;
+        };
+        if local.0.len() != profile.key_len() || remote.0.len() != profile.key_len() {
+            self.fail(ZrtpFailure::ProtocolError(
+                "SRTP key length does not match the cipher".into(),
+            ));
+            return None;
+        }
+        self.state = ZrtpState::Secure;
+        self.next_tick = None;
+        let keys = SrtpKeys {
+            profile,
+            local_key: local.0,
+            local_salt: local.1,
+            remote_key: remote.0,
+            remote_salt: remote.1,
+        };
+        Some((finished, algorithms, keys))
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        let packet = self.callbacks.outbox.pop_front()?;
+        self.inbound.on_sent(&packet);
+        Some(packet)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match (self.next_tick, self.deadline) {
+            (Some(t), Some(d)) if self.state == ZrtpState::Negotiating => Some(t.min(d)),
+            _ => None,
+        }
+    }
+}
+
 impl ZrtpSession {
     /// Creates a channel for our media stream `ssrc`. Nothing is sent until [`start`].
     ///
@@ -385,17 +663,9 @@ impl ZrtpSession {
             })?;
         let mut session = ZrtpSession {
             ctx,
-            ssrc,
-            callbacks: Box::default(),
+            main: Channel::new(ssrc),
+            extra: Vec::new(),
             epoch: now,
-            deadline: None,
-            next_tick: None,
-            state: ZrtpState::Idle,
-            received_from_peer: false,
-            conflict_seen: false,
-            peer_hash_signalled: false,
-            inbound: Box::default(),
-            events: VecDeque::new(),
             cache: None,
             _live: None,
             peer_zid: None,
@@ -476,83 +746,31 @@ impl ZrtpSession {
         );
         // SAFETY: context created above; ssrc identifies its first channel.
         check_rc(
-            unsafe { ffi::bzrtp_initBzrtpContext(ctx, self.ssrc) },
+            unsafe { ffi::bzrtp_initBzrtpContext(ctx, self.main.ssrc) },
             "init context",
         )?;
-        let client: *mut Callbacks = &mut *self.callbacks;
-        // SAFETY: the Box has a stable address and lives as long as the context.
-        check_rc(
-            unsafe { ffi::bzrtp_setClientData(ctx, self.ssrc, client.cast()) },
-            "set client data",
-        )?;
-        Ok(())
+        self.main.register(ctx)
     }
 
     /// Our Hello hash for the SDP attribute `a=zrtp-hash` ("1.10 <64 hex>").
     pub fn hello_hash(&self) -> Result<String, MediaError> {
-        let mut buf = [0u8; 128];
-        // SAFETY: buffer and its length are passed together.
-        check_rc(
-            unsafe {
-                ffi::bzrtp_getSelfHelloHash(
-                    self.ctx.as_ptr(),
-                    self.ssrc,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                )
-            },
-            "get hello hash",
-        )?;
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+        self.main.hello_hash(self.ctx.as_ptr())
     }
 
     /// Tells the engine the peer's `a=zrtp-hash`; its Hello must then match.
     pub fn set_peer_hello_hash(&mut self, hash: &str) -> Result<(), MediaError> {
-        let hash = hash.trim();
-        if hash.len() > 128
-            || !hash
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b' ' || b == b'.')
-        {
-            return Err(MediaError::InvalidInput("malformed a=zrtp-hash".into()));
-        }
-        let mut bytes = hash.as_bytes().to_vec();
-        bytes.push(0);
-        self.peer_hash_signalled = true;
-        self.inbound.expect_hello_first();
-        // SAFETY: NUL-terminated buffer with its length (excluding the NUL).
-        let rc = unsafe {
-            ffi::bzrtp_setPeerHelloHash(
-                self.ctx.as_ptr(),
-                self.ssrc,
-                bytes.as_mut_ptr(),
-                bytes.len() - 1,
-            )
-        };
-        if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
-            self.fail(ZrtpFailure::HelloHashMismatch);
-            return Ok(());
-        }
-        check_rc(rc, "set peer hello hash")
+        self.main.set_peer_hello_hash(self.ctx.as_ptr(), hash)
     }
 
     /// Starts the handshake: our Hello goes out.
     pub fn start(&mut self, now: Instant) -> Result<(), MediaError> {
-        if self.state != ZrtpState::Idle {
-            return Ok(());
+        if self
+            .main
+            .start(self.ctx.as_ptr(), now, self.handshake_timeout)?
+        {
+            self.after_call();
+            self.handle_timeout(now);
         }
-        self.state = ZrtpState::Negotiating;
-        self.deadline = Some(now + self.handshake_timeout);
-        // SAFETY: initialised context.
-        check_rc(
-            unsafe { ffi::bzrtp_startChannelEngine(self.ctx.as_ptr(), self.ssrc) },
-            "start channel",
-        )?;
-        self.after_call();
-        // libbzrtp sends the first Hello from its timer: fire it now, not a tick later.
-        self.next_tick = Some(now);
-        self.handle_timeout(now);
         Ok(())
     }
 
@@ -578,156 +796,42 @@ impl ZrtpSession {
         packet: &[u8],
         trusted_source: bool,
     ) -> Result<(), MediaError> {
-        packet::check(packet)?;
-        if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Idle) {
-            return Ok(());
-        }
-        let mut admitted = self.inbound.admit(now, packet)?;
-        self.received_from_peer = true;
-        let len = u16::try_from(admitted.packet.len()).map_err(|_| MediaError::Malformed {
-            kind: "ZRTP",
-            reason: "too long",
-        })?;
-        let mut rc = 0;
-        for _ in 0..OUT_OF_ORDER_RETRIES {
-            // SAFETY: the context is initialised; the buffer is our private copy of `len`
-            // bytes, which libbzrtp may scribble on during this call and keeps no pointer
-            // to afterwards (it copies what it stores).
-            rc = unsafe {
-                ffi::bzrtp_processMessage(
-                    self.ctx.as_ptr(),
-                    self.ssrc,
-                    admitted.packet.as_mut_ptr(),
-                    len,
-                )
-            };
-            // Refused on its number alone (checked before anything else, so the copy is
-            // untouched): libbzrtp counted a packet it reported as refused. Go past it.
-            if rc as u32 != OUT_OF_ORDER || !self.inbound.renumber_after_refusal(&mut admitted) {
-                break;
-            }
-        }
-        if rc == 0 {
-            self.inbound.accepted(&admitted);
-        }
-        if rc as u32 == UNEXPECTED
-            && admitted.is_repeat()
-            && packet::message_type(packet) == b"Hello   "
-        {
-            self.resend_own_hello();
-        }
-        if rc == 0 && self.peer_zid.is_none() {
+        let rc = self
+            .main
+            .process(self.ctx.as_ptr(), now, packet, trusted_source)?;
+        if rc == Some(0) && self.peer_zid.is_none() {
             // libbzrtp takes the peer's ZID from the first Hello it accepts, and refuses
             // any later Hello that differs from it.
             self.peer_zid = packet::hello_zid(packet).map(Zid);
             self.had_secret = self.retained_secret();
         }
-        if rc as u32 == ffi::BZRTP_ERROR_HELLOHASH_MISMATCH {
-            self.fail(ZrtpFailure::HelloHashMismatch);
-        } else if CONFLICTS.contains(&(rc as u32)) {
-            tracing::info!(
-                code = format_args!("{rc:#06x}"),
-                trusted_source,
-                "a ZRTP packet contradicts what the peer sent before"
-            );
-            self.conflict_seen |= trusted_source;
-        } else if rc != 0 {
-            tracing::debug!(
-                code = format_args!("{rc:#06x}"),
-                "libbzrtp refused a packet"
-            );
+        if rc.is_some() {
+            self.after_call();
+            self.handle_timeout(now);
         }
-        self.after_call();
-        self.handle_timeout(now);
         Ok(())
     }
 
-    /// Services retransmission timers and the handshake deadline.
+    /// Services retransmission timers and the handshake deadlines, of every channel.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state != ZrtpState::Negotiating {
-            return;
-        }
-        if self.next_tick.is_some_and(|t| now >= t) {
-            // SAFETY: initialised context.
-            unsafe { ffi::bzrtp_iterate(self.ctx.as_ptr(), self.ssrc, self.millis(now)) };
-            self.next_tick = Some(now + TICK);
+        let (ctx, millis) = (self.ctx.as_ptr(), self.millis(now));
+        if self.main.tick(ctx, now, millis) {
             self.after_call();
         }
-        if self.state == ZrtpState::Negotiating && self.deadline.is_some_and(|d| now >= d) {
-            let why = if self.conflict_seen {
-                ZrtpFailure::ConflictingPeers
-            } else if self.received_from_peer {
-                ZrtpFailure::Timeout
-            } else if self.peer_hash_signalled {
-                ZrtpFailure::PeerZrtpNeverArrived
-            } else {
-                ZrtpFailure::PeerDoesNotSupportZrtp
-            };
-            self.fail(why);
+        self.main.check_deadline(now);
+        for i in 0..self.extra.len() {
+            if self.extra[i].tick(ctx, now, millis) {
+                self.after_channel_call(i);
+            }
+            self.extra[i].check_deadline(now);
         }
     }
 
-    fn fail(&mut self, why: ZrtpFailure) {
-        if matches!(self.state, ZrtpState::Failed(_) | ZrtpState::Secure) {
-            return;
-        }
-        tracing::info!(reason = %why, "ZRTP failed");
-        self.state = ZrtpState::Failed(why.clone());
-        self.callbacks.outbox.clear();
-        self.next_tick = None;
-        self.events.push_back(ZrtpEvent::Failed(why));
-    }
-
-    /// The peer still sends the Hello libbzrtp accepted although libbzrtp has moved past
-    /// discovery, where it stops sending ours and ignores the peer's. The peer may never
-    /// have had our Hello (a spoofed HelloACK ends our Hellos early, before the peer got
-    /// one), and then it would wait for it forever: ours goes again. A peer that had it
-    /// drops the copy as a repetition or as out of order.
-    fn resend_own_hello(&mut self) {
-        if self.state != ZrtpState::Negotiating || self.callbacks.outbox.len() >= MAX_OUTBOX {
-            return;
-        }
-        if let Some(hello) = self.inbound.own_hello() {
-            self.callbacks.outbox.push_back(hello.to_vec());
-        }
-    }
-
-    /// Turns what the callbacks queued into state and events.
+    /// Turns what the first channel's callbacks queued into state and events.
     fn after_call(&mut self) {
-        if self.state != ZrtpState::Negotiating {
-            return;
-        }
-        // SAFETY: initialised context.
-        let status = unsafe { ffi::bzrtp_getChannelStatus(self.ctx.as_ptr(), self.ssrc) } as u32;
-        if status == ffi::BZRTP_CHANNEL_ERROR {
-            self.fail(ZrtpFailure::ProtocolError(
-                "libbzrtp reported a channel error".into(),
-            ));
-            return;
-        }
-        if status != ffi::BZRTP_CHANNEL_SECURE {
-            return;
-        }
-        let cb = &mut self.callbacks;
-        let (Some(finished), Some(local), Some(remote)) =
-            (cb.finished.take(), cb.local.take(), cb.remote.take())
-        else {
+        let Some((finished, algorithms, keys)) = self.main.take_secured(self.ctx.as_ptr()) else {
             return;
         };
-        let (Some(algorithms), Some(profile)) = (finished.algorithms, finished.profile) else {
-            self.fail(ZrtpFailure::ProtocolError(
-                "negotiated an algorithm we cannot use for SRTP".into(),
-            ));
-            return;
-        };
-        if local.0.len() != profile.key_len() || remote.0.len() != profile.key_len() {
-            self.fail(ZrtpFailure::ProtocolError(
-                "SRTP key length does not match the cipher".into(),
-            ));
-            return;
-        }
-        self.state = ZrtpState::Secure;
-        self.next_tick = None;
         // "Verified" and "new key" come from the user's own verdicts, never from
         // libbzrtp's flag, which any peer presenting a copied ZID can clear. A verdict
         // counts only with key continuity on this very address of ours: a secret
@@ -741,21 +845,41 @@ impl ZrtpSession {
         self.continuity = self.had_secret && !finished.cache_mismatch;
         let verified = this_verified && self.continuity && self.confirmed_here();
         let new_key = !verified && (this_verified || other_verified) && !finished.cache_mismatch;
-        self.events.push_back(ZrtpEvent::Secure(Box::new(Secured {
-            sas: finished.sas,
-            verified,
-            cache_mismatch: finished.cache_mismatch,
-            new_key,
-            peer_zid: self.peer_zid,
-            algorithms,
-            keys: SrtpKeys {
-                profile,
-                local_key: local.0,
-                local_salt: local.1,
-                remote_key: remote.0,
-                remote_salt: remote.1,
-            },
-        })));
+        self.main
+            .events
+            .push_back(ZrtpEvent::Secure(Box::new(Secured {
+                sas: finished.sas,
+                verified,
+                cache_mismatch: finished.cache_mismatch,
+                new_key,
+                peer_zid: self.peer_zid,
+                algorithms,
+                keys,
+            })));
+    }
+
+    /// As [`Self::after_call`] for a further channel: its keys come from the first
+    /// channel's exchange, so what the user must know (the SAS, and whether to trust
+    /// it) is the first channel's; this one reports only its own keys.
+    fn after_channel_call(&mut self, i: usize) {
+        let ctx = self.ctx.as_ptr();
+        let Some(channel) = self.extra.get_mut(i) else {
+            return;
+        };
+        let Some((finished, algorithms, keys)) = channel.take_secured(ctx) else {
+            return;
+        };
+        channel
+            .events
+            .push_back(ZrtpEvent::Secure(Box::new(Secured {
+                sas: finished.sas,
+                verified: false,
+                cache_mismatch: finished.cache_mismatch,
+                new_key: false,
+                peer_zid: self.peer_zid,
+                algorithms,
+                keys,
+            })));
     }
 
     /// What the user decided about this call's peer: (this key verified, another key of
@@ -813,24 +937,23 @@ impl ZrtpSession {
 
     /// The next datagram to send to the peer, if any. Call until `None` after every input.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        let packet = self.callbacks.outbox.pop_front()?;
-        self.inbound.on_sent(&packet);
-        Some(packet)
+        self.main.poll_transmit()
     }
 
     /// The next event, if any.
     pub fn poll_event(&mut self) -> Option<ZrtpEvent> {
-        self.events.pop_front()
+        self.main.events.pop_front()
     }
 
-    /// When [`handle_timeout`] must be called next; `None` once secure or failed.
+    /// When [`handle_timeout`] must be called next (for any channel); `None` once
+    /// every channel is secure or failed.
     ///
     /// [`handle_timeout`]: ZrtpSession::handle_timeout
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.next_tick, self.deadline) {
-            (Some(t), Some(d)) if self.state == ZrtpState::Negotiating => Some(t.min(d)),
-            _ => None,
-        }
+        std::iter::once(&self.main)
+            .chain(&self.extra)
+            .filter_map(Channel::poll_timeout)
+            .min()
     }
 
     /// How long the handshake may take.
@@ -840,12 +963,117 @@ impl ZrtpSession {
 
     /// True once a well-formed ZRTP packet from the peer was handed to libbzrtp.
     pub fn peer_seen(&self) -> bool {
-        self.received_from_peer
+        self.main.received_from_peer
     }
 
     /// Where the handshake stands.
     pub fn state(&self) -> &ZrtpState {
-        &self.state
+        &self.main.state
+    }
+
+    /// Adds a channel for our further media stream `ssrc` (video). Its Hello hash is
+    /// known at once (for its m-line's `a=zrtp-hash`); it is started once the first
+    /// channel is secure, and then keyed in multistream mode.
+    pub fn add_channel(&mut self, ssrc: u32) -> Result<(), MediaError> {
+        if ssrc == self.main.ssrc || self.extra.iter().any(|c| c.ssrc == ssrc) {
+            return Err(MediaError::InvalidInput(
+                "a ZRTP channel with this SSRC exists".into(),
+            ));
+        }
+        if self.extra.len() >= MAX_EXTRA_CHANNELS {
+            return Err(MediaError::InvalidInput(format!(
+                "at most {} streams are keyed per call",
+                MAX_EXTRA_CHANNELS + 1
+            )));
+        }
+        let ctx = self.ctx.as_ptr();
+        // SAFETY: initialised context; libbzrtp refuses (non-zero) beyond its own limit.
+        check_rc(unsafe { ffi::bzrtp_addChannel(ctx, ssrc) }, "add channel")?;
+        // Kept from here on, whatever `register` says: libbzrtp has the channel, and
+        // `Drop` destroys every channel it has.
+        self.extra.push(Channel::new(ssrc));
+        let last = self.extra.len() - 1;
+        self.extra[last].register(ctx)
+    }
+
+    fn channel(&self, ssrc: u32) -> Result<&Channel, MediaError> {
+        self.extra
+            .iter()
+            .find(|c| c.ssrc == ssrc)
+            .ok_or_else(|| MediaError::InvalidInput("no ZRTP channel with this SSRC".into()))
+    }
+
+    fn channel_index(&self, ssrc: u32) -> Result<usize, MediaError> {
+        self.extra
+            .iter()
+            .position(|c| c.ssrc == ssrc)
+            .ok_or_else(|| MediaError::InvalidInput("no ZRTP channel with this SSRC".into()))
+    }
+
+    /// A further channel's Hello hash, for its m-line.
+    pub fn channel_hello_hash(&self, ssrc: u32) -> Result<String, MediaError> {
+        self.channel(ssrc)?.hello_hash(self.ctx.as_ptr())
+    }
+
+    /// The peer's `a=zrtp-hash` of a further channel's m-line.
+    pub fn set_channel_peer_hello_hash(&mut self, ssrc: u32, hash: &str) -> Result<(), MediaError> {
+        let i = self.channel_index(ssrc)?;
+        let ctx = self.ctx.as_ptr();
+        self.extra[i].set_peer_hello_hash(ctx, hash)
+    }
+
+    /// Starts a further channel: only once the first one is secure (libbzrtp refuses
+    /// before), then it keys itself from it.
+    pub fn start_channel(&mut self, ssrc: u32, now: Instant) -> Result<(), MediaError> {
+        if self.main.state != ZrtpState::Secure {
+            return Err(MediaError::InvalidInput(
+                "a further stream is keyed only once the first one is secure".into(),
+            ));
+        }
+        let i = self.channel_index(ssrc)?;
+        let (ctx, timeout) = (self.ctx.as_ptr(), self.handshake_timeout);
+        if self.extra[i].start(ctx, now, timeout)? {
+            self.after_channel_call(i);
+            self.handle_timeout(now);
+        }
+        Ok(())
+    }
+
+    /// A ZRTP datagram that came on a further channel's stream.
+    pub fn handle_channel_packet(
+        &mut self,
+        ssrc: u32,
+        now: Instant,
+        packet: &[u8],
+        trusted_source: bool,
+    ) -> Result<(), MediaError> {
+        let i = self.channel_index(ssrc)?;
+        let ctx = self.ctx.as_ptr();
+        if self.extra[i]
+            .process(ctx, now, packet, trusted_source)?
+            .is_some()
+        {
+            self.after_channel_call(i);
+            self.handle_timeout(now);
+        }
+        Ok(())
+    }
+
+    /// The next datagram a further channel sends, if any.
+    pub fn poll_channel_transmit(&mut self, ssrc: u32) -> Option<Vec<u8>> {
+        let i = self.channel_index(ssrc).ok()?;
+        self.extra[i].poll_transmit()
+    }
+
+    /// A further channel's next event, if any.
+    pub fn poll_channel_event(&mut self, ssrc: u32) -> Option<ZrtpEvent> {
+        let i = self.channel_index(ssrc).ok()?;
+        self.extra[i].events.pop_front()
+    }
+
+    /// Where a further channel stands.
+    pub fn channel_state(&self, ssrc: u32) -> Option<&ZrtpState> {
+        self.channel(ssrc).ok().map(|c| &c.state)
     }
 
     /// Records (or withdraws) the user's SAS verification in the cache, for the peer ZID
@@ -885,10 +1113,14 @@ impl ZrtpSession {
 
 impl Drop for ZrtpSession {
     fn drop(&mut self) {
-        // SAFETY: destroyed exactly once; `self.cache` (the store libbzrtp points into)
-        // is a field, so it is dropped after this.
+        // SAFETY: each channel destroyed exactly once, the further ones first; the
+        // context goes with the last. The channels' client data and `self.cache` (the
+        // store libbzrtp points into) are fields, so they are dropped after this.
         unsafe {
-            ffi::bzrtp_destroyBzrtpContext(self.ctx.as_ptr(), self.ssrc);
+            for c in &self.extra {
+                ffi::bzrtp_destroyBzrtpContext(self.ctx.as_ptr(), c.ssrc);
+            }
+            ffi::bzrtp_destroyBzrtpContext(self.ctx.as_ptr(), self.main.ssrc);
         }
     }
 }
