@@ -1,12 +1,14 @@
 //! Video for calls: I420 frames, the VP8 codec over libvpx, frame sources (a moving
-//! test pattern, Y4M files) and the RTP side of VP8 (RFC 7741 payload descriptor and a
-//! frame assembler). Everything here is sans-IO except the sources, which read files.
+//! test pattern, Y4M files), the RTP side of VP8 (RFC 7741 payload descriptor and a
+//! frame assembler) and the sans-IO video stream of a call. Everything here is sans-IO
+//! except the sources, which read files.
 
 pub mod assembler;
 pub mod frame;
 pub mod pattern;
 pub mod payload;
 pub mod source;
+pub mod stream;
 pub mod vp8;
 pub mod y4m;
 
@@ -15,6 +17,7 @@ pub use frame::I420Frame;
 pub use pattern::TestPattern;
 pub use payload::{Vp8Descriptor, Vp8Payloader};
 pub use source::VideoSource;
+pub use stream::{VideoConfig, VideoEvent, VideoStats, VideoStream};
 pub use vp8::{EncodedFrame, EncoderConfig, Vp8Decoder, Vp8Encoder};
 pub use y4m::{Y4mReader, Y4mWriter};
 
