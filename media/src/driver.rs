@@ -1,17 +1,24 @@
-//! The media thread of a call: the thin driver around [`AudioStream`]. It owns the UDP
-//! socket, the 20 ms frame clock and the audio devices; everything it learns goes out
-//! through a callback, and commands come in through a channel. One thread per call,
-//! off the async runtime. Which source to take media from and where to send it is the
-//! stream's decision: datagrams go in with their source, and come out with their
-//! destination.
+//! The media thread of a call: the thin driver around [`AudioStream`] and, in a video
+//! call, [`VideoStream`]. It owns the UDP sockets, the 20 ms frame clock, the camera's
+//! clock and the devices; everything it learns goes out through a callback, and
+//! commands come in through a channel. One thread per call, off the async runtime.
+//! Which source to take media from and where to send it is the streams' decision:
+//! datagrams go in with their source, and come out with their destination. The video
+//! stream's ZRTP channel is the call's ZRTP session's (which the audio stream holds):
+//! the driver carries its packets and outcome between the two, and starts it once the
+//! audio channel is secure.
 
 use crate::MediaError;
 use crate::audio::{Sink, SinkSpec, Source, SourceSpec};
 use crate::codec::FRAME_MS;
-use crate::stream::{AudioStream, StreamConfig, StreamEvent, StreamStats};
-use crate::zrtp::ZrtpSession;
+use crate::stream::{AudioStream, MediaSecurity, StreamConfig, StreamEvent, StreamStats};
+use crate::video::{
+    I420Frame, VideoConfig, VideoEvent, VideoSource, VideoStats, VideoStream, Y4mWriter,
+};
+use crate::zrtp::{ZrtpEvent, ZrtpSession, ZrtpState};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::mpsc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,8 +35,10 @@ pub enum MediaCommand {
     Dtmf(char),
     /// Send silence instead of the microphone.
     Mute(bool),
-    /// Stop sending audio (call on hold) or start again.
+    /// Stop sending audio and video (call on hold) or start again.
     Hold(bool),
+    /// Stop sending pictures (camera off) or start again.
+    Camera(bool),
     /// Record the user's SAS verdict in the ZRTP cache.
     SasVerified(bool),
     /// Answer on the channel once every command sent before this one is applied (e.g. a
@@ -46,6 +55,10 @@ pub enum MediaReport {
     Event(StreamEvent),
     /// Current statistics, once a second.
     Stats(StreamStats),
+    /// A video stream event (secure, cleartext, failed).
+    VideoEvent(VideoEvent),
+    /// Current video statistics, once a second.
+    VideoStats(VideoStats),
     /// The thread ended; final statistics.
     Ended(StreamStats),
 }
@@ -83,6 +96,24 @@ impl PreparedMedia {
         sink: SinkSpec,
         report: impl Fn(MediaReport) + Send + 'static,
     ) -> Result<MediaCall, MediaError> {
+        self.start_with_video(cfg, zrtp, source, sink, None, report)
+    }
+
+    /// As [`Self::start`], with a video stream too. Its ZRTP channel must have been
+    /// added to `zrtp` (its Hello hash went into the video m-line).
+    pub fn start_with_video(
+        self,
+        cfg: StreamConfig,
+        mut zrtp: Option<ZrtpSession>,
+        source: SourceSpec,
+        sink: SinkSpec,
+        video: Option<VideoSetup>,
+        report: impl Fn(MediaReport) + Send + 'static,
+    ) -> Result<MediaCall, MediaError> {
+        let video = match video {
+            Some(v) => Some(VideoPart::new(v, zrtp.as_mut(), Instant::now())?),
+            None => None,
+        };
         let rate = cfg.codec.clock_rate();
         let frame = cfg.codec.frame_samples();
         let echo = source == SourceSpec::Echo;
@@ -93,6 +124,9 @@ impl PreparedMedia {
         stream.start(now)?;
         let (tx, rx) = mpsc::channel();
         let (socket, local) = (self.socket, self.local);
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| MediaError::InvalidInput(format!("media socket: {e}")))?;
         let thread = std::thread::Builder::new()
             .name("hush-media".into())
             .spawn(move || {
@@ -107,6 +141,7 @@ impl PreparedMedia {
                     muted: false,
                     held: false,
                     last_heard: vec![0; frame],
+                    video,
                 };
                 m.run(rx, &report)
             })
@@ -180,7 +215,198 @@ impl Drop for MediaCall {
     }
 }
 
+/// The two UDP ports of a video stream (RTP, and RTCP for peers without rtcp-mux),
+/// bound while the call is negotiated.
+pub struct PreparedVideo {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+}
+
+impl PreparedVideo {
+    /// Binds the RTP and RTCP ports on `ip`.
+    pub fn bind(ip: IpAddr) -> Result<PreparedVideo, MediaError> {
+        let bind = || {
+            let s = UdpSocket::bind((ip, 0)).map_err(|e| {
+                MediaError::InvalidInput(format!("cannot bind a video port on {ip}: {e}"))
+            })?;
+            s.set_nonblocking(true)
+                .map_err(|e| MediaError::InvalidInput(format!("video socket: {e}")))?;
+            Ok::<_, MediaError>(s)
+        };
+        Ok(PreparedVideo {
+            rtp: bind()?,
+            rtcp: bind()?,
+        })
+    }
+
+    /// The RTP address, for the video m-line.
+    pub fn local_addr(&self) -> Result<SocketAddr, MediaError> {
+        self.rtp
+            .local_addr()
+            .map_err(|e| MediaError::InvalidInput(format!("video socket: {e}")))
+    }
+
+    /// The RTCP address, for `a=rtcp`.
+    pub fn local_rtcp_addr(&self) -> Result<SocketAddr, MediaError> {
+        self.rtcp
+            .local_addr()
+            .map_err(|e| MediaError::InvalidInput(format!("video socket: {e}")))
+    }
+}
+
+/// The newest decoded picture, for a window to show.
+pub type Viewer = Arc<Mutex<Option<I420Frame>>>;
+
+/// Everything the media thread needs for a call's video.
+pub struct VideoSetup {
+    /// Its ports.
+    pub ports: PreparedVideo,
+    /// The stream's settings (from the negotiation).
+    pub config: VideoConfig,
+    /// The peer's `a=zrtp-hash` on the video m-line.
+    pub peer_hello_hash: Option<String>,
+    /// Where our pictures come from.
+    pub source: Box<dyn VideoSource>,
+    /// Where the newest received picture goes.
+    pub viewer: Option<Viewer>,
+    /// A recording of the received pictures.
+    pub record: Option<Y4mWriter<std::io::BufWriter<std::fs::File>>>,
+    /// Send pictures from the start (the camera is on).
+    pub sending: bool,
+}
+
+struct VideoPart {
+    stream: VideoStream,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    source: Box<dyn VideoSource>,
+    viewer: Option<Viewer>,
+    record: Option<Y4mWriter<std::io::BufWriter<std::fs::File>>>,
+    interval: Duration,
+    next_frame: Instant,
+    sending: bool,
+    /// The ZRTP channel: none (no ZRTP in this call), waiting for the audio channel,
+    /// or started.
+    zrtp: VideoZrtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VideoZrtp {
+    None,
+    Waiting,
+    Started,
+}
+
+impl VideoPart {
+    fn new(
+        setup: VideoSetup,
+        zrtp: Option<&mut ZrtpSession>,
+        now: Instant,
+    ) -> Result<VideoPart, MediaError> {
+        let VideoSetup {
+            ports,
+            config,
+            peer_hello_hash,
+            source,
+            viewer,
+            record,
+            sending,
+        } = setup;
+        let ssrc = config.local_ssrc;
+        let zrtp_state = match zrtp {
+            Some(z) => {
+                if let Some(h) = &peer_hello_hash {
+                    z.set_channel_peer_hello_hash(ssrc, h)?;
+                }
+                // Present (added when our SDP was made), else this fails here.
+                z.channel_hello_hash(ssrc)?;
+                VideoZrtp::Waiting
+            }
+            None => VideoZrtp::None,
+        };
+        let fps = source.fps().clamp(1, 60);
+        Ok(VideoPart {
+            stream: VideoStream::new(config, now)?,
+            rtp: ports.rtp,
+            rtcp: ports.rtcp,
+            source,
+            viewer,
+            record,
+            interval: Duration::from_micros(1_000_000 / u64::from(fps)),
+            next_frame: now,
+            sending,
+            zrtp: zrtp_state,
+        })
+    }
+
+    /// Carries the video channel's ZRTP between the stream and the call's session, and
+    /// its outcome (or the audio stream's giving up on ZRTP) to the stream.
+    fn route_zrtp(&mut self, audio: &mut AudioStream, now: Instant) {
+        let ssrc = self.stream.local_ssrc();
+        let audio_security = audio.security().clone();
+        let Some(z) = audio.zrtp_mut().filter(|_| self.zrtp != VideoZrtp::None) else {
+            // No ZRTP (any more): the video follows what the audio stream concluded.
+            match audio_security {
+                MediaSecurity::Cleartext => self
+                    .stream
+                    .cleartext(now, "the call is not encrypted".into()),
+                MediaSecurity::Failed => self.stream.fail("the call failed".into()),
+                MediaSecurity::Secure | MediaSecurity::Negotiating => {}
+            }
+            while self.stream.poll_zrtp_in().is_some() {}
+            return;
+        };
+        if self.zrtp == VideoZrtp::Waiting && z.state() == &ZrtpState::Secure {
+            match z.start_channel(ssrc, now) {
+                Ok(()) => self.zrtp = VideoZrtp::Started,
+                Err(e) => self.stream.fail(format!("video could not be keyed: {e}")),
+            }
+        }
+        if matches!(z.state(), ZrtpState::Failed(_)) {
+            self.stream.fail("the call's key agreement failed".into());
+        }
+        while let Some(p) = self.stream.poll_zrtp_in() {
+            if let Err(e) = z.handle_channel_packet(ssrc, now, &p, true) {
+                tracing::debug!(error = %e, "video ZRTP packet dropped");
+            }
+        }
+        while let Some(p) = z.poll_channel_transmit(ssrc) {
+            self.stream.send_zrtp(p);
+        }
+        while let Some(ev) = z.poll_channel_event(ssrc) {
+            match ev {
+                ZrtpEvent::Secure(s) => {
+                    if let Err(e) = self.stream.keyed(now, &s.keys) {
+                        self.stream.fail(format!("video keys: {e}"));
+                    }
+                }
+                // A peer that keys audio but refuses Mult for video: under best effort
+                // the video goes in clear, saying so; under mandatory it does not go.
+                ZrtpEvent::Failed(f) => self
+                    .stream
+                    .cleartext(now, format!("the video stream was not keyed: {f}")),
+            }
+        }
+    }
+
+    /// RTCP leaves from the RTCP port when the peer has one apart; the rest from RTP.
+    fn socket_for(&self, to: SocketAddr) -> &UdpSocket {
+        let (rtp, rtcp) = (self.stream.remote(), self.stream.remote_rtcp());
+        if to == rtcp && rtcp != rtp {
+            &self.rtcp
+        } else {
+            &self.rtp
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let frame = self.sending.then_some(self.next_frame);
+        frame.into_iter().chain(self.stream.poll_timeout()).min()
+    }
+}
+
 struct Loop {
+    video: Option<VideoPart>,
     stream: AudioStream,
     socket: UdpSocket,
     source: Source,
@@ -232,15 +458,25 @@ impl Loop {
                     next_frame = now + FRAME;
                 }
             }
+            self.video_tick(now);
             if self.stream.poll_timeout().is_some_and(|t| now >= t) {
                 self.stream.handle_timeout(now);
+            }
+            if let Some(v) = &mut self.video
+                && v.stream.poll_timeout().is_some_and(|t| now >= t)
+            {
+                v.stream.handle_timeout(now);
             }
             if now >= next_stats {
                 next_stats = now + STATS_EVERY;
                 report(MediaReport::Stats(self.stream.stats()));
+                if let Some(v) = &self.video {
+                    report(MediaReport::VideoStats(v.stream.stats()));
+                }
             }
-            self.flush(report);
-            let wake = [Some(next_frame), self.stream.poll_timeout()]
+            self.flush(now, report);
+            let video_wake = self.video.as_ref().and_then(VideoPart::next_wake);
+            let wake = [Some(next_frame), self.stream.poll_timeout(), video_wake]
                 .into_iter()
                 .flatten()
                 .min()
@@ -248,35 +484,104 @@ impl Loop {
             let wait = wake
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
-            if self.socket.set_read_timeout(Some(wait)).is_err() {
-                std::thread::sleep(wait);
-                continue;
-            }
-            match self.socket.recv_from(&mut buf) {
-                // Empty: the wake-up of a stop (an empty datagram carries nothing a
-                // stream could use, so none is counted).
-                Ok((0, _)) => {}
-                Ok((n, from)) => {
-                    self.stream.handle_datagram(Instant::now(), from, &buf[..n]);
-                    self.flush(report);
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => {
-                    // ICMP port unreachable and the like: the peer may not be up yet.
-                    tracing::debug!(error = %e, "media socket");
-                }
-            }
+            self.wait_and_read(wait, &mut buf, report);
         }
         if let Some(s) = self.sink.take()
             && let Err(e) = s.finish()
         {
             tracing::warn!(error = %e, "recording not finalised");
         }
+        if let Some(v) = &mut self.video {
+            if let Some(r) = v.record.take()
+                && let Err(e) = r.finish()
+            {
+                tracing::warn!(error = %e, "video recording not finalised");
+            }
+            report(MediaReport::VideoStats(v.stream.stats()));
+        }
         report(MediaReport::Ended(self.stream.stats()));
+    }
+
+    /// A picture from the camera when one is due.
+    fn video_tick(&mut self, now: Instant) {
+        let held = self.held;
+        let Some(v) = &mut self.video else { return };
+        if !v.sending || now < v.next_frame {
+            return;
+        }
+        v.next_frame += v.interval;
+        if now > v.next_frame + 10 * v.interval {
+            v.next_frame = now + v.interval;
+        }
+        match v.source.next_frame() {
+            Ok(Some(picture)) if !held => {
+                if let Err(e) = v.stream.send_frame(now, &picture) {
+                    tracing::warn!(error = %e, "a picture could not be sent");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the video source failed; no more pictures");
+                v.sending = false;
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a datagram on any socket, then reads every one waiting.
+    fn wait_and_read(&mut self, wait: Duration, buf: &mut [u8], report: &dyn Fn(MediaReport)) {
+        let mut fds = vec![self.socket.as_raw_fd()];
+        if let Some(v) = &self.video {
+            fds.push(v.rtp.as_raw_fd());
+            fds.push(v.rtcp.as_raw_fd());
+        }
+        let mut polled: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|fd| libc::pollfd {
+                fd: *fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = wait.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        // SAFETY: a valid array of pollfd of the given length, for the duration of the call.
+        let n = unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+        if n <= 0 {
+            return;
+        }
+        for (i, p) in polled.iter().enumerate() {
+            if p.revents == 0 {
+                continue;
+            }
+            // At most a burst per socket, so one flooded port cannot starve the rest.
+            for _ in 0..64 {
+                let got = match (i, &self.video) {
+                    (0, _) => self.socket.recv_from(buf),
+                    (1, Some(v)) => v.rtp.recv_from(buf),
+                    (_, Some(v)) => v.rtcp.recv_from(buf),
+                    (_, None) => break,
+                };
+                match got {
+                    // Empty: the wake-up of a stop (an empty datagram carries nothing a
+                    // stream could use, so none is counted).
+                    Ok((0, _)) => {}
+                    Ok((n, from)) => {
+                        let now = Instant::now();
+                        match (i, &mut self.video) {
+                            (0, _) => self.stream.handle_datagram(now, from, &buf[..n]),
+                            (_, Some(v)) => v.stream.handle_datagram(now, from, &buf[..n]),
+                            (_, None) => {}
+                        }
+                        self.flush(now, report);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP port unreachable and the like: the peer may not be up yet.
+                        tracing::debug!(error = %e, "media socket");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     fn apply(&mut self, c: MediaCommand) {
@@ -289,6 +594,12 @@ impl Loop {
             }
             MediaCommand::Mute(m) => self.muted = m,
             MediaCommand::Hold(h) => self.held = h,
+            MediaCommand::Camera(on) => {
+                if let Some(v) = &mut self.video {
+                    v.sending = on;
+                    v.next_frame = Instant::now();
+                }
+            }
             MediaCommand::SasVerified(v) => self.stream.set_sas_verified(v),
             MediaCommand::Barrier(done) => {
                 let _ = done.send(());
@@ -297,7 +608,7 @@ impl Loop {
         }
     }
 
-    fn flush(&mut self, report: &dyn Fn(MediaReport)) {
+    fn flush(&mut self, now: Instant, report: &dyn Fn(MediaReport)) {
         while let Some(t) = self.stream.poll_transmit() {
             if let Err(e) = self.socket.send_to(&t.data, t.to) {
                 tracing::debug!(error = %e, "media send");
@@ -305,6 +616,29 @@ impl Loop {
         }
         while let Some(e) = self.stream.poll_event() {
             report(MediaReport::Event(e));
+        }
+        let Some(v) = &mut self.video else { return };
+        v.route_zrtp(&mut self.stream, now);
+        while let Some(t) = v.stream.poll_transmit() {
+            if let Err(e) = v.socket_for(t.to).send_to(&t.data, t.to) {
+                tracing::debug!(error = %e, "video send");
+            }
+        }
+        while let Some(e) = v.stream.poll_event() {
+            report(MediaReport::VideoEvent(e));
+        }
+        if let Some(picture) = v.stream.poll_picture() {
+            if let Some(r) = &mut v.record
+                && let Err(e) = r.write(&picture)
+            {
+                tracing::warn!(error = %e, "video recording stopped");
+                v.record = None;
+            }
+            if let Some(view) = &v.viewer
+                && let Ok(mut slot) = view.lock()
+            {
+                *slot = Some(picture);
+            }
         }
     }
 }

@@ -848,4 +848,10 @@ impl AudioStream {
             z.set_sas_verified(verified);
         }
     }
+
+    /// The call's ZRTP session, for the channels of its other streams (video); `None`
+    /// once ZRTP is given up (or never used).
+    pub fn zrtp_mut(&mut self) -> Option<&mut ZrtpSession> {
+        self.zrtp.as_mut()
+    }
 }

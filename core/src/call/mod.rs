@@ -1006,6 +1006,8 @@ impl CallLayer {
                     MediaReport::Stats(s) | MediaReport::Ended(s) => {
                         MediaInput::Stats(to_stats(&s))
                     }
+                    // Calls are not given a video stream by this driver yet.
+                    MediaReport::VideoEvent(_) | MediaReport::VideoStats(_) => return,
                 };
                 let _ = self.core.handle(now, Input::Media(id, stream, media));
             }

@@ -575,6 +575,16 @@ impl VideoStream {
         self.stats
     }
 
+    /// The peer's RTP address.
+    pub fn remote(&self) -> SocketAddr {
+        self.cfg.remote
+    }
+
+    /// The peer's RTCP address (its RTP one under rtcp-mux).
+    pub fn remote_rtcp(&self) -> SocketAddr {
+        self.cfg.remote_rtcp
+    }
+
     /// Our SSRC (also the stream's ZRTP channel).
     pub fn local_ssrc(&self) -> u32 {
         self.cfg.local_ssrc
