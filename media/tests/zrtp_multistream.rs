@@ -197,7 +197,72 @@ fn channels_are_bounded_and_unknown_ones_refused() {
     assert!(s.channel_hello_hash(3).is_err());
     assert!(s.handle_channel_packet(3, now, &[0; 20], true).is_err());
     assert!(s.poll_channel_transmit(3).is_none());
-    // libbzrtp's own limit (two channels in Debian's build) or ours, never more.
-    let more = (3..10).filter(|ssrc| s.add_channel(*ssrc).is_ok()).count();
-    assert!(more < hush_media::zrtp::MAX_EXTRA_CHANNELS);
+    // Debian's libbzrtp 5.1 keys two streams per call (audio and one video): a third
+    // channel is refused, by libbzrtp, before our own limit.
+    assert!(s.add_channel(3).is_err());
+    assert!(
+        s.channel_hello_hash(3).is_err(),
+        "a refused channel is not kept"
+    );
+}
+
+#[test]
+fn a_video_channel_answered_by_a_full_key_exchange_is_never_secure() {
+    // The peer's "video" is another ZRTP endpoint altogether (its own context, its own
+    // ZID, Diffie-Hellman): as if someone on the video port ran a key exchange of its
+    // own, whose SAS nobody compares.
+    let mut now = Instant::now();
+    let cfg = ZrtpConfig::default();
+    let mut a = ZrtpSession::new(&cfg, AUDIO[0], now).expect("a");
+    a.add_channel(VIDEO[0]).expect("video");
+    let mut b = ZrtpSession::new(&cfg, AUDIO[1], now).expect("b");
+    let mut intruder = ZrtpSession::new(&cfg, VIDEO[1], now).expect("intruder");
+    a.start(now).expect("start");
+    b.start(now).expect("start");
+    let mut video_started = false;
+    let (mut video_failed, mut refused) = (None, 0);
+    for _ in 0..5000 {
+        now += Duration::from_millis(10);
+        while let Some(p) = a.poll_transmit() {
+            let _ = b.handle_packet(now, &p);
+        }
+        while let Some(p) = b.poll_transmit() {
+            let _ = a.handle_packet(now, &p);
+        }
+        if !video_started && a.state() == &ZrtpState::Secure {
+            a.start_channel(VIDEO[0], now).expect("start video");
+            intruder.start(now).expect("intruder starts");
+            video_started = true;
+        }
+        while let Some(p) = a.poll_channel_transmit(VIDEO[0]) {
+            let _ = intruder.handle_packet(now, &p);
+        }
+        while let Some(p) = intruder.poll_transmit() {
+            if a.handle_channel_packet(VIDEO[0], now, &p, true).is_err() {
+                refused += 1;
+            }
+        }
+        while let Some(e) = a.poll_channel_event(VIDEO[0]) {
+            match e {
+                ZrtpEvent::Secure(s) => panic!("video keyed by {}", s.algorithms.key_agreement),
+                ZrtpEvent::Failed(f) => video_failed = Some(f),
+            }
+        }
+        while a.poll_event().is_some() {}
+        if video_failed.is_some() {
+            break;
+        }
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        intruder.handle_timeout(now);
+    }
+    assert!(video_started, "audio went secure");
+    assert!(video_failed.is_some(), "the video channel gave up");
+    assert!(
+        refused > 0,
+        "the intruder's Hellos were refused before libbzrtp"
+    );
+    assert_eq!(a.state(), &ZrtpState::Secure);
+    // The user confirms the audio SAS: the cache takes it (nothing was freed under it).
+    a.set_sas_verified(true);
 }

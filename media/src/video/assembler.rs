@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 pub const GAP_WAIT: Duration = Duration::from_millis(100);
 /// How long after asking for a key frame we ask again.
 pub const KEY_RETRY: Duration = Duration::from_millis(500);
-/// Most packets held waiting.
-const MAX_PACKETS: usize = 1024;
+/// Most packets held waiting (a 4K key frame of [`MAX_BYTES`] fits).
+const MAX_PACKETS: usize = 4096;
 /// Most bytes held waiting (a 4K key frame is well under this).
 const MAX_BYTES: usize = 4 << 20;
 /// Most complete frames not yet taken.
@@ -132,12 +132,13 @@ impl FrameAssembler {
         payload: &[u8],
     ) -> Result<(), MediaError> {
         let d = Vp8Descriptor::parse(payload).inspect_err(|_| self.stats.refused += 1)?;
-        let ext = self.extend(seq);
-        if let Some(h) = self.highest
-            && ext > h + MAX_JUMP
-        {
+        let mut ext = self.extend(seq);
+        let jumped_ahead = self.highest.is_some_and(|h| ext > h + MAX_JUMP);
+        let jumped_back = self.next.is_some_and(|n| ext + MAX_JUMP < n);
+        if jumped_ahead || jumped_back {
             // The sender started over: nothing held belongs with what comes now.
             self.restart();
+            ext = self.extend(seq);
         }
         if self.next.is_some_and(|n| ext < n) || self.parts.contains_key(&ext) {
             self.stats.refused += 1;
@@ -218,6 +219,15 @@ impl FrameAssembler {
                 self.hand_on(parts);
                 continue;
             }
+            // A frame still arriving (everything since its start is here; a large key
+            // frame on a slow link takes a while) is waited for as long as it takes;
+            // only a gap starts the clock.
+            let highest = self.highest.unwrap_or(head);
+            let hole = (highest - head + 1) as usize != self.parts.len();
+            if in_place && first && !hole {
+                self.blocked_since = None;
+                return;
+            }
             let since = *self.blocked_since.get_or_insert(now);
             if now < since + GAP_WAIT {
                 return;
@@ -260,13 +270,15 @@ impl FrameAssembler {
         if key {
             self.broken = false;
             self.want_key = false;
+            self.key_asked_at = None;
         } else if self.broken {
             self.stats.lost += 1;
             self.want_key = true;
             return;
         }
         if self.ready.len() >= MAX_READY {
-            self.ready.pop_front();
+            // Not taken in time: this frame is lost, and the ones after it would
+            // decode wrongly without it.
             self.stats.lost += 1;
             self.lose();
             return;

@@ -190,6 +190,11 @@ impl Vp8Encoder {
     pub fn set_fps(&mut self, fps: u32) -> Result<(), MediaError> {
         let config = EncoderConfig { fps, ..self.config };
         check_config(&config)?;
+        self.cfg.kf_max_dist = fps * 10;
+        // SAFETY: an initialised context and a configuration it was started with.
+        check("frame rate", unsafe {
+            vpx::vpx_codec_enc_config_set(self.ctx.ptr(), &self.cfg)
+        })?;
         self.config = config;
         Ok(())
     }

@@ -57,7 +57,11 @@ pub fn parse_header(line: &[u8]) -> Result<Y4mHeader, MediaError> {
     }
     let (mut width, mut height, mut fps) = (None, None, 30u32);
     for w in words.filter(|w| !w.is_empty()) {
-        let (tag, value) = w.split_at(1);
+        // A word is a one-letter tag and its value (a multi-byte first character is
+        // no tag of ours).
+        let Some((tag, value)) = w.split_at_checked(1) else {
+            continue;
+        };
         match tag {
             "W" => width = value.parse::<u32>().ok(),
             "H" => height = value.parse::<u32>().ok(),
@@ -70,7 +74,7 @@ pub fn parse_header(line: &[u8]) -> Result<Y4mHeader, MediaError> {
                 if d == 0 || n == 0 {
                     return Err(bad("frame rate"));
                 }
-                fps = ((n + d / 2) / d).clamp(1, 120) as u32;
+                fps = (n.saturating_add(d / 2) / d).clamp(1, 120) as u32;
             }
             "C" if !value.starts_with("420") || value.contains("p1") => {
                 return Err(bad(format!("colour space C{value} (only 4:2:0, 8 bits)")));
@@ -272,6 +276,7 @@ mod tests {
             b"YUV4MPEG2 W64 H48 C420p10\n",
             b"YUV4MPEG2 W64 H48 F1:0\n",
             b"YUV4MPEG2 W64 H48 It\n",
+            "YUV4MPEG2 \u{e9}x W64\n".as_bytes(),
             b"MPEG2 W64 H48\n",
             b"",
         ] {
@@ -280,6 +285,9 @@ mod tests {
                 "{header:?}"
             );
         }
+        // A frame rate at the edge of the numbers: clamped, no overflow.
+        let edge = parse_header(b"YUV4MPEG2 W64 H48 F18446744073709551615:2").expect("header");
+        assert_eq!(edge.fps, 120);
         let long = [b"YUV4MPEG2 ".to_vec(), vec![b'X'; 5000]].concat();
         assert!(Y4mReader::new(Cursor::new(long), false).is_err());
         // A frame cut short, and junk where a FRAME line should be.

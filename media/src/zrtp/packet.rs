@@ -109,6 +109,36 @@ pub(crate) fn hello_zid(buf: &[u8]) -> Option<[u8; 12]> {
     buf.get(HELLO_ZID_AT..HELLO_ZID_AT + 12)?.try_into().ok()
 }
 
+/// Whether a Hello (already [`check`]ed) offers the key agreement `kind` (RFC 6189
+/// §5.2: after the ZID, a word of flags and counts, then the hash, cipher, auth tag
+/// and key agreement lists, four bytes per entry). `false` if it is cut short.
+pub(crate) fn hello_offers(buf: &[u8], kind: &[u8; 4]) -> bool {
+    let flags_at = HELLO_ZID_AT + 12;
+    let Some(w) = buf.get(flags_at..flags_at + 4) else {
+        return false;
+    };
+    let count = |byte: u8, high: bool| usize::from(if high { byte >> 4 } else { byte & 0x0f });
+    let (hc, cc, ac, kc) = (
+        count(w[1], false),
+        count(w[2], true),
+        count(w[2], false),
+        count(w[3], true),
+    );
+    let at = flags_at + 4 + 4 * (hc + cc + ac);
+    buf.get(at..at + 4 * kc)
+        .is_some_and(|list| list.chunks_exact(4).any(|k| k == kind))
+}
+
+/// The key agreement a Commit (already [`check`]ed) chose, if `buf` is one (after H2
+/// (32), the ZID (12), the hash, cipher and auth tag types (4 each)).
+pub(crate) fn commit_key_agreement(buf: &[u8]) -> Option<[u8; 4]> {
+    if buf.get(HEADER_LEN + 4..HEADER_LEN + 12)? != b"Commit  " {
+        return None;
+    }
+    let at = HEADER_LEN + 12 + 32 + 12 + 12;
+    buf.get(at..at + 4)?.try_into().ok()
+}
+
 /// CRC-32C (Castagnoli), as RFC 6189 §5 requires for ZRTP packets.
 pub fn crc32c(data: &[u8]) -> u32 {
     const TABLE: [u32; 256] = {

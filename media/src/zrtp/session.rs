@@ -1048,6 +1048,28 @@ impl ZrtpSession {
         trusted_source: bool,
     ) -> Result<(), MediaError> {
         let i = self.channel_index(ssrc)?;
+        packet::check(packet)?;
+        // libbzrtp keeps the peer's ZID and its multistream support per context, from
+        // whichever channel's Hello came last, and lets a further channel fall back to
+        // a full Diffie-Hellman exchange: a Hello from another ZID or without Mult, or a
+        // Commit to anything but Mult, must not reach it here.
+        let refuse = |reason| {
+            Err(MediaError::Refused {
+                kind: "ZRTP",
+                reason,
+            })
+        };
+        if let Some(zid) = packet::hello_zid(packet) {
+            if self.peer_zid != Some(Zid(zid)) {
+                return refuse("a further stream's Hello from another ZID");
+            }
+            if !packet::hello_offers(packet, b"Mult") {
+                return refuse("a further stream's Hello without multistream");
+            }
+        }
+        if packet::commit_key_agreement(packet).is_some_and(|k| &k != b"Mult") {
+            return refuse("a further stream's Commit to a full key exchange");
+        }
         let ctx = self.ctx.as_ptr();
         if self.extra[i]
             .process(ctx, now, packet, trusted_source)?

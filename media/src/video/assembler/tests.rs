@@ -163,14 +163,21 @@ fn hostile_packets_are_bounded_and_refused() {
     // Garbage descriptors.
     assert!(a.push(now, 1, 0, false, &[]).is_err());
     assert!(a.push(now, 2, 0, false, &[0x80]).is_err());
-    // A frame that never ends: what is held stays bounded.
+    // A frame that never ends: what is held stays bounded (by bytes first: 4096
+    // packets of 1.2 KB would be more).
+    let mut peak = 0;
     for i in 0..5000u32 {
         let mut p = vec![0x90, 0x80, 0x80, 0x01];
         p.extend_from_slice(&[0u8; 1200]);
         a.push(now, i as u16, 0, false, &p).expect("push");
         assert!(a.parts.len() <= MAX_PACKETS);
         assert!(a.bytes <= MAX_BYTES);
+        peak = peak.max(a.bytes);
     }
+    assert!(
+        peak > MAX_BYTES - 1300,
+        "the byte bound was reached: {peak}"
+    );
     // A duplicate is refused.
     let refused = a.stats().refused;
     let mut s = Sender::new(5001);
@@ -178,4 +185,62 @@ fn hostile_packets_are_bounded_and_refused() {
     push_all(&mut a, now, &packets);
     push_all(&mut a, now, &packets);
     assert!(a.stats().refused > refused);
+}
+
+#[test]
+fn a_large_frame_arriving_slowly_is_waited_for_not_given_up() {
+    let t0 = Instant::now();
+    let mut a = FrameAssembler::new();
+    let mut s = Sender::new(10);
+    // A 1.5 KB-per-packet link: the key frame's 16 packets take 320 ms to come.
+    let packets = s.send(&frame(0, true, 1500), 0);
+    assert!(packets.len() >= 15);
+    for (i, (seq, ts, m, p)) in packets.iter().enumerate() {
+        let at = t0 + Duration::from_millis(20 * i as u64);
+        a.handle_timeout(at);
+        a.push(at, *seq, *ts, *m, p).expect("push");
+        assert!(a.poll_timeout().is_none(), "no gap, no clock");
+    }
+    let got = frames(&mut a);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].key);
+    assert_eq!(a.stats().lost, 0);
+    assert!(!a.poll_key_request(t0 + Duration::from_secs(1)));
+}
+
+#[test]
+fn a_sender_that_starts_over_below_or_above_is_followed() {
+    let now = Instant::now();
+    for restart_at in [20_000u16, 5, 60_000] {
+        let mut a = FrameAssembler::new();
+        let mut s = Sender::new(40_000);
+        for i in 0..3u8 {
+            push_all(&mut a, now, &s.send(&frame(i, i == 0, 250), u32::from(i)));
+        }
+        assert_eq!(frames(&mut a).len(), 3);
+        // The sender restarts elsewhere in the sequence space, with a key frame.
+        let mut s = Sender::new(restart_at);
+        push_all(&mut a, now, &s.send(&frame(9, true, 250), 9));
+        push_all(&mut a, now, &s.send(&frame(10, false, 250), 10));
+        let got = frames(&mut a);
+        assert_eq!(got.len(), 2, "restart at {restart_at}");
+        assert!(got[0].key);
+    }
+}
+
+#[test]
+fn frames_not_taken_in_time_cost_the_newest_not_the_decodable_ones() {
+    let now = Instant::now();
+    let mut a = FrameAssembler::new();
+    let mut s = Sender::new(0);
+    for i in 0..(MAX_READY as u8 + 2) {
+        push_all(&mut a, now, &s.send(&frame(i, i == 0, 50), u32::from(i)));
+    }
+    let got = frames(&mut a);
+    assert_eq!(
+        got.iter().map(|g| g.data[1]).collect::<Vec<_>>(),
+        (0..MAX_READY as u8).collect::<Vec<_>>(),
+        "the first ones, in order"
+    );
+    assert!(a.poll_key_request(now), "what follows needs a key frame");
 }
