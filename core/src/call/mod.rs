@@ -736,6 +736,7 @@ impl CallLayer {
             kind,
             port: media.local_addr().port(),
             zrtp_hash: Some(zrtp.hello_hash()?),
+            rtcp_port: None,
         };
         Ok((
             Prepared {

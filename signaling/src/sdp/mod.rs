@@ -14,7 +14,7 @@ mod write;
 
 pub use negotiate::{accepted, negotiate};
 pub use parse::{parse, parse_session};
-pub use write::{LocalStream, StreamCodecs, write, write_session};
+pub use write::{LocalRtcp, LocalStream, StreamCodecs, write, write_session};
 
 use crate::SignalingError;
 use std::net::IpAddr;
@@ -159,9 +159,23 @@ pub struct StreamDescription {
     pub zrtp_hash: Option<String>,
     /// `a=content` (RFC 4796): `slides` marks a shared screen.
     pub content: Option<String>,
+    /// `a=rtcp-mux` (RFC 5761): RTCP shares the RTP port.
+    pub rtcp_mux: bool,
+    /// `a=rtcp` (RFC 3605): RTCP's own port, and address if another.
+    pub rtcp: Option<(u16, Option<IpAddr>)>,
 }
 
 impl StreamDescription {
+    /// Where to send this stream's RTCP: the RTP port under rtcp-mux, else the port
+    /// `a=rtcp` names, else the next one up (RFC 3550 §11).
+    pub fn rtcp_destination(&self) -> std::net::SocketAddr {
+        match (self.rtcp_mux, self.rtcp) {
+            (true, _) => (self.addr, self.port).into(),
+            (false, Some((port, addr))) => (addr.unwrap_or(self.addr), port).into(),
+            (false, None) => (self.addr, self.port.saturating_add(1)).into(),
+        }
+    }
+
     /// Whether we may carry it: a kind we know, plain RTP profile (ZRTP keys SRTP
     /// itself; SDES `RTP/SAVP` would put keys in signalling).
     pub fn is_ours(&self) -> bool {

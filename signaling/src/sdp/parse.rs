@@ -84,6 +84,8 @@ pub fn parse_session(body: &[u8]) -> Result<SessionDescription, SignalingError> 
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.,".contains(&b))
             })
             .map(str::to_ascii_lowercase);
+        let rtcp_mux = m.attributes.iter().any(|a| a.key == "rtcp-mux");
+        let rtcp = value(&m.attributes, "rtcp").and_then(rtcp_attribute);
         streams.push(StreamDescription {
             kind,
             media: m.media_name.media.chars().take(32).collect(),
@@ -96,6 +98,8 @@ pub fn parse_session(body: &[u8]) -> Result<SessionDescription, SignalingError> 
             direction,
             zrtp_hash,
             content,
+            rtcp_mux,
+            rtcp,
         });
     }
     Ok(SessionDescription { streams })
@@ -116,6 +120,18 @@ fn value<'a>(attrs: &'a [Attribute], key: &str) -> Option<&'a str> {
         .iter()
         .find(|a| a.key == key)
         .and_then(|a| a.value.as_deref())
+}
+
+/// `a=rtcp:PORT [IN IP4|IP6 ADDRESS]` (RFC 3605); a port of 0 or a value that does not
+/// parse is ignored (the next port up is then assumed).
+fn rtcp_attribute(v: &str) -> Option<(u16, Option<IpAddr>)> {
+    let mut words = v.split_ascii_whitespace();
+    let port = words.next()?.parse::<u16>().ok().filter(|p| *p != 0)?;
+    let addr = match (words.next(), words.next(), words.next()) {
+        (Some("IN"), Some("IP4" | "IP6"), Some(a)) => Some(a.parse::<IpAddr>().ok()?),
+        _ => None,
+    };
+    Some((port, addr))
 }
 
 fn direction_of(attrs: &[Attribute]) -> Option<Direction> {

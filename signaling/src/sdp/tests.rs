@@ -169,6 +169,7 @@ fn an_answer_keeps_the_offers_m_lines_and_refuses_what_we_do_not_carry() {
             proto: s.proto.clone(),
             formats: s.formats.clone(),
         },
+        rtcp: LocalRtcp::default(),
     };
     let hash = |d: char| format!("1.10 {}", d.to_string().repeat(64));
     let body = write_session(
@@ -182,6 +183,7 @@ fn an_answer_keeps_the_offers_m_lines_and_refuses_what_we_do_not_carry() {
                 zrtp_hash: Some(hash('a')),
                 content: None,
                 codecs: StreamCodecs::Answer(neg),
+                rtcp: LocalRtcp::default(),
             },
             LocalStream {
                 port: 4002,
@@ -189,6 +191,10 @@ fn an_answer_keeps_the_offers_m_lines_and_refuses_what_we_do_not_carry() {
                 zrtp_hash: Some(hash('b')),
                 content: Some("slides".into()),
                 codecs: StreamCodecs::Answer(video),
+                rtcp: LocalRtcp {
+                    mux: false,
+                    port: Some(4003),
+                },
             },
             refuse(&offer.streams[2]),
         ],
@@ -239,4 +245,48 @@ fn a_content_attribute_that_is_not_a_token_is_dropped_not_echoed() {
     let slides = AUDIO_VIDEO.replace("a=sendonly\r\n", "a=sendonly\r\na=content:Slides\r\n");
     let s = parse_session(slides.as_bytes()).expect("parse");
     assert_eq!(s.streams[1].content.as_deref(), Some("slides"));
+}
+
+#[test]
+fn rtcp_goes_where_each_m_line_says() {
+    let body = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+        m=video 5000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n\
+        m=video 6000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp:7000 IN IP4 10.0.0.9\r\n\
+        m=video 8000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp:8001\r\na=rtcp-mux\r\n\
+        m=video 9000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=rtcp:0\r\n";
+    let s = parse_session(body.as_bytes()).expect("parses").streams;
+    let at = |i: usize| s[i].rtcp_destination().to_string();
+    assert_eq!(at(0), "10.0.0.1:5001", "the next port up");
+    assert_eq!(at(1), "10.0.0.9:7000", "a=rtcp with its address");
+    assert_eq!(at(2), "10.0.0.1:8000", "rtcp-mux wins");
+    assert_eq!(at(3), "10.0.0.1:9001", "a port of 0 is ignored");
+    // Our video m-line asks for key frames and says where our RTCP is.
+    let neg = negotiate(&s[0], &[Codec::Vp8]).expect("vp8");
+    let ours = write_session(
+        1,
+        1,
+        "10.0.0.2".parse().expect("ip"),
+        &[LocalStream {
+            port: 4002,
+            direction: Direction::SendRecv,
+            zrtp_hash: None,
+            content: None,
+            codecs: StreamCodecs::Answer(neg),
+            rtcp: LocalRtcp {
+                mux: true,
+                port: Some(4003),
+            },
+        }],
+    );
+    for line in [
+        "a=rtcp-fb:96 nack pli",
+        "a=rtcp-fb:96 ccm fir",
+        "a=rtcp:4003",
+        "a=rtcp-mux",
+    ] {
+        assert!(ours.contains(line), "{line} in {ours}");
+    }
+    let back = parse_session(ours.as_bytes()).expect("parses").streams;
+    assert!(back[0].rtcp_mux);
+    assert_eq!(back[0].rtcp, Some((4003, None)));
 }

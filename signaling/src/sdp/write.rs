@@ -39,6 +39,18 @@ pub struct LocalStream {
     pub content: Option<String>,
     /// Codecs, or a refusal.
     pub codecs: StreamCodecs,
+    /// Our RTCP: `a=rtcp-mux` (in an offer, with `a=rtcp` as the fallback; in an answer,
+    /// accepted), and the port of our own RTCP socket, if any.
+    pub rtcp: LocalRtcp,
+}
+
+/// Where our RTCP is, as an m-line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LocalRtcp {
+    /// `a=rtcp-mux`.
+    pub mux: bool,
+    /// `a=rtcp:PORT`.
+    pub port: Option<u16>,
 }
 
 /// Writes a body with one m-line per stream.
@@ -120,6 +132,18 @@ fn write_stream(s: &mut String, stream: &LocalStream) {
     if kind == MediaKind::Audio {
         s.push_str("a=ptime:20\r\n");
     }
+    if kind == MediaKind::Video {
+        // Key frames on request (RFC 4585 PLI, RFC 5104 FIR), for every format.
+        for (pt, _, _) in &formats {
+            let _ = write!(s, "a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n");
+        }
+    }
+    if let Some(port) = stream.rtcp.port {
+        let _ = write!(s, "a=rtcp:{port}\r\n");
+    }
+    if stream.rtcp.mux {
+        s.push_str("a=rtcp-mux\r\n");
+    }
     let _ = write!(s, "a={}\r\n", stream.direction.attr());
     if let Some(c) = &stream.content {
         let _ = write!(s, "a=content:{c}\r\n");
@@ -141,6 +165,7 @@ pub fn write(local: &LocalMedia, codecs: Codecs<'_>) -> String {
         zrtp_hash: local.zrtp_hash.clone(),
         content: None,
         codecs,
+        rtcp: LocalRtcp::default(),
     };
     write_session(local.session_id, local.version, local.addr, &[stream])
 }

@@ -176,6 +176,7 @@ fn session(b: &[u8]) {
                     formats: s.formats.clone(),
                 },
             },
+            rtcp: sdp::LocalRtcp::default(),
         })
         .collect();
     let addr = offer.streams.first().map(|s| s.addr);

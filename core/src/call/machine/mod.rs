@@ -42,6 +42,8 @@ pub(crate) struct PreparedStream {
     pub port: u16,
     /// Our `a=zrtp-hash`.
     pub zrtp_hash: Option<String>,
+    /// Our RTCP port, when RTCP has its own (video: for peers without rtcp-mux).
+    pub rtcp_port: Option<u16>,
 }
 
 /// Everything the machine is told.
@@ -212,6 +214,8 @@ pub(crate) struct StreamStart {
     pub local_port: u16,
     /// Where its media goes.
     pub remote: SocketAddr,
+    /// Where its RTCP goes (`remote` under rtcp-mux).
+    pub remote_rtcp: SocketAddr,
     /// Its codec.
     pub codec: Negotiated,
     /// Under `Mandatory`, nothing in clear.

@@ -7,8 +7,8 @@ use crate::security::CallSecurity;
 use crate::snapshot::{CallStats, MediaStreamView};
 use core::net::SocketAddr;
 use hush_signaling::sdp::{
-    self, Codec, Direction, LocalStream, MediaKind, Negotiated, SessionDescription, StreamCodecs,
-    StreamDescription,
+    self, Codec, Direction, LocalRtcp, LocalStream, MediaKind, Negotiated, SessionDescription,
+    StreamCodecs, StreamDescription,
 };
 
 /// Video codecs we offer.
@@ -139,14 +139,28 @@ impl Stream {
                 proto: self.proto.clone(),
                 formats: self.formats.clone(),
             },
+            rtcp: LocalRtcp::default(),
         }
     }
 
     fn start(&self, policy: crate::model::EncryptionPolicy) -> Option<StreamStart> {
+        let remote = self.remote?;
         Some(StreamStart {
             kind: self.kind?,
             local_port: self.local.as_ref()?.port,
-            remote: self.remote?,
+            remote,
+            // Our RTCP socket apart means we follow the peer's choice; without one
+            // (audio), RTCP shares the media port.
+            remote_rtcp: match (&self.local, &self.their) {
+                (Some(l), Some(t)) if l.rtcp_port.is_some() => {
+                    let mut at = t.rtcp_destination();
+                    if at.ip() == t.addr {
+                        at.set_ip(remote.ip());
+                    }
+                    at
+                }
+                _ => remote,
+            },
             codec: self.negotiated?,
             policy,
             peer_hash: self.peer_hash.clone(),
@@ -177,6 +191,11 @@ pub(super) fn initial_offer(call: &Call) -> String {
                 zrtp_hash: p.zrtp_hash.clone(),
                 content: s.content.clone(),
                 codecs: StreamCodecs::Offer(ours_of(kind).to_vec()),
+                // Offered with our RTCP port as the fallback (RFC 5761 §5.1.1).
+                rtcp: LocalRtcp {
+                    mux: p.rtcp_port.is_some(),
+                    port: p.rtcp_port,
+                },
             },
             _ => s.refused_line(),
         })
@@ -285,6 +304,11 @@ fn line(s: &Stream, direction: Direction) -> LocalStream {
             zrtp_hash: p.zrtp_hash.clone(),
             content: s.content.clone(),
             codecs: StreamCodecs::Answer(n),
+            // Muxed if the peer's last body said so (its offer, or its answer to ours).
+            rtcp: LocalRtcp {
+                mux: p.rtcp_port.is_some() && s.their.as_ref().is_some_and(|t| t.rtcp_mux),
+                port: p.rtcp_port,
+            },
         },
         _ => s.refused_line(),
     }

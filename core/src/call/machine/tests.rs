@@ -66,12 +66,14 @@ impl Phone {
             kind: MediaKind::Audio,
             port: 4000,
             zrtp_hash: Some(hash(if self.addr == ALICE { 'a' } else { 'b' })),
+            rtcp_port: None,
         }];
         if self.video {
             p.push(PreparedStream {
                 kind: MediaKind::Video,
                 port: 4002,
                 zrtp_hash: Some(hash(if self.addr == ALICE { 'c' } else { 'd' })),
+                rtcp_port: Some(4003),
             });
         }
         p
