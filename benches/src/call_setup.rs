@@ -6,7 +6,7 @@
 
 mod common;
 use common::{median, wait};
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::CallState;
 use hush_core::{CallSecurity, Command, Event, Phone, Profile, Reply};
@@ -28,7 +28,7 @@ fn hushphone_to(
     let Ok(Reply::Call(call)) = phone.execute_blocking(Command::PlaceCall {
         account: None,
         target: target.into(),
-        audio: AudioChoice::default(),
+        audio: MediaChoice::default(),
         policy: None,
     }) else {
         panic!("call")
@@ -81,7 +81,7 @@ fn hushphone_steps(phone: &Phone, target: &str) -> [Duration; 4] {
     let Ok(Reply::Call(call)) = phone.execute_blocking(Command::PlaceCall {
         account: None,
         target: target.into(),
-        audio: AudioChoice::default(),
+        audio: MediaChoice::default(),
         policy: None,
     }) else {
         panic!("call")
@@ -136,9 +136,11 @@ fn main() {
     let phone = Phone::start(Profile::open(&dir.join("profile")).expect("profile")).expect("phone");
     let Ok(Reply::Listening(addr)) = phone.execute_blocking(Command::Listen {
         addr: "127.0.0.1:0".parse().expect("addr"),
-        auto_answer: Some(AudioChoice {
+        auto_answer: Some(MediaChoice {
             source: SourceSpec::Silence,
             sink: SinkSpec::Null,
+
+            video: None,
         }),
         policy: EncryptionPolicy::Mandatory,
     }) else {

@@ -17,22 +17,43 @@ pub enum RequestAnswer {
     Ignore,
 }
 
-/// The microphone and speaker for one call.
+/// The devices of one call: microphone, speaker and, for a video call, camera.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AudioChoice {
+pub struct MediaChoice {
     /// Microphone.
     pub source: SourceSpec,
     /// Speaker.
     pub sink: SinkSpec,
+    /// Video: offered (or accepted) only when set.
+    pub video: Option<VideoChoice>,
 }
 
-impl Default for AudioChoice {
+impl Default for MediaChoice {
     fn default() -> Self {
-        AudioChoice {
+        MediaChoice {
             source: SourceSpec::Silence,
             sink: SinkSpec::Null,
+            video: None,
         }
     }
+}
+
+/// Where a call's pictures come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSourceSpec {
+    /// A moving test pattern (colour bars and a sliding square).
+    Pattern,
+    /// A Y4M file, looped.
+    File(std::path::PathBuf),
+}
+
+/// What a video call sends and keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoChoice {
+    /// Our pictures.
+    pub source: VideoSourceSpec,
+    /// Record the peer's pictures to this Y4M file.
+    pub record: Option<std::path::PathBuf>,
 }
 
 /// A request to the core. Plain data: it can be sent from any thread.
@@ -95,7 +116,7 @@ pub enum Command {
         /// Local SIP address.
         addr: SocketAddr,
         /// Answer automatically with this audio.
-        auto_answer: Option<AudioChoice>,
+        auto_answer: Option<MediaChoice>,
         /// Encryption policy for calls on this address.
         policy: EncryptionPolicy,
     },
@@ -106,7 +127,7 @@ pub enum Command {
         /// Who.
         target: String,
         /// Audio devices.
-        audio: AudioChoice,
+        audio: MediaChoice,
         /// Override the account's policy (direct calls default to mandatory).
         policy: Option<EncryptionPolicy>,
     },
@@ -115,7 +136,7 @@ pub enum Command {
         /// The call.
         call: CallId,
         /// Audio devices.
-        audio: AudioChoice,
+        audio: MediaChoice,
     },
     /// Refuse an incoming call: busy (486) or decline (603).
     Reject {
@@ -134,7 +155,7 @@ pub enum Command {
     /// [`Command::StopAudioCheck`] or a call needs the devices.
     CheckAudio {
         /// The devices to check.
-        audio: AudioChoice,
+        audio: MediaChoice,
         /// Also play the test tone.
         tone: bool,
     },

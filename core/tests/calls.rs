@@ -2,7 +2,7 @@
 //! built-in echo peer, two phones registered at a real Kamailio, and a hand-written SIP
 //! peer that sends what a hostile one would.
 
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings, Transport};
 use hush_core::snapshot::{AccountStatus, CallId, CallState};
 use hush_core::{CallSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Secret};
@@ -76,9 +76,11 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
     let dir = tempfile::tempdir().expect("tempdir");
     let phone = phone(&dir.path().join("p"));
     let mut events = phone.events();
-    let echo = AudioChoice {
+    let echo = MediaChoice {
         source: SourceSpec::Echo,
         sink: SinkSpec::Null,
+
+        video: None,
     };
     let Reply::Listening(addr) = phone
         .execute_blocking(Command::Listen {
@@ -91,9 +93,11 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
         panic!("expected Listening")
     };
     let recording = dir.path().join("echo.wav");
-    let audio = AudioChoice {
+    let audio = MediaChoice {
         source: SourceSpec::Tone(440.0),
         sink: SinkSpec::Wav(recording.clone()),
+
+        video: None,
     };
     let Reply::Call(call) = phone
         .execute_blocking(Command::PlaceCall {
@@ -185,9 +189,11 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
     let Reply::Listening(addr) = phone2
         .execute_blocking(Command::Listen {
             addr: "127.0.0.1:0".parse().expect("addr"),
-            auto_answer: Some(AudioChoice {
+            auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
+
+                video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
         })
@@ -199,7 +205,7 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
         .execute_blocking(Command::PlaceCall {
             account: None,
             target: format!("echo@{addr}"),
-            audio: AudioChoice::default(),
+            audio: MediaChoice::default(),
             policy: None,
         })
         .expect("call")
@@ -314,9 +320,11 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
         .execute_blocking(Command::PlaceCall {
             account: Some(a_acc),
             target: format!("bob@127.0.0.1:{}", k.port()),
-            audio: AudioChoice {
+            audio: MediaChoice {
                 source: SourceSpec::Tone(440.0),
                 sink: SinkSpec::Null,
+
+                video: None,
             },
             policy: None,
         })
@@ -333,9 +341,11 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
     });
     bob.execute_blocking(Command::Answer {
         call: b_call,
-        audio: AudioChoice {
+        audio: MediaChoice {
             source: SourceSpec::Silence,
             sink: SinkSpec::Wav(heard_by_bob.clone()),
+
+            video: None,
         },
     })
     .expect("answer");
@@ -418,7 +428,7 @@ fn a_registrar_whose_name_does_not_resolve_is_an_account_error() {
     ));
 }
 
-fn listen(phone: &Phone, auto_answer: Option<AudioChoice>) -> std::net::SocketAddr {
+fn listen(phone: &Phone, auto_answer: Option<MediaChoice>) -> std::net::SocketAddr {
     match phone
         .execute_blocking(Command::Listen {
             addr: "127.0.0.1:0".parse().expect("addr"),
@@ -446,9 +456,11 @@ fn an_offer_with_a_malformed_zrtp_hash_is_refused_before_answering() {
     // An auto-answering line: nothing stands between the offer and a 200 OK.
     let addr = listen(
         &phone,
-        Some(AudioChoice {
+        Some(MediaChoice {
             source: SourceSpec::Echo,
             sink: SinkSpec::Null,
+
+            video: None,
         }),
     );
     let mut caller = SipPeer::bind("mallory").expect("peer");
@@ -478,7 +490,7 @@ fn a_failed_answer_sends_no_200_and_the_call_can_still_be_answered() {
         .execute_blocking(Command::PlaceCall {
             account: None,
             target: format!("bob@{addr}"),
-            audio: AudioChoice::default(),
+            audio: MediaChoice::default(),
             policy: None,
         })
         .expect("call")
@@ -494,9 +506,11 @@ fn a_failed_answer_sends_no_200_and_the_call_can_still_be_answered() {
     let err = bob
         .execute_blocking(Command::Answer {
             call: b_call,
-            audio: AudioChoice {
+            audio: MediaChoice {
                 source: SourceSpec::Silence,
                 sink: SinkSpec::Wav(nowhere.clone()),
+
+                video: None,
             },
         })
         .expect_err("the recording cannot be created");
@@ -504,7 +518,7 @@ fn a_failed_answer_sends_no_200_and_the_call_can_still_be_answered() {
     // Nothing was answered: the call still rings and can be picked up properly.
     bob.execute_blocking(Command::Answer {
         call: b_call,
-        audio: AudioChoice::default(),
+        audio: MediaChoice::default(),
     })
     .expect("answer");
     let sas_a = wait(&mut a_ev, "alice secure", secure_sas(a_call));
@@ -554,7 +568,7 @@ fn a_callee_asking_for_a_foreign_realm_gets_no_password_and_the_user_is_told() {
         .execute_blocking(Command::PlaceCall {
             account: Some(acc),
             target: format!("bob@127.0.0.1:{}", k.port()),
-            audio: AudioChoice::default(),
+            audio: MediaChoice::default(),
             policy: None,
         })
         .expect("call")
@@ -603,7 +617,7 @@ fn call_picked_up_by(
         .execute_blocking(Command::PlaceCall {
             account: None,
             target: format!("bob@{}", bob.addr()),
-            audio: AudioChoice::default(),
+            audio: MediaChoice::default(),
             policy,
         })
         .expect("call")

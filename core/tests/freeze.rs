@@ -7,7 +7,7 @@
 mod chat_common;
 
 use chat_common::{online, register_with, wait};
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, EncryptionPolicy, OtrPolicySetting, SipSettings};
 use hush_core::snapshot::{AccountStatus, CallState};
 use hush_core::{
@@ -105,7 +105,7 @@ fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
         .execute_blocking(Command::PlaceCall {
             account: None,
             target: format!("carol@{}", silent.addr()),
-            audio: AudioChoice::default(),
+            audio: MediaChoice::default(),
             policy: Some(EncryptionPolicy::BestEffort),
         })
         .expect("call")
@@ -172,9 +172,11 @@ fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
     let Reply::Listening(echo) = alice
         .execute_blocking(Command::Listen {
             addr: "127.0.0.1:0".parse().expect("addr"),
-            auto_answer: Some(AudioChoice {
+            auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
+
+                video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
         })
@@ -186,9 +188,11 @@ fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
         .execute_blocking(Command::PlaceCall {
             account: None,
             target: format!("echo@{echo}"),
-            audio: AudioChoice {
+            audio: MediaChoice {
                 source: SourceSpec::Silence,
                 sink: SinkSpec::Null,
+
+                video: None,
             },
             policy: None,
         })

@@ -5,7 +5,7 @@
 //! a verdict is in the vault when its command answers, and at exit before the network
 //! is waited on).
 
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings};
 use hush_core::security::PeerKey;
 use hush_core::snapshot::{AccountStatus, CallId, CallState};
@@ -53,9 +53,11 @@ fn echo_peer(phone: &Phone) -> SocketAddr {
     let Reply::Listening(addr) = phone
         .execute_blocking(Command::Listen {
             addr: "127.0.0.1:0".parse().expect("addr"),
-            auto_answer: Some(AudioChoice {
+            auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
+
+                video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
         })
@@ -79,9 +81,11 @@ fn call(phone: &Phone, addr: SocketAddr) -> Secured {
         .execute_blocking(Command::PlaceCall {
             account: None,
             target: format!("echo@{addr}"),
-            audio: AudioChoice {
+            audio: MediaChoice {
                 source: SourceSpec::Tone(440.0),
                 sink: SinkSpec::Null,
+
+                video: None,
             },
             policy: None,
         })
@@ -377,7 +381,7 @@ fn with_a_master_password_no_file_holds_a_retained_secret_and_keys_survive_a_res
             p.execute_blocking(Command::PlaceCall {
                 account: None,
                 target: "echo@127.0.0.1:9".into(),
-                audio: AudioChoice::default(),
+                audio: MediaChoice::default(),
                 policy: None,
             })
         })
@@ -686,7 +690,7 @@ fn one_spoofed_hello_ends_a_best_effort_call_as_tampering_never_cleartext() {
         .execute_blocking(Command::PlaceCall {
             account: None,
             target: format!("bob@{}", bob.addr()),
-            audio: AudioChoice::default(),
+            audio: MediaChoice::default(),
             policy: Some(EncryptionPolicy::BestEffort),
         })
         .expect("call")

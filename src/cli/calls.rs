@@ -7,7 +7,7 @@ use super::records::call_event as print;
 use super::secrets::Secrets;
 use super::session::{connect, unlock_if_needed};
 use clap::Args;
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::{CallId, CallState};
 use hush_core::{CallSecurity, Command, CoreError, Event, Phone, Reply};
@@ -39,7 +39,7 @@ pub(crate) struct AudioArgs {
 impl AudioArgs {
     /// Files and tones as given; the sound card for whatever is not given, checked now so
     /// a machine without one gets a clear message before any call is placed.
-    fn choice(&self) -> Result<AudioChoice, CliError> {
+    fn choice(&self) -> Result<MediaChoice, CliError> {
         let source = match (&self.play, self.tone) {
             (Some(p), _) => SourceSpec::Wav(p.clone()),
             (None, Some(f)) => SourceSpec::Tone(f),
@@ -68,7 +68,11 @@ impl AudioArgs {
                 }
             }
         };
-        Ok(AudioChoice { source, sink })
+        Ok(MediaChoice {
+            source,
+            sink,
+            video: None,
+        })
     }
 }
 
@@ -409,9 +413,11 @@ pub(crate) fn echo_test(
 ) -> Result<(), CliError> {
     unlock_if_needed(phone, secrets)?;
     let mut rx = phone.events();
-    let echo = AudioChoice {
+    let echo = MediaChoice {
         source: SourceSpec::Echo,
         sink: SinkSpec::Null,
+
+        video: None,
     };
     let Reply::Listening(addr) = phone.execute_blocking(Command::Listen {
         addr: "127.0.0.1:0"
@@ -428,9 +434,11 @@ pub(crate) fn echo_test(
         source,
     })?;
     let recording = dir.path().join("echo.wav");
-    let audio = AudioChoice {
+    let audio = MediaChoice {
         source: SourceSpec::Beeps(440.0),
         sink: SinkSpec::Wav(recording.clone()),
+
+        video: None,
     };
     let Reply::Call(call) = phone.execute_blocking(Command::PlaceCall {
         account: None,

@@ -9,7 +9,7 @@ use crate::contacts::ContactsPage;
 use crate::settings::SettingsPage;
 use crate::widgets::{call_words, chat_words, labeled_edit};
 use eframe::egui;
-use hush_core::command::AudioChoice;
+use hush_core::command::MediaChoice;
 use hush_core::snapshot::CallState;
 use hush_core::{AccountId, Command, Event, Phone, Protocol, Secret, Snapshot};
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub(crate) struct Shell {
     /// The last failure, shown until dismissed or the next success.
     pub(crate) notice: Option<String>,
     /// Microphone and speaker for new calls.
-    pub(crate) audio: AudioChoice,
+    pub(crate) audio: MediaChoice,
 }
 
 /// The application state egui calls every frame.
@@ -74,9 +74,11 @@ impl HushApp {
                 phone,
                 page: Page::Home,
                 notice: None,
-                audio: AudioChoice {
+                audio: MediaChoice {
                     source: hush_core::command::SourceSpec::Device,
                     sink: hush_core::command::SinkSpec::Device,
+
+                    video: None,
                 },
             },
             events,
@@ -140,7 +142,7 @@ impl HushApp {
     }
 
     /// Uses this audio for calls (tests and machines without a sound card use a tone).
-    pub fn with_audio(mut self, audio: AudioChoice) -> Self {
+    pub fn with_audio(mut self, audio: MediaChoice) -> Self {
         self.shell.audio = audio;
         self
     }

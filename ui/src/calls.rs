@@ -7,7 +7,7 @@ use crate::sas::{choices, halves};
 use crate::widgets::labeled_edit;
 use crate::widgets::{AMBER, RED, sas_indicator};
 use eframe::egui;
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::{CallId, CallState, CallView};
 use hush_core::{AccountId, CallSecurity, Command, Protocol, Snapshot};
@@ -53,13 +53,15 @@ impl Shell {
     }
 
     /// The echo test with this microphone and speaker.
-    pub(crate) fn echo_test_with(&mut self, audio: AudioChoice) {
+    pub(crate) fn echo_test_with(&mut self, audio: MediaChoice) {
         let phone = self.phone.clone();
         let listen = Command::Listen {
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-            auto_answer: Some(hush_core::command::AudioChoice {
+            auto_answer: Some(hush_core::command::MediaChoice {
                 source: hush_core::command::SourceSpec::Echo,
                 sink: hush_core::command::SinkSpec::Null,
+
+                video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
         };
@@ -192,9 +194,11 @@ impl CallsPage {
                     if ui.button("Try the echo test with a test tone").clicked() {
                         self.dismissed.insert(c.id);
                         let sink = shell.audio.sink.clone();
-                        shell.echo_test_with(AudioChoice {
+                        shell.echo_test_with(MediaChoice {
                             source: SourceSpec::Tone(440.0),
                             sink,
+
+                            video: None,
                         });
                     }
                 } else if echo && reason.contains("no usable audio output") {
@@ -204,9 +208,11 @@ impl CallsPage {
                         .clicked()
                     {
                         self.dismissed.insert(c.id);
-                        shell.echo_test_with(AudioChoice {
+                        shell.echo_test_with(MediaChoice {
                             source: SourceSpec::Tone(440.0),
                             sink: SinkSpec::Null,
+
+                            video: None,
                         });
                     }
                 }

@@ -6,7 +6,7 @@ use crate::background::{self, Slot};
 use crate::widgets::labeled_edit;
 use crate::widgets::{GREEN, RED};
 use eframe::egui;
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::{AccountSettings, OtrPolicySetting};
 use hush_core::security::PeerKey;
 use hush_core::{Command, Protocol, Secret, Snapshot};
@@ -69,15 +69,19 @@ impl SettingsPage {
         });
         if choice != before {
             shell.audio = match choice {
-                0 => AudioChoice {
+                0 => MediaChoice {
                     source: SourceSpec::Device,
                     sink: SinkSpec::Device,
+
+                    video: None,
                 },
-                1 => AudioChoice {
+                1 => MediaChoice {
                     source: SourceSpec::Tone(440.0),
                     sink: SinkSpec::Null,
+
+                    video: None,
                 },
-                _ => AudioChoice::default(),
+                _ => MediaChoice::default(),
             };
             self.stop_audio_check(shell);
         }
@@ -164,7 +168,11 @@ impl SettingsPage {
             sink = choice.map_or(SinkSpec::Device, SinkSpec::NamedDevice);
         }
         if source != shell.audio.source || sink != shell.audio.sink {
-            shell.audio = AudioChoice { source, sink };
+            shell.audio = MediaChoice {
+                source,
+                sink,
+                video: None,
+            };
             self.stop_audio_check(shell);
         }
     }

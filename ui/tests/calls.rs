@@ -6,7 +6,7 @@
 use eframe::egui;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::CallState;
 use hush_core::{CallSecurity, Command, Event, Phone, Profile, Reply};
@@ -132,9 +132,11 @@ fn settings_meter_the_microphone_and_play_the_test_tone() {
     let phone = phone(&dir.path().join("p"));
     let heard = dir.path().join("speaker.wav");
     // A tone stands in for the microphone and a file for the speaker (no sound card).
-    let mut app = HushApp::new(phone.clone()).with_audio(AudioChoice {
+    let mut app = HushApp::new(phone.clone()).with_audio(MediaChoice {
         source: SourceSpec::Tone(1000.0),
         sink: SinkSpec::Wav(heard.clone()),
+
+        video: None,
     });
     app.open_page("settings");
     let mut h = Harness::builder()
@@ -206,9 +208,11 @@ fn echo_peer(phone: &Phone) -> std::net::SocketAddr {
     let Reply::Listening(addr) = phone
         .execute_blocking(Command::Listen {
             addr: "127.0.0.1:0".parse().expect("addr"),
-            auto_answer: Some(AudioChoice {
+            auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
+
+                video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
         })

@@ -21,7 +21,7 @@ pub(crate) struct Line {
     /// The address we put in our SDP.
     pub(crate) media_ip: IpAddr,
     /// Answer every call at once with this audio (the echo-test peer, `answer --auto`).
-    pub(crate) auto_answer: Option<crate::command::AudioChoice>,
+    pub(crate) auto_answer: Option<crate::command::MediaChoice>,
 }
 
 /// The local address used to reach `remote` (no packet is sent).

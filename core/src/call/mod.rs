@@ -12,7 +12,7 @@ mod line;
 mod machine;
 mod zid;
 
-use crate::command::{AudioChoice, Reply};
+use crate::command::{MediaChoice, Reply};
 use crate::error::{CoreError, Result};
 use crate::event::Event;
 use crate::model::{AccountConfig, AccountId, AccountSettings, EncryptionPolicy};
@@ -113,7 +113,7 @@ struct CallIo {
     /// The SIP dialog, once the INVITE went out (or came in).
     key: Option<CallKey>,
     peer_identity: String,
-    audio: AudioChoice,
+    audio: MediaChoice,
     /// Streams ready to start.
     prepared: Vec<Prepared>,
     /// Running media, by m-line.
@@ -132,7 +132,7 @@ struct LineSpec {
     credential: Option<Credential>,
     policy: EncryptionPolicy,
     media_ip: IpAddr,
-    auto_answer: Option<AudioChoice>,
+    auto_answer: Option<MediaChoice>,
     transport: Transport,
     tls_roots: Option<Vec<u8>>,
 }
@@ -143,7 +143,7 @@ impl LineSpec {
         user: &str,
         policy: EncryptionPolicy,
         media_ip: IpAddr,
-        auto_answer: Option<AudioChoice>,
+        auto_answer: Option<MediaChoice>,
     ) -> LineSpec {
         LineSpec {
             bind,
@@ -166,7 +166,7 @@ impl CallIo {
             line,
             key,
             peer_identity,
-            audio: AudioChoice::default(),
+            audio: MediaChoice::default(),
             prepared: Vec::new(),
             media: BTreeMap::new(),
             reinvite: None,
@@ -421,7 +421,7 @@ impl CallLayer {
     pub(crate) async fn listen(
         &mut self,
         addr: SocketAddr,
-        auto_answer: Option<AudioChoice>,
+        auto_answer: Option<MediaChoice>,
         policy: EncryptionPolicy,
     ) -> Result<Reply> {
         let media_ip = if addr.ip().is_unspecified() {
@@ -754,7 +754,7 @@ impl CallLayer {
         &mut self,
         account: Option<AccountId>,
         target: &str,
-        audio: AudioChoice,
+        audio: MediaChoice,
         policy: Option<EncryptionPolicy>,
         events: &mut Vec<Event>,
     ) -> Result<Reply> {
@@ -839,7 +839,7 @@ impl CallLayer {
     pub(crate) fn answer(
         &mut self,
         id: CallId,
-        audio: AudioChoice,
+        audio: MediaChoice,
         events: &mut Vec<Event>,
     ) -> Result<()> {
         if !self.core.is_ringing(id) {

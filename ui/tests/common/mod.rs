@@ -4,14 +4,15 @@
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use hush_core::Phone;
-use hush_core::command::{AudioChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
 use std::time::{Duration, Instant};
 
 /// A 440 Hz tone as the microphone, nothing as the speaker.
-pub fn tone() -> AudioChoice {
-    AudioChoice {
+pub fn tone() -> MediaChoice {
+    MediaChoice {
         source: SourceSpec::Tone(440.0),
         sink: SinkSpec::Null,
+        video: None,
     }
 }
 
