@@ -27,7 +27,7 @@ const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Orders for a running media thread.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum MediaCommand {
     /// The peer's media address from a new SDP (re-INVITE): see [`AudioStream::set_remote`].
     SetRemote(SocketAddr),
@@ -39,6 +39,10 @@ pub enum MediaCommand {
     Hold(bool),
     /// Stop sending pictures (camera off) or start again.
     Camera(bool),
+    /// Start the call's video stream (its ZRTP channel is in the call's session).
+    AddVideo(Box<VideoSetup>),
+    /// End the video stream (the recording is finalised).
+    RemoveVideo,
     /// Record the user's SAS verdict in the ZRTP cache.
     SasVerified(bool),
     /// Answer on the channel once every command sent before this one is applied (e.g. a
@@ -55,8 +59,8 @@ pub enum MediaReport {
     Event(StreamEvent),
     /// Current statistics, once a second.
     Stats(StreamStats),
-    /// A video stream event (secure, cleartext, failed).
-    VideoEvent(VideoEvent),
+    /// An event of the video stream (secure, with the call's SAS; cleartext; failed).
+    VideoEvent(StreamEvent),
     /// Current video statistics, once a second.
     VideoStats(VideoStats),
     /// The thread ended; final statistics.
@@ -142,6 +146,8 @@ impl PreparedMedia {
                     held: false,
                     last_heard: vec![0; frame],
                     video,
+                    video_final: None,
+                    ended_video: None,
                 };
                 m.run(rx, &report)
             })
@@ -275,7 +281,19 @@ pub struct VideoSetup {
     pub sending: bool,
 }
 
+impl std::fmt::Debug for VideoSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoSetup")
+            .field("config", &self.config)
+            .field("sending", &self.sending)
+            .finish_non_exhaustive()
+    }
+}
+
 struct VideoPart {
+    /// What the user is told when the stream is keyed: the call's SAS and verdicts,
+    /// from the ZRTP channel that keyed it.
+    secured: Option<StreamEvent>,
     stream: VideoStream,
     rtp: UdpSocket,
     rtcp: UdpSocket,
@@ -326,6 +344,7 @@ impl VideoPart {
         };
         let fps = source.fps().clamp(1, 60);
         Ok(VideoPart {
+            secured: None,
             stream: VideoStream::new(config, now)?,
             rtp: ports.rtp,
             rtcp: ports.rtcp,
@@ -376,6 +395,13 @@ impl VideoPart {
         while let Some(ev) = z.poll_channel_event(ssrc) {
             match ev {
                 ZrtpEvent::Secure(s) => {
+                    self.secured = Some(StreamEvent::Secure {
+                        sas: s.sas.clone(),
+                        verified: s.verified,
+                        cache_mismatch: s.cache_mismatch,
+                        new_key: s.new_key,
+                        algorithms: s.algorithms,
+                    });
                     if let Err(e) = self.stream.keyed(now, &s.keys) {
                         self.stream.fail(format!("video keys: {e}"));
                     }
@@ -407,6 +433,10 @@ impl VideoPart {
 
 struct Loop {
     video: Option<VideoPart>,
+    /// The last figures of a video stream just ended, to report.
+    video_final: Option<VideoStats>,
+    /// Why a video stream could not start, to report.
+    ended_video: Option<StreamEvent>,
     stream: AudioStream,
     socket: UdpSocket,
     source: Source,
@@ -491,15 +521,23 @@ impl Loop {
         {
             tracing::warn!(error = %e, "recording not finalised");
         }
-        if let Some(v) = &mut self.video {
-            if let Some(r) = v.record.take()
-                && let Err(e) = r.finish()
-            {
-                tracing::warn!(error = %e, "video recording not finalised");
-            }
-            report(MediaReport::VideoStats(v.stream.stats()));
-        }
+        self.end_video();
+        self.flush(Instant::now(), report);
         report(MediaReport::Ended(self.stream.stats()));
+    }
+
+    /// Ends the video stream, if any: its recording finalised, its last figures kept
+    /// for the next report.
+    fn end_video(&mut self) {
+        let Some(mut v) = self.video.take() else {
+            return;
+        };
+        if let Some(r) = v.record.take()
+            && let Err(e) = r.finish()
+        {
+            tracing::warn!(error = %e, "video recording not finalised");
+        }
+        self.video_final = Some(v.stream.stats());
     }
 
     /// A picture from the camera when one is due.
@@ -600,6 +638,19 @@ impl Loop {
                     v.next_frame = Instant::now();
                 }
             }
+            MediaCommand::AddVideo(setup) => {
+                self.end_video();
+                match VideoPart::new(*setup, self.stream.zrtp_mut(), Instant::now()) {
+                    Ok(v) => self.video = Some(v),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the video stream could not start");
+                        self.ended_video = Some(StreamEvent::Failed(format!(
+                            "the video stream could not start: {e}"
+                        )));
+                    }
+                }
+            }
+            MediaCommand::RemoveVideo => self.end_video(),
             MediaCommand::SasVerified(v) => self.stream.set_sas_verified(v),
             MediaCommand::Barrier(done) => {
                 let _ = done.send(());
@@ -617,6 +668,12 @@ impl Loop {
         while let Some(e) = self.stream.poll_event() {
             report(MediaReport::Event(e));
         }
+        if let Some(e) = self.ended_video.take() {
+            report(MediaReport::VideoEvent(e));
+        }
+        if let Some(s) = self.video_final.take() {
+            report(MediaReport::VideoStats(s));
+        }
         let Some(v) = &mut self.video else { return };
         v.route_zrtp(&mut self.stream, now);
         while let Some(t) = v.stream.poll_transmit() {
@@ -625,6 +682,14 @@ impl Loop {
             }
         }
         while let Some(e) = v.stream.poll_event() {
+            let e = match e {
+                VideoEvent::Secure => match v.secured.take() {
+                    Some(s) => s,
+                    None => continue,
+                },
+                VideoEvent::Cleartext(why) => StreamEvent::Cleartext(why),
+                VideoEvent::Failed(why) => StreamEvent::Failed(why),
+            };
             report(MediaReport::VideoEvent(e));
         }
         if let Some(picture) = v.stream.poll_picture() {

@@ -10,7 +10,7 @@ use hush_media::driver::{
 };
 use hush_media::stream::{Policy, StreamConfig, StreamEvent};
 use hush_media::video::{
-    EncoderConfig, TestPattern, VideoConfig, VideoEvent, VideoSource, Y4mReader, Y4mWriter,
+    EncoderConfig, TestPattern, VideoConfig, VideoSource, Y4mReader, Y4mWriter,
 };
 use hush_media::zrtp::{ZrtpConfig, ZrtpSession};
 use std::net::{IpAddr, SocketAddr};
@@ -87,6 +87,7 @@ fn start(
     peer: &(SocketAddr, SocketAddr, SocketAddr, String, String),
     record: Option<std::path::PathBuf>,
     viewer: Option<Viewer>,
+    late: bool,
 ) -> Running {
     let audio = StreamConfig {
         local_ssrc: end.ssrc,
@@ -124,6 +125,13 @@ fn start(
         }),
         sending: true,
     };
+    // Late: the call starts with audio alone, and video is added to it (as after a
+    // re-INVITE that adds it).
+    let (early, added) = if late {
+        (None, Some(video))
+    } else {
+        (Some(video), None)
+    };
     let (tx, reports) = mpsc::channel();
     let call = end
         .audio
@@ -132,12 +140,15 @@ fn start(
             Some(end.zrtp),
             SourceSpec::Tone(440.0),
             SinkSpec::Null,
-            Some(video),
+            early,
             move |r| {
                 let _ = tx.send(r);
             },
         )
         .expect("media thread");
+    if let Some(v) = added {
+        call.command(MediaCommand::AddVideo(Box::new(v)));
+    }
     Running {
         call: Some(call),
         reports,
@@ -146,15 +157,16 @@ fn start(
 }
 
 #[test]
-fn video_both_ways_keyed_by_zrtp_multistream_over_loopback() {
+fn video_both_ways_keyed_by_zrtp_multistream_over_loopback_one_side_adding_it_late() {
     let dir = tempfile::tempdir().expect("tempdir");
     let recording = dir.path().join("seen-by-b.y4m");
     let (a, b) = (End::new(0x10), End::new(0x20));
     let (sdp_a, sdp_b) = (a.sdp(), b.sdp());
     assert_ne!(sdp_a.1, sdp_a.2, "video RTCP has its own port");
     let viewer: Viewer = Arc::new(Mutex::new(None));
-    let mut run_a = start(a, &sdp_b, None, Some(viewer.clone()));
-    let mut run_b = start(b, &sdp_a, Some(recording.clone()), None);
+    // a adds its video once the call runs; b has it from the start.
+    let mut run_a = start(a, &sdp_b, None, Some(viewer.clone()), true);
+    let mut run_b = start(b, &sdp_a, Some(recording.clone()), None, false);
     let sas = |r: &MediaReport| match r {
         MediaReport::Event(StreamEvent::Secure { sas, .. }) => Some(sas.clone()),
         _ => None,
@@ -163,9 +175,12 @@ fn video_both_ways_keyed_by_zrtp_multistream_over_loopback() {
     let sas_b = sas(&run_b.wait_for("audio secure", |r| sas(r).is_some()));
     assert_eq!(sas_a, sas_b);
     for run in [&mut run_a, &mut run_b] {
-        run.wait_for("video secure", |r| {
-            matches!(r, MediaReport::VideoEvent(VideoEvent::Secure))
-        });
+        let video = |r: &MediaReport| match r {
+            MediaReport::VideoEvent(StreamEvent::Secure { sas, .. }) => Some(sas.clone()),
+            _ => None,
+        };
+        let sas = video(&run.wait_for("video secure", |r| video(r).is_some()));
+        assert_eq!(sas, sas_a, "video carries the call's SAS");
         run.wait_for(
             "pictures",
             |r| matches!(r, MediaReport::VideoStats(s) if s.frames_decoded >= 30),
@@ -202,7 +217,7 @@ fn video_both_ways_keyed_by_zrtp_multistream_over_loopback() {
             .filter(|r| {
                 matches!(
                     r,
-                    MediaReport::VideoEvent(VideoEvent::Failed(_) | VideoEvent::Cleartext(_))
+                    MediaReport::VideoEvent(StreamEvent::Failed(_) | StreamEvent::Cleartext(_))
                         | MediaReport::Event(StreamEvent::Failed(_) | StreamEvent::Cleartext(_))
                 )
             })

@@ -267,6 +267,17 @@ pub struct ZrtpSession {
     /// earlier calls, so the user's verdict on it may be withdrawn here.
     continuity: bool,
     handshake_timeout: Duration,
+    /// What the first channel's handshake told the user (SAS, verdict, warnings): the
+    /// further channels are keyed from it, so it holds for them too.
+    main_outcome: Option<MainOutcome>,
+}
+
+#[derive(Debug, Clone)]
+struct MainOutcome {
+    sas: String,
+    verified: bool,
+    cache_mismatch: bool,
+    new_key: bool,
 }
 
 // SAFETY: the context is only touched through `&mut self` and libbzrtp keeps no global
@@ -274,12 +285,12 @@ pub struct ZrtpSession {
 unsafe impl Send for ZrtpSession {}
 
 unsafe extern "C" fn on_send(client: *mut c_void, packet: *const u8, len: u16) -> i32 {
-    // SAFETY: `client` is the Box<Callbacks> registered with this context; libbzrtp calls
-    // back only while we are inside one of its functions, on our thread.
-    let cb = unsafe { &mut *(client as *mut Callbacks) };
-    if packet.is_null() {
+    if packet.is_null() || client.is_null() {
         return -1;
     }
+    // SAFETY: `client` is the Box<Callbacks> registered with this channel; libbzrtp
+    // calls back only while we are inside one of its functions, on our thread.
+    let cb = unsafe { &mut *(client as *mut Callbacks) };
     if cb.outbox.len() >= MAX_OUTBOX {
         cb.dropped_outbound += 1;
         return 0;
@@ -305,7 +316,7 @@ unsafe extern "C" fn on_secrets(
     secrets: *const ffi::bzrtpSrtpSecrets_t,
     part: u8,
 ) -> i32 {
-    if secrets.is_null() {
+    if secrets.is_null() || client.is_null() {
         return -1;
     }
     // SAFETY: see `on_send`; `secrets` is valid for the duration of the callback.
@@ -335,7 +346,7 @@ unsafe extern "C" fn on_start_srtp(
     // libbzrtp's own "SAS verified" flag: not used, see `ZrtpSession::user_verdicts`.
     _verified: i32,
 ) -> i32 {
-    if secrets.is_null() {
+    if secrets.is_null() || client.is_null() {
         return -1;
     }
     // SAFETY: see `on_secrets`.
@@ -464,10 +475,15 @@ impl Channel {
         self.state = ZrtpState::Negotiating;
         self.deadline = Some(now + timeout);
         // SAFETY: initialised context, a channel of it.
-        check_rc(
+        let started = check_rc(
             unsafe { ffi::bzrtp_startChannelEngine(ctx, self.ssrc) },
             "start channel",
-        )?;
+        );
+        if let Err(e) = started {
+            // Said once, as a failure of the channel: no deadline is left to do it.
+            self.fail(ZrtpFailure::ProtocolError(format!("could not start: {e}")));
+            return Err(e);
+        }
         // libbzrtp sends the first Hello from its timer: fire it now, not a tick later.
         self.next_tick = Some(now);
         Ok(true)
@@ -672,6 +688,7 @@ impl ZrtpSession {
             had_secret: false,
             continuity: false,
             handshake_timeout: config.handshake_timeout,
+            main_outcome: None,
         };
         session.configure(config)?;
         Ok(session)
@@ -845,6 +862,12 @@ impl ZrtpSession {
         self.continuity = self.had_secret && !finished.cache_mismatch;
         let verified = this_verified && self.continuity && self.confirmed_here();
         let new_key = !verified && (this_verified || other_verified) && !finished.cache_mismatch;
+        self.main_outcome = Some(MainOutcome {
+            sas: finished.sas.clone(),
+            verified,
+            cache_mismatch: finished.cache_mismatch,
+            new_key,
+        });
         self.main
             .events
             .push_back(ZrtpEvent::Secure(Box::new(Secured {
@@ -858,24 +881,35 @@ impl ZrtpSession {
             })));
     }
 
-    /// As [`Self::after_call`] for a further channel: its keys come from the first
-    /// channel's exchange, so what the user must know (the SAS, and whether to trust
-    /// it) is the first channel's; this one reports only its own keys.
+    /// As [`Self::after_call`] for a further channel. Its keys must come from the
+    /// first channel's exchange (multistream): then what the user was told there (the
+    /// SAS, the verdict, the warnings) holds for it too, and is repeated here. A channel
+    /// keyed any other way would carry keys no SAS the user compared protects: failed.
     fn after_channel_call(&mut self, i: usize) {
         let ctx = self.ctx.as_ptr();
+        let outcome = self.main_outcome.clone();
         let Some(channel) = self.extra.get_mut(i) else {
             return;
         };
-        let Some((finished, algorithms, keys)) = channel.take_secured(ctx) else {
+        let Some((_, algorithms, keys)) = channel.take_secured(ctx) else {
+            return;
+        };
+        let (true, Some(main)) = (algorithms.key_agreement == KeyAgreement::Mult, outcome) else {
+            // `take_secured` marked it secure; it is not.
+            channel.state = ZrtpState::Negotiating;
+            channel.fail(ZrtpFailure::ProtocolError(format!(
+                "a further stream was keyed by {} instead of from the first stream",
+                algorithms.key_agreement
+            )));
             return;
         };
         channel
             .events
             .push_back(ZrtpEvent::Secure(Box::new(Secured {
-                sas: finished.sas,
-                verified: false,
-                cache_mismatch: finished.cache_mismatch,
-                new_key: false,
+                sas: main.sas,
+                verified: main.verified,
+                cache_mismatch: main.cache_mismatch,
+                new_key: main.new_key,
                 peer_zid: self.peer_zid,
                 algorithms,
                 keys,
