@@ -139,7 +139,6 @@ fn main() {
         auto_answer: Some(MediaChoice {
             source: SourceSpec::Silence,
             sink: SinkSpec::Null,
-
             video: None,
         }),
         policy: EncryptionPolicy::Mandatory,

@@ -79,7 +79,6 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
     let echo = MediaChoice {
         source: SourceSpec::Echo,
         sink: SinkSpec::Null,
-
         video: None,
     };
     let Reply::Listening(addr) = phone
@@ -96,7 +95,6 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
     let audio = MediaChoice {
         source: SourceSpec::Tone(440.0),
         sink: SinkSpec::Wav(recording.clone()),
-
         video: None,
     };
     let Reply::Call(call) = phone
@@ -192,7 +190,6 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
             auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
-
                 video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
@@ -323,7 +320,6 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
             audio: MediaChoice {
                 source: SourceSpec::Tone(440.0),
                 sink: SinkSpec::Null,
-
                 video: None,
             },
             policy: None,
@@ -344,7 +340,6 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
         audio: MediaChoice {
             source: SourceSpec::Silence,
             sink: SinkSpec::Wav(heard_by_bob.clone()),
-
             video: None,
         },
     })
@@ -459,7 +454,6 @@ fn an_offer_with_a_malformed_zrtp_hash_is_refused_before_answering() {
         Some(MediaChoice {
             source: SourceSpec::Echo,
             sink: SinkSpec::Null,
-
             video: None,
         }),
     );
@@ -509,7 +503,6 @@ fn a_failed_answer_sends_no_200_and_the_call_can_still_be_answered() {
             audio: MediaChoice {
                 source: SourceSpec::Silence,
                 sink: SinkSpec::Wav(nowhere.clone()),
-
                 video: None,
             },
         })

@@ -175,7 +175,6 @@ fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
             auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
-
                 video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
@@ -191,7 +190,6 @@ fn a_hanging_name_service_and_a_silent_peer_hold_up_neither_chat_nor_calls() {
             audio: MediaChoice {
                 source: SourceSpec::Silence,
                 sink: SinkSpec::Null,
-
                 video: None,
             },
             policy: None,

@@ -56,7 +56,6 @@ fn echo_peer(phone: &Phone) -> SocketAddr {
             auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
-
                 video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
@@ -84,7 +83,6 @@ fn call(phone: &Phone, addr: SocketAddr) -> Secured {
             audio: MediaChoice {
                 source: SourceSpec::Tone(440.0),
                 sink: SinkSpec::Null,
-
                 video: None,
             },
             policy: None,

@@ -7,7 +7,7 @@ use super::records::call_event as print;
 use super::secrets::Secrets;
 use super::session::{connect, unlock_if_needed};
 use clap::Args;
-use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec, VideoChoice, VideoSourceSpec};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::{CallId, CallState};
 use hush_core::{CallSecurity, Command, CoreError, Event, Phone, Reply};
@@ -34,6 +34,16 @@ pub(crate) struct AudioArgs {
     /// Use this speaker instead of the system default.
     #[arg(long, value_name = "NAME", conflicts_with = "record")]
     output_device: Option<String>,
+    /// Offer (or accept) video too.
+    #[arg(long)]
+    video: bool,
+    /// Where our pictures come from: `pattern` (a moving test pattern, the default) or
+    /// a Y4M file (looped).
+    #[arg(long, value_name = "pattern|FILE.y4m", requires = "video")]
+    video_source: Option<String>,
+    /// Record the peer's pictures to this Y4M file.
+    #[arg(long, value_name = "FILE.y4m", requires = "video")]
+    video_record: Option<PathBuf>,
 }
 
 impl AudioArgs {
@@ -71,8 +81,36 @@ impl AudioArgs {
         Ok(MediaChoice {
             source,
             sink,
-            video: None,
+            video: self.video_choice()?,
         })
+    }
+
+    fn video_choice(&self) -> Result<Option<VideoChoice>, CliError> {
+        if !self.video {
+            return Ok(None);
+        }
+        let source = match self.video_source.as_deref() {
+            None | Some("pattern") => VideoSourceSpec::Pattern,
+            Some(dev) if dev.starts_with("/dev/video") => {
+                return Err(CliError::Usage(format!(
+                    "{dev}: camera capture is not available in this build yet; use \
+                     --video-source pattern or a .y4m file"
+                )));
+            }
+            Some(file) => {
+                let path = PathBuf::from(file);
+                if !path.is_file() {
+                    return Err(CliError::Usage(format!(
+                        "{file}: no such video file (give `pattern` or a .y4m file)"
+                    )));
+                }
+                VideoSourceSpec::File(path)
+            }
+        };
+        Ok(Some(VideoChoice {
+            source,
+            record: self.video_record.clone(),
+        }))
     }
 }
 
@@ -416,7 +454,6 @@ pub(crate) fn echo_test(
     let echo = MediaChoice {
         source: SourceSpec::Echo,
         sink: SinkSpec::Null,
-
         video: None,
     };
     let Reply::Listening(addr) = phone.execute_blocking(Command::Listen {
@@ -437,7 +474,6 @@ pub(crate) fn echo_test(
     let audio = MediaChoice {
         source: SourceSpec::Beeps(440.0),
         sink: SinkSpec::Wav(recording.clone()),
-
         video: None,
     };
     let Reply::Call(call) = phone.execute_blocking(Command::PlaceCall {

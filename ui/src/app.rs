@@ -77,7 +77,6 @@ impl HushApp {
                 audio: MediaChoice {
                     source: hush_core::command::SourceSpec::Device,
                     sink: hush_core::command::SinkSpec::Device,
-
                     video: None,
                 },
             },

@@ -60,7 +60,6 @@ impl Shell {
             auto_answer: Some(hush_core::command::MediaChoice {
                 source: hush_core::command::SourceSpec::Echo,
                 sink: hush_core::command::SinkSpec::Null,
-
                 video: None,
             }),
             policy: EncryptionPolicy::Mandatory,
@@ -197,7 +196,6 @@ impl CallsPage {
                         shell.echo_test_with(MediaChoice {
                             source: SourceSpec::Tone(440.0),
                             sink,
-
                             video: None,
                         });
                     }
@@ -211,7 +209,6 @@ impl CallsPage {
                         shell.echo_test_with(MediaChoice {
                             source: SourceSpec::Tone(440.0),
                             sink: SinkSpec::Null,
-
                             video: None,
                         });
                     }

@@ -77,7 +77,6 @@ pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
                 app = app.with_audio(hush_core::command::MediaChoice {
                     source: hush_core::command::SourceSpec::Tone(440.0),
                     sink: hush_core::command::SinkSpec::Null,
-
                     video: None,
                 });
                 app.start_echo_test();

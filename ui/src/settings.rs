@@ -72,13 +72,11 @@ impl SettingsPage {
                 0 => MediaChoice {
                     source: SourceSpec::Device,
                     sink: SinkSpec::Device,
-
                     video: None,
                 },
                 1 => MediaChoice {
                     source: SourceSpec::Tone(440.0),
                     sink: SinkSpec::Null,
-
                     video: None,
                 },
                 _ => MediaChoice::default(),

@@ -135,7 +135,6 @@ fn settings_meter_the_microphone_and_play_the_test_tone() {
     let mut app = HushApp::new(phone.clone()).with_audio(MediaChoice {
         source: SourceSpec::Tone(1000.0),
         sink: SinkSpec::Wav(heard.clone()),
-
         video: None,
     });
     app.open_page("settings");
@@ -211,7 +210,6 @@ fn echo_peer(phone: &Phone) -> std::net::SocketAddr {
             auto_answer: Some(MediaChoice {
                 source: SourceSpec::Echo,
                 sink: SinkSpec::Null,
-
                 video: None,
             }),
             policy: EncryptionPolicy::Mandatory,

@@ -10,6 +10,7 @@
 
 mod line;
 mod machine;
+mod video;
 mod zid;
 
 use crate::command::{MediaChoice, Reply};
@@ -19,7 +20,9 @@ use crate::model::{AccountConfig, AccountId, AccountSettings, EncryptionPolicy};
 use crate::secret::Secret;
 use crate::snapshot::{AccountStatus, CallId, CallStats, CallView};
 use hush_media::codec::CodecKind;
-use hush_media::driver::{MediaCall, MediaCommand, MediaReport, PreparedMedia};
+use hush_media::driver::{
+    MediaCall, MediaCommand, MediaReport, PreparedMedia, PreparedVideo, VideoSetup,
+};
 use hush_media::stream::{Policy, StreamConfig, StreamEvent, StreamStats};
 use hush_media::zrtp::{Zid, ZidCache, ZidStore, ZrtpConfig, ZrtpSession};
 use hush_signaling::sdp::{Codec, MediaKind};
@@ -97,14 +100,23 @@ async fn start_stack(
     .await
 }
 
-/// One stream of ours prepared before an offer or answer: its socket and ZRTP engine.
-/// (The mutex only makes the engine `Sync`, so the core task may hold the layer across
-/// awaits.)
+/// One stream of ours prepared before an offer or answer: its sockets, and for audio
+/// the call's ZRTP session (video is a channel of it). (The mutex only makes the engine
+/// `Sync`, so the core task may hold the layer across awaits.)
 struct Prepared {
     kind: MediaKind,
     ssrc: u32,
-    media: PreparedMedia,
-    zrtp: std::sync::Mutex<ZrtpSession>,
+    /// Our RTP port (which prepared stream a start is for).
+    port: u16,
+    ports: Ports,
+}
+
+enum Ports {
+    Audio {
+        media: PreparedMedia,
+        zrtp: std::sync::Mutex<ZrtpSession>,
+    },
+    Video(PreparedVideo),
 }
 
 /// What the driver holds for one call: the machine holds the rest.
@@ -116,8 +128,14 @@ struct CallIo {
     audio: MediaChoice,
     /// Streams ready to start.
     prepared: Vec<Prepared>,
-    /// Running media, by m-line.
+    /// Running media, by m-line (video runs in the audio stream's thread).
     media: BTreeMap<usize, MediaCall>,
+    /// The m-lines of the audio stream whose thread runs the video, and of the video.
+    audio_stream: Option<usize>,
+    video_stream: Option<usize>,
+    /// A video stream negotiated before its audio stream started: started with it.
+    /// (In a mutex only to be `Sync`: a video source need not be.)
+    pending_video: Option<std::sync::Mutex<Box<VideoSetup>>>,
     /// The peer's re-INVITE, until the machine answers it.
     reinvite: Option<ReInvite>,
 }
@@ -169,6 +187,9 @@ impl CallIo {
             audio: MediaChoice::default(),
             prepared: Vec::new(),
             media: BTreeMap::new(),
+            audio_stream: None,
+            video_stream: None,
+            pending_video: None,
             reinvite: None,
         }
     }
@@ -208,7 +229,7 @@ fn codec_of(c: Codec) -> Result<CodecKind> {
         Codec::Opus => Ok(CodecKind::Opus),
         Codec::Pcmu => Ok(CodecKind::Pcmu),
         Codec::Pcma => Ok(CodecKind::Pcma),
-        Codec::Vp8 => Err(CoreError::Call("video is not supported yet".into())),
+        Codec::Vp8 => Err(CoreError::Call("VP8 is a video codec".into())),
     }
 }
 
@@ -718,35 +739,76 @@ impl CallLayer {
         ZrtpSession::new(&config, ssrc, Instant::now()).map_err(CoreError::from)
     }
 
-    /// Binds a stream's port and makes its ZRTP session: what an offer or answer needs.
+    /// Binds a stream's ports and makes its ZRTP: what an offer or answer needs. Audio
+    /// gets the call's ZRTP session; video a channel of it (`prepared` must hold the
+    /// audio stream already).
     fn prepare(
         &self,
         line: LineId,
         peer: &str,
         kind: MediaKind,
+        prepared: &[Prepared],
     ) -> Result<(Prepared, PreparedStream)> {
-        if kind != MediaKind::Audio {
-            return Err(CoreError::Call("video is not supported yet".into()));
-        }
         let line = self.lines.get(&line).ok_or(CoreError::Stopped)?;
-        let media = PreparedMedia::bind(line.media_ip)?;
         let ssrc = random_u64() as u32;
-        let zrtp = Self::zrtp_for(&self.zid, line, peer, ssrc)?;
-        let stream = PreparedStream {
-            kind,
-            port: media.local_addr().port(),
-            zrtp_hash: Some(zrtp.hello_hash()?),
-            rtcp_port: None,
-        };
-        Ok((
-            Prepared {
-                kind,
-                ssrc,
-                media,
-                zrtp: std::sync::Mutex::new(zrtp),
-            },
-            stream,
-        ))
+        match kind {
+            MediaKind::Audio => {
+                let media = PreparedMedia::bind(line.media_ip)?;
+                let zrtp = Self::zrtp_for(&self.zid, line, peer, ssrc)?;
+                let port = media.local_addr().port();
+                let stream = PreparedStream {
+                    kind,
+                    port,
+                    zrtp_hash: Some(zrtp.hello_hash()?),
+                    rtcp_port: None,
+                };
+                let zrtp = std::sync::Mutex::new(zrtp);
+                let ports = Ports::Audio { media, zrtp };
+                Ok((
+                    Prepared {
+                        kind,
+                        ssrc,
+                        port,
+                        ports,
+                    },
+                    stream,
+                ))
+            }
+            MediaKind::Video => {
+                let zrtp = prepared
+                    .iter()
+                    .find_map(|p| match &p.ports {
+                        Ports::Audio { zrtp, .. } => Some(zrtp),
+                        Ports::Video(_) => None,
+                    })
+                    .ok_or_else(|| CoreError::Call("video needs an audio stream".into()))?;
+                let ports = PreparedVideo::bind(line.media_ip)?;
+                let (port, rtcp) = (ports.local_addr()?.port(), ports.local_rtcp_addr()?.port());
+                let hash = {
+                    let mut z = zrtp
+                        .lock()
+                        .map_err(|_| CoreError::Call("ZRTP engine poisoned".into()))?;
+                    z.add_channel(ssrc)?;
+                    z.channel_hello_hash(ssrc)?
+                };
+                let stream = PreparedStream {
+                    kind,
+                    port,
+                    zrtp_hash: Some(hash),
+                    rtcp_port: Some(rtcp),
+                };
+                let ports = Ports::Video(ports);
+                Ok((
+                    Prepared {
+                        kind,
+                        ssrc,
+                        port,
+                        ports,
+                    },
+                    stream,
+                ))
+            }
+        }
     }
 
     /// Places a call.
@@ -805,11 +867,19 @@ impl CallLayer {
         let peer_identity = identity(&target_uri);
         let line = self.lines.get(&line_id).ok_or(CoreError::Stopped)?;
         let (policy, addr) = (policy.unwrap_or(line.policy), line.media_ip);
-        let (prepared, stream) = self.prepare(line_id, &peer_identity, MediaKind::Audio)?;
+        let (prepared, stream) = self.prepare(line_id, &peer_identity, MediaKind::Audio, &[])?;
+        let mut streams = vec![stream];
+        let mut all = vec![prepared];
+        if audio.video.is_some() {
+            let (prepared, stream) =
+                self.prepare(line_id, &peer_identity, MediaKind::Video, &all)?;
+            all.push(prepared);
+            streams.push(stream);
+        }
         let id = self.core.allocate();
         let mut io = CallIo::new(line_id, None, peer_identity);
         io.audio = audio;
-        io.prepared.push(prepared);
+        io.prepared = all;
         self.io.insert(id, io);
         self.invite_failed = None;
         let placed = self.core.handle(
@@ -821,7 +891,7 @@ impl CallLayer {
                 policy,
                 addr,
                 session_id: random_u64() >> 1,
-                streams: vec![stream],
+                streams,
             },
         );
         self.drain(events);
@@ -850,7 +920,11 @@ impl CallLayer {
         let mut prepared = Vec::new();
         let mut streams = Vec::new();
         for kind in self.core.wanted_streams(id) {
-            match self.prepare(line, &peer, kind) {
+            if kind == MediaKind::Video && audio.video.is_none() {
+                tracing::info!("refusing video: this call is answered without it");
+                continue;
+            }
+            match self.prepare(line, &peer, kind, &prepared) {
                 Ok((p, s)) => {
                     prepared.push(p);
                     streams.push(s);
@@ -986,7 +1060,25 @@ impl CallLayer {
         let now = Instant::now();
         match input {
             CallInput::Sip(line, ev) => self.sip(now, line, ev, events),
-            CallInput::Media(id, stream, report) => {
+            CallInput::Media(id, mut stream, report) => {
+                // The video stream's news comes from the audio stream's thread.
+                let report = match report {
+                    MediaReport::VideoEvent(e) => {
+                        match self.io.get(&id).and_then(|io| io.video_stream) {
+                            Some(v) => stream = v,
+                            None => return,
+                        }
+                        MediaReport::Event(e)
+                    }
+                    MediaReport::VideoStats(s) => {
+                        match self.io.get(&id).and_then(|io| io.video_stream) {
+                            Some(v) => stream = v,
+                            None => return,
+                        }
+                        MediaReport::Stats(video_stats(&s))
+                    }
+                    other => other,
+                };
                 let media = match report {
                     MediaReport::Event(StreamEvent::Secure {
                         sas,
@@ -1007,7 +1099,6 @@ impl CallLayer {
                     MediaReport::Stats(s) | MediaReport::Ended(s) => {
                         MediaInput::Stats(to_stats(&s))
                     }
-                    // Calls are not given a video stream by this driver yet.
                     MediaReport::VideoEvent(_) | MediaReport::VideoStats(_) => return,
                 };
                 let _ = self.core.handle(now, Input::Media(id, stream, media));
@@ -1266,7 +1357,16 @@ impl CallLayer {
                 let _ = self.core.handle(now, Input::Media(id, stream, report));
             }
             MediaAction::Stop => {
-                if let Some(media) = self.io.get_mut(&id).and_then(|io| io.media.remove(&stream)) {
+                let Some(io) = self.io.get_mut(&id) else {
+                    return;
+                };
+                if io.video_stream == Some(stream) {
+                    io.video_stream = None;
+                    io.pending_video = None;
+                    if let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a)) {
+                        audio.command(MediaCommand::RemoveVideo);
+                    }
+                } else if let Some(media) = io.media.remove(&stream) {
                     media.stop();
                 }
             }
@@ -1292,22 +1392,40 @@ impl CallLayer {
         }
     }
 
-    /// Starts one prepared stream.
+    /// Starts one prepared stream. Video runs in the audio stream's media thread: it
+    /// is added to it, or started with it if the audio has not started yet.
     fn start(&mut self, id: CallId, stream: usize, start: StreamStart) -> Result<()> {
         let input = self.input.clone();
         let io = self.io.get_mut(&id).ok_or(CoreError::Stopped)?;
         let at = io
             .prepared
             .iter()
-            .position(|p| p.kind == start.kind && p.media.local_addr().port() == start.local_port)
+            .position(|p| p.kind == start.kind && p.port == start.local_port)
             .ok_or_else(|| CoreError::Call("media already running".into()))?;
         let prepared = io.prepared.swap_remove(at);
-        let zrtp = prepared
-            .zrtp
+        let (ssrc, ports) = (prepared.ssrc, prepared.ports);
+        let (media, zrtp) = match ports {
+            Ports::Video(ports) => {
+                let choice = io
+                    .audio
+                    .video
+                    .as_ref()
+                    .ok_or_else(|| CoreError::Call("this call has no camera".into()))?;
+                let setup = Box::new(video::setup(choice, ports, ssrc, &start)?);
+                io.video_stream = Some(stream);
+                match io.audio_stream.and_then(|a| io.media.get(&a)) {
+                    Some(audio) => audio.command(MediaCommand::AddVideo(setup)),
+                    None => io.pending_video = Some(std::sync::Mutex::new(setup)),
+                }
+                return Ok(());
+            }
+            Ports::Audio { media, zrtp } => (media, zrtp),
+        };
+        let zrtp = zrtp
             .into_inner()
             .map_err(|_| CoreError::Call("ZRTP engine poisoned".into()))?;
         let cfg = StreamConfig {
-            local_ssrc: prepared.ssrc,
+            local_ssrc: ssrc,
             codec: codec_of(start.codec.codec)?,
             payload_type: start.codec.payload_type,
             telephone_event_pt: start.codec.telephone_event,
@@ -1315,15 +1433,33 @@ impl CallLayer {
             peer_hello_hash: start.peer_hash,
             remote: start.remote,
         };
-        let media = prepared.media.start(
+        let media = media.start_with_video(
             cfg,
             Some(zrtp),
             io.audio.source.clone(),
             io.audio.sink.clone(),
+            io.pending_video
+                .take()
+                .and_then(|v| v.into_inner().ok())
+                .map(|v| *v),
             media_reporter(input, id, stream),
         )?;
         io.media.insert(stream, media);
+        io.audio_stream = Some(stream);
         Ok(())
+    }
+}
+
+/// A video stream's figures in the shape kept per stream.
+fn video_stats(s: &hush_media::video::VideoStats) -> StreamStats {
+    StreamStats {
+        sent_packets: s.packets_sent,
+        received_packets: s.packets_received,
+        lost_packets: s.packets_lost,
+        rtt_ms: s.rtt_ms,
+        withheld_frames: s.withheld_frames,
+        refused_datagrams: s.refused,
+        ..StreamStats::default()
     }
 }
 

@@ -1,0 +1,79 @@
+//! A call's video as the driver sets it up: the camera (a test pattern or a Y4M file
+//! for now), the recording of what the peer sends, and the stream's settings from the
+//! negotiation. The stream itself runs in the call's media thread, beside the audio,
+//! whose ZRTP session keys it.
+
+use super::machine::StreamStart;
+use super::policy_of;
+use crate::command::{VideoChoice, VideoSourceSpec};
+use crate::error::{CoreError, Result};
+use hush_media::driver::{PreparedVideo, VideoSetup};
+use hush_media::video::{
+    EncoderConfig, TestPattern, VideoConfig, VideoSource, Y4mReader, Y4mWriter,
+};
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+
+/// The size and rate of the test pattern: what a webcam commonly sends.
+const PATTERN: (u32, u32, u32) = (640, 480, 15);
+/// The bit rate a stream starts from (and its ceiling): enough for 640×480 at 15 fps.
+const START_KBPS: u32 = 800;
+
+/// Opens the source a video call sends.
+fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>> {
+    Ok(match spec {
+        VideoSourceSpec::Pattern => {
+            let (w, h, fps) = PATTERN;
+            Box::new(TestPattern::new(w, h, fps)?)
+        }
+        VideoSourceSpec::File(path) => {
+            let file = File::open(path).map_err(|e| {
+                CoreError::InvalidInput(format!("the video file {}: {e}", path.display()))
+            })?;
+            Box::new(Y4mReader::new(BufReader::new(file), true)?)
+        }
+    })
+}
+
+/// Everything the media thread needs to start a call's video stream.
+pub(super) fn setup(
+    choice: &VideoChoice,
+    ports: PreparedVideo,
+    ssrc: u32,
+    start: &StreamStart,
+) -> Result<VideoSetup> {
+    let source = open_source(&choice.source)?;
+    let (width, height) = source.size();
+    let fps = source.fps();
+    let record = match &choice.record {
+        Some(path) => {
+            let file = File::create(path).map_err(|e| {
+                CoreError::InvalidInput(format!("the video recording {}: {e}", path.display()))
+            })?;
+            Some(Y4mWriter::new(BufWriter::new(file), fps))
+        }
+        None => None,
+    };
+    Ok(VideoSetup {
+        ports,
+        config: VideoConfig {
+            local_ssrc: ssrc,
+            payload_type: start.codec.payload_type,
+            policy: policy_of(start.policy),
+            remote: start.remote,
+            remote_rtcp: start.remote_rtcp,
+            encoder: EncoderConfig {
+                width,
+                height,
+                fps,
+                bitrate_kbps: START_KBPS,
+                screen: false,
+            },
+        },
+        peer_hello_hash: start.peer_hash.clone(),
+        source,
+        viewer: None,
+        record,
+        sending: true,
+    })
+}
