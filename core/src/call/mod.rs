@@ -114,7 +114,7 @@ struct Prepared {
 enum Ports {
     Audio {
         media: PreparedMedia,
-        zrtp: std::sync::Mutex<ZrtpSession>,
+        zrtp: Box<std::sync::Mutex<ZrtpSession>>,
     },
     Video(PreparedVideo),
 }
@@ -762,7 +762,7 @@ impl CallLayer {
                     zrtp_hash: Some(zrtp.hello_hash()?),
                     rtcp_port: None,
                 };
-                let zrtp = std::sync::Mutex::new(zrtp);
+                let zrtp = Box::new(std::sync::Mutex::new(zrtp));
                 let ports = Ports::Audio { media, zrtp };
                 Ok((
                     Prepared {
