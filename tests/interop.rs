@@ -123,6 +123,7 @@ fn hushphone_calls_linphonec_with_x25519_and_pgp_words() {
         ZrtpSuites {
             key_agreement: Some("MS_ZRTP_KEY_AGREEMENT_X255"),
             sas: Some("MS_ZRTP_SAS_B256"),
+            video: false,
         },
         "X255/",
     );

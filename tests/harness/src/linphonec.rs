@@ -11,13 +11,17 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// ZRTP algorithm overrides (linphone's names, e.g. `MS_ZRTP_KEY_AGREEMENT_X255`).
+/// ZRTP algorithm overrides (linphone's names, e.g. `MS_ZRTP_KEY_AGREEMENT_X255`), and
+/// video.
 #[derive(Debug, Clone, Default)]
 pub struct ZrtpSuites {
     /// Key agreement.
     pub key_agreement: Option<&'static str>,
     /// SAS rendering.
     pub sas: Option<&'static str>,
+    /// Offer and accept video (its camera is a static picture, 572×468 at 15 fps), and
+    /// log at debug level to `linphone.log` in its directory.
+    pub video: bool,
 }
 
 /// A running linphonec.
@@ -32,6 +36,11 @@ pub struct Linphonec {
 }
 
 fn rc(name: &str, sip_port: u16, rtp_port: u16, suites: &ZrtpSuites) -> String {
+    let video = if suites.video {
+        "enabled=1\ncapture=1\ndisplay=0\nautomatically_initiate=1\nautomatically_accept=1\nsize=vga\n"
+    } else {
+        "enabled=0\ncapture=0\ndisplay=0\nautomatically_initiate=0\nautomatically_accept=0\n"
+    };
     let mut zrtp = String::new();
     if let Some(k) = suites.key_agreement {
         zrtp.push_str(&format!("zrtp_key_agreements_suites={k}\n"));
@@ -45,7 +54,7 @@ fn rc(name: &str, sip_port: u16, rtp_port: u16, suites: &ZrtpSuites) -> String {
          guess_hostname=0\nmedia_encryption=zrtp\nmedia_encryption_mandatory=1\ndefault_proxy=-1\n\
          register_only_when_network_is_up=0\ninc_timeout=30\n{zrtp}\n\
          [rtp]\naudio_rtp_port={rtp_port}\nvideo_rtp_port={}\ntext_rtp_port={}\nbind_address=127.0.0.1\nnortp_timeout=60\n\n\
-         [video]\nenabled=0\ncapture=0\ndisplay=0\nautomatically_initiate=0\nautomatically_accept=0\n\n\
+         [video]\n{video}\n\
          [sound]\nechocancellation=0\n\n\
          [storage]\nuri=null\ncall_logs_db_uri=null\nfriends_db_uri=null\nzrtp_secrets_db_uri=null\n\n\
          [misc]\nenable_basic_to_client_group_chat_room_migration=0\n\n\
@@ -81,6 +90,13 @@ impl Linphonec {
             .current_dir(dir.path());
         if auto_answer {
             cmd.arg("-a");
+        }
+        if suites.video {
+            cmd.arg("-V")
+                .arg("-d")
+                .arg("6")
+                .arg("-l")
+                .arg(dir.path().join("linphone.log"));
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -195,6 +211,11 @@ impl Linphonec {
             .trim()
             .trim_end_matches('.');
         Ok(token.to_owned())
+    }
+
+    /// Its debug log so far (with [`ZrtpSuites::video`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.file("linphone.log")).unwrap_or_default()
     }
 
     /// Everything it printed so far.

@@ -1,0 +1,179 @@
+//! Video calls with linphonec 5.1 (mediastreamer2's VP8, bzrtp's multistream): the
+//! pictures cross both ways, checked by content where the sender is ours, and every
+//! stream is keyed by ZRTP.
+
+use hush_harness::{Linphonec, ZrtpSuites};
+use hush_media::video::{VideoSource, Y4mReader};
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The test pattern's bars as RGB, left to right (white, yellow, cyan, green, magenta,
+/// red, blue, black).
+const BARS_RGB: [(u8, u8, u8); 8] = [
+    (235, 235, 235),
+    (235, 235, 16),
+    (16, 235, 235),
+    (16, 235, 16),
+    (235, 16, 235),
+    (235, 16, 16),
+    (16, 16, 235),
+    (16, 16, 16),
+];
+
+fn video_peer() -> Linphonec {
+    let suites = ZrtpSuites {
+        video: true,
+        ..ZrtpSuites::default()
+    };
+    Linphonec::start("bob", true, suites).expect("linphonec")
+}
+
+/// linphonec's snapshot of what it decodes shows our bars.
+fn shows_our_bars(jpeg: &std::path::Path) -> Result<(), String> {
+    let img = image::open(jpeg).map_err(|e| e.to_string())?.to_rgb8();
+    let (w, h) = img.dimensions();
+    for (i, want) in BARS_RGB.iter().enumerate() {
+        let x = (2 * i as u32 + 1) * w / 16;
+        let p = img.get_pixel(x, h * 3 / 8);
+        let close = |a: u8, b: u8| a.abs_diff(b) <= 48;
+        if !(close(p[0], want.0) && close(p[1], want.1) && close(p[2], want.2)) {
+            return Err(format!("bar {i} at x={x}: {p:?}, want {want:?} ({w}x{h})"));
+        }
+    }
+    Ok(())
+}
+
+/// Asks linphonec for a snapshot of the picture it decodes until it has written one
+/// (bounded: it decodes 15 pictures a second once our video runs).
+fn snapshot(bob: &mut Linphonec) -> std::path::PathBuf {
+    let snapshot = bob.file("seen-by-linphonec.jpg");
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while !snapshot.exists() {
+        assert!(Instant::now() < deadline, "no snapshot: {}", bob.output());
+        bob.send(&format!("snapshot {}", snapshot.display()))
+            .expect("snapshot");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    snapshot
+}
+
+/// Our recording of linphonec's camera (a still 572x468 image, which it sends at one
+/// picture a second here): its pictures.
+fn pictures_from_linphonec(path: &std::path::Path) -> usize {
+    let file = std::fs::File::open(path).expect("our recording");
+    let mut y4m = Y4mReader::new(file, false).expect("y4m");
+    let mut frames = 0;
+    while let Some(p) = y4m.next_frame().expect("frame") {
+        assert_eq!((p.width(), p.height()), (572, 468));
+        frames += 1;
+    }
+    frames
+}
+
+/// linphonec's log says its video stream was keyed by ZRTP (multistream).
+fn assert_all_streams_keyed(bob: &Linphonec) {
+    let log = bob.log();
+    for line in [
+        "Trying to start ZRTP encryption on video stream",
+        "All streams are encrypted, key exchanged using ZRTP",
+    ] {
+        assert!(log.contains(line), "linphonec's log lacks {line:?}");
+    }
+}
+
+/// The call's secure line, with the SAS linphonec shows too.
+fn assert_same_sas(records: &[Value], theirs: &str) {
+    let secure = records
+        .iter()
+        .find(|r| r["type"] == "security" && r["state"] == "secure")
+        .expect("secure line");
+    assert_eq!(secure["sas"], theirs);
+}
+
+#[test]
+fn hushphone_calls_linphonec_with_video_both_ways_keyed_by_zrtp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bob = video_peer();
+    let ours = dir.path().join("from-linphonec.y4m");
+    let child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .arg("--profile")
+        .arg(dir.path().join("profile"))
+        .arg("--json")
+        .args(["call", &bob.address(), "--tone", "440", "--video"])
+        .arg("--video-record")
+        .arg(&ours)
+        .args(["--duration", "8"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hushphone");
+    let their_sas = bob.sas(Duration::from_secs(15)).expect("linphonec secure");
+    let snapshot = snapshot(&mut bob);
+    let out = child.wait_with_output().expect("hushphone ends");
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{}\n{records:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The snapshot file may be written in pieces: read once the call is over.
+    shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
+    assert_all_streams_keyed(&bob);
+    assert_same_sas(&records, &their_sas);
+    let frames = pictures_from_linphonec(&ours);
+    assert!(frames >= 4, "{frames} pictures from linphonec");
+}
+
+#[test]
+fn linphonec_calls_hushphone_with_video_both_ways_keyed_by_zrtp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = hush_harness::free_port();
+    let ours = dir.path().join("from-linphonec.y4m");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .arg("--profile")
+        .arg(dir.path().join("profile"))
+        .args(["--json", "answer", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--auto", "--tone", "440", "--video", "--duration", "8"])
+        .arg("--video-record")
+        .arg(&ours)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("answer");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let listening = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("listening line");
+    assert_eq!(listening["type"], "listening");
+    let mut bob = video_peer();
+    bob.send(&format!("call sip:hushphone@127.0.0.1:{port}"))
+        .expect("call");
+    let their_sas = bob.sas(Duration::from_secs(15)).expect("linphonec secure");
+    let snapshot = snapshot(&mut bob);
+    let status = child.wait().expect("answer exits after the call");
+    let records: Vec<Value> = rx.try_iter().collect();
+    assert!(status.success(), "{records:?}");
+    shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
+    assert_all_streams_keyed(&bob);
+    assert_same_sas(&records, &their_sas);
+    let frames = pictures_from_linphonec(&ours);
+    assert!(frames >= 4, "{frames} pictures from linphonec");
+}
