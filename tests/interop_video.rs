@@ -82,6 +82,24 @@ fn assert_all_streams_keyed(bob: &Linphonec) {
     }
 }
 
+/// The stats lines name their stream, and the video's count linphonec's pictures.
+fn assert_video_stats(records: &[Value]) {
+    let video = records
+        .iter()
+        .filter(|r| r["type"] == "stats" && r["stream"] == "video")
+        .last()
+        .unwrap_or_else(|| panic!("no video stats line: {records:?}"));
+    assert_eq!(video["size"], "572x468", "{video}");
+    assert!(video["frames_decoded"].as_u64() >= Some(2), "{video}");
+    assert!(video["frames_sent"].as_u64() >= Some(30), "{video}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "stats" && r["stream"] == "audio"),
+        "{records:?}"
+    );
+}
+
 /// The call's secure line, with the SAS linphonec shows too.
 fn assert_same_sas(records: &[Value], theirs: &str) {
     let secure = records
@@ -125,6 +143,7 @@ fn hushphone_calls_linphonec_with_video_both_ways_keyed_by_zrtp() {
     shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
     assert_all_streams_keyed(&bob);
     assert_same_sas(&records, &their_sas);
+    assert_video_stats(&records);
     let frames = pictures_from_linphonec(&ours);
     assert!(frames >= 4, "{frames} pictures from linphonec");
 }
@@ -174,6 +193,7 @@ fn linphonec_calls_hushphone_with_video_both_ways_keyed_by_zrtp() {
     shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
     assert_all_streams_keyed(&bob);
     assert_same_sas(&records, &their_sas);
+    assert_video_stats(&records);
     let frames = pictures_from_linphonec(&ours);
     assert!(frames >= 4, "{frames} pictures from linphonec");
 }

@@ -62,12 +62,24 @@ pub enum Event {
         /// E.g. "X255/AES1/S256/HS80/B32".
         algorithms: String,
     },
-    /// Periodic media statistics.
+    /// Periodic media statistics, per stream.
     CallStats {
         /// Which call.
         call: CallId,
+        /// Which of its streams.
+        kind: crate::snapshot::StreamKind,
         /// The figures.
         stats: CallStats,
+    },
+    /// One stream of a call ended while the call goes on (video that could not be
+    /// keyed, or failed), with the reason.
+    CallStreamEnded {
+        /// Which call.
+        call: CallId,
+        /// What the stream carried.
+        kind: crate::snapshot::StreamKind,
+        /// Why.
+        reason: String,
     },
     /// The peer pressed a key.
     CallDtmf {

@@ -174,6 +174,27 @@ pub struct CallStats {
     pub rtt_ms: Option<u32>,
     /// Datagrams dropped as malformed, forged, replayed or unencrypted.
     pub refused: u64,
+    /// A video stream's pictures.
+    pub video: Option<VideoFigures>,
+}
+
+/// What a video stream's pictures amount to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct VideoFigures {
+    /// Pictures coded and sent.
+    pub frames_sent: u64,
+    /// Frames received whole.
+    pub frames_received: u64,
+    /// Pictures decoded.
+    pub frames_decoded: u64,
+    /// Key frames we asked the peer for.
+    pub key_frames_asked: u64,
+    /// Size of the last picture decoded.
+    pub width: u32,
+    /// Size of the last picture decoded.
+    pub height: u32,
+    /// Pictures decoded over the last second.
+    pub fps: u32,
 }
 
 /// A chat as shown to the user.

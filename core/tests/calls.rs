@@ -138,7 +138,7 @@ fn echo_peer_call_is_secure_and_echoes_the_tone() {
         "X25519 preferred"
     );
     wait(&mut events, "two seconds of echo", |ev| match ev {
-        Event::CallStats { call: c, stats } if *c == call && stats.packets_received >= 100 => {
+        Event::CallStats { call: c, stats, .. } if *c == call && stats.packets_received >= 100 => {
             Some(())
         }
         _ => None,
@@ -348,7 +348,9 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
     let sas_b = wait(&mut b_ev, "bob secure", secure_sas(b_call));
     assert_eq!(sas_a, sas_b);
     wait(&mut b_ev, "audio at bob", |e| match e {
-        Event::CallStats { call, stats } if *call == b_call && stats.packets_received >= 100 => {
+        Event::CallStats { call, stats, .. }
+            if *call == b_call && stats.packets_received >= 100 =>
+        {
             Some(())
         }
         _ => None,

@@ -165,6 +165,7 @@ fn call_of(ev: &Event) -> Option<CallId> {
         | Event::CallAlgorithms { call, .. }
         | Event::CallSecurity { call, .. }
         | Event::CallStats { call, .. }
+        | Event::CallStreamEnded { call, .. }
         | Event::CallDtmf { call, .. } => Some(*call),
         _ => None,
     }

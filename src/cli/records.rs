@@ -89,9 +89,10 @@ pub(crate) fn call_event(out: &Out, ev: &Event) {
             }
             out.record("security", &f);
         }
-        Event::CallStats { call, stats } => {
+        Event::CallStats { call, kind, stats } => {
             let mut f = vec![
                 ("call", call_id(*call)),
+                ("stream", stream_word(*kind).into()),
                 ("sent", stats.packets_sent.into()),
                 ("received", stats.packets_received.into()),
                 ("lost", stats.packets_lost.into()),
@@ -101,8 +102,27 @@ pub(crate) fn call_event(out: &Out, ev: &Event) {
             if let Some(rtt) = stats.rtt_ms {
                 f.push(("rtt_ms", rtt.into()));
             }
+            if let Some(v) = stats.video {
+                f.extend([
+                    ("frames_sent", v.frames_sent.into()),
+                    ("frames_received", v.frames_received.into()),
+                    ("frames_decoded", v.frames_decoded.into()),
+                    ("key_frames_asked", v.key_frames_asked.into()),
+                    ("size", format!("{}x{}", v.width, v.height).into()),
+                    ("fps", v.fps.into()),
+                ]);
+            }
             out.record("stats", &f);
         }
+        Event::CallStreamEnded { call, kind, reason } => out.record(
+            "stream",
+            &[
+                ("call", call_id(*call)),
+                ("kind", stream_word(*kind).into()),
+                ("state", "ended".into()),
+                ("reason", reason.clone().into()),
+            ],
+        ),
         Event::CallDtmf { call, key } => out.record(
             "dtmf",
             &[("call", call_id(*call)), ("key", key.to_string().into())],
@@ -334,4 +354,13 @@ pub(crate) fn chat_event(out: &Out, ev: &Event) -> bool {
         _ => {}
     }
     false
+}
+
+/// A stream's kind as the records name it.
+pub(crate) fn stream_word(kind: hush_core::snapshot::StreamKind) -> &'static str {
+    match kind {
+        hush_core::snapshot::StreamKind::Audio => "audio",
+        hush_core::snapshot::StreamKind::Video => "video",
+        hush_core::snapshot::StreamKind::Screen => "screen",
+    }
 }

@@ -1060,46 +1060,22 @@ impl CallLayer {
         let now = Instant::now();
         match input {
             CallInput::Sip(line, ev) => self.sip(now, line, ev, events),
-            CallInput::Media(id, mut stream, report) => {
+            CallInput::Media(id, stream, report) => {
                 // The video stream's news comes from the audio stream's thread.
-                let report = match report {
-                    MediaReport::VideoEvent(e) => {
-                        match self.io.get(&id).and_then(|io| io.video_stream) {
-                            Some(v) => stream = v,
-                            None => return,
-                        }
-                        MediaReport::Event(e)
-                    }
-                    MediaReport::VideoStats(s) => {
-                        match self.io.get(&id).and_then(|io| io.video_stream) {
-                            Some(v) => stream = v,
-                            None => return,
-                        }
-                        MediaReport::Stats(video_stats(&s))
-                    }
-                    other => other,
-                };
-                let media = match report {
-                    MediaReport::Event(StreamEvent::Secure {
-                        sas,
-                        verified,
-                        cache_mismatch,
-                        new_key,
-                        algorithms,
-                    }) => MediaInput::Secure {
-                        sas,
-                        verified,
-                        cache_mismatch,
-                        new_key,
-                        algorithms: algorithms.to_string(),
+                let video = self.io.get(&id).and_then(|io| io.video_stream);
+                let (stream, media) = match report {
+                    MediaReport::VideoEvent(e) => match video {
+                        Some(v) => (v, media_input(e)),
+                        None => return,
                     },
-                    MediaReport::Event(StreamEvent::Cleartext(why)) => MediaInput::Cleartext(why),
-                    MediaReport::Event(StreamEvent::Failed(why)) => MediaInput::Failed(why),
-                    MediaReport::Event(StreamEvent::Dtmf(key)) => MediaInput::Dtmf(key),
+                    MediaReport::VideoStats(s) => match video {
+                        Some(v) => (v, MediaInput::Stats(video_stats(&s))),
+                        None => return,
+                    },
+                    MediaReport::Event(e) => (stream, media_input(e)),
                     MediaReport::Stats(s) | MediaReport::Ended(s) => {
-                        MediaInput::Stats(to_stats(&s))
+                        (stream, MediaInput::Stats(to_stats(&s)))
                     }
-                    MediaReport::VideoEvent(_) | MediaReport::VideoStats(_) => return,
                 };
                 let _ = self.core.handle(now, Input::Media(id, stream, media));
             }
@@ -1450,16 +1426,46 @@ impl CallLayer {
     }
 }
 
-/// A video stream's figures in the shape kept per stream.
-fn video_stats(s: &hush_media::video::VideoStats) -> StreamStats {
-    StreamStats {
-        sent_packets: s.packets_sent,
-        received_packets: s.packets_received,
-        lost_packets: s.packets_lost,
+/// What a media stream's event tells the machine.
+fn media_input(e: StreamEvent) -> MediaInput {
+    match e {
+        StreamEvent::Secure {
+            sas,
+            verified,
+            cache_mismatch,
+            new_key,
+            algorithms,
+        } => MediaInput::Secure {
+            sas,
+            verified,
+            cache_mismatch,
+            new_key,
+            algorithms: algorithms.to_string(),
+        },
+        StreamEvent::Cleartext(why) => MediaInput::Cleartext(why),
+        StreamEvent::Failed(why) => MediaInput::Failed(why),
+        StreamEvent::Dtmf(key) => MediaInput::Dtmf(key),
+    }
+}
+
+/// A video stream's figures, pictures included.
+fn video_stats(s: &hush_media::video::VideoStats) -> CallStats {
+    CallStats {
+        packets_sent: s.packets_sent,
+        packets_received: s.packets_received,
+        packets_lost: s.packets_lost,
+        jitter_ms: 0,
         rtt_ms: s.rtt_ms,
-        withheld_frames: s.withheld_frames,
-        refused_datagrams: s.refused,
-        ..StreamStats::default()
+        refused: s.refused,
+        video: Some(crate::snapshot::VideoFigures {
+            frames_sent: s.frames_sent,
+            frames_received: s.frames_received,
+            frames_decoded: s.frames_decoded,
+            key_frames_asked: s.key_frames_asked,
+            width: s.width,
+            height: s.height,
+            fps: s.fps,
+        }),
     }
 }
 
@@ -1471,6 +1477,7 @@ fn to_stats(s: &StreamStats) -> CallStats {
         jitter_ms: s.jitter_ms,
         rtt_ms: s.rtt_ms,
         refused: s.refused_datagrams,
+        video: None,
     }
 }
 

@@ -1040,6 +1040,25 @@ impl CallCore {
                 stream.security = CallSecurity::Cleartext;
                 self.refresh_security(id);
             }
+            // A video stream that cannot be keyed (a peer refusing multistream) or
+            // fails ends alone: the call goes on with audio, and the user is told why.
+            // The audio failing ends the call.
+            MediaInput::Failed(why) if stream.kind == Some(MediaKind::Video) => {
+                tracing::info!(call = id.0, reason = %why, "the video stream ended");
+                let running = matches!(stream.state, StreamState::Running | StreamState::Starting);
+                stream.state = StreamState::Refused;
+                stream.security = CallSecurity::Failed(why.clone());
+                if running {
+                    self.out
+                        .push_back(Output::Media(id, index, MediaAction::Stop));
+                }
+                self.event(Event::CallStreamEnded {
+                    call: id,
+                    kind: StreamKind::Video,
+                    reason: why,
+                });
+                self.refresh_security(id);
+            }
             MediaInput::Failed(why) => self.fail(id, why),
             MediaInput::Dtmf(key) => self.event(Event::CallDtmf { call: id, key }),
             MediaInput::Stats(stats) => {
@@ -1047,8 +1066,13 @@ impl CallCore {
                 if stream.kind == Some(MediaKind::Audio) {
                     call.view.stats = Some(stats);
                 }
+                let kind = stream.shown_kind().unwrap_or(StreamKind::Audio);
                 call.view.streams = call.stream_views();
-                self.event(Event::CallStats { call: id, stats });
+                self.event(Event::CallStats {
+                    call: id,
+                    kind,
+                    stats,
+                });
             }
         }
     }

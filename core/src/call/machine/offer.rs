@@ -110,6 +110,11 @@ impl Stream {
         }
     }
 
+    /// What the views call it (a video m-line with `a=content:slides` is a screen).
+    pub(super) fn shown_kind(&self) -> Option<crate::snapshot::StreamKind> {
+        Some(view_kind(self.kind?, self.content.as_deref()))
+    }
+
     /// How the views show it (streams that never ran or were refused are not shown).
     pub(super) fn view(&self) -> Option<MediaStreamView> {
         let kind = self.kind?;

@@ -1114,3 +1114,43 @@ fn the_machine_touches_no_socket_task_or_clock() {
         }
     }
 }
+
+#[test]
+fn a_video_stream_that_cannot_be_keyed_ends_alone_and_the_call_goes_on_with_audio() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 16);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    assert_eq!(starts(&p.a.take_media()).len(), 2);
+    let now = p.now;
+    p.a.secure(now, "ab12");
+    // The peer refuses multistream: the video channel fails.
+    p.a.media_in(
+        now,
+        1,
+        MediaInput::Failed("the video stream was not keyed: no multistream".into()),
+    );
+    assert!(p.a.take_media().contains(&(1, MediaAction::Stop)));
+    let view = p.a.view().expect("the call goes on");
+    assert_eq!(view.state, CallState::Connected);
+    assert_eq!(
+        view.streams.iter().map(|s| s.kind).collect::<Vec<_>>(),
+        [StreamKind::Audio]
+    );
+    assert!(p.a.security().is_encrypted(), "{:?}", p.a.security());
+    assert!(
+        p.a.events.iter().any(|e| matches!(
+            e,
+            Event::CallStreamEnded { kind: StreamKind::Video, reason, .. } if reason.contains("multistream")
+        )),
+        "the user is told: {:?}",
+        p.a.events
+    );
+    // The audio failing still ends the call.
+    p.a.media_in(now, 0, MediaInput::Failed("the audio stream failed".into()));
+    assert!(matches!(
+        p.a.view().map(|v| v.state),
+        None | Some(CallState::Ended(_))
+    ));
+}
