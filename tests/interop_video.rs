@@ -86,8 +86,7 @@ fn assert_all_streams_keyed(bob: &Linphonec) {
 fn assert_video_stats(records: &[Value]) {
     let video = records
         .iter()
-        .filter(|r| r["type"] == "stats" && r["stream"] == "video")
-        .last()
+        .rfind(|r| r["type"] == "stats" && r["stream"] == "video")
         .unwrap_or_else(|| panic!("no video stats line: {records:?}"));
     assert_eq!(video["size"], "572x468", "{video}");
     assert!(video["frames_decoded"].as_u64() >= Some(2), "{video}");
