@@ -386,6 +386,13 @@ pub enum Command {
         /// Muted or not.
         on: bool,
     },
+    /// Stop sending pictures (camera off) or start again; the call goes on.
+    Camera {
+        /// The call.
+        call: CallId,
+        /// Camera on.
+        on: bool,
+    },
     /// The SAS the peer read out was not ours: end the call and say why.
     SasMismatch {
         /// The call.
@@ -418,6 +425,7 @@ impl Command {
             Command::SetSasVerified { .. } => "set SAS verified",
             Command::SasMismatch { .. } => "report SAS mismatch",
             Command::Mute { .. } => "mute",
+            Command::Camera { .. } => "camera",
             Command::SetPeerVerified { .. } => "set peer verified",
             Command::RegisterXmpp(_) => "create account",
             Command::ChangeXmppPassword { .. } => "change password",

@@ -70,6 +70,7 @@ pub struct Phone {
     events: broadcast::Sender<Event>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     waker: Arc<Mutex<Option<Waker>>>,
+    pictures: crate::call::Pictures,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -123,8 +124,9 @@ impl Phone {
         // password it opens at unlock.
         let zid_changed = Arc::new(tokio::sync::Notify::new());
         let zid = ZidState::open(&mut profile, &zid_changed);
+        let pictures = crate::call::Pictures::default();
         let mut core = Core {
-            calls: CallLayer::new(call_tx, zid, resolver),
+            calls: CallLayer::new(call_tx, zid, resolver, pictures.clone()),
             chats: ChatLayer::new(chat_tx),
             statuses: HashMap::new(),
             pending: Vec::new(),
@@ -146,6 +148,7 @@ impl Phone {
             events,
             snapshot,
             waker,
+            pictures,
             runtime: Some(runtime),
         })
     }
@@ -192,6 +195,12 @@ impl Phone {
     /// The current picture of the phone.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// The newest pictures of a video call (none for a call without video): shared
+    /// slots the media thread fills, so a window shows them without the core.
+    pub fn pictures(&self, call: crate::snapshot::CallId) -> Option<crate::call::CallPictures> {
+        self.pictures.lock().ok()?.get(&call).cloned()
     }
 
     /// A receiver that is notified on every snapshot change.
@@ -986,6 +995,10 @@ impl Core {
             }
             Command::Mute { call, on } => {
                 self.calls.mute(call, on, &mut events)?;
+                Reply::Done
+            }
+            Command::Camera { call, on } => {
+                self.calls.camera(call, on)?;
                 Reply::Done
             }
             Command::SasMismatch { call } => {

@@ -275,6 +275,8 @@ pub struct VideoSetup {
     pub source: Box<dyn VideoSource>,
     /// Where the newest received picture goes.
     pub viewer: Option<Viewer>,
+    /// Where the newest picture we send goes (the self-view).
+    pub self_view: Option<Viewer>,
     /// A recording of the received pictures.
     pub record: Option<Y4mWriter<std::io::BufWriter<std::fs::File>>>,
     /// Send pictures from the start (the camera is on).
@@ -299,6 +301,7 @@ struct VideoPart {
     rtcp: UdpSocket,
     source: Box<dyn VideoSource>,
     viewer: Option<Viewer>,
+    self_view: Option<Viewer>,
     record: Option<Y4mWriter<std::io::BufWriter<std::fs::File>>>,
     interval: Duration,
     next_frame: Instant,
@@ -327,6 +330,7 @@ impl VideoPart {
             peer_hello_hash,
             source,
             viewer,
+            self_view,
             record,
             sending,
         } = setup;
@@ -350,6 +354,7 @@ impl VideoPart {
             rtcp: ports.rtcp,
             source,
             viewer,
+            self_view,
             record,
             interval: Duration::from_micros(1_000_000 / u64::from(fps)),
             next_frame: now,
@@ -555,6 +560,11 @@ impl Loop {
             Ok(Some(picture)) if !held => {
                 if let Err(e) = v.stream.send_frame(now, &picture) {
                     tracing::warn!(error = %e, "a picture could not be sent");
+                }
+                if let Some(view) = &v.self_view
+                    && let Ok(mut slot) = view.lock()
+                {
+                    *slot = Some(picture);
                 }
             }
             Ok(_) => {}

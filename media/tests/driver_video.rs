@@ -117,6 +117,7 @@ fn start(
         peer_hello_hash: Some(peer.4.clone()),
         source: Box::new(TestPattern::new(320, 240, FPS).expect("pattern")),
         viewer,
+        self_view: None,
         record: record.map(|p| {
             Y4mWriter::new(
                 std::io::BufWriter::new(std::fs::File::create(p).expect("file")),

@@ -62,6 +62,10 @@ enum Cmd {
         /// screenshot waits until the call is secure).
         #[arg(long)]
         echo_test: bool,
+        /// The same with video: the far end sends the test pattern back (the screenshot
+        /// waits until its pictures show).
+        #[arg(long, conflicts_with = "echo_test")]
+        video_test: bool,
     },
     /// Add, list or remove accounts.
     #[command(subcommand)]
@@ -123,18 +127,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
         screenshot: None,
         page: None,
         echo_test: false,
+        video_test: false,
     };
     match cli.command.unwrap_or(gui) {
         Cmd::Gui {
             screenshot,
             page,
             echo_test,
+            video_test,
         } => hush_ui::run(
             phone,
             hush_ui::Options {
                 screenshot,
                 page,
                 echo_test,
+                video_test,
             },
         )?,
         Cmd::Account(cmd) => account::account(&phone, cmd, &mut secrets, &out)?,

@@ -58,7 +58,7 @@ pub struct HushApp {
     accounts: AccountsPage,
     contacts: ContactsPage,
     chat: ChatPage,
-    calls: CallsPage,
+    pub(crate) calls: CallsPage,
     settings: SettingsPage,
     join: JoinForm,
     /// A fixed picture to draw instead of the phone's (frame-time benchmarks).
@@ -128,6 +128,11 @@ impl HushApp {
     /// Starts the built-in echo test (as the button does).
     pub fn start_echo_test(&mut self) {
         self.shell.echo_test();
+    }
+
+    /// Starts the echo test with video (the far end sends the test pattern back).
+    pub fn start_video_test(&mut self) {
+        self.shell.video_test();
     }
 
     /// True once some call is encrypted (for screenshots of a secured call).
@@ -439,14 +444,18 @@ pub(crate) struct Window {
     pub(crate) screenshot: Option<crate::screenshot::ScreenshotJob>,
     /// Hold the screenshot until a call is secure (at most 15 s).
     pub(crate) wait_secure: bool,
+    /// ... and until the peer's pictures show.
+    pub(crate) wait_video: bool,
     pub(crate) started: Instant,
 }
 
 impl eframe::App for Window {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.app.ui(ui);
+        let waiting =
+            !self.app.any_secure_call() || (self.wait_video && !self.app.calls.showing_video());
         if self.wait_secure
-            && !self.app.any_secure_call()
+            && waiting
             && self.started.elapsed() < std::time::Duration::from_secs(15)
         {
             ui.ctx()

@@ -7,9 +7,9 @@ use crate::sas::{choices, halves};
 use crate::widgets::labeled_edit;
 use crate::widgets::{AMBER, RED, sas_indicator};
 use eframe::egui;
-use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec, VideoChoice, VideoSourceSpec};
 use hush_core::model::EncryptionPolicy;
-use hush_core::snapshot::{CallId, CallState, CallView};
+use hush_core::snapshot::{CallId, CallState, CallView, StreamKind};
 use hush_core::{AccountId, CallSecurity, Command, Protocol, Snapshot};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -34,14 +34,40 @@ pub(crate) struct CallsPage {
     pub(crate) connected_since: HashMap<CallId, Instant>,
     /// Ended calls the user has cleared (the core keeps the last few with their reason).
     dismissed: HashSet<CallId>,
+    /// The pictures of each video call on screen.
+    video: HashMap<CallId, crate::video::CallTextures>,
+    /// Calls whose camera the user turned off.
+    camera_off: HashSet<CallId>,
+}
+
+/// The camera of a video call from the window: the test pattern (camera capture is
+/// not built yet).
+fn camera() -> VideoChoice {
+    VideoChoice {
+        source: VideoSourceSpec::Pattern,
+        record: None,
+    }
 }
 
 impl Shell {
     pub(crate) fn place_call(&mut self, account: Option<AccountId>, target: String) {
+        self.place_call_with(account, target, None);
+    }
+
+    /// Places a call, with video if given.
+    pub(crate) fn place_call_with(
+        &mut self,
+        account: Option<AccountId>,
+        target: String,
+        video: Option<VideoChoice>,
+    ) {
         self.phone.send(Command::PlaceCall {
             account,
             target,
-            audio: self.audio.clone(),
+            audio: MediaChoice {
+                video,
+                ..self.audio.clone()
+            },
             policy: None,
         });
         self.page = crate::app::Page::Calls;
@@ -52,7 +78,18 @@ impl Shell {
         self.echo_test_with(self.audio.clone());
     }
 
-    /// The echo test with this microphone and speaker.
+    /// The echo test with video: the far end echoes the voice and sends the test
+    /// pattern back, so both pictures and the keyed video stream can be seen.
+    pub(crate) fn video_test(&mut self) {
+        let audio = MediaChoice {
+            video: Some(camera()),
+            ..self.audio.clone()
+        };
+        self.echo_test_with(audio);
+    }
+
+    /// The echo test with this microphone and speaker (and camera: then the far end
+    /// sends pictures too).
     pub(crate) fn echo_test_with(&mut self, audio: MediaChoice) {
         let phone = self.phone.clone();
         let listen = Command::Listen {
@@ -60,7 +97,7 @@ impl Shell {
             auto_answer: Some(hush_core::command::MediaChoice {
                 source: hush_core::command::SourceSpec::Echo,
                 sink: hush_core::command::SinkSpec::Null,
-                video: None,
+                video: audio.video.as_ref().map(|_| camera()),
             }),
             policy: EncryptionPolicy::Mandatory,
         };
@@ -80,6 +117,13 @@ impl Shell {
 }
 
 impl CallsPage {
+    /// Some call shows the peer's pictures.
+    pub(crate) fn showing_video(&self) -> bool {
+        self.video
+            .values()
+            .any(crate::video::CallTextures::has_theirs)
+    }
+
     pub(crate) fn show(&mut self, ui: &mut egui::Ui, snap: &Snapshot, shell: &mut Shell) {
         ui.heading("Calls");
         let sip = snap
@@ -95,13 +139,18 @@ impl CallsPage {
                 "sip:friend@example.org",
                 false,
             );
-            if ui.button("Call").clicked() && !self.dial.trim().is_empty() {
-                let t = self.dial.trim().to_owned();
-                let direct = t.trim_start_matches("sip:").contains(':');
-                shell.place_call(if direct { None } else { sip }, t);
+            for (label, video) in [("Call", None), ("Video call", Some(camera()))] {
+                if ui.button(label).clicked() && !self.dial.trim().is_empty() {
+                    let t = self.dial.trim().to_owned();
+                    let direct = t.trim_start_matches("sip:").contains(':');
+                    shell.place_call_with(if direct { None } else { sip }, t, video);
+                }
             }
             if ui.button("Try a secure echo test").clicked() {
                 shell.echo_test();
+            }
+            if ui.button("Try a secure video test").clicked() {
+                shell.video_test();
             }
         });
         ui.separator();
@@ -170,6 +219,15 @@ impl CallsPage {
                             audio: shell.audio.clone(),
                         });
                     }
+                    if ui.button("Answer with video").clicked() {
+                        shell.phone.send(Command::Answer {
+                            call: c.id,
+                            audio: MediaChoice {
+                                video: Some(camera()),
+                                ..shell.audio.clone()
+                            },
+                        });
+                    }
                     if ui.button("Decline").clicked() {
                         shell.phone.send(Command::Reject {
                             call: c.id,
@@ -216,6 +274,16 @@ impl CallsPage {
                 return;
             }
             sas_indicator(ui, &c.security);
+            let video = c
+                .streams
+                .iter()
+                .any(|s| matches!(s.kind, StreamKind::Video | StreamKind::Screen));
+            if video && let Some(pictures) = shell.phone.pictures(c.id) {
+                self.video
+                    .entry(c.id)
+                    .or_default()
+                    .show(ui, &pictures, c.id.0);
+            }
             if let Some(a) = &c.algorithms {
                 ui.weak(format!("Algorithms: {a}"));
             }
@@ -259,6 +327,23 @@ impl CallsPage {
                         call: c.id,
                         on: !muted,
                     });
+                }
+                if video {
+                    let off = self.camera_off.contains(&c.id);
+                    if ui
+                        .button(if off { "Camera on" } else { "Camera off" })
+                        .clicked()
+                    {
+                        if off {
+                            self.camera_off.remove(&c.id);
+                        } else {
+                            self.camera_off.insert(c.id);
+                        }
+                        shell.phone.send(Command::Camera {
+                            call: c.id,
+                            on: off,
+                        });
+                    }
                 }
                 if ui.button("Keypad").clicked() {
                     self.keypad = if self.keypad == Some(c.id) {

@@ -11,6 +11,7 @@ mod contacts;
 mod sas;
 mod screenshot;
 mod settings;
+mod video;
 mod widgets;
 
 pub use app::HushApp;
@@ -39,6 +40,8 @@ pub struct Options {
     pub page: Option<String>,
     /// Start the echo test with a test tone (a screenshot waits until it is secure).
     pub echo_test: bool,
+    /// The same with video (a screenshot waits until the far end's pictures show).
+    pub video_test: bool,
 }
 
 /// Opens the main window and runs until it is closed.
@@ -73,18 +76,23 @@ pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
             if let Some(p) = &options.page {
                 app.open_page(p);
             }
-            if options.echo_test {
+            if options.echo_test || options.video_test {
                 app = app.with_audio(hush_core::command::MediaChoice {
                     source: hush_core::command::SourceSpec::Tone(440.0),
                     sink: hush_core::command::SinkSpec::Null,
                     video: None,
                 });
-                app.start_echo_test();
+                if options.video_test {
+                    app.start_video_test();
+                } else {
+                    app.start_echo_test();
+                }
             }
             Ok(Box::new(app::Window {
                 app,
                 screenshot: job,
-                wait_secure: options.echo_test,
+                wait_secure: options.echo_test || options.video_test,
+                wait_video: options.video_test,
                 started: std::time::Instant::now(),
             }))
         }),

@@ -289,3 +289,74 @@ fn a_verified_contact_on_a_new_key_gets_its_own_warning_until_compared() {
         ],
     );
 }
+
+#[test]
+fn the_video_test_shows_both_pictures_keyed_and_the_camera_turns_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut app = HushApp::new(phone.clone()).with_audio(tone());
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    let mut events = phone.events();
+    h.get_by_label("Calls").click();
+    h.run_ok();
+    h.get_by_label("Try a secure video test").click();
+    until(&mut h, &phone, "both pictures", |h| {
+        has(h, "Their video") && has(h, "Your video")
+    });
+    let snap = phone.snapshot();
+    let call = snap
+        .calls
+        .iter()
+        .find(|c| !c.automatic)
+        .expect("the video test call");
+    let kinds: Vec<_> = call.streams.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            hush_core::snapshot::StreamKind::Audio,
+            hush_core::snapshot::StreamKind::Video
+        ]
+    );
+    assert!(
+        call.streams
+            .iter()
+            .all(|s| matches!(s.security, CallSecurity::Secure { .. })),
+        "{:?}",
+        call.streams
+    );
+    assert!(
+        call.algorithms
+            .as_deref()
+            .is_some_and(|a| !a.starts_with("Mult")),
+        "the call shows its key exchange, not the multistream one: {:?}",
+        call.algorithms
+    );
+    let id = call.id;
+    h.get_by_label("Camera off").click();
+    until(&mut h, &phone, "the camera button turned", |h| {
+        has(h, "Camera on")
+    });
+    // No more pictures leave: the video stream's count stays put between reports
+    // (the first report after the click may still count the last picture).
+    let mut sent = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sent.len() < 3 && Instant::now() < deadline {
+        match events.try_recv() {
+            Ok(Event::CallStats {
+                call,
+                kind: hush_core::snapshot::StreamKind::Video,
+                stats,
+            }) if call == id => sent.push(stats.video.expect("video figures").frames_sent),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("events: {e}"),
+        }
+    }
+    assert_eq!(sent.len(), 3, "video reports came");
+    assert_eq!(sent[1], sent[2], "the camera is off: {sent:?}");
+}

@@ -11,6 +11,9 @@
 mod line;
 mod machine;
 mod video;
+
+pub use video::CallPictures;
+pub(crate) use video::Pictures;
 mod zid;
 
 use crate::command::{MediaChoice, Reply};
@@ -212,6 +215,8 @@ pub(crate) struct CallLayer {
     next_attempt: u64,
     /// How server names are looked up.
     resolver: line::Resolver,
+    /// The newest pictures of each video call, for the window.
+    pictures: Pictures,
     /// The barrier of the last SAS verdict sent to a media thread (in a mutex: the
     /// layer must be `Sync`).
     verdict_written: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -332,8 +337,10 @@ impl CallLayer {
         input: mpsc::Sender<CallInput>,
         zid: ZidState,
         resolver: line::Resolver,
+        pictures: Pictures,
     ) -> CallLayer {
         CallLayer {
+            pictures,
             connecting: BTreeMap::new(),
             next_attempt: 1,
             resolver,
@@ -999,6 +1006,18 @@ impl CallLayer {
         self.command(Input::Mute { id, on }, events)
     }
 
+    /// Stops sending pictures (camera off) or starts again; the call goes on.
+    pub(crate) fn camera(&mut self, id: CallId, on: bool) -> Result<()> {
+        let io = self.io.get(&id).ok_or_else(|| bad("no such call"))?;
+        if io.video_stream.is_none() {
+            return Err(bad("this call has no video"));
+        }
+        if let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a)) {
+            audio.command(MediaCommand::Camera(on));
+        }
+        Ok(())
+    }
+
     /// The user compared the SAS and it did not match: someone may be in the middle.
     /// The call ends with that reason and the peer is no longer "verified".
     pub(crate) fn sas_mismatch(&mut self, id: CallId, events: &mut Vec<Event>) -> Result<()> {
@@ -1223,9 +1242,13 @@ impl CallLayer {
         }
         // Calls the machine ended: their media is stopped, their sockets go.
         let live: Vec<CallId> = self.core.views().iter().map(|v| v.id).collect();
+        let pictures = &self.pictures;
         self.io.retain(|id, io| {
             let keep = live.contains(id);
             if !keep {
+                if let Ok(mut all) = pictures.lock() {
+                    all.remove(id);
+                }
                 for (_, media) in std::mem::take(&mut io.media) {
                     media.stop();
                 }
@@ -1387,7 +1410,11 @@ impl CallLayer {
                     .video
                     .as_ref()
                     .ok_or_else(|| CoreError::Call("this call has no camera".into()))?;
-                let setup = Box::new(video::setup(choice, ports, ssrc, &start)?);
+                let pictures = CallPictures::default();
+                let setup = Box::new(video::setup(choice, ports, ssrc, &start, &pictures)?);
+                if let Ok(mut all) = self.pictures.lock() {
+                    all.insert(id, pictures);
+                }
                 io.video_stream = Some(stream);
                 match io.audio_stream.and_then(|a| io.media.get(&a)) {
                     Some(audio) => audio.command(MediaCommand::AddVideo(setup)),

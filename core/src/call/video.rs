@@ -7,12 +7,29 @@ use super::machine::StreamStart;
 use super::policy_of;
 use crate::command::{VideoChoice, VideoSourceSpec};
 use crate::error::{CoreError, Result};
-use hush_media::driver::{PreparedVideo, VideoSetup};
+use crate::snapshot::CallId;
+use hush_media::driver::{PreparedVideo, VideoSetup, Viewer};
 use hush_media::video::{
     EncoderConfig, TestPattern, VideoConfig, VideoSource, Y4mReader, Y4mWriter,
 };
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
+use std::sync::{Arc, Mutex};
+
+/// The newest pictures of a video call, for a window to show: the peer's, and ours
+/// (the self-view). The media thread writes them; whoever shows them takes them.
+#[derive(Clone, Default)]
+pub struct CallPictures {
+    /// The peer's.
+    pub theirs: Viewer,
+    /// Ours.
+    pub ours: Viewer,
+}
+
+/// The pictures of every video call, by call (shared by the core and the phone's
+/// handle).
+pub(crate) type Pictures = Arc<Mutex<BTreeMap<CallId, CallPictures>>>;
 
 /// The size and rate of the test pattern: what a webcam commonly sends.
 const PATTERN: (u32, u32, u32) = (640, 480, 15);
@@ -41,6 +58,7 @@ pub(super) fn setup(
     ports: PreparedVideo,
     ssrc: u32,
     start: &StreamStart,
+    pictures: &CallPictures,
 ) -> Result<VideoSetup> {
     let source = open_source(&choice.source)?;
     let (width, height) = source.size();
@@ -72,7 +90,8 @@ pub(super) fn setup(
         },
         peer_hello_hash: start.peer_hash.clone(),
         source,
-        viewer: None,
+        viewer: Some(pictures.theirs.clone()),
+        self_view: Some(pictures.ours.clone()),
         record,
         sending: true,
     })

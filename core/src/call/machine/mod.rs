@@ -1024,11 +1024,15 @@ impl CallCore {
                 } else {
                     CallSecurity::Secure { sas, verified }
                 };
-                call.view.algorithms = Some(algorithms.clone());
-                self.event(Event::CallAlgorithms {
-                    call: id,
-                    algorithms,
-                });
+                // The call's algorithms are those of its key exchange (the audio's);
+                // further streams are keyed from it ("Mult").
+                if stream.kind == Some(MediaKind::Audio) {
+                    call.view.algorithms = Some(algorithms.clone());
+                    self.event(Event::CallAlgorithms {
+                        call: id,
+                        algorithms,
+                    });
+                }
                 self.refresh_security(id);
             }
             MediaInput::Cleartext(why) => {
