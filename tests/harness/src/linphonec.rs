@@ -213,6 +213,11 @@ impl Linphonec {
         Ok(token.to_owned())
     }
 
+    /// Its process id (to read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Its debug log so far (with [`ZrtpSuites::video`]).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.file("linphone.log")).unwrap_or_default()
