@@ -23,6 +23,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
+/// Received pictures are recorded at most this often (30 a second: a 15 fps stream
+/// whose pictures arrive unevenly loses none).
+const RECORD_INTERVAL: Duration = Duration::from_micros(1_000_000 / 30);
+/// A recording stops at this size.
+const MAX_RECORDING: u64 = 8 << 30;
 /// How often statistics are reported.
 const STATS_EVERY: Duration = Duration::from_secs(1);
 
@@ -114,8 +119,17 @@ impl PreparedMedia {
         video: Option<VideoSetup>,
         report: impl Fn(MediaReport) + Send + 'static,
     ) -> Result<MediaCall, MediaError> {
-        let video = match video {
-            Some(v) => Some(VideoPart::new(v, zrtp.as_mut(), Instant::now())?),
+        // A video that cannot start is reported, and the audio goes on without it.
+        let mut ended_video = None;
+        let video = match video.map(|v| VideoPart::new(v, zrtp.as_mut(), Instant::now())) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the video stream could not start");
+                ended_video = Some(StreamEvent::Failed(format!(
+                    "the video stream could not start: {e}"
+                )));
+                None
+            }
             None => None,
         };
         let rate = cfg.codec.clock_rate();
@@ -147,7 +161,8 @@ impl PreparedMedia {
                     last_heard: vec![0; frame],
                     video,
                     video_final: None,
-                    ended_video: None,
+                    ended_video,
+                    last_recorded: None,
                 };
                 m.run(rx, &report)
             })
@@ -411,11 +426,13 @@ impl VideoPart {
                         self.stream.fail(format!("video keys: {e}"));
                     }
                 }
-                // A peer that keys audio but refuses Mult for video: under best effort
-                // the video goes in clear, saying so; under mandatory it does not go.
+                // The audio is keyed (the channel starts only then): a video that
+                // cannot be keyed from it (a peer refusing Mult, or tampering) does
+                // not go, whatever the policy. Only a call without keys at all
+                // (best effort, above) sends pictures in clear.
                 ZrtpEvent::Failed(f) => self
                     .stream
-                    .cleartext(now, format!("the video stream was not keyed: {f}")),
+                    .fail(format!("the video stream could not be keyed: {f}")),
             }
         }
     }
@@ -442,6 +459,8 @@ struct Loop {
     video_final: Option<VideoStats>,
     /// Why a video stream could not start, to report.
     ended_video: Option<StreamEvent>,
+    /// When a received picture was last written to the recording.
+    last_recorded: Option<Instant>,
     stream: AudioStream,
     socket: UdpSocket,
     source: Source,
@@ -703,11 +722,20 @@ impl Loop {
             report(MediaReport::VideoEvent(e));
         }
         if let Some(picture) = v.stream.poll_picture() {
-            if let Some(r) = &mut v.record
-                && let Err(e) = r.write(&picture)
-            {
-                tracing::warn!(error = %e, "video recording stopped");
-                v.record = None;
+            // At most the recording's rate: a peer sending tiny frames at a high rate
+            // (each a whole picture once decoded) must not fill the disk.
+            let due = self
+                .last_recorded
+                .is_none_or(|t| now.saturating_duration_since(t) >= RECORD_INTERVAL);
+            if due && let Some(r) = &mut v.record {
+                self.last_recorded = Some(now);
+                if let Err(e) = r.write(&picture) {
+                    tracing::warn!(error = %e, "video recording stopped");
+                    v.record = None;
+                } else if r.bytes() > MAX_RECORDING {
+                    tracing::warn!("video recording stopped: it reached its size limit");
+                    v.record = None;
+                }
             }
             if let Some(view) = &v.viewer
                 && let Ok(mut slot) = view.lock()

@@ -60,6 +60,8 @@ impl End {
 
 struct Running {
     call: Option<MediaCall>,
+    /// Video to add once the call runs.
+    late_video: Option<VideoSetup>,
     reports: mpsc::Receiver<MediaReport>,
     seen: Vec<MediaReport>,
 }
@@ -147,10 +149,8 @@ fn start(
             },
         )
         .expect("media thread");
-    if let Some(v) = added {
-        call.command(MediaCommand::AddVideo(Box::new(v)));
-    }
     Running {
+        late_video: added,
         call: Some(call),
         reports,
         seen: Vec::new(),
@@ -175,6 +175,10 @@ fn video_both_ways_keyed_by_zrtp_multistream_over_loopback_one_side_adding_it_la
     let sas_a = sas(&run_a.wait_for("audio secure", |r| sas(r).is_some()));
     let sas_b = sas(&run_b.wait_for("audio secure", |r| sas(r).is_some()));
     assert_eq!(sas_a, sas_b);
+    // a adds its video now that the call is secure.
+    if let (Some(c), Some(v)) = (&run_a.call, run_a.late_video.take()) {
+        c.command(MediaCommand::AddVideo(Box::new(v)));
+    }
     for run in [&mut run_a, &mut run_b] {
         let video = |r: &MediaReport| match r {
             MediaReport::VideoEvent(StreamEvent::Secure { sas, .. }) => Some(sas.clone()),

@@ -91,19 +91,28 @@ impl AudioArgs {
         }
         let source = match self.video_source.as_deref() {
             None | Some("pattern") => VideoSourceSpec::Pattern,
-            Some(dev) if dev.starts_with("/dev/video") => {
-                return Err(CliError::Usage(format!(
-                    "{dev}: camera capture is not available in this build yet; use \
-                     --video-source pattern or a .y4m file"
-                )));
-            }
             Some(file) => {
+                use std::os::unix::fs::FileTypeExt;
                 let path = PathBuf::from(file);
-                if !path.is_file() {
+                let meta = std::fs::metadata(&path).map_err(|e| {
+                    CliError::Usage(format!("{file}: {e} (give `pattern` or a .y4m file)"))
+                })?;
+                if meta.file_type().is_char_device() {
                     return Err(CliError::Usage(format!(
-                        "{file}: no such video file (give `pattern` or a .y4m file)"
+                        "{file}: camera capture is not available in this build yet; use \
+                         --video-source pattern or a .y4m file"
                     )));
                 }
+                if !meta.is_file() {
+                    return Err(CliError::Usage(format!(
+                        "{file}: not a file (give `pattern` or a .y4m file)"
+                    )));
+                }
+                // Read now, so a file that is not Y4M is said before any call.
+                let opened = std::fs::File::open(&path)
+                    .map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
+                hush_media::video::Y4mReader::new(std::io::BufReader::new(opened), true)
+                    .map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
                 VideoSourceSpec::File(path)
             }
         };

@@ -275,7 +275,9 @@ fn media_reporter(
     move |report| {
         let droppable = matches!(
             report,
-            MediaReport::Stats(_) | MediaReport::Event(StreamEvent::Dtmf(_))
+            MediaReport::Stats(_)
+                | MediaReport::VideoStats(_)
+                | MediaReport::Event(StreamEvent::Dtmf(_))
         );
         let Ok(mut waiting) = backlog.lock() else {
             return;
@@ -926,7 +928,10 @@ impl CallLayer {
         let (line, peer) = (io.line, io.peer_identity.clone());
         let mut prepared = Vec::new();
         let mut streams = Vec::new();
-        for kind in self.core.wanted_streams(id) {
+        // Audio first, whatever the m-lines' order: video is a channel of its ZRTP.
+        let mut wanted = self.core.wanted_streams(id);
+        wanted.sort_by_key(|k| *k != MediaKind::Audio);
+        for kind in wanted {
             if kind == MediaKind::Video && audio.video.is_none() {
                 tracing::info!("refusing video: this call is answered without it");
                 continue;
@@ -1345,11 +1350,15 @@ impl CallLayer {
         let now = Instant::now();
         match action {
             MediaAction::Start(start) => {
+                let video = start.kind == MediaKind::Video;
                 let report = match self.start(id, stream, start) {
                     Ok(()) => MediaInput::Started,
                     Err(e) => {
                         let why = e.to_string();
-                        self.start_failed = Some(why.clone());
+                        // A video that cannot start ends alone; the answer stands.
+                        if !video {
+                            self.start_failed = Some(why.clone());
+                        }
                         MediaInput::StartFailed(why)
                     }
                 };

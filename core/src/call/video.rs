@@ -15,6 +15,7 @@ use hush_media::video::{
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::{Arc, Mutex};
 
 /// The newest pictures of a video call, for a window to show: the peer's, and ours
@@ -65,9 +66,16 @@ pub(super) fn setup(
     let fps = source.fps();
     let record = match &choice.record {
         Some(path) => {
-            let file = File::create(path).map_err(|e| {
-                CoreError::InvalidInput(format!("the video recording {}: {e}", path.display()))
-            })?;
+            // Only the user may read what the other side showed.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| {
+                    CoreError::InvalidInput(format!("the video recording {}: {e}", path.display()))
+                })?;
             Some(Y4mWriter::new(BufWriter::new(file), fps))
         }
         None => None,
@@ -93,6 +101,6 @@ pub(super) fn setup(
         viewer: Some(pictures.theirs.clone()),
         self_view: Some(pictures.ours.clone()),
         record,
-        sending: true,
+        sending: start.sending,
     })
 }

@@ -241,8 +241,14 @@ impl VideoStream {
             self.stats.refused += 1;
             return;
         }
-        match rtp::classify(buf) {
-            Kind::Zrtp if from == self.cfg.remote => {
+        let kind = rtp::classify(buf);
+        // RTP and ZRTP only from the peer's RTP address; RTCP from either.
+        if from != self.cfg.remote && kind != Kind::Rtcp {
+            self.stats.refused += 1;
+            return;
+        }
+        match kind {
+            Kind::Zrtp => {
                 if self.zrtp_in.len() < MAX_ZRTP_IN {
                     self.zrtp_in.push_back(buf.to_vec());
                 } else {
@@ -251,7 +257,7 @@ impl VideoStream {
             }
             Kind::Rtp => self.handle_rtp(now, buf),
             Kind::Rtcp => self.handle_rtcp(now, buf),
-            Kind::Zrtp | Kind::Unknown => self.stats.refused += 1,
+            Kind::Unknown => self.stats.refused += 1,
         }
     }
 

@@ -167,6 +167,7 @@ pub struct Y4mWriter<W: Write> {
     fps: u32,
     size: Option<(u32, u32)>,
     frames: u64,
+    bytes: u64,
 }
 
 impl<W: Write> Y4mWriter<W> {
@@ -177,7 +178,13 @@ impl<W: Write> Y4mWriter<W> {
             fps: fps.max(1),
             size: None,
             frames: 0,
+            bytes: 0,
         }
+    }
+
+    /// Bytes of pictures written.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Appends a picture.
@@ -205,6 +212,7 @@ impl<W: Write> Y4mWriter<W> {
         self.out.write_all(b"FRAME\n").map_err(io)?;
         self.out.write_all(frame.as_bytes()).map_err(io)?;
         self.frames += 1;
+        self.bytes += frame.as_bytes().len() as u64;
         Ok(())
     }
 

@@ -167,11 +167,13 @@ pub struct StreamDescription {
 
 impl StreamDescription {
     /// Where to send this stream's RTCP: the RTP port under rtcp-mux, else the port
-    /// `a=rtcp` names, else the next one up (RFC 3550 §11).
+    /// `a=rtcp` names, else the next one up (RFC 3550 §11); always at the stream's
+    /// own address. An `a=rtcp` naming another address is not followed: our reports
+    /// and key frame requests would go to a third party the SDP named.
     pub fn rtcp_destination(&self) -> std::net::SocketAddr {
         match (self.rtcp_mux, self.rtcp) {
             (true, _) => (self.addr, self.port).into(),
-            (false, Some((port, addr))) => (addr.unwrap_or(self.addr), port).into(),
+            (false, Some((port, _))) => (self.addr, port).into(),
             (false, None) => (self.addr, self.port.saturating_add(1)).into(),
         }
     }

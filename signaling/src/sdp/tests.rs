@@ -257,7 +257,11 @@ fn rtcp_goes_where_each_m_line_says() {
     let s = parse_session(body.as_bytes()).expect("parses").streams;
     let at = |i: usize| s[i].rtcp_destination().to_string();
     assert_eq!(at(0), "10.0.0.1:5001", "the next port up");
-    assert_eq!(at(1), "10.0.0.9:7000", "a=rtcp with its address");
+    assert_eq!(
+        at(1),
+        "10.0.0.1:7000",
+        "a=rtcp's port, never another address"
+    );
     assert_eq!(at(2), "10.0.0.1:8000", "rtcp-mux wins");
     assert_eq!(at(3), "10.0.0.1:9001", "a port of 0 is ignored");
     // Our video m-line asks for key frames and says where our RTCP is.

@@ -216,6 +216,8 @@ pub(crate) struct StreamStart {
     pub remote: SocketAddr,
     /// Where its RTCP goes (`remote` under rtcp-mux).
     pub remote_rtcp: SocketAddr,
+    /// We send on it (the peer's direction lets us).
+    pub sending: bool,
     /// Its codec.
     pub codec: Negotiated,
     /// Under `Mandatory`, nothing in clear.
@@ -952,6 +954,35 @@ impl CallCore {
         self.renegotiation_failed(id, why);
     }
 
+    /// Once no stream is still starting: the answer goes out (or the placed call is
+    /// connected).
+    fn go_on_once_started(&mut self, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call
+            .streams
+            .iter()
+            .any(|s| s.state == StreamState::Starting)
+        {
+            return;
+        }
+        match call.phase {
+            Phase::Answering => {
+                call.phase = Phase::Active;
+                let sdp = offer::answer(call);
+                self.out.push_back(Output::Sip(id, SipAction::Answer(sdp)));
+                self.set_state(id, CallState::Connected);
+            }
+            Phase::Starting => {
+                call.phase = Phase::Active;
+                self.set_state(id, CallState::Connected);
+            }
+            _ => {}
+        }
+        self.refresh_security(id);
+    }
+
     fn media(&mut self, id: CallId, index: usize, input: MediaInput) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
@@ -965,27 +996,12 @@ impl CallCore {
                     return;
                 }
                 stream.state = StreamState::Running;
-                if call
-                    .streams
-                    .iter()
-                    .any(|s| s.state == StreamState::Starting)
-                {
-                    return;
-                }
-                match call.phase {
-                    Phase::Answering => {
-                        call.phase = Phase::Active;
-                        let sdp = offer::answer(call);
-                        self.out.push_back(Output::Sip(id, SipAction::Answer(sdp)));
-                        self.set_state(id, CallState::Connected);
-                    }
-                    Phase::Starting => {
-                        call.phase = Phase::Active;
-                        self.set_state(id, CallState::Connected);
-                    }
-                    _ => {}
-                }
-                self.refresh_security(id);
+                self.go_on_once_started(id);
+            }
+            MediaInput::StartFailed(why) if stream.kind == Some(MediaKind::Video) => {
+                // No camera or recording after all: the call goes on with audio.
+                self.media(id, index, MediaInput::Failed(why));
+                self.go_on_once_started(id);
             }
             MediaInput::StartFailed(why) => {
                 let phase = call.phase.clone();

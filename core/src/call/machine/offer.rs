@@ -158,14 +158,15 @@ impl Stream {
             // (audio), RTCP shares the media port.
             remote_rtcp: match (&self.local, &self.their) {
                 (Some(l), Some(t)) if l.rtcp_port.is_some() => {
-                    let mut at = t.rtcp_destination();
-                    if at.ip() == t.addr {
-                        at.set_ip(remote.ip());
-                    }
-                    at
+                    SocketAddr::new(remote.ip(), t.rtcp_destination().port())
                 }
                 _ => remote,
             },
+            // The peer wants our media unless it only sends, or nothing flows.
+            sending: !self
+                .their
+                .as_ref()
+                .is_some_and(|t| matches!(t.direction, Direction::SendOnly | Direction::Inactive)),
             codec: self.negotiated?,
             policy,
             peer_hash: self.peer_hash.clone(),

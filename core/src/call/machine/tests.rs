@@ -42,6 +42,8 @@ struct Phone {
     auto_answer: bool,
     /// Prepare a video stream too (as a phone with a camera would).
     video: bool,
+    /// Our driver cannot start video (a bad camera file).
+    video_start_fails: bool,
 }
 
 impl Phone {
@@ -58,6 +60,7 @@ impl Phone {
             log: Vec::new(),
             auto_answer: true,
             video: false,
+            video_start_fails: false,
         }
     }
 
@@ -155,12 +158,18 @@ impl Phone {
             match out {
                 Output::Event(e) => self.events.push(e),
                 Output::Media(id, i, action) => {
-                    let start = matches!(action, MediaAction::Start(_));
+                    let start = match &action {
+                        MediaAction::Start(s)
+                            if s.kind == MediaKind::Video && self.video_start_fails =>
+                        {
+                            Some(MediaInput::StartFailed("the video file is not Y4M".into()))
+                        }
+                        MediaAction::Start(_) => Some(MediaInput::Started),
+                        _ => None,
+                    };
                     self.media.push((i, action));
-                    if start {
-                        let _ = self
-                            .core
-                            .handle(now, Input::Media(id, i, MediaInput::Started));
+                    if let Some(report) = start {
+                        let _ = self.core.handle(now, Input::Media(id, i, report));
                     }
                 }
                 Output::Sip(_, action) => {
@@ -1153,4 +1162,36 @@ fn a_video_stream_that_cannot_be_keyed_ends_alone_and_the_call_goes_on_with_audi
         p.a.view().map(|v| v.state),
         None | Some(CallState::Ended(_))
     ));
+}
+
+#[test]
+fn a_video_stream_that_cannot_start_is_refused_and_the_call_is_answered_with_audio() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 17);
+    p.a.video = true;
+    p.b.video = true;
+    p.b.video_start_fails = true;
+    p.a.place(p.now);
+    p.drive();
+    let answered =
+        p.b.sip
+            .iter()
+            .find_map(|s| match s {
+                SipAction::Answer(sdp) => Some(sdp.clone()),
+                _ => None,
+            })
+            .expect("bob answers");
+    assert!(answered.contains("m=video 0 "), "{answered}");
+    assert_eq!(p.b.view().map(|v| v.state), Some(CallState::Connected));
+    assert!(
+        p.b.events.iter().any(|e| matches!(
+            e,
+            Event::CallStreamEnded {
+                kind: StreamKind::Video,
+                ..
+            }
+        )),
+        "{:?}",
+        p.b.events
+    );
+    assert_eq!(p.a.view().map(|v| v.state), Some(CallState::Connected));
 }
