@@ -2,13 +2,14 @@
 //! built-in echo peer, two phones registered at a real Kamailio, and a hand-written SIP
 //! peer that sends what a hostile one would.
 
-use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
+use hush_core::command::{MediaChoice, SinkSpec, SourceSpec, VideoChoice, VideoSourceSpec};
 use hush_core::model::{AccountSettings, EncryptionPolicy, SipSettings, Transport};
-use hush_core::snapshot::{AccountStatus, CallId, CallState};
+use hush_core::snapshot::{AccountStatus, CallId, CallState, StreamKind};
 use hush_core::{CallSecurity, Command, Event, NewAccount, Phone, Profile, Reply, Secret};
 use hush_harness::{Kamailio, SipPeer, sip_header, sip_status};
 use hush_media::analysis::{dominant_frequency, rms};
 use hush_media::audio::read_recording;
+use hush_media::video::{TestPattern, VideoSource, Y4mReader};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -270,18 +271,49 @@ fn account_with_realm(
 #[test]
 fn two_phones_registered_at_kamailio_call_each_other_securely() {
     let k = Kamailio::start().expect("kamailio");
-    call_through_kamailio(&k, Transport::Udp, Transport::Udp);
+    call_through_kamailio(&k, Transport::Udp, Transport::Udp, false);
+}
+
+#[test]
+fn two_phones_registered_at_kamailio_make_a_video_call_keyed_both_ways() {
+    let k = Kamailio::start().expect("kamailio");
+    call_through_kamailio(&k, Transport::Udp, Transport::Udp, true);
 }
 
 #[test]
 fn a_tcp_phone_calls_a_tls_phone_through_kamailio() {
     let k = Kamailio::start_with_tls().expect("kamailio");
-    call_through_kamailio(&k, Transport::Tcp, Transport::Tls);
+    call_through_kamailio(&k, Transport::Tcp, Transport::Tls, false);
+}
+
+/// The moving test pattern as camera, and what the other side sends recorded here.
+fn camera(record: &std::path::Path) -> Option<VideoChoice> {
+    Some(VideoChoice {
+        source: VideoSourceSpec::Pattern,
+        record: Some(record.to_path_buf()),
+    })
+}
+
+/// A recording of the test pattern: every picture shows the bars, and the marker moved.
+fn assert_pattern_recorded(path: &std::path::Path, who: &str) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{who}: {e}"));
+    let mut y4m = Y4mReader::new(file, false).expect("y4m");
+    let (mut frames, mut markers) = (0, std::collections::BTreeSet::new());
+    while let Some(p) = y4m.next_frame().expect("frame") {
+        assert!(TestPattern::shows_bars(&p, 24), "{who}: picture {frames}");
+        markers.insert(TestPattern::find_marker(&p));
+        frames += 1;
+    }
+    assert!(
+        frames >= 15 && markers.len() >= 5,
+        "{who}: {frames} pictures"
+    );
 }
 
 /// Alice calls bob through Kamailio, each registered over the given transport: the
-/// call becomes secure with the same SAS and bob hears alice's tone.
-fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
+/// call becomes secure with the same SAS and bob hears alice's tone; with video, each
+/// records the other's test pattern, every stream keyed.
+fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport, video: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let alice = phone(&dir.path().join("alice"));
     let bob = phone(&dir.path().join("bob"));
@@ -313,6 +345,7 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
         });
     }
     let heard_by_bob = dir.path().join("bob.wav");
+    let (seen_by_alice, seen_by_bob) = (dir.path().join("alice.y4m"), dir.path().join("bob.y4m"));
     let Reply::Call(a_call) = alice
         .execute_blocking(Command::PlaceCall {
             account: Some(a_acc),
@@ -320,7 +353,7 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
             audio: MediaChoice {
                 source: SourceSpec::Tone(440.0),
                 sink: SinkSpec::Null,
-                video: None,
+                video: if video { camera(&seen_by_alice) } else { None },
             },
             policy: None,
         })
@@ -340,13 +373,38 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
         audio: MediaChoice {
             source: SourceSpec::Silence,
             sink: SinkSpec::Wav(heard_by_bob.clone()),
-            video: None,
+            video: if video { camera(&seen_by_bob) } else { None },
         },
     })
     .expect("answer");
     let sas_a = wait(&mut a_ev, "alice secure", secure_sas(a_call));
     let sas_b = wait(&mut b_ev, "bob secure", secure_sas(b_call));
     assert_eq!(sas_a, sas_b);
+    if video {
+        // Pictures decoded on both sides, every stream keyed.
+        for (ev, call) in [(&mut a_ev, a_call), (&mut b_ev, b_call)] {
+            wait(ev, "pictures", |e| match e {
+                Event::CallStats {
+                    call: c,
+                    kind: StreamKind::Video,
+                    stats,
+                } if *c == call && stats.video.is_some_and(|v| v.frames_decoded >= 30) => Some(()),
+                _ => None,
+            });
+        }
+        for (p, call) in [(&alice, a_call), (&bob, b_call)] {
+            let snap = p.snapshot();
+            let view = snap.calls.iter().find(|c| c.id == call).expect("call");
+            assert_eq!(view.streams.len(), 2);
+            assert!(
+                view.streams
+                    .iter()
+                    .all(|s| matches!(s.security, CallSecurity::Secure { .. })),
+                "{:?}",
+                view.streams
+            );
+        }
+    }
     wait(&mut b_ev, "audio at bob", |e| match e {
         Event::CallStats { call, stats, .. }
             if *call == b_call && stats.packets_received >= 100 =>
@@ -380,6 +438,10 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport) {
     );
     let level = rms(tail);
     assert!((3000.0..9000.0).contains(&level), "level {level}");
+    if video {
+        assert_pattern_recorded(&seen_by_alice, "alice");
+        assert_pattern_recorded(&seen_by_bob, "bob");
+    }
 }
 
 #[test]
