@@ -44,6 +44,13 @@ pub enum MediaCommand {
     Hold(bool),
     /// Stop sending pictures (camera off) or start again.
     Camera(bool),
+    /// The peer's video addresses from a new SDP (re-INVITE).
+    VideoRemote {
+        /// RTP (and ZRTP).
+        rtp: SocketAddr,
+        /// RTCP (the RTP address under rtcp-mux).
+        rtcp: SocketAddr,
+    },
     /// Start the call's video stream (its ZRTP channel is in the call's session).
     AddVideo(Box<VideoSetup>),
     /// End the video stream (the recording is finalised).
@@ -680,6 +687,11 @@ impl Loop {
                 }
             }
             MediaCommand::RemoveVideo => self.end_video(),
+            MediaCommand::VideoRemote { rtp, rtcp } => {
+                if let Some(v) = &mut self.video {
+                    v.stream.set_remote(rtp, rtcp);
+                }
+            }
             MediaCommand::SasVerified(v) => self.stream.set_sas_verified(v),
             MediaCommand::Barrier(done) => {
                 let _ = done.send(());

@@ -323,3 +323,42 @@ fn a_picture_of_another_size_restarts_the_encoder_with_a_key_frame() {
     assert_eq!((st.width, st.height), (160, 120));
     assert!(call.sides[1].shown.last().is_some_and(|p| p.width() == 160));
 }
+
+#[test]
+fn a_peer_that_moves_by_re_invite_is_followed_and_its_old_address_refused() {
+    let mut call = Call::new(
+        Policy::Mandatory,
+        true,
+        Conditions::latency(Duration::from_millis(10)),
+        8,
+    );
+    call.key_both();
+    call.run(Duration::from_millis(500));
+    // Side 1 moves to a new address; side 0 is told by the re-INVITE.
+    let moved = addr("10.0.0.3:6500");
+    call.sides[0].stream.set_remote(moved, moved);
+    let refused = call.sides[0].stream.stats().refused;
+    let old = call.sides[1].rtp;
+    call.sides[0].stream.handle_datagram(
+        call.now,
+        old,
+        &[0x80, 100, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0],
+    );
+    assert_eq!(
+        call.sides[0].stream.stats().refused,
+        refused + 1,
+        "the old address"
+    );
+    let now = call.now + Duration::from_millis(70);
+    let picture = call.sides[0]
+        .camera
+        .next_frame()
+        .expect("frame")
+        .expect("some");
+    call.sides[0]
+        .stream
+        .send_frame(now, &picture)
+        .expect("send");
+    let t = call.sides[0].stream.poll_transmit().expect("a packet");
+    assert_eq!(t.to, moved);
+}

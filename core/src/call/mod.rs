@@ -1378,12 +1378,25 @@ impl CallLayer {
                     media.stop();
                 }
             }
+            // The video runs in the audio stream's thread: its new address goes there.
+            MediaAction::SetRemote { rtp, rtcp }
+                if self.io.get(&id).and_then(|io| io.video_stream) == Some(stream) =>
+            {
+                let io = self.io.get(&id);
+                if let Some(audio) =
+                    io.and_then(|io| io.audio_stream.and_then(|a| io.media.get(&a)))
+                {
+                    audio.command(MediaCommand::VideoRemote { rtp, rtcp });
+                }
+            }
             other => {
                 let Some(media) = self.io.get(&id).and_then(|io| io.media.get(&stream)) else {
                     return;
                 };
                 match other {
-                    MediaAction::SetRemote(a) => media.command(MediaCommand::SetRemote(a)),
+                    MediaAction::SetRemote { rtp, .. } => {
+                        media.command(MediaCommand::SetRemote(rtp))
+                    }
                     MediaAction::Hold(on) => media.command(MediaCommand::Hold(on)),
                     MediaAction::Mute(on) => media.command(MediaCommand::Mute(on)),
                     MediaAction::Dtmf(k) => media.command(MediaCommand::Dtmf(k)),

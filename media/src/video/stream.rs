@@ -581,6 +581,13 @@ impl VideoStream {
         self.stats
     }
 
+    /// The peer moved (a re-INVITE named new addresses): media goes there, and is
+    /// taken only from there.
+    pub fn set_remote(&mut self, rtp: SocketAddr, rtcp: SocketAddr) {
+        self.cfg.remote = rtp;
+        self.cfg.remote_rtcp = rtcp;
+    }
+
     /// The peer's RTP address.
     pub fn remote(&self) -> SocketAddr {
         self.cfg.remote

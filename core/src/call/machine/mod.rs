@@ -191,8 +191,14 @@ pub(crate) enum Refusal {
 pub(crate) enum MediaAction {
     /// Start the prepared stream towards the peer.
     Start(StreamStart),
-    /// The peer's media address changed.
-    SetRemote(SocketAddr),
+    /// The peer's media address changed (RTP, and where RTCP goes: the same under
+    /// rtcp-mux, and for audio).
+    SetRemote {
+        /// RTP.
+        rtp: SocketAddr,
+        /// RTCP.
+        rtcp: SocketAddr,
+    },
     /// Stop sending (either side holds) or send again.
     Hold(bool),
     /// Silence instead of the microphone.

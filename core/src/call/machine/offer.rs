@@ -528,11 +528,20 @@ pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, Medi
         };
         let remote = SocketAddr::new(their.addr, their.port);
         // 0.0.0.0 is RFC 2543's hold: the stream pauses where it is.
-        if !their.addr.is_unspecified() && s.remote != Some(remote) {
+        let moved = !their.addr.is_unspecified() && s.remote != Some(remote);
+        if moved {
             s.remote = Some(remote);
-            actions.push((*i, MediaAction::SetRemote(remote)));
         }
         s.their = Some(their.clone());
+        if moved && let Some(start) = s.start(crate::model::EncryptionPolicy::Mandatory) {
+            actions.push((
+                *i,
+                MediaAction::SetRemote {
+                    rtp: start.remote,
+                    rtcp: start.remote_rtcp,
+                },
+            ));
+        }
     }
     for &i in &update.removed {
         if let Some(s) = call.streams.get_mut(i) {

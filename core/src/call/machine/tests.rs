@@ -632,10 +632,10 @@ fn a_re_invite_keeping_the_keys_may_move_and_hold_the_stream() {
     let media = p.b.take_media();
     assert!(media.contains(&(
         0,
-        MediaAction::SetRemote(SocketAddr::new(
-            IpAddr::V4(core::net::Ipv4Addr::new(10, 0, 0, 9)),
-            4000
-        ))
+        MediaAction::SetRemote {
+            rtp: SocketAddr::new(IpAddr::V4(core::net::Ipv4Addr::new(10, 0, 0, 9)), 4000),
+            rtcp: SocketAddr::new(IpAddr::V4(core::net::Ipv4Addr::new(10, 0, 0, 9)), 4000),
+        }
     )));
     assert!(media.contains(&(0, MediaAction::Hold(true))));
     assert_eq!(p.b.state(), CallState::OnHold);
@@ -1049,7 +1049,7 @@ fn a_re_invite_sending_media_to_a_broadcast_or_multicast_address_is_refused() {
     assert!(
         !media
             .iter()
-            .any(|(_, a)| matches!(a, MediaAction::SetRemote(_))),
+            .any(|(_, a)| matches!(a, MediaAction::SetRemote { .. })),
         "{media:?}"
     );
     assert!(media.contains(&(0, MediaAction::Hold(true))));
