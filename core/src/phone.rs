@@ -998,7 +998,7 @@ impl Core {
                 Reply::Done
             }
             Command::Camera { call, on } => {
-                self.calls.camera(call, on)?;
+                self.calls.camera(call, on, &mut events)?;
                 Reply::Done
             }
             Command::SasMismatch { call } => {

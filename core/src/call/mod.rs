@@ -1011,16 +1011,10 @@ impl CallLayer {
         self.command(Input::Mute { id, on }, events)
     }
 
-    /// Stops sending pictures (camera off) or starts again; the call goes on.
-    pub(crate) fn camera(&mut self, id: CallId, on: bool) -> Result<()> {
-        let io = self.io.get(&id).ok_or_else(|| bad("no such call"))?;
-        if io.video_stream.is_none() {
-            return Err(bad("this call has no video"));
-        }
-        if let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a)) {
-            audio.command(MediaCommand::Camera(on));
-        }
-        Ok(())
+    /// Turns our camera off or on; the call goes on, and the peer is told by
+    /// re-INVITE.
+    pub(crate) fn camera(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
+        self.command(Input::Camera { id, on }, events)
     }
 
     /// The user compared the SAS and it did not match: someone may be in the middle.
@@ -1378,15 +1372,21 @@ impl CallLayer {
                     media.stop();
                 }
             }
-            // The video runs in the audio stream's thread: its new address goes there.
-            MediaAction::SetRemote { rtp, rtcp }
+            // The video runs in the audio stream's thread: what is for it goes there.
+            MediaAction::SetRemote { .. } | MediaAction::Camera(_)
                 if self.io.get(&id).and_then(|io| io.video_stream) == Some(stream) =>
             {
                 let io = self.io.get(&id);
-                if let Some(audio) =
-                    io.and_then(|io| io.audio_stream.and_then(|a| io.media.get(&a)))
-                {
-                    audio.command(MediaCommand::VideoRemote { rtp, rtcp });
+                let Some(audio) = io.and_then(|io| io.audio_stream.and_then(|a| io.media.get(&a)))
+                else {
+                    return;
+                };
+                match action {
+                    MediaAction::SetRemote { rtp, rtcp } => {
+                        audio.command(MediaCommand::VideoRemote { rtp, rtcp })
+                    }
+                    MediaAction::Camera(on) => audio.command(MediaCommand::Camera(on)),
+                    _ => {}
                 }
             }
             other => {
@@ -1407,7 +1407,8 @@ impl CallLayer {
                             *slot = Some(written);
                         }
                     }
-                    MediaAction::Start(_) | MediaAction::Stop => {}
+                    // Pictures are the video stream's (handled above).
+                    MediaAction::Start(_) | MediaAction::Stop | MediaAction::Camera(_) => {}
                 }
             }
         }

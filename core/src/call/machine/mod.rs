@@ -87,6 +87,8 @@ pub(crate) enum Input {
     SetVerified { id: CallId, verified: bool },
     /// Silence instead of the microphone, or not.
     Mute { id: CallId, on: bool },
+    /// Our camera off (the video m-line says so: recvonly) or on again.
+    Camera { id: CallId, on: bool },
     /// Keys to send as RFC 4733 events.
     Dtmf { id: CallId, keys: String },
     /// What the SIP stack said about a call.
@@ -203,6 +205,8 @@ pub(crate) enum MediaAction {
     Hold(bool),
     /// Silence instead of the microphone.
     Mute(bool),
+    /// Send pictures (our camera is on and the peer takes them) or not.
+    Camera(bool),
     /// Send one key.
     Dtmf(char),
     /// Record the SAS verdict in the ZRTP cache.
@@ -282,8 +286,11 @@ struct Call {
     /// The peer holds the call.
     remote_hold: bool,
     renegotiation: Renegotiation,
-    /// The user asked for another hold state while a re-INVITE was under way.
+    /// The user asked for another hold state (or camera) while a re-INVITE was under
+    /// way.
     hold_again: bool,
+    /// The user turned the camera off: our video m-lines do not send.
+    camera_off: bool,
     /// Why the user ended it, when that is more than "hung up".
     end_reason: Option<String>,
 }
@@ -311,6 +318,7 @@ impl Call {
             remote_hold: false,
             renegotiation: Renegotiation::Idle,
             hold_again: false,
+            camera_off: false,
             end_reason: None,
         };
         call.view.streams = call.stream_views();
@@ -483,6 +491,7 @@ impl CallCore {
             Input::Hold { id, on } => self.hold(id, on),
             Input::SasMismatch { id } => self.sas_mismatch(id),
             Input::SetVerified { id, verified } => self.set_verified(id, verified),
+            Input::Camera { id, on } => self.camera(id, on),
             Input::Mute { id, on } => {
                 let s = self.running_audio(id)?;
                 self.out
@@ -699,6 +708,39 @@ impl CallCore {
             Renegotiation::Idle => self.renegotiate(id, 1),
             // Sent once the one under way is answered (or its retry comes).
             Renegotiation::Sent { hold, .. } => call.hold_again = hold != on,
+            Renegotiation::RetryAt { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Turns our camera off or on: the pictures stop at once (and go again once the
+    /// peer's answer takes them), and a re-INVITE tells the peer (video recvonly while
+    /// off).
+    fn camera(&mut self, id: CallId, on: bool) -> Result<()> {
+        let call = self.call_mut(id)?;
+        if call.phase != Phase::Active {
+            return Err(bad("the call is not connected"));
+        }
+        let videos: Vec<usize> = running_streams(call)
+            .into_iter()
+            .filter(|i| call.streams[*i].kind == Some(MediaKind::Video))
+            .collect();
+        if videos.is_empty() {
+            return Err(bad("this call has no video"));
+        }
+        call.camera_off = !on;
+        // Off at once; on again once the peer's answer takes our pictures.
+        if !on {
+            for i in videos {
+                self.out
+                    .push_back(Output::Media(id, i, MediaAction::Camera(false)));
+            }
+        }
+        let call = self.call_mut(id)?;
+        match call.renegotiation {
+            Renegotiation::Idle => self.renegotiate(id, 1),
+            // Offered again once the one under way is answered.
+            Renegotiation::Sent { .. } => call.hold_again = true,
             Renegotiation::RetryAt { .. } => {}
         }
         Ok(())

@@ -301,6 +301,29 @@ fn audio_codec(call: &Call) -> Option<String> {
         .map(|n| n.codec.sdp_name().to_owned())
 }
 
+/// Our direction for a stream: a video stream does not send while our camera is off.
+fn with_camera(s: &Stream, direction: Direction, camera_off: bool) -> Direction {
+    if !(camera_off && s.kind == Some(MediaKind::Video)) {
+        return direction;
+    }
+    match direction {
+        Direction::SendRecv | Direction::RecvOnly => Direction::RecvOnly,
+        Direction::SendOnly | Direction::Inactive => Direction::Inactive,
+    }
+}
+
+/// Whether video stream `i` sends: our camera is on and the peer takes pictures.
+pub(super) fn sends_video(call: &Call, i: usize) -> bool {
+    let Some(s) = call.streams.get(i) else {
+        return false;
+    };
+    !call.camera_off
+        && !s
+            .their
+            .as_ref()
+            .is_some_and(|t| matches!(t.direction, Direction::SendOnly | Direction::Inactive))
+}
+
 /// One of our m-lines in an answer or re-offer.
 fn line(s: &Stream, direction: Direction) -> LocalStream {
     match (&s.local, s.negotiated, s.state) {
@@ -331,7 +354,8 @@ pub(super) fn answer(call: &Call) -> String {
                 .their
                 .as_ref()
                 .map_or(Direction::SendRecv, |t| t.direction);
-            line(s, our_direction(theirs, call.local_hold))
+            let d = our_direction(theirs, call.local_hold);
+            line(s, with_camera(s, d, call.camera_off))
         })
         .collect();
     sdp::write_session(call.session_id, call.version, call.addr, &lines)
@@ -344,7 +368,11 @@ pub(super) fn reoffer(call: &Call) -> String {
     } else {
         Direction::SendRecv
     };
-    let lines: Vec<LocalStream> = call.streams.iter().map(|s| line(s, direction)).collect();
+    let lines: Vec<LocalStream> = call
+        .streams
+        .iter()
+        .map(|s| line(s, with_camera(s, direction, call.camera_off)))
+        .collect();
     sdp::write_session(call.session_id, call.version, call.addr, &lines)
 }
 
@@ -541,6 +569,16 @@ pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, Medi
                     rtcp: start.remote_rtcp,
                 },
             ));
+        }
+    }
+    // A peer that stops (or starts again) taking our pictures: the video follows.
+    for (i, _) in &update.running {
+        if call
+            .streams
+            .get(*i)
+            .is_some_and(|s| s.kind == Some(MediaKind::Video))
+        {
+            actions.push((*i, MediaAction::Camera(sends_video(call, *i))));
         }
     }
     for &i in &update.removed {

@@ -1195,3 +1195,61 @@ fn a_video_stream_that_cannot_start_is_refused_and_the_call_is_answered_with_aud
     );
     assert_eq!(p.a.view().map(|v| v.state), Some(CallState::Connected));
 }
+
+#[test]
+fn the_camera_goes_off_and_on_by_re_invite_and_a_peer_that_stops_taking_pictures_is_followed() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 18);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let _ = p.a.take_media();
+    let id = p.a.id();
+    let now = p.now;
+    // Camera off: no pictures at once, and the peer is told (video recvonly, audio as
+    // it was).
+    p.a.input(now, Input::Camera { id, on: false })
+        .expect("camera off");
+    assert!(p.a.take_media().contains(&(1, MediaAction::Camera(false))));
+    let offer = match p.a.sip.last() {
+        Some(SipAction::ReInvite(sdp)) => sdp.clone(),
+        other => panic!("{other:?}"),
+    };
+    let video = &offer[offer.find("m=video").expect("video line")..];
+    let audio = &offer[..offer.find("m=video").expect("video line")];
+    assert!(video.contains("a=recvonly"), "{offer}");
+    assert!(audio.contains("a=sendrecv"), "{offer}");
+    p.drive();
+    assert_eq!(p.a.state(), CallState::Connected);
+    // Camera on again.
+    let now = p.now;
+    p.a.input(now, Input::Camera { id, on: true })
+        .expect("camera on");
+    match p.a.sip.last() {
+        Some(SipAction::ReInvite(sdp)) => {
+            let video = &sdp[sdp.find("m=video").expect("video line")..];
+            assert!(video.contains("a=sendrecv"), "{sdp}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Pictures go again once Bob's answer takes them.
+    p.drive();
+    assert!(p.a.take_media().contains(&(1, MediaAction::Camera(true))));
+    // Bob stops taking pictures (his video line sendonly): Alice's stop.
+    forged_reinvite_from_b(&mut p, |s| {
+        let at = s.find("m=video").expect("video line");
+        let (head, tail) = s.split_at(at);
+        format!("{head}{}", tail.replace("a=sendrecv", "a=sendonly"))
+    });
+    assert!(p.a.take_media().contains(&(1, MediaAction::Camera(false))));
+    // A call without video has no camera to turn.
+    let mut q = pair(Conditions::perfect(), 19);
+    q.a.place(q.now);
+    q.drive();
+    let qid = q.a.id();
+    let now = q.now;
+    assert!(
+        q.a.input(now, Input::Camera { id: qid, on: false })
+            .is_err()
+    );
+}
