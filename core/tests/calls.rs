@@ -406,11 +406,11 @@ fn call_through_kamailio(k: &Kamailio, a: Transport, b: Transport, video: bool) 
         }
     }
     wait(&mut b_ev, "audio at bob", |e| match e {
-        Event::CallStats { call, stats, .. }
-            if *call == b_call && stats.packets_received >= 100 =>
-        {
-            Some(())
-        }
+        Event::CallStats {
+            call,
+            kind: StreamKind::Audio,
+            stats,
+        } if *call == b_call && stats.packets_received >= 100 => Some(()),
         _ => None,
     });
     bob.execute_blocking(Command::Hangup { call: b_call })

@@ -328,28 +328,45 @@ fn a_picture_of_another_size_restarts_the_encoder_with_a_key_frame() {
 fn a_peer_that_moves_by_re_invite_is_followed_and_its_old_address_refused() {
     let mut call = Call::new(
         Policy::Mandatory,
-        true,
+        false,
         Conditions::latency(Duration::from_millis(10)),
         8,
     );
     call.key_both();
     call.run(Duration::from_millis(500));
-    // Side 1 moves to a new address; side 0 is told by the re-INVITE.
-    let moved = addr("10.0.0.3:6500");
-    call.sides[0].stream.set_remote(moved, moved);
-    let refused = call.sides[0].stream.stats().refused;
-    let old = call.sides[1].rtp;
-    call.sides[0].stream.handle_datagram(
-        call.now,
-        old,
-        &[0x80, 100, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0],
-    );
-    assert_eq!(
-        call.sides[0].stream.stats().refused,
-        refused + 1,
-        "the old address"
-    );
+    // Genuine SRTP packets of side 1, taken off the wire.
     let now = call.now + Duration::from_millis(70);
+    for k in 0..2 {
+        let picture = call.sides[1]
+            .camera
+            .next_frame()
+            .expect("frame")
+            .expect("some");
+        let at = now + Duration::from_millis(66 * k);
+        call.sides[1].stream.send_frame(at, &picture).expect("send");
+    }
+    let packets: Vec<Vec<u8>> = std::iter::from_fn(|| call.sides[1].stream.poll_transmit())
+        .map(|t| t.data)
+        .collect();
+    assert!(packets.len() >= 2);
+    // Side 1 moves (RTP and RTCP to new ports); side 0 is told by the re-INVITE.
+    let (moved, moved_rtcp) = (addr("10.0.0.3:6500"), addr("10.0.0.3:6501"));
+    call.sides[0].stream.set_remote(moved, moved_rtcp);
+    let before = call.sides[0].stream.stats();
+    let old = call.sides[1].rtp;
+    call.sides[0].stream.handle_datagram(now, old, &packets[0]);
+    let after_old = call.sides[0].stream.stats();
+    assert_eq!(after_old.refused, before.refused + 1, "the old address");
+    assert_eq!(after_old.packets_received, before.packets_received);
+    call.sides[0]
+        .stream
+        .handle_datagram(now, moved, &packets[1]);
+    assert_eq!(
+        call.sides[0].stream.stats().packets_received,
+        before.packets_received + 1,
+        "the new one"
+    );
+    // Our pictures and reports follow, each to its own port.
     let picture = call.sides[0]
         .camera
         .next_frame()
@@ -359,6 +376,15 @@ fn a_peer_that_moves_by_re_invite_is_followed_and_its_old_address_refused() {
         .stream
         .send_frame(now, &picture)
         .expect("send");
-    let t = call.sides[0].stream.poll_transmit().expect("a packet");
-    assert_eq!(t.to, moved);
+    let later = now + Duration::from_secs(2);
+    call.sides[0].stream.handle_timeout(later);
+    let sent: Vec<SocketAddr> = std::iter::from_fn(|| call.sides[0].stream.poll_transmit())
+        .map(|t| t.to)
+        .collect();
+    assert!(sent.contains(&moved), "{sent:?}");
+    assert!(sent.contains(&moved_rtcp), "{sent:?}");
+    assert!(
+        sent.iter().all(|a| *a == moved || *a == moved_rtcp),
+        "{sent:?}"
+    );
 }

@@ -255,9 +255,10 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Renegotiation {
     Idle,
-    /// Sent (the `attempt`th time), offering this hold state.
+    /// Sent (the `attempt`th time), offering this hold state and camera.
     Sent {
         hold: bool,
+        camera_off: bool,
         attempt: u8,
     },
     /// Refused with 491: sent again at this time.
@@ -286,11 +287,10 @@ struct Call {
     /// The peer holds the call.
     remote_hold: bool,
     renegotiation: Renegotiation,
-    /// The user asked for another hold state (or camera) while a re-INVITE was under
-    /// way.
-    hold_again: bool,
     /// The user turned the camera off: our video m-lines do not send.
     camera_off: bool,
+    /// The camera state the peer last agreed to.
+    agreed_camera_off: bool,
     /// Why the user ended it, when that is more than "hung up".
     end_reason: Option<String>,
 }
@@ -317,8 +317,8 @@ impl Call {
             agreed_hold: false,
             remote_hold: false,
             renegotiation: Renegotiation::Idle,
-            hold_again: false,
             camera_off: false,
+            agreed_camera_off: false,
             end_reason: None,
         };
         call.view.streams = call.stream_views();
@@ -706,9 +706,9 @@ impl CallCore {
         call.local_hold = on;
         match call.renegotiation {
             Renegotiation::Idle => self.renegotiate(id, 1),
-            // Sent once the one under way is answered (or its retry comes).
-            Renegotiation::Sent { hold, .. } => call.hold_again = hold != on,
-            Renegotiation::RetryAt { .. } => {}
+            // Offered once the one under way is answered (if it differs), or with its
+            // retry.
+            Renegotiation::Sent { .. } | Renegotiation::RetryAt { .. } => {}
         }
         Ok(())
     }
@@ -720,6 +720,9 @@ impl CallCore {
         let call = self.call_mut(id)?;
         if call.phase != Phase::Active {
             return Err(bad("the call is not connected"));
+        }
+        if call.camera_off != on {
+            return Ok(());
         }
         let videos: Vec<usize> = running_streams(call)
             .into_iter()
@@ -737,11 +740,9 @@ impl CallCore {
             }
         }
         let call = self.call_mut(id)?;
-        match call.renegotiation {
-            Renegotiation::Idle => self.renegotiate(id, 1),
-            // Offered again once the one under way is answered.
-            Renegotiation::Sent { .. } => call.hold_again = true,
-            Renegotiation::RetryAt { .. } => {}
+        if call.renegotiation == Renegotiation::Idle {
+            // Otherwise offered once the one under way is answered (or retried).
+            self.renegotiate(id, 1);
         }
         Ok(())
     }
@@ -755,9 +756,9 @@ impl CallCore {
             return;
         }
         call.version += 1;
-        call.hold_again = false;
         call.renegotiation = Renegotiation::Sent {
             hold: call.local_hold,
+            camera_off: call.camera_off,
             attempt,
         };
         let sdp = offer::reoffer(call);
@@ -910,7 +911,12 @@ impl CallCore {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
-        let Renegotiation::Sent { hold, attempt } = call.renegotiation else {
+        let Renegotiation::Sent {
+            hold,
+            camera_off,
+            attempt,
+        } = call.renegotiation
+        else {
             return; // not ours, or already settled
         };
         call.renegotiation = Renegotiation::Idle;
@@ -939,6 +945,7 @@ impl CallCore {
             }
         };
         call.agreed_hold = hold;
+        call.agreed_camera_off = camera_off;
         match sdp::parse_session(&body)
             .map_err(|e| e.to_string())
             .and_then(|a| offer::check_answer(call, &a))
@@ -965,7 +972,8 @@ impl CallCore {
                 }));
             }
         }
-        let again = call.hold_again;
+        // The user changed hold or camera while it was under way: offered now.
+        let again = (call.local_hold, call.camera_off) != (hold, camera_off);
         let state = call.state();
         self.set_state(id, state);
         self.refresh_security(id);
@@ -982,7 +990,8 @@ impl CallCore {
         };
         call.renegotiation = Renegotiation::Idle;
         call.local_hold = call.agreed_hold;
-        call.hold_again = false;
+        // A camera the peer never agreed to turn on stays off (one turned off stays off).
+        call.camera_off |= call.agreed_camera_off;
         let held = call.local_hold || call.remote_hold;
         let state = call.state();
         for i in running_streams(call) {

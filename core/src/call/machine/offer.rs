@@ -312,12 +312,15 @@ fn with_camera(s: &Stream, direction: Direction, camera_off: bool) -> Direction 
     }
 }
 
-/// Whether video stream `i` sends: our camera is on and the peer takes pictures.
+/// Whether video stream `i` sends: our camera is on, the call is not held either way,
+/// and the peer takes pictures.
 pub(super) fn sends_video(call: &Call, i: usize) -> bool {
     let Some(s) = call.streams.get(i) else {
         return false;
     };
     !call.camera_off
+        && !call.local_hold
+        && !call.remote_hold
         && !s
             .their
             .as_ref()
@@ -571,16 +574,6 @@ pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, Medi
             ));
         }
     }
-    // A peer that stops (or starts again) taking our pictures: the video follows.
-    for (i, _) in &update.running {
-        if call
-            .streams
-            .get(*i)
-            .is_some_and(|s| s.kind == Some(MediaKind::Video))
-        {
-            actions.push((*i, MediaAction::Camera(sends_video(call, *i))));
-        }
-    }
     for &i in &update.removed {
         if let Some(s) = call.streams.get_mut(i) {
             s.state = StreamState::Refused;
@@ -595,6 +588,17 @@ pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, Medi
     for (i, s) in call.streams.iter().enumerate() {
         if s.state == StreamState::Running {
             actions.push((i, MediaAction::Hold(held)));
+        }
+    }
+    // After the hold: a peer that stops (or starts again) taking our pictures, or a
+    // hold that ends, and the video follows.
+    for (i, _) in &update.running {
+        if call
+            .streams
+            .get(*i)
+            .is_some_and(|s| s.kind == Some(MediaKind::Video))
+        {
+            actions.push((*i, MediaAction::Camera(sends_video(call, *i))));
         }
     }
     actions

@@ -1196,6 +1196,17 @@ fn a_video_stream_that_cannot_start_is_refused_and_the_call_is_answered_with_aud
     assert_eq!(p.a.view().map(|v| v.state), Some(CallState::Connected));
 }
 
+/// The video line of the last re-INVITE `ph` sent, and its audio part.
+fn last_reinvite(ph: &Phone) -> (String, String) {
+    match ph.sip.last() {
+        Some(SipAction::ReInvite(sdp)) => {
+            let at = sdp.find("m=video").expect("video line");
+            (sdp[..at].to_owned(), sdp[at..].to_owned())
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn the_camera_goes_off_and_on_by_re_invite_and_a_peer_that_stops_taking_pictures_is_followed() {
     let mut p = pair(Conditions::latency(Duration::from_millis(5)), 18);
@@ -1207,32 +1218,34 @@ fn the_camera_goes_off_and_on_by_re_invite_and_a_peer_that_stops_taking_pictures
     let id = p.a.id();
     let now = p.now;
     // Camera off: no pictures at once, and the peer is told (video recvonly, audio as
-    // it was).
+    // it was); its answer keeps them off.
     p.a.input(now, Input::Camera { id, on: false })
         .expect("camera off");
     assert!(p.a.take_media().contains(&(1, MediaAction::Camera(false))));
-    let offer = match p.a.sip.last() {
-        Some(SipAction::ReInvite(sdp)) => sdp.clone(),
-        other => panic!("{other:?}"),
-    };
-    let video = &offer[offer.find("m=video").expect("video line")..];
-    let audio = &offer[..offer.find("m=video").expect("video line")];
-    assert!(video.contains("a=recvonly"), "{offer}");
-    assert!(audio.contains("a=sendrecv"), "{offer}");
+    let (audio, video) = last_reinvite(&p.a);
+    assert!(video.contains("a=recvonly") && audio.contains("a=sendrecv"));
     p.drive();
+    let media = p.a.take_media();
+    assert!(
+        !media.contains(&(1, MediaAction::Camera(true))),
+        "{media:?}"
+    );
     assert_eq!(p.a.state(), CallState::Connected);
-    // Camera on again.
+    // The peer offers video both ways meanwhile: our answer still only receives, and
+    // the camera stays off.
+    let answered = forged_reinvite_from_b(&mut p, |s| s);
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(sdp)]
+            if sdp[sdp.find("m=video").expect("video")..].contains("a=recvonly")),
+        "{answered:?}"
+    );
+    assert!(!p.a.take_media().contains(&(1, MediaAction::Camera(true))));
+    // Camera on again: pictures go once Bob's answer takes them, not before.
     let now = p.now;
     p.a.input(now, Input::Camera { id, on: true })
         .expect("camera on");
-    match p.a.sip.last() {
-        Some(SipAction::ReInvite(sdp)) => {
-            let video = &sdp[sdp.find("m=video").expect("video line")..];
-            assert!(video.contains("a=sendrecv"), "{sdp}");
-        }
-        other => panic!("{other:?}"),
-    }
-    // Pictures go again once Bob's answer takes them.
+    assert!(!p.a.take_media().contains(&(1, MediaAction::Camera(true))));
+    assert!(last_reinvite(&p.a).1.contains("a=sendrecv"));
     p.drive();
     assert!(p.a.take_media().contains(&(1, MediaAction::Camera(true))));
     // Bob stops taking pictures (his video line sendonly): Alice's stop.
@@ -1251,5 +1264,33 @@ fn the_camera_goes_off_and_on_by_re_invite_and_a_peer_that_stops_taking_pictures
     assert!(
         q.a.input(now, Input::Camera { id: qid, on: false })
             .is_err()
+    );
+}
+
+#[test]
+fn a_camera_change_while_a_hold_is_under_way_is_offered_after_it() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(20)), 20);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let id = p.a.id();
+    let now = p.now;
+    p.a.input(now, Input::Hold { id, on: true }).expect("hold");
+    let sent = p.a.sip.len();
+    // Still unanswered: the camera goes off now, and is offered after the hold.
+    p.a.input(now, Input::Camera { id, on: false })
+        .expect("camera off");
+    assert_eq!(p.a.sip.len(), sent, "one re-INVITE at a time");
+    p.drive();
+    let (audio, video) = last_reinvite(&p.a);
+    assert!(audio.contains("a=sendonly"), "{audio}");
+    assert!(video.contains("a=inactive"), "{video}");
+    assert!(p.a.sip.len() > sent);
+    // And held, nothing sends video, whatever the peer's answers say.
+    let media = p.a.take_media();
+    assert!(
+        !media.contains(&(1, MediaAction::Camera(true))),
+        "{media:?}"
     );
 }
