@@ -211,7 +211,32 @@ pub struct AudioStream {
     payload: Vec<u8>,
 }
 
-fn random_u32() -> u32 {
+/// What may leave of a packet, as the stream's protection stands: SRTP once keyed,
+/// as is only in cleartext (best effort), nothing otherwise.
+pub(crate) fn protect(
+    security: &MediaSecurity,
+    srtp: Option<&mut SrtpSession>,
+    plain: Vec<u8>,
+    rtcp: bool,
+) -> Option<Vec<u8>> {
+    match security {
+        MediaSecurity::Secure => {
+            let s = srtp?;
+            let r = if rtcp {
+                s.protect_rtcp(&plain)
+            } else {
+                s.protect_rtp(&plain)
+            };
+            r.map(|b| b.to_vec())
+                .inspect_err(|e| tracing::warn!(error = %e, "could not protect outgoing media"))
+                .ok()
+        }
+        MediaSecurity::Cleartext => Some(plain),
+        MediaSecurity::Negotiating | MediaSecurity::Failed => None,
+    }
+}
+
+pub(crate) fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     // Failure here would mean a broken OS RNG; predictable sequence numbers are then
     // the least of our problems, so fall back rather than abort a call.
@@ -672,21 +697,8 @@ impl AudioStream {
     }
 
     fn emit(&mut self, plain: Vec<u8>, rtcp: bool) {
-        let out = match self.security {
-            MediaSecurity::Secure => {
-                let Some(s) = self.srtp.as_mut() else { return };
-                let r = if rtcp {
-                    s.protect_rtcp(&plain)
-                } else {
-                    s.protect_rtp(&plain)
-                };
-                match r {
-                    Ok(b) => b.to_vec(),
-                    Err(e) => return tracing::warn!(error = %e, "could not protect outgoing media"),
-                }
-            }
-            MediaSecurity::Cleartext => plain,
-            MediaSecurity::Negotiating | MediaSecurity::Failed => return,
+        let Some(out) = protect(&self.security, self.srtp.as_mut(), plain, rtcp) else {
+            return;
         };
         if self.outbox.len() < MAX_OUTBOX {
             self.outbox.push_back((out, Route::Media));

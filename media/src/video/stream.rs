@@ -20,7 +20,7 @@ use crate::MediaError;
 use crate::rtp::feedback::{self, KeyRequests, RtcpPacket};
 use crate::rtp::{self, Kind, ReceptionStats, RtpHeader, build_report};
 use crate::srtp::SrtpSession;
-use crate::stream::{MediaSecurity, Policy, Transmit};
+use crate::stream::{MediaSecurity, Policy, Transmit, protect, random_u32};
 use crate::zrtp::SrtpKeys;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -132,13 +132,6 @@ pub struct VideoStream {
     decoded_times: VecDeque<Instant>,
     events: VecDeque<VideoEvent>,
     stats: VideoStats,
-}
-
-fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    // A broken OS RNG would make numbers predictable, which is no reason to drop video.
-    let _ = getrandom::fill(&mut b);
-    u32::from_le_bytes(b)
 }
 
 impl VideoStream {
@@ -470,21 +463,8 @@ impl VideoStream {
     }
 
     fn emit(&mut self, plain: Vec<u8>, rtcp: bool) {
-        let data = match self.security {
-            MediaSecurity::Secure => {
-                let Some(s) = self.srtp.as_mut() else { return };
-                let r = if rtcp {
-                    s.protect_rtcp(&plain)
-                } else {
-                    s.protect_rtp(&plain)
-                };
-                match r {
-                    Ok(b) => b.to_vec(),
-                    Err(e) => return tracing::warn!(error = %e, "could not protect video"),
-                }
-            }
-            MediaSecurity::Cleartext => plain,
-            MediaSecurity::Negotiating | MediaSecurity::Failed => return,
+        let Some(data) = protect(&self.security, self.srtp.as_mut(), plain, rtcp) else {
+            return;
         };
         let to = if rtcp {
             self.cfg.remote_rtcp
