@@ -174,6 +174,13 @@ impl Stream {
     }
 }
 
+/// An address media must not be sent to: multicast or broadcast, also written as an
+/// IPv4-mapped IPv6 address (which a dual-stack socket would reach).
+fn not_a_peer(addr: core::net::IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    addr.is_multicast() || addr == core::net::IpAddr::V4(core::net::Ipv4Addr::BROADCAST)
+}
+
 fn word(kind: MediaKind) -> &'static str {
     match kind {
         MediaKind::Audio => "audio",
@@ -216,6 +223,16 @@ pub(super) fn initial_offer(call: &Call) -> String {
 pub(super) fn streams_to_accept(
     offer: &SessionDescription,
 ) -> std::result::Result<Vec<Stream>, String> {
+    if let Some(s) = offer
+        .streams
+        .iter()
+        .find(|s| s.port != 0 && not_a_peer(s.addr))
+    {
+        return Err(format!(
+            "the offer sends {} to {}, not to a peer",
+            s.media, s.addr
+        ));
+    }
     let audio = offer
         .streams
         .iter()
@@ -414,6 +431,12 @@ pub(super) fn read_answer(
                 word(kind)
             ));
         }
+        if not_a_peer(a.addr) {
+            return Err(format!(
+                "the answer sends {} to {}, not to a peer",
+                a.media, a.addr
+            ));
+        }
         let neg = sdp::accepted(a, ours_of(kind)).map_err(|e| e.to_string())?;
         s.negotiated = Some(neg);
         s.remote = Some(SocketAddr::new(a.addr, a.port));
@@ -516,9 +539,7 @@ fn check(
         if their.kind != s.kind {
             return Err(format!("it turns {} into {}", s.media, their.media));
         }
-        if their.addr.is_multicast()
-            || their.addr == core::net::IpAddr::V4(core::net::Ipv4Addr::BROADCAST)
-        {
+        if not_a_peer(their.addr) {
             return Err(format!(
                 "it sends {} to {}, not to a peer",
                 s.media, their.addr

@@ -850,6 +850,11 @@ fn an_offer_we_cannot_carry_is_refused_with_488_and_makes_no_call() {
         "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n".to_owned(),
         "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n".to_owned(),
         "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=video 4000 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\n".to_owned(),
+        // Media to a multicast group or a broadcast address, however written.
+        "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 224.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n".to_owned(),
+        "v=0\r\no=x 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 255.255.255.255\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n".to_owned(),
+        "v=0\r\no=x 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::ffff:224.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n".to_owned(),
+        "v=0\r\no=x 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ff02::1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n".to_owned(),
     ] {
         b.receive(now, Wire::Invite(offer.clone()));
         assert_eq!(b.sip.pop(), Some(SipAction::Reject(Rejection::NotAcceptable)), "{offer}");
@@ -1293,4 +1298,17 @@ fn a_camera_change_while_a_hold_is_under_way_is_offered_after_it() {
         !media.contains(&(1, MediaAction::Camera(true))),
         "{media:?}"
     );
+}
+
+#[test]
+fn an_answer_sending_media_to_a_multicast_group_ends_the_call_before_any_media() {
+    let mut a = Phone::new(ALICE, 21);
+    let now = Instant::now();
+    a.place(now);
+    let answer = "v=0\r\no=x 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::ffff:239.1.1.1\r\nt=0 0\r\n\
+                  m=audio 4000 RTP/AVP 0\r\n"
+        .to_owned();
+    a.receive(now, Wire::Ok(answer));
+    assert!(a.sip.contains(&SipAction::Hangup), "{:?}", a.sip);
+    assert!(starts(&a.take_media()).is_empty(), "no media started");
 }
