@@ -578,21 +578,24 @@ pub(super) fn apply_update(call: &mut Call, update: &Update) -> Vec<(usize, Medi
         let Some(s) = call.streams.get_mut(*i) else {
             continue;
         };
-        let remote = SocketAddr::new(their.addr, their.port);
         // 0.0.0.0 is RFC 2543's hold: the stream pauses where it is.
-        let moved = !their.addr.is_unspecified() && s.remote != Some(remote);
-        if moved {
-            s.remote = Some(remote);
+        if their.addr.is_unspecified() {
+            s.their = Some(their.clone());
+            continue;
         }
+        // Where media and RTCP go, before and after: either may move (a new address,
+        // or only a new `a=rtcp` port).
+        let addresses = |s: &Stream| {
+            s.start(crate::model::EncryptionPolicy::Mandatory)
+                .map(|st| (st.remote, st.remote_rtcp))
+        };
+        let before = addresses(s);
+        s.remote = Some(SocketAddr::new(their.addr, their.port));
         s.their = Some(their.clone());
-        if moved && let Some(start) = s.start(crate::model::EncryptionPolicy::Mandatory) {
-            actions.push((
-                *i,
-                MediaAction::SetRemote {
-                    rtp: start.remote,
-                    rtcp: start.remote_rtcp,
-                },
-            ));
+        if let Some((rtp, rtcp)) = addresses(s)
+            && before != Some((rtp, rtcp))
+        {
+            actions.push((*i, MediaAction::SetRemote { rtp, rtcp }));
         }
     }
     for &i in &update.removed {

@@ -1312,3 +1312,38 @@ fn an_answer_sending_media_to_a_multicast_group_ends_the_call_before_any_media()
     assert!(a.sip.contains(&SipAction::Hangup), "{:?}", a.sip);
     assert!(starts(&a.take_media()).is_empty(), "no media started");
 }
+
+#[test]
+fn a_re_invite_moving_only_the_video_rtcp_port_moves_our_reports() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 22);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let _ = p.a.take_media();
+    // Bob's answer muxed RTCP; his re-INVITE keeps the RTP address and drops the mux,
+    // so his reports go to his own RTCP port from now on.
+    let answered = forged_reinvite_from_b(&mut p, |s| s.replace("a=rtcp-mux\r\n", ""));
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(_)]),
+        "{answered:?}"
+    );
+    let media = p.a.take_media();
+    assert!(
+        media.contains(&(
+            1,
+            MediaAction::SetRemote {
+                rtp: SocketAddr::new(BOB, 4002),
+                rtcp: SocketAddr::new(BOB, 4003),
+            }
+        )),
+        "{media:?}"
+    );
+    // The audio did not move: nothing for it.
+    assert!(
+        !media
+            .iter()
+            .any(|(i, a)| *i == 0 && matches!(a, MediaAction::SetRemote { .. })),
+        "{media:?}"
+    );
+}
