@@ -563,6 +563,12 @@ impl Loop {
         let Some(mut v) = self.video.take() else {
             return;
         };
+        // Its ZRTP channel goes too: another video may take its place.
+        if let Some(z) = self.stream.zrtp_mut()
+            && let Err(e) = z.remove_channel(v.stream.local_ssrc())
+        {
+            tracing::debug!(error = %e, "the video's ZRTP channel was already gone");
+        }
         if let Some(r) = v.record.take()
             && let Err(e) = r.finish()
         {

@@ -204,6 +204,13 @@ fn channels_are_bounded_and_unknown_ones_refused() {
         s.channel_hello_hash(3).is_err(),
         "a refused channel is not kept"
     );
+    // A removed channel frees its place (in libbzrtp too).
+    s.remove_channel(2).expect("remove");
+    assert!(s.channel_hello_hash(2).is_err());
+    assert!(s.remove_channel(2).is_err(), "once");
+    s.add_channel(3)
+        .expect("another video channel in its place");
+    assert!(s.channel_hello_hash(3).is_ok());
 }
 
 #[test]

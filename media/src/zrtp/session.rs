@@ -1030,6 +1030,20 @@ impl ZrtpSession {
         self.extra[last].register(ctx)
     }
 
+    /// Ends a further channel (its stream was removed): libbzrtp forgets it, and its
+    /// place may be taken by another.
+    pub fn remove_channel(&mut self, ssrc: u32) -> Result<(), MediaError> {
+        let i = self.channel_index(ssrc)?;
+        // SAFETY: a channel of this context, destroyed once; the first channel remains,
+        // so the context lives on. Its client data (the `Callbacks` box) is dropped
+        // only below, once libbzrtp no longer holds it.
+        unsafe {
+            ffi::bzrtp_destroyBzrtpContext(self.ctx.as_ptr(), ssrc);
+        }
+        self.extra.remove(i);
+        Ok(())
+    }
+
     fn channel(&self, ssrc: u32) -> Result<&Channel, MediaError> {
         self.extra
             .iter()
