@@ -56,13 +56,24 @@ pub fn wait<T>(
     what: &str,
     f: impl Fn(&Event) -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    wait_up_to(phone, rx, what, Duration::from_secs(15), f)
+}
+
+/// As [`wait`], with its own bound.
+pub fn wait_up_to<T>(
+    phone: &Phone,
+    rx: &mut tokio::sync::broadcast::Receiver<Event>,
+    what: &str,
+    limit: Duration,
+    f: impl Fn(&Event) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
     while let Some(ev) = phone.next_event(rx, deadline.saturating_duration_since(Instant::now())) {
         if let Some(v) = f(&ev) {
             return v;
         }
     }
-    panic!("no {what} within 15 s")
+    panic!("no {what} within {} s", limit.as_secs())
 }
 
 pub fn online(phone: &Phone, rx: &mut tokio::sync::broadcast::Receiver<Event>, account: AccountId) {
