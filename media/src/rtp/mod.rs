@@ -9,7 +9,10 @@ mod rtcp;
 
 pub use packet::{RtpHeader, parse, write};
 pub use remote::{HelloHash, MAX_ZRTP_CANDIDATES, PeerAddress};
-pub use rtcp::{ReceptionStats, Report, ReportBlock, SenderInfo, build_report, parse_report};
+pub use rtcp::{
+    ReceptionStats, Report, ReportBlock, SenderInfo, build_report, clock_q16, parse_report,
+    round_trip_ms,
+};
 
 /// What arrived on the media port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

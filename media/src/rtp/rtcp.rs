@@ -138,6 +138,23 @@ pub struct SenderInfo {
     pub octets: u32,
 }
 
+/// Our clock as RTCP writes it: seconds since `epoch` in 1/65536 s (the middle 32 bits
+/// of an NTP-style timestamp).
+pub fn clock_q16(epoch: std::time::Instant, now: std::time::Instant) -> u32 {
+    let d = now.saturating_duration_since(epoch);
+    ((d.as_secs() << 16) + (u64::from(d.subsec_nanos()) << 16) / 1_000_000_000) as u32
+}
+
+/// The round trip a report block about our stream shows (RFC 3550 §6.4.1: now less
+/// its LSR and DLSR), if it has one and it is under ten seconds.
+pub fn round_trip_ms(block: &ReportBlock, now_q16: u32) -> Option<u32> {
+    if block.lsr == 0 {
+        return None;
+    }
+    let rtt_q16 = now_q16.wrapping_sub(block.lsr).wrapping_sub(block.dlsr);
+    (rtt_q16 < 10 * 65536).then(|| (u64::from(rtt_q16) * 1000 / 65536) as u32)
+}
+
 /// A parsed SR or RR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {

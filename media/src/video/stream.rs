@@ -391,11 +391,8 @@ impl VideoStream {
                 if let Some(b) = report.block
                     && b.ssrc == self.cfg.local_ssrc
                 {
-                    if b.lsr != 0 {
-                        let rtt_q16 = now_q16.wrapping_sub(b.lsr).wrapping_sub(b.dlsr);
-                        if rtt_q16 < 10 * 65536 {
-                            self.stats.rtt_ms = Some((u64::from(rtt_q16) * 1000 / 65536) as u32);
-                        }
+                    if let Some(rtt) = rtp::round_trip_ms(&b, now_q16) {
+                        self.stats.rtt_ms = Some(rtt);
                     }
                     self.adapt_rate(b.fraction_lost);
                 }
@@ -420,10 +417,8 @@ impl VideoStream {
         }
     }
 
-    /// Our clock in 1/65536 s (the middle 32 bits of an NTP-style timestamp).
     fn q16(&self, now: Instant) -> u32 {
-        let d = now.saturating_duration_since(self.epoch);
-        ((d.as_secs() << 16) + (u64::from(d.subsec_nanos()) << 16) / 1_000_000_000) as u32
+        rtp::clock_q16(self.epoch, now)
     }
 
     fn rtp_timestamp(&self, now: Instant) -> u32 {
