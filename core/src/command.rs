@@ -393,6 +393,15 @@ pub enum Command {
         /// Camera on.
         on: bool,
     },
+    /// Add video to a call (our camera on: the test pattern unless the call was placed
+    /// or answered with a source), or end the call's video; the peer is asked by
+    /// re-INVITE, and a video it adds is watched with our camera off.
+    Video {
+        /// The call.
+        call: CallId,
+        /// Video or not.
+        on: bool,
+    },
     /// The SAS the peer read out was not ours: end the call and say why.
     SasMismatch {
         /// The call.
@@ -426,6 +435,7 @@ impl Command {
             Command::SasMismatch { .. } => "report SAS mismatch",
             Command::Mute { .. } => "mute",
             Command::Camera { .. } => "camera",
+            Command::Video { .. } => "video",
             Command::SetPeerVerified { .. } => "set peer verified",
             Command::RegisterXmpp(_) => "create account",
             Command::ChangeXmppPassword { .. } => "change password",

@@ -1001,6 +1001,10 @@ impl Core {
                 self.calls.camera(call, on, &mut events)?;
                 Reply::Done
             }
+            Command::Video { call, on } => {
+                self.calls.video(call, on, &mut events)?;
+                Reply::Done
+            }
             Command::SasMismatch { call } => {
                 self.calls.sas_mismatch(call, &mut events)?;
                 Reply::Done

@@ -140,7 +140,8 @@ pub enum StreamKind {
 pub struct MediaStreamView {
     /// What it carries.
     pub kind: StreamKind,
-    /// Whether the peer sends on it (false while the peer holds it).
+    /// Whether our media goes out on it: the peer takes it, neither side holds the
+    /// call, and for video our camera is on.
     pub sending: bool,
     /// How private this stream is (each is keyed by its own ZRTP exchange).
     pub security: CallSecurity,

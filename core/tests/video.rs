@@ -142,3 +142,135 @@ fn a_direct_video_call_sends_and_records_pictures_both_ways_all_keyed() {
         "{a_frames} and {b_frames} pictures"
     );
 }
+
+fn audio_only() -> MediaChoice {
+    MediaChoice {
+        source: SourceSpec::Tone(440.0),
+        sink: SinkSpec::Null,
+        video: None,
+    }
+}
+
+/// The call's video stream view, once it runs.
+fn video_of(
+    c: Option<&hush_core::snapshot::CallView>,
+) -> Option<&hush_core::snapshot::MediaStreamView> {
+    c?.streams.iter().find(|s| s.kind == StreamKind::Video)
+}
+
+fn keyed(c: Option<&hush_core::snapshot::CallView>) -> bool {
+    c.is_some_and(|c| {
+        c.streams.len() == 2
+            && c.streams
+                .iter()
+                .all(|s| matches!(s.security, CallSecurity::Secure { .. }))
+    })
+}
+
+/// The newest picture `phone` shows of the peer shows the pattern (bounded wait).
+fn shows_pattern(phone: &Phone, call: CallId, who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rx = phone.events();
+    loop {
+        let picture = phone
+            .pictures(call)
+            .and_then(|p| p.theirs.lock().ok().and_then(|s| s.clone()));
+        if let Some(p) = picture
+            && TestPattern::shows_bars(&p, 24)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} shows no pattern within 20 s"
+        );
+        let _ = phone.next_event(&mut rx, Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keyed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let callee = phone(&dir.path().join("b"));
+    let Reply::Listening(addr) = callee
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(audio_only()),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected Listening")
+    };
+    let caller = phone(&dir.path().join("a"));
+    let Reply::Call(call) = caller
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("bob@{addr}"),
+            audio: audio_only(),
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    until(&caller, call, "a secure audio call", |c| {
+        c.is_some_and(|c| matches!(c.security, CallSecurity::Secure { .. }) && c.streams.len() == 1)
+    });
+    let theirs = callee
+        .snapshot()
+        .calls
+        .first()
+        .expect("the callee's call")
+        .id;
+    for round in 0..2 {
+        // Added by the caller: keyed in multistream from the call's exchange, with
+        // its SAS; the callee, who chose no camera, watches without sending.
+        caller
+            .execute_blocking(Command::Video { call, on: true })
+            .expect("add video");
+        until(&caller, call, "keyed video", keyed);
+        until(&callee, theirs, "keyed video at the callee", keyed);
+        until(&callee, theirs, "pictures at the callee", |c| {
+            video_of(c)
+                .and_then(|v| v.stats)
+                .is_some_and(|s| s.packets_received > 30)
+        });
+        shows_pattern(&callee, theirs, "the callee");
+        let snap = callee.snapshot();
+        let v = video_of(snap.calls.iter().find(|c| c.id == theirs)).expect("video");
+        assert!(!v.sending, "round {round}: the callee's camera stays off");
+        assert_eq!(v.stats.map(|s| s.packets_sent), Some(0), "round {round}");
+        let sas: Vec<Option<String>> = snap.calls[0]
+            .streams
+            .iter()
+            .map(|s| s.security.sas().map(str::to_owned))
+            .collect();
+        assert_eq!(sas[0], sas[1]);
+        // Removed: both sides back to audio, still secure.
+        caller
+            .execute_blocking(Command::Video { call, on: false })
+            .expect("remove video");
+        until(&callee, theirs, "audio alone at the callee", |c| {
+            c.is_some_and(|c| c.streams.len() == 1 && c.security.is_encrypted())
+        });
+        until(&caller, call, "audio alone", |c| {
+            c.is_some_and(|c| c.streams.len() == 1)
+        });
+    }
+    // The callee turns its camera on in the video the caller added: its pictures flow.
+    caller
+        .execute_blocking(Command::Video { call, on: true })
+        .expect("add video");
+    until(&callee, theirs, "keyed video at the callee", keyed);
+    callee
+        .execute_blocking(Command::Camera {
+            call: theirs,
+            on: true,
+        })
+        .expect("camera on");
+    shows_pattern(&caller, call, "the caller");
+    caller
+        .execute_blocking(Command::Hangup { call })
+        .expect("hang up");
+}

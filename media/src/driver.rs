@@ -51,6 +51,16 @@ pub enum MediaCommand {
         /// RTCP (the RTP address under rtcp-mux).
         rtcp: SocketAddr,
     },
+    /// Add a ZRTP channel for a video stream to be offered or answered mid-call: the
+    /// reply is its Hello hash for the m-line (`None`: the call has no ZRTP).
+    AddVideoChannel {
+        /// The video stream's SSRC.
+        ssrc: u32,
+        /// Where the hash (or why not) goes.
+        reply: mpsc::Sender<Result<Option<String>, MediaError>>,
+    },
+    /// Remove a video channel added for a stream that did not start.
+    RemoveVideoChannel(u32),
     /// Start the call's video stream (its ZRTP channel is in the call's session).
     AddVideo(Box<VideoSetup>),
     /// End the video stream (the recording is finalised).
@@ -693,6 +703,29 @@ impl Loop {
                 }
             }
             MediaCommand::RemoveVideo => self.end_video(),
+            MediaCommand::AddVideoChannel { ssrc, reply } => {
+                let made = match self.stream.zrtp_mut() {
+                    Some(z) => z
+                        .add_channel(ssrc)
+                        .and_then(|()| z.channel_hello_hash(ssrc))
+                        .map(Some),
+                    None => Ok(None),
+                };
+                let _ = reply.send(made);
+            }
+            MediaCommand::RemoveVideoChannel(ssrc) => {
+                // A running video's channel goes with the video (RemoveVideo).
+                let running = self
+                    .video
+                    .as_ref()
+                    .is_some_and(|v| v.stream.local_ssrc() == ssrc);
+                if !running
+                    && let Some(z) = self.stream.zrtp_mut()
+                    && let Err(e) = z.remove_channel(ssrc)
+                {
+                    tracing::debug!(error = %e, "no such video channel");
+                }
+            }
             MediaCommand::VideoRemote { rtp, rtcp } => {
                 if let Some(v) = &mut self.video {
                     v.stream.set_remote(rtp, rtcp);

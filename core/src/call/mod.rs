@@ -76,6 +76,20 @@ pub(crate) enum CallInput {
         CallId,
         std::result::Result<Vec<u8>, hush_signaling::SignalingError>,
     ),
+    /// A call's media thread made (or could not make) the ZRTP channel for a video
+    /// stream added mid-call: its SSRC, and its Hello hash.
+    VideoChannel(CallId, u32, std::result::Result<Option<String>, String>),
+}
+
+/// How long a media thread may take to make a ZRTP channel (it answers within a frame).
+const CHANNEL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A video stream being prepared mid-call while the media thread makes its ZRTP
+/// channel: for the user's addition, or for the peer's re-INVITE (`offer`).
+struct PendingChannel {
+    ssrc: u32,
+    ports: PreparedVideo,
+    offer: Option<Vec<u8>>,
 }
 
 /// A stack bound, with the events it will report.
@@ -141,6 +155,8 @@ struct CallIo {
     pending_video: Option<std::sync::Mutex<Box<VideoSetup>>>,
     /// The peer's re-INVITE, until the machine answers it.
     reinvite: Option<ReInvite>,
+    /// A video stream waiting for its ZRTP channel.
+    channel: Option<PendingChannel>,
 }
 
 /// What a new line needs.
@@ -194,6 +210,7 @@ impl CallIo {
             video_stream: None,
             pending_video: None,
             reinvite: None,
+            channel: None,
         }
     }
 }
@@ -1109,6 +1126,9 @@ impl CallLayer {
                     .core
                     .handle(now, Input::Sip(id, SipInput::ReInviteAnswered(answer)));
             }
+            CallInput::VideoChannel(id, ssrc, made) => {
+                self.channel_made(now, id, ssrc, made, events)
+            }
             CallInput::Registration(account, state) => {
                 if let RegistrationState::Retrying(why) = &state {
                     tracing::info!(%account, reason = %why, "registration retrying");
@@ -1209,8 +1229,22 @@ impl CallLayer {
             SipEvent::ReInvite { call, reinvite } => match self.find(line_id, &call) {
                 Some(id) => {
                     let body = reinvite.sdp.clone();
-                    if let Some(io) = self.io.get_mut(&id) {
-                        io.reinvite = Some(reinvite);
+                    let Some(io) = self.io.get_mut(&id) else {
+                        return;
+                    };
+                    if io.channel.is_some() || io.reinvite.is_some() {
+                        // One is being answered (its video prepared): RFC 3261 §14.2.
+                        tokio::spawn(reinvite.pending());
+                        return;
+                    }
+                    io.reinvite = Some(reinvite);
+                    // A video stream it adds needs a ZRTP channel from the media
+                    // thread first; the machine hears the offer once it is made.
+                    if self.core.video_to_accept(id, &body) {
+                        match self.request_channel(id, Some(body.clone())) {
+                            Ok(()) => return,
+                            Err(e) => tracing::info!(error = %e, "refusing the video added"),
+                        }
                     }
                     let _ = self
                         .core
@@ -1237,6 +1271,7 @@ impl CallLayer {
                 Output::Event(e) => events.push(e),
                 Output::Sip(id, action) => self.sip_action(id, action),
                 Output::Media(id, stream, action) => self.media_action(id, stream, action),
+                Output::Release(id, p) => self.release_prepared(id, &p),
             }
         }
         // Calls the machine ended: their media is stopped, their sockets go.
@@ -1414,6 +1449,139 @@ impl CallLayer {
         }
     }
 
+    /// Adds video to a call (camera on), or ends it; the peer is asked by re-INVITE.
+    pub(crate) fn video(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
+        if !on {
+            return self.command(Input::RemoveVideo { id }, events);
+        }
+        self.core.can_add_video(id)?;
+        self.request_channel(id, None)
+    }
+
+    /// Binds a video stream's ports and asks the call's media thread for its ZRTP
+    /// channel; [`CallInput::VideoChannel`] brings the answer.
+    fn request_channel(&mut self, id: CallId, offer: Option<Vec<u8>>) -> Result<()> {
+        let input = self.input.clone();
+        let io = self.io.get_mut(&id).ok_or(CoreError::Stopped)?;
+        if io.channel.is_some() {
+            return Err(bad("video is being added already"));
+        }
+        let line = self.lines.get(&io.line).ok_or(CoreError::Stopped)?;
+        let audio = io
+            .audio_stream
+            .and_then(|a| io.media.get(&a))
+            .ok_or_else(|| bad("the call has no media yet"))?;
+        let ports = PreparedVideo::bind(line.media_ip)?;
+        let ssrc = random_u64() as u32;
+        let (reply, made) = std::sync::mpsc::channel();
+        audio.command(MediaCommand::AddVideoChannel { ssrc, reply });
+        io.channel = Some(PendingChannel { ssrc, ports, offer });
+        tokio::spawn(async move {
+            let made = tokio::task::spawn_blocking(move || made.recv_timeout(CHANNEL_WAIT))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|_| "the media thread did not answer".to_owned()))
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let _ = input.send(CallInput::VideoChannel(id, ssrc, made)).await;
+        });
+        Ok(())
+    }
+
+    /// The media thread made (or not) a video stream's ZRTP channel: the stream goes
+    /// to the machine, added by us or taken into the peer's re-INVITE.
+    fn channel_made(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        ssrc: u32,
+        made: std::result::Result<Option<String>, String>,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(io) = self.io.get_mut(&id) else {
+            return; // the call ended: its thread, and the channel, are gone
+        };
+        if io.channel.as_ref().is_none_or(|c| c.ssrc != ssrc) {
+            return;
+        }
+        let Some(PendingChannel { ports, offer, .. }) = io.channel.take() else {
+            return;
+        };
+        let hash = match made {
+            Ok(hash) => hash,
+            Err(why) => {
+                tracing::info!(call = id.0, reason = %why, "no ZRTP channel for video");
+                match offer {
+                    Some(body) => {
+                        let _ = self
+                            .core
+                            .handle(now, Input::Sip(id, SipInput::ReInvite(body)));
+                    }
+                    None => events.push(Event::CommandFailed {
+                        command: "video",
+                        error: format!("video cannot be added: {why}"),
+                        permanent: false,
+                    }),
+                }
+                return;
+            }
+        };
+        let (port, rtcp) = match (ports.local_addr(), ports.local_rtcp_addr()) {
+            (Ok(a), Ok(b)) => (a.port(), b.port()),
+            _ => return,
+        };
+        let stream = PreparedStream {
+            kind: MediaKind::Video,
+            port,
+            zrtp_hash: hash,
+            rtcp_port: Some(rtcp),
+        };
+        let camera = io.audio.video.is_some();
+        io.prepared.push(Prepared {
+            kind: MediaKind::Video,
+            ssrc,
+            port,
+            ports: Ports::Video(ports),
+        });
+        let input = match offer {
+            Some(body) => Input::Sip(
+                id,
+                SipInput::ReInviteWithVideo {
+                    body,
+                    video: stream,
+                    camera,
+                },
+            ),
+            None => Input::AddVideo { id, stream },
+        };
+        if let Err(e) = self.core.handle(now, input) {
+            events.push(Event::CommandFailed {
+                command: "video",
+                error: e.to_string(),
+                permanent: false,
+            });
+        }
+    }
+
+    /// A prepared stream the machine gave up: its sockets close, its ZRTP channel goes.
+    fn release_prepared(&mut self, id: CallId, p: &PreparedStream) {
+        let Some(io) = self.io.get_mut(&id) else {
+            return;
+        };
+        let Some(at) = io
+            .prepared
+            .iter()
+            .position(|q| q.kind == p.kind && q.port == p.port)
+        else {
+            return;
+        };
+        let released = io.prepared.swap_remove(at);
+        if let Ports::Video(_) = released.ports
+            && let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a))
+        {
+            audio.command(MediaCommand::RemoveVideoChannel(released.ssrc));
+        }
+    }
+
     /// Starts one prepared stream. Video runs in the audio stream's media thread: it
     /// is added to it, or started with it if the audio has not started yet.
     fn start(&mut self, id: CallId, stream: usize, start: StreamStart) -> Result<()> {
@@ -1428,13 +1596,9 @@ impl CallLayer {
         let (ssrc, ports) = (prepared.ssrc, prepared.ports);
         let (media, zrtp) = match ports {
             Ports::Video(ports) => {
-                let choice = io
-                    .audio
-                    .video
-                    .as_ref()
-                    .ok_or_else(|| CoreError::Call("this call has no camera".into()))?;
+                let choice = io.audio.video.clone().unwrap_or_else(video::default_choice);
                 let pictures = CallPictures::default();
-                let setup = Box::new(video::setup(choice, ports, ssrc, &start, &pictures)?);
+                let setup = Box::new(video::setup(&choice, ports, ssrc, &start, &pictures)?);
                 if let Ok(mut all) = self.pictures.lock() {
                     all.insert(id, pictures);
                 }

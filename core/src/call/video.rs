@@ -37,6 +37,15 @@ const PATTERN: (u32, u32, u32) = (640, 480, 15);
 /// The bit rate a stream starts from (and its ceiling): enough for 640×480 at 15 fps.
 const START_KBPS: u32 = 800;
 
+/// The camera of a call that has none chosen (the peer added video): the test pattern
+/// until the user has a camera to choose.
+pub(super) fn default_choice() -> VideoChoice {
+    VideoChoice {
+        source: VideoSourceSpec::Pattern,
+        record: None,
+    }
+}
+
 /// Opens the source a video call sends.
 fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>> {
     Ok(match spec {

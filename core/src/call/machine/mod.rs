@@ -89,6 +89,11 @@ pub(crate) enum Input {
     Mute { id: CallId, on: bool },
     /// Our camera off (the video m-line says so: recvonly) or on again.
     Camera { id: CallId, on: bool },
+    /// The user adds video to a call without: the driver has prepared the stream (its
+    /// ZRTP channel in the call's session). Offered by re-INVITE.
+    AddVideo { id: CallId, stream: PreparedStream },
+    /// The user ends the call's video: its m-line goes to port 0 by re-INVITE.
+    RemoveVideo { id: CallId },
     /// Keys to send as RFC 4733 events.
     Dtmf { id: CallId, keys: String },
     /// What the SIP stack said about a call.
@@ -109,6 +114,14 @@ pub(crate) enum SipInput {
     /// The peer's re-INVITE, to be answered with [`SipAction::AcceptReInvite`] or
     /// [`SipAction::RefuseReInvite`].
     ReInvite(Vec<u8>),
+    /// The same, adding a video stream the driver prepared for it (see
+    /// [`CallCore::video_to_accept`]); `camera`: the user chose video for this call,
+    /// else our camera stays off and we only watch.
+    ReInviteWithVideo {
+        body: Vec<u8>,
+        video: PreparedStream,
+        camera: bool,
+    },
     /// How our re-INVITE ended.
     ReInviteAnswered(std::result::Result<Vec<u8>, ReInviteFailure>),
     /// The call is over, in words.
@@ -158,6 +171,9 @@ pub(crate) enum Output {
     Media(CallId, usize, MediaAction),
     /// News for the views.
     Event(Event),
+    /// A prepared stream the machine will not use (an addition refused or rolled
+    /// back): its sockets and ZRTP channel can go.
+    Release(CallId, PreparedStream),
 }
 
 /// SIP actions.
@@ -255,16 +271,19 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Renegotiation {
     Idle,
-    /// Sent (the `attempt`th time), offering this hold state and camera.
+    /// Sent (the `attempt`th time), offering this hold state and camera, for what the
+    /// user asked (the command a failure is reported under).
     Sent {
         hold: bool,
         camera_off: bool,
         attempt: u8,
+        what: &'static str,
     },
     /// Refused with 491: sent again at this time.
     RetryAt {
         at: Instant,
         attempt: u8,
+        what: &'static str,
     },
 }
 
@@ -293,6 +312,20 @@ struct Call {
     agreed_camera_off: bool,
     /// Why the user ended it, when that is more than "hung up".
     end_reason: Option<String>,
+    /// A stream our re-INVITE adds, until the peer answers it.
+    adding: Option<Adding>,
+    /// A video stream the user added while another re-INVITE was under way: offered
+    /// once that one is settled.
+    queued_video: Option<PreparedStream>,
+    /// Our m-lines changed (a stream ended) since the re-INVITE under way was sent.
+    reoffer_needed: bool,
+}
+
+/// A stream our re-INVITE under way adds: at `index`, in place of the refused line
+/// `previous` (or appended). Undone if the re-INVITE gets no answer.
+struct Adding {
+    index: usize,
+    previous: Option<Stream>,
 }
 
 impl Call {
@@ -320,6 +353,9 @@ impl Call {
             camera_off: false,
             agreed_camera_off: false,
             end_reason: None,
+            adding: None,
+            queued_video: None,
+            reoffer_needed: false,
         };
         call.view.streams = call.stream_views();
         call
@@ -344,7 +380,18 @@ impl Call {
     }
 
     fn stream_views(&self) -> Vec<MediaStreamView> {
-        self.streams.iter().filter_map(Stream::view).collect()
+        self.streams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let mut view = s.view()?;
+                view.sending = match s.kind {
+                    Some(MediaKind::Video) => offer::sends_video(self, i),
+                    _ => view.sending && !self.local_hold && !self.remote_hold,
+                };
+                Some(view)
+            })
+            .collect()
     }
 }
 
@@ -415,19 +462,21 @@ impl CallCore {
 
     /// Runs what is due at `now`: re-INVITEs refused by glare are sent again.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<(CallId, u8)> = self
+        let due: Vec<(CallId, u8, &'static str)> = self
             .calls
             .iter()
             .filter_map(|(id, c)| match c.renegotiation {
-                Renegotiation::RetryAt { at, attempt } if at <= now => Some((*id, attempt)),
+                Renegotiation::RetryAt { at, attempt, what } if at <= now => {
+                    Some((*id, attempt, what))
+                }
                 _ => None,
             })
             .collect();
-        for (id, attempt) in due {
+        for (id, attempt, what) in due {
             if let Some(c) = self.calls.get_mut(&id) {
                 c.renegotiation = Renegotiation::Idle;
             }
-            self.renegotiate(id, attempt.saturating_add(1));
+            self.renegotiate(id, attempt.saturating_add(1), what);
         }
     }
 
@@ -492,6 +541,8 @@ impl CallCore {
             Input::SasMismatch { id } => self.sas_mismatch(id),
             Input::SetVerified { id, verified } => self.set_verified(id, verified),
             Input::Camera { id, on } => self.camera(id, on),
+            Input::AddVideo { id, stream } => self.add_video(id, stream),
+            Input::RemoveVideo { id } => self.remove_video(id),
             Input::Mute { id, on } => {
                 let s = self.running_audio(id)?;
                 self.out
@@ -705,11 +756,12 @@ impl CallCore {
         }
         call.local_hold = on;
         match call.renegotiation {
-            Renegotiation::Idle => self.renegotiate(id, 1),
+            Renegotiation::Idle => self.renegotiate(id, 1, "hold"),
             // Offered once the one under way is answered (if it differs), or with its
             // retry.
             Renegotiation::Sent { .. } | Renegotiation::RetryAt { .. } => {}
         }
+        self.refresh_security(id);
         Ok(())
     }
 
@@ -742,24 +794,167 @@ impl CallCore {
         let call = self.call_mut(id)?;
         if call.renegotiation == Renegotiation::Idle {
             // Otherwise offered once the one under way is answered (or retried).
-            self.renegotiate(id, 1);
+            self.renegotiate(id, 1, "camera");
+        }
+        self.refresh_security(id);
+        Ok(())
+    }
+
+    /// Whether the user may add video to the call now (the driver asks before it
+    /// prepares the stream).
+    pub(crate) fn can_add_video(&self, id: CallId) -> Result<()> {
+        let call = self.call(id)?;
+        if call.phase != Phase::Active {
+            return Err(bad("the call is not connected"));
+        }
+        if call.adding.is_some() || call.queued_video.is_some() {
+            return Err(bad("video is being added already"));
+        }
+        if video_stream(call).is_some() {
+            return Err(bad("the call has video already"));
         }
         Ok(())
     }
 
-    /// Sends a re-INVITE offering the call as the user wants it now.
-    fn renegotiate(&mut self, id: CallId, attempt: u8) {
+    /// Whether the peer's re-INVITE `body` adds a video stream we would take: the
+    /// driver then prepares one and hands it over with [`SipInput::ReInviteWithVideo`].
+    pub(crate) fn video_to_accept(&self, id: CallId, body: &[u8]) -> bool {
+        let Some(call) = self.calls.get(&id) else {
+            return false;
+        };
+        if call.phase != Phase::Active || call.renegotiation != Renegotiation::Idle {
+            return false;
+        }
+        sdp::parse_session(body)
+            .ok()
+            .and_then(|o| offer::video_line_to_accept(call, &o))
+            .is_some()
+    }
+
+    /// Adds our prepared video stream to the call: in a slot refused before (RFC 3264
+    /// §8.1), else as a new m-line, offered by re-INVITE with the camera on.
+    fn add_video(&mut self, id: CallId, stream: PreparedStream) -> Result<()> {
+        let fits = self.can_add_video(id).and_then(|()| {
+            if stream.kind == MediaKind::Video {
+                Ok(())
+            } else {
+                Err(bad("not a video stream"))
+            }
+        });
+        if let Err(e) = fits {
+            self.out.push_back(Output::Release(id, stream));
+            return Err(e);
+        }
+        let call = self.call_mut(id)?;
+        if call.renegotiation != Renegotiation::Idle {
+            // Its answer must match the m-lines it offered: this one comes after.
+            call.queued_video = Some(stream);
+            return Ok(());
+        }
+        let new = Stream::ours(stream);
+        let slot = call
+            .streams
+            .iter()
+            .position(|s| s.state == StreamState::Refused && s.kind == Some(MediaKind::Video));
+        let (index, previous) = match slot {
+            Some(i) => (i, Some(std::mem::replace(&mut call.streams[i], new))),
+            None => {
+                call.streams.push(new);
+                (call.streams.len() - 1, None)
+            }
+        };
+        call.adding = Some(Adding { index, previous });
+        call.camera_off = false;
+        self.renegotiate(id, 1, "video");
+        Ok(())
+    }
+
+    /// Ends the call's video: stopped at once, its m-line offered with port 0.
+    fn remove_video(&mut self, id: CallId) -> Result<()> {
+        let call = self.call_mut(id)?;
+        if call.phase != Phase::Active {
+            return Err(bad("the call is not connected"));
+        }
+        let Some(i) = video_stream(call) else {
+            // Not offered yet: it never will be.
+            if let Some(p) = call.queued_video.take() {
+                self.out.push_back(Output::Release(id, p));
+                return Ok(());
+            }
+            return Err(bad("this call has no video"));
+        };
+        let kind = call.streams[i].shown_kind().unwrap_or(StreamKind::Video);
+        call.streams[i].state = StreamState::Refused;
+        self.out.push_back(Output::Media(id, i, MediaAction::Stop));
+        self.event(Event::CallStreamEnded {
+            call: id,
+            kind,
+            reason: "you ended it".into(),
+        });
+        self.refresh_security(id);
+        self.reoffer(id, "video");
+        Ok(())
+    }
+
+    /// Offers the call's m-lines as they are now: at once, or once the re-INVITE under
+    /// way is settled.
+    fn reoffer(&mut self, id: CallId, what: &'static str) {
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
         if call.phase != Phase::Active {
             return;
         }
+        if call.renegotiation == Renegotiation::Idle {
+            self.renegotiate(id, 1, what);
+        } else {
+            call.reoffer_needed = true;
+        }
+    }
+
+    /// Once our re-INVITE is settled: what the user changed meanwhile is offered (a
+    /// video added then, or anything else by one more re-INVITE).
+    fn after_renegotiation(&mut self, id: CallId, again: Option<&'static str>) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.renegotiation != Renegotiation::Idle {
+            return;
+        }
+        if let Some(video) = call.queued_video.take() {
+            // Its offer carries everything else too.
+            if let Err(e) = self.add_video(id, video) {
+                self.event(Event::CommandFailed {
+                    command: "video",
+                    error: e.to_string(),
+                    permanent: false,
+                });
+            }
+            return;
+        }
+        let needed = std::mem::take(&mut call.reoffer_needed);
+        match again {
+            Some(what) => self.renegotiate(id, 1, what),
+            None if needed => self.renegotiate(id, 1, "video"),
+            None => {}
+        }
+    }
+
+    /// Sends a re-INVITE offering the call as the user wants it now.
+    fn renegotiate(&mut self, id: CallId, attempt: u8, what: &'static str) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if call.phase != Phase::Active {
+            return;
+        }
+        call.reoffer_needed = false;
         call.version += 1;
         call.renegotiation = Renegotiation::Sent {
             hold: call.local_hold,
             camera_off: call.camera_off,
             attempt,
+            what,
         };
         let sdp = offer::reoffer(call);
         self.out
@@ -767,8 +962,9 @@ impl CallCore {
     }
 
     fn sas_mismatch(&mut self, id: CallId) -> Result<()> {
+        let (_, security) = self.key_exchange(id)?;
         let call = self.call_mut(id)?;
-        if !call.view.security.is_encrypted() {
+        if !security.is_encrypted() {
             return Err(bad(
                 "the call is not secure yet: there is no SAS to compare",
             ));
@@ -783,12 +979,19 @@ impl CallCore {
         self.hangup(id)
     }
 
+    /// The security of the call's key exchange: its audio stream's (further streams
+    /// are keyed from it and repeat its SAS).
+    fn key_exchange(&self, id: CallId) -> Result<(usize, CallSecurity)> {
+        let s = self.running_audio(id)?;
+        let security = self.call(id)?.streams[s].security.clone();
+        Ok((s, security))
+    }
+
     fn set_verified(&mut self, id: CallId, verified: bool) -> Result<()> {
-        let current = self.call(id)?.view.security.clone();
+        let (s, current) = self.key_exchange(id)?;
         let Some(sas) = current.sas().map(str::to_owned) else {
             return Err(bad("the call is not secure yet: there is no SAS to verify"));
         };
-        let s = self.running_audio(id)?;
         self.out
             .push_back(Output::Media(id, s, MediaAction::SasVerified(verified)));
         // Withdrawing never turns a warning into the ordinary "unverified".
@@ -796,9 +999,22 @@ impl CallCore {
             CallSecurity::CacheMismatch { .. } | CallSecurity::NewKey { .. } if !verified => {
                 current
             }
-            _ => CallSecurity::Secure { sas, verified },
+            _ => CallSecurity::Secure {
+                sas: sas.clone(),
+                verified,
+            },
         };
-        self.force_security(id, security);
+        // The verdict is the key exchange's: every stream keyed from it shows it (one
+        // still being keyed takes it once keyed).
+        let call = self.call_mut(id)?;
+        for st in call
+            .streams
+            .iter_mut()
+            .filter(|st| st.state == StreamState::Running && st.security.sas() == Some(&sas))
+        {
+            st.security = security.clone();
+        }
+        self.refresh_security(id);
         Ok(())
     }
 
@@ -827,7 +1043,12 @@ impl CallCore {
                     }
                 }
             }
-            SipInput::ReInvite(body) => self.their_reinvite(id, &body),
+            SipInput::ReInvite(body) => self.their_reinvite(id, &body, None),
+            SipInput::ReInviteWithVideo {
+                body,
+                video,
+                camera,
+            } => self.their_reinvite(id, &body, Some((video, camera))),
             SipInput::ReInviteAnswered(answer) => self.our_reinvite_answered(now, id, answer),
             SipInput::Ended(reason) => self.end(id, reason),
         }
@@ -855,50 +1076,101 @@ impl CallCore {
     }
 
     /// The peer's re-INVITE: accepted only if it lowers no stream's security; an empty
-    /// one gets our offer; one that crosses ours gets 491.
-    fn their_reinvite(&mut self, id: CallId, body: &[u8]) {
+    /// one gets our offer; one that crosses ours gets 491. A video stream it adds is
+    /// taken if the driver prepared one (`video`), else refused with port 0.
+    fn their_reinvite(&mut self, id: CallId, body: &[u8], video: Option<(PreparedStream, bool)>) {
+        let unused = self.take_their_reinvite(id, body, video);
+        if let Some(p) = unused {
+            self.out.push_back(Output::Release(id, p));
+        }
+    }
+
+    /// [`CallCore::their_reinvite`]; returns the prepared video if it was not taken.
+    fn take_their_reinvite(
+        &mut self,
+        id: CallId,
+        body: &[u8],
+        video: Option<(PreparedStream, bool)>,
+    ) -> Option<PreparedStream> {
         let refuse = |this: &mut CallCore, r: Refusal| {
             this.out
                 .push_back(Output::Sip(id, SipAction::RefuseReInvite(r)));
         };
         let Some(call) = self.calls.get_mut(&id) else {
-            return refuse(self, Refusal::NotAcceptable);
+            refuse(self, Refusal::NotAcceptable);
+            return video.map(|v| v.0);
         };
         if call.phase != Phase::Active {
-            return refuse(self, Refusal::NotAcceptable);
+            refuse(self, Refusal::NotAcceptable);
+            return video.map(|v| v.0);
         }
         if matches!(call.renegotiation, Renegotiation::Sent { .. }) {
             tracing::info!(call = id.0, "both sides re-INVITE at once: 491");
-            return refuse(self, Refusal::Pending);
+            refuse(self, Refusal::Pending);
+            return video.map(|v| v.0);
         }
         if body.is_empty() {
             call.version += 1;
             let sdp = offer::reoffer(call);
             self.out
                 .push_back(Output::Sip(id, SipAction::AcceptReInvite(sdp)));
-            return;
+            return video.map(|v| v.0);
         }
-        let update = match sdp::parse_session(body)
+        let (offered, update) = match sdp::parse_session(body)
             .map_err(|e| e.to_string())
-            .and_then(|o| offer::check_update(call, &o))
+            .and_then(|o| offer::check_update(call, &o).map(|u| (o, u)))
         {
             Ok(u) => u,
             Err(why) => {
                 tracing::info!(call = id.0, reason = %why, "refusing a re-INVITE (488)");
-                return refuse(self, Refusal::NotAcceptable);
+                refuse(self, Refusal::NotAcceptable);
+                return video.map(|v| v.0);
             }
         };
+        let video_at = offer::video_line_to_accept(call, &offered);
         call.version += 1;
-        let actions = offer::apply_update(call, &update);
+        let ended = stream_kinds(call, update.removed());
+        let mut actions = offer::apply_update(call, &update);
+        let mut unused = None;
+        if let Some((prepared, camera)) = video {
+            match (video_at, video_at.and_then(|at| offered.streams.get(at))) {
+                (Some(at), Some(their)) => {
+                    if !camera {
+                        // The peer may show us pictures; ours go only when the user
+                        // turns the camera on.
+                        call.camera_off = true;
+                        call.agreed_camera_off = true;
+                    }
+                    match offer::accept_video(call, at, their, prepared) {
+                        Ok(start) => {
+                            tracing::info!(call = id.0, "the peer adds video");
+                            actions.push((at, MediaAction::Start(start)));
+                        }
+                        Err(p) => unused = p,
+                    }
+                }
+                _ => unused = Some(prepared),
+            }
+        }
         let sdp = offer::answer(call);
         for (i, a) in actions {
             self.out.push_back(Output::Media(id, i, a));
         }
         self.out
             .push_back(Output::Sip(id, SipAction::AcceptReInvite(sdp)));
-        let state = call.state();
-        self.set_state(id, state);
+        for kind in ended {
+            self.event(Event::CallStreamEnded {
+                call: id,
+                kind,
+                reason: "the other side ended it".into(),
+            });
+        }
+        let state = self.calls.get(&id).map(Call::state);
+        if let Some(state) = state {
+            self.set_state(id, state);
+        }
         self.refresh_security(id);
+        unused
     }
 
     fn our_reinvite_answered(
@@ -915,6 +1187,7 @@ impl CallCore {
             hold,
             camera_off,
             attempt,
+            what,
         } = call.renegotiation
         else {
             return; // not ours, or already settled
@@ -931,6 +1204,7 @@ impl CallCore {
                 call.renegotiation = Renegotiation::RetryAt {
                     at: now + wait,
                     attempt,
+                    what,
                 };
                 return;
             }
@@ -941,24 +1215,37 @@ impl CallCore {
                     ),
                     ReInviteFailure::Refused(why) => why,
                 };
-                return self.renegotiation_failed(id, why);
+                return self.renegotiation_failed(id, what, why);
             }
         };
         call.agreed_hold = hold;
         call.agreed_camera_off = camera_off;
         match sdp::parse_session(&body)
             .map_err(|e| e.to_string())
-            .and_then(|a| offer::check_answer(call, &a))
+            .and_then(|a| offer::check_answer(call, &a).map(|u| (a, u)))
         {
-            Ok(update) => {
+            Ok((answer, update)) => {
+                let ended = stream_kinds(call, update.removed());
                 let actions = offer::apply_update(call, &update);
                 for (i, a) in actions {
                     self.out.push_back(Output::Media(id, i, a));
                 }
+                for kind in ended {
+                    self.event(Event::CallStreamEnded {
+                        call: id,
+                        kind,
+                        reason: "the other side ended it".into(),
+                    });
+                }
+                self.added_answered(id, &answer);
             }
             Err(why) => {
                 // The media keeps its keys and address; only our own hold applies.
                 tracing::warn!(call = id.0, reason = %why, "ignoring a re-INVITE answer");
+                self.undo_adding(id);
+                let Some(call) = self.calls.get_mut(&id) else {
+                    return;
+                };
                 let held = call.local_hold || call.remote_hold;
                 let running: Vec<usize> = running_streams(call);
                 for i in running {
@@ -966,25 +1253,93 @@ impl CallCore {
                         .push_back(Output::Media(id, i, MediaAction::Hold(held)));
                 }
                 self.out.push_back(Output::Event(Event::CommandFailed {
-                    command: "hold",
+                    command: what,
                     error: format!("the answer was ignored: {why}"),
                     permanent: false,
                 }));
             }
         }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         // The user changed hold or camera while it was under way: offered now.
         let again = (call.local_hold, call.camera_off) != (hold, camera_off);
+        let again_what = if call.local_hold != hold {
+            "hold"
+        } else {
+            "camera"
+        };
         let state = call.state();
         self.set_state(id, state);
         self.refresh_security(id);
-        if again {
-            self.renegotiate(id, 1);
+        self.after_renegotiation(id, again.then_some(again_what));
+    }
+
+    /// The answer to our re-INVITE that adds a stream: the stream starts, or, refused,
+    /// is released and the user told.
+    fn added_answered(&mut self, id: CallId, answer: &sdp::SessionDescription) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(adding) = call.adding.take() else {
+            return;
+        };
+        let i = adding.index;
+        let policy = call.policy;
+        let read = match (call.streams.get_mut(i), answer.streams.get(i)) {
+            (Some(s), Some(a)) => offer::take_answer_line(s, a, policy),
+            _ => Ok(None),
+        };
+        let why = match read {
+            Ok(Some(mut start)) => {
+                start.sending = offer::sends_video(call, i);
+                self.out
+                    .push_back(Output::Media(id, i, MediaAction::Start(start)));
+                return;
+            }
+            Ok(None) => "the other side declined video".to_owned(),
+            Err(why) => why,
+        };
+        let released = call.streams.get_mut(i).and_then(|s| {
+            s.state = StreamState::Refused;
+            s.local.take()
+        });
+        if let Some(p) = released {
+            self.out.push_back(Output::Release(id, p));
+        }
+        tracing::info!(call = id.0, reason = %why, "video not added");
+        self.event(Event::CommandFailed {
+            command: "video",
+            error: why,
+            permanent: false,
+        });
+    }
+
+    /// Our re-INVITE adding a stream got no usable answer: the call's m-lines are as
+    /// the peer last agreed, and the prepared stream is released.
+    fn undo_adding(&mut self, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(Adding { index, previous }) = call.adding.take() else {
+            return;
+        };
+        let taken = match previous {
+            Some(prev) if index < call.streams.len() => {
+                Some(std::mem::replace(&mut call.streams[index], prev))
+            }
+            None if index + 1 == call.streams.len() => call.streams.pop(),
+            _ => None,
+        };
+        if let Some(p) = taken.and_then(|s| s.local) {
+            self.out.push_back(Output::Release(id, p));
         }
     }
 
     /// Our re-INVITE got nowhere: the call stays as the peer last agreed, the media
-    /// follows that, and the user is told.
-    fn renegotiation_failed(&mut self, id: CallId, why: String) {
+    /// follows that, and the user is told (under `what` they asked for).
+    fn renegotiation_failed(&mut self, id: CallId, what: &'static str, why: String) {
+        self.undo_adding(id);
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1000,15 +1355,20 @@ impl CallCore {
         }
         self.set_state(id, state);
         self.event(Event::CommandFailed {
-            command: "hold",
+            command: what,
             error: why,
             permanent: false,
         });
+        self.after_renegotiation(id, None);
     }
 
     /// The driver could not send the re-INVITE at all (the line is gone).
     pub(crate) fn reinvite_unsent(&mut self, id: CallId, why: String) {
-        self.renegotiation_failed(id, why);
+        let what = match self.calls.get(&id).map(|c| c.renegotiation) {
+            Some(Renegotiation::Sent { what, .. }) => what,
+            _ => "hold",
+        };
+        self.renegotiation_failed(id, what, why);
     }
 
     /// Once no stream is still starting: the answer goes out (or the placed call is
@@ -1089,7 +1449,7 @@ impl CallCore {
                 new_key,
                 algorithms,
             } => {
-                stream.security = if cache_mismatch {
+                let own = if cache_mismatch {
                     CallSecurity::CacheMismatch { sas }
                 } else if new_key {
                     tracing::info!(call = id.0, "a verified peer presents a new ZRTP key");
@@ -1097,6 +1457,21 @@ impl CallCore {
                 } else {
                     CallSecurity::Secure { sas, verified }
                 };
+                // A further stream is keyed from the audio's exchange: it shows that
+                // exchange's verdict, which the user may have given meanwhile.
+                let exchange = (stream.kind != Some(MediaKind::Audio))
+                    .then(|| {
+                        call.streams
+                            .iter()
+                            .find(|s| s.kind == Some(MediaKind::Audio))
+                            .map(|s| s.security.clone())
+                    })
+                    .flatten()
+                    .filter(|a| a.sas().is_some() && a.sas() == own.sas());
+                let Some(stream) = call.streams.get_mut(index) else {
+                    return;
+                };
+                stream.security = exchange.unwrap_or(own);
                 // The call's algorithms are those of its key exchange (the audio's);
                 // further streams are keyed from it ("Mult").
                 if stream.kind == Some(MediaKind::Audio) {
@@ -1135,6 +1510,10 @@ impl CallCore {
                     reason: why,
                 });
                 self.refresh_security(id);
+                // The peer learns it by re-INVITE (port 0), so it stops sending.
+                if running {
+                    self.reoffer(id, "video");
+                }
             }
             MediaInput::Failed(why) => self.fail(id, why),
             MediaInput::Dtmf(key) => self.event(Event::CallDtmf { call: id, key }),
@@ -1199,6 +1578,22 @@ impl CallCore {
         self.rng = x;
         x
     }
+}
+
+/// How the views name the streams at these m-lines.
+fn stream_kinds(call: &Call, lines: &[usize]) -> Vec<StreamKind> {
+    lines
+        .iter()
+        .filter_map(|i| call.streams.get(*i).and_then(Stream::shown_kind))
+        .collect()
+}
+
+/// The m-line of the call's video stream, if one runs (or starts).
+fn video_stream(call: &Call) -> Option<usize> {
+    call.streams.iter().position(|s| {
+        s.kind == Some(MediaKind::Video)
+            && matches!(s.state, StreamState::Running | StreamState::Starting)
+    })
 }
 
 fn running_streams(call: &Call) -> Vec<usize> {

@@ -46,7 +46,7 @@ pub(super) struct Stream {
     formats: Vec<String>,
     content: Option<String>,
     /// Our end, once prepared.
-    local: Option<PreparedStream>,
+    pub(super) local: Option<PreparedStream>,
     /// The codec agreed.
     negotiated: Option<Negotiated>,
     /// Where its media goes.
@@ -359,6 +359,21 @@ fn line(s: &Stream, direction: Direction) -> LocalStream {
                 port: p.rtcp_port,
             },
         },
+        // Ours, being added by this re-INVITE: offered with every codec we have.
+        (Some(p), None, StreamState::Prepared) => match s.kind {
+            Some(kind) => LocalStream {
+                port: p.port,
+                direction,
+                zrtp_hash: p.zrtp_hash.clone(),
+                content: s.content.clone(),
+                codecs: StreamCodecs::Offer(ours_of(kind).to_vec()),
+                rtcp: LocalRtcp {
+                    mux: p.rtcp_port.is_some(),
+                    port: p.rtcp_port,
+                },
+            },
+            None => s.refused_line(),
+        },
         _ => s.refused_line(),
     }
 }
@@ -412,38 +427,7 @@ pub(super) fn read_answer(
     let policy = call.policy;
     let mut starts = Vec::new();
     for (i, (s, a)) in call.streams.iter_mut().zip(&answer.streams).enumerate() {
-        if s.state != StreamState::Prepared {
-            continue;
-        }
-        let Some(kind) = s.kind else { continue };
-        if a.port == 0 {
-            if kind == MediaKind::Audio {
-                return Err("the peer refused the audio stream".into());
-            }
-            s.state = StreamState::Refused;
-            continue;
-        }
-        if a.kind != Some(kind) || !a.is_ours() {
-            return Err(format!(
-                "the answer puts {} {} where we offered {}",
-                a.media,
-                a.proto,
-                word(kind)
-            ));
-        }
-        if not_a_peer(a.addr) {
-            return Err(format!(
-                "the answer sends {} to {}, not to a peer",
-                a.media, a.addr
-            ));
-        }
-        let neg = sdp::accepted(a, ours_of(kind)).map_err(|e| e.to_string())?;
-        s.negotiated = Some(neg);
-        s.remote = Some(SocketAddr::new(a.addr, a.port));
-        s.peer_hash = a.zrtp_hash.clone();
-        s.their = Some(a.clone());
-        s.state = StreamState::Starting;
-        if let Some(start) = s.start(policy) {
+        if let Some(start) = take_answer_line(s, a, policy)? {
             starts.push((i, start));
         }
     }
@@ -455,6 +439,106 @@ pub(super) fn read_answer(
     Ok(starts)
 }
 
+/// Reads the answer's line for one of our streams still waiting for it: how it
+/// starts, or `None` if it does not (refused with port 0, or not ours to read). An
+/// audio stream refused, or a line that is not what we offered, is an error.
+pub(super) fn take_answer_line(
+    s: &mut Stream,
+    a: &StreamDescription,
+    policy: crate::model::EncryptionPolicy,
+) -> std::result::Result<Option<StreamStart>, String> {
+    if s.state != StreamState::Prepared {
+        return Ok(None);
+    }
+    let Some(kind) = s.kind else { return Ok(None) };
+    if a.port == 0 {
+        if kind == MediaKind::Audio {
+            return Err("the peer refused the audio stream".into());
+        }
+        s.state = StreamState::Refused;
+        return Ok(None);
+    }
+    if a.kind != Some(kind) || !a.is_ours() {
+        return Err(format!(
+            "the answer puts {} {} where we offered {}",
+            a.media,
+            a.proto,
+            word(kind)
+        ));
+    }
+    if not_a_peer(a.addr) {
+        return Err(format!(
+            "the answer sends {} to {}, not to a peer",
+            a.media, a.addr
+        ));
+    }
+    let neg = sdp::accepted(a, ours_of(kind)).map_err(|e| e.to_string())?;
+    s.negotiated = Some(neg);
+    s.remote = Some(SocketAddr::new(a.addr, a.port));
+    s.peer_hash = a.zrtp_hash.clone();
+    s.their = Some(a.clone());
+    s.state = StreamState::Starting;
+    Ok(s.start(policy))
+}
+
+/// The m-line of the peer's re-INVITE offer that adds a video stream we would take:
+/// a line beyond the call's, or one in a slot refused before (RFC 3264 §8.1), that is
+/// ZRTP-keyable VP8 towards a peer. None while the call has video.
+pub(super) fn video_line_to_accept(call: &Call, offer: &SessionDescription) -> Option<usize> {
+    if call.streams.iter().any(|s| {
+        s.kind == Some(MediaKind::Video)
+            && matches!(
+                s.state,
+                StreamState::Running | StreamState::Starting | StreamState::Prepared
+            )
+    }) {
+        return None;
+    }
+    offer.streams.iter().enumerate().position(|(i, d)| {
+        call.streams
+            .get(i)
+            .is_none_or(|s| s.state == StreamState::Refused)
+            && d.kind == Some(MediaKind::Video)
+            && d.is_ours()
+            && d.port != 0
+            && !not_a_peer(d.addr)
+            && sdp::negotiate(d, &OUR_VIDEO).is_ok()
+    })
+}
+
+/// Takes the peer's video line `at` (found by [`video_line_to_accept`], the update
+/// applied) with our prepared stream: how it starts. If it cannot, the prepared stream
+/// comes back to be released.
+pub(super) fn accept_video(
+    call: &mut Call,
+    at: usize,
+    their: &StreamDescription,
+    prepared: PreparedStream,
+) -> std::result::Result<StreamStart, Option<PreparedStream>> {
+    let Ok(neg) = sdp::negotiate(their, &OUR_VIDEO) else {
+        return Err(Some(prepared));
+    };
+    if at >= call.streams.len() {
+        return Err(Some(prepared));
+    }
+    let mut s = Stream::theirs(their, Some(MediaKind::Video));
+    s.negotiated = Some(neg);
+    s.remote = Some(SocketAddr::new(their.addr, their.port));
+    s.local = Some(prepared);
+    s.state = StreamState::Starting;
+    call.streams[at] = s;
+    match call.streams[at].start(call.policy) {
+        Some(mut start) => {
+            start.sending = sends_video(call, at);
+            Ok(start)
+        }
+        None => {
+            call.streams[at].state = StreamState::Refused;
+            Err(call.streams[at].local.take())
+        }
+    }
+}
+
 /// What a re-INVITE (or its answer) changes, once found acceptable.
 pub(super) struct Update {
     /// New descriptions of running streams, by m-line.
@@ -463,6 +547,13 @@ pub(super) struct Update {
     removed: Vec<usize>,
     /// m-lines beyond ours (refused for now).
     added: Vec<StreamDescription>,
+}
+
+impl Update {
+    /// Running streams it removes (port 0), by m-line.
+    pub(super) fn removed(&self) -> &[usize] {
+        &self.removed
+    }
 }
 
 /// What a stream would be after `their` new description: the projection the

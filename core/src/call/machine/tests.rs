@@ -44,6 +44,10 @@ struct Phone {
     video: bool,
     /// Our driver cannot start video (a bad camera file).
     video_start_fails: bool,
+    /// Our driver prepares no video for a peer's re-INVITE that adds some.
+    no_added_video: bool,
+    /// Prepared streams the machine gave back.
+    released: Vec<PreparedStream>,
 }
 
 impl Phone {
@@ -61,6 +65,18 @@ impl Phone {
             auto_answer: true,
             video: false,
             video_start_fails: false,
+            no_added_video: false,
+            released: Vec::new(),
+        }
+    }
+
+    /// A video stream prepared mid-call (the `n`th), as the driver makes one.
+    fn added_video(&self, n: u16) -> PreparedStream {
+        PreparedStream {
+            kind: MediaKind::Video,
+            port: 5000 + 2 * n,
+            zrtp_hash: Some(hash(if self.addr == ALICE { 'e' } else { 'f' })),
+            rtcp_port: Some(5001 + 2 * n),
         }
     }
 
@@ -172,6 +188,7 @@ impl Phone {
                         let _ = self.core.handle(now, Input::Media(id, i, report));
                     }
                 }
+                Output::Release(_, p) => self.released.push(p),
                 Output::Sip(_, action) => {
                     self.sip.push(action.clone());
                     self.outbox.push_back(match action {
@@ -255,7 +272,24 @@ impl Endpoint for Phone {
             Wire::Ok(sdp) => self.sip_in(now, SipInput::Answered(sdp.into_bytes())),
             Wire::Reject(r) => self.sip_in(now, SipInput::Ended(format!("{r:?}"))),
             Wire::Bye => self.sip_in(now, SipInput::Ended("the other side hung up".into())),
-            Wire::ReInvite(sdp) => self.sip_in(now, SipInput::ReInvite(sdp.into_bytes())),
+            Wire::ReInvite(sdp) => {
+                // As the driver does: a video stream the offer adds gets one prepared.
+                let body = sdp.into_bytes();
+                if !self.no_added_video && self.core.video_to_accept(self.id(), &body) {
+                    let video = self.added_video(self.released.len() as u16);
+                    let camera = self.video;
+                    self.sip_in(
+                        now,
+                        SipInput::ReInviteWithVideo {
+                            body,
+                            video,
+                            camera,
+                        },
+                    );
+                } else {
+                    self.sip_in(now, SipInput::ReInvite(body));
+                }
+            }
             Wire::ReInviteOk(sdp) => {
                 self.sip_in(now, SipInput::ReInviteAnswered(Ok(sdp.into_bytes())))
             }
@@ -1161,6 +1195,11 @@ fn a_video_stream_that_cannot_be_keyed_ends_alone_and_the_call_goes_on_with_audi
         "the user is told: {:?}",
         p.a.events
     );
+    // And the peer by re-INVITE: the video line goes to port 0, so it stops sending.
+    let (_, video) = last_reinvite(&p.a);
+    assert!(video.starts_with("m=video 0 "), "{video}");
+    p.drive();
+    assert!(p.b.take_media().contains(&(1, MediaAction::Stop)));
     // The audio failing still ends the call.
     p.a.media_in(now, 0, MediaInput::Failed("the audio stream failed".into()));
     assert!(matches!(
@@ -1346,4 +1385,237 @@ fn a_re_invite_moving_only_the_video_rtcp_port_moves_our_reports() {
             .any(|(i, a)| *i == 0 && matches!(a, MediaAction::SetRemote { .. })),
         "{media:?}"
     );
+}
+
+/// The kinds of the streams a phone's view shows.
+fn kinds(ph: &Phone) -> Vec<StreamKind> {
+    ph.view()
+        .map(|v| v.streams.iter().map(|s| s.kind).collect())
+        .unwrap_or_default()
+}
+
+fn video_secure(ph: &mut Phone, now: Instant, stream: usize, sas: &str, verified: bool) {
+    ph.media_in(
+        now,
+        stream,
+        MediaInput::Secure {
+            sas: sas.into(),
+            verified,
+            cache_mismatch: false,
+            new_key: false,
+            algorithms: "X255".into(),
+        },
+    );
+}
+
+#[test]
+fn video_is_added_then_removed_by_re_invite_and_a_peer_without_camera_only_watches() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(5)), 21);
+    let _ = (p.a.take_media(), p.b.take_media());
+    let id = p.a.id();
+    let now = p.now;
+    // Alice adds video: a new m-line with its own hash, offered both ways.
+    let stream = p.a.added_video(0);
+    p.a.input(now, Input::AddVideo { id, stream })
+        .expect("add video");
+    let (_, video) = last_reinvite(&p.a);
+    assert!(
+        video.starts_with("m=video 5000 RTP/AVP 96")
+            && video.contains("a=sendrecv")
+            && video.contains(&hash('e')),
+        "{video}"
+    );
+    p.drive();
+    // Bob (no camera chosen) takes it to watch: his line only receives, and his
+    // stream starts without sending; Alice's sends.
+    let answer = p.b.sip.iter().rev().find_map(|s| match s {
+        SipAction::AcceptReInvite(sdp) => Some(sdp.clone()),
+        _ => None,
+    });
+    let answer = answer.expect("bob answers");
+    let bob_video = &answer[answer.find("m=video").expect("video line")..];
+    assert!(
+        bob_video.starts_with("m=video 5000 ") && bob_video.contains("a=recvonly"),
+        "{answer}"
+    );
+    let b_starts = starts(&p.b.take_media());
+    assert_eq!(b_starts.len(), 1, "{b_starts:?}");
+    assert_eq!(
+        (b_starts[0].0, b_starts[0].1.kind, b_starts[0].1.sending),
+        (1, MediaKind::Video, false)
+    );
+    assert_eq!(b_starts[0].1.peer_hash, Some(hash('e')));
+    let a_starts = starts(&p.a.take_media());
+    assert_eq!(a_starts.len(), 1, "{a_starts:?}");
+    assert_eq!(
+        (
+            a_starts[0].0,
+            a_starts[0].1.sending,
+            a_starts[0].1.peer_hash.clone()
+        ),
+        (1, true, Some(hash('f')))
+    );
+    assert_eq!(kinds(&p.a), [StreamKind::Audio, StreamKind::Video]);
+    assert_eq!(kinds(&p.b), [StreamKind::Audio, StreamKind::Video]);
+    // Until the video is keyed the call shows the weakest stream; then secure again.
+    assert_eq!(p.a.security(), CallSecurity::Negotiating);
+    let now = p.now;
+    video_secure(&mut p.a, now, 1, "ab12", false);
+    assert!(p.a.security().is_encrypted());
+    // Alice ends the video: stopped at once, its line offered with port 0, Bob stops too.
+    p.a.input(now, Input::RemoveVideo { id })
+        .expect("remove video");
+    assert!(p.a.take_media().contains(&(1, MediaAction::Stop)));
+    assert!(last_reinvite(&p.a).1.starts_with("m=video 0 "));
+    p.drive();
+    assert!(p.b.take_media().contains(&(1, MediaAction::Stop)));
+    assert_eq!(kinds(&p.a), [StreamKind::Audio]);
+    assert_eq!(kinds(&p.b), [StreamKind::Audio]);
+    assert!(p.b.events.iter().any(|e| matches!(
+        e,
+        Event::CallStreamEnded {
+            kind: StreamKind::Video,
+            ..
+        }
+    )));
+    assert!(p.a.security().is_encrypted());
+    // Added again: the refused slot is reused (two m-lines, not three).
+    let now = p.now;
+    let stream = p.a.added_video(1);
+    p.a.input(now, Input::AddVideo { id, stream })
+        .expect("add again");
+    let (_, video) = last_reinvite(&p.a);
+    assert!(
+        video.starts_with("m=video 5002 ") && !video[8..].contains("m=video"),
+        "{video}"
+    );
+    p.drive();
+    assert_eq!(kinds(&p.b), [StreamKind::Audio, StreamKind::Video]);
+    assert_eq!(starts(&p.a.take_media()).len(), 1);
+    assert_eq!(p.a.state(), CallState::Connected);
+    // Once video runs it cannot be added twice.
+    let now = p.now;
+    let stream = p.a.added_video(2);
+    assert!(p.a.input(now, Input::AddVideo { id, stream }).is_err());
+    assert_eq!(p.a.released.last().map(|r| r.port), Some(5004));
+}
+
+#[test]
+fn video_a_peer_declines_or_never_answers_is_released_and_the_user_told() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(5)), 22);
+    p.b.no_added_video = true;
+    let _ = p.a.take_media();
+    let id = p.a.id();
+    let now = p.now;
+    let stream = p.a.added_video(0);
+    p.a.input(now, Input::AddVideo { id, stream })
+        .expect("add video");
+    p.drive();
+    // Declined (port 0): the stream is given back, nothing starts, the user is told.
+    assert_eq!(
+        p.a.released.iter().map(|r| r.port).collect::<Vec<_>>(),
+        [5000]
+    );
+    assert!(starts(&p.a.take_media()).is_empty());
+    assert_eq!(kinds(&p.a), [StreamKind::Audio]);
+    assert!(p.a.events.iter().any(|e| matches!(
+        e,
+        Event::CommandFailed { command: "video", error, .. } if error.contains("declined")
+    )));
+    assert_eq!(p.a.state(), CallState::Connected);
+    // Never answered: the added line is undone, so the next offer has the m-lines the
+    // peer agreed to (the refused slot, now reused, as it was).
+    let now = p.now;
+    let stream = p.a.added_video(1);
+    p.a.input(now, Input::AddVideo { id, stream })
+        .expect("add video");
+    p.a.sip_in(
+        now,
+        SipInput::ReInviteAnswered(Err(ReInviteFailure::Refused("408 timeout".into()))),
+    );
+    assert_eq!(p.a.released.last().map(|r| r.port), Some(5002));
+    p.a.input(now, Input::Hold { id, on: true }).expect("hold");
+    let (_, video) = last_reinvite(&p.a);
+    assert!(video.starts_with("m=video 0 "), "{video}");
+    let failed: Vec<&str> =
+        p.a.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::CommandFailed { command, .. } => Some(*command),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(failed, ["video", "video"]);
+    // A camera change that fails is reported as the camera's, not the hold's.
+    p.drive();
+    let mut q = pair(Conditions::latency(Duration::from_millis(5)), 23);
+    q.a.video = true;
+    q.b.video = true;
+    q.a.place(q.now);
+    q.drive();
+    let qid = q.a.id();
+    let now = q.now;
+    q.a.input(now, Input::Camera { id: qid, on: false })
+        .expect("camera off");
+    q.a.sip_in(
+        now,
+        SipInput::ReInviteAnswered(Err(ReInviteFailure::Refused("500".into()))),
+    );
+    assert!(q.a.events.iter().any(|e| matches!(
+        e,
+        Event::CommandFailed {
+            command: "camera",
+            ..
+        }
+    )));
+}
+
+#[test]
+fn the_sas_verdict_is_the_key_exchanges_and_a_video_keyed_later_takes_it() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 24);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let id = p.a.id();
+    let now = p.now;
+    p.a.secure(now, "ab12");
+    // The video is not keyed yet: the call shows it, but the SAS can be verified.
+    assert_eq!(p.a.security(), CallSecurity::Negotiating);
+    p.a.input(now, Input::SetVerified { id, verified: true })
+        .expect("the audio's SAS is there to verify");
+    assert!(
+        p.a.take_media()
+            .contains(&(0, MediaAction::SasVerified(true)))
+    );
+    assert_eq!(
+        p.a.security(),
+        CallSecurity::Negotiating,
+        "video still keying"
+    );
+    // Keyed from that exchange (its event read the cache before the verdict): it
+    // shows the verdict given.
+    video_secure(&mut p.a, now, 1, "ab12", false);
+    assert_eq!(
+        p.a.security(),
+        CallSecurity::Secure {
+            sas: "ab12".into(),
+            verified: true
+        }
+    );
+    // Withdrawn: every stream keyed from it follows.
+    p.a.input(
+        now,
+        Input::SetVerified {
+            id,
+            verified: false,
+        },
+    )
+    .expect("withdraw");
+    let view = p.a.view().expect("call");
+    assert!(view.streams.iter().all(|s| s.security
+        == CallSecurity::Secure {
+            sas: "ab12".into(),
+            verified: false
+        }));
 }
