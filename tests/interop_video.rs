@@ -196,3 +196,103 @@ fn linphonec_calls_hushphone_with_video_both_ways_keyed_by_zrtp() {
     let frames = pictures_from_linphonec(&ours);
     assert!(frames >= 4, "{frames} pictures from linphonec");
 }
+
+/// Polls a phone's snapshot (bounded) until `f` holds for its first call.
+fn until_call(
+    phone: &hush_core::Phone,
+    what: &str,
+    f: impl Fn(&hush_core::snapshot::CallView) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rx = phone.events();
+    loop {
+        let snap = phone.snapshot();
+        if snap.calls.first().is_some_and(&f) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {what} within 20 s: {:?}", snap.calls);
+        let _ = phone.next_event(&mut rx, left.min(Duration::from_millis(500)));
+    }
+}
+
+#[test]
+fn video_added_to_a_voice_call_with_linphonec_is_keyed_and_shown_then_removed() {
+    use hush_core::command::{MediaChoice, SinkSpec, SourceSpec};
+    use hush_core::snapshot::StreamKind;
+    use hush_core::{CallSecurity, Command as Do, Phone, Profile, Reply};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bob = video_peer();
+    let phone =
+        Phone::start(Profile::open(&dir.path().join("profile")).expect("profile")).expect("phone");
+    let Reply::Call(call) = phone
+        .execute_blocking(Do::PlaceCall {
+            account: None,
+            target: bob.address(),
+            audio: MediaChoice {
+                source: SourceSpec::Tone(440.0),
+                sink: SinkSpec::Null,
+                video: None,
+            },
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected a call")
+    };
+    let their_sas = bob.sas(Duration::from_secs(15)).expect("linphonec secure");
+    until_call(&phone, "a secure voice call", |c| {
+        c.streams.len() == 1 && c.security.sas() == Some(their_sas.as_str())
+    });
+    // Video added by re-INVITE: linphonec takes it, keys it in multistream mode from
+    // the call's exchange, and shows our pictures.
+    phone
+        .execute_blocking(Do::Video { call, on: true })
+        .expect("add video");
+    until_call(&phone, "keyed video", |c| {
+        c.streams.len() == 2
+            && c.streams[1].kind == StreamKind::Video
+            && c.streams.iter().all(
+                |s| matches!(&s.security, CallSecurity::Secure { sas, .. } if *sas == their_sas),
+            )
+    });
+    let snapshot = snapshot(&mut bob);
+    // Its log: the added video is a multistream channel of the call's exchange, keyed
+    // before its first picture is shown.
+    let log = bob.log();
+    let added = log
+        .find("Initializing multistream ZRTP context")
+        .unwrap_or_else(|| panic!("linphonec made no multistream channel"));
+    let after = &log[added..];
+    for line in [
+        "MSVideo_stream_iterate",
+        "All streams are encrypted, key exchanged using ZRTP",
+        "First video frame decoded successfully",
+    ] {
+        assert!(
+            after.contains(line),
+            "linphonec's log lacks {line:?} after the re-INVITE"
+        );
+    }
+    // linphonec's still camera sends too: its pictures reach us.
+    until_call(&phone, "linphonec's pictures decoded", |c| {
+        c.streams
+            .get(1)
+            .and_then(|s| s.stats)
+            .and_then(|s| s.video)
+            .is_some_and(|v| v.frames_decoded >= 2 && (v.width, v.height) == (572, 468))
+    });
+    // Removed: the call goes on as a secure voice call.
+    phone
+        .execute_blocking(Do::Video { call, on: false })
+        .expect("remove video");
+    until_call(&phone, "a secure voice call again", |c| {
+        c.streams.len() == 1
+            && c.state == hush_core::snapshot::CallState::Connected
+            && c.security.sas() == Some(their_sas.as_str())
+    });
+    phone
+        .execute_blocking(Do::Hangup { call })
+        .expect("hang up");
+    shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
+}

@@ -122,6 +122,9 @@ pub struct CallView {
     /// Its media streams, one per m-line that runs (audio; video and a shared screen
     /// when they come). The call's `security` is that of its weakest stream.
     pub streams: Vec<MediaStreamView>,
+    /// Our camera is on: a video stream sends our pictures whenever the peer takes
+    /// them (off: its m-line only receives).
+    pub camera_on: bool,
 }
 
 /// What a media stream carries, as the user sees it.

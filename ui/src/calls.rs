@@ -36,8 +36,6 @@ pub(crate) struct CallsPage {
     dismissed: HashSet<CallId>,
     /// The pictures of each video call on screen.
     video: HashMap<CallId, crate::video::CallTextures>,
-    /// Calls whose camera the user turned off.
-    camera_off: HashSet<CallId>,
 }
 
 /// The camera of a video call from the window: the test pattern (camera capture is
@@ -308,7 +306,8 @@ impl CallsPage {
             {
                 self.sas_compare(ui, c, sas, shell);
             }
-            ui.horizontal(|ui| {
+            // Wrapped: a video call's row is wider than a narrow window.
+            ui.horizontal_wrapped(|ui| {
                 let on_hold = c.state == CallState::OnHold;
                 if ui.button(if on_hold { "Resume" } else { "Hold" }).clicked() {
                     shell.phone.send(Command::Hold {
@@ -328,22 +327,30 @@ impl CallsPage {
                         on: !muted,
                     });
                 }
+                let live = matches!(c.state, CallState::Connected | CallState::OnHold);
                 if video {
-                    let off = self.camera_off.contains(&c.id);
+                    // As the call has it (a refused change leaves it as it was).
+                    let on = c.camera_on;
                     if ui
-                        .button(if off { "Camera on" } else { "Camera off" })
+                        .button(if on { "Camera off" } else { "Camera on" })
                         .clicked()
                     {
-                        if off {
-                            self.camera_off.remove(&c.id);
-                        } else {
-                            self.camera_off.insert(c.id);
-                        }
                         shell.phone.send(Command::Camera {
                             call: c.id,
-                            on: off,
+                            on: !on,
                         });
                     }
+                    if ui.button("Stop video").clicked() {
+                        shell.phone.send(Command::Video {
+                            call: c.id,
+                            on: false,
+                        });
+                    }
+                } else if live && ui.button("Start video").clicked() {
+                    shell.phone.send(Command::Video {
+                        call: c.id,
+                        on: true,
+                    });
                 }
                 if ui.button("Keypad").clicked() {
                     self.keypad = if self.keypad == Some(c.id) {

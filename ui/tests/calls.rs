@@ -359,4 +359,30 @@ fn the_video_test_shows_both_pictures_keyed_and_the_camera_turns_off() {
     }
     assert_eq!(sent.len(), 3, "video reports came");
     assert_eq!(sent[1], sent[2], "the camera is off: {sent:?}");
+    // The video ends by re-INVITE; the call goes on with audio and may add it again.
+    h.run();
+    h.get_by_label("Stop video").click();
+    until(&mut h, &phone, "the video ended", |h| has(h, "Start video"));
+    let streams = |phone: &hush_core::Phone| {
+        phone
+            .snapshot()
+            .calls
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.streams.len())
+    };
+    assert_eq!(streams(&phone), Some(1));
+    h.get_by_label("Start video").click();
+    until(&mut h, &phone, "the video added again, keyed", |_| {
+        phone.snapshot().calls.iter().any(|c| {
+            c.id == id
+                && c.streams.len() == 2
+                && c.streams
+                    .iter()
+                    .all(|s| matches!(s.security, CallSecurity::Secure { .. }))
+        })
+    });
+    until(&mut h, &phone, "the camera button back", |h| {
+        has(h, "Camera off")
+    });
 }

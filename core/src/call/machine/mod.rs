@@ -379,7 +379,13 @@ impl Call {
             .unwrap_or(CallSecurity::Negotiating)
     }
 
-    fn stream_views(&self) -> Vec<MediaStreamView> {
+    /// The views of the streams (and of the camera, which they follow).
+    fn stream_views(&mut self) -> Vec<MediaStreamView> {
+        self.view.camera_on = !self.camera_off;
+        self.stream_views_now()
+    }
+
+    fn stream_views_now(&self) -> Vec<MediaStreamView> {
         self.streams
             .iter()
             .enumerate()
@@ -1636,6 +1642,7 @@ fn new_view(
         stats: None,
         automatic,
         streams: Vec::new(),
+        camera_on: true,
     }
 }
 
