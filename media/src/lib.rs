@@ -14,6 +14,7 @@ pub mod driver;
 pub mod dtmf;
 pub mod jitter;
 pub mod rtp;
+pub mod screen;
 pub mod srtp;
 pub mod stream;
 pub mod video;
