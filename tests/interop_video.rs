@@ -296,3 +296,46 @@ fn video_added_to_a_voice_call_with_linphonec_is_keyed_and_shown_then_removed() 
         .expect("hang up");
     shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
 }
+
+#[test]
+fn hushphone_shares_its_screen_with_linphonec_keyed_by_zrtp() {
+    let (w, h) = (1280, 720);
+    let x = hush_harness::Xvfb::start(w, h).expect("Xvfb");
+    let pattern = hush_media::video::TestPattern::new(w, h, 15).expect("pattern");
+    x.draw(&pattern.frame(0).to_bgrx()).expect("draw");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bob = video_peer();
+    let child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .arg("--profile")
+        .arg(dir.path().join("profile"))
+        .arg("--json")
+        .args(["call", &bob.address(), "--tone", "440", "--share-screen"])
+        .args(["--screen", x.display(), "--max-size", "640x480"])
+        .args(["--duration", "6"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hushphone");
+    let their_sas = bob.sas(Duration::from_secs(15)).expect("linphonec secure");
+    let snapshot = snapshot(&mut bob);
+    let out = child.wait_with_output().expect("hushphone ends");
+    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{}\n{records:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What linphonec decodes is our screen: the bars drawn on it.
+    shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
+    assert_all_streams_keyed(&bob);
+    assert_same_sas(&records, &their_sas);
+    let screen = records
+        .iter()
+        .rfind(|r| r["type"] == "stats" && r["stream"] == "screen")
+        .unwrap_or_else(|| panic!("no screen stats line: {records:?}"));
+    assert_eq!(screen["size"], "572x468", "{screen}");
+}

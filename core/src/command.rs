@@ -45,6 +45,34 @@ pub enum VideoSourceSpec {
     Pattern,
     /// A Y4M file, looped.
     File(std::path::PathBuf),
+    /// The screen (screen sharing): signalled as `a=content:slides`, encoded for
+    /// screen content.
+    Screen(ScreenSpec),
+}
+
+/// The screen a call shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScreenSpec {
+    /// The X11 display (`:1`); `None`: `$DISPLAY`.
+    pub display: Option<String>,
+    /// One monitor, in RandR's order; `None`: the whole screen.
+    pub monitor: Option<usize>,
+    /// The largest picture sent (the screen is scaled down to fit).
+    pub max_size: (u32, u32),
+    /// Pictures a second at most (a still screen sends far fewer).
+    pub fps: u32,
+}
+
+impl Default for ScreenSpec {
+    /// The whole screen of `$DISPLAY`, at most 1280×720 and 15 pictures a second.
+    fn default() -> Self {
+        ScreenSpec {
+            display: None,
+            monitor: None,
+            max_size: (1280, 720),
+            fps: 15,
+        }
+    }
 }
 
 /// What a video call sends and keeps.

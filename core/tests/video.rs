@@ -49,12 +49,16 @@ fn until(
 
 /// Every picture of a recording shows the pattern, and the marker moved.
 fn check_recording(path: &Path, who: &str) -> usize {
+    check_recording_of(path, who, (640, 480))
+}
+
+fn check_recording_of(path: &Path, who: &str, size: (u32, u32)) -> usize {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{who}'s recording: {e}"));
     let mut y4m = Y4mReader::new(file, false).expect("y4m");
     let mut markers = std::collections::BTreeSet::new();
     let mut frames = 0;
     while let Some(p) = y4m.next_frame().expect("frame") {
-        assert_eq!((p.width(), p.height()), (640, 480), "{who}");
+        assert_eq!((p.width(), p.height()), size, "{who}");
         assert!(TestPattern::shows_bars(&p, 24), "{who}: frame {frames}");
         markers.insert(TestPattern::find_marker(&p).expect("marker"));
         frames += 1;
@@ -155,7 +159,9 @@ fn audio_only() -> MediaChoice {
 fn video_of(
     c: Option<&hush_core::snapshot::CallView>,
 ) -> Option<&hush_core::snapshot::MediaStreamView> {
-    c?.streams.iter().find(|s| s.kind == StreamKind::Video)
+    c?.streams
+        .iter()
+        .find(|s| matches!(s.kind, StreamKind::Video | StreamKind::Screen))
 }
 
 fn keyed(c: Option<&hush_core::snapshot::CallView>) -> bool {
@@ -273,4 +279,81 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
     caller
         .execute_blocking(Command::Hangup { call })
         .expect("hang up");
+}
+
+#[test]
+fn a_shared_screen_reaches_the_other_phone_keyed_scaled_and_moving() {
+    use hush_core::command::ScreenSpec;
+    let (w, h) = (1280, 720);
+    let x = hush_harness::Xvfb::start(w, h).expect("Xvfb");
+    let pattern = TestPattern::new(w, h, 15).expect("pattern");
+    x.draw(&pattern.frame(0).to_bgrx()).expect("draw");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seen = dir.path().join("seen.y4m");
+    let callee = phone(&dir.path().join("b"));
+    let Reply::Listening(addr) = callee
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(with_video(seen.clone())),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected Listening")
+    };
+    let caller = phone(&dir.path().join("a"));
+    let share = MediaChoice {
+        video: Some(VideoChoice {
+            source: VideoSourceSpec::Screen(ScreenSpec {
+                display: Some(x.display().to_owned()),
+                monitor: None,
+                max_size: (640, 480),
+                fps: 15,
+            }),
+            record: None,
+        }),
+        ..audio_only()
+    };
+    let Reply::Call(call) = caller
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("bob@{addr}"),
+            audio: share,
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    until(&caller, call, "a keyed screen share", keyed);
+    let theirs = callee
+        .snapshot()
+        .calls
+        .first()
+        .expect("the callee's call")
+        .id;
+    until(&callee, theirs, "the screen shown as a screen", |c| {
+        keyed(c) && c.is_some_and(|c| c.streams[1].kind == StreamKind::Screen)
+    });
+    // The screen changes while shared: the marker moves across it.
+    for i in 1..=12 {
+        x.draw(&pattern.frame(i * 8).to_bgrx()).expect("draw");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    until(&callee, theirs, "pictures of the screen", |c| {
+        video_of(c)
+            .and_then(|v| v.stats)
+            .and_then(|s| s.video)
+            .is_some_and(|v| v.frames_decoded >= 8)
+    });
+    caller
+        .execute_blocking(Command::Hangup { call })
+        .expect("hang up");
+    let ended = |c: Option<&hush_core::snapshot::CallView>| {
+        c.is_none_or(|c| matches!(c.state, CallState::Ended(_)))
+    };
+    until(&callee, theirs, "the end at the callee", ended);
+    // 1280x720 scaled to fit 640x480: 640x360, every picture the bars.
+    let frames = check_recording_of(&seen, "the viewer", (640, 360));
+    assert!(frames >= 8, "{frames} pictures");
 }

@@ -7,7 +7,9 @@ use super::records::call_event as print;
 use super::secrets::Secrets;
 use super::session::{connect, unlock_if_needed};
 use clap::Args;
-use hush_core::command::{MediaChoice, SinkSpec, SourceSpec, VideoChoice, VideoSourceSpec};
+use hush_core::command::{
+    MediaChoice, ScreenSpec, SinkSpec, SourceSpec, VideoChoice, VideoSourceSpec,
+};
 use hush_core::model::EncryptionPolicy;
 use hush_core::snapshot::{CallId, CallState};
 use hush_core::{CallSecurity, Command, CoreError, Event, Phone, Reply};
@@ -42,8 +44,23 @@ pub(crate) struct AudioArgs {
     #[arg(long, value_name = "pattern|FILE.y4m", requires = "video")]
     video_source: Option<String>,
     /// Record the peer's pictures to this Y4M file.
-    #[arg(long, value_name = "FILE.y4m", requires = "video")]
+    #[arg(long, value_name = "FILE.y4m")]
     video_record: Option<PathBuf>,
+    /// Share the screen as the call's video (X11; the other side sees it as a screen).
+    #[arg(long, conflicts_with_all = ["video", "video_source"])]
+    share_screen: bool,
+    /// Which screen: an X11 display and optionally one monitor (`:0`, `:0.1`); the
+    /// default is `$DISPLAY`, whole.
+    #[arg(long, value_name = ":DISPLAY[.MONITOR]", requires = "share_screen")]
+    screen: Option<String>,
+    /// Scale the shared screen down to fit this size.
+    #[arg(
+        long,
+        value_name = "WxH",
+        default_value = "1280x720",
+        requires = "share_screen"
+    )]
+    max_size: String,
 }
 
 impl AudioArgs {
@@ -86,7 +103,18 @@ impl AudioArgs {
     }
 
     fn video_choice(&self) -> Result<Option<VideoChoice>, CliError> {
+        if self.share_screen {
+            return Ok(Some(VideoChoice {
+                source: VideoSourceSpec::Screen(self.screen_spec()?),
+                record: self.video_record.clone(),
+            }));
+        }
         if !self.video {
+            if self.video_record.is_some() {
+                return Err(CliError::Usage(
+                    "--video-record needs --video or --share-screen".into(),
+                ));
+            }
             return Ok(None);
         }
         let source = match self.video_source.as_deref() {
@@ -120,6 +148,46 @@ impl AudioArgs {
             source,
             record: self.video_record.clone(),
         }))
+    }
+}
+
+impl AudioArgs {
+    /// `--screen :D[.M]` and `--max-size WxH`, checked now.
+    fn screen_spec(&self) -> Result<ScreenSpec, CliError> {
+        let (display, monitor) = match self.screen.as_deref() {
+            None => (None, None),
+            Some(s) => {
+                let bad = || {
+                    CliError::Usage(format!(
+                        "--screen {s}: give an X11 display and optionally a monitor, like :0 or :0.1"
+                    ))
+                };
+                let rest = s.strip_prefix(':').ok_or_else(bad)?;
+                let (d, m) = match rest.split_once('.') {
+                    Some((d, m)) => (d, Some(m.parse::<usize>().map_err(|_| bad())?)),
+                    None => (rest, None),
+                };
+                d.parse::<u32>().map_err(|_| bad())?;
+                (Some(format!(":{d}")), m)
+            }
+        };
+        let max_size = self
+            .max_size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+            .filter(|&(w, h)| (16..=3840).contains(&w) && (16..=2160).contains(&h))
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--max-size {}: give WIDTHxHEIGHT between 16x16 and 3840x2160",
+                    self.max_size
+                ))
+            })?;
+        Ok(ScreenSpec {
+            display,
+            monitor,
+            max_size,
+            ..ScreenSpec::default()
+        })
     }
 }
 

@@ -787,6 +787,7 @@ impl CallLayer {
                     port,
                     zrtp_hash: Some(zrtp.hello_hash()?),
                     rtcp_port: None,
+                    screen: false,
                 };
                 let zrtp = Box::new(std::sync::Mutex::new(zrtp));
                 let ports = Ports::Audio { media, zrtp };
@@ -822,6 +823,7 @@ impl CallLayer {
                     port,
                     zrtp_hash: Some(hash),
                     rtcp_port: Some(rtcp),
+                    screen: false,
                 };
                 let ports = Ports::Video(ports);
                 Ok((
@@ -897,8 +899,9 @@ impl CallLayer {
         let mut streams = vec![stream];
         let mut all = vec![prepared];
         if audio.video.is_some() {
-            let (prepared, stream) =
+            let (prepared, mut stream) =
                 self.prepare(line_id, &peer_identity, MediaKind::Video, &all)?;
+            stream.screen = video::shares_screen(&audio);
             all.push(prepared);
             streams.push(stream);
         }
@@ -954,7 +957,8 @@ impl CallLayer {
                 continue;
             }
             match self.prepare(line, &peer, kind, &prepared) {
-                Ok((p, s)) => {
+                Ok((p, mut s)) => {
+                    s.screen = kind == MediaKind::Video && video::shares_screen(&audio);
                     prepared.push(p);
                     streams.push(s);
                 }
@@ -1534,6 +1538,7 @@ impl CallLayer {
             port,
             zrtp_hash: hash,
             rtcp_port: Some(rtcp),
+            screen: video::shares_screen(&io.audio),
         };
         let camera = io.audio.video.is_some();
         io.prepared.push(Prepared {

@@ -5,10 +5,11 @@
 
 use super::machine::StreamStart;
 use super::policy_of;
-use crate::command::{VideoChoice, VideoSourceSpec};
+use crate::command::{MediaChoice, VideoChoice, VideoSourceSpec};
 use crate::error::{CoreError, Result};
 use crate::snapshot::CallId;
 use hush_media::driver::{PreparedVideo, VideoSetup, Viewer};
+use hush_media::screen::{ScreenSource, X11Options};
 use hush_media::video::{
     EncoderConfig, TestPattern, VideoConfig, VideoSource, Y4mReader, Y4mWriter,
 };
@@ -36,6 +37,8 @@ pub(crate) type Pictures = Arc<Mutex<BTreeMap<CallId, CallPictures>>>;
 const PATTERN: (u32, u32, u32) = (640, 480, 15);
 /// The bit rate a stream starts from (and its ceiling): enough for 640×480 at 15 fps.
 const START_KBPS: u32 = 800;
+/// A shared screen's: text stays readable at 1280×720.
+const SCREEN_KBPS: u32 = 1500;
 
 /// The camera of a call that has none chosen (the peer added video): the test pattern
 /// until the user has a camera to choose.
@@ -44,6 +47,14 @@ pub(super) fn default_choice() -> VideoChoice {
         source: VideoSourceSpec::Pattern,
         record: None,
     }
+}
+
+/// Whether the call's video is our screen.
+pub(super) fn shares_screen(choice: &MediaChoice) -> bool {
+    matches!(
+        choice.video.as_ref().map(|v| &v.source),
+        Some(VideoSourceSpec::Screen(_))
+    )
 }
 
 /// Opens the source a video call sends.
@@ -59,6 +70,17 @@ fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>> {
             })?;
             Box::new(Y4mReader::new(BufReader::new(file), true)?)
         }
+        VideoSourceSpec::Screen(s) => Box::new(ScreenSource::open(
+            &X11Options {
+                display: s.display.clone(),
+                monitor: s.monitor,
+                no_shm: false,
+                damage: true,
+                cursor: true,
+            },
+            s.max_size,
+            s.fps,
+        )?),
     })
 }
 
@@ -71,6 +93,7 @@ pub(super) fn setup(
     pictures: &CallPictures,
 ) -> Result<VideoSetup> {
     let source = open_source(&choice.source)?;
+    let screen = matches!(choice.source, VideoSourceSpec::Screen(_));
     let (width, height) = source.size();
     let fps = source.fps();
     let record = match &choice.record {
@@ -101,8 +124,8 @@ pub(super) fn setup(
                 width,
                 height,
                 fps,
-                bitrate_kbps: START_KBPS,
-                screen: false,
+                bitrate_kbps: if screen { SCREEN_KBPS } else { START_KBPS },
+                screen,
             },
         },
         peer_hello_hash: start.peer_hash.clone(),

@@ -159,22 +159,12 @@ mod tests {
     use super::*;
     use crate::video::TestPattern;
 
-    /// The pattern as BGRX, converted back from its I420 (what a screen would show).
+    /// The pattern as BGRX (what a screen would show).
     fn pattern_bgrx(w: u32, h: u32) -> Vec<u8> {
-        let frame = TestPattern::new(w, h, 15).expect("pattern").frame(3);
-        let mut out = Vec::with_capacity(w as usize * h as usize * 4);
-        for y in 0..h {
-            for x in 0..w {
-                let (yy, u, v) = frame.pixel(x, y).expect("pixel");
-                let c = 298 * (i32::from(yy) - 16);
-                let (d, e) = (i32::from(u) - 128, i32::from(v) - 128);
-                let r = ((c + 409 * e + 128) >> 8).clamp(0, 255) as u8;
-                let g = ((c - 100 * d - 208 * e + 128) >> 8).clamp(0, 255) as u8;
-                let b = ((c + 516 * d + 128) >> 8).clamp(0, 255) as u8;
-                out.extend_from_slice(&[b, g, r, 0]);
-            }
-        }
-        out
+        TestPattern::new(w, h, 15)
+            .expect("pattern")
+            .frame(3)
+            .to_bgrx()
     }
 
     #[test]

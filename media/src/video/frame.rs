@@ -107,6 +107,24 @@ impl I420Frame {
         (y, u, v)
     }
 
+    /// The picture as BGRX pixels (BT.601, studio range), as an X11 screen holds it:
+    /// what a test draws on a virtual screen to share.
+    pub fn to_bgrx(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.width as usize * self.height as usize * 4);
+        for y in 0..self.height {
+            for x in 0..self.width {
+                let (yy, u, v) = self.pixel(x, y).unwrap_or((16, 128, 128));
+                let c = 298 * (i32::from(yy) - 16);
+                let (d, e) = (i32::from(u) - 128, i32::from(v) - 128);
+                let r = ((c + 409 * e + 128) >> 8).clamp(0, 255) as u8;
+                let g = ((c - 100 * d - 208 * e + 128) >> 8).clamp(0, 255) as u8;
+                let b = ((c + 516 * d + 128) >> 8).clamp(0, 255) as u8;
+                out.extend_from_slice(&[b, g, r, 0]);
+            }
+        }
+        out
+    }
+
     /// The colour at a pixel as (Y, U, V), or `None` outside the picture.
     pub fn pixel(&self, x: u32, y: u32) -> Option<(u8, u8, u8)> {
         if x >= self.width || y >= self.height {

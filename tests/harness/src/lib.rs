@@ -14,6 +14,7 @@ mod sip_peer;
 mod socks;
 mod wav;
 mod xmpp_server;
+mod xvfb;
 
 pub use baresip::Baresip;
 pub use ejabberd::{Ejabberd, EjabberdOptions};
@@ -27,6 +28,7 @@ pub use sip_peer::{Challenger, SentInvite, SipPeer, header as sip_header, status
 pub use socks::Socks5;
 pub use wav::{read_wav_lenient, write_wav};
 pub use xmpp_server::{ServerKind, XmppServer};
+pub use xvfb::Xvfb;
 
 /// Why a server could not be started.
 #[derive(Debug, thiserror::Error)]

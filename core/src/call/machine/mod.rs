@@ -44,6 +44,8 @@ pub(crate) struct PreparedStream {
     pub zrtp_hash: Option<String>,
     /// Our RTCP port, when RTCP has its own (video: for peers without rtcp-mux).
     pub rtcp_port: Option<u16>,
+    /// It carries our screen (`a=content:slides`).
+    pub screen: bool,
 }
 
 /// Everything the machine is told.

@@ -74,7 +74,7 @@ impl Stream {
             media: word(p.kind).into(),
             proto: "RTP/AVP".into(),
             formats,
-            content: None,
+            content: p.screen.then(|| "slides".to_owned()),
             local: Some(p),
             negotiated: None,
             remote: None,

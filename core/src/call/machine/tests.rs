@@ -77,6 +77,7 @@ impl Phone {
             port: 5000 + 2 * n,
             zrtp_hash: Some(hash(if self.addr == ALICE { 'e' } else { 'f' })),
             rtcp_port: Some(5001 + 2 * n),
+            screen: false,
         }
     }
 
@@ -86,6 +87,7 @@ impl Phone {
             port: 4000,
             zrtp_hash: Some(hash(if self.addr == ALICE { 'a' } else { 'b' })),
             rtcp_port: None,
+            screen: false,
         }];
         if self.video {
             p.push(PreparedStream {
@@ -93,6 +95,7 @@ impl Phone {
                 port: 4002,
                 zrtp_hash: Some(hash(if self.addr == ALICE { 'c' } else { 'd' })),
                 rtcp_port: Some(4003),
+                screen: false,
             });
         }
         p
