@@ -197,11 +197,12 @@ fn shows_pattern(phone: &Phone, call: CallId, who: &str) {
 #[test]
 fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keyed() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let seen = dir.path().join("seen.y4m");
     let callee = phone(&dir.path().join("b"));
     let Reply::Listening(addr) = callee
         .execute_blocking(Command::Listen {
             addr: "127.0.0.1:0".parse().expect("addr"),
-            auto_answer: Some(audio_only()),
+            auto_answer: None,
             policy: EncryptionPolicy::Mandatory,
         })
         .expect("listen")
@@ -220,18 +221,28 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
     else {
         panic!("expected Call")
     };
+    // The callee answers the voice call, ready for video (a camera chosen, and a
+    // recording of what it is shown).
+    let mut rx = callee.events();
+    let theirs = loop {
+        match callee.next_event(&mut rx, Duration::from_secs(20)) {
+            Some(hush_core::Event::CallIncoming { call, .. }) => break call,
+            Some(_) => {}
+            None => panic!("no incoming call"),
+        }
+    };
+    callee
+        .execute_blocking(Command::Answer {
+            call: theirs,
+            audio: with_video(seen.clone()),
+        })
+        .expect("answer");
     until(&caller, call, "a secure audio call", |c| {
         c.is_some_and(|c| matches!(c.security, CallSecurity::Secure { .. }) && c.streams.len() == 1)
     });
-    let theirs = callee
-        .snapshot()
-        .calls
-        .first()
-        .expect("the callee's call")
-        .id;
     for round in 0..2 {
         // Added by the caller: keyed in multistream from the call's exchange, with
-        // its SAS; the callee, who chose no camera, watches without sending.
+        // its SAS; the callee watches, its camera off until it turns it on.
         caller
             .execute_blocking(Command::Video { call, on: true })
             .expect("add video");
@@ -279,6 +290,20 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
     caller
         .execute_blocking(Command::Hangup { call })
         .expect("hang up");
+    until(&callee, theirs, "the end at the callee", |c| {
+        c.is_none_or(|c| matches!(c.state, CallState::Ended(_)))
+    });
+    // Each video stream recorded to a file of its own: none overwrote another.
+    for name in ["seen.y4m", "seen-2.y4m", "seen-3.y4m"] {
+        let file = std::fs::File::open(dir.path().join(name)).expect(name);
+        let mut y4m = Y4mReader::new(file, false).expect("y4m");
+        let mut frames = 0;
+        while let Some(p) = y4m.next_frame().expect("frame") {
+            assert!(TestPattern::shows_bars(&p, 24), "{name}: frame {frames}");
+            frames += 1;
+        }
+        assert!(frames >= 1, "{name}: no pictures");
+    }
 }
 
 #[test]

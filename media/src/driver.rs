@@ -692,9 +692,14 @@ impl Loop {
             }
             MediaCommand::AddVideo(setup) => {
                 self.end_video();
+                let ssrc = setup.config.local_ssrc;
                 match VideoPart::new(*setup, self.stream.zrtp_mut(), Instant::now()) {
                     Ok(v) => self.video = Some(v),
                     Err(e) => {
+                        // Its channel goes with it: another video may take its place.
+                        if let Some(z) = self.stream.zrtp_mut() {
+                            let _ = z.remove_channel(ssrc);
+                        }
                         tracing::warn!(error = %e, "the video stream could not start");
                         self.ended_video = Some(StreamEvent::Failed(format!(
                             "the video stream could not start: {e}"
@@ -705,13 +710,20 @@ impl Loop {
             MediaCommand::RemoveVideo => self.end_video(),
             MediaCommand::AddVideoChannel { ssrc, reply } => {
                 let made = match self.stream.zrtp_mut() {
-                    Some(z) => z
-                        .add_channel(ssrc)
-                        .and_then(|()| z.channel_hello_hash(ssrc))
-                        .map(Some),
+                    Some(z) => match z.add_channel(ssrc) {
+                        Ok(()) => z.channel_hello_hash(ssrc).map(Some).inspect_err(|_| {
+                            let _ = z.remove_channel(ssrc);
+                        }),
+                        Err(e) => Err(e),
+                    },
                     None => Ok(None),
                 };
-                let _ = reply.send(made);
+                // Nobody waits any more (the call layer gave up): the channel goes.
+                if let Err(mpsc::SendError(Ok(Some(_)))) = reply.send(made)
+                    && let Some(z) = self.stream.zrtp_mut()
+                {
+                    let _ = z.remove_channel(ssrc);
+                }
             }
             MediaCommand::RemoveVideoChannel(ssrc) => {
                 // A running video's channel goes with the video (RemoveVideo).

@@ -81,6 +81,10 @@ pub(crate) enum CallInput {
     VideoChannel(CallId, u32, std::result::Result<Option<String>, String>),
 }
 
+/// How many times a peer may add video to one call: each costs sockets, a ZRTP channel
+/// and a key exchange, and a peer looping add and remove must not make us pay forever.
+const PEER_VIDEO_ADDS: u32 = 8;
+
 /// How long a media thread may take to make a ZRTP channel (it answers within a frame).
 const CHANNEL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -157,6 +161,10 @@ struct CallIo {
     reinvite: Option<ReInvite>,
     /// A video stream waiting for its ZRTP channel.
     channel: Option<PendingChannel>,
+    /// Video streams started so far (each records to a file of its own).
+    videos_started: u32,
+    /// Video streams the peer added by re-INVITE (at most [`PEER_VIDEO_ADDS`]).
+    peer_video_adds: u32,
 }
 
 /// What a new line needs.
@@ -211,6 +219,8 @@ impl CallIo {
             pending_video: None,
             reinvite: None,
             channel: None,
+            videos_started: 0,
+            peer_video_adds: 0,
         }
     }
 }
@@ -1243,10 +1253,19 @@ impl CallLayer {
                     }
                     io.reinvite = Some(reinvite);
                     // A video stream it adds needs a ZRTP channel from the media
-                    // thread first; the machine hears the offer once it is made.
-                    if self.core.video_to_accept(id, &body) {
+                    // thread first; the machine hears the offer once it is made. Taken
+                    // only in a call the user chose video for (as for a new call), and
+                    // only so often.
+                    let wanted = io.audio.video.is_some() && io.peer_video_adds < PEER_VIDEO_ADDS;
+                    if wanted && self.core.video_to_accept(id, &body) {
                         match self.request_channel(id, Some(body.clone())) {
-                            Ok(()) => return,
+                            Ok(()) => {
+                                if let Some(io) = self.io.get_mut(&id) {
+                                    io.peer_video_adds += 1;
+                                }
+                                self.core.peer_offer_pending(id);
+                                return;
+                            }
                             Err(e) => tracing::info!(error = %e, "refusing the video added"),
                         }
                     }
@@ -1510,8 +1529,20 @@ impl CallLayer {
         let Some(PendingChannel { ports, offer, .. }) = io.channel.take() else {
             return;
         };
-        let hash = match made {
-            Ok(hash) => hash,
+        let addresses = ports
+            .local_addr()
+            .and_then(|a| ports.local_rtcp_addr().map(|b| (a.port(), b.port())))
+            .map_err(|e| e.to_string());
+        if let (Err(_), Ok(Some(_)), Some(audio)) = (
+            &addresses,
+            &made,
+            io.audio_stream.and_then(|a| io.media.get(&a)),
+        ) {
+            audio.command(MediaCommand::RemoveVideoChannel(ssrc));
+        }
+        let hash_and_ports = made.and_then(|h| addresses.map(|a| (h, a)));
+        let (hash, (port, rtcp)) = match hash_and_ports {
+            Ok(made) => made,
             Err(why) => {
                 tracing::info!(call = id.0, reason = %why, "no ZRTP channel for video");
                 match offer {
@@ -1528,10 +1559,6 @@ impl CallLayer {
                 }
                 return;
             }
-        };
-        let (port, rtcp) = match (ports.local_addr(), ports.local_rtcp_addr()) {
-            (Ok(a), Ok(b)) => (a.port(), b.port()),
-            _ => return,
         };
         let stream = PreparedStream {
             kind: MediaKind::Video,
@@ -1603,7 +1630,18 @@ impl CallLayer {
             Ports::Video(ports) => {
                 let choice = io.audio.video.clone().unwrap_or_else(video::default_choice);
                 let pictures = CallPictures::default();
-                let setup = Box::new(video::setup(&choice, ports, ssrc, &start, &pictures)?);
+                let nth = io.videos_started;
+                io.videos_started += 1;
+                let setup = match video::setup(&choice, ports, ssrc, &start, &pictures, nth) {
+                    Ok(s) => Box::new(s),
+                    Err(e) => {
+                        // Its ZRTP channel goes: another video may take its place.
+                        if let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a)) {
+                            audio.command(MediaCommand::RemoveVideoChannel(ssrc));
+                        }
+                        return Err(e);
+                    }
+                };
                 if let Ok(mut all) = self.pictures.lock() {
                     all.insert(id, pictures);
                 }

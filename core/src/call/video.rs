@@ -49,6 +49,22 @@ pub(super) fn default_choice() -> VideoChoice {
     }
 }
 
+/// `call.y4m` for the first stream, `call-2.y4m` for the second, and so on.
+fn numbered(path: &std::path::Path, nth: u32) -> std::path::PathBuf {
+    if nth == 0 {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{}.{}", nth + 1, ext.to_string_lossy()),
+        None => format!("{stem}-{}", nth + 1),
+    };
+    path.with_file_name(name)
+}
+
 /// Whether the call's video is our screen.
 pub(super) fn shares_screen(choice: &MediaChoice) -> bool {
     matches!(
@@ -91,6 +107,7 @@ pub(super) fn setup(
     ssrc: u32,
     start: &StreamStart,
     pictures: &CallPictures,
+    nth: u32,
 ) -> Result<VideoSetup> {
     let source = open_source(&choice.source)?;
     let screen = matches!(choice.source, VideoSourceSpec::Screen(_));
@@ -98,13 +115,17 @@ pub(super) fn setup(
     let fps = source.fps();
     let record = match &choice.record {
         Some(path) => {
-            // Only the user may read what the other side showed.
+            // The call's first video stream records where the user said; a later one
+            // (video added again) to a file of its own beside it, never over a
+            // recording already made. Only the user may read what the other side showed.
+            let path = numbered(path, nth);
             let file = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create(nth == 0)
+                .create_new(nth > 0)
+                .truncate(nth == 0)
                 .mode(0o600)
-                .open(path)
+                .open(&path)
                 .map_err(|e| {
                     CoreError::InvalidInput(format!("the video recording {}: {e}", path.display()))
                 })?;

@@ -321,6 +321,11 @@ struct Call {
     queued_video: Option<PreparedStream>,
     /// Our m-lines changed (a stream ended) since the re-INVITE under way was sent.
     reoffer_needed: bool,
+    /// The peer's re-INVITE waits in the driver (for its video's ZRTP channel): ours
+    /// wait for it to be answered (RFC 3261 §14.1).
+    peer_offer_pending: bool,
+    /// A re-INVITE of ours held back for the peer's, for what the user asked.
+    deferred: Option<&'static str>,
 }
 
 /// A stream our re-INVITE under way adds: at `index`, in place of the refused line
@@ -358,6 +363,8 @@ impl Call {
             adding: None,
             queued_video: None,
             reoffer_needed: false,
+            peer_offer_pending: false,
+            deferred: None,
         };
         call.view.streams = call.stream_views();
         call
@@ -481,10 +488,23 @@ impl CallCore {
             })
             .collect();
         for (id, attempt, what) in due {
-            if let Some(c) = self.calls.get_mut(&id) {
-                c.renegotiation = Renegotiation::Idle;
+            let Some(c) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            c.renegotiation = Renegotiation::Idle;
+            match c.queued_video.take() {
+                // The video it added waited outside the m-lines meanwhile.
+                Some(video) => {
+                    if let Err(e) = self.offer_video(id, video, attempt.saturating_add(1)) {
+                        self.event(Event::CommandFailed {
+                            command: "video",
+                            error: e.to_string(),
+                            permanent: false,
+                        });
+                    }
+                }
+                None => self.renegotiate(id, attempt.saturating_add(1), what),
             }
-            self.renegotiate(id, attempt.saturating_add(1), what);
         }
     }
 
@@ -842,6 +862,11 @@ impl CallCore {
     /// Adds our prepared video stream to the call: in a slot refused before (RFC 3264
     /// §8.1), else as a new m-line, offered by re-INVITE with the camera on.
     fn add_video(&mut self, id: CallId, stream: PreparedStream) -> Result<()> {
+        self.offer_video(id, stream, 1)
+    }
+
+    /// [`CallCore::add_video`], as the `attempt`th try (a glare retry counts on).
+    fn offer_video(&mut self, id: CallId, stream: PreparedStream, attempt: u8) -> Result<()> {
         let fits = self.can_add_video(id).and_then(|()| {
             if stream.kind == MediaKind::Video {
                 Ok(())
@@ -854,8 +879,8 @@ impl CallCore {
             return Err(e);
         }
         let call = self.call_mut(id)?;
-        if call.renegotiation != Renegotiation::Idle {
-            // Its answer must match the m-lines it offered: this one comes after.
+        if call.renegotiation != Renegotiation::Idle || call.peer_offer_pending {
+            // An answer must match the m-lines offered: this one comes after.
             call.queued_video = Some(stream);
             return Ok(());
         }
@@ -873,7 +898,7 @@ impl CallCore {
         };
         call.adding = Some(Adding { index, previous });
         call.camera_off = false;
-        self.renegotiate(id, 1, "video");
+        self.renegotiate(id, attempt, "video");
         Ok(())
     }
 
@@ -931,15 +956,18 @@ impl CallCore {
         }
         if let Some(video) = call.queued_video.take() {
             // Its offer carries everything else too.
-            if let Err(e) = self.add_video(id, video) {
-                self.event(Event::CommandFailed {
+            match self.add_video(id, video) {
+                Ok(()) => return,
+                Err(e) => self.event(Event::CommandFailed {
                     command: "video",
                     error: e.to_string(),
                     permanent: false,
-                });
+                }),
             }
-            return;
         }
+        let Some(call) = self.calls.get_mut(&id) else {
+            return;
+        };
         let needed = std::mem::take(&mut call.reoffer_needed);
         match again {
             Some(what) => self.renegotiate(id, 1, what),
@@ -954,6 +982,10 @@ impl CallCore {
             return;
         };
         if call.phase != Phase::Active {
+            return;
+        }
+        if call.peer_offer_pending {
+            call.deferred.get_or_insert(what);
             return;
         }
         call.reoffer_needed = false;
@@ -1091,6 +1123,26 @@ impl CallCore {
         if let Some(p) = unused {
             self.out.push_back(Output::Release(id, p));
         }
+        // What the user asked for while it waited goes now.
+        let deferred = self.calls.get_mut(&id).and_then(|c| {
+            c.peer_offer_pending = false;
+            c.deferred.take()
+        });
+        if deferred.is_some()
+            || self
+                .calls
+                .get(&id)
+                .is_some_and(|c| c.queued_video.is_some())
+        {
+            self.after_renegotiation(id, deferred);
+        }
+    }
+
+    /// The peer's re-INVITE waits in the driver for its video stream: ours wait too.
+    pub(crate) fn peer_offer_pending(&mut self, id: CallId) {
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.peer_offer_pending = true;
+        }
     }
 
     /// [`CallCore::their_reinvite`]; returns the prepared video if it was not taken.
@@ -1143,9 +1195,11 @@ impl CallCore {
         if let Some((prepared, camera)) = video {
             match (video_at, video_at.and_then(|at| offered.streams.get(at))) {
                 (Some(at), Some(their)) => {
-                    if !camera {
-                        // The peer may show us pictures; ours go only when the user
-                        // turns the camera on.
+                    // The peer may show us pictures; ours go only when the user turns
+                    // the camera on (whatever the user did before: stopped video, or
+                    // answered without). Only an unattended answerer set up with a
+                    // camera sends at once.
+                    if !(camera && call.view.automatic) {
                         call.camera_off = true;
                         call.agreed_camera_off = true;
                     }
@@ -1214,6 +1268,13 @@ impl CallCore {
                     attempt,
                     what,
                 };
+                // The peer's re-INVITE comes meanwhile: our m-lines are those it
+                // agreed to; the added stream waits for the retry.
+                if let Some(video) = self.take_back_adding(id)
+                    && let Some(c) = self.calls.get_mut(&id)
+                {
+                    c.queued_video = Some(video);
+                }
                 return;
             }
             Err(e) => {
@@ -1326,12 +1387,16 @@ impl CallCore {
     /// Our re-INVITE adding a stream got no usable answer: the call's m-lines are as
     /// the peer last agreed, and the prepared stream is released.
     fn undo_adding(&mut self, id: CallId) {
-        let Some(call) = self.calls.get_mut(&id) else {
-            return;
-        };
-        let Some(Adding { index, previous }) = call.adding.take() else {
-            return;
-        };
+        if let Some(p) = self.take_back_adding(id) {
+            self.out.push_back(Output::Release(id, p));
+        }
+    }
+
+    /// Takes the stream our re-INVITE adds back out of the m-lines (which are again
+    /// those the peer agreed to); returns it.
+    fn take_back_adding(&mut self, id: CallId) -> Option<PreparedStream> {
+        let call = self.calls.get_mut(&id)?;
+        let Adding { index, previous } = call.adding.take()?;
         let taken = match previous {
             Some(prev) if index < call.streams.len() => {
                 Some(std::mem::replace(&mut call.streams[index], prev))
@@ -1339,9 +1404,7 @@ impl CallCore {
             None if index + 1 == call.streams.len() => call.streams.pop(),
             _ => None,
         };
-        if let Some(p) = taken.and_then(|s| s.local) {
-            self.out.push_back(Output::Release(id, p));
-        }
+        taken.and_then(|s| s.local)
     }
 
     /// Our re-INVITE got nowhere: the call stays as the peer last agreed, the media

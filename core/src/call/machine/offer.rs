@@ -390,6 +390,10 @@ pub(super) fn answer(call: &Call) -> String {
                 .as_ref()
                 .map_or(Direction::SendRecv, |t| t.direction);
             let d = our_direction(theirs, call.local_hold);
+            if s.state == StreamState::Prepared {
+                // Ours, not offered yet: the peer has not agreed to it.
+                return s.refused_line();
+            }
             line(s, with_camera(s, d, call.camera_off))
         })
         .collect();
@@ -502,6 +506,7 @@ pub(super) fn video_line_to_accept(call: &Call, offer: &SessionDescription) -> O
             && d.is_ours()
             && d.port != 0
             && !not_a_peer(d.addr)
+            && !d.addr.is_unspecified()
             && sdp::negotiate(d, &OUR_VIDEO).is_ok()
     })
 }

@@ -276,9 +276,11 @@ impl Endpoint for Phone {
             Wire::Reject(r) => self.sip_in(now, SipInput::Ended(format!("{r:?}"))),
             Wire::Bye => self.sip_in(now, SipInput::Ended("the other side hung up".into())),
             Wire::ReInvite(sdp) => {
-                // As the driver does: a video stream the offer adds gets one prepared.
+                // As the driver does: a video stream the offer adds gets one prepared,
+                // in a call the user chose video for.
                 let body = sdp.into_bytes();
-                if !self.no_added_video && self.core.video_to_accept(self.id(), &body) {
+                if self.video && !self.no_added_video && self.core.video_to_accept(self.id(), &body)
+                {
                     let video = self.added_video(self.released.len() as u16);
                     let camera = self.video;
                     self.sip_in(
@@ -1412,8 +1414,19 @@ fn video_secure(ph: &mut Phone, now: Instant, stream: usize, sas: &str, verified
 }
 
 #[test]
-fn video_is_added_then_removed_by_re_invite_and_a_peer_without_camera_only_watches() {
-    let mut p = secure_call(Conditions::latency(Duration::from_millis(5)), 21);
+fn video_is_added_then_removed_by_re_invite_and_the_peer_only_watches_until_it_turns_its_camera_on()
+{
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 21);
+    // Bob is ready for video (a camera chosen), in a voice call.
+    p.b.video = true;
+    p.a.place(p.now);
+    assert!(p.drive_until(
+        |p| p.a.state() == CallState::Connected && p.b.state() == CallState::Connected
+    ));
+    let now = p.now;
+    p.a.secure(now, "ab12");
+    p.b.secure(now, "ab12");
+    p.drive();
     let _ = (p.a.take_media(), p.b.take_media());
     let id = p.a.id();
     let now = p.now;
@@ -1429,8 +1442,8 @@ fn video_is_added_then_removed_by_re_invite_and_a_peer_without_camera_only_watch
         "{video}"
     );
     p.drive();
-    // Bob (no camera chosen) takes it to watch: his line only receives, and his
-    // stream starts without sending; Alice's sends.
+    // Bob takes it to watch: his line only receives, and his stream starts without
+    // sending; Alice's sends.
     let answer = p.b.sip.iter().rev().find_map(|s| match s {
         SipAction::AcceptReInvite(sdp) => Some(sdp.clone()),
         _ => None,
@@ -1621,4 +1634,63 @@ fn the_sas_verdict_is_the_key_exchanges_and_a_video_keyed_later_takes_it() {
             sas: "ab12".into(),
             verified: false
         }));
+}
+
+#[test]
+fn video_added_as_the_peer_re_invites_waits_outside_the_m_lines_and_goes_on_the_retry() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(20)), 25);
+    p.b.video = true;
+    let (ida, idb) = (p.a.id(), p.b.id());
+    let now = p.now;
+    let stream = p.a.added_video(0);
+    p.a.input(now, Input::AddVideo { id: ida, stream })
+        .expect("add");
+    p.b.input(now, Input::Hold { id: idb, on: true })
+        .expect("hold");
+    // The two re-INVITEs cross and are each answered 491.
+    let waiting = |ph: &Phone, id: CallId| {
+        ph.core
+            .calls
+            .get(&id)
+            .is_some_and(|c| matches!(c.renegotiation, Renegotiation::RetryAt { .. }))
+    };
+    assert!(p.drive_until(|p| waiting(&p.a, ida)));
+    // Meanwhile Alice's m-lines are those Bob agreed to: his hold, retried, is taken.
+    assert_eq!(p.a.core.calls.get(&ida).map(|c| c.streams.len()), Some(1));
+    p.drive();
+    assert_eq!(p.a.state(), CallState::OnHold);
+    assert_eq!(kinds(&p.a), [StreamKind::Audio, StreamKind::Video]);
+    assert_eq!(kinds(&p.b), [StreamKind::Audio, StreamKind::Video]);
+    assert!(p.a.released.is_empty(), "{:?}", p.a.released);
+    let refused = |ph: &Phone| {
+        ph.sip
+            .iter()
+            .filter(|s| matches!(s, SipAction::RefuseReInvite(Refusal::NotAcceptable)))
+            .count()
+    };
+    assert_eq!(
+        (refused(&p.a), refused(&p.b)),
+        (0, 0),
+        "nothing answered 488"
+    );
+}
+
+#[test]
+fn our_re_invite_waits_while_the_peers_is_held_for_its_video() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(5)), 26);
+    let id = p.a.id();
+    let now = p.now;
+    p.a.core.peer_offer_pending(id);
+    p.a.input(now, Input::Hold { id, on: true }).expect("hold");
+    assert!(
+        !p.a.sip.iter().any(|s| matches!(s, SipAction::ReInvite(_))),
+        "held back: {:?}",
+        p.a.sip
+    );
+    // The peer's re-INVITE is answered; ours goes right after.
+    let answered = forged_reinvite_from_b(&mut p, |s| s);
+    assert!(
+        matches!(&answered[..], [SipAction::AcceptReInvite(_), SipAction::ReInvite(sdp)] if sdp.contains("a=sendonly")),
+        "{answered:?}"
+    );
 }
