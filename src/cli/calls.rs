@@ -167,7 +167,10 @@ impl AudioArgs {
                     Some((d, m)) => (d, Some(m.parse::<usize>().map_err(|_| bad())?)),
                     None => (rest, None),
                 };
-                d.parse::<u32>().map_err(|_| bad())?;
+                if d.starts_with('+') {
+                    return Err(bad());
+                }
+                d.parse::<u16>().map_err(|_| bad())?;
                 (Some(format!(":{d}")), m)
             }
         };

@@ -118,18 +118,38 @@ pub(super) fn setup(
             // The call's first video stream records where the user said; a later one
             // (video added again) to a file of its own beside it, never over a
             // recording already made. Only the user may read what the other side showed.
-            let path = numbered(path, nth);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(nth == 0)
-                .create_new(nth > 0)
-                .truncate(nth == 0)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| {
-                    CoreError::InvalidInput(format!("the video recording {}: {e}", path.display()))
-                })?;
-            Some(Y4mWriter::new(BufWriter::new(file), fps))
+            let file = if nth == 0 {
+                Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(path)
+                        .map_err(|e| {
+                            CoreError::InvalidInput(format!(
+                                "the video recording {}: {e}",
+                                path.display()
+                            ))
+                        })?,
+                )
+            } else {
+                // The next name not taken (a file left by another call stays); none
+                // free: this stream is not recorded, and the video still goes.
+                let free = (nth..nth + 100).find_map(|n| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(numbered(path, n))
+                        .ok()
+                });
+                if free.is_none() {
+                    tracing::warn!("no free file name to record this video stream");
+                }
+                free
+            };
+            file.map(|f| Y4mWriter::new(BufWriter::new(f), fps))
         }
         None => None,
     };

@@ -6,7 +6,7 @@
 use super::convert::{Bgrx, draw_cursor};
 use crate::MediaError;
 use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use x11rb::connection::{Connection, RequestConnection as _};
 use x11rb::protocol::Event;
 use x11rb::protocol::damage::{self, ConnectionExt as _};
@@ -15,6 +15,31 @@ use x11rb::protocol::shm::{self, ConnectionExt as _};
 use x11rb::protocol::xfixes::ConnectionExt as _;
 use x11rb::protocol::xproto::{self, ConnectionExt as _, ImageFormat};
 use x11rb::rust_connection::RustConnection;
+
+/// The largest area captured (a hostile or odd server may claim 65535×65535; what a
+/// call sends is at most 4K anyway).
+const MAX_AREA: (u16, u16) = (8192, 8192);
+
+/// Copies `size` bytes out of memory the X server shares with us into `out`.
+fn copy_out(map: &memmap2::MmapMut, size: usize, out: &mut Vec<u8>) -> Result<(), MediaError> {
+    if size > map.len() {
+        return Err(x11(
+            "MIT-SHM",
+            "the picture is larger than the shared memory",
+        ));
+    }
+    out.clear();
+    out.reserve(size);
+    // SAFETY: `size` bytes are inside the mapping (checked above, and the memfd is
+    // sealed against shrinking); `out` has room for them and does not overlap it. The
+    // bytes may change under the copy (another writer): they are plain pixels, copied
+    // without ever forming a reference to the shared memory.
+    unsafe {
+        std::ptr::copy_nonoverlapping(map.as_ptr(), out.as_mut_ptr(), size);
+        out.set_len(size);
+    }
+    Ok(())
+}
 
 fn x11(what: &str, e: impl std::fmt::Display) -> MediaError {
     MediaError::InvalidInput(format!("screen capture ({what}): {e}"))
@@ -108,6 +133,15 @@ impl X11Capture {
         if area.2 == 0 || area.3 == 0 {
             return Err(x11("area", "the monitor has no pixels"));
         }
+        if area.2 > MAX_AREA.0 || area.3 > MAX_AREA.1 {
+            return Err(x11(
+                "area",
+                format!(
+                    "a {}x{} screen is larger than Hushphone shares",
+                    area.2, area.3
+                ),
+            ));
+        }
         let mut capture = X11Capture {
             conn,
             root,
@@ -164,16 +198,29 @@ impl X11Capture {
         }
         let size = usize::from(self.area.2) * usize::from(self.area.3) * 4;
         // SAFETY: a plain system call with a NUL-terminated name; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"hushphone-screen".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::memfd_create(
+                c"hushphone-screen".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if fd < 0 {
             return Err(x11("memfd", std::io::Error::last_os_error()));
         }
         // SAFETY: `fd` is a new descriptor that nothing else owns.
         let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         file.set_len(size as u64).map_err(|e| x11("memfd", e))?;
-        // SAFETY: the file is anonymous (no name in any file system) and shared only with
-        // the X server, which writes it only while it answers our GetImage; we read it
-        // only after the reply has arrived, and nothing truncates it while mapped.
+        // Its size is fixed before anyone else holds it: nobody can shrink it under
+        // our mapping (which would fault on read).
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on a descriptor we own; the result is checked.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(x11("memfd seals", std::io::Error::last_os_error()));
+        }
+        // SAFETY: the file is anonymous and sealed against shrinking, so the mapping
+        // stays backed. The X server (or, through the segment's id, another client)
+        // may write it at any time, so it is never read as a Rust slice: pictures
+        // are copied out with a raw copy (`copy_out`).
         let map = unsafe { memmap2::MmapMut::map_mut(&file) }.map_err(|e| x11("mmap", e))?;
         let seg = self.conn.generate_id().map_err(|e| x11("MIT-SHM", e))?;
         let theirs: OwnedFd = file.try_clone().map_err(|e| x11("memfd", e))?.into();
@@ -256,10 +303,7 @@ impl X11Capture {
                     .map_err(|e| x11("GetImage", e))?
                     .reply()
                     .map_err(|e| x11("GetImage", e))?;
-                self.pixels.clear();
-                if self.cursor {
-                    self.pixels.extend_from_slice(&s.map[..size]);
-                }
+                copy_out(&s.map, size, &mut self.pixels)?;
             }
             None => {
                 let reply = self
@@ -277,12 +321,8 @@ impl X11Capture {
         if self.cursor {
             self.draw_cursor()?;
         }
-        let data: &[u8] = match (&self.shared, self.cursor) {
-            (Some(s), false) => &s.map[..size],
-            _ => &self.pixels[..size],
-        };
         Ok(Bgrx {
-            data,
+            data: &self.pixels[..size],
             width: u32::from(w),
             height: u32::from(h),
             stride: usize::from(w) * 4,

@@ -81,7 +81,12 @@ impl Xvfb {
             )));
         }
         let (conn, screen) = x11rb::connect(Some(&self.display)).map_err(|e| x11(&e))?;
-        let root = conn.setup().roots[screen].root;
+        let root = conn
+            .setup()
+            .roots
+            .get(screen)
+            .ok_or_else(|| x11(&"no such screen"))?
+            .root;
         let gc = conn.generate_id().map_err(|e| x11(&e))?;
         conn.create_gc(gc, root, &Default::default())
             .map_err(|e| x11(&e))?;
@@ -116,7 +121,12 @@ impl Xvfb {
     pub fn point_at(&self, x: i16, y: i16) -> Result<()> {
         let x11 = |e: &dyn std::fmt::Display| HarnessError::Tool(format!("Xvfb pointer: {e}"));
         let (conn, screen) = x11rb::connect(Some(&self.display)).map_err(|e| x11(&e))?;
-        let root = conn.setup().roots[screen].root;
+        let root = conn
+            .setup()
+            .roots
+            .get(screen)
+            .ok_or_else(|| x11(&"no such screen"))?
+            .root;
         conn.warp_pointer(x11rb::NONE, root, 0, 0, 0, 0, x, y)
             .map_err(|e| x11(&e))?;
         conn.get_input_focus()
