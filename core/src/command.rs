@@ -430,6 +430,17 @@ pub enum Command {
         /// Video or not.
         on: bool,
     },
+    /// Share the screen in a call (in place of the camera, or as its first video), or
+    /// stop sharing (back to the camera, or to a voice call). The peer is told by
+    /// re-INVITE (`a=content:slides`).
+    ShareScreen {
+        /// The call.
+        call: CallId,
+        /// Share or stop.
+        on: bool,
+        /// Which screen (`None`: the whole of `$DISPLAY`, at most 1280×720).
+        screen: Option<ScreenSpec>,
+    },
     /// The SAS the peer read out was not ours: end the call and say why.
     SasMismatch {
         /// The call.
@@ -464,6 +475,7 @@ impl Command {
             Command::Mute { .. } => "mute",
             Command::Camera { .. } => "camera",
             Command::Video { .. } => "video",
+            Command::ShareScreen { .. } => "share screen",
             Command::SetPeerVerified { .. } => "set peer verified",
             Command::RegisterXmpp(_) => "create account",
             Command::ChangeXmppPassword { .. } => "change password",

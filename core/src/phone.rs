@@ -1005,6 +1005,10 @@ impl Core {
                 self.calls.video(call, on, &mut events)?;
                 Reply::Done
             }
+            Command::ShareScreen { call, on, screen } => {
+                self.calls.share_screen(call, on, screen, &mut events)?;
+                Reply::Done
+            }
             Command::SasMismatch { call } => {
                 self.calls.sas_mismatch(call, &mut events)?;
                 Reply::Done

@@ -125,6 +125,8 @@ pub struct CallView {
     /// Our camera is on: a video stream sends our pictures whenever the peer takes
     /// them (off: its m-line only receives).
     pub camera_on: bool,
+    /// We share our screen on its video stream (the window says so, always visible).
+    pub sharing_screen: bool,
 }
 
 /// What a media stream carries, as the user sees it.

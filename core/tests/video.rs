@@ -382,3 +382,103 @@ fn a_shared_screen_reaches_the_other_phone_keyed_scaled_and_moving() {
     let frames = check_recording_of(&seen, "the viewer", (640, 360));
     assert!(frames >= 8, "{frames} pictures");
 }
+
+/// The size of the newest picture `phone` shows of the peer, once it is `size` and
+/// shows the bars (bounded wait).
+fn shows_pattern_at(phone: &Phone, call: CallId, size: (u32, u32), who: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut rx = phone.events();
+    loop {
+        let picture = phone
+            .pictures(call)
+            .and_then(|p| p.theirs.lock().ok().and_then(|s| s.clone()));
+        if let Some(p) = &picture
+            && (p.width(), p.height()) == size
+            && TestPattern::shows_bars(p, 24)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} shows no {size:?} pattern within 20 s (last {:?})",
+            picture.map(|p| (p.width(), p.height()))
+        );
+        let _ = phone.next_event(&mut rx, Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
+    use hush_core::command::ScreenSpec;
+    let x = hush_harness::Xvfb::start(1280, 720).expect("Xvfb");
+    let pattern = TestPattern::new(1280, 720, 15).expect("pattern");
+    x.draw(&pattern.frame(0).to_bgrx()).expect("draw");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let callee = phone(&dir.path().join("b"));
+    let Reply::Listening(addr) = callee
+        .execute_blocking(Command::Listen {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            auto_answer: Some(with_video(dir.path().join("b.y4m"))),
+            policy: EncryptionPolicy::Mandatory,
+        })
+        .expect("listen")
+    else {
+        panic!("expected Listening")
+    };
+    let caller = phone(&dir.path().join("a"));
+    let Reply::Call(call) = caller
+        .execute_blocking(Command::PlaceCall {
+            account: None,
+            target: format!("bob@{addr}"),
+            audio: with_video(dir.path().join("a.y4m")),
+            policy: None,
+        })
+        .expect("call")
+    else {
+        panic!("expected Call")
+    };
+    until(&caller, call, "a keyed video call", keyed);
+    let theirs = callee
+        .snapshot()
+        .calls
+        .first()
+        .expect("the callee's call")
+        .id;
+    // The camera (the 640x480 pattern) first.
+    shows_pattern_at(&callee, theirs, (640, 480), "the callee");
+    caller
+        .execute_blocking(Command::ShareScreen {
+            call,
+            on: true,
+            screen: Some(ScreenSpec {
+                display: Some(x.display().to_owned()),
+                max_size: (640, 480),
+                ..ScreenSpec::default()
+            }),
+        })
+        .expect("share the screen");
+    // The screen (1280x720, scaled to 640x360), shown as a screen, still keyed.
+    shows_pattern_at(&callee, theirs, (640, 360), "the callee");
+    until(&callee, theirs, "the stream labelled a screen", |c| {
+        keyed(c) && video_of(c).is_some_and(|v| v.kind == StreamKind::Screen)
+    });
+    until(&caller, call, "our sharing shown", |c| {
+        c.is_some_and(|c| c.sharing_screen)
+    });
+    // And back to the camera.
+    caller
+        .execute_blocking(Command::ShareScreen {
+            call,
+            on: false,
+            screen: None,
+        })
+        .expect("stop sharing");
+    shows_pattern_at(&callee, theirs, (640, 480), "the callee");
+    until(&callee, theirs, "the stream labelled video again", |c| {
+        keyed(c) && video_of(c).is_some_and(|v| v.kind == StreamKind::Video)
+    });
+    assert!(caller.snapshot().calls.iter().all(|c| !c.sharing_screen));
+    caller
+        .execute_blocking(Command::Hangup { call })
+        .expect("hang up");
+}

@@ -44,6 +44,9 @@ pub enum MediaCommand {
     Hold(bool),
     /// Stop sending pictures (camera off) or start again.
     Camera(bool),
+    /// Take pictures from another source (camera to screen and back). The next
+    /// picture is a key frame.
+    VideoSource(SourceSwitch),
     /// The peer's video addresses from a new SDP (re-INVITE).
     VideoRemote {
         /// RTP (and ZRTP).
@@ -72,6 +75,23 @@ pub enum MediaCommand {
     Barrier(mpsc::Sender<()>),
     /// End the thread.
     Stop,
+}
+
+/// A new source for a call's pictures.
+pub struct SourceSwitch {
+    /// The new source.
+    pub source: Box<dyn VideoSource>,
+    /// It is a screen (the encoder's screen-content mode).
+    pub screen: bool,
+}
+
+impl std::fmt::Debug for SourceSwitch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceSwitch")
+            .field("size", &self.source.size())
+            .field("screen", &self.screen)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the media thread tells the call layer.
@@ -688,6 +708,17 @@ impl Loop {
                 if let Some(v) = &mut self.video {
                     v.sending = on;
                     v.next_frame = Instant::now();
+                }
+            }
+            MediaCommand::VideoSource(SourceSwitch { source, screen }) => {
+                if let Some(v) = &mut self.video {
+                    let fps = source.fps().clamp(1, 60);
+                    v.interval = Duration::from_micros(1_000_000 / u64::from(fps));
+                    v.next_frame = Instant::now();
+                    v.source = source;
+                    if let Err(e) = v.stream.set_screen(screen) {
+                        tracing::warn!(error = %e, "the encoder could not switch");
+                    }
                 }
             }
             MediaCommand::AddVideo(setup) => {

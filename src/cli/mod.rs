@@ -66,6 +66,9 @@ enum Cmd {
         /// waits until its pictures show).
         #[arg(long, conflicts_with = "echo_test")]
         video_test: bool,
+        /// The same sharing the screen (`$DISPLAY`): the sharing bar shows.
+        #[arg(long, conflicts_with_all = ["echo_test", "video_test"])]
+        share_test: bool,
     },
     /// Add, list or remove accounts.
     #[command(subcommand)]
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         page: None,
         echo_test: false,
         video_test: false,
+        share_test: false,
     };
     match cli.command.unwrap_or(gui) {
         Cmd::Gui {
@@ -135,6 +139,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             page,
             echo_test,
             video_test,
+            share_test,
         } => hush_ui::run(
             phone,
             hush_ui::Options {
@@ -142,6 +147,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 page,
                 echo_test,
                 video_test,
+                share_test,
             },
         )?,
         Cmd::Account(cmd) => account::account(&phone, cmd, &mut secrets, &out)?,

@@ -48,6 +48,8 @@ pub(crate) struct Shell {
     pub(crate) notice: Option<String>,
     /// Microphone and speaker for new calls.
     pub(crate) audio: MediaChoice,
+    /// The screen "Share screen" shares.
+    pub(crate) screen: hush_core::command::ScreenSpec,
 }
 
 /// The application state egui calls every frame.
@@ -63,6 +65,8 @@ pub struct HushApp {
     join: JoinForm,
     /// A fixed picture to draw instead of the phone's (frame-time benchmarks).
     fixed: Option<Arc<Snapshot>>,
+    /// The window's title as last set (it says when the screen is shared).
+    title: &'static str,
 }
 
 impl HushApp {
@@ -79,6 +83,7 @@ impl HushApp {
                     sink: hush_core::command::SinkSpec::Device,
                     video: None,
                 },
+                screen: hush_core::command::ScreenSpec::default(),
             },
             events,
             master_password: String::new(),
@@ -89,6 +94,7 @@ impl HushApp {
             settings: SettingsPage::default(),
             join: JoinForm::default(),
             fixed: None,
+            title: "Hushphone",
         }
     }
 
@@ -130,7 +136,12 @@ impl HushApp {
         self.shell.echo_test();
     }
 
-    /// Starts the echo test with video (the far end sends the test pattern back).
+    /// Starts the echo test sharing the screen (the sharing bar shows).
+    pub fn start_share_test(&mut self) {
+        self.shell.share_test();
+    }
+
+    /// Starts the echo test with video.
     pub fn start_video_test(&mut self) {
         self.shell.video_test();
     }
@@ -148,6 +159,12 @@ impl HushApp {
     /// Uses this audio for calls (tests and machines without a sound card use a tone).
     pub fn with_audio(mut self, audio: MediaChoice) -> Self {
         self.shell.audio = audio;
+        self
+    }
+
+    /// Shares this screen (the default: the whole of `$DISPLAY`).
+    pub fn with_screen(mut self, screen: hush_core::command::ScreenSpec) -> Self {
+        self.shell.screen = screen;
         self
     }
 
@@ -221,6 +238,47 @@ impl HushApp {
                     }
                 });
             });
+            // Sharing the screen is never easy to miss: a bar above everything, with
+            // the way to stop it, and the window's title says so too (it shows in
+            // the task bar while the window is minimised).
+            let sharing: Vec<_> = snap
+                .calls
+                .iter()
+                .filter(|c| c.sharing_screen)
+                .map(|c| c.id)
+                .collect();
+            let title = if sharing.is_empty() {
+                "Hushphone"
+            } else {
+                "Hushphone — sharing your screen"
+            };
+            if self.title != title {
+                self.title = title;
+                ui.ctx()
+                    .send_viewport_cmd(egui::ViewportCommand::Title(title.to_owned()));
+            }
+            if !sharing.is_empty() {
+                egui::Frame::new()
+                    .fill(crate::widgets::RED)
+                    .inner_margin(6.0)
+                    .show(ui, |ui| {
+                        ui.horizontal(|ui| {
+                            ui.colored_label(
+                                egui::Color32::WHITE,
+                                egui::RichText::new("You are sharing your screen").strong(),
+                            );
+                            if ui.button("Stop sharing").clicked() {
+                                for call in &sharing {
+                                    self.shell.phone.send(Command::ShareScreen {
+                                        call: *call,
+                                        on: false,
+                                        screen: None,
+                                    });
+                                }
+                            }
+                        });
+                    });
+            }
             if let Some(notice) = self.shell.notice.clone() {
                 ui.horizontal(|ui| {
                     ui.colored_label(ui.visuals().error_fg_color, notice);

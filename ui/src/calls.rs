@@ -40,9 +40,17 @@ pub(crate) struct CallsPage {
 
 /// The camera of a video call from the window: the test pattern (camera capture is
 /// not built yet).
-fn camera() -> VideoChoice {
+pub(crate) fn camera() -> VideoChoice {
     VideoChoice {
         source: VideoSourceSpec::Pattern,
+        record: None,
+    }
+}
+
+/// The screen the window shares.
+pub(crate) fn screen(shell: &Shell) -> VideoChoice {
+    VideoChoice {
+        source: VideoSourceSpec::Screen(shell.screen.clone()),
         record: None,
     }
 }
@@ -81,6 +89,16 @@ impl Shell {
     pub(crate) fn video_test(&mut self) {
         let audio = MediaChoice {
             video: Some(camera()),
+            ..self.audio.clone()
+        };
+        self.echo_test_with(audio);
+    }
+
+    /// The echo test sharing the screen: the far end watches it (and sends the test
+    /// pattern back), and the sharing bar shows.
+    pub(crate) fn share_test(&mut self) {
+        let audio = MediaChoice {
+            video: Some(screen(self)),
             ..self.audio.clone()
         };
         self.echo_test_with(audio);
@@ -351,6 +369,23 @@ impl CallsPage {
                         call: c.id,
                         on: true,
                     });
+                }
+                if live {
+                    let sharing = c.sharing_screen;
+                    if ui
+                        .button(if sharing {
+                            "Stop sharing"
+                        } else {
+                            "Share screen"
+                        })
+                        .clicked()
+                    {
+                        shell.phone.send(Command::ShareScreen {
+                            call: c.id,
+                            on: !sharing,
+                            screen: Some(shell.screen.clone()),
+                        });
+                    }
                 }
                 if ui.button("Keypad").clicked() {
                     self.keypad = if self.keypad == Some(c.id) {

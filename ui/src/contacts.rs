@@ -153,13 +153,32 @@ impl ContactsPage {
             if call.clicked() {
                 shell.place_call(sip, format!("sip:{}", c.address));
             }
-            ui.add_enabled(false, egui::Button::new(format!("Video call {name}")))
-                .on_disabled_hover_text("Video calls are not available yet");
-            ui.add_enabled(
-                false,
-                egui::Button::new(format!("Share screen with {name}")),
-            )
-            .on_disabled_hover_text("Screen sharing is not available yet");
+            let video = ui
+                .add_enabled(
+                    sip.is_some(),
+                    egui::Button::new(format!("Video call {name}")),
+                )
+                .on_disabled_hover_text("Add a SIP account to call");
+            if video.clicked() {
+                shell.place_call_with(
+                    sip,
+                    format!("sip:{}", c.address),
+                    Some(crate::calls::camera()),
+                );
+            }
+            let share = ui
+                .add_enabled(
+                    sip.is_some(),
+                    egui::Button::new(format!("Share screen with {name}")),
+                )
+                .on_disabled_hover_text("Add a SIP account to call");
+            if share.clicked() {
+                shell.place_call_with(
+                    sip,
+                    format!("sip:{}", c.address),
+                    Some(crate::calls::screen(shell)),
+                );
+            }
         });
     }
 

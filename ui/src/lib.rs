@@ -42,6 +42,8 @@ pub struct Options {
     pub echo_test: bool,
     /// The same with video (a screenshot waits until the far end's pictures show).
     pub video_test: bool,
+    /// The same sharing the screen (`$DISPLAY`).
+    pub share_test: bool,
 }
 
 /// Opens the main window and runs until it is closed.
@@ -76,13 +78,16 @@ pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
             if let Some(p) = &options.page {
                 app.open_page(p);
             }
-            if options.echo_test || options.video_test {
+            let video = options.video_test || options.share_test;
+            if options.echo_test || video {
                 app = app.with_audio(hush_core::command::MediaChoice {
                     source: hush_core::command::SourceSpec::Tone(440.0),
                     sink: hush_core::command::SinkSpec::Null,
                     video: None,
                 });
-                if options.video_test {
+                if options.share_test {
+                    app.start_share_test();
+                } else if options.video_test {
                     app.start_video_test();
                 } else {
                     app.start_echo_test();
@@ -91,8 +96,8 @@ pub fn run(phone: Arc<Phone>, options: Options) -> Result<(), UiError> {
             Ok(Box::new(app::Window {
                 app,
                 screenshot: job,
-                wait_secure: options.echo_test || options.video_test,
-                wait_video: options.video_test,
+                wait_secure: options.echo_test || video,
+                wait_video: video,
                 started: std::time::Instant::now(),
             }))
         }),

@@ -386,3 +386,74 @@ fn the_video_test_shows_both_pictures_keyed_and_the_camera_turns_off() {
         has(h, "Camera off")
     });
 }
+
+#[test]
+fn sharing_the_screen_shows_a_bar_that_cannot_be_missed_and_stops_in_one_click() {
+    let x = hush_harness::Xvfb::start(1280, 720).expect("Xvfb");
+    let pattern = hush_media::video::TestPattern::new(1280, 720, 15).expect("pattern");
+    x.draw(&pattern.frame(0).to_bgrx()).expect("draw");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = phone(dir.path());
+    let mut app = HushApp::new(phone.clone()).with_audio(tone()).with_screen(
+        hush_core::command::ScreenSpec {
+            display: Some(x.display().to_owned()),
+            ..hush_core::command::ScreenSpec::default()
+        },
+    );
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    h.get_by_label("Calls").click();
+    h.run_ok();
+    h.get_by_label("Try a secure video test").click();
+    until(&mut h, &phone, "a keyed video test", |_| {
+        phone.snapshot().calls.iter().any(|c| {
+            !c.automatic
+                && c.streams.len() == 2
+                && c.streams
+                    .iter()
+                    .all(|s| matches!(s.security, CallSecurity::Secure { .. }))
+        })
+    });
+    assert!(!has(&h, "You are sharing your screen"));
+    h.run();
+    h.get_by_label("Share screen").click();
+    until(&mut h, &phone, "the sharing bar", |h| {
+        has(h, "You are sharing your screen")
+    });
+    let call = phone
+        .snapshot()
+        .calls
+        .iter()
+        .find(|c| !c.automatic)
+        .map(|c| c.id)
+        .expect("our call");
+    // What the echo peer receives is now the screen (16:9), not the camera's 4:3.
+    until(&mut h, &phone, "the screen received by the peer", |_| {
+        phone.snapshot().calls.iter().any(|c| {
+            c.automatic
+                && c.streams
+                    .get(1)
+                    .and_then(|s| s.stats)
+                    .and_then(|s| s.video)
+                    .is_some_and(|v| (v.width, v.height) == (1280, 720))
+        })
+    });
+    // The bar's button stops it; the call goes on with the camera.
+    h.run();
+    h.query_all_by_label("Stop sharing")
+        .next()
+        .expect("the bar's Stop sharing")
+        .click();
+    until(&mut h, &phone, "the bar gone", |h| {
+        !has(h, "You are sharing your screen")
+    });
+    assert!(
+        phone
+            .snapshot()
+            .calls
+            .iter()
+            .any(|c| c.id == call && c.streams.len() == 2 && !c.sharing_screen)
+    );
+}

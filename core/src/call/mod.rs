@@ -16,7 +16,7 @@ pub use video::CallPictures;
 pub(crate) use video::Pictures;
 mod zid;
 
-use crate::command::{MediaChoice, Reply};
+use crate::command::{MediaChoice, Reply, ScreenSpec, VideoChoice, VideoSourceSpec};
 use crate::error::{CoreError, Result};
 use crate::event::Event;
 use crate::model::{AccountConfig, AccountId, AccountSettings, EncryptionPolicy};
@@ -24,7 +24,7 @@ use crate::secret::Secret;
 use crate::snapshot::{AccountStatus, CallId, CallStats, CallView};
 use hush_media::codec::CodecKind;
 use hush_media::driver::{
-    MediaCall, MediaCommand, MediaReport, PreparedMedia, PreparedVideo, VideoSetup,
+    MediaCall, MediaCommand, MediaReport, PreparedMedia, PreparedVideo, SourceSwitch, VideoSetup,
 };
 use hush_media::stream::{Policy, StreamConfig, StreamEvent, StreamStats};
 use hush_media::zrtp::{Zid, ZidCache, ZidStore, ZrtpConfig, ZrtpSession};
@@ -165,6 +165,11 @@ struct CallIo {
     videos_started: u32,
     /// Video streams the peer added by re-INVITE (at most [`PEER_VIDEO_ADDS`]).
     peer_video_adds: u32,
+    /// The camera to go back to once the screen is no longer shared (`None`: the call
+    /// had no video before).
+    camera: Option<VideoChoice>,
+    /// A source opened for [`MediaAction::Source`], ready to hand to the media thread.
+    next_source: Option<std::sync::Mutex<Box<dyn hush_media::video::VideoSource>>>,
 }
 
 /// What a new line needs.
@@ -221,6 +226,8 @@ impl CallIo {
             channel: None,
             videos_started: 0,
             peer_video_adds: 0,
+            camera: None,
+            next_source: None,
         }
     }
 }
@@ -1430,6 +1437,16 @@ impl CallLayer {
                     media.stop();
                 }
             }
+            MediaAction::Source { screen } => {
+                let Some(io) = self.io.get_mut(&id) else {
+                    return;
+                };
+                let source = io.next_source.take().and_then(|s| s.into_inner().ok());
+                let audio = io.audio_stream.and_then(|a| io.media.get(&a));
+                if let (Some(source), Some(audio)) = (source, audio) {
+                    audio.command(MediaCommand::VideoSource(SourceSwitch { source, screen }));
+                }
+            }
             // The video runs in the audio stream's thread: what is for it goes there.
             MediaAction::SetRemote { .. } | MediaAction::Camera(_)
                 if self.io.get(&id).and_then(|io| io.video_stream) == Some(stream) =>
@@ -1466,7 +1483,10 @@ impl CallLayer {
                         }
                     }
                     // Pictures are the video stream's (handled above).
-                    MediaAction::Start(_) | MediaAction::Stop | MediaAction::Camera(_) => {}
+                    MediaAction::Start(_)
+                    | MediaAction::Stop
+                    | MediaAction::Camera(_)
+                    | MediaAction::Source { .. } => {}
                 }
             }
         }
@@ -1479,6 +1499,66 @@ impl CallLayer {
         }
         self.core.can_add_video(id)?;
         self.request_channel(id, None)
+    }
+
+    /// Shares the screen in the call (in place of the camera, or as the call's first
+    /// video), or stops: back to the camera, or no video if there was none.
+    pub(crate) fn share_screen(
+        &mut self,
+        id: CallId,
+        on: bool,
+        screen: Option<ScreenSpec>,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let (video, sharing) = self.core.video_state(id);
+        let io = self.io.get_mut(&id).ok_or(CoreError::Stopped)?;
+        if on {
+            if sharing {
+                return Ok(());
+            }
+            let record = io.audio.video.as_ref().and_then(|v| v.record.clone());
+            let choice = VideoChoice {
+                source: VideoSourceSpec::Screen(screen.unwrap_or_default()),
+                record,
+            };
+            if !video {
+                // The screen is the call's first video: added by re-INVITE.
+                self.core.can_add_video(id)?;
+                io.camera = io.audio.video.replace(choice);
+                if let Err(e) = self.request_channel(id, None) {
+                    if let Some(io) = self.io.get_mut(&id) {
+                        io.audio.video = io.camera.take();
+                    }
+                    return Err(e);
+                }
+                return Ok(());
+            }
+            // Opened before anything changes: a screen that cannot be read changes
+            // nothing.
+            let source = video::open_source(&choice.source)?;
+            io.next_source = Some(std::sync::Mutex::new(source));
+            io.camera = io.audio.video.replace(choice);
+            return self.command(Input::ShareScreen { id, on: true }, events);
+        }
+        if !sharing {
+            return Err(bad("the screen is not shared in this call"));
+        }
+        match io.camera.clone() {
+            Some(camera) => {
+                let source = video::open_source(&camera.source)?;
+                io.next_source = Some(std::sync::Mutex::new(source));
+                io.audio.video = Some(camera);
+                io.camera = None;
+                self.command(Input::ShareScreen { id, on: false }, events)
+            }
+            None => {
+                self.command(Input::RemoveVideo { id }, events)?;
+                if let Some(io) = self.io.get_mut(&id) {
+                    io.audio.video = None;
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Binds a video stream's ports and asks the call's media thread for its ZRTP

@@ -74,7 +74,7 @@ pub(super) fn shares_screen(choice: &MediaChoice) -> bool {
 }
 
 /// Opens the source a video call sends.
-fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>> {
+pub(super) fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>> {
     Ok(match spec {
         VideoSourceSpec::Pattern => {
             let (w, h, fps) = PATTERN;

@@ -1,5 +1,7 @@
 //! The screen as a call's video source (screen sharing): X11 capture, converted to
-//! I420 at the size the call sends, only when something changed.
+//! I420 at the size the call sends, only when something changed. Capture runs on a
+//! thread of its own: an X server that stalls (a grab, a hang) must never hold up the
+//! call's media thread, which only takes the newest picture.
 
 pub mod convert;
 pub mod x11;
@@ -7,55 +9,149 @@ pub mod x11;
 use crate::MediaError;
 use crate::video::{I420Frame, VideoSource};
 pub use convert::{Bgrx, bgrx_to_i420, fit};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 pub use x11::{X11Capture, X11Options};
 
 /// A still screen is sent again this often (pictures a second), so a viewer who lost
 /// a picture, or joined late, sees it.
 const STILL_FPS: u32 = 2;
 
+/// How long opening the display may take.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+
 /// What a screen source has done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScreenStats {
     /// Pictures captured.
     pub captured: u64,
-    /// Pictures not captured: nothing had changed.
+    /// Looks at the screen that found nothing changed (nothing captured).
     pub unchanged: u64,
+}
+
+/// What the capture thread hands over.
+#[derive(Default)]
+struct Latest {
+    picture: Option<I420Frame>,
+    stats: ScreenStats,
+    error: Option<String>,
 }
 
 /// The screen, at up to `fps` pictures a second, scaled to fit a maximum size.
 pub struct ScreenSource {
-    capture: X11Capture,
+    latest: Arc<Mutex<Latest>>,
+    stop: Arc<AtomicBool>,
     fps: u32,
     size: (u32, u32),
+    shared_memory: bool,
     last: Option<I420Frame>,
     /// Asks since the last picture sent.
     since_sent: u32,
-    stats: ScreenStats,
 }
 
 impl ScreenSource {
     /// Shares what `options` names, scaled to fit `max`, at up to `fps`.
     pub fn open(options: &X11Options, max: (u32, u32), fps: u32) -> Result<Self, MediaError> {
-        let capture = X11Capture::open(options)?;
-        let (w, h) = capture.size();
+        let fps = fps.clamp(1, 30);
+        let latest = Arc::new(Mutex::new(Latest::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (opened, wait) = mpsc::channel();
+        let (l, s, o) = (latest.clone(), stop.clone(), options.clone());
+        std::thread::Builder::new()
+            .name("screen-capture".into())
+            .spawn(move || match X11Capture::open(&o) {
+                Err(e) => {
+                    let _ = opened.send(Err(e));
+                }
+                Ok(capture) => {
+                    let (w, h) = capture.size();
+                    let size = fit(w, h, max);
+                    if opened.send(Ok((size, capture.shared_memory()))).is_ok() {
+                        run(capture, size, fps, &l, &s);
+                    }
+                }
+            })
+            .map_err(|e| MediaError::InvalidInput(format!("screen capture thread: {e}")))?;
+        let (size, shared_memory) = match wait.recv_timeout(OPEN_WAIT) {
+            Ok(r) => r?,
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(MediaError::InvalidInput(
+                    "screen capture: the X display did not answer".into(),
+                ));
+            }
+        };
         Ok(ScreenSource {
-            capture,
-            fps: fps.clamp(1, 30),
-            size: fit(w, h, max),
+            latest,
+            stop,
+            fps,
+            size,
+            shared_memory,
             last: None,
             since_sent: 0,
-            stats: ScreenStats::default(),
         })
     }
 
     /// What it has done so far.
     pub fn stats(&self) -> ScreenStats {
-        self.stats
+        self.latest.lock().map(|l| l.stats).unwrap_or_default()
     }
 
     /// Whether the capture shares memory with the X server.
     pub fn shared_memory(&self) -> bool {
-        self.capture.shared_memory()
+        self.shared_memory
+    }
+}
+
+/// The capture thread: looks at the screen `fps` times a second, and captures and
+/// converts only what changed, until told to stop.
+fn run(
+    mut capture: X11Capture,
+    size: (u32, u32),
+    fps: u32,
+    latest: &Mutex<Latest>,
+    stop: &AtomicBool,
+) {
+    let interval = Duration::from_micros(1_000_000 / u64::from(fps));
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next += interval;
+        if Instant::now() > next + 10 * interval {
+            next = Instant::now() + interval;
+        }
+        let looked = capture.changed().and_then(|changed| {
+            if !changed {
+                return Ok(None);
+            }
+            let mut frame = I420Frame::black(size.0, size.1)?;
+            bgrx_to_i420(&capture.capture()?, &mut frame)?;
+            Ok(Some(frame))
+        });
+        let Ok(mut l) = latest.lock() else { return };
+        match looked {
+            Ok(Some(frame)) => {
+                l.picture = Some(frame);
+                l.stats.captured += 1;
+            }
+            Ok(None) => l.stats.unchanged += 1,
+            Err(e) => {
+                l.error = Some(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for ScreenSource {
+    fn drop(&mut self) {
+        // The thread sees it at its next look (one stuck in the X server ends with
+        // the connection).
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -68,29 +164,31 @@ impl VideoSource for ScreenSource {
         self.size
     }
 
-    /// `None` while nothing changed (a still screen is sent again [`STILL_FPS`] times a
-    /// second).
+    /// The newest picture captured since the last call; `None` while nothing changed
+    /// (a still screen is sent again [`STILL_FPS`] times a second).
     fn next_frame(&mut self) -> Result<Option<I420Frame>, MediaError> {
-        self.since_sent += 1;
-        if !self.capture.changed()? {
-            self.stats.unchanged += 1;
-            if self.since_sent < (self.fps / STILL_FPS).max(1) {
-                return Ok(None);
+        let fresh = {
+            let mut l = self
+                .latest
+                .lock()
+                .map_err(|_| MediaError::InvalidInput("screen capture failed".into()))?;
+            if let Some(e) = &l.error {
+                return Err(MediaError::InvalidInput(format!("screen capture: {e}")));
             }
-            if let Some(last) = &self.last {
-                self.since_sent = 0;
-                return Ok(Some(last.clone()));
-            }
-        }
-        let mut frame = match self.last.take() {
-            Some(f) => f,
-            None => I420Frame::black(self.size.0, self.size.1)?,
+            l.picture.take()
         };
-        let pixels = self.capture.capture()?;
-        bgrx_to_i420(&pixels, &mut frame)?;
-        self.stats.captured += 1;
-        self.since_sent = 0;
-        self.last = Some(frame.clone());
-        Ok(Some(frame))
+        if let Some(picture) = fresh {
+            self.last = Some(picture.clone());
+            self.since_sent = 0;
+            return Ok(Some(picture));
+        }
+        self.since_sent += 1;
+        if self.since_sent >= (self.fps / STILL_FPS).max(1)
+            && let Some(last) = &self.last
+        {
+            self.since_sent = 0;
+            return Ok(Some(last.clone()));
+        }
+        Ok(None)
     }
 }

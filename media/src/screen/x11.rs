@@ -61,6 +61,9 @@ pub struct X11Capture {
     damage: Option<damage::Damage>,
     /// Something changed since the last capture (always true without DAMAGE).
     dirty: bool,
+    /// Where the pointer was at the last look (its moves are changes too: DAMAGE does
+    /// not see the cursor).
+    pointer: Option<(i16, i16)>,
     cursor: bool,
     /// The last capture's pixels (plain GetImage, or the cursor drawn over a copy).
     pixels: Vec<u8>,
@@ -149,6 +152,7 @@ impl X11Capture {
             shared: None,
             damage: None,
             dirty: true,
+            pointer: None,
             cursor: options.cursor,
             pixels: Vec::new(),
         };
@@ -248,7 +252,7 @@ impl X11Capture {
             .map_err(|e| x11("DAMAGE", e))?;
         let id = self.conn.generate_id().map_err(|e| x11("DAMAGE", e))?;
         self.conn
-            .damage_create(id, self.root, damage::ReportLevel::NON_EMPTY)
+            .damage_create(id, self.root, damage::ReportLevel::BOUNDING_BOX)
             .map_err(|e| x11("DAMAGE", e))?
             .check()
             .map_err(|e| x11("DAMAGE", e))?;
@@ -267,10 +271,52 @@ impl X11Capture {
 
     /// Whether anything changed since the last capture (reads DAMAGE's news).
     pub fn changed(&mut self) -> Result<bool, MediaError> {
+        let (x, y, w, h) = self.area;
+        let inside = |rx: i32, ry: i32, rw: i32, rh: i32| {
+            let (ax, ay) = (i32::from(x), i32::from(y));
+            rx < ax + i32::from(w) && ax < rx + rw && ry < ay + i32::from(h) && ay < ry + rh
+        };
+        let mut notified = false;
         while let Some(ev) = self.conn.poll_for_event().map_err(|e| x11("events", e))? {
-            if let Event::DamageNotify(_) = ev {
+            if let Event::DamageNotify(n) = ev {
+                notified = true;
+                // Only what changed within the shared area counts (a video playing
+                // on another monitor does not).
+                let a = n.area;
+                if inside(
+                    i32::from(a.x),
+                    i32::from(a.y),
+                    i32::from(a.width),
+                    i32::from(a.height),
+                ) {
+                    self.dirty = true;
+                }
+            }
+        }
+        if notified
+            && !self.dirty
+            && let Some(d) = self.damage
+        {
+            // Emptied, so its box does not grow over the shared area unnoticed.
+            self.conn
+                .damage_subtract(d, x11rb::NONE, x11rb::NONE)
+                .map_err(|e| x11("DAMAGE", e))?;
+            self.conn.flush().map_err(|e| x11("DAMAGE", e))?;
+        }
+        if self.cursor && self.damage.is_some() {
+            let p = self
+                .conn
+                .query_pointer(self.root)
+                .map_err(|e| x11("pointer", e))?
+                .reply()
+                .map_err(|e| x11("pointer", e))?;
+            let at = (p.root_x, p.root_y);
+            if self.pointer.is_some_and(|was| was != at)
+                && inside(i32::from(at.0) - 32, i32::from(at.1) - 32, 64, 64)
+            {
                 self.dirty = true;
             }
+            self.pointer = Some(at);
         }
         Ok(self.dirty || self.damage.is_none())
     }

@@ -471,6 +471,17 @@ impl VideoStream {
         }
     }
 
+    /// Switches the encoder between camera and screen content (VP8's screen tools);
+    /// the next picture is a key frame.
+    pub fn set_screen(&mut self, screen: bool) -> Result<(), MediaError> {
+        let current = self.encoder.config();
+        if current.screen != screen {
+            self.encoder = Vp8Encoder::new(EncoderConfig { screen, ..current })?;
+            self.key_wanted = true;
+        }
+        Ok(())
+    }
+
     /// Sends one picture from the source. A picture of another size than before
     /// (camera switched to screen) restarts the encoder, with a key frame.
     pub fn send_frame(&mut self, now: Instant, picture: &I420Frame) -> Result<(), MediaError> {

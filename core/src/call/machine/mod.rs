@@ -96,6 +96,10 @@ pub(crate) enum Input {
     AddVideo { id: CallId, stream: PreparedStream },
     /// The user ends the call's video: its m-line goes to port 0 by re-INVITE.
     RemoveVideo { id: CallId },
+    /// The user shares the screen in place of the camera (`on`) or goes back to the
+    /// camera: the video line's `a=content` says so by re-INVITE; the driver has the
+    /// new source ready.
+    ShareScreen { id: CallId, on: bool },
     /// Keys to send as RFC 4733 events.
     Dtmf { id: CallId, keys: String },
     /// What the SIP stack said about a call.
@@ -225,6 +229,8 @@ pub(crate) enum MediaAction {
     Mute(bool),
     /// Send pictures (our camera is on and the peer takes them) or not.
     Camera(bool),
+    /// Take pictures from the source the driver has ready: the screen, or the camera.
+    Source { screen: bool },
     /// Send one key.
     Dtmf(char),
     /// Record the SAS verdict in the ZRTP cache.
@@ -326,6 +332,8 @@ struct Call {
     peer_offer_pending: bool,
     /// A re-INVITE of ours held back for the peer's, for what the user asked.
     deferred: Option<&'static str>,
+    /// Our video is the screen.
+    sharing: bool,
 }
 
 /// A stream our re-INVITE under way adds: at `index`, in place of the refused line
@@ -365,6 +373,7 @@ impl Call {
             reoffer_needed: false,
             peer_offer_pending: false,
             deferred: None,
+            sharing: false,
         };
         call.view.streams = call.stream_views();
         call
@@ -391,6 +400,7 @@ impl Call {
     /// The views of the streams (and of the camera, which they follow).
     fn stream_views(&mut self) -> Vec<MediaStreamView> {
         self.view.camera_on = !self.camera_off;
+        self.view.sharing_screen = self.sharing && video_stream(self).is_some();
         self.stream_views_now()
     }
 
@@ -571,6 +581,7 @@ impl CallCore {
             Input::Camera { id, on } => self.camera(id, on),
             Input::AddVideo { id, stream } => self.add_video(id, stream),
             Input::RemoveVideo { id } => self.remove_video(id),
+            Input::ShareScreen { id, on } => self.share_screen(id, on),
             Input::Mute { id, on } => {
                 let s = self.running_audio(id)?;
                 self.out
@@ -688,9 +699,11 @@ impl CallCore {
         if !prepared.iter().any(|p| p.kind == MediaKind::Audio) {
             return Err(bad("a call needs an audio stream"));
         }
+        let sharing = prepared.iter().any(|p| p.screen);
         let streams: Vec<Stream> = prepared.into_iter().map(Stream::ours).collect();
         let view = new_view(id, account, peer.clone(), CallDirection::Outgoing, false);
-        let call = Call::new(view, Phase::Offering, policy, session_id, addr, streams);
+        let mut call = Call::new(view, Phase::Offering, policy, session_id, addr, streams);
+        call.sharing = sharing;
         let sdp = offer::initial_offer(&call);
         self.calls.insert(id, call);
         self.out
@@ -747,6 +760,7 @@ impl CallCore {
         if call.phase != Phase::Ringing {
             return Err(bad("that call is not ringing"));
         }
+        call.sharing = prepared.iter().any(|p| p.screen);
         let starts = offer::take_prepared(call, prepared)?;
         call.phase = Phase::Answering;
         for (i, start) in starts {
@@ -828,6 +842,14 @@ impl CallCore {
         Ok(())
     }
 
+    /// Whether the call's video runs (or starts), and whether it is our screen.
+    pub(crate) fn video_state(&self, id: CallId) -> (bool, bool) {
+        self.calls.get(&id).map_or((false, false), |c| {
+            let video = video_stream(c).is_some();
+            (video, video && c.sharing)
+        })
+    }
+
     /// Whether the user may add video to the call now (the driver asks before it
     /// prepares the stream).
     pub(crate) fn can_add_video(&self, id: CallId) -> Result<()> {
@@ -884,6 +906,7 @@ impl CallCore {
             call.queued_video = Some(stream);
             return Ok(());
         }
+        call.sharing = stream.screen;
         let new = Stream::ours(stream);
         let slot = call
             .streams
@@ -899,6 +922,32 @@ impl CallCore {
         call.adding = Some(Adding { index, previous });
         call.camera_off = false;
         self.renegotiate(id, attempt, "video");
+        Ok(())
+    }
+
+    /// Shares the screen on the call's video stream, or goes back to the camera: the
+    /// source changes at once (with a key frame), and a re-INVITE tells the peer
+    /// (`a=content:slides` while sharing). Sharing sends: the camera-off state ends.
+    fn share_screen(&mut self, id: CallId, on: bool) -> Result<()> {
+        let call = self.call_mut(id)?;
+        if call.phase != Phase::Active {
+            return Err(bad("the call is not connected"));
+        }
+        let i = video_stream(call).ok_or_else(|| bad("this call has no video"))?;
+        let content = on.then(|| "slides".to_owned());
+        if call.streams[i].content == content && call.sharing == on {
+            return Ok(());
+        }
+        call.streams[i].content = content;
+        call.sharing = on;
+        call.camera_off = false;
+        let sends = offer::sends_video(call, i);
+        self.out
+            .push_back(Output::Media(id, i, MediaAction::Source { screen: on }));
+        self.out
+            .push_back(Output::Media(id, i, MediaAction::Camera(sends)));
+        self.refresh_security(id);
+        self.reoffer(id, "share screen");
         Ok(())
     }
 
@@ -1708,6 +1757,7 @@ fn new_view(
         automatic,
         streams: Vec::new(),
         camera_on: true,
+        sharing_screen: false,
     }
 }
 

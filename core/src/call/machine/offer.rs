@@ -44,7 +44,7 @@ pub(super) struct Stream {
     media: String,
     proto: String,
     formats: Vec<String>,
-    content: Option<String>,
+    pub(super) content: Option<String>,
     /// Our end, once prepared.
     pub(super) local: Option<PreparedStream>,
     /// The codec agreed.
@@ -94,7 +94,8 @@ impl Stream {
             media: d.media.clone(),
             proto: d.proto.clone(),
             formats: d.formats.clone(),
-            content: d.content.clone(),
+            // Ours to say (RFC 4796: each side describes its own media).
+            content: None,
             local: None,
             negotiated: None,
             remote: None,
@@ -110,9 +111,16 @@ impl Stream {
         }
     }
 
-    /// What the views call it (a video m-line with `a=content:slides` is a screen).
+    /// What the views call it: a video m-line where either side says
+    /// `a=content:slides` carries a screen.
     pub(super) fn shown_kind(&self) -> Option<crate::snapshot::StreamKind> {
-        Some(view_kind(self.kind?, self.content.as_deref()))
+        Some(view_kind(self.kind?, self.shown_content()))
+    }
+
+    fn shown_content(&self) -> Option<&str> {
+        self.content
+            .as_deref()
+            .or_else(|| self.their.as_ref().and_then(|t| t.content.as_deref()))
     }
 
     /// How the views show it (streams that never ran or were refused are not shown).
@@ -122,7 +130,7 @@ impl Stream {
             return None;
         }
         Some(MediaStreamView {
-            kind: view_kind(kind, self.content.as_deref()),
+            kind: view_kind(kind, self.shown_content()),
             sending: !matches!(
                 self.their.as_ref().map(|t| t.direction),
                 Some(Direction::SendOnly | Direction::Inactive)

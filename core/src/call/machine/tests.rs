@@ -1694,3 +1694,55 @@ fn our_re_invite_waits_while_the_peers_is_held_for_its_video() {
         "{answered:?}"
     );
 }
+
+#[test]
+fn sharing_the_screen_swaps_the_source_says_slides_by_re_invite_and_goes_back() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 27);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let _ = p.a.take_media();
+    let id = p.a.id();
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: true })
+        .expect("share");
+    let media = p.a.take_media();
+    assert!(
+        media.contains(&(1, MediaAction::Source { screen: true })),
+        "{media:?}"
+    );
+    assert!(media.contains(&(1, MediaAction::Camera(true))), "{media:?}");
+    let (_, video) = last_reinvite(&p.a);
+    assert!(video.contains("a=content:slides"), "{video}");
+    assert!(p.a.view().is_some_and(|v| v.sharing_screen));
+    p.drive();
+    // The viewer shows it as a screen, and does not claim slides for its own pictures.
+    assert_eq!(kinds(&p.b), [StreamKind::Audio, StreamKind::Screen]);
+    let answer = p.b.sip.iter().rev().find_map(|s| match s {
+        SipAction::AcceptReInvite(sdp) => Some(sdp.clone()),
+        _ => None,
+    });
+    assert!(answer.is_some_and(|a| !a.contains("a=content")));
+    // Back to the camera: the attribute goes, the source swaps back.
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: false })
+        .expect("stop sharing");
+    assert!(
+        p.a.take_media()
+            .contains(&(1, MediaAction::Source { screen: false }))
+    );
+    assert!(!last_reinvite(&p.a).1.contains("a=content"));
+    p.drive();
+    assert_eq!(kinds(&p.b), [StreamKind::Audio, StreamKind::Video]);
+    assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
+    // A call without video has nothing to swap (the driver adds video first).
+    let mut q = pair(Conditions::perfect(), 28);
+    q.a.place(q.now);
+    q.drive();
+    let (qid, now) = (q.a.id(), q.now);
+    assert!(
+        q.a.input(now, Input::ShareScreen { id: qid, on: true })
+            .is_err()
+    );
+}
