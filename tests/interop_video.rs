@@ -338,4 +338,10 @@ fn hushphone_shares_its_screen_with_linphonec_keyed_by_zrtp() {
         .rfind(|r| r["type"] == "stats" && r["stream"] == "screen")
         .unwrap_or_else(|| panic!("no screen stats line: {records:?}"));
     assert_eq!(screen["size"], "572x468", "{screen}");
+    // A still screen: captured once or so, looked at 15 times a second.
+    let (captured, unchanged) = (
+        screen["captured"].as_u64().expect("captured"),
+        screen["unchanged"].as_u64().expect("unchanged"),
+    );
+    assert!(captured >= 1 && unchanged > 10 * captured, "{screen}");
 }

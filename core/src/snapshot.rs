@@ -201,6 +201,20 @@ pub struct VideoFigures {
     pub height: u32,
     /// Pictures decoded over the last second.
     pub fps: u32,
+    /// A shared screen: pictures captured over the last second, in all, and looks
+    /// that found nothing changed (so nothing was captured or coded).
+    pub capture: Option<CaptureFigures>,
+}
+
+/// What sharing the screen costs: see [`VideoFigures::capture`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct CaptureFigures {
+    /// Pictures captured over the last second.
+    pub fps: u32,
+    /// Pictures captured.
+    pub captured: u64,
+    /// Looks that found the screen unchanged.
+    pub unchanged: u64,
 }
 
 /// A chat as shown to the user.

@@ -358,6 +358,8 @@ struct VideoPart {
     interval: Duration,
     next_frame: Instant,
     sending: bool,
+    /// Pictures the source had captured at the last report.
+    captured_before: u64,
     /// The ZRTP channel: none (no ZRTP in this call), waiting for the audio channel,
     /// or started.
     zrtp: VideoZrtp,
@@ -411,6 +413,7 @@ impl VideoPart {
             interval: Duration::from_micros(1_000_000 / u64::from(fps)),
             next_frame: now,
             sending,
+            captured_before: 0,
             zrtp: zrtp_state,
         })
     }
@@ -561,8 +564,15 @@ impl Loop {
             if now >= next_stats {
                 next_stats = now + STATS_EVERY;
                 report(MediaReport::Stats(self.stream.stats()));
-                if let Some(v) = &self.video {
-                    report(MediaReport::VideoStats(v.stream.stats()));
+                if let Some(v) = &mut self.video {
+                    let mut stats = v.stream.stats();
+                    stats.capture = v.source.capture_stats();
+                    if let Some(c) = stats.capture {
+                        stats.capture_fps =
+                            Some(c.captured.saturating_sub(v.captured_before) as u32);
+                        v.captured_before = c.captured;
+                    }
+                    report(MediaReport::VideoStats(stats));
                 }
             }
             self.flush(now, report);

@@ -61,6 +61,10 @@ pub(crate) struct AudioArgs {
         requires = "share_screen"
     )]
     max_size: String,
+    /// Pictures a second at most while the screen changes (a still screen sends two).
+    #[arg(long, value_name = "FPS", default_value_t = 15,
+          value_parser = clap::value_parser!(u32).range(1..=30), requires = "share_screen")]
+    screen_fps: u32,
 }
 
 impl AudioArgs {
@@ -189,7 +193,7 @@ impl AudioArgs {
             display,
             monitor,
             max_size,
-            ..ScreenSpec::default()
+            fps: self.screen_fps,
         })
     }
 }

@@ -111,6 +111,13 @@ pub(crate) fn call_event(out: &Out, ev: &Event) {
                     ("size", format!("{}x{}", v.width, v.height).into()),
                     ("fps", v.fps.into()),
                 ]);
+                if let Some(c) = v.capture {
+                    f.extend([
+                        ("capture_fps", c.fps.into()),
+                        ("captured", c.captured.into()),
+                        ("unchanged", c.unchanged.into()),
+                    ]);
+                }
             }
             out.record("stats", &f);
         }

@@ -1802,6 +1802,11 @@ fn video_stats(s: &hush_media::video::VideoStats) -> CallStats {
             width: s.width,
             height: s.height,
             fps: s.fps,
+            capture: s.capture.map(|c| crate::snapshot::CaptureFigures {
+                fps: s.capture_fps.unwrap_or(0),
+                captured: c.captured,
+                unchanged: c.unchanged,
+            }),
         }),
     }
 }

@@ -22,13 +22,7 @@ const STILL_FPS: u32 = 2;
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// What a screen source has done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScreenStats {
-    /// Pictures captured.
-    pub captured: u64,
-    /// Looks at the screen that found nothing changed (nothing captured).
-    pub unchanged: u64,
-}
+pub type ScreenStats = crate::video::CaptureStats;
 
 /// What the capture thread hands over.
 #[derive(Default)]
@@ -162,6 +156,10 @@ impl VideoSource for ScreenSource {
 
     fn size(&self) -> (u32, u32) {
         self.size
+    }
+
+    fn capture_stats(&self) -> Option<ScreenStats> {
+        Some(self.stats())
     }
 
     /// The newest picture captured since the last call; `None` while nothing changed

@@ -16,7 +16,7 @@ pub use assembler::{Assembled, FrameAssembler};
 pub use frame::I420Frame;
 pub use pattern::TestPattern;
 pub use payload::{Vp8Descriptor, Vp8Payloader};
-pub use source::VideoSource;
+pub use source::{CaptureStats, VideoSource};
 pub use stream::{VideoConfig, VideoEvent, VideoStats, VideoStream};
 pub use vp8::{EncodedFrame, EncoderConfig, Vp8Decoder, Vp8Encoder};
 pub use y4m::{Y4mReader, Y4mWriter};

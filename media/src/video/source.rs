@@ -10,6 +10,22 @@ pub trait VideoSource: Send {
     fn fps(&self) -> u32;
     /// The size of its pictures.
     fn size(&self) -> (u32, u32);
-    /// The next picture; `None` when the source has ended (a file without looping).
+    /// The next picture; `None` when there is none now (the source ended, or a screen
+    /// did not change).
     fn next_frame(&mut self) -> Result<Option<I420Frame>, MediaError>;
+
+    /// What capturing has cost so far, for sources that skip unchanged pictures (a
+    /// screen); `None` for the others.
+    fn capture_stats(&self) -> Option<CaptureStats> {
+        None
+    }
+}
+
+/// What a capturing source has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureStats {
+    /// Pictures captured.
+    pub captured: u64,
+    /// Looks that found nothing changed (nothing captured).
+    pub unchanged: u64,
 }

@@ -105,6 +105,11 @@ pub struct VideoStats {
     pub bitrate_kbps: u32,
     /// Datagrams dropped: from elsewhere, malformed, failing SRTP, before keys.
     pub refused: u64,
+    /// What our source's capture has done (a shared screen), and its pictures per
+    /// second over the last report (the media thread fills these in).
+    pub capture: Option<crate::video::CaptureStats>,
+    /// Pictures captured over the last second.
+    pub capture_fps: Option<u32>,
 }
 
 /// The video stream of one call.
