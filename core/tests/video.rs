@@ -478,6 +478,51 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
         keyed(c) && video_of(c).is_some_and(|v| v.kind == StreamKind::Video)
     });
     assert!(caller.snapshot().calls.iter().all(|c| !c.sharing_screen));
+    // Shared again, then the video stopped: sharing ends with it. Shared in the voice
+    // call that is left, then stopped: the video goes (there was none before), and
+    // the screen never comes back as "the camera".
+    let share = Command::ShareScreen {
+        call,
+        on: true,
+        screen: Some(ScreenSpec {
+            display: Some(x.display().to_owned()),
+            max_size: (640, 480),
+            ..ScreenSpec::default()
+        }),
+    };
+    caller.execute_blocking(share.clone()).expect("share again");
+    shows_pattern_at(&callee, theirs, (640, 360), "the callee");
+    caller
+        .execute_blocking(Command::Video { call, on: false })
+        .expect("stop video");
+    until(&caller, call, "no video, no sharing", |c| {
+        c.is_some_and(|c| c.streams.len() == 1 && !c.sharing_screen)
+    });
+    until(&callee, theirs, "no video at the callee", |c| {
+        c.is_some_and(|c| c.streams.len() == 1)
+    });
+    caller
+        .execute_blocking(share)
+        .expect("share in a voice call");
+    until(&callee, theirs, "a keyed screen at the callee", |c| {
+        keyed(c) && video_of(c).is_some_and(|v| v.kind == StreamKind::Screen)
+    });
+    until(&caller, call, "our sharing shown", |c| {
+        c.is_some_and(|c| c.sharing_screen)
+    });
+    caller
+        .execute_blocking(Command::ShareScreen {
+            call,
+            on: false,
+            screen: None,
+        })
+        .expect("stop sharing");
+    until(&callee, theirs, "a voice call again at the callee", |c| {
+        c.is_some_and(|c| c.streams.len() == 1)
+    });
+    until(&caller, call, "a voice call again", |c| {
+        c.is_some_and(|c| c.streams.len() == 1 && !c.sharing_screen)
+    });
     caller
         .execute_blocking(Command::Hangup { call })
         .expect("hang up");

@@ -641,8 +641,11 @@ impl Loop {
             }
             Ok(_) => {}
             Err(e) => {
+                // Said, not hidden: the stream ends (and with it a screen share and
+                // its sharing bar), the call goes on.
                 tracing::warn!(error = %e, "the video source failed; no more pictures");
                 v.sending = false;
+                v.stream.fail(format!("the video source failed: {e}"));
             }
         }
     }

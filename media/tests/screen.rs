@@ -55,18 +55,25 @@ fn the_shared_screen_shows_what_is_drawn_and_a_still_screen_costs_nothing() {
         at.abs_diff(TestPattern::marker_x(640, 360, 10)) <= 4,
         "{at}"
     );
-    // Nothing changes for a second: the capture thread looks 15 times a second but
-    // captures nothing more.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    let stats = screen.stats();
-    assert_eq!(stats.captured, 1, "{stats:?}");
-    assert!(stats.unchanged >= 8, "{stats:?}");
-    // Asked for a picture every frame, a still screen is sent twice a second.
+    // Nothing changes for a second, asked for a picture 15 times in it (as the media
+    // thread does): the capture thread looks but captures nothing more, and the still
+    // picture is sent again twice.
     let mut pictures = 0;
     for _ in 0..15 {
+        std::thread::sleep(std::time::Duration::from_millis(1000 / 15));
         pictures += usize::from(screen.next_frame().expect("poll").is_some());
     }
     assert_eq!(pictures, 2, "a still screen is sent twice a second");
+    let stats = screen.stats();
+    assert_eq!(stats.captured, 1, "{stats:?}");
+    assert!(stats.unchanged >= 8, "{stats:?}");
+    // Nobody asks for a second (camera off, hold): the screen is not even looked at.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let idle = screen.stats();
+    assert!(
+        idle.unchanged - stats.unchanged <= 10,
+        "looked at while nobody asked: {stats:?} then {idle:?}"
+    );
     // Drawn again, moved: a picture shows it.
     draw(&x, w, h, 40);
     let want = TestPattern::marker_x(640, 360, 40);

@@ -449,6 +449,17 @@ fn sharing_the_screen_shows_a_bar_that_cannot_be_missed_and_stops_in_one_click()
     until(&mut h, &phone, "the bar gone", |h| {
         !has(h, "You are sharing your screen")
     });
+    // And the peer gets the camera's pictures again, not the screen.
+    until(&mut h, &phone, "the camera received by the peer", |_| {
+        phone.snapshot().calls.iter().any(|c| {
+            c.automatic
+                && c.streams
+                    .get(1)
+                    .and_then(|s| s.stats)
+                    .and_then(|s| s.video)
+                    .is_some_and(|v| (v.width, v.height) == (640, 480))
+        })
+    });
     assert!(
         phone
             .snapshot()

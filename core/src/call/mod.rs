@@ -165,9 +165,14 @@ struct CallIo {
     videos_started: u32,
     /// Video streams the peer added by re-INVITE (at most [`PEER_VIDEO_ADDS`]).
     peer_video_adds: u32,
-    /// The camera to go back to once the screen is no longer shared (`None`: the call
-    /// had no video before).
-    camera: Option<VideoChoice>,
+    /// The screen, while it is shared (or being added to share). `audio.video` is only
+    /// ever the camera.
+    screen: Option<ScreenSpec>,
+    /// Where the peer's pictures are recorded.
+    record: Option<std::path::PathBuf>,
+    /// The call had video running when sharing started (stopping goes back to the
+    /// camera; otherwise the video ends).
+    video_before_share: bool,
     /// A source opened for [`MediaAction::Source`], ready to hand to the media thread.
     next_source: Option<std::sync::Mutex<Box<dyn hush_media::video::VideoSource>>>,
 }
@@ -211,6 +216,16 @@ impl LineSpec {
 }
 
 impl CallIo {
+    /// Takes the user's media choice: a screen to share is kept apart from the camera.
+    fn choose(&mut self, mut audio: MediaChoice) {
+        self.record = audio.video.as_ref().and_then(|v| v.record.clone());
+        if let Some(VideoSourceSpec::Screen(s)) = audio.video.as_ref().map(|v| &v.source) {
+            self.screen = Some(s.clone());
+            audio.video = None;
+        }
+        self.audio = audio;
+    }
+
     fn new(line: LineId, key: Option<CallKey>, peer_identity: String) -> CallIo {
         CallIo {
             line,
@@ -226,7 +241,9 @@ impl CallIo {
             channel: None,
             videos_started: 0,
             peer_video_adds: 0,
-            camera: None,
+            screen: None,
+            record: None,
+            video_before_share: false,
             next_source: None,
         }
     }
@@ -924,7 +941,7 @@ impl CallLayer {
         }
         let id = self.core.allocate();
         let mut io = CallIo::new(line_id, None, peer_identity);
-        io.audio = audio;
+        io.choose(audio);
         io.prepared = all;
         self.io.insert(id, io);
         self.invite_failed = None;
@@ -985,7 +1002,7 @@ impl CallLayer {
         }
         if let Some(io) = self.io.get_mut(&id) {
             io.prepared = prepared;
-            io.audio = audio;
+            io.choose(audio);
         }
         self.start_failed = None;
         self.command(Input::Answer { id, streams }, events)?;
@@ -1430,6 +1447,8 @@ impl CallLayer {
                 if io.video_stream == Some(stream) {
                     io.video_stream = None;
                     io.pending_video = None;
+                    // Sharing ends with the stream that carried it.
+                    io.screen = None;
                     if let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a)) {
                         audio.command(MediaCommand::RemoveVideo);
                     }
@@ -1502,7 +1521,7 @@ impl CallLayer {
     }
 
     /// Shares the screen in the call (in place of the camera, or as the call's first
-    /// video), or stops: back to the camera, or no video if there was none.
+    /// video), or stops: back to the camera, or no video if there was none before.
     pub(crate) fn share_screen(
         &mut self,
         id: CallId,
@@ -1516,18 +1535,15 @@ impl CallLayer {
             if sharing {
                 return Ok(());
             }
-            let record = io.audio.video.as_ref().and_then(|v| v.record.clone());
-            let choice = VideoChoice {
-                source: VideoSourceSpec::Screen(screen.unwrap_or_default()),
-                record,
-            };
+            let spec = screen.unwrap_or_default();
+            io.video_before_share = video;
             if !video {
                 // The screen is the call's first video: added by re-INVITE.
                 self.core.can_add_video(id)?;
-                io.camera = io.audio.video.replace(choice);
+                io.screen = Some(spec);
                 if let Err(e) = self.request_channel(id, None) {
                     if let Some(io) = self.io.get_mut(&id) {
-                        io.audio.video = io.camera.take();
+                        io.screen = None;
                     }
                     return Err(e);
                 }
@@ -1535,28 +1551,39 @@ impl CallLayer {
             }
             // Opened before anything changes: a screen that cannot be read changes
             // nothing.
-            let source = video::open_source(&choice.source)?;
+            let source = video::open_source(&VideoSourceSpec::Screen(spec.clone()))?;
             io.next_source = Some(std::sync::Mutex::new(source));
-            io.camera = io.audio.video.replace(choice);
-            return self.command(Input::ShareScreen { id, on: true }, events);
+            io.screen = Some(spec);
+            let shared = self.command(Input::ShareScreen { id, on: true }, events);
+            if shared.is_err()
+                && let Some(io) = self.io.get_mut(&id)
+            {
+                io.next_source = None;
+                io.screen = None;
+            }
+            return shared;
         }
         if !sharing {
             return Err(bad("the screen is not shared in this call"));
         }
-        match io.camera.clone() {
-            Some(camera) => {
-                let source = video::open_source(&camera.source)?;
+        // Back to the camera if the call had video before; a camera that cannot be
+        // opened any more, or none, ends the video instead.
+        let camera = io
+            .video_before_share
+            .then(|| io.audio.video.clone())
+            .flatten()
+            .map(|c| video::open_source(&c.source));
+        match camera {
+            Some(Ok(source)) => {
                 io.next_source = Some(std::sync::Mutex::new(source));
-                io.audio.video = Some(camera);
-                io.camera = None;
+                io.screen = None;
                 self.command(Input::ShareScreen { id, on: false }, events)
             }
-            None => {
-                self.command(Input::RemoveVideo { id }, events)?;
-                if let Some(io) = self.io.get_mut(&id) {
-                    io.audio.video = None;
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::warn!(error = %e, "the camera cannot be opened again");
                 }
-                Ok(())
+                self.command(Input::RemoveVideo { id }, events)
             }
         }
     }
@@ -1645,7 +1672,8 @@ impl CallLayer {
             port,
             zrtp_hash: hash,
             rtcp_port: Some(rtcp),
-            screen: video::shares_screen(&io.audio),
+            // Ours (not the peer's addition) while the user asked to share.
+            screen: offer.is_none() && io.screen.is_some(),
         };
         let camera = io.audio.video.is_some();
         io.prepared.push(Prepared {
@@ -1708,7 +1736,20 @@ impl CallLayer {
         let (ssrc, ports) = (prepared.ssrc, prepared.ports);
         let (media, zrtp) = match ports {
             Ports::Video(ports) => {
-                let choice = io.audio.video.clone().unwrap_or_else(video::default_choice);
+                // The source the machine says: the screen only while the user shares.
+                let source = match (&io.screen, start.screen) {
+                    (Some(s), true) => VideoSourceSpec::Screen(s.clone()),
+                    (None, true) => VideoSourceSpec::Screen(ScreenSpec::default()),
+                    (_, false) => io
+                        .audio
+                        .video
+                        .as_ref()
+                        .map_or(VideoSourceSpec::Pattern, |v| v.source.clone()),
+                };
+                let choice = VideoChoice {
+                    source,
+                    record: io.record.clone(),
+                };
                 let pictures = CallPictures::default();
                 let nth = io.videos_started;
                 io.videos_started += 1;

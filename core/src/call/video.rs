@@ -40,15 +40,6 @@ const START_KBPS: u32 = 800;
 /// A shared screen's: text stays readable at 1280×720.
 const SCREEN_KBPS: u32 = 1500;
 
-/// The camera of a call that has none chosen (the peer added video): the test pattern
-/// until the user has a camera to choose.
-pub(super) fn default_choice() -> VideoChoice {
-    VideoChoice {
-        source: VideoSourceSpec::Pattern,
-        record: None,
-    }
-}
-
 /// `call.y4m` for the first stream, `call-2.y4m` for the second, and so on.
 fn numbered(path: &std::path::Path, nth: u32) -> std::path::PathBuf {
     if nth == 0 {

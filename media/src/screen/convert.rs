@@ -37,15 +37,6 @@ impl Bgrx<'_> {
             ))),
         }
     }
-
-    fn rgb(&self, x: u32, y: u32) -> (i32, i32, i32) {
-        let at = y as usize * self.stride + x as usize * 4;
-        (
-            i32::from(self.data[at + 2]),
-            i32::from(self.data[at + 1]),
-            i32::from(self.data[at]),
-        )
-    }
 }
 
 /// The largest even size within `max` that keeps `(width, height)`'s shape (never
@@ -80,28 +71,33 @@ pub fn bgrx_to_i420(src: &Bgrx<'_>, out: &mut I420Frame) -> Result<(), MediaErro
     let ys: Vec<u32> = (0..oh)
         .map(|y| (u64::from(y) * u64::from(sh) / u64::from(oh)) as u32)
         .collect();
-    let cw = out.chroma_width();
+    // Source byte offsets of each sampled column, and of each sampled row.
+    let xo: Vec<usize> = xs.iter().map(|&x| x as usize * 4).collect();
+    let yo: Vec<usize> = ys.iter().map(|&y| y as usize * src.stride).collect();
+    let (ow, cw) = (ow as usize, out.chroma_width());
     let (yp, up, vp) = out.planes_mut();
-    for (oy, &sy) in ys.iter().enumerate() {
-        let row = &mut yp[oy * ow as usize..][..ow as usize];
-        for (ox, &sx) in xs.iter().enumerate() {
-            let (r, g, b) = src.rgb(sx, sy);
-            row[ox] = luma(r, g, b);
-        }
-    }
-    // Chroma from the mean of each 2×2 block of sampled pixels.
-    for (cy, pair) in ys.chunks(2).enumerate() {
-        for (cx, cols) in xs.chunks(2).enumerate() {
-            let (mut r, mut g, mut b, mut n) = (0, 0, 0, 0);
-            for &sy in pair {
-                for &sx in cols {
-                    let p = src.rgb(sx, sy);
-                    r += p.0;
-                    g += p.1;
-                    b += p.2;
+    let data = src.data;
+    // One 2×2 block at a time: each sampled pixel is read once, for its luma and the
+    // block's chroma (the mean of the block).
+    for (cy, rows) in yo.chunks(2).enumerate() {
+        for (cx, cols) in xo.chunks(2).enumerate() {
+            let (mut r, mut g, mut b, mut n) = (0i32, 0i32, 0i32, 0i32);
+            for (dy, &row) in rows.iter().enumerate() {
+                let line = (cy * 2 + dy) * ow;
+                for (dx, &col) in cols.iter().enumerate() {
+                    let at = row + col;
+                    let Some(px) = data.get(at..at + 3) else {
+                        continue;
+                    };
+                    let (pb, pg, pr) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
+                    yp[line + cx * 2 + dx] = luma(pr, pg, pb);
+                    r += pr;
+                    g += pg;
+                    b += pb;
                     n += 1;
                 }
             }
+            let n = n.max(1);
             let (r, g, b) = (r / n, g / n, b / n);
             let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
             let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;

@@ -30,7 +30,13 @@ struct Latest {
     picture: Option<I420Frame>,
     stats: ScreenStats,
     error: Option<String>,
+    /// When pictures were last asked for: with nobody asking (camera off, hold, a
+    /// peer that takes no pictures), the screen is not captured at all.
+    asked: Option<Instant>,
 }
+
+/// How long after the last ask the thread goes on capturing.
+const ASKED_WITHIN: Duration = Duration::from_millis(500);
 
 /// The screen, at up to `fps` pictures a second, scaled to fit a maximum size.
 pub struct ScreenSource {
@@ -118,6 +124,13 @@ fn run(
         if Instant::now() > next + 10 * interval {
             next = Instant::now() + interval;
         }
+        let wanted = latest
+            .lock()
+            .map(|l| l.asked.is_some_and(|t| t.elapsed() < ASKED_WITHIN))
+            .unwrap_or(false);
+        if !wanted {
+            continue;
+        }
         let looked = capture.changed().and_then(|changed| {
             if !changed {
                 return Ok(None);
@@ -173,6 +186,7 @@ impl VideoSource for ScreenSource {
             if let Some(e) = &l.error {
                 return Err(MediaError::InvalidInput(format!("screen capture: {e}")));
             }
+            l.asked = Some(Instant::now());
             l.picture.take()
         };
         if let Some(picture) = fresh {

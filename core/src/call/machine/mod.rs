@@ -256,6 +256,8 @@ pub(crate) struct StreamStart {
     pub codec: Negotiated,
     /// Under `Mandatory`, nothing in clear.
     pub policy: EncryptionPolicy,
+    /// Our pictures are the screen (the user shares it).
+    pub screen: bool,
     /// The peer's signalled Hello hash for this stream.
     pub peer_hash: Option<String>,
 }
@@ -334,6 +336,8 @@ struct Call {
     deferred: Option<&'static str>,
     /// Our video is the screen.
     sharing: bool,
+    /// The camera state when sharing started, restored when it stops.
+    camera_off_before_share: Option<bool>,
 }
 
 /// A stream our re-INVITE under way adds: at `index`, in place of the refused line
@@ -374,6 +378,7 @@ impl Call {
             peer_offer_pending: false,
             deferred: None,
             sharing: false,
+            camera_off_before_share: None,
         };
         call.view.streams = call.stream_views();
         call
@@ -940,7 +945,13 @@ impl CallCore {
         }
         call.streams[i].content = content;
         call.sharing = on;
-        call.camera_off = false;
+        // Sharing sends; stopping puts the camera back as it was (off stays off).
+        if on {
+            call.camera_off_before_share = Some(call.camera_off);
+            call.camera_off = false;
+        } else if let Some(off) = call.camera_off_before_share.take() {
+            call.camera_off = off;
+        }
         let sends = offer::sends_video(call, i);
         self.out
             .push_back(Output::Media(id, i, MediaAction::Source { screen: on }));
@@ -1472,6 +1483,11 @@ impl CallCore {
         for i in running_streams(call) {
             self.out
                 .push_back(Output::Media(id, i, MediaAction::Hold(held)));
+            if call.streams[i].kind == Some(MediaKind::Video) {
+                let sends = offer::sends_video(call, i);
+                self.out
+                    .push_back(Output::Media(id, i, MediaAction::Camera(sends)));
+            }
         }
         self.set_state(id, state);
         self.event(Event::CommandFailed {

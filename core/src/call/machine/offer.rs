@@ -178,6 +178,7 @@ impl Stream {
             codec: self.negotiated?,
             policy,
             peer_hash: self.peer_hash.clone(),
+            screen: self.local.as_ref().is_some_and(|l| l.screen),
         })
     }
 }
@@ -306,6 +307,9 @@ pub(super) fn take_prepared(
         s.negotiated = Some(neg);
         s.remote = Some(SocketAddr::new(their.addr, their.port));
         s.local = Some(prepared.swap_remove(at));
+        if s.local.as_ref().is_some_and(|l| l.screen) {
+            s.content = Some("slides".to_owned());
+        }
         s.state = StreamState::Starting;
         if let Some(start) = s.start(policy) {
             starts.push((i, start));

@@ -1702,8 +1702,14 @@ fn sharing_the_screen_swaps_the_source_says_slides_by_re_invite_and_goes_back() 
     p.b.video = true;
     p.a.place(p.now);
     p.drive();
-    let _ = p.a.take_media();
     let id = p.a.id();
+    // The camera is off when sharing starts: sharing sends, and stopping puts it back
+    // off.
+    let now = p.now;
+    p.a.input(now, Input::Camera { id, on: false })
+        .expect("camera off");
+    p.drive();
+    let _ = p.a.take_media();
     let now = p.now;
     p.a.input(now, Input::ShareScreen { id, on: true })
         .expect("share");
@@ -1712,11 +1718,19 @@ fn sharing_the_screen_swaps_the_source_says_slides_by_re_invite_and_goes_back() 
         media.contains(&(1, MediaAction::Source { screen: true })),
         "{media:?}"
     );
-    assert!(media.contains(&(1, MediaAction::Camera(true))), "{media:?}");
+    // Sent once the peer's answer takes pictures again (our line was recvonly).
+    assert!(
+        !media.contains(&(1, MediaAction::Camera(true))),
+        "{media:?}"
+    );
     let (_, video) = last_reinvite(&p.a);
-    assert!(video.contains("a=content:slides"), "{video}");
+    assert!(
+        video.contains("a=content:slides") && video.contains("a=sendrecv"),
+        "{video}"
+    );
     assert!(p.a.view().is_some_and(|v| v.sharing_screen));
     p.drive();
+    assert!(p.a.take_media().contains(&(1, MediaAction::Camera(true))));
     // The viewer shows it as a screen, and does not claim slides for its own pictures.
     assert_eq!(kinds(&p.b), [StreamKind::Audio, StreamKind::Screen]);
     let answer = p.b.sip.iter().rev().find_map(|s| match s {
@@ -1724,18 +1738,28 @@ fn sharing_the_screen_swaps_the_source_says_slides_by_re_invite_and_goes_back() 
         _ => None,
     });
     assert!(answer.is_some_and(|a| !a.contains("a=content")));
-    // Back to the camera: the attribute goes, the source swaps back.
+    // Back to the camera: the attribute goes, the source swaps back, and the camera
+    // is off again, as it was.
     let now = p.now;
     p.a.input(now, Input::ShareScreen { id, on: false })
         .expect("stop sharing");
+    let media = p.a.take_media();
+    assert!(media.contains(&(1, MediaAction::Source { screen: false })));
     assert!(
-        p.a.take_media()
-            .contains(&(1, MediaAction::Source { screen: false }))
+        media.contains(&(1, MediaAction::Camera(false))),
+        "{media:?}"
     );
-    assert!(!last_reinvite(&p.a).1.contains("a=content"));
+    let (_, video) = last_reinvite(&p.a);
+    assert!(
+        !video.contains("a=content") && video.contains("a=recvonly"),
+        "{video}"
+    );
     p.drive();
     assert_eq!(kinds(&p.b), [StreamKind::Audio, StreamKind::Video]);
-    assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
+    assert!(
+        p.a.view()
+            .is_some_and(|v| !v.sharing_screen && !v.camera_on)
+    );
     // A call without video has nothing to swap (the driver adds video first).
     let mut q = pair(Conditions::perfect(), 28);
     q.a.place(q.now);
