@@ -295,10 +295,12 @@ impl CallsPage {
                 .iter()
                 .any(|s| matches!(s.kind, StreamKind::Video | StreamKind::Screen));
             if video && let Some(pictures) = shell.phone.pictures(c.id) {
+                let their_screen =
+                    !c.sharing_screen && c.streams.iter().any(|s| s.kind == StreamKind::Screen);
                 self.video
                     .entry(c.id)
                     .or_default()
-                    .show(ui, &pictures, c.id.0);
+                    .show(ui, &pictures, c.id.0, their_screen);
             }
             if let Some(a) = &c.algorithms {
                 ui.weak(format!("Algorithms: {a}"));

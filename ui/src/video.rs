@@ -43,7 +43,12 @@ pub(crate) fn to_image(frame: &I420Frame, width: usize) -> egui::ColorImage {
 pub(crate) struct CallTextures {
     theirs: Option<egui::TextureHandle>,
     ours: Option<egui::TextureHandle>,
+    /// A screen the peer shares is shown pixel for pixel (scrolled), not fitted.
+    actual_size: bool,
 }
+
+/// Tallest a screen shown at 100 % is before it scrolls.
+const ACTUAL_SIZE_HEIGHT: f32 = 480.0;
 
 fn refresh(
     ctx: &egui::Context,
@@ -56,7 +61,7 @@ fn refresh(
     let view = if theirs { &slot.theirs } else { &slot.ours };
     let newest = view.lock().ok().and_then(|mut s| s.take());
     let Some(frame) = newest else { return };
-    let image = to_image(&frame, width as usize);
+    let image = to_image(&frame, width.min(f32::from(u16::MAX)) as usize);
     match tex {
         Some(t) => t.set(image, egui::TextureOptions::LINEAR),
         None => *tex = Some(ctx.load_texture(name, image, egui::TextureOptions::LINEAR)),
@@ -69,10 +74,33 @@ impl CallTextures {
         self.theirs.is_some()
     }
 
-    /// Shows the peer's picture and the self-view, taking the newest of each.
-    pub(crate) fn show(&mut self, ui: &mut egui::Ui, pictures: &hush_core::CallPictures, id: u64) {
+    /// Shows the peer's picture and the self-view, taking the newest of each. A screen
+    /// the peer shares (`their_screen`) can be fitted or shown at 100 %.
+    pub(crate) fn show(
+        &mut self,
+        ui: &mut egui::Ui,
+        pictures: &hush_core::CallPictures,
+        id: u64,
+        their_screen: bool,
+    ) {
         let ctx = ui.ctx().clone();
-        let width = ui.available_width().min(THEIRS_WIDTH);
+        if their_screen {
+            ui.horizontal(|ui| {
+                ui.label("Their screen:");
+                if ui.selectable_label(!self.actual_size, "Fit").clicked() {
+                    self.actual_size = false;
+                }
+                if ui.selectable_label(self.actual_size, "100 %").clicked() {
+                    self.actual_size = true;
+                }
+            });
+        } else {
+            self.actual_size = false;
+        }
+        let fitted = ui.available_width().min(THEIRS_WIDTH);
+        // At 100 % the picture is converted at its own width (`to_image` never scales
+        // up).
+        let width = if self.actual_size { f32::MAX } else { fitted };
         refresh(
             &ctx,
             pictures,
@@ -91,8 +119,25 @@ impl CallTextures {
         );
         ui.horizontal(|ui| {
             match &self.theirs {
+                Some(t) if self.actual_size => {
+                    let size = t.size_vec2();
+                    egui::ScrollArea::both()
+                        .max_width((ui.available_width() - OURS_WIDTH - 16.0).max(160.0))
+                        .max_height(ACTUAL_SIZE_HEIGHT)
+                        .show(ui, |ui| {
+                            ui.add(
+                                egui::Image::new(t)
+                                    .fit_to_exact_size(size)
+                                    .alt_text("Their video"),
+                            );
+                        });
+                }
                 Some(t) => {
-                    ui.add(egui::Image::new(t).max_width(width).alt_text("Their video"));
+                    ui.add(
+                        egui::Image::new(t)
+                            .max_width(fitted)
+                            .alt_text("Their video"),
+                    );
                 }
                 None => {
                     ui.label("Waiting for their video…");

@@ -468,3 +468,63 @@ fn sharing_the_screen_shows_a_bar_that_cannot_be_missed_and_stops_in_one_click()
             .any(|c| c.id == call && c.streams.len() == 2 && !c.sharing_screen)
     );
 }
+
+#[test]
+fn a_screen_the_peer_shares_is_fitted_or_shown_at_100_percent() {
+    let x = hush_harness::Xvfb::start(1280, 720).expect("Xvfb");
+    let pattern = hush_media::video::TestPattern::new(1280, 720, 15).expect("pattern");
+    x.draw(&pattern.frame(0).to_bgrx()).expect("draw");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The peer: a phone that answers by sharing its screen.
+    let sharer = phone(&dir.path().join("sharer"));
+    let Ok(hush_core::Reply::Listening(addr)) = sharer.execute_blocking(Command::Listen {
+        addr: "127.0.0.1:0".parse().expect("addr"),
+        auto_answer: Some(hush_core::command::MediaChoice {
+            video: Some(hush_core::command::VideoChoice {
+                source: hush_core::command::VideoSourceSpec::Screen(
+                    hush_core::command::ScreenSpec {
+                        display: Some(x.display().to_owned()),
+                        ..hush_core::command::ScreenSpec::default()
+                    },
+                ),
+                record: None,
+            }),
+            ..tone()
+        }),
+        policy: hush_core::model::EncryptionPolicy::Mandatory,
+    }) else {
+        panic!("listen")
+    };
+    let phone = phone(&dir.path().join("viewer"));
+    let mut app = HushApp::new(phone.clone()).with_audio(tone());
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    h.run_ok();
+    phone.send(Command::PlaceCall {
+        account: None,
+        target: format!("sharer@{addr}"),
+        audio: hush_core::command::MediaChoice {
+            video: Some(hush_core::command::VideoChoice {
+                source: hush_core::command::VideoSourceSpec::Pattern,
+                record: None,
+            }),
+            ..tone()
+        },
+        policy: None,
+    });
+    h.get_by_label("Calls").click();
+    until(&mut h, &phone, "their screen shown, fitted", |h| {
+        has(h, "Their screen:") && has(h, "Their video")
+    });
+    let width = |h: &Harness<'_>| h.get_by_label("Their video").rect().width();
+    assert!(width(&h) <= 481.0, "fitted: {}", width(&h));
+    h.get_by_label("100 %").click();
+    until(&mut h, &phone, "their screen at 100 %", |h| {
+        width(h) > 1000.0
+    });
+    h.get_by_label("Fit").click();
+    until(&mut h, &phone, "their screen fitted again", |h| {
+        width(h) <= 481.0
+    });
+}
