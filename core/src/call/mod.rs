@@ -173,6 +173,9 @@ struct CallIo {
     /// The call had video running when sharing started (stopping goes back to the
     /// camera; otherwise the video ends).
     video_before_share: bool,
+    /// The user asked to share the screen in a call without video: the video stream
+    /// being added is the screen. Only `share_screen` sets it.
+    share_pending: bool,
     /// A source opened for [`MediaAction::Source`], ready to hand to the media thread.
     next_source: Option<std::sync::Mutex<Box<dyn hush_media::video::VideoSource>>>,
 }
@@ -244,6 +247,7 @@ impl CallIo {
             screen: None,
             record: None,
             video_before_share: false,
+            share_pending: false,
             next_source: None,
         }
     }
@@ -1449,6 +1453,7 @@ impl CallLayer {
                     io.pending_video = None;
                     // Sharing ends with the stream that carried it.
                     io.screen = None;
+                    io.video_before_share = false;
                     if let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a)) {
                         audio.command(MediaCommand::RemoveVideo);
                     }
@@ -1513,6 +1518,10 @@ impl CallLayer {
 
     /// Adds video to a call (camera on), or ends it; the peer is asked by re-INVITE.
     pub(crate) fn video(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
+        if let Some(io) = self.io.get_mut(&id) {
+            // "Start video" is the camera, whatever a share left behind.
+            io.share_pending = false;
+        }
         if !on {
             return self.command(Input::RemoveVideo { id }, events);
         }
@@ -1541,9 +1550,11 @@ impl CallLayer {
                 // The screen is the call's first video: added by re-INVITE.
                 self.core.can_add_video(id)?;
                 io.screen = Some(spec);
+                io.share_pending = true;
                 if let Err(e) = self.request_channel(id, None) {
                     if let Some(io) = self.io.get_mut(&id) {
                         io.screen = None;
+                        io.share_pending = false;
                     }
                     return Err(e);
                 }
@@ -1652,6 +1663,10 @@ impl CallLayer {
             Ok(made) => made,
             Err(why) => {
                 tracing::info!(call = id.0, reason = %why, "no ZRTP channel for video");
+                if offer.is_none() && std::mem::take(&mut io.share_pending) {
+                    // The share never started.
+                    io.screen = None;
+                }
                 match offer {
                     Some(body) => {
                         let _ = self
@@ -1672,8 +1687,8 @@ impl CallLayer {
             port,
             zrtp_hash: hash,
             rtcp_port: Some(rtcp),
-            // Ours (not the peer's addition) while the user asked to share.
-            screen: offer.is_none() && io.screen.is_some(),
+            // Ours (not the peer's addition), added to share the screen.
+            screen: offer.is_none() && std::mem::take(&mut io.share_pending),
         };
         let camera = io.audio.video.is_some();
         io.prepared.push(Prepared {
@@ -1715,6 +1730,10 @@ impl CallLayer {
             return;
         };
         let released = io.prepared.swap_remove(at);
+        if p.screen {
+            // A share that did not happen (declined, undone, cancelled).
+            io.screen = None;
+        }
         if let Ports::Video(_) = released.ports
             && let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a))
         {
@@ -1739,7 +1758,9 @@ impl CallLayer {
                 // The source the machine says: the screen only while the user shares.
                 let source = match (&io.screen, start.screen) {
                     (Some(s), true) => VideoSourceSpec::Screen(s.clone()),
-                    (None, true) => VideoSourceSpec::Screen(ScreenSpec::default()),
+                    (None, true) => {
+                        return Err(CoreError::Call("no screen was chosen to share".into()));
+                    }
                     (_, false) => io
                         .audio
                         .video

@@ -405,6 +405,12 @@ impl Call {
     /// The views of the streams (and of the camera, which they follow).
     fn stream_views(&mut self) -> Vec<MediaStreamView> {
         self.view.camera_on = !self.camera_off;
+        // Sharing ends with the video that carried it (stopped, removed by the peer,
+        // failed, refused): nothing of it may linger into a later video.
+        if video_stream(self).is_none() && self.adding.is_none() && self.queued_video.is_none() {
+            self.sharing = false;
+            self.camera_off_before_share = None;
+        }
         self.view.sharing_screen = self.sharing && video_stream(self).is_some();
         self.stream_views_now()
     }
@@ -950,7 +956,8 @@ impl CallCore {
             call.camera_off_before_share = Some(call.camera_off);
             call.camera_off = false;
         } else if let Some(off) = call.camera_off_before_share.take() {
-            call.camera_off = off;
+            // Off if it was off before, or the user turned it off while sharing.
+            call.camera_off |= off;
         }
         let sends = offer::sends_video(call, i);
         self.out
@@ -1255,6 +1262,9 @@ impl CallCore {
         if let Some((prepared, camera)) = video {
             match (video_at, video_at.and_then(|at| offered.streams.get(at))) {
                 (Some(at), Some(their)) => {
+                    // Video the peer adds never carries our screen.
+                    call.sharing = false;
+                    call.camera_off_before_share = None;
                     // The peer may show us pictures; ours go only when the user turns
                     // the camera on (whatever the user did before: stopped video, or
                     // answered without). Only an unattended answerer set up with a

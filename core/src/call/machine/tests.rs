@@ -1770,3 +1770,80 @@ fn sharing_the_screen_swaps_the_source_says_slides_by_re_invite_and_goes_back() 
             .is_err()
     );
 }
+
+#[test]
+fn sharing_ends_with_its_video_and_never_turns_the_camera_on() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 29);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let id = p.a.id();
+    // Shared, then the camera turned off while sharing: stopping keeps it off.
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: true })
+        .expect("share");
+    p.drive();
+    let now = p.now;
+    p.a.input(now, Input::Camera { id, on: false })
+        .expect("camera off");
+    p.drive();
+    let _ = p.a.take_media();
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: false })
+        .expect("stop sharing");
+    p.drive();
+    let media = p.a.take_media();
+    assert!(
+        !media.contains(&(1, MediaAction::Camera(true))),
+        "{media:?}"
+    );
+    assert!(
+        p.a.view()
+            .is_some_and(|v| !v.camera_on && !v.sharing_screen)
+    );
+    // Shared again; the peer removes the video: sharing ends with it.
+    let now = p.now;
+    p.a.input(now, Input::Camera { id, on: true })
+        .expect("camera on");
+    p.drive();
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: true })
+        .expect("share");
+    p.drive();
+    assert!(p.a.view().is_some_and(|v| v.sharing_screen));
+    forged_reinvite_from_b(&mut p, |s| s.replace("m=video 4002", "m=video 0"));
+    assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
+    // The peer adds video again: watched with the camera off, not shared, and
+    // "Stop sharing" has nothing to stop (the camera stays off).
+    let stream = p.a.added_video(0);
+    let now = p.now;
+    let _ = p.a.take_media();
+    let body = {
+        let original = p.b.sip.iter().find_map(|s| match s {
+            SipAction::Answer(sdp) => Some(sdp.clone()),
+            _ => None,
+        });
+        original
+            .expect("bob's answer")
+            .replace("m=video 4002", "m=video 4012")
+    };
+    p.a.sip_in(
+        now,
+        SipInput::ReInviteWithVideo {
+            body: body.into_bytes(),
+            video: stream,
+            camera: true,
+        },
+    );
+    let view = p.a.view().expect("call");
+    assert_eq!(kinds(&p.a), [StreamKind::Audio, StreamKind::Video]);
+    assert!(!view.sharing_screen && !view.camera_on, "{view:?}");
+    p.a.input(now, Input::ShareScreen { id, on: false })
+        .expect("nothing to stop");
+    let media = p.a.take_media();
+    assert!(
+        !media.contains(&(1, MediaAction::Camera(true))),
+        "{media:?}"
+    );
+}
