@@ -1465,10 +1465,35 @@ impl CallLayer {
                 let Some(io) = self.io.get_mut(&id) else {
                     return;
                 };
-                let source = io.next_source.take().and_then(|s| s.into_inner().ok());
-                let audio = io.audio_stream.and_then(|a| io.media.get(&a));
-                if let (Some(source), Some(audio)) = (source, audio) {
-                    audio.command(MediaCommand::VideoSource(SourceSwitch { source, screen }));
+                let ready = io.next_source.take().and_then(|s| s.into_inner().ok());
+                // None ready: the machine undid a share the peer refused; back to the
+                // camera (or the pattern).
+                let source = match ready {
+                    Some(s) => Ok(s),
+                    None if !screen => {
+                        io.screen = None;
+                        let camera = io
+                            .audio
+                            .video
+                            .as_ref()
+                            .map_or(VideoSourceSpec::Pattern, |v| v.source.clone());
+                        video::open_source(&camera)
+                    }
+                    None => Err(CoreError::Call("no screen was chosen to share".into())),
+                };
+                let Some(audio) = io.audio_stream.and_then(|a| io.media.get(&a)) else {
+                    return;
+                };
+                match source {
+                    Ok(source) => {
+                        audio.command(MediaCommand::VideoSource(SourceSwitch { source, screen }))
+                    }
+                    Err(e) => {
+                        // No source to switch to: no pictures at all, rather than the
+                        // wrong ones.
+                        tracing::warn!(error = %e, "the video source cannot be switched");
+                        audio.command(MediaCommand::Camera(false));
+                    }
                 }
             }
             // The video runs in the audio stream's thread: what is for it goes there.

@@ -1488,6 +1488,20 @@ impl CallCore {
         call.local_hold = call.agreed_hold;
         // A camera the peer never agreed to turn on stays off (one turned off stays off).
         call.camera_off |= call.agreed_camera_off;
+        // A share the peer never agreed to is undone: back to the camera as it was
+        // (a stop the peer refused stays stopped).
+        if what == "share screen"
+            && call.sharing
+            && let Some(i) = video_stream(call)
+        {
+            call.streams[i].content = None;
+            call.sharing = false;
+            if let Some(off) = call.camera_off_before_share.take() {
+                call.camera_off |= off;
+            }
+            self.out
+                .push_back(Output::Media(id, i, MediaAction::Source { screen: false }));
+        }
         let held = call.local_hold || call.remote_hold;
         let state = call.state();
         for i in running_streams(call) {
@@ -1505,6 +1519,7 @@ impl CallCore {
             error: why,
             permanent: false,
         });
+        self.refresh_security(id);
         self.after_renegotiation(id, None);
     }
 

@@ -1847,3 +1847,56 @@ fn sharing_ends_with_its_video_and_never_turns_the_camera_on() {
         "{media:?}"
     );
 }
+
+#[test]
+fn a_share_the_peer_refuses_is_undone_and_a_refused_stop_stays_stopped() {
+    let mut p = pair(Conditions::latency(Duration::from_millis(5)), 30);
+    p.a.video = true;
+    p.b.video = true;
+    p.a.place(p.now);
+    p.drive();
+    let id = p.a.id();
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: true })
+        .expect("share");
+    let _ = p.a.take_media();
+    // The peer refuses the re-INVITE that says slides: back to the camera.
+    p.a.sip_in(
+        now,
+        SipInput::ReInviteAnswered(Err(ReInviteFailure::Refused("488".into()))),
+    );
+    let media = p.a.take_media();
+    assert!(
+        media.contains(&(1, MediaAction::Source { screen: false })),
+        "{media:?}"
+    );
+    assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
+    assert!(p.a.events.iter().any(|e| matches!(
+        e,
+        Event::CommandFailed {
+            command: "share screen",
+            ..
+        }
+    )));
+    // Shared (agreed), then a stop the peer refuses: still stopped.
+    p.drive();
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: true })
+        .expect("share");
+    p.drive();
+    assert!(p.a.view().is_some_and(|v| v.sharing_screen));
+    let now = p.now;
+    p.a.input(now, Input::ShareScreen { id, on: false })
+        .expect("stop");
+    let _ = p.a.take_media();
+    p.a.sip_in(
+        now,
+        SipInput::ReInviteAnswered(Err(ReInviteFailure::Refused("488".into()))),
+    );
+    let media = p.a.take_media();
+    assert!(
+        !media.contains(&(1, MediaAction::Source { screen: true })),
+        "{media:?}"
+    );
+    assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
+}
