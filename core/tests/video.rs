@@ -209,6 +209,8 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
     else {
         panic!("expected Listening")
     };
+    // Subscribed before the call is placed, so its ringing cannot be missed.
+    let mut rx = callee.events();
     let caller = phone(&dir.path().join("a"));
     let Reply::Call(call) = caller
         .execute_blocking(Command::PlaceCall {
@@ -223,7 +225,6 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
     };
     // The callee answers the voice call, ready for video (a camera chosen, and a
     // recording of what it is shown).
-    let mut rx = callee.events();
     let theirs = loop {
         match callee.next_event(&mut rx, Duration::from_secs(20)) {
             Some(hush_core::Event::CallIncoming { call, .. }) => break call,

@@ -335,7 +335,7 @@ fn the_video_test_shows_both_pictures_keyed_and_the_camera_turns_off() {
         call.algorithms
     );
     let id = call.id;
-    h.get_by_label("Camera off").click();
+    h.get_by_label("Camera off").click_accesskit();
     until(&mut h, &phone, "the camera button turned", |h| {
         has(h, "Camera on")
     });
@@ -361,7 +361,7 @@ fn the_video_test_shows_both_pictures_keyed_and_the_camera_turns_off() {
     assert_eq!(sent[1], sent[2], "the camera is off: {sent:?}");
     // The video ends by re-INVITE; the call goes on with audio and may add it again.
     h.run();
-    h.get_by_label("Stop video").click();
+    h.get_by_label("Stop video").click_accesskit();
     until(&mut h, &phone, "the video ended", |h| has(h, "Start video"));
     let streams = |phone: &hush_core::Phone| {
         phone
@@ -372,7 +372,7 @@ fn the_video_test_shows_both_pictures_keyed_and_the_camera_turns_off() {
             .map(|c| c.streams.len())
     };
     assert_eq!(streams(&phone), Some(1));
-    h.get_by_label("Start video").click();
+    h.get_by_label("Start video").click_accesskit();
     until(&mut h, &phone, "the video added again, keyed", |_| {
         phone.snapshot().calls.iter().any(|c| {
             c.id == id
@@ -418,7 +418,7 @@ fn sharing_the_screen_shows_a_bar_that_cannot_be_missed_and_stops_in_one_click()
     });
     assert!(!has(&h, "You are sharing your screen"));
     h.run();
-    h.get_by_label("Share screen").click();
+    h.get_by_label("Share screen").click_accesskit();
     until(&mut h, &phone, "the sharing bar", |h| {
         has(h, "You are sharing your screen")
     });
@@ -445,7 +445,7 @@ fn sharing_the_screen_shows_a_bar_that_cannot_be_missed_and_stops_in_one_click()
     h.query_all_by_label("Stop sharing")
         .next()
         .expect("the bar's Stop sharing")
-        .click();
+        .click_accesskit();
     until(&mut h, &phone, "the bar gone", |h| {
         !has(h, "You are sharing your screen")
     });
@@ -519,11 +519,11 @@ fn a_screen_the_peer_shares_is_fitted_or_shown_at_100_percent() {
     });
     let width = |h: &Harness<'_>| h.get_by_label("Their video").rect().width();
     assert!(width(&h) <= 481.0, "fitted: {}", width(&h));
-    h.get_by_label("100 %").click();
+    h.get_by_label("100 %").click_accesskit();
     until(&mut h, &phone, "their screen at 100 %", |h| {
         width(h) > 1000.0
     });
-    h.get_by_label("Fit").click();
+    h.get_by_label("Fit").click_accesskit();
     until(&mut h, &phone, "their screen fitted again", |h| {
         width(h) <= 481.0
     });

@@ -345,6 +345,8 @@ struct Call {
 struct Adding {
     index: usize,
     previous: Option<Stream>,
+    /// The user took it back meanwhile: whatever the peer answers, it does not start.
+    cancelled: bool,
 }
 
 impl Call {
@@ -411,7 +413,11 @@ impl Call {
             self.sharing = false;
             self.camera_off_before_share = None;
         }
-        self.view.sharing_screen = self.sharing && video_stream(self).is_some();
+        // The bar shows from the moment sharing is asked for, also while the peer is
+        // still to agree.
+        let pending =
+            self.adding.as_ref().is_some_and(|a| !a.cancelled) || self.queued_video.is_some();
+        self.view.sharing_screen = self.sharing && (video_stream(self).is_some() || pending);
         self.stream_views_now()
     }
 
@@ -857,7 +863,9 @@ impl CallCore {
     pub(crate) fn video_state(&self, id: CallId) -> (bool, bool) {
         self.calls.get(&id).map_or((false, false), |c| {
             let video = video_stream(c).is_some();
-            (video, video && c.sharing)
+            let pending =
+                c.adding.as_ref().is_some_and(|a| !a.cancelled) || c.queued_video.is_some();
+            (video, (video || pending) && c.sharing)
         })
     }
 
@@ -930,9 +938,14 @@ impl CallCore {
                 (call.streams.len() - 1, None)
             }
         };
-        call.adding = Some(Adding { index, previous });
+        call.adding = Some(Adding {
+            index,
+            previous,
+            cancelled: false,
+        });
         call.camera_off = false;
         self.renegotiate(id, attempt, "video");
+        self.refresh_security(id);
         Ok(())
     }
 
@@ -978,7 +991,16 @@ impl CallCore {
         let Some(i) = video_stream(call) else {
             // Not offered yet: it never will be.
             if let Some(p) = call.queued_video.take() {
+                call.sharing = false;
                 self.out.push_back(Output::Release(id, p));
+                self.refresh_security(id);
+                return Ok(());
+            }
+            // Offered, not answered yet: it will not start, whatever the answer.
+            if let Some(a) = call.adding.as_mut().filter(|a| !a.cancelled) {
+                a.cancelled = true;
+                call.sharing = false;
+                self.refresh_security(id);
                 return Ok(());
             }
             return Err(bad("this call has no video"));
@@ -1340,7 +1362,10 @@ impl CallCore {
                 };
                 // The peer's re-INVITE comes meanwhile: our m-lines are those it
                 // agreed to; the added stream waits for the retry.
-                if let Some(video) = self.take_back_adding(id)
+                let cancelled = call.adding.as_ref().is_some_and(|a| a.cancelled);
+                if cancelled {
+                    self.undo_adding(id);
+                } else if let Some(video) = self.take_back_adding(id)
                     && let Some(c) = self.calls.get_mut(&id)
                 {
                     c.queued_video = Some(video);
@@ -1430,10 +1455,29 @@ impl CallCore {
             _ => Ok(None),
         };
         let why = match read {
+            Ok(Some(_)) if adding.cancelled => {
+                // Agreed by the peer, but taken back by the user: never started, and
+                // its line goes to port 0 by the next re-INVITE.
+                let released = call.streams.get_mut(i).and_then(|s| {
+                    s.state = StreamState::Refused;
+                    s.local.take()
+                });
+                if let Some(p) = released {
+                    self.out.push_back(Output::Release(id, p));
+                }
+                call.reoffer_needed = true;
+                return;
+            }
             Ok(Some(mut start)) => {
                 start.sending = offer::sends_video(call, i);
                 self.out
                     .push_back(Output::Media(id, i, MediaAction::Start(start)));
+                return;
+            }
+            Ok(None) if adding.cancelled => {
+                if let Some(p) = call.streams.get_mut(i).and_then(|s| s.local.take()) {
+                    self.out.push_back(Output::Release(id, p));
+                }
                 return;
             }
             Ok(None) => "the other side declined video".to_owned(),
@@ -1466,7 +1510,9 @@ impl CallCore {
     /// those the peer agreed to); returns it.
     fn take_back_adding(&mut self, id: CallId) -> Option<PreparedStream> {
         let call = self.calls.get_mut(&id)?;
-        let Adding { index, previous } = call.adding.take()?;
+        let Adding {
+            index, previous, ..
+        } = call.adding.take()?;
         let taken = match previous {
             Some(prev) if index < call.streams.len() => {
                 Some(std::mem::replace(&mut call.streams[index], prev))

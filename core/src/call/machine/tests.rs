@@ -1900,3 +1900,37 @@ fn a_share_the_peer_refuses_is_undone_and_a_refused_stop_stays_stopped() {
     );
     assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
 }
+
+#[test]
+fn a_share_taken_back_before_the_peer_answers_never_starts() {
+    let mut p = secure_call(Conditions::latency(Duration::from_millis(20)), 31);
+    p.b.video = true;
+    let id = p.a.id();
+    let now = p.now;
+    let stream = PreparedStream {
+        screen: true,
+        ..p.a.added_video(0)
+    };
+    p.a.input(now, Input::AddVideo { id, stream })
+        .expect("share in a voice call");
+    // The bar shows from the moment it is asked for.
+    assert!(p.a.view().is_some_and(|v| v.sharing_screen));
+    assert!(last_reinvite(&p.a).1.contains("a=content:slides"));
+    let _ = p.a.take_media();
+    // Taken back before the peer answers: the bar goes at once.
+    p.a.input(now, Input::RemoveVideo { id })
+        .expect("take it back");
+    assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
+    p.drive();
+    // The peer agreed, but nothing starts: the stream is given back, and a re-INVITE
+    // puts its line to port 0.
+    assert!(starts(&p.a.take_media()).is_empty());
+    assert_eq!(
+        p.a.released.iter().map(|r| r.port).collect::<Vec<_>>(),
+        [5000]
+    );
+    assert!(last_reinvite(&p.a).1.starts_with("m=video 0 "));
+    assert_eq!(kinds(&p.a), [StreamKind::Audio]);
+    assert_eq!(kinds(&p.b), [StreamKind::Audio]);
+    assert!(p.a.view().is_some_and(|v| !v.sharing_screen));
+}
