@@ -108,26 +108,27 @@ fn assert_same_sas(records: &[Value], theirs: &str) {
     assert_eq!(secure["sas"], theirs);
 }
 
-#[test]
-fn hushphone_calls_linphonec_with_video_both_ways_keyed_by_zrtp() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut bob = video_peer();
-    let ours = dir.path().join("from-linphonec.y4m");
+/// Runs `hushphone call` to linphonec with `args` (after the tone), and returns the SAS
+/// linphonec showed, a snapshot of what it decoded, and our JSON lines once the call
+/// has ended successfully.
+fn call_linphonec(
+    profile: &std::path::Path,
+    bob: &mut Linphonec,
+    args: &[&std::ffi::OsStr],
+) -> (String, std::path::PathBuf, Vec<Value>) {
     let child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
         .arg("--profile")
-        .arg(dir.path().join("profile"))
+        .arg(profile)
         .arg("--json")
-        .args(["call", &bob.address(), "--tone", "440", "--video"])
-        .arg("--video-record")
-        .arg(&ours)
-        .args(["--duration", "8"])
+        .args(["call", &bob.address(), "--tone", "440"])
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run hushphone");
     let their_sas = bob.sas(Duration::from_secs(15)).expect("linphonec secure");
-    let snapshot = snapshot(&mut bob);
+    let snapshot = snapshot(bob);
     let out = child.wait_with_output().expect("hushphone ends");
     let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -138,6 +139,23 @@ fn hushphone_calls_linphonec_with_video_both_ways_keyed_by_zrtp() {
         "{}\n{records:?}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (their_sas, snapshot, records)
+}
+
+#[test]
+fn hushphone_calls_linphonec_with_video_both_ways_keyed_by_zrtp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bob = video_peer();
+    let ours = dir.path().join("from-linphonec.y4m");
+    let args = ["--video", "--video-record"].map(std::ffi::OsStr::new);
+    let duration = ["--duration", "8"].map(std::ffi::OsStr::new);
+    let all: Vec<&std::ffi::OsStr> = args
+        .into_iter()
+        .chain([ours.as_os_str()])
+        .chain(duration)
+        .collect();
+    let (their_sas, snapshot, records) =
+        call_linphonec(&dir.path().join("profile"), &mut bob, &all);
     // The snapshot file may be written in pieces: read once the call is over.
     shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
     assert_all_streams_keyed(&bob);
@@ -305,30 +323,18 @@ fn hushphone_shares_its_screen_with_linphonec_keyed_by_zrtp() {
     x.draw(&pattern.frame(0).to_bgrx()).expect("draw");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut bob = video_peer();
-    let child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
-        .arg("--profile")
-        .arg(dir.path().join("profile"))
-        .arg("--json")
-        .args(["call", &bob.address(), "--tone", "440", "--share-screen"])
-        .args(["--screen", x.display(), "--max-size", "640x480"])
-        .args(["--duration", "6"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run hushphone");
-    let their_sas = bob.sas(Duration::from_secs(15)).expect("linphonec secure");
-    let snapshot = snapshot(&mut bob);
-    let out = child.wait_with_output().expect("hushphone ends");
-    let records: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    assert!(
-        out.status.success(),
-        "{}\n{records:?}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = [
+        "--share-screen",
+        "--screen",
+        x.display(),
+        "--max-size",
+        "640x480",
+        "--duration",
+        "6",
+    ]
+    .map(std::ffi::OsStr::new);
+    let (their_sas, snapshot, records) =
+        call_linphonec(&dir.path().join("profile"), &mut bob, &args);
     // What linphonec decodes is our screen: the bars drawn on it.
     shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
     assert_all_streams_keyed(&bob);

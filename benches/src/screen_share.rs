@@ -120,18 +120,19 @@ fn play(x: Arc<Xvfb>, (w, h): (u32, u32), stop: Arc<AtomicBool>) -> std::thread:
     })
 }
 
+/// An Xvfb of `size` showing the test pattern.
+fn showing_the_pattern((w, h): (u32, u32)) -> Xvfb {
+    let x = Xvfb::start(w, h).expect("Xvfb");
+    let picture = TestPattern::new(w, h, FPS).expect("pattern").frame(0);
+    x.draw(&picture.to_bgrx()).expect("draw");
+    x
+}
+
 fn main() {
     println!("| screen | capture | capture ms | convert ms | encode ms | total ms/picture |");
     println!("|---|---|---|---|---|---|");
     for size in [(1280, 720), (1920, 1080)] {
-        let x = Xvfb::start(size.0, size.1).expect("Xvfb");
-        x.draw(
-            &TestPattern::new(size.0, size.1, FPS)
-                .expect("pattern")
-                .frame(0)
-                .to_bgrx(),
-        )
-        .expect("draw");
+        let x = showing_the_pattern(size);
         for shm in [true, false] {
             let (g, c, e) = per_picture(x.display(), size, shm);
             println!(
@@ -147,14 +148,7 @@ fn main() {
     println!("| 1920x1080 screen, {FPS} fps | capture | CPU (one core = 100 %) | pictures coded |");
     println!("|---|---|---|---|");
     let size = (1920, 1080);
-    let x = Arc::new(Xvfb::start(size.0, size.1).expect("Xvfb"));
-    x.draw(
-        &TestPattern::new(size.0, size.1, FPS)
-            .expect("pattern")
-            .frame(0)
-            .to_bgrx(),
-    )
-    .expect("draw");
+    let x = Arc::new(showing_the_pattern(size));
     // Sent at 1280x720, as calls do by default.
     let out = (1280, 720);
     for shm in [true, false] {

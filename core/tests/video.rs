@@ -307,9 +307,17 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
     }
 }
 
+/// The whole of `x`'s screen, sent at most 640×480.
+fn screen_of(x: &hush_harness::Xvfb) -> hush_core::command::ScreenSpec {
+    hush_core::command::ScreenSpec {
+        display: Some(x.display().to_owned()),
+        max_size: (640, 480),
+        ..hush_core::command::ScreenSpec::default()
+    }
+}
+
 #[test]
 fn a_shared_screen_reaches_the_other_phone_keyed_scaled_and_moving() {
-    use hush_core::command::ScreenSpec;
     let (w, h) = (1280, 720);
     let x = hush_harness::Xvfb::start(w, h).expect("Xvfb");
     let pattern = TestPattern::new(w, h, 15).expect("pattern");
@@ -330,12 +338,7 @@ fn a_shared_screen_reaches_the_other_phone_keyed_scaled_and_moving() {
     let caller = phone(&dir.path().join("a"));
     let share = MediaChoice {
         video: Some(VideoChoice {
-            source: VideoSourceSpec::Screen(ScreenSpec {
-                display: Some(x.display().to_owned()),
-                monitor: None,
-                max_size: (640, 480),
-                fps: 15,
-            }),
+            source: VideoSourceSpec::Screen(screen_of(&x)),
             record: None,
         }),
         ..audio_only()
@@ -410,7 +413,6 @@ fn shows_pattern_at(phone: &Phone, call: CallId, size: (u32, u32), who: &str) {
 
 #[test]
 fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
-    use hush_core::command::ScreenSpec;
     let x = hush_harness::Xvfb::start(1280, 720).expect("Xvfb");
     let pattern = TestPattern::new(1280, 720, 15).expect("pattern");
     x.draw(&pattern.frame(0).to_bgrx()).expect("draw");
@@ -451,11 +453,7 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
         .execute_blocking(Command::ShareScreen {
             call,
             on: true,
-            screen: Some(ScreenSpec {
-                display: Some(x.display().to_owned()),
-                max_size: (640, 480),
-                ..ScreenSpec::default()
-            }),
+            screen: Some(screen_of(&x)),
         })
         .expect("share the screen");
     // The screen (1280x720, scaled to 640x360), shown as a screen, still keyed.
@@ -485,11 +483,7 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
     let share = Command::ShareScreen {
         call,
         on: true,
-        screen: Some(ScreenSpec {
-            display: Some(x.display().to_owned()),
-            max_size: (640, 480),
-            ..ScreenSpec::default()
-        }),
+        screen: Some(screen_of(&x)),
     };
     caller.execute_blocking(share.clone()).expect("share again");
     shows_pattern_at(&callee, theirs, (640, 360), "the callee");

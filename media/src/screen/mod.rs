@@ -7,7 +7,7 @@ pub mod convert;
 pub mod x11;
 
 use crate::MediaError;
-use crate::video::{I420Frame, VideoSource};
+use crate::video::{CaptureStats, I420Frame, VideoSource};
 pub use convert::{Bgrx, bgrx_to_i420, fit};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -21,14 +21,11 @@ const STILL_FPS: u32 = 2;
 /// How long opening the display may take.
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
-/// What a screen source has done.
-pub type ScreenStats = crate::video::CaptureStats;
-
 /// What the capture thread hands over.
 #[derive(Default)]
 struct Latest {
     picture: Option<I420Frame>,
-    stats: ScreenStats,
+    stats: CaptureStats,
     error: Option<String>,
     /// When pictures were last asked for: with nobody asking (camera off, hold, a
     /// peer that takes no pictures), the screen is not captured at all.
@@ -94,7 +91,7 @@ impl ScreenSource {
     }
 
     /// What it has done so far.
-    pub fn stats(&self) -> ScreenStats {
+    pub fn stats(&self) -> CaptureStats {
         self.latest.lock().map(|l| l.stats).unwrap_or_default()
     }
 
@@ -171,7 +168,7 @@ impl VideoSource for ScreenSource {
         self.size
     }
 
-    fn capture_stats(&self) -> Option<ScreenStats> {
+    fn capture_stats(&self) -> Option<CaptureStats> {
         Some(self.stats())
     }
 

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use x11rb::connection::Connection;
-use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat};
+use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, Window};
+use x11rb::rust_connection::RustConnection;
 
 /// A running Xvfb, stopped and reaped on drop.
 pub struct Xvfb {
@@ -63,6 +64,13 @@ impl Xvfb {
         })
     }
 
+    /// A connection of its own, and the screen's root window.
+    fn connect(&self) -> std::result::Result<(RustConnection, Window), String> {
+        let (conn, screen) = x11rb::connect(Some(&self.display)).map_err(|e| e.to_string())?;
+        let root = conn.setup().roots.get(screen).ok_or("no such screen")?.root;
+        Ok((conn, root))
+    }
+
     /// Its display name (`:N`).
     pub fn display(&self) -> &str {
         &self.display
@@ -80,13 +88,7 @@ impl Xvfb {
                 bgrx.len()
             )));
         }
-        let (conn, screen) = x11rb::connect(Some(&self.display)).map_err(|e| x11(&e))?;
-        let root = conn
-            .setup()
-            .roots
-            .get(screen)
-            .ok_or_else(|| x11(&"no such screen"))?
-            .root;
+        let (conn, root) = self.connect().map_err(|e| x11(&e))?;
         let gc = conn.generate_id().map_err(|e| x11(&e))?;
         conn.create_gc(gc, root, &Default::default())
             .map_err(|e| x11(&e))?;
@@ -110,29 +112,24 @@ impl Xvfb {
             .map_err(|e| x11(&e))?;
         }
         conn.free_gc(gc).map_err(|e| x11(&e))?;
-        conn.get_input_focus()
-            .map_err(|e| x11(&e))?
-            .reply()
-            .map_err(|e| x11(&e))?;
-        Ok(())
+        sync(&conn).map_err(|e| x11(&e))
     }
 
     /// Moves the pointer to (`x`, `y`).
     pub fn point_at(&self, x: i16, y: i16) -> Result<()> {
         let x11 = |e: &dyn std::fmt::Display| HarnessError::Tool(format!("Xvfb pointer: {e}"));
-        let (conn, screen) = x11rb::connect(Some(&self.display)).map_err(|e| x11(&e))?;
-        let root = conn
-            .setup()
-            .roots
-            .get(screen)
-            .ok_or_else(|| x11(&"no such screen"))?
-            .root;
+        let (conn, root) = self.connect().map_err(|e| x11(&e))?;
         conn.warp_pointer(x11rb::NONE, root, 0, 0, 0, 0, x, y)
             .map_err(|e| x11(&e))?;
-        conn.get_input_focus()
-            .map_err(|e| x11(&e))?
-            .reply()
-            .map_err(|e| x11(&e))?;
-        Ok(())
+        sync(&conn).map_err(|e| x11(&e))
     }
+}
+
+/// Returns once the server has handled everything sent before.
+fn sync(conn: &RustConnection) -> std::result::Result<(), String> {
+    conn.get_input_focus()
+        .map_err(|e| e.to_string())?
+        .reply()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
