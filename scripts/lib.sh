@@ -7,7 +7,8 @@ RUN_PACKAGES="build-essential pkg-config cmake libclang-dev curl ca-certificates
   libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxi6 libxrandr2
   xvfb xauth openssl"
 # Real servers and peers the tests talk to.
-TEST_PACKAGES="prosody ejabberd kamailio kamailio-tls-modules linphone-cli baresip-core sip-tester microsocks"
+TEST_PACKAGES="prosody ejabberd kamailio kamailio-tls-modules linphone-cli baresip-core sip-tester microsocks
+  qemu-system-x86 busybox-static"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -46,4 +47,28 @@ ensure_rust() {
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
+}
+
+# A Debian kernel and its media modules, for the camera tests: they boot it under qemu
+# with the V4L2 test driver (vivid) as a real /dev/video0, which this machine's own
+# kernel may not have. Unpacked once into the cache; the tests find it by
+# $HUSH_TEST_KERNEL.
+ensure_test_kernel() {
+  dir="${XDG_CACHE_HOME:-$HOME/.cache}/hushphone-kernel"
+  export HUSH_TEST_KERNEL="$dir"
+  [ -f "$dir/vmlinuz" ] && [ -d "$dir/modules" ] && return 0
+  [ "$(dpkg --print-architecture)" = amd64 ] || { echo "The camera tests need an amd64 kernel"; return 1; }
+  pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')"
+  echo "Fetching $pkg for the camera tests"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && chmod 777 . &&
+    { apt-get download -q "$pkg" >/dev/null 2>&1 ||
+      { as_root apt-get update -qq && apt-get download -q "$pkg" >/dev/null; }; })
+  dpkg-deb --fsys-tarfile "$tmp"/*.deb |
+    tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './lib/modules/*/kernel/drivers/media/*'
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp "$tmp"/boot/vmlinuz-* "$dir/vmlinuz"
+  mv "$tmp"/lib/modules/*/kernel/drivers/media "$dir/modules"
+  rm -rf "$tmp"
 }

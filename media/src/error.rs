@@ -34,6 +34,10 @@ pub enum MediaError {
     /// The video codec failed (a frame it could not decode: ask for a key frame).
     #[error("{0}")]
     Codec(String),
+    /// The camera cannot be opened or stopped delivering (said as the user should
+    /// read it: which device, what it refused).
+    #[error("camera: {0}")]
+    Camera(String),
     /// A configuration value is not acceptable.
     #[error("{0}")]
     InvalidInput(String),

@@ -9,6 +9,7 @@ pub mod zrtp;
 pub use error::MediaError;
 pub mod analysis;
 pub mod audio;
+pub mod camera;
 pub mod codec;
 pub mod driver;
 pub mod dtmf;

@@ -1,0 +1,468 @@
+//! A camera as a call's video source: V4L2 capture by memory-mapped streaming, the
+//! newest picture converted to I420. The device is non-blocking: the media thread asks
+//! for a picture when one is due and gets the newest one the camera has finished (or
+//! none yet), so a slow or stalled camera never holds up the call's audio.
+
+pub mod convert;
+mod v4l2;
+
+use crate::MediaError;
+use crate::video::{I420Frame, MAX_HEIGHT, MAX_WIDTH, VideoSource};
+pub use convert::{Captured, PixelLayout, fourcc, fourcc_text, to_i420};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Buffers asked of the driver: one being filled, one ready, one being read, a spare.
+const BUFFERS: u32 = 4;
+/// The most buffers we map, whatever the driver grants.
+const MAX_BUFFERS: u32 = 16;
+/// The largest buffer we map (a 4K picture at 4 bytes a pixel is 33 MB).
+const MAX_BUFFER_BYTES: u32 = 64 << 20;
+
+/// A camera the system has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraInfo {
+    /// Its device node (`/dev/video0`).
+    pub path: PathBuf,
+    /// The driver's name for it (`Integrated Camera`).
+    pub name: String,
+}
+
+/// The cameras under `/dev`: video nodes that capture by streaming (a USB camera's
+/// second, metadata node is left out), in device-number order.
+pub fn list_cameras() -> Vec<CameraInfo> {
+    list_cameras_in(Path::new("/dev"))
+}
+
+fn list_cameras_in(dir: &Path) -> Vec<CameraInfo> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<(u32, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("video")?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    nodes.sort();
+    nodes
+        .into_iter()
+        .take(64)
+        .filter_map(|(_, path)| {
+            let file = open_node(&path).ok()?;
+            match v4l2::query(&file) {
+                Ok((name, true)) => Some(CameraInfo { path, name }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn open_node(path: &Path) -> Result<File, MediaError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| MediaError::Camera(format!("{}: {e}", path.display())))?;
+    if !meta.file_type().is_char_device() {
+        return Err(MediaError::Camera(format!(
+            "{}: not a camera device",
+            path.display()
+        )));
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| MediaError::Camera(format!("{}: {e}", path.display())))
+}
+
+/// What to ask of a camera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraOptions {
+    /// The device node.
+    pub path: PathBuf,
+    /// The picture size wanted; the camera gives the nearest it has.
+    pub size: (u32, u32),
+    /// Pictures a second wanted.
+    pub fps: u32,
+    /// Only this layout (tests of each conversion); `None`: the best the camera has.
+    pub layout: Option<PixelLayout>,
+}
+
+impl CameraOptions {
+    /// 640×480 at 15 pictures a second: what a call sends by default.
+    pub fn new(path: impl Into<PathBuf>) -> CameraOptions {
+        CameraOptions {
+            path: path.into(),
+            size: (640, 480),
+            fps: 15,
+            layout: None,
+        }
+    }
+}
+
+/// One mapped driver buffer.
+struct Mapped {
+    map: memmap2::Mmap,
+    index: u32,
+}
+
+/// A V4L2 camera, streaming.
+pub struct Camera {
+    // Declared before `file`: unmapped before the device is closed.
+    buffers: Vec<Mapped>,
+    file: File,
+    name: String,
+    size: (u32, u32),
+    stride: usize,
+    layout: PixelLayout,
+    fps: u32,
+    streaming: bool,
+    captured: u64,
+}
+
+impl std::fmt::Debug for Camera {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Camera")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("layout", &self.layout)
+            .field("fps", &self.fps)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(what: &str, e: std::io::Error) -> MediaError {
+    MediaError::Camera(format!("the camera refused {what}: {e}"))
+}
+
+impl Camera {
+    /// Opens the camera and starts it streaming.
+    pub fn open(options: &CameraOptions) -> Result<Camera, MediaError> {
+        let path = &options.path;
+        let file = open_node(path)?;
+        let (name, captures) = v4l2::query(&file)
+            .map_err(|e| MediaError::Camera(format!("{}: {e}", path.display())))?;
+        if !captures {
+            return Err(MediaError::Camera(format!(
+                "{} ({name}) does not capture video",
+                path.display()
+            )));
+        }
+        let layout = choose_layout(&file, options.layout)
+            .map_err(|e| MediaError::Camera(format!("{} ({name}): {e}", path.display())))?;
+        let (size, stride) = set_format(&file, layout, options.size)?;
+        let fps = set_rate(&file, options.fps.clamp(1, 60));
+        let mut camera = Camera {
+            buffers: Vec::new(),
+            file,
+            name,
+            size,
+            stride,
+            layout,
+            fps,
+            streaming: false,
+            captured: 0,
+        };
+        camera.map_buffers()?;
+        let mut kind: libc::c_int = v4l2::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
+        v4l2::ioctl(&camera.file, v4l2::STREAMON, &mut kind).map_err(|e| failed("to start", e))?;
+        camera.streaming = true;
+        tracing::debug!(camera = ?camera, "camera streaming");
+        Ok(camera)
+    }
+
+    /// The driver's name for it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The layout it delivers.
+    pub fn layout(&self) -> PixelLayout {
+        self.layout
+    }
+
+    fn map_buffers(&mut self) -> Result<(), MediaError> {
+        let mut req = v4l2::RequestBuffers {
+            count: BUFFERS,
+            kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
+            memory: v4l2::MEMORY_MMAP,
+            ..v4l2::Plain::zeroed()
+        };
+        v4l2::ioctl(&self.file, v4l2::REQBUFS, &mut req)
+            .map_err(|e| failed("memory-mapped capture", e))?;
+        if req.count == 0 {
+            return Err(MediaError::Camera("the camera gave no buffers".into()));
+        }
+        for index in 0..req.count.min(MAX_BUFFERS) {
+            let mut buf = v4l2::Buffer {
+                index,
+                kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
+                memory: v4l2::MEMORY_MMAP,
+                ..v4l2::Plain::zeroed()
+            };
+            v4l2::ioctl(&self.file, v4l2::QUERYBUF, &mut buf)
+                .map_err(|e| failed("to describe a buffer", e))?;
+            if buf.length == 0 || buf.length > MAX_BUFFER_BYTES {
+                return Err(MediaError::Camera(format!(
+                    "the camera offered a buffer of {} bytes",
+                    buf.length
+                )));
+            }
+            // SAFETY: a shared, read-only mapping of a buffer the driver allocated for
+            // this open file; it is read only between DQBUF and QBUF, while the driver
+            // does not write it (V4L2's streaming contract), and unmapped (dropped)
+            // before the file is closed.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(u64::from(buf.mmap_offset()))
+                    .len(buf.length as usize)
+                    .map(&self.file)
+            }
+            .map_err(|e| failed("to map a buffer", e))?;
+            self.buffers.push(Mapped { map, index });
+            self.queue(index)?;
+        }
+        Ok(())
+    }
+
+    fn queue(&self, index: u32) -> Result<(), MediaError> {
+        let mut buf = v4l2::Buffer {
+            index,
+            kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
+            memory: v4l2::MEMORY_MMAP,
+            ..v4l2::Plain::zeroed()
+        };
+        v4l2::ioctl(&self.file, v4l2::QBUF, &mut buf).map_err(|e| failed("a buffer back", e))
+    }
+
+    /// A filled buffer, if one is ready.
+    fn dequeue(&self) -> Result<Option<v4l2::Buffer>, MediaError> {
+        let mut buf = v4l2::Buffer {
+            kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
+            memory: v4l2::MEMORY_MMAP,
+            ..v4l2::Plain::zeroed()
+        };
+        match v4l2::ioctl(&self.file, v4l2::DQBUF, &mut buf) {
+            Ok(()) => Ok(Some(buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(MediaError::Camera(format!("the camera stopped: {e}"))),
+        }
+    }
+
+    /// The newest finished picture, converted; `None` when none is ready.
+    fn newest(&mut self) -> Result<Option<I420Frame>, MediaError> {
+        let mut newest: Option<v4l2::Buffer> = None;
+        // Every ready buffer but the newest goes straight back to the driver.
+        for _ in 0..self.buffers.len() {
+            let Some(buf) = self.dequeue()? else { break };
+            if let Some(older) = newest.replace(buf) {
+                self.queue(older.index)?;
+            }
+        }
+        let Some(buf) = newest else { return Ok(None) };
+        let picture = self.convert(&buf);
+        self.queue(buf.index)?;
+        match picture {
+            Ok(p) => {
+                self.captured += 1;
+                Ok(Some(p))
+            }
+            // A picture the driver marked damaged is skipped; the next one will do.
+            Err(e) if buf.flags & v4l2::BUF_FLAG_ERROR != 0 => {
+                tracing::debug!(error = %e, "a damaged camera picture skipped");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn convert(&self, buf: &v4l2::Buffer) -> Result<I420Frame, MediaError> {
+        if buf.flags & v4l2::BUF_FLAG_ERROR != 0 {
+            return Err(MediaError::Camera("a damaged picture".into()));
+        }
+        let mapped = self
+            .buffers
+            .iter()
+            .find(|m| m.index == buf.index)
+            .ok_or_else(|| {
+                MediaError::Camera("the camera returned a buffer it never had".into())
+            })?;
+        let used = (buf.bytesused as usize).min(mapped.map.len());
+        to_i420(&Captured {
+            data: &mapped.map[..used],
+            size: self.size,
+            stride: self.stride,
+            layout: self.layout,
+        })
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        if self.streaming {
+            let mut kind: libc::c_int = v4l2::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
+            if let Err(e) = v4l2::ioctl(&self.file, v4l2::STREAMOFF, &mut kind) {
+                tracing::debug!(error = %e, "camera stop");
+            }
+        }
+    }
+}
+
+impl VideoSource for Camera {
+    fn fps(&self) -> u32 {
+        self.fps
+    }
+
+    fn size(&self) -> (u32, u32) {
+        self.size
+    }
+
+    fn next_frame(&mut self) -> Result<Option<I420Frame>, MediaError> {
+        self.newest()
+    }
+
+    fn capture_stats(&self) -> Option<crate::video::CaptureStats> {
+        Some(crate::video::CaptureStats {
+            captured: self.captured,
+            unchanged: 0,
+        })
+    }
+}
+
+/// The layout to ask for: `only` if the camera has it, else the first of ours it has.
+fn choose_layout(file: &File, only: Option<PixelLayout>) -> Result<PixelLayout, MediaError> {
+    let mut offered = Vec::new();
+    for index in 0..64 {
+        let mut desc = v4l2::FmtDesc {
+            index,
+            kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
+            ..v4l2::Plain::zeroed()
+        };
+        if v4l2::ioctl(file, v4l2::ENUM_FMT, &mut desc).is_err() {
+            break;
+        }
+        offered.push(desc.pixelformat);
+    }
+    let ours = |l: &PixelLayout| offered.contains(&l.fourcc());
+    let chosen = match only {
+        Some(l) => Some(l).filter(ours),
+        None => PixelLayout::PREFERRED.into_iter().find(ours),
+    };
+    chosen.ok_or_else(|| {
+        let names: Vec<String> = offered.iter().map(|&c| fourcc_text(c)).collect();
+        MediaError::Camera(format!(
+            "it offers {} and Hushphone reads {}",
+            if names.is_empty() {
+                "no picture format".to_string()
+            } else {
+                names.join(", ")
+            },
+            PixelLayout::PREFERRED
+                .iter()
+                .map(|l| fourcc_text(l.fourcc()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+/// Asks for `layout` at about `size`; returns the size and row stride granted.
+fn set_format(
+    file: &File,
+    layout: PixelLayout,
+    size: (u32, u32),
+) -> Result<((u32, u32), usize), MediaError> {
+    let mut format = v4l2::Format {
+        kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
+        ..v4l2::Plain::zeroed()
+    };
+    let pix = v4l2::PixFormat {
+        width: size.0,
+        height: size.1,
+        pixelformat: layout.fourcc(),
+        field: v4l2::FIELD_ANY,
+        ..v4l2::Plain::zeroed()
+    };
+    format.pix = v4l2::FormatUnion { pix };
+    v4l2::ioctl(file, v4l2::S_FMT, &mut format).map_err(|e| failed("the picture format", e))?;
+    // SAFETY: for a capture buffer type the kernel fills the union's `pix` member, and
+    // any bytes are a valid PixFormat (plain integers).
+    let got = unsafe { format.pix.pix };
+    if got.pixelformat != layout.fourcc() {
+        return Err(MediaError::Camera(format!(
+            "asked for {}, the camera gave {}",
+            fourcc_text(layout.fourcc()),
+            fourcc_text(got.pixelformat)
+        )));
+    }
+    if got.field != v4l2::FIELD_NONE && got.field != v4l2::FIELD_ANY {
+        return Err(MediaError::Camera(
+            "the camera sends interlaced pictures, which Hushphone does not read".into(),
+        ));
+    }
+    if got.width == 0 || got.height == 0 || got.width > MAX_WIDTH || got.height > MAX_HEIGHT {
+        return Err(MediaError::Camera(format!(
+            "the camera's pictures are {}x{}",
+            got.width, got.height
+        )));
+    }
+    Ok(((got.width, got.height), got.bytesperline as usize))
+}
+
+/// Asks for `fps`; returns the rate the camera says it will keep (`fps` when it does
+/// not say).
+fn set_rate(file: &File, fps: u32) -> u32 {
+    let mut parm = v4l2::StreamParm {
+        kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
+        ..v4l2::Plain::zeroed()
+    };
+    parm.parm = v4l2::ParmUnion {
+        capture: v4l2::CaptureParm {
+            timeperframe: v4l2::Fraction {
+                numerator: 1,
+                denominator: fps,
+            },
+            ..v4l2::Plain::zeroed()
+        },
+    };
+    if let Err(e) = v4l2::ioctl(file, v4l2::S_PARM, &mut parm) {
+        tracing::debug!(error = %e, "the camera keeps its own frame rate");
+        return fps;
+    }
+    // SAFETY: for a capture buffer type the kernel fills `capture`; plain integers.
+    let got = unsafe { parm.parm.capture };
+    let t = got.timeperframe;
+    if got.capability & v4l2::CAP_TIMEPERFRAME == 0 || t.numerator == 0 || t.denominator == 0 {
+        return fps;
+    }
+    (t.denominator.saturating_add(t.numerator / 2) / t.numerator).clamp(1, 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_that_is_no_camera_is_said_plainly() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("video0");
+        std::fs::write(&file, b"not a camera").expect("write");
+        let missing =
+            Camera::open(&CameraOptions::new(dir.path().join("video9"))).expect_err("no such node");
+        assert!(missing.to_string().contains("video9"), "{missing}");
+        let plain = Camera::open(&CameraOptions::new(&file)).expect_err("a file");
+        assert!(plain.to_string().contains("not a camera device"), "{plain}");
+        // /dev/null is a character device, but no video device.
+        let null = Camera::open(&CameraOptions::new("/dev/null")).expect_err("not video");
+        assert!(null.to_string().contains("not a video device"), "{null}");
+        // A directory of nodes that are no cameras lists none.
+        assert!(list_cameras_in(dir.path()).is_empty());
+    }
+}
