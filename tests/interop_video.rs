@@ -265,7 +265,11 @@ fn video_added_to_a_voice_call_with_linphonec_is_keyed_and_shown_then_removed() 
     // Video added by re-INVITE: linphonec takes it, keys it in multistream mode from
     // the call's exchange, and shows our pictures.
     phone
-        .execute_blocking(Do::Video { call, on: true })
+        .execute_blocking(Do::Video {
+            call,
+            on: true,
+            camera: None,
+        })
         .expect("add video");
     until_call(&phone, "keyed video", |c| {
         c.streams.len() == 2
@@ -302,7 +306,11 @@ fn video_added_to_a_voice_call_with_linphonec_is_keyed_and_shown_then_removed() 
     });
     // Removed: the call goes on as a secure voice call.
     phone
-        .execute_blocking(Do::Video { call, on: false })
+        .execute_blocking(Do::Video {
+            call,
+            on: false,
+            camera: None,
+        })
         .expect("remove video");
     until_call(&phone, "a secure voice call again", |c| {
         c.streams.len() == 1

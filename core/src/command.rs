@@ -45,6 +45,9 @@ pub enum VideoSourceSpec {
     Pattern,
     /// A Y4M file, looped.
     File(std::path::PathBuf),
+    /// A V4L2 camera (`/dev/video0`), at 640×480 and 15 pictures a second or the
+    /// nearest it has.
+    Camera(std::path::PathBuf),
     /// The screen (screen sharing): signalled as `a=content:slides`, encoded for
     /// screen content.
     Screen(ScreenSpec),
@@ -191,6 +194,8 @@ pub enum Command {
     StopAudioCheck,
     /// List the sound cards' input and output devices.
     ListAudioDevices,
+    /// List the cameras (video capture devices).
+    ListCameras,
     /// List the keys of call peers whose SAS was verified (one entry per key).
     ListVerifiedPeers,
     /// List the keys a call peer's address has presented, the last seen first, so the
@@ -429,6 +434,9 @@ pub enum Command {
         call: CallId,
         /// Video or not.
         on: bool,
+        /// What to send when video starts (the window's chosen camera); `None`: what
+        /// the call was placed or answered with, else the test pattern. Not a screen.
+        camera: Option<VideoSourceSpec>,
     },
     /// Share the screen in a call (in place of the camera, or as its first video), or
     /// stop sharing (back to the camera, or to a voice call). The peer is told by
@@ -499,6 +507,7 @@ impl Command {
             Command::CheckAudio { .. } => "check audio",
             Command::StopAudioCheck => "stop the audio check",
             Command::ListAudioDevices => "list audio devices",
+            Command::ListCameras => "list cameras",
             Command::ListVerifiedPeers => "list verified peers",
             Command::PeerKeys { .. } => "list a peer's keys",
             Command::JoinRoom { .. } => "join room",
@@ -530,6 +539,8 @@ pub enum Reply {
         /// Speakers.
         outputs: Vec<String>,
     },
+    /// The cameras found (none without one).
+    Cameras(Vec<crate::CameraInfo>),
     /// The microphone level of a running audio check.
     AudioMeter(hush_media::audio::LevelMeter),
     /// OTR files in Pidgin's formats: `otr.private_key` and `otr.fingerprints`.

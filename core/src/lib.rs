@@ -25,6 +25,7 @@ pub use call::{CallPictures, Resolver};
 pub use command::{Command, Reply};
 pub use event::{Event, MAKE_OTR_KEY};
 /// A picture of a video call, as [`CallPictures`] holds it.
+pub use hush_media::camera::CameraInfo;
 pub use hush_media::video::I420Frame;
 pub use phone::Phone;
 pub use snapshot::Snapshot;

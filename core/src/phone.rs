@@ -821,6 +821,11 @@ impl Core {
                         .map_err(|e| CoreError::Call(e.to_string()))?;
                 Reply::AudioDevices { inputs, outputs }
             }
+            Command::ListCameras => Reply::Cameras(
+                tokio::task::spawn_blocking(hush_media::camera::list_cameras)
+                    .await
+                    .map_err(|e| CoreError::Call(e.to_string()))?,
+            ),
             Command::StopAudioCheck => {
                 if let Some(check) = self.audio_check.take() {
                     let _ = tokio::task::spawn_blocking(move || drop(check)).await;
@@ -1001,8 +1006,8 @@ impl Core {
                 self.calls.camera(call, on, &mut events)?;
                 Reply::Done
             }
-            Command::Video { call, on } => {
-                self.calls.video(call, on, &mut events)?;
+            Command::Video { call, on, camera } => {
+                self.calls.video(call, on, camera, &mut events)?;
                 Reply::Done
             }
             Command::ShareScreen { call, on, screen } => {

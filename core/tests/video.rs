@@ -245,7 +245,11 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
         // Added by the caller: keyed in multistream from the call's exchange, with
         // its SAS; the callee watches, its camera off until it turns it on.
         caller
-            .execute_blocking(Command::Video { call, on: true })
+            .execute_blocking(Command::Video {
+                call,
+                on: true,
+                camera: None,
+            })
             .expect("add video");
         until(&caller, call, "keyed video", keyed);
         until(&callee, theirs, "keyed video at the callee", keyed);
@@ -267,7 +271,11 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
         assert_eq!(sas[0], sas[1]);
         // Removed: both sides back to audio, still secure.
         caller
-            .execute_blocking(Command::Video { call, on: false })
+            .execute_blocking(Command::Video {
+                call,
+                on: false,
+                camera: None,
+            })
             .expect("remove video");
         until(&callee, theirs, "audio alone at the callee", |c| {
             c.is_some_and(|c| c.streams.len() == 1 && c.security.is_encrypted())
@@ -278,7 +286,11 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
     }
     // The callee turns its camera on in the video the caller added: its pictures flow.
     caller
-        .execute_blocking(Command::Video { call, on: true })
+        .execute_blocking(Command::Video {
+            call,
+            on: true,
+            camera: None,
+        })
         .expect("add video");
     until(&callee, theirs, "keyed video at the callee", keyed);
     callee
@@ -488,7 +500,11 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
     caller.execute_blocking(share.clone()).expect("share again");
     shows_pattern_at(&callee, theirs, (640, 360), "the callee");
     caller
-        .execute_blocking(Command::Video { call, on: false })
+        .execute_blocking(Command::Video {
+            call,
+            on: false,
+            camera: None,
+        })
         .expect("stop video");
     until(&caller, call, "no video, no sharing", |c| {
         c.is_some_and(|c| c.streams.len() == 1 && !c.sharing_screen)

@@ -39,9 +39,14 @@ pub(crate) struct AudioArgs {
     /// Offer (or accept) video too.
     #[arg(long)]
     video: bool,
-    /// Where our pictures come from: `pattern` (a moving test pattern, the default) or
-    /// a Y4M file (looped).
-    #[arg(long, value_name = "pattern|FILE.y4m", requires = "video")]
+    /// Where our pictures come from: `pattern` (a moving test pattern, the default),
+    /// `camera` (the first camera found), a camera's device (`/dev/video0`; list them
+    /// with `hushphone cameras`) or a Y4M file (looped).
+    #[arg(
+        long,
+        value_name = "pattern|camera|/dev/videoN|FILE.y4m",
+        requires = "video"
+    )]
     video_source: Option<String>,
     /// Record the peer's pictures to this Y4M file.
     #[arg(long, value_name = "FILE.y4m")]
@@ -123,29 +128,41 @@ impl AudioArgs {
         }
         let source = match self.video_source.as_deref() {
             None | Some("pattern") => VideoSourceSpec::Pattern,
+            Some("camera") => {
+                let first = hush_media::camera::list_cameras().into_iter().next();
+                let camera = first.ok_or_else(|| {
+                    CliError::Usage(
+                        "no camera found (give --video-source pattern or a .y4m file)".into(),
+                    )
+                })?;
+                VideoSourceSpec::Camera(camera.path)
+            }
             Some(file) => {
                 use std::os::unix::fs::FileTypeExt;
                 let path = PathBuf::from(file);
                 let meta = std::fs::metadata(&path).map_err(|e| {
-                    CliError::Usage(format!("{file}: {e} (give `pattern` or a .y4m file)"))
+                    CliError::Usage(format!(
+                        "{file}: {e} (give `pattern`, `camera`, a camera's device or a .y4m file)"
+                    ))
                 })?;
                 if meta.file_type().is_char_device() {
-                    return Err(CliError::Usage(format!(
-                        "{file}: camera capture is not available in this build yet; use \
-                         --video-source pattern or a .y4m file"
-                    )));
-                }
-                if !meta.is_file() {
+                    // Checked now, so a device that is no camera we can read is said
+                    // before any call.
+                    hush_media::camera::describe(&path)
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    VideoSourceSpec::Camera(path)
+                } else if meta.is_file() {
+                    // Read now, so a file that is not Y4M is said before any call.
+                    let opened = std::fs::File::open(&path)
+                        .map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
+                    hush_media::video::Y4mReader::new(std::io::BufReader::new(opened), true)
+                        .map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
+                    VideoSourceSpec::File(path)
+                } else {
                     return Err(CliError::Usage(format!(
                         "{file}: not a file (give `pattern` or a .y4m file)"
                     )));
                 }
-                // Read now, so a file that is not Y4M is said before any call.
-                let opened = std::fs::File::open(&path)
-                    .map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
-                hush_media::video::Y4mReader::new(std::io::BufReader::new(opened), true)
-                    .map_err(|e| CliError::Usage(format!("{file}: {e}")))?;
-                VideoSourceSpec::File(path)
             }
         };
         Ok(Some(VideoChoice {
@@ -523,6 +540,29 @@ pub(crate) fn audio_devices(phone: &Phone, out: &Out) -> Result<(), CliError> {
         for n in names {
             out.record("audio-device", &[("kind", kind.into()), ("name", n.into())]);
         }
+    }
+    Ok(())
+}
+
+/// Lists the cameras, one line each, for `--video-source`.
+pub(crate) fn cameras(phone: &Phone, out: &Out) -> Result<(), CliError> {
+    let Reply::Cameras(cameras) = phone.execute_blocking(Command::ListCameras)? else {
+        return Err(CliError::Usage("unexpected answer from the phone".into()));
+    };
+    if cameras.is_empty() {
+        out.record(
+            "cameras",
+            &[("devices", 0.into()), ("note", "no camera found".into())],
+        );
+    }
+    for c in cameras {
+        out.record(
+            "camera",
+            &[
+                ("device", c.path.display().to_string().into()),
+                ("name", c.name.into()),
+            ],
+        );
     }
     Ok(())
 }

@@ -94,6 +94,8 @@ enum Cmd {
     Xmpp(chat::XmppCmd),
     /// List the sound card's microphones and speakers (for --input-device/--output-device).
     AudioDevices,
+    /// List the cameras (for --video-source).
+    Cameras,
     /// Mark the key a peer last called with as verified, outside a call (you compared
     /// the code aloud on that call). Shows the key and asks first; --reset withdraws.
     SasVerified(calls::SasArgs),
@@ -159,6 +161,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::EchoTest { seconds } => calls::echo_test(&phone, seconds, &mut secrets, &out)?,
         Cmd::SasVerified(args) => calls::sas_verified(&phone, args, &mut secrets, &out)?,
         Cmd::AudioDevices => calls::audio_devices(&phone, &out)?,
+        Cmd::Cameras => calls::cameras(&phone, &out)?,
     }
     Ok(())
 }

@@ -50,6 +50,8 @@ pub(crate) struct Shell {
     pub(crate) audio: MediaChoice,
     /// The screen "Share screen" shares.
     pub(crate) screen: hush_core::command::ScreenSpec,
+    /// The camera video calls send.
+    pub(crate) camera: crate::camera::CameraChoice,
 }
 
 /// The application state egui calls every frame.
@@ -84,6 +86,7 @@ impl HushApp {
                     video: None,
                 },
                 screen: hush_core::command::ScreenSpec::default(),
+                camera: crate::camera::CameraChoice::default(),
             },
             events,
             master_password: String::new(),
@@ -209,6 +212,8 @@ impl HushApp {
     /// Draws one frame; separate from `eframe::App` so UI tests can drive it directly.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         self.drain_events();
+        let phone = self.shell.phone.clone();
+        self.shell.camera.update(ui.ctx(), &phone);
         let snap = self
             .fixed
             .clone()

@@ -38,9 +38,17 @@ pub(crate) struct CallsPage {
     video: HashMap<CallId, crate::video::CallTextures>,
 }
 
-/// The camera of a video call from the window: the test pattern (camera capture is
-/// not built yet).
-pub(crate) fn camera() -> VideoChoice {
+/// The camera of a video call from the window: the one chosen in Settings (the
+/// first camera found, else the test pattern).
+pub(crate) fn camera(shell: &Shell) -> VideoChoice {
+    VideoChoice {
+        source: shell.camera.source.clone(),
+        record: None,
+    }
+}
+
+/// The test pattern: what the echo test's far end sends back.
+fn pattern() -> VideoChoice {
     VideoChoice {
         source: VideoSourceSpec::Pattern,
         record: None,
@@ -88,7 +96,7 @@ impl Shell {
     /// pattern back, so both pictures and the keyed video stream can be seen.
     pub(crate) fn video_test(&mut self) {
         let audio = MediaChoice {
-            video: Some(camera()),
+            video: Some(camera(self)),
             ..self.audio.clone()
         };
         self.echo_test_with(audio);
@@ -113,7 +121,7 @@ impl Shell {
             auto_answer: Some(hush_core::command::MediaChoice {
                 source: hush_core::command::SourceSpec::Echo,
                 sink: hush_core::command::SinkSpec::Null,
-                video: audio.video.as_ref().map(|_| camera()),
+                video: audio.video.as_ref().map(|_| pattern()),
             }),
             policy: EncryptionPolicy::Mandatory,
         };
@@ -155,7 +163,7 @@ impl CallsPage {
                 "sip:friend@example.org",
                 false,
             );
-            for (label, video) in [("Call", None), ("Video call", Some(camera()))] {
+            for (label, video) in [("Call", None), ("Video call", Some(camera(shell)))] {
                 if ui.button(label).clicked() && !self.dial.trim().is_empty() {
                     let t = self.dial.trim().to_owned();
                     let direct = t.trim_start_matches("sip:").contains(':');
@@ -239,7 +247,7 @@ impl CallsPage {
                         shell.phone.send(Command::Answer {
                             call: c.id,
                             audio: MediaChoice {
-                                video: Some(camera()),
+                                video: Some(camera(shell)),
                                 ..shell.audio.clone()
                             },
                         });
@@ -364,12 +372,14 @@ impl CallsPage {
                         shell.phone.send(Command::Video {
                             call: c.id,
                             on: false,
+                            camera: None,
                         });
                     }
                 } else if live && ui.button("Start video").clicked() {
                     shell.phone.send(Command::Video {
                         call: c.id,
                         on: true,
+                        camera: Some(shell.camera.source.clone()),
                     });
                 }
                 if live {

@@ -163,7 +163,7 @@ impl ContactsPage {
                 shell.place_call_with(
                     sip,
                     format!("sip:{}", c.address),
-                    Some(crate::calls::camera()),
+                    Some(crate::calls::camera(shell)),
                 );
             }
             let share = ui

@@ -6,6 +6,7 @@ mod accounts;
 mod app;
 mod background;
 mod calls;
+mod camera;
 mod chat;
 mod contacts;
 mod sas;

@@ -1,4 +1,4 @@
-//! Settings: audio, private-chat keys and fingerprints, call verification, history and
+//! Settings: audio, camera, private-chat keys and fingerprints, call verification, history and
 //! the master password.
 
 use crate::app::Shell;
@@ -43,6 +43,8 @@ impl SettingsPage {
             .id_salt("settings")
             .show(ui, |ui| {
                 self.audio_settings(ui, shell);
+                ui.separator();
+                shell.camera.settings(ui);
                 ui.separator();
                 self.otr_settings(ui, snap, shell);
                 ui.separator();

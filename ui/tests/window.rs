@@ -3,6 +3,7 @@
 //! Prosody and ejabberd (padlock states, the fingerprint field going red then green, an SMP failure
 //! shown), contacts and their requests, and the account form's errors.
 
+use eframe::egui::accesskit::Toggled;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use hush_core::model::{AccountSettings, XmppSettings};
@@ -654,4 +655,37 @@ fn echo_test_without_a_sound_card_says_so_and_offers_the_tone() {
     until(&mut h, &phone, "a secure echo call with the tone", |h| {
         has(h, "Security code")
     });
+}
+
+#[test]
+fn settings_offer_the_cameras_found_or_say_video_sends_the_test_pattern() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let phone = Arc::new(Phone::start(Profile::open(dir.path()).expect("profile")).expect("phone"));
+    let mut app = HushApp::new(phone.clone());
+    app.open_page("settings");
+    let mut h = Harness::builder()
+        .with_size((1280.0, 800.0))
+        .build_ui(|ui| app.ui(ui));
+    until(&mut h, &phone, "the camera list", |h| {
+        !has(h, "Looking for cameras")
+    });
+    let pattern = h.get_by_label("Test pattern (moving colour bars), no camera");
+    match hush_media::camera::list_cameras().first() {
+        // This machine has none: said, and the pattern is what calls send.
+        None => {
+            assert!(has(
+                &h,
+                "No camera found: video calls send the test pattern."
+            ));
+            assert_eq!(pattern.accesskit_node().toggled(), Some(Toggled::True));
+        }
+        // The first camera is chosen, over the pattern.
+        Some(c) => {
+            let label = format!("{} ({})", c.name, c.path.display());
+            let first = h.get_by_label(&label);
+            assert_eq!(first.accesskit_node().toggled(), Some(Toggled::True));
+            assert_eq!(pattern.accesskit_node().toggled(), Some(Toggled::False));
+        }
+    }
+    assert!(has(&h, "Look for cameras again"));
 }

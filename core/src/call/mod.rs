@@ -178,6 +178,8 @@ struct CallIo {
     share_pending: bool,
     /// A source opened for [`MediaAction::Source`], ready to hand to the media thread.
     next_source: Option<std::sync::Mutex<Box<dyn hush_media::video::VideoSource>>>,
+    /// The camera the user last started video with (Start video in the window).
+    camera: Option<VideoSourceSpec>,
 }
 
 /// What a new line needs.
@@ -249,7 +251,17 @@ impl CallIo {
             video_before_share: false,
             share_pending: false,
             next_source: None,
+            camera: None,
         }
+    }
+
+    /// What the call's camera is: the one video was last started with, else the one
+    /// the call was placed or answered with, else the test pattern.
+    fn camera(&self) -> VideoSourceSpec {
+        self.camera
+            .clone()
+            .or_else(|| self.audio.video.as_ref().map(|v| v.source.clone()))
+            .unwrap_or(VideoSourceSpec::Pattern)
     }
 }
 
@@ -1472,12 +1484,7 @@ impl CallLayer {
                     Some(s) => Ok(s),
                     None if !screen => {
                         io.screen = None;
-                        let camera = io
-                            .audio
-                            .video
-                            .as_ref()
-                            .map_or(VideoSourceSpec::Pattern, |v| v.source.clone());
-                        video::open_source(&camera)
+                        video::open_source(&io.camera())
                     }
                     None => Err(CoreError::Call("no screen was chosen to share".into())),
                 };
@@ -1542,10 +1549,24 @@ impl CallLayer {
     }
 
     /// Adds video to a call (camera on), or ends it; the peer is asked by re-INVITE.
-    pub(crate) fn video(&mut self, id: CallId, on: bool, events: &mut Vec<Event>) -> Result<()> {
+    pub(crate) fn video(
+        &mut self,
+        id: CallId,
+        on: bool,
+        camera: Option<VideoSourceSpec>,
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        if matches!(camera, Some(VideoSourceSpec::Screen(_))) {
+            return Err(CoreError::InvalidInput(
+                "a screen is shared with Share screen, not as a camera".into(),
+            ));
+        }
         if let Some(io) = self.io.get_mut(&id) {
             // "Start video" is the camera, whatever a share left behind.
             io.share_pending = false;
+            if on && camera.is_some() {
+                io.camera = camera;
+            }
         }
         if !on {
             return self.command(Input::RemoveVideo { id }, events);
@@ -1786,11 +1807,7 @@ impl CallLayer {
                     (None, true) => {
                         return Err(CoreError::Call("no screen was chosen to share".into()));
                     }
-                    (_, false) => io
-                        .audio
-                        .video
-                        .as_ref()
-                        .map_or(VideoSourceSpec::Pattern, |v| v.source.clone()),
+                    (_, false) => io.camera(),
                 };
                 let choice = VideoChoice {
                     source,

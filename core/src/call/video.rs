@@ -8,6 +8,7 @@ use super::policy_of;
 use crate::command::{MediaChoice, VideoChoice, VideoSourceSpec};
 use crate::error::{CoreError, Result};
 use crate::snapshot::CallId;
+use hush_media::camera::{Camera, CameraOptions};
 use hush_media::driver::{PreparedVideo, VideoSetup, Viewer};
 use hush_media::screen::{ScreenSource, X11Options};
 use hush_media::video::{
@@ -76,6 +77,15 @@ pub(super) fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>
                 CoreError::InvalidInput(format!("the video file {}: {e}", path.display()))
             })?;
             Box::new(Y4mReader::new(BufReader::new(file), true)?)
+        }
+        VideoSourceSpec::Camera(path) => {
+            let (w, h, fps) = PATTERN;
+            Box::new(Camera::open(&CameraOptions {
+                path: path.clone(),
+                size: (w, h),
+                fps,
+                layout: None,
+            })?)
         }
         VideoSourceSpec::Screen(s) => Box::new(ScreenSource::open(
             &X11Options {

@@ -82,6 +82,33 @@ fn open_node(path: &Path) -> Result<File, MediaError> {
         .map_err(|e| MediaError::Camera(format!("{}: {e}", path.display())))
 }
 
+/// The camera at `path`, if it is one Hushphone can capture from (a video capture
+/// node with a picture layout we read), without starting it: to say what is wrong
+/// before a call rather than during it.
+pub fn describe(path: &Path) -> Result<CameraInfo, MediaError> {
+    let (file, name) = open_capture(path)?;
+    choose_layout(&file, None)
+        .map_err(|e| MediaError::Camera(format!("{} ({name}): {e}", path.display())))?;
+    Ok(CameraInfo {
+        path: path.to_path_buf(),
+        name,
+    })
+}
+
+/// The node at `path`, opened, if it captures video; with its name.
+fn open_capture(path: &Path) -> Result<(File, String), MediaError> {
+    let file = open_node(path)?;
+    let (name, captures) = v4l2::query(&file)
+        .map_err(|e| MediaError::Camera(format!("{}: not a video device ({e})", path.display())))?;
+    if !captures {
+        return Err(MediaError::Camera(format!(
+            "{} ({name}) does not capture video",
+            path.display()
+        )));
+    }
+    Ok((file, name))
+}
+
 /// What to ask of a camera.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CameraOptions {

@@ -2,7 +2,6 @@
 //! structures are the kernel's UAPI (`linux/videodev2.h`), 64-bit layout; their sizes
 //! are checked at compile time, because each is also encoded in its ioctl number.
 
-use crate::MediaError;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
@@ -240,10 +239,9 @@ pub(crate) fn name(field: &[u8]) -> String {
 
 /// What a device node can do, by `VIDIOC_QUERYCAP`: its card name and whether it
 /// captures video by streaming I/O.
-pub(crate) fn query(file: &File) -> Result<(String, bool), MediaError> {
+pub(crate) fn query(file: &File) -> std::io::Result<(String, bool)> {
     let mut cap = Capability::zeroed();
-    ioctl(file, QUERYCAP, &mut cap)
-        .map_err(|e| MediaError::Camera(format!("not a video device ({e})")))?;
+    ioctl(file, QUERYCAP, &mut cap)?;
     let caps = if cap.capabilities & CAP_DEVICE_CAPS != 0 {
         cap.device_caps
     } else {

@@ -27,7 +27,7 @@ pub use prosody::Prosody;
 pub use relay::Relay;
 pub use sip_peer::{Challenger, SentInvite, SipPeer, header as sip_header, status as sip_status};
 pub use socks::Socks5;
-pub use vm::{Vm, test_kernel_dir};
+pub use vm::{VIVID_BARS, Vm, shows_vivid_bars, test_kernel_dir};
 pub use wav::{read_wav_lenient, write_wav};
 pub use xmpp_server::{ServerKind, XmppServer};
 pub use xvfb::Xvfb;

@@ -37,6 +37,57 @@ pub fn test_kernel_dir() -> PathBuf {
     cache.join("hushphone-kernel")
 }
 
+/// vivid's 75 % colour bars, left to right (white, yellow, cyan, green, magenta, red,
+/// blue, black), as BT.601 limited-range Y, U, V.
+pub const VIVID_BARS: [(u8, u8, u8); 8] = [
+    (180, 128, 128),
+    (162, 44, 142),
+    (131, 156, 44),
+    (112, 72, 58),
+    (84, 184, 198),
+    (65, 100, 212),
+    (35, 212, 114),
+    (16, 128, 128),
+];
+
+/// Whether a `width`×`height` picture, read by `pixel` (Y, U, V at x, y), shows vivid's
+/// colour bars: the mean of a patch in the middle of each bar, near the bottom (vivid
+/// writes its text at the top), within `tolerance` (the sum of the three differences).
+pub fn shows_vivid_bars(
+    width: u32,
+    height: u32,
+    pixel: impl Fn(u32, u32) -> Option<(u8, u8, u8)>,
+    tolerance: i32,
+) -> std::result::Result<(), String> {
+    let mut seen = Vec::new();
+    for bar in 0..8 {
+        let x0 = width * (2 * bar + 1) / 16;
+        let mut sum = [0i32; 3];
+        let mut n = 0;
+        for y in (height * 3 / 4)..(height * 3 / 4 + 8) {
+            for x in x0.saturating_sub(4)..x0 + 4 {
+                let (py, pu, pv) = pixel(x, y).ok_or("the picture is too small")?;
+                sum[0] += i32::from(py);
+                sum[1] += i32::from(pu);
+                sum[2] += i32::from(pv);
+                n += 1;
+            }
+        }
+        seen.push((sum[0] / n, sum[1] / n, sum[2] / n));
+    }
+    for (i, (got, want)) in seen.iter().zip(VIVID_BARS).enumerate() {
+        let off = (got.0 - i32::from(want.0)).abs()
+            + (got.1 - i32::from(want.1)).abs()
+            + (got.2 - i32::from(want.2)).abs();
+        if off > tolerance {
+            return Err(format!(
+                "bar {i} is {got:?}, not about {want:?} (all: {seen:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An initramfs being put together, then booted.
 pub struct Vm {
     kernel: PathBuf,
@@ -45,10 +96,14 @@ pub struct Vm {
     files: BTreeMap<String, Entry>,
     /// Modules to load, in order, with their parameters.
     load: Vec<(String, String)>,
+    cpus: u32,
 }
 
 enum Entry {
     Host(PathBuf, u32),
+    /// A program of ours, without its debugging information (a debug build's would
+    /// not fit in the machine's memory).
+    Stripped(PathBuf),
     Bytes(Vec<u8>, u32),
 }
 
@@ -73,10 +128,17 @@ impl Vm {
             modules,
             files: BTreeMap::new(),
             load: Vec::new(),
+            cpus: 1,
         };
         vm.files
             .insert("bin/busybox".into(), Entry::Host(busybox, 0o755));
         Ok(vm)
+    }
+
+    /// Emulates `n` processors (one host thread each).
+    pub fn cpus(mut self, n: u32) -> Vm {
+        self.cpus = n.clamp(1, 4);
+        self
     }
 
     /// Loads `module` (and what it depends on, first) at boot, with `params`.
@@ -141,7 +203,7 @@ impl Vm {
         }
         let guest = path.to_string_lossy().trim_start_matches('/').to_string();
         self.files
-            .insert(guest, Entry::Host(path.to_path_buf(), 0o755));
+            .insert(guest, Entry::Stripped(path.to_path_buf()));
         Ok(self)
     }
 
@@ -170,16 +232,20 @@ impl Vm {
             ));
         }
         init.push_str(&format!(
-            "cat > /script <<'HUSH_SCRIPT_END'\n{script}\nHUSH_SCRIPT_END\n\
-             sh /script; echo \"{EXIT_MARK} $?\"\npoweroff -f\n"
+            "sh /script; echo \"{EXIT_MARK} $?\"\npoweroff -f\n"
         ));
-        let vm = self.file("/init", init.into_bytes(), 0o755);
+        let vm = self.file("/init", init.into_bytes(), 0o755).file(
+            "/script",
+            script.as_bytes().to_vec(),
+            0o644,
+        );
         let initrd = work.path().join("initrd.cpio");
         vm.write_cpio(&initrd)?;
         let console = work.path().join("console.log");
         let log = std::fs::File::create(&console).map_err(io("console log"))?;
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"])
+        cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "2048"])
+            .args(["-smp", &vm.cpus.to_string()])
             .args([
                 "-nographic",
                 "-no-reboot",
@@ -267,6 +333,7 @@ impl Vm {
                     std::fs::read(p).map_err(io(format!("read {}", p.display())))?,
                     *mode,
                 ),
+                Entry::Stripped(p) => (stripped(p)?, 0o755),
                 Entry::Bytes(b, mode) => (b.clone(), *mode),
             };
             cpio_entry(&mut out, ino, path, 0o100_000 | mode, &bytes, (0, 0))?;
@@ -282,6 +349,22 @@ impl Vm {
         cpio_entry(&mut out, ino, "TRAILER!!!", 0, &[], (0, 0))?;
         out.flush().map_err(io("write initrd"))
     }
+}
+
+/// The program at `path` without debugging information (`objcopy --strip-debug`).
+fn stripped(path: &Path) -> Result<Vec<u8>> {
+    let dir = tempfile::tempdir().map_err(io("strip dir"))?;
+    let out = dir.path().join("program");
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(path)
+        .arg(&out)
+        .status()
+        .map_err(io("run objcopy"))?;
+    if !status.success() {
+        return Err(fail(format!("objcopy could not strip {}", path.display())));
+    }
+    std::fs::read(&out).map_err(io("read the stripped program"))
 }
 
 /// One `newc` record: a 110-byte ASCII header, the name, the data, each padded to 4.
