@@ -1,6 +1,5 @@
 //! BGRX pixels (what an X server with a 24-bit visual hands out) to I420, scaled to the
-//! size a call sends, with the cursor drawn in. One pass, nearest-neighbour sampling:
-//! a screen is mostly text and flat areas, where that keeps edges sharp.
+//! size a call sends, with the cursor drawn in.
 
 use crate::MediaError;
 use crate::video::I420Frame;
@@ -55,57 +54,78 @@ pub fn fit(width: u32, height: u32, max: (u32, u32)) -> (u32, u32) {
     (even(w), even(h))
 }
 
-fn luma(r: i32, g: i32, b: i32) -> u8 {
-    (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16).clamp(0, 255) as u8
+/// Converts captured screens to I420, keeping the buffer a scaled picture is sampled
+/// into from one picture to the next (a 1280×720 one is 3.7 MB).
+#[derive(Debug, Default)]
+pub struct BgrxConverter {
+    scaled: Vec<u8>,
 }
 
-/// `src` scaled to `out`'s size and converted (BT.601, studio range).
-pub fn bgrx_to_i420(src: &Bgrx<'_>, out: &mut I420Frame) -> Result<(), MediaError> {
-    src.check()?;
-    let (ow, oh) = (out.width(), out.height());
-    let (sw, sh) = (src.width, src.height);
-    // Source column and row of each output column and row.
-    let xs: Vec<u32> = (0..ow)
-        .map(|x| (u64::from(x) * u64::from(sw) / u64::from(ow)) as u32)
-        .collect();
-    let ys: Vec<u32> = (0..oh)
-        .map(|y| (u64::from(y) * u64::from(sh) / u64::from(oh)) as u32)
-        .collect();
-    // Source byte offsets of each sampled column, and of each sampled row.
-    let xo: Vec<usize> = xs.iter().map(|&x| x as usize * 4).collect();
-    let yo: Vec<usize> = ys.iter().map(|&y| y as usize * src.stride).collect();
-    let (ow, cw) = (ow as usize, out.chroma_width());
-    let (yp, up, vp) = out.planes_mut();
-    let data = src.data;
-    // One 2×2 block at a time: each sampled pixel is read once, for its luma and the
-    // block's chroma (the mean of the block).
-    for (cy, rows) in yo.chunks(2).enumerate() {
-        for (cx, cols) in xo.chunks(2).enumerate() {
-            let (mut r, mut g, mut b, mut n) = (0i32, 0i32, 0i32, 0i32);
-            for (dy, &row) in rows.iter().enumerate() {
-                let line = (cy * 2 + dy) * ow;
-                for (dx, &col) in cols.iter().enumerate() {
-                    let at = row + col;
-                    let Some(px) = data.get(at..at + 3) else {
-                        continue;
-                    };
-                    let (pb, pg, pr) = (i32::from(px[0]), i32::from(px[1]), i32::from(px[2]));
-                    yp[line + cx * 2 + dx] = luma(pr, pg, pb);
-                    r += pr;
-                    g += pg;
-                    b += pb;
-                    n += 1;
+impl BgrxConverter {
+    /// `src` scaled to `out`'s size (nearest neighbour: a screen is mostly text and
+    /// flat areas, where that keeps edges sharp) and converted (BT.601, studio range)
+    /// by the `yuv` crate's SIMD code.
+    pub fn convert(&mut self, src: &Bgrx<'_>, out: &mut I420Frame) -> Result<(), MediaError> {
+        src.check()?;
+        let (ow, oh) = (out.width(), out.height());
+        if (src.width, src.height) == (ow, oh) {
+            return to_planes(src.data, src.stride, out);
+        }
+        let (sw, sh) = (src.width, src.height);
+        let row = ow as usize * 4;
+        self.scaled.resize(row * oh as usize, 0);
+        // Source byte offset of each output column.
+        let cols: Vec<usize> = (0..u64::from(ow))
+            .map(|x| (x * u64::from(sw) / u64::from(ow)) as usize * 4)
+            .collect();
+        for (y, line) in self.scaled.chunks_exact_mut(row).enumerate() {
+            let sy = (y as u64 * u64::from(sh) / u64::from(oh)) as usize;
+            // Within the buffer: `check` proved every row up to `height` is there.
+            let Some(from) = src.data.get(sy * src.stride..sy * src.stride + sw as usize * 4)
+            else {
+                continue;
+            };
+            for (px, &at) in line.chunks_exact_mut(4).zip(&cols) {
+                if let Some(p) = from.get(at..at + 4) {
+                    px.copy_from_slice(p);
                 }
             }
-            let n = n.max(1);
-            let (r, g, b) = (r / n, g / n, b / n);
-            let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
-            let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
-            up[cy * cw + cx] = u.clamp(0, 255) as u8;
-            vp[cy * cw + cx] = v.clamp(0, 255) as u8;
         }
+        to_planes(&self.scaled, row, out)
     }
-    Ok(())
+}
+
+/// `data` (BGRX of `out`'s size, rows `stride` bytes apart) into `out`'s planes.
+fn to_planes(data: &[u8], stride: usize, out: &mut I420Frame) -> Result<(), MediaError> {
+    let (w, h) = (out.width(), out.height());
+    let cw = out.chroma_width() as u32;
+    let (y, u, v) = out.planes_mut();
+    let mut planes = yuv::YuvPlanarImageMut {
+        y_plane: yuv::BufferStoreMut::Borrowed(y),
+        y_stride: w,
+        u_plane: yuv::BufferStoreMut::Borrowed(u),
+        u_stride: cw,
+        v_plane: yuv::BufferStoreMut::Borrowed(v),
+        v_stride: cw,
+        width: w,
+        height: h,
+    };
+    let stride = u32::try_from(stride)
+        .map_err(|_| MediaError::InvalidInput("a screen row longer than 4 GB".into()))?;
+    yuv::bgra_to_yuv420(
+        &mut planes,
+        data,
+        stride,
+        yuv::YuvRange::Limited,
+        yuv::YuvStandardMatrix::Bt601,
+        yuv::YuvConversionMode::Balanced,
+    )
+    .map_err(|e| MediaError::InvalidInput(format!("screen conversion: {e}")))
+}
+
+/// [`BgrxConverter::convert`] once (a new sampling buffer each time).
+pub fn bgrx_to_i420(src: &Bgrx<'_>, out: &mut I420Frame) -> Result<(), MediaError> {
+    BgrxConverter::default().convert(src, out)
 }
 
 /// Draws a cursor (ARGB, premultiplied, as XFixes gives it) into BGRX pixels with its

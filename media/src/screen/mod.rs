@@ -8,7 +8,7 @@ pub mod x11;
 
 use crate::MediaError;
 use crate::video::{CaptureStats, I420Frame, VideoSource};
-pub use convert::{Bgrx, bgrx_to_i420, fit};
+pub use convert::{Bgrx, BgrxConverter, bgrx_to_i420, fit};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -112,6 +112,7 @@ fn run(
 ) {
     let interval = Duration::from_micros(1_000_000 / u64::from(fps));
     let mut next = Instant::now();
+    let mut converter = BgrxConverter::default();
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if next > now {
@@ -133,7 +134,7 @@ fn run(
                 return Ok(None);
             }
             let mut frame = I420Frame::black(size.0, size.1)?;
-            bgrx_to_i420(&capture.capture()?, &mut frame)?;
+            converter.convert(&capture.capture()?, &mut frame)?;
             Ok(Some(frame))
         });
         let Ok(mut l) = latest.lock() else { return };
