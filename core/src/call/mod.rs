@@ -1286,8 +1286,14 @@ impl CallLayer {
                     let Some(io) = self.io.get_mut(&id) else {
                         return;
                     };
-                    if io.channel.is_some() || io.reinvite.is_some() {
-                        // One is being answered (its video prepared): RFC 3261 §14.2.
+                    if io.reinvite.is_some() {
+                        // The peer's last one is still being answered (its video
+                        // prepared): 500 with Retry-After (RFC 3261 §14.2).
+                        tokio::spawn(reinvite.postpone());
+                        return;
+                    }
+                    if io.channel.is_some() {
+                        // Ours is under way (its video prepared): 491, as for glare.
                         tokio::spawn(reinvite.pending());
                         return;
                     }

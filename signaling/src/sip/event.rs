@@ -148,9 +148,10 @@ impl ReInvite {
         }
     }
 
-    /// Asks the peer to try again later (500, RFC 3261 §14.2) when we are too busy to
-    /// look at it; the call stays as it was.
-    pub(crate) async fn postpone(self) {
+    /// Asks the peer to try again later (500 with Retry-After, RFC 3261 §14.2): we
+    /// are too busy to look at it, or still answering its previous re-INVITE; the
+    /// call stays as it was.
+    pub async fn postpone(self) {
         let headers = vec![rsipstack::sip::Header::RetryAfter("1".into())];
         if let Err(e) = self
             .handle
