@@ -81,7 +81,9 @@ impl BgrxConverter {
         for (y, line) in self.scaled.chunks_exact_mut(row).enumerate() {
             let sy = (y as u64 * u64::from(sh) / u64::from(oh)) as usize;
             // Within the buffer: `check` proved every row up to `height` is there.
-            let Some(from) = src.data.get(sy * src.stride..sy * src.stride + sw as usize * 4)
+            let Some(from) = src
+                .data
+                .get(sy * src.stride..sy * src.stride + sw as usize * 4)
             else {
                 continue;
             };
