@@ -498,6 +498,7 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
         screen: Some(screen_of(&x)),
     };
     caller.execute_blocking(share.clone()).expect("share again");
+    let share_again = share.clone();
     shows_pattern_at(&callee, theirs, (640, 360), "the callee");
     caller
         .execute_blocking(Command::Video {
@@ -534,6 +535,46 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
     until(&caller, call, "a voice call again", |c| {
         c.is_some_and(|c| c.streams.len() == 1 && !c.sharing_screen)
     });
+    // Video started again with another camera (a 320x240 file, not the call's
+    // 640x480 pattern): sent, and what sharing goes back to.
+    let other = dir.path().join("other-camera.y4m");
+    let mut file = hush_media::video::Y4mWriter::new(
+        std::fs::File::create(&other).expect("camera file"),
+        15,
+    );
+    let small = TestPattern::new(320, 240, 15).expect("pattern");
+    for i in 0..15 {
+        file.write(&small.frame(i)).expect("write");
+    }
+    file.finish().expect("finish");
+    caller
+        .execute_blocking(Command::Video {
+            call,
+            on: true,
+            camera: Some(VideoSourceSpec::File(other)),
+        })
+        .expect("start video with another camera");
+    shows_pattern_at(&callee, theirs, (320, 240), "the callee");
+    caller.execute_blocking(share_again).expect("share once more");
+    shows_pattern_at(&callee, theirs, (640, 360), "the callee");
+    caller
+        .execute_blocking(Command::ShareScreen {
+            call,
+            on: false,
+            screen: None,
+        })
+        .expect("stop sharing");
+    shows_pattern_at(&callee, theirs, (320, 240), "the callee");
+    // A screen is no camera.
+    assert!(
+        caller
+            .execute_blocking(Command::Video {
+                call,
+                on: true,
+                camera: Some(VideoSourceSpec::Screen(screen_of(&x))),
+            })
+            .is_err()
+    );
     caller
         .execute_blocking(Command::Hangup { call })
         .expect("hang up");

@@ -1570,14 +1570,16 @@ impl CallLayer {
         if let Some(io) = self.io.get_mut(&id) {
             // "Start video" is the camera, whatever a share left behind.
             io.share_pending = false;
-            if on && camera.is_some() {
-                io.camera = camera;
-            }
         }
         if !on {
             return self.command(Input::RemoveVideo { id }, events);
         }
         self.core.can_add_video(id)?;
+        if let Some(io) = self.io.get_mut(&id)
+            && camera.is_some()
+        {
+            io.camera = camera;
+        }
         self.request_channel(id, None)
     }
 
@@ -1629,13 +1631,11 @@ impl CallLayer {
         if !sharing {
             return Err(bad("the screen is not shared in this call"));
         }
-        // Back to the camera if the call had video before; a camera that cannot be
-        // opened any more, or none, ends the video instead.
+        // Back to the camera if the call had video before (the one video was last
+        // started with); a camera that cannot be opened any more ends the video.
         let camera = io
             .video_before_share
-            .then(|| io.audio.video.clone())
-            .flatten()
-            .map(|c| video::open_source(&c.source));
+            .then(|| video::open_source(&io.camera()));
         match camera {
             Some(Ok(source)) => {
                 io.next_source = Some(std::sync::Mutex::new(source));
