@@ -538,10 +538,8 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
     // Video started again with another camera (a 320x240 file, not the call's
     // 640x480 pattern): sent, and what sharing goes back to.
     let other = dir.path().join("other-camera.y4m");
-    let mut file = hush_media::video::Y4mWriter::new(
-        std::fs::File::create(&other).expect("camera file"),
-        15,
-    );
+    let mut file =
+        hush_media::video::Y4mWriter::new(std::fs::File::create(&other).expect("camera file"), 15);
     let small = TestPattern::new(320, 240, 15).expect("pattern");
     for i in 0..15 {
         file.write(&small.frame(i)).expect("write");
@@ -555,7 +553,9 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
         })
         .expect("start video with another camera");
     shows_pattern_at(&callee, theirs, (320, 240), "the callee");
-    caller.execute_blocking(share_again).expect("share once more");
+    caller
+        .execute_blocking(share_again)
+        .expect("share once more");
     shows_pattern_at(&callee, theirs, (640, 360), "the callee");
     caller
         .execute_blocking(Command::ShareScreen {

@@ -401,6 +401,10 @@ impl VideoPart {
             None => VideoZrtp::None,
         };
         let fps = source.fps().clamp(1, 60);
+        let mut source = source;
+        if !sending {
+            source.pause(true)?;
+        }
         Ok(VideoPart {
             secured: None,
             stream: VideoStream::new(config, now)?,
@@ -484,6 +488,16 @@ impl VideoPart {
             &self.rtcp
         } else {
             &self.rtp
+        }
+    }
+
+    /// Tells the source whether its pictures are wanted (a camera stops streaming
+    /// while ours is off); a source that cannot follow ends the stream, with words.
+    fn pause_source(&mut self) {
+        if let Err(e) = self.source.pause(!self.sending) {
+            tracing::warn!(error = %e, "the video source failed; no more pictures");
+            self.sending = false;
+            self.stream.fail(format!("the video source failed: {e}"));
         }
     }
 
@@ -721,6 +735,7 @@ impl Loop {
                 if let Some(v) = &mut self.video {
                     v.sending = on;
                     v.next_frame = Instant::now();
+                    v.pause_source();
                 }
             }
             MediaCommand::VideoSource(SourceSwitch { source, screen }) => {
@@ -729,6 +744,7 @@ impl Loop {
                     v.interval = Duration::from_micros(1_000_000 / u64::from(fps));
                     v.next_frame = Instant::now();
                     v.source = source;
+                    v.pause_source();
                     if let Err(e) = v.stream.set_screen(screen) {
                         tracing::warn!(error = %e, "the encoder could not switch");
                     }

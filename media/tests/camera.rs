@@ -43,8 +43,27 @@ fn capture_inside() {
         assert_eq!(camera.size(), (640, 480), "{layout:?}");
         let picture = next_picture(&mut camera);
         assert_bars(&picture, &format!("{layout:?}"), 12);
-        assert!(camera.capture_stats().expect("counted").captured >= 1);
+        assert_eq!(camera.capture_stats().expect("counted").captured, 1);
     }
+    // Paused (our camera off): it stops streaming and gives nothing; resumed, it
+    // gives pictures again. An odd size asked for comes out even.
+    let mut options = CameraOptions::new("/dev/video0");
+    options.size = (641, 481);
+    let mut camera = Camera::open(&options).expect("opens");
+    assert_eq!(camera.size(), (640, 480));
+    next_picture(&mut camera);
+    camera.pause(true).expect("pauses");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        camera
+            .next_frame()
+            .expect("no error while paused")
+            .is_none()
+    );
+    camera.pause(false).expect("resumes");
+    next_picture(&mut camera);
+    assert_eq!(camera.capture_stats().expect("counted").captured, 2);
+    drop(camera);
     // Left to itself, the camera takes its best layout; its pictures go through VP8
     // and come back as the same bars.
     let mut camera = Camera::open(&CameraOptions::new("/dev/video0")).expect("opens");

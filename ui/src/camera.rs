@@ -17,6 +17,8 @@ pub(crate) struct CameraChoice {
     asked: bool,
     /// The user picked in Settings: a later look does not change the choice.
     picked: bool,
+    /// The camera the user picked was not found at the last look.
+    missing: Option<String>,
 }
 
 impl Default for CameraChoice {
@@ -27,6 +29,7 @@ impl Default for CameraChoice {
             cameras: None,
             asked: false,
             picked: false,
+            missing: None,
         }
     }
 }
@@ -46,12 +49,16 @@ impl CameraChoice {
             });
         }
         if let Some(cameras) = background::take(&self.found) {
-            let chosen_gone = matches!(&self.source, VideoSourceSpec::Camera(p)
-                if !cameras.iter().any(|c| &c.path == p));
-            if !self.picked || chosen_gone {
+            if !self.picked {
                 self.source = cameras.first().map_or(VideoSourceSpec::Pattern, |c| {
                     VideoSourceSpec::Camera(c.path.clone())
                 });
+            } else if let VideoSourceSpec::Camera(p) = &self.source
+                && !cameras.iter().any(|c| &c.path == p)
+            {
+                // Never another camera the user did not pick: the pattern, and said.
+                self.missing = Some(p.display().to_string());
+                self.source = VideoSourceSpec::Pattern;
             }
             self.cameras = Some(cameras);
         }
@@ -80,9 +87,18 @@ impl CameraChoice {
         if cameras.is_empty() {
             ui.label("No camera found: video calls send the test pattern.");
         }
+        if let Some(gone) = &self.missing {
+            ui.colored_label(
+                crate::widgets::RED,
+                format!(
+                    "The camera you chose ({gone}) is gone: video calls send the test pattern."
+                ),
+            );
+        }
         if source != self.source {
             self.source = source;
             self.picked = true;
+            self.missing = None;
         }
         if ui.button("Look for cameras again").clicked() {
             self.asked = false;

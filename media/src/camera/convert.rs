@@ -49,11 +49,27 @@ impl PixelLayout {
     }
 
     /// Bytes of one row of luma (packed: of the whole row) at the least.
-    fn min_stride(self, width: usize) -> usize {
+    pub fn min_stride(self, width: usize) -> usize {
         match self {
             PixelLayout::Yuyv | PixelLayout::Uyvy => 2 * width.div_ceil(2) * 2,
             _ => width,
         }
+    }
+
+    /// Bytes a picture of `height` rows `stride` apart takes (V4L2's layout: chroma
+    /// rows half the luma stride, or the same for NV12's interleaved plane); `None`
+    /// if that does not fit in memory.
+    pub fn picture_bytes(self, stride: usize, height: usize) -> Option<usize> {
+        let luma = stride.checked_mul(height)?;
+        let ch = height.div_ceil(2);
+        let chroma = match self {
+            PixelLayout::I420 | PixelLayout::Yv12 => {
+                (stride / 2).checked_mul(ch)?.checked_mul(2)?
+            }
+            PixelLayout::Nv12 => stride.checked_mul(ch)?,
+            PixelLayout::Yuyv | PixelLayout::Uyvy => 0,
+        };
+        luma.checked_add(chroma)
     }
 }
 
@@ -138,7 +154,21 @@ pub fn to_i420(c: &Captured<'_>) -> Result<I420Frame, MediaError> {
             c.stride
         )));
     }
-    let luma_bytes = c.stride.checked_mul(h).ok_or_else(|| short("size"))?;
+    // Odd sizes have no single chroma layout drivers agree on: refused (the camera is
+    // asked for even sizes).
+    if w % 2 != 0 || h % 2 != 0 {
+        return Err(MediaError::Camera(format!(
+            "a {width}x{height} picture: only even sizes are read"
+        )));
+    }
+    let needed = c
+        .layout
+        .picture_bytes(c.stride, h)
+        .ok_or_else(|| short("size"))?;
+    if c.data.len() < needed {
+        return Err(short("layout"));
+    }
+    let luma_bytes = c.stride * h;
     let (y, u, v) = frame.planes_mut();
     match c.layout {
         PixelLayout::I420 | PixelLayout::Yv12 => {
@@ -289,7 +319,7 @@ mod tests {
 
     #[test]
     fn packed_422_is_subsampled_by_averaging_two_rows() {
-        let (w, h) = (4usize, 3usize);
+        let (w, h) = (4usize, 4usize);
         let mut yuyv = Vec::new();
         let mut uyvy = Vec::new();
         for r in 0..h {
@@ -309,10 +339,13 @@ mod tests {
             })
             .expect("converts");
             let (y, u, v) = f.planes();
-            assert_eq!(y, &[0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23]);
-            // Rows 0 and 1 averaged (rounding up); the odd last row stands alone.
-            assert_eq!(u, &[110, 111, 140, 141]);
-            assert_eq!(v, &[190, 189, 160, 159]);
+            assert_eq!(
+                y,
+                &[0, 1, 2, 3, 10, 11, 12, 13, 20, 21, 22, 23, 30, 31, 32, 33]
+            );
+            // Rows 0 and 1 averaged, then rows 2 and 3.
+            assert_eq!(u, &[110, 111, 150, 151]);
+            assert_eq!(v, &[190, 189, 150, 149]);
         }
     }
 

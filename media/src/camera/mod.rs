@@ -19,6 +19,11 @@ const BUFFERS: u32 = 4;
 const MAX_BUFFERS: u32 = 16;
 /// The largest buffer we map (a 4K picture at 4 bytes a pixel is 33 MB).
 const MAX_BUFFER_BYTES: u32 = 64 << 20;
+/// Pictures in a row that may fail to convert (a short or damaged one) before the
+/// camera is taken to be broken: two seconds at 15 a second.
+const MAX_BAD_IN_A_ROW: u32 = 30;
+/// The device major number of V4L2 nodes (`/dev/video*`).
+const VIDEO_MAJOR: u32 = 81;
 
 /// A camera the system has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +34,9 @@ pub struct CameraInfo {
     pub name: String,
 }
 
-/// The cameras under `/dev`: video nodes that capture by streaming (a USB camera's
-/// second, metadata node is left out), in device-number order.
+/// The cameras under `/dev` we can capture from: video nodes that capture by
+/// streaming in a layout we read (a USB camera's second, metadata node, or an
+/// MJPEG-only or infrared one, is left out), in device-number order.
 pub fn list_cameras() -> Vec<CameraInfo> {
     list_cameras_in(Path::new("/dev"))
 }
@@ -55,20 +61,17 @@ fn list_cameras_in(dir: &Path) -> Vec<CameraInfo> {
     nodes
         .into_iter()
         .take(64)
-        .filter_map(|(_, path)| {
-            let file = open_node(&path).ok()?;
-            match v4l2::query(&file) {
-                Ok((name, true)) => Some(CameraInfo { path, name }),
-                _ => None,
-            }
-        })
+        .filter_map(|(_, path)| describe(&path).ok())
         .collect()
 }
 
 fn open_node(path: &Path) -> Result<File, MediaError> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path)
         .map_err(|e| MediaError::Camera(format!("{}: {e}", path.display())))?;
-    if !meta.file_type().is_char_device() {
+    // Only a video node is opened: opening some other devices does something (a
+    // watchdog arms).
+    if !meta.file_type().is_char_device() || libc::major(meta.rdev()) != VIDEO_MAJOR {
         return Err(MediaError::Camera(format!(
             "{}: not a camera device",
             path.display()
@@ -152,6 +155,8 @@ pub struct Camera {
     fps: u32,
     streaming: bool,
     captured: u64,
+    /// Pictures in a row that did not convert.
+    bad: u32,
 }
 
 impl std::fmt::Debug for Camera {
@@ -196,11 +201,10 @@ impl Camera {
             fps,
             streaming: false,
             captured: 0,
+            bad: 0,
         };
         camera.map_buffers()?;
-        let mut kind: libc::c_int = v4l2::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
-        v4l2::ioctl(&camera.file, v4l2::STREAMON, &mut kind).map_err(|e| failed("to start", e))?;
-        camera.streaming = true;
+        camera.start()?;
         tracing::debug!(camera = ?camera, "camera streaming");
         Ok(camera)
     }
@@ -236,7 +240,11 @@ impl Camera {
             };
             v4l2::ioctl(&self.file, v4l2::QUERYBUF, &mut buf)
                 .map_err(|e| failed("to describe a buffer", e))?;
-            if buf.length == 0 || buf.length > MAX_BUFFER_BYTES {
+            let needed = self
+                .layout
+                .picture_bytes(self.stride, self.size.1 as usize)
+                .unwrap_or(usize::MAX);
+            if (buf.length as usize) < needed || buf.length > MAX_BUFFER_BYTES {
                 return Err(MediaError::Camera(format!(
                     "the camera offered a buffer of {} bytes",
                     buf.length
@@ -254,9 +262,26 @@ impl Camera {
             }
             .map_err(|e| failed("to map a buffer", e))?;
             self.buffers.push(Mapped { map, index });
-            self.queue(index)?;
         }
         Ok(())
+    }
+
+    /// Hands every buffer to the driver and starts streaming.
+    fn start(&mut self) -> Result<(), MediaError> {
+        for m in &self.buffers {
+            self.queue(m.index)?;
+        }
+        let mut kind: libc::c_int = v4l2::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
+        v4l2::ioctl(&self.file, v4l2::STREAMON, &mut kind).map_err(|e| failed("to start", e))?;
+        self.streaming = true;
+        Ok(())
+    }
+
+    /// Stops streaming (the driver takes every buffer back).
+    fn stop(&mut self) -> Result<(), MediaError> {
+        let mut kind: libc::c_int = v4l2::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
+        self.streaming = false;
+        v4l2::ioctl(&self.file, v4l2::STREAMOFF, &mut kind).map_err(|e| failed("to stop", e))
     }
 
     fn queue(&self, index: u32) -> Result<(), MediaError> {
@@ -283,30 +308,56 @@ impl Camera {
         }
     }
 
-    /// The newest finished picture, converted; `None` when none is ready.
+    /// The newest finished picture, converted; `None` when none is ready. Every
+    /// buffer taken from the driver goes back to it, whatever fails.
     fn newest(&mut self) -> Result<Option<I420Frame>, MediaError> {
         let mut newest: Option<v4l2::Buffer> = None;
+        let mut failure = None;
         // Every ready buffer but the newest goes straight back to the driver.
         for _ in 0..self.buffers.len() {
-            let Some(buf) = self.dequeue()? else { break };
-            if let Some(older) = newest.replace(buf) {
-                self.queue(older.index)?;
+            match self.dequeue() {
+                Ok(Some(buf)) => {
+                    if let Some(older) = newest.replace(buf)
+                        && let Err(e) = self.queue(older.index)
+                    {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
-        let Some(buf) = newest else { return Ok(None) };
-        let picture = self.convert(&buf);
-        self.queue(buf.index)?;
+        let picture = newest.map(|buf| {
+            let picture = self.convert(&buf);
+            (picture, self.queue(buf.index))
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let Some((picture, queued)) = picture else {
+            return Ok(None);
+        };
+        queued?;
         match picture {
             Ok(p) => {
                 self.captured += 1;
+                self.bad = 0;
                 Ok(Some(p))
             }
-            // A picture the driver marked damaged is skipped; the next one will do.
-            Err(e) if buf.flags & v4l2::BUF_FLAG_ERROR != 0 => {
-                tracing::debug!(error = %e, "a damaged camera picture skipped");
+            // A damaged or short picture is skipped; the next one will do, unless
+            // none does for a while.
+            Err(e) => {
+                self.bad += 1;
+                if self.bad >= MAX_BAD_IN_A_ROW {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "a camera picture skipped");
                 Ok(None)
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -333,11 +384,10 @@ impl Camera {
 
 impl Drop for Camera {
     fn drop(&mut self) {
-        if self.streaming {
-            let mut kind: libc::c_int = v4l2::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
-            if let Err(e) = v4l2::ioctl(&self.file, v4l2::STREAMOFF, &mut kind) {
-                tracing::debug!(error = %e, "camera stop");
-            }
+        if self.streaming
+            && let Err(e) = self.stop()
+        {
+            tracing::debug!(error = %e, "camera stop");
         }
     }
 }
@@ -352,7 +402,18 @@ impl VideoSource for Camera {
     }
 
     fn next_frame(&mut self) -> Result<Option<I420Frame>, MediaError> {
+        if !self.streaming {
+            return Ok(None);
+        }
         self.newest()
+    }
+
+    fn pause(&mut self, paused: bool) -> Result<(), MediaError> {
+        match (paused, self.streaming) {
+            (true, true) => self.stop(),
+            (false, false) => self.start(),
+            _ => Ok(()),
+        }
     }
 
     fn capture_stats(&self) -> Option<crate::video::CaptureStats> {
@@ -410,14 +471,14 @@ fn set_format(
         kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
         ..v4l2::Plain::zeroed()
     };
-    let pix = v4l2::PixFormat {
-        width: size.0,
-        height: size.1,
+    // Even sizes: 4:2:0 and packed 4:2:2 pictures have one layout then.
+    format.pix.pix = v4l2::PixFormat {
+        width: (size.0 & !1).max(2),
+        height: (size.1 & !1).max(2),
         pixelformat: layout.fourcc(),
         field: v4l2::FIELD_ANY,
         ..v4l2::Plain::zeroed()
     };
-    format.pix = v4l2::FormatUnion { pix };
     v4l2::ioctl(file, v4l2::S_FMT, &mut format).map_err(|e| failed("the picture format", e))?;
     // SAFETY: for a capture buffer type the kernel fills the union's `pix` member, and
     // any bytes are a valid PixFormat (plain integers).
@@ -434,13 +495,26 @@ fn set_format(
             "the camera sends interlaced pictures, which Hushphone does not read".into(),
         ));
     }
-    if got.width == 0 || got.height == 0 || got.width > MAX_WIDTH || got.height > MAX_HEIGHT {
+    if got.width == 0
+        || got.height == 0
+        || got.width > MAX_WIDTH
+        || got.height > MAX_HEIGHT
+        || got.width % 2 != 0
+        || got.height % 2 != 0
+    {
         return Err(MediaError::Camera(format!(
-            "the camera's pictures are {}x{}",
+            "the camera's pictures are {}x{} (even sizes up to {MAX_WIDTH}x{MAX_HEIGHT} are read)",
             got.width, got.height
         )));
     }
-    Ok(((got.width, got.height), got.bytesperline as usize))
+    let stride = got.bytesperline as usize;
+    if stride < layout.min_stride(got.width as usize) {
+        return Err(MediaError::Camera(format!(
+            "the camera's rows ({stride} bytes) are too short for its width ({})",
+            got.width
+        )));
+    }
+    Ok(((got.width, got.height), stride))
 }
 
 /// Asks for `fps`; returns the rate the camera says it will keep (`fps` when it does
@@ -450,14 +524,12 @@ fn set_rate(file: &File, fps: u32) -> u32 {
         kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
         ..v4l2::Plain::zeroed()
     };
-    parm.parm = v4l2::ParmUnion {
-        capture: v4l2::CaptureParm {
-            timeperframe: v4l2::Fraction {
-                numerator: 1,
-                denominator: fps,
-            },
-            ..v4l2::Plain::zeroed()
+    parm.parm.capture = v4l2::CaptureParm {
+        timeperframe: v4l2::Fraction {
+            numerator: 1,
+            denominator: fps,
         },
+        ..v4l2::Plain::zeroed()
     };
     if let Err(e) = v4l2::ioctl(file, v4l2::S_PARM, &mut parm) {
         tracing::debug!(error = %e, "the camera keeps its own frame rate");
@@ -486,9 +558,10 @@ mod tests {
         assert!(missing.to_string().contains("video9"), "{missing}");
         let plain = Camera::open(&CameraOptions::new(&file)).expect_err("a file");
         assert!(plain.to_string().contains("not a camera device"), "{plain}");
-        // /dev/null is a character device, but no video device.
+        // /dev/null is a character device, but no video device: never opened.
         let null = Camera::open(&CameraOptions::new("/dev/null")).expect_err("not video");
-        assert!(null.to_string().contains("not a video device"), "{null}");
+        assert!(null.to_string().contains("not a camera device"), "{null}");
+        assert!(describe(Path::new("/dev/null")).is_err());
         // A directory of nodes that are no cameras lists none.
         assert!(list_cameras_in(dir.path()).is_empty());
     }

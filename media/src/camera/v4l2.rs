@@ -210,6 +210,12 @@ unsafe impl Plain for libc::c_int {}
 /// One ioctl whose argument is `arg` (read, written or both by the kernel, as `request`
 /// says; the request's encoded size is `T`'s, checked above).
 pub(crate) fn ioctl<T: Plain>(file: &File, request: u64, arg: &mut T) -> std::io::Result<()> {
+    // The size the request encodes must be T's, or the kernel would touch other bytes.
+    if (request >> 16) & 0x3fff != size_of::<T>() as u64 {
+        return Err(std::io::Error::other(
+            "an ioctl whose size is not its argument's",
+        ));
+    }
     loop {
         // SAFETY: `arg` is a valid, exclusively borrowed `T` for the whole call, and
         // `request` encodes `size_of::<T>()`, so the kernel touches only its bytes; any

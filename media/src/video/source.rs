@@ -14,6 +14,13 @@ pub trait VideoSource: Send {
     /// did not change).
     fn next_frame(&mut self) -> Result<Option<I420Frame>, MediaError>;
 
+    /// The pictures are not wanted for a while (our camera is off), or wanted again.
+    /// A camera stops streaming meanwhile (its light goes off) and resumes with fresh
+    /// pictures; other sources need do nothing.
+    fn pause(&mut self, _paused: bool) -> Result<(), MediaError> {
+        Ok(())
+    }
+
     /// What capturing has cost so far, for sources that skip unchanged pictures (a
     /// screen); `None` for the others.
     fn capture_stats(&self) -> Option<CaptureStats> {

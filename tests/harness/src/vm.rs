@@ -270,7 +270,12 @@ impl Vm {
             .map_err(io("start qemu-system-x86_64 (Debian's qemu-system-x86)"))?;
         let deadline = Instant::now() + limit;
         let status = loop {
-            match child.try_wait().map_err(io("wait for qemu"))? {
+            let waited = child.try_wait();
+            if waited.is_err() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            match waited.map_err(io("wait for qemu"))? {
                 Some(s) => break Some(s),
                 None if Instant::now() >= deadline => {
                     let _ = child.kill();
@@ -280,10 +285,11 @@ impl Vm {
                 None => std::thread::sleep(Duration::from_millis(100)),
             }
         };
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         std::fs::File::open(&console)
-            .and_then(|mut f| f.read_to_string(&mut text))
+            .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(io("read console log"))?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let code = text
             .lines()
             .rev()
@@ -376,6 +382,9 @@ fn cpio_entry(
     data: &[u8],
     rdev: (u32, u32),
 ) -> Result<()> {
+    if u32::try_from(data.len()).is_err() {
+        return Err(fail(format!("{name} is too large for an initramfs")));
+    }
     let header = format!(
         "070701{ino:08X}{mode:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
         0,
