@@ -507,6 +507,17 @@ impl VideoPart {
     }
 }
 
+/// Drops a video source on a thread of its own: stopping a camera can take a USB
+/// round trip (seconds on a hung device), which must not stall the call's audio.
+fn drop_elsewhere(source: Box<dyn VideoSource>) {
+    if let Err(e) = std::thread::Builder::new()
+        .name("video-source-end".into())
+        .spawn(move || drop(source))
+    {
+        tracing::debug!(error = %e, "a video source was ended here");
+    }
+}
+
 struct Loop {
     video: Option<VideoPart>,
     /// The last figures of a video stream just ended, to report.
@@ -629,6 +640,7 @@ impl Loop {
             tracing::warn!(error = %e, "video recording not finalised");
         }
         self.video_final = Some(v.stream.stats());
+        drop_elsewhere(v.source);
     }
 
     /// A picture from the camera when one is due.
@@ -743,7 +755,7 @@ impl Loop {
                     let fps = source.fps().clamp(1, 60);
                     v.interval = Duration::from_micros(1_000_000 / u64::from(fps));
                     v.next_frame = Instant::now();
-                    v.source = source;
+                    drop_elsewhere(std::mem::replace(&mut v.source, source));
                     v.pause_source();
                     if let Err(e) = v.stream.set_screen(screen) {
                         tracing::warn!(error = %e, "the encoder could not switch");

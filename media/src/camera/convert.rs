@@ -350,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn a_short_buffer_or_narrow_stride_is_an_error_not_a_panic() {
+    fn a_short_buffer_odd_size_or_narrow_stride_is_an_error_not_a_panic() {
         let data = vec![0u8; 100];
         for layout in PixelLayout::PREFERRED {
             for (size, stride) in [
@@ -358,6 +358,10 @@ mod tests {
                 ((16, 2), 4),
                 ((3840, 2160), 7680),
                 ((8, 8), usize::MAX),
+                ((8, 2), usize::MAX),
+                ((8, 2), usize::MAX / 2),
+                ((5, 2), 16),
+                ((4, 3), 16),
             ] {
                 let c = Captured {
                     data: &data,

@@ -22,6 +22,9 @@ const MAX_BUFFER_BYTES: u32 = 64 << 20;
 /// Pictures in a row that may fail to convert (a short or damaged one) before the
 /// camera is taken to be broken: two seconds at 15 a second.
 const MAX_BAD_IN_A_ROW: u32 = 30;
+/// How long a streaming camera may give no picture before it is taken to have
+/// stopped (a frozen picture is never shown as if live).
+const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 /// The device major number of V4L2 nodes (`/dev/video*`).
 const VIDEO_MAJOR: u32 = 81;
 
@@ -157,6 +160,8 @@ pub struct Camera {
     captured: u64,
     /// Pictures in a row that did not convert.
     bad: u32,
+    /// When streaming started or the last picture came.
+    last_picture: std::time::Instant,
 }
 
 impl std::fmt::Debug for Camera {
@@ -202,6 +207,7 @@ impl Camera {
             streaming: false,
             captured: 0,
             bad: 0,
+            last_picture: std::time::Instant::now(),
         };
         camera.map_buffers()?;
         camera.start()?;
@@ -274,6 +280,7 @@ impl Camera {
         let mut kind: libc::c_int = v4l2::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
         v4l2::ioctl(&self.file, v4l2::STREAMON, &mut kind).map_err(|e| failed("to start", e))?;
         self.streaming = true;
+        self.last_picture = std::time::Instant::now();
         Ok(())
     }
 
@@ -339,6 +346,13 @@ impl Camera {
             return Err(e);
         }
         let Some((picture, queued)) = picture else {
+            if self.last_picture.elapsed() > STALL {
+                return Err(MediaError::Camera(format!(
+                    "{} sent no picture for {} seconds",
+                    self.name,
+                    STALL.as_secs()
+                )));
+            }
             return Ok(None);
         };
         queued?;
@@ -346,6 +360,7 @@ impl Camera {
             Ok(p) => {
                 self.captured += 1;
                 self.bad = 0;
+                self.last_picture = std::time::Instant::now();
                 Ok(Some(p))
             }
             // A damaged or short picture is skipped; the next one will do, unless
