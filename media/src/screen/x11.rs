@@ -51,6 +51,22 @@ struct Shared {
     map: memmap2::MmapMut,
 }
 
+/// Refuses the default display in a Wayland session: there `$DISPLAY` (XWayland)
+/// shows only the windows of X11 programs, so the other side would see a black
+/// screen with a few windows, not what the user sees. Naming a display shares it.
+fn session_check(display: Option<&str>, wayland: Option<&str>) -> Result<(), MediaError> {
+    match (display, wayland) {
+        (None, Some(w)) if !w.is_empty() => Err(MediaError::InvalidInput(
+            "this is a Wayland session, and Hushphone shares the screen through X11 only \
+             (the desktop portal is not in this build): the other side would see only the \
+             windows of X11 programs. Share from an X11 session, or name an X display \
+             (--screen :N) to share that one."
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What part of the screen, and how it is read.
 pub struct X11Capture {
     conn: RustConnection,
@@ -87,6 +103,10 @@ pub struct X11Options {
 impl X11Capture {
     /// Connects to the display and prepares the capture of the chosen area.
     pub fn open(options: &X11Options) -> Result<X11Capture, MediaError> {
+        session_check(
+            options.display.as_deref(),
+            std::env::var("WAYLAND_DISPLAY").ok().as_deref(),
+        )?;
         let (conn, screen) = x11rb::connect(options.display.as_deref()).map_err(|e| {
             MediaError::InvalidInput(format!(
                 "no X11 display to share ({}): {e}",
@@ -409,5 +429,20 @@ impl Drop for X11Capture {
             let _ = self.conn.damage_destroy(d);
         }
         let _ = self.conn.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_check;
+
+    #[test]
+    fn a_wayland_session_is_refused_unless_a_display_is_named() {
+        let refused = session_check(None, Some("wayland-0")).expect_err("Wayland session");
+        assert!(refused.to_string().contains("Wayland session"), "{refused}");
+        assert!(refused.to_string().contains("--screen :N"), "{refused}");
+        assert!(session_check(Some(":1"), Some("wayland-0")).is_ok());
+        assert!(session_check(None, None).is_ok());
+        assert!(session_check(None, Some("")).is_ok());
     }
 }
