@@ -24,7 +24,8 @@ impl Bgrx<'_> {
         let row = self.width as usize * 4;
         let needed = (self.height as usize)
             .checked_sub(1)
-            .map(|h| h * self.stride + row);
+            .and_then(|h| h.checked_mul(self.stride))
+            .and_then(|n| n.checked_add(row));
         match needed {
             Some(n) if self.width > 0 && self.stride >= row && self.data.len() >= n => Ok(()),
             _ => Err(MediaError::InvalidInput(format!(
@@ -69,7 +70,22 @@ impl BgrxConverter {
         src.check()?;
         let (ow, oh) = (out.width(), out.height());
         if (src.width, src.height) == (ow, oh) {
-            return to_planes(src.data, src.stride, out);
+            let row = ow as usize * 4;
+            let whole = row * oh as usize;
+            // Handed over as exactly the rows of the picture, packed: the converter
+            // takes rows in pairs from the whole buffer, so padding or bytes past the
+            // last row would shift or drop rows.
+            if src.stride == row && src.data.len() >= whole {
+                return to_planes(&src.data[..whole], row, out);
+            }
+            self.scaled.resize(whole, 0);
+            for (y, line) in self.scaled.chunks_exact_mut(row).enumerate() {
+                let at = y * src.stride;
+                if let Some(from) = src.data.get(at..at + row) {
+                    line.copy_from_slice(from);
+                }
+            }
+            return to_planes(&self.scaled, row, out);
         }
         let (sw, sh) = (src.width, src.height);
         let row = ow as usize * 4;
@@ -203,6 +219,43 @@ mod tests {
             let want = TestPattern::marker_x(size.0, size.1, 3);
             assert!(marker.abs_diff(want) <= 4, "{size:?}: {marker} vs {want}");
         }
+    }
+
+    #[test]
+    fn odd_heights_padded_rows_and_spare_bytes_convert_every_row() {
+        // A 16×15 picture (odd height) with a 17th row of spare bytes, and a 16×16
+        // one with rows padded to 80 bytes and no spare bytes: every row comes out.
+        for (h, stride, rows_of_data) in [(15u32, 64usize, 17usize), (16, 80, 16)] {
+            let mut data = vec![0u8; stride * rows_of_data];
+            // White everywhere in the picture; the padding and spare rows black.
+            for y in 0..h as usize {
+                data[y * stride..y * stride + 64].fill(255);
+            }
+            let data =
+                &data[..stride * (h as usize - 1) + 64 + (rows_of_data - h as usize) * stride];
+            let src = Bgrx {
+                data,
+                width: 16,
+                height: h,
+                stride,
+            };
+            let mut out = I420Frame::black(16, h).expect("frame");
+            bgrx_to_i420(&src, &mut out).expect("convert");
+            let (y, _, _) = out.planes();
+            assert!(
+                y.iter().all(|&l| l >= 230),
+                "{h} rows, stride {stride}: {y:?}"
+            );
+        }
+        // A stride whose arithmetic overflows is refused, not wrapped.
+        let src = Bgrx {
+            data: &[0u8; 64],
+            width: 2,
+            height: 3,
+            stride: usize::MAX / 2,
+        };
+        let mut out = I420Frame::black(2, 2).expect("frame");
+        assert!(bgrx_to_i420(&src, &mut out).is_err());
     }
 
     #[test]
