@@ -152,7 +152,14 @@ impl ReInvite {
     /// are too busy to look at it, or still answering its previous re-INVITE; the
     /// call stays as it was.
     pub async fn postpone(self) {
-        let headers = vec![rsipstack::sip::Header::RetryAfter("1".into())];
+        // Chosen at random between 0 and 10 seconds (RFC 3261 §14.2), so two
+        // phones that refuse each other do not retry in step.
+        let mut byte = [0u8; 1];
+        let seconds = match getrandom::fill(&mut byte) {
+            Ok(()) => byte[0] % 11,
+            Err(_) => 5,
+        };
+        let headers = vec![rsipstack::sip::Header::RetryAfter(seconds.to_string().into())];
         if let Err(e) = self
             .handle
             .respond(StatusCode::ServerInternalError, Some(headers), None)
