@@ -358,6 +358,8 @@ struct VideoPart {
     interval: Duration,
     next_frame: Instant,
     sending: bool,
+    /// The source failed: nothing more is taken from it, whatever the camera button.
+    source_failed: bool,
     /// Pictures the source had captured at the last report.
     captured_before: u64,
     /// The ZRTP channel: none (no ZRTP in this call), waiting for the audio channel,
@@ -417,6 +419,7 @@ impl VideoPart {
             interval: Duration::from_micros(1_000_000 / u64::from(fps)),
             next_frame: now,
             sending,
+            source_failed: false,
             captured_before: 0,
             zrtp: zrtp_state,
         })
@@ -494,11 +497,23 @@ impl VideoPart {
     /// Tells the source whether its pictures are wanted (a camera stops streaming
     /// while ours is off); a source that cannot follow ends the stream, with words.
     fn pause_source(&mut self) {
-        if let Err(e) = self.source.pause(!self.sending) {
-            tracing::warn!(error = %e, "the video source failed; no more pictures");
+        if self.source_failed {
             self.sending = false;
-            self.stream.fail(format!("the video source failed: {e}"));
+            return;
         }
+        if let Err(e) = self.source.pause(!self.sending) {
+            self.source_failed(e);
+        }
+    }
+
+    /// Said, not hidden: the stream ends (and with it a screen share and its sharing
+    /// bar), the call goes on; the source is stopped (a camera's light goes off).
+    fn source_failed(&mut self, e: MediaError) {
+        tracing::warn!(error = %e, "the video source failed; no more pictures");
+        self.sending = false;
+        self.source_failed = true;
+        let _ = self.source.pause(true);
+        self.stream.fail(format!("the video source failed: {e}"));
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -666,13 +681,7 @@ impl Loop {
                 }
             }
             Ok(_) => {}
-            Err(e) => {
-                // Said, not hidden: the stream ends (and with it a screen share and
-                // its sharing bar), the call goes on.
-                tracing::warn!(error = %e, "the video source failed; no more pictures");
-                v.sending = false;
-                v.stream.fail(format!("the video source failed: {e}"));
-            }
+            Err(e) => v.source_failed(e),
         }
     }
 
@@ -756,6 +765,7 @@ impl Loop {
                     v.interval = Duration::from_micros(1_000_000 / u64::from(fps));
                     v.next_frame = Instant::now();
                     drop_elsewhere(std::mem::replace(&mut v.source, source));
+                    v.source_failed = false;
                     v.pause_source();
                     if let Err(e) = v.stream.set_screen(screen) {
                         tracing::warn!(error = %e, "the encoder could not switch");

@@ -8,7 +8,7 @@ use super::policy_of;
 use crate::command::{MediaChoice, VideoChoice, VideoSourceSpec};
 use crate::error::{CoreError, Result};
 use crate::snapshot::CallId;
-use hush_media::camera::{Camera, CameraOptions};
+use hush_media::camera::{CameraOptions, CameraSource};
 use hush_media::driver::{PreparedVideo, VideoSetup, Viewer};
 use hush_media::screen::{ScreenSource, X11Options};
 use hush_media::video::{
@@ -80,7 +80,7 @@ pub(super) fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>
         }
         VideoSourceSpec::Camera(path) => {
             let (w, h, fps) = PATTERN;
-            Box::new(Camera::open(&CameraOptions {
+            Box::new(CameraSource::open(&CameraOptions {
                 path: path.clone(),
                 size: (w, h),
                 fps,

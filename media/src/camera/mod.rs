@@ -4,11 +4,13 @@
 //! none yet), so a slow or stalled camera never holds up the call's audio.
 
 pub mod convert;
+mod source;
 mod v4l2;
 
 use crate::MediaError;
 use crate::video::{I420Frame, MAX_HEIGHT, MAX_WIDTH, VideoSource};
 pub use convert::{Captured, PixelLayout, fourcc, fourcc_text, to_i420};
+pub use source::CameraSource;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -162,6 +164,8 @@ pub struct Camera {
     bad: u32,
     /// When streaming started or the last picture came.
     last_picture: std::time::Instant,
+    /// The driver's number of the last picture taken.
+    sequence: Option<u32>,
 }
 
 impl std::fmt::Debug for Camera {
@@ -175,13 +179,41 @@ impl std::fmt::Debug for Camera {
     }
 }
 
+/// How a refusal because another open file holds the camera begins (it is free again
+/// once that file is closed: another program's, or ours a moment ago).
+const BUSY: &str = "the camera is busy";
+/// How long a busy camera is tried again.
+const BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn failed(what: &str, e: std::io::Error) -> MediaError {
+    if e.raw_os_error() == Some(libc::EBUSY) {
+        return MediaError::Camera(format!("{BUSY} (another program may be using it): {e}"));
+    }
     MediaError::Camera(format!("the camera refused {what}: {e}"))
 }
 
+/// Whether `e` says the camera is held by another open file.
+fn is_busy(e: &MediaError) -> bool {
+    matches!(e, MediaError::Camera(m) if m.starts_with(BUSY))
+}
+
 impl Camera {
-    /// Opens the camera and starts it streaming.
+    /// Opens the camera and starts it streaming. A camera another open file holds is
+    /// tried again for up to 2 s: the one this program used a moment ago may still be
+    /// being closed on its own thread.
     pub fn open(options: &CameraOptions) -> Result<Camera, MediaError> {
+        let until = std::time::Instant::now() + BUSY_FOR;
+        loop {
+            match Camera::open_once(options) {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(options: &CameraOptions) -> Result<Camera, MediaError> {
         let path = &options.path;
         let file = open_node(path)?;
         let (name, captures) = v4l2::query(&file)
@@ -208,6 +240,7 @@ impl Camera {
             captured: 0,
             bad: 0,
             last_picture: std::time::Instant::now(),
+            sequence: None,
         };
         camera.map_buffers()?;
         camera.start()?;
@@ -223,6 +256,24 @@ impl Camera {
     /// The layout it delivers.
     pub fn layout(&self) -> PixelLayout {
         self.layout
+    }
+
+    /// The driver's sequence number of the last picture taken (it starts again from 0
+    /// when streaming starts).
+    pub fn sequence(&self) -> Option<u32> {
+        self.sequence
+    }
+
+    /// Waits up to `limit` for a picture to be ready (or an error to read).
+    pub fn wait(&self, limit: std::time::Duration) -> bool {
+        let mut fd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&self.file),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = limit.as_millis().clamp(0, 1000) as libc::c_int;
+        // SAFETY: one valid pollfd, for the duration of the call.
+        unsafe { libc::poll(&mut fd, 1, ms) > 0 }
     }
 
     fn map_buffers(&mut self) -> Result<(), MediaError> {
@@ -338,6 +389,7 @@ impl Camera {
                 }
             }
         }
+        let buf_sequence = newest.map_or(0, |b| b.sequence);
         let picture = newest.map(|buf| {
             let picture = self.convert(&buf);
             (picture, self.queue(buf.index))
@@ -360,6 +412,7 @@ impl Camera {
             Ok(p) => {
                 self.captured += 1;
                 self.bad = 0;
+                self.sequence = Some(buf_sequence);
                 self.last_picture = std::time::Instant::now();
                 Ok(Some(p))
             }

@@ -159,7 +159,9 @@ impl ReInvite {
             Ok(()) => byte[0] % 11,
             Err(_) => 5,
         };
-        let headers = vec![rsipstack::sip::Header::RetryAfter(seconds.to_string().into())];
+        let headers = vec![rsipstack::sip::Header::RetryAfter(
+            seconds.to_string().into(),
+        )];
         if let Err(e) = self
             .handle
             .respond(StatusCode::ServerInternalError, Some(headers), None)
