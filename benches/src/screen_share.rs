@@ -9,7 +9,7 @@
 //! `cargo run --release --manifest-path benches/Cargo.toml --bin screen_share`
 
 use hush_harness::Xvfb;
-use hush_media::screen::{X11Capture, X11Options, bgrx_to_i420};
+use hush_media::screen::{BgrxConverter, X11Capture, X11Options};
 use hush_media::video::{EncoderConfig, I420Frame, TestPattern, Vp8Encoder};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,12 +57,13 @@ fn per_picture(display: &str, (w, h): (u32, u32), shm: bool) -> (f64, f64, f64) 
     assert_eq!(cap.shared_memory(), shm);
     let mut enc = encoder(w, h);
     let mut frame = I420Frame::black(w, h).expect("frame");
+    let mut converter = BgrxConverter::default();
     let (mut grab, mut convert, mut encode) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..FRAMES {
         let t0 = Instant::now();
         let pixels = cap.capture().expect("capture");
         let t1 = Instant::now();
-        bgrx_to_i420(&pixels, &mut frame).expect("convert");
+        converter.convert(&pixels, &mut frame).expect("convert");
         let t2 = Instant::now();
         std::hint::black_box(enc.encode(&frame, false).expect("encode"));
         let t3 = Instant::now();
@@ -80,6 +81,7 @@ fn pipeline_cpu(display: &str, (w, h): (u32, u32), shm: bool) -> (f64, u32) {
     let mut cap = X11Capture::open(&options(display, shm)).expect("capture");
     let mut enc = encoder(w, h);
     let mut frame = I420Frame::black(w, h).expect("frame");
+    let mut converter = BgrxConverter::default();
     let interval = Duration::from_micros(1_000_000 / u64::from(FPS));
     let (start, cpu0) = (Instant::now(), thread_cpu());
     let mut next = start;
@@ -93,7 +95,7 @@ fn pipeline_cpu(display: &str, (w, h): (u32, u32), shm: bool) -> (f64, u32) {
         since += 1;
         if cap.changed().expect("look") {
             let pixels = cap.capture().expect("capture");
-            bgrx_to_i420(&pixels, &mut frame).expect("convert");
+            converter.convert(&pixels, &mut frame).expect("convert");
         } else if since < FPS / 2 {
             continue;
         }
@@ -131,12 +133,22 @@ fn showing_the_pattern((w, h): (u32, u32)) -> Xvfb {
 fn main() {
     println!("| screen | capture | capture ms | convert ms | encode ms | total ms/picture |");
     println!("|---|---|---|---|---|---|");
-    for size in [(1280, 720), (1920, 1080)] {
+    // Each screen sent at its own size, and a 1080p one scaled to 720p (the default).
+    for (size, out) in [
+        ((1280, 720), (1280, 720)),
+        ((1920, 1080), (1920, 1080)),
+        ((1920, 1080), (1280, 720)),
+    ] {
         let x = showing_the_pattern(size);
         for shm in [true, false] {
-            let (g, c, e) = per_picture(x.display(), size, shm);
+            let (g, c, e) = per_picture(x.display(), out, shm);
+            let sent = if out == size {
+                String::new()
+            } else {
+                format!(" sent at {}x{}", out.0, out.1)
+            };
             println!(
-                "| {}x{} | {} | {g:.2} | {c:.2} | {e:.2} | {:.2} |",
+                "| {}x{}{sent} | {} | {g:.2} | {c:.2} | {e:.2} | {:.2} |",
                 size.0,
                 size.1,
                 if shm { "MIT-SHM" } else { "GetImage" },
