@@ -89,7 +89,34 @@ fn capture_inside() {
     source.pause(false).expect("resumes");
     assert_bars(&next_source_picture(&mut source), "resumed", 12);
     assert!(source.capture_stats().expect("counted").captured >= 2);
+    assert_eq!(source.name().as_deref(), Some("vivid"));
     drop(source);
+    // A size the camera does not have (640x400: vivid gives 640x360) is what the call
+    // gets, the camera's picture fitted in, black above and below.
+    let mut options = CameraOptions::new("/dev/video0");
+    options.size = (640, 400);
+    let mut fitted = CameraSource::open(&options).expect("opens");
+    assert_eq!(fitted.size(), (640, 400));
+    let picture = next_source_picture(&mut fitted);
+    assert_eq!((picture.width(), picture.height()), (640, 400));
+    assert_bars(&picture, "fitted", 12);
+    assert_eq!(
+        picture.pixel(320, 4),
+        Some((16, 128, 128)),
+        "no black bar above"
+    );
+    drop(fitted);
+    // A camera that cannot be opened says so at its first picture.
+    let mut missing = CameraSource::open(&CameraOptions::new("/dev/video7")).expect("starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let error = loop {
+        match missing.next_frame() {
+            Err(e) => break e,
+            Ok(_) => assert!(Instant::now() < deadline, "no error from a missing camera"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(error.to_string().contains("/dev/video7"), "{error}");
     let mut again = CameraSource::open(&CameraOptions::new("/dev/video0")).expect("opens again");
     next_source_picture(&mut again);
     drop(again);

@@ -1,19 +1,17 @@
 //! The camera on a thread of its own, as a call's video source. Opening, starting,
 //! stopping and closing a USB camera are control transfers that can take from tens of
-//! milliseconds to seconds; none of them may hold up the media thread, which also
-//! carries the call's sound. The thread waits for the camera's pictures, converts the
-//! newest and leaves it for the media thread to take.
+//! milliseconds to seconds; none of them may hold up the call layer or the media
+//! thread, which also carries the call's sound. So opening returns at once with the
+//! size the call sends; the thread opens the camera, waits for its pictures, converts
+//! the newest (fitted into that size if the camera gives another) and leaves it for the
+//! media thread to take. A camera that cannot be opened fails the stream, with words.
 
 use super::{Camera, CameraOptions};
 use crate::MediaError;
-use crate::video::{CaptureStats, I420Frame, VideoSource};
+use crate::video::{CaptureStats, I420Frame, VideoSource, frame::i420_size};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// How long opening may take (the camera's own open, and waiting for a camera this
-/// program was using a moment ago to be closed).
-const OPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// What the thread hands over.
 #[derive(Default)]
@@ -21,6 +19,8 @@ struct Latest {
     picture: Option<I420Frame>,
     captured: u64,
     error: Option<String>,
+    /// The driver's name for the camera, once open.
+    name: Option<String>,
 }
 
 /// The thread's orders (none: it goes on; the sender gone: it stops and closes the
@@ -35,13 +35,11 @@ pub struct CameraSource {
     control: mpsc::Sender<Control>,
     size: (u32, u32),
     fps: u32,
-    name: String,
 }
 
 impl std::fmt::Debug for CameraSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CameraSource")
-            .field("name", &self.name)
             .field("size", &self.size)
             .field("fps", &self.fps)
             .finish_non_exhaustive()
@@ -49,52 +47,47 @@ impl std::fmt::Debug for CameraSource {
 }
 
 impl CameraSource {
-    /// Opens the camera on a new thread and starts it streaming.
+    /// Starts opening the camera on a thread of its own and returns at once. Its
+    /// pictures come at `options.size` (rounded down to even numbers) and
+    /// `options.fps`, the camera's own fitted in when it gives another size.
     pub fn open(options: &CameraOptions) -> Result<CameraSource, MediaError> {
+        let size = ((options.size.0 & !1).max(2), (options.size.1 & !1).max(2));
+        i420_size(size.0, size.1)?;
         let latest = Arc::new(Mutex::new(Latest::default()));
         let (control, orders) = mpsc::channel();
-        let (opened, wait) = mpsc::channel();
         let (l, o) = (latest.clone(), options.clone());
         std::thread::Builder::new()
             .name("camera".into())
             .spawn(move || match Camera::open(&o) {
                 Err(e) => {
-                    let _ = opened.send(Err(e));
+                    if let Ok(mut l) = l.lock() {
+                        l.error = Some(e.to_string());
+                    }
                 }
                 Ok(camera) => {
-                    let facts = (camera.size(), camera.fps(), camera.name().to_string());
-                    if opened.send(Ok(facts)).is_ok() {
-                        run(camera, &orders, &l);
+                    if let Ok(mut latest) = l.lock() {
+                        latest.name = Some(camera.name().to_string());
                     }
+                    run(camera, &orders, &l, size);
                 }
             })
             .map_err(|e| MediaError::Camera(format!("camera thread: {e}")))?;
-        let (size, fps, name) = match wait.recv_timeout(OPEN_WAIT) {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(MediaError::Camera(format!(
-                    "{} did not answer",
-                    options.path.display()
-                )));
-            }
-        };
         Ok(CameraSource {
             latest,
             control,
             size,
-            fps,
-            name,
+            fps: options.fps.clamp(1, 60),
         })
     }
 
-    /// The driver's name for it.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The driver's name for it, once it is open.
+    pub fn name(&self) -> Option<String> {
+        self.latest.lock().ok().and_then(|l| l.name.clone())
     }
 }
 
 /// The thread: follows the orders, waits for pictures, keeps the newest converted.
-fn run(mut camera: Camera, orders: &Receiver<Control>, latest: &Mutex<Latest>) {
+fn run(mut camera: Camera, orders: &Receiver<Control>, latest: &Mutex<Latest>, size: (u32, u32)) {
     let fail = |e: MediaError| {
         if let Ok(mut l) = latest.lock() {
             l.error = Some(e.to_string());
@@ -123,7 +116,10 @@ fn run(mut camera: Camera, orders: &Receiver<Control>, latest: &Mutex<Latest>) {
             continue;
         }
         camera.wait(Duration::from_millis(100));
-        match camera.next_frame() {
+        let picture = camera
+            .next_frame()
+            .and_then(|p| p.map(|p| p.fitted_into(size.0, size.1)).transpose());
+        match picture {
             Ok(Some(picture)) => {
                 if let Ok(mut l) = latest.lock() {
                     l.picture = Some(picture);

@@ -125,6 +125,48 @@ impl I420Frame {
         out
     }
 
+    /// This picture in a `width`×`height` one, scaled (nearest neighbour) to fit
+    /// with its shape kept and centred, black around it: a camera that gives another
+    /// size than the call sends.
+    pub fn fitted_into(&self, width: u32, height: u32) -> Result<I420Frame, MediaError> {
+        let mut out = I420Frame::black(width, height)?;
+        if (width, height) == (self.width, self.height) {
+            out.data.copy_from_slice(&self.data);
+            return Ok(out);
+        }
+        // The largest rectangle of this shape inside, in even numbers.
+        let (sw, sh) = (u64::from(self.width), u64::from(self.height));
+        let (w, h) = (u64::from(width), u64::from(height));
+        let (fw, fh) = if sw * h > sh * w {
+            (w, (sh * w / sw).max(1))
+        } else {
+            ((sw * h / sh).max(1), h)
+        };
+        let (fw, fh) = (
+            (fw as u32 & !1).max(2).min(width),
+            (fh as u32 & !1).max(2).min(height),
+        );
+        let (x0, y0) = (((width - fw) / 2) & !1, ((height - fh) / 2) & !1);
+        let (src_cw, dst_cw) = (self.chroma_width(), out.chroma_width());
+        let (sy, su, sv) = self.planes();
+        let (dy, du, dv) = out.planes_mut();
+        for y in 0..fh {
+            let from_y = (u64::from(y) * sh / u64::from(fh)) as usize;
+            for x in 0..fw {
+                let from_x = (u64::from(x) * sw / u64::from(fw)) as usize;
+                let to = (y0 + y) as usize * width as usize + (x0 + x) as usize;
+                dy[to] = sy[from_y * self.width as usize + from_x];
+                if x % 2 == 0 && y % 2 == 0 {
+                    let c_to = ((y0 + y) / 2) as usize * dst_cw + ((x0 + x) / 2) as usize;
+                    let c_from = (from_y / 2) * src_cw + from_x / 2;
+                    du[c_to] = su[c_from];
+                    dv[c_to] = sv[c_from];
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The colour at a pixel as (Y, U, V), or `None` outside the picture.
     pub fn pixel(&self, x: u32, y: u32) -> Option<(u8, u8, u8)> {
         if x >= self.width || y >= self.height {
@@ -161,6 +203,36 @@ impl I420Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_picture_is_fitted_into_another_size_centred_with_black_around() {
+        // 4×2: the left half one colour, the right half another.
+        let mut p = I420Frame::black(4, 2).expect("frame");
+        {
+            let (y, u, v) = p.planes_mut();
+            y.copy_from_slice(&[200, 200, 100, 100, 200, 200, 100, 100]);
+            u.copy_from_slice(&[90, 60]);
+            v.copy_from_slice(&[160, 170]);
+        }
+        // Into 8×8: 8×4 in rows 2 to 5, black above and below.
+        let f = p.fitted_into(8, 8).expect("fits");
+        assert_eq!(f.pixel(0, 0), Some((16, 128, 128)));
+        assert_eq!(f.pixel(0, 2), Some((200, 90, 160)));
+        assert_eq!(f.pixel(7, 5), Some((100, 60, 170)));
+        assert_eq!(f.pixel(7, 7), Some((16, 128, 128)));
+        // Into 2×8 (taller than wide): 2×1 rounded up to 2×2, in rows 2 and 3.
+        let f = p.fitted_into(2, 8).expect("fits");
+        assert_eq!(f.pixel(0, 0), Some((16, 128, 128)));
+        assert_eq!(f.pixel(0, 2), Some((200, 90, 160)));
+        assert_eq!(f.pixel(0, 4), Some((16, 128, 128)));
+        // The same size is a copy; odd and tiny sizes do not panic.
+        assert_eq!(p.fitted_into(4, 2).expect("same"), p);
+        for (w, h) in [(1, 1), (3, 5), (5, 3), (3840, 2160)] {
+            let f = p.fitted_into(w, h).expect("fits");
+            assert_eq!((f.width(), f.height()), (w, h));
+        }
+        assert!(p.fitted_into(0, 4).is_err());
+    }
 
     #[test]
     fn odd_sizes_round_the_chroma_planes_up() {
