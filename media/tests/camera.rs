@@ -117,6 +117,9 @@ fn capture_inside() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(error.to_string().contains("/dev/video7"), "{error}");
+    // Told to pause or resume, it gives the same reason, not a vaguer one.
+    let again = missing.pause(true).expect_err("no camera to pause");
+    assert!(again.to_string().contains("/dev/video7"), "{again}");
     let mut again = CameraSource::open(&CameraOptions::new("/dev/video0")).expect("opens again");
     next_source_picture(&mut again);
     drop(again);

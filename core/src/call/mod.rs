@@ -1632,7 +1632,9 @@ impl CallLayer {
             return Err(bad("the screen is not shared in this call"));
         }
         // Back to the camera if the call had video before (the one video was last
-        // started with); a camera that cannot be opened any more ends the video.
+        // started with); a source that cannot be opened any more (a file gone) ends
+        // the video. A camera opens on its own thread: one that fails ends its stream
+        // later, with words.
         let camera = io
             .video_before_share
             .then(|| video::open_source(&io.camera()));

@@ -202,10 +202,23 @@ impl Camera {
     /// tried again for up to 2 s: the one this program used a moment ago may still be
     /// being closed on its own thread.
     pub fn open(options: &CameraOptions) -> Result<Camera, MediaError> {
+        Camera::open_unless(options, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`Camera::open`], given up (before the camera streams) once `cancelled` is set:
+    /// the source it was for is gone.
+    pub fn open_unless(
+        options: &CameraOptions,
+        cancelled: &std::sync::atomic::AtomicBool,
+    ) -> Result<Camera, MediaError> {
         let until = std::time::Instant::now() + BUSY_FOR;
         loop {
-            match Camera::open_once(options) {
-                Err(e) if is_busy(&e) && std::time::Instant::now() < until => {
+            match Camera::open_once(options, cancelled) {
+                Err(e)
+                    if is_busy(&e)
+                        && std::time::Instant::now() < until
+                        && !cancelled.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => return other,
@@ -213,7 +226,10 @@ impl Camera {
         }
     }
 
-    fn open_once(options: &CameraOptions) -> Result<Camera, MediaError> {
+    fn open_once(
+        options: &CameraOptions,
+        cancelled: &std::sync::atomic::AtomicBool,
+    ) -> Result<Camera, MediaError> {
         let path = &options.path;
         let file = open_node(path)?;
         let (name, captures) = v4l2::query(&file)
@@ -243,6 +259,9 @@ impl Camera {
             sequence: None,
         };
         camera.map_buffers()?;
+        if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(MediaError::Camera("no longer wanted".into()));
+        }
         camera.start()?;
         tracing::debug!(camera = ?camera, "camera streaming");
         Ok(camera)

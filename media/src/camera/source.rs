@@ -9,9 +9,14 @@
 use super::{Camera, CameraOptions};
 use crate::MediaError;
 use crate::video::{CaptureStats, I420Frame, VideoSource, frame::i420_size};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a camera may take to open (2 s of it may go to waiting for a camera this
+/// program was using a moment ago) before the stream fails with words.
+const OPEN_WAIT: Duration = Duration::from_secs(8);
 
 /// What the thread hands over.
 #[derive(Default)]
@@ -21,12 +26,16 @@ struct Latest {
     error: Option<String>,
     /// The driver's name for the camera, once open.
     name: Option<String>,
+    /// Counts the pause and resume orders given: a picture the thread took before it
+    /// saw the latest order is not kept (never a picture from before a pause after it).
+    orders_given: u64,
 }
 
 /// The thread's orders (none: it goes on; the sender gone: it stops and closes the
 /// camera).
 enum Control {
-    Pause(bool),
+    /// Paused or not, and which order this is.
+    Pause(bool, u64),
 }
 
 /// A camera streaming on its own thread.
@@ -35,6 +44,11 @@ pub struct CameraSource {
     control: mpsc::Sender<Control>,
     size: (u32, u32),
     fps: u32,
+    path: std::path::PathBuf,
+    started: Instant,
+    /// Set when the source is dropped: an open still under way stops before the camera
+    /// starts streaming.
+    dropped: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for CameraSource {
@@ -55,10 +69,11 @@ impl CameraSource {
         i420_size(size.0, size.1)?;
         let latest = Arc::new(Mutex::new(Latest::default()));
         let (control, orders) = mpsc::channel();
-        let (l, o) = (latest.clone(), options.clone());
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (l, o, d) = (latest.clone(), options.clone(), dropped.clone());
         std::thread::Builder::new()
             .name("camera".into())
-            .spawn(move || match Camera::open(&o) {
+            .spawn(move || match Camera::open_unless(&o, &d) {
                 Err(e) => {
                     if let Ok(mut l) = l.lock() {
                         l.error = Some(e.to_string());
@@ -77,7 +92,16 @@ impl CameraSource {
             control,
             size,
             fps: options.fps.clamp(1, 60),
+            path: options.path.clone(),
+            started: Instant::now(),
+            dropped,
         })
+    }
+
+    /// What went wrong, if the thread said.
+    fn error(&self) -> Option<MediaError> {
+        let l = self.latest.lock().ok()?;
+        l.error.clone().map(MediaError::Camera)
     }
 
     /// The driver's name for it, once it is open.
@@ -94,6 +118,8 @@ fn run(mut camera: Camera, orders: &Receiver<Control>, latest: &Mutex<Latest>, s
         }
     };
     let mut paused = false;
+    // The last order seen: pictures are kept only while it is the latest given.
+    let mut seen = 0;
     loop {
         let order = if paused {
             // Nothing to capture: sleep until told otherwise.
@@ -108,11 +134,12 @@ fn run(mut camera: Camera, orders: &Receiver<Control>, latest: &Mutex<Latest>, s
                 Err(TryRecvError::Disconnected) => return,
             }
         };
-        if let Some(Control::Pause(p)) = order {
+        if let Some(Control::Pause(p, n)) = order {
             if let Err(e) = camera.pause(p) {
                 return fail(e);
             }
             paused = p;
+            seen = n;
             continue;
         }
         camera.wait(Duration::from_millis(100));
@@ -121,7 +148,9 @@ fn run(mut camera: Camera, orders: &Receiver<Control>, latest: &Mutex<Latest>, s
             .and_then(|p| p.map(|p| p.fitted_into(size.0, size.1)).transpose());
         match picture {
             Ok(Some(picture)) => {
-                if let Ok(mut l) = latest.lock() {
+                if let Ok(mut l) = latest.lock()
+                    && l.orders_given == seen
+                {
                     l.picture = Some(picture);
                     l.captured += 1;
                 }
@@ -129,6 +158,12 @@ fn run(mut camera: Camera, orders: &Receiver<Control>, latest: &Mutex<Latest>, s
             Ok(None) => {}
             Err(e) => return fail(e),
         }
+    }
+}
+
+impl Drop for CameraSource {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::Relaxed);
     }
 }
 
@@ -150,17 +185,36 @@ impl VideoSource for CameraSource {
         if let Some(e) = &l.error {
             return Err(MediaError::Camera(e.clone()));
         }
+        if l.name.is_none() && self.started.elapsed() > OPEN_WAIT {
+            return Err(MediaError::Camera(format!(
+                "{} did not answer within {} seconds",
+                self.path.display(),
+                OPEN_WAIT.as_secs()
+            )));
+        }
         Ok(l.picture.take())
     }
 
     fn pause(&mut self, paused: bool) -> Result<(), MediaError> {
-        if let Ok(mut l) = self.latest.lock() {
-            // A picture from before the pause is never sent after it.
-            l.picture = None;
+        if let Some(e) = self.error() {
+            return Err(e);
         }
+        let order = match self.latest.lock() {
+            Ok(mut l) => {
+                // A picture from before the pause is never sent after it.
+                l.picture = None;
+                l.orders_given += 1;
+                l.orders_given
+            }
+            Err(_) => return Err(MediaError::Camera("the camera thread failed".into())),
+        };
         self.control
-            .send(Control::Pause(paused))
-            .map_err(|_| MediaError::Camera("the camera thread has stopped".into()))
+            .send(Control::Pause(paused, order))
+            .map_err(|_| {
+                // The thread ended: with the reason it left, if it left one.
+                self.error()
+                    .unwrap_or_else(|| MediaError::Camera("the camera thread has stopped".into()))
+            })
     }
 
     fn capture_stats(&self) -> Option<CaptureStats> {

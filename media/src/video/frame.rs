@@ -225,6 +225,12 @@ mod tests {
         assert_eq!(f.pixel(0, 0), Some((16, 128, 128)));
         assert_eq!(f.pixel(0, 2), Some((200, 90, 160)));
         assert_eq!(f.pixel(0, 4), Some((16, 128, 128)));
+        // Into 8×2 (wider): the 4×2 picture in columns 2 to 5, black beside it.
+        let f = p.fitted_into(8, 2).expect("fits");
+        assert_eq!(f.pixel(0, 0), Some((16, 128, 128)));
+        assert_eq!(f.pixel(2, 0), Some((200, 90, 160)));
+        assert_eq!(f.pixel(5, 1), Some((100, 60, 170)));
+        assert_eq!(f.pixel(7, 1), Some((16, 128, 128)));
         // The same size is a copy; odd and tiny sizes do not panic.
         assert_eq!(p.fitted_into(4, 2).expect("same"), p);
         for (w, h) in [(1, 1), (3, 5), (5, 3), (3840, 2160)] {
