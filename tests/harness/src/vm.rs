@@ -135,6 +135,28 @@ impl Vm {
         Ok(vm)
     }
 
+    /// A machine with a camera: the kernel's V4L2 test driver, vivid, as one video
+    /// capture node (`/dev/video0`, colour bars).
+    pub fn with_camera() -> Result<Vm> {
+        Vm::new()?.module("vivid", "n_devs=1 node_types=0x1")
+    }
+
+    /// Boots with the running test binary inside and runs there the test `test` alone,
+    /// with `inside` set in its environment (the test's cue that it is the part inside);
+    /// returns what the machine printed once that test passed there.
+    pub fn run_this_test(self, inside: &str, test: &str, limit: Duration) -> Result<String> {
+        let me = std::env::current_exe().map_err(io("find the test binary"))?;
+        let script = format!(
+            "{inside}=1 {} --exact {test} --nocapture --test-threads 1",
+            me.display()
+        );
+        let console = self.program(&me)?.run(&script, limit)?;
+        if !console.contains("test result: ok. 1 passed") {
+            return Err(fail(format!("{test} did not pass inside:\n{console}")));
+        }
+        Ok(console)
+    }
+
     /// Emulates `n` processors (one host thread each).
     pub fn cpus(mut self, n: u32) -> Vm {
         self.cpus = n.clamp(1, 4);
