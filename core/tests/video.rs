@@ -320,6 +320,17 @@ fn video_is_added_to_an_audio_call_removed_and_added_again_by_re_invite_all_keye
 }
 
 /// The whole of `x`'s screen, sent at most 640×480.
+/// Stops sharing the screen in `call`.
+fn stop_sharing(phone: &Phone, call: CallId) {
+    phone
+        .execute_blocking(Command::ShareScreen {
+            call,
+            on: false,
+            screen: None,
+        })
+        .expect("stop sharing");
+}
+
 fn screen_of(x: &hush_harness::Xvfb) -> hush_core::command::ScreenSpec {
     hush_core::command::ScreenSpec {
         display: Some(x.display().to_owned()),
@@ -477,13 +488,7 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
         c.is_some_and(|c| c.sharing_screen)
     });
     // And back to the camera.
-    caller
-        .execute_blocking(Command::ShareScreen {
-            call,
-            on: false,
-            screen: None,
-        })
-        .expect("stop sharing");
+    stop_sharing(&caller, call);
     shows_pattern_at(&callee, theirs, (640, 480), "the callee");
     until(&callee, theirs, "the stream labelled video again", |c| {
         keyed(c) && video_of(c).is_some_and(|v| v.kind == StreamKind::Video)
@@ -522,13 +527,7 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
     until(&caller, call, "our sharing shown", |c| {
         c.is_some_and(|c| c.sharing_screen)
     });
-    caller
-        .execute_blocking(Command::ShareScreen {
-            call,
-            on: false,
-            screen: None,
-        })
-        .expect("stop sharing");
+    stop_sharing(&caller, call);
     until(&callee, theirs, "a voice call again at the callee", |c| {
         c.is_some_and(|c| c.streams.len() == 1)
     });
@@ -557,13 +556,7 @@ fn a_video_call_switches_camera_to_screen_and_back_by_re_invite() {
         .execute_blocking(share_again)
         .expect("share once more");
     shows_pattern_at(&callee, theirs, (640, 360), "the callee");
-    caller
-        .execute_blocking(Command::ShareScreen {
-            call,
-            on: false,
-            screen: None,
-        })
-        .expect("stop sharing");
+    stop_sharing(&caller, call);
     shows_pattern_at(&callee, theirs, (320, 240), "the callee");
     // A screen is no camera.
     assert!(

@@ -17,27 +17,14 @@ fn assert_bars(f: &I420Frame, what: &str, tolerance: i32) {
         .unwrap_or_else(|e| panic!("{what}: {e}"));
 }
 
-fn next_picture(camera: &mut Camera) -> I420Frame {
+/// The next picture a camera (on its thread or not) gives, waited for (bounded).
+fn next_picture(camera: &mut impl VideoSource) -> I420Frame {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(f) = camera.next_frame().expect("the camera delivers") {
             return f;
         }
         assert!(Instant::now() < deadline, "no picture from the camera");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn next_source_picture(source: &mut CameraSource) -> I420Frame {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(f) = source.next_frame().expect("the camera delivers") {
-            return f;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no picture from the camera's thread"
-        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -84,10 +71,10 @@ fn capture_inside() {
     // while paused, pictures again once resumed; closed and at once opened again
     // (the old one is closed on its thread), it opens.
     let mut source = CameraSource::open(&CameraOptions::new("/dev/video0")).expect("opens");
-    assert_bars(&next_source_picture(&mut source), "on its thread", 12);
+    assert_bars(&next_picture(&mut source), "on its thread", 12);
     source.pause(true).expect("pauses");
     source.pause(false).expect("resumes");
-    assert_bars(&next_source_picture(&mut source), "resumed", 12);
+    assert_bars(&next_picture(&mut source), "resumed", 12);
     assert!(source.capture_stats().expect("counted").captured >= 2);
     assert_eq!(source.name().as_deref(), Some("vivid"));
     drop(source);
@@ -97,7 +84,7 @@ fn capture_inside() {
     options.size = (640, 400);
     let mut fitted = CameraSource::open(&options).expect("opens");
     assert_eq!(fitted.size(), (640, 400));
-    let picture = next_source_picture(&mut fitted);
+    let picture = next_picture(&mut fitted);
     assert_eq!((picture.width(), picture.height()), (640, 400));
     assert_bars(&picture, "fitted", 12);
     assert_eq!(
@@ -121,7 +108,7 @@ fn capture_inside() {
     let again = missing.pause(true).expect_err("no camera to pause");
     assert!(again.to_string().contains("/dev/video7"), "{again}");
     let mut again = CameraSource::open(&CameraOptions::new("/dev/video0")).expect("opens again");
-    next_source_picture(&mut again);
+    next_picture(&mut again);
     drop(again);
     // Left to itself, the camera takes its best layout; its pictures go through VP8
     // and come back as the same bars.

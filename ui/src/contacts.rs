@@ -153,31 +153,19 @@ impl ContactsPage {
             if call.clicked() {
                 shell.place_call(sip, format!("sip:{}", c.address));
             }
-            let video = ui
-                .add_enabled(
-                    sip.is_some(),
-                    egui::Button::new(format!("Video call {name}")),
-                )
-                .on_disabled_hover_text("Add a SIP account to call");
-            if video.clicked() {
-                shell.place_call_with(
-                    sip,
-                    format!("sip:{}", c.address),
-                    Some(crate::calls::camera(shell)),
-                );
-            }
-            let share = ui
-                .add_enabled(
-                    sip.is_some(),
-                    egui::Button::new(format!("Share screen with {name}")),
-                )
-                .on_disabled_hover_text("Add a SIP account to call");
-            if share.clicked() {
-                shell.place_call_with(
-                    sip,
-                    format!("sip:{}", c.address),
-                    Some(crate::calls::screen(shell)),
-                );
+            for (label, video) in [
+                (format!("Video call {name}"), crate::calls::camera(shell)),
+                (
+                    format!("Share screen with {name}"),
+                    crate::calls::screen(shell),
+                ),
+            ] {
+                let button = ui
+                    .add_enabled(sip.is_some(), egui::Button::new(label))
+                    .on_disabled_hover_text("Add a SIP account to call");
+                if button.clicked() {
+                    shell.place_call_with(sip, format!("sip:{}", c.address), Some(video));
+                }
             }
         });
     }

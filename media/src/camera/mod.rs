@@ -308,12 +308,7 @@ impl Camera {
             return Err(MediaError::Camera("the camera gave no buffers".into()));
         }
         for index in 0..req.count.min(MAX_BUFFERS) {
-            let mut buf = v4l2::Buffer {
-                index,
-                kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
-                memory: v4l2::MEMORY_MMAP,
-                ..v4l2::Plain::zeroed()
-            };
+            let mut buf = v4l2::Buffer::capture(index);
             v4l2::ioctl(&self.file, v4l2::QUERYBUF, &mut buf)
                 .map_err(|e| failed("to describe a buffer", e))?;
             let needed = self
@@ -362,22 +357,13 @@ impl Camera {
     }
 
     fn queue(&self, index: u32) -> Result<(), MediaError> {
-        let mut buf = v4l2::Buffer {
-            index,
-            kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
-            memory: v4l2::MEMORY_MMAP,
-            ..v4l2::Plain::zeroed()
-        };
+        let mut buf = v4l2::Buffer::capture(index);
         v4l2::ioctl(&self.file, v4l2::QBUF, &mut buf).map_err(|e| failed("a buffer back", e))
     }
 
     /// A filled buffer, if one is ready.
     fn dequeue(&self) -> Result<Option<v4l2::Buffer>, MediaError> {
-        let mut buf = v4l2::Buffer {
-            kind: v4l2::BUF_TYPE_VIDEO_CAPTURE,
-            memory: v4l2::MEMORY_MMAP,
-            ..v4l2::Plain::zeroed()
-        };
+        let mut buf = v4l2::Buffer::capture(0);
         match v4l2::ioctl(&self.file, v4l2::DQBUF, &mut buf) {
             Ok(()) => Ok(Some(buf)),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),

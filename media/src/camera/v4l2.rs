@@ -116,6 +116,16 @@ pub(crate) struct Buffer {
 }
 
 impl Buffer {
+    /// A memory-mapped capture buffer, numbered `index`, to hand to an ioctl.
+    pub(crate) fn capture(index: u32) -> Buffer {
+        Buffer {
+            index,
+            kind: BUF_TYPE_VIDEO_CAPTURE,
+            memory: MEMORY_MMAP,
+            ..Plain::zeroed()
+        }
+    }
+
     /// `m.offset`: the union's first 4 bytes (the rest is not ours to read).
     pub(crate) fn mmap_offset(&self) -> u32 {
         self.m.to_ne_bytes()[..4]
