@@ -3,12 +3,12 @@
 
 # Needed to build and run Hushphone.
 RUN_PACKAGES="build-essential pkg-config cmake libclang-dev curl ca-certificates
-  libasound2-dev libopus-dev libsqlite3-dev libbzrtp-dev libotr5-dev libvpx-dev
+  libasound2-dev libopus-dev libsqlite3-dev libbzrtp-dev libotr5-dev libvpx-dev libpipewire-0.3-dev
   libgl1-mesa-dri libegl1 libegl-mesa0 libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxi6 libxrandr2
   xvfb xauth openssl"
 # Real servers and peers the tests talk to.
 TEST_PACKAGES="prosody ejabberd kamailio kamailio-tls-modules linphone-cli baresip-core sip-tester microsocks
-  qemu-system-x86 busybox-static"
+  qemu-system-x86 busybox-static dbus-daemon pipewire wireplumber xdg-desktop-portal"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -108,15 +108,17 @@ fn assert_same_sas(records: &[Value], theirs: &str) {
     assert_eq!(secure["sas"], theirs);
 }
 
-/// Runs `hushphone call` to linphonec with `args` (after the tone), and returns the SAS
-/// linphonec showed, a snapshot of what it decoded, and our JSON lines once the call
-/// has ended successfully.
+/// Runs `hushphone call` to linphonec with `args` (after the tone) and `envs`, and
+/// returns the SAS linphonec showed, a snapshot of what it decoded, and our JSON lines
+/// once the call has ended successfully.
 fn call_linphonec(
     profile: &std::path::Path,
     bob: &mut Linphonec,
     args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
 ) -> (String, std::path::PathBuf, Vec<Value>) {
     let child = Command::new(env!("CARGO_BIN_EXE_hushphone"))
+        .envs(envs.iter().copied())
         .arg("--profile")
         .arg(profile)
         .arg("--json")
@@ -155,7 +157,7 @@ fn hushphone_calls_linphonec_with_video_both_ways_keyed_by_zrtp() {
         .chain(duration)
         .collect();
     let (their_sas, snapshot, records) =
-        call_linphonec(&dir.path().join("profile"), &mut bob, &all);
+        call_linphonec(&dir.path().join("profile"), &mut bob, &all, &[]);
     // The snapshot file may be written in pieces: read once the call is over.
     shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
     assert_all_streams_keyed(&bob);
@@ -342,7 +344,7 @@ fn hushphone_shares_its_screen_with_linphonec_keyed_by_zrtp() {
     ]
     .map(std::ffi::OsStr::new);
     let (their_sas, snapshot, records) =
-        call_linphonec(&dir.path().join("profile"), &mut bob, &args);
+        call_linphonec(&dir.path().join("profile"), &mut bob, &args, &[]);
     // What linphonec decodes is our screen: the bars drawn on it.
     shows_our_bars(&snapshot).unwrap_or_else(|e| panic!("linphonec's picture: {e}"));
     assert_all_streams_keyed(&bob);
@@ -358,4 +360,39 @@ fn hushphone_shares_its_screen_with_linphonec_keyed_by_zrtp() {
         screen["unchanged"].as_u64().expect("unchanged"),
     );
     assert!(captured >= 1 && unchanged > 10 * captured, "{screen}");
+}
+
+/// A Wayland session: with no display named, the screen is the desktop portal's (the
+/// real xdg-desktop-portal and PipeWire; see `hush_harness::PortalDesktop`).
+#[test]
+fn hushphone_shares_a_wayland_screen_through_the_portal_with_linphonec_keyed_by_zrtp() {
+    let (w, h) = (1280, 720);
+    let pattern = hush_media::video::TestPattern::new(w, h, 15).expect("pattern");
+    let desktop =
+        hush_harness::PortalDesktop::start(w, h, 15, Box::new(move |n| pattern.frame(n).to_bgrx()))
+            .expect("portal desktop");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bob = video_peer();
+    let args =
+        ["--share-screen", "--max-size", "640x360", "--duration", "6"].map(std::ffi::OsStr::new);
+    let envs = [
+        ("DBUS_SESSION_BUS_ADDRESS", desktop.bus()),
+        ("WAYLAND_DISPLAY", "wayland-hushtest"),
+        ("DISPLAY", ""),
+    ];
+    let (their_sas, snapshot, records) =
+        call_linphonec(&dir.path().join("profile"), &mut bob, &args, &envs);
+    shows_our_bars(&snapshot)
+        .unwrap_or_else(|e| panic!("linphonec's picture: {e}\n{}", desktop.logs()));
+    assert_all_streams_keyed(&bob);
+    assert_same_sas(&records, &their_sas);
+    assert_eq!(desktop.starts(), 1, "one share granted by the portal");
+    let screen = records
+        .iter()
+        .rfind(|r| r["type"] == "stats" && r["stream"] == "screen")
+        .unwrap_or_else(|| panic!("no screen stats line: {records:?}"));
+    assert!(
+        screen["captured"].as_u64().expect("captured") >= 10,
+        "{screen}"
+    );
 }

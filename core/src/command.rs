@@ -56,8 +56,12 @@ pub enum VideoSourceSpec {
 /// The screen a call shares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScreenSpec {
-    /// The X11 display (`:1`); `None`: `$DISPLAY`.
+    /// The X11 display (`:1`); `None`: `$DISPLAY`, or the desktop portal in a Wayland
+    /// session.
     pub display: Option<String>,
+    /// Through the desktop portal (the user picks what in the desktop's dialog), even
+    /// outside a Wayland session.
+    pub portal: bool,
     /// One monitor, in RandR's order; `None`: the whole screen.
     pub monitor: Option<usize>,
     /// The largest picture sent (the screen is scaled down to fit).
@@ -67,10 +71,12 @@ pub struct ScreenSpec {
 }
 
 impl Default for ScreenSpec {
-    /// The whole screen of `$DISPLAY`, at most 1280×720 and 15 pictures a second.
+    /// The whole screen of `$DISPLAY` (the portal's choice in a Wayland session), at
+    /// most 1280×720 and 15 pictures a second.
     fn default() -> Self {
         ScreenSpec {
             display: None,
+            portal: false,
             monitor: None,
             max_size: (1280, 720),
             fps: 15,

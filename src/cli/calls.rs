@@ -51,12 +51,18 @@ pub(crate) struct AudioArgs {
     /// Record the peer's pictures to this Y4M file.
     #[arg(long, value_name = "FILE.y4m")]
     video_record: Option<PathBuf>,
-    /// Share the screen as the call's video (X11; the other side sees it as a screen).
+    /// Share the screen as the call's video (X11, or the desktop portal on Wayland; the
+    /// other side sees it as a screen).
     #[arg(long, conflicts_with_all = ["video", "video_source"])]
     share_screen: bool,
-    /// Which screen: an X11 display and optionally one monitor (`:0`, `:0.1`); the
-    /// default is `$DISPLAY`, whole.
-    #[arg(long, value_name = ":DISPLAY[.MONITOR]", requires = "share_screen")]
+    /// Which screen: an X11 display and optionally one monitor (`:0`, `:0.1`), or
+    /// `portal` (the desktop asks what to share); the default is the portal in a
+    /// Wayland session, else `$DISPLAY`, whole.
+    #[arg(
+        long,
+        value_name = ":DISPLAY[.MONITOR]|portal",
+        requires = "share_screen"
+    )]
     screen: Option<String>,
     /// Scale the shared screen down to fit this size.
     #[arg(
@@ -176,11 +182,12 @@ impl AudioArgs {
     /// `--screen :D[.M]` and `--max-size WxH`, checked now.
     fn screen_spec(&self) -> Result<ScreenSpec, CliError> {
         let (display, monitor) = match self.screen.as_deref() {
-            None => (None, None),
+            None | Some("portal") => (None, None),
             Some(s) => {
                 let bad = || {
                     CliError::Usage(format!(
-                        "--screen {s}: give an X11 display and optionally a monitor, like :0 or :0.1"
+                        "--screen {s}: give an X11 display and optionally a monitor, like :0 \
+                         or :0.1, or `portal` for the desktop's choice"
                     ))
                 };
                 let rest = s.strip_prefix(':').ok_or_else(bad)?;
@@ -208,6 +215,7 @@ impl AudioArgs {
             })?;
         Ok(ScreenSpec {
             display,
+            portal: self.screen.as_deref() == Some("portal"),
             monitor,
             max_size,
             fps: self.screen_fps,

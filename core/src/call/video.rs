@@ -10,7 +10,7 @@ use crate::error::{CoreError, Result};
 use crate::snapshot::CallId;
 use hush_media::camera::{CameraOptions, CameraSource};
 use hush_media::driver::{PreparedVideo, VideoSetup, Viewer};
-use hush_media::screen::{ScreenSource, X11Options};
+use hush_media::screen::{PortalOptions, ScreenSource, X11Options, portal};
 use hush_media::video::{
     EncoderConfig, TestPattern, VideoConfig, VideoSource, Y4mReader, Y4mWriter,
 };
@@ -87,6 +87,16 @@ pub(super) fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>
                 layout: None,
             })?)
         }
+        VideoSourceSpec::Screen(s) if s.portal || (s.display.is_none() && portal_by_default()) => {
+            Box::new(ScreenSource::open_portal(
+                &PortalOptions {
+                    bus: None,
+                    cursor: true,
+                },
+                s.max_size,
+                s.fps,
+            )?)
+        }
         VideoSourceSpec::Screen(s) => Box::new(ScreenSource::open(
             &X11Options {
                 display: s.display.clone(),
@@ -99,6 +109,12 @@ pub(super) fn open_source(spec: &VideoSourceSpec) -> Result<Box<dyn VideoSource>
             s.fps,
         )?),
     })
+}
+
+/// In a Wayland session the screen is the portal's (`$DISPLAY` there is XWayland,
+/// which shows only X11 programs' windows), when this build has it.
+fn portal_by_default() -> bool {
+    portal::available() && std::env::var_os("WAYLAND_DISPLAY").is_some_and(|w| !w.is_empty())
 }
 
 /// Everything the media thread needs to start a call's video stream.

@@ -1,14 +1,17 @@
-//! The screen as a call's video source (screen sharing): X11 capture, converted to
-//! I420 at the size the call sends, only when something changed. Capture runs on a
-//! thread of its own: an X server that stalls (a grab, a hang) must never hold up the
-//! call's media thread, which only takes the newest picture.
+//! The screen as a call's video source (screen sharing): X11 capture, or the desktop
+//! portal on Wayland, converted to I420 at the size the call sends, only when
+//! something changed. Capture runs on a thread of its own: an X server that stalls (a
+//! grab, a hang) or a desktop waiting for the user must never hold up the call's media
+//! thread, which only takes the newest picture.
 
 pub mod convert;
+pub mod portal;
 pub mod x11;
 
 use crate::MediaError;
 use crate::video::{CaptureStats, I420Frame, VideoSource};
 pub use convert::{Bgrx, BgrxConverter, bgrx_to_i420, fit};
+pub use portal::PortalOptions;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -51,25 +54,20 @@ impl ScreenSource {
     /// Shares what `options` names, scaled to fit `max`, at up to `fps`.
     pub fn open(options: &X11Options, max: (u32, u32), fps: u32) -> Result<Self, MediaError> {
         let fps = fps.clamp(1, 30);
-        let latest = Arc::new(Mutex::new(Latest::default()));
-        let stop = Arc::new(AtomicBool::new(false));
         let (opened, wait) = mpsc::channel();
-        let (l, s, o) = (latest.clone(), stop.clone(), options.clone());
-        std::thread::Builder::new()
-            .name("screen-capture".into())
-            .spawn(move || match X11Capture::open(&o) {
-                Err(e) => {
-                    let _ = opened.send(Err(e));
+        let o = options.clone();
+        let (latest, stop) = spawn("screen-capture", move |l, s| match X11Capture::open(&o) {
+            Err(e) => {
+                let _ = opened.send(Err(e));
+            }
+            Ok(capture) => {
+                let (w, h) = capture.size();
+                let size = fit(w, h, max);
+                if opened.send(Ok((size, capture.shared_memory()))).is_ok() {
+                    run(capture, size, fps, &l, &s);
                 }
-                Ok(capture) => {
-                    let (w, h) = capture.size();
-                    let size = fit(w, h, max);
-                    if opened.send(Ok((size, capture.shared_memory()))).is_ok() {
-                        run(capture, size, fps, &l, &s);
-                    }
-                }
-            })
-            .map_err(|e| MediaError::InvalidInput(format!("screen capture thread: {e}")))?;
+            }
+        })?;
         let (size, shared_memory) = match wait.recv_timeout(OPEN_WAIT) {
             Ok(r) => r?,
             Err(_) => {
@@ -79,7 +77,42 @@ impl ScreenSource {
                 ));
             }
         };
-        Ok(ScreenSource {
+        Ok(ScreenSource::new(latest, stop, fps, size, shared_memory))
+    }
+
+    /// Shares what the user picks in the desktop's dialog (the portal), fitted into
+    /// `max` with black around it, at up to `fps`. Returns at once: the user may take
+    /// their time, and a refusal or failure is said at the next picture.
+    pub fn open_portal(
+        options: &PortalOptions,
+        max: (u32, u32),
+        fps: u32,
+    ) -> Result<Self, MediaError> {
+        if !portal::available() {
+            return Err(MediaError::InvalidInput(
+                "screen sharing on Wayland needs the desktop portal, and this build of \
+                 Hushphone has none (built without the `portal` feature)"
+                    .into(),
+            ));
+        }
+        let fps = fps.clamp(1, 30);
+        // The screen's size is known only once the user chose: the call sends `max`.
+        let size = fit(max.0, max.1, max);
+        let o = options.clone();
+        let (latest, stop) = spawn("screen-portal", move |l, s| {
+            portal::run(&o, size, fps, &l, &s);
+        })?;
+        Ok(ScreenSource::new(latest, stop, fps, size, true))
+    }
+
+    fn new(
+        latest: Arc<Mutex<Latest>>,
+        stop: Arc<AtomicBool>,
+        fps: u32,
+        size: (u32, u32),
+        shared_memory: bool,
+    ) -> Self {
+        ScreenSource {
             latest,
             stop,
             fps,
@@ -87,7 +120,7 @@ impl ScreenSource {
             shared_memory,
             last: None,
             since_sent: 0,
-        })
+        }
     }
 
     /// What it has done so far.
@@ -95,10 +128,26 @@ impl ScreenSource {
         self.latest.lock().map(|l| l.stats).unwrap_or_default()
     }
 
-    /// Whether the capture shares memory with the X server.
+    /// Whether the pictures come through memory shared with the X server (MIT-SHM) or
+    /// the desktop (PipeWire), not copied through a socket.
     pub fn shared_memory(&self) -> bool {
         self.shared_memory
     }
+}
+
+/// Starts a capture thread with what it shares with the source.
+fn spawn(
+    name: &str,
+    body: impl FnOnce(Arc<Mutex<Latest>>, Arc<AtomicBool>) + Send + 'static,
+) -> Result<(Arc<Mutex<Latest>>, Arc<AtomicBool>), MediaError> {
+    let latest = Arc::new(Mutex::new(Latest::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (l, s) = (latest.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || body(l, s))
+        .map_err(|e| MediaError::InvalidInput(format!("screen capture thread: {e}")))?;
+    Ok((latest, stop))
 }
 
 /// The capture thread: looks at the screen `fps` times a second, and captures and
