@@ -85,7 +85,7 @@ fn ashpd_cursor_embedded() -> hush_harness::CursorMode {
 }
 
 #[test]
-fn a_share_cancelled_in_the_dialog_or_without_a_portal_is_said() {
+fn a_share_cancelled_in_the_dialog_or_without_a_bus_or_portal_is_said() {
     let desktop = desktop(640, 360);
     desktop.refuse_next();
     let mut screen = ScreenSource::open_portal(&options(&desktop), (640, 360), 15).expect("open");
@@ -104,5 +104,19 @@ fn a_share_cancelled_in_the_dialog_or_without_a_portal_is_said() {
     )
     .expect("open");
     let e = next(&mut screen, Duration::from_secs(10), |_| true).expect_err("no bus");
-    assert!(e.contains("session bus"), "{e}");
+    assert!(e.contains("the session bus at"), "{e}");
+
+    // A session bus without any portal on it (a bare compositor's session).
+    let bare = hush_harness::SessionBus::start().expect("bus");
+    let mut screen = ScreenSource::open_portal(
+        &PortalOptions {
+            bus: Some(bare.address().to_owned()),
+            cursor: true,
+        },
+        (640, 360),
+        15,
+    )
+    .expect("open");
+    let e = next(&mut screen, Duration::from_secs(30), |_| true).expect_err("no portal");
+    assert!(e.contains("no desktop portal answers"), "{e}");
 }

@@ -157,10 +157,17 @@ mod imp {
                 .await
                 .map_err(|e| failed(format!("no session bus: {e}")))?,
         };
+        let no_portal = |e: ashpd::Error| {
+            failed(format!(
+                "no desktop portal answers on the session bus ({e}): sharing a Wayland \
+                 screen needs xdg-desktop-portal and the desktop's backend \
+                 (xdg-desktop-portal-gnome, -kde or -wlr)"
+            ))
+        };
         let portal = Screencast::with_connection(connection)
             .await
-            .map_err(|e| failed(format!("no ScreenCast portal on the session bus: {e}")))?;
-        let offered = portal.available_source_types().await.map_err(said)?;
+            .map_err(no_portal)?;
+        let offered = portal.available_source_types().await.map_err(no_portal)?;
         let sources = offered & (SourceType::Monitor | SourceType::Window);
         if sources.is_empty() {
             return Err(failed("the desktop offers no screen or window to share"));

@@ -47,6 +47,38 @@ struct Asked {
     starts: u32,
 }
 
+/// A session bus of its own (`dbus-daemon`), with nothing on it at first; stopped and
+/// reaped on drop.
+pub struct SessionBus {
+    _process: ServerProcess,
+    address: String,
+    dir: tempfile::TempDir,
+}
+
+impl SessionBus {
+    /// Starts it and returns once it listens.
+    pub fn start() -> Result<SessionBus> {
+        let dir = tempfile::tempdir().map_err(io("temp dir"))?;
+        let socket = dir.path().join("bus");
+        let address = format!("unix:path={}", socket.display());
+        let mut cmd = Command::new("dbus-daemon");
+        cmd.args(["--session", "--nofork", "--nopidfile"])
+            .arg(format!("--address={address}"));
+        let mut process = ServerProcess::spawn("dbus-daemon", cmd, &dir.path().join("bus.log"))?;
+        process.wait_ready(Duration::from_secs(10), || socket.exists())?;
+        Ok(SessionBus {
+            _process: process,
+            address,
+            dir,
+        })
+    }
+
+    /// Its address (`DBUS_SESSION_BUS_ADDRESS` for a program).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
 /// A running desktop portal with one screen; everything stops and is reaped on drop.
 pub struct PortalDesktop {
     // Dropped first to last: the frontend, the backend's screen, then the servers.
@@ -57,7 +89,7 @@ pub struct PortalDesktop {
     backend: Option<std::thread::JoinHandle<()>>,
     _wireplumber: ServerProcess,
     _pipewire: ServerProcess,
-    _bus: ServerProcess,
+    bus: SessionBus,
     asked: Arc<Mutex<Asked>>,
     address: String,
     dir: tempfile::TempDir,
@@ -74,14 +106,8 @@ impl PortalDesktop {
         let dir = tempfile::tempdir().map_err(io("temp dir"))?;
         let run = dir.path().join("run");
         std::fs::create_dir(&run).map_err(io("runtime dir"))?;
-        let socket = dir.path().join("bus");
-        let address = format!("unix:path={}", socket.display());
-
-        let mut cmd = Command::new("dbus-daemon");
-        cmd.args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address={address}"));
-        let mut bus = ServerProcess::spawn("dbus-daemon", cmd, &dir.path().join("bus.log"))?;
-        bus.wait_ready(Duration::from_secs(10), || socket.exists())?;
+        let bus = SessionBus::start()?;
+        let address = bus.address.clone();
 
         let env = |cmd: &mut Command| {
             cmd.env("DBUS_SESSION_BUS_ADDRESS", &address)
@@ -202,7 +228,7 @@ impl PortalDesktop {
             backend: Some(backend),
             _wireplumber: wireplumber,
             _pipewire: pipewire,
-            _bus: bus,
+            bus,
             asked,
             address,
             dir,
@@ -245,18 +271,24 @@ impl PortalDesktop {
 
     /// The servers' logs, for failure messages.
     pub fn logs(&self) -> String {
-        ["bus.log", "pw.log", "wp.log", "xdp.log"]
-            .iter()
-            .map(|f| {
-                let text = std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                format!(
-                    "--- {f}\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        [
+            self.bus.dir.path().join("bus.log"),
+            self.dir.path().join("pw.log"),
+            self.dir.path().join("wp.log"),
+            self.dir.path().join("xdp.log"),
+        ]
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            format!(
+                "--- {}\n{}",
+                f.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 }
 
