@@ -127,13 +127,14 @@ impl Linphonec {
             lines,
             seen: Vec::new(),
         };
-        // Ready once its SIP port is taken.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Ready once its SIP port is taken (slow with -V and full logging when the
+        // other tests in the binary load both cores).
+        let deadline = Instant::now() + Duration::from_secs(30);
         while UdpSocket::bind(("127.0.0.1", sip_port)).is_ok() {
             if Instant::now() > deadline {
                 return Err(HarnessError::NotReady {
                     server: "linphonec",
-                    secs: 10,
+                    secs: 30,
                     log: l.seen.join("\n"),
                 });
             }
