@@ -721,7 +721,9 @@ fn require_policy_never_lets_plaintext_out_on(kind: ServerKind) {
     server.go_down();
     alice.send(&b, "third secret").expect("send while offline");
     server.restart().expect("restart");
-    buddy.wait("third", |s| {
+    // Both sides log in again first: a restarting ejabberd refuses logins until it has
+    // loaded its accounts, and a refused login is retried after 4, 8 and 16 s.
+    buddy.wait_up_to(Duration::from_secs(60), "third", |s| {
         s.shown.iter().any(|m| m == "third secret").then_some(())
     });
 

@@ -221,7 +221,12 @@ impl Buddy {
 
     /// Waits (at most 15 s) until `f` holds for what the buddy saw.
     pub fn wait<T>(&self, what: &str, f: impl Fn(&Seen) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_up_to(Duration::from_secs(15), what, f)
+    }
+
+    /// Waits at most `limit` until `f` holds for what the buddy saw.
+    pub fn wait_up_to<T>(&self, limit: Duration, what: &str, f: impl Fn(&Seen) -> Option<T>) -> T {
+        let deadline = Instant::now() + limit;
         let mut seen = self.shared.seen.lock().expect("seen");
         loop {
             if let Some(v) = f(&seen) {
@@ -229,7 +234,7 @@ impl Buddy {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("buddy: no {what} within 15 s; saw {seen:?}");
+                panic!("buddy: no {what} within {limit:?}; saw {seen:?}");
             }
             seen = self
                 .shared
