@@ -368,9 +368,16 @@ fn hushphone_shares_its_screen_with_linphonec_keyed_by_zrtp() {
 fn hushphone_shares_a_wayland_screen_through_the_portal_with_linphonec_keyed_by_zrtp() {
     let (w, h) = (1280, 720);
     let pattern = hush_media::video::TestPattern::new(w, h, 15).expect("pattern");
-    let desktop =
-        hush_harness::PortalDesktop::start(w, h, 15, Box::new(move |n| pattern.frame(n).to_bgrx()))
-            .expect("portal desktop");
+    let desktop = hush_harness::PortalDesktop::start(
+        hush_harness::TestScreen {
+            width: w,
+            height: h,
+            fps: 15,
+            rgbx: false,
+        },
+        Box::new(move |n| pattern.frame(n).to_bgrx()),
+    )
+    .expect("portal desktop");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut bob = video_peer();
     let args =

@@ -168,9 +168,11 @@ mod imp {
             .await
             .map_err(no_portal)?;
         let offered = portal.available_source_types().await.map_err(no_portal)?;
-        let sources = offered & (SourceType::Monitor | SourceType::Window);
+        // Monitors only: a window's stream carries a crop region (its frame inside
+        // a larger buffer) that is not read yet, so the other side would see padding.
+        let sources = offered & SourceType::Monitor;
         if sources.is_empty() {
-            return Err(failed("the desktop offers no screen or window to share"));
+            return Err(failed("the desktop offers no screen to share"));
         }
         let cursors = portal.available_cursor_modes().await.unwrap_or_default();
         let cursor = if options.cursor {
@@ -235,55 +237,88 @@ mod imp {
                 .unwrap_or(false)
         }
 
-        /// One buffer from the desktop: copied out, checked, converted, handed over.
+        /// One buffer from the desktop: checked, copied out row by row (packed),
+        /// converted, handed over. Everything about the buffer comes from the
+        /// compositor and is checked before a byte is read.
         fn take(&mut self, data: &spa::buffer::Data) -> Result<(), String> {
             let Some((swap, w, h)) = self.format else {
                 return Err("a picture before its format".into());
             };
             let raw = data.as_raw();
-            let chunk = data.chunk();
-            if chunk.flags().contains(spa::buffer::ChunkFlags::CORRUPTED) || chunk.size() == 0 {
+            if raw.chunk.is_null() || raw.data.is_null() {
+                return Err("a picture in memory that cannot be read (not shared memory)".into());
+            }
+            // SAFETY: non-null (checked), and PipeWire points it at this buffer's
+            // chunk while the buffer is dequeued. The desktop may write it at any
+            // time: it is read once, by value, and never referenced.
+            let chunk = unsafe { std::ptr::read_volatile(raw.chunk) };
+            if chunk.flags & spa::sys::SPA_CHUNK_FLAG_CORRUPTED as i32 != 0 || chunk.size == 0 {
                 return Ok(());
             }
             let row = w as usize * 4;
-            let stride = match chunk.stride() {
+            let stride = match chunk.stride {
                 0 => row,
                 s if s > 0 => s as usize,
                 _ => return Err("a picture stored bottom-up".into()),
             };
-            let offset = chunk.offset() as usize;
-            let needed = stride
-                .checked_mul(h as usize - 1)
-                .and_then(|n| n.checked_add(row));
-            let Some(needed) = needed.filter(|&n| {
-                stride >= row
-                    && offset
-                        .checked_add(n)
-                        .is_some_and(|end| end <= raw.maxsize as usize)
-            }) else {
+            // Padding is fine; a stride far beyond the row is not a screen's.
+            if stride < row || stride > 2 * row.max(4096) {
+                return Err(format!("rows of {stride} bytes for {w} pixels"));
+            }
+            let offset = chunk.offset as usize;
+            let needed = stride * (h as usize - 1) + row;
+            if needed > chunk.size as usize
+                || offset
+                    .checked_add(needed)
+                    .is_none_or(|end| end > raw.maxsize as usize)
+            {
                 return Err(format!(
-                    "a {w}x{h} picture with rows of {stride} does not fit its {}-byte buffer",
-                    raw.maxsize
+                    "a {w}x{h} picture with rows of {stride} does not fit its buffer \
+                     ({} bytes at {offset} of {})",
+                    chunk.size, raw.maxsize
                 ));
-            };
-            if raw.data.is_null() {
-                return Err("a picture in memory that cannot be read (not shared memory)".into());
             }
+            if raw.type_ == spa::sys::SPA_DATA_MemFd {
+                // Memory smaller than the mapping would kill the process (SIGBUS)
+                // when read past its end.
+                let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+                // SAFETY: fstat writes a `stat` into the buffer it is given; it is read
+                // only when fstat said it did.
+                let size = if unsafe { libc::fstat(raw.fd as i32, st.as_mut_ptr()) } == 0 {
+                    unsafe { st.assume_init() }.st_size
+                } else {
+                    0
+                };
+                let mapped = raw.mapoffset as i64 + raw.maxsize as i64;
+                if size < mapped {
+                    return Err(format!(
+                        "shared memory of {size} bytes where {mapped} are mapped"
+                    ));
+                }
+            }
+            let packed = row * h as usize;
             self.pixels.clear();
-            self.pixels.reserve(needed);
-            // SAFETY: PipeWire mapped `maxsize` bytes at `raw.data` for this buffer while
-            // it is dequeued (MAP_BUFFERS); `offset + needed` is inside them (checked
-            // above) and `pixels` has room for `needed` bytes. The desktop may write the
-            // memory under the copy: they are plain bytes, copied without ever forming
-            // a reference to the shared memory.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    raw.data.cast::<u8>().add(offset),
-                    self.pixels.as_mut_ptr(),
-                    needed,
-                );
-                self.pixels.set_len(needed);
+            self.pixels
+                .try_reserve(packed)
+                .map_err(|_| format!("no memory for a {w}x{h} picture"))?;
+            let base = raw.data.cast::<u8>().cast_const();
+            for y in 0..h as usize {
+                // SAFETY: row `y` lies at `offset + y * stride .. + row`, inside the
+                // `maxsize` bytes PipeWire mapped at `raw.data` for this dequeued
+                // buffer (checked above: `offset + needed <= maxsize`); `pixels` has
+                // room for `packed` bytes, of which `y * row` are filled. The desktop
+                // may write the memory under the copy: they are plain bytes, copied
+                // without ever forming a reference to the shared memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        base.add(offset + y * stride),
+                        self.pixels.as_mut_ptr().add(y * row),
+                        row,
+                    );
+                }
             }
+            // SAFETY: all `packed` bytes were written by the loop above.
+            unsafe { self.pixels.set_len(packed) };
             if swap {
                 for px in self.pixels.chunks_exact_mut(4) {
                     px.swap(0, 2);
@@ -297,7 +332,7 @@ mod imp {
                         data: &self.pixels,
                         width: w,
                         height: h,
-                        stride,
+                        stride: row,
                     },
                     &mut frame,
                 )
@@ -309,6 +344,14 @@ mod imp {
             l.picture = Some(frame);
             l.stats.captured += 1;
             Ok(())
+        }
+    }
+
+    /// Runs a PipeWire callback's body: a panic there would cross into C and abort
+    /// the process, so it ends the share with words instead.
+    fn guarded(end: &Rc<dyn Fn(String)>, body: impl FnOnce()) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+            end("reading the shared screen failed unexpectedly".into());
         }
     }
 
@@ -457,10 +500,14 @@ mod imp {
         let stream = pw::stream::StreamBox::new(
             &core,
             "hushphone-screen",
+            // Only the granted node: never another video source in its place.
             pw::properties::properties! {
                 *pw::keys::MEDIA_TYPE => "Video",
                 *pw::keys::MEDIA_CATEGORY => "Capture",
                 *pw::keys::MEDIA_ROLE => "Screen",
+                "target.object" => node.to_string(),
+                *pw::keys::NODE_DONT_RECONNECT => "true",
+                "node.dont-fallback" => "true",
             },
         )
         .map_err(pipewire)?;
@@ -469,60 +516,66 @@ mod imp {
             .add_local_listener_with_user_data(())
             .state_changed({
                 let (end, started) = (end.clone(), started.clone());
-                move |_, _, _, new| match new {
-                    pw::stream::StreamState::Error(e) => {
-                        end(format!("the shared screen's stream failed: {e}"))
-                    }
-                    pw::stream::StreamState::Streaming => *started.borrow_mut() = true,
-                    pw::stream::StreamState::Unconnected if *started.borrow() => {
-                        end("the desktop ended the share".into())
-                    }
-                    _ => {}
+                move |_, _, _, new| {
+                    guarded(&end, || match new {
+                        pw::stream::StreamState::Error(e) => {
+                            end(format!("the shared screen's stream failed: {e}"))
+                        }
+                        pw::stream::StreamState::Streaming => *started.borrow_mut() = true,
+                        pw::stream::StreamState::Unconnected if *started.borrow() => {
+                            end("the desktop ended the share".into())
+                        }
+                        _ => {}
+                    })
                 }
             })
             .param_changed({
                 let (state, end) = (state.clone(), end.clone());
                 move |_, _, id, param| {
-                    let Some(param) = param else { return };
-                    if id != spa::param::ParamType::Format.as_raw() {
-                        return;
-                    }
-                    match accepted(param) {
-                        Ok(format) => {
-                            tracing::debug!(?format, "the shared screen's format");
-                            state.borrow_mut().format = Some(format);
+                    guarded(&end, || {
+                        let Some(param) = param else { return };
+                        if id != spa::param::ParamType::Format.as_raw() {
+                            return;
                         }
-                        Err(e) => end(format!("the desktop sends {e}")),
-                    }
+                        match accepted(param) {
+                            Ok(format) => {
+                                tracing::debug!(?format, "the shared screen's format");
+                                state.borrow_mut().format = Some(format);
+                            }
+                            Err(e) => end(format!("the desktop sends {e}")),
+                        }
+                    })
                 }
             })
             .process({
                 let (state, end) = (state.clone(), end.clone());
                 move |stream, _| {
-                    // Only the newest picture matters: older ones go straight back.
-                    let mut newest = None;
-                    while let Some(buffer) = stream.dequeue_buffer() {
-                        newest = Some(buffer);
-                    }
-                    let Some(mut buffer) = newest else { return };
-                    let mut s = state.borrow_mut();
-                    if !s.wanted() {
-                        return;
-                    }
-                    let Some(data) = buffer.datas_mut().first() else {
-                        return;
-                    };
-                    match s.take(data) {
-                        Ok(()) => s.bad_in_a_row = 0,
-                        Err(e) => {
-                            s.bad_in_a_row += 1;
-                            tracing::debug!("a shared screen picture skipped: {e}");
-                            if s.bad_in_a_row >= BAD_IN_A_ROW {
-                                drop(s);
-                                end(format!("the desktop's pictures cannot be read: {e}"));
+                    guarded(&end, || {
+                        // Only the newest picture matters: older ones go straight back.
+                        let mut newest = None;
+                        while let Some(buffer) = stream.dequeue_buffer() {
+                            newest = Some(buffer);
+                        }
+                        let Some(mut buffer) = newest else { return };
+                        let mut s = state.borrow_mut();
+                        if !s.wanted() {
+                            return;
+                        }
+                        let Some(data) = buffer.datas_mut().first() else {
+                            return;
+                        };
+                        match s.take(data) {
+                            Ok(()) => s.bad_in_a_row = 0,
+                            Err(e) => {
+                                s.bad_in_a_row += 1;
+                                tracing::debug!("a shared screen picture skipped: {e}");
+                                if s.bad_in_a_row >= BAD_IN_A_ROW {
+                                    drop(s);
+                                    end(format!("the desktop's pictures cannot be read: {e}"));
+                                }
                             }
                         }
-                    }
+                    })
                 }
             })
             .register()
@@ -534,7 +587,9 @@ mod imp {
             .connect(
                 spa::utils::Direction::Input,
                 Some(node),
-                pw::stream::StreamFlags::AUTOCONNECT | pw::stream::StreamFlags::MAP_BUFFERS,
+                pw::stream::StreamFlags::AUTOCONNECT
+                    | pw::stream::StreamFlags::MAP_BUFFERS
+                    | pw::stream::StreamFlags::DONT_RECONNECT,
                 &mut [pod],
             )
             .map_err(pipewire)?;
@@ -548,7 +603,7 @@ mod imp {
                         m.quit();
                     }
                 } else if state.borrow().format.is_none() && Instant::now() > first_by {
-                    end("the desktop sent no picture within 10 s".into());
+                    end("the desktop and Hushphone agreed on no picture format within 10 s".into());
                 }
             }
         });

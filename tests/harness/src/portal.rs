@@ -36,6 +36,25 @@ const DESKTOP: &str = "hushtest";
 /// Paints the `n`th picture of the screen: BGRx, its size, rows packed.
 pub type Painter = Box<dyn FnMut(u64) -> Vec<u8> + Send>;
 
+/// The desktop's screen: its size and rate, and how its pixels are laid out in the
+/// buffers it shares. Rows are always padded and start past the buffer's beginning,
+/// as compositors' often do, so a reader must honour stride and offset.
+#[derive(Debug, Clone, Copy)]
+pub struct TestScreen {
+    /// Pixels across.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// Pictures a second.
+    pub fps: u32,
+    /// Red first (RGBx) instead of blue first (BGRx).
+    pub rgbx: bool,
+}
+
+/// Padding after each row and bytes before the first, in the screen's buffers.
+const ROW_PADDING: u32 = 64;
+const FIRST_ROW_AT: u32 = 256;
+
 /// What the backend was asked, and how it answers.
 #[derive(Debug, Default)]
 struct Asked {
@@ -61,9 +80,23 @@ impl SessionBus {
         let dir = tempfile::tempdir().map_err(io("temp dir"))?;
         let socket = dir.path().join("bus");
         let address = format!("unix:path={}", socket.display());
+        // A configuration of its own: no service directories, so nothing on the
+        // machine (a real portal, a document store) is ever started on it.
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>session</type><listen>{address}</listen>\
+                 <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+                 <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n"
+            ),
+        )
+        .map_err(io("bus config"))?;
         let mut cmd = Command::new("dbus-daemon");
-        cmd.args(["--session", "--nofork", "--nopidfile"])
-            .arg(format!("--address={address}"));
+        cmd.args(["--nofork", "--nopidfile"])
+            .arg(format!("--config-file={}", config.display()));
         let mut process = ServerProcess::spawn("dbus-daemon", cmd, &dir.path().join("bus.log"))?;
         process.wait_ready(Duration::from_secs(10), || socket.exists())?;
         Ok(SessionBus {
@@ -83,8 +116,7 @@ impl SessionBus {
 pub struct PortalDesktop {
     // Dropped first to last: the frontend, the backend's screen, then the servers.
     _frontend: ServerProcess,
-    screen_stop: Arc<AtomicBool>,
-    screen: Option<std::thread::JoinHandle<()>>,
+    painter: ScreenThread,
     backend_stop: Option<tokio::sync::oneshot::Sender<()>>,
     backend: Option<std::thread::JoinHandle<()>>,
     _wireplumber: ServerProcess,
@@ -100,17 +132,24 @@ fn tool(what: impl std::fmt::Display) -> HarnessError {
 }
 
 impl PortalDesktop {
-    /// Starts it all with a `width`×`height` screen showing `paint`'s pictures at
-    /// `fps`, and returns once the portal answers on the bus.
-    pub fn start(width: u32, height: u32, fps: u32, paint: Painter) -> Result<PortalDesktop> {
+    /// Starts it all with `screen` showing `paint`'s pictures, and returns once the
+    /// portal answers on the bus.
+    pub fn start(screen: TestScreen, paint: Painter) -> Result<PortalDesktop> {
         let dir = tempfile::tempdir().map_err(io("temp dir"))?;
         let run = dir.path().join("run");
         std::fs::create_dir(&run).map_err(io("runtime dir"))?;
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).map_err(io("home dir"))?;
         let bus = SessionBus::start()?;
         let address = bus.address.clone();
 
         let env = |cmd: &mut Command| {
+            // Nothing of the user's: not their configuration, state or runtime dir.
             cmd.env("DBUS_SESSION_BUS_ADDRESS", &address)
+                .env("HOME", &home)
+                .env("XDG_CONFIG_HOME", home.join(".config"))
+                .env("XDG_STATE_HOME", home.join(".local/state"))
+                .env("XDG_DATA_HOME", home.join(".local/share"))
                 .env("XDG_RUNTIME_DIR", &run)
                 .env("PIPEWIRE_RUNTIME_DIR", &run)
                 .env_remove("PIPEWIRE_REMOTE")
@@ -126,20 +165,23 @@ impl PortalDesktop {
         let wireplumber = ServerProcess::spawn("wireplumber", cmd, &dir.path().join("wp.log"))?;
 
         // The screen: a PipeWire video source of our own.
-        let screen_stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let (node_tx, node_rx) = mpsc::channel();
-        let screen = {
-            let (stop, socket) = (screen_stop.clone(), pw_socket.clone());
+        let painting = {
+            let (stop, socket) = (stop.clone(), pw_socket.clone());
             std::thread::Builder::new()
                 .name("portal-screen".into())
                 .spawn(move || {
-                    if let Err(e) =
-                        paint_screen(&socket, (width, height), fps, paint, &node_tx, &stop)
-                    {
+                    if let Err(e) = paint_screen(&socket, &screen, paint, &node_tx, &stop) {
                         let _ = node_tx.send(Err(e));
                     }
                 })
                 .map_err(io("screen thread"))?
+        };
+        // Stopped and joined however `start` ends from here on.
+        let painter = ScreenThread {
+            stop,
+            thread: Some(painting),
         };
         let node = node_rx
             .recv_timeout(Duration::from_secs(10))
@@ -169,7 +211,7 @@ impl PortalDesktop {
                     runtime.block_on(async move {
                         let imp = TestScreencast {
                             node,
-                            size: (width, height),
+                            size: (screen.width, screen.height),
                             asked,
                         };
                         tokio::select! {
@@ -222,8 +264,7 @@ impl PortalDesktop {
 
         Ok(PortalDesktop {
             _frontend: frontend,
-            screen_stop,
-            screen: Some(screen),
+            painter,
             backend_stop: Some(stop_tx),
             backend: Some(backend),
             _wireplumber: wireplumber,
@@ -263,10 +304,7 @@ impl PortalDesktop {
     /// The screen's PipeWire source goes away, as when the user stops the share from
     /// the desktop's own indicator.
     pub fn end_screen(&mut self) {
-        self.screen_stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.screen.take() {
-            let _ = t.join();
-        }
+        self.painter.end();
     }
 
     /// The servers' logs, for failure messages.
@@ -301,6 +339,27 @@ impl Drop for PortalDesktop {
         if let Some(t) = self.backend.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The screen's thread: told to stop and joined when dropped.
+struct ScreenThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ScreenThread {
+    fn end(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ScreenThread {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -422,12 +481,12 @@ impl ScreencastImpl for TestScreencast {
     }
 }
 
-/// The screen: a PipeWire video source driving itself at `fps`, each picture from
-/// `paint`; sends its node id once it has one, and runs until `stop`.
+/// The screen: a PipeWire video source driving itself at its rate, each picture from
+/// `paint`; sends its node id once it has one, and runs until `stop` (or PipeWire
+/// goes away).
 fn paint_screen(
     socket: &Path,
-    size: (u32, u32),
-    fps: u32,
+    screen: &TestScreen,
     mut paint: Painter,
     node: &mpsc::Sender<Result<u32>>,
     stop: &Arc<AtomicBool>,
@@ -441,6 +500,19 @@ fn paint_screen(
             *pw::keys::REMOTE_NAME => socket.display().to_string(),
         }))
         .map_err(failed)?;
+    let _core_listener = core
+        .add_listener_local()
+        .error({
+            let mainloop = mainloop.downgrade();
+            move |id, _, _, _| {
+                if id == pw::core::PW_ID_CORE
+                    && let Some(m) = mainloop.upgrade()
+                {
+                    m.quit();
+                }
+            }
+        })
+        .register();
     let stream = pw::stream::StreamBox::new(
         &core,
         "hush-test-screen",
@@ -450,8 +522,9 @@ fn paint_screen(
         },
     )
     .map_err(failed)?;
-    let (w, h) = size;
-    let stride = w * 4;
+    let (w, h, rgbx) = (screen.width, screen.height, screen.rgbx);
+    let row = w as usize * 4;
+    let stride = w * 4 + ROW_PADDING;
     let frame = std::cell::Cell::new(0u64);
     let announced = std::cell::Cell::new(false);
     let node = node.clone();
@@ -470,7 +543,7 @@ fn paint_screen(
             if param.is_none() || id != spa::param::ParamType::Format.as_raw() {
                 return;
             }
-            if let Ok(bytes) = buffers_param(stride * h, stride)
+            if let Ok(bytes) = buffers_param(FIRST_ROW_AT + stride * h, stride)
                 && let Some(pod) = spa::pod::Pod::from_bytes(&bytes)
             {
                 let _ = stream.update_params(&mut [pod]);
@@ -485,20 +558,30 @@ fn paint_screen(
             let Some(data) = buffer.datas_mut().first_mut() else {
                 return;
             };
-            let n = {
+            {
                 let Some(out) = data.data() else { return };
-                let n = picture.len().min(out.len());
-                out[..n].copy_from_slice(&picture[..n]);
-                n
-            };
+                let rows = picture.chunks_exact(row).take(h as usize);
+                for (y, line) in rows.enumerate() {
+                    let at = FIRST_ROW_AT as usize + y * stride as usize;
+                    let Some(to) = out.get_mut(at..at + row) else {
+                        return;
+                    };
+                    to.copy_from_slice(line);
+                    if rgbx {
+                        for px in to.chunks_exact_mut(4) {
+                            px.swap(0, 2);
+                        }
+                    }
+                }
+            }
             let chunk = data.chunk_mut();
-            *chunk.offset_mut() = 0;
-            *chunk.size_mut() = n as u32;
+            *chunk.offset_mut() = FIRST_ROW_AT;
+            *chunk.size_mut() = stride * h;
             *chunk.stride_mut() = stride as i32;
         })
         .register()
         .map_err(failed)?;
-    let format = format_param(size, fps)?;
+    let format = format_param(screen)?;
     let pod = spa::pod::Pod::from_bytes(&format).ok_or_else(|| tool("format pod"))?;
     stream
         .connect(
@@ -525,7 +608,7 @@ fn paint_screen(
             }
         }
     });
-    let every = Duration::from_micros(1_000_000 / u64::from(fps.max(1)));
+    let every = Duration::from_micros(1_000_000 / u64::from(screen.fps.max(1)));
     let _ = tick.update_timer(Some(every), Some(every));
     mainloop.run();
     drop(tick);
@@ -542,16 +625,21 @@ fn serialize(object: spa::pod::Object) -> Result<Vec<u8>> {
     .map_err(|e| tool(format!("pod: {e:?}")))
 }
 
-/// BGRx at exactly this size and rate.
-fn format_param(size: (u32, u32), fps: u32) -> Result<Vec<u8>> {
+/// BGRx or RGBx at exactly the screen's size and rate.
+fn format_param(screen: &TestScreen) -> Result<Vec<u8>> {
+    let (size, fps) = ((screen.width, screen.height), screen.fps);
+    let layout = if screen.rgbx {
+        spa::param::video::VideoFormat::RGBx
+    } else {
+        spa::param::video::VideoFormat::BGRx
+    };
     use spa::param::format::{FormatProperties, MediaSubtype, MediaType};
-    use spa::param::video::VideoFormat;
     serialize(spa::pod::object!(
         spa::utils::SpaTypes::ObjectParamFormat,
         spa::param::ParamType::EnumFormat,
         spa::pod::property!(FormatProperties::MediaType, Id, MediaType::Video),
         spa::pod::property!(FormatProperties::MediaSubtype, Id, MediaSubtype::Raw),
-        spa::pod::property!(FormatProperties::VideoFormat, Id, VideoFormat::BGRx),
+        spa::pod::property!(FormatProperties::VideoFormat, Id, layout),
         spa::pod::property!(
             FormatProperties::VideoSize,
             Rectangle,
