@@ -723,9 +723,18 @@ fn require_policy_never_lets_plaintext_out_on(kind: ServerKind) {
     server.restart().expect("restart");
     // Both sides log in again first: a restarting ejabberd refuses logins until it has
     // loaded its accounts, and a refused login is retried after 4, 8 and 16 s.
-    buddy.wait_up_to(Duration::from_secs(60), "third", |s| {
+    if let Err(e) = buddy.try_wait_up_to(Duration::from_secs(60), "third", |s| {
         s.shown.iter().any(|m| m == "third secret").then_some(())
-    });
+    }) {
+        // Everything needed to tell a lost message from a side that never came back.
+        let snapshot = alice.phone.snapshot();
+        panic!(
+            "{e}\nalice's accounts: {:?}\nalice's chat: {:?}\nserver log:\n{}",
+            snapshot.accounts,
+            snapshot.chats.iter().find(|c| c.peer == b),
+            server.log_tail()
+        );
+    }
 
     let seen = buddy.seen();
     // The store is really read: the buddy's account is in it.

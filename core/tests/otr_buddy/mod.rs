@@ -224,17 +224,23 @@ impl Buddy {
         self.wait_up_to(Duration::from_secs(15), what, f)
     }
 
-    /// Waits at most `limit` until `f` holds for what the buddy saw.
-    pub fn wait_up_to<T>(&self, limit: Duration, what: &str, f: impl Fn(&Seen) -> Option<T>) -> T {
+    /// Waits at most `limit` until `f` holds for what the buddy saw; what it saw,
+    /// if not.
+    pub fn try_wait_up_to<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        f: impl Fn(&Seen) -> Option<T>,
+    ) -> Result<T, String> {
         let deadline = Instant::now() + limit;
         let mut seen = self.shared.seen.lock().expect("seen");
         loop {
             if let Some(v) = f(&seen) {
-                return v;
+                return Ok(v);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                panic!("buddy: no {what} within {limit:?}; saw {seen:?}");
+                return Err(format!("buddy: no {what} within {limit:?}; saw {seen:?}"));
             }
             seen = self
                 .shared
@@ -243,6 +249,12 @@ impl Buddy {
                 .expect("seen")
                 .0;
         }
+    }
+
+    /// Waits at most `limit` until `f` holds for what the buddy saw.
+    pub fn wait_up_to<T>(&self, limit: Duration, what: &str, f: impl Fn(&Seen) -> Option<T>) -> T {
+        self.try_wait_up_to(limit, what, f)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A copy of what the buddy saw so far.
