@@ -374,6 +374,7 @@ fn hushphone_shares_a_wayland_screen_through_the_portal_with_linphonec_keyed_by_
             height: h,
             fps: 15,
             rgbx: false,
+            memory: hush_harness::ScreenMemory::PipeWire,
         },
         Box::new(move |n| pattern.frame(n).to_bgrx()),
     )

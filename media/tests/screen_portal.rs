@@ -3,14 +3,15 @@
 //! the test pattern (see `hush_harness::PortalDesktop` for why the backend is ours).
 #![cfg(feature = "portal")]
 
-use hush_harness::{PortalDesktop, TestScreen};
+use hush_harness::{PortalDesktop, ScreenMemory, TestScreen};
 use hush_media::screen::{PortalOptions, ScreenSource};
 use hush_media::video::{I420Frame, TestPattern, VideoSource};
 use std::time::{Duration, Instant};
 
 /// A desktop whose screen shows the pattern's pictures, the marker moving with each
-/// (in RGBx with padded rows: the interop test shares a BGRx screen).
-fn desktop(width: u32, height: u32) -> PortalDesktop {
+/// (in RGBx with padded rows, in memfds of its own as compositors hand out: the
+/// interop test shares a BGRx screen in PipeWire's memory).
+fn desktop(width: u32, height: u32, memory: ScreenMemory) -> PortalDesktop {
     let pattern = TestPattern::new(width, height, 15).expect("pattern");
     PortalDesktop::start(
         TestScreen {
@@ -18,6 +19,7 @@ fn desktop(width: u32, height: u32) -> PortalDesktop {
             height,
             fps: 15,
             rgbx: true,
+            memory,
         },
         Box::new(move |n| pattern.frame(n).to_bgrx()),
     )
@@ -54,7 +56,7 @@ fn next(
 #[test]
 fn the_portal_shares_the_granted_screen_moving_and_says_when_the_desktop_ends_it() {
     let (w, h) = (1280, 720);
-    let mut desktop = desktop(w, h);
+    let mut desktop = desktop(w, h, ScreenMemory::Memfd);
     let started = Instant::now();
     let mut screen = ScreenSource::open_portal(&options(&desktop), (640, 360), 15).expect("open");
     // Opening waits for nobody (on a real desktop, the user picks in a dialog first).
@@ -73,6 +75,7 @@ fn the_portal_shares_the_granted_screen_moving_and_says_when_the_desktop_ends_it
     })
     .expect("the marker moves");
     assert!(TestPattern::shows_bars(&moved, 24));
+    assert!(screen.stats().captured >= 2);
     assert_eq!(desktop.starts(), 1);
     assert_eq!(
         desktop.cursor_modes(),
@@ -91,7 +94,7 @@ fn ashpd_cursor_embedded() -> hush_harness::CursorMode {
 
 #[test]
 fn a_share_cancelled_in_the_dialog_or_without_a_bus_or_portal_is_said() {
-    let desktop = desktop(640, 360);
+    let desktop = desktop(640, 360, ScreenMemory::Memfd);
     desktop.refuse_next();
     let mut screen = ScreenSource::open_portal(&options(&desktop), (640, 360), 15).expect("open");
     let e = next(&mut screen, Duration::from_secs(15), |_| true).expect_err("cancelled");
@@ -124,4 +127,17 @@ fn a_share_cancelled_in_the_dialog_or_without_a_bus_or_portal_is_said() {
     .expect("open");
     let e = next(&mut screen, Duration::from_secs(30), |_| true).expect_err("no portal");
     assert!(e.contains("no desktop portal answers"), "{e}");
+}
+
+#[test]
+fn a_desktop_whose_shared_memory_is_shorter_than_it_claims_is_refused_not_read() {
+    // Reading past the end of such a file would kill the whole process (SIGBUS).
+    let desktop = desktop(640, 360, ScreenMemory::ShortMemfd);
+    let mut screen = ScreenSource::open_portal(&options(&desktop), (640, 360), 15).expect("open");
+    let e = next(&mut screen, Duration::from_secs(15), |_| true).expect_err("refused");
+    assert!(
+        e.contains("cannot be read") && e.contains("shared memory of"),
+        "{e}"
+    );
+    assert_eq!(screen.stats().captured, 0);
 }

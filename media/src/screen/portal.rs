@@ -201,11 +201,19 @@ mod imp {
             .await
             .and_then(|r| r.response())
             .map_err(said)?;
-        let node = streams
+        let stream = streams
             .streams()
             .first()
-            .map(|s| s.pipe_wire_node_id())
             .ok_or_else(|| failed("the desktop granted nothing to share"))?;
+        // Monitors were asked for; a window (whose crop is not read) is refused.
+        if let Some(kind) = stream.source_type()
+            && kind != SourceType::Monitor
+        {
+            return Err(failed(format!(
+                "the desktop granted a {kind:?}, not a screen"
+            )));
+        }
+        let node = stream.pipe_wire_node_id();
         let fd = portal
             .open_pipe_wire_remote(&session, Default::default())
             .await
@@ -240,7 +248,9 @@ mod imp {
         /// One buffer from the desktop: checked, copied out row by row (packed),
         /// converted, handed over. Everything about the buffer comes from the
         /// compositor and is checked before a byte is read.
-        fn take(&mut self, data: &spa::buffer::Data) -> Result<(), String> {
+        /// Whether it held a picture (an empty or corrupted one is neither good nor
+        /// bad).
+        fn take(&mut self, data: &spa::buffer::Data) -> Result<bool, String> {
             let Some((swap, w, h)) = self.format else {
                 return Err("a picture before its format".into());
             };
@@ -253,7 +263,7 @@ mod imp {
             // time: it is read once, by value, and never referenced.
             let chunk = unsafe { std::ptr::read_volatile(raw.chunk) };
             if chunk.flags & spa::sys::SPA_CHUNK_FLAG_CORRUPTED as i32 != 0 || chunk.size == 0 {
-                return Ok(());
+                return Ok(false);
             }
             let row = w as usize * 4;
             let stride = match chunk.stride {
@@ -280,7 +290,10 @@ mod imp {
             }
             if raw.type_ == spa::sys::SPA_DATA_MemFd {
                 // Memory smaller than the mapping would kill the process (SIGBUS)
-                // when read past its end.
+                // when read past its end. A compositor that shrinks it between this
+                // check and the copy still could: it is trusted that far (it already
+                // sees and draws everything on the screen), and unsealed memory is
+                // what xdg-desktop-portal-wlr hands out.
                 let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
                 // SAFETY: fstat writes a `stat` into the buffer it is given; it is read
                 // only when fstat said it did.
@@ -343,7 +356,7 @@ mod imp {
             let mut l = self.latest.lock().map_err(|_| "poisoned".to_string())?;
             l.picture = Some(frame);
             l.stats.captured += 1;
-            Ok(())
+            Ok(true)
         }
     }
 
@@ -465,7 +478,10 @@ mod imp {
         let end: Rc<dyn Fn(String)> = {
             let (state, mainloop) = (state.clone(), mainloop.downgrade());
             Rc::new(move |why: String| {
-                state.borrow_mut().ended.get_or_insert(why);
+                // Never a second borrow (a panic here would be outside any guard).
+                if let Ok(mut s) = state.try_borrow_mut() {
+                    s.ended.get_or_insert(why);
+                }
                 if let Some(m) = mainloop.upgrade() {
                     m.quit();
                 }
@@ -476,11 +492,13 @@ mod imp {
             .error({
                 let end = end.clone();
                 move |id, _, res, message| {
-                    if id == pw::core::PW_ID_CORE {
-                        end(format!(
-                            "the desktop's PipeWire connection failed ({res}: {message})"
-                        ));
-                    }
+                    guarded(&end, || {
+                        if id == pw::core::PW_ID_CORE {
+                            end(format!(
+                                "the desktop's PipeWire connection failed ({res}: {message})"
+                            ));
+                        }
+                    })
                 }
             })
             .register();
@@ -491,21 +509,23 @@ mod imp {
             .global_remove({
                 let end = end.clone();
                 move |id| {
-                    if id == node {
-                        end("the desktop ended the share".into());
-                    }
+                    guarded(&end, || {
+                        if id == node {
+                            end("the desktop ended the share".into());
+                        }
+                    })
                 }
             })
             .register();
         let stream = pw::stream::StreamBox::new(
             &core,
             "hushphone-screen",
-            // Only the granted node: never another video source in its place.
+            // Only the granted node (`connect` names it): never another video source
+            // in its place.
             pw::properties::properties! {
                 *pw::keys::MEDIA_TYPE => "Video",
                 *pw::keys::MEDIA_CATEGORY => "Capture",
                 *pw::keys::MEDIA_ROLE => "Screen",
-                "target.object" => node.to_string(),
                 *pw::keys::NODE_DONT_RECONNECT => "true",
                 "node.dont-fallback" => "true",
             },
@@ -565,7 +585,8 @@ mod imp {
                             return;
                         };
                         match s.take(data) {
-                            Ok(()) => s.bad_in_a_row = 0,
+                            Ok(true) => s.bad_in_a_row = 0,
+                            Ok(false) => {}
                             Err(e) => {
                                 s.bad_in_a_row += 1;
                                 tracing::debug!("a shared screen picture skipped: {e}");
@@ -598,13 +619,20 @@ mod imp {
             let (end, state, mainloop) = (end.clone(), state.clone(), mainloop.downgrade());
             let stop = stop.clone();
             move |_| {
-                if stop.load(Ordering::Relaxed) {
-                    if let Some(m) = mainloop.upgrade() {
-                        m.quit();
+                guarded(&end, || {
+                    if stop.load(Ordering::Relaxed) {
+                        if let Some(m) = mainloop.upgrade() {
+                            m.quit();
+                        }
+                    } else if state.try_borrow().is_ok_and(|s| s.format.is_none())
+                        && Instant::now() > first_by
+                    {
+                        end(
+                            "the desktop and Hushphone agreed on no picture format within 10 s"
+                                .into(),
+                        );
                     }
-                } else if state.borrow().format.is_none() && Instant::now() > first_by {
-                    end("the desktop and Hushphone agreed on no picture format within 10 s".into());
-                }
+                })
             }
         });
         timer

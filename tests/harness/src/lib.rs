@@ -24,7 +24,7 @@ pub use ejabberd::{Ejabberd, EjabberdOptions};
 pub use kamailio::Kamailio;
 pub use linphonec::{Linphonec, ZrtpSuites};
 pub use otr_peer::{OtrPeer, build_otr_peer, hex, unhex};
-pub use portal::{Painter, PortalDesktop, SessionBus, TestScreen};
+pub use portal::{Painter, PortalDesktop, ScreenMemory, SessionBus, TestScreen};
 pub use process::{TEST_PROCESS_TAG, free_port};
 pub use prosody::Prosody;
 pub use relay::Relay;

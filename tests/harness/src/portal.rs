@@ -49,10 +49,26 @@ pub struct TestScreen {
     pub fps: u32,
     /// Red first (RGBx) instead of blue first (BGRx).
     pub rgbx: bool,
+    /// Whose memory the pictures are in.
+    pub memory: ScreenMemory,
 }
 
-/// Padding after each row and bytes before the first, in the screen's buffers.
-const ROW_PADDING: u32 = 64;
+/// Whose memory a test screen's pictures are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScreenMemory {
+    /// PipeWire's own pool (a reader sees MemPtr).
+    PipeWire,
+    /// A memfd of the screen's own per buffer, as mutter, KWin and
+    /// xdg-desktop-portal-wlr hand out (a reader sees MemFd).
+    Memfd,
+    /// Like `Memfd`, but each file holds half of what the buffer claims: reading the
+    /// rest of the mapping would raise SIGBUS. Nothing is painted.
+    ShortMemfd,
+}
+
+/// Padding after each row (not a multiple of 4: rows need not be pixel-aligned) and
+/// bytes before the first, in the screen's buffers.
+const ROW_PADDING: u32 = 70;
 const FIRST_ROW_AT: u32 = 256;
 
 /// What the backend was asked, and how it answers.
@@ -522,9 +538,10 @@ fn paint_screen(
         },
     )
     .map_err(failed)?;
-    let (w, h, rgbx) = (screen.width, screen.height, screen.rgbx);
+    let (w, h, rgbx, memory) = (screen.width, screen.height, screen.rgbx, screen.memory);
     let row = w as usize * 4;
     let stride = w * 4 + ROW_PADDING;
+    let buffer_size = FIRST_ROW_AT + stride * h;
     let frame = std::cell::Cell::new(0u64);
     let announced = std::cell::Cell::new(false);
     let node = node.clone();
@@ -543,10 +560,20 @@ fn paint_screen(
             if param.is_none() || id != spa::param::ParamType::Format.as_raw() {
                 return;
             }
-            if let Ok(bytes) = buffers_param(FIRST_ROW_AT + stride * h, stride)
+            if let Ok(bytes) = buffers_param(buffer_size, stride, memory)
                 && let Some(pod) = spa::pod::Pod::from_bytes(&bytes)
             {
                 let _ = stream.update_params(&mut [pod]);
+            }
+        })
+        .add_buffer(move |_, _, buffer| {
+            if memory != ScreenMemory::PipeWire {
+                own_memfd(buffer, buffer_size, memory == ScreenMemory::ShortMemfd);
+            }
+        })
+        .remove_buffer(move |_, _, buffer| {
+            if memory != ScreenMemory::PipeWire {
+                free_memfd(buffer);
             }
         })
         .process(move |stream, _| {
@@ -558,7 +585,7 @@ fn paint_screen(
             let Some(data) = buffer.datas_mut().first_mut() else {
                 return;
             };
-            {
+            if memory != ScreenMemory::ShortMemfd {
                 let Some(out) = data.data() else { return };
                 let rows = picture.chunks_exact(row).take(h as usize);
                 for (y, line) in rows.enumerate() {
@@ -587,7 +614,11 @@ fn paint_screen(
         .connect(
             spa::utils::Direction::Output,
             None,
-            pw::stream::StreamFlags::DRIVER | pw::stream::StreamFlags::MAP_BUFFERS,
+            if memory == ScreenMemory::PipeWire {
+                pw::stream::StreamFlags::DRIVER | pw::stream::StreamFlags::MAP_BUFFERS
+            } else {
+                pw::stream::StreamFlags::DRIVER | pw::stream::StreamFlags::ALLOC_BUFFERS
+            },
             &mut [pod],
         )
         .map_err(failed)?;
@@ -661,8 +692,69 @@ fn format_param(screen: &TestScreen) -> Result<Vec<u8>> {
     ))
 }
 
-/// Shared-memory buffers of a picture each.
-fn buffers_param(size: u32, stride: u32) -> Result<Vec<u8>> {
+/// Gives a buffer memory of its own: a memfd of `size` bytes (half that if `short`),
+/// mapped whole.
+fn own_memfd(buffer: *mut pw::sys::pw_buffer, size: u32, short: bool) {
+    // SAFETY: PipeWire hands over a valid buffer with at least one data (the Buffers
+    // param asks for one block); the file is created, sized and mapped here, and the
+    // data is pointed at it until `free_memfd`.
+    unsafe {
+        let spa = (*buffer).buffer;
+        if spa.is_null() || (*spa).n_datas == 0 {
+            return;
+        }
+        let data = &mut *(*spa).datas;
+        let fd = libc::memfd_create(c"hush-test-screen".as_ptr(), libc::MFD_CLOEXEC);
+        if fd < 0 {
+            return;
+        }
+        let len = if short { size / 2 } else { size };
+        if libc::ftruncate(fd, i64::from(len)) != 0 {
+            libc::close(fd);
+            return;
+        }
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        );
+        if map == libc::MAP_FAILED {
+            libc::close(fd);
+            return;
+        }
+        data.type_ = spa::sys::SPA_DATA_MemFd;
+        data.flags = spa::sys::SPA_DATA_FLAG_READWRITE;
+        data.fd = i64::from(fd);
+        data.mapoffset = 0;
+        data.maxsize = size;
+        data.data = map;
+    }
+}
+
+/// Undoes [`own_memfd`].
+fn free_memfd(buffer: *mut pw::sys::pw_buffer) {
+    // SAFETY: the data was set up by `own_memfd` (or left empty: nothing to undo).
+    unsafe {
+        let spa = (*buffer).buffer;
+        if spa.is_null() || (*spa).n_datas == 0 {
+            return;
+        }
+        let data = &mut *(*spa).datas;
+        if data.type_ != spa::sys::SPA_DATA_MemFd || data.data.is_null() {
+            return;
+        }
+        libc::munmap(data.data, data.maxsize as usize);
+        libc::close(data.fd as i32);
+        data.data = std::ptr::null_mut();
+        data.fd = -1;
+    }
+}
+
+/// Shared-memory buffers of a picture each: PipeWire's, or the screen's own memfds.
+fn buffers_param(size: u32, stride: u32, memory: ScreenMemory) -> Result<Vec<u8>> {
     use spa::pod::{Property, Value};
     let int = |key: u32, v: i32| Property::new(key, Value::Int(v));
     serialize(spa::pod::Object {
@@ -673,11 +765,13 @@ fn buffers_param(size: u32, stride: u32) -> Result<Vec<u8>> {
             int(spa::sys::SPA_PARAM_BUFFERS_blocks, 1),
             int(spa::sys::SPA_PARAM_BUFFERS_size, size as i32),
             int(spa::sys::SPA_PARAM_BUFFERS_stride, stride as i32),
-            // Memory PipeWire allocates and shares (what a compositor without a
-            // GPU, like xdg-desktop-portal-wlr's SHM path, hands out).
             int(
                 spa::sys::SPA_PARAM_BUFFERS_dataType,
-                (1 << spa::sys::SPA_DATA_MemPtr) | (1 << spa::sys::SPA_DATA_MemFd),
+                if memory == ScreenMemory::PipeWire {
+                    (1 << spa::sys::SPA_DATA_MemPtr) | (1 << spa::sys::SPA_DATA_MemFd)
+                } else {
+                    1 << spa::sys::SPA_DATA_MemFd
+                },
             ),
         ],
     })
