@@ -26,11 +26,17 @@ fn desktop(width: u32, height: u32, memory: ScreenMemory) -> PortalDesktop {
     .expect("portal desktop")
 }
 
-fn options(desktop: &PortalDesktop) -> PortalOptions {
-    PortalOptions {
-        bus: Some(desktop.bus().to_owned()),
-        cursor: true,
-    }
+/// The screen through the portal on the session bus at `bus`, for a 640×360 call.
+fn share_on(bus: &str) -> ScreenSource {
+    ScreenSource::open_portal(
+        &PortalOptions {
+            bus: Some(bus.to_owned()),
+            cursor: true,
+        },
+        (640, 360),
+        15,
+    )
+    .expect("open")
 }
 
 /// The source's next picture that passes `until`, or its failure, within `limit`.
@@ -58,7 +64,7 @@ fn the_portal_shares_the_granted_screen_moving_and_says_when_the_desktop_ends_it
     let (w, h) = (1280, 720);
     let mut desktop = desktop(w, h, ScreenMemory::Memfd);
     let started = Instant::now();
-    let mut screen = ScreenSource::open_portal(&options(&desktop), (640, 360), 15).expect("open");
+    let mut screen = share_on(desktop.bus());
     // Opening waits for nobody (on a real desktop, the user picks in a dialog first).
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -96,35 +102,19 @@ fn ashpd_cursor_embedded() -> hush_harness::CursorMode {
 fn a_share_cancelled_in_the_dialog_or_without_a_bus_or_portal_is_said() {
     let desktop = desktop(640, 360, ScreenMemory::Memfd);
     desktop.refuse_next();
-    let mut screen = ScreenSource::open_portal(&options(&desktop), (640, 360), 15).expect("open");
+    let mut screen = share_on(desktop.bus());
     let e = next(&mut screen, Duration::from_secs(15), |_| true).expect_err("cancelled");
     assert!(e.contains("cancelled in the desktop's dialog"), "{e}");
     assert_eq!(desktop.starts(), 0);
 
     let gone = tempfile::tempdir().expect("tempdir");
-    let mut screen = ScreenSource::open_portal(
-        &PortalOptions {
-            bus: Some(format!("unix:path={}", gone.path().join("bus").display())),
-            cursor: false,
-        },
-        (640, 360),
-        15,
-    )
-    .expect("open");
+    let mut screen = share_on(&format!("unix:path={}", gone.path().join("bus").display()));
     let e = next(&mut screen, Duration::from_secs(10), |_| true).expect_err("no bus");
     assert!(e.contains("the session bus at"), "{e}");
 
     // A session bus without any portal on it (a bare compositor's session).
     let bare = hush_harness::SessionBus::start().expect("bus");
-    let mut screen = ScreenSource::open_portal(
-        &PortalOptions {
-            bus: Some(bare.address().to_owned()),
-            cursor: true,
-        },
-        (640, 360),
-        15,
-    )
-    .expect("open");
+    let mut screen = share_on(bare.address());
     let e = next(&mut screen, Duration::from_secs(30), |_| true).expect_err("no portal");
     assert!(e.contains("no desktop portal answers"), "{e}");
 }
@@ -133,7 +123,7 @@ fn a_share_cancelled_in_the_dialog_or_without_a_bus_or_portal_is_said() {
 fn a_desktop_whose_shared_memory_is_shorter_than_it_claims_is_refused_not_read() {
     // Reading past the end of such a file would kill the whole process (SIGBUS).
     let desktop = desktop(640, 360, ScreenMemory::ShortMemfd);
-    let mut screen = ScreenSource::open_portal(&options(&desktop), (640, 360), 15).expect("open");
+    let mut screen = share_on(desktop.bus());
     let e = next(&mut screen, Duration::from_secs(15), |_| true).expect_err("refused");
     assert!(
         e.contains("cannot be read") && e.contains("shared memory of"),

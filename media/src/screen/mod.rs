@@ -38,6 +38,14 @@ struct Latest {
 /// How long after the last ask the thread goes on capturing.
 const ASKED_WITHIN: Duration = Duration::from_millis(500);
 
+/// Whether pictures were asked for lately (capturing or converting is worth it).
+fn wanted(latest: &Mutex<Latest>) -> bool {
+    latest
+        .lock()
+        .map(|l| l.asked.is_some_and(|t| t.elapsed() < ASKED_WITHIN))
+        .unwrap_or(false)
+}
+
 /// The screen, at up to `fps` pictures a second, scaled to fit a maximum size.
 pub struct ScreenSource {
     latest: Arc<Mutex<Latest>>,
@@ -171,11 +179,7 @@ fn run(
         if Instant::now() > next + 10 * interval {
             next = Instant::now() + interval;
         }
-        let wanted = latest
-            .lock()
-            .map(|l| l.asked.is_some_and(|t| t.elapsed() < ASKED_WITHIN))
-            .unwrap_or(false);
-        if !wanted {
+        if !wanted(latest) {
             continue;
         }
         let looked = capture.changed().and_then(|changed| {

@@ -235,16 +235,6 @@ mod imp {
     }
 
     impl Receiving {
-        fn wanted(&self) -> bool {
-            self.latest
-                .lock()
-                .map(|l| {
-                    l.asked
-                        .is_some_and(|t| t.elapsed() < super::super::ASKED_WITHIN)
-                })
-                .unwrap_or(false)
-        }
-
         /// One buffer from the desktop: checked, copied out row by row (packed),
         /// converted, handed over. Everything about the buffer comes from the
         /// compositor and is checked before a byte is read.
@@ -350,9 +340,12 @@ mod imp {
                     &mut frame,
                 )
                 .map_err(|e| e.to_string())?;
-            let frame = frame
-                .fitted_into(self.size.0, self.size.1)
-                .map_err(|e| e.to_string())?;
+            // Black around it only when its shape differs from the call's.
+            if (fw, fh) != self.size {
+                frame = frame
+                    .fitted_into(self.size.0, self.size.1)
+                    .map_err(|e| e.to_string())?;
+            }
             let mut l = self.latest.lock().map_err(|_| "poisoned".to_string())?;
             l.picture = Some(frame);
             l.stats.captured += 1;
@@ -578,7 +571,7 @@ mod imp {
                         }
                         let Some(mut buffer) = newest else { return };
                         let mut s = state.borrow_mut();
-                        if !s.wanted() {
+                        if !super::super::wanted(&s.latest) {
                             return;
                         }
                         let Some(data) = buffer.datas_mut().first() else {
